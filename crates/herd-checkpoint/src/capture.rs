@@ -1,0 +1,497 @@
+//! Capturing a running process: freeze it, read its state, stream its
+//! image, then release it (or end it).
+//!
+//! A [`Frozen`] process is held stopped under ptrace. Dropping it without
+//! [`Frozen::kill`] always releases the process exactly as it was, so an
+//! error anywhere during a checkpoint leaves the process running.
+
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herd_image::{
+    FileKind, FileRef, ImageWriter, MmFields, OpenFile, Origin, PendingSignal, ProcessImage, Registers, Rlimit,
+    Rseq, SigAction, SigAltStack, Signals, Task, Vma, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE,
+};
+use herd_kernel::abi::{self, Regs};
+use herd_kernel::inject::Injector;
+use herd_kernel::mem::{self, Pagemap, ProcMem, PAGE, PM_FILE, PM_PRESENT, PM_SWAP};
+use herd_kernel::ptrace::Tracee;
+use herd_kernel::{host, task, KernelError};
+use procfs::process::{FDTarget, MMPermissions, MMapPath};
+
+use crate::check::{self, PORTABLE_DEVICES};
+use crate::filehash::FileHashes;
+use crate::{io_err, procinfo, CheckpointError, Result};
+
+/// Bytes read from the process per batch while streaming pages.
+const BATCH: usize = 8 << 20;
+const RLIMIT_NLIMITS: u32 = 16;
+
+/// Which pages of one VMA go into the image.
+struct PagePlan {
+    runs: Vec<(u64, u64)>,
+    /// Not readable by process_vm_readv (no PROT_READ): use /proc/PID/mem.
+    force: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptureStats {
+    /// From the stop of the process to the end of the image.
+    pub frozen_for: Duration,
+    pub page_bytes: u64,
+}
+
+pub struct Frozen {
+    tracee: Option<Tracee>,
+    regs: Regs,
+    mask: u64,
+    image: ProcessImage,
+    plans: Vec<PagePlan>,
+    stopped_at: Instant,
+}
+
+fn seize_error(pid: i32, e: KernelError) -> CheckpointError {
+    match e.errno() {
+        Some(libc::EPERM) => CheckpointError::Permission {
+            pid,
+            why: "ptrace is not permitted (is it your process? see /proc/sys/kernel/yama/ptrace_scope)".into(),
+        },
+        _ => match e {
+            KernelError::Died { pid } => CheckpointError::NoSuchProcess { pid },
+            e => e.into(),
+        },
+    }
+}
+
+impl Frozen {
+    /// Stops process `pid` and reads everything about it except page contents.
+    pub fn freeze(pid: i32, hashes: &mut FileHashes) -> Result<Frozen> {
+        let reasons = check::check(pid)?;
+        if !reasons.is_empty() {
+            return Err(CheckpointError::CantMove { pid, reasons });
+        }
+        let tracee = Tracee::seize(pid, 0).map_err(|e| seize_error(pid, e))?;
+        let stopped_at = Instant::now();
+        let regs = tracee.regs()?;
+        let mask = tracee.sigmask()?;
+        let mut frozen = Frozen {
+            tracee: Some(tracee),
+            regs,
+            mask,
+            image: empty_image(),
+            plans: Vec::new(),
+            stopped_at,
+        };
+        frozen.capture(pid, hashes)?;
+        Ok(frozen)
+    }
+
+    fn tracee(&mut self) -> &mut Tracee {
+        self.tracee.as_mut().expect("held until release or kill")
+    }
+
+    fn capture(&mut self, pid: i32, hashes: &mut FileHashes) -> Result<()> {
+        // Threads may have been created between the check and the stop.
+        let reasons = check::check(pid)?;
+        if !reasons.is_empty() {
+            return Err(CheckpointError::CantMove { pid, reasons });
+        }
+        let p = procinfo::open(pid)?;
+        let maps = procinfo::maps(&p)?;
+        let xstate = self.tracee.as_ref().expect("held").xstate()?;
+        let rseq = self.tracee.as_ref().expect("held").rseq_config()?;
+        // Hold every signal while we work; arrivals stay queued and are
+        // captured as pending below.
+        self.tracee().set_sigmask(!0)?;
+
+        let vdso = maps
+            .iter()
+            .find(|m| matches!(m.pathname, MMapPath::Vdso))
+            .map(|m| m.address.0)
+            .ok_or_else(|| CheckpointError::Incompatible("the process has no vDSO".into()))?;
+        let (_, own_vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
+        let gadget = vdso
+            + host::syscall_offset(&own_vdso)
+                .ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
+        let mut probe = [0u8; 2];
+        mem::read_ranges(pid, &[(gadget, 2)], &mut probe)?;
+        if probe != [0x0f, 0x05] {
+            return Err(CheckpointError::Incompatible("the process's vDSO differs from herd's".into()));
+        }
+
+        let regs = self.regs;
+        let mut inj = Injector::new(self.tracee(), gadget, regs);
+        let (handlers, altstack, clear_child_tid, brk) = inject_queries(&mut inj, pid)?;
+        // Back to an interrupt stop with the real registers, so the kernel's
+        // restart logic sees the process exactly as we found it.
+        let t = self.tracee();
+        t.resume_until_event()?;
+        t.set_regs(&regs)?;
+
+        let mut pending = Vec::new();
+        for shared in [false, true] {
+            for si in self.tracee().pending_signals(shared)? {
+                let signo = u32::from_le_bytes(si[0..4].try_into().expect("4"));
+                pending.push(PendingSignal { shared, signo, siginfo: si.to_vec() });
+            }
+        }
+        for &sig in self.tracee().deferred_signals() {
+            let mut si = vec![0u8; 128];
+            si[0..4].copy_from_slice(&(sig as u32).to_le_bytes());
+            pending.push(PendingSignal { shared: false, signo: sig as u32, siginfo: si });
+        }
+
+        let stat = p.stat().map_err(|e| procinfo::map_err(pid, e))?;
+        let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
+        let mut rlimits = Vec::new();
+        for r in 0..RLIMIT_NLIMITS {
+            let (cur, max) = task::rlimit(pid, r)?;
+            rlimits.push(Rlimit { resource: r, cur, max });
+        }
+        let exe = p.exe().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
+        let cwd = p.cwd().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
+        let task = Task {
+            pid,
+            comm: stat.comm.clone(),
+            cmdline: p.cmdline().unwrap_or_default(),
+            exe,
+            cwd,
+            umask: status.umask.unwrap_or(0o022),
+            personality: procinfo::personality(pid)?,
+            uid: status.ruid,
+            gid: status.rgid,
+            groups: status.groups.iter().map(|g| *g as u32).collect(),
+            rlimits,
+            clear_child_tid,
+            robust_list: task::robust_list(pid)?,
+            rseq: rseq.map(|c| Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature }),
+        };
+        let mm = MmFields {
+            start_code: stat.startcode,
+            end_code: stat.endcode,
+            start_data: stat.start_data.unwrap_or(0),
+            end_data: stat.end_data.unwrap_or(0),
+            start_brk: stat.start_brk.unwrap_or(0),
+            brk,
+            start_stack: stat.startstack,
+            arg_start: stat.arg_start.unwrap_or(0),
+            arg_end: stat.arg_end.unwrap_or(0),
+            env_start: stat.env_start.unwrap_or(0),
+            env_end: stat.env_end.unwrap_or(0),
+            auxv: procinfo::auxv(pid)?,
+        };
+
+        let files = capture_files(&p)?;
+        let pagemap = Pagemap::open(pid)?;
+        let mut vmas = Vec::new();
+        let mut plans = Vec::new();
+        for m in &maps {
+            let (start, end) = m.address;
+            let mut prot = 0u8;
+            if m.perms.contains(MMPermissions::READ) {
+                prot |= PROT_READ;
+            }
+            if m.perms.contains(MMPermissions::WRITE) {
+                prot |= PROT_WRITE;
+            }
+            if m.perms.contains(MMPermissions::EXECUTE) {
+                prot |= PROT_EXEC;
+            }
+            let shared = m.perms.contains(MMPermissions::SHARED);
+            let kind = match &m.pathname {
+                MMapPath::Vsyscall => continue,
+                MMapPath::Heap => VmaKind::Heap,
+                MMapPath::Stack => VmaKind::Stack,
+                MMapPath::Vdso => VmaKind::Vdso,
+                MMapPath::Vvar => VmaKind::Vvar,
+                MMapPath::Other(_) => VmaKind::Vvar, // vvar_vclock; check() refused others
+                MMapPath::Anonymous => VmaKind::Anonymous,
+                MMapPath::Path(path) if shared && path.to_string_lossy().starts_with("/dev/zero") => VmaKind::Anonymous,
+                MMapPath::Path(path) => {
+                    let (hash, size) = hashes
+                        .hash(path)
+                        .map_err(io_err(format!("hashing mapped file {}", path.display())))?;
+                    VmaKind::File {
+                        file: FileRef { path: path.to_string_lossy().into_owned(), size, hash },
+                        offset: m.offset,
+                    }
+                }
+                other => {
+                    return Err(CheckpointError::Proc { pid, what: format!("unexpected mapping {other:?}") });
+                }
+            };
+            let runs = match &kind {
+                VmaKind::Vdso | VmaKind::Vvar => Vec::new(),
+                VmaKind::File { .. } if shared => Vec::new(),
+                _ if shared => vec![(start, end - start)],
+                VmaKind::File { .. } => page_runs(start, &pagemap.entries(start, end)?, |e| {
+                    (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
+                }),
+                _ => page_runs(start, &pagemap.entries(start, end)?, |e| e & (PM_PRESENT | PM_SWAP) != 0),
+            };
+            let stored_bytes = runs.iter().map(|r| r.1).sum();
+            vmas.push(Vma { start, end, prot, shared, kind, stored_bytes });
+            plans.push(PagePlan { runs, force: prot & PROT_READ == 0 });
+        }
+
+        let mut handlers = handlers;
+        handlers.retain(|h| h.handler != 0 || h.flags != 0 || h.mask != 0);
+        self.image = ProcessImage {
+            origin: Origin {
+                hostname: host::hostname(),
+                kernel_release: host::kernel_release(),
+                created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                herd_version: env!("CARGO_PKG_VERSION").to_string(),
+                vdso_hash: *blake3::hash(&own_vdso).as_bytes(),
+                xfeatures: host::xcr0(),
+            },
+            task,
+            regs: Registers { gp: self.regs.to_words(), xstate },
+            signals: Signals { blocked: self.mask, handlers, altstack, pending },
+            mm,
+            vmas,
+            files,
+        };
+        self.plans = plans;
+        Ok(())
+    }
+
+    pub fn image(&self) -> &ProcessImage {
+        &self.image
+    }
+
+    /// Streams the whole image (process section, pages, end) into `out`.
+    pub fn write<W: Write>(&mut self, out: W) -> Result<(W, CaptureStats)> {
+        let pid = self.image.task.pid;
+        let mut w = ImageWriter::new(out).map_err(io_err("writing the image"))?;
+        w.write_process(&self.image).map_err(io_err("writing the image"))?;
+        let mut buf = vec![0u8; BATCH];
+        let procmem = if self.plans.iter().any(|p| p.force && !p.runs.is_empty()) {
+            Some(ProcMem::open(pid, false)?)
+        } else {
+            None
+        };
+        for plan in &self.plans {
+            for batch in batches(&plan.runs, BATCH as u64) {
+                let used: u64 = batch.iter().map(|r| r.1).sum();
+                let data = &mut buf[..used as usize];
+                read_pages(pid, &batch, data, plan.force, procmem.as_ref())?;
+                let mut off = 0usize;
+                for (a, l) in &batch {
+                    w.write_pages(*a, &data[off..off + *l as usize]).map_err(io_err("writing the image"))?;
+                    off += *l as usize;
+                }
+            }
+        }
+        let bytes = w.page_bytes();
+        let out = w.finish().map_err(io_err("writing the image"))?;
+        Ok((out, CaptureStats { frozen_for: self.stopped_at.elapsed(), page_bytes: bytes }))
+    }
+
+    /// Lets the process continue as if nothing happened.
+    pub fn release(mut self) -> Result<()> {
+        self.release_inner()
+    }
+
+    /// Ends the process (SIGKILL). Call only once the image is safe.
+    pub fn kill(mut self) {
+        if let Some(t) = self.tracee.take() {
+            t.kill();
+        }
+    }
+
+    fn release_inner(&mut self) -> Result<()> {
+        let Some(mut t) = self.tracee.take() else { return Ok(()) };
+        t.resume_until_event()?;
+        t.set_regs(&self.regs)?;
+        t.set_sigmask(self.mask)?;
+        t.detach()?;
+        Ok(())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_inner() {
+            tracing::warn!("releasing process {}: {e}", self.image.task.pid);
+        }
+    }
+}
+
+/// Splits runs into pieces of at most `max` bytes and groups consecutive
+/// pieces into batches of at most `max` bytes.
+fn batches(runs: &[(u64, u64)], max: u64) -> Vec<Vec<(u64, u64)>> {
+    let mut out: Vec<Vec<(u64, u64)>> = Vec::new();
+    let mut cur = Vec::new();
+    let mut used = 0u64;
+    for &(mut a, mut l) in runs {
+        while l > 0 {
+            let take = l.min(max - used);
+            cur.push((a, take));
+            used += take;
+            a += take;
+            l -= take;
+            if used == max {
+                out.push(std::mem::take(&mut cur));
+                used = 0;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn read_pages(pid: i32, batch: &[(u64, u64)], data: &mut [u8], force: bool, procmem: Option<&ProcMem>) -> Result<()> {
+    if let (true, Some(pm)) = (force, procmem) {
+        let mut off = 0usize;
+        for (a, l) in batch {
+            pm.read(*a, &mut data[off..off + *l as usize])?;
+            off += *l as usize;
+        }
+        return Ok(());
+    }
+    Ok(mem::read_ranges(pid, batch, data)?)
+}
+
+/// Runs of consecutive pages of a VMA starting at `start` whose pagemap
+/// entries satisfy `keep`, as (address, length).
+fn page_runs(start: u64, entries: &[u64], keep: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !keep(*e) {
+            continue;
+        }
+        let a = start + i as u64 * PAGE;
+        match runs.last_mut() {
+            Some((ra, rl)) if *ra + *rl == a => *rl += PAGE,
+            _ => runs.push((a, PAGE)),
+        }
+    }
+    runs
+}
+
+/// Asks the process itself, by injected system calls, for what /proc does
+/// not show: signal handlers, the alternate signal stack, the
+/// clear-child-tid address and the current brk.
+fn inject_queries(inj: &mut Injector<'_>, pid: i32) -> Result<(Vec<SigAction>, SigAltStack, u64, u64)> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let scratch = inj.call_ok("mmap scratch", abi::SYS_MMAP, &[0, PAGE, prot, flags, u64::MAX, 0])? as u64;
+    let result = (|| -> Result<_> {
+        let mut handlers = Vec::new();
+        let mut buf = [0u8; 32];
+        for sig in 1..=64u64 {
+            if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+                continue;
+            }
+            inj.call_ok("rt_sigaction", abi::SYS_RT_SIGACTION, &[sig, 0, scratch, 8])?;
+            mem::read_ranges(pid, &[(scratch, 32)], &mut buf)?;
+            let a: abi::KernelSigaction = abi::from_bytes(&buf);
+            handlers.push(SigAction { signo: sig as u32, handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
+        }
+        inj.call_ok("sigaltstack", abi::SYS_SIGALTSTACK, &[0, scratch])?;
+        let mut ss = [0u8; 24];
+        mem::read_ranges(pid, &[(scratch, 24)], &mut ss)?;
+        let ss: abi::StackT = abi::from_bytes(&ss);
+        inj.call_ok("prctl(PR_GET_TID_ADDRESS)", abi::SYS_PRCTL, &[abi::PR_GET_TID_ADDRESS, scratch])?;
+        let mut tid = [0u8; 8];
+        mem::read_ranges(pid, &[(scratch, 8)], &mut tid)?;
+        let brk = inj.call_ok("brk", abi::SYS_BRK, &[0])? as u64;
+        Ok((handlers, SigAltStack { sp: ss.sp, flags: ss.flags, size: ss.size }, u64::from_le_bytes(tid), brk))
+    })();
+    inj.call_ok("munmap scratch", abi::SYS_MUNMAP, &[scratch, PAGE])?;
+    result
+}
+
+fn capture_files(p: &procfs::process::Process) -> Result<Vec<OpenFile>> {
+    let pid = p.pid;
+    let mut files = Vec::new();
+    for fd in p.fd().map_err(|e| procinfo::map_err(pid, e))? {
+        let fd = fd.map_err(|e| procinfo::map_err(pid, e))?;
+        let (flags, pos) = procinfo::fdinfo(pid, fd.fd)?;
+        let what = procinfo::describe(&fd.target);
+        let kind = match &fd.target {
+            FDTarget::Path(path) => {
+                let s = path.to_string_lossy().into_owned();
+                let regular = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).map(|m| m.is_file()).unwrap_or(false);
+                if regular {
+                    FileKind::Regular { path: s, flags, offset: pos }
+                } else if PORTABLE_DEVICES.contains(&s.as_str()) {
+                    FileKind::Device { path: s, flags }
+                } else {
+                    FileKind::Inherited { what }
+                }
+            }
+            _ => FileKind::Inherited { what },
+        };
+        files.push(OpenFile { fd: fd.fd, cloexec: flags & libc::O_CLOEXEC != 0, kind });
+    }
+    files.sort_by_key(|f| f.fd);
+    Ok(files)
+}
+
+fn empty_image() -> ProcessImage {
+    ProcessImage {
+        origin: Origin {
+            hostname: String::new(),
+            kernel_release: String::new(),
+            created_unix_ms: 0,
+            herd_version: String::new(),
+            vdso_hash: [0; 32],
+            xfeatures: 0,
+        },
+        task: Task {
+            pid: 0,
+            comm: String::new(),
+            cmdline: Vec::new(),
+            exe: String::new(),
+            cwd: String::new(),
+            umask: 0,
+            personality: 0,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            rlimits: Vec::new(),
+            clear_child_tid: 0,
+            robust_list: (0, 0),
+            rseq: None,
+        },
+        regs: Registers { gp: Vec::new(), xstate: Vec::new() },
+        signals: Signals { blocked: 0, handlers: Vec::new(), altstack: SigAltStack::default(), pending: Vec::new() },
+        mm: MmFields::default(),
+        vmas: Vec::new(),
+        files: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cut_runs_and_respect_the_limit() {
+        let runs = [(0x1000, 0x3000), (0x10000, 0x1000), (0x20000, 0x5000)];
+        let b = batches(&runs, 0x4000);
+        for batch in &b {
+            assert!(batch.iter().map(|r| r.1).sum::<u64>() <= 0x4000);
+        }
+        let flat: Vec<_> = b.concat();
+        assert_eq!(flat.iter().map(|r| r.1).sum::<u64>(), 0x9000);
+        assert_eq!(flat[0], (0x1000, 0x3000));
+        assert_eq!(flat[1], (0x10000, 0x1000));
+        assert_eq!(flat[2], (0x20000, 0x4000));
+        assert_eq!(flat[3], (0x24000, 0x1000));
+    }
+
+    #[test]
+    fn page_runs_merge_adjacent_pages() {
+        let e = [PM_PRESENT, PM_PRESENT, 0, PM_SWAP, PM_PRESENT | PM_FILE];
+        assert_eq!(page_runs(0x1000, &e, |x| x & (PM_PRESENT | PM_SWAP) != 0), vec![(0x1000, 0x2000), (0x4000, 0x2000)]);
+        assert_eq!(
+            page_runs(0x1000, &e, |x| (x & PM_PRESENT != 0 && x & PM_FILE == 0) || x & PM_SWAP != 0),
+            vec![(0x1000, 0x2000), (0x4000, 0x1000)]
+        );
+    }
+}

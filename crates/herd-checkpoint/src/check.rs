@@ -1,0 +1,131 @@
+//! Whether a process can be captured, and every reason it cannot — the
+//! `cantmove` of openMosix.
+
+use std::fmt;
+
+use procfs::process::{FDTarget, MMapPath};
+
+use crate::procinfo;
+use crate::Result;
+
+/// Devices that are reopened by path on restore.
+pub const PORTABLE_DEVICES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CantMove {
+    Threads(u64),
+    OtherUser { uid: u32 },
+    Traced { by: i32 },
+    Seccomp,
+    Children(Vec<i32>),
+    NotRunning(String),
+    Socket { fd: i32, what: String },
+    UnsupportedFd { fd: i32, what: String },
+    SharedWritable { path: String },
+    SysvShm,
+    DeletedFile { path: String },
+    UnknownMapping { name: String },
+}
+
+impl fmt::Display for CantMove {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CantMove::Threads(n) => write!(f, "has {n} threads (only single-threaded processes can be checkpointed)"),
+            CantMove::OtherUser { uid } => write!(f, "belongs to uid {uid}, not to you"),
+            CantMove::Traced { by } => write!(f, "is already being traced by process {by}"),
+            CantMove::Seccomp => write!(f, "runs under a seccomp filter"),
+            CantMove::Children(c) => write!(
+                f,
+                "has child processes ({}), which would not come along",
+                c.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            CantMove::NotRunning(s) => write!(f, "is not a running process (state {s})"),
+            CantMove::Socket { fd, what } => write!(f, "fd {fd} is a socket ({what})"),
+            CantMove::UnsupportedFd { fd, what } => write!(f, "fd {fd} is {what}, which cannot be checkpointed"),
+            CantMove::SharedWritable { path } => write!(f, "has a shared writable mapping of {path}"),
+            CantMove::SysvShm => write!(f, "uses SysV shared memory"),
+            CantMove::DeletedFile { path } => write!(f, "maps a deleted or anonymous file ({path})"),
+            CantMove::UnknownMapping { name } => write!(f, "has a special mapping [{name}] herd does not know"),
+        }
+    }
+}
+
+/// Every reason process `pid` cannot be captured by the calling user; empty
+/// when it can be.
+pub fn check(pid: i32) -> Result<Vec<CantMove>> {
+    let p = procinfo::open(pid)?;
+    let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
+    let mut why = Vec::new();
+    let me = herd_kernel::task::euid();
+    if me != 0 && status.ruid != me {
+        why.push(CantMove::OtherUser { uid: status.ruid });
+        return Ok(why); // nothing else of it is ours to read
+    }
+    let state = status.state.chars().next().unwrap_or('?');
+    if matches!(state, 'Z' | 'X') {
+        why.push(CantMove::NotRunning(status.state.clone()));
+        return Ok(why);
+    }
+    if status.threads > 1 {
+        why.push(CantMove::Threads(status.threads));
+    }
+    if status.tracerpid != 0 {
+        why.push(CantMove::Traced { by: status.tracerpid });
+    }
+    if status.seccomp.unwrap_or(0) != 0 {
+        why.push(CantMove::Seccomp);
+    }
+    let kids = procinfo::children(pid);
+    if !kids.is_empty() {
+        why.push(CantMove::Children(kids));
+    }
+    for fd in p.fd().map_err(|e| procinfo::map_err(pid, e))? {
+        let fd = fd.map_err(|e| procinfo::map_err(pid, e))?;
+        let what = procinfo::describe(&fd.target);
+        match &fd.target {
+            FDTarget::Socket(_) | FDTarget::Net(_) => why.push(CantMove::Socket { fd: fd.fd, what }),
+            FDTarget::Pipe(_) if fd.fd <= 2 => {}
+            FDTarget::Path(path) => {
+                let s = path.to_string_lossy();
+                let regular = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).map(|m| m.is_file()).unwrap_or(false);
+                let tty = s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console";
+                if s.ends_with(" (deleted)") {
+                    why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("a deleted file ({s})") });
+                } else if regular || PORTABLE_DEVICES.contains(&s.as_ref()) || (tty && fd.fd <= 2) {
+                } else {
+                    why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("{s} (only regular files, /dev/null, /dev/zero, /dev/urandom and a terminal or pipe on fds 0-2 are supported)") });
+                }
+            }
+            _ => why.push(CantMove::UnsupportedFd { fd: fd.fd, what }),
+        }
+    }
+    for m in procinfo::maps(&p)? {
+        let shared = m.perms.contains(procfs::process::MMPermissions::SHARED);
+        let writable = m.perms.contains(procfs::process::MMPermissions::WRITE);
+        match &m.pathname {
+            MMapPath::Path(path) => {
+                let s = path.to_string_lossy().to_string();
+                if s.starts_with("/SYSV") {
+                    why.push(CantMove::SysvShm);
+                } else if s.ends_with(" (deleted)") && !(shared && s.starts_with("/dev/zero")) {
+                    why.push(CantMove::DeletedFile { path: s });
+                } else if s.starts_with("/memfd:") {
+                    why.push(CantMove::DeletedFile { path: s });
+                } else if shared && writable && !s.starts_with("/dev/zero") {
+                    why.push(CantMove::SharedWritable { path: s });
+                }
+            }
+            MMapPath::Vsys(_) => why.push(CantMove::SysvShm),
+            MMapPath::Other(_) => {
+                let name = procinfo::special_name(&m.pathname).unwrap_or("").to_string();
+                if name != "vvar_vclock" && name != "vvar" && name != "vdso" {
+                    why.push(CantMove::UnknownMapping { name });
+                }
+            }
+            MMapPath::TStack(_) => why.push(CantMove::Threads(status.threads)),
+            _ => {}
+        }
+    }
+    why.dedup();
+    Ok(why)
+}

@@ -1,0 +1,49 @@
+//! The checkpoint engine: [`check`] says whether a process can be captured,
+//! [`capture`] freezes one and streams its image, [`restore`] builds a new
+//! process from an image and lets it continue.
+//!
+//! Nothing here is `unsafe`: kernel access goes through `herd-kernel`.
+
+pub mod capture;
+pub mod check;
+pub mod filehash;
+mod procinfo;
+pub mod restore;
+
+pub use capture::{Frozen, CaptureStats};
+pub use check::{check, CantMove};
+pub use restore::{restore, Restored, RestoreStats};
+
+use herd_image::FormatError;
+use herd_kernel::KernelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("process {pid} does not exist")]
+    NoSuchProcess { pid: i32 },
+    #[error("permission denied for process {pid}: {why}")]
+    Permission { pid: i32, why: String },
+    #[error("process {pid} cannot be checkpointed:\n{}", .reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
+    CantMove { pid: i32, reasons: Vec<CantMove> },
+    #[error("image cannot be restored here: {0}")]
+    Incompatible(String),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("reading /proc for process {pid}: {what}")]
+    Proc { pid: i32, what: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, CheckpointError>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    let what = what.into();
+    move |source| CheckpointError::Io { what, source }
+}

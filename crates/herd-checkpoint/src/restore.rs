@@ -1,0 +1,1 @@
+pub fn restore(){} pub struct Restored; pub struct RestoreStats;

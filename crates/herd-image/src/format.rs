@@ -1,0 +1,328 @@
+//! The image byte format. See docs/image-format.md for the full description.
+//!
+//! ```text
+//! header:  "HERDIMG\0" | version u32 LE | reserved u32 (0)
+//! section: kind u32 LE | len u64 LE | crc32 u32 LE | payload[len]
+//!          crc32 covers kind, len and payload
+//! order:   Process, Pages*, End
+//! ```
+//!
+//! - Process: postcard encoding of [`ProcessImage`] (at most [`MAX_PROCESS_LEN`]).
+//! - Pages: start address u64 LE, then whole pages (at most [`MAX_PAGES_LEN`]),
+//!   which must lie inside one VMA of the Process section.
+//! - End: total page bytes u64 LE; must equal the sum of all Pages sections and
+//!   of every VMA's `stored_bytes`. A stream without End is truncated.
+//!
+//! The format is a stream: a writer never seeks, so the same bytes go to a file
+//! or a socket.
+
+use std::io::{self, Read, Write};
+
+use crate::model::ProcessImage;
+
+pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
+pub const FORMAT_VERSION: u32 = 1;
+pub const PAGE_SIZE: u64 = 4096;
+/// Largest Process section a reader accepts.
+pub const MAX_PROCESS_LEN: u64 = 16 << 20;
+/// Largest Pages section a reader accepts (payload, including the address).
+pub const MAX_PAGES_LEN: u64 = (64 << 20) + 8;
+/// Pages sections a writer produces are cut at this many bytes.
+pub const WRITE_CHUNK: usize = 8 << 20;
+
+const KIND_PROCESS: u32 = 1;
+const KIND_PAGES: u32 = 2;
+const KIND_END: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a herd image (bad magic number)")]
+    BadMagic,
+    #[error("image format version {found} is not supported (this herd reads version {FORMAT_VERSION})")]
+    Version { found: u32 },
+    #[error("image is truncated: it ends inside {0}")]
+    Truncated(&'static str),
+    #[error("image is corrupt: checksum mismatch in {kind} section at byte {offset}")]
+    Checksum { kind: &'static str, offset: u64 },
+    #[error("image is corrupt: {0}")]
+    Corrupt(String),
+    #[error("image read failed: {0}")]
+    Io(#[source] io::Error),
+}
+
+fn truncated_or_io(e: io::Error, what: &'static str) -> FormatError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        FormatError::Truncated(what)
+    } else {
+        FormatError::Io(e)
+    }
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        KIND_PROCESS => "process",
+        KIND_PAGES => "pages",
+        KIND_END => "end",
+        _ => "unknown",
+    }
+}
+
+fn section_crc(kind: u32, len: u64, parts: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&kind.to_le_bytes());
+    h.update(&len.to_le_bytes());
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+/// Writes an image as a stream.
+pub struct ImageWriter<W: Write> {
+    out: W,
+    page_bytes: u64,
+    wrote_process: bool,
+}
+
+impl<W: Write> ImageWriter<W> {
+    pub fn new(mut out: W) -> io::Result<Self> {
+        out.write_all(&MAGIC)?;
+        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        out.write_all(&0u32.to_le_bytes())?;
+        Ok(Self { out, page_bytes: 0, wrote_process: false })
+    }
+
+    fn section(&mut self, kind: u32, parts: &[&[u8]]) -> io::Result<()> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let crc = section_crc(kind, len, parts);
+        self.out.write_all(&kind.to_le_bytes())?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&crc.to_le_bytes())?;
+        for p in parts {
+            self.out.write_all(p)?;
+        }
+        Ok(())
+    }
+
+    pub fn write_process(&mut self, image: &ProcessImage) -> io::Result<()> {
+        let bytes = postcard::to_stdvec(image).map_err(io::Error::other)?;
+        self.section(KIND_PROCESS, &[&bytes])?;
+        self.wrote_process = true;
+        Ok(())
+    }
+
+    /// Writes the contents of whole pages starting at `addr`, cut into
+    /// sections of at most [`WRITE_CHUNK`] bytes.
+    pub fn write_pages(&mut self, addr: u64, data: &[u8]) -> io::Result<()> {
+        assert!(self.wrote_process, "pages before process section");
+        assert!(addr % PAGE_SIZE == 0 && data.len() as u64 % PAGE_SIZE == 0);
+        for (i, chunk) in data.chunks(WRITE_CHUNK).enumerate() {
+            let a = addr + (i * WRITE_CHUNK) as u64;
+            self.section(KIND_PAGES, &[&a.to_le_bytes(), chunk])?;
+            self.page_bytes += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the End section and returns the underlying writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        let total = self.page_bytes;
+        self.section(KIND_END, &[&total.to_le_bytes()])?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    pub fn page_bytes(&self) -> u64 {
+        self.page_bytes
+    }
+}
+
+/// One decoded section. `Pages` borrows the reader's buffer.
+#[derive(Debug)]
+pub enum Section<'a> {
+    Process(Box<ProcessImage>),
+    Pages { addr: u64, data: &'a [u8] },
+    End { page_bytes: u64 },
+}
+
+/// Reads and validates an image stream section by section.
+pub struct ImageReader<R: Read> {
+    input: R,
+    offset: u64,
+    buf: Vec<u8>,
+    /// (start, end) of VMAs that have stored pages, sorted by start.
+    stored_ranges: Vec<(u64, u64)>,
+    expected_page_bytes: u64,
+    page_bytes: u64,
+    seen_process: bool,
+    seen_end: bool,
+}
+
+impl<R: Read> ImageReader<R> {
+    pub fn new(mut input: R) -> Result<Self, FormatError> {
+        let mut hdr = [0u8; 16];
+        input.read_exact(&mut hdr).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                FormatError::BadMagic
+            } else {
+                FormatError::Io(e)
+            }
+        })?;
+        if hdr[..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let version = u32::from_le_bytes(hdr[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(FormatError::Version { found: version });
+        }
+        Ok(Self {
+            input,
+            offset: 16,
+            buf: Vec::new(),
+            stored_ranges: Vec::new(),
+            expected_page_bytes: 0,
+            page_bytes: 0,
+            seen_process: false,
+            seen_end: false,
+        })
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next section, or `None` after End. Errors are final.
+    pub fn next_section(&mut self) -> Result<Option<Section<'_>>, FormatError> {
+        if self.seen_end {
+            return Ok(None);
+        }
+        let section_offset = self.offset;
+        let mut hdr = [0u8; 16];
+        self.input
+            .read_exact(&mut hdr)
+            .map_err(|e| truncated_or_io(e, "a section header"))?;
+        let kind = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes"));
+        let len = u64::from_le_bytes(hdr[4..12].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(hdr[12..16].try_into().expect("4 bytes"));
+        let name = kind_name(kind);
+        let max = match kind {
+            KIND_PROCESS => MAX_PROCESS_LEN,
+            KIND_PAGES => MAX_PAGES_LEN,
+            KIND_END => 8,
+            _ => {
+                return Err(FormatError::Corrupt(format!(
+                    "unknown section kind {kind} at byte {section_offset}"
+                )))
+            }
+        };
+        if len > max {
+            return Err(FormatError::Corrupt(format!(
+                "{name} section at byte {section_offset} claims {len} bytes (limit {max})"
+            )));
+        }
+        // `len` is bounded above, so this allocation is bounded too.
+        self.buf.resize(len as usize, 0);
+        self.input
+            .read_exact(&mut self.buf)
+            .map_err(|e| truncated_or_io(e, name))?;
+        self.offset += 16 + len;
+        if section_crc(kind, len, &[&self.buf]) != crc {
+            return Err(FormatError::Checksum { kind: name, offset: section_offset });
+        }
+        match kind {
+            KIND_PROCESS => {
+                if self.seen_process {
+                    return Err(FormatError::Corrupt("second process section".into()));
+                }
+                let image: ProcessImage = postcard::from_bytes(&self.buf)
+                    .map_err(|e| FormatError::Corrupt(format!("process section: {e}")))?;
+                self.accept_process(&image)?;
+                self.seen_process = true;
+                Ok(Some(Section::Process(Box::new(image))))
+            }
+            KIND_PAGES => {
+                if !self.seen_process {
+                    return Err(FormatError::Corrupt("pages before the process section".into()));
+                }
+                if len < 8 + PAGE_SIZE || (len - 8) % PAGE_SIZE != 0 {
+                    return Err(FormatError::Corrupt(format!(
+                        "pages section at byte {section_offset} is not whole pages ({len} bytes)"
+                    )));
+                }
+                let addr = u64::from_le_bytes(self.buf[..8].try_into().expect("8 bytes"));
+                let end = addr.checked_add(len - 8).ok_or_else(|| {
+                    FormatError::Corrupt(format!("pages at {addr:#x} overflow the address space"))
+                })?;
+                if addr % PAGE_SIZE != 0 || !self.in_stored_vma(addr, end) {
+                    return Err(FormatError::Corrupt(format!(
+                        "pages {addr:#x}-{end:#x} lie outside every stored memory region"
+                    )));
+                }
+                self.page_bytes += len - 8;
+                if self.page_bytes > self.expected_page_bytes {
+                    return Err(FormatError::Corrupt("more page data than the regions declare".into()));
+                }
+                Ok(Some(Section::Pages { addr, data: &self.buf[8..] }))
+            }
+            _ => {
+                if !self.seen_process {
+                    return Err(FormatError::Corrupt("end before the process section".into()));
+                }
+                let total = u64::from_le_bytes(self.buf[..8].try_into().map_err(|_| {
+                    FormatError::Corrupt("end section is not 8 bytes".into())
+                })?);
+                if total != self.page_bytes || total != self.expected_page_bytes {
+                    return Err(FormatError::Corrupt(format!(
+                        "page byte count mismatch: end says {total}, sections hold {}, regions declare {}",
+                        self.page_bytes, self.expected_page_bytes
+                    )));
+                }
+                self.seen_end = true;
+                Ok(Some(Section::End { page_bytes: total }))
+            }
+        }
+    }
+
+    fn accept_process(&mut self, image: &ProcessImage) -> Result<(), FormatError> {
+        let mut ranges = Vec::with_capacity(image.vmas.len());
+        let mut expected: u64 = 0;
+        let mut prev_end = 0u64;
+        for v in &image.vmas {
+            if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end || v.start < prev_end {
+                return Err(FormatError::Corrupt(format!(
+                    "memory region {:#x}-{:#x} is misaligned, empty or out of order",
+                    v.start, v.end
+                )));
+            }
+            if v.stored_bytes > v.len() || v.stored_bytes % PAGE_SIZE != 0 {
+                return Err(FormatError::Corrupt(format!(
+                    "memory region {:#x}-{:#x} claims {} stored bytes",
+                    v.start, v.end, v.stored_bytes
+                )));
+            }
+            prev_end = v.end;
+            expected += v.stored_bytes;
+            if v.stored_bytes > 0 {
+                ranges.push((v.start, v.end));
+            }
+        }
+        if image.regs.gp.len() != 27 {
+            return Err(FormatError::Corrupt(format!(
+                "register set has {} words, expected 27",
+                image.regs.gp.len()
+            )));
+        }
+        self.stored_ranges = ranges;
+        self.expected_page_bytes = expected;
+        Ok(())
+    }
+
+    fn in_stored_vma(&self, start: u64, end: u64) -> bool {
+        let i = self.stored_ranges.partition_point(|&(s, _)| s <= start);
+        i > 0 && {
+            let (s, e) = self.stored_ranges[i - 1];
+            s <= start && end <= e
+        }
+    }
+}

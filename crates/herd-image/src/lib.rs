@@ -1,0 +1,11 @@
+//! The process image: what herd captures of a running process ([`model`]) and
+//! the byte format it travels in ([`format`]), to a file (checkpoint) or over a
+//! socket (migration). Pure code: no system calls, no `unsafe`. Everything read
+//! here may come from a hostile peer or a damaged disk, so every size is checked
+//! before it is used.
+
+pub mod format;
+pub mod model;
+
+pub use format::{ImageReader, ImageWriter, Section, FormatError, FORMAT_VERSION, MAGIC, PAGE_SIZE};
+pub use model::*;

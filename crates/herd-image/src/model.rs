@@ -1,0 +1,193 @@
+//! The model of a captured process. Field names follow the kernel's own
+//! (`start_brk`, `arg_start`, `sa_flags`) so the capture and restore code read
+//! like the kernel interfaces they drive.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything about a process except the contents of its memory pages, which
+/// follow in the stream as [`crate::Section::Pages`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessImage {
+    pub origin: Origin,
+    pub task: Task,
+    pub regs: Registers,
+    pub signals: Signals,
+    pub mm: MmFields,
+    pub vmas: Vec<Vma>,
+    pub files: Vec<OpenFile>,
+}
+
+/// Where and when the image was made; what a restoring machine must match.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    pub hostname: String,
+    pub kernel_release: String,
+    pub created_unix_ms: u64,
+    pub herd_version: String,
+    /// blake3 of the source's vDSO text; a restore needs the same vDSO.
+    pub vdso_hash: [u8; 32],
+    /// XCR0 feature bits the process's xstate uses.
+    pub xfeatures: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub pid: i32,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    pub exe: String,
+    pub cwd: String,
+    pub umask: u32,
+    pub personality: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub rlimits: Vec<Rlimit>,
+    /// Address the kernel clears and futex-wakes at exit (set_tid_address).
+    pub clear_child_tid: u64,
+    /// set_robust_list(head, len); head 0 when none.
+    pub robust_list: (u64, u64),
+    pub rseq: Option<Rseq>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rseq {
+    pub ptr: u64,
+    pub len: u32,
+    pub sig: u32,
+}
+
+/// `user_regs_struct` as 27 u64 in kernel order, and the XSAVE area
+/// (NT_X86_XSTATE) holding x87/SSE/AVX/AVX-512 state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registers {
+    pub gp: Vec<u64>,
+    pub xstate: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    pub blocked: u64,
+    pub handlers: Vec<SigAction>,
+    pub altstack: SigAltStack,
+    pub pending: Vec<PendingSignal>,
+}
+
+/// A non-default disposition (`struct kernel_sigaction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAction {
+    pub signo: u32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+/// One queued signal: the raw 128-byte siginfo, and whether it was queued to
+/// the whole process (shared) or to the thread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingSignal {
+    pub shared: bool,
+    pub signo: u32,
+    pub siginfo: Vec<u8>,
+}
+
+/// The fields of `struct prctl_mm_map` (PR_SET_MM_MAP) and the auxv.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: Vec<u64>,
+}
+
+pub const PROT_READ: u8 = 1;
+pub const PROT_WRITE: u8 = 2;
+pub const PROT_EXEC: u8 = 4;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits as above.
+    pub prot: u8,
+    pub shared: bool,
+    pub kind: VmaKind,
+    /// Bytes of this VMA whose contents are in the image.
+    pub stored_bytes: u64,
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        self.start <= start && end <= self.end
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum VmaKind {
+    Anonymous,
+    Heap,
+    Stack,
+    /// The vDSO text; restored with ARCH_MAP_VDSO_64 at its old address.
+    Vdso,
+    /// [vvar] / [vvar_vclock]; they come back with the vDSO.
+    Vvar,
+    /// A file mapping. Pages still identical to the file are not stored;
+    /// the restore maps them from the file after checking `file.hash`.
+    File { file: FileRef, offset: u64 },
+}
+
+/// A file on the capturing machine, identified by content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub path: String,
+    pub size: u64,
+    /// blake3 of the whole file.
+    pub hash: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenFile {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub kind: FileKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file reopened by path at `offset` with `flags` (O_APPEND kept).
+    Regular { path: String, flags: i32, offset: u64 },
+    /// /dev/null, /dev/zero, /dev/urandom, /dev/random.
+    Device { path: String, flags: i32 },
+    /// A terminal or pipe on fd 0-2: attached to the restorer's own fd of the
+    /// same number. `what` says what it was (for `herd inspect`).
+    Inherited { what: String },
+}

@@ -1,0 +1,55 @@
+//! Facts about this machine that decide whether an image can run here.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// A special mapping of this process, by its /proc/self/maps name.
+fn own_mapping(name: &str) -> Option<(u64, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find(|l| l.split_whitespace().nth(5) == Some(name)).and_then(|l| {
+        let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+        Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+    })
+}
+
+/// This process's vDSO text: (start address, bytes).
+pub fn own_vdso() -> Option<(u64, Vec<u8>)> {
+    let (start, end) = own_mapping("[vdso]")?;
+    let mut buf = vec![0u8; (end - start) as usize];
+    File::open("/proc/self/mem").ok()?.read_exact_at(&mut buf, start).ok()?;
+    Some((start, buf))
+}
+
+/// blake3 of the vDSO text: equal hashes mean the same kernel vDSO.
+pub fn vdso_hash() -> [u8; 32] {
+    own_vdso().map(|(_, b)| *blake3::hash(&b).as_bytes()).unwrap_or([0; 32])
+}
+
+/// Offset of a `syscall` instruction (0f 05) in vDSO text.
+pub fn syscall_offset(vdso: &[u8]) -> Option<u64> {
+    vdso.windows(2).position(|w| w == [0x0f, 0x05]).map(|p| p as u64)
+}
+
+/// XCR0: the xsave features the kernel enabled on this machine.
+pub fn xcr0() -> u64 {
+    if !std::arch::is_x86_feature_detected!("xsave") {
+        return 0;
+    }
+    // SAFETY: xgetbv is available: the CPU reports XSAVE (checked above),
+    // and XCR0 (index 0) is always readable from user mode when it is.
+    unsafe { xgetbv0() }
+}
+
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    // SAFETY: the caller checked XSAVE support.
+    unsafe { std::arch::x86_64::_xgetbv(0) }
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,60 @@
+//! The kernel-facing mechanism of herd. Every raw system call, every
+//! `repr(C)` kernel structure and every `unsafe` block of the project is in
+//! this crate; the crates above it (checkpoint, restore, migration) are
+//! written in safe Rust against the types here.
+//!
+//! - [`ptrace`]: a seized, stopped tracee ([`ptrace::Tracee`]) and the requests
+//!   that are only valid while it is stopped.
+//! - [`inject`]: running system calls inside a stopped tracee.
+//! - [`mem`]: reading and writing another process's memory, and its pagemap.
+//! - [`restorer`]: the child process a restore is built in.
+//! - [`abi`]: kernel constants and structure layouts herd depends on.
+//! - [`host`]: facts about this machine (vDSO, xsave features).
+
+pub mod abi;
+pub mod host;
+pub mod inject;
+pub mod mem;
+pub mod ptrace;
+pub mod restorer;
+pub mod task;
+
+/// An error from a system call herd made on a process's behalf.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("process {pid} has exited")]
+    Died { pid: i32 },
+    #[error("{op} on process {pid} failed: {source}")]
+    Sys {
+        op: &'static str,
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("process {pid}: {what}")]
+    Unexpected { pid: i32, what: String },
+}
+
+impl KernelError {
+    /// Builds the error for `op` from `errno`, turning ESRCH into `Died`.
+    pub fn last(op: &'static str, pid: i32) -> Self {
+        Self::from_io(op, pid, std::io::Error::last_os_error())
+    }
+
+    pub fn from_io(op: &'static str, pid: i32, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ESRCH) {
+            KernelError::Died { pid }
+        } else {
+            KernelError::Sys { op, pid, source }
+        }
+    }
+
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            KernelError::Sys { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, KernelError>;

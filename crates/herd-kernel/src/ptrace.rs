@@ -1,0 +1,272 @@
+//! A seized tracee that is stopped. A [`Tracee`] value always stands for a
+//! process in a ptrace-stop: every method that lets it run waits for the next
+//! stop before it returns, and [`Tracee::detach`] consumes the value, so a
+//! request can never be made on a running process.
+//!
+//! All waiting happens on the calling thread with `waitpid(pid, __WALL)` for
+//! this pid only, so other children of the caller are never reaped here.
+
+use crate::abi::{self, Regs};
+use crate::{KernelError, Result};
+
+/// Why the tracee is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// PTRACE_EVENT_STOP: after PTRACE_INTERRUPT, or a group-stop (sig).
+    Event { sig: i32 },
+    /// About to receive signal `sig`.
+    Signal { sig: i32 },
+    /// Entering or leaving a system call.
+    Syscall,
+}
+
+pub struct Tracee {
+    pid: i32,
+    stop: Stop,
+    /// Signals that arrived while we held the tracee and that must be
+    /// handed back to it on detach.
+    deferred: Vec<i32>,
+}
+
+/// A ptrace request whose `addr` and `data` are plain integers.
+fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
+    debug_assert!(matches!(
+        req,
+        abi::PTRACE_SEIZE | abi::PTRACE_INTERRUPT | 7 /* CONT */ | 24 /* SYSCALL */ | 17 /* DETACH */
+    ));
+    // SAFETY: for these requests the kernel reads `addr` and `data` as
+    // integers and dereferences nothing.
+    unsafe { ptrace_ptr(req, pid, addr, data) }
+}
+
+/// A ptrace request that reads or writes memory at `addr` or `data`.
+///
+/// # Safety
+/// `addr`/`data` must be valid for what `req` reads or writes there.
+unsafe fn ptrace_ptr(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
+    // SAFETY: forwarded from the caller's contract.
+    let r = unsafe { libc::ptrace(req as _, pid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    if r == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Waits for the next state change of `pid`.
+fn wait_stop(pid: i32) -> Result<Stop> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int to `status`, which lives on our stack.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == -1 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            if e.raw_os_error() == Some(libc::ECHILD) {
+                return Err(KernelError::Died { pid });
+            }
+            return Err(KernelError::from_io("waitpid", pid, e));
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Err(KernelError::Died { pid });
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        let sig = libc::WSTOPSIG(status);
+        let event = status >> 16;
+        return Ok(if sig == (libc::SIGTRAP | 0x80) {
+            Stop::Syscall
+        } else if event == abi::PTRACE_EVENT_STOP {
+            Stop::Event { sig }
+        } else {
+            Stop::Signal { sig }
+        });
+    }
+}
+
+impl Tracee {
+    /// Seizes `pid` and stops it with PTRACE_INTERRUPT. `options` are
+    /// PTRACE_O_* flags; PTRACE_O_TRACESYSGOOD is always added.
+    pub fn seize(pid: i32, options: u64) -> Result<Tracee> {
+        ptrace(abi::PTRACE_SEIZE, pid, 0, options | abi::PTRACE_O_TRACESYSGOOD)
+            .map_err(|e| KernelError::from_io("PTRACE_SEIZE", pid, e))?;
+        ptrace(abi::PTRACE_INTERRUPT, pid, 0, 0)
+            .map_err(|e| KernelError::from_io("PTRACE_INTERRUPT", pid, e))?;
+        let stop = wait_stop(pid)?;
+        let mut t = Tracee { pid, stop, deferred: Vec::new() };
+        if let Stop::Signal { sig } = stop {
+            // A signal raced with the interrupt: keep it for the detach and
+            // take the interrupt stop that is still pending.
+            t.deferred.push(sig);
+            t.resume_until_event()?;
+        }
+        Ok(t)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn stop(&self) -> Stop {
+        self.stop
+    }
+
+    /// Signals intercepted while stopped; they are re-sent by [`Tracee::detach`].
+    pub fn deferred_signals(&self) -> &[i32] {
+        &self.deferred
+    }
+
+    pub fn regs(&self) -> Result<Regs> {
+        let mut r = Regs::default();
+        // PTRACE_GETREGS writes a user_regs_struct,
+        // which `Regs` mirrors exactly (27 u64, repr(C)).
+        // SAFETY: the buffer described above is live, sized as the request needs.
+        unsafe { ptrace_ptr(libc::PTRACE_GETREGS as u32, self.pid, 0, &mut r as *mut Regs as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_GETREGS", self.pid, e))?;
+        Ok(r)
+    }
+
+    pub fn set_regs(&mut self, r: &Regs) -> Result<()> {
+        // SAFETY: the buffer described above is live, sized as the request needs.
+        unsafe { ptrace_ptr(libc::PTRACE_SETREGS as u32, self.pid, 0, r as *const Regs as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_SETREGS", self.pid, e))?;
+        Ok(())
+    }
+
+    /// The XSAVE area (x87, SSE, AVX, AVX-512 ...), as NT_X86_XSTATE.
+    pub fn xstate(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // The kernel writes at most iov_len bytes into buf and stores the
+        // length it wrote back into iov.
+        // SAFETY: the buffer described above is live, sized as the request needs.
+        unsafe { ptrace_ptr(libc::PTRACE_GETREGSET as u32, self.pid, abi::NT_X86_XSTATE as u64, &mut iov as *mut _ as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_GETREGSET(NT_X86_XSTATE)", self.pid, e))?;
+        buf.truncate(iov.iov_len);
+        Ok(buf)
+    }
+
+    pub fn set_xstate(&mut self, xstate: &[u8]) -> Result<()> {
+        let mut iov = libc::iovec { iov_base: xstate.as_ptr() as *mut libc::c_void, iov_len: xstate.len() };
+        // The kernel only reads iov_len bytes from the buffer.
+        // SAFETY: the buffer described above is live, sized as the request needs.
+        unsafe { ptrace_ptr(libc::PTRACE_SETREGSET as u32, self.pid, abi::NT_X86_XSTATE as u64, &mut iov as *mut _ as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_SETREGSET(NT_X86_XSTATE)", self.pid, e))?;
+        Ok(())
+    }
+
+    pub fn sigmask(&self) -> Result<u64> {
+        let mut m: u64 = 0;
+        // data points to an 8-byte sigset, addr is its size.
+        // SAFETY: the buffer described above is live, sized as the request needs.
+        unsafe { ptrace_ptr(abi::PTRACE_GETSIGMASK, self.pid, 8, &mut m as *mut u64 as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_GETSIGMASK", self.pid, e))?;
+        Ok(m)
+    }
+
+    pub fn set_sigmask(&mut self, m: u64) -> Result<()> {
+        // SAFETY: the buffer described above is live, sized as the request needs.
+        unsafe { ptrace_ptr(abi::PTRACE_SETSIGMASK, self.pid, 8, &m as *const u64 as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_SETSIGMASK", self.pid, e))?;
+        Ok(())
+    }
+
+    /// The queued signals (raw 128-byte siginfo each), of the thread or,
+    /// with `shared`, of the whole process.
+    pub fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; 128]>> {
+        let mut out = Vec::new();
+        loop {
+            let mut batch = [[0u8; 128]; 16];
+            let args = abi::PeekSiginfoArgs {
+                off: out.len() as u64,
+                flags: if shared { abi::PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+                nr: batch.len() as i32,
+            };
+            // addr is the args struct, data a buffer of `nr` siginfos.
+            // SAFETY: args and batch outlive the call; batch holds `nr` siginfos.
+            let n = unsafe { ptrace_ptr(abi::PTRACE_PEEKSIGINFO, self.pid, &args as *const _ as u64, batch.as_mut_ptr() as u64) }
+                .map_err(|e| KernelError::from_io("PTRACE_PEEKSIGINFO", self.pid, e))?;
+            if n <= 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&batch[..n as usize]);
+            if out.len() > 1 << 16 {
+                return Err(KernelError::Unexpected { pid: self.pid, what: "too many pending signals".into() });
+            }
+        }
+    }
+
+    /// The rseq area registered by the thread, if any.
+    pub fn rseq_config(&self) -> Result<Option<abi::RseqConfiguration>> {
+        let mut c = abi::RseqConfiguration::default();
+        // addr is the buffer size, data the buffer.
+        // SAFETY: `c` is a live RseqConfiguration of the size passed as addr.
+        unsafe { ptrace_ptr(
+            abi::PTRACE_GET_RSEQ_CONFIGURATION,
+            self.pid,
+            std::mem::size_of::<abi::RseqConfiguration>() as u64,
+            &mut c as *mut _ as u64,
+        ) }
+        .map_err(|e| KernelError::from_io("PTRACE_GET_RSEQ_CONFIGURATION", self.pid, e))?;
+        Ok((c.rseq_abi_pointer != 0).then_some(c))
+    }
+
+    /// Lets the tracee run to its next syscall-entry or -exit stop. Signals
+    /// that arrive meanwhile are deferred; group-stops are passed over.
+    pub(crate) fn resume_to_syscall(&mut self) -> Result<()> {
+        loop {
+            ptrace(libc::PTRACE_SYSCALL as u32, self.pid, 0, 0)
+                .map_err(|e| KernelError::from_io("PTRACE_SYSCALL", self.pid, e))?;
+            self.stop = wait_stop(self.pid)?;
+            match self.stop {
+                Stop::Syscall => return Ok(()),
+                Stop::Signal { sig } => self.deferred.push(sig),
+                Stop::Event { .. } => {}
+            }
+        }
+    }
+
+    /// Brings the tracee to a PTRACE_EVENT_STOP. Registers set at such a stop
+    /// are seen by the kernel's signal and syscall-restart code exactly as if
+    /// the process had been interrupted there, which is what a restored or
+    /// released process needs.
+    pub fn resume_until_event(&mut self) -> Result<()> {
+        if let Stop::Event { .. } = self.stop {
+            return Ok(());
+        }
+        ptrace(abi::PTRACE_INTERRUPT, self.pid, 0, 0)
+            .map_err(|e| KernelError::from_io("PTRACE_INTERRUPT", self.pid, e))?;
+        loop {
+            ptrace(libc::PTRACE_CONT as u32, self.pid, 0, 0)
+                .map_err(|e| KernelError::from_io("PTRACE_CONT", self.pid, e))?;
+            self.stop = wait_stop(self.pid)?;
+            match self.stop {
+                Stop::Event { .. } => return Ok(()),
+                Stop::Signal { sig } => self.deferred.push(sig),
+                Stop::Syscall => {}
+            }
+        }
+    }
+
+    /// Lets the tracee go, re-sending any signal that arrived while it was held.
+    pub fn detach(self) -> Result<()> {
+        let pid = self.pid;
+        ptrace(libc::PTRACE_DETACH as u32, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_DETACH", pid, e))?;
+        for sig in &self.deferred {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid, *sig) };
+        }
+        Ok(())
+    }
+
+    /// Ends the tracee with SIGKILL and reaps the ptrace side of it.
+    pub fn kill(self) {
+        // SAFETY: kill takes plain integers; the pid is our tracee, which
+        // cannot be reaped (and its pid reused) while we are attached.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let _ = wait_stop(self.pid);
+    }
+}
