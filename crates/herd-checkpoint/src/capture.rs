@@ -92,7 +92,7 @@ impl Frozen {
 
     fn capture(&mut self, pid: i32, hashes: &mut FileHashes) -> Result<()> {
         // Threads may have been created between the check and the stop.
-        let reasons = check::check(pid)?;
+        let reasons = check::check_held(pid)?;
         if !reasons.is_empty() {
             return Err(CheckpointError::CantMove { pid, reasons });
         }

@@ -53,6 +53,15 @@ impl fmt::Display for CantMove {
 /// Every reason process `pid` cannot be captured by the calling user; empty
 /// when it can be.
 pub fn check(pid: i32) -> Result<Vec<CantMove>> {
+    check_inner(pid, 0)
+}
+
+/// [`check`] for a process herd itself is tracing (`tracer` is our pid).
+pub(crate) fn check_held(pid: i32) -> Result<Vec<CantMove>> {
+    check_inner(pid, std::process::id() as i32)
+}
+
+fn check_inner(pid: i32, tracer: i32) -> Result<Vec<CantMove>> {
     let p = procinfo::open(pid)?;
     let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
     let mut why = Vec::new();
@@ -69,7 +78,7 @@ pub fn check(pid: i32) -> Result<Vec<CantMove>> {
     if status.threads > 1 {
         why.push(CantMove::Threads(status.threads));
     }
-    if status.tracerpid != 0 {
+    if status.tracerpid != 0 && status.tracerpid != tracer {
         why.push(CantMove::Traced { by: status.tracerpid });
     }
     if status.seccomp.unwrap_or(0) != 0 {

@@ -1,1 +1,529 @@
-pub fn restore(){} pub struct Restored; pub struct RestoreStats;
+//! Restoring a process from an image.
+//!
+//! A restorer child (a fork of the caller, see `herd_kernel::restorer`)
+//! opens the image's files at their fd numbers and sets cwd, umask, rlimits
+//! and personality itself. It is then seized, and everything else is done by
+//! system calls injected into it: its own address space is unmapped except
+//! for a small trampoline page, the image's memory regions are mapped at
+//! their old addresses, pages are written into them as they stream in, the
+//! vDSO is placed at its old address (ARCH_MAP_VDSO_64), mm fields are set
+//! (PR_SET_MM_MAP), signal state, rseq, robust list and tid address are set,
+//! the trampoline is unmapped and the registers are set last.
+//!
+//! Until the final detach the child runs no code of the image; any error
+//! kills it (PTRACE_O_EXITKILL also covers our own death), so a failed
+//! restore starts nothing.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use herd_image::{FileKind, FormatError, ImageReader, ProcessImage, Section, VmaKind, PROT_WRITE};
+use herd_kernel::abi::{self, Regs};
+use herd_kernel::inject::Injector;
+use herd_kernel::mem::{self, ProcMem, PAGE};
+use herd_kernel::ptrace::Tracee;
+use herd_kernel::restorer::{self, ChildPlan, FdPlan, RestorerChild};
+use herd_kernel::{host, task};
+
+use crate::filehash::FileHashes;
+use crate::{CheckpointError, Result};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RestoreStats {
+    pub total: Duration,
+    pub page_bytes: u64,
+}
+
+/// A restored process, running, a child of the caller.
+pub struct Restored {
+    pub pid: i32,
+    pub stats: RestoreStats,
+    /// Things that could not be restored exactly (each one line).
+    pub warnings: Vec<String>,
+}
+
+/// Reads an image from `input` and starts the process it holds.
+pub fn restore<R: Read>(input: R, hashes: &mut FileHashes) -> Result<Restored> {
+    let t0 = Instant::now();
+    let mut reader = ImageReader::new(input)?;
+    let image = match reader.next_section()? {
+        Some(Section::Process(p)) => *p,
+        _ => return Err(FormatError::Corrupt("image does not start with a process section".into()).into()),
+    };
+    preflight(&image, hashes)?;
+    let child = restorer::spawn(&child_plan(&image)?)?;
+    let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL) {
+        Ok(t) => t,
+        Err(e) => {
+            kill_child(child.pid);
+            return Err(e.into());
+        }
+    };
+    let mut warnings = Vec::new();
+    match build(&mut tracee, &child, &image, &mut reader, &mut warnings) {
+        Ok(page_bytes) => {
+            let pid = tracee.pid();
+            tracee.detach()?;
+            Ok(Restored { pid, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings })
+        }
+        Err(e) => {
+            tracee.kill();
+            Err(e)
+        }
+    }
+}
+
+fn kill_child(pid: i32) {
+    // A child that was never seized: end and reap it.
+    let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    let _ = task::reap(pid);
+}
+
+/// Checks that this machine can run the image before anything is started.
+fn preflight(image: &ProcessImage, hashes: &mut FileHashes) -> Result<()> {
+    if image.origin.vdso_hash != host::vdso_hash() {
+        return Err(CheckpointError::Incompatible(format!(
+            "its vDSO differs from this machine's (image made on kernel {}, this is {})",
+            image.origin.kernel_release,
+            host::kernel_release()
+        )));
+    }
+    let missing = image.origin.xfeatures & !host::xcr0();
+    if missing != 0 {
+        return Err(CheckpointError::Incompatible(format!(
+            "this CPU lacks xsave features {missing:#x} the process may use"
+        )));
+    }
+    let me = task::euid();
+    if me != 0 && image.task.uid != me {
+        return Err(CheckpointError::Permission {
+            pid: image.task.pid,
+            why: format!("the image belongs to uid {}, you are uid {me}", image.task.uid),
+        });
+    }
+    let mut checked: HashMap<&str, ()> = HashMap::new();
+    for v in &image.vmas {
+        if let VmaKind::File { file, .. } = &v.kind {
+            if checked.insert(&file.path, ()).is_some() {
+                continue;
+            }
+            match hashes.hash(Path::new(&file.path)) {
+                Ok((h, _)) if h == file.hash => {}
+                Ok(_) => {
+                    return Err(CheckpointError::Incompatible(format!(
+                        "mapped file {} differs from the one the image was made with",
+                        file.path
+                    )))
+                }
+                Err(e) => {
+                    return Err(CheckpointError::Incompatible(format!("mapped file {} cannot be read here: {e}", file.path)))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| FormatError::Corrupt(format!("path {s:?} contains a NUL byte")).into())
+}
+
+fn child_plan(image: &ProcessImage) -> Result<ChildPlan> {
+    let mut fds = Vec::new();
+    for f in &image.files {
+        let (path, flags, offset) = match &f.kind {
+            FileKind::Regular { path, flags, offset } => (path, *flags, *offset),
+            FileKind::Device { path, flags } => (path, *flags, 0),
+            FileKind::Inherited { .. } => {
+                if f.fd > 2 {
+                    return Err(FormatError::Corrupt(format!("fd {} is marked inherited; only fds 0-2 can be", f.fd)).into());
+                }
+                continue;
+            }
+        };
+        if f.fd < 0 || f.fd > 1 << 20 {
+            return Err(FormatError::Corrupt(format!("fd number {} is out of range", f.fd)).into());
+        }
+        fds.push(FdPlan { fd: f.fd, path: cstring(path)?, flags, offset, cloexec: f.cloexec });
+    }
+    let close_std = (0..=2).filter(|n| !image.files.iter().any(|f| f.fd == *n)).collect();
+    Ok(ChildPlan {
+        fds,
+        close_std,
+        cwd: cstring(&image.task.cwd)?,
+        umask: image.task.umask & 0o777,
+        rlimits: image.task.rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
+        personality: image.task.personality,
+    })
+}
+
+/// Ranges of the mappings of `pid`, from /proc/PID/maps.
+fn mapped_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(crate::io_err(format!("reading /proc/{pid}/maps")))?;
+    Ok(maps
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+        })
+        .collect())
+}
+
+/// A free, page-aligned area of `len` bytes below the top of user memory
+/// that overlaps none of `taken` (with a page of margin on each side).
+fn free_area(taken: &[(u64, u64)], len: u64) -> Option<u64> {
+    let mut candidate = 1u64 << 32;
+    let top = abi::TASK_SIZE_4L;
+    while candidate + len < top {
+        let lo = candidate - PAGE;
+        let hi = candidate + len + PAGE;
+        match taken.iter().filter(|(s, e)| *s < hi && *e > lo).map(|(_, e)| *e).max() {
+            None => return Some(candidate),
+            Some(end) => candidate = (end + PAGE + 0xfffff) & !0xfffff,
+        }
+    }
+    None
+}
+
+/// Writes bytes into the trampoline's scratch area.
+struct Scratch {
+    pid: i32,
+    base: u64,
+    len: u64,
+}
+
+impl Scratch {
+    fn put(&self, at: u64, data: &[u8]) -> Result<u64> {
+        if at + data.len() as u64 > self.len {
+            return Err(FormatError::Corrupt(format!("a {}-byte value does not fit the restorer's scratch page", data.len())).into());
+        }
+        mem::write(self.pid, self.base + at, data)?;
+        Ok(self.base + at)
+    }
+
+    fn put_str(&self, s: &str) -> Result<u64> {
+        let c = cstring(s)?;
+        self.put(0, c.as_bytes_with_nul())
+    }
+}
+
+fn prot_bits(p: u8) -> u64 {
+    let mut out = 0;
+    if p & herd_image::PROT_READ != 0 {
+        out |= libc::PROT_READ;
+    }
+    if p & herd_image::PROT_WRITE != 0 {
+        out |= libc::PROT_WRITE;
+    }
+    if p & herd_image::PROT_EXEC != 0 {
+        out |= libc::PROT_EXEC;
+    }
+    out as u64
+}
+
+fn build<R: Read>(
+    tracee: &mut Tracee,
+    child: &RestorerChild,
+    image: &ProcessImage,
+    reader: &mut ImageReader<R>,
+    warnings: &mut Vec<String>,
+) -> Result<u64> {
+    let pid = child.pid;
+    let base = tracee.regs()?;
+    tracee.set_sigmask(!0)?;
+    if tracee.xstate()?.len() != image.regs.xstate.len() {
+        return Err(CheckpointError::Incompatible(format!(
+            "its register state is {} bytes, this CPU's is {}",
+            image.regs.xstate.len(),
+            tracee.xstate()?.len()
+        )));
+    }
+    // The child is a fork of us: its vDSO is ours, at our address.
+    let (vdso_at, vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
+    let gadget = vdso_at + host::syscall_offset(&vdso).ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
+    let mut inj = Injector::new(tracee, gadget, base);
+
+    // The child's rseq area is about to be unmapped; the kernel must stop
+    // writing to it first.
+    if let Some(c) = inj.tracee().rseq_config()? {
+        inj.call_ok("rseq unregister", abi::SYS_RSEQ, &[c.rseq_abi_pointer, c.rseq_abi_size as u64, abi::RSEQ_FLAG_UNREGISTER, c.signature as u64])?;
+    }
+
+    // Trampoline: one page holding `syscall; int3`, two pages of scratch.
+    let tramp_len = 3 * PAGE;
+    let mut taken = mapped_ranges(pid)?;
+    taken.extend(image.vmas.iter().map(|v| (v.start, v.end)));
+    let tramp = free_area(&taken, tramp_len).ok_or_else(|| CheckpointError::Incompatible("no room for the restorer's trampoline".into()))?;
+    let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+    let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    inj.call_ok("mmap trampoline", abi::SYS_MMAP, &[tramp, tramp_len, rwx, anon | libc::MAP_FIXED_NOREPLACE as u64, u64::MAX, 0])?;
+    mem::write(pid, tramp, &[0x0f, 0x05, 0xcc])?;
+    inj.set_gadget(tramp);
+    inj.set_stack(tramp + tramp_len - 64);
+    let scratch = Scratch { pid, base: tramp + PAGE, len: 2 * PAGE - 128 };
+
+    // Everything of the child but the trampoline goes.
+    inj.call_ok("munmap below trampoline", abi::SYS_MUNMAP, &[0, tramp])?;
+    let above = tramp + tramp_len;
+    inj.call_ok("munmap above trampoline", abi::SYS_MUNMAP, &[above, abi::TASK_SIZE_4L - above])?;
+    for fd in child.child_fds {
+        inj.call_ok("close sync fd", abi::SYS_CLOSE, &[fd as u64])?;
+    }
+
+    // Memory regions.
+    let mut file_fds: HashMap<&str, u64> = HashMap::new();
+    let mut vdso_lo: Option<u64> = None;
+    let mut reprotect = Vec::new();
+    for v in &image.vmas {
+        let mut prot = prot_bits(v.prot);
+        if v.stored_bytes > 0 && v.prot & PROT_WRITE == 0 {
+            prot |= libc::PROT_WRITE as u64;
+            reprotect.push(v);
+        }
+        let share = if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
+        let fixed = libc::MAP_FIXED as u64;
+        let got = match &v.kind {
+            VmaKind::Vdso | VmaKind::Vvar => {
+                vdso_lo = Some(vdso_lo.map_or(v.start, |lo| lo.min(v.start)));
+                continue;
+            }
+            VmaKind::File { file, offset } => {
+                let fd = match file_fds.get(file.path.as_str()) {
+                    Some(fd) => *fd,
+                    None => {
+                        let path = scratch.put_str(&file.path)?;
+                        let fd = inj.call_ok("open a mapped file", abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0])? as u64;
+                        file_fds.insert(&file.path, fd);
+                        fd
+                    }
+                };
+                inj.call_ok("mmap a file region", abi::SYS_MMAP, &[v.start, v.len(), prot, share | fixed, fd, *offset])?
+            }
+            VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
+                let grows = if matches!(v.kind, VmaKind::Stack) { libc::MAP_GROWSDOWN as u64 } else { 0 };
+                inj.call_ok("mmap an anonymous region", abi::SYS_MMAP, &[v.start, v.len(), prot, share | fixed | libc::MAP_ANONYMOUS as u64 | grows, u64::MAX, 0])?
+            }
+        };
+        if got as u64 != v.start {
+            return Err(CheckpointError::Incompatible(format!("region {:#x} was mapped at {got:#x}", v.start)));
+        }
+    }
+    for fd in file_fds.values() {
+        inj.call_ok("close a mapped file", abi::SYS_CLOSE, &[*fd])?;
+    }
+
+    // Page contents, as they stream in.
+    let mut procmem: Option<ProcMem> = None;
+    let page_bytes = loop {
+        match reader.next_section()? {
+            Some(Section::Pages { addr, data }) => {
+                if mem::write(pid, addr, data).is_err() {
+                    if procmem.is_none() {
+                        procmem = Some(ProcMem::open(pid, true)?);
+                    }
+                    procmem.as_ref().expect("opened").write(addr, data)?;
+                }
+            }
+            Some(Section::End { page_bytes }) => break page_bytes,
+            Some(Section::Process(_)) | None => {
+                return Err(FormatError::Corrupt("unexpected section order".into()).into());
+            }
+        }
+    };
+    for v in reprotect {
+        inj.call_ok("mprotect", abi::SYS_MPROTECT, &[v.start, v.len(), prot_bits(v.prot)])?;
+    }
+
+    // vDSO and vvar at their old place.
+    if let Some(lo) = vdso_lo {
+        inj.call_ok("arch_prctl(ARCH_MAP_VDSO_64)", abi::SYS_ARCH_PRCTL, &[abi::ARCH_MAP_VDSO_64, lo])?;
+        let want = image.vmas.iter().find(|v| matches!(v.kind, VmaKind::Vdso)).map(|v| v.start);
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        let got = maps
+            .lines()
+            .find(|l| l.ends_with("[vdso]"))
+            .and_then(|l| u64::from_str_radix(l.split('-').next()?, 16).ok());
+        if want.is_some() && got != want {
+            return Err(CheckpointError::Incompatible("the vDSO could not be placed at its old address".into()));
+        }
+    }
+
+    set_mm(&mut inj, &scratch, image, warnings)?;
+    set_signals(&mut inj, &scratch, image)?;
+
+    let t = &image.task;
+    if let Some(r) = t.rseq {
+        inj.call_ok("rseq", abi::SYS_RSEQ, &[r.ptr, r.len as u64, 0, r.sig as u64])?;
+    }
+    let (head, len) = t.robust_list;
+    inj.call_ok("set_robust_list", abi::SYS_SET_ROBUST_LIST, &[head, if len == 0 { 24 } else { len }])?;
+    inj.call_ok("set_tid_address", abi::SYS_SET_TID_ADDRESS, &[t.clear_child_tid])?;
+    let comm = scratch.put_str(&t.comm)?;
+    inj.call_ok("prctl(PR_SET_NAME)", abi::SYS_PRCTL, &[abi::PR_SET_NAME, comm])?;
+
+    if task::euid() == 0 && (t.uid != 0 || t.gid != 0) {
+        let groups: Vec<u8> = t.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        let ga = scratch.put(0, &groups)?;
+        inj.call_ok("setgroups", abi::SYS_SETGROUPS, &[t.groups.len() as u64, ga])?;
+        let (g, u) = (t.gid as u64, t.uid as u64);
+        inj.call_ok("setresgid", abi::SYS_SETRESGID, &[g, g, g])?;
+        inj.call_ok("setresuid", abi::SYS_SETRESUID, &[u, u, u])?;
+        inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, 1])?;
+    }
+
+    for s in &image.signals.pending {
+        if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
+            return Err(FormatError::Corrupt(format!("pending signal {} is malformed", s.signo)).into());
+        }
+        let info = scratch.put(0, &s.siginfo)?;
+        if s.shared {
+            inj.call_ok("rt_sigqueueinfo", abi::SYS_RT_SIGQUEUEINFO, &[pid as u64, s.signo as u64, info])?;
+        } else {
+            inj.call_ok("rt_tgsigqueueinfo", abi::SYS_RT_TGSIGQUEUEINFO, &[pid as u64, pid as u64, s.signo as u64, info])?;
+        }
+    }
+
+    inj.call_ok("munmap trampoline", abi::SYS_MUNMAP, &[tramp, tramp_len])?;
+
+    // Registers last, at an interrupt stop (see Tracee::resume_until_event).
+    let tracee = inj.tracee();
+    tracee.resume_until_event()?;
+    let mut regs = Regs::from_words(&image.regs.gp).ok_or_else(|| FormatError::Corrupt("bad register set".into()))?;
+    fix_restart_block(&mut regs, pid, image)?;
+    tracee.set_regs(&regs)?;
+    tracee.set_xstate(&image.regs.xstate)?;
+    tracee.set_sigmask(image.signals.blocked)?;
+    Ok(page_bytes)
+}
+
+fn set_mm(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, warnings: &mut Vec<String>) -> Result<()> {
+    let m = &image.mm;
+    let exe = scratch.put_str(&image.task.exe)?;
+    let exe_fd = inj.call(abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, exe, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0])?;
+    let auxv: Vec<u8> = m.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let auxv_at = scratch.put(0, &auxv)?;
+    let mut map = abi::PrctlMmMap {
+        start_code: m.start_code,
+        end_code: m.end_code,
+        start_data: m.start_data,
+        end_data: m.end_data,
+        start_brk: m.start_brk,
+        brk: m.brk,
+        start_stack: m.start_stack,
+        arg_start: m.arg_start,
+        arg_end: m.arg_end,
+        env_start: m.env_start,
+        env_end: m.env_end,
+        auxv: auxv_at,
+        auxv_size: auxv.len() as u32,
+        exe_fd: if exe_fd >= 0 { exe_fd as u32 } else { u32::MAX },
+    };
+    let at = (auxv.len() as u64 + 15) & !15;
+    let size = std::mem::size_of::<abi::PrctlMmMap>() as u64;
+    let map_at = scratch.put(at, abi::as_bytes(&map))?;
+    let mut r = inj.call(abi::SYS_PRCTL, &[abi::PR_SET_MM, abi::PR_SET_MM_MAP, map_at, size, 0])?;
+    if r == -(libc::EPERM as i64) && map.exe_fd != u32::MAX {
+        // Replacing the exe link needs CAP_CHECKPOINT_RESTORE; the rest does not.
+        warnings.push(format!(
+            "/proc/PID/exe of the restored process shows herd, not {} (needs CAP_CHECKPOINT_RESTORE)",
+            image.task.exe
+        ));
+        map.exe_fd = u32::MAX;
+        let map_at = scratch.put(at, abi::as_bytes(&map))?;
+        r = inj.call(abi::SYS_PRCTL, &[abi::PR_SET_MM, abi::PR_SET_MM_MAP, map_at, size, 0])?;
+    } else if exe_fd < 0 {
+        warnings.push(format!("the executable {} is gone; /proc/PID/exe was not restored", image.task.exe));
+    }
+    if exe_fd >= 0 {
+        inj.call_ok("close the executable", abi::SYS_CLOSE, &[exe_fd as u64])?;
+    }
+    if r < 0 {
+        return Err(herd_kernel::KernelError::Sys {
+            op: "prctl(PR_SET_MM_MAP)",
+            pid: inj.tracee().pid(),
+            source: std::io::Error::from_raw_os_error(-r as i32),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn set_signals(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage) -> Result<()> {
+    for sig in 1..=64u32 {
+        if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
+            continue;
+        }
+        let a = image.signals.handlers.iter().find(|h| h.signo == sig);
+        let act = a.map_or(abi::KernelSigaction::default(), |h| abi::KernelSigaction {
+            handler: h.handler,
+            flags: h.flags,
+            restorer: h.restorer,
+            mask: h.mask,
+        });
+        let at = scratch.put(0, abi::as_bytes(&act))?;
+        inj.call_ok("rt_sigaction", abi::SYS_RT_SIGACTION, &[sig as u64, at, 0, 8])?;
+    }
+    let s = image.signals.altstack;
+    let ss = if s.flags & libc::SS_DISABLE != 0 {
+        abi::StackT { sp: 0, flags: libc::SS_DISABLE, _pad: 0, size: 0 }
+    } else {
+        abi::StackT { sp: s.sp, flags: 0, _pad: 0, size: s.size }
+    };
+    let at = scratch.put(0, abi::as_bytes(&ss))?;
+    inj.call_ok("sigaltstack", abi::SYS_SIGALTSTACK, &[at, 0])?;
+    Ok(())
+}
+
+/// A sleep interrupted by the checkpoint returns -ERESTART_RESTARTBLOCK and
+/// would continue through the kernel's per-task restart block, which a new
+/// process does not have. A relative nanosleep whose remaining time the
+/// kernel wrote back is re-issued for that remaining time (placed below the
+/// red zone); anything else returns EINTR, as CRIU does.
+fn fix_restart_block(r: &mut Regs, pid: i32, image: &ProcessImage) -> Result<()> {
+    if (r.orig_rax as i64) < 0 || r.rax as i64 != -abi::ERESTART_RESTARTBLOCK {
+        return Ok(());
+    }
+    let target = match r.orig_rax {
+        abi::SYS_NANOSLEEP => Some((r.rsi, 0)),
+        abi::SYS_CLOCK_NANOSLEEP if r.rsi & libc::TIMER_ABSTIME as u64 == 0 => Some((r.r10, 2)),
+        _ => None,
+    };
+    let slot = (r.rsp.wrapping_sub(128 + 16)) & !15;
+    let on_stack = image.vmas.iter().any(|v| matches!(v.kind, VmaKind::Stack) && v.contains(slot, slot + 16));
+    if let (Some((rem, arg)), true) = (target, on_stack) {
+        if rem != 0 {
+            let mut ts = [0u8; 16];
+            mem::read_ranges(pid, &[(rem, 16)], &mut ts)?;
+            mem::write(pid, slot, &ts)?;
+            if arg == 0 {
+                r.rdi = slot;
+            } else {
+                r.rdx = slot;
+            }
+            r.rax = r.orig_rax;
+            r.rip -= 2;
+            r.orig_rax = u64::MAX;
+            return Ok(());
+        }
+    }
+    r.rax = (-(libc::EINTR as i64)) as u64;
+    r.orig_rax = u64::MAX;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_area_avoids_every_taken_range() {
+        let taken = [(0x1_0000_0000, 0x1_0010_0000), (0x1_0020_0000, 0x1_0030_0000)];
+        let a = free_area(&taken, 3 * PAGE).expect("room");
+        for (s, e) in taken {
+            assert!(a + 3 * PAGE + PAGE <= s || a >= e + PAGE, "{a:#x} overlaps {s:#x}-{e:#x}");
+        }
+    }
+}

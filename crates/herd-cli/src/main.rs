@@ -1,1 +1,82 @@
-fn main(){}
+//! `herd`: the command-line interface.
+
+mod checkpoint;
+mod inspect;
+mod restart;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "herd",
+    version,
+    about = "openMosix for today's Linux: move running processes between machines, in user space",
+    long_about = "herd captures running Linux processes and restores them, on this machine or another.\n\
+                  This version provides checkpoint/restart of single-threaded processes."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the image of a running process to a file (it keeps running unless --kill)
+    #[command(after_help = "Examples:\n  herd checkpoint 4242 --output job.img\n  herd checkpoint 4242 --output job.img --kill\n  herd checkpoint --check 4242")]
+    Checkpoint {
+        /// The process to capture
+        pid: i32,
+        /// Where to write the image
+        #[arg(short, long, required_unless_present = "check")]
+        output: Option<PathBuf>,
+        /// End the process once the image is complete and synced to disk
+        #[arg(long, conflicts_with = "check")]
+        kill: bool,
+        /// Only say whether PID can be checkpointed, and if not every reason why
+        #[arg(long)]
+        check: bool,
+    },
+    /// Continue a process from an image, in the foreground, as a child of this command
+    #[command(after_help = "herd restart exits with the restored process's exit status, or dies by the same signal.\n\
+                            Terminals and pipes it had on fds 0-2 are attached to herd restart's own.")]
+    Restart {
+        /// The image written by `herd checkpoint`
+        image: PathBuf,
+    },
+    /// Show what an image holds (command, memory regions, open files, signals)
+    Inspect {
+        image: PathBuf,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Checkpoint { pid, output, kill, check } => {
+            if check {
+                checkpoint::check(pid)
+            } else {
+                checkpoint::run(pid, &output.expect("clap requires --output"), kill)
+            }
+        }
+        Command::Restart { image } => restart::run(&image),
+        Command::Inspect { image, json } => inspect::run(&image, json),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

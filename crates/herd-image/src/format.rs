@@ -9,7 +9,9 @@
 //!
 //! - Process: postcard encoding of [`ProcessImage`] (at most [`MAX_PROCESS_LEN`]).
 //! - Pages: start address u64 LE, then whole pages (at most [`MAX_PAGES_LEN`]),
-//!   which must lie inside one VMA of the Process section.
+//!   which must lie inside one VMA of the Process section that has stored
+//!   bytes. Pages sections come in ascending address order without overlap,
+//!   and a VMA receives no more than its `stored_bytes`.
 //! - End: total page bytes u64 LE; must equal the sum of all Pages sections and
 //!   of every VMA's `stored_bytes`. A stream without End is truncated.
 //!
@@ -145,35 +147,71 @@ pub enum Section<'a> {
     End { page_bytes: u64 },
 }
 
+/// A decoded section that does not borrow the reader (see `next_section`).
+enum Decoded {
+    Process(Box<ProcessImage>),
+    Pages { addr: u64 },
+    End { page_bytes: u64 },
+}
+
+/// A VMA that has stored pages, and how many of them the stream has carried.
+#[derive(Clone, Copy, Debug)]
+struct StoredRange {
+    start: u64,
+    end: u64,
+    declared: u64,
+    seen: u64,
+}
+
+/// Payloads are read in steps that double from this size, so a section header
+/// claiming a large length costs memory only as its bytes actually arrive.
+const READ_STEP: usize = 64 << 10;
+
 /// Reads and validates an image stream section by section.
 pub struct ImageReader<R: Read> {
     input: R,
     offset: u64,
     buf: Vec<u8>,
-    /// (start, end) of VMAs that have stored pages, sorted by start.
-    stored_ranges: Vec<(u64, u64)>,
+    /// VMAs that have stored pages, sorted by start.
+    stored_ranges: Vec<StoredRange>,
     expected_page_bytes: u64,
     page_bytes: u64,
+    /// Pages sections must come in ascending address order without overlap:
+    /// the next one may not start below this address.
+    next_page_addr: u64,
     seen_process: bool,
     seen_end: bool,
+    failed: bool,
 }
 
 impl<R: Read> ImageReader<R> {
     pub fn new(mut input: R) -> Result<Self, FormatError> {
-        let mut hdr = [0u8; 16];
-        input.read_exact(&mut hdr).map_err(|e| {
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 FormatError::BadMagic
             } else {
                 FormatError::Io(e)
             }
         })?;
-        if hdr[..8] != MAGIC {
+        if magic != MAGIC {
             return Err(FormatError::BadMagic);
         }
-        let version = u32::from_le_bytes(hdr[8..12].try_into().expect("4 bytes"));
+        let mut rest = [0u8; 8];
+        input
+            .read_exact(&mut rest)
+            .map_err(|e| truncated_or_io(e, "the header"))?;
+        let version = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
         if version != FORMAT_VERSION {
             return Err(FormatError::Version { found: version });
+        }
+        // The header is not checksummed; the reserved word must be exactly 0
+        // so that no bit of the header can change unnoticed.
+        let reserved = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if reserved != 0 {
+            return Err(FormatError::Corrupt(format!(
+                "reserved header field is {reserved:#x}, expected 0"
+            )));
         }
         Ok(Self {
             input,
@@ -182,8 +220,10 @@ impl<R: Read> ImageReader<R> {
             stored_ranges: Vec::new(),
             expected_page_bytes: 0,
             page_bytes: 0,
+            next_page_addr: 0,
             seen_process: false,
             seen_end: false,
+            failed: false,
         })
     }
 
@@ -192,8 +232,43 @@ impl<R: Read> ImageReader<R> {
         self.offset
     }
 
-    /// The next section, or `None` after End. Errors are final.
+    /// The next section, or `None` after End. Errors are final: once a call
+    /// has failed, every later call fails too.
     pub fn next_section(&mut self) -> Result<Option<Section<'_>>, FormatError> {
+        if self.failed {
+            return Err(FormatError::Corrupt(
+                "the image reader already failed; no further sections can be read".into(),
+            ));
+        }
+        match self.advance() {
+            Ok(None) => Ok(None),
+            Ok(Some(Decoded::Process(image))) => Ok(Some(Section::Process(image))),
+            Ok(Some(Decoded::Pages { addr })) => Ok(Some(Section::Pages { addr, data: &self.buf[8..] })),
+            Ok(Some(Decoded::End { page_bytes })) => Ok(Some(Section::End { page_bytes })),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads exactly `len` payload bytes into `buf`, growing it only as data
+    /// arrives (never by more than what has arrived plus [`READ_STEP`]).
+    fn read_payload(&mut self, len: usize, name: &'static str) -> Result<(), FormatError> {
+        self.buf.clear();
+        while self.buf.len() < len {
+            let have = self.buf.len();
+            let step = (len - have).min(have.max(READ_STEP));
+            self.buf.reserve_exact(step);
+            self.buf.resize(have + step, 0);
+            self.input
+                .read_exact(&mut self.buf[have..])
+                .map_err(|e| truncated_or_io(e, name))?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self) -> Result<Option<Decoded>, FormatError> {
         if self.seen_end {
             return Ok(None);
         }
@@ -221,11 +296,8 @@ impl<R: Read> ImageReader<R> {
                 "{name} section at byte {section_offset} claims {len} bytes (limit {max})"
             )));
         }
-        // `len` is bounded above, so this allocation is bounded too.
-        self.buf.resize(len as usize, 0);
-        self.input
-            .read_exact(&mut self.buf)
-            .map_err(|e| truncated_or_io(e, name))?;
+        // `len` is bounded above (at most 64 MiB + 8), so it fits a usize.
+        self.read_payload(len as usize, name)?;
         self.offset += 16 + len;
         if section_crc(kind, len, &[&self.buf]) != crc {
             return Err(FormatError::Checksum { kind: name, offset: section_offset });
@@ -235,11 +307,17 @@ impl<R: Read> ImageReader<R> {
                 if self.seen_process {
                     return Err(FormatError::Corrupt("second process section".into()));
                 }
-                let image: ProcessImage = postcard::from_bytes(&self.buf)
+                let (image, rest): (ProcessImage, &[u8]) = postcard::take_from_bytes(&self.buf)
                     .map_err(|e| FormatError::Corrupt(format!("process section: {e}")))?;
+                if !rest.is_empty() {
+                    return Err(FormatError::Corrupt(format!(
+                        "process section has {} bytes after the process description",
+                        rest.len()
+                    )));
+                }
                 self.accept_process(&image)?;
                 self.seen_process = true;
-                Ok(Some(Section::Process(Box::new(image))))
+                Ok(Some(Decoded::Process(Box::new(image))))
             }
             KIND_PAGES => {
                 if !self.seen_process {
@@ -250,28 +328,48 @@ impl<R: Read> ImageReader<R> {
                         "pages section at byte {section_offset} is not whole pages ({len} bytes)"
                     )));
                 }
+                let n = len - 8;
                 let addr = u64::from_le_bytes(self.buf[..8].try_into().expect("8 bytes"));
-                let end = addr.checked_add(len - 8).ok_or_else(|| {
+                let end = addr.checked_add(n).ok_or_else(|| {
                     FormatError::Corrupt(format!("pages at {addr:#x} overflow the address space"))
                 })?;
-                if addr % PAGE_SIZE != 0 || !self.in_stored_vma(addr, end) {
+                if addr % PAGE_SIZE != 0 {
+                    return Err(FormatError::Corrupt(format!("pages at {addr:#x} are not page aligned")));
+                }
+                if addr < self.next_page_addr {
+                    return Err(FormatError::Corrupt(format!(
+                        "pages {addr:#x}-{end:#x} are out of order or overlap earlier pages (next free address {:#x})",
+                        self.next_page_addr
+                    )));
+                }
+                let Some(i) = self.stored_vma(addr, end) else {
                     return Err(FormatError::Corrupt(format!(
                         "pages {addr:#x}-{end:#x} lie outside every stored memory region"
                     )));
+                };
+                let r = &mut self.stored_ranges[i];
+                match r.seen.checked_add(n) {
+                    Some(seen) if seen <= r.declared => r.seen = seen,
+                    _ => {
+                        return Err(FormatError::Corrupt(format!(
+                            "memory region {:#x}-{:#x} gets more page data than its {} stored bytes",
+                            r.start, r.end, r.declared
+                        )))
+                    }
                 }
-                self.page_bytes += len - 8;
-                if self.page_bytes > self.expected_page_bytes {
-                    return Err(FormatError::Corrupt("more page data than the regions declare".into()));
-                }
-                Ok(Some(Section::Pages { addr, data: &self.buf[8..] }))
+                // Cannot overflow: every counted byte is a distinct address.
+                self.page_bytes += n;
+                self.next_page_addr = end;
+                Ok(Some(Decoded::Pages { addr }))
             }
             _ => {
                 if !self.seen_process {
                     return Err(FormatError::Corrupt("end before the process section".into()));
                 }
-                let total = u64::from_le_bytes(self.buf[..8].try_into().map_err(|_| {
-                    FormatError::Corrupt("end section is not 8 bytes".into())
-                })?);
+                let total: [u8; 8] = self.buf[..]
+                    .try_into()
+                    .map_err(|_| FormatError::Corrupt(format!("end section is {len} bytes, expected 8")))?;
+                let total = u64::from_le_bytes(total);
                 if total != self.page_bytes || total != self.expected_page_bytes {
                     return Err(FormatError::Corrupt(format!(
                         "page byte count mismatch: end says {total}, sections hold {}, regions declare {}",
@@ -279,13 +377,13 @@ impl<R: Read> ImageReader<R> {
                     )));
                 }
                 self.seen_end = true;
-                Ok(Some(Section::End { page_bytes: total }))
+                Ok(Some(Decoded::End { page_bytes: total }))
             }
         }
     }
 
     fn accept_process(&mut self, image: &ProcessImage) -> Result<(), FormatError> {
-        let mut ranges = Vec::with_capacity(image.vmas.len());
+        let mut ranges = Vec::new();
         let mut expected: u64 = 0;
         let mut prev_end = 0u64;
         for v in &image.vmas {
@@ -302,9 +400,10 @@ impl<R: Read> ImageReader<R> {
                 )));
             }
             prev_end = v.end;
+            // Cannot overflow: the regions are disjoint and stored_bytes <= len.
             expected += v.stored_bytes;
             if v.stored_bytes > 0 {
-                ranges.push((v.start, v.end));
+                ranges.push(StoredRange { start: v.start, end: v.end, declared: v.stored_bytes, seen: 0 });
             }
         }
         if image.regs.gp.len() != 27 {
@@ -318,11 +417,10 @@ impl<R: Read> ImageReader<R> {
         Ok(())
     }
 
-    fn in_stored_vma(&self, start: u64, end: u64) -> bool {
-        let i = self.stored_ranges.partition_point(|&(s, _)| s <= start);
-        i > 0 && {
-            let (s, e) = self.stored_ranges[i - 1];
-            s <= start && end <= e
-        }
+    /// Index of the stored VMA holding all of `start..end`.
+    fn stored_vma(&self, start: u64, end: u64) -> Option<usize> {
+        let i = self.stored_ranges.partition_point(|r| r.start <= start).checked_sub(1)?;
+        let r = &self.stored_ranges[i];
+        (r.start <= start && end <= r.end).then_some(i)
     }
 }

@@ -122,7 +122,9 @@ fn reap(pid: i32) {
 }
 
 fn child_main(plan: &ChildPlan, ready_w: i32, hold_r: i32, high: i32) -> ! {
-    let fail = |step: u32, index: usize| -> ! {
+    // Reports go to `report_fd`: the ready pipe, wherever it has been moved.
+    let mut report_fd = ready_w;
+    let fail = |report_fd: i32, step: u32, index: usize| -> ! {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         let mut rep = [0u8; 12];
         rep[0..4].copy_from_slice(&step.to_le_bytes());
@@ -130,7 +132,7 @@ fn child_main(plan: &ChildPlan, ready_w: i32, hold_r: i32, high: i32) -> ! {
         rep[8..12].copy_from_slice(&(index as u32).to_le_bytes());
         // SAFETY: async-signal-safe calls on our own fd and stack buffer.
         unsafe {
-            libc::write(ready_w, rep.as_ptr().cast(), rep.len());
+            libc::write(report_fd, rep.as_ptr().cast(), rep.len());
             libc::_exit(127)
         }
     };
@@ -143,8 +145,9 @@ fn child_main(plan: &ChildPlan, ready_w: i32, hold_r: i32, high: i32) -> ! {
         let rs = libc::fcntl(ready_w, libc::F_DUPFD, high);
         let hs = libc::fcntl(hold_r, libc::F_DUPFD, high);
         if rs < 0 || hs < 0 {
-            fail(1, 0);
+            fail(report_fd, 1, 0);
         }
+        report_fd = rs;
         let (lo, hi) = (rs.min(hs), rs.max(hs));
         libc::syscall(libc::SYS_close_range, 3u32, (lo - 1) as u32, 0u32);
         if hi > lo + 1 {
@@ -155,36 +158,36 @@ fn child_main(plan: &ChildPlan, ready_w: i32, hold_r: i32, high: i32) -> ! {
             let flags = f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
             let t = libc::open(f.path.as_ptr(), flags | libc::O_NOCTTY);
             if t < 0 {
-                fail(2, i);
+                fail(report_fd, 2, i);
             }
             if t != f.fd {
                 if libc::dup2(t, f.fd) < 0 {
-                    fail(3, i);
+                    fail(report_fd, 3, i);
                 }
                 libc::close(t);
             }
             if f.offset != 0 && libc::lseek(f.fd, f.offset as i64, libc::SEEK_SET) < 0 {
-                fail(4, i);
+                fail(report_fd, 4, i);
             }
             if f.cloexec && libc::fcntl(f.fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
-                fail(5, i);
+                fail(report_fd, 5, i);
             }
         }
         for fd in &plan.close_std {
             libc::close(*fd);
         }
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
-            fail(6, 0);
+            fail(report_fd, 6, 0);
         }
         libc::umask(plan.umask);
         for (i, (res, cur, max)) in plan.rlimits.iter().enumerate() {
             let lim = libc::rlimit { rlim_cur: *cur, rlim_max: *max };
             if libc::setrlimit(*res as _, &lim) != 0 {
-                fail(7, i);
+                fail(report_fd, 7, i);
             }
         }
         if libc::personality(plan.personality as libc::c_ulong) < 0 {
-            fail(8, 0);
+            fail(report_fd, 8, 0);
         }
         let mut rep = [0u8; 12];
         rep[4..8].copy_from_slice(&rs.to_le_bytes());

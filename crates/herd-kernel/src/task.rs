@@ -35,3 +35,60 @@ pub fn egid() -> u32 {
     // SAFETY: getegid has no arguments and cannot fail.
     unsafe { libc::getegid() }
 }
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Waits for child `pid` to end and reaps it.
+pub fn reap(pid: i32) -> Result<Exit> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int to `status` on our stack.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(KernelError::from_io("waitpid", pid, e));
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Exit::Code(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Exit::Signal(libc::WTERMSIG(status)));
+        }
+    }
+}
+
+/// Lets a foreground child decide about Ctrl-C and Ctrl-\ (as system(3)
+/// does while it waits).
+pub fn ignore_interactive_signals() {
+    // SAFETY: installing SIG_IGN for two signals has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+}
+
+/// Ends this process by signal `sig`, as a child that died by it did, so
+/// our parent sees the same wait status. No core file is written.
+pub fn die_by_signal(sig: i32) -> ! {
+    // SAFETY: resetting a disposition, unblocking and raising a signal, and
+    // setting RLIMIT_CORE to 0 touch no memory of ours.
+    unsafe {
+        let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    std::process::exit(128 + sig)
+}

@@ -1,0 +1,146 @@
+//! `herd inspect`: what an image holds. Reads (and so verifies) the whole image.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use herd_image::{FileKind, ImageReader, Section, VmaKind, FORMAT_VERSION, PROT_EXEC, PROT_READ, PROT_WRITE};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Summary {
+    image_version: u32,
+    created_unix_ms: u64,
+    hostname: String,
+    kernel: String,
+    pid: i32,
+    command: Vec<String>,
+    comm: String,
+    exe: String,
+    cwd: String,
+    uid: u32,
+    gid: u32,
+    threads: u32,
+    memory_bytes: u64,
+    stored_bytes: u64,
+    regions: Vec<Region>,
+    files: Vec<Fd>,
+    signal_handlers: Vec<u32>,
+    pending_signals: Vec<u32>,
+    blocked_signals: u64,
+}
+
+#[derive(Serialize)]
+struct Region {
+    start: String,
+    end: String,
+    perms: String,
+    kind: String,
+    size: u64,
+    stored: u64,
+}
+
+#[derive(Serialize)]
+struct Fd {
+    fd: i32,
+    kind: String,
+    target: String,
+    offset: Option<u64>,
+}
+
+fn perms(p: u8, shared: bool) -> String {
+    let f = |bit, c| if p & bit != 0 { c } else { '-' };
+    [f(PROT_READ, 'r'), f(PROT_WRITE, 'w'), f(PROT_EXEC, 'x'), if shared { 's' } else { 'p' }].iter().collect()
+}
+
+pub fn run(path: &Path, json: bool) -> Result<i32> {
+    let file = File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    let mut reader = ImageReader::new(BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("{} is not a usable image", path.display()))?;
+    let image = match reader.next_section()? {
+        Some(Section::Process(p)) => p,
+        _ => bail!("{} has no process section", path.display()),
+    };
+    // Read to the end: a damaged image is reported here, not at restart.
+    while let Some(s) = reader.next_section().with_context(|| format!("{} is damaged", path.display()))? {
+        if let Section::End { .. } = s {
+            break;
+        }
+    }
+    let t = &image.task;
+    let regions: Vec<Region> = image
+        .vmas
+        .iter()
+        .map(|v| Region {
+            start: format!("{:#x}", v.start),
+            end: format!("{:#x}", v.end),
+            perms: perms(v.prot, v.shared),
+            kind: match &v.kind {
+                VmaKind::Anonymous => "anonymous".into(),
+                VmaKind::Heap => "[heap]".into(),
+                VmaKind::Stack => "[stack]".into(),
+                VmaKind::Vdso => "[vdso]".into(),
+                VmaKind::Vvar => "[vvar]".into(),
+                VmaKind::File { file, .. } => file.path.clone(),
+            },
+            size: v.len(),
+            stored: v.stored_bytes,
+        })
+        .collect();
+    let files = image
+        .files
+        .iter()
+        .map(|f| match &f.kind {
+            FileKind::Regular { path, offset, .. } => Fd { fd: f.fd, kind: "file".into(), target: path.clone(), offset: Some(*offset) },
+            FileKind::Device { path, .. } => Fd { fd: f.fd, kind: "device".into(), target: path.clone(), offset: None },
+            FileKind::Inherited { what } => Fd { fd: f.fd, kind: "inherited".into(), target: what.clone(), offset: None },
+        })
+        .collect();
+    let s = Summary {
+        image_version: FORMAT_VERSION,
+        created_unix_ms: image.origin.created_unix_ms,
+        hostname: image.origin.hostname.clone(),
+        kernel: image.origin.kernel_release.clone(),
+        pid: t.pid,
+        command: t.cmdline.clone(),
+        comm: t.comm.clone(),
+        exe: t.exe.clone(),
+        cwd: t.cwd.clone(),
+        uid: t.uid,
+        gid: t.gid,
+        threads: 1,
+        memory_bytes: image.vmas.iter().map(|v| v.len()).sum(),
+        stored_bytes: image.vmas.iter().map(|v| v.stored_bytes).sum(),
+        regions,
+        files,
+        signal_handlers: image.signals.handlers.iter().filter(|h| h.handler > 1).map(|h| h.signo).collect(),
+        pending_signals: image.signals.pending.iter().map(|p| p.signo).collect(),
+        blocked_signals: image.signals.blocked,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("image       {} (format version {})", path.display(), s.image_version);
+    println!("made on     {} (kernel {})", s.hostname, s.kernel);
+    println!("process     pid {} ({}), uid {} gid {}, {} thread", s.pid, s.comm, s.uid, s.gid, s.threads);
+    println!("command     {}", s.command.join(" "));
+    println!("executable  {}", s.exe);
+    println!("cwd         {}", s.cwd);
+    println!("memory      {:.1} MiB mapped, {:.1} MiB stored in the image", mib(s.memory_bytes), mib(s.stored_bytes));
+    println!("signals     handlers for {:?}, pending {:?}, blocked mask {:#x}", s.signal_handlers, s.pending_signals, s.blocked_signals);
+    println!();
+    println!("{:<18} {:<18} {:<5} {:>10} {:>10}  what", "start", "end", "perm", "size KiB", "stored KiB");
+    for r in &s.regions {
+        println!("{:<18} {:<18} {:<5} {:>10} {:>10}  {}", r.start, r.end, r.perms, r.size / 1024, r.stored / 1024, r.kind);
+    }
+    println!();
+    println!("{:>4} {:<10} what", "fd", "kind");
+    for f in &s.files {
+        let off = f.offset.map(|o| format!(" at offset {o}")).unwrap_or_default();
+        println!("{:>4} {:<10} {}{}", f.fd, f.kind, f.target, off);
+    }
+    Ok(0)
+}
