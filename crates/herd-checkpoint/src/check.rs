@@ -96,11 +96,13 @@ fn check_inner(pid: i32, tracer: i32) -> Result<Vec<CantMove>> {
             FDTarget::Pipe(_) if fd.fd <= 2 => {}
             FDTarget::Path(path) => {
                 let s = path.to_string_lossy();
-                let regular = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).map(|m| m.is_file()).unwrap_or(false);
+                let meta = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).ok();
+                let regular = meta.as_ref().is_some_and(|m| m.is_file());
+                let fifo = meta.as_ref().is_some_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
                 let tty = s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console";
                 if s.ends_with(" (deleted)") {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("a deleted file ({s})") });
-                } else if regular || PORTABLE_DEVICES.contains(&s.as_ref()) || (tty && fd.fd <= 2) {
+                } else if regular || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && fd.fd <= 2) {
                 } else {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("{s} (only regular files, /dev/null, /dev/zero, /dev/urandom and a terminal or pipe on fds 0-2 are supported)") });
                 }

@@ -391,11 +391,13 @@ fn build<R: Read>(
     // Registers last, at an interrupt stop (see Tracee::resume_until_event).
     let tracee = inj.tracee();
     tracee.resume_until_event()?;
+    tracing::trace!(pid, stop = ?tracee.stop(), "at the final stop");
     let mut regs = Regs::from_words(&image.regs.gp).ok_or_else(|| FormatError::Corrupt("bad register set".into()))?;
     fix_restart_block(&mut regs, pid, image)?;
-    tracee.set_regs(&regs)?;
-    tracee.set_xstate(&image.regs.xstate)?;
-    tracee.set_sigmask(image.signals.blocked)?;
+    tracing::trace!(pid, rip = regs.rip, rax = regs.rax as i64, "final registers");
+    tracee.set_regs(&regs).inspect_err(|e| tracing::trace!("set_regs: {e}"))?;
+    tracee.set_xstate(&image.regs.xstate).inspect_err(|e| tracing::trace!("set_xstate: {e}"))?;
+    tracee.set_sigmask(image.signals.blocked).inspect_err(|e| tracing::trace!("set_sigmask: {e}"))?;
     Ok(page_bytes)
 }
 

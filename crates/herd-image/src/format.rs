@@ -60,6 +60,11 @@ fn truncated_or_io(e: io::Error, what: &'static str) -> FormatError {
     }
 }
 
+/// Whether `x` is a multiple of [`PAGE_SIZE`] (a power of two).
+fn page_aligned(x: u64) -> bool {
+    x & (PAGE_SIZE - 1) == 0
+}
+
 fn kind_name(kind: u32) -> &'static str {
     match kind {
         KIND_PROCESS => "process",
@@ -117,7 +122,7 @@ impl<W: Write> ImageWriter<W> {
     /// sections of at most [`WRITE_CHUNK`] bytes.
     pub fn write_pages(&mut self, addr: u64, data: &[u8]) -> io::Result<()> {
         assert!(self.wrote_process, "pages before process section");
-        assert!(addr % PAGE_SIZE == 0 && data.len() as u64 % PAGE_SIZE == 0);
+        assert!(page_aligned(addr) && page_aligned(data.len() as u64));
         for (i, chunk) in data.chunks(WRITE_CHUNK).enumerate() {
             let a = addr + (i * WRITE_CHUNK) as u64;
             self.section(KIND_PAGES, &[&a.to_le_bytes(), chunk])?;
@@ -323,7 +328,7 @@ impl<R: Read> ImageReader<R> {
                 if !self.seen_process {
                     return Err(FormatError::Corrupt("pages before the process section".into()));
                 }
-                if len < 8 + PAGE_SIZE || (len - 8) % PAGE_SIZE != 0 {
+                if len < 8 + PAGE_SIZE || !page_aligned(len - 8) {
                     return Err(FormatError::Corrupt(format!(
                         "pages section at byte {section_offset} is not whole pages ({len} bytes)"
                     )));
@@ -333,7 +338,7 @@ impl<R: Read> ImageReader<R> {
                 let end = addr.checked_add(n).ok_or_else(|| {
                     FormatError::Corrupt(format!("pages at {addr:#x} overflow the address space"))
                 })?;
-                if addr % PAGE_SIZE != 0 {
+                if !page_aligned(addr) {
                     return Err(FormatError::Corrupt(format!("pages at {addr:#x} are not page aligned")));
                 }
                 if addr < self.next_page_addr {
@@ -387,13 +392,13 @@ impl<R: Read> ImageReader<R> {
         let mut expected: u64 = 0;
         let mut prev_end = 0u64;
         for v in &image.vmas {
-            if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end || v.start < prev_end {
+            if !page_aligned(v.start) || !page_aligned(v.end) || v.start >= v.end || v.start < prev_end {
                 return Err(FormatError::Corrupt(format!(
                     "memory region {:#x}-{:#x} is misaligned, empty or out of order",
                     v.start, v.end
                 )));
             }
-            if v.stored_bytes > v.len() || v.stored_bytes % PAGE_SIZE != 0 {
+            if v.stored_bytes > v.len() || !page_aligned(v.stored_bytes) {
                 return Err(FormatError::Corrupt(format!(
                     "memory region {:#x}-{:#x} claims {} stored bytes",
                     v.start, v.end, v.stored_bytes
@@ -422,5 +427,122 @@ impl<R: Read> ImageReader<R> {
         let i = self.stored_ranges.partition_point(|r| r.start <= start).checked_sub(1)?;
         let r = &self.stored_ranges[i];
         (r.start <= start && end <= r.end).then_some(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader_over(bytes: &[u8]) -> ImageReader<&[u8]> {
+        ImageReader {
+            input: bytes,
+            offset: 16,
+            buf: Vec::new(),
+            stored_ranges: Vec::new(),
+            expected_page_bytes: 0,
+            page_bytes: 0,
+            next_page_addr: 0,
+            seen_process: false,
+            seen_end: false,
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn checksum_covers_kind_length_and_payload() {
+        let base = section_crc(KIND_PAGES, 3, &[b"abc"]);
+        assert_ne!(base, section_crc(KIND_END, 3, &[b"abc"]));
+        assert_ne!(base, section_crc(KIND_PAGES, 4, &[b"abc"]));
+        assert_ne!(base, section_crc(KIND_PAGES, 3, &[b"abd"]));
+        // Split payloads checksum like the joined payload.
+        assert_eq!(base, section_crc(KIND_PAGES, 3, &[b"a", b"", b"bc"]));
+        let mut h = crc32fast::Hasher::new();
+        h.update(&2u32.to_le_bytes());
+        h.update(&3u64.to_le_bytes());
+        h.update(b"abc");
+        assert_eq!(base, h.finalize());
+    }
+
+    #[test]
+    fn kind_names() {
+        assert_eq!(kind_name(KIND_PROCESS), "process");
+        assert_eq!(kind_name(KIND_PAGES), "pages");
+        assert_eq!(kind_name(KIND_END), "end");
+        assert_eq!(kind_name(0), "unknown");
+    }
+
+    #[test]
+    fn read_payload_reads_exactly_and_grows_with_the_data() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let mut r = reader_over(&data);
+        r.read_payload(200_000, "pages").unwrap();
+        assert_eq!(r.buf, data[..200_000]);
+        assert_eq!(r.buf.capacity(), 200_000);
+        r.read_payload(100_000, "pages").unwrap();
+        assert_eq!(r.buf, data[200_000..]);
+        r.read_payload(0, "end").unwrap();
+        assert!(r.buf.is_empty());
+        assert!(matches!(r.read_payload(1, "end"), Err(FormatError::Truncated("end"))));
+
+        // A claim far beyond what arrives: the buffer stays near what arrived.
+        let mut r = reader_over(&data[..10]);
+        assert!(matches!(r.read_payload(MAX_PAGES_LEN as usize, "pages"), Err(FormatError::Truncated("pages"))));
+        assert!(r.buf.capacity() <= READ_STEP, "{}", r.buf.capacity());
+        let mut r = reader_over(&data);
+        assert!(r.read_payload(MAX_PAGES_LEN as usize, "pages").is_err());
+        assert!(r.buf.capacity() < 2 * data.len() + READ_STEP, "{}", r.buf.capacity());
+    }
+
+    #[test]
+    fn stored_vma_lookup() {
+        let mut r = reader_over(b"");
+        let range = |start, end| StoredRange { start, end, declared: 0x1000, seen: 0 };
+        r.stored_ranges = vec![range(0x1000, 0x3000), range(0x3000, 0x4000), range(0x8000, 0x9000)];
+        assert_eq!(r.stored_vma(0x1000, 0x2000), Some(0));
+        assert_eq!(r.stored_vma(0x1000, 0x3000), Some(0));
+        assert_eq!(r.stored_vma(0x2000, 0x3000), Some(0));
+        assert_eq!(r.stored_vma(0x3000, 0x4000), Some(1));
+        assert_eq!(r.stored_vma(0x8000, 0x9000), Some(2));
+        // Across two adjacent regions: refused, a section lies in one region.
+        assert_eq!(r.stored_vma(0x2000, 0x4000), None);
+        assert_eq!(r.stored_vma(0x0, 0x1000), None);
+        assert_eq!(r.stored_vma(0x4000, 0x5000), None);
+        assert_eq!(r.stored_vma(0x8000, 0xa000), None);
+        assert_eq!(r.stored_vma(0x9000, 0xa000), None);
+        r.stored_ranges.clear();
+        assert_eq!(r.stored_vma(0x1000, 0x2000), None);
+    }
+
+    #[test]
+    fn writer_header_and_end() {
+        let out = ImageWriter::new(Vec::new()).unwrap();
+        assert_eq!(out.page_bytes(), 0);
+        let bytes = out.finish().unwrap();
+        assert_eq!(&bytes[..8], &MAGIC);
+        assert_eq!(bytes[8..12], FORMAT_VERSION.to_le_bytes());
+        assert_eq!(bytes[12..16], [0; 4]);
+        assert_eq!(bytes[16..20], KIND_END.to_le_bytes());
+        assert_eq!(bytes[20..28], 8u64.to_le_bytes());
+        assert_eq!(bytes[28..32], section_crc(KIND_END, 8, &[&0u64.to_le_bytes()]).to_le_bytes());
+        assert_eq!(bytes[32..], 0u64.to_le_bytes());
+        // An End without a Process section is not an image.
+        let mut r = ImageReader::new(&bytes[..]).unwrap();
+        assert!(matches!(r.next_section(), Err(FormatError::Corrupt(_))));
+    }
+
+    #[test]
+    fn end_shorter_than_eight_bytes_is_corrupt_not_a_panic() {
+        for n in 0..8usize {
+            let payload = vec![0u8; n];
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&KIND_END.to_le_bytes());
+            bytes.extend_from_slice(&(n as u64).to_le_bytes());
+            bytes.extend_from_slice(&section_crc(KIND_END, n as u64, &[&payload]).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+            let mut r = reader_over(&bytes);
+            r.seen_process = true;
+            assert!(matches!(r.next_section(), Err(FormatError::Corrupt(_))), "{n} bytes");
+        }
     }
 }

@@ -74,6 +74,7 @@ impl<'a> Injector<'a> {
     /// naming `what`.
     pub fn call_ok(&mut self, what: &'static str, nr: u64, args: &[u64]) -> Result<i64> {
         let r = self.call(nr, args)?;
+        tracing::trace!(pid = self.tracee.pid(), "{what}: {r}");
         if (-4095..0).contains(&r) {
             return Err(KernelError::Sys {
                 op: what,

@@ -110,7 +110,9 @@ pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
     }
     let rs = i32::from_le_bytes(report[4..8].try_into().expect("4"));
     let hs = i32::from_le_bytes(report[8..12].try_into().expect("4"));
-    Ok(RestorerChild { child_fds: [rs, hs], ..child })
+    let mut child = child;
+    child.child_fds = [rs, hs];
+    Ok(child)
 }
 
 fn reap(pid: i32) {
