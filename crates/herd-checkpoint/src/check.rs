@@ -118,9 +118,7 @@ fn check_inner(pid: i32, tracer: i32) -> Result<Vec<CantMove>> {
                 let s = path.to_string_lossy().to_string();
                 if s.starts_with("/SYSV") {
                     why.push(CantMove::SysvShm);
-                } else if s.ends_with(" (deleted)") && !(shared && s.starts_with("/dev/zero")) {
-                    why.push(CantMove::DeletedFile { path: s });
-                } else if s.starts_with("/memfd:") {
+                } else if (s.ends_with(" (deleted)") && !(shared && s.starts_with("/dev/zero"))) || s.starts_with("/memfd:") {
                     why.push(CantMove::DeletedFile { path: s });
                 } else if shared && writable && !s.starts_with("/dev/zero") {
                     why.push(CantMove::SharedWritable { path: s });

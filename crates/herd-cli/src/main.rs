@@ -55,6 +55,7 @@ enum Command {
 }
 
 fn main() {
+    herd_kernel::task::default_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

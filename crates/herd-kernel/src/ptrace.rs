@@ -124,14 +124,14 @@ impl Tracee {
         // PTRACE_GETREGS writes a user_regs_struct,
         // which `Regs` mirrors exactly (27 u64, repr(C)).
         // SAFETY: the buffer described above is live, sized as the request needs.
-        unsafe { ptrace_ptr(libc::PTRACE_GETREGS as u32, self.pid, 0, &mut r as *mut Regs as u64) }
+        unsafe { ptrace_ptr(libc::PTRACE_GETREGS, self.pid, 0, &mut r as *mut Regs as u64) }
             .map_err(|e| KernelError::from_io("PTRACE_GETREGS", self.pid, e))?;
         Ok(r)
     }
 
     pub fn set_regs(&mut self, r: &Regs) -> Result<()> {
         // SAFETY: the buffer described above is live, sized as the request needs.
-        unsafe { ptrace_ptr(libc::PTRACE_SETREGS as u32, self.pid, 0, r as *const Regs as u64) }
+        unsafe { ptrace_ptr(libc::PTRACE_SETREGS, self.pid, 0, r as *const Regs as u64) }
             .map_err(|e| KernelError::from_io("PTRACE_SETREGS", self.pid, e))?;
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Tracee {
         // The kernel writes at most iov_len bytes into buf and stores the
         // length it wrote back into iov.
         // SAFETY: the buffer described above is live, sized as the request needs.
-        unsafe { ptrace_ptr(libc::PTRACE_GETREGSET as u32, self.pid, abi::NT_X86_XSTATE as u64, &mut iov as *mut _ as u64) }
+        unsafe { ptrace_ptr(libc::PTRACE_GETREGSET, self.pid, abi::NT_X86_XSTATE as u64, &mut iov as *mut _ as u64) }
             .map_err(|e| KernelError::from_io("PTRACE_GETREGSET(NT_X86_XSTATE)", self.pid, e))?;
         buf.truncate(iov.iov_len);
         Ok(buf)
@@ -153,7 +153,7 @@ impl Tracee {
         let mut iov = libc::iovec { iov_base: xstate.as_ptr() as *mut libc::c_void, iov_len: xstate.len() };
         // The kernel only reads iov_len bytes from the buffer.
         // SAFETY: the buffer described above is live, sized as the request needs.
-        unsafe { ptrace_ptr(libc::PTRACE_SETREGSET as u32, self.pid, abi::NT_X86_XSTATE as u64, &mut iov as *mut _ as u64) }
+        unsafe { ptrace_ptr(libc::PTRACE_SETREGSET, self.pid, abi::NT_X86_XSTATE as u64, &mut iov as *mut _ as u64) }
             .map_err(|e| KernelError::from_io("PTRACE_SETREGSET(NT_X86_XSTATE)", self.pid, e))?;
         Ok(())
     }
@@ -218,7 +218,7 @@ impl Tracee {
     /// that arrive meanwhile are deferred; group-stops are passed over.
     pub(crate) fn resume_to_syscall(&mut self) -> Result<()> {
         loop {
-            ptrace(libc::PTRACE_SYSCALL as u32, self.pid, 0, 0)
+            ptrace(libc::PTRACE_SYSCALL, self.pid, 0, 0)
                 .map_err(|e| KernelError::from_io("PTRACE_SYSCALL", self.pid, e))?;
             self.stop = wait_stop(self.pid)?;
             match self.stop {
@@ -240,7 +240,7 @@ impl Tracee {
         ptrace(abi::PTRACE_INTERRUPT, self.pid, 0, 0)
             .map_err(|e| KernelError::from_io("PTRACE_INTERRUPT", self.pid, e))?;
         loop {
-            ptrace(libc::PTRACE_CONT as u32, self.pid, 0, 0)
+            ptrace(libc::PTRACE_CONT, self.pid, 0, 0)
                 .map_err(|e| KernelError::from_io("PTRACE_CONT", self.pid, e))?;
             self.stop = wait_stop(self.pid)?;
             match self.stop {
@@ -254,7 +254,7 @@ impl Tracee {
     /// Lets the tracee go, re-sending any signal that arrived while it was held.
     pub fn detach(self) -> Result<()> {
         let pid = self.pid;
-        ptrace(libc::PTRACE_DETACH as u32, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_DETACH", pid, e))?;
+        ptrace(libc::PTRACE_DETACH, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_DETACH", pid, e))?;
         for sig in &self.deferred {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid, *sig) };

@@ -92,3 +92,10 @@ pub fn die_by_signal(sig: i32) -> ! {
     }
     std::process::exit(128 + sig)
 }
+
+/// Restores the default SIGPIPE action (Rust ignores it), so that a CLI
+/// writing into a closed pipe (`herd inspect | head`) ends quietly.
+pub fn default_sigpipe() {
+    // SAFETY: resetting one signal disposition has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}

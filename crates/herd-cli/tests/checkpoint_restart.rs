@@ -1,0 +1,1230 @@
+//! End-to-end tests of `herd checkpoint` / `herd restart` on real programs.
+//!
+//! Method (the project standard): every test runs the same program twice,
+//! once uninterrupted and once checkpointed mid-run with `--kill` and then
+//! restarted from the image, and asserts the same output and the same exit
+//! status. The programs live in `tests/programs/` (C, python, bash) and the C
+//! ones are built here with the system compiler. Nothing is mocked: real
+//! processes, the real kernel, the real `herd` binary.
+//!
+//! Each test first checks that this process may ptrace (what `herd
+//! checkpoint` needs) and that the tools it uses exist; when not, it prints
+//! `SKIP <test>: <reason>` on stderr and returns.
+//!
+//! Every process a test starts is owned by a guard that kills (by pid) and
+//! reaps it on drop, so a failing assertion leaves nothing running.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+const PROGRAMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs");
+
+/// The longest any program run or herd command may take before the test
+/// gives up. Generous: the 512 MiB image is written and read under load.
+const TIMEOUT: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(5);
+const SIGKILL: i32 = 9;
+
+// ---------------------------------------------------------------------------
+// Prerequisites
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Need {
+    Cc,
+    Python,
+    Bash,
+    Avx2,
+}
+
+/// True when the test can run; otherwise prints `SKIP <test>: <reasons>`.
+fn ready(test: &str, needs: &[Need]) -> bool {
+    let mut why = Vec::new();
+    if let Err(e) = ptrace_allowed() {
+        why.push(e);
+    }
+    for need in needs {
+        match need {
+            Need::Cc if !tool_works("cc", &["--version"]) => why.push("no working C compiler `cc`".to_string()),
+            Need::Python if python3().is_none() => why.push("no python3".to_string()),
+            Need::Bash if !tool_works("bash", &["-c", "exit 0"]) => why.push("no bash".to_string()),
+            Need::Avx2 if !cpu_has_flag("avx2") => why.push("the CPU has no avx2 (see /proc/cpuinfo)".to_string()),
+            _ => {}
+        }
+    }
+    if why.is_empty() {
+        true
+    } else {
+        eprintln!("SKIP {test}: {}", why.join("; "));
+        false
+    }
+}
+
+/// `herd checkpoint` attaches with ptrace to a process that is not its
+/// descendant (it is ours). Yama allows that at ptrace_scope 0 (or without
+/// Yama); at 1 and 2 only with CAP_SYS_PTRACE; at 3 never.
+fn ptrace_allowed() -> Result<(), String> {
+    let scope = fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let cap_sys_ptrace = status_field(std::process::id(), "CapEff")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .map(|caps| caps & (1 << 19) != 0)
+        .unwrap_or(false);
+    match scope {
+        None | Some(0) => Ok(()),
+        Some(3) => Err("kernel.yama.ptrace_scope is 3: ptrace is disabled".to_string()),
+        Some(_) if cap_sys_ptrace => Ok(()),
+        Some(n) => Err(format!(
+            "kernel.yama.ptrace_scope is {n} and we lack CAP_SYS_PTRACE, so herd cannot attach to our children"
+        )),
+    }
+}
+
+fn tool_works(tool: &str, args: &[&str]) -> bool {
+    Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn cpu_has_flag(flag: &str) -> bool {
+    fs::read_to_string("/proc/cpuinfo")
+        .map(|info| {
+            info.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|w| w == flag))
+        })
+        .unwrap_or(false)
+}
+
+/// The real python3 binary. `python3` on PATH may be a shim script (pyenv);
+/// running the interpreter directly keeps startup short and the process
+/// tree simple.
+fn python3() -> Option<&'static Path> {
+    static PY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+        (out.status.success() && path.is_file()).then_some(path)
+    })
+    .as_deref()
+}
+
+// ---------------------------------------------------------------------------
+// Building programs
+// ---------------------------------------------------------------------------
+
+fn tmp() -> TempDir {
+    tempfile::Builder::new().prefix("herd-e2e-").tempdir().expect("creating a temp dir")
+}
+
+/// Builds `tests/programs/<name>.c` into `<dir>/<name>`, dynamically linked
+/// against glibc. `flags` go after the source so libraries resolve.
+fn build_c(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let src = Path::new(PROGRAMS).join(format!("{name}.c"));
+    let exe = dir.join(name);
+    let out = Command::new("cc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(flags)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cc");
+    assert!(
+        out.status.success(),
+        "building {}: {}\n{}",
+        src.display(),
+        describe(&out.status),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn program_source(file: &str) -> OsString {
+    Path::new(PROGRAMS).join(file).into_os_string()
+}
+
+/// Builds an argv from anything that converts to an OsStr.
+macro_rules! argv {
+    ($($a:expr),* $(,)?) => { vec![$(OsString::from(AsRef::<OsStr>::as_ref(&$a))),*] };
+}
+
+// ---------------------------------------------------------------------------
+// Pipes and waiting
+// ---------------------------------------------------------------------------
+
+/// Reads a pipe to its end on a thread, so the test can look at what has
+/// arrived so far while the writer runs.
+struct Collector {
+    buf: Arc<Mutex<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Collector {
+    fn start(mut pipe: impl Read + Send + 'static) -> Collector {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let thread = thread::spawn(move || {
+            let mut chunk = [0u8; 64 * 1024];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Collector { buf, thread: Some(thread) }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.buf.lock().unwrap().clone()
+    }
+
+    /// Everything written, once every writer has closed the pipe.
+    fn finish(&mut self, what: &str) -> Vec<u8> {
+        if let Some(t) = self.thread.take() {
+            let start = Instant::now();
+            while !t.is_finished() {
+                assert!(
+                    start.elapsed() < TIMEOUT,
+                    "{what}: the pipe is still open {TIMEOUT:?} after its writer ended (some process still holds it)"
+                );
+                thread::sleep(POLL);
+            }
+            t.join().unwrap();
+        }
+        self.snapshot()
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` (and `context()`) after
+/// `limit`.
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}\n{}", context());
+        thread::sleep(POLL);
+    }
+}
+
+fn count_lines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => format!("{status:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------
+
+fn status_field(pid: u32, key: &str) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(|v| v.trim().to_string()))
+}
+
+/// The one-letter state (R, S, T, t, Z, ...).
+fn proc_state(pid: u32) -> Option<char> {
+    status_field(pid, "State")?.chars().next()
+}
+
+fn tracer_of(pid: u32) -> Option<u32> {
+    status_field(pid, "TracerPid")?.parse().ok()
+}
+
+fn comm_of(pid: u32) -> Option<String> {
+    Some(fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_string())
+}
+
+/// The syscall `pid` is blocked in, from /proc/PID/syscall (None while it
+/// runs in user space).
+fn blocked_syscall(pid: u32) -> Option<i64> {
+    fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// Start time (field 22 of /proc/PID/stat): tells a pid from a reused one.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The children of `pid`, all threads included.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(list) = fs::read_to_string(task.path().join("children")) {
+                kids.extend(list.split_whitespace().filter_map(|w| w.parse::<u32>().ok()));
+            }
+        }
+    }
+    kids
+}
+
+/// Every process that has `path` open.
+fn holders_of(path: &Path) -> Vec<u32> {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let fds = fs::read_dir(entry.path().join("fd")).into_iter().flatten().flatten();
+        if fds.into_iter().any(|fd| fs::read_link(fd.path()).map(|l| l == path).unwrap_or(false)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Sends `sig` (a name such as "USR1") to `pid` with kill(1).
+fn send_signal(pid: u32, sig: &str) {
+    let st = Command::new("kill").args(["-s", sig, &pid.to_string()]).status().expect("running kill");
+    assert!(st.success(), "kill -s {sig} {pid} failed: {}", describe(&st));
+}
+
+/// Kills `pid` only if it is still the process that started at `started`.
+fn kill_exact(pid: u32, started: u64) {
+    if start_time(pid) == Some(started) {
+        let _ = Command::new("kill").args(["-s", "KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Test programs
+// ---------------------------------------------------------------------------
+
+/// Where a test program's stdout goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Out {
+    /// A regular file the test creates (O_TRUNC, no O_APPEND).
+    File,
+    /// A regular file opened with O_APPEND.
+    AppendFile,
+    /// A pipe the test reads.
+    Pipe,
+}
+
+enum ProgOut {
+    File(PathBuf),
+    Pipe(Collector),
+}
+
+/// A test program, child of the test. Killed and reaped on drop.
+struct Prog {
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: ProgOut,
+    err_path: PathBuf,
+}
+
+/// Starts `cmd` with stdout as `out` (files go to `<dir>/<label>.out`),
+/// stderr to `<dir>/<label>.err`, stdin a pipe (`stdin_pipe`) or /dev/null.
+/// Never the test's own stdin: it could be anything, and herd only accepts a
+/// terminal, pipe, regular file or /dev/null there.
+fn spawn_prog(dir: &Path, label: &str, cmd: &[OsString], out: Out, stdin_pipe: bool) -> Prog {
+    let err_path = dir.join(format!("{label}.err"));
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..])
+        .env("LC_ALL", "C")
+        .env_remove("BASH_ENV")
+        .stdin(if stdin_pipe { Stdio::piped() } else { Stdio::null() })
+        .stderr(File::create(&err_path).unwrap());
+    let out_path = dir.join(format!("{label}.out"));
+    match out {
+        Out::File => {
+            c.stdout(File::create(&out_path).unwrap());
+        }
+        Out::AppendFile => {
+            c.stdout(OpenOptions::new().create(true).append(true).open(&out_path).unwrap());
+        }
+        Out::Pipe => {
+            c.stdout(Stdio::piped());
+        }
+    }
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd[0]));
+    let out = match out {
+        Out::Pipe => ProgOut::Pipe(Collector::start(child.stdout.take().unwrap())),
+        _ => ProgOut::File(out_path),
+    };
+    Prog { label: label.to_string(), stdin: child.stdin.take(), child, out, err_path }
+}
+
+impl Prog {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn out_path(&self) -> &Path {
+        match &self.out {
+            ProgOut::File(p) => p,
+            ProgOut::Pipe(_) => panic!("{}: stdout is a pipe, not a file", self.label),
+        }
+    }
+
+    /// What it has written to stdout so far.
+    fn output(&self) -> Vec<u8> {
+        match &self.out {
+            ProgOut::File(p) => fs::read(p).unwrap_or_default(),
+            ProgOut::Pipe(c) => c.snapshot(),
+        }
+    }
+
+    /// All it wrote, once it is gone.
+    fn final_output(&mut self) -> Vec<u8> {
+        let label = self.label.clone();
+        match &mut self.out {
+            ProgOut::File(p) => fs::read(p).unwrap(),
+            ProgOut::Pipe(c) => c.finish(&label),
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.err_path).unwrap_or_default()
+    }
+
+    fn context(&self) -> String {
+        format!("{} stdout so far:\n{}\n{} stderr:\n{}", self.label, text(&self.output()), self.label, self.stderr_text())
+    }
+
+    /// Waits until it has printed `n` lines; it must still be running then.
+    fn wait_for_lines(&mut self, n: usize) {
+        let start = Instant::now();
+        while count_lines(&self.output()) < n {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("{} ended ({}) before printing {n} lines\n{}", self.label, describe(&st), self.context());
+            }
+            assert!(start.elapsed() < TIMEOUT, "{} printed fewer than {n} lines in {TIMEOUT:?}\n{}", self.label, self.context());
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Waits until it is blocked in one of `syscalls` (x86_64 numbers).
+    fn wait_in_syscall(&self, what: &str, syscalls: &[i64]) {
+        let pid = self.pid();
+        wait_until(
+            &format!("{} is blocked in {what}", self.label),
+            TIMEOUT,
+            || blocked_syscall(pid).is_some_and(|nr| syscalls.contains(&nr)),
+            || self.context(),
+        );
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        match wait_timeout(&mut self.child, TIMEOUT) {
+            Some(st) => st,
+            None => panic!("{} did not end within {TIMEOUT:?}\n{}", self.label, self.context()),
+        }
+    }
+
+    /// Reaps it after `herd checkpoint --kill`: it must have died by SIGKILL.
+    fn reap_killed(&mut self) {
+        let st = self.wait();
+        assert_eq!(
+            st.signal(),
+            Some(SIGKILL),
+            "{} should have been killed by `herd checkpoint --kill`, but: {}\n{}",
+            self.label,
+            describe(&st),
+            self.context()
+        );
+    }
+
+    /// A refused checkpoint must leave it exactly as it was: alive, not
+    /// stopped, not traced, and still making progress.
+    fn assert_still_running(&mut self, after: &str) {
+        let pid = self.pid();
+        if let Some(st) = self.child.try_wait().unwrap() {
+            panic!("{} died after {after}: {}\n{}", self.label, describe(&st), self.context());
+        }
+        let tracer = tracer_of(pid);
+        assert_eq!(tracer, Some(0), "{} is still traced (TracerPid {tracer:?}) after {after}", self.label);
+        let lines = count_lines(&self.output());
+        // Prints a tick every 100 ms: two more ticks prove it is not stopped.
+        wait_until(
+            &format!("{} makes progress after {after} (state {:?})", self.label, proc_state(pid)),
+            Duration::from_secs(10),
+            || count_lines(&self.output()) >= lines + 2,
+            || self.context(),
+        );
+    }
+}
+
+impl Drop for Prog {
+    fn drop(&mut self) {
+        // std does not signal a child it has already reaped, so this is safe
+        // after wait() too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// herd
+// ---------------------------------------------------------------------------
+
+/// The result of a herd command that ran to its end.
+struct HerdRun {
+    cmd: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl HerdRun {
+    fn report(&self) -> String {
+        format!("`{}`: {}\n--- stdout:\n{}--- stderr:\n{}", self.cmd, describe(&self.status), self.stdout, self.stderr)
+    }
+
+    fn assert_ok(&self) {
+        assert!(self.status.success(), "herd failed: {}", self.report());
+        self.assert_no_panic();
+    }
+
+    fn assert_no_panic(&self) {
+        assert!(!self.stderr.contains("panicked"), "herd panicked: {}", self.report());
+    }
+
+    /// Fails cleanly: non-zero exit, something on stderr, no panic.
+    fn assert_clean_failure(&self) {
+        assert!(!self.status.success(), "herd should have failed: {}", self.report());
+        assert!(self.status.code().is_some(), "herd should exit, not die by a signal: {}", self.report());
+        assert!(!self.stderr.trim().is_empty(), "herd failed without saying why on stderr: {}", self.report());
+        self.assert_no_panic();
+    }
+}
+
+/// Runs `herd ARGS` to completion (stdin /dev/null, or `input`).
+fn herd(args: &[OsString], input: Option<&[u8]>) -> HerdRun {
+    run_tool(HERD, args, input)
+}
+
+fn run_tool(exe: impl AsRef<OsStr>, args: &[OsString], input: Option<&[u8]>) -> HerdRun {
+    let exe = exe.as_ref();
+    let cmd = std::iter::once(exe).chain(args.iter().map(|a| a.as_os_str())).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting `{cmd}`: {e}"));
+    let mut out = Collector::start(child.stdout.take().unwrap());
+    let mut err = Collector::start(child.stderr.take().unwrap());
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(input); // dropping stdin closes it
+    }
+    let Some(status) = wait_timeout(&mut child, TIMEOUT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("`{cmd}` did not finish within {TIMEOUT:?}; stderr so far:\n{}", text(&err.snapshot()));
+    };
+    HerdRun { cmd, status, stdout: text(&out.finish("stdout")), stderr: text(&err.finish("stderr")) }
+}
+
+/// `herd checkpoint PID --output IMG [--kill]`
+fn checkpoint(pid: u32, img: &Path, kill: bool) -> HerdRun {
+    let mut args = argv!["checkpoint", pid.to_string(), "--output", img];
+    if kill {
+        args.push("--kill".into());
+    }
+    herd(&args, None)
+}
+
+/// A checkpoint that must succeed and leave a non-empty image.
+fn checkpoint_ok(pid: u32, img: &Path, kill: bool, context: &str) {
+    let run = checkpoint(pid, img, kill);
+    assert!(run.status.success(), "checkpoint failed: {}\n{context}", run.report());
+    run.assert_no_panic();
+    let len = fs::metadata(img).map(|m| m.len()).unwrap_or(0);
+    assert!(len > 0, "checkpoint succeeded but {} is missing or empty: {}", img.display(), run.report());
+}
+
+/// A running `herd restart IMG`; the restored process is its child. On drop
+/// kills the restored process (by pid) and herd, and reaps herd.
+struct Restart {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Collector,
+    stderr: Collector,
+    /// Restored processes seen, with their start times.
+    restored: Vec<(u32, u64)>,
+}
+
+/// Starts `herd restart IMG` with stdout and stderr piped to the test and
+/// stdin a pipe (`stdin_pipe`) or /dev/null.
+fn restart(img: &Path, stdin_pipe: bool) -> Restart {
+    let mut child = Command::new(HERD)
+        .arg("restart")
+        .arg(img)
+        .stdin(if stdin_pipe { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting herd restart");
+    Restart {
+        stdin: child.stdin.take(),
+        stdout: Collector::start(child.stdout.take().unwrap()),
+        stderr: Collector::start(child.stderr.take().unwrap()),
+        child,
+        restored: Vec::new(),
+    }
+}
+
+impl Restart {
+    fn context(&self) -> String {
+        format!(
+            "herd restart stdout so far:\n{}\nherd restart stderr so far:\n{}",
+            text(&self.stdout.snapshot()),
+            text(&self.stderr.snapshot())
+        )
+    }
+
+    /// The restored process: the child of `herd restart` named `comm`, once
+    /// herd has let go of it (no longer traced), so it runs program code.
+    fn restored_pid(&mut self, comm: &str) -> u32 {
+        let herd_pid = self.child.id();
+        let mut found = None;
+        wait_until(
+            &format!("herd restart (pid {herd_pid}) has an untraced child named {comm:?}"),
+            TIMEOUT,
+            || {
+                found = children_of(herd_pid)
+                    .into_iter()
+                    .find(|&kid| comm_of(kid).as_deref() == Some(comm) && tracer_of(kid) == Some(0));
+                found.is_some()
+            },
+            || {
+                let kids: Vec<_> = children_of(herd_pid).into_iter().map(|k| (k, comm_of(k), tracer_of(k))).collect();
+                format!("children (pid, comm, tracer): {kids:?}\n{}", self.context())
+            },
+        );
+        let pid = found.unwrap();
+        if let Some(t) = start_time(pid) {
+            self.restored.push((pid, t));
+        }
+        pid
+    }
+
+    /// Waits for herd restart to end: its status, stdout and stderr.
+    fn wait(&mut self) -> (ExitStatus, Vec<u8>, String) {
+        let Some(status) = wait_timeout(&mut self.child, TIMEOUT) else {
+            panic!("herd restart did not end within {TIMEOUT:?}\n{}", self.context());
+        };
+        let out = self.stdout.finish("herd restart stdout");
+        let err = text(&self.stderr.finish("herd restart stderr"));
+        (status, out, err)
+    }
+}
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Still running: its children are the restored process (or a
+            // half-restored one); they would outlive herd.
+            for kid in children_of(self.child.id()) {
+                if let Some(t) = start_time(kid) {
+                    kill_exact(kid, t);
+                }
+            }
+        }
+        for &(pid, t) in &self.restored {
+            kill_exact(pid, t);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The standard comparison
+// ---------------------------------------------------------------------------
+
+/// How a run ended and all it wrote to stdout.
+struct Run {
+    out: Vec<u8>,
+    status: ExitStatus,
+    /// Lines printed before the checkpoint (checkpointed runs only).
+    lines_before: Option<usize>,
+    /// stderr of herd restart and of the program, for failure messages.
+    notes: String,
+}
+
+fn run_uninterrupted(dir: &Path, label: &str, cmd: &[OsString], out: Out) -> Run {
+    let mut p = spawn_prog(dir, label, cmd, out, false);
+    let status = p.wait();
+    let notes = p.context();
+    Run { out: p.final_output(), status, lines_before: None, notes }
+}
+
+/// Runs `cmd`, checkpoints it with `--kill` once it has printed `lines`
+/// lines, restarts the image and lets it finish. The output is the file
+/// (the restored process reopens it at its saved offset) or, for a pipe,
+/// what came before the checkpoint followed by herd restart's stdout.
+fn run_checkpointed(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize) -> Run {
+    let mut p = spawn_prog(dir, label, cmd, out, false);
+    p.wait_for_lines(lines);
+    let img = dir.join(format!("{label}.img"));
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+    let before = p.final_output();
+
+    let mut r = restart(&img, false);
+    let (status, restart_out, restart_err) = r.wait();
+    let all = match out {
+        Out::Pipe => [before.as_slice(), &restart_out].concat(),
+        Out::File | Out::AppendFile => fs::read(p.out_path()).unwrap(),
+    };
+    let notes = format!(
+        "herd restart stderr:\n{restart_err}\nherd restart stdout:\n{}\nprogram stderr:\n{}",
+        if out == Out::Pipe { "(the program's output)".to_string() } else { text(&restart_out) },
+        p.stderr_text()
+    );
+    Run { out: all, status, lines_before: Some(count_lines(&before)), notes }
+}
+
+/// Same output, same exit status; and the checkpoint did land mid-run.
+fn assert_same_run(expected: &Run, got: &Run) {
+    assert_eq!(
+        text(&got.out),
+        text(&expected.out),
+        "output after checkpoint/restart (left) differs from the uninterrupted run (right)\n{}",
+        got.notes
+    );
+    assert_eq!(
+        describe(&got.status),
+        describe(&expected.status),
+        "exit status after checkpoint/restart differs from the uninterrupted run\n{}",
+        got.notes
+    );
+    if let Some(before) = got.lines_before {
+        assert!(
+            before < count_lines(&expected.out),
+            "the checkpoint landed after the program had printed everything ({before} lines): make it run longer"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// 512 MiB of pseudo-random heap, checksummed round after round: every page
+/// must come back exactly.
+#[test]
+fn c_program_with_512mib_heap_resumes_checksum_loop() {
+    if !ready("c_program_with_512mib_heap_resumes_checksum_loop", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "heap_checksum", &[]);
+    let cmd = argv![exe, "512", "12"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert_eq!(expected.status.code(), Some(0), "{}", expected.notes);
+    // "filled" plus two rounds: the checkpoint lands inside the round loop.
+    let got = run_checkpointed(dir.path(), "ckpt", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+}
+
+/// A python interpreter (many shared libraries, a growing heap) writing to
+/// a regular file: the final file must be identical.
+#[test]
+fn python_hash_chain_to_regular_file() {
+    if !ready("python_hash_chain_to_regular_file", &[Need::Python]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv![python3().unwrap(), "-I", program_source("hash_chain.py"), "2000000"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert_eq!(expected.status.code(), Some(3), "{}", expected.notes);
+    let got = run_checkpointed(dir.path(), "ckpt", &cmd, Out::File, 4);
+    assert_same_run(&expected, &got);
+}
+
+/// Checkpointed while asleep in nanosleep: after restart the sleep goes on
+/// for the time that was left, and the program never sees EINTR.
+#[test]
+fn sleeping_in_nanosleep_resumes_the_remaining_sleep() {
+    if !ready("sleeping_in_nanosleep_resumes_the_remaining_sleep", &[Need::Cc]) {
+        return;
+    }
+    const SLEEP: Duration = Duration::from_secs(2);
+    let dir = tmp();
+    let exe = build_c(dir.path(), "sleeper", &[]);
+    let cmd = argv![exe, SLEEP.as_secs().to_string()];
+    // The reference run only sleeps, so it runs alongside the other one.
+    let mut plain = spawn_prog(dir.path(), "plain", &cmd, Out::Pipe, false);
+
+    let started = Instant::now();
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::Pipe, false);
+    p.wait_for_lines(1);
+    p.wait_in_syscall("nanosleep", &[35, 230]); // nanosleep, clock_nanosleep
+    thread::sleep(Duration::from_millis(300)); // part of the sleep is over, most remains
+    let img = dir.path().join("sleeper.img");
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+    let before = p.final_output();
+    let mut r = restart(&img, false);
+    let (status, after, err) = r.wait();
+    let elapsed = started.elapsed();
+
+    let plain_status = plain.wait();
+    let expected = plain.final_output();
+    assert_eq!(text(&expected), "start\nend rc=0\n", "the uninterrupted run itself misbehaved");
+    assert_eq!(text(&[before, after].concat()), text(&expected), "herd restart stderr:\n{err}");
+    assert_eq!(describe(&status), describe(&plain_status), "herd restart stderr:\n{err}");
+    // Measured from before the program started, so a faithful restore can
+    // only be later than SLEEP; the slack covers clock granularity.
+    assert!(
+        elapsed + Duration::from_millis(50) >= SLEEP,
+        "the program asked to sleep {SLEEP:?} but ended {elapsed:?} after it was started: the sleep was cut short"
+    );
+}
+
+/// Checkpointed while blocked reading a pipe on stdin; restarted with a new
+/// pipe carrying the rest of the input.
+#[test]
+fn blocked_reading_stdin_pipe_continues_with_new_pipe() {
+    if !ready("blocked_reading_stdin_pipe_continues_with_new_pipe", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "upper", &[]);
+    let cmd = argv![exe];
+    let first = "hello world\n";
+    let rest = "second line\nMixed Case 123\nlast one, no newline";
+
+    let mut plain = spawn_prog(dir.path(), "plain", &cmd, Out::Pipe, true);
+    plain.stdin.take().unwrap().write_all(format!("{first}{rest}").as_bytes()).unwrap();
+    let plain_status = plain.wait();
+    let expected = plain.final_output();
+    assert_eq!(plain_status.code(), Some(3), "{}", plain.context());
+
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::Pipe, true);
+    let mut stdin = p.stdin.take().unwrap();
+    stdin.write_all(first.as_bytes()).unwrap();
+    p.wait_for_lines(1);
+    p.wait_in_syscall("read", &[0]);
+    let img = dir.path().join("upper.img");
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+    drop(stdin);
+    let before = p.final_output();
+
+    let mut r = restart(&img, true);
+    let mut new_stdin = r.stdin.take().unwrap();
+    new_stdin.write_all(rest.as_bytes()).expect("writing to herd restart's stdin");
+    drop(new_stdin); // EOF
+    let (status, after, err) = r.wait();
+    assert_eq!(text(&[before, after].concat()), text(&expected), "herd restart stderr:\n{err}");
+    assert_eq!(describe(&status), describe(&plain_status), "herd restart stderr:\n{err}");
+}
+
+/// Signal dispositions, mask and a pending blocked signal survive; a signal
+/// sent to the restored process runs its handler.
+#[test]
+fn signal_handlers_mask_and_pending_signal_survive() {
+    if !ready("signal_handlers_mask_and_pending_signal_survive", &[Need::Cc]) {
+        return;
+    }
+    // pause, ppoll, rt_sigsuspend: what glibc's pause() may use
+    const PAUSE: &[i64] = &[34, 271, 130];
+    let dir = tmp();
+    let exe = build_c(dir.path(), "signals", &[]);
+    let cmd = argv![exe];
+
+    let mut plain = spawn_prog(dir.path(), "plain", &cmd, Out::Pipe, false);
+    plain.wait_for_lines(1);
+    plain.wait_in_syscall("pause", PAUSE);
+    send_signal(plain.pid(), "HUP"); // ignored
+    send_signal(plain.pid(), "USR1");
+    let plain_status = plain.wait();
+    let expected = plain.final_output();
+    assert_eq!(plain_status.code(), Some(42), "{}", plain.context());
+
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::Pipe, false);
+    p.wait_for_lines(1);
+    p.wait_in_syscall("pause", PAUSE);
+    let img = dir.path().join("signals.img");
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+    let before = p.final_output();
+
+    let mut r = restart(&img, false);
+    let pid = r.restored_pid("signals");
+    wait_until("the restored process is blocked in pause", TIMEOUT, || blocked_syscall(pid).is_some_and(|nr| PAUSE.contains(&nr)), || r.context());
+    send_signal(pid, "HUP");
+    send_signal(pid, "USR1");
+    let (status, after, err) = r.wait();
+    assert_eq!(text(&[before, after].concat()), text(&expected), "herd restart stderr:\n{err}");
+    assert_eq!(describe(&status), describe(&plain_status), "herd restart stderr:\n{err}");
+}
+
+/// AVX ymm accumulators, an x87 long double and a non-default rounding mode
+/// live in registers across the checkpoint; results must match bit for bit.
+#[test]
+fn avx_and_x87_registers_survive_bit_for_bit() {
+    if !ready("avx_and_x87_registers_survive_bit_for_bit", &[Need::Cc, Need::Avx2]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "avx_accumulate", &["-mavx2", "-lm"]);
+    let cmd = argv![exe, "16", "25000000"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::Pipe);
+    assert_eq!(expected.status.code(), Some(0), "{}", expected.notes);
+    let got = run_checkpointed(dir.path(), "ckpt", &cmd, Out::Pipe, 3);
+    assert_same_run(&expected, &got);
+}
+
+/// bash running builtins only (bash must not fork: herd refuses processes
+/// with children), stdout a file opened with O_APPEND. The test appends a
+/// line of its own while the process is checkpointed: with O_APPEND kept,
+/// the restored bash writes after it instead of over it.
+#[test]
+fn bash_builtin_loop_with_append_stdout() {
+    if !ready("bash_builtin_loop_with_append_stdout", &[Need::Bash]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv!["bash", program_source("builtin_loop.sh"), "600000"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::AppendFile);
+    assert_eq!(expected.status.code(), Some(5), "{}", expected.notes);
+
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::AppendFile, false);
+    p.wait_for_lines(3);
+    let img = dir.path().join("bash.img");
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+    let before = p.final_output();
+    assert!(expected.out.starts_with(&before), "output before the checkpoint is not a prefix of the uninterrupted output");
+    assert!(count_lines(&before) < count_lines(&expected.out), "the checkpoint landed after bash had printed everything");
+    let marker = b"-- appended by the test while bash was checkpointed --\n";
+    OpenOptions::new().append(true).open(p.out_path()).unwrap().write_all(marker).unwrap();
+
+    let mut r = restart(&img, false);
+    let (status, _, err) = r.wait();
+    let want = [before.as_slice(), marker, &expected.out[before.len()..]].concat();
+    assert_eq!(text(&fs::read(p.out_path()).unwrap()), text(&want), "herd restart stderr:\n{err}\nprogram stderr:\n{}", p.stderr_text());
+    assert_eq!(describe(&status), describe(&expected.status), "herd restart stderr:\n{err}");
+}
+
+/// checkpoint → restart → checkpoint the restored process → restart.
+#[test]
+fn checkpoint_restart_checkpoint_restart() {
+    if !ready("checkpoint_restart_checkpoint_restart", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "steps", &[]);
+    let cmd = argv![exe, "30", "30000000"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::Pipe);
+    assert_eq!(expected.status.code(), Some(7), "{}", expected.notes);
+
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::Pipe, false);
+    p.wait_for_lines(3);
+    let img1 = dir.path().join("first.img");
+    checkpoint_ok(p.pid(), &img1, true, &p.context());
+    p.reap_killed();
+    let part1 = p.final_output();
+
+    // First restart: wait until it has made progress, then checkpoint the
+    // restored process (the child of herd restart).
+    let mut r1 = restart(&img1, false);
+    let pid1 = r1.restored_pid("steps");
+    wait_until("the restored process prints 3 more lines", TIMEOUT, || count_lines(&r1.stdout.snapshot()) >= 3, || r1.context());
+    let img2 = dir.path().join("second.img");
+    checkpoint_ok(pid1, &img2, true, &r1.context());
+    let (status1, part2, err1) = r1.wait();
+    assert_eq!(
+        status1.signal(),
+        Some(SIGKILL),
+        "herd restart should die by the signal that killed the restored process, but: {}\nstderr:\n{err1}",
+        describe(&status1)
+    );
+
+    let mut r2 = restart(&img2, false);
+    let (status2, part3, err2) = r2.wait();
+    let all = [part1, part2, part3].concat();
+    assert_eq!(text(&all), text(&expected.out), "second herd restart stderr:\n{err2}\nfirst herd restart stderr:\n{err1}");
+    assert_eq!(describe(&status2), describe(&expected.status), "second herd restart stderr:\n{err2}");
+    assert!(count_lines(&part3) > 1, "the second checkpoint landed after the program had printed everything");
+}
+
+/// A multi-threaded process is refused, with or without --kill, and left
+/// running untouched.
+#[test]
+fn refuses_multithreaded_process_and_leaves_it_running() {
+    if !ready("refuses_multithreaded_process_and_leaves_it_running", &[Need::Cc]) {
+        return;
+    }
+    assert_refused_and_untouched("threads", "thread");
+}
+
+/// A process holding a socket is refused, with or without --kill, and left
+/// running untouched.
+#[test]
+fn refuses_process_with_socket_and_leaves_it_running() {
+    if !ready("refuses_process_with_socket_and_leaves_it_running", &[Need::Cc]) {
+        return;
+    }
+    assert_refused_and_untouched("socket", "socket");
+}
+
+fn assert_refused_and_untouched(mode: &str, reason: &str) {
+    let dir = tmp();
+    let exe = build_c(dir.path(), "refuse", &["-pthread"]);
+    let mut p = spawn_prog(dir.path(), mode, &argv![exe, mode], Out::File, false);
+    p.wait_for_lines(1);
+    for kill in [false, true] {
+        let img = dir.path().join(format!("{mode}-{kill}.img"));
+        let run = checkpoint(p.pid(), &img, kill);
+        run.assert_clean_failure();
+        assert!(
+            run.stderr.to_lowercase().contains(reason),
+            "the refusal should mention {reason:?}: {}",
+            run.report()
+        );
+        p.assert_still_running(&format!("the refused `{}`", run.cmd));
+    }
+}
+
+/// `herd checkpoint --check` accepts a simple process and lists every reason
+/// for the others, touching none of them.
+#[test]
+fn check_accepts_simple_process_and_lists_every_reason() {
+    if !ready("check_accepts_simple_process_and_lists_every_reason", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "refuse", &["-pthread"]);
+    let cases: [(&str, &[&str]); 4] =
+        [("plain", &[]), ("threads", &["thread"]), ("socket", &["socket"]), ("threads+socket", &["thread", "socket"])];
+    for (mode, reasons) in cases {
+        let mut p = spawn_prog(dir.path(), &mode.replace('+', "-"), &argv![exe, mode], Out::File, false);
+        p.wait_for_lines(1);
+        let run = herd(&argv!["checkpoint", "--check", p.pid().to_string()], None);
+        run.assert_no_panic();
+        let said = format!("{}{}", run.stdout, run.stderr).to_lowercase();
+        if reasons.is_empty() {
+            assert!(run.status.success(), "--check should accept a simple process: {}", run.report());
+            assert!(said.contains("can be checkpointed"), "--check should say it can be checkpointed: {}", run.report());
+        } else {
+            assert!(!run.status.success(), "--check should refuse mode {mode}: {}", run.report());
+            for reason in reasons {
+                assert!(said.contains(reason), "--check on mode {mode} should mention {reason:?}: {}", run.report());
+            }
+            assert!(!said.contains("can be checkpointed"), "--check contradicts itself: {}", run.report());
+        }
+        p.assert_still_running(&format!("`{}`", run.cmd));
+    }
+}
+
+/// A corrupted, a truncated and an empty image are refused before anything
+/// runs; the intact image still restarts (which proves the program would
+/// have written to its output file had it been started).
+#[test]
+fn corrupt_or_truncated_image_starts_nothing() {
+    if !ready("corrupt_or_truncated_image_starts_nothing", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "steps", &[]);
+    let cmd = argv![exe, "30", "30000000"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::File, false);
+    p.wait_for_lines(3);
+    let img = dir.path().join("good.img");
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+    let out_path = p.out_path().to_path_buf();
+    let at_checkpoint = fs::read(&out_path).unwrap();
+    let good = fs::read(&img).unwrap();
+
+    let flip = |at: usize| {
+        let mut bad = good.clone();
+        for b in &mut bad[at..(at + 16).min(good.len())] {
+            *b ^= 0x5a;
+        }
+        bad
+    };
+    let bad_images: [(&str, Vec<u8>, &[&str]); 4] = [
+        ("flipped-middle", flip(good.len() / 2), &["corrupt", "checksum"]),
+        ("flipped-start", flip(40.min(good.len() / 4)), &["corrupt", "checksum"]),
+        ("truncated", good[..good.len() / 2].to_vec(), &["truncated"]),
+        ("empty", Vec::new(), &["truncated", "corrupt", "not a herd image"]),
+    ];
+    for (name, bytes, words) in bad_images {
+        let bad = dir.path().join(format!("{name}.img"));
+        fs::write(&bad, &bytes).unwrap();
+        let run = herd(&argv!["restart", bad], None);
+        run.assert_clean_failure();
+        let err = run.stderr.to_lowercase();
+        assert!(words.iter().any(|w| err.contains(w)), "{name} image: stderr should mention one of {words:?}: {}", run.report());
+        // Had anything been started, it would write to (and hold open) the
+        // program's output file; give it time to do so.
+        thread::sleep(Duration::from_millis(300));
+        let holders = holders_of(&out_path);
+        for &pid in &holders {
+            if let Some(t) = start_time(pid) {
+                kill_exact(pid, t);
+            }
+        }
+        assert!(holders.is_empty(), "{name} image: processes {holders:?} were started and hold the program's output file");
+        assert_eq!(text(&fs::read(&out_path).unwrap()), text(&at_checkpoint), "{name} image: the output file changed, so the program ran");
+    }
+
+    let mut r = restart(&img, false);
+    let (status, _, err) = r.wait();
+    assert_eq!(text(&fs::read(&out_path).unwrap()), text(&expected.out), "the intact image, restarted: herd restart stderr:\n{err}");
+    assert_eq!(describe(&status), describe(&expected.status), "herd restart stderr:\n{err}");
+}
+
+/// `herd inspect` shows an image as text and as JSON naming the command.
+#[test]
+fn inspect_shows_image_as_text_and_json() {
+    if !ready("inspect_shows_image_as_text_and_json", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "steps", &[]);
+    let mut p = spawn_prog(dir.path(), "ckpt", &argv![exe, "30", "30000000"], Out::File, false);
+    p.wait_for_lines(2);
+    let img = dir.path().join("steps.img");
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+
+    let plain = herd(&argv!["inspect", img], None);
+    plain.assert_ok();
+    assert!(plain.stdout.contains("steps"), "inspect should name the command: {}", plain.report());
+
+    let json = herd(&argv!["inspect", img, "--json"], None);
+    json.assert_ok();
+    assert!(json.stdout.contains("\"steps\""), "inspect --json should name the command as a JSON string: {}", json.report());
+    match python3() {
+        Some(py) => {
+            let parse = run_tool(py, &argv!["-c", "import json, sys; json.load(sys.stdin)"], Some(json.stdout.as_bytes()));
+            assert!(parse.status.success(), "inspect --json is not valid JSON: {}\n{}", parse.stderr, json.report());
+        }
+        None => {
+            // No python: at least one balanced object.
+            let s = json.stdout.trim();
+            let opens = s.matches('{').count();
+            assert!(s.starts_with('{') && s.ends_with('}') && opens == s.matches('}').count(), "inspect --json does not look like a JSON object: {}", json.report());
+        }
+    }
+}
+
+/// Without --kill the process keeps running as if nothing happened, and the
+/// image restarts: the restored process rewrites the file from its saved
+/// offset on.
+#[test]
+fn checkpoint_without_kill_leaves_process_running_and_image_restarts() {
+    if !ready("checkpoint_without_kill_leaves_process_running_and_image_restarts", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "steps", &[]);
+    let cmd = argv![exe, "30", "30000000"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::File, false);
+    p.wait_for_lines(3);
+    let img = dir.path().join("steps.img");
+    checkpoint_ok(p.pid(), &img, false, &p.context());
+    let lines_at_checkpoint = 3;
+    p.assert_still_running("`herd checkpoint` without --kill");
+    let status = p.wait();
+    assert_eq!(text(&p.final_output()), text(&expected.out), "the process checkpointed without --kill did not carry on unchanged\n{}", p.context());
+    assert_eq!(describe(&status), describe(&expected.status));
+
+    // Overwrite the finished file with '#' (same length): the restored
+    // process must write exactly the uninterrupted output from its saved
+    // offset P to the end, leaving the '#' before P.
+    let path = p.out_path().to_path_buf();
+    fs::write(&path, vec![b'#'; expected.out.len()]).unwrap();
+    let mut r = restart(&img, false);
+    let (status, _, err) = r.wait();
+    let got = fs::read(&path).unwrap();
+    assert_eq!(describe(&status), describe(&expected.status), "herd restart stderr:\n{err}");
+    let saved_offset = got.iter().position(|&b| b != b'#').unwrap_or(got.len());
+    let min_offset: usize = expected.out.split_inclusive(|&b| b == b'\n').take(lines_at_checkpoint).map(|l| l.len()).sum();
+    assert!(
+        saved_offset >= min_offset && saved_offset < expected.out.len() && expected.out[saved_offset - 1] == b'\n',
+        "the restored process started writing at byte {saved_offset}; expected a line start at or after byte {min_offset}\nfile:\n{}\nherd restart stderr:\n{err}",
+        text(&got)
+    );
+    assert_eq!(text(&got[saved_offset..]), text(&expected.out[saved_offset..]), "herd restart stderr:\n{err}");
+    assert_eq!(got.len(), expected.out.len(), "herd restart stderr:\n{err}");
+}
+
+/// Bad command lines fail with a message, never a panic.
+#[test]
+fn bad_command_lines_fail_cleanly() {
+    if !ready("bad_command_lines_fail_cleanly", &[]) {
+        return;
+    }
+    let dir = tmp();
+    let img = dir.path().join("x.img");
+
+    herd(&argv!["checkpoint"], None).assert_clean_failure();
+    herd(&argv!["checkpoint", "not-a-pid", "--output", img], None).assert_clean_failure();
+    herd(&argv!["restart"], None).assert_clean_failure();
+    herd(&argv!["restart", dir.path().join("no-such.img")], None).assert_clean_failure();
+    herd(&argv!["inspect", dir.path().join("no-such.img")], None).assert_clean_failure();
+
+    let missing = herd(&argv!["checkpoint", "999999999", "--output", img], None);
+    missing.assert_clean_failure();
+    assert_eq!(missing.stderr.trim().lines().count(), 1, "expected one clear line on stderr: {}", missing.report());
+    assert!(missing.stderr.contains("999999999"), "the message should name the pid: {}", missing.report());
+
+    let check = herd(&argv!["checkpoint", "--check", "999999999"], None);
+    assert!(!check.status.success(), "--check of a missing process should fail: {}", check.report());
+    check.assert_no_panic();
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs herd's whole test suite: installs what the tests need (a C compiler
+# and libc headers for the test programs, python3, bash), then clippy with
+# -D warnings, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+[ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v bash >/dev/null 2>&1 || need+=(bash)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  fi
+fi
+
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace -- --test-threads=2
