@@ -261,28 +261,56 @@ impl Frozen {
     }
 
     /// Streams the whole image (process section, pages, end) into `out`.
-    pub fn write<W: Write>(&mut self, out: W) -> Result<(W, CaptureStats)> {
+    ///
+    /// Pages are read from the process on this thread while a writer thread
+    /// checksums and writes the previous batch, so reading and writing
+    /// overlap; a few 8 MiB buffers circulate between the two.
+    pub fn write<W: Write + Send>(&mut self, out: W) -> Result<(W, CaptureStats)> {
         let pid = self.image.task.pid;
         let mut w = ImageWriter::new(out).map_err(io_err("writing the image"))?;
         w.write_process(&self.image).map_err(io_err("writing the image"))?;
-        let mut buf = vec![0u8; BATCH];
         let procmem = if self.plans.iter().any(|p| p.force && !p.runs.is_empty()) {
             Some(ProcMem::open(pid, false)?)
         } else {
             None
         };
-        for plan in &self.plans {
-            for batch in batches(&plan.runs, BATCH as u64) {
-                let used: u64 = batch.iter().map(|r| r.1).sum();
-                let data = &mut buf[..used as usize];
-                read_pages(pid, &batch, data, plan.force, procmem.as_ref())?;
-                let mut off = 0usize;
-                for (a, l) in &batch {
-                    w.write_pages(*a, &data[off..off + *l as usize]).map_err(io_err("writing the image"))?;
-                    off += *l as usize;
-                }
-            }
+        type Batch = (Vec<(u64, u64)>, Vec<u8>);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..3 {
+            free_tx.send(vec![0u8; BATCH]).expect("receiver alive");
         }
+        let plans = &self.plans;
+        let (written, read) = std::thread::scope(|s| {
+            let writer = s.spawn(move || -> Result<ImageWriter<W>> {
+                for (batch, data) in full_rx {
+                    let mut off = 0usize;
+                    for (a, l) in &batch {
+                        w.write_pages(*a, &data[off..off + *l as usize]).map_err(io_err("writing the image"))?;
+                        off += *l as usize;
+                    }
+                    let _ = free_tx.send(data);
+                }
+                Ok(w)
+            });
+            let read = (|| -> Result<()> {
+                for plan in plans {
+                    for batch in batches(&plan.runs, BATCH as u64) {
+                        let Ok(mut data) = free_rx.recv() else { return Ok(()) }; // writer failed
+                        let used: u64 = batch.iter().map(|r| r.1).sum();
+                        read_pages(pid, &batch, &mut data[..used as usize], plan.force, procmem.as_ref())?;
+                        if full_tx.send((batch, data)).is_err() {
+                            return Ok(()); // writer failed; its error is reported
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            drop(full_tx);
+            (writer.join().expect("image writer thread panicked"), read)
+        });
+        let w = written?;
+        read?;
         let bytes = w.page_bytes();
         let out = w.finish().map_err(io_err("writing the image"))?;
         Ok((out, CaptureStats { frozen_for: self.stopped_at.elapsed(), page_bytes: bytes }))

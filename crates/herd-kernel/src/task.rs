@@ -99,3 +99,35 @@ pub fn default_sigpipe() {
     // SAFETY: resetting one signal disposition has no memory effects.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
+
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe and takes plain integers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Signals that `herd restart` passes on to the process it restored, so that
+/// `kill PID-of-herd` reaches the process as it would a shell's `exec`.
+/// SIGINT and SIGQUIT are not among them: a terminal already sends those to
+/// the whole foreground process group.
+pub const FORWARDED_SIGNALS: [i32; 5] = [libc::SIGHUP, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM];
+
+pub fn forward_signals_to(pid: i32) {
+    FORWARD_TO.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in FORWARDED_SIGNALS {
+        // SAFETY: `forward` is an extern "C" handler that only makes an
+        // async-signal-safe call; the sigaction struct is fully initialised
+        // (zeroed, then handler, flags and an empty mask set).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
