@@ -20,7 +20,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herd_image::{FileKind, FormatError, ImageReader, ProcessImage, Section, VmaKind, PROT_WRITE};
+use herd_image::{FileKind, FormatError, ImageReader, OwnedSection, ProcessImage, Section, VmaKind, PROT_WRITE};
+use std::sync::mpsc::{Receiver, Sender};
 use herd_kernel::abi::{self, Regs};
 use herd_kernel::inject::Injector;
 use herd_kernel::mem::{self, ProcMem, PAGE};
@@ -45,8 +46,17 @@ pub struct Restored {
     pub warnings: Vec<String>,
 }
 
-/// Reads an image from `input` and starts the process it holds.
-pub fn restore<R: Read>(input: R, hashes: &mut FileHashes) -> Result<Restored> {
+/// Page sections arriving from the image-reading thread, and the way back
+/// for their buffers.
+struct PageStream {
+    rx: Receiver<Result<Option<OwnedSection>>>,
+    back: Sender<Vec<u8>>,
+}
+
+/// Reads an image from `input` and starts the process it holds. The image
+/// is read and checksummed on a second thread while this one (the tracer)
+/// writes the previous batch of pages into the new process.
+pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Restored> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let image = match reader.next_section()? {
@@ -63,7 +73,23 @@ pub fn restore<R: Read>(input: R, hashes: &mut FileHashes) -> Result<Restored> {
         }
     };
     let mut warnings = Vec::new();
-    match build(&mut tracee, &child, &image, &mut reader, &mut warnings) {
+    let built = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (back, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        s.spawn(move || loop {
+            while let Ok(buf) = back_rx.try_recv() {
+                reader.recycle(buf);
+            }
+            let next = reader.next_owned().map_err(CheckpointError::from);
+            let more = matches!(next, Ok(Some(OwnedSection::Pages { .. })));
+            if tx.send(next).is_err() || !more {
+                return;
+            }
+        });
+        // On an early error `pages` is dropped here, which ends the reader.
+        build(&mut tracee, &child, &image, PageStream { rx, back }, &mut warnings)
+    });
+    match built {
         Ok(page_bytes) => {
             let pid = tracee.pid();
             tracee.detach()?;
@@ -224,11 +250,11 @@ fn prot_bits(p: u8) -> u64 {
     out as u64
 }
 
-fn build<R: Read>(
+fn build(
     tracee: &mut Tracee,
     child: &RestorerChild,
     image: &ProcessImage,
-    reader: &mut ImageReader<R>,
+    pages: PageStream,
     warnings: &mut Vec<String>,
 ) -> Result<u64> {
     let pid = child.pid;
@@ -318,17 +344,22 @@ fn build<R: Read>(
     // Page contents, as they stream in.
     let mut procmem: Option<ProcMem> = None;
     let page_bytes = loop {
-        match reader.next_section()? {
-            Some(Section::Pages { addr, data }) => {
+        let next = pages.rx.recv().map_err(|_| FormatError::Corrupt("the image reader stopped".into()))?;
+        match next? {
+            Some(section @ OwnedSection::Pages { addr, .. }) => {
+                let data = section.pages();
                 if mem::write(pid, addr, data).is_err() {
                     if procmem.is_none() {
                         procmem = Some(ProcMem::open(pid, true)?);
                     }
                     procmem.as_ref().expect("opened").write(addr, data)?;
                 }
+                if let OwnedSection::Pages { buf, .. } = section {
+                    let _ = pages.back.send(buf);
+                }
             }
-            Some(Section::End { page_bytes }) => break page_bytes,
-            Some(Section::Process(_)) | None => {
+            Some(OwnedSection::End { page_bytes }) => break page_bytes,
+            Some(OwnedSection::Process(_)) | None => {
                 return Err(FormatError::Corrupt("unexpected section order".into()).into());
             }
         }

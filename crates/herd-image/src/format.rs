@@ -144,6 +144,25 @@ impl<W: Write> ImageWriter<W> {
     }
 }
 
+/// A section that owns its bytes (see [`ImageReader::next_owned`]).
+#[derive(Debug)]
+pub enum OwnedSection {
+    Process(Box<ProcessImage>),
+    /// `buf[8..]` are the pages; `buf[..8]` is the address, as on the wire.
+    Pages { addr: u64, buf: Vec<u8> },
+    End { page_bytes: u64 },
+}
+
+impl OwnedSection {
+    /// The page bytes of a Pages section (empty for other kinds).
+    pub fn pages(&self) -> &[u8] {
+        match self {
+            OwnedSection::Pages { buf, .. } => &buf[8..],
+            _ => &[],
+        }
+    }
+}
+
 /// One decoded section. `Pages` borrows the reader's buffer.
 #[derive(Debug)]
 pub enum Section<'a> {
@@ -174,6 +193,8 @@ const READ_STEP: usize = 64 << 10;
 
 /// Reads and validates an image stream section by section.
 pub struct ImageReader<R: Read> {
+    /// Buffers given back by the consumer of [`OwnedSection::Pages`].
+    spare: Vec<Vec<u8>>,
     input: R,
     offset: u64,
     buf: Vec<u8>,
@@ -219,6 +240,7 @@ impl<R: Read> ImageReader<R> {
             )));
         }
         Ok(Self {
+            spare: Vec::new(),
             input,
             offset: 16,
             buf: Vec::new(),
@@ -254,6 +276,28 @@ impl<R: Read> ImageReader<R> {
                 self.failed = true;
                 Err(e)
             }
+        }
+    }
+
+    /// Like [`ImageReader::next_section`], but a Pages section hands over the
+    /// reader's buffer, so it can travel to another thread. Give buffers back
+    /// with [`ImageReader::recycle`] so that the reader does not allocate.
+    pub fn next_owned(&mut self) -> Result<Option<OwnedSection>, FormatError> {
+        let addr = match self.next_section()? {
+            None => return Ok(None),
+            Some(Section::Process(p)) => return Ok(Some(OwnedSection::Process(p))),
+            Some(Section::End { page_bytes }) => return Ok(Some(OwnedSection::End { page_bytes })),
+            Some(Section::Pages { addr, .. }) => addr,
+        };
+        let spare = self.spare.pop().unwrap_or_default();
+        let buf = std::mem::replace(&mut self.buf, spare);
+        Ok(Some(OwnedSection::Pages { addr, buf }))
+    }
+
+    /// Returns a buffer handed out by [`ImageReader::next_owned`] for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < 4 {
+            self.spare.push(buf);
         }
     }
 
