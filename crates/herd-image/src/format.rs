@@ -480,6 +480,7 @@ mod tests {
 
     fn reader_over(bytes: &[u8]) -> ImageReader<&[u8]> {
         ImageReader {
+            spare: Vec::new(),
             input: bytes,
             offset: 16,
             buf: Vec::new(),
