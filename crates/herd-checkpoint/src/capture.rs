@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd_image::{
-    FileKind, FileRef, ImageWriter, MmFields, OpenFile, Origin, PendingSignal, ProcessImage, Registers, Rlimit,
+    FileKind, FileRef, ImageWriter, MmFields, OpenFile, Origin, PendingSignal, ProcessImage, Registers,
     Rseq, SigAction, SigAltStack, Signals, Task, Vma, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE,
 };
 use herd_kernel::abi::{self, Regs};
@@ -25,7 +25,6 @@ use crate::{io_err, procinfo, CheckpointError, Result};
 
 /// Bytes read from the process per batch while streaming pages.
 const BATCH: usize = 8 << 20;
-const RLIMIT_NLIMITS: u32 = 16;
 
 /// Which pages of one VMA go into the image.
 struct PagePlan {
@@ -143,11 +142,7 @@ impl Frozen {
 
         let stat = p.stat().map_err(|e| procinfo::map_err(pid, e))?;
         let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
-        let mut rlimits = Vec::new();
-        for r in 0..RLIMIT_NLIMITS {
-            let (cur, max) = task::rlimit(pid, r)?;
-            rlimits.push(Rlimit { resource: r, cur, max });
-        }
+        let rlimits = procinfo::rlimits(&p)?;
         let exe = p.exe().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
         let cwd = p.cwd().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
         let task = Task {

@@ -33,7 +33,7 @@ pub enum CheckpointError {
     Kernel(#[from] KernelError),
     #[error("reading /proc for process {pid}: {what}")]
     Proc { pid: i32, what: String },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

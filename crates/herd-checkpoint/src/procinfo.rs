@@ -90,3 +90,27 @@ pub(crate) fn children(pid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// Resource limits from /proc/PID/limits (prlimit(2) on another user's
+/// process needs CAP_SYS_RESOURCE; the file needs only ptrace access).
+pub(crate) fn rlimits(p: &Process) -> Result<Vec<herd_image::Rlimit>> {
+    use procfs::process::LimitValue;
+    let l = p.limits().map_err(|e| map_err(p.pid, e))?;
+    let v = |x: LimitValue| match x {
+        LimitValue::Unlimited => u64::MAX,
+        LimitValue::Value(n) => n,
+    };
+    // In RLIMIT_* order: CPU FSIZE DATA STACK CORE RSS NPROC NOFILE MEMLOCK
+    // AS LOCKS SIGPENDING MSGQUEUE NICE RTPRIO RTTIME.
+    let all = [
+        l.max_cpu_time, l.max_file_size, l.max_data_size, l.max_stack_size, l.max_core_file_size,
+        l.max_resident_set, l.max_processes, l.max_open_files, l.max_locked_memory, l.max_address_space,
+        l.max_file_locks, l.max_pending_signals, l.max_msgqueue_size, l.max_nice_priority,
+        l.max_realtime_priority, l.max_realtime_timeout,
+    ];
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .map(|(i, lim)| herd_image::Rlimit { resource: i as u32, cur: v(lim.soft_limit), max: v(lim.hard_limit) })
+        .collect())
+}

@@ -48,7 +48,7 @@ pub enum FormatError {
     Checksum { kind: &'static str, offset: u64 },
     #[error("image is corrupt: {0}")]
     Corrupt(String),
-    #[error("image read failed: {0}")]
+    #[error("image read failed")]
     Io(#[source] io::Error),
 }
 

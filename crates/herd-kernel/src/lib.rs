@@ -24,7 +24,7 @@ pub mod task;
 pub enum KernelError {
     #[error("process {pid} has exited")]
     Died { pid: i32 },
-    #[error("{op} on process {pid} failed: {source}")]
+    #[error("{op} on process {pid} failed")]
     Sys {
         op: &'static str,
         pid: i32,

@@ -103,10 +103,14 @@ pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
     if step != 0 {
         reap(pid);
         let what = STEPS.get(step).copied().unwrap_or("preparing");
-        return Err(KernelError::Unexpected {
-            pid,
-            what: format!("restorer child failed {what} (item {index}): {}", std::io::Error::from_raw_os_error(errno)),
-        });
+        let err = std::io::Error::from_raw_os_error(errno);
+        let item = match (step, plan.fds.get(index as usize)) {
+            (2..=5, Some(f)) => format!(" fd {} ({})", f.fd, f.path.to_string_lossy()),
+            (7, Some(_)) | (7, None) => format!(" (resource {})", plan.rlimits.get(index as usize).map_or(0, |r| r.0)),
+            (6, _) => format!(" ({})", plan.cwd.to_string_lossy()),
+            _ => String::new(),
+        };
+        return Err(KernelError::Unexpected { pid, what: format!("restorer failed {what}{item}: {err}") });
     }
     let rs = i32::from_le_bytes(report[4..8].try_into().expect("4"));
     let hs = i32::from_le_bytes(report[8..12].try_into().expect("4"));
