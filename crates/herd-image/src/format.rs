@@ -239,7 +239,12 @@ impl<R: Read> ImageReader<R> {
                 "reserved header field is {reserved:#x}, expected 0"
             )));
         }
-        Ok(Self {
+        Ok(Self::over(input))
+    }
+
+    /// A reader positioned just after a header that has been checked.
+    fn over(input: R) -> Self {
+        Self {
             spare: Vec::new(),
             input,
             offset: 16,
@@ -251,7 +256,7 @@ impl<R: Read> ImageReader<R> {
             seen_process: false,
             seen_end: false,
             failed: false,
-        })
+        }
     }
 
     /// Bytes consumed so far.
@@ -479,19 +484,7 @@ mod tests {
     use super::*;
 
     fn reader_over(bytes: &[u8]) -> ImageReader<&[u8]> {
-        ImageReader {
-            spare: Vec::new(),
-            input: bytes,
-            offset: 16,
-            buf: Vec::new(),
-            stored_ranges: Vec::new(),
-            expected_page_bytes: 0,
-            page_bytes: 0,
-            next_page_addr: 0,
-            seen_process: false,
-            seen_end: false,
-            failed: false,
-        }
+        ImageReader::over(bytes)
     }
 
     #[test]
