@@ -458,7 +458,19 @@ fn set_mm(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, warni
     let size = std::mem::size_of::<abi::PrctlMmMap>() as u64;
     let map_at = scratch.put(at, abi::as_bytes(&map))?;
     let mut r = inj.call(abi::SYS_PRCTL, &[abi::PR_SET_MM, abi::PR_SET_MM_MAP, map_at, size, 0])?;
-    if r == -(libc::EPERM as i64) && map.exe_fd != u32::MAX {
+    let pid = inj.tracee().pid();
+    if r == -(libc::EBUSY as i64) && map.exe_fd != u32::MAX {
+        // The kernel will not replace the exe link while the old executable
+        // (herd's own, the restorer being a fork of herd) is still mapped,
+        // which it is when the image maps that same file. Then the link is
+        // already right; otherwise say so.
+        if !same_file(&format!("/proc/{pid}/exe"), &image.task.exe) {
+            warnings.push(format!("/proc/PID/exe of the restored process shows herd, not {}", image.task.exe));
+        }
+        map.exe_fd = u32::MAX;
+        let map_at = scratch.put(at, abi::as_bytes(&map))?;
+        r = inj.call(abi::SYS_PRCTL, &[abi::PR_SET_MM, abi::PR_SET_MM_MAP, map_at, size, 0])?;
+    } else if r == -(libc::EPERM as i64) && map.exe_fd != u32::MAX {
         // Replacing the exe link needs CAP_CHECKPOINT_RESTORE; the rest does not.
         warnings.push(format!(
             "/proc/PID/exe of the restored process shows herd, not {} (needs CAP_CHECKPOINT_RESTORE)",
@@ -476,12 +488,20 @@ fn set_mm(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, warni
     if r < 0 {
         return Err(herd_kernel::KernelError::Sys {
             op: "prctl(PR_SET_MM_MAP)",
-            pid: inj.tracee().pid(),
+            pid,
             source: std::io::Error::from_raw_os_error(-r as i32),
         }
         .into());
     }
     Ok(())
+}
+
+fn same_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 fn set_signals(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage) -> Result<()> {
