@@ -101,8 +101,9 @@ fn a_process_that_dies_while_held_is_reported_as_died() {
     let pid = child.0.id() as i32;
     let mut t = Tracee::seize(pid, 0).unwrap();
     let regs = t.regs().unwrap();
+    let gadget = gadget_in(pid); // before the kill: a dead process has no maps
     kill_by_pid(pid);
-    let mut inj = Injector::new(&mut t, gadget_in(pid), regs);
+    let mut inj = Injector::new(&mut t, gadget, regs);
     match inj.call(abi::SYS_GETPID, &[]) {
         Err(herd_kernel::KernelError::Died { pid: p }) => assert_eq!(p, pid),
         other => panic!("expected Died, got {other:?}"),
