@@ -2,10 +2,8 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use herd_kernel::ptrace::Tracee;
 use herd_kernel::task;
 
 pub const PAGE: usize = 4096;
@@ -176,21 +174,7 @@ pub fn proc_state(pid: i32) -> Option<char> {
 
 /// Ends child `pid` with SIGKILL and reaps it.
 pub fn kill_and_reap(pid: i32) -> Result<()> {
-    let killed = Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if matches!(killed, Ok(s) if s.success()) {
-        task::reap(pid).with_context(|| format!("reaping process {pid}"))?;
-        return Ok(());
-    }
-    // No usable kill(1): end it under ptrace, which also reaps it, as we
-    // are its parent.
-    let t = Tracee::seize(pid, 0).with_context(|| format!("cannot end process {pid}"))?;
-    t.kill();
+    task::kill_and_reap(pid).with_context(|| format!("cannot end process {pid}"))?;
     Ok(())
 }
 

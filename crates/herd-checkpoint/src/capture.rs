@@ -40,10 +40,40 @@ pub struct CaptureStats {
     pub page_bytes: u64,
 }
 
-pub struct Frozen {
+/// A process held stopped, with the registers and signal mask it had when
+/// it was stopped. Dropping it releases the process exactly as it was.
+struct Held {
     tracee: Option<Tracee>,
     regs: Regs,
     mask: u64,
+}
+
+impl Held {
+    fn tracee(&mut self) -> &mut Tracee {
+        self.tracee.as_mut().expect("held until release or kill")
+    }
+
+    fn release(&mut self) -> Result<()> {
+        let Some(mut t) = self.tracee.take() else { return Ok(()) };
+        t.resume_until_event()?;
+        t.set_regs(&self.regs)?;
+        t.set_sigmask(self.mask)?;
+        t.detach()?;
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let pid = self.tracee.as_ref().map(|t| t.pid());
+        if let Err(e) = self.release() {
+            tracing::warn!("releasing process {pid:?}: {e}");
+        }
+    }
+}
+
+pub struct Frozen {
+    held: Held,
     image: ProcessImage,
     plans: Vec<PagePlan>,
     stopped_at: Instant,
@@ -73,183 +103,177 @@ impl Frozen {
         let stopped_at = Instant::now();
         let regs = tracee.regs()?;
         let mask = tracee.sigmask()?;
-        let mut frozen = Frozen {
-            tracee: Some(tracee),
-            regs,
-            mask,
-            image: empty_image(),
-            plans: Vec::new(),
-            stopped_at,
-        };
-        frozen.capture(pid, hashes)?;
-        Ok(frozen)
+        let mut held = Held { tracee: Some(tracee), regs, mask };
+        // On any error below, `held` is dropped and the process released.
+        let (image, plans) = capture(&mut held, pid, hashes)?;
+        Ok(Frozen { held, image, plans, stopped_at })
+    }
+}
+
+/// Reads everything about the held process except page contents, and plans
+/// which pages go into the image.
+fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes) -> Result<(ProcessImage, Vec<PagePlan>)> {
+    // Threads may have been created between the check and the stop.
+    let reasons = check::check_held(pid)?;
+    if !reasons.is_empty() {
+        return Err(CheckpointError::CantMove { pid, reasons });
+    }
+    let p = procinfo::open(pid)?;
+    let maps = procinfo::maps(&p)?;
+    let xstate = held.tracee().xstate()?;
+    let rseq = held.tracee().rseq_config()?;
+    // Hold every signal while we work; arrivals stay queued and are
+    // captured as pending below.
+    held.tracee().set_sigmask(!0)?;
+
+    let vdso = maps
+        .iter()
+        .find(|m| matches!(m.pathname, MMapPath::Vdso))
+        .map(|m| m.address.0)
+        .ok_or_else(|| CheckpointError::Incompatible("the process has no vDSO".into()))?;
+    let (_, own_vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
+    let gadget = vdso
+        + host::syscall_offset(&own_vdso)
+            .ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
+    let mut probe = [0u8; 2];
+    mem::read_ranges(pid, &[(gadget, 2)], &mut probe)?;
+    if probe != [0x0f, 0x05] {
+        return Err(CheckpointError::Incompatible("the process's vDSO differs from herd's".into()));
     }
 
-    fn tracee(&mut self) -> &mut Tracee {
-        self.tracee.as_mut().expect("held until release or kill")
+    let regs = held.regs;
+    let mut inj = Injector::new(held.tracee(), gadget, regs);
+    let (handlers, altstack, clear_child_tid, brk) = inject_queries(&mut inj, pid)?;
+    // Back to an interrupt stop with the real registers, so the kernel's
+    // restart logic sees the process exactly as we found it.
+    let t = held.tracee();
+    t.resume_until_event()?;
+    t.set_regs(&regs)?;
+
+    let mut pending = Vec::new();
+    for shared in [false, true] {
+        for si in held.tracee().pending_signals(shared)? {
+            let signo = u32::from_le_bytes(si[0..4].try_into().expect("4"));
+            pending.push(PendingSignal { shared, signo, siginfo: si.to_vec() });
+        }
+    }
+    for &sig in held.tracee().deferred_signals() {
+        let mut si = vec![0u8; 128];
+        si[0..4].copy_from_slice(&(sig as u32).to_le_bytes());
+        pending.push(PendingSignal { shared: false, signo: sig as u32, siginfo: si });
     }
 
-    fn capture(&mut self, pid: i32, hashes: &mut FileHashes) -> Result<()> {
-        // Threads may have been created between the check and the stop.
-        let reasons = check::check_held(pid)?;
-        if !reasons.is_empty() {
-            return Err(CheckpointError::CantMove { pid, reasons });
+    let stat = p.stat().map_err(|e| procinfo::map_err(pid, e))?;
+    let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
+    let rlimits = procinfo::rlimits(&p)?;
+    let exe = p.exe().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
+    let cwd = p.cwd().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
+    let task = Task {
+        pid,
+        comm: stat.comm.clone(),
+        cmdline: p.cmdline().unwrap_or_default(),
+        exe,
+        cwd,
+        umask: status.umask.unwrap_or(0o022),
+        personality: procinfo::personality(pid)?,
+        uid: status.ruid,
+        gid: status.rgid,
+        groups: status.groups.iter().map(|g| *g as u32).collect(),
+        rlimits,
+        clear_child_tid,
+        robust_list: task::robust_list(pid)?,
+        rseq: rseq.map(|c| Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature }),
+    };
+    let mm = MmFields {
+        start_code: stat.startcode,
+        end_code: stat.endcode,
+        start_data: stat.start_data.unwrap_or(0),
+        end_data: stat.end_data.unwrap_or(0),
+        start_brk: stat.start_brk.unwrap_or(0),
+        brk,
+        start_stack: stat.startstack,
+        arg_start: stat.arg_start.unwrap_or(0),
+        arg_end: stat.arg_end.unwrap_or(0),
+        env_start: stat.env_start.unwrap_or(0),
+        env_end: stat.env_end.unwrap_or(0),
+        auxv: procinfo::auxv(pid)?,
+    };
+
+    let files = capture_files(&p)?;
+    let pagemap = Pagemap::open(pid)?;
+    let mut vmas = Vec::new();
+    let mut plans = Vec::new();
+    for m in &maps {
+        let (start, end) = m.address;
+        let mut prot = 0u8;
+        if m.perms.contains(MMPermissions::READ) {
+            prot |= PROT_READ;
         }
-        let p = procinfo::open(pid)?;
-        let maps = procinfo::maps(&p)?;
-        let xstate = self.tracee.as_ref().expect("held").xstate()?;
-        let rseq = self.tracee.as_ref().expect("held").rseq_config()?;
-        // Hold every signal while we work; arrivals stay queued and are
-        // captured as pending below.
-        self.tracee().set_sigmask(!0)?;
-
-        let vdso = maps
-            .iter()
-            .find(|m| matches!(m.pathname, MMapPath::Vdso))
-            .map(|m| m.address.0)
-            .ok_or_else(|| CheckpointError::Incompatible("the process has no vDSO".into()))?;
-        let (_, own_vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
-        let gadget = vdso
-            + host::syscall_offset(&own_vdso)
-                .ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
-        let mut probe = [0u8; 2];
-        mem::read_ranges(pid, &[(gadget, 2)], &mut probe)?;
-        if probe != [0x0f, 0x05] {
-            return Err(CheckpointError::Incompatible("the process's vDSO differs from herd's".into()));
+        if m.perms.contains(MMPermissions::WRITE) {
+            prot |= PROT_WRITE;
         }
-
-        let regs = self.regs;
-        let mut inj = Injector::new(self.tracee(), gadget, regs);
-        let (handlers, altstack, clear_child_tid, brk) = inject_queries(&mut inj, pid)?;
-        // Back to an interrupt stop with the real registers, so the kernel's
-        // restart logic sees the process exactly as we found it.
-        let t = self.tracee();
-        t.resume_until_event()?;
-        t.set_regs(&regs)?;
-
-        let mut pending = Vec::new();
-        for shared in [false, true] {
-            for si in self.tracee().pending_signals(shared)? {
-                let signo = u32::from_le_bytes(si[0..4].try_into().expect("4"));
-                pending.push(PendingSignal { shared, signo, siginfo: si.to_vec() });
-            }
+        if m.perms.contains(MMPermissions::EXECUTE) {
+            prot |= PROT_EXEC;
         }
-        for &sig in self.tracee().deferred_signals() {
-            let mut si = vec![0u8; 128];
-            si[0..4].copy_from_slice(&(sig as u32).to_le_bytes());
-            pending.push(PendingSignal { shared: false, signo: sig as u32, siginfo: si });
-        }
-
-        let stat = p.stat().map_err(|e| procinfo::map_err(pid, e))?;
-        let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
-        let rlimits = procinfo::rlimits(&p)?;
-        let exe = p.exe().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
-        let cwd = p.cwd().map_err(|e| procinfo::map_err(pid, e))?.to_string_lossy().into_owned();
-        let task = Task {
-            pid,
-            comm: stat.comm.clone(),
-            cmdline: p.cmdline().unwrap_or_default(),
-            exe,
-            cwd,
-            umask: status.umask.unwrap_or(0o022),
-            personality: procinfo::personality(pid)?,
-            uid: status.ruid,
-            gid: status.rgid,
-            groups: status.groups.iter().map(|g| *g as u32).collect(),
-            rlimits,
-            clear_child_tid,
-            robust_list: task::robust_list(pid)?,
-            rseq: rseq.map(|c| Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature }),
-        };
-        let mm = MmFields {
-            start_code: stat.startcode,
-            end_code: stat.endcode,
-            start_data: stat.start_data.unwrap_or(0),
-            end_data: stat.end_data.unwrap_or(0),
-            start_brk: stat.start_brk.unwrap_or(0),
-            brk,
-            start_stack: stat.startstack,
-            arg_start: stat.arg_start.unwrap_or(0),
-            arg_end: stat.arg_end.unwrap_or(0),
-            env_start: stat.env_start.unwrap_or(0),
-            env_end: stat.env_end.unwrap_or(0),
-            auxv: procinfo::auxv(pid)?,
-        };
-
-        let files = capture_files(&p)?;
-        let pagemap = Pagemap::open(pid)?;
-        let mut vmas = Vec::new();
-        let mut plans = Vec::new();
-        for m in &maps {
-            let (start, end) = m.address;
-            let mut prot = 0u8;
-            if m.perms.contains(MMPermissions::READ) {
-                prot |= PROT_READ;
-            }
-            if m.perms.contains(MMPermissions::WRITE) {
-                prot |= PROT_WRITE;
-            }
-            if m.perms.contains(MMPermissions::EXECUTE) {
-                prot |= PROT_EXEC;
-            }
-            let shared = m.perms.contains(MMPermissions::SHARED);
-            let kind = match &m.pathname {
-                MMapPath::Vsyscall => continue,
-                MMapPath::Heap => VmaKind::Heap,
-                MMapPath::Stack => VmaKind::Stack,
-                MMapPath::Vdso => VmaKind::Vdso,
-                MMapPath::Vvar => VmaKind::Vvar,
-                MMapPath::Other(_) => VmaKind::Vvar, // vvar_vclock; check() refused others
-                MMapPath::Anonymous => VmaKind::Anonymous,
-                MMapPath::Path(path) if shared && path.to_string_lossy().starts_with("/dev/zero") => VmaKind::Anonymous,
-                MMapPath::Path(path) => {
-                    let (hash, size) = hashes
-                        .hash(path)
-                        .map_err(io_err(format!("hashing mapped file {}", path.display())))?;
-                    VmaKind::File {
-                        file: FileRef { path: path.to_string_lossy().into_owned(), size, hash },
-                        offset: m.offset,
-                    }
+        let shared = m.perms.contains(MMPermissions::SHARED);
+        let kind = match &m.pathname {
+            MMapPath::Vsyscall => continue,
+            MMapPath::Heap => VmaKind::Heap,
+            MMapPath::Stack => VmaKind::Stack,
+            MMapPath::Vdso => VmaKind::Vdso,
+            MMapPath::Vvar => VmaKind::Vvar,
+            MMapPath::Other(_) => VmaKind::Vvar, // vvar_vclock; check() refused others
+            MMapPath::Anonymous => VmaKind::Anonymous,
+            MMapPath::Path(path) if shared && path.to_string_lossy().starts_with("/dev/zero") => VmaKind::Anonymous,
+            MMapPath::Path(path) => {
+                let (hash, size) = hashes
+                    .hash(path)
+                    .map_err(io_err(format!("hashing mapped file {}", path.display())))?;
+                VmaKind::File {
+                    file: FileRef { path: path.to_string_lossy().into_owned(), size, hash },
+                    offset: m.offset,
                 }
-                other => {
-                    return Err(CheckpointError::Proc { pid, what: format!("unexpected mapping {other:?}") });
-                }
-            };
-            let runs = match &kind {
-                VmaKind::Vdso | VmaKind::Vvar => Vec::new(),
-                VmaKind::File { .. } if shared => Vec::new(),
-                _ if shared => vec![(start, end - start)],
-                VmaKind::File { .. } => page_runs(start, &pagemap.entries(start, end)?, |e| {
-                    (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
-                }),
-                _ => page_runs(start, &pagemap.entries(start, end)?, |e| e & (PM_PRESENT | PM_SWAP) != 0),
-            };
-            let stored_bytes = runs.iter().map(|r| r.1).sum();
-            vmas.push(Vma { start, end, prot, shared, kind, stored_bytes });
-            plans.push(PagePlan { runs, force: prot & PROT_READ == 0 });
-        }
-
-        let mut handlers = handlers;
-        handlers.retain(|h| h.handler != 0 || h.flags != 0 || h.mask != 0);
-        self.image = ProcessImage {
-            origin: Origin {
-                hostname: host::hostname(),
-                kernel_release: host::kernel_release(),
-                created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-                herd_version: env!("CARGO_PKG_VERSION").to_string(),
-                vdso_hash: *blake3::hash(&own_vdso).as_bytes(),
-                xfeatures: host::xcr0(),
-            },
-            task,
-            regs: Registers { gp: self.regs.to_words(), xstate },
-            signals: Signals { blocked: self.mask, handlers, altstack, pending },
-            mm,
-            vmas,
-            files,
+            }
+            other => {
+                return Err(CheckpointError::Proc { pid, what: format!("unexpected mapping {other:?}") });
+            }
         };
-        self.plans = plans;
-        Ok(())
+        let runs = match &kind {
+            VmaKind::Vdso | VmaKind::Vvar => Vec::new(),
+            VmaKind::File { .. } if shared => Vec::new(),
+            _ if shared => vec![(start, end - start)],
+            VmaKind::File { .. } => page_runs(start, &pagemap.entries(start, end)?, |e| {
+                (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
+            }),
+            _ => page_runs(start, &pagemap.entries(start, end)?, |e| e & (PM_PRESENT | PM_SWAP) != 0),
+        };
+        let stored_bytes = runs.iter().map(|r| r.1).sum();
+        vmas.push(Vma { start, end, prot, shared, kind, stored_bytes });
+        plans.push(PagePlan { runs, force: prot & PROT_READ == 0 });
     }
+
+    let mut handlers = handlers;
+    handlers.retain(|h| h.handler != 0 || h.flags != 0 || h.mask != 0);
+    let image = ProcessImage {
+        origin: Origin {
+            hostname: host::hostname(),
+            kernel_release: host::kernel_release(),
+            created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            herd_version: env!("CARGO_PKG_VERSION").to_string(),
+            vdso_hash: *blake3::hash(&own_vdso).as_bytes(),
+            xfeatures: host::xcr0(),
+        },
+        task,
+        regs: Registers { gp: held.regs.to_words(), xstate },
+        signals: Signals { blocked: held.mask, handlers, altstack, pending },
+        mm,
+        vmas,
+        files,
+    };
+    Ok((image, plans))
+}
+
+impl Frozen {
 
     pub fn image(&self) -> &ProcessImage {
         &self.image
@@ -313,30 +337,13 @@ impl Frozen {
 
     /// Lets the process continue as if nothing happened.
     pub fn release(mut self) -> Result<()> {
-        self.release_inner()
+        self.held.release()
     }
 
     /// Ends the process (SIGKILL). Call only once the image is safe.
     pub fn kill(mut self) {
-        if let Some(t) = self.tracee.take() {
+        if let Some(t) = self.held.tracee.take() {
             t.kill();
-        }
-    }
-
-    fn release_inner(&mut self) -> Result<()> {
-        let Some(mut t) = self.tracee.take() else { return Ok(()) };
-        t.resume_until_event()?;
-        t.set_regs(&self.regs)?;
-        t.set_sigmask(self.mask)?;
-        t.detach()?;
-        Ok(())
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Err(e) = self.release_inner() {
-            tracing::warn!("releasing process {}: {e}", self.image.task.pid);
         }
     }
 }
@@ -453,40 +460,6 @@ fn capture_files(p: &procfs::process::Process) -> Result<Vec<OpenFile>> {
     }
     files.sort_by_key(|f| f.fd);
     Ok(files)
-}
-
-fn empty_image() -> ProcessImage {
-    ProcessImage {
-        origin: Origin {
-            hostname: String::new(),
-            kernel_release: String::new(),
-            created_unix_ms: 0,
-            herd_version: String::new(),
-            vdso_hash: [0; 32],
-            xfeatures: 0,
-        },
-        task: Task {
-            pid: 0,
-            comm: String::new(),
-            cmdline: Vec::new(),
-            exe: String::new(),
-            cwd: String::new(),
-            umask: 0,
-            personality: 0,
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            rlimits: Vec::new(),
-            clear_child_tid: 0,
-            robust_list: (0, 0),
-            rseq: None,
-        },
-        regs: Registers { gp: Vec::new(), xstate: Vec::new() },
-        signals: Signals { blocked: 0, handlers: Vec::new(), altstack: SigAltStack::default(), pending: Vec::new() },
-        mm: MmFields::default(),
-        vmas: Vec::new(),
-        files: Vec::new(),
-    }
 }
 
 #[cfg(test)]

@@ -102,8 +102,7 @@ fn check_inner(pid: i32, tracer: i32) -> Result<Vec<CantMove>> {
                 let tty = s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console";
                 if s.ends_with(" (deleted)") {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("a deleted file ({s})") });
-                } else if regular || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && fd.fd <= 2) {
-                } else {
+                } else if !(regular || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && fd.fd <= 2)) {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("{s} (only regular files, /dev/null, /dev/zero, /dev/urandom and a terminal or pipe on fds 0-2 are supported)") });
                 }
             }

@@ -68,7 +68,8 @@ pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Rest
     let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL) {
         Ok(t) => t,
         Err(e) => {
-            kill_child(child.pid);
+            // never seized: end and reap it ourselves
+            let _ = task::kill_and_reap(child.pid);
             return Err(e.into());
         }
     };
@@ -100,12 +101,6 @@ pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Rest
             Err(e)
         }
     }
-}
-
-fn kill_child(pid: i32) {
-    // A child that was never seized: end and reap it.
-    let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
-    let _ = task::reap(pid);
 }
 
 /// Checks that this machine can run the image before anything is started.
@@ -422,13 +417,12 @@ fn build(
     // Registers last, at an interrupt stop (see Tracee::resume_until_event).
     let tracee = inj.tracee();
     tracee.resume_until_event()?;
-    tracing::trace!(pid, stop = ?tracee.stop(), "at the final stop");
     let mut regs = Regs::from_words(&image.regs.gp).ok_or_else(|| FormatError::Corrupt("bad register set".into()))?;
     fix_restart_block(&mut regs, pid, image)?;
     tracing::trace!(pid, rip = regs.rip, rax = regs.rax as i64, "final registers");
-    tracee.set_regs(&regs).inspect_err(|e| tracing::trace!("set_regs: {e}"))?;
-    tracee.set_xstate(&image.regs.xstate).inspect_err(|e| tracing::trace!("set_xstate: {e}"))?;
-    tracee.set_sigmask(image.signals.blocked).inspect_err(|e| tracing::trace!("set_sigmask: {e}"))?;
+    tracee.set_regs(&regs)?;
+    tracee.set_xstate(&image.regs.xstate)?;
+    tracee.set_sigmask(image.signals.blocked)?;
     Ok(page_bytes)
 }
 

@@ -32,7 +32,7 @@ pub struct Tracee {
 fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
     debug_assert!(matches!(
         req,
-        abi::PTRACE_SEIZE | abi::PTRACE_INTERRUPT | 7 /* CONT */ | 24 /* SYSCALL */ | 17 /* DETACH */
+        abi::PTRACE_SEIZE | abi::PTRACE_INTERRUPT | libc::PTRACE_CONT | libc::PTRACE_SYSCALL | libc::PTRACE_DETACH
     ));
     // SAFETY: for these requests the kernel reads `addr` and `data` as
     // integers and dereferences nothing.

@@ -106,7 +106,7 @@ pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
         let err = std::io::Error::from_raw_os_error(errno);
         let item = match (step, plan.fds.get(index as usize)) {
             (2..=5, Some(f)) => format!(" fd {} ({})", f.fd, f.path.to_string_lossy()),
-            (7, Some(_)) | (7, None) => format!(" (resource {})", plan.rlimits.get(index as usize).map_or(0, |r| r.0)),
+            (7, _) => format!(" (resource {})", plan.rlimits.get(index as usize).map_or(0, |r| r.0)),
             (6, _) => format!(" ({})", plan.cwd.to_string_lossy()),
             _ => String::new(),
         };
@@ -120,11 +120,7 @@ pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
 }
 
 fn reap(pid: i32) {
-    // SAFETY: plain integer arguments; `pid` is our child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-    }
+    let _ = crate::task::kill_and_reap(pid);
 }
 
 fn child_main(plan: &ChildPlan, ready_w: i32, hold_r: i32, high: i32) -> ! {

@@ -2,15 +2,19 @@
 
 use crate::{KernelError, Result};
 
-/// prlimit(pid, resource): (soft, hard).
-pub fn rlimit(pid: i32, resource: u32) -> Result<(u64, u64)> {
-    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: prlimit writes one rlimit into `old`; new_limit is NULL.
-    let r = unsafe { libc::prlimit(pid, resource as _, std::ptr::null(), &mut old) };
-    if r != 0 {
-        return Err(KernelError::last("prlimit", pid));
+/// Sends signal `sig` to process `pid`.
+pub fn kill(pid: i32, sig: i32) -> Result<()> {
+    // SAFETY: kill takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(KernelError::last("kill", pid));
     }
-    Ok((old.rlim_cur, old.rlim_max))
+    Ok(())
+}
+
+/// Ends child `pid` with SIGKILL and reaps it.
+pub fn kill_and_reap(pid: i32) -> Result<Exit> {
+    kill(pid, libc::SIGKILL)?;
+    reap(pid)
 }
 
 /// get_robust_list(pid): (head, len).
