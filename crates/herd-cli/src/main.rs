@@ -52,6 +52,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A local cluster on this machine: nodes n1..nN in their own namespaces
+    Cluster(herd_lab::cli::ClusterArgs),
+    #[command(name = "__lab", hide = true)]
+    Lab(herd_lab::cli::LabArgs),
 }
 
 fn main() {
@@ -72,6 +76,8 @@ fn main() {
         }
         Command::Restart { image } => restart::run(&image),
         Command::Inspect { image, json } => inspect::run(&image, json),
+        Command::Cluster(args) => herd_lab::cli::run(args),
+        Command::Lab(args) => herd_lab::cli::run_internal(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

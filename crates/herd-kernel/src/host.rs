@@ -46,6 +46,15 @@ unsafe fn xgetbv0() -> u64 {
     unsafe { std::arch::x86_64::_xgetbv(0) }
 }
 
+/// Bytes of the xsave area for the features enabled in XCR0 (CPUID leaf 0xD,
+/// sub-leaf 0, EBX): a restored process's saved state must fit it.
+pub fn xsave_size() -> u32 {
+    if !std::arch::is_x86_feature_detected!("xsave") {
+        return 0;
+    }
+    std::arch::x86_64::__cpuid_count(0xd, 0).ebx
+}
+
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }

@@ -1,0 +1,155 @@
+//! The control protocol between the `herd` CLI and herdd, over a unix socket.
+//!
+//! Each message is a u32 big-endian length and a JSON document (herd-wire's frames).
+//! One request, one response, in order, any number per connection. The daemon knows
+//! who is asking from the socket itself (SO_PEERCRED), not from anything in the request:
+//! reading the cluster's state is open to every local user, changing the node is for
+//! root and the user herdd runs as.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use herd_cluster::NodeStatus;
+
+/// Largest control message either side accepts.
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// This daemon: name, version, key fingerprint, peers.
+    Status,
+    /// Every node this daemon knows, itself included.
+    Nodes,
+    /// Refuse (or accept again) processes from other nodes (`mosctl block`).
+    SetBlocked { blocked: bool },
+    /// Stop (or resume) publishing load for balancing (`mosctl quiet`).
+    SetQuiet { quiet: bool },
+    /// Leave the cluster and stop the daemon.
+    Shutdown,
+}
+
+impl Request {
+    /// Whether only root or the daemon's own user may make this request.
+    pub fn is_privileged(&self) -> bool {
+        !matches!(self, Request::Status | Request::Nodes)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", content = "body", rename_all = "snake_case")]
+pub enum Response {
+    Status(DaemonStatus),
+    Nodes(Vec<NodeRow>),
+    Done,
+    Error(ControlError),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub name: String,
+    pub version: String,
+    /// herdd's pid in its own pid namespace.
+    pub pid: u32,
+    /// Gossip address (UDP) and stream address (TCP) other nodes use.
+    pub address: String,
+    /// Identifies the cluster key without revealing it.
+    pub key_fingerprint: String,
+    pub uptime_secs: u64,
+    pub peers_up: usize,
+    pub peers_known: usize,
+    pub status: NodeStatus,
+    pub discovery: bool,
+    pub config: Option<String>,
+    pub http: Option<String>,
+}
+
+/// One node in `herd nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRow {
+    pub name: String,
+    pub address: String,
+    /// "up", "suspect", "down" or "blocked" (up, but refusing arrivals).
+    pub state: String,
+    pub cpus: u32,
+    pub speed: u32,
+    pub load: f32,
+    pub mem_free: u64,
+    pub mem_total: u64,
+    pub is_self: bool,
+    pub boot: u64,
+    /// Age of the node's published state, seconds (0 for this node).
+    pub info_age_secs: Option<f64>,
+    pub kernel: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    PermissionDenied,
+    BadRequest,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ControlError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("herdd is not running (no control socket at {0}); start it with `herdd` or `systemctl start herdd`, or pick a node with --node")]
+    NotRunning(PathBuf),
+    #[error("herdd is not running (nothing listens on {0}: a stale socket)")]
+    Refused(PathBuf),
+    #[error("not allowed to use the control socket {0}")]
+    Access(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("control socket {path}: {source}")]
+    Frame { path: PathBuf, source: herd_wire::frame::FrameError },
+    #[error("herdd sent a response this herd does not understand: {0}")]
+    Garbled(serde_json::Error),
+    #[error("herdd: {0}")]
+    Daemon(#[from] ControlError),
+}
+
+/// A connection to a herdd control socket.
+pub struct Client {
+    stream: UnixStream,
+    path: PathBuf,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ClientError::NotRunning(path.into()),
+            std::io::ErrorKind::ConnectionRefused => ClientError::Refused(path.into()),
+            std::io::ErrorKind::PermissionDenied => ClientError::Access(path.into()),
+            _ => ClientError::Io { path: path.into(), source: e },
+        })?;
+        let timeout = Some(Duration::from_secs(30));
+        let _ = stream.set_read_timeout(timeout);
+        let _ = stream.set_write_timeout(timeout);
+        Ok(Self { stream, path: path.into() })
+    }
+
+    /// Sends a request; a daemon-side refusal comes back as `ClientError::Daemon`.
+    pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let body = serde_json::to_vec(request).expect("requests serialize");
+        let frame_err = |source| ClientError::Frame { path: self.path.clone(), source };
+        herd_wire::frame::write_frame(&mut self.stream, &body, MAX_MESSAGE).map_err(frame_err)?;
+        let reply = herd_wire::frame::read_frame(&mut self.stream, MAX_MESSAGE)
+            .map_err(|source| ClientError::Frame { path: self.path.clone(), source })?;
+        match serde_json::from_slice(&reply).map_err(ClientError::Garbled)? {
+            Response::Error(e) => Err(ClientError::Daemon(e)),
+            r => Ok(r),
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! herdd at run time: the gossip loop that owns the membership state machine, and the
+//! state it shares with the control socket, HTTP and node streams.
+//!
+//! ```text
+//!  UDP :4700 ──open──►┐                         ┌──► watch<Snapshot> ──► control socket, HTTP
+//!  beacons ──open────►│  gossip loop            │
+//!  timers ───────────►│  (owns Membership)  ────┤──► sealed UDP datagrams
+//!  control commands ─►│                         └──► beacons (multicast)
+//!  /proc sampling ───►┘
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use herd_cluster::beacon::Beacon;
+use herd_cluster::{Membership, MembershipConfig, NodeId, NodeInfo, NodeState, NodeStatus, NodeView, Output};
+use herd_wire::seal::{Purpose, Sealer};
+use herd_wire::ClusterKey;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::control::NodeRow;
+use crate::{net, stats};
+
+/// Commands from the control socket to the gossip loop.
+#[derive(Debug)]
+pub enum Command {
+    SetBlocked(bool),
+    SetQuiet(bool),
+    Shutdown,
+}
+
+/// What the rest of the daemon sees of the cluster, refreshed by the gossip loop.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub id: NodeId,
+    pub nodes: Vec<NodeView>,
+    pub status: NodeStatus,
+}
+
+/// Counters exported on /metrics.
+#[derive(Default)]
+pub struct Counters {
+    pub gossip_sent_bytes: Counter,
+    pub gossip_sent: Counter,
+    pub gossip_received: Counter,
+    pub gossip_forged: Counter,
+    pub gossip_malformed: Counter,
+    pub beacons_sent: Counter,
+    pub beacons_heard: Counter,
+    pub beacons_rejected: Counter,
+    pub streams_accepted: Counter,
+    pub streams_failed: Counter,
+}
+
+/// State shared by the daemon's tasks.
+pub struct Shared {
+    pub config: Config,
+    pub key: ClusterKey,
+    pub fingerprint: String,
+    pub started: Instant,
+    pub euid: u32,
+    pub snapshot: watch::Receiver<Snapshot>,
+    pub commands: mpsc::Sender<Command>,
+    pub counters: Counters,
+    pub http: Option<SocketAddr>,
+}
+
+impl Shared {
+    pub fn rows(&self) -> Vec<NodeRow> {
+        rows(&self.snapshot.borrow())
+    }
+}
+
+pub fn rows(s: &Snapshot) -> Vec<NodeRow> {
+    s.nodes
+        .iter()
+        .map(|v| {
+            let info = v.info.as_ref();
+            let state = match v.state {
+                NodeState::Up if info.is_some_and(|i| i.status.blocked) => "blocked",
+                NodeState::Up => "up",
+                NodeState::Suspect => "suspect",
+                NodeState::Down => "down",
+            };
+            NodeRow {
+                name: info.map_or_else(|| v.id.addr.to_string(), |i| i.name.clone()),
+                address: v.id.addr.to_string(),
+                state: state.into(),
+                cpus: info.map_or(0, |i| i.cpus),
+                speed: info.map_or(0, |i| i.speed),
+                load: info.map_or(0.0, |i| i.load),
+                mem_free: info.map_or(0, |i| i.mem_free),
+                mem_total: info.map_or(0, |i| i.mem_total),
+                is_self: v.is_self,
+                boot: v.id.boot,
+                info_age_secs: v.info_age.map(|a| a.as_secs_f64()),
+                kernel: info.map(|i| i.features.kernel.clone()),
+                version: info.map(|i| i.version.clone()),
+            }
+        })
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Everything herdd needs bound and measured before it starts serving.
+pub struct Prepared {
+    pub shared: Arc<Shared>,
+    gossip: GossipLoop,
+    control: tokio::net::UnixListener,
+    http: Option<tokio::net::TcpListener>,
+    streams: tokio::net::TcpListener,
+    keypair: herd_wire::stream::NodeKeypair,
+}
+
+/// Loads the key, measures the node, binds every socket. Errors here stop herdd with a
+/// message that says what to fix.
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    let key = ClusterKey::load(&config.key_file)?;
+    let fingerprint = key.fingerprint();
+    let speed = match config.speed {
+        Some(s) => s,
+        None => tokio::task::spawn_blocking(stats::calibrate_speed).await?,
+    };
+    let (ip, found) = net::advertise_ip(config.advertise, config.listen);
+    if !found {
+        tracing::warn!("no network interface other than loopback: this node can only be a cluster of one (set `advertise`)");
+    }
+    let udp = UdpSocket::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on UDP {} (is another herdd running? set `listen`)", config.listen))?;
+    let streams = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on TCP {}", config.listen))?;
+    let id = NodeId::new(SocketAddr::new(ip, udp.local_addr()?.port()), unix_ms());
+
+    let control = bind_control_socket(&config.control_socket)?;
+    let http = match config.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve HTTP on {addr} (set `http` to another address or \"off\")"))?,
+        ),
+        None => None,
+    };
+    let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+
+    let beacon = if config.discovery {
+        let only = match ip {
+            std::net::IpAddr::V4(v4) if found && !config.listen.ip().is_unspecified() => Some(v4),
+            std::net::IpAddr::V4(v4) if config.advertise.is_some() => Some(v4),
+            _ => None,
+        };
+        match net::beacon_socket(config.beacon, only) {
+            Ok((s, ifaces)) if !ifaces.is_empty() => Some((Arc::new(UdpSocket::from_std(s)?), ifaces)),
+            Ok(_) => {
+                tracing::warn!("discovery is on but no interface can join {}: only static peers will be found", config.beacon);
+                None
+            }
+            Err(e) => {
+                tracing::warn!("discovery disabled: cannot open the beacon socket {}: {e}", config.beacon);
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let info = NodeInfo {
+        name: config.name.clone(),
+        version: crate::VERSION.into(),
+        cpus: stats::cpus(),
+        speed,
+        load: 0.0,
+        mem_total: stats::memory().0,
+        mem_free: stats::memory().1,
+        status: NodeStatus::default(),
+        features: stats::features(),
+    };
+    let started = Instant::now();
+    let membership = Membership::new(id, info, MembershipConfig::default(), rand::random(), Duration::ZERO);
+    let (snap_tx, snap_rx) = watch::channel(Snapshot { id, nodes: membership.view(Duration::ZERO), status: NodeStatus::default() });
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        key: key.clone(),
+        fingerprint,
+        started,
+        euid: nix::unistd::geteuid().as_raw(),
+        snapshot: snap_rx,
+        commands: cmd_tx,
+        counters: Counters::default(),
+        http: http_addr,
+    });
+    let gossip = GossipLoop {
+        shared: shared.clone(),
+        membership,
+        udp: Arc::new(udp),
+        sealer: Sealer::new(&key, Purpose::Gossip),
+        beacon,
+        beacon_sealer: Sealer::new(&key, Purpose::Beacon),
+        snapshot: snap_tx,
+        commands: cmd_rx,
+        started,
+    };
+    let keypair = herd_wire::stream::NodeKeypair::generate()?;
+    Ok(Prepared { shared, gossip, control, http, streams, keypair })
+}
+
+/// Binds the control socket, replacing a stale one but never a live daemon's.
+fn bind_control_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!("another herdd is already running on {}", path.display());
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", path.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot create control socket {}", path.display()))?;
+    // Everyone may connect; what each may do is decided per request from SO_PEERCRED.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+impl Prepared {
+    /// Serves until SIGTERM, SIGINT or a Shutdown request; then leaves the cluster.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Prepared { shared, gossip, control, http, streams, keypair } = self;
+        tracing::info!(
+            "herdd {} node {} at {} (key {}), control socket {}",
+            crate::VERSION,
+            shared.config.name,
+            gossip.membership.id().addr,
+            shared.fingerprint,
+            shared.config.control_socket.display()
+        );
+        tokio::spawn(crate::server::serve_control(control, shared.clone()));
+        if let Some(l) = http {
+            tokio::spawn(crate::http::serve(l, shared.clone()));
+        }
+        tokio::spawn(crate::peer::serve(streams, shared.clone(), Arc::new(keypair)));
+        let result = gossip.run().await;
+        let _ = std::fs::remove_file(&shared.config.control_socket);
+        result
+    }
+}
+
+struct GossipLoop {
+    shared: Arc<Shared>,
+    membership: Membership,
+    udp: Arc<UdpSocket>,
+    sealer: Sealer,
+    beacon: Option<(Arc<UdpSocket>, Vec<Ipv4Addr>)>,
+    beacon_sealer: Sealer,
+    snapshot: watch::Sender<Snapshot>,
+    commands: mpsc::Receiver<Command>,
+    started: Instant,
+}
+
+impl GossipLoop {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
+        let (heard_tx, mut heard_rx) = mpsc::channel::<NodeId>(256);
+        if let Some((sock, _)) = &self.beacon {
+            tokio::spawn(listen_beacons(sock.clone(), Sealer::new(&self.shared.key, Purpose::Beacon), self.shared.clone(), heard_tx));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sample = tokio::time::interval(Duration::from_millis(250));
+        let mut peers_tick = tokio::time::interval(Duration::from_secs(5));
+        let mut next_beacon = tokio::time::Instant::now();
+        let mut meter = stats::LoadMeter::default();
+        let mut samples = 0u32;
+        let mut status = NodeStatus::default();
+        let mut buf = vec![0u8; herd_wire::seal::MAX_DATAGRAM];
+        let (peer_addrs, unresolved) = self.shared.config.resolve_peers();
+        for p in unresolved {
+            tracing::warn!("static peer {p:?} does not resolve; ignored");
+        }
+
+        let out = self.membership.set_info(self.membership.info().clone(), self.now());
+        self.apply(out, &timer_tx).await;
+        loop {
+            tokio::select! {
+                r = self.udp.recv_from(&mut buf) => {
+                    let (n, from) = match r {
+                        Ok(x) => x,
+                        Err(e) => { tracing::debug!("gossip recv: {e}"); continue; }
+                    };
+                    self.shared.counters.gossip_received.inc();
+                    match self.sealer.open(&buf[..n]) {
+                        Err(e) => {
+                            self.shared.counters.gossip_forged.inc();
+                            tracing::debug!("gossip datagram from {from} rejected: {e}");
+                        }
+                        Ok(plain) => {
+                            let (out, result) = self.membership.handle_data(&plain, self.now());
+                            if let Err(e) = result {
+                                self.shared.counters.gossip_malformed.inc();
+                                tracing::debug!("gossip from {from}: {e}");
+                            }
+                            self.apply(out, &timer_tx).await;
+                        }
+                    }
+                }
+                Some(timer) = timer_rx.recv() => {
+                    let out = self.membership.handle_timer(timer, self.now());
+                    self.apply(out, &timer_tx).await;
+                }
+                Some(id) = heard_rx.recv() => {
+                    let out = self.membership.heard_beacon(id, self.now());
+                    self.apply(out, &timer_tx).await;
+                }
+                _ = sample.tick() => {
+                    meter.sample(tokio::task::spawn_blocking(stats::runnable_tasks).await.unwrap_or(0));
+                    samples += 1;
+                    if samples % 4 == 0 {
+                        let mut info = self.membership.info().clone();
+                        info.load = meter.second();
+                        (info.mem_total, info.mem_free) = stats::memory();
+                        info.cpus = stats::cpus();
+                        info.status = status;
+                        let out = self.membership.set_info(info, self.now());
+                        self.apply(out, &timer_tx).await;
+                        self.publish(status);
+                    }
+                }
+                _ = peers_tick.tick() => {
+                    let view = self.membership.view(self.now());
+                    for addr in &peer_addrs {
+                        let up = view.iter().any(|v| v.id.addr == *addr && v.state != NodeState::Down);
+                        if !up && *addr != self.membership.id().addr {
+                            let out = self.membership.announce(NodeId::unknown(*addr), self.now());
+                            self.apply(out, &timer_tx).await;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next_beacon), if self.beacon.is_some() => {
+                    self.send_beacon();
+                    let every = herd_cluster::beacon::interval(self.membership.peers_up());
+                    let jitter = Duration::from_millis(rand::random::<u64>() % 500);
+                    next_beacon = tokio::time::Instant::now() + every + jitter;
+                }
+                Some(cmd) = self.commands.recv() => {
+                    match cmd {
+                        Command::SetBlocked(b) => status.blocked = b,
+                        Command::SetQuiet(q) => status.quiet = q,
+                        Command::Shutdown => break,
+                    }
+                    tracing::info!("node status now blocked={} quiet={}", status.blocked, status.quiet);
+                    let mut info = self.membership.info().clone();
+                    info.status = status;
+                    let out = self.membership.set_info(info, self.now());
+                    self.apply(out, &timer_tx).await;
+                    self.publish(status);
+                }
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        tracing::info!("leaving the cluster");
+        let out = self.membership.leave(self.now());
+        self.apply(out, &timer_tx).await;
+        Ok(())
+    }
+
+    fn publish(&self, status: NodeStatus) {
+        let snap = Snapshot { id: self.membership.id(), nodes: self.membership.view(self.now()), status };
+        self.snapshot.send_replace(snap);
+    }
+
+    async fn apply(&mut self, out: Output, timers: &mpsc::UnboundedSender<herd_cluster::membership::Timer>) {
+        for (to, data) in out.sends {
+            match self.sealer.seal(&data) {
+                Ok(sealed) => {
+                    self.shared.counters.gossip_sent.inc();
+                    self.shared.counters.gossip_sent_bytes.inc_by(sealed.len() as u64);
+                    if let Err(e) = self.udp.send_to(&sealed, to).await {
+                        tracing::debug!("gossip to {to}: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot seal a gossip packet: {e}"),
+            }
+        }
+        for (after, timer) in out.timers {
+            let tx = timers.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = tx.send(timer);
+            });
+        }
+        if !out.events.is_empty() {
+            for e in &out.events {
+                tracing::info!("{e}");
+            }
+            let status = self.snapshot.borrow().status;
+            self.publish(status);
+        }
+    }
+
+    fn send_beacon(&self) {
+        let Some((sock, ifaces)) = &self.beacon else { return };
+        let beacon = Beacon { id: self.membership.id(), name: self.shared.config.name.clone(), sent_unix_ms: unix_ms() };
+        match self.beacon_sealer.seal(&beacon.encode()) {
+            Ok(d) => {
+                net::send_beacon(sock, self.shared.config.beacon, ifaces, &d);
+                self.shared.counters.beacons_sent.inc();
+            }
+            Err(e) => tracing::warn!("cannot seal a beacon: {e}"),
+        }
+    }
+}
+
+async fn listen_beacons(sock: Arc<UdpSocket>, sealer: Sealer, shared: Arc<Shared>, heard: mpsc::Sender<NodeId>) {
+    let mut buf = vec![0u8; herd_wire::seal::MAX_DATAGRAM];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("beacon recv: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let beacon = sealer
+            .open(&buf[..n])
+            .map_err(|e| e.to_string())
+            .and_then(|plain| Beacon::decode(&plain, unix_ms()).map_err(|e| e.to_string()));
+        match beacon {
+            Ok(b) => {
+                shared.counters.beacons_heard.inc();
+                let _ = heard.try_send(b.id);
+            }
+            Err(e) => {
+                shared.counters.beacons_rejected.inc();
+                tracing::debug!("beacon from {from} rejected: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! herdd, the daemon on every node: configuration, node statistics, membership by gossip,
+//! the control socket, HTTP, node streams.
+//!
+//! - [`config`]: `/etc/herd/herd.toml` and openMosix map files.
+//! - [`stats`]: CPUs, speed calibration, load, memory, kernel features.
+//! - [`daemon`]: the gossip loop and the state the other tasks read.
+//! - [`control`] / [`server`]: the CLI protocol and its server (SO_PEERCRED).
+//! - [`http`]: `/metrics`, `/api/nodes`.
+//! - [`peer`]: Noise streams from other nodes.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod http;
+pub mod net;
+pub mod peer;
+pub mod server;
+pub mod stats;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,115 @@
+//! The control socket: typed requests from the `herd` CLI, checked against the
+//! caller's credentials (SO_PEERCRED).
+
+use std::sync::Arc;
+
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::control::{ControlError, DaemonStatus, ErrorKind, Request, Response, MAX_MESSAGE};
+use crate::daemon::{Command, Shared};
+
+pub async fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
+    let uid = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            tracing::warn!("control connection without credentials: {e}");
+            return;
+        }
+    };
+    loop {
+        let body = match herd_wire::read_frame_async(&mut stream, MAX_MESSAGE).await {
+            Ok(b) => b,
+            Err(herd_wire::FrameError::Closed) => return,
+            Err(e) => {
+                tracing::debug!("control connection (uid {uid}): {e}");
+                return;
+            }
+        };
+        let response = match serde_json::from_slice::<Request>(&body) {
+            Ok(req) => handle(req, uid, &shared).await,
+            Err(e) => error(ErrorKind::BadRequest, format!("not a request this herdd understands: {e}")),
+        };
+        let reply = serde_json::to_vec(&response).expect("responses serialize");
+        if herd_wire::write_frame_async(&mut stream, &reply, MAX_MESSAGE).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn error(kind: ErrorKind, message: String) -> Response {
+    Response::Error(ControlError { kind, message })
+}
+
+/// Root and the user herdd runs as may change the node; everyone may look.
+pub fn allowed(request: &Request, uid: u32, daemon_euid: u32) -> bool {
+    !request.is_privileged() || uid == 0 || uid == daemon_euid
+}
+
+async fn handle(request: Request, uid: u32, shared: &Shared) -> Response {
+    if !allowed(&request, uid, shared.euid) {
+        tracing::info!("refused {request:?} from uid {uid}");
+        return error(
+            ErrorKind::PermissionDenied,
+            format!("permission denied: only root may change this node (request {request:?} from uid {uid})"),
+        );
+    }
+    let command = match request {
+        Request::Status => return Response::Status(status(shared)),
+        Request::Nodes => return Response::Nodes(shared.rows()),
+        Request::SetBlocked { blocked } => Command::SetBlocked(blocked),
+        Request::SetQuiet { quiet } => Command::SetQuiet(quiet),
+        Request::Shutdown => Command::Shutdown,
+    };
+    match shared.commands.send(command).await {
+        Ok(()) => Response::Done,
+        Err(_) => error(ErrorKind::Internal, "herdd is shutting down".into()),
+    }
+}
+
+pub fn status(shared: &Shared) -> DaemonStatus {
+    let snap = shared.snapshot.borrow();
+    let peers = snap.nodes.iter().filter(|n| !n.is_self);
+    DaemonStatus {
+        name: shared.config.name.clone(),
+        version: crate::VERSION.into(),
+        pid: std::process::id(),
+        address: snap.id.addr.to_string(),
+        key_fingerprint: shared.fingerprint.clone(),
+        uptime_secs: shared.started.elapsed().as_secs(),
+        peers_up: peers.clone().filter(|n| n.state != herd_cluster::NodeState::Down).count(),
+        peers_known: peers.count(),
+        status: snap.status,
+        discovery: shared.config.discovery,
+        config: shared.config.source.as_ref().map(|p| p.display().to_string()),
+        http: shared.http.map(|a| a.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_and_the_daemon_user_change_the_node() {
+        assert!(allowed(&Request::Nodes, 1000, 0));
+        assert!(allowed(&Request::Status, 1000, 0));
+        assert!(!allowed(&Request::Shutdown, 1000, 0));
+        assert!(!allowed(&Request::SetBlocked { blocked: true }, 1000, 0));
+        assert!(allowed(&Request::Shutdown, 0, 0));
+        assert!(allowed(&Request::SetQuiet { quiet: true }, 1000, 1000));
+    }
+}

@@ -1,0 +1,146 @@
+//! What this node measures about itself: CPUs, speed, load, memory, kernel features.
+
+use std::time::{Duration, Instant};
+
+use herd_cluster::Features;
+
+/// CPUs this process may run on: a cpuset or taskset narrows it.
+pub fn cpus() -> u32 {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).count() as u32,
+        Err(_) => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+    }
+}
+
+/// `MemTotal` and `MemAvailable` from /proc/meminfo, in bytes.
+pub fn memory() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("MemTotal"), field("MemAvailable"))
+}
+
+pub fn features() -> Features {
+    Features {
+        arch: std::env::consts::ARCH.into(),
+        kernel: herd_kernel::host::kernel_release(),
+        vdso_hash: herd_kernel::host::vdso_hash(),
+        xcr0: herd_kernel::host::xcr0(),
+        xsave_size: herd_kernel::host::xsave_size(),
+    }
+}
+
+/// Runnable tasks (state R) in this node's /proc, not counting herdd's own threads.
+/// In a local-cluster node, /proc is the node's own pid namespace: only its processes count.
+pub fn runnable_tasks() -> u32 {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };
+    let mut n = 0;
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
+        for t in tasks.flatten() {
+            if let Ok(stat) = std::fs::read(t.path().join("stat")) {
+                // The state is the first field after the command, which ends at the last ')'.
+                if let Some(close) = stat.iter().rposition(|&b| b == b')') {
+                    if stat.get(close + 2) == Some(&b'R') {
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+/// The openMosix load average: runnable tasks sampled several times a second, averaged
+/// each second; the smoothed value rises slowly ((5·old + 3·new)/8) and falls at once,
+/// so a brief burst does not attract or repel processes.
+#[derive(Default, Debug)]
+pub struct LoadMeter {
+    sum: u64,
+    samples: u32,
+    load: f32,
+}
+
+impl LoadMeter {
+    pub fn sample(&mut self, runnable: u32) {
+        self.sum += u64::from(runnable);
+        self.samples += 1;
+    }
+
+    /// Closes the current second and returns the smoothed load.
+    pub fn second(&mut self) -> f32 {
+        if self.samples > 0 {
+            let mean = self.sum as f32 / self.samples as f32;
+            self.load = if mean > self.load { (5.0 * self.load + 3.0 * mean) / 8.0 } else { mean };
+        }
+        self.sum = 0;
+        self.samples = 0;
+        self.load
+    }
+}
+
+/// Work units of the calibration loop the reference CPU does per microsecond; chosen so
+/// that one core of the machines herd was developed on measures about 10000.
+const REFERENCE_UNITS_PER_US: f64 = 230.0;
+
+/// Measures this CPU's speed with a short integer loop (best of several 20 ms rounds,
+/// so that a busy moment does not count). 10000 = the reference CPU.
+pub fn calibrate_speed() -> u32 {
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut units = 0u64;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        while start.elapsed() < Duration::from_millis(20) {
+            for _ in 0..1000 {
+                // xorshift with a multiply: dependent integer work, no memory traffic.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            }
+            units += 1000;
+        }
+        std::hint::black_box(x);
+        let per_us = units as f64 / start.elapsed().as_micros().max(1) as f64;
+        best = best.max(per_us);
+    }
+    ((best / REFERENCE_UNITS_PER_US) * 10000.0).round().clamp(1.0, 10_000_000.0) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_rises_slowly_and_falls_at_once() {
+        let mut m = LoadMeter::default();
+        m.sample(4);
+        let first = m.second();
+        assert!((first - 1.5).abs() < 1e-6, "{first}");
+        m.sample(4);
+        assert!(m.second() > first);
+        m.sample(0);
+        assert_eq!(m.second(), 0.0);
+    }
+
+    #[test]
+    fn this_machine_has_cpus_memory_and_features() {
+        assert!(cpus() >= 1);
+        let (total, free) = memory();
+        assert!(total > 0 && free <= total);
+        let f = features();
+        assert!(!f.kernel.is_empty());
+        assert!(calibrate_speed() > 0);
+    }
+}
