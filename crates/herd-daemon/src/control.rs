@@ -65,6 +65,23 @@ pub struct DaemonStatus {
     pub discovery: bool,
     pub config: Option<String>,
     pub http: Option<String>,
+    pub counters: Traffic,
+}
+
+/// What the daemon has sent and refused: the gossip cost, and evidence of forged or
+/// garbled traffic that was dropped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub gossip_sent_bytes: u64,
+    pub gossip_sent_packets: u64,
+    pub gossip_received_packets: u64,
+    pub gossip_forged: u64,
+    pub gossip_malformed: u64,
+    pub beacons_sent: u64,
+    pub beacons_heard: u64,
+    pub beacons_rejected: u64,
+    pub streams_accepted: u64,
+    pub streams_failed: u64,
 }
 
 /// One node in `herd nodes`.

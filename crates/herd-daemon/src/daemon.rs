@@ -137,10 +137,13 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let udp = UdpSocket::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on UDP {} (is another herdd running? set `listen`)", config.listen))?;
-    let streams = tokio::net::TcpListener::bind(config.listen)
+    // Streams listen on the gossip port (the one the kernel chose, if `listen` says 0).
+    let port = udp.local_addr()?.port();
+    let stream_addr = SocketAddr::new(config.listen.ip(), port);
+    let streams = tokio::net::TcpListener::bind(stream_addr)
         .await
-        .with_context(|| format!("cannot listen on TCP {}", config.listen))?;
-    let id = NodeId::new(SocketAddr::new(ip, udp.local_addr()?.port()), unix_ms());
+        .with_context(|| format!("cannot listen on TCP {stream_addr}"))?;
+    let id = NodeId::new(SocketAddr::new(ip, port), unix_ms());
 
     let control = bind_control_socket(&config.control_socket)?;
     let http = match config.http {

@@ -96,6 +96,21 @@ pub fn status(shared: &Shared) -> DaemonStatus {
         discovery: shared.config.discovery,
         config: shared.config.source.as_ref().map(|p| p.display().to_string()),
         http: shared.http.map(|a| a.to_string()),
+        counters: {
+            let c = &shared.counters;
+            crate::control::Traffic {
+                gossip_sent_bytes: c.gossip_sent_bytes.get(),
+                gossip_sent_packets: c.gossip_sent.get(),
+                gossip_received_packets: c.gossip_received.get(),
+                gossip_forged: c.gossip_forged.get(),
+                gossip_malformed: c.gossip_malformed.get(),
+                beacons_sent: c.beacons_sent.get(),
+                beacons_heard: c.beacons_heard.get(),
+                beacons_rejected: c.beacons_rejected.get(),
+                streams_accepted: c.streams_accepted.get(),
+                streams_failed: c.streams_failed.get(),
+            }
+        },
     }
 }
 
