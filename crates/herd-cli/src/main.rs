@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod inspect;
+mod nodes;
 mod restart;
 
 use std::path::PathBuf;
@@ -19,6 +20,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Send the command to this node of the local cluster (see `herd cluster`)
+    #[arg(long, global = true, env = "HERD_NODE", value_name = "NAME")]
+    node: Option<String>,
+    /// The local cluster's directory (default: /run/herd/cluster, or per-user)
+    #[arg(long, global = true, env = "HERD_CLUSTER", value_name = "DIR")]
+    cluster: Option<PathBuf>,
+    /// herdd's control socket (default: /run/herd/herdd.sock)
+    #[arg(long, global = true, env = "HERD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -52,10 +62,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every node of the cluster: state, CPUs, speed, load, memory
+    #[command(after_help = "Examples:\n  herd nodes\n  herd --node n2 nodes --json")]
+    Nodes {
+        /// Print a JSON array (keys: name, address, state, cpus, speed, load, mem_free, mem_total, ...)
+        #[arg(long)]
+        json: bool,
+    },
+    /// This node's daemon: version, address, key fingerprint, peers
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new cluster key (mode 0600); every node of a cluster needs the same key
+    Keygen {
+        /// Where to write it
+        #[arg(short, long, value_name = "FILE", default_value = herd_daemon::config::DEFAULT_KEY)]
+        output: PathBuf,
+    },
     /// A local cluster on this machine: nodes n1..nN in their own namespaces
     Cluster(herd_lab::cli::ClusterArgs),
     #[command(name = "__lab", hide = true)]
     Lab(herd_lab::cli::LabArgs),
+}
+
+fn target(node: &Option<String>, cluster: &Option<PathBuf>, socket: &Option<PathBuf>) -> anyhow::Result<nodes::Target> {
+    nodes::Target::resolve(socket.clone(), node.as_deref(), cluster.clone())
 }
 
 fn main() {
@@ -76,6 +108,9 @@ fn main() {
         }
         Command::Restart { image } => restart::run(&image),
         Command::Inspect { image, json } => inspect::run(&image, json),
+        Command::Nodes { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::nodes(&t, json)),
+        Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),
+        Command::Keygen { output } => nodes::keygen(Some(&output)),
         Command::Cluster(args) => herd_lab::cli::run(args),
         Command::Lab(args) => herd_lab::cli::run_internal(args),
     };
