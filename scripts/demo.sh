@@ -1,13 +1,40 @@
 #!/usr/bin/env bash
-# Shows herd's main job as of today: a running program is checkpointed,
-# ended, and continued from its image by `herd restart`, with the same
-# output as if it had never stopped.
+# Shows what herd does as of today:
+# 1. a local cluster of three nodes (each herdd in its own namespaces) forms,
+#    notices a node leaving and coming back;
+# 2. a running program is checkpointed, ended, and continued from its image by
+#    `herd restart`, with the same output as if it had never stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p herd-cli
+cargo build --release -q -p herd-cli -p herd-daemon
 herd=$PWD/target/release/herd
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+cluster=$dir/cluster
+trap '"$herd" cluster down --dir "$cluster" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+
+echo "== herd cluster up --nodes 3: three herdd, each in its own network, pid and mount namespaces"
+if "$herd" cluster up --nodes 3 --dir "$cluster"; then
+  sleep 1
+  echo
+  echo "== herd --node n1 nodes: what node n1 knows of the cluster"
+  "$herd" --cluster "$cluster" --node n1 nodes
+  echo
+  echo "== herd cluster stop n2, then what n3 sees"
+  "$herd" cluster stop n2 --dir "$cluster"
+  sleep 1
+  "$herd" --cluster "$cluster" --node n3 nodes
+  echo
+  echo "== herd cluster start n2: it is back"
+  "$herd" cluster start n2 --dir "$cluster"
+  sleep 2
+  "$herd" --cluster "$cluster" --node n3 nodes
+  echo
+  "$herd" --cluster "$cluster" --node n2 status
+  "$herd" cluster down --dir "$cluster"
+else
+  echo "(no local cluster on this machine: see the message above)"
+fi
+echo
 cat > "$dir/job.py" <<'PY'
 import hashlib, time
 h = b"herd"

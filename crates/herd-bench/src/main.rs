@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod gossip;
 mod hold;
 mod report;
 mod sys;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "herd-bench", about = "Benchmarks of herd checkpoint/restart against baselines")]
+#[command(name = "herd-bench", about = "Benchmarks of herd: checkpoint/restart against baselines, cluster gossip")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -41,6 +42,20 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// How fast a cluster forms and notices a dead node, and what gossip costs per node:
+    /// a real local cluster (needs root or user namespaces, and `herd`/`herdd` built next
+    /// to herd-bench), then simulated clusters of growing size.
+    Gossip {
+        /// Simulated cluster sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [3usize, 10, 50, 100, 250, 500, 1000])]
+        sizes: Vec<usize>,
+        /// Seconds over which traffic is measured.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+        /// Nodes of the real local cluster (0: skip it).
+        #[arg(long, default_value_t = 3)]
+        real_nodes: u32,
+    },
     /// Internal: fill MIB MiB of memory, print "ready ADDR LEN", sleep forever.
     #[command(hide = true)]
     Hold { mib: u64 },
@@ -50,6 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Checkpoint { sizes, reps, dir } => bench::run(bench::Config { sizes, reps, dir }),
+        Cmd::Gossip { sizes, window, real_nodes } => gossip::run(&sizes, std::time::Duration::from_secs(window), real_nodes),
         Cmd::Hold { mib } => hold::run(mib).map(|()| true),
     };
     match result {

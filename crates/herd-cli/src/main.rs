@@ -111,7 +111,12 @@ fn main() {
         Command::Nodes { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::nodes(&t, json)),
         Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),
         Command::Keygen { output } => nodes::keygen(Some(&output)),
-        Command::Cluster(args) => herd_lab::cli::run(args),
+        Command::Cluster(mut args) => {
+            if let Some(dir) = cli.cluster.clone() {
+                args.default_dir(dir);
+            }
+            herd_lab::cli::run(args)
+        }
         Command::Lab(args) => herd_lab::cli::run_internal(args),
     };
     match result {

@@ -56,6 +56,13 @@ fn up(test: &str, nodes: u32, cpus_per_node: Option<u32>) -> Option<LocalCluster
     }
 }
 
+/// Takes the cluster down and removes its directory.
+fn finish(cluster: LocalCluster) {
+    let dir = cluster.dir().to_path_buf();
+    cluster.down().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn herd(cluster: &LocalCluster, node: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(HERD)
         .arg("--cluster")
@@ -160,7 +167,7 @@ fn three_nodes_converge_with_their_own_cpus() {
     // The human table.
     let (ok, table, _) = herd(&cluster, "n1", &["nodes"]);
     assert!(ok && table.lines().count() == 4 && table.contains("n1*"), "{table}");
-    cluster.down().unwrap();
+    finish(cluster);
 }
 
 #[test]
@@ -186,7 +193,7 @@ fn a_stopped_daemon_is_marked_down_and_comes_back() {
     }
     let after = nodes_of(&cluster, "n1").into_iter().find(|r| r["name"] == "n2").unwrap()["boot"].clone();
     assert!(after.as_u64() > before.as_u64(), "n2 came back with boot {after}, was {before}");
-    cluster.down().unwrap();
+    finish(cluster);
 }
 
 #[test]
@@ -249,5 +256,5 @@ fn a_node_with_another_key_never_appears_and_changes_nothing() {
     assert!(r["counters"]["beacons_rejected"].as_u64() >= Some(1), "rogue heard no real beacons: {r}");
     let _ = rogue.kill();
     let _ = rogue.wait();
-    cluster.down().unwrap();
+    finish(cluster);
 }

@@ -39,6 +39,12 @@ pub struct MembershipConfig {
     pub max_packet: usize,
     /// A node publishes its state when it changed noticeably, and at least this often.
     pub publish_every: Duration,
+    /// State publications the whole cluster may make per second. Each node waits at least
+    /// (nodes up / this) seconds between publications, so a node receives about this many
+    /// updates a second whatever the cluster's size, and its gossip traffic grows only with
+    /// the number of times each update is passed on (logarithmic). In a large cluster the
+    /// state of other nodes is older instead, as with MOSIX's gossip windows.
+    pub cluster_updates_per_sec: f64,
     /// A down node is listed as down this long, then forgotten.
     pub forget_down_after: Duration,
     /// Expected cluster size, for foca's dissemination count.
@@ -48,11 +54,12 @@ pub struct MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
-            probe_period: Duration::from_millis(500),
+            probe_period: Duration::from_millis(400),
             probe_rtt: Duration::from_millis(200),
-            suspect_to_down: Duration::from_millis(1500),
+            suspect_to_down: Duration::from_millis(1200),
             max_packet: 1400,
             publish_every: Duration::from_secs(5),
+            cluster_updates_per_sec: 20.0,
             forget_down_after: Duration::from_secs(3600),
             expected_size: 32,
         }
@@ -186,6 +193,8 @@ pub struct Membership {
     info: NodeInfo,
     seq: u64,
     last_published: Option<(Duration, NodeInfo)>,
+    /// A member appeared that has not heard our state yet.
+    republish: bool,
     started: Duration,
 }
 
@@ -208,6 +217,7 @@ impl Membership {
             info,
             seq: 0,
             last_published: None,
+            republish: false,
             started: now,
         }
     }
@@ -262,7 +272,10 @@ impl Membership {
         let due = match &self.last_published {
             None => true,
             Some((at, last)) => {
-                now.saturating_sub(*at) >= self.config.publish_every || last.differs_noticeably(&self.info)
+                let since = now.saturating_sub(*at);
+                let gap = self.min_gap();
+                let wanted = self.republish || last.differs_noticeably(&self.info);
+                (wanted && since >= gap) || since >= self.config.publish_every.max(gap)
             }
         };
         if due {
@@ -318,7 +331,14 @@ impl Membership {
         out
     }
 
+    /// The shortest time between two publications of this node at the cluster's size.
+    fn min_gap(&self) -> Duration {
+        let nodes = (self.peers_up() + 1) as f64;
+        Duration::from_secs_f64((nodes / self.config.cluster_updates_per_sec.max(0.001)).max(1.0))
+    }
+
     fn publish(&mut self, now: Duration) {
+        self.republish = false;
         self.seq += 1;
         let update = StateUpdate { origin: self.id(), seq: self.seq, info: self.info.clone() };
         if let Err(e) = self.foca.add_broadcast(&update.encode()) {
@@ -372,8 +392,12 @@ impl Membership {
             }
         }
         if republish {
-            // A newcomer learns our state only if we publish it again.
-            self.publish(now);
+            // A newcomer learns our state only if we publish it again: soon, within the
+            // cluster's budget (at once while the cluster is small).
+            self.republish = true;
+            if self.last_published.as_ref().is_none_or(|(at, _)| now.saturating_sub(*at) >= self.min_gap()) {
+                self.publish(now);
+            }
         }
         while let Some((to, data)) = self.runtime.to_send() {
             out.sends.push((to.addr, data.to_vec()));

@@ -231,11 +231,9 @@ impl Sim {
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.is_running(i)).collect();
         running.iter().all(|&v| {
             let view = self.nodes[v].as_ref().expect("running").view(self.now);
-            running.iter().all(|&i| {
-                view.iter().any(|n| {
-                    n.id.addr == addr(i) && n.id.boot == self.boots[i] && n.state == NodeState::Up && n.info.is_some()
-                })
-            })
+            let up: std::collections::HashSet<NodeId> =
+                view.iter().filter(|n| n.state == NodeState::Up && n.info.is_some()).map(|n| n.id).collect();
+            running.iter().all(|&i| up.contains(&NodeId::new(addr(i), self.boots[i])))
         })
     }
 

@@ -42,7 +42,7 @@ impl Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "response", content = "body", rename_all = "snake_case")]
 pub enum Response {
-    Status(DaemonStatus),
+    Status(Box<DaemonStatus>),
     Nodes(Vec<NodeRow>),
     Done,
     Error(ControlError),

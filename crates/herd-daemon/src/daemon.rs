@@ -333,7 +333,7 @@ impl GossipLoop {
                 _ = sample.tick() => {
                     meter.sample(tokio::task::spawn_blocking(stats::runnable_tasks).await.unwrap_or(0));
                     samples += 1;
-                    if samples % 4 == 0 {
+                    if samples.is_multiple_of(4) {
                         let mut info = self.membership.info().clone();
                         info.load = meter.second();
                         (info.mem_total, info.mem_free) = stats::memory();

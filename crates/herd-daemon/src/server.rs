@@ -68,7 +68,7 @@ async fn handle(request: Request, uid: u32, shared: &Shared) -> Response {
         );
     }
     let command = match request {
-        Request::Status => return Response::Status(status(shared)),
+        Request::Status => return Response::Status(Box::new(status(shared))),
         Request::Nodes => return Response::Nodes(shared.rows()),
         Request::SetBlocked { blocked } => Command::SetBlocked(blocked),
         Request::SetQuiet { quiet } => Command::SetQuiet(quiet),

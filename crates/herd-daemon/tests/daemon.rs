@@ -80,7 +80,7 @@ fn log_of(d: &Daemon) -> String {
 
 fn status(d: &Daemon) -> DaemonStatus {
     match Client::connect(&d.socket).unwrap().call(&Request::Status).unwrap() {
-        Response::Status(s) => s,
+        Response::Status(s) => *s,
         r => panic!("unexpected {r:?}"),
     }
 }

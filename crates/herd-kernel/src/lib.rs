@@ -15,6 +15,7 @@ pub mod abi;
 pub mod host;
 pub mod inject;
 pub mod mem;
+pub mod ns;
 pub mod ptrace;
 pub mod restorer;
 pub mod task;

@@ -1,0 +1,268 @@
+//! The `herd cluster` command line (parsed by the `herd` binary), and the
+//! hidden `herd __lab` entry points the cluster re-executes `herd` as.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cluster::{self, ClusterStatus, Down, LocalCluster, UpOptions};
+use crate::node_init::{self, NodeInitOptions};
+use crate::supervisor::{self, SuperviseOptions};
+
+/// `herd cluster ...`
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Each node has its own network (10.47.0.K/24 on a private bridge), pid, mount (/proc, /tmp), \
+                        hostname and IPC namespaces, and without root its own user namespace. Its herdd is configured by \
+                        DIR/nK/herd.toml, logs to DIR/nK/herdd.log and listens on DIR/nK/herdd.sock.\n\n\
+                        Examples:\n  herd cluster up --nodes 3\n  herd cluster status\n  herd cluster stop n2\n  \
+                        herd cluster start n2\n  herd cluster down")]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DirArg {
+    /// The cluster's directory [default: /run/herd/cluster as root, else $XDG_RUNTIME_DIR/herd/cluster or /tmp/herd-$UID/cluster]
+    #[arg(long, env = "HERD_CLUSTER", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn resolve(&self) -> PathBuf {
+        let d = self.dir.clone().unwrap_or_else(cluster::default_dir);
+        std::path::absolute(&d).unwrap_or(d)
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Start a cluster of N nodes on this machine and wait until every herdd answers
+    #[command(after_help = "The nodes are n1..nN. herd cluster up returns once every node's control socket accepts \
+                            connections, and prints the nodes. If a node fails to come up, it prints the end of that \
+                            node's log, takes the cluster down and exits with status 1.\n\n\
+                            --cpus-per-node needs root, or a cgroup v2 subtree delegated to you with the cpuset \
+                            controller. CPUs are given round-robin, so with more nodes than CPUs nodes share CPUs.\n\n\
+                            The daemon is herdd next to herd, or $HERD_LAB_DAEMON.\n\n\
+                            Examples:\n  herd cluster up --nodes 3\n  herd cluster up --nodes 4 --cpus-per-node 1\n  \
+                            herd cluster up --nodes 2 --dir /tmp/lab")]
+    Up {
+        /// How many nodes
+        #[arg(long, short = 'n', value_name = "N")]
+        nodes: u32,
+        /// Give each node its own cpuset of K CPUs
+        #[arg(long, value_name = "K")]
+        cpus_per_node: Option<u32>,
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long to wait for every node
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        timeout: f64,
+    },
+    /// Stop every node and remove the cluster's processes, network, cgroups and state
+    #[command(after_help = "Idempotent: without a cluster it says so and succeeds. Logs in DIR are kept.")]
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Show the nodes: state, herdd's pid, node-init's pid, address, control socket
+    #[command(after_help = "Pids are as seen from this machine. STATE is running (herdd runs), stopped (herdd does not \
+                            run; `herd cluster start NODE`) or dead (the node itself is gone).\n\n\
+                            Examples:\n  herd cluster status\n  herd cluster status --json | jq '.[].pid'")]
+    Status {
+        /// Print a JSON array of nodes instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Start a stopped node's herdd again and wait until it answers
+    #[command(after_help = "Example:\n  herd cluster start n2")]
+    Start {
+        /// The node (n1, n2, ...)
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long to wait for its control socket
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        timeout: f64,
+    },
+    /// Stop a node's herdd (SIGTERM, then SIGKILL after 10 s); the node itself stays
+    #[command(after_help = "Example:\n  herd cluster stop n2")]
+    Stop {
+        /// The node (n1, n2, ...)
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+/// Hidden entry points the local cluster re-executes `herd` as.
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LabCommand {
+    /// The process that owns a local cluster (started detached by `herd cluster up`)
+    Supervise {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        nodes: u32,
+        #[arg(long)]
+        cpus_per_node: Option<u32>,
+        #[arg(long)]
+        daemon: PathBuf,
+    },
+    /// pid 1 of a node (started by the supervisor in the node's new namespaces)
+    NodeInit {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        daemon: PathBuf,
+        #[arg(long)]
+        sync_fd: i32,
+        /// A path to keep visible under the node's private /tmp and /dev/shm
+        #[arg(long)]
+        keep: Vec<PathBuf>,
+    },
+}
+
+fn seconds(s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("not a duration: {s} seconds"))
+}
+
+/// `--dir D` as the user should type it again, or nothing for the default.
+fn dir_hint(dir: &Path) -> String {
+    if dir == cluster::default_dir() {
+        String::new()
+    } else {
+        format!(" --dir {}", dir.display())
+    }
+}
+
+impl ClusterArgs {
+    /// Uses `dir` where the subcommand was given no `--dir` (the `herd --cluster DIR` option).
+    pub fn default_dir(&mut self, dir: PathBuf) {
+        let arg = match &mut self.command {
+            ClusterCommand::Up { dir, .. }
+            | ClusterCommand::Down { dir }
+            | ClusterCommand::Status { dir, .. }
+            | ClusterCommand::Start { dir, .. }
+            | ClusterCommand::Stop { dir, .. } => dir,
+        };
+        arg.dir.get_or_insert(dir);
+    }
+}
+
+pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
+    match args.command {
+        ClusterCommand::Up { nodes, cpus_per_node, dir, timeout } => {
+            let dir = dir.resolve();
+            let opts = UpOptions { cpus_per_node, dir: Some(dir), timeout: seconds(timeout)?, ..UpOptions::new(nodes) };
+            let c = LocalCluster::up(&opts)?;
+            let st = cluster::status(c.dir())?;
+            let dir = c.keep_running();
+            println!("cluster of {nodes} node(s) up in {} (supervisor pid {})", dir.display(), st.supervisor_pid);
+            print_table(&st);
+            println!("Take it down with: herd cluster down{}", dir_hint(&dir));
+            Ok(0)
+        }
+        ClusterCommand::Down { dir } => {
+            let dir = dir.resolve();
+            match cluster::down(&dir)? {
+                Down::NoCluster => println!("no cluster at {}", dir.display()),
+                Down::Clean => println!("cluster at {} is down", dir.display()),
+                Down::Forced => {
+                    println!("cluster at {} is down (its supervisor had gone; its processes were killed)", dir.display())
+                }
+            }
+            Ok(0)
+        }
+        ClusterCommand::Status { json, dir } => {
+            let dir = dir.resolve();
+            let st = cluster::status(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st.nodes)?);
+            } else {
+                println!("cluster in {} (supervisor pid {})", st.dir.display(), st.supervisor_pid);
+                print_table(&st);
+            }
+            if !st.supervisor_running {
+                eprintln!(
+                    "herd: the cluster's supervisor (pid {}) is not running; take what is left down with: herd cluster down{}",
+                    st.supervisor_pid,
+                    dir_hint(&dir)
+                );
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        ClusterCommand::Start { node, dir, timeout } => {
+            let dir = dir.resolve();
+            if cluster::start_node(&dir, &node, seconds(timeout)?)? {
+                println!("{node}: herdd started");
+            } else {
+                println!("{node}: herdd is already running");
+            }
+            Ok(0)
+        }
+        ClusterCommand::Stop { node, dir } => {
+            let dir = dir.resolve();
+            if cluster::stop_node(&dir, &node)? {
+                println!("{node}: herdd stopped");
+            } else {
+                println!("{node}: herdd was not running");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_table(st: &ClusterStatus) {
+    let with_cpus = st.nodes.iter().any(|n| n.cpus.is_some());
+    let mut rows = vec![{
+        let mut h = vec!["NODE", "STATE", "PID", "INIT", "ADDRESS"];
+        if with_cpus {
+            h.push("CPUS");
+        }
+        h.push("CONTROL SOCKET");
+        h.into_iter().map(String::from).collect::<Vec<_>>()
+    }];
+    for n in &st.nodes {
+        let mut r = vec![
+            n.name.clone(),
+            n.state.to_string(),
+            n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            n.init_pid.to_string(),
+            n.address.to_string(),
+        ];
+        if with_cpus {
+            r.push(n.cpus.clone().unwrap_or_else(|| "-".into()));
+        }
+        r.push(n.control_socket.display().to_string());
+        rows.push(r);
+    }
+    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub fn run_internal(args: LabArgs) -> anyhow::Result<i32> {
+    match args.command {
+        LabCommand::Supervise { dir, nodes, cpus_per_node, daemon } => {
+            supervisor::supervise(SuperviseOptions { dir, nodes, cpus_per_node, daemon })
+        }
+        LabCommand::NodeInit { dir, name, addr, daemon, sync_fd, keep } => {
+            node_init::node_init(NodeInitOptions { dir, name, address: addr, daemon, sync_fd, keep })
+        }
+    }
+}

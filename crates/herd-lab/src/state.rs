@@ -1,0 +1,212 @@
+//! The cluster directory and the state file the supervisor keeps in it.
+//!
+//! ```text
+//! DIR/cluster.key        the cluster key (mode 0600), written by `up`
+//! DIR/cluster.lock       flock-ed by the supervisor for as long as it lives
+//! DIR/cluster.json       this module's ClusterState, written by the supervisor
+//! DIR/supervisor.log     the supervisor's stdout and stderr
+//! DIR/nK/herd.toml       herdd's configuration for node nK
+//! DIR/nK/herdd.sock      herdd's control socket (herdd creates it)
+//! DIR/nK/herdd.log       herdd's stdout and stderr, appended on every start
+//! DIR/nK/init.log        node-init's log (pid 1 of the node)
+//! DIR/nK/herdd.pid       herdd's pid *inside the node*, while it runs
+//! DIR/nK/herdd.exited    how herdd last ended, once it has
+//! ```
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, LabError, Result};
+use crate::proc::ProcRef;
+
+pub const STATE_FILE: &str = "cluster.json";
+pub const KEY_FILE: &str = "cluster.key";
+pub const LOCK_FILE: &str = "cluster.lock";
+pub const SUPERVISOR_LOG: &str = "supervisor.log";
+
+pub const NODE_CONFIG: &str = "herd.toml";
+pub const NODE_SOCKET: &str = "herdd.sock";
+pub const NODE_DAEMON_LOG: &str = "herdd.log";
+pub const NODE_INIT_LOG: &str = "init.log";
+pub const NODE_DAEMON_PID: &str = "herdd.pid";
+pub const NODE_DAEMON_EXITED: &str = "herdd.exited";
+
+/// The bridge in the supervisor's network namespace.
+pub const BRIDGE: &str = "herd0";
+/// Node K has address 10.47.0.K/24.
+pub const SUBNET: [u8; 3] = [10, 47, 0];
+pub const PREFIX_LEN: u8 = 24;
+
+pub fn node_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+pub fn node_name(k: u32) -> String {
+    format!("n{k}")
+}
+
+pub fn node_address(k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], k as u8)
+}
+
+/// What `DIR/cluster.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub dir: PathBuf,
+    pub supervisor: ProcRef,
+    /// Whether the supervisor made a user namespace (it was not root).
+    pub user_namespace: bool,
+    /// The cgroup holding the nodes' cgroups, with --cpus-per-node.
+    pub cgroup: Option<PathBuf>,
+    pub nodes: Vec<NodeRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    /// node-init, pid 1 of the node, as the host sees it.
+    pub init: ProcRef,
+    pub dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub cgroup: Option<PathBuf>,
+    pub cpus: Option<Vec<u32>>,
+}
+
+impl ClusterState {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    /// The state file of `dir`, or None when there is none.
+    pub fn load(dir: &Path) -> Result<Option<ClusterState>> {
+        let path = Self::path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
+        };
+        serde_json::from_str(&text).map(Some).map_err(|source| LabError::State { path, source })
+    }
+
+    /// Writes the state file atomically (a reader sees the old or the new one).
+    pub fn save(&self) -> Result<()> {
+        let path = Self::path(&self.dir);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("the state serialises");
+        std::fs::write(&tmp, text + "\n").context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeRecord> {
+        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| LabError::UnknownNode {
+            dir: self.dir.clone(),
+            node: name.to_string(),
+            known: self.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+/// Whether some process holds the cluster lock of `dir` (a supervisor is
+/// alive there).
+pub fn lock_is_held(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// Escapes a string for a TOML basic string.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// herdd's configuration for one node.
+pub fn node_config(dir: &Path, name: &str) -> String {
+    let key = dir.join(KEY_FILE);
+    let socket = node_dir(dir, name).join(NODE_SOCKET);
+    format!(
+        "# written by herd cluster up\nname = {}\nkey_file = {}\ncontrol_socket = {}\nhttp = \"127.0.0.1:4780\"\n",
+        toml_string(name),
+        toml_string(&key.to_string_lossy()),
+        toml_string(&socket.to_string_lossy()),
+    )
+}
+
+/// The last `lines` lines of a log file ("" if it cannot be read).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_config_is_the_documented_text() {
+        let text = node_config(Path::new("/run/herd/cluster"), "n2");
+        assert_eq!(
+            text,
+            "# written by herd cluster up\n\
+             name = \"n2\"\n\
+             key_file = \"/run/herd/cluster/cluster.key\"\n\
+             control_socket = \"/run/herd/cluster/n2/herdd.sock\"\n\
+             http = \"127.0.0.1:4780\"\n"
+        );
+    }
+
+    #[test]
+    fn toml_strings_are_escaped() {
+        assert_eq!(toml_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(toml_string("x\ny"), r#""x\u000Ay""#);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = ClusterState {
+            dir: dir.path().to_path_buf(),
+            supervisor: ProcRef { pid: 10, start_time: 20 },
+            user_namespace: true,
+            cgroup: None,
+            nodes: vec![NodeRecord {
+                name: "n1".into(),
+                address: node_address(1),
+                prefix_len: PREFIX_LEN,
+                init: ProcRef { pid: 11, start_time: 21 },
+                dir: dir.path().join("n1"),
+                control_socket: dir.path().join("n1/herdd.sock"),
+                cgroup: Some("/sys/fs/cgroup/cpuset/herd-x/n1".into()),
+                cpus: Some(vec![0]),
+            }],
+        };
+        state.save().unwrap();
+        let back = ClusterState::load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.nodes[0].address, Ipv4Addr::new(10, 47, 0, 1));
+        assert_eq!(back.nodes[0].init, ProcRef { pid: 11, start_time: 21 });
+        assert!(ClusterState::load(&dir.path().join("nothing")).unwrap().is_none());
+        assert!(matches!(back.node("n9"), Err(LabError::UnknownNode { .. })));
+    }
+}

@@ -1,0 +1,342 @@
+//! The supervisor (`herd __lab supervise`): the detached process that owns a
+//! local cluster. It holds the cluster lock, builds the hub network and the
+//! nodes, writes the state file, and takes everything down again on
+//! SIGTERM, SIGINT or SIGHUP.
+//!
+//! Order of start-up, and why:
+//! 1. lock `DIR/cluster.lock` (a second supervisor exits with
+//!    [`EXIT_ALREADY_RUNNING`]), block signals, write a first state file;
+//! 2. the cpuset cgroups, while still in the caller's user namespace;
+//! 3. not root: `unshare(CLONE_NEWUSER)` mapping uid 0 to the caller, so
+//!    that everything below works without privileges;
+//! 4. `unshare(CLONE_NEWNET)`: this namespace is the hub with bridge herd0;
+//! 5. per node: `clone` of node-init into new network, pid, mount, UTS and
+//!    IPC namespaces (it waits on a pipe), its cgroup, its veth pair, then a
+//!    byte on the pipe lets it go on;
+//! 6. the state file with every node.
+//!
+//! Everything the supervisor makes goes away with it: node-init processes
+//! get SIGTERM (and SIGKILL after 8 s; each was also started with
+//! PR_SET_PDEATHSIG = SIGKILL, so even a killed supervisor takes its nodes
+//! along), the network namespaces and veths vanish with their last process,
+//! and the cgroups and state file are removed.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use herd_kernel::ns;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cgroup;
+use crate::net;
+use crate::proc::ProcRef;
+use crate::signals::{log, Signals};
+use crate::state::{self, ClusterState, NodeRecord};
+
+/// The supervisor's exit code when another one already runs in DIR.
+pub const EXIT_ALREADY_RUNNING: i32 = 3;
+
+/// How long node-init processes get to stop their herdd and exit.
+const NODE_STOP_GRACE: Duration = Duration::from_secs(8);
+
+pub struct SuperviseOptions {
+    pub dir: PathBuf,
+    pub nodes: u32,
+    pub cpus_per_node: Option<u32>,
+    pub daemon: PathBuf,
+}
+
+struct Supervisor {
+    state: ClusterState,
+    signals: Signals,
+    /// Live node-init pids, to their index in state.nodes.
+    live: HashMap<i32, usize>,
+    stopping: bool,
+}
+
+pub fn supervise(opts: SuperviseOptions) -> anyhow::Result<i32> {
+    let me = std::process::id() as i32;
+    let lock_path = opts.dir.join(state::LOCK_FILE);
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, e)) => {
+            log!("supervisor {me}: another supervisor holds {} ({e}); not starting", lock_path.display());
+            return Ok(EXIT_ALREADY_RUNNING);
+        }
+    };
+    let signals = Signals::block(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD])?;
+    let euid = herd_kernel::task::euid();
+    log!("supervisor {me}: starting {} node(s) in {} as uid {euid}", opts.nodes, opts.dir.display());
+    let state = ClusterState {
+        dir: opts.dir.clone(),
+        supervisor: ProcRef::of(me).context("reading our own /proc/self/stat")?,
+        user_namespace: euid != 0,
+        cgroup: None,
+        nodes: Vec::new(),
+    };
+    state.save()?;
+    let mut sup = Supervisor { state, signals, live: HashMap::new(), stopping: false };
+    if let Err(e) = sup.build(&opts) {
+        log!("setting up the cluster failed: {e:#}");
+        sup.teardown();
+        return Ok(1);
+    }
+    log!("cluster up: {} node(s)", sup.state.nodes.len());
+    sup.run();
+    sup.teardown();
+    Ok(0)
+}
+
+impl Supervisor {
+    fn build(&mut self, opts: &SuperviseOptions) -> anyhow::Result<()> {
+        let names: Vec<String> = (1..=opts.nodes).map(state::node_name).collect();
+        let mut node_cgroups: Vec<Option<(PathBuf, Vec<u32>)>> = vec![None; names.len()];
+        if let Some(per_node) = opts.cpus_per_node {
+            let parent = cgroup::find_parent().map_err(|why| anyhow!("--cpus-per-node: {why}"))?;
+            if per_node as usize > parent.cpus.len() {
+                bail!(
+                    "--cpus-per-node {per_node}: only {} CPUs ({}) are available",
+                    parent.cpus.len(),
+                    cgroup::format_cpu_list(&parent.cpus)
+                );
+            }
+            let plan: Vec<(String, Vec<u32>)> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), cgroup::assign_cpus(&parent.cpus, i as u32, per_node)))
+                .collect();
+            let name = format!("herd-{:08x}", rand::random::<u32>());
+            let (top, dirs) = parent.create(&name, &plan).context("making the cpuset cgroups")?;
+            log!("cpuset cgroups in {} ({:?})", top.display(), parent.version);
+            self.state.cgroup = Some(top);
+            self.state.save()?;
+            for (i, d) in dirs.into_iter().enumerate() {
+                node_cgroups[i] = Some((d, plan[i].1.clone()));
+            }
+        }
+        if self.state.user_namespace {
+            let uid = nix::unistd::getuid();
+            enter_user_namespace()?;
+            log!("in a new user namespace where uid 0 is uid {uid}");
+        }
+        ns::unshare(ns::CLONE_NEWNET).context("unshare(CLONE_NEWNET) for the hub network namespace")?;
+        net::make_hub()?;
+        for (i, name) in names.iter().enumerate() {
+            self.start_node(opts, i as u32 + 1, name, node_cgroups[i].take()).with_context(|| format!("starting node {name}"))?;
+        }
+        Ok(self.state.save()?)
+    }
+
+    fn start_node(
+        &mut self,
+        opts: &SuperviseOptions,
+        k: u32,
+        name: &str,
+        cgroup: Option<(PathBuf, Vec<u32>)>,
+    ) -> anyhow::Result<()> {
+        let dir = state::node_dir(&opts.dir, name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join(state::NODE_CONFIG), state::node_config(&opts.dir, name))?;
+        for stale in [state::NODE_SOCKET, state::NODE_DAEMON_PID, state::NODE_DAEMON_EXITED] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        std::fs::File::create(dir.join(state::NODE_DAEMON_LOG))?;
+        let init_log = std::fs::File::create(dir.join(state::NODE_INIT_LOG))?;
+        let address = state::node_address(k);
+
+        let exe = std::env::current_exe().context("finding our own executable")?;
+        let mut spec = ns::ExecSpec::new(&exe)?;
+        spec.arg("__lab")?.arg("node-init")?;
+        spec.arg("--dir")?.arg(&opts.dir)?;
+        spec.arg("--name")?.arg(name)?;
+        spec.arg("--addr")?.arg(format!("{address}/{}", state::PREFIX_LEN))?;
+        spec.arg("--daemon")?.arg(&opts.daemon)?;
+        spec.arg("--sync-fd")?.arg("3")?;
+        // Paths herdd needs that node-init's private /tmp would hide.
+        spec.arg("--keep")?.arg(&opts.dir)?;
+        if let Some(d) = opts.daemon.parent() {
+            spec.arg("--keep")?.arg(d)?;
+        }
+        let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        spec.fd(std::fs::File::open("/dev/null")?.into(), 0);
+        spec.fd(init_log.try_clone()?.into(), 1);
+        spec.fd(init_log.into(), 2);
+        spec.fd(go_r, 3);
+        spec.parent_death_signal(libc::SIGKILL);
+        let flags = ns::CLONE_NEWNET | ns::CLONE_NEWPID | ns::CLONE_NEWNS | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC;
+        let pid = ns::clone_exec(flags, &spec).context("clone of node-init into new namespaces")?;
+        drop(spec);
+        let init = ProcRef::of(pid).ok_or_else(|| anyhow!("node-init (pid {pid}) vanished at once"))?;
+        self.live.insert(pid, self.state.nodes.len());
+        let (cgroup_dir, cpus) = match cgroup {
+            Some((d, cpus)) => (Some(d), Some(cpus)),
+            None => (None, None),
+        };
+        self.state.nodes.push(NodeRecord {
+            name: name.to_string(),
+            address,
+            prefix_len: state::PREFIX_LEN,
+            init,
+            dir: dir.clone(),
+            control_socket: dir.join(state::NODE_SOCKET),
+            cgroup: cgroup_dir.clone(),
+            cpus: cpus.clone(),
+        });
+        if let Some(d) = &cgroup_dir {
+            cgroup::add_process(d, pid)?;
+        }
+        net::plug_node(name, pid)?;
+        nix::unistd::write(&go_w, b"g").context("releasing node-init")?;
+        drop(go_w);
+        log!(
+            "node {name}: init pid {pid}, address {address}{}",
+            cpus.map(|c| format!(", cpus {}", cgroup::format_cpu_list(&c))).unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    fn run(&mut self) {
+        loop {
+            match self.signals.next(None) {
+                Some(Signal::SIGCHLD) => self.reap(),
+                Some(sig @ (Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) => {
+                    log!("{sig}: taking the cluster down");
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reaps every child that has ended.
+    fn reap(&mut self) {
+        loop {
+            let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exit code {code}")),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, format!("killed by {sig}")),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            if let Some(i) = self.live.remove(&pid.as_raw()) {
+                let node = &self.state.nodes[i];
+                if self.stopping {
+                    log!("node {}: init ended ({how})", node.name);
+                } else {
+                    log!(
+                        "node {}: init (pid {pid}) died unexpectedly ({how}); the node and its herdd are gone, see {}",
+                        node.name,
+                        node.dir.join(state::NODE_INIT_LOG).display()
+                    );
+                }
+            }
+        }
+    }
+
+    fn teardown(&mut self) {
+        self.stopping = true;
+        self.reap();
+        for &pid in self.live.keys() {
+            let _ = herd_kernel::task::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + NODE_STOP_GRACE;
+        while !self.live.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.signals.next(Some(deadline - now));
+            self.reap();
+        }
+        for (&pid, &i) in &self.live {
+            log!("node {}: init did not stop in {NODE_STOP_GRACE:?}; killing it", self.state.nodes[i].name);
+            let _ = herd_kernel::task::kill(pid, libc::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        self.live.clear();
+        if let Some(top) = &self.state.cgroup {
+            if let Err(e) = cgroup::remove(top) {
+                log!("{e}");
+            }
+        }
+        remove_node_files(&self.state);
+        let _ = std::fs::remove_file(ClusterState::path(&self.state.dir));
+        log!("cluster down");
+    }
+}
+
+/// Removes what the nodes leave that would look alive to the next reader.
+pub fn remove_node_files(state: &ClusterState) {
+    for node in &state.nodes {
+        for f in [state::NODE_SOCKET, state::NODE_DAEMON_PID] {
+            let _ = std::fs::remove_file(node.dir.join(f));
+        }
+    }
+}
+
+/// Makes this (single-threaded) process root of a new user namespace, with
+/// uid and gid 0 mapped to the caller's.
+fn enter_user_namespace() -> anyhow::Result<()> {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    if let Err(e) = ns::unshare(ns::CLONE_NEWUSER) {
+        bail!("{}", explain_userns_failure(&e));
+    }
+    let write = |path: &str, text: String| std::fs::write(path, &text).with_context(|| format!("writing {text:?} to {path}"));
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    write("/proc/self/gid_map", format!("0 {gid} 1"))
+}
+
+fn read_sysctl(path: &str) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Why unprivileged user namespaces cannot work here, from the sysctls that
+/// switch them off, if one does.
+pub fn userns_disabled() -> Option<String> {
+    if read_sysctl("/proc/sys/user/max_user_namespaces") == Some(0) {
+        return Some("user namespaces are disabled (sysctl user.max_user_namespaces=0)".into());
+    }
+    if read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        return Some("unprivileged user namespaces are disabled (sysctl kernel.unprivileged_userns_clone=0)".into());
+    }
+    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
+        return Some(
+            "AppArmor restricts unprivileged user namespaces (sysctl kernel.apparmor_restrict_unprivileged_userns=1)".into(),
+        );
+    }
+    None
+}
+
+fn explain_userns_failure(e: &std::io::Error) -> String {
+    let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
+    let why = match errno {
+        nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => userns_disabled().unwrap_or_else(|| {
+            "user namespaces are disabled (sysctl kernel.unprivileged_userns_clone=0 or user.max_user_namespaces=0), \
+             or a seccomp or LSM policy of this sandbox forbids them"
+                .into()
+        }),
+        nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => {
+            "the limit on user namespaces is reached (user.max_user_namespaces, or 32 levels of nesting)".into()
+        }
+        nix::errno::Errno::EINVAL => "the process is multithreaded or chrooted".into(),
+        _ => e.to_string(),
+    };
+    format!("unshare(CLONE_NEWUSER) failed: {}; {why}; run as root instead", errno_name(errno))
+}
+
+fn errno_name(e: nix::errno::Errno) -> String {
+    format!("{e:?}")
+}

@@ -1,0 +1,48 @@
+//! Feeds arbitrary bytes to a Noise initiator as the responder's answers.
+//! Every run must end in an error, never a panic or a hang.
+//!
+//! Run with `cargo +nightly fuzz run noise_initiator` from `crates/herd-wire`.
+#![no_main]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use herd_wire::{ClusterKey, NodeKeypair, SecureStream, StreamOptions};
+use libfuzzer_sys::fuzz_target;
+use tokio::io::AsyncWriteExt;
+use tokio::runtime::Runtime;
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    })
+}
+
+fn keypair() -> &'static NodeKeypair {
+    static KP: OnceLock<NodeKeypair> = OnceLock::new();
+    KP.get_or_init(|| NodeKeypair::generate().unwrap())
+}
+
+fuzz_target!(|data: &[u8]| {
+    runtime().block_on(async {
+        let (mut peer, io) = tokio::io::duplex(data.len() + 4096);
+        peer.write_all(data).await.unwrap();
+        peer.shutdown().await.unwrap();
+        let options = StreamOptions {
+            handshake_timeout: Duration::from_secs(5),
+            ..StreamOptions::default()
+        };
+        let key = ClusterKey::from_bytes([0x42; 32]);
+        let result = SecureStream::connect_with(io, &key, keypair(), &options).await;
+        let err = result.expect_err("a handshake completed without a peer");
+        assert!(
+            !matches!(err, herd_wire::StreamError::Timeout(_)),
+            "the initiator hung: {err}"
+        );
+        drop(peer);
+    });
+});
