@@ -110,7 +110,7 @@ fn main() {
         Command::Inspect { image, json } => inspect::run(&image, json),
         Command::Nodes { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::nodes(&t, json)),
         Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),
-        Command::Keygen { output } => nodes::keygen(Some(&output)),
+        Command::Keygen { output } => nodes::keygen(&output),
         Command::Cluster(mut args) => {
             if let Some(dir) = cli.cluster.clone() {
                 args.default_dir(dir);

@@ -89,8 +89,7 @@ pub fn status(target: &Target, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn keygen(output: Option<&Path>) -> anyhow::Result<i32> {
-    let path = output.map(Path::to_path_buf).unwrap_or_else(|| herd_daemon::config::DEFAULT_KEY.into());
+pub fn keygen(path: &Path) -> anyhow::Result<i32> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

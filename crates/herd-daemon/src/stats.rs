@@ -91,13 +91,15 @@ impl LoadMeter {
 
 /// Work units of the calibration loop the reference CPU does per microsecond; chosen so
 /// that one core of the machines herd was developed on measures about 10000.
-const REFERENCE_UNITS_PER_US: f64 = 230.0;
+const REFERENCE_UNITS_PER_US: f64 = 450.0;
 
-/// Measures this CPU's speed with a short integer loop (best of several 20 ms rounds,
-/// so that a busy moment does not count). 10000 = the reference CPU.
+/// Measures this CPU's speed with a short integer loop: the best of 12 rounds of 20 ms,
+/// with random pauses between them so that daemons starting together (a local cluster)
+/// do not keep running their rounds at the same moments. 10000 = the reference CPU.
 pub fn calibrate_speed() -> u32 {
     let mut best = 0.0f64;
-    for _ in 0..5 {
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 25));
         let start = Instant::now();
         let mut units = 0u64;
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
