@@ -51,9 +51,10 @@ impl Beacon {
         if beacon.name.is_empty() || beacon.name.len() > 64 || beacon.name.chars().any(|c| c.is_control()) {
             return Err(BeaconError::BadName);
         }
-        let skew = now_unix_ms as i64 - beacon.sent_unix_ms as i64;
-        if skew.unsigned_abs() > MAX_AGE.as_millis() as u64 {
-            return Err(BeaconError::Stale(skew / 1000));
+        // Any u64 may arrive: compute the skew without overflow.
+        if now_unix_ms.abs_diff(beacon.sent_unix_ms) > MAX_AGE.as_millis() as u64 {
+            let skew = (i128::from(now_unix_ms) - i128::from(beacon.sent_unix_ms)) / 1000;
+            return Err(BeaconError::Stale(skew.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64));
         }
         Ok(beacon)
     }

@@ -131,6 +131,9 @@ pub enum MembershipError {
     Protocol(#[from] foca::Error),
 }
 
+/// How long published state from an address that is not a member is kept.
+const STATE_GRACE: Duration = Duration::from_secs(60);
+
 struct Known {
     id: NodeId,
     state: NodeState,
@@ -204,6 +207,7 @@ pub struct Membership {
     last_published: Option<(Duration, NodeInfo)>,
     /// Cluster size the dissemination count was last set for.
     tuned_for: usize,
+    last_prune: Duration,
     /// A member appeared that has not heard our state yet.
     republish: bool,
     started: Duration,
@@ -229,6 +233,7 @@ impl Membership {
             seq: 0,
             last_published: None,
             tuned_for: 0,
+            last_prune: now,
             republish: false,
             started: now,
         }
@@ -377,9 +382,19 @@ impl Membership {
     }
 
     fn tick_clock(&mut self, now: Duration) {
-        self.table.lock().expect("state table poisoned").now = now;
+        let mut table = self.table.lock().expect("state table poisoned");
+        table.now = now;
+        if now.saturating_sub(self.last_prune) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_prune = now;
         let forget = self.config.forget_down_after;
         self.known.retain(|_, k| k.state != NodeState::Down || now.saturating_sub(k.since) < forget);
+        // Published state of addresses that are not (or no longer) members is dropped after
+        // a grace period (state may arrive just before the member does), so nothing a peer
+        // sends can grow the table beyond the membership.
+        let known = &self.known;
+        table.by_addr.retain(|addr, p| known.contains_key(addr) || now.saturating_sub(p.received) < STATE_GRACE);
     }
 
     fn drain(&mut self, now: Duration) -> Output {
