@@ -94,7 +94,7 @@ pub fn keygen(path: &Path) -> anyhow::Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let key = ClusterKey::generate()?;
-    key.write_new(&path)?;
+    key.write_new(path)?;
     println!("wrote a new cluster key to {} (fingerprint {})", path.display(), key.fingerprint());
     println!("copy it, mode 0600, to /etc/herd/cluster.key on every node of the cluster");
     Ok(0)

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use crate::{Membership, MembershipConfig, NodeId, NodeInfo, NodeState, Output};
 
 enum Event {
-    Deliver { to: usize, data: Vec<u8> },
+    Deliver { from: usize, to: usize, data: Vec<u8> },
     Timer { node: usize, boot: u64, timer: Timer },
     Publish { node: usize, boot: u64 },
 }
@@ -42,6 +42,17 @@ impl Ord for Scheduled {
     }
 }
 
+/// A datagram the simulator delivered (recorded while [`Sim::capture`] is on): from
+/// node `from` to node `to`'s address, at `at` on the virtual clock, unsealed. Whether
+/// `to` was running to receive it is not considered.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub from: usize,
+    pub to: usize,
+    pub at: Duration,
+    pub data: Vec<u8>,
+}
+
 /// Sealing adds this much to every datagram on the wire (version, purpose, nonce, tag).
 pub const SEAL_OVERHEAD: u64 = 2 + 24 + 16;
 
@@ -56,9 +67,12 @@ pub struct Sim {
     /// Bytes and datagrams each node has sent (sealed size).
     pub bytes_sent: Vec<u64>,
     pub packets_sent: Vec<u64>,
+    capturing: bool,
+    captured: Vec<Captured>,
 }
 
-fn addr(i: usize) -> SocketAddr {
+/// Gossip address of node `i`: 10.x.y.z:4700 with x.y.z = `i + 1`.
+pub fn addr(i: usize) -> SocketAddr {
     let i = i as u32 + 1;
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8), 4700))
 }
@@ -87,6 +101,8 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             bytes_sent: vec![0; n],
             packets_sent: vec![0; n],
+            capturing: false,
+            captured: Vec::new(),
         }
     }
 
@@ -102,7 +118,24 @@ impl Sim {
         self.nodes.is_empty()
     }
 
-    fn info(i: usize) -> NodeInfo {
+    /// Identity of node `i` in its latest (or, if never started, its first) boot.
+    pub fn id(&self, i: usize) -> NodeId {
+        NodeId::new(addr(i), self.boots[i].max(1))
+    }
+
+    /// Starts (`true`) or stops recording every datagram delivered; see [`Self::take_captured`].
+    pub fn capture(&mut self, on: bool) {
+        self.capturing = on;
+    }
+
+    /// The datagrams recorded since capture started or this was last called, in
+    /// order of delivery.
+    pub fn take_captured(&mut self) -> Vec<Captured> {
+        std::mem::take(&mut self.captured)
+    }
+
+    /// The state node `i` publishes when it starts (named `s{i + 1}`).
+    pub fn info(i: usize) -> NodeInfo {
         NodeInfo {
             name: format!("s{}", i + 1),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -135,6 +168,13 @@ impl Sim {
         self.push(self.now + jitter, Event::Publish { node: i, boot });
     }
 
+    /// Starts every node, each but node 0 announcing itself to node 0.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i, (i != 0).then_some(0));
+        }
+    }
+
     /// Stops node `i` without a goodbye, as a killed daemon would.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i] = None;
@@ -155,7 +195,7 @@ impl Sim {
             self.packets_sent[from] += 1;
             if let Some(to) = index(to).filter(|&t| t < self.nodes.len()) {
                 let latency = Duration::from_micros(self.rng.random_range(100..600));
-                self.push(self.now + latency, Event::Deliver { to, data });
+                self.push(self.now + latency, Event::Deliver { from, to, data });
             }
         }
         let boot = self.boots[from];
@@ -173,7 +213,10 @@ impl Sim {
             let Reverse(ev) = self.queue.pop().expect("peeked");
             self.now = ev.at;
             match ev.event {
-                Event::Deliver { to, data } => {
+                Event::Deliver { from, to, data } => {
+                    if self.capturing {
+                        self.captured.push(Captured { from, to, at: self.now, data: data.clone() });
+                    }
                     if let Some(m) = self.nodes[to].as_mut() {
                         let (out, _) = m.handle_data(&data, self.now);
                         self.apply(to, out);

@@ -5,7 +5,6 @@
 //! The same properties, without the seeds' limits, are fuzzed in `fuzz/`
 //! (`cargo +nightly fuzz run gossip_packet|node_state|beacon`).
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -13,7 +12,8 @@ use std::time::Duration;
 use herd_cluster::beacon::{Beacon, BeaconError, MAX_AGE};
 use herd_cluster::info::StateUpdate;
 use herd_cluster::membership::Timer;
-use herd_cluster::{Features, Membership, MembershipConfig, NodeId, NodeInfo, NodeStatus, Output};
+use herd_cluster::sim::{Captured, Sim};
+use herd_cluster::{Features, Membership, MembershipConfig, NodeId, NodeStatus, Output};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -33,21 +33,9 @@ fn node_id(i: u8) -> NodeId {
     NodeId::new(addr(i), 1)
 }
 
-fn info(i: u8) -> NodeInfo {
-    NodeInfo {
-        name: format!("n{i}"),
-        version: "0.1.0".into(),
-        cpus: 4,
-        speed: 10000,
-        load: 0.5,
-        mem_total: 16 << 30,
-        mem_free: 8 << 30,
-        ..Default::default()
-    }
-}
-
-fn fresh(i: u8, now: Duration) -> Membership {
-    Membership::new(node_id(i), info(i), MembershipConfig::default(), u64::from(i), now)
+/// A node that has just started as `id`.
+fn fresh(id: NodeId, now: Duration) -> Membership {
+    Membership::new(id, Sim::info(0), MembershipConfig::default(), 1, now)
 }
 
 fn hex(data: &[u8]) -> String {
@@ -153,7 +141,7 @@ fn mutate(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
 // Node states
 
 fn updates() -> Vec<StateUpdate> {
-    let mut full = info(2);
+    let mut full = Sim::info(1);
     full.name = "ñ".repeat(32); // 64 bytes: the longest name
     full.version = "v".repeat(128);
     full.load = 3.25;
@@ -166,7 +154,7 @@ fn updates() -> Vec<StateUpdate> {
         xsave_size: 2696,
     };
     vec![
-        StateUpdate { origin: node_id(1), seq: 1, info: info(1) },
+        StateUpdate { origin: node_id(1), seq: 1, info: Sim::info(0) },
         StateUpdate { origin: NodeId::new("[fd00::1]:4700".parse().expect("v6"), u64::MAX), seq: u64::MAX, info: full },
     ]
 }
@@ -287,90 +275,18 @@ fn check_output(out: &Output, input: &[u8]) {
     }
 }
 
-struct Captured {
-    at: Duration,
-    to: u8,
-    data: Vec<u8>,
-}
-
-enum Ev {
-    Deliver(u8, usize),
-    Timer(u8, Timer),
-    Publish(u8),
-}
-
-/// Three nodes join through node 1 and publish changing states; node 3 dies at
+/// Three nodes join through node 0 and publish changing states; node 2 dies at
 /// 2.5 s, so the others suspect it, probe it indirectly and declare it down. Returns
-/// every datagram sent. (`sim::Sim` does not expose its datagrams, hence this.)
-fn exchange() -> Vec<Captured> {
-    let mut nodes: BTreeMap<u8, Membership> = (1..=3).map(|i| (i, fresh(i, Duration::ZERO))).collect();
-    let mut queue: BTreeMap<(Duration, u64), Ev> = BTreeMap::new();
-    let mut captured: Vec<Captured> = Vec::new();
-    let mut seq = 0u64;
-    let mut apply =
-        |queue: &mut BTreeMap<(Duration, u64), Ev>, captured: &mut Vec<Captured>, from, now, out: Output| {
-            for (to, data) in out.sends {
-                let SocketAddr::V4(v4) = to else { panic!("sent to {to}") };
-                let to = v4.ip().octets()[3];
-                captured.push(Captured { at: now, to, data });
-                seq += 1;
-                queue.insert((now + Duration::from_millis(1), seq), Ev::Deliver(to, captured.len() - 1));
-            }
-            for (after, timer) in out.timers {
-                seq += 1;
-                queue.insert((now + after, seq), Ev::Timer(from, timer));
-            }
-            seq += 1;
-            seq
-        };
-    for i in 1..=3u8 {
-        let now = Duration::from_millis(u64::from(i) * 10);
-        let m = nodes.get_mut(&i).expect("node");
-        let mut out = m.set_info(info(i), now);
-        if i != 1 {
-            let more = m.announce(NodeId::unknown(addr(1)), now);
-            out.sends.extend(more.sends);
-            out.timers.extend(more.timers);
-        }
-        let s = apply(&mut queue, &mut captured, i, now, out);
-        queue.insert((now + Duration::from_millis(300), s), Ev::Publish(i));
-    }
-    while let Some(((now, _), ev)) = queue.pop_first() {
-        if now > Duration::from_secs(6) {
-            break;
-        }
-        if now >= Duration::from_millis(2500) {
-            nodes.remove(&3);
-        }
-        let republish = match ev {
-            Ev::Publish(i) => Some(i),
-            _ => None,
-        };
-        let (node, out) = match ev {
-            Ev::Deliver(to, k) => match nodes.get_mut(&to) {
-                Some(m) => (to, m.handle_data(&captured[k].data, now).0),
-                None => continue,
-            },
-            Ev::Timer(i, timer) => match nodes.get_mut(&i) {
-                Some(m) => (i, m.handle_timer(timer, now)),
-                None => continue,
-            },
-            Ev::Publish(i) => match nodes.get_mut(&i) {
-                Some(m) => {
-                    let mut inf = m.info().clone();
-                    inf.load = (now.as_millis() % 3000) as f32 / 1000.0;
-                    inf.mem_free = (8 << 30) - (now.as_millis() as u64 % 4000) * 1_000_000;
-                    (i, m.set_info(inf, now))
-                }
-                None => continue,
-            },
-        };
-        let s = apply(&mut queue, &mut captured, node, now, out);
-        if let Some(i) = republish {
-            queue.insert((now + Duration::from_millis(700), s), Ev::Publish(i));
-        }
-    }
-    captured
+/// every datagram delivered and each node's identity.
+fn exchange() -> (Vec<Captured>, Vec<NodeId>) {
+    let mut sim = Sim::new(3, MembershipConfig::default(), 0x5eed_0005);
+    sim.capture(true);
+    sim.start_all();
+    sim.run_until(Duration::from_millis(2500));
+    sim.kill(2);
+    sim.run_until(Duration::from_secs(6));
+    assert!(sim.all_see_down(2), "node 2 not declared down");
+    (sim.take_captured(), (0..3).map(|i| sim.id(i)).collect())
 }
 
 /// A node on a virtual clock firing its own timers; what it sends goes nowhere.
@@ -381,9 +297,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(i: u8) -> Self {
-        let mut m = fresh(i, Duration::ZERO);
-        let out = m.set_info(info(i), Duration::ZERO);
+    fn new(id: NodeId) -> Self {
+        let mut m = fresh(id, Duration::ZERO);
+        let out = m.set_info(Sim::info(0), Duration::ZERO);
         let mut d = Self { m, now: Duration::ZERO, timers: Vec::new() };
         d.absorb(out, &[]);
         d
@@ -414,13 +330,13 @@ impl Driver {
 
 #[test]
 fn gossip_packets_are_accepted_and_mutations_survived() {
-    let captured = exchange();
+    let (captured, ids) = exchange();
     assert!(captured.len() > 50, "only {} datagrams captured", captured.len());
     // Each real datagram is accepted by a node that has just started under its
     // addressee's identity, and the states it carries land in its table.
     let mut states_heard = 0;
     for c in &captured {
-        let mut m = fresh(c.to, Duration::from_secs(1));
+        let mut m = fresh(ids[c.to], Duration::from_secs(1));
         let (out, result) = m.handle_data(&c.data, Duration::from_secs(1));
         result.unwrap_or_else(|e| panic!("real datagram to node {} rejected ({e}): {}", c.to, hex(&c.data)));
         check_output(&out, &c.data);
@@ -437,7 +353,7 @@ fn gossip_packets_are_accepted_and_mutations_survived() {
         let c = &captured[rng.random_range(0..captured.len())];
         let input = mutate(&mut rng, &c.data);
         let now = Duration::from_secs(1);
-        let mut m = fresh(c.to, now);
+        let mut m = fresh(ids[c.to], now);
         let (out, result) = no_panic("handle_data", &input, || m.handle_data(&input, now));
         check_output(&out, &input);
         check_view(&m, now, &input);
@@ -457,20 +373,20 @@ fn gossip_packets_are_accepted_and_mutations_survived() {
     assert!(accepted > MUTATIONS / 100, "only {accepted} of {} mutated datagrams accepted", MUTATIONS / 2);
     assert!(bad_states > MUTATIONS as u64 / 100, "only {bad_states} mutated node states reached the state decoder");
 
-    // A long-lived node 1 that lives through the real traffic with mutated
+    // A long-lived node 0 that lives through the real traffic with mutated
     // datagrams mixed in, its timers firing as the clock advances.
-    let to_1: Vec<&Captured> = captured.iter().filter(|c| c.to == 1).collect();
-    let mut d = Driver::new(1);
+    let to_0: Vec<&Captured> = captured.iter().filter(|c| c.to == 0).collect();
+    let mut d = Driver::new(ids[0]);
     let mut rng = StdRng::seed_from_u64(0x5eed_0004);
     let (mut real_ok, mut mutated_err) = (0, 0);
     for round in 0..ROUNDS {
-        for c in &to_1 {
+        for c in &to_0 {
             let at = c.at + Duration::from_secs(6 * round);
             if d.deliver(at, &c.data) {
                 real_ok += 1;
             }
             for _ in 0..rng.random_range(0..=6) {
-                let other = to_1[rng.random_range(0..to_1.len())];
+                let other = to_0[rng.random_range(0..to_0.len())];
                 let input = mutate(&mut rng, &other.data);
                 if !d.deliver(at + Duration::from_millis(rng.random_range(0..50)), &input) {
                     mutated_err += 1;
@@ -478,8 +394,8 @@ fn gossip_packets_are_accepted_and_mutations_survived() {
             }
         }
     }
-    assert!(d.m.view(d.now).iter().any(|v| v.id.addr == addr(2)), "the long-lived node never learnt of node 2");
+    assert!(d.m.view(d.now).iter().any(|v| v.id.addr == ids[1].addr), "the long-lived node never learnt of node 1");
     println!("gossip: long-lived node accepted {real_ok} real datagrams, rejected {mutated_err} mutated");
-    assert!(real_ok > to_1.len(), "only {real_ok} of {} real datagrams accepted", ROUNDS as usize * to_1.len());
+    assert!(real_ok > to_0.len(), "only {real_ok} of {} real datagrams accepted", ROUNDS as usize * to_0.len());
     assert!(mutated_err > 300, "only {mutated_err} mutated datagrams rejected by the long-lived node");
 }

@@ -11,10 +11,7 @@ fn started(n: usize) -> Sim {
 
 fn started_with(n: usize, seed: u64) -> Sim {
     let mut sim = Sim::new(n, MembershipConfig::default(), seed);
-    sim.start(0, None);
-    for i in 1..n {
-        sim.start(i, Some(0));
-    }
+    sim.start_all();
     sim
 }
 

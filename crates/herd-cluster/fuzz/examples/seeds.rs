@@ -21,7 +21,8 @@ fn write(target: &str, name: &str, data: &[u8]) {
 
 fn main() {
     let captured = exchange();
-    let to_1: Vec<_> = captured.iter().filter(|c| c.to == 1).collect();
+    // The simulator's node 0 is node 1, the one the targets fuzz.
+    let to_1: Vec<_> = captured.iter().filter(|c| c.to == 0).collect();
     let mut seq = Vec::new();
     let mut last = Duration::ZERO;
     for (k, c) in to_1.iter().enumerate() {

@@ -2,11 +2,12 @@
 //! view must keep, the input format of a packet sequence, and a small cluster
 //! whose real traffic seeds the corpus (`cargo run --example seeds`).
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use herd_cluster::membership::Timer;
+pub use herd_cluster::sim::Captured;
+use herd_cluster::sim::Sim;
 use herd_cluster::{Membership, MembershipConfig, NodeId, NodeInfo, Output};
 
 /// The wall clock the beacon target decodes against (Nov 2023).
@@ -28,17 +29,9 @@ pub fn node_id(i: u8) -> NodeId {
     NodeId::new(addr(i), 1)
 }
 
+/// The state node `i` (1-based) publishes: the simulator's node `i - 1`'s.
 pub fn info(i: u8) -> NodeInfo {
-    NodeInfo {
-        name: format!("n{i}"),
-        version: "0.1.0".into(),
-        cpus: 4,
-        speed: 10000,
-        load: 0.5,
-        mem_total: 16 << 30,
-        mem_free: 8 << 30,
-        ..Default::default()
-    }
+    Sim::info(usize::from(i) - 1)
 }
 
 pub fn config() -> MembershipConfig {
@@ -168,103 +161,17 @@ impl Driver {
     }
 }
 
-/// A datagram of the small cluster: when, from which node, to which.
-pub struct Captured {
-    pub at: Duration,
-    pub from: u8,
-    pub to: u8,
-    pub data: Vec<u8>,
-}
-
-enum Ev {
-    Deliver(u8, usize),
-    Timer(u8, Timer),
-    Publish(u8),
-}
-
-#[derive(Default)]
-struct Net {
-    queue: BTreeMap<(Duration, u64), Ev>,
-    seq: u64,
-    captured: Vec<Captured>,
-}
-
-impl Net {
-    fn push(&mut self, at: Duration, ev: Ev) {
-        self.seq += 1;
-        self.queue.insert((at, self.seq), ev);
-    }
-
-    fn apply(&mut self, from: u8, now: Duration, out: Output) {
-        for (to, data) in out.sends {
-            let SocketAddr::V4(v4) = to else { continue };
-            let to = v4.ip().octets()[3];
-            self.captured.push(Captured {
-                at: now,
-                from,
-                to,
-                data,
-            });
-            self.push(
-                now + Duration::from_millis(1),
-                Ev::Deliver(to, self.captured.len() - 1),
-            );
-        }
-        for (after, timer) in out.timers {
-            self.push(now + after, Ev::Timer(from, timer));
-        }
-    }
-}
-
-/// Three nodes (1, 2, 3) join through node 1, publish changing states, and node 3
+/// Three nodes join through the first and publish changing states, and the third
 /// dies at 3 s so that the others probe it indirectly and declare it down. Returns
-/// every datagram sent, in order.
+/// every datagram delivered, in order. Nodes are numbered as in the simulator, from
+/// 0: node 0 has the identity of node 1 here ([`node_id`]`(1)`), the fuzzed one.
 pub fn exchange() -> Vec<Captured> {
-    let mut nodes: BTreeMap<u8, Membership> =
-        (1..=3).map(|i| (i, fresh(i, Duration::ZERO))).collect();
-    let mut net = Net::default();
-    for i in 1..=3u8 {
-        let now = Duration::from_millis(u64::from(i) * 10);
-        let m = nodes.get_mut(&i).expect("node");
-        let mut out = m.set_info(info(i), now);
-        if i != 1 {
-            let more = m.announce(NodeId::unknown(addr(1)), now);
-            out.sends.extend(more.sends);
-            out.timers.extend(more.timers);
-        }
-        net.apply(i, now, out);
-        net.push(now + Duration::from_millis(300), Ev::Publish(i));
-    }
-    let end = Duration::from_secs(7);
-    let death = Duration::from_secs(3);
-    while let Some(((now, _), ev)) = net.queue.pop_first() {
-        if now > end {
-            break;
-        }
-        if now >= death {
-            nodes.remove(&3);
-        }
-        let (node, out) = match ev {
-            Ev::Deliver(to, k) => match nodes.get_mut(&to) {
-                Some(m) => (to, m.handle_data(&net.captured[k].data, now).0),
-                None => continue,
-            },
-            Ev::Timer(i, timer) => match nodes.get_mut(&i) {
-                Some(m) => (i, m.handle_timer(timer, now)),
-                None => continue,
-            },
-            Ev::Publish(i) => match nodes.get_mut(&i) {
-                Some(m) => {
-                    let mut inf = m.info().clone();
-                    inf.load = (now.as_millis() % 3000) as f32 / 1000.0;
-                    inf.mem_free = (8 << 30) - (now.as_millis() as u64 % 4000) * 1_000_000;
-                    net.push(now + Duration::from_millis(700), Ev::Publish(i));
-                    (i, m.set_info(inf, now))
-                }
-                None => continue,
-            },
-        };
-        net.apply(node, now, out);
-    }
-    net.captured
+    let mut sim = Sim::new(3, config(), 1);
+    assert_eq!(sim.id(0), node_id(1), "the simulator's node 0 is not the fuzzed node");
+    sim.capture(true);
+    sim.start_all();
+    sim.run_until(Duration::from_secs(3));
+    sim.kill(2);
+    sim.run_until(Duration::from_secs(7));
+    sim.take_captured()
 }
