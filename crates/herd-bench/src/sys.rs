@@ -1,7 +1,7 @@
 //! Small facts about the machine, memory warm-up, and ending processes.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use herd_kernel::task;
@@ -91,44 +91,15 @@ pub fn inheritable_fds() -> Vec<(i32, String)> {
 /// /proc/self/mountinfo (what `stat -f -c %T` reports).
 pub fn fs_type(path: &Path) -> Result<String> {
     let path = path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mut best: Option<(usize, String)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
-        let (Some(mount), Some(fstype)) = (fields.get(4), fields.get(dash + 1)) else { continue };
-        let mount = PathBuf::from(unescape(mount));
-        if path.starts_with(&mount) {
-            let depth = mount.components().count();
-            // Later lines are mounted over earlier ones at the same place.
-            let deeper = match &best {
-                None => true,
-                Some((d, _)) => depth >= *d,
-            };
-            if deeper {
-                best = Some((depth, fstype.to_string()));
-            }
+    let mounts = herd_kernel::host::mounts().context("reading /proc/self/mountinfo")?;
+    // The deepest mount holding the path; of several at one place, the last (on top).
+    let mut best: Option<&herd_kernel::host::Mount> = None;
+    for m in mounts.iter().filter(|m| path.starts_with(&m.point)) {
+        if best.is_none_or(|b| m.point.components().count() >= b.point.components().count()) {
+            best = Some(m);
         }
     }
-    best.map(|b| b.1).with_context(|| format!("no mount found for {}", path.display()))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = u32::from(b[i + 1] - b'0') * 64 + u32::from(b[i + 2] - b'0') * 8 + u32::from(b[i + 3] - b'0');
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    best.map(|m| m.fstype.clone()).with_context(|| format!("no mount found for {}", path.display()))
 }
 
 pub fn is_ram_fs(fstype: &str) -> bool {
@@ -181,13 +152,6 @@ pub fn kill_and_reap(pid: i32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
-        assert_eq!(unescape(r"/plain"), "/plain");
-        assert_eq!(unescape(r"/end\04"), r"/end\04");
-    }
 
     #[test]
     fn root_has_a_fs_type() {

@@ -53,8 +53,6 @@ pub struct Captured {
     pub data: Vec<u8>,
 }
 
-/// Sealing adds this much to every datagram on the wire (version, purpose, nonce, tag).
-pub const SEAL_OVERHEAD: u64 = 2 + 24 + 16;
 
 pub struct Sim {
     config: MembershipConfig,
@@ -191,7 +189,7 @@ impl Sim {
 
     fn apply(&mut self, from: usize, out: Output) {
         for (to, data) in out.sends {
-            self.bytes_sent[from] += data.len() as u64 + SEAL_OVERHEAD;
+            self.bytes_sent[from] += (data.len() + herd_wire::seal::OVERHEAD) as u64;
             self.packets_sent[from] += 1;
             if let Some(to) = index(to).filter(|&t| t < self.nodes.len()) {
                 let latency = Duration::from_micros(self.rng.random_range(100..600));

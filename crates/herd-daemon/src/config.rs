@@ -145,7 +145,8 @@ impl Config {
         })
     }
 
-    /// Resolves the static peers that resolve now; returns the ones that do not, too.
+    /// Resolves the static peers: the addresses of those that resolve now, and the names
+    /// of those that do not (a peer's name may not be in DNS yet; herdd tries again).
     pub fn resolve_peers(&self) -> (Vec<SocketAddr>, Vec<String>) {
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
         for p in &self.peers {

@@ -157,9 +157,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
 
     let beacon = if config.discovery {
+        // A node told which address is its own beacons on that interface only.
+        let pinned = config.advertise.is_some() || !config.listen.ip().is_unspecified();
         let only = match ip {
-            std::net::IpAddr::V4(v4) if found && !config.listen.ip().is_unspecified() => Some(v4),
-            std::net::IpAddr::V4(v4) if config.advertise.is_some() => Some(v4),
+            std::net::IpAddr::V4(v4) if pinned => Some(v4),
             _ => None,
         };
         match net::beacon_socket(config.beacon, only) {
@@ -177,14 +178,15 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         None
     };
 
+    let (mem_total, mem_free) = stats::memory();
     let info = NodeInfo {
         name: config.name.clone(),
         version: crate::VERSION.into(),
         cpus: stats::cpus(),
         speed,
         load: 0.0,
-        mem_total: stats::memory().0,
-        mem_free: stats::memory().1,
+        mem_total,
+        mem_free,
         status: NodeStatus::default(),
         features: stats::features(),
     };
@@ -292,9 +294,9 @@ impl GossipLoop {
         let mut samples = 0u32;
         let mut status = NodeStatus::default();
         let mut buf = vec![0u8; herd_wire::seal::MAX_DATAGRAM];
-        let (peer_addrs, unresolved) = self.shared.config.resolve_peers();
-        for p in unresolved {
-            tracing::warn!("static peer {p:?} does not resolve; ignored");
+        let mut peers = self.shared.config.resolve_peers();
+        for p in &peers.1 {
+            tracing::warn!("static peer {p:?} does not resolve (yet); trying again every 5 s");
         }
 
         let out = self.membership.set_info(self.membership.info().clone(), self.now());
@@ -345,8 +347,11 @@ impl GossipLoop {
                     }
                 }
                 _ = peers_tick.tick() => {
+                    if !peers.1.is_empty() {
+                        peers = self.shared.config.resolve_peers();
+                    }
                     let view = self.membership.view(self.now());
-                    for addr in &peer_addrs {
+                    for addr in &peers.0 {
                         let up = view.iter().any(|v| v.id.addr == *addr && v.state != NodeState::Down);
                         if !up && *addr != self.membership.id().addr {
                             let out = self.membership.announce(NodeId::unknown(*addr), self.now());

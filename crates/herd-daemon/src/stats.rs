@@ -12,16 +12,13 @@ pub fn cpus() -> u32 {
     }
 }
 
-/// `MemTotal` and `MemAvailable` from /proc/meminfo, in bytes.
+/// `MemTotal` and `MemAvailable` from /proc/meminfo, in bytes (0 if unreadable).
 pub fn memory() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("MemTotal"), field("MemAvailable"))
+    use procfs::Current;
+    match procfs::Meminfo::current() {
+        Ok(m) => (m.mem_total, m.mem_available.unwrap_or(m.mem_free)),
+        Err(_) => (0, 0),
+    }
 }
 
 pub fn features() -> Features {

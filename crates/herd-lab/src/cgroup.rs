@@ -19,6 +19,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use herd_kernel::host::{parse_mountinfo as mounts, Mount};
 use nix::unistd::{access, AccessFlags};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,47 +46,6 @@ pub fn find_parent() -> Result<CpusetParent, String> {
         std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
     let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
     find_parent_in(&mountinfo, &own, herd_kernel::task::euid())
-}
-
-struct Mount {
-    root: String,
-    point: PathBuf,
-    fstype: String,
-    super_options: String,
-}
-
-/// Undoes the octal escapes (`\040` for a space) of /proc/self/mountinfo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn mounts(mountinfo: &str) -> Vec<Mount> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let l: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            Some(Mount {
-                root: unescape(l.get(3)?),
-                point: PathBuf::from(unescape(l.get(4)?)),
-                fstype: r.first()?.to_string(),
-                super_options: r.get(2).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
 }
 
 /// The directory of cgroup `path` (as /proc/self/cgroup names it) under `m`.
@@ -356,14 +316,6 @@ mod tests {
         assert_eq!(assign_cpus(&two, 1, 2), vec![0, 1]);
         let four = [0, 1, 2, 3];
         assert_eq!(assign_cpus(&four, 1, 3), vec![0, 1, 3]);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape(r"/a\040b"), "/a b");
-        let m = mounts("34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n");
-        assert_eq!(m[0].point, Path::new("/sys/fs/cgroup/cpuset"));
-        assert_eq!(m[0].super_options, "rw,cpuset");
     }
 
     /// A fake hierarchy in a temporary directory (as root, every file in it

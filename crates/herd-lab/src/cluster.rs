@@ -20,7 +20,7 @@ use crate::error::{IoContext, LabError, Result};
 use crate::proc::{self, ProcRef};
 use crate::state::{self, ClusterState, NodeRecord};
 use crate::supervisor::{self, EXIT_ALREADY_RUNNING};
-use crate::{cgroup, key, net};
+use crate::{cgroup, net};
 
 /// Environment variable naming the daemon to start instead of `herdd`
 /// next to the `herd` binary (a stand-in, in tests).
@@ -527,8 +527,15 @@ impl LocalCluster {
         } else if state::lock_is_held(&dir) {
             return Err(LabError::AlreadyRunning { dir, pid: 0 });
         }
-        key::write_cluster_key(&dir.join(state::KEY_FILE))
-            .context(|| format!("writing {}", dir.join(state::KEY_FILE).display()))?;
+        // A new key for each cluster: the nodes of an earlier one cannot join this one.
+        let key_file = dir.join(state::KEY_FILE);
+        match std::fs::remove_file(&key_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context(|| format!("removing the old {}", key_file.display()));
+            }
+            _ => {}
+        }
+        herd_wire::ClusterKey::generate()?.write_new(&key_file)?;
 
         let log_path = dir.join(state::SUPERVISOR_LOG);
         let log = File::create(&log_path).context(|| format!("creating {}", log_path.display()))?;

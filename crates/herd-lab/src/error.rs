@@ -12,6 +12,8 @@ pub enum LabError {
     UnknownNode { dir: PathBuf, node: String, known: String },
     #[error("node {node} is gone: its init process exited (see {})", .log.display())]
     NodeGone { node: String, log: PathBuf },
+    #[error("cluster key: {0}")]
+    Key(#[from] herd_wire::KeyError),
     #[error("herd cluster needs the `ip` command (Debian package iproute2)")]
     NoIpCommand,
     #[error("{what} not found at {}: {hint}", .path.display())]

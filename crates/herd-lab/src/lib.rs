@@ -33,7 +33,6 @@ pub mod cgroup;
 pub mod cli;
 pub mod cluster;
 pub mod error;
-pub mod key;
 pub mod net;
 pub mod node_init;
 pub mod proc;
@@ -46,4 +45,3 @@ pub use cluster::{
     NodeStatus, UpOptions, DAEMON_ENV,
 };
 pub use error::{LabError, Result};
-pub use key::write_cluster_key;
