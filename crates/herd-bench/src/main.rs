@@ -2,7 +2,12 @@
 //! against two baselines taken in the same run on the same machine.
 //!
 //! - `herd-bench checkpoint` prints the table of docs/benchmarks.md.
-//! - `herd-bench hold MIB` is internal: the process that gets checkpointed.
+//! - `herd-bench gossip`: cluster formation, failure detection, gossip traffic.
+//! - `herd-bench migrate`: live migration on a local cluster against TCP and
+//!   native baselines.
+//! - `herd-bench hold MIB` is internal: the process that gets checkpointed;
+//!   `__tcp-sink`, `__tcp-source`, `__pong` and `__ping` are the TCP helpers
+//!   `migrate` runs inside the nodes.
 //!
 //! See docs/benchmarks.md for the method and how to read the numbers.
 
@@ -11,6 +16,7 @@
 mod bench;
 mod gossip;
 mod hold;
+mod migrate;
 mod report;
 mod sys;
 
@@ -20,7 +26,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "herd-bench", about = "Benchmarks of herd: checkpoint/restart against baselines, cluster gossip")]
+#[command(name = "herd-bench", about = "Benchmarks of herd: checkpoint/restart against baselines, cluster gossip, live migration")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -56,9 +62,68 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         real_nodes: u32,
     },
+    /// Live migration between the two nodes of a local cluster, next to baselines taken
+    /// in the same run (needs root and a release build of the workspace).
+    ///
+    /// Brings up a 2-node local cluster (herd-lab: each node in its own namespaces with its
+    /// own herdd and, on a machine with 2 or more CPUs, its own cpuset of one CPU), runs a
+    /// small C program (compiled with gcc into the cluster's directory) in n1 as uid 65534
+    /// under `herd run`, and moves it with herdd's control protocol. Prints three tables:
+    ///
+    /// 1. moving a process holding N MiB (--sizes) n1 -> n2 and back home: frozen ms, total
+    ///    ms, MiB/s of the move, beside TCP throughput n1 -> n2 over the same bridge;
+    ///
+    /// 2. forwarded system calls: mean µs of write(/dev/null, 1 byte) and getppid() at home
+    ///    and on n2, beside a 1-byte TCP round trip n2 -> n1 (goal: forwarded <= 2x TCP);
+    ///
+    /// 3. CPU-bound work at home and on n2, interleaved (goal: n2/home <= 1.02).
+    ///
+    /// Must run as root (the cluster, uid 65534 for the moved process) from a release build:
+    /// `cargo build --release --workspace`, then `target/release/herd-bench migrate`; herd
+    /// and herdd are taken from herd-bench's own directory, gcc, setpriv and ip (iproute2)
+    /// must be installed. Progress goes to stderr, the tables to stdout. The exit status is
+    /// non-zero when something failed (a move, a baseline, the memory check), not for a
+    /// missed goal. The cluster is taken down at the end; its directory (herdd logs) is kept
+    /// when something failed. See docs/benchmarks.md, "Migration".
+    #[command(verbatim_doc_comment)]
+    Migrate {
+        /// Working sizes of part 1, in MiB, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [64u64, 512, 2048])]
+        sizes: Vec<u64>,
+        /// Repetitions of every measurement.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// System calls of each kind per measurement, and TCP round trips (part 2).
+        #[arg(long, default_value_t = 20_000)]
+        calls: u64,
+        /// MiB sent by the TCP throughput baseline (part 1).
+        #[arg(long, default_value_t = 1024)]
+        tcp_mib: u64,
+        /// Seconds of CPU work per run, calibrated at home (part 3).
+        #[arg(long, default_value_t = 2.5)]
+        cpu_secs: f64,
+        /// Which parts to run, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [migrate::Part::Move, migrate::Part::Syscalls, migrate::Part::Cpu])]
+        parts: Vec<migrate::Part>,
+        /// Keep the cluster's directory (herdd logs, the program) also after a clean run.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Internal: fill MIB MiB of memory, print "ready ADDR LEN", sleep forever.
     #[command(hide = true)]
     Hold { mib: u64 },
+    /// Internal (migrate): accept one TCP connection on PORT, read it to its end.
+    #[command(name = "__tcp-sink", hide = true)]
+    TcpSink { port: u16 },
+    /// Internal (migrate): send BYTES to ADDR, print the time until acknowledged.
+    #[command(name = "__tcp-source", hide = true)]
+    TcpSource { addr: std::net::SocketAddr, bytes: u64 },
+    /// Internal (migrate): echo one TCP connection on PORT byte by byte.
+    #[command(name = "__pong", hide = true)]
+    Pong { port: u16 },
+    /// Internal (migrate): N 1-byte round trips to ADDR, print the mean.
+    #[command(name = "__ping", hide = true)]
+    Ping { addr: std::net::SocketAddr, n: u64 },
 }
 
 fn main() -> ExitCode {
@@ -66,7 +131,14 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Checkpoint { sizes, reps, dir } => bench::run(bench::Config { sizes, reps, dir }),
         Cmd::Gossip { sizes, window, real_nodes } => gossip::run(&sizes, std::time::Duration::from_secs(window), real_nodes),
+        Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, keep } => {
+            migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, keep })
+        }
         Cmd::Hold { mib } => hold::run(mib).map(|()| true),
+        Cmd::TcpSink { port } => migrate::tcp_sink(port).map(|()| true),
+        Cmd::TcpSource { addr, bytes } => migrate::tcp_source(addr, bytes).map(|()| true),
+        Cmd::Pong { port } => migrate::pong(port).map(|()| true),
+        Cmd::Ping { addr, n } => migrate::ping(addr, n).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

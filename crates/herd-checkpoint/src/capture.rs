@@ -19,7 +19,7 @@ use herd_kernel::ptrace::Tracee;
 use herd_kernel::{host, task, KernelError};
 use procfs::process::{FDTarget, MMPermissions, MMapPath};
 
-use crate::check::{self, PORTABLE_DEVICES};
+use crate::check::{self, Purpose, PORTABLE_DEVICES};
 use crate::filehash::FileHashes;
 use crate::{io_err, procinfo, CheckpointError, Result};
 
@@ -95,7 +95,13 @@ fn seize_error(pid: i32, e: KernelError) -> CheckpointError {
 impl Frozen {
     /// Stops process `pid` and reads everything about it except page contents.
     pub fn freeze(pid: i32, hashes: &mut FileHashes) -> Result<Frozen> {
-        let reasons = check::check(pid)?;
+        Self::freeze_for(pid, hashes, Purpose::Checkpoint)
+    }
+
+    /// [`Frozen::freeze`] for a purpose: a migration leaves the process's open
+    /// files out of the image (they stay with the deputy at home).
+    pub fn freeze_for(pid: i32, hashes: &mut FileHashes, purpose: Purpose) -> Result<Frozen> {
+        let reasons = check::check_for(pid, purpose)?;
         if !reasons.is_empty() {
             return Err(CheckpointError::CantMove { pid, reasons });
         }
@@ -105,16 +111,16 @@ impl Frozen {
         let mask = tracee.sigmask()?;
         let mut held = Held { tracee: Some(tracee), regs, mask };
         // On any error below, `held` is dropped and the process released.
-        let (image, plans) = capture(&mut held, pid, hashes)?;
+        let (image, plans) = capture(&mut held, pid, hashes, purpose)?;
         Ok(Frozen { held, image, plans, stopped_at })
     }
 }
 
 /// Reads everything about the held process except page contents, and plans
 /// which pages go into the image.
-fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes) -> Result<(ProcessImage, Vec<PagePlan>)> {
+fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose) -> Result<(ProcessImage, Vec<PagePlan>)> {
     // Threads may have been created between the check and the stop.
-    let reasons = check::check_held(pid)?;
+    let reasons = check::check_held(pid, purpose)?;
     if !reasons.is_empty() {
         return Err(CheckpointError::CantMove { pid, reasons });
     }
@@ -199,7 +205,10 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes) -> Result<(Proces
         auxv: procinfo::auxv(pid)?,
     };
 
-    let files = capture_files(&p)?;
+    let files = match purpose {
+        Purpose::Checkpoint => capture_files(&p)?,
+        Purpose::Migrate { .. } => Vec::new(),
+    };
     let pagemap = Pagemap::open(pid)?;
     let mut vmas = Vec::new();
     let mut plans = Vec::new();
@@ -338,6 +347,14 @@ impl Frozen {
     /// Lets the process continue as if nothing happened.
     pub fn release(mut self) -> Result<()> {
         self.held.release()
+    }
+
+    /// Keeps the process stopped and hands it over: the tracee (at an
+    /// interrupt stop, its real registers set), and the signal mask it had.
+    /// The caller now owns it (a deputy is made of it); nothing is released.
+    pub fn into_held(mut self) -> (Tracee, u64) {
+        let t = self.held.tracee.take().expect("held until release or kill");
+        (t, self.held.mask)
     }
 
     /// Ends the process (SIGKILL). Call only once the image is safe.

@@ -50,18 +50,39 @@ impl fmt::Display for CantMove {
     }
 }
 
+/// What a capture is for, which decides what can be taken along.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// An image that must stand on its own (a file): open files go in it, so
+    /// only files that can be reopened are allowed.
+    #[default]
+    Checkpoint,
+    /// A migration: open files, sockets, pipes and the terminal stay at home
+    /// with the deputy, so any fd is fine; the image carries none.
+    Migrate {
+        /// The process runs under herd's own seccomp filter (it is a migrated
+        /// process on this node), which is replaced, not carried.
+        own_filter: bool,
+    },
+}
+
 /// Every reason process `pid` cannot be captured by the calling user; empty
 /// when it can be.
 pub fn check(pid: i32) -> Result<Vec<CantMove>> {
-    check_inner(pid, 0)
+    check_for(pid, Purpose::Checkpoint)
 }
 
-/// [`check`] for a process herd itself is tracing (`tracer` is our pid).
-pub(crate) fn check_held(pid: i32) -> Result<Vec<CantMove>> {
-    check_inner(pid, std::process::id() as i32)
+/// [`check`] for a given purpose.
+pub fn check_for(pid: i32, purpose: Purpose) -> Result<Vec<CantMove>> {
+    check_inner(pid, 0, purpose)
 }
 
-fn check_inner(pid: i32, tracer: i32) -> Result<Vec<CantMove>> {
+/// [`check`] for a process this thread is tracing.
+pub(crate) fn check_held(pid: i32, purpose: Purpose) -> Result<Vec<CantMove>> {
+    check_inner(pid, herd_kernel::task::gettid(), purpose)
+}
+
+fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>> {
     let p = procinfo::open(pid)?;
     let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
     let mut why = Vec::new();
@@ -81,14 +102,18 @@ fn check_inner(pid: i32, tracer: i32) -> Result<Vec<CantMove>> {
     if status.tracerpid != 0 && status.tracerpid != tracer {
         why.push(CantMove::Traced { by: status.tracerpid });
     }
-    if status.seccomp.unwrap_or(0) != 0 {
+    if status.seccomp.unwrap_or(0) != 0 && purpose != (Purpose::Migrate { own_filter: true }) {
         why.push(CantMove::Seccomp);
     }
     let kids = procinfo::children(pid);
     if !kids.is_empty() {
         why.push(CantMove::Children(kids));
     }
-    for fd in p.fd().map_err(|e| procinfo::map_err(pid, e))? {
+    let fds = match purpose {
+        Purpose::Checkpoint => p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect(),
+        Purpose::Migrate { .. } => Vec::new(),
+    };
+    for fd in fds {
         let fd = fd.map_err(|e| procinfo::map_err(pid, e))?;
         let what = procinfo::describe(&fd.target);
         match &fd.target {

@@ -11,8 +11,8 @@ mod procinfo;
 pub mod restore;
 
 pub use capture::{Frozen, CaptureStats};
-pub use check::{check, CantMove};
-pub use restore::{restore, Restored, RestoreStats};
+pub use check::{check, check_for, CantMove, Purpose};
+pub use restore::{restore, restore_into, restore_remote, Restored, RestoreStats};
 
 use herd_image::FormatError;
 use herd_kernel::KernelError;

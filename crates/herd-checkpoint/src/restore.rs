@@ -27,7 +27,9 @@ use herd_kernel::inject::Injector;
 use herd_kernel::mem::{self, ProcMem, PAGE};
 use herd_kernel::ptrace::Tracee;
 use herd_kernel::restorer::{self, ChildPlan, FdPlan, RestorerChild};
+use herd_kernel::pidfd::PidFd;
 use herd_kernel::{host, task};
+use std::os::fd::OwnedFd;
 
 use crate::filehash::FileHashes;
 use crate::{CheckpointError, Result};
@@ -53,10 +55,102 @@ struct PageStream {
     back: Sender<Vec<u8>>,
 }
 
+/// Where a restored image goes.
+enum Into<'a> {
+    /// A new process, a child of the caller, with the image's open files.
+    Fresh,
+    /// A new process that runs as a migrated guest: no open files (they stay
+    /// with the deputy at home), cwd `/`, and `filter` (a seccomp program,
+    /// `struct sock_filter` array) installed last with a user-notification
+    /// listener.
+    Remote { filter: &'a [u8] },
+    /// The deputy at home, already seized and stopped, which keeps its pid,
+    /// files and credentials; `gadget` is a `syscall` instruction in it.
+    Deputy { gadget: u64 },
+}
+
+/// What [`build`] made besides the pages.
+struct Built {
+    page_bytes: u64,
+    /// The seccomp listener, in the restored process.
+    listener_fd: Option<i32>,
+}
+
 /// Reads an image from `input` and starts the process it holds. The image
 /// is read and checksummed on a second thread while this one (the tracer)
 /// writes the previous batch of pages into the new process.
 pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Restored> {
+    restore_new(input, hashes, Into::Fresh).map(|(r, _)| r)
+}
+
+/// Restores a migrated process as a guest of this node: see `Into::Remote`.
+/// Returns it running, and the seccomp listener that receives its trapped
+/// system calls.
+pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8]) -> Result<(Restored, OwnedFd)> {
+    let (r, listener) = restore_new(input, hashes, Into::Remote { filter })?;
+    Ok((r, listener.expect("a remote restore installs a listener")))
+}
+
+/// A failed [`restore_into`]: the deputy is left holding only the restore's
+/// trampoline (`shell`: address and length; its first bytes are `syscall;
+/// int3`, the rest is scratch), from which it can be made a deputy again.
+#[derive(Debug)]
+pub struct IntoFailed {
+    pub error: CheckpointError,
+    pub shell: Option<(u64, u64)>,
+}
+
+/// Brings a migrated process home: its image replaces the memory, registers
+/// and signal state of `deputy` (the original process, stopped), which keeps
+/// its pid, parent, open files, cwd and credentials. On success the deputy is
+/// at an interrupt stop with the image's registers, ready to be detached.
+pub fn restore_into<R: Read + Send>(
+    deputy: &mut Tracee,
+    gadget: u64,
+    input: R,
+    hashes: &mut FileHashes,
+) -> std::result::Result<(RestoreStats, Vec<String>), IntoFailed> {
+    let t0 = Instant::now();
+    let fail = |error| IntoFailed { error, shell: None };
+    let mut reader = ImageReader::new(input).map_err(|e| fail(e.into()))?;
+    let image = match reader.next_section().map_err(|e| fail(e.into()))? {
+        Some(Section::Process(p)) => *p,
+        _ => return Err(fail(FormatError::Corrupt("image does not start with a process section".into()).into())),
+    };
+    preflight(&image, hashes).map_err(fail)?;
+    let mut warnings = Vec::new();
+    let mut tramp = None;
+    let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget }, &mut tramp);
+    match built {
+        Ok(b) => {
+            // rlimits changed remotely come home too (raising a hard limit needs root).
+            for r in &image.task.rlimits {
+                let lim = libc::rlimit { rlim_cur: r.cur, rlim_max: r.max };
+                if let Err(e) = task::prlimit(deputy.pid(), r.resource, lim) {
+                    warnings.push(format!("rlimit {}: {e}", r.resource));
+                }
+            }
+            Ok((RestoreStats { total: t0.elapsed(), page_bytes: b.page_bytes }, warnings))
+        }
+        Err(error) => {
+            // Leave only the trampoline, so the caller can make a deputy of it again.
+            let shell = tramp.and_then(|(at, len)| {
+                let mut inj = Injector::new(deputy, at, deputy_regs_or_default(deputy));
+                inj.set_stack(at + len - 64);
+                let below = inj.call_ok("munmap below trampoline", abi::SYS_MUNMAP, &[0, at]);
+                let above = inj.call_ok("munmap above trampoline", abi::SYS_MUNMAP, &[at + len, abi::TASK_SIZE_4L - at - len]);
+                (below.is_ok() && above.is_ok()).then_some((at, len))
+            });
+            Err(IntoFailed { error, shell })
+        }
+    }
+}
+
+fn deputy_regs_or_default(t: &Tracee) -> Regs {
+    t.regs().unwrap_or_default()
+}
+
+fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<(Restored, Option<OwnedFd>)> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let image = match reader.next_section()? {
@@ -64,7 +158,8 @@ pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Rest
         _ => return Err(FormatError::Corrupt("image does not start with a process section".into()).into()),
     };
     preflight(&image, hashes)?;
-    let child = restorer::spawn(&child_plan(&image)?)?;
+    let remote = matches!(into, Into::Remote { .. });
+    let child = restorer::spawn(&child_plan(&image, remote)?)?;
     let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL) {
         Ok(t) => t,
         Err(e) => {
@@ -74,7 +169,39 @@ pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Rest
         }
     };
     let mut warnings = Vec::new();
-    let built = std::thread::scope(|s| {
+    let built = stream_build(&mut tracee, Some(&child), &image, reader, &mut warnings, into, &mut None)
+        .and_then(|b| {
+            let listener = match b.listener_fd {
+                Some(fd) => Some(PidFd::open(child.pid)?.get_fd(fd)?),
+                None => None,
+            };
+            Ok((b.page_bytes, listener))
+        });
+    match built {
+        Ok((page_bytes, listener)) => {
+            let pid = tracee.pid();
+            tracee.detach()?;
+            Ok((Restored { pid, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener))
+        }
+        Err(e) => {
+            tracee.kill();
+            Err(e)
+        }
+    }
+}
+
+/// Runs [`build`] while a second thread reads and checksums the page sections.
+#[allow(clippy::too_many_arguments)]
+fn stream_build<R: Read + Send>(
+    tracee: &mut Tracee,
+    child: Option<&RestorerChild>,
+    image: &ProcessImage,
+    mut reader: ImageReader<R>,
+    warnings: &mut Vec<String>,
+    into: Into<'_>,
+    tramp: &mut Option<(u64, u64)>,
+) -> Result<Built> {
+    std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let (back, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         s.spawn(move || loop {
@@ -88,19 +215,8 @@ pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Rest
             }
         });
         // On an early error `pages` is dropped here, which ends the reader.
-        build(&mut tracee, &child, &image, PageStream { rx, back }, &mut warnings)
-    });
-    match built {
-        Ok(page_bytes) => {
-            let pid = tracee.pid();
-            tracee.detach()?;
-            Ok(Restored { pid, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings })
-        }
-        Err(e) => {
-            tracee.kill();
-            Err(e)
-        }
-    }
+        build(tracee, child, image, PageStream { rx, back }, warnings, into, tramp)
+    })
 }
 
 /// Checks that this machine can run the image before anything is started.
@@ -152,8 +268,19 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| FormatError::Corrupt(format!("path {s:?} contains a NUL byte")).into())
 }
 
-fn child_plan(image: &ProcessImage) -> Result<ChildPlan> {
+fn child_plan(image: &ProcessImage, remote: bool) -> Result<ChildPlan> {
     let mut fds = Vec::new();
+    if remote {
+        // A guest's files are at home; its own fd table stays empty.
+        return Ok(ChildPlan {
+            fds,
+            close_std: vec![0, 1, 2],
+            cwd: cstring("/")?,
+            umask: image.task.umask & 0o777,
+            rlimits: image.task.rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
+            personality: image.task.personality,
+        });
+    }
     for f in &image.files {
         let (path, flags, offset) = match &f.kind {
             FileKind::Regular { path, flags, offset } => (path, *flags, *offset),
@@ -182,7 +309,7 @@ fn child_plan(image: &ProcessImage) -> Result<ChildPlan> {
 }
 
 /// Ranges of the mappings of `pid`, from /proc/PID/maps.
-fn mapped_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
+pub fn mapped_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(crate::io_err(format!("reading /proc/{pid}/maps")))?;
     Ok(maps
         .lines()
@@ -195,7 +322,7 @@ fn mapped_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
 
 /// A free, page-aligned area of `len` bytes below the top of user memory
 /// that overlaps none of `taken` (with a page of margin on each side).
-fn free_area(taken: &[(u64, u64)], len: u64) -> Option<u64> {
+pub fn free_area(taken: &[(u64, u64)], len: u64) -> Option<u64> {
     let mut candidate = 1u64 << 32;
     let top = abi::TASK_SIZE_4L;
     while candidate + len < top {
@@ -247,12 +374,15 @@ fn prot_bits(p: u8) -> u64 {
 
 fn build(
     tracee: &mut Tracee,
-    child: &RestorerChild,
+    child: Option<&RestorerChild>,
     image: &ProcessImage,
     pages: PageStream,
     warnings: &mut Vec<String>,
-) -> Result<u64> {
-    let pid = child.pid;
+    into: Into<'_>,
+    tramp_out: &mut Option<(u64, u64)>,
+) -> Result<Built> {
+    let pid = tracee.pid();
+    let deputy = matches!(into, Into::Deputy { .. });
     let base = tracee.regs()?;
     tracee.set_sigmask(!0)?;
     if tracee.xstate()?.len() != image.regs.xstate.len() {
@@ -262,9 +392,14 @@ fn build(
             tracee.xstate()?.len()
         )));
     }
-    // The child is a fork of us: its vDSO is ours, at our address.
-    let (vdso_at, vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
-    let gadget = vdso_at + host::syscall_offset(&vdso).ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
+    let gadget = match into {
+        Into::Deputy { gadget } => gadget,
+        // The child is a fork of us: its vDSO is ours, at our address.
+        Into::Fresh | Into::Remote { .. } => {
+            let (vdso_at, vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
+            vdso_at + host::syscall_offset(&vdso).ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?
+        }
+    };
     let mut inj = Injector::new(tracee, gadget, base);
 
     // The child's rseq area is about to be unmapped; the kernel must stop
@@ -282,6 +417,7 @@ fn build(
     let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
     inj.call_ok("mmap trampoline", abi::SYS_MMAP, &[tramp, tramp_len, rwx, anon | libc::MAP_FIXED_NOREPLACE as u64, u64::MAX, 0])?;
     mem::write(pid, tramp, &[0x0f, 0x05, 0xcc])?;
+    *tramp_out = Some((tramp, tramp_len));
     inj.set_gadget(tramp);
     inj.set_stack(tramp + tramp_len - 64);
     let scratch = Scratch { pid, base: tramp + PAGE, len: 2 * PAGE - 128 };
@@ -290,8 +426,10 @@ fn build(
     inj.call_ok("munmap below trampoline", abi::SYS_MUNMAP, &[0, tramp])?;
     let above = tramp + tramp_len;
     inj.call_ok("munmap above trampoline", abi::SYS_MUNMAP, &[above, abi::TASK_SIZE_4L - above])?;
-    for fd in child.child_fds {
-        inj.call_ok("close sync fd", abi::SYS_CLOSE, &[fd as u64])?;
+    for fd in child.map_or([-1; 2], |c| c.child_fds) {
+        if fd >= 0 {
+            inj.call_ok("close sync fd", abi::SYS_CLOSE, &[fd as u64])?;
+        }
     }
 
     // Memory regions.
@@ -377,7 +515,7 @@ fn build(
         }
     }
 
-    set_mm(&mut inj, &scratch, image, warnings)?;
+    set_mm(&mut inj, &scratch, image, warnings, !deputy)?;
     set_signals(&mut inj, &scratch, image)?;
 
     let t = &image.task;
@@ -390,7 +528,7 @@ fn build(
     let comm = scratch.put_str(&t.comm)?;
     inj.call_ok("prctl(PR_SET_NAME)", abi::SYS_PRCTL, &[abi::PR_SET_NAME, comm])?;
 
-    if task::euid() == 0 && (t.uid != 0 || t.gid != 0) {
+    if !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0) {
         let groups: Vec<u8> = t.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
         let ga = scratch.put(0, &groups)?;
         inj.call_ok("setgroups", abi::SYS_SETGROUPS, &[t.groups.len() as u64, ga])?;
@@ -412,7 +550,30 @@ fn build(
         }
     }
 
+    // A guest's filter goes in last: from here on its calls are screened.
+    // Without privileges, installing a filter needs no_new_privs (which only
+    // matters to execve, and execve brings a guest home).
+    let mut listener_fd = None;
+    if let Into::Remote { filter } = into {
+        if filter.is_empty() || filter.len() % 8 != 0 || filter.len() / 8 > u16::MAX as usize {
+            return Err(CheckpointError::Incompatible("malformed seccomp filter".into()));
+        }
+        inj.call_ok("prctl(PR_SET_NO_NEW_PRIVS)", abi::SYS_PRCTL, &[abi::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
+        let prog = scratch.put(64, filter)?;
+        let mut fprog = [0u8; 16];
+        fprog[0..2].copy_from_slice(&((filter.len() / 8) as u16).to_ne_bytes());
+        fprog[8..16].copy_from_slice(&prog.to_ne_bytes());
+        let fprog_at = scratch.put(0, &fprog)?;
+        let fd = inj.call_ok(
+            "seccomp(SECCOMP_SET_MODE_FILTER)",
+            abi::SYS_SECCOMP,
+            &[abi::SECCOMP_SET_MODE_FILTER, abi::SECCOMP_FILTER_FLAG_NEW_LISTENER, fprog_at],
+        )?;
+        listener_fd = Some(fd as i32);
+    }
+
     inj.call_ok("munmap trampoline", abi::SYS_MUNMAP, &[tramp, tramp_len])?;
+    *tramp_out = None;
 
     // Registers last, at an interrupt stop (see Tracee::resume_until_event).
     let tracee = inj.tracee();
@@ -423,13 +584,19 @@ fn build(
     tracee.set_regs(&regs)?;
     tracee.set_xstate(&image.regs.xstate)?;
     tracee.set_sigmask(image.signals.blocked)?;
-    Ok(page_bytes)
+    Ok(Built { page_bytes, listener_fd })
 }
 
-fn set_mm(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, warnings: &mut Vec<String>) -> Result<()> {
+/// Sets the mm fields and auxv; with `set_exe`, also the /proc/PID/exe link
+/// (a deputy keeps its own, which is already right).
+fn set_mm(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, warnings: &mut Vec<String>, set_exe: bool) -> Result<()> {
     let m = &image.mm;
-    let exe = scratch.put_str(&image.task.exe)?;
-    let exe_fd = inj.call(abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, exe, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0])?;
+    let exe_fd = if set_exe {
+        let exe = scratch.put_str(&image.task.exe)?;
+        inj.call(abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, exe, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0])?
+    } else {
+        -1
+    };
     let auxv: Vec<u8> = m.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
     let auxv_at = scratch.put(0, &auxv)?;
     let mut map = abi::PrctlMmMap {
@@ -473,7 +640,7 @@ fn set_mm(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, warni
         map.exe_fd = u32::MAX;
         let map_at = scratch.put(at, abi::as_bytes(&map))?;
         r = inj.call(abi::SYS_PRCTL, &[abi::PR_SET_MM, abi::PR_SET_MM_MAP, map_at, size, 0])?;
-    } else if exe_fd < 0 {
+    } else if exe_fd < 0 && set_exe {
         warnings.push(format!("the executable {} is gone; /proc/PID/exe was not restored", image.task.exe));
     }
     if exe_fd >= 0 {

@@ -2,10 +2,14 @@
 
 mod checkpoint;
 mod inspect;
+mod migrate;
 mod nodes;
+mod ps;
 mod restart;
+mod run;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -14,14 +18,21 @@ use clap::{Parser, Subcommand};
     name = "herd",
     version,
     about = "openMosix for today's Linux: move running processes between machines, in user space",
-    long_about = "herd captures running Linux processes and restores them, on this machine or another.\n\
-                  This version provides checkpoint/restart of single-threaded processes."
+    long_about = "herd moves running Linux processes between machines, in user space, as openMosix did in the kernel.\n\n\
+                  It checkpoints a process to an image and restarts it (herd checkpoint, restart, inspect); \
+                  runs a cluster daemon on each node, herdd, and shows the cluster (herd nodes, status, keygen), \
+                  or builds a local one on this machine for trying it out (herd cluster); \
+                  and starts processes that the cluster may move, moves them and lists them \
+                  (herd run, migrate, ps).\n\n\
+                  Installed under the names of the MOSIX tools (symlinks to herd: mosrun, migrate, mps), \
+                  it acts as herd run, herd migrate and herd ps:\n  \
+                  ln -s herd /usr/local/bin/mosrun; ln -s herd /usr/local/bin/migrate; ln -s herd /usr/local/bin/mps"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Send the command to this node of the local cluster (see `herd cluster`)
-    #[arg(long, global = true, env = "HERD_NODE", value_name = "NAME")]
+    /// Send the command to this node of the local cluster (see `herd cluster`), as in `herd --node n2 ps`
+    #[arg(long, env = "HERD_NODE", value_name = "NAME")]
     node: Option<String>,
     /// The local cluster's directory (default: /run/herd/cluster, or per-user)
     #[arg(long, global = true, env = "HERD_CLUSTER", value_name = "DIR")]
@@ -80,6 +91,58 @@ enum Command {
         #[arg(short, long, value_name = "FILE", default_value = herd_daemon::config::DEFAULT_KEY)]
         output: PathBuf,
     },
+    /// Run a command as a migratable process of this node (alias: mosrun)
+    #[command(after_help = "The command runs as a child of herd run, exactly as if run directly: same terminal, \
+                            environment, directory and user. herdd adopts it, so the balancer may move it to another \
+                            node; herd run exits with its exit status, or dies by the same signal, wherever it ran.\n\
+                            Without a herdd on this node, herd run says so once and runs the command anyway \
+                            (except with --node: then it starts nothing and exits with status 1).\n\
+                            A command that cannot be started exits 127 (not found) or 126 (not executable), as in a shell.\n\
+                            Installed as `mosrun` (a symlink to herd), it is herd run: `mosrun ARGS` = `herd run ARGS`.\n\n\
+                            Examples:\n  herd run -- ./simulate --steps 1000\n  herd run --node n2 python3 crunch.py\n  \
+                            herd run --lock make -j8\n  herd --node n1 run --node n3 -- sleep 60\n  mosrun ./simulate")]
+    #[command(override_usage = "herd run [--node NAME | --home | --lock] [--] CMD [ARGS]...")]
+    Run {
+        /// Move the command to this node as soon as it starts (if that fails, it runs here)
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["home", "lock"])]
+        node: Option<String>,
+        /// Keep it at home: balancing never moves it (the same as --lock)
+        #[arg(long)]
+        home: bool,
+        /// Lock it at home: balancing never moves it, only `herd migrate` does
+        #[arg(long)]
+        lock: bool,
+        /// The command to run and its arguments (everything from CMD on is the command's)
+        #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// Move a migratable process of this node to another node, home, or the best node (alias: migrate)
+    #[command(after_help = "TARGET is a node's name (see `herd nodes`), `home` (back to this node) or `balance` \
+                            (wherever the balancer finds best now). herd migrate returns when the move is complete and \
+                            prints how long the process was stopped; if the move is refused or fails, it says why, \
+                            exits with status 1, and the process runs on where it was.\n\
+                            Installed as `migrate` (a symlink to herd), it is herd migrate.\n\n\
+                            Examples:\n  herd migrate 4242 n2\n  herd migrate 4242 home\n  herd migrate 4242 balance\n  \
+                            herd --node n1 migrate 4242 n3\n  migrate 4242 n2")]
+    Migrate {
+        /// The process (its pid on this node, its home, even when it runs elsewhere)
+        #[arg(value_parser = clap::value_parser!(i32).range(1..))]
+        pid: i32,
+        /// A node's name, `home` or `balance`
+        target: String,
+    },
+    /// The migratable processes of this node: where each runs, and why one cannot move (alias: mps)
+    #[command(after_help = "Columns: PID (on this node, its home), WHERE (the node it runs on), STATE (home, remote, \
+                            migrating, stopped), %CPU (of one CPU, recently), RSS (resident memory), NMIGS (moves so far), \
+                            CMD. Under a process that cannot move now, a line `cannot move:` gives every reason.\n\
+                            With no migratable processes, stdout is the header alone and stderr says so.\n\
+                            Installed as `mps` (a symlink to herd), it is herd ps.\n\n\
+                            Examples:\n  herd ps\n  herd ps --json\n  herd --node n2 ps\n  mps")]
+    Ps {
+        /// Print a JSON array (keys: pid, uid, where, state, cpu, rss, nmigs, cantmove, lock, cmd)
+        #[arg(long)]
+        json: bool,
+    },
     /// A local cluster on this machine: nodes n1..nN in their own namespaces
     Cluster(herd_lab::cli::ClusterArgs),
     #[command(name = "__lab", hide = true)]
@@ -90,6 +153,24 @@ fn target(node: &Option<String>, cluster: &Option<PathBuf>, socket: &Option<Path
     nodes::Target::resolve(socket.clone(), node.as_deref(), cluster.clone())
 }
 
+/// The names herd answers to as the MOSIX tools did (argv[0], as symlinks to herd),
+/// and the subcommand each one is.
+const ALIASES: [(&str, &str); 3] = [("mosrun", "run"), ("migrate", "migrate"), ("mps", "ps")];
+
+/// `mosrun ARGS` becomes `herd run ARGS` (and so on for each alias); other arguments
+/// pass unchanged.
+fn expand_alias(mut args: Vec<OsString>) -> Vec<OsString> {
+    let Some(name) = args.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()) else {
+        return args;
+    };
+    if let Some((_, sub)) = ALIASES.iter().find(|(alias, _)| *alias == name) {
+        // herd's own name, so that usage and errors read `herd run ...`.
+        args[0] = "herd".into();
+        args.insert(1, sub.into());
+    }
+    args
+}
+
 fn main() {
     herd_kernel::task::default_sigpipe();
     tracing_subscriber::fmt()
@@ -97,7 +178,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(expand_alias(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Checkpoint { pid, output, kill, check } => {
             if check {
@@ -110,6 +191,17 @@ fn main() {
         Command::Inspect { image, json } => inspect::run(&image, json),
         Command::Nodes { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::nodes(&t, json)),
         Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),
+        Command::Run { node, home, lock, command } => {
+            let opts = run::RunOptions { node, lock: lock || home, command };
+            run::run(target(&cli.node, &cli.cluster, &cli.socket), &opts).or_else(|e| {
+                eprintln!("herd run: {e:#}");
+                Ok(1)
+            })
+        }
+        Command::Migrate { pid, target: to } => {
+            target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| migrate::run(&t, pid, &to))
+        }
+        Command::Ps { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json)),
         Command::Keygen { output } => nodes::keygen(&output),
         Command::Cluster(mut args) => {
             if let Some(dir) = cli.cluster.clone() {
@@ -125,5 +217,85 @@ fn main() {
             eprintln!("herd: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(expand_alias(args.iter().map(OsString::from).collect()))
+    }
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn daemon_node_and_target_node_are_apart() {
+        let cli = parse(&["herd", "--node", "n1", "run", "--node", "n2", "--", "sleep", "1"]).unwrap();
+        assert_eq!(cli.node.as_deref(), Some("n1"));
+        let Command::Run { node, home, lock, command } = cli.command else { panic!("not run") };
+        assert_eq!(node.as_deref(), Some("n2"));
+        assert!(!home && !lock);
+        assert_eq!(command, os(&["sleep", "1"]));
+    }
+
+    #[test]
+    fn daemon_node_goes_before_the_command() {
+        assert!(parse(&["herd", "nodes", "--node", "n2"]).is_err());
+        let cli = parse(&["herd", "--node", "n2", "nodes", "--json"]).unwrap();
+        assert_eq!(cli.node.as_deref(), Some("n2"));
+        // --cluster and --socket stay global.
+        let cli = parse(&["herd", "ps", "--socket", "/s", "--cluster", "/c"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+        assert_eq!(cli.cluster, Some(PathBuf::from("/c")));
+    }
+
+    #[test]
+    fn run_options_stop_at_the_command() {
+        let cli = parse(&["herd", "run", "--lock", "sh", "-c", "x", "--node", "n2", "--home"]).unwrap();
+        let Command::Run { node, lock, command, .. } = cli.command else { panic!("not run") };
+        assert_eq!(node, None);
+        assert!(lock);
+        assert_eq!(command, os(&["sh", "-c", "x", "--node", "n2", "--home"]));
+        let cli = parse(&["herd", "run", "--", "--weird-name", "-x"]).unwrap();
+        let Command::Run { command, .. } = cli.command else { panic!("not run") };
+        assert_eq!(command, os(&["--weird-name", "-x"]));
+        assert!(parse(&["herd", "run"]).is_err());
+        assert!(parse(&["herd", "run", "--node", "n2", "--home", "x"]).is_err());
+        assert!(parse(&["herd", "run", "--lock", "--node", "n2", "x"]).is_err());
+        assert!(parse(&["herd", "run", "--lock", "--home", "x"]).is_ok());
+    }
+
+    #[test]
+    fn migrate_wants_a_positive_pid() {
+        let cli = parse(&["herd", "migrate", "4242", "balance"]).unwrap();
+        assert!(matches!(cli.command, Command::Migrate { pid: 4242, ref target } if target == "balance"));
+        assert!(parse(&["herd", "migrate", "0", "n2"]).is_err());
+        assert!(parse(&["herd", "migrate", "-5", "n2"]).is_err());
+        assert!(parse(&["herd", "migrate", "4242"]).is_err());
+    }
+
+    #[test]
+    fn aliases_by_program_name() {
+        assert_eq!(expand_alias(os(&["/usr/local/bin/mosrun", "-x"])), os(&["herd", "run", "-x"]));
+        assert_eq!(expand_alias(os(&["./migrate", "4242", "n2"])), os(&["herd", "migrate", "4242", "n2"]));
+        assert_eq!(expand_alias(os(&["mps", "--json"])), os(&["herd", "ps", "--json"]));
+        assert_eq!(expand_alias(os(&["/bin/herd", "ps"])), os(&["/bin/herd", "ps"]));
+        assert_eq!(expand_alias(os(&["mosrun-not"])), os(&["mosrun-not"]));
+        assert_eq!(expand_alias(vec![]), Vec::<OsString>::new());
+        let cli = parse(&["mosrun", "--home", "make", "-j8"]).unwrap();
+        let Command::Run { home, command, .. } = cli.command else { panic!("not run") };
+        assert!(home);
+        assert_eq!(command, os(&["make", "-j8"]));
+        assert!(matches!(parse(&["mps"]).unwrap().command, Command::Ps { json: false }));
     }
 }

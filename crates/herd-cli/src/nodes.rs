@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use herd_daemon::control::{Client, NodeRow, Request, Response};
+use herd_daemon::control::{Client, ClientError, NodeRow, Request, Response};
 use herd_wire::ClusterKey;
 
 /// Where the CLI finds a daemon: `--socket`, else `--node` in the local cluster,
@@ -31,9 +31,13 @@ impl Target {
         Ok(Self { socket: herd_daemon::config::DEFAULT_SOCKET.into() })
     }
 
-    fn call(&self, request: &Request) -> anyhow::Result<Response> {
-        let mut client = Client::connect(&self.socket)?;
-        Ok(client.call(request)?)
+    /// A connection to the daemon, with the typed error (callers tell "not running" apart).
+    pub(crate) fn connect(&self) -> Result<Client, ClientError> {
+        Client::connect(&self.socket)
+    }
+
+    pub(crate) fn call(&self, request: &Request) -> anyhow::Result<Response> {
+        Ok(self.connect()?.call(request)?)
     }
 }
 

@@ -40,6 +40,7 @@ struct File {
     control_socket: Option<PathBuf>,
     http: Option<String>,
     speed: Option<u32>,
+    allow_root_guests: Option<bool>,
 }
 
 /// The configuration herdd runs with, every default filled in.
@@ -56,6 +57,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     pub http: Option<SocketAddr>,
     pub speed: Option<u32>,
+    /// Whether processes of root may run here as guests (and leave from here).
+    /// Off by default: a migrated process runs as its owner, never as root.
+    pub allow_root_guests: bool,
     /// Where it came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -136,6 +140,7 @@ impl Config {
             listen,
             advertise,
             discovery: f.discovery.unwrap_or(true),
+            allow_root_guests: f.allow_root_guests.unwrap_or(false),
             beacon,
             peers,
             control_socket: f.control_socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),

@@ -30,12 +30,26 @@ pub enum Request {
     SetQuiet { quiet: bool },
     /// Leave the cluster and stop the daemon.
     Shutdown,
+    /// Make process `pid` of this node migratable (`herd run`). The caller must own it.
+    Adopt {
+        pid: i32,
+        /// Keep it at home: balancing never moves it (`herd run --lock`, `--home`).
+        #[serde(default)]
+        lock: bool,
+    },
+    /// Move process `pid` (its home pid: this node must be its home) to `target`:
+    /// a node name, `home`, or `balance` (the best node now). Answered when the move
+    /// is complete (`Migrated`) or has failed (the process then runs where it was).
+    Migrate { pid: i32, target: String },
+    /// The migratable processes whose home is this node (`herd ps`).
+    Processes,
 }
 
 impl Request {
     /// Whether only root or the daemon's own user may make this request.
     pub fn is_privileged(&self) -> bool {
-        !matches!(self, Request::Status | Request::Nodes)
+        // Adopt and Migrate are checked per process: users act on their own.
+        !matches!(self, Request::Status | Request::Nodes | Request::Processes | Request::Adopt { .. } | Request::Migrate { .. })
     }
 }
 
@@ -44,6 +58,8 @@ impl Request {
 pub enum Response {
     Status(Box<DaemonStatus>),
     Nodes(Vec<NodeRow>),
+    Processes(Vec<ProcessRow>),
+    Migrated(Migrated),
     Done,
     Error(ControlError),
 }
@@ -104,12 +120,55 @@ pub struct NodeRow {
     pub version: Option<String>,
 }
 
+/// One migratable process in `herd ps`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRow {
+    /// Its pid at home (where it was started), whichever node it runs on.
+    pub pid: i32,
+    pub uid: u32,
+    /// The node it runs on now (this node's name when at home).
+    #[serde(rename = "where")]
+    pub where_: String,
+    /// "home", "remote", "migrating" or "stopped".
+    pub state: String,
+    /// Share of one CPU over the last seconds, percent.
+    pub cpu: f64,
+    /// Resident memory, bytes (of the remote copy when remote).
+    pub rss: u64,
+    /// How many times it has moved.
+    pub nmigs: u32,
+    /// Why it cannot move now (empty when it can).
+    pub cantmove: Vec<String>,
+    pub lock: bool,
+    pub cmd: String,
+}
+
+/// A completed move.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Migrated {
+    pub pid: i32,
+    /// Where it runs now.
+    pub node: String,
+    /// How long the process was stopped, and the whole move, milliseconds.
+    pub frozen_ms: f64,
+    pub total_ms: f64,
+    /// Image bytes sent (pages and state).
+    pub bytes: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     PermissionDenied,
     BadRequest,
     Internal,
+    /// No such (migratable) process.
+    NoSuchProcess,
+    /// The move was refused (by the process's state, the target, or the policy);
+    /// the process runs where it was.
+    Refused,
+    /// The move failed part-way; the process runs where it was.
+    Failed,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]

@@ -56,6 +56,12 @@ pub struct Counters {
     pub beacons_rejected: Counter,
     pub streams_accepted: Counter,
     pub streams_failed: Counter,
+    pub migrations: Counter,
+    pub migrations_failed: Counter,
+    pub migrated_bytes: Counter,
+    pub forwarded_calls: Counter,
+    pub guests_received: Counter,
+    pub processes_lost: Counter,
 }
 
 /// State shared by the daemon's tasks.
@@ -69,6 +75,10 @@ pub struct Shared {
     pub commands: mpsc::Sender<Command>,
     pub counters: Counters,
     pub http: Option<SocketAddr>,
+    /// This node's identity on node streams.
+    pub keypair: Arc<herd_wire::stream::NodeKeypair>,
+    /// This node's migratable processes.
+    pub procs: crate::migrate::Registry,
 }
 
 impl Shared {
@@ -118,7 +128,7 @@ pub struct Prepared {
     control: tokio::net::UnixListener,
     http: Option<tokio::net::TcpListener>,
     streams: tokio::net::TcpListener,
-    keypair: herd_wire::stream::NodeKeypair,
+    keypair: Arc<herd_wire::stream::NodeKeypair>,
 }
 
 /// Loads the key, measures the node, binds every socket. Errors here stop herdd with a
@@ -194,6 +204,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let membership = Membership::new(id, info, MembershipConfig::default(), rand::random(), Duration::ZERO);
     let (snap_tx, snap_rx) = watch::channel(Snapshot { id, nodes: membership.view(Duration::ZERO), status: NodeStatus::default() });
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let keypair = Arc::new(herd_wire::stream::NodeKeypair::generate()?);
     let shared = Arc::new(Shared {
         config: config.clone(),
         key: key.clone(),
@@ -204,6 +215,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         commands: cmd_tx,
         counters: Counters::default(),
         http: http_addr,
+        keypair: keypair.clone(),
+        procs: Default::default(),
     });
     let gossip = GossipLoop {
         shared: shared.clone(),
@@ -216,7 +229,6 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         commands: cmd_rx,
         started,
     };
-    let keypair = herd_wire::stream::NodeKeypair::generate()?;
     Ok(Prepared { shared, gossip, control, http, streams, keypair })
 }
 
@@ -256,7 +268,7 @@ impl Prepared {
         if let Some(l) = http {
             tokio::spawn(crate::http::serve(l, shared.clone()));
         }
-        tokio::spawn(crate::peer::serve(streams, shared.clone(), Arc::new(keypair)));
+        tokio::spawn(crate::peer::serve(streams, shared.clone(), keypair));
         let result = gossip.run().await;
         let _ = std::fs::remove_file(&shared.config.control_socket);
         result

@@ -19,6 +19,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route("/metrics", get(metrics))
         .route("/api/nodes", get(nodes))
         .route("/api/status", get(status))
+        .route("/api/processes", get(processes))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("HTTP server stopped: {e}");
@@ -27,6 +28,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
 
 async fn nodes(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(shared.rows())
+}
+
+async fn processes(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(crate::migrate::rows(&shared))
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -84,6 +89,19 @@ pub fn render(shared: &Shared) -> String {
     reg.register("beacons_rejected", "Beacons that failed authentication or were stale", c.beacons_rejected.clone());
     reg.register("streams_accepted", "Node streams whose handshake succeeded", c.streams_accepted.clone());
     reg.register("streams_failed", "Node streams refused or broken", c.streams_failed.clone());
+    reg.register("migrations", "Completed moves of this node's processes", c.migrations.clone());
+    reg.register("migrations_failed", "Moves that were refused or failed (the process ran on where it was)", c.migrations_failed.clone());
+    reg.register("migrated_bytes", "Image bytes moved for this node's processes", c.migrated_bytes.clone());
+    reg.register("forwarded_calls", "System calls of remote processes served by their deputies here", c.forwarded_calls.clone());
+    reg.register("guests_received", "Processes of other nodes that arrived here", c.guests_received.clone());
+    reg.register("processes_lost", "Processes of this node lost with the node they ran on", c.processes_lost.clone());
+    let procs = crate::migrate::rows(shared);
+    let migratable = Gauge::<i64>::default();
+    migratable.set(procs.len() as i64);
+    let remote = Gauge::<i64>::default();
+    remote.set(procs.iter().filter(|p| p.state == "remote").count() as i64);
+    reg.register("processes_migratable", "Migratable processes whose home is this node", migratable);
+    reg.register("processes_remote", "Of those, how many run on other nodes now", remote);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String cannot fail");
     out

@@ -7,11 +7,13 @@
 //! - [`control`] / [`server`]: the CLI protocol and its server (SO_PEERCRED).
 //! - [`http`]: `/metrics`, `/api/nodes`.
 //! - [`peer`]: Noise streams from other nodes.
+//! - [`migrate`]: this node's migratable processes (home side) and guests (remote side).
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod http;
+pub mod migrate;
 pub mod net;
 pub mod peer;
 pub mod server;

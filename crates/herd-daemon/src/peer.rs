@@ -1,5 +1,6 @@
-//! Node-to-node streams: Noise XXpsk3 over TCP on the gossip port. This issue only
-//! greets (`Hello`); process migration adds its own requests on the same streams.
+//! Node-to-node streams: Noise XXpsk3 over TCP on the gossip port. A stream starts
+//! with a [`PeerRequest`]: `Hello` (a greeting, answered), or `Adopt` (a process
+//! migrates here: the stream then carries it, see [`crate::migrate`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::daemon::Shared;
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
     Hello,
+    Adopt(herd_migrate::proto::Adopt),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -20,9 +22,6 @@ pub enum PeerResponse {
     Hello { name: String, version: String },
     Error(String),
 }
-
-/// Largest message accepted on a node stream before migration needs more.
-pub const MAX_PEER_MESSAGE: usize = 1 << 20;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<NodeKeypair>) {
     loop {
@@ -57,6 +56,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<Node
                     }
                 };
                 let reply = match postcard::from_bytes::<PeerRequest>(&msg) {
+                    Ok(PeerRequest::Adopt(adopt)) => {
+                        crate::migrate::guest(stream, adopt, shared).await;
+                        return;
+                    }
                     Ok(PeerRequest::Hello) => PeerResponse::Hello { name: shared.config.name.clone(), version: crate::VERSION.into() },
                     Err(e) => PeerResponse::Error(format!("unknown request: {e}")),
                 };

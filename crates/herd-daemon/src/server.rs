@@ -59,7 +59,7 @@ pub fn allowed(request: &Request, uid: u32, daemon_euid: u32) -> bool {
     !request.is_privileged() || uid == 0 || uid == daemon_euid
 }
 
-async fn handle(request: Request, uid: u32, shared: &Shared) -> Response {
+async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
     if !allowed(&request, uid, shared.euid) {
         tracing::info!("refused {request:?} from uid {uid}");
         return error(
@@ -73,6 +73,19 @@ async fn handle(request: Request, uid: u32, shared: &Shared) -> Response {
         Request::SetBlocked { blocked } => Command::SetBlocked(blocked),
         Request::SetQuiet { quiet } => Command::SetQuiet(quiet),
         Request::Shutdown => Command::Shutdown,
+        Request::Processes => return Response::Processes(crate::migrate::rows(shared)),
+        Request::Adopt { pid, lock } => {
+            return match crate::migrate::adopt(shared, pid, lock, uid) {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Error(e),
+            }
+        }
+        Request::Migrate { pid, target } => {
+            return match crate::migrate::migrate(shared, pid, target, uid).await {
+                Ok(m) => Response::Migrated(m),
+                Err(e) => Response::Error(e),
+            }
+        }
     };
     match shared.commands.send(command).await {
         Ok(()) => Response::Done,

@@ -6,6 +6,7 @@
 // include/uapi/linux/ptrace.h
 pub const PTRACE_SEIZE: u32 = 0x4206;
 pub const PTRACE_INTERRUPT: u32 = 0x4207;
+pub const PTRACE_LISTEN: u32 = 0x4208;
 pub const PTRACE_PEEKSIGINFO: u32 = 0x4209;
 pub const PTRACE_GETSIGMASK: u32 = 0x420a;
 pub const PTRACE_SETSIGMASK: u32 = 0x420b;
@@ -63,6 +64,15 @@ pub const SYS_SET_ROBUST_LIST: u64 = 273;
 pub const SYS_RT_TGSIGQUEUEINFO: u64 = 297;
 pub const SYS_RSEQ: u64 = 334;
 pub const SYS_CLOSE_RANGE: u64 = 436;
+pub const SYS_PAUSE: u64 = 34;
+pub const SYS_EXIT_GROUP: u64 = 231;
+pub const SYS_TGKILL: u64 = 234;
+pub const SYS_SECCOMP: u64 = 317;
+pub const SYS_PRLIMIT64: u64 = 302;
+
+pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
+pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
+pub const PR_SET_NO_NEW_PRIVS: u64 = 38;
 
 pub const AT_FDCWD: i64 = -100;
 /// TASK_SIZE with 4-level page tables: the top of user address space.

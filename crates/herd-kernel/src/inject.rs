@@ -6,7 +6,8 @@
 //! syscall-entry to syscall-exit. `orig_rax` is set to -1 so that the
 //! kernel's syscall-restart logic never rewrites the injected registers.
 
-use crate::abi::Regs;
+use crate::abi::{self, Regs};
+use crate::ptrace::{ptrace, wait_stop, Stop};
 use crate::ptrace::Tracee;
 use crate::{KernelError, Result};
 
@@ -83,5 +84,103 @@ impl<'a> Injector<'a> {
             });
         }
         Ok(r)
+    }
+}
+
+/// How an interruptible injected call ended (see [`Injector::call_interruptible`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call returned this (a negative errno on failure).
+    Done(i64),
+    /// Signal `sig` is about to be delivered: the tracee is in a
+    /// signal-delivery-stop, and the call did not complete (it was interrupted,
+    /// or never started). Resuming suppresses the signal unless it is passed to
+    /// [`Tracee::deliver`].
+    Signal { sig: i32 },
+    /// The call was interrupted without a signal to deliver (a group-stop or
+    /// PTRACE_INTERRUPT); the tracee is at an event stop.
+    Interrupted { sig: i32 },
+}
+
+fn is_restart(ret: i64) -> bool {
+    [abi::ERESTARTSYS, abi::ERESTARTNOINTR, abi::ERESTARTNOHAND, abi::ERESTART_RESTARTBLOCK].contains(&-ret)
+}
+
+impl Injector<'_> {
+    /// Runs syscall `nr` like [`Injector::call`], but a signal that arrives
+    /// while it blocks (or before it starts) is not deferred: the call stops
+    /// there and the signal is reported, so that a deputy can hand it on.
+    pub fn call_interruptible(&mut self, nr: u64, args: &[u64]) -> Result<Outcome> {
+        assert!(args.len() <= 6);
+        let mut r = self.base;
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        r.rax = nr;
+        r.orig_rax = u64::MAX;
+        (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
+        r.rip = self.gadget;
+        if let Some(sp) = self.stack {
+            r.rsp = sp;
+        }
+        let pid = self.tracee.pid;
+        self.tracee.set_regs(&r)?;
+        let mut entered = false;
+        loop {
+            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
+            let stop = wait_stop(pid)?;
+            self.tracee.stop = stop;
+            match stop {
+                Stop::Syscall if !entered => {
+                    let regs = self.tracee.regs()?;
+                    if regs.orig_rax != nr {
+                        return Err(KernelError::Unexpected {
+                            pid,
+                            what: format!("injected syscall {nr} entered as {}", regs.orig_rax as i64),
+                        });
+                    }
+                    entered = true;
+                }
+                Stop::Syscall => {
+                    let ret = self.tracee.regs()?.ret();
+                    if !is_restart(ret) {
+                        return Ok(Outcome::Done(ret));
+                    }
+                    // Interrupted: the signal (or event) stop follows. Make
+                    // sure the kernel will not restart the injected call.
+                    let mut regs = self.tracee.regs()?;
+                    regs.orig_rax = u64::MAX;
+                    regs.rax = (-(libc::EINTR as i64)) as u64;
+                    self.tracee.set_regs(&regs)?;
+                }
+                Stop::Signal { sig } => return Ok(Outcome::Signal { sig }),
+                Stop::Event { sig } => return Ok(Outcome::Interrupted { sig }),
+            }
+        }
+    }
+}
+
+impl Tracee {
+    /// At a signal-delivery-stop: lets the tracee go on *with* the signal
+    /// (its default action then applies: end, stop, core), and waits for the
+    /// next stop. `Err(Died)` when the signal ended it.
+    pub fn deliver(&mut self, sig: i32) -> Result<Stop> {
+        let pid = self.pid;
+        ptrace(libc::PTRACE_CONT, pid, 0, sig as u64).map_err(|e| KernelError::from_io("PTRACE_CONT", pid, e))?;
+        self.stop = wait_stop(pid)?;
+        Ok(self.stop)
+    }
+
+    /// At a group-stop: keeps the tracee stopped (as a stopped job, seen so
+    /// by its parent) while waiting for what ends the stop (SIGCONT, SIGKILL).
+    pub fn listen(&mut self) -> Result<Stop> {
+        let pid = self.pid;
+        ptrace(abi::PTRACE_LISTEN, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_LISTEN", pid, e))?;
+        self.stop = wait_stop(pid)?;
+        Ok(self.stop)
+    }
+
+    /// Signals that arrived while held, taken out so that they are not re-sent on detach.
+    pub fn take_deferred(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.deferred)
     }
 }

@@ -16,8 +16,10 @@ pub mod host;
 pub mod inject;
 pub mod mem;
 pub mod ns;
+pub mod pidfd;
 pub mod ptrace;
 pub mod restorer;
+pub mod seccomp;
 pub mod task;
 
 /// An error from a system call herd made on a process's behalf.

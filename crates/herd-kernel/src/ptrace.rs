@@ -21,18 +21,18 @@ pub enum Stop {
 }
 
 pub struct Tracee {
-    pid: i32,
-    stop: Stop,
+    pub(crate) pid: i32,
+    pub(crate) stop: Stop,
     /// Signals that arrived while we held the tracee and that must be
     /// handed back to it on detach.
-    deferred: Vec<i32>,
+    pub(crate) deferred: Vec<i32>,
 }
 
 /// A ptrace request whose `addr` and `data` are plain integers.
-fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
+pub(crate) fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
     debug_assert!(matches!(
         req,
-        abi::PTRACE_SEIZE | abi::PTRACE_INTERRUPT | libc::PTRACE_CONT | libc::PTRACE_SYSCALL | libc::PTRACE_DETACH
+        abi::PTRACE_SEIZE | abi::PTRACE_INTERRUPT | libc::PTRACE_CONT | libc::PTRACE_SYSCALL | libc::PTRACE_DETACH | abi::PTRACE_LISTEN
     ));
     // SAFETY: for these requests the kernel reads `addr` and `data` as
     // integers and dereferences nothing.
@@ -54,7 +54,7 @@ unsafe fn ptrace_ptr(req: u32, pid: i32, addr: u64, data: u64) -> std::result::R
 }
 
 /// Waits for the next state change of `pid`.
-fn wait_stop(pid: i32) -> Result<Stop> {
+pub(crate) fn wait_stop(pid: i32) -> Result<Stop> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes one int to `status`, which lives on our stack.
@@ -268,5 +268,20 @@ impl Tracee {
         // cannot be reaped (and its pid reused) while we are attached.
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
         let _ = wait_stop(self.pid);
+    }
+
+    /// The siginfo of the signal the tracee is stopped for (raw 128 bytes,
+    /// as PTRACE_GETSIGINFO returns it; see `pidfd::siginfo_queue_value`).
+    pub fn siginfo(&self) -> Result<[u8; 128]> {
+        let mut info = [0u64; 16];
+        // SAFETY: data points at 128 writable bytes (a siginfo_t), which is
+        // what PTRACE_GETSIGINFO writes; addr is unused.
+        unsafe { ptrace_ptr(libc::PTRACE_GETSIGINFO, self.pid, 0, info.as_mut_ptr() as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_GETSIGINFO", self.pid, e))?;
+        let mut out = [0u8; 128];
+        for (chunk, word) in out.chunks_exact_mut(8).zip(info) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        Ok(out)
     }
 }

@@ -296,6 +296,8 @@ pub fn node_exec<S: AsRef<OsStr>>(dir: &Path, name: &str, argv: &[S]) -> Result<
     }
     let mut cmd = Command::new(program);
     cmd.args(args);
+    // Inside a node, `herd` talks to that node's herdd, as on a machine of its own.
+    cmd.env("HERD_SOCKET", node_socket(dir, name)).env_remove("HERD_NODE");
     ns::enter(&mut cmd, namespaces);
     Ok(cmd)
 }

@@ -1,0 +1,1398 @@
+//! `herd-bench migrate`: live migration between the two nodes of a real local
+//! cluster (herd-lab: two herdd, each node in namespaces of its own, one CPU
+//! each), next to baselines measured in the same run:
+//!
+//! 1. moving a process holding N MiB n1 → n2 and back home: frozen and total
+//!    time, and the move's throughput beside raw TCP n1 → n2 over the bridge;
+//! 2. forwarded system calls (write to /dev/null, getppid): at home, natively,
+//!    and after a move to n2, beside a TCP 1-byte ping-pong n2 → n1;
+//! 3. CPU-bound work at home and on n2.
+//!
+//! The process under test is a small C program (the `TARGET_C` source below),
+//! compiled with gcc at run time into the cluster's directory (each node has
+//! a /tmp of its own, the cluster directory is the same path on every node),
+//! started in n1 as uid 65534 under `herd run` (herdd does not move root's
+//! processes by default), and moved with the control protocol
+//! (`Request::Migrate` on n1's socket, n1 being its home). The TCP baselines
+//! are hidden subcommands of herd-bench itself run inside the nodes:
+//! `__tcp-sink`/`__tcp-source` and `__pong`/`__ping`.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use herd_daemon::control::{Client, Migrated, Request, Response};
+use herd_lab::{LabError, LocalCluster, UpOptions};
+
+use crate::report::{median, size_label};
+use crate::sys::{self, MIB};
+
+/// What `herd-bench migrate` was asked to do.
+pub struct Config {
+    /// Part 1: working sizes, MiB.
+    pub sizes: Vec<u64>,
+    /// Repetitions of every measurement.
+    pub reps: usize,
+    /// Part 2: system calls of each kind per measurement, and TCP round trips.
+    pub calls: u64,
+    /// Part 1: bytes of the TCP throughput baseline, MiB.
+    pub tcp_mib: u64,
+    /// Part 3: seconds of work per run (calibrated at home).
+    pub cpu_secs: f64,
+    pub parts: Vec<Part>,
+    /// Keep the cluster directory (programs, herdd logs) after a clean run.
+    pub keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Moving processes of --sizes MiB n1 → n2 → home, beside TCP throughput.
+    Move,
+    /// Forwarded system calls beside a TCP round trip.
+    Syscalls,
+    /// CPU-bound work at home and remote.
+    Cpu,
+}
+
+/// Goal: a forwarded system call costs at most this many TCP round trips.
+pub const FORWARD_GOAL: f64 = 2.0;
+/// Goal: CPU-bound work runs remote at most this much slower than at home.
+pub const CPU_GOAL: f64 = 1.02;
+
+const NOBODY: u32 = 65534;
+/// How long a program may take to answer one command (CPU work, 20000
+/// forwarded calls, checking 2 GiB) or a helper to start listening.
+const ANSWER: Duration = Duration::from_secs(120);
+/// How long a process may take to end once asked to.
+const END: Duration = Duration::from_secs(20);
+/// How long herdd may take to list a process `herd run` started.
+const ADOPT: Duration = Duration::from_secs(15);
+/// Iterations of the CPU loop used to calibrate the work.
+const CALIBRATE_ITERS: u64 = 100_000_000;
+/// TCP ports of the helpers, one fresh port per helper.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(47_900);
+
+// ---------------------------------------------------------------------------
+// The whole run
+// ---------------------------------------------------------------------------
+
+pub fn run(cfg: Config) -> Result<bool> {
+    if cfg.parts.contains(&Part::Move) && (cfg.sizes.is_empty() || cfg.sizes.contains(&0)) {
+        bail!("--sizes wants sizes in MiB greater than 0, e.g. --sizes 64,512");
+    }
+    if cfg.sizes.iter().any(|&m| m > 1 << 20) {
+        bail!("--sizes is in MiB; sizes above 1 TiB are surely a mistake");
+    }
+    if cfg.reps == 0 || cfg.calls == 0 || cfg.tcp_mib == 0 {
+        bail!("--reps, --calls and --tcp-mib must be at least 1");
+    }
+    if !(cfg.cpu_secs > 0.0 && cfg.cpu_secs <= 600.0) {
+        bail!("--cpu-secs must be more than 0 and at most 600");
+    }
+    if herd_kernel::task::euid() != 0 {
+        bail!(
+            "herd-bench migrate must run as root: it brings up a local cluster and runs the \
+             processes it moves as uid {NOBODY} (try: sudo {})",
+            std::env::args().collect::<Vec<_>>().join(" ")
+        );
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("herd-bench: warning: this is a debug build of herd-bench; build with --release for numbers to compare");
+    }
+    let needed = cfg.sizes.iter().copied().max().unwrap_or(0) * MIB;
+    if cfg.parts.contains(&Part::Move) {
+        let want = needed * 2 + sys::warm_bytes(needed) + (1 << 30);
+        if let Some(avail) = sys::meminfo("MemAvailable") {
+            if avail < want {
+                eprintln!(
+                    "herd-bench: warning: {:.1} GiB available, the largest size needs about {:.1} GiB \
+                     (the process at home and its copy on n2 during the move, the warm-up, margin)",
+                    avail as f64 / (1u64 << 30) as f64,
+                    want as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
+    }
+
+    let lab = Lab::up(cfg.keep)?;
+    let mut failures = Vec::new();
+    lab.print_header();
+
+    if cfg.parts.contains(&Part::Move) {
+        let tcp_bytes = cfg.tcp_mib * MIB;
+        let mut results = Vec::new();
+        for &mib in &cfg.sizes {
+            results.push(move_size(&lab, mib, cfg.reps, tcp_bytes, &mut failures));
+        }
+        print_moves(&results, cfg.tcp_mib);
+    }
+    let mut small = None;
+    if cfg.parts.contains(&Part::Syscalls) || cfg.parts.contains(&Part::Cpu) {
+        let s = calls_and_cpu(&lab, &cfg, &mut failures);
+        if cfg.parts.contains(&Part::Syscalls) {
+            print_syscalls(&s, cfg.calls);
+        }
+        if cfg.parts.contains(&Part::Cpu) {
+            print_cpu(&s);
+        }
+        small = Some(s);
+    }
+    if let Some(s) = &small {
+        print_goals(s, &cfg);
+    }
+    if !failures.is_empty() {
+        println!();
+        println!("FAILED ({}), left out of the tables:", failures.len());
+        for f in &failures {
+            println!("  {f}");
+        }
+    }
+    let ok = failures.is_empty();
+    lab.finish(ok)?;
+    Ok(ok)
+}
+
+// ---------------------------------------------------------------------------
+// The cluster and what runs in it
+// ---------------------------------------------------------------------------
+
+/// The cluster's directory; removed when dropped unless kept.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("herd-bench: the cluster's directory (herdd logs, the program) is kept: {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A two-node local cluster with the program under test built into its directory.
+/// Fields drop in order: the cluster goes down before its directory is removed.
+struct Lab {
+    cluster: LocalCluster,
+    work: WorkDir,
+    up_secs: f64,
+    /// herd-bench itself, for the TCP helpers inside the nodes.
+    bench: PathBuf,
+    herd: PathBuf,
+    setpriv: PathBuf,
+    /// The compiled program under test.
+    target: PathBuf,
+    /// Per node (n1, n2): the node's CPUs for `taskset -c`, when it has a cpuset.
+    pin: [Option<String>; 2],
+    taskset: Option<PathBuf>,
+    /// Why the nodes have no cpusets, when they have none.
+    no_cpusets: Option<String>,
+}
+
+const NODES: [&str; 2] = ["n1", "n2"];
+
+impl Lab {
+    fn up(keep: bool) -> Result<Lab> {
+        let bench = std::env::current_exe().context("cannot find herd-bench's own executable")?;
+        let herd = bench.with_file_name("herd");
+        let herdd = bench.with_file_name("herdd");
+        for exe in [&herd, &herdd] {
+            if !exe.is_file() {
+                bail!(
+                    "{} is missing: herd-bench migrate runs herd and herdd from its own directory; \
+                     build them with `cargo build --release --workspace`",
+                    exe.display()
+                );
+            }
+        }
+        let setpriv = find_in_path("setpriv").context("no setpriv (util-linux) to run the processes under test as uid 65534")?;
+        let cc = ["gcc", "cc"]
+            .into_iter()
+            .find(|cc| quiet(Command::new(cc).arg("--version")).is_ok_and(|s| s.success()))
+            .context("no C compiler (gcc or cc) for the program under test")?;
+
+        // Not under /tmp (private to each node): next to herd-bench, which every node sees.
+        let path = bench.with_file_name(format!("herd-bench-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let mut work = WorkDir { path, keep };
+        let bin = work.path.join("bin");
+        for d in [&work.path, &bin] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("chmod {}", d.display()))?;
+        }
+        let target = build_target(cc, &bin).inspect_err(|_| work.keep = true)?;
+        let probe = Command::new(&setpriv)
+            .args(nobody_args())
+            .arg(&target)
+            .arg("probe")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", setpriv.display()))?;
+        if !probe.status.success() || probe.stdout != b"ok\n" {
+            bail!("uid {NOBODY} cannot run {} (is every directory above it open to other users?)", target.display());
+        }
+
+        let mut opts = UpOptions::new(2);
+        opts.dir = Some(work.path.clone());
+        opts.herd_exe = Some(herd.clone());
+        opts.daemon = Some(herdd);
+        opts.timeout = Duration::from_secs(60);
+        let mut no_cpusets = None;
+        if sys::cpus() >= 2 {
+            opts.cpus_per_node = Some(1);
+        } else {
+            no_cpusets = Some("this machine has one CPU".to_string());
+        }
+        let started = Instant::now();
+        let cluster = match LocalCluster::up(&opts) {
+            Err(LabError::Cpuset(why)) => {
+                eprintln!("herd-bench: no cpuset per node ({why}); the nodes share the CPUs");
+                no_cpusets = Some(why);
+                opts.cpus_per_node = None;
+                LocalCluster::up(&opts)
+            }
+            other => other,
+        };
+        let cluster = match cluster {
+            Ok(c) => c,
+            Err(e) => {
+                work.keep = true;
+                return Err(anyhow!(e).context("bringing the local cluster up"));
+            }
+        };
+        let up_secs = started.elapsed().as_secs_f64();
+        let state = cluster.state()?;
+        let pin = NODES
+            .map(|n| state.node(n).ok().and_then(|r| r.cpus.as_ref()).map(|c| c.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+        let taskset = find_in_path("taskset");
+        if taskset.is_none() && pin.iter().any(Option::is_some) {
+            eprintln!("herd-bench: no taskset: the programs started in the nodes are not pinned to the nodes' CPUs");
+        }
+        let lab = Lab { cluster, work, up_secs, bench, herd, setpriv, target, pin, taskset, no_cpusets };
+        lab.wait_all_up().inspect_err(|_| eprintln!("{}", lab.logs()))?;
+        Ok(lab)
+    }
+
+    /// Until each node lists both as up: a node moves processes only to nodes it knows.
+    fn wait_all_up(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let all = NODES.iter().all(|viewer| {
+                let rows = Client::connect(&self.cluster.node_socket(viewer)).and_then(|mut c| c.call(&Request::Nodes));
+                matches!(rows, Ok(Response::Nodes(rows)) if NODES.iter().all(|n| rows.iter().any(|r| r.name == *n && r.state == "up")))
+            });
+            if all {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the two nodes did not list each other as up within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn print_header(&self) {
+        println!("herd-bench migrate");
+        println!(
+            "machine: {}, {} CPUs, {:.1} GiB RAM, Linux {}, transparent huge pages: {}",
+            sys::cpu_model(),
+            sys::cpus(),
+            sys::meminfo("MemTotal").unwrap_or(0) as f64 / (1u64 << 30) as f64,
+            sys::kernel_release(),
+            sys::thp_mode()
+        );
+        let nodes: Vec<String> = NODES
+            .iter()
+            .zip(&self.pin)
+            .map(|(n, pin)| {
+                let addr = self.cluster.node_address(n).map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+                match pin {
+                    Some(cpus) => format!("{n} {addr} (CPU {cpus})"),
+                    None => format!("{n} {addr}"),
+                }
+            })
+            .collect();
+        println!("cluster: 2 nodes up in {:.2} s, each in its own namespaces with its own herdd: {}", self.up_secs, nodes.join(", "));
+        match (&self.no_cpusets, &self.taskset) {
+            (Some(why), _) => println!("no cpuset per node ({why}): the nodes share the CPUs"),
+            (None, Some(_)) => println!("programs and TCP helpers started in a node are pinned to its CPU (taskset)"),
+            (None, None) => println!("programs started in a node are not pinned to its CPU (no taskset)"),
+        }
+        println!("process under test: `herd run` as uid {NOBODY} in n1 (its home), moved by herdd of n1 (control request Migrate)");
+    }
+
+    fn node_index(node: &str) -> usize {
+        NODES.iter().position(|n| *n == node).expect("a node of the lab")
+    }
+
+    /// A command inside `node`, pinned to its CPUs, with a clean environment in which
+    /// `herd` talks to that node's herdd.
+    fn node_cmd(&self, node: &str, argv: Vec<OsString>) -> Result<Command> {
+        let mut full = Vec::new();
+        if let (Some(taskset), Some(cpus)) = (&self.taskset, &self.pin[Self::node_index(node)]) {
+            full.extend([taskset.clone().into_os_string(), "-c".into(), cpus.into()]);
+        }
+        full.extend(argv);
+        let mut cmd = self.cluster.node_exec(node, &full)?;
+        cmd.env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/")
+            .env("LC_ALL", "C")
+            .env("HERD_SOCKET", self.cluster.node_socket(node));
+        for (k, v) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("RUST_")) {
+                cmd.env(k, v);
+            }
+        }
+        Ok(cmd)
+    }
+
+    /// A herd-bench helper subcommand inside `node`.
+    fn helper(&self, node: &str, args: &[String]) -> Result<Spawned> {
+        let mut argv = vec![self.bench.clone().into_os_string()];
+        argv.extend(args.iter().map(OsString::from));
+        let what = format!("herd-bench {} in {node}", args.join(" "));
+        Spawned::start(what, self.node_cmd(node, argv)?, None, self.work.path.clone())
+    }
+
+    /// The end of each node's herdd.log, for errors.
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for node in NODES {
+            let path = self.work.path.join(node).join("herdd.log");
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({e})"));
+            let lines: Vec<&str> = text.lines().collect();
+            s.push_str(&format!("--- end of {}\n{}\n", path.display(), lines[lines.len().saturating_sub(15)..].join("\n")));
+        }
+        s
+    }
+
+    /// Takes the cluster down; keeps its directory when something failed (or if asked).
+    fn finish(self, ok: bool) -> Result<()> {
+        let Lab { cluster, mut work, .. } = self;
+        if !ok {
+            work.keep = true;
+        }
+        let down = cluster.down();
+        drop(work);
+        down.context("taking the cluster down")?;
+        Ok(())
+    }
+}
+
+fn nobody_args() -> [String; 4] {
+    [format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]
+}
+
+fn quiet(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Writes `TARGET_C` into `bin` and compiles it there (mode 0755).
+fn build_target(cc: &str, bin: &Path) -> Result<PathBuf> {
+    let src = bin.join("hb_target.c");
+    let exe = bin.join("hb_target");
+    std::fs::write(&src, TARGET_C).with_context(|| format!("writing {}", src.display()))?;
+    let out = Command::new(cc)
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cc}"))?;
+    if !out.status.success() {
+        bail!("{cc} could not build {}: {}\n{}", src.display(), out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    Ok(exe)
+}
+
+/// A program started in a node (through node_exec's waiter), its stdout read line by
+/// line, its stderr kept. Killed and reaped when dropped if it has not ended.
+struct Spawned {
+    what: String,
+    /// node_exec's waiter: ends like the program and takes it along when killed
+    /// (unless the program changed its uid: see `home_pid`).
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    err: Arc<Mutex<Vec<u8>>>,
+    /// The program's pid in n1, when it runs as another user: the waiter's death
+    /// signal does not reach it, so it is killed by this pid.
+    home_pid: Option<i32>,
+    cluster_dir: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Spawned {
+    fn start(what: String, mut cmd: Command, stdin: Option<()>, cluster_dir: PathBuf) -> Result<Spawned> {
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().expect("piped stdout");
+        let mut err_pipe = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&err);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match err_pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sink.lock().expect("stderr buffer").extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(Spawned { what, child, stdin, lines, err, home_pid: None, cluster_dir, status: None })
+    }
+
+    fn stderr_tail(&self) -> String {
+        let buf = self.err.lock().expect("stderr buffer");
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim();
+        if text.is_empty() {
+            return "(nothing on stderr)".into();
+        }
+        let start = text.char_indices().rev().nth(1500).map_or(0, |(i, _)| i);
+        format!("stderr: {}", &text[start..])
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// The next line it prints, within `limit`.
+    fn line(&mut self, limit: Duration) -> Result<String> {
+        match self.lines.recv_timeout(limit) {
+            Ok(l) => Ok(l),
+            Err(RecvTimeoutError::Timeout) => bail!("{}: no answer within {limit:?}; {}", self.what, self.stderr_tail()),
+            Err(RecvTimeoutError::Disconnected) => {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while self.exited().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let how = self.status.map_or_else(|| "closed its output".to_string(), |s| format!("ended ({s})"));
+                bail!("{} {how}; {}", self.what, self.stderr_tail())
+            }
+        }
+    }
+
+    /// The next line, which must start with `prefix`.
+    fn expect(&mut self, prefix: &str, limit: Duration) -> Result<String> {
+        let line = self.line(limit)?;
+        if !line.starts_with(prefix) {
+            bail!("{}: expected a line starting {prefix:?}, got {line:?}; {}", self.what, self.stderr_tail());
+        }
+        Ok(line)
+    }
+
+    /// Sends `command` and returns its answer, which must start with the command's
+    /// first word (its answer "error ..." otherwise).
+    fn ask(&mut self, command: &str, answer: &str) -> Result<String> {
+        let sent = match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(format!("{command}\n").as_bytes()).and_then(|()| stdin.flush()),
+            None => Err(std::io::Error::other("its stdin is closed")),
+        };
+        if let Err(e) = sent {
+            bail!("{}: sending {command:?}: {e}; {}", self.what, self.stderr_tail());
+        }
+        self.expect(answer, ANSWER).with_context(|| format!("command {command:?}"))
+    }
+
+    /// Closes its stdin and waits for its end.
+    fn finish(&mut self) -> Result<ExitStatus> {
+        self.stdin = None;
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.exited() {
+                return Ok(s);
+            }
+            if start.elapsed() > END {
+                bail!("{} did not end within {END:?}; {}", self.what, self.stderr_tail());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        if let Some(pid) = self.home_pid {
+            // SIGKILL of the home pid also ends a copy running on another node.
+            if let Ok(mut cmd) = herd_lab::node_exec(&self.cluster_dir, "n1", &["kill", "-s", "KILL", &pid.to_string()]) {
+                let _ = quiet(&mut cmd);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The program under test, running under `herd run` in n1 as uid 65534.
+struct Target {
+    p: Spawned,
+    pid: i32,
+}
+
+impl Target {
+    /// Starts it holding `mib` MiB, waits for "ready" and until herdd lists it.
+    fn start(lab: &Lab, mib: u64) -> Result<Target> {
+        let mut argv: Vec<OsString> = vec![lab.setpriv.clone().into_os_string()];
+        argv.extend(nobody_args().map(OsString::from));
+        argv.extend([lab.herd.clone().into_os_string(), "run".into(), "--".into(), lab.target.clone().into_os_string()]);
+        argv.push(mib.to_string().into());
+        let what = format!("hb_target {mib} (herd run in n1)");
+        let mut p = Spawned::start(what, lab.node_cmd("n1", argv)?, Some(()), lab.work.path.clone())?;
+        let first = p.expect("pid ", ANSWER)?;
+        let pid: i32 = first["pid ".len()..].trim().parse().with_context(|| format!("{}: bad first line {first:?}", p.what))?;
+        p.home_pid = Some(pid);
+        // Filling 2 GiB takes about a second; more on a busy machine.
+        p.expect("ready", ANSWER + Duration::from_secs(mib / 16))?;
+        let t = Target { p, pid };
+        t.wait_adopted(lab)?;
+        Ok(t)
+    }
+
+    /// `herd run` asks herdd to adopt the process once it runs: wait for that.
+    fn wait_adopted(&self, lab: &Lab) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let rows = Client::connect(&lab.cluster.node_socket("n1")).and_then(|mut c| c.call(&Request::Processes));
+            if let Ok(Response::Processes(rows)) = &rows {
+                if rows.iter().any(|r| r.pid == self.pid) {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > ADOPT {
+                // Not fatal: what does not need a move is still measured; the first
+                // move will fail and say why.
+                eprintln!(
+                    "herd-bench: warning: herdd of n1 does not list process {} within {ADOPT:?} (answer: {rows:?}); {}",
+                    self.pid,
+                    self.p.stderr_tail()
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Moves it to `target` ("n2" or "home"); it must then run on `node`.
+    fn migrate(&self, lab: &Lab, target: &str, node: &str) -> Result<Migrated> {
+        let sock = lab.cluster.node_socket("n1");
+        let answer = Client::connect(&sock)
+            .and_then(|mut c| c.call(&Request::Migrate { pid: self.pid, target: target.into() }))
+            .map_err(|e| anyhow!("moving process {} to {target}: {e}", self.pid))?;
+        match answer {
+            Response::Migrated(m) if m.node == node => Ok(m),
+            Response::Migrated(m) => bail!("moving process {} to {target}: herdd says it runs on {} now, not on {node}", self.pid, m.node),
+            other => bail!("moving process {} to {target}: herdd answered {other:?}", self.pid),
+        }
+    }
+
+    /// Asks it to quit and waits for the end (herd run ends as the command did).
+    fn quit(mut self) -> Result<()> {
+        if let Some(stdin) = self.p.stdin.as_mut() {
+            let _ = stdin.write_all(b"quit\n");
+        }
+        let status = self.p.finish()?;
+        if !status.success() {
+            bail!("{} ended with {status}; {}", self.p.what, self.p.stderr_tail());
+        }
+        Ok(())
+    }
+}
+
+/// `key=value` of a line the program printed.
+fn field(line: &str, key: &str) -> Result<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no number {key}= in {line:?}"))
+}
+
+// ---------------------------------------------------------------------------
+// TCP baselines (helpers run inside the nodes)
+// ---------------------------------------------------------------------------
+
+fn next_port() -> u16 {
+    NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// MiB/s of `bytes` sent over TCP from a node to another, until the receiver has them all.
+fn tcp_throughput(lab: &Lab, from: &str, to: &str, bytes: u64) -> Result<f64> {
+    let port = next_port();
+    let addr = SocketAddr::from((lab.cluster.node_address(to)?, port));
+    let mut sink = lab.helper(to, &["__tcp-sink".into(), port.to_string()])?;
+    sink.expect("listening", ANSWER)?;
+    let mut source = lab.helper(from, &["__tcp-source".into(), addr.to_string(), bytes.to_string()])?;
+    let line = source.expect("sent ", ANSWER)?;
+    let secs = field(&line, "secs")?;
+    let got = sink.expect("received ", ANSWER)?;
+    if field(&got, "bytes")? as u64 != bytes {
+        bail!("TCP sink in {to}: {got:?}, {bytes} bytes were sent");
+    }
+    source.finish()?;
+    sink.finish()?;
+    Ok(bytes as f64 / MIB as f64 / secs)
+}
+
+/// Mean µs of a 1-byte TCP round trip from `from` to `to` (`n` round trips).
+fn tcp_rtt(lab: &Lab, from: &str, to: &str, n: u64) -> Result<f64> {
+    let port = next_port();
+    let addr = SocketAddr::from((lab.cluster.node_address(to)?, port));
+    let mut pong = lab.helper(to, &["__pong".into(), port.to_string()])?;
+    pong.expect("listening", ANSWER)?;
+    let mut ping = lab.helper(from, &["__ping".into(), addr.to_string(), n.to_string()])?;
+    let line = ping.expect("rtt ", ANSWER)?;
+    ping.finish()?;
+    pong.finish()?;
+    field(&line, "us")
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(s) => return Ok(s),
+            Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e).with_context(|| format!("connecting to {addr}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn listen(port: u16) -> Result<TcpStream> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("listening on TCP port {port}"))?;
+    println!("listening");
+    std::io::stdout().flush()?;
+    let (stream, _) = listener.accept().context("accepting")?;
+    Ok(stream)
+}
+
+/// `herd-bench __tcp-sink PORT`: prints "listening", takes one connection, reads it to
+/// its end, answers one byte, prints "received bytes=N".
+pub fn tcp_sink(port: u16) -> Result<()> {
+    let mut s = listen(port)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading"),
+        }
+    }
+    s.write_all(b"k").context("acknowledging")?;
+    println!("received bytes={total}");
+    Ok(())
+}
+
+/// `herd-bench __tcp-source ADDR BYTES`: sends BYTES (1 MiB writes of pseudo-random
+/// data), waits for the sink's acknowledgement, prints "sent bytes=N secs=S" (from the
+/// first write to the acknowledgement).
+pub fn tcp_source(addr: SocketAddr, bytes: u64) -> Result<()> {
+    let mut s = connect(addr)?;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let buf: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let t = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n]).context("sending")?;
+        left -= n as u64;
+    }
+    s.shutdown(Shutdown::Write).context("shutdown")?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).context("waiting for the sink's acknowledgement")?;
+    println!("sent bytes={bytes} secs={:.6}", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `herd-bench __pong PORT`: prints "listening", takes one connection and sends back
+/// every byte it gets until the other side closes.
+pub fn pong(port: u16) -> Result<()> {
+    let mut s = listen(port)?;
+    s.set_nodelay(true)?;
+    let mut b = [0u8; 1];
+    loop {
+        match s.read_exact(&mut b) {
+            Ok(()) => s.write_all(&b).context("answering")?,
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e).context("reading"),
+        }
+    }
+}
+
+/// `herd-bench __ping ADDR N`: N round trips of one byte (TCP_NODELAY) after a warm-up;
+/// prints "rtt us=MEAN".
+pub fn ping(addr: SocketAddr, n: u64) -> Result<()> {
+    let mut s = connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut b = [0u8; 1];
+    let mut trip = |s: &mut TcpStream| -> Result<()> {
+        s.write_all(b"p")?;
+        s.read_exact(&mut b)?;
+        Ok(())
+    };
+    for _ in 0..n.clamp(1, 1000) {
+        trip(&mut s)?;
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        trip(&mut s)?;
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    s.shutdown(Shutdown::Both)?;
+    println!("rtt us={us:.3}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Part 1: moving processes of N MiB
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+struct Move {
+    frozen_ms: f64,
+    total_ms: f64,
+    bytes: u64,
+    /// TCP MiB/s n1 → n2 measured in the same repetition.
+    tcp: f64,
+}
+
+impl Move {
+    fn mib_per_s(&self) -> f64 {
+        self.bytes as f64 / MIB as f64 / (self.total_ms / 1000.0)
+    }
+}
+
+struct SizeResult {
+    mib: u64,
+    reps: usize,
+    out: Vec<Move>,
+    back: Vec<Move>,
+    tcp: Vec<f64>,
+}
+
+fn move_size(lab: &Lab, mib: u64, reps: usize, tcp_bytes: u64, failures: &mut Vec<String>) -> SizeResult {
+    let mut r = SizeResult { mib, reps, out: Vec::new(), back: Vec::new(), tcp: Vec::new() };
+    let label = size_label(mib);
+    let bytes = mib * MIB;
+    let result = (|| -> Result<()> {
+        let mut target = Target::start(lab, mib).context("starting the process")?;
+        for rep in 1..=reps {
+            let tcp = match tcp_throughput(lab, "n1", "n2", tcp_bytes) {
+                Ok(t) => {
+                    r.tcp.push(t);
+                    t
+                }
+                Err(e) => {
+                    eprintln!("{label:>8} rep {rep}/{reps}: TCP baseline FAILED: {e:#}");
+                    failures.push(format!("{label} rep {rep}: TCP baseline: {e:#}"));
+                    f64::NAN
+                }
+            };
+            sys::warm_up(bytes);
+            let m = target.migrate(lab, "n2", "n2").with_context(|| format!("rep {rep}, n1 -> n2"))?;
+            r.out.push(Move { frozen_ms: m.frozen_ms, total_ms: m.total_ms, bytes: m.bytes, tcp });
+            // Untimed: it answers from n2 (its stdin and stdout are at home).
+            target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, on n2"))?;
+            sys::warm_up(bytes);
+            let b = target.migrate(lab, "home", "n1").with_context(|| format!("rep {rep}, n2 -> home"))?;
+            r.back.push(Move { frozen_ms: b.frozen_ms, total_ms: b.total_ms, bytes: b.bytes, tcp });
+            target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, back home"))?;
+            eprintln!(
+                "{label:>8} rep {rep}/{reps}: TCP {tcp:.0} MiB/s; n1->n2 frozen {:.1} ms, total {:.1} ms, {:.1} MiB; \
+                 n2->home frozen {:.1} ms, total {:.1} ms, {:.1} MiB",
+                m.frozen_ms,
+                m.total_ms,
+                m.bytes as f64 / MIB as f64,
+                b.frozen_ms,
+                b.total_ms,
+                b.bytes as f64 / MIB as f64
+            );
+        }
+        let line = target.p.ask("check", "checked ")?;
+        if field(&line, "bad")? != 0.0 {
+            bail!("its memory differs from what it wrote after {reps} round trips: {line}");
+        }
+        target.quit()
+    })();
+    if let Err(e) = result {
+        eprintln!("{label:>8}: FAILED: {e:#}\n{}", lab.logs());
+        failures.push(format!("{label}: {e:#}"));
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------
+// Parts 2 and 3: forwarded system calls and CPU-bound work (one small process)
+// ---------------------------------------------------------------------------
+
+/// One repetition of parts 2 and 3; `None` where a step did not run or failed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Rep {
+    /// Whether the remote measurements came first this time.
+    remote_first: bool,
+    /// Mean µs of a TCP round trip n2 → n1.
+    rtt: Option<f64>,
+    home_calls: Option<Calls>,
+    remote_calls: Option<Calls>,
+    /// Seconds of the CPU work.
+    home_cpu: Option<f64>,
+    remote_cpu: Option<f64>,
+}
+
+struct Small {
+    reps: Vec<Rep>,
+    /// Rounds of the CPU work (calibrated at home).
+    iters: u64,
+    out: Vec<Migrated>,
+    back: Vec<Migrated>,
+}
+
+/// Mean µs of (write, getppid).
+type Calls = (f64, f64);
+
+/// Runs the system call and CPU measurements where the process is now.
+fn measure(t: &mut Target, calls: Option<u64>, iters: Option<u64>) -> Result<(Option<Calls>, Option<f64>)> {
+    let mut c = None;
+    if let Some(n) = calls {
+        let line = t.p.ask(&format!("calls {n}"), "calls ")?;
+        c = Some((field(&line, "write_us")?, field(&line, "getppid_us")?));
+    }
+    let mut secs = None;
+    if let Some(n) = iters {
+        let line = t.p.ask(&format!("cpu {n}"), "cpu ")?;
+        secs = Some(field(&line, "secs")?);
+    }
+    Ok((c, secs))
+}
+
+fn calls_and_cpu(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) -> Small {
+    let calls = cfg.parts.contains(&Part::Syscalls).then_some(cfg.calls);
+    let cpu = cfg.parts.contains(&Part::Cpu);
+    let mut s = Small { reps: Vec::new(), iters: 0, out: Vec::new(), back: Vec::new() };
+    let result = (|| -> Result<()> {
+        let mut t = Target::start(lab, 0).context("starting the process")?;
+        let mut iters = None;
+        if cpu {
+            let mut best = f64::INFINITY;
+            for _ in 0..2 {
+                let line = t.p.ask(&format!("cpu {CALIBRATE_ITERS}"), "cpu ")?;
+                best = best.min(field(&line, "secs")?);
+            }
+            s.iters = (CALIBRATE_ITERS as f64 * cfg.cpu_secs / best.max(1e-6)).round().max(1.0) as u64;
+            iters = Some(s.iters);
+        }
+        let mut movable = true;
+        for rep in 1..=cfg.reps {
+            // Alternate the order, so that a drift of the machine favours neither side.
+            let mut r = Rep { remote_first: rep % 2 == 0, ..Rep::default() };
+            if let Some(n) = calls {
+                match tcp_rtt(lab, "n2", "n1", n) {
+                    Ok(us) => r.rtt = Some(us),
+                    Err(e) => {
+                        eprintln!("rep {rep}/{}: TCP ping-pong FAILED: {e:#}", cfg.reps);
+                        failures.push(format!("system calls rep {rep}: TCP ping-pong: {e:#}"));
+                    }
+                }
+            }
+            if !r.remote_first || !movable {
+                (r.home_calls, r.home_cpu) = measure(&mut t, calls, iters)?;
+            }
+            if movable {
+                match t.migrate(lab, "n2", "n2") {
+                    Ok(m) => {
+                        s.out.push(m);
+                        (r.remote_calls, r.remote_cpu) = measure(&mut t, calls, iters).context("on n2")?;
+                        // It is not at home if this fails: nothing to measure at home then.
+                        s.back.push(t.migrate(lab, "home", "n1").with_context(|| format!("rep {rep}"))?);
+                    }
+                    Err(e) => {
+                        eprintln!("rep {rep}/{}: FAILED: {e:#}\n{}", cfg.reps, lab.logs());
+                        failures.push(format!(
+                            "system calls / CPU rep {rep}: {e:#} (the process stayed home; the other repetitions measure it at home only)"
+                        ));
+                        movable = false;
+                    }
+                }
+                if r.remote_first {
+                    (r.home_calls, r.home_cpu) = measure(&mut t, calls, iters)?;
+                }
+            }
+            let show = |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3} {unit}"));
+            eprintln!(
+                "rep {rep}/{}: write home {} remote {}; getppid home {} remote {}; TCP RTT {}; cpu home {} remote {}",
+                cfg.reps,
+                show(r.home_calls.map(|c| c.0), "us"),
+                show(r.remote_calls.map(|c| c.0), "us"),
+                show(r.home_calls.map(|c| c.1), "us"),
+                show(r.remote_calls.map(|c| c.1), "us"),
+                show(r.rtt, "us"),
+                show(r.home_cpu, "s"),
+                show(r.remote_cpu, "s"),
+            );
+            s.reps.push(r);
+        }
+        t.quit()
+    })();
+    if let Err(e) = result {
+        eprintln!("system calls / CPU: FAILED: {e:#}\n{}", lab.logs());
+        failures.push(format!("system calls / CPU: {e:#}"));
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Tables
+// ---------------------------------------------------------------------------
+
+/// Prints rows as aligned columns: the first `left` left-aligned, the others right-aligned.
+fn print_table(rows: &[Vec<String>], left: usize) {
+    for line in table_lines(rows, left) {
+        println!("{line}");
+    }
+}
+
+fn table_lines(rows: &[Vec<String>], left: usize) -> Vec<String> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width = |i: usize| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols).map(width).collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| if i < left { format!("{cell:<w$}", w = widths[i]) } else { format!("{cell:>w$}", w = widths[i]) })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "-".into(),
+    }
+}
+
+fn med(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    median(values.into_iter().filter(|v| v.is_finite()).collect())
+}
+
+fn spread(values: impl IntoIterator<Item = f64>, decimals: usize) -> String {
+    let v: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    if v.is_empty() {
+        return "-".into();
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.decimals$}-{hi:.decimals$}")
+}
+
+fn reps_text(n: usize, suffix: &str) -> String {
+    format!("{n} repetition{}{suffix}", if n == 1 { "" } else { "s" })
+}
+
+fn met(ratio: Option<f64>, goal: f64) -> &'static str {
+    match ratio {
+        Some(r) if r <= goal => "met",
+        Some(_) => "NOT met",
+        None => "not measured",
+    }
+}
+
+fn print_moves(results: &[SizeResult], tcp_mib: u64) {
+    println!();
+    let reps = results.first().map_or(0, |r| r.reps);
+    println!("1. Moving a process of N MiB n1 -> n2 and back home ({}; medians)", reps_text(reps, " per size"));
+    println!();
+    let mut rows = vec![row(&["size", "move", "frozen ms", "total ms", "sent MiB", "move MiB/s", "TCP MiB/s", "move/TCP"])];
+    for r in results {
+        let tcp = med(r.tcp.iter().copied());
+        for (dir, moves) in [("n1 -> n2", &r.out), ("n2 -> home", &r.back)] {
+            rows.push(vec![
+                size_label(r.mib),
+                dir.into(),
+                fmt(med(moves.iter().map(|m| m.frozen_ms)), 1),
+                fmt(med(moves.iter().map(|m| m.total_ms)), 1),
+                fmt(med(moves.iter().map(|m| m.bytes as f64 / MIB as f64)), 1),
+                fmt(med(moves.iter().map(Move::mib_per_s)), 0),
+                fmt(tcp, 0),
+                fmt(med(moves.iter().map(|m| m.mib_per_s() / m.tcp)), 2),
+            ]);
+        }
+    }
+    print_table(&rows, 2);
+    println!();
+    println!("frozen: how long the process was stopped; total: the whole move, request to answer; both as herdd reports them.");
+    println!("sent: bytes herdd sent (pages and state); move MiB/s = sent / total; move/TCP: median of the per-repetition ratios.");
+    println!(
+        "TCP: {tcp_mib} MiB from herd-bench in n1 to herd-bench in n2 over the bridge (plain TCP, 1 MiB writes, until the \
+         receiver has it all), once per repetition just before the moves."
+    );
+    let warm: Vec<String> = results.iter().map(|r| format!("{:.0} MiB", sys::warm_bytes(r.mib * MIB) as f64 / MIB as f64)).collect();
+    println!("Each move was preceded by touching and freeing {} of fresh memory.", warm.join(" / "));
+    let complete: Vec<&SizeResult> = results.iter().filter(|r| !r.out.is_empty()).collect();
+    if !complete.is_empty() {
+        println!("Spread (min-max over repetitions):");
+        for r in complete {
+            println!(
+                "  {:<8} n1 -> n2 frozen {} ms, total {} ms; n2 -> home frozen {} ms, total {} ms; TCP {} MiB/s",
+                size_label(r.mib),
+                spread(r.out.iter().map(|m| m.frozen_ms), 1),
+                spread(r.out.iter().map(|m| m.total_ms), 1),
+                spread(r.back.iter().map(|m| m.frozen_ms), 1),
+                spread(r.back.iter().map(|m| m.total_ms), 1),
+                spread(r.tcp.iter().copied(), 0),
+            );
+        }
+    }
+}
+
+/// (native, forwarded, forwarded/TCP) medians of write (0) or getppid (1).
+fn call_medians(s: &Small, which: usize) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let pick = |c: Option<Calls>| c.map(|c| if which == 0 { c.0 } else { c.1 });
+    let native = med(s.reps.iter().filter_map(|r| pick(r.home_calls)));
+    let forwarded = med(s.reps.iter().filter_map(|r| pick(r.remote_calls)));
+    let ratio = med(s.reps.iter().filter_map(|r| Some(pick(r.remote_calls)? / r.rtt?)));
+    (native, forwarded, ratio)
+}
+
+fn print_syscalls(s: &Small, calls: u64) {
+    println!();
+    println!("2. Forwarded system calls: mean µs per call over {calls} calls ({}; medians)", reps_text(s.reps.len(), ""));
+    println!();
+    let rtt = med(s.reps.iter().filter_map(|r| r.rtt));
+    let goal = format!("goal <= {FORWARD_GOAL}");
+    let mut rows = vec![row(&["call", "native µs", "forwarded µs", "TCP RTT µs", "forwarded/TCP", &goal])];
+    for (which, name) in [(0, "write(/dev/null, 1 byte)"), (1, "getppid()")] {
+        let (native, forwarded, ratio) = call_medians(s, which);
+        rows.push(vec![name.into(), fmt(native, 3), fmt(forwarded, 2), fmt(rtt, 2), fmt(ratio, 2), met(ratio, FORWARD_GOAL).into()]);
+    }
+    print_table(&rows, 1);
+    println!();
+    println!("native: the process at home in n1 under herd run, not moved; forwarded: the same process on n2, each call");
+    println!("executed at home by its deputy. TCP RTT: 1-byte ping-pong (TCP_NODELAY) from herd-bench in n2 to herd-bench");
+    println!("in n1, {calls} round trips, in the same repetition. forwarded/TCP: median of the per-repetition ratios.");
+    println!("Repetitions alternate the order (home first, n2 first).");
+    if !s.out.is_empty() {
+        println!(
+            "Moves of this process (no heap of its own): n1 -> n2 frozen {} ms, total {} ms, {} KiB sent; n2 -> home frozen {} ms, total {} ms (medians)",
+            fmt(med(s.out.iter().map(|m| m.frozen_ms)), 1),
+            fmt(med(s.out.iter().map(|m| m.total_ms)), 1),
+            fmt(med(s.out.iter().map(|m| m.bytes as f64 / 1024.0)), 0),
+            fmt(med(s.back.iter().map(|m| m.frozen_ms)), 1),
+            fmt(med(s.back.iter().map(|m| m.total_ms)), 1),
+        );
+    }
+}
+
+fn cpu_ratio(s: &Small) -> Option<f64> {
+    med(s.reps.iter().filter_map(|r| Some(r.remote_cpu? / r.home_cpu?)))
+}
+
+fn print_cpu(s: &Small) {
+    println!();
+    println!("3. CPU-bound work: {} rounds of dependent integer arithmetic (no system call), at home and on n2", s.iters);
+    println!();
+    let mut rows = vec![row(&["rep", "first", "home s", "n2 s", "n2/home"])];
+    for (i, r) in s.reps.iter().enumerate() {
+        let ratio = r.remote_cpu.zip(r.home_cpu).map(|(a, b)| a / b);
+        rows.push(vec![
+            (i + 1).to_string(),
+            if r.remote_first { "n2" } else { "home" }.into(),
+            fmt(r.home_cpu, 3),
+            fmt(r.remote_cpu, 3),
+            fmt(ratio, 3),
+        ]);
+    }
+    let ratio = cpu_ratio(s);
+    rows.push(vec![
+        "median".into(),
+        String::new(),
+        fmt(med(s.reps.iter().filter_map(|r| r.home_cpu)), 3),
+        fmt(med(s.reps.iter().filter_map(|r| r.remote_cpu)), 3),
+        fmt(ratio, 3),
+    ]);
+    print_table(&rows, 2);
+    println!();
+    println!("Wall-clock seconds measured by the process itself (CLOCK_MONOTONIC); the rounds were calibrated at home to");
+    println!("about the asked-for time. n2/home: median of the per-repetition ratios; goal <= {CPU_GOAL}: {}.", met(ratio, CPU_GOAL));
+}
+
+fn print_goals(s: &Small, cfg: &Config) {
+    println!();
+    println!("Goals:");
+    if cfg.parts.contains(&Part::Syscalls) {
+        for (which, name) in [(0, "write"), (1, "getppid")] {
+            let (_, _, ratio) = call_medians(s, which);
+            println!("  forwarded {name} <= {FORWARD_GOAL} x TCP round trip: {} ({})", fmt(ratio, 2), met(ratio, FORWARD_GOAL));
+        }
+    }
+    if cfg.parts.contains(&Part::Cpu) {
+        let ratio = cpu_ratio(s);
+        println!("  CPU-bound work on n2 <= {CPU_GOAL} x at home: {} ({})", fmt(ratio, 3), met(ratio, CPU_GOAL));
+    }
+}
+
+/// The program under test (see the comment at its top).
+const TARGET_C: &str = r##"
+/* The process that `herd-bench migrate` moves between nodes (compiled at run
+ * time with gcc; see migrate.rs).
+ *
+ *   hb_target probe   prints "ok" and exits (can uid 65534 run it?)
+ *   hb_target MIB     prints "pid N" (its pid: the home pid), allocates MIB
+ *                     MiB and writes pseudo-random words into all of it (no
+ *                     page is zero, nothing compresses or repeats), prints
+ *                     "ready", then serves one command per line on stdin:
+ *
+ *   ping              "pong"
+ *   calls N           times N write(fd of /dev/null, 1 byte) and N getppid()
+ *                     with clock_gettime: "calls write_us=X getppid_us=Y"
+ *                     (mean microseconds per call)
+ *   cpu N             N rounds of dependent integer work, no system call:
+ *                     "cpu secs=S x=..." (wall-clock seconds)
+ *   check             compares its memory with what it wrote:
+ *                     "checked pages=P bad=B"
+ *   quit, or EOF      exits 0
+ *
+ * Errors are answered "error ...", so the bench never waits for nothing.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+#define SEED 0x243F6A8885A308D3ULL
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+/* xorshift64*: never zero, no repetition within any size we use. */
+static inline uint64_t next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "probe") == 0) {
+        puts("ok");
+        return 0;
+    }
+    if (argc != 2) {
+        fprintf(stderr, "usage: hb_target MIB | probe\n");
+        return 64;
+    }
+    /* Only what herd-bench gave it: stdin, stdout, stderr. */
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+    say("pid %d", (int)getpid());
+
+    size_t mib = strtoull(argv[1], NULL, 10);
+    size_t words = (mib << 20) / sizeof(uint64_t);
+    uint64_t *mem = NULL;
+    if (words) {
+        mem = malloc(words * sizeof(uint64_t));
+        if (!mem) {
+            say("error malloc of %zu MiB failed", mib);
+            return 1;
+        }
+        uint64_t s = SEED;
+        for (size_t i = 0; i < words; i++)
+            mem[i] = next(&s);
+    }
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (devnull < 0) {
+        say("error open /dev/null: %s", strerror(errno));
+        return 1;
+    }
+    say("ready");
+
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        unsigned long long n = 0;
+        if (strcmp(line, "ping\n") == 0) {
+            say("pong");
+        } else if (sscanf(line, "calls %llu", &n) == 1 && n > 0) {
+            char c = 'x';
+            double t0 = now();
+            for (unsigned long long i = 0; i < n; i++) {
+                if (write(devnull, &c, 1) != 1) {
+                    say("error write to /dev/null: %s", strerror(errno));
+                    goto next_command;
+                }
+            }
+            double t1 = now();
+            long sum = 0;
+            for (unsigned long long i = 0; i < n; i++)
+                sum += syscall(SYS_getppid);
+            double t2 = now();
+            if (sum <= 0) {
+                say("error getppid returned %ld in total", sum);
+                continue;
+            }
+            say("calls write_us=%.4f getppid_us=%.4f", (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n);
+        } else if (sscanf(line, "cpu %llu", &n) == 1 && n > 0) {
+            uint64_t x = SEED;
+            double t0 = now();
+            for (unsigned long long i = 0; i < n; i++) {
+                x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+                x ^= x >> 29;
+            }
+            double t1 = now();
+            say("cpu secs=%.6f x=%016llx", t1 - t0, (unsigned long long)x);
+        } else if (strcmp(line, "check\n") == 0) {
+            uint64_t s = SEED;
+            size_t per_page = PAGE / sizeof(uint64_t), bad = 0;
+            for (size_t i = 0; i < words; i += per_page) {
+                int ok = 1;
+                for (size_t j = i; j < i + per_page && j < words; j++)
+                    if (mem[j] != next(&s))
+                        ok = 0;
+                bad += !ok;
+            }
+            say("checked pages=%zu bad=%zu", (words + per_page - 1) / per_page, bad);
+        } else if (strcmp(line, "quit\n") == 0) {
+            return 0;
+        } else {
+            line[strcspn(line, "\n")] = 0;
+            say("error unknown command \"%s\"", line);
+        }
+    next_command:;
+    }
+    return 0;
+}
+"##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_of_program_lines() {
+        assert_eq!(field("calls write_us=12.5000 getppid_us=3.2500", "getppid_us").unwrap(), 3.25);
+        assert_eq!(field("cpu secs=2.500000 x=00ff", "secs").unwrap(), 2.5);
+        assert!(field("cpu secs=2.5", "x").is_err());
+        assert_eq!(field("rtt us=31.250", "us").unwrap(), 31.25);
+    }
+
+    #[test]
+    fn tables_line_up() {
+        let lines = table_lines(&[row(&["call", "native µs", "x"]), row(&["getppid()", "0.1", "met"])], 1);
+        assert_eq!(lines[0], "call       native µs    x");
+        assert_eq!(lines[1], "getppid()        0.1  met");
+        let lines = table_lines(&[row(&["size", "move", "ms"]), row(&["64 MiB", "n2 -> home", "1.5"])], 2);
+        assert_eq!(lines[0], "size    move         ms");
+        assert_eq!(lines[1], "64 MiB  n2 -> home  1.5");
+    }
+
+    #[test]
+    fn goals() {
+        assert_eq!(met(Some(1.5), FORWARD_GOAL), "met");
+        assert_eq!(met(Some(2.5), FORWARD_GOAL), "NOT met");
+        assert_eq!(met(None, CPU_GOAL), "not measured");
+        assert_eq!(fmt(Some(f64::NAN), 2), "-");
+        assert_eq!(med([1.0, f64::NAN, 3.0]), Some(2.0));
+    }
+
+    #[test]
+    fn the_program_compiles() {
+        let Some(cc) = ["gcc", "cc"].into_iter().find(|cc| quiet(Command::new(cc).arg("--version")).is_ok_and(|s| s.success())) else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("hb-target-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = build_target(cc, &dir).unwrap();
+        let mut child = Command::new(&exe).arg("1").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"ping\ncalls 100\ncpu 1000\ncheck\nquit\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(out.status.success());
+        assert!(lines[0].starts_with("pid "), "{text}");
+        assert_eq!(lines[1], "ready");
+        assert_eq!(lines[2], "pong");
+        assert!(field(lines[3], "getppid_us").is_ok(), "{text}");
+        assert!(field(lines[4], "secs").is_ok(), "{text}");
+        assert_eq!(lines[5], "checked pages=256 bad=0");
+    }
+}

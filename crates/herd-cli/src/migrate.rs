@@ -1,0 +1,68 @@
+//! `herd migrate` (`migrate`): move a migratable process of this node.
+
+use anyhow::Result;
+use herd_daemon::control::{ClientError, ErrorKind, Migrated, Request, Response};
+
+use crate::nodes::Target;
+use crate::run::reason;
+
+/// Asks this node's herdd to move `pid` to `to` (a node, `home` or `balance`) and waits
+/// for the move to end. Prints one line either way; the exit code is 0 or 1.
+pub fn run(target: &Target, pid: i32, to: &str) -> Result<i32> {
+    let answer = target.connect().and_then(|mut c| c.call(&Request::Migrate { pid, target: to.to_string() }));
+    match answer {
+        Ok(Response::Migrated(m)) => {
+            println!("{}", moved_line(&m));
+            Ok(0)
+        }
+        Ok(other) => anyhow::bail!("herdd answered the migrate request with something else: {other:?}"),
+        Err(e) => {
+            eprintln!("herd migrate: {}", failure_line(&e));
+            Ok(1)
+        }
+    }
+}
+
+/// `moved 4242 to n2 (stopped 41 ms, total 63 ms, 12.3 MiB)`
+fn moved_line(m: &Migrated) -> String {
+    format!(
+        "moved {} to {} (stopped {:.0} ms, total {:.0} ms, {:.1} MiB)",
+        m.pid,
+        m.node,
+        m.frozen_ms,
+        m.total_ms,
+        m.bytes as f64 / (1u64 << 20) as f64
+    )
+}
+
+fn failure_line(e: &ClientError) -> String {
+    match e {
+        // Both leave the process where it was; say so, it is what the user worries about.
+        ClientError::Daemon(d) if matches!(d.kind, ErrorKind::Refused | ErrorKind::Failed) => {
+            format!("{}; it runs where it was", d.message)
+        }
+        other => reason(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_daemon::control::ControlError;
+
+    #[test]
+    fn success_line() {
+        let m = Migrated { pid: 4242, node: "n2".into(), frozen_ms: 41.2, total_ms: 62.7, bytes: 12_897_485 };
+        assert_eq!(moved_line(&m), "moved 4242 to n2 (stopped 41 ms, total 63 ms, 12.3 MiB)");
+    }
+
+    #[test]
+    fn failure_lines() {
+        let daemon = |kind, message: &str| ClientError::Daemon(ControlError { kind, message: message.into() });
+        assert_eq!(failure_line(&daemon(ErrorKind::Refused, "n2 is blocked")), "n2 is blocked; it runs where it was");
+        assert_eq!(failure_line(&daemon(ErrorKind::Failed, "n2 went away")), "n2 went away; it runs where it was");
+        assert_eq!(failure_line(&daemon(ErrorKind::NoSuchProcess, "no migratable process 7")), "no migratable process 7");
+        let down = ClientError::NotRunning("/run/herd/herdd.sock".into());
+        assert!(failure_line(&down).starts_with("herdd is not running"));
+    }
+}

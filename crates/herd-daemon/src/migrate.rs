@@ -1,0 +1,815 @@
+//! Migration in herdd: this node's migratable processes, each driven by one
+//! task (an actor) that owns everything about it — where it runs, its
+//! deputy, the stream to the node that runs it — and the other side: guests
+//! that other nodes' processes become here.
+//!
+//! Home coordinates every move of its processes. Home → B: the deputy
+//! thread freezes the process and streams its image to B; once B reports it
+//! running, the frozen original becomes the deputy. B → home: the deputy is
+//! quiesced, B captures and streams the image home, where it is restored into
+//! the deputy; B's copy is ended once that succeeded. B → C: as B → home, but
+//! the image is relayed to C, and B's copy ends when C reports it running.
+//! Until the commit the source keeps its frozen copy, and any failure — the
+//! target refuses or dies, a stream breaks — lets that copy run on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herd_migrate::deputy::{self, Cmd, Event};
+use herd_migrate::guest::{self, GuestCmd};
+use herd_migrate::pipe::{self, Piece};
+use herd_migrate::proto::{self, Adopt, ToHome, ToRemote};
+use herd_wire::stream::SecureStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::control::{ControlError, ErrorKind, Migrated, ProcessRow};
+use crate::daemon::Shared;
+use crate::peer::PeerRequest;
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
+    ControlError { kind, message: message.into() }
+}
+
+/// This node's migratable processes, by home pid.
+#[derive(Default)]
+pub struct Registry {
+    procs: Mutex<HashMap<i32, Handle>>,
+}
+
+struct Handle {
+    uid: u32,
+    /// /proc start time, so that a reused pid is not taken for the process.
+    start: u64,
+    row: Arc<Mutex<ProcessRow>>,
+    tx: mpsc::UnboundedSender<Input>,
+}
+
+enum Input {
+    Migrate { target: String, reply: oneshot::Sender<Result<Migrated, ControlError>> },
+    Deputy(Event),
+    Remote { gen: u64, msg: ToHome },
+    RemoteClosed { gen: u64, why: String },
+}
+
+fn proc_facts(pid: i32) -> Option<(u32, u64, String)> {
+    let p = procfs::process::Process::new(pid).ok()?;
+    let st = p.stat().ok()?;
+    let uid = p.status().ok()?.ruid;
+    let cmd = p.cmdline().ok().filter(|c| !c.is_empty()).map(|c| c.join(" ")).unwrap_or_else(|| st.comm.clone());
+    Some((uid, st.starttime, cmd))
+}
+
+/// `herd run`: makes process `pid` migratable. Users may adopt their own processes.
+pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<(), ControlError> {
+    let (uid, start, cmd) = proc_facts(pid).ok_or_else(|| err(ErrorKind::NoSuchProcess, format!("no process {pid} on this node")))?;
+    if caller != 0 && caller != uid {
+        return Err(err(ErrorKind::PermissionDenied, format!("process {pid} belongs to uid {uid}, not to you (uid {caller})")));
+    }
+    let mut procs = shared.procs.procs.lock().expect("registry lock");
+    if let Some(h) = procs.get(&pid) {
+        if h.start == start {
+            h.row.lock().expect("row lock").lock |= lock;
+            return Ok(());
+        }
+    }
+    let row = Arc::new(Mutex::new(ProcessRow {
+        pid,
+        uid,
+        where_: shared.config.name.clone(),
+        state: "home".into(),
+        cpu: 0.0,
+        rss: 0,
+        nmigs: 0,
+        cantmove: Vec::new(),
+        lock,
+        cmd: cmd.clone(),
+    }));
+    let (tx, rx) = mpsc::unbounded_channel();
+    procs.insert(pid, Handle { uid, start, row: row.clone(), tx: tx.clone() });
+    drop(procs);
+    tracing::info!(pid, uid, cmd, "adopted");
+    let actor = Actor {
+        shared: shared.clone(),
+        pid,
+        uid,
+        cmd,
+        row,
+        inputs: rx,
+        me: tx,
+        deputy: None,
+        remote: None,
+        gen: 0,
+        last_cpu: None,
+        early: Vec::new(),
+    };
+    tokio::spawn(actor.run(start));
+    Ok(())
+}
+
+/// `herd migrate`: moves process `pid` (of this home) to `target`.
+pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32) -> Result<Migrated, ControlError> {
+    let tx = {
+        let procs = shared.procs.procs.lock().expect("registry lock");
+        let h = procs.get(&pid).ok_or_else(|| {
+            err(ErrorKind::NoSuchProcess, format!("process {pid} is not a migratable process of this node (start it with `herd run`)"))
+        })?;
+        if caller != 0 && caller != h.uid {
+            return Err(err(ErrorKind::PermissionDenied, format!("process {pid} belongs to uid {}, not to you (uid {caller})", h.uid)));
+        }
+        h.tx.clone()
+    };
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Migrate { target, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
+    rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
+}
+
+/// `herd ps`.
+pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
+    let procs = shared.procs.procs.lock().expect("registry lock");
+    let mut rows: Vec<ProcessRow> = procs.values().map(|h| h.row.lock().expect("row lock").clone()).collect();
+    drop(procs);
+    for r in &mut rows {
+        if r.state == "home" {
+            r.cantmove = match herd_checkpoint::check_for(r.pid, herd_checkpoint::Purpose::Migrate { own_filter: false }) {
+                Ok(why) => why.iter().map(|w| w.to_string()).collect(),
+                Err(e) => vec![e.to_string()],
+            };
+            if r.uid == 0 && !shared.config.allow_root_guests {
+                r.cantmove.push("belongs to root (allow_root_guests is off)".into());
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.pid);
+    rows
+}
+
+/// Where a move goes.
+enum Dest {
+    Home,
+    Node { name: String, addr: SocketAddr },
+}
+
+struct Remote {
+    node: String,
+    gen: u64,
+    tx: mpsc::Sender<ToRemote>,
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    pid: i32,
+    uid: u32,
+    cmd: String,
+    row: Arc<Mutex<ProcessRow>>,
+    inputs: mpsc::UnboundedReceiver<Input>,
+    me: mpsc::UnboundedSender<Input>,
+    deputy: Option<deputy::Link>,
+    remote: Option<Remote>,
+    gen: u64,
+    last_cpu: Option<(u64, Instant)>,
+    /// Messages from a new remote node that came before the move completed.
+    early: Vec<ToHome>,
+}
+
+impl Actor {
+    fn set_row(&self, f: impl FnOnce(&mut ProcessRow)) {
+        f(&mut self.row.lock().expect("row lock"));
+    }
+
+    async fn run(mut self, start: u64) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                input = self.inputs.recv() => {
+                    let Some(input) = input else { break };
+                    if !self.handle(input).await {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.deputy.is_none() {
+                        // At home: is it still the same process?
+                        match proc_facts(self.pid) {
+                            Some((_, s, _)) if s == start => self.sample_home(),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(pid = self.pid, "no longer migratable (ended)");
+        self.shared.procs.procs.lock().expect("registry lock").remove(&self.pid);
+    }
+
+    fn sample_home(&mut self) {
+        let Some((ticks, rss)) = procfs::process::Process::new(self.pid).ok().and_then(|p| p.stat().ok()).map(|s| (s.utime + s.stime, s.rss * 4096)) else {
+            return;
+        };
+        self.cpu_sample(ticks, rss);
+    }
+
+    fn cpu_sample(&mut self, ticks: u64, rss: u64) {
+        let now = Instant::now();
+        let cpu = match self.last_cpu {
+            Some((t, at)) if ticks >= t => (ticks - t) as f64 / procfs::ticks_per_second() as f64 / now.duration_since(at).as_secs_f64().max(0.001) * 100.0,
+            _ => 0.0,
+        };
+        self.last_cpu = Some((ticks, now));
+        self.set_row(|r| {
+            r.cpu = (cpu * 10.0).round() / 10.0;
+            r.rss = rss;
+        });
+    }
+
+    /// Handles one input in the steady state; false when the process is gone.
+    async fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Migrate { target, reply } => {
+                let r = self.migrate(&target).await;
+                let gone = r.as_ref().is_err_and(|e| e.kind == ErrorKind::NoSuchProcess);
+                let _ = reply.send(r);
+                !gone
+            }
+            Input::Deputy(ev) => self.on_deputy(ev).await,
+            Input::Remote { gen, msg } if self.is_current(gen) => self.on_remote(msg).await,
+            Input::RemoteClosed { gen, why } if self.is_current(gen) => {
+                self.lost(why);
+                true
+            }
+            Input::Remote { .. } | Input::RemoteClosed { .. } => true,
+        }
+    }
+
+    /// The node running the process is gone, and the process with it.
+    fn lost(&mut self, why: String) {
+        let node = self.remote.take().map(|r| r.node).unwrap_or_default();
+        tracing::error!(pid = self.pid, "process {} lost on node {node} ({why}); ending it at home", self.pid);
+        self.shared.counters.processes_lost.inc();
+        if let Some(d) = &self.deputy {
+            d.send(Cmd::Kill);
+        }
+    }
+
+    fn is_current(&self, gen: u64) -> bool {
+        self.remote.as_ref().is_some_and(|r| r.gen == gen)
+    }
+
+    async fn to_remote(&self, msg: ToRemote) {
+        if let Some(r) = &self.remote {
+            let _ = r.tx.send(msg).await;
+        }
+    }
+
+    async fn on_deputy(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Reply { seq, reply } => {
+                self.shared.counters.forwarded_calls.inc();
+                self.to_remote(ToRemote::Reply { seq, reply }).await;
+            }
+            Event::Signal { sig, during_call } => self.to_remote(ToRemote::Signal { sig, during_call }).await,
+            Event::Gone(why) => {
+                tracing::info!(pid = self.pid, "ended ({why})");
+                self.to_remote(ToRemote::Kill).await;
+                self.remote = None;
+                self.deputy = None;
+                return false;
+            }
+            other => tracing::debug!(pid = self.pid, "deputy: {other:?}"),
+        }
+        true
+    }
+
+    async fn on_remote(&mut self, msg: ToHome) -> bool {
+        match msg {
+            ToHome::Call { seq, call } => {
+                if let Some(d) = &self.deputy {
+                    d.send(Cmd::Call { seq, call });
+                }
+            }
+            ToHome::Exited(how) => {
+                tracing::info!(pid = self.pid, "ended remotely: {how:?}");
+                // The stream closes next; that is not a loss.
+                self.remote = None;
+                if let Some(d) = &self.deputy {
+                    d.send(Cmd::Exit(how));
+                }
+            }
+            ToHome::Stats { cpu_ticks, rss } => self.cpu_sample(cpu_ticks, rss),
+            ToHome::WantHome { why } => {
+                tracing::info!(pid = self.pid, "comes home for {why}");
+                // (boxed: a move home may itself hand on messages from the remote node)
+                if let Err(e) = Box::pin(self.migrate("home")).await {
+                    tracing::error!(pid = self.pid, "could not bring it home for {why}: {e}");
+                }
+            }
+            other => tracing::debug!(pid = self.pid, "unexpected from the remote node: {other:?}"),
+        }
+        true
+    }
+
+    fn dest(&self, target: &str) -> Result<Dest, ControlError> {
+        let me = &self.shared.config.name;
+        if target == "home" || target == me.as_str() {
+            return Ok(Dest::Home);
+        }
+        let snap = self.shared.snapshot.borrow().clone();
+        let own = snap.nodes.iter().find(|n| n.is_self).and_then(|n| n.info.clone());
+        let usable = |v: &herd_cluster::NodeView| -> Result<(), String> {
+            let info = v.info.as_ref().ok_or("its state is not known yet")?;
+            if v.state != herd_cluster::NodeState::Up {
+                return Err(format!("it is {:?}", v.state).to_lowercase());
+            }
+            if info.status.blocked {
+                return Err("it is blocked (accepts no processes)".into());
+            }
+            if let Some(own) = &own {
+                if info.features.vdso_hash != own.features.vdso_hash {
+                    return Err(format!(
+                        "its vDSO differs from this node's (kernel {} there, {} here)",
+                        info.features.kernel, own.features.kernel
+                    ));
+                }
+                let missing = own.features.xcr0 & !info.features.xcr0;
+                if missing != 0 {
+                    return Err(format!("its CPU lacks xsave features {missing:#x} (XCR0 {:#x}) the process may use", info.features.xcr0));
+                }
+            }
+            Ok(())
+        };
+        if target == "balance" {
+            let best = snap
+                .nodes
+                .iter()
+                .filter(|v| usable(v).is_ok())
+                .filter_map(|v| v.info.as_ref().map(|i| (v, i)))
+                .map(|(v, i)| (v, i.load as f64 / f64::from(i.cpus.max(1)) / f64::from(i.speed.max(1))))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            return match best {
+                Some((v, _)) if v.is_self => Ok(Dest::Home),
+                Some((v, _)) => Ok(Dest::Node { name: v.info.as_ref().map(|i| i.name.clone()).unwrap_or_default(), addr: v.id.addr }),
+                None => Err(err(ErrorKind::Refused, "no node can take it now")),
+            };
+        }
+        let v = snap
+            .nodes
+            .iter()
+            .find(|v| v.info.as_ref().is_some_and(|i| i.name == target))
+            .ok_or_else(|| err(ErrorKind::BadRequest, format!("no node named {target:?} in the cluster (see `herd nodes`)")))?;
+        usable(v).map_err(|why| err(ErrorKind::Refused, format!("node {target} cannot take it: {why}")))?;
+        Ok(Dest::Node { name: target.to_string(), addr: v.id.addr })
+    }
+
+    async fn migrate(&mut self, target: &str) -> Result<Migrated, ControlError> {
+        let t0 = Instant::now();
+        let dest = self.dest(target)?;
+        let here = self.remote.as_ref().map(|r| r.node.clone());
+        let result = match (&here, dest) {
+            (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} is already at home", self.pid))),
+            (Some(n), Dest::Node { name, .. }) if *n == name => Err(err(ErrorKind::Refused, format!("process {} already runs on {name}", self.pid))),
+            (None, Dest::Node { name, addr }) => {
+                if self.uid == 0 && !self.shared.config.allow_root_guests {
+                    return Err(err(ErrorKind::Refused, "root's processes do not migrate (set allow_root_guests = true to allow it)"));
+                }
+                self.set_row(|r| r.state = "migrating".into());
+                self.out(&name, addr).await
+            }
+            (Some(_), Dest::Home) => {
+                self.set_row(|r| r.state = "migrating".into());
+                self.back_home().await
+            }
+            (Some(_), Dest::Node { name, addr }) => {
+                self.set_row(|r| r.state = "migrating".into());
+                self.relay(&name, addr).await
+            }
+        };
+        let where_ = self.remote.as_ref().map_or_else(|| self.shared.config.name.clone(), |r| r.node.clone());
+        let state = if self.remote.is_some() { "remote" } else { "home" };
+        self.set_row(|r| {
+            r.where_ = where_.clone();
+            r.state = state.into();
+        });
+        match result {
+            Ok((frozen_ms, bytes)) => {
+                self.set_row(|r| r.nmigs += 1);
+                self.shared.counters.migrations.inc();
+                self.shared.counters.migrated_bytes.inc_by(bytes);
+                let m = Migrated { pid: self.pid, node: where_, frozen_ms, total_ms: t0.elapsed().as_secs_f64() * 1e3, bytes };
+                tracing::info!(pid = self.pid, "moved to {} (stopped {:.1} ms, total {:.1} ms, {} bytes)", m.node, m.frozen_ms, m.total_ms, m.bytes);
+                Ok(m)
+            }
+            Err(e) => {
+                if e.kind != ErrorKind::BadRequest {
+                    self.shared.counters.migrations_failed.inc();
+                }
+                tracing::warn!(pid = self.pid, "move to {target} failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a migration stream to `addr` and announces the process.
+    async fn connect(&mut self, name: &str, addr: SocketAddr) -> Result<Remote, ControlError> {
+        let fail = |why: String| err(ErrorKind::Failed, format!("cannot reach node {name} at {addr}: {why}"));
+        let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = SecureStream::connect(tcp, &self.shared.key, &self.shared.keypair).await.map_err(|e| fail(e.to_string()))?;
+        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone() };
+        stream.send(&proto::encode(&PeerRequest::Adopt(adopt))).await.map_err(|e| fail(e.to_string()))?;
+        self.gen += 1;
+        let gen = self.gen;
+        let (mut rx, mut wx) = stream.into_split();
+        let (tx, mut out) = mpsc::channel::<ToRemote>(16);
+        tokio::spawn(async move {
+            while let Some(m) = out.recv().await {
+                if wx.send(&proto::encode(&m)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wx.shutdown().await;
+        });
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let why = loop {
+                match rx.recv().await {
+                    Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
+                        Ok(msg) => {
+                            if me.send(Input::Remote { gen, msg }).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => break format!("garbled message: {e}"),
+                    },
+                    Err(e) => break e.to_string(),
+                }
+            };
+            let _ = me.send(Input::RemoteClosed { gen, why });
+        });
+        Ok(Remote { node: name.to_string(), gen, tx })
+    }
+
+    /// Waits for the next input, answering other move requests with "busy"
+    /// and keeping the remote copy's resource figures current.
+    async fn next(&mut self) -> Option<Input> {
+        loop {
+            let input = self.inputs.recv().await?;
+            match input {
+                Input::Migrate { reply, .. } => {
+                    let _ = reply.send(Err(err(ErrorKind::Refused, "another move of this process is in progress")));
+                }
+                Input::Remote { gen, msg: ToHome::Stats { cpu_ticks, rss } } if self.is_current(gen) => self.cpu_sample(cpu_ticks, rss),
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// Home → `name`: capture here, restore there, then the original becomes the deputy.
+    async fn out(&mut self, name: &str, addr: SocketAddr) -> Result<(f64, u64), ControlError> {
+        let remote = self.connect(name, addr).await?;
+        let (img_tx, me) = (remote.tx.clone(), self.me.clone());
+        let end_tx = remote.tx.clone();
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = bytes.clone();
+        let link = deputy::start(
+            self.pid,
+            move |chunk| {
+                counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                img_tx.blocking_send(ToRemote::Image(chunk)).is_ok()
+            },
+            move |piece| {
+                // A failed capture just closes the stream: the target discards what it got.
+                if let Piece::End = piece {
+                    let _ = end_tx.blocking_send(ToRemote::ImageEnd);
+                }
+            },
+            move |ev| {
+                let _ = me.send(Input::Deputy(ev));
+            },
+        );
+        let gen = remote.gen;
+        let mut captured = None;
+        let mut running = false;
+        let outcome: Result<(), ControlError> = loop {
+            let Some(input) = self.next().await else { break Err(err(ErrorKind::Internal, "herdd is stopping")) };
+            match input {
+                Input::Deputy(Event::Captured(stats)) => captured = Some(stats),
+                Input::Deputy(Event::CaptureFailed(why)) => {
+                    break Err(err(ErrorKind::Refused, format!("process {} cannot move: {why}", self.pid)));
+                }
+                Input::Remote { gen: g, msg: ToHome::Running { pid } } if g == gen => {
+                    tracing::debug!(pid = self.pid, "runs on {name} as {pid}");
+                    running = true;
+                }
+                Input::Remote { gen: g, msg: ToHome::Refused { reason } } if g == gen => {
+                    break Err(err(ErrorKind::Refused, format!("node {name} refused it: {reason}")));
+                }
+                Input::RemoteClosed { gen: g, why } if g == gen => {
+                    break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
+                }
+                Input::Remote { gen: g, msg } if g == gen => {
+                    // Calls made before "running" arrived here: hold them until the deputy exists.
+                    self.early.push(msg);
+                }
+                Input::Deputy(Event::Gone(why)) => break Err(err(ErrorKind::NoSuchProcess, format!("process {} ended: {why}", self.pid))),
+                _ => {}
+            }
+            if running && captured.is_some() {
+                break Ok(());
+            }
+        };
+        if let Err(e) = outcome {
+            link.send(Cmd::Abort);
+            // Dropping the stream's sender closes it; the target ends what it started.
+            drop(remote);
+            self.early.clear();
+            return Err(e);
+        }
+        link.send(Cmd::Commit);
+        loop {
+            match self.next().await {
+                Some(Input::Deputy(Event::Deputy)) => break,
+                Some(Input::Deputy(Event::Signal { sig, during_call })) => {
+                    let _ = remote.tx.send(ToRemote::Signal { sig, during_call }).await;
+                }
+                Some(Input::Deputy(Event::Gone(why))) | Some(Input::Deputy(Event::CaptureFailed(why))) => {
+                    let _ = remote.tx.send(ToRemote::Kill).await;
+                    return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended: {why}", self.pid)));
+                }
+                Some(Input::Remote { gen: g, msg }) if g == gen => self.early.push(msg),
+                Some(_) => {}
+                None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
+            }
+        }
+        self.deputy = Some(link);
+        self.remote = Some(remote);
+        for msg in std::mem::take(&mut self.early) {
+            self.on_remote(msg).await;
+        }
+        let frozen_ms = captured.map_or(0.0, |s| s.frozen_for.as_secs_f64() * 1e3);
+        Ok((frozen_ms, bytes.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    /// Has the deputy finish or abandon the call it serves and hold still.
+    async fn quiesce(&mut self) -> Result<(), ControlError> {
+        let Some(d) = &self.deputy else { return Err(err(ErrorKind::Internal, "no deputy")) };
+        d.send(Cmd::Quiesce);
+        loop {
+            match self.next().await {
+                Some(Input::Deputy(Event::Quiesced)) => return Ok(()),
+                Some(Input::Deputy(ev)) => {
+                    if !self.on_deputy(ev).await {
+                        return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended", self.pid)));
+                    }
+                }
+                Some(Input::Remote { gen, msg: ToHome::Exited(how) }) if self.is_current(gen) => {
+                    self.on_remote(ToHome::Exited(how)).await;
+                    return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended during the move", self.pid)));
+                }
+                // Calls still in flight: the capture interrupts them and they are made again.
+                Some(Input::Remote { .. }) => {}
+                Some(Input::RemoteClosed { gen, why }) if self.is_current(gen) => {
+                    self.lost(why);
+                    return Err(err(ErrorKind::Failed, "the node running it was lost"));
+                }
+                Some(_) => {}
+                None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
+            }
+        }
+    }
+
+    /// Resumes serving after a failed move away from a remote node.
+    fn resume(&self) {
+        if let Some(d) = &self.deputy {
+            d.send_parked(Cmd::Resume);
+        }
+    }
+
+    /// Remote → home: the image is restored into the deputy.
+    async fn back_home(&mut self) -> Result<(f64, u64), ControlError> {
+        self.quiesce().await?;
+        let remote = self.remote.as_ref().expect("remote");
+        let (gen, node) = (remote.gen, remote.node.clone());
+        let (pieces, reader) = pipe::channel();
+        self.deputy.as_ref().expect("deputy").send_parked(Cmd::ComeHome(reader));
+        self.to_remote(ToRemote::Capture).await;
+        let t_capture = Instant::now();
+        let mut bytes = 0u64;
+        let mut feeding = true;
+        let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
+        loop {
+            match self.next().await {
+                Some(Input::Remote { gen: g, msg }) if g == gen => match msg {
+                    ToHome::Image(chunk) if feeding => {
+                        bytes += chunk.len() as u64;
+                        feeding = feed(Piece::Data(chunk));
+                    }
+                    ToHome::ImageEnd => {
+                        feed(Piece::End);
+                    }
+                    ToHome::CaptureFailed { reason } => {
+                        feed(Piece::Failed(reason.clone()));
+                        // The deputy reports HomeFailed below; the remote copy runs on.
+                    }
+                    ToHome::Exited(how) => {
+                        feed(Piece::Failed("it ended".into()));
+                        self.on_remote(ToHome::Exited(how)).await;
+                        return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended during the move", self.pid)));
+                    }
+                    _ => {}
+                },
+                Some(Input::RemoteClosed { gen: g, why }) if g == gen => {
+                    feed(Piece::Failed(format!("the connection to node {node} broke: {why}")));
+                }
+                Some(Input::Deputy(Event::Home { stats, warnings })) => {
+                    for w in warnings {
+                        tracing::debug!(pid = self.pid, "restore at home: {w}");
+                    }
+                    self.to_remote(ToRemote::Commit).await;
+                    self.remote = None;
+                    self.deputy = None;
+                    let _ = stats;
+                    return Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes));
+                }
+                Some(Input::Deputy(Event::HomeFailed(why))) => {
+                    if self.is_current(gen) {
+                        self.to_remote(ToRemote::Abort).await;
+                        return Err(err(ErrorKind::Failed, format!("bringing it home failed: {why}; it runs on {node}")));
+                    }
+                    // The remote node is gone, and so is the process.
+                    if let Some(d) = &self.deputy {
+                        d.send(Cmd::Kill);
+                    }
+                    return Err(err(ErrorKind::Failed, format!("node {node} was lost while bringing it home: {why}")));
+                }
+                Some(Input::Deputy(Event::Gone(why))) => {
+                    self.to_remote(ToRemote::Kill).await;
+                    self.remote = None;
+                    self.deputy = None;
+                    return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended: {why}", self.pid)));
+                }
+                Some(_) => {}
+                None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
+            }
+        }
+    }
+
+    /// Remote B → node `name`: B's image is relayed to the new node.
+    async fn relay(&mut self, name: &str, addr: SocketAddr) -> Result<(f64, u64), ControlError> {
+        self.quiesce().await?;
+        let new = match self.connect(name, addr).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.resume();
+                return Err(e);
+            }
+        };
+        let old_gen = self.remote.as_ref().expect("remote").gen;
+        self.to_remote(ToRemote::Capture).await;
+        let t_capture = Instant::now();
+        let mut bytes = 0u64;
+        let result: Result<(), ControlError> = loop {
+            match self.next().await {
+                Some(Input::Remote { gen, msg }) if gen == old_gen => match msg {
+                    ToHome::Image(chunk) => {
+                        bytes += chunk.len() as u64;
+                        let _ = new.tx.send(ToRemote::Image(chunk)).await;
+                    }
+                    ToHome::ImageEnd => {
+                        let _ = new.tx.send(ToRemote::ImageEnd).await;
+                    }
+                    ToHome::CaptureFailed { reason } => break Err(err(ErrorKind::Refused, format!("it cannot move now: {reason}"))),
+                    ToHome::Exited(how) => {
+                        self.on_remote(ToHome::Exited(how)).await;
+                        return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended during the move", self.pid)));
+                    }
+                    _ => {}
+                },
+                Some(Input::RemoteClosed { gen, why }) if gen == old_gen => {
+                    self.lost(why);
+                    return Err(err(ErrorKind::Failed, "the node running it was lost during the move"));
+                }
+                Some(Input::Remote { gen, msg: ToHome::Running { .. } }) if gen == new.gen => break Ok(()),
+                Some(Input::Remote { gen, msg: ToHome::Refused { reason } }) if gen == new.gen => {
+                    break Err(err(ErrorKind::Refused, format!("node {name} refused it: {reason}")));
+                }
+                Some(Input::RemoteClosed { gen, why }) if gen == new.gen => {
+                    break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
+                }
+                Some(Input::Remote { gen, msg }) if gen == new.gen => self.early.push(msg),
+                Some(Input::Deputy(ev)) => {
+                    if !self.on_deputy(ev).await {
+                        return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended", self.pid)));
+                    }
+                }
+                Some(_) => {}
+                None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.to_remote(ToRemote::Commit).await;
+                self.remote = Some(new);
+                self.resume();
+                for msg in std::mem::take(&mut self.early) {
+                    self.on_remote(msg).await;
+                }
+                Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes))
+            }
+            Err(e) => {
+                drop(new);
+                self.early.clear();
+                self.to_remote(ToRemote::Abort).await;
+                self.resume();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The other side: a process of another node's arrives on `stream`.
+pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, shared: Arc<Shared>) {
+    let (mut rx, mut wx) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<ToHome>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if wx.send(&proto::encode(&m)).await.is_err() {
+                break;
+            }
+        }
+        let _ = wx.shutdown().await;
+    });
+    if shared.snapshot.borrow().status.blocked {
+        let _ = out_tx.send(ToHome::Refused { reason: format!("node {} is blocked", shared.config.name) }).await;
+        drop(out_tx);
+        let _ = writer.await;
+        return;
+    }
+    tracing::info!(home = adopt.home, pid = adopt.pid, cmd = adopt.cmd, "a process arrives");
+    let (pieces, reader) = pipe::channel();
+    let out = out_tx.clone();
+    let images = out_tx.clone();
+    let link = guest::start(
+        adopt.clone(),
+        reader,
+        move |m| out.blocking_send(m).is_ok(),
+        move |chunk| images.blocking_send(ToHome::Image(chunk)).is_ok(),
+        shared.config.allow_root_guests,
+    );
+    let link = match link {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = out_tx.send(ToHome::Refused { reason: format!("cannot start a guest: {e}") }).await;
+            return;
+        }
+    };
+    shared.counters.guests_received.inc();
+    drop(out_tx);
+    let mut image_done = false;
+    let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
+    loop {
+        let msg = match rx.recv().await {
+            Ok(bytes) => match proto::decode::<ToRemote>(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(home = adopt.home, "garbled message from home: {e}");
+                    break;
+                }
+            },
+            Err(herd_wire::StreamError::Closed) => break,
+            Err(e) => {
+                tracing::warn!(home = adopt.home, pid = adopt.pid, "stream from home: {e}");
+                break;
+            }
+        };
+        let cmd = match msg {
+            ToRemote::Image(chunk) if !image_done => {
+                feed(Piece::Data(chunk));
+                continue;
+            }
+            ToRemote::ImageEnd if !image_done => {
+                image_done = true;
+                feed(Piece::End);
+                continue;
+            }
+            ToRemote::Image(_) | ToRemote::ImageEnd => continue,
+            ToRemote::Reply { seq, reply } => GuestCmd::Reply { seq, reply },
+            ToRemote::Signal { sig, during_call } => GuestCmd::Signal { sig, during_call },
+            ToRemote::Capture => GuestCmd::Capture,
+            ToRemote::Commit => GuestCmd::Commit,
+            ToRemote::Abort => GuestCmd::Abort,
+            ToRemote::Kill => GuestCmd::Kill,
+        };
+        if !link.send(cmd) {
+            break; // the guest has ended
+        }
+    }
+    if !image_done {
+        feed(Piece::Failed("the stream from home broke before the image was complete".into()));
+    }
+    link.send(GuestCmd::HomeLost);
+    let _ = writer.await;
+}

@@ -1,0 +1,602 @@
+//! The deputy: the original process, kept at home while its remote copy runs
+//! elsewhere. It keeps the process's identity — pid, parent, open files, cwd,
+//! terminal, credentials — and runs the system calls the remote copy
+//! forwards, injected into it. Its memory is released: it holds nothing but
+//! a three-page *shell* (`syscall; int3` and scratch for call buffers).
+//!
+//! One thread per deputy does all the ptrace work (ptrace requests are bound
+//! to the tracing thread). While idle the deputy sleeps in an injected
+//! `pause()`, so that every signal sent to the home pid stops it and is seen
+//! here: it is handed on to the remote copy, never delivered at home
+//! (except stop signals, which also stop the deputy, so that the shell's job
+//! control sees a stopped job). Commands reach the thread through a channel;
+//! a queued real-time signal with a secret value wakes it from its wait.
+
+use std::io;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use herd_checkpoint::filehash::FileHashes;
+use herd_checkpoint::restore::{free_area, mapped_ranges, restore_into, IntoFailed};
+use herd_checkpoint::{CaptureStats, Frozen, Purpose, RestoreStats};
+use herd_kernel::abi::{self, KernelSigaction};
+use herd_kernel::inject::{Injector, Outcome};
+use herd_kernel::mem::{self, PAGE};
+use herd_kernel::ptrace::{Stop, Tracee};
+use herd_kernel::{host, pidfd, KernelError};
+
+use crate::pipe::{ChunkReader, ChunkWriter, Piece};
+use crate::ProcMemory;
+use crate::proto::Ending;
+use crate::syscalls::{self, Call, MarshalError, Reply};
+
+/// The signal that wakes a deputy's thread (a queued one, from herdd, with
+/// the deputy's secret value).
+pub const WAKE_SIGNAL: i32 = 64;
+
+const SHELL_LEN: u64 = 3 * PAGE;
+
+/// Orders for a deputy's thread.
+pub enum Cmd {
+    /// The move succeeded: become the deputy (after [`start`]).
+    Commit,
+    /// The move failed: let the process run on at home (after [`start`]).
+    Abort,
+    /// Run forwarded call `seq`.
+    Call { seq: u64, call: Call },
+    /// Finish or abandon the call in progress and hold still: the remote copy
+    /// is about to be captured.
+    Quiesce,
+    /// After `Quiesce`: serve calls again (the capture failed).
+    Resume,
+    /// After `Quiesce`: the process comes home; its image arrives here.
+    ComeHome(ChunkReader),
+    /// The remote copy ended: end the same way at home.
+    Exit(Ending),
+    /// The remote copy is lost: end with SIGKILL.
+    Kill,
+}
+
+/// What a deputy's thread reports.
+#[derive(Debug)]
+pub enum Event {
+    /// The capture at home is complete and streamed; waiting for Commit/Abort.
+    Captured(CaptureStats),
+    /// The capture failed; the process runs on at home (the thread has ended).
+    CaptureFailed(String),
+    /// Now a deputy; the process's memory is released at home.
+    Deputy,
+    Reply { seq: u64, reply: Reply },
+    /// A signal for the process. `during_call`: it interrupted the forwarded
+    /// call being served, which was abandoned (no reply will come).
+    Signal { sig: i32, during_call: bool },
+    /// Holding still (after `Quiesce`).
+    Quiesced,
+    /// The process runs at home again (the thread has ended).
+    Home { stats: RestoreStats, warnings: Vec<String> },
+    /// Bringing it home failed; it is a deputy again and the remote copy must go on.
+    HomeFailed(String),
+    /// The process (the deputy) has ended; the thread has ended.
+    Gone(String),
+}
+
+/// The handle the rest of herdd keeps: commands in, and the wake-up.
+#[derive(Clone)]
+pub struct Link {
+    pid: i32,
+    cookie: u64,
+    cmds: Sender<Cmd>,
+}
+
+impl Link {
+    /// Queues `cmd` and wakes the thread if it waits on the deputy.
+    pub fn send(&self, cmd: Cmd) -> bool {
+        if self.cmds.send(cmd).is_err() {
+            return false;
+        }
+        // The thread may be busy, not waiting: then it finds the command
+        // before it waits again and the wake-up finds an empty queue.
+        let _ = pidfd::tgsigqueue(self.pid, self.pid, WAKE_SIGNAL, self.cookie);
+        true
+    }
+
+    /// Queues `cmd` for a thread that is parked (after [`Event::Quiesced`]),
+    /// which waits on the channel: no wake-up signal, which would otherwise
+    /// stay queued in the process.
+    pub fn send_parked(&self, cmd: Cmd) -> bool {
+        self.cmds.send(cmd).is_ok()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+fn cookie() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() | 1
+}
+
+/// Starts moving process `pid` away: a thread freezes it and streams its
+/// image to `out` (ending with `Piece::End`, or `Piece::Failed`), reports
+/// [`Event::Captured`], and waits for [`Cmd::Commit`] (it becomes the
+/// deputy) or [`Cmd::Abort`] (the process runs on). Returns the link at once.
+pub fn start(
+    pid: i32,
+    out: impl FnMut(Vec<u8>) -> bool + Send + 'static,
+    mut end: impl FnMut(Piece) + Send + 'static,
+    events: impl Fn(Event) + Send + 'static,
+) -> Link {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let link = Link { pid, cookie: cookie(), cmds: tx };
+    let cookie = link.cookie;
+    std::thread::Builder::new()
+        .name(format!("deputy-{pid}"))
+        .spawn(move || {
+            let mut hashes = FileHashes::load();
+            let mut frozen = match Frozen::freeze_for(pid, &mut hashes, Purpose::Migrate { own_filter: false }) {
+                Ok(f) => f,
+                Err(e) => {
+                    end(Piece::Failed(e.to_string()));
+                    events(Event::CaptureFailed(e.to_string()));
+                    return;
+                }
+            };
+            let stats = match frozen.write(ChunkWriter::new(out)) {
+                Ok((mut w, stats)) => match std::io::Write::flush(&mut w) {
+                    Ok(()) => stats,
+                    Err(e) => {
+                        end(Piece::Failed(e.to_string()));
+                        events(Event::CaptureFailed(e.to_string()));
+                        return;
+                    }
+                },
+                Err(e) => {
+                    end(Piece::Failed(e.to_string()));
+                    events(Event::CaptureFailed(e.to_string()));
+                    return; // dropping `frozen` releases the process
+                }
+            };
+            end(Piece::End);
+            events(Event::Captured(stats));
+            loop {
+                match rx.recv() {
+                    Ok(Cmd::Commit) => break,
+                    Ok(Cmd::Kill) => {
+                        frozen.kill();
+                        events(Event::Gone("killed".into()));
+                        return;
+                    }
+                    Ok(Cmd::Abort) | Err(_) => return, // released on drop
+                    Ok(_) => continue, // nothing else is meaningful before the commit
+                }
+            }
+            let (mut tracee, _mask) = frozen.into_held();
+            let deferred = tracee.take_deferred();
+            let deputy = match Deputy::make(tracee, cookie) {
+                Ok(d) => d,
+                Err(e) => {
+                    // The remote copy runs; this one cannot serve it. End it
+                    // rather than leave two.
+                    events(Event::Gone(format!("could not become a deputy: {e}")));
+                    return;
+                }
+            };
+            events(Event::Deputy);
+            for sig in deferred {
+                events(Event::Signal { sig, during_call: false });
+            }
+            deputy.serve(&rx, &events);
+        })
+        .expect("spawn a deputy thread");
+    link
+}
+
+struct Deputy {
+    tracee: Tracee,
+    pid: i32,
+    cookie: u64,
+    /// `syscall; int3` at `gadget`; scratch for call buffers after it.
+    gadget: u64,
+    scratch: (u64, u64),
+    /// A larger scratch region, mapped when a call needs more.
+    big: Option<(u64, u64)>,
+    hashes: FileHashes,
+    /// Commands taken from the channel while a call was being served.
+    pending: std::collections::VecDeque<Cmd>,
+}
+
+/// Why a wait on the deputy ended.
+enum Woken {
+    /// Our wake-up: look at the commands.
+    Wake,
+    /// The deputy has ended.
+    Died,
+}
+
+impl Deputy {
+    /// Turns the stopped original process into a deputy: unregisters rseq,
+    /// maps the shell, resets every signal action to the default, unmaps
+    /// everything else and unblocks every signal.
+    fn make(mut tracee: Tracee, cookie: u64) -> Result<Deputy, KernelError> {
+        let pid = tracee.pid();
+        let unexpected = |what: &str| KernelError::Unexpected { pid, what: what.into() };
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| KernelError::from_io("read maps", pid, e))?;
+        let vdso = maps
+            .lines()
+            .find(|l| l.ends_with("[vdso]"))
+            .and_then(|l| u64::from_str_radix(l.split('-').next()?, 16).ok())
+            .ok_or_else(|| unexpected("no vDSO"))?;
+        let (_, own) = host::own_vdso().ok_or_else(|| unexpected("herd has no vDSO"))?;
+        let gadget = vdso + host::syscall_offset(&own).ok_or_else(|| unexpected("no syscall in the vDSO"))?;
+        let base = tracee.regs()?;
+        let mut inj = Injector::new(&mut tracee, gadget, base);
+        if let Some(c) = inj.tracee().rseq_config()? {
+            inj.call_ok("rseq unregister", abi::SYS_RSEQ, &[c.rseq_abi_pointer, c.rseq_abi_size as u64, abi::RSEQ_FLAG_UNREGISTER, c.signature as u64])?;
+        }
+        let taken = mapped_ranges(pid).map_err(|e| unexpected(&e.to_string()))?;
+        let shell = free_area(&taken, SHELL_LEN).ok_or_else(|| unexpected("no room for the deputy's shell"))?;
+        let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        inj.call_ok("mmap the deputy's shell", abi::SYS_MMAP, &[shell, SHELL_LEN, rwx, anon, u64::MAX, 0])?;
+        mem::write(pid, shell, &[0x0f, 0x05, 0xcc])?;
+        let mut d = Deputy {
+            tracee,
+            pid,
+            cookie,
+            gadget: shell,
+            scratch: (shell + PAGE, SHELL_LEN - PAGE),
+            big: None,
+            hashes: FileHashes::load(),
+            pending: Default::default(),
+        };
+        d.empty()?;
+        Ok(d)
+    }
+
+    /// From the shell a failed homecoming left: a deputy again.
+    fn remake(&mut self, shell: (u64, u64)) -> Result<(), KernelError> {
+        self.gadget = shell.0;
+        self.scratch = (shell.0 + PAGE, shell.1 - PAGE);
+        self.big = None;
+        self.empty()
+    }
+
+    /// Default signal actions, nothing mapped but the shell, nothing blocked.
+    fn empty(&mut self) -> Result<(), KernelError> {
+        let (gadget, scratch) = (self.gadget, self.scratch.0);
+        let pid = self.pid;
+        let base = self.tracee.regs()?;
+        let mut inj = Injector::new(&mut self.tracee, gadget, base);
+        inj.set_stack(gadget + SHELL_LEN - 64);
+        mem::write(pid, scratch, abi::as_bytes(&KernelSigaction::default()))?;
+        for sig in 1..=64u64 {
+            if sig != libc::SIGKILL as u64 && sig != libc::SIGSTOP as u64 {
+                inj.call_ok("rt_sigaction", abi::SYS_RT_SIGACTION, &[sig, scratch, 0, 8])?;
+            }
+        }
+        inj.call_ok("munmap below the shell", abi::SYS_MUNMAP, &[0, gadget])?;
+        let above = gadget + SHELL_LEN;
+        inj.call_ok("munmap above the shell", abi::SYS_MUNMAP, &[above, abi::TASK_SIZE_4L - above])?;
+        self.tracee.set_sigmask(0)?;
+        Ok(())
+    }
+
+    fn injector(&mut self) -> Result<Injector<'_>, KernelError> {
+        let base = self.tracee.regs()?;
+        let mut inj = Injector::new(&mut self.tracee, self.gadget, base);
+        inj.set_stack(self.gadget + SHELL_LEN - 64);
+        Ok(inj)
+    }
+
+    /// Whether the signal this stop is about is our wake-up.
+    fn is_wake(&self, sig: i32) -> bool {
+        if sig != WAKE_SIGNAL {
+            return false;
+        }
+        match self.tracee.siginfo() {
+            Ok(info) => {
+                let (code, from, value) = pidfd::siginfo_queue_value(&info);
+                code == libc::SI_QUEUE && from == std::process::id() as i32 && value == self.cookie
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A signal for the process arrived at the deputy (which is in a
+    /// signal-delivery-stop): hand it on. Stop signals also stop the deputy
+    /// until it is continued, as a stopped job.
+    fn on_signal(&mut self, sig: i32, during_call: bool, events: &dyn Fn(Event)) -> Result<Option<Woken>, KernelError> {
+        if self.is_wake(sig) {
+            return Ok(Some(Woken::Wake));
+        }
+        tracing::debug!(pid = self.pid, sig, during_call, "signal for the process");
+        events(Event::Signal { sig, during_call });
+        if [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+            let mut stop = self.tracee.deliver(sig)?;
+            while let Stop::Event { sig: s } = stop {
+                if s == 0 || s == libc::SIGTRAP {
+                    break;
+                }
+                // Stopped as a job: stay so until SIGCONT (or SIGKILL).
+                stop = self.tracee.listen()?;
+            }
+            if let Stop::Signal { sig: s } = stop {
+                return self.on_signal(s, false, events);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits, idle, until a command may be waiting or the deputy ends.
+    fn idle(&mut self, events: &dyn Fn(Event)) -> Woken {
+        loop {
+            let outcome = match self.injector() {
+                Ok(mut inj) => inj.call_interruptible(abi::SYS_PAUSE, &[]),
+                Err(e) => Err(e),
+            };
+            let r = match outcome {
+                Ok(Outcome::Signal { sig }) => self.on_signal(sig, false, events),
+                Ok(Outcome::Interrupted { .. }) | Ok(Outcome::Done(_)) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(Some(w)) => return w,
+                Ok(None) => continue,
+                Err(KernelError::Died { .. }) => return Woken::Died,
+                Err(e) => {
+                    tracing::error!(pid = self.pid, "deputy: {e}; ending it");
+                    let _ = herd_kernel::task::kill(self.pid, libc::SIGKILL);
+                    return Woken::Died;
+                }
+            }
+        }
+    }
+
+    /// Serves commands until the process ends or comes home.
+    fn serve(mut self, cmds: &Receiver<Cmd>, events: &dyn Fn(Event)) {
+        loop {
+            let next = match self.pending.pop_front() {
+                Some(c) => Ok(c),
+                None => cmds.try_recv(),
+            };
+            let cmd = match next {
+                Ok(c) => c,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    // herdd no longer holds this process: nothing can serve it.
+                    self.tracee.kill();
+                    return;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => match self.idle(events) {
+                    Woken::Wake => continue,
+                    Woken::Died => return events(Event::Gone(self.ended())),
+                },
+            };
+            match cmd {
+                Cmd::Call { seq, call } => {
+                    if let Err(Woken::Died) = self.call(seq, &call, cmds, events) {
+                        return events(Event::Gone(self.ended()));
+                    }
+                }
+                Cmd::Quiesce => {
+                    events(Event::Quiesced);
+                    // Calls still in flight are dropped: the capture interrupts
+                    // them in the process, which makes them again.
+                    let next = loop {
+                        let next = match self.pending.pop_front() {
+                            Some(c) => Ok(c),
+                            None => cmds.recv(),
+                        };
+                        if !matches!(next, Ok(Cmd::Call { .. }) | Ok(Cmd::Quiesce)) {
+                            break next;
+                        }
+                    };
+                    match next {
+                        Ok(Cmd::ComeHome(reader)) => match self.come_home(reader, events) {
+                            Some(d) => self = d,
+                            None => return,
+                        },
+                        Ok(Cmd::Kill) | Err(_) => {
+                            self.tracee.kill();
+                            return events(Event::Gone("killed".into()));
+                        }
+                        Ok(Cmd::Exit(how)) => return self.exit(how, events),
+                        Ok(_) => {} // Resume, or anything else: serve again
+                    }
+                }
+                Cmd::Exit(how) => return self.exit(how, events),
+                Cmd::Kill => {
+                    self.tracee.kill();
+                    return events(Event::Gone("killed".into()));
+                }
+                Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) => {}
+            }
+        }
+    }
+
+    /// Runs one forwarded call. A signal that interrupts it is handed on and
+    /// the call abandoned; our own wake-up abandons it only if a command that
+    /// needs the deputy is waiting (otherwise the call is simply run again).
+    fn call(&mut self, seq: u64, call: &Call, cmds: &Receiver<Cmd>, events: &dyn Fn(Event)) -> Result<(), Woken> {
+        loop {
+            let mut interrupted = None;
+            let mut died = false;
+            let (scratch, len) = self.big.unwrap_or(self.scratch);
+            let pid = self.pid;
+            let result = {
+                let mut inj = match self.injector() {
+                    Ok(i) => i,
+                    Err(_) => return Err(Woken::Died),
+                };
+                let mem = ProcMemory { pid };
+                syscalls::execute(call, scratch, len, &mem, &mut |nr, args| match inj.call_interruptible(nr as u64, &args) {
+                    Ok(Outcome::Done(r)) => Ok(r),
+                    Ok(Outcome::Signal { sig }) => {
+                        interrupted = Some(sig);
+                        Err(io::Error::from_raw_os_error(libc::EINTR))
+                    }
+                    Ok(Outcome::Interrupted { .. }) => {
+                        interrupted = Some(0);
+                        Err(io::Error::from_raw_os_error(libc::EINTR))
+                    }
+                    Err(e) => {
+                        died = matches!(e, KernelError::Died { .. });
+                        Err(io::Error::other(e.to_string()))
+                    }
+                })
+            };
+            if died {
+                return Err(Woken::Died);
+            }
+            if let Some(sig) = interrupted {
+                let woken = if sig == 0 { None } else { self.on_signal(sig, true, events).map_err(|_| Woken::Died)? };
+                if let Some(Woken::Wake) = woken {
+                    self.pending.extend(cmds.try_iter());
+                }
+                let abandon = self.pending.iter().any(|c| matches!(c, Cmd::Quiesce | Cmd::Exit(_) | Cmd::Kill));
+                match woken {
+                    Some(Woken::Wake) if !abandon => continue, // nothing needs the deputy: run it again
+                    Some(Woken::Wake) | Some(Woken::Died) => return Ok(()), // abandoned for the command
+                    None if sig == 0 => continue,
+                    None => return Ok(()), // handed on with during_call
+                }
+            }
+            match result {
+                Ok(reply) => events(Event::Reply { seq, reply }),
+                Err(MarshalError::TooBig { need }) => {
+                    if self.grow(need).is_err() {
+                        events(Event::Reply { seq, reply: Reply { ret: -(libc::ENOMEM as i64), outs: Vec::new() } });
+                    } else {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pid = self.pid, "forwarded call {}: {e}", call.nr);
+                    events(Event::Reply { seq, reply: Reply { ret: -(libc::EFAULT as i64), outs: Vec::new() } });
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Maps a larger scratch region of at least `need` bytes.
+    fn grow(&mut self, need: u64) -> Result<(), KernelError> {
+        let len = need.max(1 << 20).next_power_of_two();
+        if len > 64 << 20 {
+            return Err(KernelError::Unexpected { pid: self.pid, what: format!("a call needs {need} bytes of buffers") });
+        }
+        let old = self.big.take();
+        let mut inj = self.injector()?;
+        if let Some((a, l)) = old {
+            inj.call_ok("munmap scratch", abi::SYS_MUNMAP, &[a, l])?;
+        }
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let at = inj.call_ok("mmap scratch", abi::SYS_MMAP, &[0, len, rw, anon, u64::MAX, 0])? as u64;
+        self.big = Some((at, len));
+        Ok(())
+    }
+
+    /// Restores the image arriving on `reader` into the deputy and lets the
+    /// process run at home. Returns the deputy if that failed and it is a
+    /// deputy again.
+    fn come_home(mut self, reader: ChunkReader, events: &dyn Fn(Event)) -> Option<Deputy> {
+        let gadget = self.gadget;
+        let for_later = self.drain_signals();
+        match restore_into(&mut self.tracee, gadget, reader, &mut self.hashes) {
+            Ok((stats, warnings)) => {
+                self.hashes.save();
+                // Our wake-ups must not reach the process; real signals must.
+                let deferred = self.tracee.take_deferred();
+                tracing::debug!(pid = self.pid, ?deferred, ?for_later, "home again");
+                for sig in deferred.into_iter().chain(for_later).filter(|s| *s != WAKE_SIGNAL) {
+                    let _ = herd_kernel::task::kill(self.pid, sig);
+                }
+                // Detaching lets it run; signals that arrived meanwhile are re-sent.
+                if let Err(e) = self.tracee.detach() {
+                    tracing::error!(pid = self.pid, "releasing the process at home: {e}");
+                }
+                events(Event::Home { stats, warnings });
+                None
+            }
+            Err(IntoFailed { error, shell }) => {
+                let remade = match shell {
+                    Some(s) => self.remake(s).map_err(|e| e.to_string()),
+                    None => Err("the deputy's memory could not be recovered".to_string()),
+                };
+                match remade {
+                    Ok(()) => {
+                        events(Event::HomeFailed(error.to_string()));
+                        Some(self)
+                    }
+                    Err(why) => {
+                        tracing::error!(pid = self.pid, "bringing the process home failed ({error}) and {why}; ending it");
+                        self.tracee.kill();
+                        events(Event::Gone(format!("bringing it home failed: {error}")));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes every signal queued for the deputy (each shows at a
+    /// signal-delivery-stop before an injected call, and is suppressed there):
+    /// our wake-ups are dropped, the others returned, to be sent again once
+    /// the process runs at home.
+    fn drain_signals(&mut self) -> Vec<i32> {
+        let mut other = Vec::new();
+        for _ in 0..1024 {
+            let outcome = match self.injector() {
+                Ok(mut inj) => inj.call_interruptible(abi::SYS_GETPID, &[]),
+                Err(_) => break,
+            };
+            match outcome {
+                Ok(Outcome::Signal { sig }) if sig == WAKE_SIGNAL => {}
+                Ok(Outcome::Signal { sig }) => other.push(sig),
+                _ => break,
+            }
+        }
+        other
+    }
+
+    /// Ends the deputy the way the remote copy ended, so that the parent's
+    /// wait status is exact.
+    fn exit(mut self, how: Ending, events: &dyn Fn(Event)) {
+        let pid = self.pid;
+        let r = (|| -> Result<(), KernelError> {
+            if let Ending::Signal(sig) = how {
+                self.injector()?.call_interruptible(abi::SYS_TGKILL, &[pid as u64, pid as u64, sig as u64])?;
+            }
+            loop {
+                // Other signals (wake-ups, late arrivals) are passed over.
+                match how {
+                    Ending::Code(code) => {
+                        self.injector()?.call_interruptible(abi::SYS_EXIT_GROUP, &[code as u64])?;
+                    }
+                    Ending::Signal(sig) => {
+                        if let Outcome::Signal { sig: s } = self.injector()?.call_interruptible(abi::SYS_PAUSE, &[])? {
+                            if s == sig {
+                                self.tracee.deliver(sig)?;
+                            }
+                        }
+                    }
+                }
+            }
+        })();
+        match r {
+            Err(KernelError::Died { .. }) => {}
+            other => {
+                tracing::error!(pid, "reproducing the end ({how:?}) failed: {other:?}; ending it with SIGKILL");
+                self.tracee.kill();
+            }
+        }
+        events(Event::Gone(format!("{how:?}")));
+    }
+
+    fn ended(&self) -> String {
+        "ended at home".into()
+    }
+}

@@ -1,0 +1,374 @@
+//! The remote side: a migrated process running on this node as a guest.
+//!
+//! One thread per guest restores it (with herd's seccomp filter, see
+//! [`crate::syscalls`]) and then serves its trapped system calls: identity
+//! calls are answered here with the home pid, forwarded calls go home to the
+//! deputy and their results are written back into the process, calls only
+//! home can serve make it ask to go home. The thread also delivers signals
+//! that home hands on, captures the process when it moves on, reports how
+//! it ended, and ends it when home is lost. The process is a child of herdd
+//! and runs as its owner, never as root unless that was allowed.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use herd_checkpoint::filehash::FileHashes;
+use herd_checkpoint::{restore_remote, Frozen, Purpose};
+use herd_kernel::pidfd::PidFd;
+use herd_kernel::seccomp::{Listener, Notif};
+use herd_kernel::task::{self, Exit};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::pipe::{ChunkReader, ChunkWriter};
+use crate::proto::{Adopt, Ending, ToHome};
+use crate::syscalls::{self, Call, Class, Identity, Reply};
+use crate::ProcMemory;
+
+/// Orders for a guest's thread (from home, through the node stream).
+pub enum GuestCmd {
+    Reply { seq: u64, reply: Reply },
+    Signal { sig: i32, during_call: bool },
+    Capture,
+    Commit,
+    Abort,
+    Kill,
+    /// The stream to home broke: end the process.
+    HomeLost,
+}
+
+/// The handle the stream task keeps.
+pub struct GuestLink {
+    cmds: Sender<GuestCmd>,
+    wake: OwnedFd,
+}
+
+impl GuestLink {
+    pub fn send(&self, cmd: GuestCmd) -> bool {
+        if self.cmds.send(cmd).is_err() {
+            return false;
+        }
+        let _ = nix::unistd::write(&self.wake, &[1]);
+        true
+    }
+}
+
+/// Starts a guest: a thread restores the image read from `image` and
+/// serves the process. Messages for home go to `out` (in order); the image,
+/// when the process is captured, to `image_out` (chunks, then a `Piece`).
+pub fn start(
+    adopt: Adopt,
+    image: ChunkReader,
+    out: impl Fn(ToHome) -> bool + Send + 'static,
+    image_out: impl FnMut(Vec<u8>) -> bool + Send + Clone + 'static,
+    allow_root: bool,
+) -> std::io::Result<GuestLink> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+    std::thread::Builder::new().name(format!("guest-{}", adopt.pid)).spawn(move || {
+        let mut hashes = FileHashes::load();
+        let guest = match Guest::restore(&adopt, image, &mut hashes, allow_root) {
+            Ok(g) => g,
+            Err(reason) => {
+                tracing::warn!(home = adopt.home, pid = adopt.pid, "refused: {reason}");
+                out(ToHome::Refused { reason });
+                return;
+            }
+        };
+        hashes.save();
+        tracing::info!(home = adopt.home, home_pid = adopt.pid, pid = guest.pid, cmd = adopt.cmd, "guest running");
+        if !out(ToHome::Running { pid: guest.pid }) {
+            let _ = task::kill_and_reap(guest.pid);
+            return;
+        }
+        guest.serve(rx, wake_r, &out, image_out, hashes);
+    })?;
+    Ok(GuestLink { cmds: tx, wake: wake_w })
+}
+
+struct Guest {
+    pid: i32,
+    home_pid: i32,
+    home: String,
+    listener: Listener,
+    pidfd: PidFd,
+    seq: u64,
+    /// The forwarded call waiting for home's reply: notification id, seq, call.
+    pending: Option<(u64, u64, Call)>,
+    /// Signals held until the pending call is answered.
+    held_signals: VecDeque<i32>,
+    last_stats: Instant,
+}
+
+impl Guest {
+    fn restore(adopt: &Adopt, image: ChunkReader, hashes: &mut FileHashes, allow_root: bool) -> Result<Guest, String> {
+        if adopt.uid == 0 && !allow_root {
+            return Err("this node does not take root processes (allow_root_guests = false)".into());
+        }
+        let filter = syscalls::filter().to_bytes();
+        let (restored, listener) = restore_remote(image, hashes, &filter).map_err(|e| e.to_string())?;
+        let pid = restored.pid;
+        for w in &restored.warnings {
+            tracing::debug!(pid, "restore: {w}");
+        }
+        let pidfd = match PidFd::open(pid) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = task::kill_and_reap(pid);
+                return Err(e.to_string());
+            }
+        };
+        Ok(Guest {
+            pid,
+            home_pid: adopt.pid,
+            home: adopt.home.clone(),
+            listener: Listener::from_fd(listener),
+            pidfd,
+            seq: 0,
+            pending: None,
+            held_signals: VecDeque::new(),
+            last_stats: Instant::now(),
+        })
+    }
+
+    fn serve(
+        mut self,
+        cmds: Receiver<GuestCmd>,
+        wake: OwnedFd,
+        out: &dyn Fn(ToHome) -> bool,
+        image_out: impl FnMut(Vec<u8>) -> bool + Send + Clone,
+        mut hashes: FileHashes,
+    ) {
+        loop {
+            let (notif_ready, exited, woken) = {
+                let mut fds = [
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::from(1000u16)) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        tracing::error!(pid = self.pid, "guest poll: {e}; ending it");
+                        let _ = task::kill_and_reap(self.pid);
+                        return;
+                    }
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]))
+            };
+            if exited {
+                if let Ok(Some(exit)) = self.pidfd.try_wait() {
+                    let ending = match exit {
+                        Exit::Code(c) => Ending::Code(c),
+                        Exit::Signal(s) => Ending::Signal(s),
+                    };
+                    tracing::info!(pid = self.pid, home = self.home, "guest ended: {ending:?}");
+                    out(ToHome::Exited(ending));
+                    return;
+                }
+            }
+            if woken {
+                let mut b = [0u8; 64];
+                while matches!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&wake), &mut b), Ok(n) if n > 0) {}
+                while let Ok(cmd) = cmds.try_recv() {
+                    match self.command(cmd, &cmds, out, image_out.clone(), &mut hashes) {
+                        Flow::Go => {}
+                        Flow::End => return,
+                    }
+                }
+            }
+            if notif_ready {
+                match self.listener.recv() {
+                    Ok(n) => self.notification(n, out),
+                    Err(e) => tracing::debug!(pid = self.pid, "notification: {e}"),
+                }
+            }
+            if self.last_stats.elapsed() >= Duration::from_secs(1) {
+                self.last_stats = Instant::now();
+                if let Some((cpu_ticks, rss)) = stats(self.pid) {
+                    out(ToHome::Stats { cpu_ticks, rss });
+                }
+            }
+        }
+    }
+
+    fn answer(&self, id: u64, ret: i64) {
+        let r = if (-4095..0).contains(&ret) { self.listener.respond(id, 0, -ret as i32) } else { self.listener.respond(id, ret, 0) };
+        if let Err(e) = r {
+            tracing::debug!(pid = self.pid, "answering a call: {e}");
+        }
+    }
+
+    fn notification(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
+        let args = n.args;
+        match syscalls::classify_notif(&n, self.home_pid) {
+            Class::Local => {
+                let _ = self.listener.continue_(n.id);
+            }
+            Class::Identity(Identity::Getpid) | Class::Identity(Identity::Gettid) => self.answer(n.id, self.home_pid as i64),
+            Class::Identity(Identity::SignalSelf { sig }) => {
+                // Answer first: a signal that arrived while the call waits
+                // would interrupt it and have it restarted, and sent again.
+                self.answer(n.id, 0);
+                if sig != 0 {
+                    let _ = task::kill(self.pid, sig);
+                }
+            }
+            Class::Forward => match syscalls::marshal(n.nr as i64, args, &ProcMemory { pid: self.pid }) {
+                Ok(call) => {
+                    self.seq += 1;
+                    out(ToHome::Call { seq: self.seq, call: call.clone() });
+                    self.pending = Some((n.id, self.seq, call));
+                }
+                Err(e) => {
+                    tracing::debug!(pid = self.pid, "call {}: {e}", n.nr);
+                    self.answer(n.id, -(libc::EFAULT as i64));
+                }
+            },
+            Class::Home(why) => {
+                let why = why.to_string();
+                tracing::info!(pid = self.pid, home = self.home, "goes home for {why}");
+                // No answer: the capture interrupts the call, and it is made
+                // again at home.
+                out(ToHome::WantHome { why: why.to_string() });
+            }
+        }
+    }
+
+    fn deliver(&self, sig: i32) {
+        if let Err(e) = task::kill(self.pid, sig) {
+            tracing::debug!(pid = self.pid, "signal {sig}: {e}");
+        }
+    }
+
+    fn command(
+        &mut self,
+        cmd: GuestCmd,
+        cmds: &Receiver<GuestCmd>,
+        out: &dyn Fn(ToHome) -> bool,
+        image_out: impl FnMut(Vec<u8>) -> bool + Send,
+        hashes: &mut FileHashes,
+    ) -> Flow {
+        match cmd {
+            GuestCmd::Reply { seq, reply } => {
+                let Some((id, s, call)) = self.pending.take_if(|p| p.1 == seq) else { return Flow::Go };
+                debug_assert_eq!(s, seq);
+                let ret = match syscalls::apply(&call, &reply, &ProcMemory { pid: self.pid }) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(pid = self.pid, "reply to call {}: {e}", call.nr);
+                        -(libc::EFAULT as i64)
+                    }
+                };
+                self.answer(id, ret);
+                while let Some(sig) = self.held_signals.pop_front() {
+                    self.deliver(sig);
+                }
+            }
+            GuestCmd::Signal { sig, during_call } => match (&self.pending, during_call) {
+                (Some((_, _, call)), true) => {
+                    if interrupts(self.pid, sig) {
+                        self.pending = None;
+                        self.deliver(sig);
+                    } else {
+                        // The process would not have noticed: home runs the call again.
+                        let call = call.clone();
+                        self.seq += 1;
+                        out(ToHome::Call { seq: self.seq, call });
+                        if let Some(p) = self.pending.as_mut() {
+                            p.1 = self.seq;
+                        }
+                    }
+                }
+                // Home is about to answer the pending call: deliver after it.
+                (Some(_), false) => self.held_signals.push_back(sig),
+                (None, _) => self.deliver(sig),
+            },
+            GuestCmd::Capture => return self.capture(cmds, out, image_out, hashes),
+            GuestCmd::Commit | GuestCmd::Abort => {}
+            GuestCmd::Kill | GuestCmd::HomeLost => {
+                tracing::info!(pid = self.pid, home = self.home, "ending the guest (home asked, or home is lost)");
+                let _ = task::kill_and_reap(self.pid);
+                return Flow::End;
+            }
+        }
+        Flow::Go
+    }
+
+    /// Freezes the process, streams its image home, and waits for home's
+    /// verdict: Commit ends it here, Abort lets it run on.
+    fn capture(
+        &mut self,
+        cmds: &Receiver<GuestCmd>,
+        out: &dyn Fn(ToHome) -> bool,
+        image_out: impl FnMut(Vec<u8>) -> bool + Send,
+        hashes: &mut FileHashes,
+    ) -> Flow {
+        // A call waiting here is interrupted by the freeze and made again
+        // wherever the process continues.
+        self.pending = None;
+        let mut frozen = match Frozen::freeze_for(self.pid, hashes, Purpose::Migrate { own_filter: true }) {
+            Ok(f) => f,
+            Err(e) => {
+                out(ToHome::CaptureFailed { reason: e.to_string() });
+                return Flow::Go;
+            }
+        };
+        let written = frozen.write(ChunkWriter::new(image_out)).and_then(|(mut w, _)| {
+            std::io::Write::flush(&mut w).map_err(|e| herd_checkpoint::CheckpointError::Io { what: "sending the image".into(), source: e })
+        });
+        if let Err(e) = written {
+            out(ToHome::CaptureFailed { reason: e.to_string() });
+            return Flow::Go; // `frozen` is released on drop
+        }
+        out(ToHome::ImageEnd);
+        loop {
+            match cmds.recv() {
+                Ok(GuestCmd::Commit) => {
+                    frozen.kill();
+                    let _ = task::reap(self.pid);
+                    tracing::info!(pid = self.pid, home = self.home, "guest moved on");
+                    return Flow::End;
+                }
+                Ok(GuestCmd::Abort) => {
+                    drop(frozen);
+                    return Flow::Go;
+                }
+                Ok(GuestCmd::Kill) | Ok(GuestCmd::HomeLost) | Err(_) => {
+                    frozen.kill();
+                    let _ = task::reap(self.pid);
+                    return Flow::End;
+                }
+                Ok(GuestCmd::Signal { sig, .. }) => self.held_signals.push_back(sig),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+enum Flow {
+    Go,
+    End,
+}
+
+/// Whether `sig` sent to `pid` now would interrupt a system call it waits in:
+/// not blocked and not ignored (explicitly, or by default).
+fn interrupts(pid: i32, sig: i32) -> bool {
+    let Ok(status) = procfs::process::Process::new(pid).and_then(|p| p.status()) else { return true };
+    let bit = 1u64 << (sig - 1);
+    let caught = status.sigcgt & bit != 0;
+    let ignored = status.sigign & bit != 0;
+    let blocked = status.sigblk & bit != 0;
+    let default_ignored = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT].contains(&sig);
+    !blocked && !ignored && (caught || !default_ignored)
+}
+
+/// CPU time (ticks) and resident bytes of `pid`.
+fn stats(pid: i32) -> Option<(u64, u64)> {
+    let p = procfs::process::Process::new(pid).ok()?;
+    let st = p.stat().ok()?;
+    Some((st.utime + st.stime, st.rss * 4096))
+}
