@@ -52,16 +52,18 @@ pub fn run(daemon: Result<Target>, opts: &RunOptions) -> Result<i32> {
             return Ok(cannot_start_code(&e));
         }
     };
+    let pid = child.id() as i32;
+    // Only now, not before the spawn: SIG_IGN is inherited across exec, and the command
+    // must get Ctrl-C as it would from a shell (or not, if herd run itself was started
+    // with it ignored, as `cmd &` in a script is).
+    task::ignore_interactive_signals();
+    task::forward_signals_to(pid);
+    // Reaped below by pid; dropping a std Child neither waits for nor kills it.
+    drop(child);
     if let Some(e) = no_daemon {
         // Said once the command runs (a command that cannot start needs no such news).
         eprintln!("{}", without_daemon(&name, &e));
     }
-    let pid = child.id() as i32;
-    // Reaped below by pid; dropping a std Child neither waits for nor kills it.
-    drop(child);
-    // Only now: SIG_IGN is inherited across exec, and the command must get Ctrl-C.
-    task::ignore_interactive_signals();
-    task::forward_signals_to(pid);
 
     if let Some(c) = client.as_mut() {
         hand_over(c, pid, &name, opts);

@@ -227,6 +227,17 @@ fn daemon_node_and_target_node_are_apart() {
     }
 }
 
+/// Whether signal `sig` is in the `field` mask (SigIgn, SigCgt...) of /proc/PID/status.
+fn signal_set(pid: i32, field: &str, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    mask & (1 << (sig - 1)) != 0
+}
+
 /// Waits for the first line the command writes (it has started).
 fn first_line(child: &mut Child) -> String {
     let mut line = String::new();
@@ -241,6 +252,12 @@ fn interrupt_is_the_commands_and_terminate_is_passed_on() {
     let mut guard = Guard(cmd.spawn().unwrap());
     assert_eq!(first_line(&mut guard.0), "ready\n");
     let pid = guard.0.id() as i32;
+    // herd run sets its signals up just after the command starts: wait for that.
+    let start = Instant::now();
+    while !(signal_set(pid, "SigIgn", libc::SIGINT) && signal_set(pid, "SigCgt", libc::SIGTERM)) {
+        assert!(start.elapsed() < TIMEOUT, "herd run never ignored SIGINT and caught SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     // Ctrl-C reaches the whole foreground group; herd run alone must outlive it.
     // SAFETY: kill takes plain integers; `pid` is our unreaped child.

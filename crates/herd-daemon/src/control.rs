@@ -218,6 +218,10 @@ impl Client {
 
     /// Sends a request; a daemon-side refusal comes back as `ClientError::Daemon`.
     pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        // A move answers when it is complete: moving gigabytes takes longer than
+        // any other request may.
+        let wait = if matches!(request, Request::Migrate { .. }) { 600 } else { 30 };
+        let _ = self.stream.set_read_timeout(Some(Duration::from_secs(wait)));
         let body = serde_json::to_vec(request).expect("requests serialize");
         let frame_err = |source| ClientError::Frame { path: self.path.clone(), source };
         herd_wire::frame::write_frame(&mut self.stream, &body, MAX_MESSAGE).map_err(frame_err)?;

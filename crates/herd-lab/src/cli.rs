@@ -94,6 +94,18 @@ pub enum ClusterCommand {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Run a command inside a node (its network, pid and mount namespaces; `herd`
+    /// there talks to that node's herdd) and exit with its status
+    #[command(after_help = "Example: herd cluster exec n1 -- herd run -- python3 job.py")]
+    Exec {
+        /// The node (n1, n2, ...)
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 /// Hidden entry points the local cluster re-executes `herd` as.
@@ -155,7 +167,8 @@ impl ClusterArgs {
             | ClusterCommand::Down { dir }
             | ClusterCommand::Status { dir, .. }
             | ClusterCommand::Start { dir, .. }
-            | ClusterCommand::Stop { dir, .. } => dir,
+            | ClusterCommand::Stop { dir, .. }
+            | ClusterCommand::Exec { dir, .. } => dir,
         };
         arg.dir.get_or_insert(dir);
     }
@@ -212,6 +225,14 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
                 println!("{node}: herdd is already running");
             }
             Ok(0)
+        }
+        ClusterCommand::Exec { node, dir, command } => {
+            let dir = dir.resolve();
+            let status = cluster::node_exec(&dir, &node, &command)?
+                .status()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", command[0]))?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }
         ClusterCommand::Stop { node, dir } => {
             let dir = dir.resolve();
