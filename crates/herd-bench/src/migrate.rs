@@ -363,7 +363,7 @@ impl Lab {
         let mut argv = vec![self.bench.clone().into_os_string()];
         argv.extend(args.iter().map(OsString::from));
         let what = format!("herd-bench {} in {node}", args.join(" "));
-        Spawned::start(what, self.node_cmd(node, argv)?, None, self.work.path.clone())
+        Spawned::start(what, self.node_cmd(node, argv)?, false, self.work.path.clone())
     }
 
     /// The end of each node's herdd.log, for errors.
@@ -444,8 +444,8 @@ struct Spawned {
 }
 
 impl Spawned {
-    fn start(what: String, mut cmd: Command, stdin: Option<()>, cluster_dir: PathBuf) -> Result<Spawned> {
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    fn start(what: String, mut cmd: Command, stdin: bool, cluster_dir: PathBuf) -> Result<Spawned> {
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
         let stdin = child.stdin.take();
         let out = child.stdout.take().expect("piped stdout");
@@ -577,7 +577,7 @@ impl Target {
         argv.extend([lab.herd.clone().into_os_string(), "run".into(), "--".into(), lab.target.clone().into_os_string()]);
         argv.push(mib.to_string().into());
         let what = format!("hb_target {mib} (herd run in n1)");
-        let mut p = Spawned::start(what, lab.node_cmd("n1", argv)?, Some(()), lab.work.path.clone())?;
+        let mut p = Spawned::start(what, lab.node_cmd("n1", argv)?, true, lab.work.path.clone())?;
         let first = p.expect("pid ", ANSWER)?;
         let pid: i32 = first["pid ".len()..].trim().parse().with_context(|| format!("{}: bad first line {first:?}", p.what))?;
         p.home_pid = Some(pid);
