@@ -304,14 +304,7 @@ impl Lab {
 
     fn print_header(&self) {
         println!("herd-bench migrate");
-        println!(
-            "machine: {}, {} CPUs, {:.1} GiB RAM, Linux {}, transparent huge pages: {}",
-            sys::cpu_model(),
-            sys::cpus(),
-            sys::meminfo("MemTotal").unwrap_or(0) as f64 / (1u64 << 30) as f64,
-            sys::kernel_release(),
-            sys::thp_mode()
-        );
+        crate::report::print_machine();
         let nodes: Vec<String> = NODES
             .iter()
             .zip(&self.pin)

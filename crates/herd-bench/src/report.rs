@@ -101,14 +101,7 @@ fn mb_per_s(mib: u64, secs: f64) -> f64 {
 
 pub fn print(run: &Run) {
     println!("herd-bench checkpoint");
-    println!(
-        "machine: {}, {} CPUs, {:.1} GiB RAM, Linux {}, transparent huge pages: {}",
-        sys::cpu_model(),
-        sys::cpus(),
-        sys::meminfo("MemTotal").unwrap_or(0) as f64 / (1u64 << 30) as f64,
-        sys::kernel_release(),
-        sys::thp_mode()
-    );
+    print_machine();
     println!("images in: {} ({})", run.dir.display(), run.fstype);
     println!();
     println!("{}", line(&COLUMNS.map(String::from)));
@@ -201,6 +194,18 @@ pub fn print(run: &Run) {
             println!("  {f}");
         }
     }
+}
+
+/// The "machine:" line every table starts with.
+pub fn print_machine() {
+    println!(
+        "machine: {}, {} CPUs, {:.1} GiB RAM, Linux {}, transparent huge pages: {}",
+        sys::cpu_model(),
+        sys::cpus(),
+        sys::meminfo("MemTotal").unwrap_or(0) as f64 / (1u64 << 30) as f64,
+        sys::kernel_release(),
+        sys::thp_mode()
+    );
 }
 
 #[cfg(test)]

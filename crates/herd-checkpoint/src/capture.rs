@@ -132,20 +132,8 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
     // captured as pending below.
     held.tracee().set_sigmask(!0)?;
 
-    let vdso = maps
-        .iter()
-        .find(|m| matches!(m.pathname, MMapPath::Vdso))
-        .map(|m| m.address.0)
-        .ok_or_else(|| CheckpointError::Incompatible("the process has no vDSO".into()))?;
     let (_, own_vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
-    let gadget = vdso
-        + host::syscall_offset(&own_vdso)
-            .ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
-    let mut probe = [0u8; 2];
-    mem::read_ranges(pid, &[(gadget, 2)], &mut probe)?;
-    if probe != [0x0f, 0x05] {
-        return Err(CheckpointError::Incompatible("the process's vDSO differs from herd's".into()));
-    }
+    let gadget = gadget_in(pid, &maps, &own_vdso)?;
 
     let regs = held.regs;
     let mut inj = Injector::new(held.tracee(), gadget, regs);
@@ -282,8 +270,32 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
     Ok((image, plans))
 }
 
-impl Frozen {
+/// A `syscall` instruction in process `pid` to inject calls through: the
+/// one in its vDSO, which is the same image as herd's (same kernel).
+pub fn syscall_gadget(pid: i32) -> Result<u64> {
+    let p = procinfo::open(pid)?;
+    let (_, own_vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
+    gadget_in(pid, &procinfo::maps(&p)?, &own_vdso)
+}
 
+fn gadget_in(pid: i32, maps: &[procfs::process::MemoryMap], own_vdso: &[u8]) -> Result<u64> {
+    let vdso = maps
+        .iter()
+        .find(|m| matches!(m.pathname, MMapPath::Vdso))
+        .map(|m| m.address.0)
+        .ok_or_else(|| CheckpointError::Incompatible("the process has no vDSO".into()))?;
+    let gadget = vdso
+        + host::syscall_offset(own_vdso)
+            .ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
+    let mut probe = [0u8; 2];
+    mem::read_ranges(pid, &[(gadget, 2)], &mut probe)?;
+    if probe != [0x0f, 0x05] {
+        return Err(CheckpointError::Incompatible("the process's vDSO differs from herd's".into()));
+    }
+    Ok(gadget)
+}
+
+impl Frozen {
     pub fn image(&self) -> &ProcessImage {
         &self.image
     }

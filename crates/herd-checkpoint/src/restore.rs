@@ -123,11 +123,13 @@ pub fn restore_into<R: Read + Send>(
     let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget }, &mut tramp);
     match built {
         Ok(b) => {
-            // rlimits changed remotely come home too (raising a hard limit needs root).
-            for r in &image.task.rlimits {
+            // Limits changed remotely come home too; only those (changing another
+            // process's limits needs CAP_SYS_RESOURCE).
+            let now = crate::procinfo::open(deputy.pid()).and_then(|p| crate::procinfo::rlimits(&p)).unwrap_or_default();
+            for r in image.task.rlimits.iter().filter(|r| !now.contains(r)) {
                 let lim = libc::rlimit { rlim_cur: r.cur, rlim_max: r.max };
                 if let Err(e) = task::prlimit(deputy.pid(), r.resource, lim) {
-                    warnings.push(format!("rlimit {}: {e}", r.resource));
+                    warnings.push(format!("rlimit {} set remotely is not restored at home: {e}", r.resource));
                 }
             }
             Ok((RestoreStats { total: t0.elapsed(), page_bytes: b.page_bytes }, warnings))
@@ -137,13 +139,19 @@ pub fn restore_into<R: Read + Send>(
             let shell = tramp.and_then(|(at, len)| {
                 let mut inj = Injector::new(deputy, at, deputy_regs_or_default(deputy));
                 inj.set_stack(at + len - 64);
-                let below = inj.call_ok("munmap below trampoline", abi::SYS_MUNMAP, &[0, at]);
-                let above = inj.call_ok("munmap above trampoline", abi::SYS_MUNMAP, &[at + len, abi::TASK_SIZE_4L - at - len]);
-                (below.is_ok() && above.is_ok()).then_some((at, len))
+                unmap_all_but(&mut inj, at, len).is_ok().then_some((at, len))
             });
             Err(IntoFailed { error, shell })
         }
     }
+}
+
+/// Unmaps everything of the tracee but `[at, at + len)` (where its gadget is).
+pub fn unmap_all_but(inj: &mut Injector<'_>, at: u64, len: u64) -> herd_kernel::Result<()> {
+    inj.call_ok("munmap below the trampoline", abi::SYS_MUNMAP, &[0, at])?;
+    let above = at + len;
+    inj.call_ok("munmap above the trampoline", abi::SYS_MUNMAP, &[above, abi::TASK_SIZE_4L - above])?;
+    Ok(())
 }
 
 fn deputy_regs_or_default(t: &Tracee) -> Regs {
@@ -423,9 +431,7 @@ fn build(
     let scratch = Scratch { pid, base: tramp + PAGE, len: 2 * PAGE - 128 };
 
     // Everything of the child but the trampoline goes.
-    inj.call_ok("munmap below trampoline", abi::SYS_MUNMAP, &[0, tramp])?;
-    let above = tramp + tramp_len;
-    inj.call_ok("munmap above trampoline", abi::SYS_MUNMAP, &[above, abi::TASK_SIZE_4L - above])?;
+    unmap_all_but(&mut inj, tramp, tramp_len)?;
     for fd in child.map_or([-1; 2], |c| c.child_fds) {
         if fd >= 0 {
             inj.call_ok("close sync fd", abi::SYS_CLOSE, &[fd as u64])?;

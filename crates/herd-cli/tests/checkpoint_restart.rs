@@ -14,14 +14,17 @@
 //! Every process a test starts is owned by a guard that kills (by pid) and
 //! reaps it on drop, so a failing assertion leaves nothing running.
 
+#[path = "common/collector.rs"]
+mod collector;
+use collector::Collector;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::sync::OnceLock;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -175,51 +178,6 @@ macro_rules! argv {
 // Pipes and waiting
 // ---------------------------------------------------------------------------
 
-/// Reads a pipe to its end on a thread, so the test can look at what has
-/// arrived so far while the writer runs.
-struct Collector {
-    buf: Arc<Mutex<Vec<u8>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Collector {
-    fn start(mut pipe: impl Read + Send + 'static) -> Collector {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let thread = thread::spawn(move || {
-            let mut chunk = [0u8; 64 * 1024];
-            loop {
-                match pipe.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        Collector { buf, thread: Some(thread) }
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.buf.lock().unwrap().clone()
-    }
-
-    /// Everything written, once every writer has closed the pipe.
-    fn finish(&mut self, what: &str) -> Vec<u8> {
-        if let Some(t) = self.thread.take() {
-            let start = Instant::now();
-            while !t.is_finished() {
-                assert!(
-                    start.elapsed() < TIMEOUT,
-                    "{what}: the pipe is still open {TIMEOUT:?} after its writer ended (some process still holds it)"
-                );
-                thread::sleep(POLL);
-            }
-            t.join().unwrap();
-        }
-        self.snapshot()
-    }
-}
 
 fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
@@ -451,7 +409,7 @@ impl Prog {
         let label = self.label.clone();
         match &mut self.out {
             ProgOut::File(p) => fs::read(p).unwrap(),
-            ProgOut::Pipe(c) => c.finish(&label),
+            ProgOut::Pipe(c) => c.collect(&label, TIMEOUT),
         }
     }
 
@@ -595,7 +553,7 @@ fn run_tool(exe: impl AsRef<OsStr>, args: &[OsString], input: Option<&[u8]>) -> 
         let _ = child.wait();
         panic!("`{cmd}` did not finish within {TIMEOUT:?}; stderr so far:\n{}", text(&err.snapshot()));
     };
-    HerdRun { cmd, status, stdout: text(&out.finish("stdout")), stderr: text(&err.finish("stderr")) }
+    HerdRun { cmd, status, stdout: text(&out.collect("stdout", TIMEOUT)), stderr: text(&err.collect("stderr", TIMEOUT)) }
 }
 
 /// `herd checkpoint PID --output IMG [--kill]`
@@ -687,8 +645,8 @@ impl Restart {
         let Some(status) = wait_timeout(&mut self.child, TIMEOUT) else {
             panic!("herd restart did not end within {TIMEOUT:?}\n{}", self.context());
         };
-        let out = self.stdout.finish("herd restart stdout");
-        let err = text(&self.stderr.finish("herd restart stderr"));
+        let out = self.stdout.collect("herd restart stdout", TIMEOUT);
+        let err = text(&self.stderr.collect("herd restart stderr", TIMEOUT));
         (status, out, err)
     }
 }

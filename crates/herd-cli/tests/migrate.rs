@@ -29,16 +29,18 @@
 //! Prerequisites missing (root, herdd, iproute2, setpriv, a C compiler, a python3 that
 //! nobody may run, ptrace): `SKIP: <reason>` and return.
 
+#[path = "common/collector.rs"]
+mod collector;
+use collector::Collector;
 use std::ffi::OsString;
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use herd_lab::{LocalCluster, UpOptions};
@@ -1448,49 +1450,6 @@ fn run_bounded(cmd: Command, what: &str, limit: Duration) -> Output {
     Output { status, stdout: out.into_bytes(), stderr: err.into_bytes() }
 }
 
-/// Reads a pipe to its end on a thread, so the test can look at what has arrived so far.
-struct Collector {
-    buf: Arc<Mutex<Vec<u8>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Collector {
-    fn start(mut pipe: impl Read + Send + 'static) -> Collector {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let thread = thread::spawn(move || {
-            let mut chunk = [0u8; 64 * 1024];
-            loop {
-                match pipe.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        Collector { buf, thread: Some(thread) }
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.buf.lock().unwrap().clone()
-    }
-
-    /// Waits (up to `limit`) until the pipe has no writer left; false if it still has.
-    fn finish(&mut self, limit: Duration) -> bool {
-        let Some(t) = self.thread.take() else { return true };
-        let start = Instant::now();
-        while !t.is_finished() {
-            if start.elapsed() > limit {
-                self.thread = Some(t);
-                return false;
-            }
-            thread::sleep(POLL);
-        }
-        let _ = t.join();
-        true
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Prerequisites and building

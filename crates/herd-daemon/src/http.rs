@@ -95,11 +95,11 @@ pub fn render(shared: &Shared) -> String {
     reg.register("forwarded_calls", "System calls of remote processes served by their deputies here", c.forwarded_calls.clone());
     reg.register("guests_received", "Processes of other nodes that arrived here", c.guests_received.clone());
     reg.register("processes_lost", "Processes of this node lost with the node they ran on", c.processes_lost.clone());
-    let procs = crate::migrate::rows(shared);
+    let (all, away) = crate::migrate::counts(shared);
     let migratable = Gauge::<i64>::default();
-    migratable.set(procs.len() as i64);
+    migratable.set(all as i64);
     let remote = Gauge::<i64>::default();
-    remote.set(procs.iter().filter(|p| p.state == "remote").count() as i64);
+    remote.set(away as i64);
     reg.register("processes_migratable", "Migratable processes whose home is this node", migratable);
     reg.register("processes_remote", "Of those, how many run on other nodes now", remote);
     let mut out = String::new();

@@ -125,7 +125,14 @@ pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32
     rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
 }
 
-/// `herd ps`.
+/// How many migratable processes this node is home to, and how many of them run elsewhere.
+pub fn counts(shared: &Shared) -> (usize, usize) {
+    let procs = shared.procs.procs.lock().expect("registry lock");
+    let remote = procs.values().filter(|h| h.row.lock().expect("row lock").state == "remote").count();
+    (procs.len(), remote)
+}
+
+/// `herd ps`: the rows, with why each process at home cannot move (read from /proc now).
 pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     let procs = shared.procs.procs.lock().expect("registry lock");
     let mut rows: Vec<ProcessRow> = procs.values().map(|h| h.row.lock().expect("row lock").clone()).collect();

@@ -39,25 +39,26 @@ impl<'a> Injector<'a> {
         self.tracee
     }
 
-    /// Runs syscall `nr` with up to six arguments; returns the raw result
-    /// (negative errno on failure).
-    pub fn call(&mut self, nr: u64, args: &[u64]) -> Result<i64> {
+    /// The registers that make the tracee run syscall `nr` at the gadget.
+    fn regs_for(&self, nr: u64, args: &[u64]) -> Regs {
         assert!(args.len() <= 6);
         let mut r = self.base;
         let mut a = [0u64; 6];
         a[..args.len()].copy_from_slice(args);
         r.rax = nr;
         r.orig_rax = u64::MAX;
-        r.rdi = a[0];
-        r.rsi = a[1];
-        r.rdx = a[2];
-        r.r10 = a[3];
-        r.r8 = a[4];
-        r.r9 = a[5];
+        (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
         r.rip = self.gadget;
         if let Some(sp) = self.stack {
             r.rsp = sp;
         }
+        r
+    }
+
+    /// Runs syscall `nr` with up to six arguments; returns the raw result
+    /// (negative errno on failure).
+    pub fn call(&mut self, nr: u64, args: &[u64]) -> Result<i64> {
+        let r = self.regs_for(nr, args);
         self.tracee.set_regs(&r)?;
         self.tracee.resume_to_syscall()?; // entry
         let entry = self.tracee.regs()?;
@@ -111,17 +112,7 @@ impl Injector<'_> {
     /// while it blocks (or before it starts) is not deferred: the call stops
     /// there and the signal is reported, so that a deputy can hand it on.
     pub fn call_interruptible(&mut self, nr: u64, args: &[u64]) -> Result<Outcome> {
-        assert!(args.len() <= 6);
-        let mut r = self.base;
-        let mut a = [0u64; 6];
-        a[..args.len()].copy_from_slice(args);
-        r.rax = nr;
-        r.orig_rax = u64::MAX;
-        (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
-        r.rip = self.gadget;
-        if let Some(sp) = self.stack {
-            r.rsp = sp;
-        }
+        let r = self.regs_for(nr, args);
         let pid = self.tracee.pid;
         self.tracee.set_regs(&r)?;
         let mut entered = false;

@@ -17,13 +17,13 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
 use herd_checkpoint::filehash::FileHashes;
-use herd_checkpoint::restore::{free_area, mapped_ranges, restore_into, IntoFailed};
+use herd_checkpoint::restore::{free_area, mapped_ranges, restore_into, unmap_all_but, IntoFailed};
 use herd_checkpoint::{CaptureStats, Frozen, Purpose, RestoreStats};
 use herd_kernel::abi::{self, KernelSigaction};
 use herd_kernel::inject::{Injector, Outcome};
 use herd_kernel::mem::{self, PAGE};
 use herd_kernel::ptrace::{Stop, Tracee};
-use herd_kernel::{host, pidfd, KernelError};
+use herd_kernel::{pidfd, KernelError};
 
 use crate::pipe::{ChunkReader, ChunkWriter, Piece};
 use crate::ProcMemory;
@@ -223,14 +223,7 @@ impl Deputy {
     fn make(mut tracee: Tracee, cookie: u64) -> Result<Deputy, KernelError> {
         let pid = tracee.pid();
         let unexpected = |what: &str| KernelError::Unexpected { pid, what: what.into() };
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| KernelError::from_io("read maps", pid, e))?;
-        let vdso = maps
-            .lines()
-            .find(|l| l.ends_with("[vdso]"))
-            .and_then(|l| u64::from_str_radix(l.split('-').next()?, 16).ok())
-            .ok_or_else(|| unexpected("no vDSO"))?;
-        let (_, own) = host::own_vdso().ok_or_else(|| unexpected("herd has no vDSO"))?;
-        let gadget = vdso + host::syscall_offset(&own).ok_or_else(|| unexpected("no syscall in the vDSO"))?;
+        let gadget = herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| unexpected(&e.to_string()))?;
         let base = tracee.regs()?;
         let mut inj = Injector::new(&mut tracee, gadget, base);
         if let Some(c) = inj.tracee().rseq_config()? {
@@ -277,9 +270,7 @@ impl Deputy {
                 inj.call_ok("rt_sigaction", abi::SYS_RT_SIGACTION, &[sig, scratch, 0, 8])?;
             }
         }
-        inj.call_ok("munmap below the shell", abi::SYS_MUNMAP, &[0, gadget])?;
-        let above = gadget + SHELL_LEN;
-        inj.call_ok("munmap above the shell", abi::SYS_MUNMAP, &[above, abi::TASK_SIZE_4L - above])?;
+        unmap_all_but(&mut inj, gadget, SHELL_LEN)?;
         self.tracee.set_sigmask(0)?;
         Ok(())
     }
@@ -371,13 +362,13 @@ impl Deputy {
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => match self.idle(events) {
                     Woken::Wake => continue,
-                    Woken::Died => return events(Event::Gone(self.ended())),
+                    Woken::Died => return events(Event::Gone("ended at home".into())),
                 },
             };
             match cmd {
                 Cmd::Call { seq, call } => {
                     if let Err(Woken::Died) = self.call(seq, &call, cmds, events) {
-                        return events(Event::Gone(self.ended()));
+                        return events(Event::Gone("ended at home".into()));
                     }
                 }
                 Cmd::Quiesce => {
@@ -594,9 +585,5 @@ impl Deputy {
             }
         }
         events(Event::Gone(format!("{how:?}")));
-    }
-
-    fn ended(&self) -> String {
-        "ended at home".into()
     }
 }
