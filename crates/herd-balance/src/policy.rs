@@ -1,0 +1,538 @@
+//! The decision: which of this node's processes should run elsewhere, and where.
+//!
+//! [`decide`] is a pure function of a [`Snapshot`] and [`Params`]: the same input gives
+//! the same moves, on a real node and in the simulator. It applies, in this order:
+//!
+//! 1. **I/O pulled home.** A process away from home that makes many forwarded calls a
+//!    second ([`Params::io_calls`]) pays a network round trip for each: it comes home.
+//!    An I/O-heavy process at home is never sent out for load.
+//! 2. **Memory ushering.** On a node whose free memory is under [`Params::mem_low`] of
+//!    its total, this home's largest movable processes there go to the nodes with the
+//!    most room, until the node is above the threshold again — before the kernel's OOM
+//!    killer has to act. Residence times do not hold it back.
+//! 3. **Load.** Loads are normalised by CPUs and speed. A process moves from node S to
+//!    node T only when T's load with the process added, the process's share weighted by
+//!    [`Params::stability`] (MOSIX used 1.3), is still below S's load, and the process
+//!    would get more CPU on T than on S. It must have run long enough to pay for its own
+//!    move (resident size over the measured transfer rate, times [`Params::pay_factor`])
+//!    and must have stayed [`Params::min_residence`] seconds where it is (no ping-pong).
+//!    The move with the largest gain is made first; the loads are updated and the next
+//!    one is chosen, up to [`Params::max_moves`] a round.
+//!
+//! Never a target: a node that is blocked, quiet, not compatible with this home's
+//! processes, or not up. A locked process never moves; a process on a `stay` node, or at
+//! home on an `lstay` home, is not moved for load (memory ushering still moves it: the
+//! alternative is the OOM killer).
+
+use serde::{Deserialize, Serialize};
+
+/// The speed of the reference CPU (herdd's calibration scale).
+pub const REFERENCE_SPEED: f64 = 10_000.0;
+
+/// Every tunable of the policy. Each one is a key of herdd's `[policy]` config table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Params {
+    /// A process moves only if the target's load plus `stability` × its share stays below
+    /// the source's load (MOSIX: 1.3). Higher: fewer, surer moves.
+    pub stability: f64,
+    /// Seconds a process stays where it arrived (or was started) before balancing may
+    /// move it again.
+    pub min_residence: f64,
+    /// A process must have run `pay_factor` × (its resident size / transfer rate) seconds
+    /// before it moves, and as long again after each move.
+    pub pay_factor: f64,
+    /// Processes that want less than this share of a CPU are not moved for load.
+    pub min_demand: f64,
+    /// Forwarded (or, at home, read/write) calls per second from which a process counts
+    /// as I/O-bound: it is pulled home and never sent away for load.
+    pub io_calls: f64,
+    /// Memory ushering starts when a node's free memory is below this fraction of its total.
+    pub mem_low: f64,
+    /// Ushering sends a process only to a node that keeps at least this fraction of its
+    /// memory free with the process there.
+    pub mem_target_free: f64,
+    /// At most this many moves a round, per home.
+    pub max_moves: usize,
+    /// Seconds during which a move made by this node counts in the loads and memory of
+    /// the two nodes, before their published figures can be trusted to show it.
+    pub settle: f64,
+    /// Per-second weight of the past in a process's smoothed CPU demand (0 = only the
+    /// last second counts; MOSIX decayed by 0.926–0.975 a tick).
+    pub decay: f64,
+    /// Transfer rate assumed until a move has been measured, bytes a second.
+    pub default_rate: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            stability: 1.3,
+            min_residence: 3.0,
+            pay_factor: 1.0,
+            min_demand: 0.25,
+            io_calls: 200.0,
+            mem_low: 0.10,
+            mem_target_free: 0.20,
+            max_moves: 4,
+            settle: 6.0,
+            decay: 0.5,
+            default_rate: 100.0 * 1024.0 * 1024.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParamError {
+    Invalid(&'static str, String),
+}
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamError::Invalid(key, why) => write!(f, "policy.{key}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ParamError {}
+
+impl Params {
+    /// Checks every value is in its range; herdd refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let check = |ok: bool, key: &'static str, why: &str| if ok { Ok(()) } else { Err(ParamError::Invalid(key, why.into())) };
+        let fin = |x: f64| x.is_finite();
+        check(fin(self.stability) && self.stability >= 1.0, "stability", "must be a number ≥ 1")?;
+        check(fin(self.min_residence) && self.min_residence >= 0.0, "min_residence", "must be seconds ≥ 0")?;
+        check(fin(self.pay_factor) && self.pay_factor >= 0.0, "pay_factor", "must be ≥ 0")?;
+        check(fin(self.min_demand) && (0.0..=1.0).contains(&self.min_demand), "min_demand", "must be between 0 and 1")?;
+        check(fin(self.io_calls) && self.io_calls > 0.0, "io_calls", "must be calls per second > 0")?;
+        check(fin(self.mem_low) && (0.0..1.0).contains(&self.mem_low), "mem_low", "must be a fraction between 0 and 1")?;
+        check(
+            fin(self.mem_target_free) && (0.0..1.0).contains(&self.mem_target_free) && self.mem_target_free >= self.mem_low,
+            "mem_target_free",
+            "must be a fraction between mem_low and 1",
+        )?;
+        check(self.max_moves >= 1, "max_moves", "must be at least 1")?;
+        check(fin(self.settle) && self.settle >= 0.0, "settle", "must be seconds ≥ 0")?;
+        check(fin(self.decay) && (0.0..1.0).contains(&self.decay), "decay", "must be between 0 and 1 (excluded)")?;
+        check(fin(self.default_rate) && self.default_rate > 0.0, "default_rate", "must be bytes per second > 0")?;
+        Ok(())
+    }
+
+    /// A smoothed demand after `dt` seconds in which the process wanted `sample` of a CPU.
+    pub fn smooth(&self, old: f64, sample: f64, dt: f64) -> f64 {
+        let keep = self.decay.powf(dt.max(0.0));
+        old * keep + sample * (1.0 - keep)
+    }
+}
+
+/// Administrative flags of a node (`herd ctl`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    /// Accepts no arriving processes.
+    pub blocked: bool,
+    /// Takes no part in balancing: no target, and (if it is this home) moves nothing.
+    pub quiet: bool,
+    /// Nothing running here is moved away for load.
+    pub stay: bool,
+    /// This node's own processes at home are not sent away for load.
+    pub lstay: bool,
+}
+
+/// One node as this home sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Stable identity (the caller's: a hash of the node's name in herdd, an index in
+    /// the simulator).
+    pub id: u64,
+    /// Usable CPUs (≥ 1).
+    pub cpus: u32,
+    /// Relative speed, [`REFERENCE_SPEED`] = the reference CPU.
+    pub speed: u32,
+    /// Runnable processes, smoothed.
+    pub load: f64,
+    pub mem_total: u64,
+    pub mem_free: u64,
+    pub flags: Flags,
+    /// Can run this home's processes (same vDSO, every xsave feature, up, state known).
+    pub compatible: bool,
+}
+
+impl Node {
+    fn capacity(&self) -> f64 {
+        f64::from(self.cpus.max(1)) * f64::from(self.speed.max(1)) / REFERENCE_SPEED
+    }
+
+    /// Load per unit of reference capacity.
+    pub fn normalised(&self) -> f64 {
+        self.load / self.capacity()
+    }
+
+    /// The CPU rate (in reference CPUs) one more process wanting `demand` of a CPU gets
+    /// here, with `load` runnable processes including it.
+    fn rate(&self, load: f64, demand: f64) -> f64 {
+        let share = if load <= f64::from(self.cpus.max(1)) { 1.0 } else { f64::from(self.cpus.max(1)) / load };
+        demand.min(share) * f64::from(self.speed.max(1)) / REFERENCE_SPEED
+    }
+
+    fn can_receive(&self) -> bool {
+        self.compatible && !self.flags.blocked && !self.flags.quiet
+    }
+
+    fn mem_low(&self, p: &Params) -> bool {
+        self.mem_total > 0 && (self.mem_free as f64) < p.mem_low * self.mem_total as f64
+    }
+}
+
+/// One of this home's migratable processes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proc {
+    /// Its home pid (herdd) or job number (simulator).
+    pub id: u64,
+    /// Index in [`Snapshot::nodes`] of the node it runs on.
+    pub at: usize,
+    /// Smoothed share of a CPU it wants (time runnable / time), 0..=1.
+    pub demand: f64,
+    /// Resident memory, bytes.
+    pub rss: u64,
+    /// Seconds since it started.
+    pub age: f64,
+    /// Seconds since it last arrived somewhere (= age if it never moved).
+    pub since_move: f64,
+    /// Forwarded calls a second when away, read/write calls a second at home.
+    pub io_rate: f64,
+    /// `herd lock`, `herd run --lock`: never moved by the policy.
+    pub locked: bool,
+    /// It can move now (no reason in `herd ps`'s cantmove, no move under way).
+    pub movable: bool,
+}
+
+/// What a home knows when it decides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Index in `nodes` of this node, the home of every process in `procs`.
+    pub home: usize,
+    pub nodes: Vec<Node>,
+    pub procs: Vec<Proc>,
+    /// Measured migration rate, bytes a second (0 or less: use [`Params::default_rate`]).
+    pub transfer_rate: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reason {
+    /// Pulled home: too many forwarded calls a second.
+    Io,
+    /// Its node is short of memory.
+    Memory,
+    /// Another node gives it more CPU; `gain` is the ratio of CPU rates there and here.
+    Load { gain: f64 },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Io => write!(f, "I/O-bound: brought home"),
+            Reason::Memory => write!(f, "memory ushering"),
+            Reason::Load { gain } => write!(f, "load ({gain:.2}× the CPU)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Move {
+    pub proc: u64,
+    pub from: usize,
+    pub to: usize,
+    pub reason: Reason,
+}
+
+/// The moves this home should make now. Pure and deterministic; ties go to the lower index.
+pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
+    let mut moves = Vec::new();
+    let Some(home) = snap.nodes.get(snap.home) else { return moves };
+    if home.flags.quiet {
+        return moves;
+    }
+    let rate = if snap.transfer_rate > 0.0 { snap.transfer_rate } else { p.default_rate };
+    let mut nodes = snap.nodes.clone();
+    let mut moved = vec![false; snap.procs.len()];
+    let free = |p: &Proc| p.movable && !p.locked && p.at < snap.nodes.len();
+
+    // 1. I/O-bound processes away from home come home.
+    for (i, pr) in snap.procs.iter().enumerate() {
+        if moves.len() >= p.max_moves {
+            return moves;
+        }
+        if free(pr) && pr.at != snap.home && pr.io_rate >= p.io_calls {
+            shift(&mut nodes, pr, snap.home);
+            moved[i] = true;
+            moves.push(Move { proc: pr.id, from: pr.at, to: snap.home, reason: Reason::Io });
+        }
+    }
+
+    // 2. Memory ushering, largest first, from every node short of memory.
+    let mut by_size: Vec<usize> = (0..snap.procs.len()).collect();
+    by_size.sort_by(|&a, &b| snap.procs[b].rss.cmp(&snap.procs[a].rss).then(a.cmp(&b)));
+    for &i in &by_size {
+        if moves.len() >= p.max_moves {
+            return moves;
+        }
+        let pr = &snap.procs[i];
+        if moved[i] || !free(pr) || !nodes[pr.at].mem_low(p) {
+            continue;
+        }
+        let room = |n: &Node| n.mem_free as f64 - pr.rss as f64 - p.mem_target_free * n.mem_total as f64;
+        let target = (0..nodes.len())
+            .filter(|&t| t != pr.at && (nodes[t].can_receive() || t == snap.home) && room(&nodes[t]) >= 0.0)
+            .max_by(|&a, &b| room(&nodes[a]).total_cmp(&room(&nodes[b])).then(b.cmp(&a)));
+        if let Some(t) = target {
+            shift(&mut nodes, pr, t);
+            moved[i] = true;
+            moves.push(Move { proc: pr.id, from: pr.at, to: t, reason: Reason::Memory });
+        }
+    }
+
+    // 3. Load: the largest gain first, loads updated after each move.
+    while moves.len() < p.max_moves {
+        let mut best: Option<(f64, usize, usize)> = None;
+        for (i, pr) in snap.procs.iter().enumerate() {
+            if moved[i] || !free(pr) || pr.demand < p.min_demand || pr.io_rate >= p.io_calls {
+                continue;
+            }
+            let src = &nodes[pr.at];
+            if src.flags.stay || (pr.at == snap.home && src.flags.lstay) {
+                continue;
+            }
+            let pay = p.pay_factor * pr.rss as f64 / rate;
+            if pr.since_move < p.min_residence.max(pay) || pr.age < pay {
+                continue;
+            }
+            let here = src.rate(src.load.max(pr.demand), pr.demand);
+            for (t, dst) in nodes.iter().enumerate() {
+                if t == pr.at || !(dst.can_receive() || t == snap.home) {
+                    continue;
+                }
+                if dst.mem_total > 0 && (dst.mem_free as f64 - pr.rss as f64) < p.mem_target_free * dst.mem_total as f64 {
+                    continue; // it would start memory ushering there
+                }
+                if dst.normalised() + p.stability * pr.demand / dst.capacity() >= src.normalised() {
+                    continue;
+                }
+                let there = dst.rate(dst.load + pr.demand, pr.demand);
+                if there <= here {
+                    continue;
+                }
+                let gain = there / here.max(1e-9);
+                if best.is_none_or(|(g, _, _)| gain > g) {
+                    best = Some((gain, i, t));
+                }
+            }
+        }
+        let Some((gain, i, t)) = best else { break };
+        let pr = &snap.procs[i];
+        shift(&mut nodes, pr, t);
+        moved[i] = true;
+        moves.push(Move { proc: pr.id, from: pr.at, to: t, reason: Reason::Load { gain } });
+    }
+    moves
+}
+
+/// Accounts a decided move in the working copy of the nodes.
+fn shift(nodes: &mut [Node], pr: &Proc, to: usize) {
+    let from = &mut nodes[pr.at];
+    from.load = (from.load - pr.demand).max(0.0);
+    from.mem_free = from.mem_free.saturating_add(pr.rss).min(from.mem_total.max(from.mem_free));
+    let to = &mut nodes[to];
+    to.load += pr.demand;
+    to.mem_free = to.mem_free.saturating_sub(pr.rss);
+}
+
+/// The moves a home made recently, kept until the nodes' published figures show them.
+///
+/// Published loads rise slowly and travel by gossip: for [`Params::settle`] seconds after
+/// a move, a node counts at least as loaded (and at most as free) as the move made it,
+/// from the figures it had when the move was decided.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    at: f64,
+    node: u64,
+    /// The node's load and free memory right after the move, as decided.
+    load: f64,
+    mem_free: u64,
+    /// +1: the node received; -1: the node gave.
+    received: bool,
+}
+
+impl Ledger {
+    /// Records `moves` (decided on `snap`) at time `now` (seconds, any origin).
+    pub fn record(&mut self, snap: &Snapshot, moves: &[Move], now: f64) {
+        let mut nodes = snap.nodes.clone();
+        for m in moves {
+            if let Some(pr) = snap.procs.iter().find(|p| p.id == m.proc) {
+                shift(&mut nodes, pr, m.to);
+            }
+        }
+        for m in moves {
+            for (idx, received) in [(m.to, true), (m.from, false)] {
+                let n = &nodes[idx];
+                self.entries.retain(|e| e.node != n.id);
+                self.entries.push(Entry { at: now, node: n.id, load: n.load, mem_free: n.mem_free, received });
+            }
+        }
+    }
+
+    /// Brings `nodes` up to date with the moves of the last `settle` seconds.
+    pub fn adjust(&mut self, nodes: &mut [Node], now: f64, p: &Params) {
+        self.entries.retain(|e| now - e.at < p.settle);
+        for e in &self.entries {
+            if let Some(n) = nodes.iter_mut().find(|n| n.id == e.node) {
+                if e.received {
+                    n.load = n.load.max(e.load);
+                    n.mem_free = n.mem_free.min(e.mem_free);
+                } else {
+                    n.load = n.load.min(e.load);
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn node(id: u64, load: f64) -> Node {
+        Node { id, cpus: 1, speed: 10_000, load, mem_total: 8 * GIB, mem_free: 6 * GIB, flags: Flags::default(), compatible: true }
+    }
+
+    fn job(id: u64, at: usize) -> Proc {
+        Proc { id, at, demand: 1.0, rss: 10 << 20, age: 60.0, since_move: 60.0, io_rate: 0.0, locked: false, movable: true }
+    }
+
+    /// Runs rounds, applying moves to the snapshot, until the policy stops moving.
+    fn settle(mut s: Snapshot, p: &Params) -> (Snapshot, usize) {
+        let mut total = 0;
+        for _ in 0..20 {
+            let moves = decide(&s, p);
+            if moves.is_empty() {
+                return (s, total);
+            }
+            total += moves.len();
+            for m in moves {
+                let pr = s.procs.iter_mut().find(|x| x.id == m.proc).unwrap();
+                s.nodes[m.from].load -= pr.demand;
+                s.nodes[m.to].load += pr.demand;
+                pr.at = m.to;
+            }
+        }
+        panic!("the policy never settles: {s:?}");
+    }
+
+    fn counts(s: &Snapshot) -> Vec<usize> {
+        (0..s.nodes.len()).map(|n| s.procs.iter().filter(|p| p.at == n).count()).collect()
+    }
+
+    #[test]
+    fn even_jobs_split_evenly_and_then_stay() {
+        for jobs in [2u64, 6, 8] {
+            let s = Snapshot { home: 0, nodes: vec![node(1, jobs as f64), node(2, 0.0)], procs: (0..jobs).map(|i| job(i, 0)).collect(), transfer_rate: 0.0 };
+            let (s, moves) = settle(s, &Params::default());
+            assert_eq!(counts(&s), vec![jobs as usize / 2, jobs as usize / 2], "{jobs} jobs");
+            assert_eq!(moves, jobs as usize / 2);
+        }
+    }
+
+    #[test]
+    fn one_job_each_does_not_move() {
+        let s = Snapshot { home: 0, nodes: vec![node(1, 1.0), node(2, 0.0)], procs: vec![job(1, 0)], transfer_rate: 0.0 };
+        assert!(decide(&s, &Params::default()).is_empty());
+        // …but goes to a node twice as fast.
+        let mut s = s;
+        s.nodes[1].speed = 20_000;
+        assert_eq!(decide(&s, &Params::default()).len(), 1);
+    }
+
+    #[test]
+    fn young_or_just_moved_processes_wait() {
+        let mut s = Snapshot { home: 0, nodes: vec![node(1, 4.0), node(2, 0.0)], procs: (0..4).map(|i| job(i, 0)).collect(), transfer_rate: 0.0 };
+        for p in &mut s.procs {
+            p.since_move = 1.0;
+        }
+        assert!(decide(&s, &Params::default()).is_empty(), "residence");
+        for p in &mut s.procs {
+            p.since_move = 60.0;
+            p.rss = 40 * GIB;
+        }
+        assert!(decide(&s, &Params::default()).is_empty(), "cannot pay for its move");
+    }
+
+    #[test]
+    fn io_bound_comes_home_and_is_not_sent_out() {
+        let mut s = Snapshot { home: 0, nodes: vec![node(1, 3.0), node(2, 1.0)], procs: vec![job(1, 1), job(2, 0)], transfer_rate: 0.0 };
+        s.procs[0].io_rate = 5000.0;
+        s.procs[1].io_rate = 5000.0;
+        let moves = decide(&s, &Params::default());
+        assert_eq!(moves, vec![Move { proc: 1, from: 1, to: 0, reason: Reason::Io }]);
+    }
+
+    #[test]
+    fn memory_ushering_moves_the_largest_first() {
+        let mut s = Snapshot { home: 0, nodes: vec![node(1, 0.2), node(2, 0.0)], procs: vec![job(1, 0), job(2, 0), job(3, 0)], transfer_rate: 0.0 };
+        s.nodes[0].mem_free = GIB / 4; // 3 % free
+        s.procs[0].rss = GIB;
+        s.procs[1].rss = 3 * GIB;
+        s.procs[2].rss = 2 * GIB;
+        for p in &mut s.procs {
+            p.demand = 0.05;
+            p.since_move = 0.5;
+        }
+        let moves = decide(&s, &Params::default());
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!((moves[0].proc, moves[0].to, moves[0].reason), (2, 1, Reason::Memory));
+    }
+
+    #[test]
+    fn ledger_keeps_a_received_process_counted_until_settled() {
+        let p = Params::default();
+        let s = Snapshot { home: 0, nodes: vec![node(1, 4.0), node(2, 0.0)], procs: (0..4).map(|i| job(i, 0)).collect(), transfer_rate: 0.0 };
+        let moves = decide(&s, &p);
+        assert_eq!(moves.len(), 2);
+        let mut ledger = Ledger::default();
+        ledger.record(&s, &moves, 100.0);
+        // One second later, gossip still says node 2 is idle and home still at 4.
+        let mut nodes = s.nodes.clone();
+        ledger.adjust(&mut nodes, 101.0, &p);
+        assert_eq!((nodes[0].load, nodes[1].load), (2.0, 2.0));
+        let mut later = s.clone();
+        later.nodes = nodes;
+        for pr in later.procs.iter_mut().filter(|pr| moves.iter().any(|m| m.proc == pr.id)) {
+            pr.at = 1;
+            pr.since_move = 1.0;
+        }
+        assert!(decide(&later, &p).is_empty());
+        let mut nodes = s.nodes.clone();
+        ledger.adjust(&mut nodes, 100.0 + p.settle, &p);
+        assert!(ledger.is_empty());
+    }
+
+    #[test]
+    fn params_validate() {
+        assert!(Params::default().validate().is_ok());
+        let bad = Params { stability: 0.5, ..Params::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("stability"));
+        let bad = Params { mem_target_free: 0.05, ..Params::default() };
+        assert!(bad.validate().is_err());
+    }
+}

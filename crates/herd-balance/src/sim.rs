@@ -1,0 +1,1 @@
+//! (simulator: to come)
