@@ -7,9 +7,10 @@
 //!    second ([`Params::io_calls`]) pays a network round trip for each: it comes home.
 //!    An I/O-heavy process at home is never sent out for load.
 //! 2. **Memory ushering.** On a node whose free memory is under [`Params::mem_low`] of
-//!    its total, this home's largest movable processes there go to the nodes with the
-//!    most room, until the node is above the threshold again — before the kernel's OOM
-//!    killer has to act. Residence times do not hold it back.
+//!    its total — counting what this home's processes there will have grown by
+//!    [`Params::usher_horizon`] seconds from now — this home's largest movable processes
+//!    there go to the nodes with the most room, until the node is above the threshold
+//!    again: before the kernel's OOM killer has to act. Residence times do not hold it back.
 //! 3. **Load.** Loads are normalised by CPUs and speed. A process moves from node S to
 //!    node T only when T's load with the process added, the process's share weighted by
 //!    [`Params::stability`] (MOSIX used 1.3), is still below S's load, and the process
@@ -52,6 +53,9 @@ pub struct Params {
     /// Ushering sends a process only to a node that keeps at least this fraction of its
     /// memory free with the process there.
     pub mem_target_free: f64,
+    /// Seconds ahead ushering looks: a node's free memory counts less what this home's
+    /// processes there grow by in that time (a move must be over before the OOM killer).
+    pub usher_horizon: f64,
     /// At most this many moves a round, per home.
     pub max_moves: usize,
     /// Seconds during which a move made by this node counts in the loads and memory of
@@ -62,22 +66,26 @@ pub struct Params {
     pub decay: f64,
     /// Transfer rate assumed until a move has been measured, bytes a second.
     pub default_rate: f64,
+    /// Seconds between two rounds of [`decide`].
+    pub interval: f64,
 }
 
 impl Default for Params {
     fn default() -> Self {
         Params {
             stability: 1.3,
-            min_residence: 3.0,
+            min_residence: 2.0,
             pay_factor: 1.0,
             min_demand: 0.25,
             io_calls: 200.0,
             mem_low: 0.10,
             mem_target_free: 0.20,
+            usher_horizon: 5.0,
             max_moves: 4,
             settle: 6.0,
             decay: 0.5,
             default_rate: 100.0 * 1024.0 * 1024.0,
+            interval: 1.0,
         }
     }
 }
@@ -113,10 +121,12 @@ impl Params {
             "mem_target_free",
             "must be a fraction between mem_low and 1",
         )?;
+        check(fin(self.usher_horizon) && (0.0..=600.0).contains(&self.usher_horizon), "usher_horizon", "must be seconds between 0 and 600")?;
         check(self.max_moves >= 1, "max_moves", "must be at least 1")?;
         check(fin(self.settle) && self.settle >= 0.0, "settle", "must be seconds ≥ 0")?;
         check(fin(self.decay) && (0.0..1.0).contains(&self.decay), "decay", "must be between 0 and 1 (excluded)")?;
         check(fin(self.default_rate) && self.default_rate > 0.0, "default_rate", "must be bytes per second > 0")?;
+        check(fin(self.interval) && (0.1..=3600.0).contains(&self.interval), "interval", "must be seconds between 0.1 and 3600")?;
         Ok(())
     }
 
@@ -196,6 +206,8 @@ pub struct Proc {
     pub demand: f64,
     /// Resident memory, bytes.
     pub rss: u64,
+    /// How fast its resident memory grows, bytes a second (smoothed; 0 when it shrinks).
+    pub growth: f64,
     /// Seconds since it started.
     pub age: f64,
     /// Seconds since it last arrived somewhere (= age if it never moved).
@@ -256,6 +268,12 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
     }
     let rate = if snap.transfer_rate > 0.0 { snap.transfer_rate } else { p.default_rate };
     let mut nodes = snap.nodes.clone();
+    // Memory as it will be `usher_horizon` seconds from now, as far as this home knows.
+    for pr in &snap.procs {
+        if let Some(n) = nodes.get_mut(pr.at) {
+            n.mem_free = n.mem_free.saturating_sub(ahead(pr, p));
+        }
+    }
     let mut moved = vec![false; snap.procs.len()];
     let free = |p: &Proc| p.movable && !p.locked && p.at < snap.nodes.len();
 
@@ -265,7 +283,7 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
             return moves;
         }
         if free(pr) && pr.at != snap.home && pr.io_rate >= p.io_calls {
-            shift(&mut nodes, pr, snap.home);
+            shift(&mut nodes, pr, snap.home, ahead(pr, p));
             moved[i] = true;
             moves.push(Move { proc: pr.id, from: pr.at, to: snap.home, reason: Reason::Io });
         }
@@ -282,12 +300,13 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
         if moved[i] || !free(pr) || !nodes[pr.at].mem_low(p) {
             continue;
         }
-        let room = |n: &Node| n.mem_free as f64 - pr.rss as f64 - p.mem_target_free * n.mem_total as f64;
+        let need = (pr.rss + ahead(pr, p)) as f64;
+        let room = |n: &Node| n.mem_free as f64 - need - p.mem_target_free * n.mem_total as f64;
         let target = (0..nodes.len())
             .filter(|&t| t != pr.at && (nodes[t].can_receive() || t == snap.home) && room(&nodes[t]) >= 0.0)
             .max_by(|&a, &b| room(&nodes[a]).total_cmp(&room(&nodes[b])).then(b.cmp(&a)));
         if let Some(t) = target {
-            shift(&mut nodes, pr, t);
+            shift(&mut nodes, pr, t, ahead(pr, p));
             moved[i] = true;
             moves.push(Move { proc: pr.id, from: pr.at, to: t, reason: Reason::Memory });
         }
@@ -331,21 +350,28 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
         }
         let Some((gain, i, t)) = best else { break };
         let pr = &snap.procs[i];
-        shift(&mut nodes, pr, t);
+        shift(&mut nodes, pr, t, ahead(pr, p));
         moved[i] = true;
         moves.push(Move { proc: pr.id, from: pr.at, to: t, reason: Reason::Load { gain } });
     }
     moves
 }
 
-/// Accounts a decided move in the working copy of the nodes.
-fn shift(nodes: &mut [Node], pr: &Proc, to: usize) {
+/// What `pr` will have grown by at the ushering horizon, bytes.
+fn ahead(pr: &Proc, p: &Params) -> u64 {
+    (pr.growth.max(0.0) * p.usher_horizon) as u64
+}
+
+/// Accounts a decided move in the working copy of the nodes: its load, and its memory
+/// with `extra` bytes of growth to come.
+fn shift(nodes: &mut [Node], pr: &Proc, to: usize, extra: u64) {
+    let bytes = pr.rss.saturating_add(extra);
     let from = &mut nodes[pr.at];
     from.load = (from.load - pr.demand).max(0.0);
-    from.mem_free = from.mem_free.saturating_add(pr.rss).min(from.mem_total.max(from.mem_free));
+    from.mem_free = from.mem_free.saturating_add(bytes).min(from.mem_total.max(from.mem_free));
     let to = &mut nodes[to];
     to.load += pr.demand;
-    to.mem_free = to.mem_free.saturating_sub(pr.rss);
+    to.mem_free = to.mem_free.saturating_sub(bytes);
 }
 
 /// The moves a home made recently, kept until the nodes' published figures show them.
@@ -365,7 +391,7 @@ struct Entry {
     /// The node's load and free memory right after the move, as decided.
     load: f64,
     mem_free: u64,
-    /// +1: the node received; -1: the node gave.
+    /// The node received a process (else it gave one).
     received: bool,
 }
 
@@ -375,7 +401,7 @@ impl Ledger {
         let mut nodes = snap.nodes.clone();
         for m in moves {
             if let Some(pr) = snap.procs.iter().find(|p| p.id == m.proc) {
-                shift(&mut nodes, pr, m.to);
+                shift(&mut nodes, pr, m.to, 0);
             }
         }
         for m in moves {
@@ -387,9 +413,12 @@ impl Ledger {
         }
     }
 
-    /// Brings `nodes` up to date with the moves of the last `settle` seconds.
+    /// Brings `nodes` up to date with the moves of the last `settle` seconds. A node that
+    /// gave a process shows it within a round or two (a load falls at once), one that
+    /// received it only slowly (a load rises slowly): the giver's entry lasts two rounds.
     pub fn adjust(&mut self, nodes: &mut [Node], now: f64, p: &Params) {
-        self.entries.retain(|e| now - e.at < p.settle);
+        let giver = p.settle.min(2.0 * p.interval);
+        self.entries.retain(|e| now - e.at < if e.received { p.settle } else { giver });
         for e in &self.entries {
             if let Some(n) = nodes.iter_mut().find(|n| n.id == e.node) {
                 if e.received {
@@ -418,7 +447,7 @@ mod tests {
     }
 
     fn job(id: u64, at: usize) -> Proc {
-        Proc { id, at, demand: 1.0, rss: 10 << 20, age: 60.0, since_move: 60.0, io_rate: 0.0, locked: false, movable: true }
+        Proc { id, at, demand: 1.0, rss: 10 << 20, growth: 0.0, age: 60.0, since_move: 60.0, io_rate: 0.0, locked: false, movable: true }
     }
 
     /// Runs rounds, applying moves to the snapshot, until the policy stops moving.
@@ -501,6 +530,21 @@ mod tests {
         let moves = decide(&s, &Params::default());
         assert_eq!(moves.len(), 1, "{moves:?}");
         assert_eq!((moves[0].proc, moves[0].to, moves[0].reason), (2, 1, Reason::Memory));
+    }
+
+    #[test]
+    fn ushering_looks_ahead_at_growing_processes() {
+        let mut s = Snapshot { home: 0, nodes: vec![node(1, 0.1), node(2, 0.0)], procs: vec![job(1, 0), job(2, 0)], transfer_rate: 0.0 };
+        s.nodes[0].mem_free = GIB; // 12 % free: not short yet
+        for p in &mut s.procs {
+            p.demand = 0.05;
+            p.rss = 3 * GIB;
+        }
+        assert!(decide(&s, &Params::default()).is_empty());
+        s.procs[1].growth = 64.0 * (1 << 20) as f64; // 320 MiB in 5 s
+        let moves = decide(&s, &Params::default());
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!(moves[0].reason, Reason::Memory);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - `herd-bench gossip`: cluster formation, failure detection, gossip traffic.
 //! - `herd-bench migrate`: live migration on a local cluster against TCP and
 //!   native baselines.
+//! - `herd-bench balance-sim`: the balancing policy on a simulated cluster of
+//!   a thousand nodes, against placements without migration.
 //! - `herd-bench hold MIB` is internal: the process that gets checkpointed;
 //!   `__tcp-sink`, `__tcp-source`, `__pong` and `__ping` are the TCP helpers
 //!   `migrate` runs inside the nodes.
@@ -13,6 +15,8 @@
 
 #![forbid(unsafe_code)]
 
+mod balance;
+mod balance_sim;
 mod bench;
 mod gossip;
 mod hold;
@@ -109,6 +113,42 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// herd's balancing policy on a simulated cluster (1000 nodes of mixed speeds and CPUs,
+    /// heavy-tailed jobs), next to no balancing, random placement and an omniscient
+    /// placement, on the same job trace. Pure computation: no root, no cluster. See
+    /// docs/benchmarks.md, "Balancing (simulated)".
+    /// Automatic balancing on the local cluster: 2 nodes × 1 CPU, N CPU-bound jobs
+    /// started on n1; makespan against the ideal and against all jobs on n1 (needs root).
+    Balance {
+        /// How many jobs.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// About how long one job runs alone, seconds.
+        #[arg(long, default_value_t = 5.0)]
+        job_secs: f64,
+        /// Keep the cluster's directory (logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    BalanceSim {
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Seconds during which jobs arrive (the run goes on until they are all done).
+        #[arg(long, default_value_t = 3600.0)]
+        seconds: f64,
+        /// CPU work offered, as a fraction of the cluster's capacity.
+        #[arg(long, default_value_t = 0.7)]
+        utilisation: f64,
+        /// Seed of the job trace and of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Internal: fill MIB MiB of memory, print "ready ADDR LEN", sleep forever.
     #[command(hide = true)]
     Hold { mib: u64 },
@@ -133,6 +173,10 @@ fn main() -> ExitCode {
         Cmd::Gossip { sizes, window, real_nodes } => gossip::run(&sizes, std::time::Duration::from_secs(window), real_nodes),
         Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, keep } => {
             migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, keep })
+        }
+        Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
+        Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {
+            balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, json })
         }
         Cmd::Hold { mib } => hold::run(mib).map(|()| true),
         Cmd::TcpSink { port } => migrate::tcp_sink(port).map(|()| true),

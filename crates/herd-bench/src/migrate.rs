@@ -123,8 +123,11 @@ pub fn run(cfg: Config) -> Result<bool> {
     }
 
     let lab = Lab::up(cfg.keep)?;
+    // Moves here are made by hand: n1, the home of the process under test, does not balance.
+    lab.ctl("n1", herd_daemon::control::CtlOp::Quiet)?;
     let mut failures = Vec::new();
-    lab.print_header();
+    lab.print_header("herd-bench migrate");
+    println!("process under test: `herd run` as uid {NOBODY} in n1 (its home), moved by herdd of n1 (control request Migrate)");
 
     if cfg.parts.contains(&Part::Move) {
         let tcp_bytes = cfg.tcp_mib * MIB;
@@ -182,16 +185,16 @@ impl Drop for WorkDir {
 
 /// A two-node local cluster with the program under test built into its directory.
 /// Fields drop in order: the cluster goes down before its directory is removed.
-struct Lab {
-    cluster: LocalCluster,
+pub(crate) struct Lab {
+    pub(crate) cluster: LocalCluster,
     work: WorkDir,
     up_secs: f64,
     /// herd-bench itself, for the TCP helpers inside the nodes.
     bench: PathBuf,
-    herd: PathBuf,
-    setpriv: PathBuf,
+    pub(crate) herd: PathBuf,
+    pub(crate) setpriv: PathBuf,
     /// The compiled program under test.
-    target: PathBuf,
+    pub(crate) target: PathBuf,
     /// Per node (n1, n2): the node's CPUs for `taskset -c`, when it has a cpuset.
     pin: [Option<String>; 2],
     taskset: Option<PathBuf>,
@@ -202,7 +205,7 @@ struct Lab {
 const NODES: [&str; 2] = ["n1", "n2"];
 
 impl Lab {
-    fn up(keep: bool) -> Result<Lab> {
+    pub(crate) fn up(keep: bool) -> Result<Lab> {
         let bench = std::env::current_exe().context("cannot find herd-bench's own executable")?;
         let herd = bench.with_file_name("herd");
         let herdd = bench.with_file_name("herdd");
@@ -284,6 +287,14 @@ impl Lab {
         Ok(lab)
     }
 
+    /// `herd ctl` on `node`.
+    pub(crate) fn ctl(&self, node: &str, op: herd_daemon::control::CtlOp) -> Result<()> {
+        Client::connect(&self.cluster.node_socket(node))
+            .and_then(|mut c| c.call(&Request::Ctl { op }))
+            .with_context(|| format!("herd ctl {op:?} on {node}"))?;
+        Ok(())
+    }
+
     /// Until each node lists both as up: a node moves processes only to nodes it knows.
     fn wait_all_up(&self) -> Result<()> {
         let start = Instant::now();
@@ -302,8 +313,8 @@ impl Lab {
         }
     }
 
-    fn print_header(&self) {
-        println!("herd-bench migrate");
+    pub(crate) fn print_header(&self, title: &str) {
+        println!("{title}");
         crate::report::print_machine();
         let nodes: Vec<String> = NODES
             .iter()
@@ -322,7 +333,6 @@ impl Lab {
             (None, Some(_)) => println!("programs and TCP helpers started in a node are pinned to its CPU (taskset)"),
             (None, None) => println!("programs started in a node are not pinned to its CPU (no taskset)"),
         }
-        println!("process under test: `herd run` as uid {NOBODY} in n1 (its home), moved by herdd of n1 (control request Migrate)");
     }
 
     fn node_index(node: &str) -> usize {
@@ -331,7 +341,7 @@ impl Lab {
 
     /// A command inside `node`, pinned to its CPUs, with a clean environment in which
     /// `herd` talks to that node's herdd.
-    fn node_cmd(&self, node: &str, argv: Vec<OsString>) -> Result<Command> {
+    pub(crate) fn node_cmd(&self, node: &str, argv: Vec<OsString>) -> Result<Command> {
         let mut full = Vec::new();
         if let (Some(taskset), Some(cpus)) = (&self.taskset, &self.pin[Self::node_index(node)]) {
             full.extend([taskset.clone().into_os_string(), "-c".into(), cpus.into()]);
@@ -360,7 +370,7 @@ impl Lab {
     }
 
     /// The end of each node's herdd.log, for errors.
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut s = String::new();
         for node in NODES {
             let path = self.work.path.join(node).join("herdd.log");
@@ -372,7 +382,7 @@ impl Lab {
     }
 
     /// Takes the cluster down; keeps its directory when something failed (or if asked).
-    fn finish(self, ok: bool) -> Result<()> {
+    pub(crate) fn finish(self, ok: bool) -> Result<()> {
         let Lab { cluster, mut work, .. } = self;
         if !ok {
             work.keep = true;
@@ -384,7 +394,7 @@ impl Lab {
     }
 }
 
-fn nobody_args() -> [String; 4] {
+pub(crate) fn nobody_args() -> [String; 4] {
     [format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]
 }
 
@@ -1184,6 +1194,7 @@ const TARGET_C: &str = r##"
  * time with gcc; see migrate.rs).
  *
  *   hb_target probe   prints "ok" and exits (can uid 65534 run it?)
+ *   hb_target spin N  N rounds of the "cpu" work below, prints "spin x=..." and exits
  *   hb_target MIB     prints "pid N" (its pid: the home pid), allocates MIB
  *                     MiB and writes pseudo-random words into all of it (no
  *                     page is zero, nothing compresses or repeats), prints
@@ -1251,8 +1262,17 @@ int main(int argc, char **argv)
         puts("ok");
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "spin") == 0) {
+        uint64_t x = SEED;
+        for (unsigned long long i = 0, n = strtoull(argv[2], NULL, 10); i < n; i++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            x ^= x >> 29;
+        }
+        printf("spin x=%016llx\n", (unsigned long long)x);
+        return 0;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: hb_target MIB | probe\n");
+        fprintf(stderr, "usage: hb_target MIB | probe | spin N\n");
         return 64;
     }
     /* Only what herd-bench gave it: stdin, stdout, stderr. */

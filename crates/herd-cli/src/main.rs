@@ -1,6 +1,8 @@
 //! `herd`: the command-line interface.
 
 mod checkpoint;
+mod ctl;
+mod demo;
 mod inspect;
 mod migrate;
 mod nodes;
@@ -20,13 +22,14 @@ use clap::{Parser, Subcommand};
     about = "openMosix for today's Linux: move running processes between machines, in user space",
     long_about = "herd moves running Linux processes between machines, in user space, as openMosix did in the kernel.\n\n\
                   It checkpoints a process to an image and restarts it (herd checkpoint, restart, inspect); \
-                  runs a cluster daemon on each node, herdd, and shows the cluster (herd nodes, status, keygen), \
-                  or builds a local one on this machine for trying it out (herd cluster); \
-                  and starts processes that the cluster may move, moves them and lists them \
-                  (herd run, migrate, ps).\n\n\
-                  Installed under the names of the MOSIX tools (symlinks to herd: mosrun, migrate, mps), \
-                  it acts as herd run, herd migrate and herd ps:\n  \
-                  ln -s herd /usr/local/bin/mosrun; ln -s herd /usr/local/bin/migrate; ln -s herd /usr/local/bin/mps"
+                  runs a cluster daemon on each node, herdd, shows the cluster and sets how a node takes part \
+                  (herd nodes, status, ctl, keygen), or builds a local one on this machine for trying it out \
+                  (herd cluster, herd demo); and starts processes that the cluster may move, moves them, \
+                  locks them and lists them (herd run, migrate, lock, unlock, ps).\n\n\
+                  Start with `herd demo` (as root): a local cluster balances CPU-bound jobs while you watch.\n\n\
+                  Installed under the names of the openMosix tools (symlinks to herd: mosrun, migrate, mps, mosctl), \
+                  it acts as herd run, herd migrate, herd ps and herd ctl:\n  \
+                  for n in mosrun migrate mps mosctl; do ln -s herd /usr/local/bin/$n; done"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,10 +76,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Every node of the cluster: state, CPUs, speed, load, memory
-    #[command(after_help = "Examples:\n  herd nodes\n  herd --node n2 nodes --json")]
+    /// Every node of the cluster: state, CPUs, speed, load, memory, flags
+    #[command(after_help = "FLAGS are those set by `herd ctl` on each node (block, quiet, stay, lstay), or `-`; \
+                            a node marked * is the one answering.\n\n\
+                            Examples:\n  herd nodes\n  herd --node n2 nodes --json")]
     Nodes {
-        /// Print a JSON array (keys: name, address, state, cpus, speed, load, mem_free, mem_total, ...)
+        /// Print a JSON array (keys: name, address, state, cpus, speed, load, mem_free, mem_total, status, ...)
         #[arg(long)]
         json: bool,
     },
@@ -84,6 +89,24 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Set how this node takes part in the cluster: block, expel, quiet, speed... (alias: mosctl; root only)
+    #[command(after_help = "The words are openMosix's mosctl ones. herd ctl prints one line: what changed and the \
+                            node's flags now (as `herd nodes` shows them); expel and bring say how many processes were \
+                            sent home. Only root (and the user herdd runs as) may change a node; others get herdd's \
+                            refusal and exit status 1. The flags last until herdd stops.\n\
+                            Installed as `mosctl` (a symlink to herd), it is herd ctl: `mosctl block`.\n\n\
+                            Examples:\n  herd ctl block\n  herd ctl expel\n  herd --node n2 ctl quiet\n  herd ctl speed 15000\n  \
+                            mosctl noblock")]
+    #[command(
+        override_usage = "herd ctl block|noblock|expel|bring|stay|nostay|lstay|nolstay|quiet|noquiet\n       herd ctl speed N",
+        subcommand_value_name = "WORD",
+        subcommand_help_heading = "Words",
+        disable_help_subcommand = true
+    )]
+    Ctl {
+        #[command(subcommand)]
+        word: ctl::CtlWord,
     },
     /// Write a new cluster key (mode 0600); every node of a cluster needs the same key
     Keygen {
@@ -131,20 +154,40 @@ enum Command {
         /// A node's name, `home` or `balance`
         target: String,
     },
-    /// The migratable processes of this node: where each runs, and why one cannot move (alias: mps)
+    /// Keep a migratable process where it runs: the balancer leaves it alone (herd migrate still moves it)
+    #[command(after_help = "PID is its pid on this node, its home. Its owner or root may lock it. \
+                            `herd run --lock CMD` starts a command locked.\n\n\
+                            Examples:\n  herd lock 4242\n  herd --node n1 lock 4242")]
+    Lock {
+        #[arg(value_parser = clap::value_parser!(i32).range(1..))]
+        pid: i32,
+    },
+    /// Let the balancer move a locked process again
+    #[command(after_help = "Example:\n  herd unlock 4242")]
+    Unlock {
+        #[arg(value_parser = clap::value_parser!(i32).range(1..))]
+        pid: i32,
+    },
+    /// The migratable processes of this node: where each runs, and why one does not move (alias: mps)
     #[command(after_help = "Columns: PID (on this node, its home), WHERE (the node it runs on), STATE (home, remote, \
-                            migrating, stopped), %CPU (of one CPU, recently), RSS (resident memory), NMIGS (moves so far), \
-                            CMD. Under a process that cannot move now, a line `cannot move:` gives every reason.\n\
+                            migrating, stopped), %CPU (of one CPU, recently), DEMAND (the share of a CPU it wants, \
+                            smoothed: what balancing weighs), IO/s (calls a second: forwarded home when remote, \
+                            reads and writes at home), RSS (resident memory), NMIGS (moves so far), CMD. \
+                            Under a process that is locked or cannot move now, a line `why not:` gives every reason.\n\
                             With no migratable processes, stdout is the header alone and stderr says so.\n\
                             Installed as `mps` (a symlink to herd), it is herd ps.\n\n\
                             Examples:\n  herd ps\n  herd ps --json\n  herd --node n2 ps\n  mps")]
     Ps {
-        /// Print a JSON array (keys: pid, uid, where, state, cpu, rss, nmigs, cantmove, lock, cmd)
+        /// Print a JSON array (keys: pid, uid, where, state, cpu, rss, demand, io_rate, nmigs, cantmove, lock, cmd)
         #[arg(long)]
         json: bool,
     },
     /// A local cluster on this machine: nodes n1..nN in their own namespaces
     Cluster(herd_lab::cli::ClusterArgs),
+    /// Watch a local cluster balance CPU-bound jobs, then compare with the same jobs on one node
+    #[command(long_about = demo::LONG_ABOUT)]
+    #[command(after_help = "Examples:\n  sudo herd demo\n  sudo herd demo --nodes 3 --jobs 9\n  sudo herd demo --seconds 2")]
+    Demo(demo::DemoArgs),
     #[command(name = "__lab", hide = true)]
     Lab(herd_lab::cli::LabArgs),
 }
@@ -155,7 +198,7 @@ fn target(node: &Option<String>, cluster: &Option<PathBuf>, socket: &Option<Path
 
 /// The names herd answers to as the MOSIX tools did (argv[0], as symlinks to herd),
 /// and the subcommand each one is.
-const ALIASES: [(&str, &str); 3] = [("mosrun", "run"), ("migrate", "migrate"), ("mps", "ps")];
+const ALIASES: [(&str, &str); 4] = [("mosrun", "run"), ("migrate", "migrate"), ("mps", "ps"), ("mosctl", "ctl")];
 
 /// `mosrun ARGS` becomes `herd run ARGS` (and so on for each alias); other arguments
 /// pass unchanged.
@@ -202,6 +245,10 @@ fn main() {
             target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| migrate::run(&t, pid, &to))
         }
         Command::Ps { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json)),
+        Command::Ctl { word } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::ctl(&t, word)),
+        Command::Lock { pid } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, true)),
+        Command::Unlock { pid } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, false)),
+        Command::Demo(args) => demo::run(&args),
         Command::Keygen { output } => nodes::keygen(&output),
         Command::Cluster(mut args) => {
             if let Some(dir) = cli.cluster.clone() {
@@ -297,5 +344,43 @@ mod tests {
         assert!(home);
         assert_eq!(command, os(&["make", "-j8"]));
         assert!(matches!(parse(&["mps"]).unwrap().command, Command::Ps { json: false }));
+        assert_eq!(expand_alias(os(&["/sbin/mosctl", "block"])), os(&["herd", "ctl", "block"]));
+        let cli = parse(&["mosctl", "setspeed", "12000"]).unwrap();
+        assert!(matches!(cli.command, Command::Ctl { word: ctl::CtlWord::Speed { speed: 12000 } }));
+    }
+
+    #[test]
+    fn ctl_words() {
+        let cli = parse(&["herd", "--node", "n2", "ctl", "noblock"]).unwrap();
+        assert_eq!(cli.node.as_deref(), Some("n2"));
+        assert!(matches!(cli.command, Command::Ctl { word: ctl::CtlWord::NoBlock }));
+        assert!(parse(&["herd", "ctl"]).is_err());
+        assert!(parse(&["herd", "ctl", "frobnicate"]).is_err());
+        assert!(parse(&["herd", "ctl", "speed"]).is_err());
+        assert!(parse(&["herd", "ctl", "speed", "abc"]).is_err());
+        assert!(parse(&["herd", "ctl", "speed", "-1"]).is_err());
+        assert!(parse(&["herd", "ctl", "speed", "10000001"]).is_err());
+        assert!(parse(&["herd", "ctl", "block", "now"]).is_err());
+    }
+
+    #[test]
+    fn lock_and_unlock_want_a_positive_pid() {
+        assert!(matches!(parse(&["herd", "lock", "42"]).unwrap().command, Command::Lock { pid: 42 }));
+        assert!(matches!(parse(&["herd", "unlock", "42"]).unwrap().command, Command::Unlock { pid: 42 }));
+        assert!(parse(&["herd", "lock", "0"]).is_err());
+        assert!(parse(&["herd", "unlock"]).is_err());
+    }
+
+    #[test]
+    fn demo_options() {
+        let Command::Demo(d) = parse(&["herd", "demo"]).unwrap().command else { panic!("not demo") };
+        assert_eq!((d.nodes, d.jobs, d.seconds), (2, 6, 4.0));
+        let Command::Demo(d) = parse(&["herd", "demo", "--nodes", "3", "--jobs", "9", "--seconds", "2.5"]).unwrap().command else {
+            panic!("not demo")
+        };
+        assert_eq!((d.nodes, d.jobs, d.seconds), (3, 9, 2.5));
+        assert!(parse(&["herd", "demo", "--nodes", "0"]).is_err());
+        assert!(parse(&["herd", "demo", "--jobs", "0"]).is_err());
+        assert!(parse(&["herd", "demo", "--seconds", "0"]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use herd_daemon::control::{Client, ClientError, NodeRow, Request, Response};
+use herd_daemon::control::{Client, ClientError, NodeRow, NodeStatus, Request, Response};
 use herd_wire::ClusterKey;
 
 /// Where the CLI finds a daemon: `--socket`, else `--node` in the local cluster,
@@ -57,8 +57,29 @@ pub fn nodes(target: &Target, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// A node's flags as `herd nodes` and `herd ctl` show them: `block,quiet,stay,lstay`,
+/// those set, or `-`.
+pub fn flags(s: &NodeStatus) -> String {
+    let set: Vec<&str> = [(s.blocked, "block"), (s.quiet, "quiet"), (s.stay, "stay"), (s.lstay, "lstay")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    if set.is_empty() {
+        "-".into()
+    } else {
+        set.join(",")
+    }
+}
+
 fn print_nodes(rows: &[NodeRow]) {
-    println!("{:<16} {:<22} {:<8} {:>4} {:>6} {:>6} {:>14}", "NODE", "ADDRESS", "STATE", "CPUS", "SPEED", "LOAD", "MEM FREE/TOTAL");
+    print!("{}", nodes_table(rows));
+}
+
+fn nodes_table(rows: &[NodeRow]) -> String {
+    let line = |name: &str, addr: &str, state: &str, cpus: &str, speed: &str, load: &str, mem: &str, flags: &str| {
+        format!("{name:<16} {addr:<22} {state:<8} {cpus:>4} {speed:>6} {load:>6} {mem:>14}  {flags}\n")
+    };
+    let mut out = line("NODE", "ADDRESS", "STATE", "CPUS", "SPEED", "LOAD", "MEM FREE/TOTAL", "FLAGS");
     for r in rows {
         let mark = if r.is_self { "*" } else { "" };
         let (cpus, speed, load, mem) = if r.mem_total == 0 {
@@ -66,8 +87,9 @@ fn print_nodes(rows: &[NodeRow]) {
         } else {
             (r.cpus.to_string(), r.speed.to_string(), format!("{:.2}", r.load), format!("{}/{}", gib(r.mem_free), gib(r.mem_total)))
         };
-        println!("{:<16} {:<22} {:<8} {:>4} {:>6} {:>6} {:>14}", format!("{}{mark}", r.name), r.address, r.state, cpus, speed, load, mem);
+        out += &line(&format!("{}{mark}", r.name), &r.address, &r.state, &cpus, &speed, &load, &mem, &flags(&r.status));
     }
+    out
 }
 
 pub fn status(target: &Target, json: bool) -> anyhow::Result<i32> {
@@ -102,4 +124,40 @@ pub fn keygen(path: &Path) -> anyhow::Result<i32> {
     println!("wrote a new cluster key to {} (fingerprint {})", path.display(), key.fingerprint());
     println!("copy it, mode 0600, to /etc/herd/cluster.key on every node of the cluster");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, status: NodeStatus) -> NodeRow {
+        NodeRow {
+            name: name.into(),
+            address: "10.47.0.1:4700".into(),
+            state: "up".into(),
+            cpus: 1,
+            speed: 10000,
+            load: 1.5,
+            mem_free: 1 << 30,
+            mem_total: 4 << 30,
+            is_self: name == "n1",
+            boot: 1,
+            info_age_secs: Some(0.0),
+            kernel: None,
+            version: None,
+            status,
+        }
+    }
+
+    #[test]
+    fn flags_column() {
+        assert_eq!(flags(&NodeStatus::default()), "-");
+        assert_eq!(flags(&NodeStatus { blocked: true, quiet: true, stay: true, lstay: true }), "block,quiet,stay,lstay");
+        assert_eq!(flags(&NodeStatus { quiet: true, lstay: true, ..Default::default() }), "quiet,lstay");
+        let t = nodes_table(&[row("n1", NodeStatus::default()), row("n2", NodeStatus { blocked: true, ..Default::default() })]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with("MEM FREE/TOTAL  FLAGS"), "{t}");
+        assert!(lines[1].starts_with("n1* ") && lines[1].ends_with("1.0G/4.0G  -"), "{t}");
+        assert!(lines[2].ends_with("  block"), "{t}");
+    }
 }

@@ -22,22 +22,51 @@ pub fn run(target: &Target, json: bool) -> Result<i32> {
 }
 
 /// The table: a header, one line per process, and under a process that cannot move
-/// now an indented line saying why.
+/// now, or that the balancer leaves alone, an indented `why not:` line with every reason.
 fn table(rows: &[ProcessRow]) -> String {
     let where_w = rows.iter().map(|r| r.where_.len()).max().unwrap_or(0).max("WHERE".len());
     let state_w = rows.iter().map(|r| r.state.len()).max().unwrap_or(0).max("STATE".len());
-    let line = |pid: &str, wh: &str, state: &str, cpu: &str, rss: &str, nmigs: &str, cmd: &str| {
-        format!("{pid:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {rss:>6} {nmigs:>5} {cmd}\n")
+    let line = |pid: &str, wh: &str, state: &str, cpu: &str, demand: &str, io: &str, rss: &str, nmigs: &str, cmd: &str| {
+        format!("{pid:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {demand:>6} {io:>5} {rss:>6} {nmigs:>5} {cmd}\n")
     };
-    let mut out = line("PID", "WHERE", "STATE", "%CPU", "RSS", "NMIGS", "CMD");
+    let mut out = line("PID", "WHERE", "STATE", "%CPU", "DEMAND", "IO/s", "RSS", "NMIGS", "CMD");
     for r in rows {
         let cpu = format!("{:.1}", r.cpu);
-        out += &line(&r.pid.to_string(), &r.where_, &r.state, &cpu, &human(r.rss), &r.nmigs.to_string(), &r.cmd);
-        if !r.cantmove.is_empty() {
-            out += &format!("    cannot move: {}\n", r.cantmove.join("; "));
+        let demand = format!("{:.0}%", r.demand);
+        out += &line(&r.pid.to_string(), &r.where_, &r.state, &cpu, &demand, &rate(r.io_rate), &human(r.rss), &r.nmigs.to_string(), &r.cmd);
+        let why = why_not(r);
+        if !why.is_empty() {
+            out += &format!("    why not: {}\n", why.join("; "));
         }
     }
     out
+}
+
+/// Why the process does not move: locked, and every reason it cannot.
+pub fn why_not(r: &ProcessRow) -> Vec<String> {
+    let mut why = Vec::new();
+    if r.lock {
+        why.push(format!("locked, the balancer leaves it (herd unlock {})", r.pid));
+    }
+    why.extend(r.cantmove.iter().cloned());
+    why
+}
+
+/// Calls a second, in 5 characters: `0`, `0.4`, `12`, `830`, `1.2k`, `45k`, `3.1M`.
+fn rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec < 0.05 {
+        return "0".into();
+    }
+    let (v, unit) = match per_sec {
+        x if x < 1e3 => (x, ""),
+        x if x < 1e6 => (x / 1e3, "k"),
+        x => (x / 1e6, "M"),
+    };
+    if v < 9.95 && !(unit.is_empty() && v >= 1.0) {
+        format!("{v:.1}{unit}")
+    } else {
+        format!("{v:.0}{unit}")
+    }
 }
 
 /// Bytes for people: `512B`, `4.0K`, `812K`, `12.3M`... one decimal below 100.
@@ -71,6 +100,9 @@ mod tests {
             state: if where_ == "n1" { "home" } else { "remote" }.into(),
             cpu: 99.04,
             rss: 12_897_485,
+            demand: 97.6,
+            io_rate: 1234.0,
+            rss_growth: 0.0,
             nmigs: 2,
             cantmove: cantmove.iter().map(|s| s.to_string()).collect(),
             lock: false,
@@ -91,25 +123,36 @@ mod tests {
 
     #[test]
     fn table_layout() {
-        let rows = [row(4242, "n1", &[]), row(77, "node-long-name", &["it has a GPU mapped", "locked at home"])];
+        let mut locked = row(5, "n1", &[]);
+        locked.lock = true;
+        let rows = [row(4242, "n1", &[]), row(77, "node-long-name", &["it has a GPU mapped", "it is traced"]), locked];
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
-        assert_eq!(lines[0], "    PID WHERE          STATE   %CPU    RSS NMIGS CMD");
-        assert_eq!(lines[1], "   4242 n1             home    99.0  12.3M     2 python3 crunch.py --big");
-        assert_eq!(lines[2], "     77 node-long-name remote  99.0  12.3M     2 python3 crunch.py --big");
-        assert_eq!(lines[3], "    cannot move: it has a GPU mapped; locked at home");
+        assert_eq!(lines.len(), 6, "{t}");
+        assert_eq!(lines[0], "    PID WHERE          STATE   %CPU DEMAND  IO/s    RSS NMIGS CMD");
+        assert_eq!(lines[1], "   4242 n1             home    99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
+        assert_eq!(lines[2], "     77 node-long-name remote  99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
+        assert_eq!(lines[3], "    why not: it has a GPU mapped; it is traced");
+        assert_eq!(lines[5], "    why not: locked, the balancer leaves it (herd unlock 5)");
+    }
+
+    #[test]
+    fn rates() {
+        let cases = [(0.0, "0"), (0.01, "0"), (0.42, "0.4"), (1.0, "1"), (12.4, "12"), (830.0, "830"), (1234.0, "1.2k"), (45_000.0, "45k"), (3.14e6, "3.1M"), (f64::NAN, "0")];
+        for (v, text) in cases {
+            assert_eq!(rate(v), text, "{v}");
+        }
     }
 
     #[test]
     fn empty_table_is_the_header() {
-        assert_eq!(table(&[]), "    PID WHERE STATE  %CPU    RSS NMIGS CMD\n");
+        assert_eq!(table(&[]), "    PID WHERE STATE  %CPU DEMAND  IO/s    RSS NMIGS CMD\n");
     }
 
     #[test]
     fn json_keys() {
         let v = serde_json::to_value([row(1, "n1", &["x"])]).unwrap();
-        for key in ["pid", "where", "state", "cpu", "rss", "nmigs", "cantmove", "lock", "cmd"] {
+        for key in ["pid", "where", "state", "cpu", "rss", "demand", "io_rate", "nmigs", "cantmove", "lock", "cmd"] {
             assert!(v[0].get(key).is_some(), "no {key} in {v}");
         }
     }

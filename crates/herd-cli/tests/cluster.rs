@@ -36,13 +36,17 @@ fn cluster_dir(test: &str) -> PathBuf {
 }
 
 fn up(test: &str, nodes: u32, cpus_per_node: Option<u32>) -> Option<LocalCluster> {
+    let mut opts = UpOptions::new(nodes);
+    opts.cpus_per_node = cpus_per_node;
+    up_with(test, opts)
+}
+
+fn up_with(test: &str, mut opts: UpOptions) -> Option<LocalCluster> {
     if let Err(reason) = prerequisites() {
         println!("SKIP: {reason}");
         return None;
     }
-    let mut opts = UpOptions::new(nodes);
     opts.dir = Some(cluster_dir(test));
-    opts.cpus_per_node = cpus_per_node;
     opts.herd_exe = Some(HERD.into());
     opts.daemon = Some(herdd());
     opts.timeout = Duration::from_secs(60);
@@ -257,4 +261,105 @@ fn a_node_with_another_key_never_appears_and_changes_nothing() {
     let _ = rogue.kill();
     let _ = rogue.wait();
     finish(cluster);
+}
+
+/// The cgroup path /proc/self/cgroup text gives for `controller`: its v1
+/// line, or else the v2 one.
+fn cgroup_of<'a>(proc_cgroup: &'a str, controller: &str) -> Option<&'a str> {
+    let v1 = proc_cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, cs, path) = (f.next()?, f.next()?, f.next()?);
+        cs.split(',').any(|c| c == controller).then_some(path)
+    });
+    v1.or_else(|| proc_cgroup.lines().find_map(|l| l.strip_prefix("0::")))
+}
+
+/// How many times the kernel's OOM killer struck in memory cgroup `dir`.
+fn oom_kills(dir: &Path) -> u64 {
+    ["memory.oom_control", "memory.events"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .find_map(|t| t.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no oom_kill count in {}", dir.display()))
+}
+
+/// A python3 that touches `mib` MiB page by page and says "survived".
+fn hog(mib: u64) -> Vec<String> {
+    let script = format!("b = bytearray({mib} << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('survived')");
+    vec!["/usr/bin/python3".into(), "-c".into(), script]
+}
+
+#[test]
+fn a_node_keeps_to_its_cpuset_and_memory_and_only_its_hog_is_oom_killed() {
+    use std::os::unix::process::ExitStatusExt;
+    use herd_lab::cgroup::{self, CPUSET, MEMORY};
+    if let Err(e) = cgroup::find_parents(&[CPUSET, MEMORY]) {
+        println!("SKIP: {}: {e}", cgroup::option_of(e.controller));
+        return;
+    }
+    if !Path::new("/usr/bin/python3").exists() {
+        println!("SKIP: /usr/bin/python3 is not installed");
+        return;
+    }
+    let mut opts = UpOptions::new(2);
+    opts.cpus_per_node = Some(1);
+    opts.mem_per_node = Some(cgroup::parse_size("256M").unwrap());
+    let Some(cluster) = up_with("memory", opts) else { return };
+    let st = cluster.state().unwrap();
+    let made: Vec<PathBuf> = st.cgroups().into_iter().chain(st.nodes.iter().flat_map(|n| n.cgroups())).map(Path::to_path_buf).collect();
+    assert!(st.cgroup.is_some() && st.memory_cgroup.is_some() && made.iter().all(|d| d.is_dir()), "{made:?}");
+    let table: Vec<_> = cluster.status().unwrap();
+    assert!(table.iter().all(|n| n.mem_limit == Some(256 << 20) && n.cpus.is_some()), "{table:?}");
+    let herdd_before = table.iter().find(|n| n.name == "n1").unwrap().pid.expect("n1's herdd runs");
+
+    // A command run in a node is in that node's cpuset and memory cgroup.
+    for node in &st.nodes {
+        let out = cluster
+            .node_exec(&node.name, &["sh", "-c", "cat /proc/self/cgroup; grep Cpus_allowed_list /proc/self/status"])
+            .unwrap()
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {}", node.name, String::from_utf8_lossy(&out.stderr));
+        println!("{}:\n{text}", node.name);
+        for (controller, dir) in [(CPUSET, node.cgroup.as_ref().unwrap()), (MEMORY, node.memory_cgroup.as_ref().unwrap())] {
+            // The node's cgroup as /proc/self/cgroup names it: .../herd-XXXX/nK.
+            let tail = dir.strip_prefix(dir.parent().unwrap().parent().unwrap()).unwrap();
+            let path = cgroup_of(&text, controller).unwrap_or_else(|| panic!("no {controller} line: {text}"));
+            assert!(Path::new(path).ends_with(tail), "{}: {controller} cgroup {path}, not {}", node.name, dir.display());
+        }
+        let allowed = text.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim();
+        assert_eq!(cgroup::parse_cpu_list(allowed), *node.cpus.as_ref().unwrap(), "{}: {text}", node.name);
+        assert_eq!(node.cpus.as_ref().unwrap().len(), 1);
+
+        // And sees the node's limit the way herdd does (host::cgroup_memory).
+        let out = cluster.node_exec(&node.name, &[HERD, "__lab", "cgroup-memory"]).unwrap().stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+        println!("{}: cgroup_memory() = {seen}", node.name);
+        assert_eq!(seen["limit"], 256u64 << 20, "{seen}");
+        assert!(seen["usage"].as_u64().unwrap() < 256 << 20, "{seen}");
+        assert_eq!(seen["dir"], node.memory_cgroup.as_ref().unwrap().to_str().unwrap());
+    }
+
+    // 400 MiB in a 256 MiB node: the kernel kills it (SIGKILL), in that node only.
+    let n1_mem = st.nodes[0].memory_cgroup.clone().unwrap();
+    let n2_mem = st.nodes[1].memory_cgroup.clone().unwrap();
+    let before = (oom_kills(&n1_mem), oom_kills(&n2_mem));
+    let out = cluster.node_exec("n1", &hog(400)).unwrap().stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "the hog in n1 ended {:?}: {}", out.status, String::from_utf8_lossy(&out.stdout));
+    assert!(oom_kills(&n1_mem) > before.0, "n1's cgroup counts no OOM kill");
+    // 100 MiB in n2 fits.
+    let out = cluster.node_exec("n2", &hog(100)).unwrap().stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("survived"), "n2: {:?}", out.status);
+    assert_eq!(oom_kills(&n2_mem), before.1, "n2 had an OOM kill");
+    // Only the hog went: n1's herdd runs on, the same process.
+    let n1 = cluster.status().unwrap().into_iter().find(|n| n.name == "n1").unwrap();
+    assert_eq!((n1.state, n1.pid), (herd_lab::NodeState::Running, Some(herdd_before)));
+    assert!(status(&cluster, "n1")["pid"].as_i64().is_some());
+
+    finish(cluster);
+    let left: Vec<_> = made.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups left after down: {left:?}");
 }

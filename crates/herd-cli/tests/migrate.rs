@@ -31,7 +31,10 @@
 
 #[path = "common/collector.rs"]
 mod collector;
+#[path = "common/nodes.rs"]
+mod nodes;
 use collector::Collector;
+use nodes::{build_c, c_compiler, describe, herdd, nobody_can_run, prerequisites, python_for_nobody, HERD, NOBODY, PROGRAMS};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
@@ -46,8 +49,6 @@ use std::time::{Duration, Instant};
 use herd_lab::{LocalCluster, UpOptions};
 use serde_json::Value;
 
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
-const PROGRAMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs");
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
@@ -55,7 +56,6 @@ const C_PROGRAMS: &[&str] =
 const PY_PROGRAMS: &[&str] = &["mig_progress.py"];
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
-const NOBODY: u32 = 65534;
 
 /// How long a program may take to print a line the test waits for.
 const EVENT: Duration = Duration::from_secs(30);
@@ -716,21 +716,9 @@ fn normalize_ids(s: &str) -> String {
         .collect()
 }
 
-fn describe(status: &ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}{}", if status.core_dumped() { " (core dumped)" } else { "" }),
-        _ => format!("{status:?}"),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The lab: cluster, programs, herd commands
 // ---------------------------------------------------------------------------
-
-fn herdd() -> PathBuf {
-    Path::new(HERD).with_file_name("herdd")
-}
 
 #[derive(Clone, Copy)]
 enum How<'a> {
@@ -841,6 +829,10 @@ impl Lab {
         for viewer in NODES {
             lab.wait_all_up(viewer, Duration::from_secs(60));
         }
+        // These scenarios move processes by hand: n1, the home of every process here,
+        // takes no part in automatic balancing (balance.rs tests that).
+        let mut c = herd_daemon::control::Client::connect(&lab.cluster.node_socket("n1")).expect("n1's control socket");
+        c.call(&herd_daemon::control::Request::Ctl { op: herd_daemon::control::CtlOp::Quiet }).expect("herd ctl quiet on n1");
         Some(lab)
     }
 
@@ -1448,119 +1440,4 @@ fn run_bounded(cmd: Command, what: &str, limit: Duration) -> Output {
     };
     let (out, err) = bg.output();
     Output { status, stdout: out.into_bytes(), stderr: err.into_bytes() }
-}
-
-
-// ---------------------------------------------------------------------------
-// Prerequisites and building
-// ---------------------------------------------------------------------------
-
-/// Everything but the programs; Ok(setpriv's path).
-fn prerequisites() -> Result<PathBuf, String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("the migration tests need root: their processes run as uid 65534 (setpriv), \
-                    which a cluster in a user namespace does not map"
-            .into());
-    }
-    if !herdd().exists() {
-        return Err(format!("{} is not built (run the tests with --workspace)", herdd().display()));
-    }
-    if herd_lab::net::ip_command().is_none() {
-        return Err("the `ip` command (iproute2) is not installed".into());
-    }
-    if fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").is_ok_and(|s| s.trim() == "3") {
-        return Err("kernel.yama.ptrace_scope is 3: ptrace, which migration needs, is disabled".into());
-    }
-    let setpriv = find_in_path("setpriv").ok_or("no setpriv (util-linux) to run the programs as uid 65534")?;
-    let works = Command::new(&setpriv)
-        .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "--", "true"])
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !works {
-        return Err(format!("{} cannot run a program as uid {NOBODY}", setpriv.display()));
-    }
-    Ok(setpriv)
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")]).map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-fn c_compiler() -> Option<&'static str> {
-    ["gcc", "cc"].into_iter().find(|cc| {
-        Command::new(cc)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
-/// tests/programs/<name>.c → <bin>/<name>, mode 0755.
-fn build_c(cc: &str, bin: &Path, name: &str) {
-    let src = Path::new(PROGRAMS).join(format!("{name}.c"));
-    let exe = bin.join(name);
-    let out = Command::new(cc)
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-    assert!(out.status.success(), "building {}: {}\n{}", src.display(), describe(&out.status), String::from_utf8_lossy(&out.stderr));
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Nobody must be able to run the programs and herd, and read the script: every
-/// directory on their paths must let others in.
-fn nobody_can_run(setpriv: &Path, exes: &[PathBuf], script: &Path) -> Result<(), String> {
-    let mut check = String::from("ok=0");
-    for e in exes {
-        check.push_str(&format!(" && test -x '{}'", e.display()));
-    }
-    check.push_str(&format!(" && test -r '{}'", script.display()));
-    let ok = Command::new(setpriv)
-        .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "--", "sh", "-c", &check])
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Ok(());
-    }
-    let modes: Vec<String> = script
-        .ancestors()
-        .chain(Path::new(HERD).ancestors())
-        .filter_map(|d| Some(format!("{:o} {}", fs::metadata(d).ok()?.permissions().mode() & 0o7777, d.display())))
-        .collect();
-    Err(format!("uid {NOBODY} cannot reach the test programs or herd (the checkout is not open to other users?): {}", modes.join(", ")))
-}
-
-/// A python3 that nobody may run: the one on PATH may live under /root (pyenv). The
-/// check execs it from a shell that already runs as nobody, as `herd run` will: setpriv's
-/// own exec still succeeds where nobody's would not.
-fn python_for_nobody(setpriv: &Path) -> Option<PathBuf> {
-    let on_path = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .stdin(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let candidates = on_path.into_iter().chain(["/usr/bin/python3".into(), "/usr/local/bin/python3".into()]);
-    candidates.into_iter().find(|py| {
-        py.is_file()
-            && Command::new(setpriv)
-                .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "--"])
-                .args(["sh", "-c", "exec \"$0\" -I -S -c 'import hashlib, os, sys, time'"])
-                .arg(py)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-    })
 }

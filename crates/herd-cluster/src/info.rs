@@ -9,8 +9,12 @@ use crate::NodeId;
 pub struct NodeStatus {
     /// Accepts no arriving processes.
     pub blocked: bool,
-    /// Stops sending load information used for balancing (still a member).
+    /// Takes no part in balancing: no process is sent here, it moves none (still a member).
     pub quiet: bool,
+    /// Nothing running here is moved away for load (`mosctl stay`).
+    pub stay: bool,
+    /// This node's own processes stay at home (`mosctl lstay`; `bring` sets it).
+    pub lstay: bool,
 }
 
 /// What a process needs of a node to run there after migration.

@@ -12,6 +12,23 @@
 //! control_socket = "/run/herd/herdd.sock"
 //! http = "127.0.0.1:4780"             # "off" disables /metrics and /api
 //! speed = 12000                       # skip the start-up calibration
+//! allow_root_guests = false           # root's processes do not migrate
+//! balance = true                      # move processes automatically (openMosix did)
+//!
+//! [policy]                            # the balancing policy; every key optional
+//! stability = 1.3                     # target load + 1.3 × the process < source load
+//! min_residence = 2.0                 # seconds a process stays after it arrives
+//! pay_factor = 1.0                    # runs ≥ pay_factor × size/transfer rate before a move
+//! min_demand = 0.25                   # wants less of a CPU than this: not moved for load
+//! io_calls = 200.0                    # forwarded calls/s from which a process comes home
+//! mem_low = 0.10                      # ushering below this fraction of memory free
+//! mem_target_free = 0.20              # ushering targets keep this fraction free
+//! usher_horizon = 5.0                 # ushering looks this many seconds ahead
+//! max_moves = 4                       # moves per round per home
+//! settle = 6.0                        # seconds a move counts before gossip shows it
+//! decay = 0.5                         # per-second weight of the past in CPU demand
+//! default_rate = 104857600.0          # bytes/s assumed before a move is measured
+//! interval = 1.0                      # seconds between rounds
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -41,6 +58,8 @@ struct File {
     http: Option<String>,
     speed: Option<u32>,
     allow_root_guests: Option<bool>,
+    balance: Option<bool>,
+    policy: Option<herd_balance::Params>,
 }
 
 /// The configuration herdd runs with, every default filled in.
@@ -60,6 +79,9 @@ pub struct Config {
     /// Whether processes of root may run here as guests (and leave from here).
     /// Off by default: a migrated process runs as its owner, never as root.
     pub allow_root_guests: bool,
+    /// Whether herdd moves processes by itself.
+    pub balance: bool,
+    pub policy: herd_balance::Params,
     /// Where it came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -134,7 +156,11 @@ impl Config {
         if let Some(map) = &f.map_file {
             peers.extend(read_map_file(map)?);
         }
+        let policy = f.policy.unwrap_or_default();
+        policy.validate().map_err(|e| value_err("policy", e.to_string()))?;
         Ok(Config {
+            balance: f.balance.unwrap_or(true),
+            policy,
             name,
             key_file: f.key_file.unwrap_or_else(|| DEFAULT_KEY.into()),
             listen,

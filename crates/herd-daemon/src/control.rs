@@ -24,10 +24,8 @@ pub enum Request {
     Status,
     /// Every node this daemon knows, itself included.
     Nodes,
-    /// Refuse (or accept again) processes from other nodes (`mosctl block`).
-    SetBlocked { blocked: bool },
-    /// Stop (or resume) publishing load for balancing (`mosctl quiet`).
-    SetQuiet { quiet: bool },
+    /// Change how this node takes part in the cluster (`herd ctl`, `mosctl`).
+    Ctl { op: CtlOp },
     /// Leave the cluster and stop the daemon.
     Shutdown,
     /// Make process `pid` of this node migratable (`herd run`). The caller must own it.
@@ -43,13 +41,87 @@ pub enum Request {
     Migrate { pid: i32, target: String },
     /// The migratable processes whose home is this node (`herd ps`).
     Processes,
+    /// Lock (or unlock) process `pid` of this home: a locked process is never moved by
+    /// the balancer (`herd lock`, `herd unlock`); moving it by hand still works.
+    Lock { pid: i32, lock: bool },
+}
+
+/// `herd ctl` operations (the openMosix `mosctl` ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "value", rename_all = "snake_case")]
+pub enum CtlOp {
+    /// Accept no guests (processes of other nodes).
+    Block,
+    NoBlock,
+    /// Send every guest home; implies `block`.
+    Expel,
+    /// Call every process of this home back; implies `lstay`.
+    Bring,
+    /// Nothing running here is moved away for load.
+    Stay,
+    NoStay,
+    /// This node's own processes stay at home.
+    LStay,
+    NoLStay,
+    /// Take no part in balancing: not a target, move nothing, publish the flag.
+    Quiet,
+    NoQuiet,
+    /// Override the measured CPU speed (10000 = the reference CPU); 0 = measure again.
+    Speed(u32),
+}
+
+impl CtlOp {
+    /// Parses the `herd ctl` word (and value, for `speed`).
+    pub fn parse(word: &str, value: Option<&str>) -> Result<Self, String> {
+        let op = match word {
+            "block" => CtlOp::Block,
+            "noblock" => CtlOp::NoBlock,
+            "expel" => CtlOp::Expel,
+            "bring" => CtlOp::Bring,
+            "stay" => CtlOp::Stay,
+            "nostay" => CtlOp::NoStay,
+            "lstay" => CtlOp::LStay,
+            "nolstay" => CtlOp::NoLStay,
+            "quiet" => CtlOp::Quiet,
+            "noquiet" => CtlOp::NoQuiet,
+            "speed" | "setspeed" => {
+                let v = value.ok_or("speed needs a value: herd ctl speed N (10000 = the reference CPU, 0 = measure)")?;
+                let n: u32 = v.parse().map_err(|_| format!("speed {v:?} is not a whole number"))?;
+                if n > 10_000_000 {
+                    return Err(format!("speed {n} is beyond any CPU (at most 10000000)"));
+                }
+                CtlOp::Speed(n)
+            }
+            other => {
+                return Err(format!(
+                    "unknown operation {other:?}; one of block noblock expel bring stay nostay lstay nolstay quiet noquiet speed"
+                ))
+            }
+        };
+        if value.is_some() && !matches!(op, CtlOp::Speed(_)) {
+            return Err(format!("{word} takes no value"));
+        }
+        Ok(op)
+    }
+}
+
+/// What a `herd ctl` did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CtlDone {
+    /// The node's flags afterwards.
+    pub status: NodeStatus,
+    /// Processes sent on their way home (`expel`: guests; `bring`: this home's remote ones).
+    pub moving: usize,
 }
 
 impl Request {
     /// Whether only root or the daemon's own user may make this request.
     pub fn is_privileged(&self) -> bool {
         // Adopt and Migrate are checked per process: users act on their own.
-        !matches!(self, Request::Status | Request::Nodes | Request::Processes | Request::Adopt { .. } | Request::Migrate { .. })
+        !matches!(
+            self,
+            Request::Status | Request::Nodes | Request::Processes | Request::Adopt { .. } | Request::Migrate { .. } | Request::Lock { .. }
+        )
     }
 }
 
@@ -60,6 +132,7 @@ pub enum Response {
     Nodes(Vec<NodeRow>),
     Processes(Vec<ProcessRow>),
     Migrated(Migrated),
+    Ctl(CtlDone),
     Done,
     Error(ControlError),
 }
@@ -118,6 +191,9 @@ pub struct NodeRow {
     pub info_age_secs: Option<f64>,
     pub kernel: Option<String>,
     pub version: Option<String>,
+    /// blocked / quiet / stay / lstay, as the node publishes them.
+    #[serde(default)]
+    pub status: NodeStatus,
 }
 
 /// One migratable process in `herd ps`.
@@ -135,6 +211,15 @@ pub struct ProcessRow {
     pub cpu: f64,
     /// Resident memory, bytes (of the remote copy when remote).
     pub rss: u64,
+    /// Smoothed share of a CPU it wants (time runnable), percent: what balancing weighs.
+    #[serde(default)]
+    pub demand: f64,
+    /// Forwarded calls a second when remote; read/write calls a second at home.
+    #[serde(default)]
+    pub io_rate: f64,
+    /// How fast its resident memory grows, bytes a second (smoothed, 0 when shrinking).
+    #[serde(default)]
+    pub rss_growth: f64,
     /// How many times it has moved.
     pub nmigs: u32,
     /// Why it cannot move now (empty when it can).

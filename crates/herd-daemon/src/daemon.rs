@@ -30,8 +30,10 @@ use crate::{net, stats};
 /// Commands from the control socket to the gossip loop.
 #[derive(Debug)]
 pub enum Command {
-    SetBlocked(bool),
-    SetQuiet(bool),
+    /// New flags (`herd ctl`), published at once.
+    SetStatus(NodeStatus),
+    /// Override the measured speed (0: measure again).
+    SetSpeed(u32),
     Shutdown,
 }
 
@@ -62,6 +64,7 @@ pub struct Counters {
     pub forwarded_calls: Counter,
     pub guests_received: Counter,
     pub processes_lost: Counter,
+    pub balancer_moves: Counter,
 }
 
 /// State shared by the daemon's tasks.
@@ -112,6 +115,7 @@ pub fn rows(s: &Snapshot) -> Vec<NodeRow> {
                 info_age_secs: v.info_age.map(|a| a.as_secs_f64()),
                 kernel: info.map(|i| i.features.kernel.clone()),
                 version: info.map(|i| i.version.clone()),
+                status: info.map(|i| i.status).unwrap_or_default(),
             }
         })
         .collect()
@@ -269,6 +273,7 @@ impl Prepared {
             tokio::spawn(crate::http::serve(l, shared.clone()));
         }
         tokio::spawn(crate::peer::serve(streams, shared.clone(), keypair));
+        tokio::spawn(crate::balancer::run(shared.clone()));
         let result = gossip.run().await;
         let _ = std::fs::remove_file(&shared.config.control_socket);
         result
@@ -378,13 +383,14 @@ impl GossipLoop {
                     next_beacon = tokio::time::Instant::now() + every + jitter;
                 }
                 Some(cmd) = self.commands.recv() => {
+                    let mut info = self.membership.info().clone();
                     match cmd {
-                        Command::SetBlocked(b) => status.blocked = b,
-                        Command::SetQuiet(q) => status.quiet = q,
+                        Command::SetStatus(s) => status = s,
+                        Command::SetSpeed(0) => info.speed = tokio::task::spawn_blocking(stats::calibrate_speed).await.unwrap_or(info.speed),
+                        Command::SetSpeed(n) => info.speed = n,
                         Command::Shutdown => break,
                     }
-                    tracing::info!("node status now blocked={} quiet={}", status.blocked, status.quiet);
-                    let mut info = self.membership.info().clone();
+                    tracing::info!("node status now {status:?}, speed {}", info.speed);
                     info.status = status;
                     let out = self.membership.set_info(info, self.now());
                     self.apply(out, &timer_tx).await;

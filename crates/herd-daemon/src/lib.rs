@@ -9,6 +9,7 @@
 //! - [`peer`]: Noise streams from other nodes.
 //! - [`migrate`]: this node's migratable processes (home side) and guests (remote side).
 
+pub mod balancer;
 pub mod config;
 pub mod control;
 pub mod daemon;

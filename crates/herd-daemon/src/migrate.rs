@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use herd_migrate::deputy::{self, Cmd, Event};
 use herd_migrate::guest::{self, GuestCmd};
 use herd_migrate::pipe::{self, Piece};
-use herd_migrate::proto::{self, Adopt, ToHome, ToRemote};
+use herd_migrate::proto::{self, Adopt, ToHome, ToRemote, Usage};
 use herd_wire::stream::SecureStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,10 +32,12 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
 }
 
-/// This node's migratable processes, by home pid.
+/// This node's migratable processes, by home pid, and the guests it runs for others.
 #[derive(Default)]
 pub struct Registry {
     procs: Mutex<HashMap<i32, Handle>>,
+    guests: Mutex<HashMap<u64, GuestEntry>>,
+    next_guest: std::sync::atomic::AtomicU64,
 }
 
 struct Handle {
@@ -43,7 +45,25 @@ struct Handle {
     /// /proc start time, so that a reused pid is not taken for the process.
     start: u64,
     row: Arc<Mutex<ProcessRow>>,
+    /// When it was adopted and when it last arrived somewhere.
+    times: Arc<Mutex<(Instant, Instant)>>,
     tx: mpsc::UnboundedSender<Input>,
+}
+
+/// A process of another home running here.
+struct GuestEntry {
+    home: String,
+    pid: i32,
+    /// Its stream home: `expel` asks home to take it back on it.
+    tx: mpsc::Sender<ToHome>,
+}
+
+/// What the balancer needs of one of this home's processes.
+pub struct Candidate {
+    pub row: ProcessRow,
+    /// Seconds since adopted, and since it last arrived somewhere.
+    pub age: f64,
+    pub since_move: f64,
 }
 
 enum Input {
@@ -81,13 +101,18 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         state: "home".into(),
         cpu: 0.0,
         rss: 0,
+        demand: 0.0,
+        io_rate: 0.0,
+        rss_growth: 0.0,
         nmigs: 0,
         cantmove: Vec::new(),
         lock,
         cmd: cmd.clone(),
     }));
     let (tx, rx) = mpsc::unbounded_channel();
-    procs.insert(pid, Handle { uid, start, row: row.clone(), tx: tx.clone() });
+    let now = Instant::now();
+    let times = Arc::new(Mutex::new((now, now)));
+    procs.insert(pid, Handle { uid, start, row: row.clone(), times: times.clone(), tx: tx.clone() });
     drop(procs);
     tracing::info!(pid, uid, cmd, "adopted");
     let actor = Actor {
@@ -101,7 +126,9 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         deputy: None,
         remote: None,
         gen: 0,
-        last_cpu: None,
+        times,
+        last: None,
+        forwarded: 0,
         early: Vec::new(),
     };
     tokio::spawn(actor.run(start));
@@ -123,6 +150,70 @@ pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32
     let (reply, rx) = oneshot::channel();
     tx.send(Input::Migrate { target, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
     rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
+}
+
+/// `herd lock` / `herd unlock`: whether the balancer may move process `pid`.
+pub fn set_lock(shared: &Shared, pid: i32, lock: bool, caller: u32) -> Result<(), ControlError> {
+    let procs = shared.procs.procs.lock().expect("registry lock");
+    let h = procs.get(&pid).ok_or_else(|| {
+        err(ErrorKind::NoSuchProcess, format!("process {pid} is not a migratable process of this node (start it with `herd run`)"))
+    })?;
+    if caller != 0 && caller != h.uid {
+        return Err(err(ErrorKind::PermissionDenied, format!("process {pid} belongs to uid {}, not to you (uid {caller})", h.uid)));
+    }
+    h.row.lock().expect("row lock").lock = lock;
+    tracing::info!(pid, "{}", if lock { "locked" } else { "unlocked" });
+    Ok(())
+}
+
+/// The processes of this home, with their ages, for the balancer.
+pub fn candidates(shared: &Shared) -> Vec<Candidate> {
+    let procs = shared.procs.procs.lock().expect("registry lock");
+    procs
+        .values()
+        .map(|h| {
+            let (adopted, arrived) = *h.times.lock().expect("times lock");
+            Candidate {
+                row: h.row.lock().expect("row lock").clone(),
+                age: adopted.elapsed().as_secs_f64(),
+                since_move: arrived.elapsed().as_secs_f64(),
+            }
+        })
+        .collect()
+}
+
+/// `herd ctl bring`: calls every process of this home that runs elsewhere back; returns
+/// how many were asked. Each comes home on its own (its actor), failures are logged.
+pub fn bring(shared: &Arc<Shared>) -> usize {
+    let away: Vec<i32> = candidates(shared).into_iter().filter(|c| c.row.state == "remote").map(|c| c.row.pid).collect();
+    for &pid in &away {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = migrate(&shared, pid, "home".into(), 0).await {
+                tracing::warn!(pid, "bring: it stays away: {e}");
+            }
+        });
+    }
+    away.len()
+}
+
+/// `herd ctl expel`: asks the home of every guest here to take it back; returns how many.
+pub fn expel(shared: &Shared) -> usize {
+    let guests = shared.procs.guests.lock().expect("guests lock");
+    let why = format!("node {} expels its guests", shared.config.name);
+    let mut n = 0;
+    for g in guests.values() {
+        match g.tx.try_send(ToHome::WantHome { why: why.clone() }) {
+            Ok(()) => n += 1,
+            Err(e) => tracing::warn!(home = g.home, pid = g.pid, "cannot ask home to take it back: {e}"),
+        }
+    }
+    n
+}
+
+/// How many guests run here.
+pub fn guest_count(shared: &Shared) -> usize {
+    shared.procs.guests.lock().expect("guests lock").len()
 }
 
 /// How many migratable processes this node is home to, and how many of them run elsewhere.
@@ -152,6 +243,28 @@ pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     rows
 }
 
+/// Whether node `v` can take this node's processes now: up, known, not blocked, with
+/// the same vDSO and every xsave feature of `own` (this node's published state).
+pub fn usable(own: Option<&herd_cluster::NodeInfo>, v: &herd_cluster::NodeView) -> Result<(), String> {
+    let info = v.info.as_ref().ok_or("its state is not known yet")?;
+    if v.state != herd_cluster::NodeState::Up {
+        return Err(format!("it is {:?}", v.state).to_lowercase());
+    }
+    if info.status.blocked {
+        return Err("it is blocked (accepts no processes)".into());
+    }
+    if let Some(own) = own {
+        if info.features.vdso_hash != own.features.vdso_hash {
+            return Err(format!("its vDSO differs from this node's (kernel {} there, {} here)", info.features.kernel, own.features.kernel));
+        }
+        let missing = own.features.xcr0 & !info.features.xcr0;
+        if missing != 0 {
+            return Err(format!("its CPU lacks xsave features {missing:#x} (XCR0 {:#x}) the process may use", info.features.xcr0));
+        }
+    }
+    Ok(())
+}
+
 /// Where a move goes.
 enum Dest {
     Home,
@@ -175,7 +288,11 @@ struct Actor {
     deputy: Option<deputy::Link>,
     remote: Option<Remote>,
     gen: u64,
-    last_cpu: Option<(u64, Instant)>,
+    times: Arc<Mutex<(Instant, Instant)>>,
+    /// The last resource figures, where it runs now, and when they were read.
+    last: Option<(Usage, u64, Instant)>,
+    /// Calls forwarded home since it last left.
+    forwarded: u64,
     /// Messages from a new remote node that came before the move completed.
     early: Vec<ToHome>,
 }
@@ -211,23 +328,40 @@ impl Actor {
     }
 
     fn sample_home(&mut self) {
-        let Some((ticks, rss)) = procfs::process::Process::new(self.pid).ok().and_then(|p| p.stat().ok()).map(|s| (s.utime + s.stime, s.rss * 4096)) else {
-            return;
-        };
-        self.cpu_sample(ticks, rss);
+        if let Some(u) = Usage::of(self.pid) {
+            self.sample(u, u.io_calls);
+        }
     }
 
-    fn cpu_sample(&mut self, ticks: u64, rss: u64) {
+    /// Takes new resource figures: CPU share, demand (smoothed with the policy's decay),
+    /// I/O calls a second (`io` counts read/write calls at home, forwarded calls away).
+    fn sample(&mut self, u: Usage, io: u64) {
         let now = Instant::now();
-        let cpu = match self.last_cpu {
-            Some((t, at)) if ticks >= t => (ticks - t) as f64 / procfs::ticks_per_second() as f64 / now.duration_since(at).as_secs_f64().max(0.001) * 100.0,
-            _ => 0.0,
+        let Some((last, last_io, at)) = self.last.replace((u, io, now)) else {
+            self.set_row(|r| r.rss = u.rss);
+            return;
         };
-        self.last_cpu = Some((ticks, now));
+        let dt = now.duration_since(at).as_secs_f64().max(0.001);
+        let cpu = u.cpu_ticks.saturating_sub(last.cpu_ticks) as f64 / procfs::ticks_per_second() as f64 / dt;
+        // Without schedstat, the CPU it got is the best guess of what it wants.
+        let want = if u.runnable_ns > 0 { (u.runnable_ns.saturating_sub(last.runnable_ns) as f64 / 1e9 / dt).min(1.0) } else { cpu.min(1.0) };
+        let io_rate = io.saturating_sub(last_io) as f64 / dt;
+        let growth = u.rss.saturating_sub(last.rss) as f64 / dt;
+        let p = &self.shared.config.policy;
         self.set_row(|r| {
-            r.cpu = (cpu * 10.0).round() / 10.0;
-            r.rss = rss;
+            r.cpu = (cpu * 1000.0).round() / 10.0;
+            r.rss = u.rss;
+            r.demand = (p.smooth(r.demand / 100.0, want, dt) * 1000.0).round() / 10.0;
+            r.io_rate = (p.smooth(r.io_rate, io_rate, dt) * 10.0).round() / 10.0;
+            r.rss_growth = p.smooth(r.rss_growth, growth, dt).round();
         });
+    }
+
+    /// Sets where it runs now: the figures start again there.
+    fn arrived(&mut self) {
+        self.last = None;
+        self.forwarded = 0;
+        self.times.lock().expect("times lock").1 = Instant::now();
     }
 
     /// Handles one input in the steady state; false when the process is gone.
@@ -273,6 +407,7 @@ impl Actor {
         match ev {
             Event::Reply { seq, reply } => {
                 self.shared.counters.forwarded_calls.inc();
+                self.forwarded += 1;
                 self.to_remote(ToRemote::Reply { seq, reply }).await;
             }
             Event::Signal { sig, during_call } => self.to_remote(ToRemote::Signal { sig, during_call }).await,
@@ -303,7 +438,7 @@ impl Actor {
                     d.send(Cmd::Exit(how));
                 }
             }
-            ToHome::Stats { cpu_ticks, rss } => self.cpu_sample(cpu_ticks, rss),
+            ToHome::Stats(u) => self.sample(u, self.forwarded),
             ToHome::WantHome { why } => {
                 tracing::info!(pid = self.pid, "comes home for {why}");
                 // (boxed: a move home may itself hand on messages from the remote node)
@@ -323,28 +458,7 @@ impl Actor {
         }
         let snap = self.shared.snapshot.borrow().clone();
         let own = snap.nodes.iter().find(|n| n.is_self).and_then(|n| n.info.clone());
-        let usable = |v: &herd_cluster::NodeView| -> Result<(), String> {
-            let info = v.info.as_ref().ok_or("its state is not known yet")?;
-            if v.state != herd_cluster::NodeState::Up {
-                return Err(format!("it is {:?}", v.state).to_lowercase());
-            }
-            if info.status.blocked {
-                return Err("it is blocked (accepts no processes)".into());
-            }
-            if let Some(own) = &own {
-                if info.features.vdso_hash != own.features.vdso_hash {
-                    return Err(format!(
-                        "its vDSO differs from this node's (kernel {} there, {} here)",
-                        info.features.kernel, own.features.kernel
-                    ));
-                }
-                let missing = own.features.xcr0 & !info.features.xcr0;
-                if missing != 0 {
-                    return Err(format!("its CPU lacks xsave features {missing:#x} (XCR0 {:#x}) the process may use", info.features.xcr0));
-                }
-            }
-            Ok(())
-        };
+        let usable = |v: &herd_cluster::NodeView| usable(own.as_ref(), v);
         if target == "balance" {
             let best = snap
                 .nodes
@@ -400,6 +514,7 @@ impl Actor {
         match result {
             Ok((frozen_ms, bytes)) => {
                 self.set_row(|r| r.nmigs += 1);
+                self.arrived();
                 self.shared.counters.migrations.inc();
                 self.shared.counters.migrated_bytes.inc_by(bytes);
                 let m = Migrated { pid: self.pid, node: where_, frozen_ms, total_ms: t0.elapsed().as_secs_f64() * 1e3, bytes };
@@ -468,7 +583,7 @@ impl Actor {
                 Input::Migrate { reply, .. } => {
                     let _ = reply.send(Err(err(ErrorKind::Refused, "another move of this process is in progress")));
                 }
-                Input::Remote { gen, msg: ToHome::Stats { cpu_ticks, rss } } if self.is_current(gen) => self.cpu_sample(cpu_ticks, rss),
+                Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded),
                 other => return Some(other),
             }
         }
@@ -774,7 +889,8 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         }
     };
     shared.counters.guests_received.inc();
-    drop(out_tx);
+    let id = shared.procs.next_guest.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.procs.guests.lock().expect("guests lock").insert(id, GuestEntry { home: adopt.home.clone(), pid: adopt.pid, tx: out_tx });
     let mut image_done = false;
     let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
     loop {
@@ -818,5 +934,6 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         feed(Piece::Failed("the stream from home broke before the image was complete".into()));
     }
     link.send(GuestCmd::HomeLost);
+    shared.procs.guests.lock().expect("guests lock").remove(&id);
     let _ = writer.await;
 }

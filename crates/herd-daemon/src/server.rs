@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::control::{ControlError, DaemonStatus, ErrorKind, Request, Response, MAX_MESSAGE};
+use crate::control::{ControlError, CtlDone, CtlOp, DaemonStatus, ErrorKind, Request, Response, MAX_MESSAGE};
 use crate::daemon::{Command, Shared};
 
 pub async fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
@@ -70,8 +70,13 @@ async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
     let command = match request {
         Request::Status => return Response::Status(Box::new(status(shared))),
         Request::Nodes => return Response::Nodes(shared.rows()),
-        Request::SetBlocked { blocked } => Command::SetBlocked(blocked),
-        Request::SetQuiet { quiet } => Command::SetQuiet(quiet),
+        Request::Ctl { op } => return ctl(shared, op).await,
+        Request::Lock { pid, lock } => {
+            return match crate::migrate::set_lock(shared, pid, lock, uid) {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Error(e),
+            }
+        }
         Request::Shutdown => Command::Shutdown,
         Request::Processes => return Response::Processes(crate::migrate::rows(shared)),
         Request::Adopt { pid, lock } => {
@@ -91,6 +96,41 @@ async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
         Ok(()) => Response::Done,
         Err(_) => error(ErrorKind::Internal, "herdd is shutting down".into()),
     }
+}
+
+/// `herd ctl`: changes the node's flags (through the gossip loop, which publishes them)
+/// and, for expel and bring, sends processes home.
+async fn ctl(shared: &Arc<Shared>, op: CtlOp) -> Response {
+    let mut status = shared.snapshot.borrow().status;
+    let mut moving = 0;
+    match op {
+        CtlOp::Block => status.blocked = true,
+        CtlOp::NoBlock => status.blocked = false,
+        CtlOp::Expel => {
+            status.blocked = true;
+            moving = crate::migrate::expel(shared);
+        }
+        CtlOp::Bring => {
+            status.lstay = true;
+            moving = crate::migrate::bring(shared);
+        }
+        CtlOp::Stay => status.stay = true,
+        CtlOp::NoStay => status.stay = false,
+        CtlOp::LStay => status.lstay = true,
+        CtlOp::NoLStay => status.lstay = false,
+        CtlOp::Quiet => status.quiet = true,
+        CtlOp::NoQuiet => status.quiet = false,
+        CtlOp::Speed(n) => {
+            if shared.commands.send(Command::SetSpeed(n)).await.is_err() {
+                return error(ErrorKind::Internal, "herdd is shutting down".into());
+            }
+        }
+    }
+    tracing::info!("herd ctl {op:?}");
+    if shared.commands.send(Command::SetStatus(status)).await.is_err() {
+        return error(ErrorKind::Internal, "herdd is shutting down".into());
+    }
+    Response::Ctl(CtlDone { status, moving })
 }
 
 pub fn status(shared: &Shared) -> DaemonStatus {
@@ -136,8 +176,8 @@ mod tests {
         assert!(allowed(&Request::Nodes, 1000, 0));
         assert!(allowed(&Request::Status, 1000, 0));
         assert!(!allowed(&Request::Shutdown, 1000, 0));
-        assert!(!allowed(&Request::SetBlocked { blocked: true }, 1000, 0));
+        assert!(!allowed(&Request::Ctl { op: CtlOp::Block }, 1000, 0));
         assert!(allowed(&Request::Shutdown, 0, 0));
-        assert!(allowed(&Request::SetQuiet { quiet: true }, 1000, 1000));
+        assert!(allowed(&Request::Ctl { op: CtlOp::Quiet }, 1000, 1000));
     }
 }

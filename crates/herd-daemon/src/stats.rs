@@ -12,12 +12,18 @@ pub fn cpus() -> u32 {
     }
 }
 
-/// `MemTotal` and `MemAvailable` from /proc/meminfo, in bytes (0 if unreadable).
+/// Total and available memory, bytes: `MemTotal` and `MemAvailable` from /proc/meminfo,
+/// or less when herdd's memory cgroup (a container, a systemd slice, a local-cluster node)
+/// has a lower limit — processes here live within that limit (0 if unreadable).
 pub fn memory() -> (u64, u64) {
     use procfs::Current;
-    match procfs::Meminfo::current() {
+    let (total, free) = match procfs::Meminfo::current() {
         Ok(m) => (m.mem_total, m.mem_available.unwrap_or(m.mem_free)),
-        Err(_) => (0, 0),
+        Err(_) => return (0, 0),
+    };
+    match herd_kernel::host::cgroup_memory() {
+        Some(cg) if cg.limit < total => (cg.limit, free.min(cg.free())),
+        _ => (total, free),
     }
 }
 

@@ -113,6 +113,89 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The memory limit of this process's memory cgroup (cgroup v1 or v2), and
+/// what is charged against it: what a machine "has" when it is a cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupMemory {
+    /// Bytes: the smallest memory limit of this process's memory cgroup
+    /// and its ancestors (those visible under the mount).
+    pub limit: u64,
+    /// Bytes charged to the cgroup with that limit, less its inactive file
+    /// pages (page cache the kernel reclaims before it goes OOM).
+    pub usage: u64,
+    /// The cgroup directory whose limit that is.
+    pub dir: std::path::PathBuf,
+}
+
+impl CgroupMemory {
+    /// Bytes left under the limit.
+    pub fn free(&self) -> u64 {
+        self.limit.saturating_sub(self.usage)
+    }
+}
+
+/// This process's memory cgroup limit and usage (see [`CgroupMemory`]),
+/// found through /proc/self/cgroup and /proc/self/mountinfo: cgroup v1
+/// `memory.limit_in_bytes`, `memory.usage_in_bytes` less `total_inactive_file`
+/// of `memory.stat`; v2 `memory.max`, `memory.current` less `inactive_file`.
+/// None when no limit is below the physical memory (MemTotal), or when
+/// the files cannot be read.
+pub fn cgroup_memory() -> Option<CgroupMemory> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let physical = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024;
+    cgroup_memory_in(&parse_mountinfo(&mountinfo), &own, physical)
+}
+
+/// [`cgroup_memory`] from mountinfo and /proc/self/cgroup text, reading the
+/// cgroup files where the mounts say they are.
+fn cgroup_memory_in(mounts: &[Mount], own: &str, physical: u64) -> Option<CgroupMemory> {
+    use std::path::Path;
+    let read = |p: &Path| std::fs::read_to_string(p).ok().map(|t| t.trim().to_string());
+    let stat_value = |dir: &Path, key: &str| -> Option<u64> {
+        read(&dir.join("memory.stat"))?.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    // A controller is in one hierarchy only: v1 if a memory hierarchy is mounted.
+    let v1_path = own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers.split(',').any(|c| c == "memory").then_some(path)
+    });
+    let v1_mounts: Vec<&Mount> =
+        mounts.iter().filter(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "memory")).collect();
+    let (v1, mounts_of, path) = if !v1_mounts.is_empty() {
+        (true, v1_mounts, v1_path?)
+    } else {
+        (false, mounts.iter().filter(|m| m.fstype == "cgroup2").collect(), own.lines().find_map(|l| l.strip_prefix("0::"))?)
+    };
+    // The mount that shows our cgroup (its root is our cgroup or above it).
+    let m = mounts_of.iter().find(|m| path.starts_with(m.root.as_str())).or(mounts_of.first())?;
+    let rel = path.strip_prefix(m.root.as_str()).unwrap_or(path).trim_start_matches('/');
+    let dir = if rel.is_empty() { m.point.clone() } else { m.point.join(rel) };
+    let mut best: Option<(u64, &Path)> = None;
+    for d in dir.ancestors().take_while(|a| a.starts_with(&m.point)) {
+        let limit = if v1 {
+            read(&d.join("memory.limit_in_bytes")).and_then(|t| t.parse::<u64>().ok())
+        } else {
+            // "max" (and the root, which has no memory.max) is no limit.
+            read(&d.join("memory.max")).and_then(|t| t.parse::<u64>().ok())
+        };
+        match (limit, best) {
+            (Some(l), Some((b, _))) if l < b => best = Some((l, d)),
+            (Some(l), None) => best = Some((l, d)),
+            _ => {}
+        }
+    }
+    let (limit, d) = best.filter(|&(l, _)| l < physical)?;
+    let (usage, inactive) = if v1 {
+        (read(&d.join("memory.usage_in_bytes"))?.parse::<u64>().ok()?, stat_value(d, "total_inactive_file"))
+    } else {
+        (read(&d.join("memory.current"))?.parse::<u64>().ok()?, stat_value(d, "inactive_file"))
+    };
+    Some(CgroupMemory { limit, usage: usage.saturating_sub(inactive.unwrap_or(0)), dir: d.to_path_buf() })
+}
+
 #[cfg(test)]
 mod mountinfo_tests {
     use super::*;
@@ -126,5 +209,98 @@ mod mountinfo_tests {
         assert_eq!(m[1].root, "/x");
         assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
         assert!(mounts().unwrap().iter().any(|m| m.point == std::path::Path::new("/")));
+    }
+
+
+    /// A scratch directory, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let d = std::env::temp_dir().join(format!("herd-kernel-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn put(dir: &std::path::Path, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn cgroup_v1_memory_limit_and_usage_without_inactive_file() {
+        let t = Scratch::new("memcg-v1");
+        let mem = t.0.join("memory");
+        let unlimited = "9223372036854771712\n";
+        put(&mem, &[("memory.limit_in_bytes", unlimited)]);
+        put(&mem.join("lab"), &[("memory.limit_in_bytes", unlimited)]);
+        let node = mem.join("lab/herd-1/n1");
+        put(&mem.join("lab/herd-1"), &[("memory.limit_in_bytes", unlimited)]);
+        put(
+            &node,
+            &[
+                ("memory.limit_in_bytes", "268435456\n"),
+                ("memory.usage_in_bytes", "104857600\n"),
+                ("memory.stat", "cache 50\ninactive_file 7\ntotal_cache 50\ntotal_inactive_file 4194304\n"),
+            ],
+        );
+        let mountinfo = format!(
+            "34 31 0:31 / {}/cpuset rw - cgroup cgroup rw,cpuset\n35 31 0:32 / {} rw,nosuid - cgroup cgroup rw,memory\n41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+            t.0.display(),
+            mem.display()
+        );
+        let own = "4:memory:/lab/herd-1/n1\n3:cpuset:/herd-1/n1\n0::/\n";
+        let m = cgroup_memory_in(&parse_mountinfo(&mountinfo), own, 24 * GIB).unwrap();
+        assert_eq!(m, CgroupMemory { limit: 256 << 20, usage: (100 << 20) - (4 << 20), dir: node.clone() });
+        assert_eq!(m.free(), 160 << 20);
+        // A smaller limit further up binds: its cgroup's usage is the one that counts.
+        put(&mem.join("lab"), &[("memory.limit_in_bytes", "134217728"), ("memory.usage_in_bytes", "1000"), ("memory.stat", "")]);
+        let m = cgroup_memory_in(&parse_mountinfo(&mountinfo), own, 24 * GIB).unwrap();
+        assert_eq!((m.limit, m.usage, m.dir), (128 << 20, 1000, mem.join("lab")));
+        // Nothing below physical memory: no limit.
+        assert_eq!(cgroup_memory_in(&parse_mountinfo(&mountinfo), own, 100 << 20), None);
+        assert_eq!(cgroup_memory_in(&parse_mountinfo(&mountinfo), "4:memory:/\n0::/\n", 24 * GIB), None);
+        // In a cgroup namespace the mount's root is our cgroup.
+        let ns_mountinfo = format!("35 31 0:32 /lab/herd-1/n1 {} rw - cgroup cgroup rw,memory\n", node.display());
+        let m = cgroup_memory_in(&parse_mountinfo(&ns_mountinfo), "4:memory:/lab/herd-1/n1\n", 24 * GIB).unwrap();
+        assert_eq!(m.limit, 256 << 20);
+    }
+
+    #[test]
+    fn cgroup_v2_memory_max() {
+        let t = Scratch::new("memcg-v2");
+        let root = &t.0;
+        put(root, &[("cgroup.controllers", "cpuset memory")]);
+        let slice = root.join("user.slice");
+        put(&slice, &[("memory.max", "max\n")]);
+        let node = slice.join("n1");
+        put(
+            &node,
+            &[
+                ("memory.max", "536870912\n"),
+                ("memory.current", "10485760\n"),
+                ("memory.stat", "anon 1\nfile 2\nactive_file 3\ninactive_file 1048576\n"),
+            ],
+        );
+        let mountinfo = format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw,nsdelegate\n", root.display());
+        let m = cgroup_memory_in(&parse_mountinfo(&mountinfo), "0::/user.slice/n1\n", 24 * GIB).unwrap();
+        assert_eq!(m, CgroupMemory { limit: 512 << 20, usage: 9 << 20, dir: node });
+        assert_eq!(cgroup_memory_in(&parse_mountinfo(&mountinfo), "0::/user.slice\n", 24 * GIB), None);
+        // No cgroup file system at all.
+        assert_eq!(cgroup_memory_in(&[], "0::/\n", 24 * GIB), None);
+        // Whatever this machine has, the real one must not fail.
+        let _ = cgroup_memory();
     }
 }

@@ -42,8 +42,14 @@ pub enum ClusterCommand {
                             node's log, takes the cluster down and exits with status 1.\n\n\
                             --cpus-per-node needs root, or a cgroup v2 subtree delegated to you with the cpuset \
                             controller. CPUs are given round-robin, so with more nodes than CPUs nodes share CPUs.\n\n\
+                            --mem-per-node gives each node a memory cgroup with that limit, swap included (cgroup v1: \
+                            memory.limit_in_bytes and memory.memsw.limit_in_bytes; v2: memory.max and memory.swap.max = 0); \
+                            it needs root, or a cgroup v2 subtree delegated to you with the memory controller. A process \
+                            of the node that goes over it is killed by the kernel's OOM killer, in that node only. \
+                            Processes started with `herd cluster exec` join the node's cgroups too.\n\n\
                             The daemon is herdd next to herd, or $HERD_LAB_DAEMON.\n\n\
                             Examples:\n  herd cluster up --nodes 3\n  herd cluster up --nodes 4 --cpus-per-node 1\n  \
+                            herd cluster up --nodes 2 --cpus-per-node 1 --mem-per-node 512M\n  \
                             herd cluster up --nodes 2 --dir /tmp/lab")]
     Up {
         /// How many nodes
@@ -52,6 +58,9 @@ pub enum ClusterCommand {
         /// Give each node its own cpuset of K CPUs
         #[arg(long, value_name = "K")]
         cpus_per_node: Option<u32>,
+        /// Give each node its own memory limit (512M, 2G; K, M, G, T are powers of 1024)
+        #[arg(long, value_name = "SIZE", value_parser = parse_mem)]
+        mem_per_node: Option<u64>,
         #[command(flatten)]
         dir: DirArg,
         /// How long to wait for every node
@@ -94,8 +103,8 @@ pub enum ClusterCommand {
         #[command(flatten)]
         dir: DirArg,
     },
-    /// Run a command inside a node (its network, pid and mount namespaces; `herd`
-    /// there talks to that node's herdd) and exit with its status
+    /// Run a command inside a node (its network, pid and mount namespaces and its
+    /// cgroups; `herd` there talks to that node's herdd) and exit with its status
     #[command(after_help = "Example: herd cluster exec n1 -- herd run -- python3 job.py")]
     Exec {
         /// The node (n1, n2, ...)
@@ -125,6 +134,9 @@ pub enum LabCommand {
         nodes: u32,
         #[arg(long)]
         cpus_per_node: Option<u32>,
+        /// Bytes
+        #[arg(long)]
+        mem_per_node: Option<u64>,
         #[arg(long)]
         daemon: PathBuf,
     },
@@ -144,6 +156,13 @@ pub enum LabCommand {
         #[arg(long)]
         keep: Vec<PathBuf>,
     },
+    /// Print this process's memory cgroup limit and usage as herdd sees them
+    /// (herd_kernel::host::cgroup_memory), as JSON; `null` when unlimited
+    CgroupMemory,
+}
+
+fn parse_mem(text: &str) -> Result<u64, String> {
+    crate::cgroup::parse_size(text)
 }
 
 fn seconds(s: f64) -> anyhow::Result<Duration> {
@@ -176,9 +195,15 @@ impl ClusterArgs {
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
     match args.command {
-        ClusterCommand::Up { nodes, cpus_per_node, dir, timeout } => {
+        ClusterCommand::Up { nodes, cpus_per_node, mem_per_node, dir, timeout } => {
             let dir = dir.resolve();
-            let opts = UpOptions { cpus_per_node, dir: Some(dir), timeout: seconds(timeout)?, ..UpOptions::new(nodes) };
+            let opts = UpOptions {
+                cpus_per_node,
+                mem_per_node,
+                dir: Some(dir),
+                timeout: seconds(timeout)?,
+                ..UpOptions::new(nodes)
+            };
             let c = LocalCluster::up(&opts)?;
             let st = cluster::status(c.dir())?;
             let dir = c.keep_running();
@@ -248,10 +273,14 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
 
 fn print_table(st: &ClusterStatus) {
     let with_cpus = st.nodes.iter().any(|n| n.cpus.is_some());
+    let with_mem = st.nodes.iter().any(|n| n.mem_limit.is_some());
     let mut rows = vec![{
         let mut h = vec!["NODE", "STATE", "PID", "INIT", "ADDRESS"];
         if with_cpus {
             h.push("CPUS");
+        }
+        if with_mem {
+            h.push("MEM");
         }
         h.push("CONTROL SOCKET");
         h.into_iter().map(String::from).collect::<Vec<_>>()
@@ -267,6 +296,9 @@ fn print_table(st: &ClusterStatus) {
         if with_cpus {
             r.push(n.cpus.clone().unwrap_or_else(|| "-".into()));
         }
+        if with_mem {
+            r.push(n.mem_limit.map(crate::cgroup::format_size).unwrap_or_else(|| "-".into()));
+        }
         r.push(n.control_socket.display().to_string());
         rows.push(r);
     }
@@ -279,11 +311,17 @@ fn print_table(st: &ClusterStatus) {
 
 pub fn run_internal(args: LabArgs) -> anyhow::Result<i32> {
     match args.command {
-        LabCommand::Supervise { dir, nodes, cpus_per_node, daemon } => {
-            supervisor::supervise(SuperviseOptions { dir, nodes, cpus_per_node, daemon })
+        LabCommand::Supervise { dir, nodes, cpus_per_node, mem_per_node, daemon } => {
+            supervisor::supervise(SuperviseOptions { dir, nodes, cpus_per_node, mem_per_node, daemon })
         }
         LabCommand::NodeInit { dir, name, addr, daemon, sync_fd, keep } => {
             node_init::node_init(NodeInitOptions { dir, name, address: addr, daemon, sync_fd, keep })
+        }
+        LabCommand::CgroupMemory => {
+            let m = herd_kernel::host::cgroup_memory();
+            let json = m.map(|m| serde_json::json!({ "limit": m.limit, "usage": m.usage, "dir": m.dir }));
+            println!("{}", serde_json::to_string(&json)?);
+            Ok(0)
         }
     }
 }

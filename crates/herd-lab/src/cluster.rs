@@ -58,6 +58,10 @@ pub struct UpOptions {
     pub nodes: u32,
     /// Give each node its own cpuset of this many CPUs.
     pub cpus_per_node: Option<u32>,
+    /// Give each node its own memory cgroup limited to this many bytes
+    /// (swap included); a process of the node over it is killed by the
+    /// kernel's OOM killer (see [`cgroup::parse_size`] for "512M").
+    pub mem_per_node: Option<u64>,
     /// Default: [`default_dir`].
     pub dir: Option<PathBuf>,
     /// How long to wait for every node's control socket.
@@ -74,7 +78,15 @@ pub struct UpOptions {
 
 impl UpOptions {
     pub fn new(nodes: u32) -> Self {
-        UpOptions { nodes, cpus_per_node: None, dir: None, timeout: Duration::from_secs(30), herd_exe: None, daemon: None }
+        UpOptions {
+            nodes,
+            cpus_per_node: None,
+            mem_per_node: None,
+            dir: None,
+            timeout: Duration::from_secs(30),
+            herd_exe: None,
+            daemon: None,
+        }
     }
 }
 
@@ -113,6 +125,8 @@ pub struct NodeStatus {
     pub control_socket: PathBuf,
     /// The node's cpuset ("0-1"), with --cpus-per-node.
     pub cpus: Option<String>,
+    /// The node's memory limit in bytes, with --mem-per-node.
+    pub mem_limit: Option<u64>,
 }
 
 /// The whole of `herd cluster status`.
@@ -156,6 +170,7 @@ fn node_status(node: &NodeRecord) -> NodeStatus {
         address: node.address,
         control_socket: node.control_socket.clone(),
         cpus: node.cpus.as_deref().map(cgroup::format_cpu_list),
+        mem_limit: node.mem_limit,
     }
 }
 
@@ -260,8 +275,10 @@ pub fn start_node(dir: &Path, name: &str, timeout: Duration) -> Result<bool> {
 
 /// Makes a command that runs inside node `name`: in its user namespace
 /// (when the cluster has one), UTS, IPC, network, pid and mount namespaces,
-/// as nsenter does. Its cwd is the node's `/`; it sees the node's /tmp,
-/// 127.0.0.1 and pids. `argv[0]` is looked up in $PATH.
+/// as nsenter does, and in the node's cgroups (its cpuset and memory limit,
+/// with --cpus-per-node and --mem-per-node), as the node's own processes.
+/// Its cwd is the node's `/`; it sees the node's /tmp, 127.0.0.1 and pids.
+/// `argv[0]` is looked up in $PATH.
 pub fn node_exec<S: AsRef<OsStr>>(dir: &Path, name: &str, argv: &[S]) -> Result<Command> {
     let st = load(dir)?;
     let node = st.node(name)?;
@@ -299,6 +316,8 @@ pub fn node_exec<S: AsRef<OsStr>>(dir: &Path, name: &str, argv: &[S]) -> Result<
     // Inside a node, `herd` talks to that node's herdd, as on a machine of its own.
     cmd.env("HERD_SOCKET", node_socket(dir, name)).env_remove("HERD_NODE");
     ns::enter(&mut cmd, namespaces);
+    // After enter: the program joins, not the process that waits for it.
+    cgroup::join_on_exec(&mut cmd, &node.cgroups()).context(|| format!("joining node {name}'s cgroups"))?;
     Ok(cmd)
 }
 
@@ -370,9 +389,14 @@ fn down_reaping(dir: &Path, mut child: Option<&mut Child>) -> Result<Down> {
         std::thread::sleep(POLL);
     }
     reap();
-    if let Some(top) = &st.cgroup {
-        cgroup::remove(top).context(|| format!("removing the cluster's cgroups {}", top.display()))?;
+    let mut removed = Ok(());
+    for top in st.cgroups() {
+        let r = cgroup::remove(top).context(|| format!("removing the cluster's cgroup {}", top.display()));
+        if removed.is_ok() {
+            removed = r;
+        }
     }
+    removed?;
     supervisor::remove_node_files(&st);
     let path = ClusterState::path(dir);
     if path.exists() {
@@ -470,6 +494,13 @@ impl LocalCluster {
         if opts.cpus_per_node == Some(0) {
             return Err(LabError::Invalid("--cpus-per-node must be at least 1".into()));
         }
+        if let Some(m) = opts.mem_per_node.filter(|&m| m < cgroup::MIN_NODE_MEMORY) {
+            return Err(LabError::Memory(format!(
+                "{} is too little for a node (its herdd must fit too): give at least {}",
+                cgroup::format_size(m),
+                cgroup::format_size(cgroup::MIN_NODE_MEMORY)
+            )));
+        }
         let dir = absolute(&opts.dir.clone().unwrap_or_else(default_dir))?;
         if ["/", "/tmp", "/dev/shm"].iter().any(|p| dir == Path::new(p)) {
             return Err(LabError::Invalid(format!(
@@ -502,14 +533,24 @@ impl LocalCluster {
                 )));
             }
         }
-        if let Some(per_node) = opts.cpus_per_node {
-            let parent = cgroup::find_parent().map_err(LabError::Cpuset)?;
-            if per_node as usize > parent.cpus.len() {
-                return Err(LabError::Cpuset(format!(
-                    "{per_node} CPUs per node asked for, but only {} ({}) are available",
-                    parent.cpus.len(),
-                    cgroup::format_cpu_list(&parent.cpus)
-                )));
+        let mut controllers = Vec::new();
+        if opts.cpus_per_node.is_some() {
+            controllers.push(cgroup::CPUSET);
+        }
+        if opts.mem_per_node.is_some() {
+            controllers.push(cgroup::MEMORY);
+        }
+        if !controllers.is_empty() {
+            let parents = cgroup::find_parents(&controllers)?;
+            if let Some(per_node) = opts.cpus_per_node {
+                let cpus = &parents[0].cpus;
+                if per_node as usize > cpus.len() {
+                    return Err(LabError::Cpuset(format!(
+                        "{per_node} CPUs per node asked for, but only {} ({}) are available",
+                        cpus.len(),
+                        cgroup::format_cpu_list(cpus)
+                    )));
+                }
             }
         }
         let dir = prepare_dir(&dir)?;
@@ -546,6 +587,9 @@ impl LocalCluster {
         cmd.arg("--daemon").arg(&daemon);
         if let Some(k) = opts.cpus_per_node {
             cmd.arg("--cpus-per-node").arg(k.to_string());
+        }
+        if let Some(m) = opts.mem_per_node {
+            cmd.arg("--mem-per-node").arg(m.to_string());
         }
         let log2 = log.try_clone().context(|| "duplicating the log fd".into())?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2).current_dir("/");

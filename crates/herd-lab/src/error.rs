@@ -20,6 +20,8 @@ pub enum LabError {
     Missing { what: &'static str, path: PathBuf, hint: String },
     #[error("--cpus-per-node: {0}")]
     Cpuset(String),
+    #[error("--mem-per-node: {0}")]
+    Memory(String),
     #[error("{0}")]
     Invalid(String),
     #[error("the cluster supervisor {how}{}", tail_text(.log, .tail))]
@@ -49,6 +51,17 @@ fn tail_text(log: &std::path::Path, tail: &str) -> String {
 }
 
 pub type Result<T> = std::result::Result<T, LabError>;
+
+impl From<crate::cgroup::NoCgroup> for LabError {
+    /// The error of the option that asked for the controller.
+    fn from(e: crate::cgroup::NoCgroup) -> Self {
+        if e.controller == crate::cgroup::MEMORY {
+            LabError::Memory(e.why)
+        } else {
+            LabError::Cpuset(e.why)
+        }
+    }
+}
 
 /// Adds what was being done to an io::Error.
 pub(crate) trait IoContext<T> {

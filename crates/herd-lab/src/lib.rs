@@ -14,7 +14,13 @@
 //! - optionally its own **cpuset** (`--cpus-per-node K`): CPUs are handed out
 //!   round-robin over the CPUs available, so with more nodes than CPUs the
 //!   nodes share CPUs (a 2-CPU machine with 3 nodes of 1 CPU: n1 and n3 both
-//!   get CPU 0).
+//!   get CPU 0);
+//! - optionally its own **memory cgroup** (`--mem-per-node SIZE`): a limit,
+//!   swap included, past which the kernel's OOM killer kills a process of
+//!   that node only.
+//!
+//! `herd cluster exec` puts its command in the node's namespaces and
+//! cgroups, like the node's own processes.
 //!
 //! ```text
 //!  herd cluster up ──spawn, setsid──► supervisor (user ns if not root; net ns = hub, bridge herd0)
@@ -27,7 +33,8 @@
 //! [`LocalCluster`]), [`supervisor`], [`node_init`], [`net`], [`cgroup`],
 //! [`state`] (the directory layout and `cluster.json`), [`cli`]. The unsafe
 //! parts (raw clone into new namespaces, setns before exec, setsid) are in
-//! `herd_kernel::ns`.
+//! `herd_kernel::ns`, but for [`cgroup::join_on_exec`] (a write(2) to
+//! `cgroup.procs` before exec).
 
 pub mod cgroup;
 pub mod cli;

@@ -58,8 +58,13 @@ pub struct ClusterState {
     pub supervisor: ProcRef,
     /// Whether the supervisor made a user namespace (it was not root).
     pub user_namespace: bool,
-    /// The cgroup holding the nodes' cgroups, with --cpus-per-node.
+    /// The cpuset cgroup holding the nodes' cpusets, with --cpus-per-node.
     pub cgroup: Option<PathBuf>,
+    /// The memory cgroup holding the nodes' memory cgroups, with
+    /// --mem-per-node (with cgroup v2 and both options, the same directory
+    /// as `cgroup`). Both are removed when the cluster goes down.
+    #[serde(default)]
+    pub memory_cgroup: Option<PathBuf>,
     pub nodes: Vec<NodeRecord>,
 }
 
@@ -72,8 +77,33 @@ pub struct NodeRecord {
     pub init: ProcRef,
     pub dir: PathBuf,
     pub control_socket: PathBuf,
+    /// The node's cpuset cgroup, with --cpus-per-node.
     pub cgroup: Option<PathBuf>,
     pub cpus: Option<Vec<u32>>,
+    /// The node's memory cgroup, with --mem-per-node (may be `cgroup`).
+    #[serde(default)]
+    pub memory_cgroup: Option<PathBuf>,
+    /// Its memory limit in bytes, with --mem-per-node.
+    #[serde(default)]
+    pub mem_limit: Option<u64>,
+}
+
+/// The distinct directories among `dirs`, in order.
+fn distinct<'a>(dirs: impl IntoIterator<Item = &'a Option<PathBuf>>) -> Vec<&'a Path> {
+    let mut out: Vec<&Path> = Vec::new();
+    for d in dirs.into_iter().flatten() {
+        if !out.contains(&d.as_path()) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+impl NodeRecord {
+    /// Every cgroup the node's processes belong in (cpuset, memory).
+    pub fn cgroups(&self) -> Vec<&Path> {
+        distinct([&self.cgroup, &self.memory_cgroup])
+    }
 }
 
 impl ClusterState {
@@ -99,6 +129,11 @@ impl ClusterState {
         let text = serde_json::to_string_pretty(self).expect("the state serialises");
         std::fs::write(&tmp, text + "\n").context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).context(|| format!("writing {}", path.display()))
+    }
+
+    /// Every cluster cgroup made (cpuset, memory), to be removed at the end.
+    pub fn cgroups(&self) -> Vec<&Path> {
+        distinct([&self.cgroup, &self.memory_cgroup])
     }
 
     pub fn node(&self, name: &str) -> Result<&NodeRecord> {
@@ -143,7 +178,9 @@ pub fn node_config(dir: &Path, name: &str) -> String {
     let key = dir.join(KEY_FILE);
     let socket = node_dir(dir, name).join(NODE_SOCKET);
     format!(
-        "# written by herd cluster up\nname = {}\nkey_file = {}\ncontrol_socket = {}\nhttp = \"127.0.0.1:4780\"\n",
+        "# written by herd cluster up\nname = {}\nkey_file = {}\ncontrol_socket = {}\nhttp = \"127.0.0.1:4780\"\n\
+         # The nodes share this machine's CPUs: equally fast, whatever calibrations run side\n\
+         # by side would measure (balancing weighs speed).\nspeed = 10000\n",
         toml_string(name),
         toml_string(&key.to_string_lossy()),
         toml_string(&socket.to_string_lossy()),
@@ -173,7 +210,10 @@ mod tests {
              name = \"n2\"\n\
              key_file = \"/run/herd/cluster/cluster.key\"\n\
              control_socket = \"/run/herd/cluster/n2/herdd.sock\"\n\
-             http = \"127.0.0.1:4780\"\n"
+             http = \"127.0.0.1:4780\"\n\
+             # The nodes share this machine's CPUs: equally fast, whatever calibrations run side\n\
+             # by side would measure (balancing weighs speed).\n\
+             speed = 10000\n"
         );
     }
 
@@ -190,7 +230,8 @@ mod tests {
             dir: dir.path().to_path_buf(),
             supervisor: ProcRef { pid: 10, start_time: 20 },
             user_namespace: true,
-            cgroup: None,
+            cgroup: Some("/sys/fs/cgroup/cpuset/herd-x".into()),
+            memory_cgroup: Some("/sys/fs/cgroup/memory/herd-x".into()),
             nodes: vec![NodeRecord {
                 name: "n1".into(),
                 address: node_address(1),
@@ -200,6 +241,8 @@ mod tests {
                 control_socket: dir.path().join("n1/herdd.sock"),
                 cgroup: Some("/sys/fs/cgroup/cpuset/herd-x/n1".into()),
                 cpus: Some(vec![0]),
+                memory_cgroup: Some("/sys/fs/cgroup/cpuset/herd-x/n1".into()),
+                mem_limit: Some(256 << 20),
             }],
         };
         state.save().unwrap();
@@ -208,5 +251,21 @@ mod tests {
         assert_eq!(back.nodes[0].init, ProcRef { pid: 11, start_time: 21 });
         assert!(ClusterState::load(&dir.path().join("nothing")).unwrap().is_none());
         assert!(matches!(back.node("n9"), Err(LabError::UnknownNode { .. })));
+        assert_eq!(back.cgroups().len(), 2);
+        // cgroup v2 with both options: one directory, joined and removed once.
+        assert_eq!(back.nodes[0].cgroups(), vec![Path::new("/sys/fs/cgroup/cpuset/herd-x/n1")]);
+        assert_eq!(back.nodes[0].mem_limit, Some(256 << 20));
+    }
+
+    #[test]
+    fn state_without_memory_fields_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"{{"dir":{d:?},"supervisor":{{"pid":1,"start_time":2}},"user_namespace":false,"cgroup":null,"nodes":[{{"name":"n1","address":"10.47.0.1","prefix_len":24,"init":{{"pid":3,"start_time":4}},"dir":{d:?},"control_socket":"/x","cgroup":null,"cpus":null}}]}}"#,
+            d = dir.path()
+        );
+        std::fs::write(ClusterState::path(dir.path()), text).unwrap();
+        let st = ClusterState::load(dir.path()).unwrap().unwrap();
+        assert!(st.memory_cgroup.is_none() && st.nodes[0].mem_limit.is_none() && st.cgroups().is_empty());
     }
 }

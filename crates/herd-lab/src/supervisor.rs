@@ -6,7 +6,7 @@
 //! Order of start-up, and why:
 //! 1. lock `DIR/cluster.lock` (a second supervisor exits with
 //!    [`EXIT_ALREADY_RUNNING`]), block signals, write a first state file;
-//! 2. the cpuset cgroups, while still in the caller's user namespace;
+//! 2. the cgroups (cpuset, memory), while still in the caller's user namespace;
 //! 3. not root: `unshare(CLONE_NEWUSER)` mapping uid 0 to the caller, so
 //!    that everything below works without privileges;
 //! 4. `unshare(CLONE_NEWNET)`: this namespace is the hub with bridge herd0;
@@ -49,7 +49,18 @@ pub struct SuperviseOptions {
     pub dir: PathBuf,
     pub nodes: u32,
     pub cpus_per_node: Option<u32>,
+    /// Bytes.
+    pub mem_per_node: Option<u64>,
     pub daemon: PathBuf,
+}
+
+/// The cgroups one node gets.
+#[derive(Clone, Debug, Default)]
+struct NodeCgroups {
+    cpuset: Option<PathBuf>,
+    cpus: Option<Vec<u32>>,
+    memory: Option<PathBuf>,
+    mem_limit: Option<u64>,
 }
 
 struct Supervisor {
@@ -84,6 +95,7 @@ pub fn supervise(opts: SuperviseOptions) -> anyhow::Result<i32> {
         supervisor: ProcRef::of(me).context("reading our own /proc/self/stat")?,
         user_namespace: euid != 0,
         cgroup: None,
+        memory_cgroup: None,
         nodes: Vec::new(),
     };
     state.save()?;
@@ -102,30 +114,7 @@ pub fn supervise(opts: SuperviseOptions) -> anyhow::Result<i32> {
 impl Supervisor {
     fn build(&mut self, opts: &SuperviseOptions) -> anyhow::Result<()> {
         let names: Vec<String> = (1..=opts.nodes).map(state::node_name).collect();
-        let mut node_cgroups: Vec<Option<(PathBuf, Vec<u32>)>> = vec![None; names.len()];
-        if let Some(per_node) = opts.cpus_per_node {
-            let parent = cgroup::find_parent().map_err(|why| anyhow!("--cpus-per-node: {why}"))?;
-            if per_node as usize > parent.cpus.len() {
-                bail!(
-                    "--cpus-per-node {per_node}: only {} CPUs ({}) are available",
-                    parent.cpus.len(),
-                    cgroup::format_cpu_list(&parent.cpus)
-                );
-            }
-            let plan: Vec<(String, Vec<u32>)> = names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), cgroup::assign_cpus(&parent.cpus, i as u32, per_node)))
-                .collect();
-            let name = format!("herd-{:08x}", rand::random::<u32>());
-            let (top, dirs) = parent.create(&name, &plan).context("making the cpuset cgroups")?;
-            log!("cpuset cgroups in {} ({:?})", top.display(), parent.version);
-            self.state.cgroup = Some(top);
-            self.state.save()?;
-            for (i, d) in dirs.into_iter().enumerate() {
-                node_cgroups[i] = Some((d, plan[i].1.clone()));
-            }
-        }
+        let node_cgroups = self.make_cgroups(opts, &names)?;
         if self.state.user_namespace {
             let uid = nix::unistd::getuid();
             enter_user_namespace()?;
@@ -133,19 +122,73 @@ impl Supervisor {
         }
         ns::unshare(ns::CLONE_NEWNET).context("unshare(CLONE_NEWNET) for the hub network namespace")?;
         net::make_hub()?;
-        for (i, name) in names.iter().enumerate() {
-            self.start_node(opts, i as u32 + 1, name, node_cgroups[i].take()).with_context(|| format!("starting node {name}"))?;
+        for (i, (name, cgroups)) in names.iter().zip(node_cgroups).enumerate() {
+            self.start_node(opts, i as u32 + 1, name, cgroups).with_context(|| format!("starting node {name}"))?;
         }
         Ok(self.state.save()?)
     }
 
-    fn start_node(
-        &mut self,
-        opts: &SuperviseOptions,
-        k: u32,
-        name: &str,
-        cgroup: Option<(PathBuf, Vec<u32>)>,
-    ) -> anyhow::Result<()> {
+    /// The cpuset and memory cgroups of every node, as the options ask;
+    /// recorded in the state file as soon as they exist.
+    fn make_cgroups(&mut self, opts: &SuperviseOptions, names: &[String]) -> anyhow::Result<Vec<NodeCgroups>> {
+        let mut controllers = Vec::new();
+        if opts.cpus_per_node.is_some() {
+            controllers.push(cgroup::CPUSET);
+        }
+        if opts.mem_per_node.is_some() {
+            controllers.push(cgroup::MEMORY);
+        }
+        if controllers.is_empty() {
+            return Ok(vec![NodeCgroups::default(); names.len()]);
+        }
+        let parents =
+            cgroup::find_parents(&controllers).map_err(|e| anyhow!("{}: {}", cgroup::option_of(e.controller), e.why))?;
+        let all_cpus = parents.iter().find(|p| p.controllers.contains(&cgroup::CPUSET)).map(|p| p.cpus.clone()).unwrap_or_default();
+        if let Some(per_node) = opts.cpus_per_node {
+            if per_node as usize > all_cpus.len() {
+                bail!(
+                    "--cpus-per-node {per_node}: only {} CPUs ({}) are available",
+                    all_cpus.len(),
+                    cgroup::format_cpu_list(&all_cpus)
+                );
+            }
+        }
+        let plan: Vec<cgroup::NodeLimits> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| cgroup::NodeLimits {
+                name: n.clone(),
+                cpus: opts.cpus_per_node.map(|k| cgroup::assign_cpus(&all_cpus, i as u32, k)),
+                memory: opts.mem_per_node,
+            })
+            .collect();
+        let name = format!("herd-{:08x}", rand::random::<u32>());
+        let trees = cgroup::create_all(&parents, &name, &plan).context("making the cgroups")?;
+        let mut out = vec![NodeCgroups::default(); names.len()];
+        for (t, p) in trees.iter().zip(&parents) {
+            log!("{} cgroups in {} ({:?})", t.controllers.join(" and "), t.top.display(), p.version);
+            for (i, d) in t.nodes.iter().enumerate() {
+                if t.controllers.contains(&cgroup::CPUSET) {
+                    out[i].cpuset = Some(d.clone());
+                    out[i].cpus = plan[i].cpus.clone();
+                }
+                if t.controllers.contains(&cgroup::MEMORY) {
+                    out[i].memory = Some(d.clone());
+                    out[i].mem_limit = plan[i].memory;
+                }
+            }
+            if t.controllers.contains(&cgroup::CPUSET) {
+                self.state.cgroup = Some(t.top.clone());
+            }
+            if t.controllers.contains(&cgroup::MEMORY) {
+                self.state.memory_cgroup = Some(t.top.clone());
+            }
+        }
+        self.state.save()?;
+        Ok(out)
+    }
+
+    fn start_node(&mut self, opts: &SuperviseOptions, k: u32, name: &str, cgroups: NodeCgroups) -> anyhow::Result<()> {
         let dir = state::node_dir(&opts.dir, name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join(state::NODE_CONFIG), state::node_config(&opts.dir, name))?;
@@ -180,10 +223,6 @@ impl Supervisor {
         drop(spec);
         let init = ProcRef::of(pid).ok_or_else(|| anyhow!("node-init (pid {pid}) vanished at once"))?;
         self.live.insert(pid, self.state.nodes.len());
-        let (cgroup_dir, cpus) = match cgroup {
-            Some((d, cpus)) => (Some(d), Some(cpus)),
-            None => (None, None),
-        };
         self.state.nodes.push(NodeRecord {
             name: name.to_string(),
             address,
@@ -191,18 +230,22 @@ impl Supervisor {
             init,
             dir: dir.clone(),
             control_socket: dir.join(state::NODE_SOCKET),
-            cgroup: cgroup_dir.clone(),
-            cpus: cpus.clone(),
+            cgroup: cgroups.cpuset,
+            cpus: cgroups.cpus.clone(),
+            memory_cgroup: cgroups.memory,
+            mem_limit: cgroups.mem_limit,
         });
-        if let Some(d) = &cgroup_dir {
+        // Before node-init goes on: herdd and everything else of the node inherit them.
+        for d in self.state.nodes.last().expect("just pushed").cgroups() {
             cgroup::add_process(d, pid)?;
         }
         net::plug_node(name, pid)?;
         nix::unistd::write(&go_w, b"g").context("releasing node-init")?;
         drop(go_w);
         log!(
-            "node {name}: init pid {pid}, address {address}{}",
-            cpus.map(|c| format!(", cpus {}", cgroup::format_cpu_list(&c))).unwrap_or_default()
+            "node {name}: init pid {pid}, address {address}{}{}",
+            cgroups.cpus.map(|c| format!(", cpus {}", cgroup::format_cpu_list(&c))).unwrap_or_default(),
+            cgroups.mem_limit.map(|m| format!(", memory {}", cgroup::format_size(m))).unwrap_or_default()
         );
         Ok(())
     }
@@ -265,7 +308,7 @@ impl Supervisor {
             let _ = waitpid(Pid::from_raw(pid), None);
         }
         self.live.clear();
-        if let Some(top) = &self.state.cgroup {
+        for top in self.state.cgroups() {
             if let Err(e) = cgroup::remove(top) {
                 log!("{e}");
             }

@@ -188,8 +188,8 @@ impl Guest {
             }
             if self.last_stats.elapsed() >= Duration::from_secs(1) {
                 self.last_stats = Instant::now();
-                if let Some((cpu_ticks, rss)) = stats(self.pid) {
-                    out(ToHome::Stats { cpu_ticks, rss });
+                if let Some(usage) = crate::proto::Usage::of(self.pid) {
+                    out(ToHome::Stats(usage));
                 }
             }
         }
@@ -366,9 +366,3 @@ fn interrupts(pid: i32, sig: i32) -> bool {
     !blocked && !ignored && (caught || !default_ignored)
 }
 
-/// CPU time (ticks) and resident bytes of `pid`.
-fn stats(pid: i32) -> Option<(u64, u64)> {
-    let p = procfs::process::Process::new(pid).ok()?;
-    let st = p.stat().ok()?;
-    Some((st.utime + st.stime, st.rss * 4096))
-}

@@ -22,6 +22,31 @@ pub struct Adopt {
     pub cmd: String,
 }
 
+/// A process's resource use so far, as /proc shows it where it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time, clock ticks (user + system).
+    pub cpu_ticks: u64,
+    /// Resident bytes.
+    pub rss: u64,
+    /// Nanoseconds it has been runnable: on a CPU or waiting for one (schedstat). Over a
+    /// second, the share of a CPU it wants, however busy the node.
+    pub runnable_ns: u64,
+    /// read/write system calls made (/proc/PID/io), where it runs.
+    pub io_calls: u64,
+}
+
+impl Usage {
+    /// Reads it for `pid` (its main thread's scheduling figures); None if it is gone.
+    pub fn of(pid: i32) -> Option<Usage> {
+        let p = procfs::process::Process::new(pid).ok()?;
+        let st = p.stat().ok()?;
+        let runnable_ns = p.schedstat().map(|s| s.sum_exec_runtime + s.run_delay).unwrap_or(0);
+        let io_calls = p.io().map(|io| io.syscr + io.syscw).unwrap_or(0);
+        Some(Usage { cpu_ticks: st.utime + st.stime, rss: st.rss * 4096, runnable_ns, io_calls })
+    }
+}
+
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ending {
@@ -70,8 +95,8 @@ pub enum ToHome {
     CaptureFailed { reason: String },
     /// The process ended here.
     Exited(Ending),
-    /// Resource use, every second: CPU time (clock ticks) and resident bytes.
-    Stats { cpu_ticks: u64, rss: u64 },
+    /// Resource use, every second.
+    Stats(Usage),
 }
 
 /// Largest image chunk per message.

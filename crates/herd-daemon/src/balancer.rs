@@ -1,0 +1,189 @@
+//! Automatic balancing: every `policy.interval` seconds herdd builds the policy's
+//! snapshot — the nodes from gossip, this home's processes from the registry — asks
+//! [`herd_balance::decide`] what to move, and moves it through the processes' actors,
+//! exactly as `herd migrate` would.
+//!
+//! Each home decides for its own processes, wherever they run. What it decided stays in
+//! a [`Ledger`] until gossip shows it, so a second round does not send more processes to
+//! a node whose published load has not caught up yet. A process whose move was refused
+//! (it cannot move now, or the target refused) is left alone for a while.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_balance::{Flags, Ledger, Node, Proc, Snapshot};
+use herd_cluster::{NodeState, NodeStatus};
+use tokio::sync::mpsc;
+
+use crate::control::{ControlError, Migrated};
+use crate::daemon::Shared;
+use crate::migrate;
+
+/// How long a process whose automatic move failed is left where it is.
+const BACKOFF: Duration = Duration::from_secs(30);
+
+fn node_id(name: &str) -> u64 {
+    // SipHash with fixed keys: the same name gives the same id in every round.
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+fn flags(s: NodeStatus) -> Flags {
+    Flags { blocked: s.blocked, quiet: s.quiet, stay: s.stay, lstay: s.lstay }
+}
+
+/// Runs until herdd stops; returns at once when `balance = false`.
+pub async fn run(shared: Arc<Shared>) {
+    if !shared.config.balance {
+        tracing::info!("automatic balancing is off (balance = false)");
+        return;
+    }
+    let params = shared.config.policy.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(params.interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, Result<Migrated, ControlError>)>();
+    let mut b = Balancer { shared, ledger: Ledger::default(), start: Instant::now(), rate: None, moving: HashSet::new(), backoff: HashMap::new(), done: done_tx };
+    loop {
+        tokio::select! {
+            _ = tick.tick() => b.round(),
+            Some((pid, result)) = done_rx.recv() => b.finished(pid, result),
+        }
+    }
+}
+
+struct Balancer {
+    shared: Arc<Shared>,
+    ledger: Ledger,
+    start: Instant,
+    /// Measured migration rate, bytes a second (smoothed).
+    rate: Option<f64>,
+    /// Processes being moved by the balancer now.
+    moving: HashSet<i32>,
+    /// Processes left alone until then (their last automatic move failed).
+    backoff: HashMap<i32, Instant>,
+    done: mpsc::UnboundedSender<(i32, Result<Migrated, ControlError>)>,
+}
+
+impl Balancer {
+    fn round(&mut self) {
+        let now = Instant::now();
+        self.backoff.retain(|_, until| *until > now);
+        let Some((snap, names, uids)) = self.snapshot() else { return };
+        if snap.procs.is_empty() {
+            return;
+        }
+        let params = &self.shared.config.policy;
+        let mut snap = snap;
+        let t = self.start.elapsed().as_secs_f64();
+        self.ledger.adjust(&mut snap.nodes, t, params);
+        let mut moves = herd_balance::decide(&snap, params);
+        // A process at home that cannot be captured (threads, shared memory…) is found
+        // out here, once, rather than in every round's snapshot.
+        moves.retain(|m| {
+            let pid = m.proc as i32;
+            if m.from != snap.home {
+                return true;
+            }
+            match herd_checkpoint::check_for(pid, herd_checkpoint::Purpose::Migrate { own_filter: false }) {
+                Ok(why) if why.is_empty() => true,
+                Ok(why) => {
+                    tracing::debug!(pid, "balancer leaves it: {}", why.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "));
+                    self.backoff.insert(pid, now + BACKOFF);
+                    false
+                }
+                Err(_) => false,
+            }
+        });
+        if moves.is_empty() {
+            return;
+        }
+        self.ledger.record(&snap, &moves, t);
+        for m in moves {
+            let pid = m.proc as i32;
+            let target = if m.to == snap.home { "home".to_string() } else { names[m.to].clone() };
+            tracing::info!(pid, uid = uids.get(&pid).copied().unwrap_or(0), "balancer: {} → {target} ({})", names[m.from], m.reason);
+            self.shared.counters.balancer_moves.inc();
+            self.moving.insert(pid);
+            let (shared, done) = (self.shared.clone(), self.done.clone());
+            tokio::spawn(async move {
+                let r = migrate::migrate(&shared, pid, target, 0).await;
+                let _ = done.send((pid, r));
+            });
+        }
+    }
+
+    fn finished(&mut self, pid: i32, result: Result<Migrated, ControlError>) {
+        self.moving.remove(&pid);
+        match result {
+            Ok(m) => {
+                if m.total_ms > 0.0 && m.bytes > 0 {
+                    let r = m.bytes as f64 / (m.total_ms / 1e3);
+                    self.rate = Some(self.rate.map_or(r, |old| 0.7 * old + 0.3 * r));
+                }
+            }
+            Err(e) => {
+                tracing::info!(pid, "balancer: move not made ({e}); left alone for {} s", BACKOFF.as_secs());
+                self.backoff.insert(pid, Instant::now() + BACKOFF);
+            }
+        }
+    }
+
+    /// The policy's view now: nodes (this one first known as `home`), names by index,
+    /// and owners by pid.
+    fn snapshot(&self) -> Option<(Snapshot, Vec<String>, HashMap<i32, u32>)> {
+        let cluster = self.shared.snapshot.borrow().clone();
+        let own = cluster.nodes.iter().find(|n| n.is_self).and_then(|n| n.info.clone())?;
+        let mut nodes = Vec::new();
+        let mut names = Vec::new();
+        let mut home = 0;
+        for v in &cluster.nodes {
+            let Some(info) = &v.info else { continue };
+            if !v.is_self && v.state != NodeState::Up {
+                continue;
+            }
+            if v.is_self {
+                home = nodes.len();
+            }
+            let status = if v.is_self { cluster.status } else { info.status };
+            nodes.push(Node {
+                id: node_id(&info.name),
+                cpus: info.cpus.max(1),
+                speed: info.speed.max(1),
+                load: f64::from(info.load),
+                mem_total: info.mem_total,
+                mem_free: info.mem_free,
+                flags: flags(status),
+                compatible: v.is_self || migrate::usable(Some(&own), v).is_ok(),
+            });
+            names.push(info.name.clone());
+        }
+        let allow_root = self.shared.config.allow_root_guests;
+        let mut uids = HashMap::new();
+        let procs = migrate::candidates(&self.shared)
+            .into_iter()
+            .filter_map(|c| {
+                let r = &c.row;
+                let at = names.iter().position(|n| *n == r.where_)?;
+                uids.insert(r.pid, r.uid);
+                let settled = r.state == "home" || r.state == "remote";
+                Some(Proc {
+                    id: r.pid as u64,
+                    at,
+                    demand: r.demand / 100.0,
+                    rss: r.rss,
+                    growth: r.rss_growth,
+                    age: c.age,
+                    since_move: c.since_move,
+                    io_rate: r.io_rate,
+                    locked: r.lock,
+                    movable: settled && !self.moving.contains(&r.pid) && !self.backoff.contains_key(&r.pid) && (r.uid != 0 || allow_root),
+                })
+            })
+            .collect();
+        let snap = Snapshot { home, nodes, procs, transfer_rate: self.rate.unwrap_or(0.0) };
+        Some((snap, names, uids))
+    }
+}
