@@ -343,7 +343,7 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
                     continue;
                 }
                 let gain = there / here.max(1e-9);
-                if best.is_none_or(|(g, _, _)| gain > g) {
+                if best.map_or(true, |(g, _, _)| gain > g) {
                     best = Some((gain, i, t));
                 }
             }

@@ -88,7 +88,7 @@ pub struct SimConfig {
     pub window: usize,
     /// The others' figures are 1 to `gossip_age` rounds old.
     pub gossip_age: usize,
-    /// Rounds after the last arrival before the run gives up on unfinished jobs.
+    /// Seconds after the last arrival before the run gives up on unfinished jobs.
     pub drain_limit: f64,
     pub params: Params,
 }

@@ -1194,7 +1194,8 @@ const TARGET_C: &str = r##"
  * time with gcc; see migrate.rs).
  *
  *   hb_target probe   prints "ok" and exits (can uid 65534 run it?)
- *   hb_target spin N  N rounds of the "cpu" work below, prints "spin x=..." and exits
+ *   hb_target spin N  N rounds of the "cpu" work below, prints "spin x=... cpu=S" (its
+ *                     CPU time, seconds: since it last arrived when it moved) and exits
  *   hb_target MIB     prints "pid N" (its pid: the home pid), allocates MIB
  *                     MiB and writes pseudo-random words into all of it (no
  *                     page is zero, nothing compresses or repeats), prints
@@ -1268,7 +1269,9 @@ int main(int argc, char **argv)
             x = x * 6364136223846793005ULL + 1442695040888963407ULL;
             x ^= x >> 29;
         }
-        printf("spin x=%016llx\n", (unsigned long long)x);
+        struct timespec cpu;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+        printf("spin x=%016llx cpu=%.3f\n", (unsigned long long)x, (double)cpu.tv_sec + cpu.tv_nsec / 1e9);
         return 0;
     }
     if (argc != 2) {

@@ -55,8 +55,8 @@ pub struct DemoArgs {
     /// CPUs of each node's cpuset (0: no cpusets, every node has all of this machine's CPUs)
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub cpus_per_node: u32,
-    /// The demo's directory: its cluster, the job, and the logs if something fails
-    /// [default: /run/herd/demo as root]
+    /// The demo's directory: its cluster (DIR/cluster, with the job and the nodes' logs,
+    /// kept if something fails) [default: /run/herd/demo as root]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -481,9 +481,11 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
     let root = herd_kernel::task::euid() == 0;
     let dir = args.dir.clone().unwrap_or_else(default_dir);
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The jobs run as nobody: they must reach the script in it.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The jobs run as nobody: they must reach the script in it.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    }
     let cluster_dir = dir.join("cluster");
 
     let as_user = if root {
@@ -549,7 +551,9 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         }
     };
     if code == 0 || (interrupted.is_some() && clean) {
-        let _ = std::fs::remove_dir_all(&dir);
+        // What the demo made: the cluster's directory (logs, key, job), then DIR if empty.
+        let _ = std::fs::remove_dir_all(&cluster_dir);
+        let _ = std::fs::remove_dir(&dir);
     } else {
         eprintln!("herd demo: its files and the nodes' logs are kept in {}", dir.display());
     }

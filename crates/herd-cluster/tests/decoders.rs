@@ -145,7 +145,7 @@ fn updates() -> Vec<StateUpdate> {
     full.name = "ñ".repeat(32); // 64 bytes: the longest name
     full.version = "v".repeat(128);
     full.load = 3.25;
-    full.status = NodeStatus { blocked: true, quiet: true };
+    full.status = NodeStatus { blocked: true, quiet: true, stay: true, lstay: true };
     full.features = Features {
         arch: "x86_64".into(),
         kernel: "6.8.0-49-generic".into(),

@@ -129,6 +129,7 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         times,
         last: None,
         forwarded: 0,
+        measured: false,
         early: Vec::new(),
     };
     tokio::spawn(actor.run(start));
@@ -293,6 +294,8 @@ struct Actor {
     last: Option<(Usage, u64, Instant)>,
     /// Calls forwarded home since it last left.
     forwarded: u64,
+    /// Whether its resource figures have been measured once.
+    measured: bool,
     /// Messages from a new remote node that came before the move completed.
     early: Vec<ToHome>,
 }
@@ -348,12 +351,16 @@ impl Actor {
         let io_rate = io.saturating_sub(last_io) as f64 / dt;
         let growth = u.rss.saturating_sub(last.rss) as f64 / dt;
         let p = &self.shared.config.policy;
+        // The first figures are taken as they are: smoothing them from nothing would make a
+        // new CPU-bound process look half idle, and balancing send too many at once.
+        let first = !std::mem::replace(&mut self.measured, true);
+        let smooth = |old: f64, new: f64| if first { new } else { p.smooth(old, new, dt) };
         self.set_row(|r| {
             r.cpu = (cpu * 1000.0).round() / 10.0;
             r.rss = u.rss;
-            r.demand = (p.smooth(r.demand / 100.0, want, dt) * 1000.0).round() / 10.0;
-            r.io_rate = (p.smooth(r.io_rate, io_rate, dt) * 10.0).round() / 10.0;
-            r.rss_growth = p.smooth(r.rss_growth, growth, dt).round();
+            r.demand = (smooth(r.demand / 100.0, want) * 1000.0).round() / 10.0;
+            r.io_rate = (smooth(r.io_rate, io_rate) * 10.0).round() / 10.0;
+            r.rss_growth = smooth(r.rss_growth, growth).round();
         });
     }
 
