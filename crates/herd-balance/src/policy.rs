@@ -190,9 +190,6 @@ impl Node {
         self.compatible && !self.flags.blocked && !self.flags.quiet
     }
 
-    fn mem_low(&self, p: &Params) -> bool {
-        self.mem_total > 0 && (self.mem_free as f64) < p.mem_low * self.mem_total as f64
-    }
 }
 
 /// One of this home's migratable processes.
@@ -212,6 +209,8 @@ pub struct Proc {
     pub age: f64,
     /// Seconds since it last arrived somewhere (= age if it never moved).
     pub since_move: f64,
+    /// How many times it has moved.
+    pub moves: u32,
     /// Forwarded calls a second when away, read/write calls a second at home.
     pub io_rate: f64,
     /// `herd lock`, `herd run --lock`: never moved by the policy.
@@ -267,23 +266,18 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
         return moves;
     }
     let rate = if snap.transfer_rate > 0.0 { snap.transfer_rate } else { p.default_rate };
-    let mut nodes = snap.nodes.clone();
-    // Memory as it will be `usher_horizon` seconds from now, as far as this home knows.
-    for pr in &snap.procs {
-        if let Some(n) = nodes.get_mut(pr.at) {
-            n.mem_free = n.mem_free.saturating_sub(ahead(pr, p));
-        }
-    }
+    let mut w = Work::new(snap, p);
     let mut moved = vec![false; snap.procs.len()];
     let free = |p: &Proc| p.movable && !p.locked && p.at < snap.nodes.len();
 
-    // 1. I/O-bound processes away from home come home.
+    // 1. I/O-bound processes away from home come home — if home has room for them (else
+    //    ushering would send them out again at once).
     for (i, pr) in snap.procs.iter().enumerate() {
         if moves.len() >= p.max_moves {
             return moves;
         }
-        if free(pr) && pr.at != snap.home && pr.io_rate >= p.io_calls {
-            shift(&mut nodes, pr, snap.home, ahead(pr, p));
+        if free(pr) && pr.at != snap.home && pr.io_rate >= p.io_calls && w.room(snap.home, pr, p, p.mem_low) >= 0.0 {
+            w.shift(pr, snap.home, p);
             moved[i] = true;
             moves.push(Move { proc: pr.id, from: pr.at, to: snap.home, reason: Reason::Io });
         }
@@ -297,52 +291,37 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
             return moves;
         }
         let pr = &snap.procs[i];
-        if moved[i] || !free(pr) || !nodes[pr.at].mem_low(p) {
+        if moved[i] || !free(pr) || !w.short(pr.at, p) {
             continue;
         }
-        let need = (pr.rss + ahead(pr, p)) as f64;
-        let room = |n: &Node| n.mem_free as f64 - need - p.mem_target_free * n.mem_total as f64;
-        let target = (0..nodes.len())
-            .filter(|&t| t != pr.at && (nodes[t].can_receive() || t == snap.home) && room(&nodes[t]) >= 0.0)
-            .max_by(|&a, &b| room(&nodes[a]).total_cmp(&room(&nodes[b])).then(b.cmp(&a)));
-        if let Some(t) = target {
-            shift(&mut nodes, pr, t, ahead(pr, p));
+        let target = (0..snap.nodes.len())
+            .filter(|&t| t != pr.at && (snap.nodes[t].can_receive() || t == snap.home))
+            .map(|t| (t, w.room(t, pr, p, p.mem_target_free)))
+            .filter(|&(_, room)| room >= 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+        if let Some((t, _)) = target {
+            w.shift(pr, t, p);
             moved[i] = true;
             moves.push(Move { proc: pr.id, from: pr.at, to: t, reason: Reason::Memory });
         }
     }
 
-    // 3. Load: the largest gain first, loads updated after each move.
+    // 3. Load: the process that gains most first, loads updated after each move.
     while moves.len() < p.max_moves {
         let mut best: Option<(f64, usize, usize)> = None;
         for (i, pr) in snap.procs.iter().enumerate() {
             if moved[i] || !free(pr) || pr.demand < p.min_demand || pr.io_rate >= p.io_calls {
                 continue;
             }
-            let src = &nodes[pr.at];
+            let src = &snap.nodes[pr.at];
             if src.flags.stay || (pr.at == snap.home && src.flags.lstay) {
                 continue;
             }
             let pay = p.pay_factor * pr.rss as f64 / rate;
-            if pr.since_move < p.min_residence.max(pay) || pr.age < pay {
+            if pr.since_move < residence(pr, p).max(pay) || pr.age < pay {
                 continue;
             }
-            let here = src.rate(src.load.max(pr.demand), pr.demand);
-            for (t, dst) in nodes.iter().enumerate() {
-                if t == pr.at || !(dst.can_receive() || t == snap.home) {
-                    continue;
-                }
-                if dst.mem_total > 0 && (dst.mem_free as f64 - pr.rss as f64) < p.mem_target_free * dst.mem_total as f64 {
-                    continue; // it would start memory ushering there
-                }
-                if dst.normalised() + p.stability * pr.demand / dst.capacity() >= src.normalised() {
-                    continue;
-                }
-                let there = dst.rate(dst.load + pr.demand, pr.demand);
-                if there <= here {
-                    continue;
-                }
-                let gain = there / here.max(1e-9);
+            if let Some((gain, t)) = w.best_target(snap, pr, p) {
                 if best.map_or(true, |(g, _, _)| gain > g) {
                     best = Some((gain, i, t));
                 }
@@ -350,22 +329,111 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
         }
         let Some((gain, i, t)) = best else { break };
         let pr = &snap.procs[i];
-        shift(&mut nodes, pr, t, ahead(pr, p));
+        w.shift(pr, t, p);
         moved[i] = true;
         moves.push(Move { proc: pr.id, from: pr.at, to: t, reason: Reason::Load { gain } });
     }
     moves
 }
 
-/// What `pr` will have grown by at the ushering horizon, bytes.
-fn ahead(pr: &Proc, p: &Params) -> u64 {
-    (pr.growth.max(0.0) * p.usher_horizon) as u64
+/// How long `pr` must stay where it is before a load move: `min_residence`, doubled with
+/// each move it made (up to 64×): a process the homes keep sending around settles.
+fn residence(pr: &Proc, p: &Params) -> f64 {
+    p.min_residence * f64::from(1u32 << pr.moves.min(6))
 }
 
-/// Accounts a decided move in the working copy of the nodes: its load, and its memory
-/// with `extra` bytes of growth to come.
-fn shift(nodes: &mut [Node], pr: &Proc, to: usize, extra: u64) {
-    let bytes = pr.rss.saturating_add(extra);
+/// Two targets whose gains differ by less than this share are as good: the process picks
+/// between them by its own hash, so that homes deciding at once spread their processes.
+const EQUAL_GAIN: f64 = 0.9;
+
+/// The nodes' loads and free memory as this round's decisions change them. Free memory
+/// is projected `usher_horizon` seconds ahead and may go below zero.
+struct Work {
+    load: Vec<f64>,
+    free: Vec<f64>,
+    nodes: Vec<Node>,
+}
+
+impl Work {
+    fn new(snap: &Snapshot, p: &Params) -> Work {
+        let mut free: Vec<f64> = snap.nodes.iter().map(|n| n.mem_free as f64).collect();
+        for pr in &snap.procs {
+            if let Some(f) = free.get_mut(pr.at) {
+                *f -= ahead(pr, p);
+            }
+        }
+        Work { load: snap.nodes.iter().map(|n| n.load).collect(), free, nodes: snap.nodes.clone() }
+    }
+
+    /// Free memory left on node `t` above `keep` × its total with `pr` there.
+    fn room(&self, t: usize, pr: &Proc, p: &Params, keep: f64) -> f64 {
+        let n = &self.nodes[t];
+        if n.mem_total == 0 {
+            return f64::INFINITY; // memory unknown: not a reason to refuse
+        }
+        self.free[t] - pr.rss as f64 - ahead(pr, p) - keep * n.mem_total as f64
+    }
+
+    fn short(&self, t: usize, p: &Params) -> bool {
+        let n = &self.nodes[t];
+        n.mem_total > 0 && self.free[t] < p.mem_low * n.mem_total as f64
+    }
+
+    fn normalised(&self, t: usize) -> f64 {
+        self.load[t] / self.nodes[t].capacity()
+    }
+
+    /// The node that gives `pr` the most CPU under the stability rule, and the gain.
+    fn best_target(&self, snap: &Snapshot, pr: &Proc, p: &Params) -> Option<(f64, usize)> {
+        let src = &self.nodes[pr.at];
+        let here = src.rate(self.load[pr.at].max(pr.demand), pr.demand);
+        let mut fits = Vec::new();
+        for (t, dst) in self.nodes.iter().enumerate() {
+            if t == pr.at || !(dst.can_receive() || t == snap.home) {
+                continue;
+            }
+            if self.room(t, pr, p, p.mem_target_free) < 0.0 {
+                continue; // it would start memory ushering there
+            }
+            if self.normalised(t) + p.stability * pr.demand / dst.capacity() >= self.normalised(pr.at) {
+                continue;
+            }
+            let there = dst.rate(self.load[t] + pr.demand, pr.demand);
+            if there > here {
+                fits.push((there / here.max(1e-9), t));
+            }
+        }
+        let top = fits.iter().map(|f| f.0).fold(0.0, f64::max);
+        fits.into_iter()
+            .filter(|f| f.0 >= EQUAL_GAIN * top)
+            .min_by_key(|&(_, t)| (mix(pr.id ^ self.nodes[t].id.rotate_left(29)), t))
+            .map(|(_, t)| (top, t))
+    }
+
+    fn shift(&mut self, pr: &Proc, to: usize, p: &Params) {
+        let bytes = pr.rss as f64 + ahead(pr, p);
+        self.load[pr.at] = (self.load[pr.at] - pr.demand).max(0.0);
+        self.free[pr.at] += bytes;
+        self.load[to] += pr.demand;
+        self.free[to] -= bytes;
+    }
+}
+
+/// splitmix64's finaliser: a fixed, well-spread hash.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What `pr` will have grown by at the ushering horizon, bytes.
+fn ahead(pr: &Proc, p: &Params) -> f64 {
+    pr.growth.max(0.0) * p.usher_horizon
+}
+
+/// Accounts a move in published node figures (the ledger's): load and resident memory.
+fn shift(nodes: &mut [Node], pr: &Proc, to: usize) {
+    let bytes = pr.rss;
     let from = &mut nodes[pr.at];
     from.load = (from.load - pr.demand).max(0.0);
     from.mem_free = from.mem_free.saturating_add(bytes).min(from.mem_total.max(from.mem_free));
@@ -401,7 +469,7 @@ impl Ledger {
         let mut nodes = snap.nodes.clone();
         for m in moves {
             if let Some(pr) = snap.procs.iter().find(|p| p.id == m.proc) {
-                shift(&mut nodes, pr, m.to, 0);
+                shift(&mut nodes, pr, m.to);
             }
         }
         for m in moves {
@@ -447,7 +515,7 @@ mod tests {
     }
 
     fn job(id: u64, at: usize) -> Proc {
-        Proc { id, at, demand: 1.0, rss: 10 << 20, growth: 0.0, age: 60.0, since_move: 60.0, io_rate: 0.0, locked: false, movable: true }
+        Proc { id, at, demand: 1.0, rss: 10 << 20, growth: 0.0, moves: 0, age: 60.0, since_move: 60.0, io_rate: 0.0, locked: false, movable: true }
     }
 
     /// Runs rounds, applying moves to the snapshot, until the policy stops moving.

@@ -564,6 +564,7 @@ impl World<'_> {
                         demand: j.demand,
                         rss: j.job.rss,
                         growth: 0.0,
+                        moves: j.migrations,
                         age: (now - j.job.arrival).max(0.0),
                         since_move: (now - j.arrived).max(0.0),
                         io_rate: j.job.io_rate,

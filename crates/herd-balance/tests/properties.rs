@@ -1,16 +1,23 @@
 //! Properties of [`herd_balance::decide`] over random snapshots and parameters.
 //!
 //! Each property restates one rule of the policy's documentation and checks it against
-//! whatever `decide` returns, replaying the moves on a copy of the nodes the way the
-//! policy accounts for them (load shifted by the process's demand, memory by its size),
-//! so that a rule that depends on the moves made before it in the same call is checked
-//! against the figures the policy had at that point.
+//! whatever `decide` returns, replaying the moves on a [`Replica`] of the figures the
+//! policy works on (loads shifted by the process's demand; free memory projected
+//! `usher_horizon` seconds ahead, in f64 and possibly below zero, shifted by the
+//! process's size and growth to come), so that a rule that depends on the moves made
+//! before it in the same call is checked against the figures the policy had at that point.
+
+use std::collections::BTreeSet;
 
 use herd_balance::{decide, Flags, Move, Node, Params, Proc, Reason, Snapshot, REFERENCE_SPEED};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
+
+/// Load targets whose gain is at least this share of the best one are as good (the
+/// policy's `EQUAL_GAIN`).
+const EQUAL_GAIN: f64 = 0.9;
 
 // ---------------------------------------------------------------------------------------
 // Generators
@@ -64,13 +71,15 @@ fn process(id: u64, nodes: usize) -> impl Strategy<Value = Proc> {
         prop_oneof![3 => 0.0f64..50.0, 1 => 0.0f64..5_000.0],
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.85),
+        0u32..=8,
     )
-        .prop_map(move |(at, demand, (rss, growth), age, moved, io_rate, locked, movable)| Proc {
+        .prop_map(move |(at, demand, (rss, growth), age, moved, io_rate, locked, movable, moves)| Proc {
             id,
             at,
             demand,
             rss,
             growth,
+            moves,
             age,
             since_move: age * moved,
             io_rate,
@@ -110,7 +119,7 @@ fn busy_snapshot() -> impl Strategy<Value = Snapshot> {
                 })
                 .collect();
             let procs: Vec<_> = (0..procs as u64)
-                .map(|id| (0..n, 0.2f64..=1.0).prop_map(move |(at, demand)| Proc { demand, ..job(1000 + id, at, demand) }))
+                .map(|id| (0..n, 0.2f64..=1.0, 0u32..=2).prop_map(move |(at, demand, moves)| Proc { moves, ..job(1000 + id, at, demand) }))
                 .collect();
             (0..n, nodes, procs)
         })
@@ -157,6 +166,46 @@ fn params() -> impl Strategy<Value = Params> {
     params_from(0.0)
 }
 
+/// Homes deciding at once: `targets` equal idle nodes, and 24-48 homes, each a busy
+/// 1-CPU node with 2-6 equal CPU-bound processes, all ids distinct. Every home sees the
+/// same targets with the same figures, and is loaded enough (2 more runnable than its
+/// processes) for each of them to gain on any.
+#[derive(Clone, Debug)]
+struct Crowd {
+    targets: Vec<Node>,
+    homes: Vec<(Node, Vec<Proc>)>,
+}
+
+fn crowd() -> impl Strategy<Value = Crowd> {
+    (3usize..=8, 24usize..=48, 2usize..=6, 1u32..=4, prop_oneof![Just(5_000u32), Just(10_000), Just(20_000)], 0.0f64..=4.0)
+        .prop_flat_map(|(k, h, m, cpus, speed, extra)| {
+            let ids = prop::collection::btree_set(any::<u64>(), k + h);
+            let pids = prop::collection::btree_set(any::<u64>(), h * m);
+            (ids, pids).prop_map(move |(ids, pids)| {
+                let ids: Vec<u64> = ids.into_iter().collect();
+                let pids: Vec<u64> = pids.into_iter().collect();
+                let targets = ids[..k].iter().map(|&id| Node { id, cpus, speed, load: 0.0, ..plain_node(id, 0.0) }).collect();
+                let homes = ids[k..]
+                    .iter()
+                    .zip(pids.chunks(m))
+                    .map(|(&id, pids)| {
+                        let home = plain_node(id, m as f64 + 2.0 + extra);
+                        (home, pids.iter().map(|&pid| job(pid, 0, 1.0)).collect())
+                    })
+                    .collect();
+                Crowd { targets, homes }
+            })
+        })
+}
+
+/// One home's snapshot: itself first, then the targets.
+fn crowd_snapshot(c: &Crowd, home: usize) -> Snapshot {
+    let (node, procs) = &c.homes[home];
+    let mut nodes = vec![node.clone()];
+    nodes.extend(c.targets.iter().cloned());
+    Snapshot { home: 0, nodes, procs: procs.clone(), transfer_rate: 0.0 }
+}
+
 // ---------------------------------------------------------------------------------------
 // Replaying moves the way the policy accounts for them
 // ---------------------------------------------------------------------------------------
@@ -172,67 +221,196 @@ fn rate(n: &Node, load: f64, demand: f64) -> f64 {
     demand.min(share) * f64::from(n.speed.max(1)) / REFERENCE_SPEED
 }
 
-fn mem_low(n: &Node, p: &Params) -> bool {
-    n.mem_total > 0 && (n.mem_free as f64) < p.mem_low * n.mem_total as f64
-}
-
 /// What a process will have grown by at the ushering horizon, bytes.
-fn ahead(pr: &Proc, p: &Params) -> u64 {
-    (pr.growth.max(0.0) * p.usher_horizon) as u64
+fn ahead(pr: &Proc, p: &Params) -> f64 {
+    pr.growth.max(0.0) * p.usher_horizon
 }
 
-/// The nodes as the policy starts from: free memory less what this home's processes on
-/// each will have grown by at the ushering horizon.
-fn working_copy(snap: &Snapshot, p: &Params) -> Vec<Node> {
-    let mut nodes = snap.nodes.clone();
-    for pr in &snap.procs {
-        nodes[pr.at].mem_free = nodes[pr.at].mem_free.saturating_sub(ahead(pr, p));
-    }
-    nodes
+/// Seconds a process must stay where it is before a load move: `min_residence`, doubled
+/// with each move it made, up to 64×.
+fn residence(pr: &Proc, p: &Params) -> f64 {
+    p.min_residence * f64::from(1u32 << pr.moves.min(6))
 }
 
-/// The same bookkeeping as the policy's working copy: load and memory (with the growth
-/// to come) follow the process.
-fn shift(nodes: &mut [Node], pr: &Proc, to: usize, p: &Params) {
-    let bytes = pr.rss.saturating_add(ahead(pr, p));
-    let from = &mut nodes[pr.at];
-    from.load = (from.load - pr.demand).max(0.0);
-    from.mem_free = from.mem_free.saturating_add(bytes).min(from.mem_total.max(from.mem_free));
-    let to = &mut nodes[to];
-    to.load += pr.demand;
-    to.mem_free = to.mem_free.saturating_sub(bytes);
+/// Neither locked nor busy: the policy may move it.
+fn free(pr: &Proc) -> bool {
+    pr.movable && !pr.locked
 }
 
 fn find<'a>(snap: &'a Snapshot, m: &Move) -> &'a Proc {
     snap.procs.iter().find(|p| p.id == m.proc).unwrap_or_else(|| panic!("move of an unknown process: {m:?}"))
 }
 
-fn transfer_rate(snap: &Snapshot, p: &Params) -> f64 {
-    if snap.transfer_rate > 0.0 {
-        snap.transfer_rate
-    } else {
-        p.default_rate
-    }
+fn index(snap: &Snapshot, m: &Move) -> usize {
+    snap.procs.iter().position(|p| p.id == m.proc).unwrap_or_else(|| panic!("move of an unknown process: {m:?}"))
 }
 
 /// Seconds a process must have run (and stayed) to pay for its move.
 fn pay(snap: &Snapshot, p: &Params, pr: &Proc) -> f64 {
-    p.pay_factor * pr.rss as f64 / transfer_rate(snap, p)
+    let rate = if snap.transfer_rate > 0.0 { snap.transfer_rate } else { p.default_rate };
+    p.pay_factor * pr.rss as f64 / rate
 }
 
-/// The snapshot after the moves: loads and memory shifted (growth not counted: it has not
-/// happened yet), moved processes at their target, just arrived.
+/// The figures the policy decides on, as the moves replayed so far left them.
+struct Replica<'a> {
+    snap: &'a Snapshot,
+    p: &'a Params,
+    load: Vec<f64>,
+    /// Free memory `usher_horizon` seconds ahead: the published figure less what this
+    /// home's processes on the node will have grown by. May go below zero.
+    free: Vec<f64>,
+    /// By index in `snap.procs`: moved by a replayed move.
+    moved: Vec<bool>,
+}
+
+impl<'a> Replica<'a> {
+    fn new(snap: &'a Snapshot, p: &'a Params) -> Self {
+        let mut free: Vec<f64> = snap.nodes.iter().map(|n| n.mem_free as f64).collect();
+        for pr in &snap.procs {
+            free[pr.at] -= ahead(pr, p);
+        }
+        Replica { snap, p, load: snap.nodes.iter().map(|n| n.load).collect(), free, moved: vec![false; snap.procs.len()] }
+    }
+
+    /// Free memory left on `t` above `keep` × its total with `pr` there (and grown);
+    /// unlimited on a node whose memory is unknown (total 0).
+    fn room(&self, t: usize, pr: &Proc, keep: f64) -> f64 {
+        let n = &self.snap.nodes[t];
+        if n.mem_total == 0 {
+            return f64::INFINITY;
+        }
+        self.free[t] - pr.rss as f64 - ahead(pr, self.p) - keep * n.mem_total as f64
+    }
+
+    /// Below `mem_low` of its total, growth to come counted.
+    fn short(&self, t: usize) -> bool {
+        let n = &self.snap.nodes[t];
+        n.mem_total > 0 && self.free[t] < self.p.mem_low * n.mem_total as f64
+    }
+
+    fn normalised(&self, t: usize) -> f64 {
+        self.load[t] / capacity(&self.snap.nodes[t])
+    }
+
+    /// Can be sent this home's processes.
+    fn receives(&self, t: usize) -> bool {
+        let n = &self.snap.nodes[t];
+        t == self.snap.home || (n.compatible && !n.flags.blocked && !n.flags.quiet)
+    }
+
+    /// Why process `i` cannot move for load now, wherever it would go.
+    fn held(&self, i: usize) -> Option<String> {
+        let (snap, p, pr) = (self.snap, self.p, &self.snap.procs[i]);
+        let src = &snap.nodes[pr.at];
+        let pay = pay(snap, p, pr);
+        if self.moved[i] {
+            Some("moved already".into())
+        } else if !free(pr) {
+            Some("locked or not movable".into())
+        } else if pr.demand < p.min_demand {
+            Some(format!("demand {} < min_demand {}", pr.demand, p.min_demand))
+        } else if pr.io_rate >= p.io_calls {
+            Some(format!("I/O-bound ({} calls/s)", pr.io_rate))
+        } else if src.flags.stay || (pr.at == snap.home && src.flags.lstay) {
+            Some(format!("kept by {:?}", src.flags))
+        } else if pr.since_move < residence(pr, p).max(pay) || pr.age < pay {
+            Some(format!("there {} s, must stay {} s (residence) and pay {} s", pr.since_move, residence(pr, p), pay))
+        } else {
+            None
+        }
+    }
+
+    /// The CPU rates `pr` gets where it is and on `t`.
+    fn rates(&self, pr: &Proc, t: usize) -> (f64, f64) {
+        let here = rate(&self.snap.nodes[pr.at], self.load[pr.at].max(pr.demand), pr.demand);
+        let there = rate(&self.snap.nodes[t], self.load[t] + pr.demand, pr.demand);
+        (here, there)
+    }
+
+    /// Why `t` is not a target of a load move of `pr`.
+    fn refuses(&self, pr: &Proc, t: usize) -> Option<String> {
+        let p = self.p;
+        let dst = &self.snap.nodes[t];
+        let (here, there) = self.rates(pr, t);
+        if t == pr.at || !self.receives(t) {
+            Some("cannot receive".into())
+        } else if self.room(t, pr, p.mem_target_free) < 0.0 {
+            Some(format!("memory: room {} < 0", self.room(t, pr, p.mem_target_free)))
+        } else if self.normalised(t) + p.stability * pr.demand / capacity(dst) >= self.normalised(pr.at) {
+            Some(format!(
+                "stability: target {} + {} × {} / {} ≥ source {}",
+                self.normalised(t),
+                p.stability,
+                pr.demand,
+                capacity(dst),
+                self.normalised(pr.at)
+            ))
+        } else if there <= here {
+            Some(format!("rate {here} → {there}"))
+        } else {
+            None
+        }
+    }
+
+    /// Every target of a load move of `pr`, with its gain.
+    fn load_targets(&self, pr: &Proc) -> Vec<(f64, usize)> {
+        (0..self.snap.nodes.len())
+            .filter(|&t| self.refuses(pr, t).is_none())
+            .map(|t| {
+                let (here, there) = self.rates(pr, t);
+                (there / here.max(1e-9), t)
+            })
+            .collect()
+    }
+
+    /// The best gain of a load move of process `i` now, if it can make one.
+    fn best_gain(&self, i: usize) -> Option<f64> {
+        if self.held(i).is_some() {
+            return None;
+        }
+        self.load_targets(&self.snap.procs[i]).iter().map(|g| g.0).reduce(f64::max)
+    }
+
+    /// Accounts a move: load, and memory with its growth to come, follow the process.
+    fn shift(&mut self, m: &Move) {
+        let i = index(self.snap, m);
+        let pr = &self.snap.procs[i];
+        let bytes = pr.rss as f64 + ahead(pr, self.p);
+        self.load[pr.at] = (self.load[pr.at] - pr.demand).max(0.0);
+        self.free[pr.at] += bytes;
+        self.load[m.to] += pr.demand;
+        self.free[m.to] -= bytes;
+        self.moved[i] = true;
+    }
+}
+
+/// The next round's snapshot after the moves: published loads and memory shifted (the
+/// growth to come has not happened yet; free memory as the policy counted it, not capped
+/// at the node's total), moved processes at their target, just arrived, one more move.
 fn apply(snap: &Snapshot, moves: &[Move]) -> Snapshot {
     let mut next = snap.clone();
-    let now = Params { usher_horizon: 0.0, ..Params::default() };
     for m in moves {
-        let pr = find(snap, m).clone();
-        shift(&mut next.nodes, &pr, m.to, &now);
+        let pr = find(snap, m);
+        let from = &mut next.nodes[m.from];
+        from.load = (from.load - pr.demand).max(0.0);
+        from.mem_free = from.mem_free.saturating_add(pr.rss);
+        let to = &mut next.nodes[m.to];
+        to.load += pr.demand;
+        to.mem_free = to.mem_free.saturating_sub(pr.rss);
         let moved = next.procs.iter_mut().find(|p| p.id == m.proc).unwrap();
         moved.at = m.to;
         moved.since_move = 0.0;
+        moved.moves += 1;
     }
     next
+}
+
+fn rank(reason: Reason) -> u8 {
+    match reason {
+        Reason::Io => 0,
+        Reason::Memory => 1,
+        Reason::Load { .. } => 2,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -255,49 +433,61 @@ proptest! {
     }
 
     /// (b) Locked or immovable processes stay; each process moves at most once, from
-    /// where it is, somewhere else; at most `max_moves` moves.
+    /// where it is, somewhere else; at most `max_moves` moves; I/O moves first, then
+    /// memory, then load.
     #[test]
     fn moves_are_well_formed(snap in snapshot(), p in params()) {
         let moves = decide(&snap, &p);
         prop_assert!(moves.len() <= p.max_moves, "{} moves, max {}", moves.len(), p.max_moves);
         for (k, m) in moves.iter().enumerate() {
             let pr = find(&snap, m);
-            prop_assert!(pr.movable && !pr.locked, "{m:?} moves {pr:?}");
+            prop_assert!(free(pr), "{m:?} moves {pr:?}");
             prop_assert_eq!(m.from, pr.at);
             prop_assert_ne!(m.to, m.from);
             prop_assert!(m.to < snap.nodes.len());
             prop_assert!(moves[..k].iter().all(|o| o.proc != m.proc), "{:?} moved twice", m.proc);
         }
+        prop_assert!(moves.windows(2).all(|w| rank(w[0].reason) <= rank(w[1].reason)), "out of order: {moves:?}");
     }
 
-    /// (c) A load move passes the stability rule against the loads left by the moves
-    /// before it, gives the process more CPU, and the process has paid for it.
+    /// (c) A load move passes every rule against the figures the moves before it left:
+    /// the process has paid for its move and stayed its residence (doubled with each
+    /// move it made), the target passes the stability rule, keeps `mem_target_free` of
+    /// its memory free with the process and its growth to come, and gives it more CPU;
+    /// the reported gain is the best of all such targets and the chosen one is within
+    /// `EQUAL_GAIN` of it; no process that could move gains more. And the policy stops
+    /// only at `max_moves` or when no process can move for load.
     #[test]
-    fn load_moves_are_stable_and_paid(snap in snapshot(), p in params()) {
-        let mut nodes = working_copy(&snap, &p);
-        for m in decide(&snap, &p) {
-            let pr = find(&snap, &m);
+    fn load_moves_follow_the_rules(snap in prop_oneof![snapshot(), busy_snapshot()], p in params()) {
+        let moves = decide(&snap, &p);
+        let mut r = Replica::new(&snap, &p);
+        for m in &moves {
             if let Reason::Load { gain } = m.reason {
-                let (src, dst) = (&nodes[m.from], &nodes[m.to]);
-                prop_assert!(
-                    dst.normalised() + p.stability * pr.demand / capacity(dst) < src.normalised(),
-                    "{m:?}: target {} + {} × {} / {} ≥ source {}",
-                    dst.normalised(), p.stability, pr.demand, capacity(dst), src.normalised()
-                );
-                let here = rate(src, src.load.max(pr.demand), pr.demand);
-                let there = rate(dst, dst.load + pr.demand, pr.demand);
-                prop_assert!(there > here && gain > 1.0, "{m:?}: rate {here} → {there}");
-                let pay = pay(&snap, &p, pr);
-                prop_assert!(pr.since_move >= p.min_residence.max(pay) && pr.age >= pay, "{m:?} of {pr:?}, pay {pay}");
-                prop_assert!(pr.demand >= p.min_demand && pr.io_rate < p.io_calls, "{m:?} of {pr:?}");
-                let kept = src.flags.stay || (m.from == snap.home && src.flags.lstay);
-                prop_assert!(!kept, "{m:?} from {src:?}");
-                if dst.mem_total > 0 {
-                    let left = dst.mem_free as f64 - pr.rss as f64;
-                    prop_assert!(left >= p.mem_target_free * dst.mem_total as f64, "{m:?} starts ushering at {dst:?}");
+                let i = index(&snap, m);
+                let pr = &snap.procs[i];
+                prop_assert!(r.held(i).is_none(), "{m:?} of {pr:?}: {}", r.held(i).unwrap_or_default());
+                let refused = r.refuses(pr, m.to);
+                prop_assert!(refused.is_none(), "{m:?} of {pr:?}: {}", refused.unwrap_or_default());
+                let targets = r.load_targets(pr);
+                let best = targets.iter().map(|g| g.0).fold(f64::NEG_INFINITY, f64::max);
+                prop_assert_eq!(gain, best, "{:?}: not the best gain of {:?}", m, targets);
+                let chosen = targets.iter().find(|g| g.1 == m.to).map(|g| g.0).unwrap_or_default();
+                prop_assert!(chosen >= EQUAL_GAIN * best, "{m:?}: gain {chosen} there, {best} elsewhere: {targets:?}");
+                for j in 0..snap.procs.len() {
+                    if let Some(other) = r.best_gain(j).filter(|_| j != i) {
+                        prop_assert!(
+                            other < gain || (other == gain && j > i),
+                            "{m:?} (gain {gain}) before {:?} (gain {other})", snap.procs[j]
+                        );
+                    }
                 }
             }
-            shift(&mut nodes, pr, m.to, &p);
+            r.shift(m);
+        }
+        if moves.len() < p.max_moves && !snap.nodes[snap.home].flags.quiet {
+            for j in 0..snap.procs.len() {
+                prop_assert!(r.best_gain(j).is_none(), "{:?} could still move for load: {:?}", snap.procs[j], r.load_targets(&snap.procs[j]));
+            }
         }
     }
 
@@ -314,27 +504,73 @@ proptest! {
         prop_assert_eq!(decide(&snap, &p), decide(&snap.clone(), &p.clone()));
     }
 
-    /// (f) I/O moves bring I/O-bound processes home; memory moves leave nodes short of
-    /// memory (as the moves before left them) for nodes that keep enough free.
+    /// (f) I/O moves bring I/O-bound processes home when home keeps `mem_low` of its
+    /// memory free with them, and the I/O rule leaves away only those it has no room
+    /// for; memory moves take the largest processes first off nodes short of memory (as
+    /// the moves before left them, growth to come counted) to the node with the most
+    /// room above `mem_target_free` (the lower index on a tie; unknown memory: unlimited).
     #[test]
     fn io_and_memory_moves_have_their_cause(snap in snapshot(), p in params()) {
-        let mut nodes = working_copy(&snap, &p);
-        for m in decide(&snap, &p) {
-            let pr = find(&snap, &m);
-            match m.reason {
-                Reason::Io => {
-                    prop_assert!(pr.io_rate >= p.io_calls && m.to == snap.home, "{m:?} of {pr:?}");
-                }
-                Reason::Memory => {
-                    prop_assert!(mem_low(&nodes[m.from], &p), "{m:?} from {:?}", nodes[m.from]);
-                    let t = &nodes[m.to];
-                    let left = t.mem_free as f64 - pr.rss as f64;
-                    prop_assert!(left >= p.mem_target_free * t.mem_total as f64, "{m:?} to {t:?}");
-                }
-                Reason::Load { .. } => {}
-            }
-            shift(&mut nodes, pr, m.to, &p);
+        let moves = decide(&snap, &p);
+        let mut r = Replica::new(&snap, &p);
+        let io = moves.iter().take_while(|m| m.reason == Reason::Io).count();
+        for m in &moves[..io] {
+            let pr = find(&snap, m);
+            prop_assert!(pr.io_rate >= p.io_calls && m.from != snap.home && m.to == snap.home, "{m:?} of {pr:?}");
+            let room = r.room(snap.home, pr, p.mem_low);
+            prop_assert!(room >= 0.0, "{m:?} of {pr:?}: home short by {} bytes", -room);
+            r.shift(m);
         }
+        if io < p.max_moves && !snap.nodes[snap.home].flags.quiet {
+            for (i, pr) in snap.procs.iter().enumerate() {
+                if !r.moved[i] && free(pr) && pr.at != snap.home && pr.io_rate >= p.io_calls {
+                    let room = r.room(snap.home, pr, p.mem_low);
+                    prop_assert!(room < 0.0, "{pr:?} left away with {room} bytes of room at home");
+                }
+            }
+        }
+        let mut last: Option<&Proc> = None;
+        for m in &moves[io..] {
+            let pr = find(&snap, m);
+            prop_assert!(m.reason != Reason::Io, "{m:?} after other moves");
+            if m.reason == Reason::Memory {
+                prop_assert!(r.short(m.from), "{m:?} from node {} with {} bytes free", m.from, r.free[m.from]);
+                let room = r.room(m.to, pr, p.mem_target_free);
+                prop_assert!(room >= 0.0, "{m:?} to node {} short by {} bytes", m.to, -room);
+                for t in (0..snap.nodes.len()).filter(|&t| t != m.from && t != m.to && r.receives(t)) {
+                    let other = r.room(t, pr, p.mem_target_free);
+                    prop_assert!(other < room || (other == room && t > m.to), "{m:?}: {room} bytes of room there, {other} on {t}");
+                }
+                if let Some(before) = last {
+                    let order = |x: &Proc| (std::cmp::Reverse(x.rss), snap.procs.iter().position(|y| y.id == x.id));
+                    prop_assert!(order(before) < order(pr), "{before:?} ushered before {pr:?}");
+                }
+                last = Some(pr);
+            }
+            r.shift(m);
+        }
+    }
+
+    /// (g) Homes that decide at once on the same equally good idle targets do not all
+    /// send their processes to the same one.
+    #[test]
+    fn equal_targets_are_spread(c in crowd()) {
+        let p = Params { max_moves: 1, ..Params::default() };
+        let mut chosen = Vec::new();
+        let mut gains = BTreeSet::new();
+        for h in 0..c.homes.len() {
+            let snap = crowd_snapshot(&c, h);
+            let moves = decide(&snap, &p);
+            prop_assert_eq!(moves.len(), 1, "home {}: {:?}", h, moves);
+            if let Reason::Load { gain } = moves[0].reason {
+                gains.insert(gain.to_bits());
+            } else {
+                prop_assert!(false, "home {}: {:?}", h, moves);
+            }
+            chosen.push(snap.nodes[moves[0].to].id);
+        }
+        prop_assert_eq!(gains.len(), 1, "the targets are equal, so are the gains");
+        prop_assert!(chosen.iter().any(|&t| t != chosen[0]), "{} homes all chose node {} of {} equal ones", chosen.len(), chosen[0], c.targets.len());
     }
 
     /// No ping-pong: after the moves are carried out, a second round with the same
@@ -342,29 +578,23 @@ proptest! {
     /// the first round moved back across the same pair of nodes.
     ///
     /// `min_residence` > 0, so a process that just arrived is not movable for load. I/O
-    /// and memory moves ignore residence by design; see `io_bound_on_memory_short_home`
-    /// for the one way that makes a process bounce. Processes do not grow here: with
-    /// growth, the phantom memory of `ushering_counts_no_phantom_memory` makes processes
-    /// bounce too.
+    /// and memory moves ignore residence by design, but a move never leaves its target
+    /// short of memory (the I/O rule keeps `mem_low` free at home, memory and load moves
+    /// `mem_target_free` at their target), so the second round finds no reason to move
+    /// such a process again — except an I/O-bound process ushered in the first round,
+    /// which comes home in the second when the first round's other moves made room
+    /// there (memory, then I/O: once, not back and forth).
     #[test]
-    fn no_ping_pong(mut snap in prop_oneof![snapshot(), busy_snapshot()], p in params_from(0.5)) {
-        // Without growth: see `ushering_counts_no_phantom_memory` for what growth does.
-        for pr in &mut snap.procs {
-            pr.growth = 0.0;
-        }
+    fn no_ping_pong(snap in prop_oneof![snapshot(), busy_snapshot()], p in params_from(0.5)) {
         let first = decide(&snap, &p);
         let next = apply(&snap, &first);
         let second = decide(&next, &p);
         let touches = |m: &Move, a: usize, b: usize| [m.from, m.to].iter().any(|&x| x == a || x == b);
         for (k, m) in second.iter().enumerate() {
-            let again = first.iter().find(|f| f.proc == m.proc);
-            if let Some(f) = again {
+            if let Some(f) = first.iter().find(|f| f.proc == m.proc) {
                 let pr = find(&next, m);
-                // Known: an I/O-bound process is pulled home, then ushered out of a home
-                // short of memory, then pulled home again (see the ignored test below).
-                let io_memory_bounce = matches!((f.reason, m.reason), (Reason::Io, Reason::Memory) | (Reason::Memory, Reason::Io))
-                    && pr.io_rate >= p.io_calls;
-                prop_assert!(io_memory_bounce, "{f:?} then {m:?}");
+                let comes_home = (f.reason, m.reason) == (Reason::Memory, Reason::Io) && pr.io_rate >= p.io_calls;
+                prop_assert!(comes_home, "{f:?} then {m:?}");
             }
             if !matches!(m.reason, Reason::Load { .. }) {
                 continue;
@@ -396,7 +626,11 @@ fn plain_node(id: u64, load: f64) -> Node {
 }
 
 fn job(id: u64, at: usize, demand: f64) -> Proc {
-    Proc { id, at, demand, rss: 10 * MIB, growth: 0.0, age: 60.0, since_move: 60.0, io_rate: 0.0, locked: false, movable: true }
+    Proc { id, at, demand, rss: 10 * MIB, growth: 0.0, moves: 0, age: 60.0, since_move: 60.0, io_rate: 0.0, locked: false, movable: true }
+}
+
+fn summary(moves: &[Move]) -> Vec<(u64, usize, usize)> {
+    moves.iter().map(|m| (m.proc, m.from, m.to)).collect()
 }
 
 /// After a move S → T the same process (or one as large) cannot come back: for a
@@ -413,20 +647,32 @@ fn swap_back_is_smaller() {
         transfer_rate: 0.0,
     };
     let first = decide(&snap, &p);
-    assert_eq!(first.iter().map(|m| (m.proc, m.from, m.to)).collect::<Vec<_>>(), vec![(1, 0, 1)]);
+    assert_eq!(summary(&first), vec![(1, 0, 1)]);
     snap = apply(&snap, &first);
     let second = decide(&snap, &p);
-    assert_eq!(second.iter().map(|m| (m.proc, m.from, m.to)).collect::<Vec<_>>(), vec![(2, 1, 0)]);
+    assert_eq!(summary(&second), vec![(2, 1, 0)]);
     // Loads 4.5 / 3.0, then 3.5 / 4.0, then 3.8 / 3.7.
 }
 
-/// An I/O-bound process at home on a node short of memory is ushered out, pulled back
-/// home by the I/O rule the next round, ushered out again, and so on every second: the
-/// I/O and memory rules both ignore residence, and neither looks at the other.
-///
-/// Ignored: it fails on the policy as it is (reported, not fixed here).
+/// A process that has moved `k` times stays `min_residence` × 2^k seconds (at most 64×)
+/// before it moves for load again.
 #[test]
-#[ignore = "policy bug: I/O-bound process bounces between the I/O and memory rules"]
+fn residence_doubles_with_each_move() {
+    let p = Params::default(); // min_residence 2 s
+    for (moves, stay) in [(0u32, 2.0), (1, 4.0), (3, 16.0), (6, 128.0), (20, 128.0)] {
+        let mut snap = Snapshot { home: 0, nodes: vec![plain_node(1, 2.0), plain_node(2, 0.0)], procs: vec![job(1, 0, 1.0)], transfer_rate: 0.0 };
+        snap.procs[0].moves = moves;
+        snap.procs[0].since_move = stay - 0.01;
+        assert_eq!(decide(&snap, &p), vec![], "{moves} moves, there {} s", stay - 0.01);
+        snap.procs[0].since_move = stay;
+        assert_eq!(summary(&decide(&snap, &p)), vec![(1, 0, 1)], "{moves} moves, there {stay} s");
+    }
+}
+
+/// An I/O-bound process at home on a node short of memory is ushered out, and the I/O
+/// rule does not bring it back while home would be short with it (it used to, every
+/// second: both rules ignore residence). Once home has room, it comes home.
+#[test]
 fn io_bound_on_memory_short_home() {
     let p = Params::default();
     let mut snap = Snapshot { home: 0, nodes: vec![plain_node(1, 1.0), plain_node(2, 0.0)], procs: vec![job(1, 0, 1.0)], transfer_rate: 0.0 };
@@ -439,21 +685,21 @@ fn io_bound_on_memory_short_home() {
         moves.extend(round.iter().map(|m| (m.from, m.to, m.reason)));
         snap = apply(&snap, &round);
     }
-    assert!(moves.len() <= 1, "moves in 4 rounds: {moves:?}");
+    assert_eq!(moves, vec![(0, 1, Reason::Memory)], "moves in 4 rounds");
+    // Home has 1.5 GiB free of 8 without it: with it, 0.5 GiB, under the 0.8 of mem_low.
+    // Another process's gigabyte leaving home makes room: 1.5 GiB left with it, over 0.8.
+    snap.nodes[0].mem_free += GIB;
+    assert_eq!(decide(&snap, &p), vec![Move { proc: 1, from: 1, to: 0, reason: Reason::Io }]);
 }
 
-/// A process whose growth to come is larger than its node's free memory leaves that node
-/// with memory it never had, and ushering then sends others there.
+/// A process whose growth to come is larger than its node's free memory does not leave
+/// that node with memory it never had.
 ///
-/// The policy first takes each process's growth to come off its node's free memory,
-/// saturating at 0, then gives back size + growth when the process leaves. On A (32 GiB,
-/// 1 GiB free) P (1 GiB, growing 2 GiB/s: 10 GiB in 5 s) takes A to 0, not −9 GiB; when P
-/// is ushered home, A counts 11 GiB free where it has 2 GiB (6 %, itself below mem_low),
-/// and Q, short of memory on C, is ushered to A as "the node with the most room".
-///
-/// Ignored: it fails on the policy as it is (reported, not fixed here).
+/// On A (32 GiB, 1 GiB free) P (1 GiB, growing 2 GiB/s: 10 GiB in 5 s) takes A to −9 GiB
+/// ahead; ushered home, it leaves A with 2 GiB (6 %, itself below mem_low). Q, short of
+/// memory on C, must then go home too, not to A as "the node with the most room" (which
+/// it was when A's free memory saturated at 0 and P gave back 11 GiB).
 #[test]
-#[ignore = "policy bug: saturated growth leaves phantom free memory on the node a process leaves"]
 fn ushering_counts_no_phantom_memory() {
     let p = Params::default();
     let mem = |total: u64, free: u64| Node { mem_total: total, mem_free: free, ..plain_node(0, 0.5) };
@@ -470,6 +716,28 @@ fn ushering_counts_no_phantom_memory() {
         ],
         transfer_rate: 0.0,
     };
-    let moves: Vec<_> = decide(&snap, &p).iter().map(|m| (m.proc, m.from, m.to)).collect();
-    assert!(!moves.contains(&(2, 2, 1)), "Q ushered to A, which has 2 GiB of 32 free: {moves:?}");
+    let moves: Vec<_> = decide(&snap, &p).iter().map(|m| (m.proc, m.from, m.to, m.reason)).collect();
+    assert_eq!(moves, vec![(1, 1, 0, Reason::Memory), (2, 2, 0, Reason::Memory)]);
+}
+
+/// Homes pick among equal targets by a hash of the process's id and the target's id,
+/// not of the home: homes whose candidates have the same pid (pids are per machine:
+/// machines started the same way run the same pids) all pick the same target.
+///
+/// Ignored: it fails on the policy as it is (reported, not fixed here).
+#[test]
+#[ignore = "policy weakness: the spreading hash leaves the home out"]
+fn homes_with_the_same_pids_spread() {
+    let p = Params { max_moves: 1, ..Params::default() };
+    let chosen: BTreeSet<u64> = (0..16)
+        .map(|h| {
+            let mut nodes = vec![plain_node(100 + h, 3.0)];
+            nodes.extend((1..=4).map(|t| plain_node(t, 0.0)));
+            let snap = Snapshot { home: 0, nodes, procs: vec![job(300, 0, 1.0), job(301, 0, 1.0), job(302, 0, 1.0)], transfer_rate: 0.0 };
+            let moves = decide(&snap, &p);
+            assert_eq!(moves.len(), 1, "{moves:?}");
+            snap.nodes[moves[0].to].id
+        })
+        .collect();
+    assert!(chosen.len() > 1, "16 homes, 4 equal targets, all chose {chosen:?}");
 }

@@ -19,12 +19,13 @@
 mod collector;
 #[path = "common/nodes.rs"]
 mod nodes;
+#[path = "common/scenarios.rs"]
+mod scenarios;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -42,7 +43,7 @@ const NODE_MEM: u64 = 512 << 20;
 const SPIN: &str = "1800";
 const JOB_LIMIT: Duration = Duration::from_secs(240);
 
-type Scenario = fn(&Lab);
+type Scenario = scenarios::Scenario<Lab>;
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("cpu_jobs_split_between_the_nodes", cpu_jobs_split_between_the_nodes),
     ("io_bound_stays_home_or_comes_back", io_bound_stays_home_or_comes_back),
@@ -53,26 +54,9 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 #[test]
 fn balancing_scenarios() {
     let Some(lab) = Lab::new() else { return };
-    let only: Option<Vec<String>> = std::env::var("HERD_BALANCE_ONLY").ok().map(|s| s.split(',').map(|w| w.trim().to_string()).collect());
-    let mut failed = Vec::new();
-    for &(name, scenario) in SCENARIOS {
-        if only.as_ref().is_some_and(|w| !w.iter().any(|w| name.contains(w.as_str()))) {
-            continue;
-        }
-        println!("=== {name}");
-        let start = Instant::now();
-        match catch_unwind(AssertUnwindSafe(|| scenario(&lab))) {
-            Ok(()) => println!("=== {name}: ok ({:.1?})", start.elapsed()),
-            Err(e) => {
-                let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                println!("=== {name}: FAILED: {msg}\n{}", lab.logs());
-                failed.push(name);
-            }
-        }
-        lab.quiet_down();
-    }
+    let (ran, failed) = scenarios::run(SCENARIOS, "HERD_BALANCE_ONLY", &lab, Lab::quiet_down, |lab| println!("{}", lab.logs()));
     let dir = lab.finish(failed.is_empty());
-    assert!(failed.is_empty(), "balancing scenarios failed: {failed:?} (logs kept in {})", dir.display());
+    scenarios::report("balancing scenarios", ran, &failed, &dir);
 }
 
 /// Six CPU-bound jobs (and a locked one) on n1: the balancer splits them 3/3 or so.
@@ -443,7 +427,7 @@ impl Lab {
         }
     }
 
-    /// Between scenarios: no process of the last one left, flags cleared.
+    /// Before each scenario: no process of the last one left, flags cleared.
     fn quiet_down(&self) {
         for node in ["n1", "n2"] {
             for op in ["noblock", "nolstay", "nostay", "noquiet"] {

@@ -8,6 +8,8 @@
 //! the non-root test when not run as root (it needs setpriv to become uid 65534). Every
 //! process is waited for with a time limit and killed (by pid) if it overstays.
 
+#[path = "common/wait.rs"]
+mod wait;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -43,20 +45,7 @@ fn herd_at(socket: &Path, args: &[&str]) -> Command {
 
 /// Waits for `child` (its pipes read to the end), within TIMEOUT.
 fn finish(child: Child) -> Output {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: kill takes plain integers; the child is not reaped yet (its waiter
-            // is still blocked), so the pid is still ours.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("pid {pid} did not end within {TIMEOUT:?}");
-        }
-    }
+    wait::finish(child, TIMEOUT, libc::SIGKILL)
 }
 
 fn output(mut cmd: Command) -> Output {

@@ -7,6 +7,8 @@
 //! Cargo's target tmpdir. Every process is waited for with a time limit and killed (by
 //! pid) if it overstays, so a failing test leaves nothing running.
 
+#[path = "common/wait.rs"]
+mod wait;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -56,20 +58,7 @@ impl Drop for Guard {
 
 /// Waits for `child` (its pipes read to the end), within TIMEOUT.
 fn finish(child: Child) -> Output {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: kill takes plain integers; the child is not yet reaped (its
-            // waiter is still blocked), so the pid is still ours.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("pid {pid} did not end within {TIMEOUT:?}");
-        }
-    }
+    wait::finish(child, TIMEOUT, libc::SIGKILL)
 }
 
 fn output(mut cmd: Command) -> Output {

@@ -6,6 +6,8 @@
 //! clusters, do not meet. Without root (the jobs run as nobody; the cpusets need root)
 //! or without herdd built next to herd: `SKIP` and return.
 
+#[path = "common/wait.rs"]
+mod wait;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -51,20 +53,7 @@ fn demo(dir: &Path, args: &[&str]) -> Command {
 
 /// Waits for `child` (its pipes read to the end), within TIMEOUT.
 fn finish(child: Child) -> Output {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: kill takes plain integers; the child is not reaped yet (its waiter
-            // is still blocked), so the pid is still ours.
-            unsafe { libc::kill(pid as i32, libc::SIGINT) };
-            panic!("herd demo (pid {pid}) did not end within {TIMEOUT:?}; sent it SIGINT");
-        }
-    }
+    wait::finish(child, TIMEOUT, libc::SIGINT)
 }
 
 /// Processes whose command line names `dir` (the demo's nodes, daemons and jobs do).

@@ -33,6 +33,8 @@
 mod collector;
 #[path = "common/nodes.rs"]
 mod nodes;
+#[path = "common/scenarios.rs"]
+mod scenarios;
 use collector::Collector;
 use nodes::{build_c, c_compiler, describe, herdd, nobody_can_run, prerequisites, python_for_nobody, HERD, NOBODY, PROGRAMS};
 use std::ffi::OsString;
@@ -40,7 +42,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::thread;
@@ -69,7 +70,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 const GONE: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(10);
 
-type Scenario = fn(&Lab);
+type Scenario = scenarios::Scenario<Lab>;
 
 /// In order; the last one kills n2's herdd (and starts it again).
 const SCENARIOS: &[(&str, Scenario)] = &[
@@ -91,52 +92,11 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 #[test]
 fn migration_scenarios() {
     let Some(lab) = Lab::new() else { return };
-    let only: Option<Vec<String>> =
-        std::env::var("HERD_MIGRATE_ONLY").ok().map(|s| s.split(',').map(|w| w.trim().to_string()).filter(|w| !w.is_empty()).collect());
-    let mut failed: Vec<(&str, String)> = Vec::new();
-    let mut ran = 0;
-    for &(name, scenario) in SCENARIOS {
-        if only.as_ref().is_some_and(|words| !words.iter().any(|w| name.contains(w.as_str()))) {
-            continue;
-        }
-        ran += 1;
-        println!("=== {name}");
-        let start = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            lab.wait_healthy();
-            scenario(&lab);
-        }));
-        match result {
-            Ok(()) => println!("=== {name}: ok ({:.1?})", start.elapsed()),
-            Err(e) => {
-                let msg = panic_text(&*e);
-                println!("=== {name}: FAILED after {:.1?}", start.elapsed());
-                failed.push((name, msg));
-            }
-        }
-    }
+    let (ran, failed) = scenarios::run(SCENARIOS, "HERD_MIGRATE_ONLY", &lab, Lab::wait_healthy, |_| {});
     let dir = lab.finish(failed.is_empty());
-    if !failed.is_empty() {
-        // In full above, as each failed; here the first line of each.
-        let list: Vec<String> = failed.iter().map(|(n, m)| format!("  {n}: {}", m.lines().next().unwrap_or_default())).collect();
-        panic!(
-            "{} of {ran} migration scenarios failed (the cluster's logs and programs are kept in {}):\n{}",
-            failed.len(),
-            dir.display(),
-            list.join("\n")
-        );
-    }
+    scenarios::report("migration scenarios", ran, &failed, &dir);
 }
 
-fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = e.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = e.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else {
-        "(a panic without a message)".to_string()
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The scenarios

@@ -175,6 +175,7 @@ impl Balancer {
                     demand: r.demand / 100.0,
                     rss: r.rss,
                     growth: r.rss_growth,
+                    moves: r.nmigs,
                     age: c.age,
                     since_move: c.since_move,
                     io_rate: r.io_rate,

@@ -136,25 +136,9 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
     Ok(())
 }
 
-/// `herd migrate`: moves process `pid` (of this home) to `target`.
-pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32) -> Result<Migrated, ControlError> {
-    let tx = {
-        let procs = shared.procs.procs.lock().expect("registry lock");
-        let h = procs.get(&pid).ok_or_else(|| {
-            err(ErrorKind::NoSuchProcess, format!("process {pid} is not a migratable process of this node (start it with `herd run`)"))
-        })?;
-        if caller != 0 && caller != h.uid {
-            return Err(err(ErrorKind::PermissionDenied, format!("process {pid} belongs to uid {}, not to you (uid {caller})", h.uid)));
-        }
-        h.tx.clone()
-    };
-    let (reply, rx) = oneshot::channel();
-    tx.send(Input::Migrate { target, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
-    rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
-}
-
-/// `herd lock` / `herd unlock`: whether the balancer may move process `pid`.
-pub fn set_lock(shared: &Shared, pid: i32, lock: bool, caller: u32) -> Result<(), ControlError> {
+/// Runs `f` on the handle of process `pid` of this home, if `caller` may act on it
+/// (root, or its owner).
+fn with_own<T>(shared: &Shared, pid: i32, caller: u32, f: impl FnOnce(&Handle) -> T) -> Result<T, ControlError> {
     let procs = shared.procs.procs.lock().expect("registry lock");
     let h = procs.get(&pid).ok_or_else(|| {
         err(ErrorKind::NoSuchProcess, format!("process {pid} is not a migratable process of this node (start it with `herd run`)"))
@@ -162,7 +146,20 @@ pub fn set_lock(shared: &Shared, pid: i32, lock: bool, caller: u32) -> Result<()
     if caller != 0 && caller != h.uid {
         return Err(err(ErrorKind::PermissionDenied, format!("process {pid} belongs to uid {}, not to you (uid {caller})", h.uid)));
     }
-    h.row.lock().expect("row lock").lock = lock;
+    Ok(f(h))
+}
+
+/// `herd migrate`: moves process `pid` (of this home) to `target`.
+pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32) -> Result<Migrated, ControlError> {
+    let tx = with_own(shared, pid, caller, |h| h.tx.clone())?;
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Migrate { target, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
+    rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
+}
+
+/// `herd lock` / `herd unlock`: whether the balancer may move process `pid`.
+pub fn set_lock(shared: &Shared, pid: i32, lock: bool, caller: u32) -> Result<(), ControlError> {
+    with_own(shared, pid, caller, |h| h.row.lock().expect("row lock").lock = lock)?;
     tracing::info!(pid, "{}", if lock { "locked" } else { "unlocked" });
     Ok(())
 }
