@@ -343,7 +343,8 @@ fn residence(pr: &Proc, p: &Params) -> f64 {
 }
 
 /// Two targets whose gains differ by less than this share are as good: the process picks
-/// between them by its own hash, so that homes deciding at once spread their processes.
+/// between them by a hash of itself, its home and the node, so that homes deciding at
+/// once (and listing the nodes in the same order) spread their processes.
 const EQUAL_GAIN: f64 = 0.9;
 
 /// The nodes' loads and free memory as this round's decisions change them. Free memory
@@ -406,7 +407,7 @@ impl Work {
         let top = fits.iter().map(|f| f.0).fold(0.0, f64::max);
         fits.into_iter()
             .filter(|f| f.0 >= EQUAL_GAIN * top)
-            .min_by_key(|&(_, t)| (mix(pr.id ^ self.nodes[t].id.rotate_left(29)), t))
+            .min_by_key(|&(_, t)| (mix(pr.id ^ self.nodes[snap.home].id.rotate_left(13) ^ self.nodes[t].id.rotate_left(29)), t))
             .map(|(_, t)| (top, t))
     }
 

@@ -98,9 +98,10 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         .prop_map(|(home, nodes, procs, transfer_rate)| Snapshot { home, nodes, procs, transfer_rate })
 }
 
-/// Only load at play: 2-4 plain nodes (no flags, memory to spare) and up to 12 old,
-/// small, CPU-bound processes, so that load moves, and second rounds after them, are
-/// common.
+/// Mostly load at play: 2-4 plain nodes (no flags, memory to spare) and up to 12
+/// CPU-bound processes of up to 2 GiB that have stayed up to 2 minutes where they are
+/// and moved at most twice, so that load moves, and second rounds after them, are
+/// common, and the residence and pay-for-move rules often decide.
 fn busy_snapshot() -> impl Strategy<Value = Snapshot> {
     (2usize..=4, 1usize..=12)
         .prop_flat_map(|(n, procs)| {
@@ -119,7 +120,17 @@ fn busy_snapshot() -> impl Strategy<Value = Snapshot> {
                 })
                 .collect();
             let procs: Vec<_> = (0..procs as u64)
-                .map(|id| (0..n, 0.2f64..=1.0, 0u32..=2).prop_map(move |(at, demand, moves)| Proc { moves, ..job(1000 + id, at, demand) }))
+                .map(|id| {
+                    (0..n, 0.2f64..=1.0, 0u32..=2, (0u32..=30, 0.0f64..1.0), 0.0f64..=120.0, 0.0f64..=120.0).prop_map(
+                        move |(at, demand, moves, (bits, f), since_move, before)| Proc {
+                            moves,
+                            rss: ((1u64 << bits) as f64 * (1.0 + f)) as u64,
+                            since_move,
+                            age: since_move + before,
+                            ..job(1000 + id, at, demand)
+                        },
+                    )
+                })
                 .collect();
             (0..n, nodes, procs)
         })
@@ -720,13 +731,10 @@ fn ushering_counts_no_phantom_memory() {
     assert_eq!(moves, vec![(1, 1, 0, Reason::Memory), (2, 2, 0, Reason::Memory)]);
 }
 
-/// Homes pick among equal targets by a hash of the process's id and the target's id,
-/// not of the home: homes whose candidates have the same pid (pids are per machine:
-/// machines started the same way run the same pids) all pick the same target.
-///
-/// Ignored: it fails on the policy as it is (reported, not fixed here).
+/// Homes pick among equal targets by a hash that includes the home: homes whose
+/// candidates have the same pid (pids are per machine: machines started the same way run
+/// the same pids) still spread them.
 #[test]
-#[ignore = "policy weakness: the spreading hash leaves the home out"]
 fn homes_with_the_same_pids_spread() {
     let p = Params { max_moves: 1, ..Params::default() };
     let chosen: BTreeSet<u64> = (0..16)

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use herd_balance::sim::{self, Outcome, Placement, SimConfig};
+use serde::Serialize;
 
 pub struct Config {
     pub nodes: usize,
@@ -102,66 +103,119 @@ fn print(cfg: &SimConfig, outcomes: &[Outcome], elapsed: f64) {
     println!("simulated in {elapsed:.1} s (the four placements in parallel)");
 }
 
-/// The same figures as one JSON object (written by hand: herd-bench has no JSON dependency).
-fn json(cfg: &SimConfig, outcomes: &[Outcome], elapsed: f64) -> String {
-    let rows: Vec<String> = outcomes
-        .iter()
-        .map(|o| {
-            format!(
-                "{{\"placement\":\"{}\",\"jobs\":{},\"unfinished\":{},\"mean_slowdown\":{},\"p95_slowdown\":{},\"p99_slowdown\":{},\
-                 \"mean_slowdown_long\":{},\"makespan\":{},\"migrations\":{},\"migrations_per_job\":{},\
-                 \"moves\":{{\"io\":{},\"memory\":{},\"load\":{}}},\"moved_jobs\":{},\"max_job_moves\":{},\"frozen_s\":{},\"received_p90\":{},\"decisions\":{}}}",
-                o.placement.name(),
-                o.jobs,
-                o.unfinished,
-                num(o.mean_slowdown),
-                num(o.p95_slowdown),
-                num(o.p99_slowdown),
-                num(o.mean_slowdown_long),
-                num(o.makespan),
-                o.migrations(),
-                num(o.migrations_per_job()),
-                o.moves[0],
-                o.moves[1],
-                o.moves[2],
-                o.moved_jobs,
-                o.max_job_moves,
-                num(o.frozen),
-                num(o.received_p90),
-                o.rounds
-            )
-        })
-        .collect();
-    format!(
-        "{{\"nodes\":{},\"seconds\":{},\"utilisation\":{},\"seed\":{},\"capacity\":{},\"arrival_rate\":{},\"elapsed_s\":{},\"placements\":[{}]}}",
-        cfg.nodes,
-        num(cfg.seconds),
-        num(cfg.utilisation),
-        cfg.seed,
-        num(cfg.capacity()),
-        num(cfg.arrival_rate()),
-        num(elapsed),
-        rows.join(",")
-    )
+/// The same figures as one JSON object, in the table's order (serde_json writes NaN and
+/// infinity, which JSON does not have, as null).
+#[derive(Serialize)]
+struct Report<'a> {
+    nodes: usize,
+    seconds: f64,
+    utilisation: f64,
+    seed: u64,
+    capacity: f64,
+    arrival_rate: f64,
+    elapsed_s: f64,
+    placements: Vec<Row<'a>>,
 }
 
-/// A JSON number (JSON has no NaN or infinity: those become null).
-fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".into()
-    }
+#[derive(Serialize)]
+struct Row<'a> {
+    placement: &'a str,
+    jobs: usize,
+    unfinished: usize,
+    mean_slowdown: f64,
+    p95_slowdown: f64,
+    p99_slowdown: f64,
+    mean_slowdown_long: f64,
+    makespan: f64,
+    migrations: u64,
+    migrations_per_job: f64,
+    moves: Moves,
+    moved_jobs: usize,
+    max_job_moves: u32,
+    frozen_s: f64,
+    received_p90: f64,
+    decisions: u64,
+}
+
+#[derive(Serialize)]
+struct Moves {
+    io: u64,
+    memory: u64,
+    load: u64,
+}
+
+fn json(cfg: &SimConfig, outcomes: &[Outcome], elapsed: f64) -> String {
+    let report = Report {
+        nodes: cfg.nodes,
+        seconds: cfg.seconds,
+        utilisation: cfg.utilisation,
+        seed: cfg.seed,
+        capacity: cfg.capacity(),
+        arrival_rate: cfg.arrival_rate(),
+        elapsed_s: elapsed,
+        placements: outcomes
+            .iter()
+            .map(|o| Row {
+                placement: o.placement.name(),
+                jobs: o.jobs,
+                unfinished: o.unfinished,
+                mean_slowdown: o.mean_slowdown,
+                p95_slowdown: o.p95_slowdown,
+                p99_slowdown: o.p99_slowdown,
+                mean_slowdown_long: o.mean_slowdown_long,
+                makespan: o.makespan,
+                migrations: o.migrations(),
+                migrations_per_job: o.migrations_per_job(),
+                moves: Moves { io: o.moves[0], memory: o.moves[1], load: o.moves[2] },
+                moved_jobs: o.moved_jobs,
+                max_job_moves: o.max_job_moves,
+                frozen_s: o.frozen,
+                received_p90: o.received_p90,
+                decisions: o.rounds,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&report).expect("plain numbers and strings serialise")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn outcome(placement: Placement, mean_slowdown: f64) -> Outcome {
+        Outcome {
+            placement,
+            jobs: 10,
+            unfinished: 0,
+            mean_slowdown,
+            p95_slowdown: 3.0,
+            p99_slowdown: 4.0,
+            mean_slowdown_long: 1.5,
+            makespan: 100.0,
+            moves: [1, 2, 3],
+            moved_jobs: 4,
+            max_job_moves: 2,
+            frozen: 0.5,
+            received_p90: 1.0,
+            rounds: 7,
+        }
+    }
+
     #[test]
-    fn json_numbers() {
-        assert_eq!(num(1.5), "1.5");
-        assert_eq!(num(3.0), "3");
-        assert_eq!(num(f64::NAN), "null");
+    fn json_has_every_figure_and_no_nan() {
+        let cfg = SimConfig { nodes: 3, seconds: 10.0, ..SimConfig::default() };
+        let text = json(&cfg, &[outcome(Placement::None, 1.5), outcome(Placement::Herd, f64::NAN)], 2.0);
+        assert!(text.starts_with(r#"{"nodes":3,"seconds":10.0,"#), "{text}");
+        let back: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(back["nodes"], 3);
+        assert_eq!(back["seed"], 1);
+        let rows = back["placements"].as_array().expect("placements");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["placement"], "none");
+        assert_eq!(rows[0]["mean_slowdown"], 1.5);
+        assert_eq!(rows[0]["migrations"], 6);
+        assert_eq!(rows[0]["moves"]["memory"], 2);
+        assert_eq!(rows[0]["decisions"], 7);
+        assert!(rows[1]["mean_slowdown"].is_null(), "{text}");
     }
 }
