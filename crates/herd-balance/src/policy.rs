@@ -20,6 +20,9 @@
 //!    The move with the largest gain is made first; the loads are updated and the next
 //!    one is chosen, up to [`Params::max_moves`] a round.
 //!
+//! Loads are the nodes' published ones (smoothed: they rise slowly), but never less than
+//! this home's own processes on a node make it.
+//!
 //! Never a target: a node that is blocked, quiet, not compatible with this home's
 //! processes, or not up. A locked process never moves; a process on a `stay` node, or at
 //! home on an `lstay` home, is not moved for load (memory ushering still moves it: the
@@ -363,7 +366,17 @@ impl Work {
                 *f -= ahead(pr, p);
             }
         }
-        Work { load: snap.nodes.iter().map(|n| n.load).collect(), free, nodes: snap.nodes.clone() }
+        // Published loads rise slowly: a node is at least as loaded as this home's own
+        // processes there make it (six new CPU-bound jobs are six, not the 4.4 that the
+        // smoothed load says after three seconds).
+        let mut mine = vec![0.0; snap.nodes.len()];
+        for pr in &snap.procs {
+            if let Some(m) = mine.get_mut(pr.at) {
+                *m += pr.demand;
+            }
+        }
+        let load = snap.nodes.iter().zip(mine).map(|(n, m)| n.load.max(m)).collect();
+        Work { load, free, nodes: snap.nodes.clone() }
     }
 
     /// Free memory left on node `t` above `keep` × its total with `pr` there.

@@ -280,7 +280,16 @@ impl<'a> Replica<'a> {
         for pr in &snap.procs {
             free[pr.at] -= ahead(pr, p);
         }
-        Replica { snap, p, load: snap.nodes.iter().map(|n| n.load).collect(), free, moved: vec![false; snap.procs.len()] }
+        // A node is at least as loaded as this home's own processes there make it.
+        let mut load: Vec<f64> = snap.nodes.iter().map(|n| n.load).collect();
+        let mut mine = vec![0.0; snap.nodes.len()];
+        for pr in &snap.procs {
+            mine[pr.at] += pr.demand;
+        }
+        for (l, m) in load.iter_mut().zip(mine) {
+            *l = l.max(m);
+        }
+        Replica { snap, p, load, free, moved: vec![false; snap.procs.len()] }
     }
 
     /// Free memory left on `t` above `keep` × its total with `pr` there (and grown);
