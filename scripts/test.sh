@@ -23,4 +23,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2

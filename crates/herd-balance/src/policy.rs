@@ -24,9 +24,13 @@
 //! this home's own processes on a node make it.
 //!
 //! Never a target: a node that is blocked, quiet, not compatible with this home's
-//! processes, or not up. A locked process never moves; a process on a `stay` node, or at
-//! home on an `lstay` home, is not moved for load (memory ushering still moves it: the
-//! alternative is the OOM killer).
+//! processes, or not up (home itself always takes its own processes back). Memory
+//! ushering only goes to nodes whose memory is known. A locked process never moves; a
+//! process on a `stay` or `quiet` node, or at home on an `lstay` home, is not moved for
+//! load (memory ushering and the I/O rule still move it: the alternatives are the OOM
+//! killer and a round trip per call). A quiet home moves nothing at all: it takes no
+//! part in balancing. Figures that are not numbers (NaN) count as none, and such a
+//! process stays where it is.
 
 use serde::{Deserialize, Serialize};
 
@@ -264,6 +268,8 @@ pub struct Move {
 /// The moves this home should make now. Pure and deterministic; ties go to the lower index.
 pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
     let mut moves = Vec::new();
+    let sane = sanitised(snap);
+    let snap = &sane;
     let Some(home) = snap.nodes.get(snap.home) else { return moves };
     if home.flags.quiet {
         return moves;
@@ -297,8 +303,9 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
         if moved[i] || !free(pr) || !w.short(pr.at, p) {
             continue;
         }
+        // Only to nodes whose memory is known to have room.
         let target = (0..snap.nodes.len())
-            .filter(|&t| t != pr.at && (snap.nodes[t].can_receive() || t == snap.home))
+            .filter(|&t| t != pr.at && (snap.nodes[t].can_receive() || t == snap.home) && snap.nodes[t].mem_total > 0)
             .map(|t| (t, w.room(t, pr, p, p.mem_target_free)))
             .filter(|&(_, room)| room >= 0.0)
             .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
@@ -317,7 +324,7 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
                 continue;
             }
             let src = &snap.nodes[pr.at];
-            if src.flags.stay || (pr.at == snap.home && src.flags.lstay) {
+            if src.flags.stay || src.flags.quiet || (pr.at == snap.home && src.flags.lstay) {
                 continue;
             }
             let pay = p.pay_factor * pr.rss as f64 / rate;
@@ -337,6 +344,30 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
         moves.push(Move { proc: pr.id, from: pr.at, to: t, reason: Reason::Load { gain } });
     }
     moves
+}
+
+/// The snapshot with every figure usable: a NaN or negative demand, I/O rate or growth
+/// (a bug, or garbage from a node) counts as none and the process stays; a node whose
+/// load is not a number is no target, and counts as idle.
+fn sanitised(snap: &Snapshot) -> Snapshot {
+    let mut s = snap.clone();
+    for n in &mut s.nodes {
+        if !(n.load.is_finite() && n.load >= 0.0) {
+            n.load = 0.0;
+            n.compatible = false;
+        }
+    }
+    let n = s.nodes.len();
+    for pr in &mut s.procs {
+        let bad = !(pr.demand.is_finite() && pr.io_rate.is_finite() && pr.growth.is_finite() && pr.age.is_finite() && pr.since_move.is_finite());
+        if bad || pr.at >= n {
+            pr.movable = false;
+        }
+        pr.demand = if pr.demand.is_finite() { pr.demand.clamp(0.0, 1.0) } else { 0.0 };
+        pr.io_rate = if pr.io_rate.is_finite() { pr.io_rate.max(0.0) } else { 0.0 };
+        pr.growth = if pr.growth.is_finite() { pr.growth.max(0.0) } else { 0.0 };
+    }
+    s
 }
 
 /// How long `pr` must stay where it is before a load move: `min_residence`, doubled with
@@ -513,6 +544,11 @@ impl Ledger {
         }
     }
 
+    /// Drops what was recorded of nodes `ids` (a move between them failed).
+    pub fn forget(&mut self, ids: &[u64]) {
+        self.entries.retain(|e| !ids.contains(&e.node));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -651,6 +687,22 @@ mod tests {
         let mut nodes = s.nodes.clone();
         ledger.adjust(&mut nodes, 100.0 + p.settle, &p);
         assert!(ledger.is_empty());
+    }
+
+    #[test]
+    fn figures_that_are_not_numbers_move_nothing_anywhere() {
+        let mut s = Snapshot { home: 0, nodes: vec![node(1, 6.0), node(2, f64::NAN), node(3, 0.0)], procs: (0..6).map(|i| job(i, 0)).collect(), transfer_rate: 0.0 };
+        s.procs[0].demand = f64::NAN;
+        s.procs[1].growth = f64::INFINITY;
+        s.procs.push(Proc { at: 7, ..job(99, 0) }); // on a node it does not know
+        let moves = decide(&s, &Params::default());
+        assert!(!moves.is_empty());
+        for m in &moves {
+            assert_eq!(m.to, 2, "only the sane idle node is a target: {m:?}");
+            assert!(![0, 1, 99].contains(&m.proc), "a process with broken figures moved: {m:?}");
+        }
+        s.home = 5;
+        assert!(decide(&s, &Params::default()).is_empty(), "home out of range");
     }
 
     #[test]

@@ -331,7 +331,7 @@ impl<'a> Replica<'a> {
             Some(format!("demand {} < min_demand {}", pr.demand, p.min_demand))
         } else if pr.io_rate >= p.io_calls {
             Some(format!("I/O-bound ({} calls/s)", pr.io_rate))
-        } else if src.flags.stay || (pr.at == snap.home && src.flags.lstay) {
+        } else if src.flags.stay || src.flags.quiet || (pr.at == snap.home && src.flags.lstay) {
             Some(format!("kept by {:?}", src.flags))
         } else if pr.since_move < residence(pr, p).max(pay) || pr.age < pay {
             Some(format!("there {} s, must stay {} s (residence) and pay {} s", pr.since_move, residence(pr, p), pay))
@@ -557,7 +557,8 @@ proptest! {
                 prop_assert!(r.short(m.from), "{m:?} from node {} with {} bytes free", m.from, r.free[m.from]);
                 let room = r.room(m.to, pr, p.mem_target_free);
                 prop_assert!(room >= 0.0, "{m:?} to node {} short by {} bytes", m.to, -room);
-                for t in (0..snap.nodes.len()).filter(|&t| t != m.from && t != m.to && r.receives(t)) {
+                prop_assert!(snap.nodes[m.to].mem_total > 0, "{m:?}: ushered to a node whose memory is unknown");
+                for t in (0..snap.nodes.len()).filter(|&t| t != m.from && t != m.to && r.receives(t) && snap.nodes[t].mem_total > 0) {
                     let other = r.room(t, pr, p.mem_target_free);
                     prop_assert!(other < room || (other == room && t > m.to), "{m:?}: {room} bytes of room there, {other} on {t}");
                 }

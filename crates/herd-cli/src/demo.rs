@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -76,8 +76,22 @@ fn job_seconds(s: &str) -> Result<f64, String> {
 
 static STOP: AtomicI32 = AtomicI32::new(0);
 
+/// Set while the cluster comes up: `LocalCluster::up` (up to 30 s) cannot be
+/// interrupted, so a signal then only says at once that the demo stops after it.
+static STARTING: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn on_signal(sig: libc::c_int) {
-    STOP.store(sig, Ordering::Relaxed);
+    let first = STOP.swap(sig, Ordering::Relaxed) == 0;
+    if first && STARTING.load(Ordering::Relaxed) {
+        const SAY: &[u8] = "\nstopping after start-up…\n".as_bytes();
+        // SAFETY: write(2) is async-signal-safe and reads SAY, a static; errno is put
+        // back for the code this handler interrupted.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(libc::STDOUT_FILENO, SAY.as_ptr().cast(), SAY.len());
+            *libc::__errno_location() = errno;
+        }
+    }
 }
 
 fn install_signal_handlers() {
@@ -373,9 +387,13 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {
         for j in self.jobs.iter_mut().filter(|j| j.ended.is_none()) {
-            // Our child, not reaped yet (ended is None): the pid is still ours. Killing the
-            // process that entered n1 kills the job (PR_SET_PDEATHSIG); whatever it started
-            // in n1 goes when the cluster goes down.
+            // Our child, not reaped yet (ended is None): the pid is still ours. It is only
+            // the process that waits in n1's pid namespace for the job (ns::enter), and
+            // killing it does not end the job: its PR_SET_PDEATHSIG is cleared when setpriv
+            // changes the uid, and `herd run` has the program as a child of its own anyway.
+            // What ends the job, and everything else it started, is taking the cluster
+            // down, which `run` does after this (each node's init dies, and with it every
+            // process of its pid namespace).
             let _ = j.child.kill();
             let _ = j.child.wait();
         }
@@ -510,9 +528,24 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
     // Up.
     let up = Instant::now();
     let cpus = (args.cpus_per_node > 0).then_some(args.cpus_per_node);
-    let (cluster, cpusets) = bring_up(&mut screen, &cluster_dir, args.nodes, cpus)?;
-    // The job lives in the cluster's directory: the nodes see it (they have /tmp of their own).
-    let result = workload(cluster.dir(), root)
+    STARTING.store(true, Ordering::Relaxed);
+    let brought = bring_up(&mut screen, &cluster_dir, args.nodes, cpus);
+    STARTING.store(false, Ordering::Relaxed);
+    let (cluster, cpusets) = match brought {
+        Ok(up) => up,
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            // Stopped before an attempt to bring it up (a failed one leaves nothing behind).
+            Some(&Interrupted(sig)) => {
+                screen.say(&format!("\n{}: no cluster was started", Interrupted(sig)));
+                return Ok(128 + sig);
+            }
+            None => return Err(e),
+        },
+    };
+    // Stopped during start-up: no workload, straight to taking the cluster down. The job
+    // lives in the cluster's directory: the nodes see it (they have /tmp of their own).
+    let result = check_stop()
+        .and_then(|()| workload(cluster.dir(), root))
         .map(|work| Launcher { dir: cluster_dir.clone(), herd, as_user, work })
         .and_then(|launcher| with_cluster(&mut screen, &cluster, &launcher, args, cpusets, up, busy));
 
@@ -562,6 +595,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
 
 /// Brings the cluster up, with cpusets when it can; Ok((cluster, whether with cpusets)).
 fn bring_up(screen: &mut Screen, dir: &Path, nodes: u32, cpus: Option<u32>) -> Result<(LocalCluster, bool)> {
+    check_stop()?;
     let opts = UpOptions { cpus_per_node: cpus, dir: Some(dir.to_path_buf()), ..UpOptions::new(nodes) };
     screen.say(&format!("\n== herd cluster up --nodes {nodes}{}", cpus.map(|k| format!(" --cpus-per-node {k}")).unwrap_or_default()));
     let up = match LocalCluster::up(&opts) {
@@ -570,6 +604,7 @@ fn bring_up(screen: &mut Screen, dir: &Path, nodes: u32, cpus: Option<u32>) -> R
                 "no cpusets here ({why}): the nodes share all of this machine's CPUs, so n1 alone has as many \
                  CPUs as the whole cluster and spreading the jobs cannot make them faster"
             ));
+            check_stop()?;
             LocalCluster::up(&UpOptions { cpus_per_node: None, ..opts }).map(|c| (c, false))
         }
         other => other.map(|c| (c, cpus.is_some())),

@@ -42,6 +42,10 @@ const NODE_MEM: u64 = 512 << 20;
 /// bal_spin rounds for a job of a few seconds of CPU.
 const SPIN: &str = "1800";
 const JOB_LIMIT: Duration = Duration::from_secs(240);
+/// The two bal_io jobs; each reads its own data file `<label>-data`, by which `herd ps`
+/// rows are matched to them.
+const IO_LABELS: &[&str] = &["io-home", "io-away"];
+const IO_DATA_SUFFIX: &str = "-data";
 
 type Scenario = scenarios::Scenario<Lab>;
 const SCENARIOS: &[(&str, Scenario)] = &[
@@ -90,13 +94,18 @@ fn cpu_jobs_split_between_the_nodes(lab: &Lab) {
 /// An I/O-bound job at home stays there among CPU-bound ones that are sent out; one
 /// started on n2 is brought home.
 fn io_bound_stays_home_or_comes_back(lab: &Lab) {
-    let file = lab.dir.join("io-data");
-    fs::write(&file, [b'x'; 4096]).unwrap();
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
-    let file = file.to_string_lossy().into_owned();
+    // One data file per job (same content): the file name on each command line tells
+    // the two bal_io processes apart in `herd ps` (see Watch::look).
+    let data = |label: &str| {
+        let file = lab.dir.join(format!("{label}{IO_DATA_SUFFIX}"));
+        fs::write(&file, [b'x'; 4096]).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        file.to_string_lossy().into_owned()
+    };
+    let (home_file, away_file) = (data("io-home"), data("io-away"));
     let mut hogs: Vec<Job> = (0..3).map(|i| lab.start(&format!("hog{i}"), &["run", "--"], &[&lab.exe("bal_spin"), SPIN])).collect();
-    let mut home_io = lab.start("io-home", &["run", "--"], &[&lab.exe("bal_io"), &file, "12"]);
-    let mut away_io = lab.start("io-away", &["run", "--node", "n2", "--"], &[&lab.exe("bal_io"), &file, "12"]);
+    let mut home_io = lab.start("io-home", &["run", "--"], &[&lab.exe("bal_io"), &home_file, "12"]);
+    let mut away_io = lab.start("io-away", &["run", "--node", "n2", "--"], &[&lab.exe("bal_io"), &away_file, "12"]);
     let mut watch = Watch::default();
     let mut away_came_home = false;
     while !home_io.done() || !away_io.done() {
@@ -203,12 +212,11 @@ impl Watch {
             if r["lock"].as_bool().unwrap_or(false) {
                 self.pid_of_cmd_marker.insert("locked".into(), pid);
             }
+            // The bal_io jobs are named by their data file (`<label>-data`) on the command line.
             let cmd = r["cmd"].as_str().unwrap_or_default();
-            if cmd.contains("bal_io") {
-                // io-away is the one that was ever away.
-                let key = if r["nmigs"].as_u64().unwrap_or(0) > 0 || r["where"] != "n1" { "io-away" } else { "io-home" };
-                if key == "io-away" || !self.pid_of_cmd_marker.values().any(|p| *p == pid) {
-                    self.pid_of_cmd_marker.entry(key.into()).or_insert(pid);
+            for label in IO_LABELS {
+                if cmd.contains(&format!("/{label}{IO_DATA_SUFFIX}")) {
+                    self.pid_of_cmd_marker.insert((*label).into(), pid);
                 }
             }
         }
@@ -293,6 +301,9 @@ impl Lab {
             println!("SKIP: no C compiler (gcc or cc) for the test programs");
             return None;
         };
+        // The programs and data live in the cluster's directory: every node sees it at the
+        // same path (the lab carries it into the nodes even under /tmp, which each node has
+        // its own of), and a moved process needs the very same files on every node.
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bal-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let bin = dir.join("bin");
@@ -304,7 +315,7 @@ impl Lab {
             build_c(cc, &bin, name);
         }
         let mut opts = UpOptions::new(2);
-        opts.dir = Some(dir.join("cluster"));
+        opts.dir = Some(dir.clone());
         opts.herd_exe = Some(HERD.into());
         opts.daemon = Some(herdd());
         opts.timeout = Duration::from_secs(60);
@@ -378,7 +389,7 @@ impl Lab {
     fn herd(&self, node: &str, args: &[&str]) -> String {
         let out = Command::new(HERD)
             .arg("--cluster")
-            .arg(self.dir.join("cluster"))
+            .arg(&self.dir)
             .args(["--node", node])
             .args(args)
             .stdin(Stdio::null())
@@ -431,7 +442,7 @@ impl Lab {
     fn quiet_down(&self) {
         for node in ["n1", "n2"] {
             for op in ["noblock", "nolstay", "nostay", "noquiet"] {
-                let _ = Command::new(HERD).arg("--cluster").arg(self.dir.join("cluster")).args(["--node", node, "ctl", op]).output();
+                self.herd(node, &["ctl", op]);
             }
         }
         let t = Instant::now();
@@ -443,7 +454,7 @@ impl Lab {
     fn logs(&self) -> String {
         let mut s = String::new();
         for node in ["n1", "n2"] {
-            let log = fs::read_to_string(self.dir.join("cluster").join(node).join("herdd.log")).unwrap_or_default();
+            let log = fs::read_to_string(self.dir.join(node).join("herdd.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             s.push_str(&format!("--- {node} herdd.log (end)\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
         }

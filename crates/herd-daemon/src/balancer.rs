@@ -44,12 +44,12 @@ pub async fn run(shared: Arc<Shared>) {
     let params = shared.config.policy.clone();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(params.interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, Result<Migrated, ControlError>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut b = Balancer { shared, ledger: Ledger::default(), start: Instant::now(), rate: None, moving: HashSet::new(), backoff: HashMap::new(), done: done_tx };
     loop {
         tokio::select! {
-            _ = tick.tick() => b.round(),
-            Some((pid, result)) = done_rx.recv() => b.finished(pid, result),
+            _ = tick.tick() => b.round().await,
+            Some((pid, nodes, result)) = done_rx.recv() => b.finished(pid, nodes, result),
         }
     }
 }
@@ -64,11 +64,14 @@ struct Balancer {
     moving: HashSet<i32>,
     /// Processes left alone until then (their last automatic move failed).
     backoff: HashMap<i32, Instant>,
-    done: mpsc::UnboundedSender<(i32, Result<Migrated, ControlError>)>,
+    done: mpsc::UnboundedSender<Done>,
 }
 
+/// A finished move: the process, the ids of the two nodes, the outcome.
+type Done = (i32, (u64, u64), Result<Migrated, ControlError>);
+
 impl Balancer {
-    fn round(&mut self) {
+    async fn round(&mut self) {
         let now = Instant::now();
         self.backoff.retain(|_, until| *until > now);
         let Some((snap, names, uids)) = self.snapshot() else { return };
@@ -81,27 +84,34 @@ impl Balancer {
         self.ledger.adjust(&mut snap.nodes, t, params);
         let mut moves = herd_balance::decide(&snap, params);
         // A process at home that cannot be captured (threads, shared memory…) is found
-        // out here, once, rather than in every round's snapshot.
+        // out here, once, rather than in every round's snapshot. /proc/PID/maps may wait
+        // on the process's memory: read aside, not on the runtime's threads.
+        let at_home: Vec<i32> = moves.iter().filter(|m| m.from == snap.home).map(|m| m.proc as i32).collect();
+        let cannot: HashMap<i32, String> = tokio::task::spawn_blocking(move || {
+            at_home
+                .into_iter()
+                .filter_map(|pid| match herd_checkpoint::check_for(pid, herd_checkpoint::Purpose::Migrate { own_filter: false }) {
+                    Ok(why) if why.is_empty() => None,
+                    Ok(why) => Some((pid, why.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "))),
+                    Err(e) => Some((pid, e.to_string())),
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
         moves.retain(|m| {
             let pid = m.proc as i32;
-            if m.from != snap.home {
-                return true;
-            }
-            match herd_checkpoint::check_for(pid, herd_checkpoint::Purpose::Migrate { own_filter: false }) {
-                Ok(why) if why.is_empty() => true,
-                Ok(why) => {
-                    tracing::debug!(pid, "balancer leaves it: {}", why.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "));
-                    self.backoff.insert(pid, now + BACKOFF);
-                    false
-                }
-                Err(_) => false,
-            }
+            let Some(why) = cannot.get(&pid) else { return true };
+            tracing::debug!(pid, "balancer leaves it: {why}");
+            self.backoff.insert(pid, now + BACKOFF);
+            false
         });
         if moves.is_empty() {
             return;
         }
         self.ledger.record(&snap, &moves, t);
         for m in moves {
+            let nodes = (snap.nodes[m.from].id, snap.nodes[m.to].id);
             let pid = m.proc as i32;
             let target = if m.to == snap.home { "home".to_string() } else { names[m.to].clone() };
             tracing::info!(pid, uid = uids.get(&pid).copied().unwrap_or(0), "balancer: {} → {target} ({})", names[m.from], m.reason);
@@ -109,13 +119,16 @@ impl Balancer {
             self.moving.insert(pid);
             let (shared, done) = (self.shared.clone(), self.done.clone());
             tokio::spawn(async move {
-                let r = migrate::migrate(&shared, pid, target, 0).await;
-                let _ = done.send((pid, r));
+                // Its own task, so that whatever happens to the move is reported.
+                let r = tokio::spawn(async move { migrate::migrate_auto(&shared, pid, target).await })
+                    .await
+                    .unwrap_or_else(|e| Err(ControlError { kind: crate::control::ErrorKind::Internal, message: format!("the move task failed: {e}") }));
+                let _ = done.send((pid, nodes, r));
             });
         }
     }
 
-    fn finished(&mut self, pid: i32, result: Result<Migrated, ControlError>) {
+    fn finished(&mut self, pid: i32, (from, to): (u64, u64), result: Result<Migrated, ControlError>) {
         self.moving.remove(&pid);
         match result {
             Ok(m) => {
@@ -127,6 +140,8 @@ impl Balancer {
             Err(e) => {
                 tracing::info!(pid, "balancer: move not made ({e}); left alone for {} s", BACKOFF.as_secs());
                 self.backoff.insert(pid, Instant::now() + BACKOFF);
+                // The two nodes' figures no longer include a move that did not happen.
+                self.ledger.forget(&[from, to]);
             }
         }
     }

@@ -21,19 +21,20 @@ use herd_wire::seal::{Purpose, Sealer};
 use herd_wire::ClusterKey;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
-use crate::control::NodeRow;
+use crate::control::{CtlOp, NodeRow};
 use crate::{net, stats};
 
 /// Commands from the control socket to the gossip loop.
 #[derive(Debug)]
 pub enum Command {
-    /// New flags (`herd ctl`), published at once.
-    SetStatus(NodeStatus),
-    /// Override the measured speed (0: measure again).
-    SetSpeed(u32),
+    /// A `herd ctl` operation on the node's flags or speed, applied and published by the
+    /// gossip loop (which owns them), then answered with the flags as published.
+    Ctl { op: CtlOp, reply: oneshot::Sender<NodeStatus> },
+    /// A speed measured again (`herd ctl speed 0`), from the task that measured it.
+    Speed(u32),
     Shutdown,
 }
 
@@ -384,17 +385,44 @@ impl GossipLoop {
                 }
                 Some(cmd) = self.commands.recv() => {
                     let mut info = self.membership.info().clone();
-                    match cmd {
-                        Command::SetStatus(s) => status = s,
-                        Command::SetSpeed(0) => info.speed = tokio::task::spawn_blocking(stats::calibrate_speed).await.unwrap_or(info.speed),
-                        Command::SetSpeed(n) => info.speed = n,
+                    let reply = match cmd {
+                        Command::Ctl { op, reply } => {
+                            match op {
+                                CtlOp::Block | CtlOp::Expel => status.blocked = true,
+                                CtlOp::NoBlock => status.blocked = false,
+                                CtlOp::Bring | CtlOp::LStay => status.lstay = true,
+                                CtlOp::NoLStay => status.lstay = false,
+                                CtlOp::Stay => status.stay = true,
+                                CtlOp::NoStay => status.stay = false,
+                                CtlOp::Quiet => status.quiet = true,
+                                CtlOp::NoQuiet => status.quiet = false,
+                                CtlOp::Speed(0) => {
+                                    // Measured aside: the loop must go on serving gossip.
+                                    let commands = self.shared.commands.clone();
+                                    tokio::spawn(async move {
+                                        if let Ok(n) = tokio::task::spawn_blocking(stats::calibrate_speed).await {
+                                            let _ = commands.send(Command::Speed(n)).await;
+                                        }
+                                    });
+                                }
+                                CtlOp::Speed(n) => info.speed = n,
+                            }
+                            Some(reply)
+                        }
+                        Command::Speed(n) => {
+                            info.speed = n;
+                            None
+                        }
                         Command::Shutdown => break,
-                    }
+                    };
                     tracing::info!("node status now {status:?}, speed {}", info.speed);
                     info.status = status;
                     let out = self.membership.set_info(info, self.now());
                     self.apply(out, &timer_tx).await;
                     self.publish(status);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(status);
+                    }
                 }
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,

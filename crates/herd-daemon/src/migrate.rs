@@ -28,6 +28,10 @@ use crate::control::{ControlError, ErrorKind, Migrated, ProcessRow};
 use crate::daemon::Shared;
 use crate::peer::PeerRequest;
 
+/// Words of the refusals `bring` tells apart.
+const IN_PROGRESS: &str = "another move of this process is in progress";
+const AT_HOME: &str = "is already at home";
+
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
 }
@@ -67,7 +71,8 @@ pub struct Candidate {
 }
 
 enum Input {
-    Migrate { target: String, reply: oneshot::Sender<Result<Migrated, ControlError>> },
+    /// `auto`: the balancer's; refused if the process was locked meanwhile.
+    Migrate { target: String, auto: bool, reply: oneshot::Sender<Result<Migrated, ControlError>> },
     Deputy(Event),
     Remote { gen: u64, msg: ToHome },
     RemoteClosed { gen: u64, why: String },
@@ -151,9 +156,18 @@ fn with_own<T>(shared: &Shared, pid: i32, caller: u32, f: impl FnOnce(&Handle) -
 
 /// `herd migrate`: moves process `pid` (of this home) to `target`.
 pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32) -> Result<Migrated, ControlError> {
+    send_migrate(shared, pid, target, caller, false).await
+}
+
+/// The balancer's move: as `herd migrate` by root, but not if the process is locked.
+pub async fn migrate_auto(shared: &Arc<Shared>, pid: i32, target: String) -> Result<Migrated, ControlError> {
+    send_migrate(shared, pid, target, 0, true).await
+}
+
+async fn send_migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32, auto: bool) -> Result<Migrated, ControlError> {
     let tx = with_own(shared, pid, caller, |h| h.tx.clone())?;
     let (reply, rx) = oneshot::channel();
-    tx.send(Input::Migrate { target, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
+    tx.send(Input::Migrate { target, auto, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
     rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
 }
 
@@ -180,38 +194,43 @@ pub fn candidates(shared: &Shared) -> Vec<Candidate> {
         .collect()
 }
 
-/// `herd ctl bring`: calls every process of this home that runs elsewhere back; returns
-/// how many were asked. Each comes home on its own (its actor), failures are logged.
+/// `herd ctl bring`: calls every process of this home that runs elsewhere (or is on its
+/// way there) back; returns how many. Each comes home through its actor; one being moved
+/// now is asked again once that move is over. Failures are logged.
 pub fn bring(shared: &Arc<Shared>) -> usize {
-    let away: Vec<i32> = candidates(shared).into_iter().filter(|c| c.row.state == "remote").map(|c| c.row.pid).collect();
+    let away: Vec<i32> = candidates(shared).into_iter().filter(|c| c.row.state != "home").map(|c| c.row.pid).collect();
     for &pid in &away {
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = migrate(&shared, pid, "home".into(), 0).await {
-                tracing::warn!(pid, "bring: it stays away: {e}");
+            for _ in 0..600 {
+                match migrate(&shared, pid, "home".into(), 0).await {
+                    Err(e) if e.kind == ErrorKind::Refused && e.message.contains(IN_PROGRESS) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) if e.kind == ErrorKind::Refused && e.message.contains(AT_HOME) => return,
+                    Err(e) => return tracing::warn!(pid, "bring: it stays away: {e}"),
+                    Ok(_) => return,
+                }
             }
         });
     }
     away.len()
 }
 
-/// `herd ctl expel`: asks the home of every guest here to take it back; returns how many.
-pub fn expel(shared: &Shared) -> usize {
-    let guests = shared.procs.guests.lock().expect("guests lock");
+/// `herd ctl expel`: asks the home of every guest here to take it back; returns how many
+/// were asked.
+pub async fn expel(shared: &Shared) -> usize {
+    let guests: Vec<(String, i32, mpsc::Sender<ToHome>)> =
+        shared.procs.guests.lock().expect("guests lock").values().map(|g| (g.home.clone(), g.pid, g.tx.clone())).collect();
     let why = format!("node {} expels its guests", shared.config.name);
     let mut n = 0;
-    for g in guests.values() {
-        match g.tx.try_send(ToHome::WantHome { why: why.clone() }) {
+    for (home, pid, tx) in guests {
+        match tx.send_timeout(ToHome::WantHome { why: why.clone() }, Duration::from_secs(5)).await {
             Ok(()) => n += 1,
-            Err(e) => tracing::warn!(home = g.home, pid = g.pid, "cannot ask home to take it back: {e}"),
+            Err(e) => tracing::warn!(home, pid, "cannot ask home to take it back: {e}"),
         }
     }
     n
-}
-
-/// How many guests run here.
-pub fn guest_count(shared: &Shared) -> usize {
-    shared.procs.guests.lock().expect("guests lock").len()
 }
 
 /// How many migratable processes this node is home to, and how many of them run elsewhere.
@@ -371,8 +390,9 @@ impl Actor {
     /// Handles one input in the steady state; false when the process is gone.
     async fn handle(&mut self, input: Input) -> bool {
         match input {
-            Input::Migrate { target, reply } => {
-                let r = self.migrate(&target).await;
+            Input::Migrate { target, auto, reply } => {
+                let locked = auto && self.row.lock().expect("row lock").lock;
+                let r = if locked { Err(err(ErrorKind::Refused, format!("process {} is locked", self.pid))) } else { self.migrate(&target).await };
                 let gone = r.as_ref().is_err_and(|e| e.kind == ErrorKind::NoSuchProcess);
                 let _ = reply.send(r);
                 !gone
@@ -491,7 +511,7 @@ impl Actor {
         let dest = self.dest(target)?;
         let here = self.remote.as_ref().map(|r| r.node.clone());
         let result = match (&here, dest) {
-            (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} is already at home", self.pid))),
+            (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} {AT_HOME}", self.pid))),
             (Some(n), Dest::Node { name, .. }) if *n == name => Err(err(ErrorKind::Refused, format!("process {} already runs on {name}", self.pid))),
             (None, Dest::Node { name, addr }) => {
                 if self.uid == 0 && !self.shared.config.allow_root_guests {
@@ -518,7 +538,6 @@ impl Actor {
         match result {
             Ok((frozen_ms, bytes)) => {
                 self.set_row(|r| r.nmigs += 1);
-                self.arrived();
                 self.shared.counters.migrations.inc();
                 self.shared.counters.migrated_bytes.inc_by(bytes);
                 let m = Migrated { pid: self.pid, node: where_, frozen_ms, total_ms: t0.elapsed().as_secs_f64() * 1e3, bytes };
@@ -585,7 +604,7 @@ impl Actor {
             let input = self.inputs.recv().await?;
             match input {
                 Input::Migrate { reply, .. } => {
-                    let _ = reply.send(Err(err(ErrorKind::Refused, "another move of this process is in progress")));
+                    let _ = reply.send(Err(err(ErrorKind::Refused, IN_PROGRESS)));
                 }
                 Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded),
                 other => return Some(other),
@@ -672,6 +691,7 @@ impl Actor {
         }
         self.deputy = Some(link);
         self.remote = Some(remote);
+        self.arrived();
         for msg in std::mem::take(&mut self.early) {
             self.on_remote(msg).await;
         }
@@ -757,6 +777,7 @@ impl Actor {
                     self.to_remote(ToRemote::Commit).await;
                     self.remote = None;
                     self.deputy = None;
+                    self.arrived();
                     let _ = stats;
                     return Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes));
                 }
@@ -839,6 +860,7 @@ impl Actor {
             Ok(()) => {
                 self.to_remote(ToRemote::Commit).await;
                 self.remote = Some(new);
+                self.arrived();
                 self.resume();
                 for msg in std::mem::take(&mut self.early) {
                     self.on_remote(msg).await;
@@ -894,7 +916,13 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     };
     shared.counters.guests_received.inc();
     let id = shared.procs.next_guest.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let recheck = out_tx.clone();
     shared.procs.guests.lock().expect("guests lock").insert(id, GuestEntry { home: adopt.home.clone(), pid: adopt.pid, tx: out_tx });
+    // Blocked (expel) while it was arriving: it goes back as soon as it runs.
+    if shared.snapshot.borrow().status.blocked {
+        let _ = recheck.send(ToHome::WantHome { why: format!("node {} expels its guests", shared.config.name) }).await;
+    }
+    drop(recheck);
     let mut image_done = false;
     let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
     loop {

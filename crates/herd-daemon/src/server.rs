@@ -98,38 +98,23 @@ async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
     }
 }
 
-/// `herd ctl`: changes the node's flags (through the gossip loop, which publishes them)
-/// and, for expel and bring, sends processes home.
+/// `herd ctl`: the gossip loop changes the node's flags (it owns them: two ctls never
+/// undo each other) and publishes them; then expel and bring send processes home — with
+/// the node already blocked (expel) or lstay (bring), so nothing slips past.
 async fn ctl(shared: &Arc<Shared>, op: CtlOp) -> Response {
-    let mut status = shared.snapshot.borrow().status;
-    let mut moving = 0;
-    match op {
-        CtlOp::Block => status.blocked = true,
-        CtlOp::NoBlock => status.blocked = false,
-        CtlOp::Expel => {
-            status.blocked = true;
-            moving = crate::migrate::expel(shared);
-        }
-        CtlOp::Bring => {
-            status.lstay = true;
-            moving = crate::migrate::bring(shared);
-        }
-        CtlOp::Stay => status.stay = true,
-        CtlOp::NoStay => status.stay = false,
-        CtlOp::LStay => status.lstay = true,
-        CtlOp::NoLStay => status.lstay = false,
-        CtlOp::Quiet => status.quiet = true,
-        CtlOp::NoQuiet => status.quiet = false,
-        CtlOp::Speed(n) => {
-            if shared.commands.send(Command::SetSpeed(n)).await.is_err() {
-                return error(ErrorKind::Internal, "herdd is shutting down".into());
-            }
-        }
-    }
-    tracing::info!("herd ctl {op:?}");
-    if shared.commands.send(Command::SetStatus(status)).await.is_err() {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if shared.commands.send(Command::Ctl { op, reply }).await.is_err() {
         return error(ErrorKind::Internal, "herdd is shutting down".into());
     }
+    let Ok(status) = answer.await else {
+        return error(ErrorKind::Internal, "herdd is shutting down".into());
+    };
+    tracing::info!("herd ctl {op:?}");
+    let moving = match op {
+        CtlOp::Expel => crate::migrate::expel(shared).await,
+        CtlOp::Bring => crate::migrate::bring(shared),
+        _ => 0,
+    };
     Response::Ctl(CtlDone { status, moving })
 }
 

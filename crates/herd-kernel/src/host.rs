@@ -169,10 +169,12 @@ fn cgroup_memory_in(mounts: &[Mount], own: &str, physical: u64) -> Option<Cgroup
     } else {
         (false, mounts.iter().filter(|m| m.fstype == "cgroup2").collect(), own.lines().find_map(|l| l.strip_prefix("0::"))?)
     };
-    // The mount that shows our cgroup (its root is our cgroup or above it).
-    let m = mounts_of.iter().find(|m| path.starts_with(m.root.as_str())).or(mounts_of.first())?;
-    let rel = path.strip_prefix(m.root.as_str()).unwrap_or(path).trim_start_matches('/');
-    let dir = if rel.is_empty() { m.point.clone() } else { m.point.join(rel) };
+    // The mount that shows our cgroup (its root is our cgroup or above it), compared by
+    // path components: a root `/lab` does not show `/lab2/…`.
+    let under = |m: &Mount| Path::new(path).strip_prefix(&m.root).ok();
+    let m = mounts_of.iter().find(|m| under(m).is_some()).or(mounts_of.first())?;
+    let rel = under(m).unwrap_or_else(|| Path::new(path.trim_start_matches('/')));
+    let dir = if rel.as_os_str().is_empty() { m.point.clone() } else { m.point.join(rel) };
     let mut best: Option<(u64, &Path)> = None;
     for d in dir.ancestors().take_while(|a| a.starts_with(&m.point)) {
         let limit = if v1 {
@@ -276,6 +278,28 @@ mod mountinfo_tests {
         let ns_mountinfo = format!("35 31 0:32 /lab/herd-1/n1 {} rw - cgroup cgroup rw,memory\n", node.display());
         let m = cgroup_memory_in(&parse_mountinfo(&ns_mountinfo), "4:memory:/lab/herd-1/n1\n", 24 * GIB).unwrap();
         assert_eq!(m.limit, 256 << 20);
+    }
+
+    #[test]
+    fn cgroup_mount_root_matches_whole_components() {
+        let t = Scratch::new("memcg-components");
+        let unlimited = "9223372036854771712\n";
+        // Two mounts of the memory hierarchy, of /lab and of /lab2; we are in /lab2/n1.
+        put(&t.0.join("lab"), &[("memory.limit_in_bytes", "134217728\n"), ("memory.usage_in_bytes", "1000\n"), ("memory.stat", "")]);
+        put(&t.0.join("lab2"), &[("memory.limit_in_bytes", unlimited)]);
+        let node = t.0.join("lab2/n1");
+        put(&node, &[("memory.limit_in_bytes", "268435456\n"), ("memory.usage_in_bytes", "2000\n"), ("memory.stat", "")]);
+        let mountinfo = format!(
+            "35 31 0:32 /lab {} rw - cgroup cgroup rw,memory\n36 31 0:32 /lab2 {} rw - cgroup cgroup rw,memory\n",
+            t.0.join("lab").display(),
+            t.0.join("lab2").display()
+        );
+        // `/lab` is a string prefix of `/lab2/n1` but not a path prefix: the second mount.
+        let m = cgroup_memory_in(&parse_mountinfo(&mountinfo), "4:memory:/lab2/n1\n", 24 * GIB).unwrap();
+        assert_eq!(m, CgroupMemory { limit: 256 << 20, usage: 2000, dir: node });
+        // And /lab itself (or below it) is still the first one's.
+        let m = cgroup_memory_in(&parse_mountinfo(&mountinfo), "4:memory:/lab\n", 24 * GIB).unwrap();
+        assert_eq!((m.limit, m.dir), (128 << 20, t.0.join("lab")));
     }
 
     #[test]

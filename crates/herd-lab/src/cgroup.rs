@@ -481,12 +481,27 @@ pub fn remove(top: &Path) -> io::Result<()> {
             }
         }
     };
-    for entry in std::fs::read_dir(top)?.flatten() {
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            rmdir(&entry.path())?;
+    // Every node cgroup and then the top are tried, whatever fails before them (each
+    // hierarchy's tree, e.g. v1 memory, is removed by its own call); the first error is
+    // returned.
+    let mut first: io::Result<()> = Ok(());
+    let mut keep = |r: io::Result<()>| {
+        if first.is_ok() {
+            first = r;
         }
+    };
+    match std::fs::read_dir(top) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    keep(rmdir(&entry.path()));
+                }
+            }
+        }
+        Err(e) => keep(Err(io::Error::new(e.kind(), format!("listing cgroup {}: {e}", top.display())))),
     }
-    rmdir(top)
+    keep(rmdir(top));
+    first
 }
 
 /// The CPUs of node k (0-based): `per_node` CPUs round-robin over `cpus`.
@@ -578,6 +593,24 @@ mod tests {
 
     fn limits(name: &str, cpus: Option<Vec<u32>>, memory: Option<u64>) -> NodeLimits {
         NodeLimits { name: name.into(), cpus, memory }
+    }
+
+    #[test]
+    fn remove_tries_every_node_cgroup() {
+        // Plain directories stand in for cgroups: one that cannot be removed (not
+        // empty) does not keep the others.
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().join("herd-1");
+        for n in ["n1", "n2", "n3"] {
+            std::fs::create_dir_all(top.join(n)).unwrap();
+        }
+        std::fs::write(top.join("n2/stuck"), "").unwrap();
+        let e = remove(&top).unwrap_err();
+        assert!(e.to_string().contains("n2"), "{e}");
+        assert!(!top.join("n1").exists() && !top.join("n3").exists());
+        std::fs::remove_file(top.join("n2/stuck")).unwrap();
+        remove(&top).unwrap();
+        assert!(!top.exists());
     }
 
     #[test]
