@@ -26,14 +26,14 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use collector::Collector;
 use herd_lab::{LocalCluster, UpOptions};
-use nodes::{build_c, c_compiler, describe, herdd, prerequisites, HERD, NOBODY};
+use nodes::{cluster_dir, build_c, c_compiler, describe, herdd, prerequisites, HERD, NOBODY};
 use serde_json::Value;
 
 const PROGRAMS: &[&str] = &["bal_spin", "bal_grow", "bal_io"];
@@ -301,16 +301,7 @@ impl Lab {
             println!("SKIP: no C compiler (gcc or cc) for the test programs");
             return None;
         };
-        // The programs and data live in the cluster's directory: every node sees it at the
-        // same path (the lab carries it into the nodes even under /tmp, which each node has
-        // its own of), and a moved process needs the very same files on every node.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bal-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let bin = dir.join("bin");
-        for d in [&dir, &bin] {
-            fs::create_dir_all(d).unwrap();
-            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        let (dir, bin) = cluster_dir("bal");
         for name in PROGRAMS {
             build_c(cc, &bin, name);
         }

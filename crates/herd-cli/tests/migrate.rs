@@ -36,7 +36,7 @@ mod nodes;
 #[path = "common/scenarios.rs"]
 mod scenarios;
 use collector::Collector;
-use nodes::{build_c, c_compiler, describe, herdd, nobody_can_run, prerequisites, python_for_nobody, HERD, NOBODY, PROGRAMS};
+use nodes::{cluster_dir, build_c, c_compiler, describe, herdd, nobody_can_run, prerequisites, python_for_nobody, HERD, NOBODY, PROGRAMS};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
@@ -727,16 +727,7 @@ impl Lab {
                 return None;
             }
         };
-        // The programs live in the cluster's directory: every node sees it at the same path
-        // (the lab carries it into the nodes even when it lies under /tmp, which each node
-        // has its own of), and a moved process needs the very same files on every node.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mig-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let bin = dir.join("bin");
-        for d in [&dir, &bin] {
-            fs::create_dir_all(d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
-            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        let (dir, bin) = cluster_dir("mig");
         let skip = |reason: String| {
             println!("SKIP: {reason}");
             let _ = fs::remove_dir_all(&dir);

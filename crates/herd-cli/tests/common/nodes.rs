@@ -134,3 +134,19 @@ pub fn python_for_nobody(setpriv: &Path) -> Option<PathBuf> {
                 .is_ok_and(|s| s.success())
     })
 }
+
+/// A fresh directory for a test's local cluster, `<prefix>-<pid>` under cargo's target tmp
+/// dir, with `bin/` for its programs, both open to every user (the processes under test
+/// run as nobody). The programs live in the cluster's directory: every node sees it at the
+/// same path (the lab carries it into the nodes even when it lies under /tmp, which each
+/// node has its own of), and a moved process needs the very same files on every node.
+pub fn cluster_dir(prefix: &str) -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{prefix}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let bin = dir.join("bin");
+    for d in [&dir, &bin] {
+        fs::create_dir_all(d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (dir, bin)
+}
