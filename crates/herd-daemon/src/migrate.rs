@@ -82,7 +82,17 @@ fn proc_facts(pid: i32) -> Option<(u32, u64, String)> {
     let p = procfs::process::Process::new(pid).ok()?;
     let st = p.stat().ok()?;
     let uid = p.status().ok()?.ruid;
-    let cmd = p.cmdline().ok().filter(|c| !c.is_empty()).map(|c| c.join(" ")).unwrap_or_else(|| st.comm.clone());
+    // `herd run` asks as soon as its child's exec closed the spawn pipe, which can be a
+    // moment before the kernel has set the new program's arguments: wait that moment.
+    let mut args = p.cmdline().ok().unwrap_or_default();
+    for _ in 0..20 {
+        if !args.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        args = p.cmdline().ok().unwrap_or_default();
+    }
+    let cmd = if args.is_empty() { st.comm.clone() } else { args.join(" ") };
     Some((uid, st.starttime, cmd))
 }
 
@@ -334,8 +344,9 @@ impl Actor {
                 _ = tick.tick() => {
                     if self.deputy.is_none() {
                         // At home: is it still the same process?
-                        match proc_facts(self.pid) {
-                            Some((_, s, _)) if s == start => self.sample_home(),
+                        let now = procfs::process::Process::new(self.pid).and_then(|p| p.stat()).map(|st| st.starttime);
+                        match now {
+                            Ok(s) if s == start => self.sample_home(),
                             _ => break,
                         }
                     }

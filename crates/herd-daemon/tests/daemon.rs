@@ -195,7 +195,13 @@ fn the_control_socket_lets_other_users_look_but_not_change() {
     let (d, _) = start("");
     let look = as_nobody(&d.socket, r#"{"request":"status"}"#);
     assert!(look.contains(r#""response":"status""#), "{look}");
-    for req in [r#"{"request":"shutdown"}"#, r#"{"request":"set_blocked","blocked":true}"#, r#"{"request":"set_quiet","quiet":true}"#] {
+    for req in [
+        r#"{"request":"shutdown"}"#,
+        r#"{"request":"ctl","op":{"op":"block"}}"#,
+        r#"{"request":"ctl","op":{"op":"quiet"}}"#,
+        r#"{"request":"ctl","op":{"op":"expel"}}"#,
+        r#"{"request":"ctl","op":{"op":"speed","value":5000}}"#,
+    ] {
         let r: serde_json::Value = serde_json::from_str(&as_nobody(&d.socket, req)).unwrap();
         assert_eq!(r["response"], "error", "{req} -> {r}");
         assert_eq!(r["body"]["kind"], "permission_denied", "{req} -> {r}");
