@@ -527,8 +527,9 @@ impl Ledger {
     }
 
     /// Brings `nodes` up to date with the moves of the last `settle` seconds. A node that
-    /// gave a process shows it within a round or two (a load falls at once), one that
-    /// received it only slowly (a load rises slowly): the giver's entry lasts two rounds.
+    /// gave a process shows it within a round or two of the move's end (a load falls at
+    /// once, memory is freed), one that received it only slowly (a load rises slowly): the
+    /// giver's entry lasts two rounds after the last [`Ledger::refresh`].
     pub fn adjust(&mut self, nodes: &mut [Node], now: f64, p: &Params) {
         let giver = p.settle.min(2.0 * p.interval);
         self.entries.retain(|e| now - e.at < if e.received { p.settle } else { giver });
@@ -539,8 +540,17 @@ impl Ledger {
                     n.mem_free = n.mem_free.min(e.mem_free);
                 } else {
                     n.load = n.load.min(e.load);
+                    n.mem_free = n.mem_free.max(e.mem_free);
                 }
             }
+        }
+    }
+
+    /// Keeps what was recorded of nodes `ids` as if just recorded: a move between them is
+    /// still under way (a giver frees its memory only once the move is over).
+    pub fn refresh(&mut self, ids: &[u64], now: f64) {
+        for e in self.entries.iter_mut().filter(|e| ids.contains(&e.node)) {
+            e.at = now;
         }
     }
 
@@ -703,6 +713,35 @@ mod tests {
         }
         s.home = 5;
         assert!(decide(&s, &Params::default()).is_empty(), "home out of range");
+    }
+
+    #[test]
+    fn a_giver_counts_the_memory_it_frees_while_the_move_lasts() {
+        let p = Params::default();
+        let mut s = Snapshot { home: 0, nodes: vec![node(1, 0.3), node(2, 0.0)], procs: vec![job(1, 0), job(2, 0), job(3, 0)], transfer_rate: 0.0 };
+        s.nodes[0].mem_free = GIB / 4;
+        for (i, pr) in s.procs.iter_mut().enumerate() {
+            pr.demand = 0.1;
+            pr.rss = GIB + i as u64;
+        }
+        let moves = decide(&s, &p);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        let mut ledger = Ledger::default();
+        ledger.record(&s, &moves, 0.0);
+        // Ten seconds on, the move is still under way: home still publishes its memory as
+        // short, and the process moving is not movable.
+        let mut later = s.clone();
+        later.procs.iter_mut().find(|pr| pr.id == moves[0].proc).unwrap().movable = false;
+        ledger.refresh(&[s.nodes[0].id, s.nodes[1].id], 9.5);
+        ledger.adjust(&mut later.nodes, 10.0, &p);
+        assert!(decide(&later, &p).is_empty(), "ushered again while the first move runs: {:?}", decide(&later, &p));
+        // Without the refresh the entry has lapsed, and home looks short again.
+        let mut lapsed = s.clone();
+        lapsed.procs.iter_mut().find(|pr| pr.id == moves[0].proc).unwrap().movable = false;
+        let mut old = Ledger::default();
+        old.record(&s, &moves, 0.0);
+        old.adjust(&mut lapsed.nodes, 10.0, &p);
+        assert_eq!(decide(&lapsed, &p).len(), 1);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub enum CtlWord {
     /// This node's own processes may move again
     #[command(name = "nolstay")]
     NoLStay,
-    /// Take no part in balancing: no process is moved here or away for load (still a member)
+    /// Take no part in balancing: nothing is moved here or away for load, and this node moves none of its own (still a member)
     Quiet,
     /// Take part in balancing again
     #[command(name = "noquiet")]

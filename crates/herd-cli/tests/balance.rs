@@ -172,7 +172,7 @@ fn memory_ushering_before_the_oom_killer(lab: &Lab) {
         return;
     }
     // 3 × 192 MiB > 512 MiB: without ushering the OOM killer must end one.
-    let grow = |label: &str| lab.start(label, &["run", "--"], &[&lab.exe("bal_grow"), "192", "4", "400", "3000"]);
+    let grow = |label: &str| lab.start(label, &["run", "--"], &[&lab.exe("bal_grow"), "192", "4", "500", "3000"]);
     let mut jobs = vec![grow("grow-a"), grow("grow-b"), grow("grow-c")];
     let mut watch = Watch::default();
     while jobs.iter_mut().any(|j| !j.done()) {
@@ -267,14 +267,9 @@ impl Job {
         (self.status.expect("status"), out)
     }
 
-    /// Ends the job through herd (its pid in n1), then waits for it.
+    /// Ends the scenario's jobs through their home pids in n1, then waits for this one.
     fn kill_job(&mut self, lab: &Lab) {
-        for r in lab.ps() {
-            if r["uid"].as_u64() == Some(u64::from(NOBODY)) {
-                let pid = r["pid"].as_i64().unwrap_or(0).to_string();
-                lab.exec_in_n1(&["kill", "-KILL", &pid]);
-            }
-        }
+        lab.kill_all();
         let _ = self.finish();
     }
 }
@@ -436,9 +431,23 @@ impl Lab {
                 self.herd(node, &["ctl", op]);
             }
         }
+        // What a failed scenario left running would load the nodes under the next one.
+        self.kill_all();
         let t = Instant::now();
-        while !self.ps().is_empty() && t.elapsed() < Duration::from_secs(20) {
+        while !self.ps().is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(20), "processes of an earlier scenario are still there: {:?}", self.ps());
             thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Ends every process of the tests (nobody's) that n1 is home to, wherever it runs:
+    /// SIGKILL to its home pid reaches it through its deputy.
+    fn kill_all(&self) {
+        for r in self.ps() {
+            if r["uid"].as_u64() == Some(u64::from(NOBODY)) {
+                let pid = r["pid"].as_i64().unwrap_or(0).to_string();
+                self.exec_in_n1(&["kill", "-KILL", &pid]);
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 //! a node whose published load has not caught up yet. A process whose move was refused
 //! (it cannot move now, or the target refused) is left alone for a while.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ pub async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(params.interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut b = Balancer { shared, ledger: Ledger::default(), start: Instant::now(), rate: None, moving: HashSet::new(), backoff: HashMap::new(), done: done_tx };
+    let mut b = Balancer { shared, ledger: Ledger::default(), start: Instant::now(), rate: None, moving: HashMap::new(), backoff: HashMap::new(), done: done_tx };
     loop {
         tokio::select! {
             _ = tick.tick() => b.round().await,
@@ -60,8 +60,8 @@ struct Balancer {
     start: Instant,
     /// Measured migration rate, bytes a second (smoothed).
     rate: Option<f64>,
-    /// Processes being moved by the balancer now.
-    moving: HashSet<i32>,
+    /// Processes being moved by the balancer now, with the ids of the two nodes.
+    moving: HashMap<i32, (u64, u64)>,
     /// Processes left alone until then (their last automatic move failed).
     backoff: HashMap<i32, Instant>,
     done: mpsc::UnboundedSender<Done>,
@@ -81,6 +81,9 @@ impl Balancer {
         let params = &self.shared.config.policy;
         let mut snap = snap;
         let t = self.start.elapsed().as_secs_f64();
+        // Moves still under way keep their nodes' figures adjusted.
+        let busy: Vec<u64> = self.moving.values().flat_map(|&(a, b)| [a, b]).collect();
+        self.ledger.refresh(&busy, t);
         self.ledger.adjust(&mut snap.nodes, t, params);
         let mut moves = herd_balance::decide(&snap, params);
         // A process at home that cannot be captured (threads, shared memory…) is found
@@ -116,7 +119,7 @@ impl Balancer {
             let target = if m.to == snap.home { "home".to_string() } else { names[m.to].clone() };
             tracing::info!(pid, uid = uids.get(&pid).copied().unwrap_or(0), "balancer: {} → {target} ({})", names[m.from], m.reason);
             self.shared.counters.balancer_moves.inc();
-            self.moving.insert(pid);
+            self.moving.insert(pid, nodes);
             let (shared, done) = (self.shared.clone(), self.done.clone());
             tokio::spawn(async move {
                 // Its own task, so that whatever happens to the move is reported.
@@ -138,8 +141,11 @@ impl Balancer {
                 }
             }
             Err(e) => {
-                tracing::info!(pid, "balancer: move not made ({e}); left alone for {} s", BACKOFF.as_secs());
-                self.backoff.insert(pid, Instant::now() + BACKOFF);
+                // The target's refusal (blocked since, say) says nothing against the process:
+                // it may go elsewhere soon. Its own refusal (cannot move now) holds longer.
+                let wait = if e.message.contains(migrate::TARGET_REFUSED) { Duration::from_secs(3) } else { BACKOFF };
+                tracing::info!(pid, "balancer: move not made ({e}); left alone for {} s", wait.as_secs());
+                self.backoff.insert(pid, Instant::now() + wait);
                 // The two nodes' figures no longer include a move that did not happen.
                 self.ledger.forget(&[from, to]);
             }
@@ -195,7 +201,7 @@ impl Balancer {
                     since_move: c.since_move,
                     io_rate: r.io_rate,
                     locked: r.lock,
-                    movable: settled && !self.moving.contains(&r.pid) && !self.backoff.contains_key(&r.pid) && (r.uid != 0 || allow_root),
+                    movable: settled && !self.moving.contains_key(&r.pid) && !self.backoff.contains_key(&r.pid) && (r.uid != 0 || allow_root),
                 })
             })
             .collect();

@@ -31,6 +31,8 @@ use crate::peer::PeerRequest;
 /// Words of the refusals `bring` tells apart.
 const IN_PROGRESS: &str = "another move of this process is in progress";
 const AT_HOME: &str = "is already at home";
+/// How a target's refusal reads (the balancer tells it apart from the process's own).
+pub const TARGET_REFUSED: &str = "refused it";
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
@@ -661,7 +663,7 @@ impl Actor {
                     running = true;
                 }
                 Input::Remote { gen: g, msg: ToHome::Refused { reason } } if g == gen => {
-                    break Err(err(ErrorKind::Refused, format!("node {name} refused it: {reason}")));
+                    break Err(err(ErrorKind::Refused, format!("node {name} {TARGET_REFUSED}: {reason}")));
                 }
                 Input::RemoteClosed { gen: g, why } if g == gen => {
                     break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
@@ -852,7 +854,7 @@ impl Actor {
                 }
                 Some(Input::Remote { gen, msg: ToHome::Running { .. } }) if gen == new.gen => break Ok(()),
                 Some(Input::Remote { gen, msg: ToHome::Refused { reason } }) if gen == new.gen => {
-                    break Err(err(ErrorKind::Refused, format!("node {name} refused it: {reason}")));
+                    break Err(err(ErrorKind::Refused, format!("node {name} {TARGET_REFUSED}: {reason}")));
                 }
                 Some(Input::RemoteClosed { gen, why }) if gen == new.gen => {
                     break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
