@@ -255,6 +255,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn balancing_is_on_by_default_and_its_policy_is_checked() {
+        let path = Path::new("/x/herd.toml");
+        let c = Config::parse("name = \"a\"\n", path).unwrap();
+        assert!(c.balance);
+        assert_eq!(c.policy, herd_balance::Params::default());
+        let c = Config::parse("balance = false\n[policy]\nstability = 1.5\ninterval = 2.0\n", path).unwrap();
+        assert!(!c.balance);
+        assert_eq!((c.policy.stability, c.policy.interval, c.policy.mem_low), (1.5, 2.0, herd_balance::Params::default().mem_low));
+        let e = Config::parse("[policy]\nstabilty = 2.0\n", path).unwrap_err().to_string();
+        assert!(e.contains("stabilty"), "{e}");
+        let e = Config::parse("[policy]\nstability = 0.5\n", path).unwrap_err().to_string();
+        assert!(e.contains("policy.stability"), "{e}");
+        let e = Config::parse("[policy]\nmem_low = 0.5\nmem_target_free = 0.2\n", path).unwrap_err().to_string();
+        assert!(e.contains("mem_target_free"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let e = Config::parse("name = \"a\"\nlisten_port = 5\n", Path::new("/x/herd.toml")).unwrap_err().to_string();
         assert!(e.contains("/x/herd.toml"), "{e}");
