@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use collector::Collector;
 use herd_lab::{LocalCluster, UpOptions};
-use nodes::{cluster_dir, build_c, c_compiler, describe, herdd, prerequisites, HERD, NOBODY};
+use nodes::{build_c, c_compiler, cluster_dir, describe, herdd, prerequisites_or_skip, HERD, NOBODY};
 use serde_json::Value;
 
 const PROGRAMS: &[&str] = &["bal_spin", "bal_grow", "bal_io"];
@@ -285,13 +285,7 @@ impl Drop for Job {
 
 impl Lab {
     fn new() -> Option<Lab> {
-        let setpriv = match prerequisites() {
-            Ok(p) => p,
-            Err(reason) => {
-                println!("SKIP: {reason}");
-                return None;
-            }
-        };
+        let setpriv = prerequisites_or_skip()?;
         let Some(cc) = c_compiler() else {
             println!("SKIP: no C compiler (gcc or cc) for the test programs");
             return None;

@@ -36,7 +36,7 @@ mod nodes;
 #[path = "common/scenarios.rs"]
 mod scenarios;
 use collector::Collector;
-use nodes::{cluster_dir, build_c, c_compiler, describe, herdd, nobody_can_run, prerequisites, python_for_nobody, HERD, NOBODY, PROGRAMS};
+use nodes::{build_c, c_compiler, cluster_dir, describe, herdd, nobody_can_run, prerequisites_or_skip, python_for_nobody, HERD, NOBODY, PROGRAMS};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
@@ -720,13 +720,7 @@ impl Lab {
     /// Builds the programs into DIR/bin and brings a three-node cluster up in DIR; None
     /// (after a SKIP line) when something it needs is missing.
     fn new() -> Option<Lab> {
-        let setpriv = match prerequisites() {
-            Ok(p) => p,
-            Err(reason) => {
-                println!("SKIP: {reason}");
-                return None;
-            }
-        };
+        let setpriv = prerequisites_or_skip()?;
         let (dir, bin) = cluster_dir("mig");
         let skip = |reason: String| {
             println!("SKIP: {reason}");

@@ -150,3 +150,8 @@ pub fn cluster_dir(prefix: &str) -> (PathBuf, PathBuf) {
     }
     (dir, bin)
 }
+
+/// [`prerequisites`], or None after a `SKIP:` line with the reason.
+pub fn prerequisites_or_skip() -> Option<PathBuf> {
+    prerequisites().map_err(|reason| println!("SKIP: {reason}")).ok()
+}
