@@ -482,6 +482,19 @@ fn refused_moves_leave_it_running(lab: &Lab) {
         );
     }
     lab.expect_where(&p, pid, "n1", Some(0));
+    // n2 blocks, and the move is asked at once: n1 may not know yet, and then n2 itself
+    // refuses the process after n1 froze it. Either way it runs on at n1, unharmed.
+    let ctl = |op| {
+        let mut c = herd_daemon::control::Client::connect(&lab.cluster.node_socket("n2")).expect("n2's control socket");
+        c.call(&herd_daemon::control::Request::Ctl { op }).expect("herd ctl on n2");
+    };
+    ctl(herd_daemon::control::CtlOp::Block);
+    let out = lab.migrate(pid, "n2");
+    ctl(herd_daemon::control::CtlOp::NoBlock);
+    if out.status.code() != Some(1) || !String::from_utf8_lossy(&out.stderr).contains("blocked") {
+        p.fail(lab, &format!("herd migrate {pid} n2 (n2 blocked): expected a refusal naming the block, got {}: {:?}", describe(&out.status), String::from_utf8_lossy(&out.stderr)));
+    }
+    lab.expect_where(&p, pid, "n1", Some(0));
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     check_ids(lab, &moved, Some(pid));

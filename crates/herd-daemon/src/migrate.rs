@@ -680,13 +680,15 @@ impl Actor {
             }
         };
         if let Err(e) = outcome {
-            link.send(Cmd::Abort);
+            // Before the commit the thread waits on its channel, not on the process: a
+            // wake-up signal would stay queued in the process and kill it once released.
+            link.send_parked(Cmd::Abort);
             // Dropping the stream's sender closes it; the target ends what it started.
             drop(remote);
             self.early.clear();
             return Err(e);
         }
-        link.send(Cmd::Commit);
+        link.send_parked(Cmd::Commit);
         loop {
             match self.next().await {
                 Some(Input::Deputy(Event::Deputy)) => break,

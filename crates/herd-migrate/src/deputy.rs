@@ -100,9 +100,11 @@ impl Link {
         true
     }
 
-    /// Queues `cmd` for a thread that is parked (after [`Event::Quiesced`]),
-    /// which waits on the channel: no wake-up signal, which would otherwise
-    /// stay queued in the process.
+    /// Queues `cmd` for a thread that waits on the channel — parked (after
+    /// [`Event::Quiesced`]), or not yet a deputy (capturing, or waiting for
+    /// Commit/Abort) — without a wake-up signal, which would otherwise stay
+    /// queued in the process (and, for a released process, end it: SIGRTMAX
+    /// terminates by default).
     pub fn send_parked(&self, cmd: Cmd) -> bool {
         self.cmds.send(cmd).is_ok()
     }
