@@ -38,7 +38,7 @@ fn moved_line(m: &Migrated) -> String {
 fn failure_line(e: &ClientError) -> String {
     match e {
         // Both leave the process where it was; say so, it is what the user worries about.
-        ClientError::Daemon(d) if matches!(d.kind, ErrorKind::Refused | ErrorKind::Failed) => {
+        ClientError::Daemon(d) if matches!(d.kind, ErrorKind::Refused | ErrorKind::TargetRefused | ErrorKind::Busy | ErrorKind::Failed) => {
             format!("{}; it runs where it was", d.message)
         }
         other => reason(other),

@@ -491,6 +491,14 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     ctl(herd_daemon::control::CtlOp::Block);
     let out = lab.migrate(pid, "n2");
     ctl(herd_daemon::control::CtlOp::NoBlock);
+    // The next scenarios need n1 to know n2 takes processes again: a state of n2's
+    // published after the noblock, and up.
+    let t = Instant::now();
+    let fresh = |r: &Value| r["state"] == "up" && r["info_age_secs"].as_f64().is_some_and(|age| age < t.elapsed().as_secs_f64());
+    while !lab.nodes("n1").iter().any(|r| r["name"] == "n2" && fresh(r)) {
+        assert!(t.elapsed() < SETTLE, "n1 has not heard n2's noblock {SETTLE:?} after it");
+        thread::sleep(POLL);
+    }
     if out.status.code() != Some(1) || !String::from_utf8_lossy(&out.stderr).contains("blocked") {
         p.fail(lab, &format!("herd migrate {pid} n2 (n2 blocked): expected a refusal naming the block, got {}: {:?}", describe(&out.status), String::from_utf8_lossy(&out.stderr)));
     }

@@ -17,7 +17,7 @@ use herd_balance::{Flags, Ledger, Node, Proc, Snapshot};
 use herd_cluster::{NodeState, NodeStatus};
 use tokio::sync::mpsc;
 
-use crate::control::{ControlError, Migrated};
+use crate::control::{ControlError, ErrorKind, Migrated};
 use crate::daemon::Shared;
 use crate::migrate;
 
@@ -74,7 +74,7 @@ impl Balancer {
     async fn round(&mut self) {
         let now = Instant::now();
         self.backoff.retain(|_, until| *until > now);
-        let Some((snap, names, uids)) = self.snapshot() else { return };
+        let Some((snap, names)) = self.snapshot() else { return };
         if snap.procs.is_empty() {
             return;
         }
@@ -93,10 +93,9 @@ impl Balancer {
         let cannot: HashMap<i32, String> = tokio::task::spawn_blocking(move || {
             at_home
                 .into_iter()
-                .filter_map(|pid| match herd_checkpoint::check_for(pid, herd_checkpoint::Purpose::Migrate { own_filter: false }) {
-                    Ok(why) if why.is_empty() => None,
-                    Ok(why) => Some((pid, why.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "))),
-                    Err(e) => Some((pid, e.to_string())),
+                .filter_map(|pid| {
+                    let why = migrate::cannot_move(pid);
+                    (!why.is_empty()).then(|| (pid, why.join("; ")))
                 })
                 .collect()
         })
@@ -117,7 +116,7 @@ impl Balancer {
             let nodes = (snap.nodes[m.from].id, snap.nodes[m.to].id);
             let pid = m.proc as i32;
             let target = if m.to == snap.home { "home".to_string() } else { names[m.to].clone() };
-            tracing::info!(pid, uid = uids.get(&pid).copied().unwrap_or(0), "balancer: {} → {target} ({})", names[m.from], m.reason);
+            tracing::info!(pid, "balancer: {} → {target} ({})", names[m.from], m.reason);
             self.shared.counters.balancer_moves.inc();
             self.moving.insert(pid, nodes);
             let (shared, done) = (self.shared.clone(), self.done.clone());
@@ -125,7 +124,7 @@ impl Balancer {
                 // Its own task, so that whatever happens to the move is reported.
                 let r = tokio::spawn(async move { migrate::migrate_auto(&shared, pid, target).await })
                     .await
-                    .unwrap_or_else(|e| Err(ControlError { kind: crate::control::ErrorKind::Internal, message: format!("the move task failed: {e}") }));
+                    .unwrap_or_else(|e| Err(ControlError { kind: ErrorKind::Internal, message: format!("the move task failed: {e}") }));
                 let _ = done.send((pid, nodes, r));
             });
         }
@@ -143,7 +142,7 @@ impl Balancer {
             Err(e) => {
                 // The target's refusal (blocked since, say) says nothing against the process:
                 // it may go elsewhere soon. Its own refusal (cannot move now) holds longer.
-                let wait = if e.message.contains(migrate::TARGET_REFUSED) { Duration::from_secs(3) } else { BACKOFF };
+                let wait = if e.kind == ErrorKind::TargetRefused { Duration::from_secs(3) } else { BACKOFF };
                 tracing::info!(pid, "balancer: move not made ({e}); left alone for {} s", wait.as_secs());
                 self.backoff.insert(pid, Instant::now() + wait);
                 // The two nodes' figures no longer include a move that did not happen.
@@ -152,9 +151,8 @@ impl Balancer {
         }
     }
 
-    /// The policy's view now: nodes (this one first known as `home`), names by index,
-    /// and owners by pid.
-    fn snapshot(&self) -> Option<(Snapshot, Vec<String>, HashMap<i32, u32>)> {
+    /// The policy's view now: nodes (this one as `home`) and their names by index.
+    fn snapshot(&self) -> Option<(Snapshot, Vec<String>)> {
         let cluster = self.shared.snapshot.borrow().clone();
         let own = cluster.nodes.iter().find(|n| n.is_self).and_then(|n| n.info.clone())?;
         let mut nodes = Vec::new();
@@ -182,13 +180,11 @@ impl Balancer {
             names.push(info.name.clone());
         }
         let allow_root = self.shared.config.allow_root_guests;
-        let mut uids = HashMap::new();
         let procs = migrate::candidates(&self.shared)
             .into_iter()
             .filter_map(|c| {
                 let r = &c.row;
                 let at = names.iter().position(|n| *n == r.where_)?;
-                uids.insert(r.pid, r.uid);
                 let settled = r.state == "home" || r.state == "remote";
                 Some(Proc {
                     id: r.pid as u64,
@@ -206,6 +202,6 @@ impl Balancer {
             })
             .collect();
         let snap = Snapshot { home, nodes, procs, transfer_rate: self.rate.unwrap_or(0.0) };
-        Some((snap, names, uids))
+        Some((snap, names))
     }
 }

@@ -70,41 +70,6 @@ pub enum CtlOp {
     Speed(u32),
 }
 
-impl CtlOp {
-    /// Parses the `herd ctl` word (and value, for `speed`).
-    pub fn parse(word: &str, value: Option<&str>) -> Result<Self, String> {
-        let op = match word {
-            "block" => CtlOp::Block,
-            "noblock" => CtlOp::NoBlock,
-            "expel" => CtlOp::Expel,
-            "bring" => CtlOp::Bring,
-            "stay" => CtlOp::Stay,
-            "nostay" => CtlOp::NoStay,
-            "lstay" => CtlOp::LStay,
-            "nolstay" => CtlOp::NoLStay,
-            "quiet" => CtlOp::Quiet,
-            "noquiet" => CtlOp::NoQuiet,
-            "speed" | "setspeed" => {
-                let v = value.ok_or("speed needs a value: herd ctl speed N (10000 = the reference CPU, 0 = measure)")?;
-                let n: u32 = v.parse().map_err(|_| format!("speed {v:?} is not a whole number"))?;
-                if n > 10_000_000 {
-                    return Err(format!("speed {n} is beyond any CPU (at most 10000000)"));
-                }
-                CtlOp::Speed(n)
-            }
-            other => {
-                return Err(format!(
-                    "unknown operation {other:?}; one of block noblock expel bring stay nostay lstay nolstay quiet noquiet speed"
-                ))
-            }
-        };
-        if value.is_some() && !matches!(op, CtlOp::Speed(_)) {
-            return Err(format!("{word} takes no value"));
-        }
-        Ok(op)
-    }
-}
-
 /// What a `herd ctl` did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CtlDone {
@@ -249,9 +214,13 @@ pub enum ErrorKind {
     Internal,
     /// No such (migratable) process.
     NoSuchProcess,
-    /// The move was refused (by the process's state, the target, or the policy);
-    /// the process runs where it was.
+    /// The move was refused (by the process's state or the policy); the process runs
+    /// where it was.
     Refused,
+    /// The target node refused the process (blocked, say); it runs where it was.
+    TargetRefused,
+    /// Another move of this process is under way; asking again later may work.
+    Busy,
     /// The move failed part-way; the process runs where it was.
     Failed,
 }

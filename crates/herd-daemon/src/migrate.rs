@@ -28,11 +28,6 @@ use crate::control::{ControlError, ErrorKind, Migrated, ProcessRow};
 use crate::daemon::Shared;
 use crate::peer::PeerRequest;
 
-/// Words of the refusals `bring` tells apart.
-const IN_PROGRESS: &str = "another move of this process is in progress";
-const AT_HOME: &str = "is already at home";
-/// How a target's refusal reads (the balancer tells it apart from the process's own).
-pub const TARGET_REFUSED: &str = "refused it";
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
@@ -216,11 +211,8 @@ pub fn bring(shared: &Arc<Shared>) -> usize {
         tokio::spawn(async move {
             for _ in 0..600 {
                 match migrate(&shared, pid, "home".into(), 0).await {
-                    Err(e) if e.kind == ErrorKind::Refused && e.message.contains(IN_PROGRESS) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) if e.kind == ErrorKind::Refused && e.message.contains(AT_HOME) => return,
-                    Err(e) => return tracing::warn!(pid, "bring: it stays away: {e}"),
+                    Err(e) if e.kind == ErrorKind::Busy => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => return tracing::info!(pid, "bring: {e}"),
                     Ok(_) => return,
                 }
             }
@@ -259,10 +251,7 @@ pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     drop(procs);
     for r in &mut rows {
         if r.state == "home" {
-            r.cantmove = match herd_checkpoint::check_for(r.pid, herd_checkpoint::Purpose::Migrate { own_filter: false }) {
-                Ok(why) => why.iter().map(|w| w.to_string()).collect(),
-                Err(e) => vec![e.to_string()],
-            };
+            r.cantmove = cannot_move(r.pid);
             if r.uid == 0 && !shared.config.allow_root_guests {
                 r.cantmove.push("belongs to root (allow_root_guests is off)".into());
             }
@@ -270,6 +259,16 @@ pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     }
     rows.sort_by_key(|r| r.pid);
     rows
+}
+
+/// Why process `pid`, at home, cannot be captured for a move now (empty when it can).
+/// Reads its /proc files, which may wait on its memory: call it off the async runtime
+/// where that matters.
+pub fn cannot_move(pid: i32) -> Vec<String> {
+    match herd_checkpoint::check_for(pid, herd_checkpoint::Purpose::Migrate { own_filter: false }) {
+        Ok(why) => why.iter().map(|w| w.to_string()).collect(),
+        Err(e) => vec![e.to_string()],
+    }
 }
 
 /// Whether node `v` can take this node's processes now: up, known, not blocked, with
@@ -524,7 +523,7 @@ impl Actor {
         let dest = self.dest(target)?;
         let here = self.remote.as_ref().map(|r| r.node.clone());
         let result = match (&here, dest) {
-            (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} {AT_HOME}", self.pid))),
+            (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} is already at home", self.pid))),
             (Some(n), Dest::Node { name, .. }) if *n == name => Err(err(ErrorKind::Refused, format!("process {} already runs on {name}", self.pid))),
             (None, Dest::Node { name, addr }) => {
                 if self.uid == 0 && !self.shared.config.allow_root_guests {
@@ -617,7 +616,7 @@ impl Actor {
             let input = self.inputs.recv().await?;
             match input {
                 Input::Migrate { reply, .. } => {
-                    let _ = reply.send(Err(err(ErrorKind::Refused, IN_PROGRESS)));
+                    let _ = reply.send(Err(err(ErrorKind::Busy, "another move of this process is in progress")));
                 }
                 Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded),
                 other => return Some(other),
@@ -663,7 +662,7 @@ impl Actor {
                     running = true;
                 }
                 Input::Remote { gen: g, msg: ToHome::Refused { reason } } if g == gen => {
-                    break Err(err(ErrorKind::Refused, format!("node {name} {TARGET_REFUSED}: {reason}")));
+                    break Err(err(ErrorKind::TargetRefused, format!("node {name} refused it: {reason}")));
                 }
                 Input::RemoteClosed { gen: g, why } if g == gen => {
                     break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
@@ -856,7 +855,7 @@ impl Actor {
                 }
                 Some(Input::Remote { gen, msg: ToHome::Running { .. } }) if gen == new.gen => break Ok(()),
                 Some(Input::Remote { gen, msg: ToHome::Refused { reason } }) if gen == new.gen => {
-                    break Err(err(ErrorKind::Refused, format!("node {name} {TARGET_REFUSED}: {reason}")));
+                    break Err(err(ErrorKind::TargetRefused, format!("node {name} refused it: {reason}")));
                 }
                 Some(Input::RemoteClosed { gen, why }) if gen == new.gen => {
                     break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
