@@ -619,7 +619,7 @@ impl Target {
     fn migrate(&self, lab: &Lab, target: &str, node: &str) -> Result<Migrated> {
         let sock = lab.cluster.node_socket("n1");
         let answer = Client::connect(&sock)
-            .and_then(|mut c| c.call(&Request::Migrate { pid: self.pid, target: target.into() }))
+            .and_then(|mut c| c.call(&Request::Migrate { pid: self.pid, target: target.into(), mode: None }))
             .map_err(|e| anyhow!("moving process {} to {target}: {e}", self.pid))?;
         match answer {
             Response::Migrated(m) if m.node == node => Ok(m),

@@ -26,6 +26,12 @@ use crate::{io_err, procinfo, CheckpointError, Result};
 /// Bytes read from the process per batch while streaming pages.
 const BATCH: usize = 8 << 20;
 
+/// A VMA's pages for post-copy: those in the image, and how many bytes follow.
+struct PostcopyPlan {
+    eager: PagePlan,
+    lazy: u64,
+}
+
 /// Which pages of one VMA go into the image.
 struct PagePlan {
     runs: Vec<(u64, u64)>,
@@ -306,10 +312,113 @@ impl Frozen {
     /// checksums and writes the previous batch, so reading and writing
     /// overlap; a few 8 MiB buffers circulate between the two.
     pub fn write<W: Write + Send>(&mut self, out: W) -> Result<(W, CaptureStats)> {
+        self.write_with(out, false).map(|(w, stats, _)| (w, stats))
+    }
+
+    /// For post-copy: streams the image without the pages of private
+    /// anonymous memory (heap, stack, anonymous mappings), which are sent
+    /// later, while the process already runs elsewhere. Their VMAs say
+    /// `stored_bytes: 0` in this image; the runs of pages left out, (address,
+    /// length) in ascending order, are returned with the writer. Pages of
+    /// private file mappings that were written to (copied on write) and
+    /// shared anonymous memory still go in the image.
+    pub fn write_postcopy<W: Write + Send>(&mut self, out: W) -> Result<(W, CaptureStats, Vec<(u64, u64)>)> {
+        self.write_with(out, true)
+    }
+
+    /// What [`Frozen::write_postcopy`] leaves out: the runs of pages (address,
+    /// length, ascending), and the largest region's range (sent first: where
+    /// the process's data most likely is).
+    pub fn lazy_runs(&self) -> (Vec<(u64, u64)>, Option<(u64, u64)>) {
+        let (plans, runs) = self.postcopy_plans();
+        let first = self
+            .image
+            .vmas
+            .iter()
+            .zip(&plans)
+            .filter(|(_, p)| p.lazy > 0)
+            .max_by_key(|(_, p)| p.lazy)
+            .map(|(v, _)| (v.start, v.end - v.start));
+        (runs, first)
+    }
+
+    /// Whether the pages of VMA `v` (with plan `p`) can be sent after the process runs elsewhere.
+    fn lazy(v: &Vma, p: &PagePlan) -> bool {
+        !v.shared && !p.force && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap)
+    }
+
+    /// For post-copy, each VMA's plan split into the pages that go in the image
+    /// and the lazy runs. Eager: everything but private anonymous memory, the
+    /// stack (small; the kernel writes signal frames there, and the restore
+    /// reads a sleep's remaining time from it), and the pages of the rseq area
+    /// (the kernel writes it on every return to user mode, also between the
+    /// injected calls of the restore, before anyone serves faults).
+    fn postcopy_plans(&self) -> (Vec<PostcopyPlan>, Vec<(u64, u64)>) {
+        let keep: Vec<(u64, u64)> = self
+            .image
+            .task
+            .rseq
+            .map(|r| {
+                let lo = r.ptr & !(PAGE - 1);
+                let hi = (r.ptr + u64::from(r.len.max(32)) + PAGE - 1) & !(PAGE - 1);
+                vec![(lo, hi)]
+            })
+            .unwrap_or_default();
+        let mut lazy_runs = Vec::new();
+        let mut plans = Vec::new();
+        for (v, p) in self.image.vmas.iter().zip(&self.plans) {
+            if !Self::lazy(v, p) {
+                plans.push(PostcopyPlan { eager: PagePlan { runs: p.runs.clone(), force: p.force }, lazy: 0 });
+                continue;
+            }
+            let mut eager = Vec::new();
+            let mut lazy = 0u64;
+            for &(a, l) in &p.runs {
+                // Cut the run at the kept ranges.
+                let mut x = a;
+                while x < a + l {
+                    let page_kept = keep.iter().any(|&(lo, hi)| x >= lo && x < hi);
+                    let mut y = x + PAGE;
+                    while y < a + l && keep.iter().any(|&(lo, hi)| y >= lo && y < hi) == page_kept {
+                        y += PAGE;
+                    }
+                    if page_kept {
+                        eager.push((x, y - x));
+                    } else {
+                        lazy_runs.push((x, y - x));
+                        lazy += y - x;
+                    }
+                    x = y;
+                }
+            }
+            plans.push(PostcopyPlan { eager: PagePlan { runs: eager, force: p.force }, lazy });
+        }
+        lazy_runs.sort_unstable();
+        (plans, lazy_runs)
+    }
+
+    fn write_with<W: Write + Send>(&mut self, out: W, postcopy: bool) -> Result<(W, CaptureStats, Vec<(u64, u64)>)> {
         let pid = self.image.task.pid;
         let mut w = ImageWriter::new(out).map_err(io_err("writing the image"))?;
-        w.write_process(&self.image).map_err(io_err("writing the image"))?;
-        let procmem = if self.plans.iter().any(|p| p.force && !p.runs.is_empty()) {
+        let mut lazy_runs = Vec::new();
+        let split;
+        let mut eager: Vec<&PagePlan> = Vec::new();
+        if postcopy {
+            let (plans, runs) = self.postcopy_plans();
+            split = plans;
+            lazy_runs = runs;
+            let mut image = self.image.clone();
+            for (v, p) in image.vmas.iter_mut().zip(&split) {
+                v.stored_bytes = p.eager.runs.iter().map(|r| r.1).sum();
+                eager.push(&p.eager);
+            }
+            w.write_process(&image).map_err(io_err("writing the image"))?;
+        } else {
+            eager.extend(self.plans.iter());
+            w.write_process(&self.image).map_err(io_err("writing the image"))?;
+        }
+        lazy_runs.sort_unstable();
+        let procmem = if eager.iter().any(|p| p.force && !p.runs.is_empty()) {
             Some(ProcMem::open(pid, false)?)
         } else {
             None
@@ -320,7 +429,7 @@ impl Frozen {
         for _ in 0..3 {
             free_tx.send(vec![0u8; BATCH]).expect("receiver alive");
         }
-        let plans = &self.plans;
+        let plans = &eager;
         let (written, read) = std::thread::scope(|s| {
             let writer = s.spawn(move || -> Result<ImageWriter<W>> {
                 for (batch, data) in full_rx {
@@ -353,7 +462,7 @@ impl Frozen {
         read?;
         let bytes = w.page_bytes();
         let out = w.finish().map_err(io_err("writing the image"))?;
-        Ok((out, CaptureStats { frozen_for: self.stopped_at.elapsed(), page_bytes: bytes }))
+        Ok((out, CaptureStats { frozen_for: self.stopped_at.elapsed(), page_bytes: bytes }, lazy_runs))
     }
 
     /// Lets the process continue as if nothing happened.

@@ -12,7 +12,7 @@ pub mod restore;
 
 pub use capture::{Frozen, CaptureStats};
 pub use check::{check, check_for, CantMove, Purpose};
-pub use restore::{restore, restore_into, restore_remote, Restored, RestoreStats};
+pub use restore::{restore, restore_into, restore_remote, RemoteRestore, Restored, RestoreStats};
 
 use herd_image::FormatError;
 use herd_kernel::KernelError;

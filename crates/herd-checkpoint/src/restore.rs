@@ -48,6 +48,16 @@ pub struct Restored {
     pub warnings: Vec<String>,
 }
 
+/// A guest restored for post-copy: besides the process and its seccomp
+/// listener, the userfaultfd its lazily sent memory is registered with (see
+/// `herd_kernel::uffd`). Until every lazy page is filled through it, the
+/// process must not be captured.
+pub struct RemoteRestore {
+    pub restored: Restored,
+    pub listener: OwnedFd,
+    pub uffd: Option<OwnedFd>,
+}
+
 /// Page sections arriving from the image-reading thread, and the way back
 /// for their buffers.
 struct PageStream {
@@ -62,8 +72,10 @@ enum Into<'a> {
     /// A new process that runs as a migrated guest: no open files (they stay
     /// with the deputy at home), cwd `/`, and `filter` (a seccomp program,
     /// `struct sock_filter` array) installed last with a user-notification
-    /// listener.
-    Remote { filter: &'a [u8] },
+    /// listener. With `lazy` (post-copy), those runs of pages (address,
+    /// length) are not in the image: the anonymous VMAs holding them are
+    /// registered with a userfaultfd, handed back in [`Built::uffd`].
+    Remote { filter: &'a [u8], lazy: Option<&'a [(u64, u64)]> },
     /// The deputy at home, already seized and stopped, which keeps its pid,
     /// files and credentials; `gadget` is a `syscall` instruction in it.
     Deputy { gadget: u64 },
@@ -74,21 +86,25 @@ struct Built {
     page_bytes: u64,
     /// The seccomp listener, in the restored process.
     listener_fd: Option<i32>,
+    /// The userfaultfd of a post-copy restore (herdd's copy; the process has none).
+    uffd: Option<OwnedFd>,
 }
 
 /// Reads an image from `input` and starts the process it holds. The image
 /// is read and checksummed on a second thread while this one (the tracer)
 /// writes the previous batch of pages into the new process.
 pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Restored> {
-    restore_new(input, hashes, Into::Fresh).map(|(r, _)| r)
+    restore_new(input, hashes, Into::Fresh).map(|(r, _, _)| r)
 }
 
 /// Restores a migrated process as a guest of this node: see `Into::Remote`.
-/// Returns it running, and the seccomp listener that receives its trapped
-/// system calls.
-pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8]) -> Result<(Restored, OwnedFd)> {
-    let (r, listener) = restore_new(input, hashes, Into::Remote { filter })?;
-    Ok((r, listener.expect("a remote restore installs a listener")))
+/// Returns it running, the seccomp listener that receives its trapped
+/// system calls, and with `lazy` (post-copy: the runs of pages that come
+/// later, as [`crate::Frozen::write_postcopy`] returned them) the
+/// userfaultfd that must fill them.
+pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8], lazy: Option<&[(u64, u64)]>) -> Result<RemoteRestore> {
+    let (restored, listener, uffd) = restore_new(input, hashes, Into::Remote { filter, lazy })?;
+    Ok(RemoteRestore { restored, listener: listener.expect("a remote restore installs a listener"), uffd })
 }
 
 /// A failed [`restore_into`]: the deputy is left holding only the restore's
@@ -158,7 +174,7 @@ fn deputy_regs_or_default(t: &Tracee) -> Regs {
     t.regs().unwrap_or_default()
 }
 
-fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<(Restored, Option<OwnedFd>)> {
+fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<(Restored, Option<OwnedFd>, Option<OwnedFd>)> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let image = match reader.next_section()? {
@@ -166,6 +182,9 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
         _ => return Err(FormatError::Corrupt("image does not start with a process section".into()).into()),
     };
     preflight(&image, hashes)?;
+    if let Into::Remote { lazy: Some(runs), .. } = into {
+        check_lazy(&image, runs)?;
+    }
     let remote = matches!(into, Into::Remote { .. });
     let child = restorer::spawn(&child_plan(&image, remote)?)?;
     let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL) {
@@ -183,13 +202,13 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 Some(fd) => Some(PidFd::open(child.pid)?.get_fd(fd)?),
                 None => None,
             };
-            Ok((b.page_bytes, listener))
+            Ok((b.page_bytes, listener, b.uffd))
         });
     match built {
-        Ok((page_bytes, listener)) => {
+        Ok((page_bytes, listener, uffd)) => {
             let pid = tracee.pid();
             tracee.detach()?;
-            Ok((Restored { pid, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener))
+            Ok((Restored { pid, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd))
         }
         Err(e) => {
             tracee.kill();
@@ -225,6 +244,57 @@ fn stream_build<R: Read + Send>(
         // On an early error `pages` is dropped here, which ends the reader.
         build(tracee, child, image, PageStream { rx, back }, warnings, into, tramp)
     })
+}
+
+/// Checks that the lazily sent runs of a post-copy image are whole pages, in
+/// ascending order, each inside one private anonymous VMA. (Pages of the image
+/// in those VMAs are written before the registration: they never fault.)
+fn check_lazy(image: &ProcessImage, runs: &[(u64, u64)]) -> Result<()> {
+    let bad = |why: String| -> Result<()> { Err(FormatError::Corrupt(format!("post-copy page runs: {why}")).into()) };
+    let mut last_end = 0u64;
+    for &(a, l) in runs {
+        if l == 0 || a % PAGE != 0 || l % PAGE != 0 || a.checked_add(l).is_none() {
+            return bad(format!("{a:#x}+{l:#x} is not a run of whole pages"));
+        }
+        if a < last_end {
+            return bad(format!("{a:#x} is out of order or overlaps"));
+        }
+        last_end = a + l;
+        let inside = image.vmas.iter().any(|v| {
+            v.contains(a, a + l) && !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack)
+        });
+        if !inside {
+            return bad(format!("{a:#x}+{l:#x} is not inside a private anonymous region"));
+        }
+    }
+    Ok(())
+}
+
+/// Registers the VMAs of `image` that hold lazily sent runs with a new
+/// userfaultfd made inside the process (see `herd_kernel::uffd`), takes it
+/// and closes the process's own copy.
+fn register_lazy(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, runs: &[(u64, u64)]) -> Result<OwnedFd> {
+    use herd_kernel::uffd;
+    let pid = inj.tracee().pid();
+    let fd = inj.call(uffd::SYS_USERFAULTFD, &[uffd::CREATE_FLAGS])?;
+    if fd < 0 {
+        return Err(CheckpointError::Incompatible(format!(
+            "this node cannot take a process by post-copy: userfaultfd: {} (herdd must run as root, or vm.unprivileged_userfaultfd = 1)",
+            std::io::Error::from_raw_os_error(-fd as i32)
+        )));
+    }
+    let fd = fd as u64;
+    let result = (|| -> Result<OwnedFd> {
+        let api = scratch.put(0, abi::as_bytes(&uffd::api_args()))?;
+        inj.call_ok("ioctl(UFFDIO_API)", uffd::SYS_IOCTL, &[fd, uffd::UFFDIO_API, api])?;
+        for v in image.vmas.iter().filter(|v| runs.iter().any(|&(a, l)| v.contains(a, a + l))) {
+            let reg = scratch.put(0, abi::as_bytes(&uffd::register_args(v.start, v.len())))?;
+            inj.call_ok("ioctl(UFFDIO_REGISTER)", uffd::SYS_IOCTL, &[fd, uffd::UFFDIO_REGISTER, reg])?;
+        }
+        Ok(PidFd::open(pid)?.get_fd(fd as i32)?)
+    })();
+    inj.call_ok("close the userfaultfd", abi::SYS_CLOSE, &[fd])?;
+    result
 }
 
 /// Checks that this machine can run the image before anything is started.
@@ -507,6 +577,16 @@ fn build(
         inj.call_ok("mprotect", abi::SYS_MPROTECT, &[v.start, v.len(), prot_bits(v.prot)])?;
     }
 
+    // Post-copy: the lazily sent memory is registered while the child still has
+    // our credentials (an unprivileged userfaultfd could not take the faults the
+    // kernel itself makes, e.g. a read(2) into a missing page).
+    let mut uffd = None;
+    if let Into::Remote { lazy: Some(runs), .. } = into {
+        if !runs.is_empty() {
+            uffd = Some(register_lazy(&mut inj, &scratch, image, runs)?);
+        }
+    }
+
     // vDSO and vvar at their old place.
     if let Some(lo) = vdso_lo {
         inj.call_ok("arch_prctl(ARCH_MAP_VDSO_64)", abi::SYS_ARCH_PRCTL, &[abi::ARCH_MAP_VDSO_64, lo])?;
@@ -543,6 +623,12 @@ fn build(
         inj.call_ok("setresuid", abi::SYS_SETRESUID, &[u, u, u])?;
         inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, 1])?;
     }
+    // A guest dies with the herdd thread that serves it (after the credentials:
+    // changing them clears the setting): without it, its calls would fail and
+    // post-copy memory read as zeroes.
+    if matches!(into, Into::Remote { .. }) {
+        inj.call_ok("prctl(PR_SET_PDEATHSIG)", abi::SYS_PRCTL, &[abi::PR_SET_PDEATHSIG, libc::SIGKILL as u64])?;
+    }
 
     for s in &image.signals.pending {
         if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
@@ -560,7 +646,7 @@ fn build(
     // Without privileges, installing a filter needs no_new_privs (which only
     // matters to execve, and execve brings a guest home).
     let mut listener_fd = None;
-    if let Into::Remote { filter } = into {
+    if let Into::Remote { filter, .. } = into {
         if filter.is_empty() || filter.len() % 8 != 0 || filter.len() / 8 > u16::MAX as usize {
             return Err(CheckpointError::Incompatible("malformed seccomp filter".into()));
         }
@@ -590,7 +676,7 @@ fn build(
     tracee.set_regs(&regs)?;
     tracee.set_xstate(&image.regs.xstate)?;
     tracee.set_sigmask(image.signals.blocked)?;
-    Ok(Built { page_bytes, listener_fd })
+    Ok(Built { page_bytes, listener_fd, uffd })
 }
 
 /// Sets the mm fields and auxv; with `set_exe`, also the /proc/PID/exe link

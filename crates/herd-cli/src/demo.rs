@@ -880,6 +880,7 @@ mod tests {
             cantmove: vec![],
             lock: false,
             cmd: "python3 job.py".into(),
+            moving: None,
         }
     }
 

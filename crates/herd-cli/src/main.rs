@@ -143,16 +143,27 @@ enum Command {
     #[command(after_help = "TARGET is a node's name (see `herd nodes`), `home` (back to this node) or `balance` \
                             (wherever the balancer finds best now). herd migrate returns when the move is complete and \
                             prints how long the process was stopped; if the move is refused or fails, it says why, \
-                            exits with status 1, and the process runs on where it was.\n\
+                            exits with status 1, and the process runs on where it was.\n\n\
+                            How: by default herdd picks the fastest way that keeps the process stopped briefly: \
+                            a small process moves by stop-and-copy, a larger one from its home by post-copy (it runs \
+                            on the target within milliseconds and its memory follows; `herd ps` shows the move until \
+                            the last page is there, and herd migrate returns then). --stop-and-copy or --postcopy \
+                            choose. Moves from a node back home or on to a third node are stop-and-copy.\n\
                             Installed as `migrate` (a symlink to herd), it is herd migrate.\n\n\
                             Examples:\n  herd migrate 4242 n2\n  herd migrate 4242 home\n  herd migrate 4242 balance\n  \
-                            herd --node n1 migrate 4242 n3\n  migrate 4242 n2")]
+                            herd migrate --postcopy 4242 n2\n  herd --node n1 migrate 4242 n3\n  migrate 4242 n2")]
     Migrate {
         /// The process (its pid on this node, its home, even when it runs elsewhere)
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
         /// A node's name, `home` or `balance`
         target: String,
+        /// Start it on the target at once; its memory follows while it runs (from home only)
+        #[arg(long, conflicts_with = "stop_and_copy")]
+        postcopy: bool,
+        /// Keep it stopped until all of it is on the target
+        #[arg(long)]
+        stop_and_copy: bool,
     },
     /// Keep a migratable process where it runs: the balancer leaves it alone (herd migrate still moves it)
     #[command(after_help = "PID is its pid on this node, its home. Its owner or root may lock it. \
@@ -241,8 +252,13 @@ fn main() {
                 Ok(1)
             })
         }
-        Command::Migrate { pid, target: to } => {
-            target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| migrate::run(&t, pid, &to))
+        Command::Migrate { pid, target: to, postcopy, stop_and_copy } => {
+            let mode = match (postcopy, stop_and_copy) {
+                (true, _) => Some(herd_daemon::control::MoveMode::PostCopy),
+                (_, true) => Some(herd_daemon::control::MoveMode::StopAndCopy),
+                _ => None,
+            };
+            target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| migrate::run(&t, pid, &to, mode))
         }
         Command::Ps { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json)),
         Command::Ctl { word } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::ctl(&t, word)),
@@ -325,7 +341,10 @@ mod tests {
     #[test]
     fn migrate_wants_a_positive_pid() {
         let cli = parse(&["herd", "migrate", "4242", "balance"]).unwrap();
-        assert!(matches!(cli.command, Command::Migrate { pid: 4242, ref target } if target == "balance"));
+        assert!(matches!(cli.command, Command::Migrate { pid: 4242, ref target, postcopy: false, .. } if target == "balance"));
+        let cli = parse(&["herd", "migrate", "--postcopy", "4242", "n2"]).unwrap();
+        assert!(matches!(cli.command, Command::Migrate { postcopy: true, stop_and_copy: false, .. }));
+        assert!(parse(&["herd", "migrate", "--postcopy", "--stop-and-copy", "4242", "n2"]).is_err());
         assert!(parse(&["herd", "migrate", "0", "n2"]).is_err());
         assert!(parse(&["herd", "migrate", "-5", "n2"]).is_err());
         assert!(parse(&["herd", "migrate", "4242"]).is_err());

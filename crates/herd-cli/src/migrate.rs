@@ -2,14 +2,16 @@
 
 use anyhow::Result;
 use herd_daemon::control::{ClientError, ErrorKind, Migrated, Request, Response};
+use herd_daemon::control::MoveMode;
 
 use crate::nodes::Target;
 use crate::run::reason;
 
-/// Asks this node's herdd to move `pid` to `to` (a node, `home` or `balance`) and waits
-/// for the move to end. Prints one line either way; the exit code is 0 or 1.
-pub fn run(target: &Target, pid: i32, to: &str) -> Result<i32> {
-    let answer = target.connect().and_then(|mut c| c.call(&Request::Migrate { pid, target: to.to_string() }));
+/// Asks this node's herdd to move `pid` to `to` (a node, `home` or `balance`), by `mode`
+/// (None: herdd chooses), and waits for the move to end. Prints one line either way; the
+/// exit code is 0 or 1.
+pub fn run(target: &Target, pid: i32, to: &str, mode: Option<MoveMode>) -> Result<i32> {
+    let answer = target.connect().and_then(|mut c| c.call(&Request::Migrate { pid, target: to.to_string(), mode }));
     match answer {
         Ok(Response::Migrated(m)) => {
             println!("{}", moved_line(&m));
@@ -23,12 +25,13 @@ pub fn run(target: &Target, pid: i32, to: &str) -> Result<i32> {
     }
 }
 
-/// `moved 4242 to n2 (stopped 41 ms, total 63 ms, 12.3 MiB)`
+/// `moved 4242 to n2 by post-copy (stopped 4.1 ms, total 63 ms, 12.3 MiB)`
 fn moved_line(m: &Migrated) -> String {
     format!(
-        "moved {} to {} (stopped {:.0} ms, total {:.0} ms, {:.1} MiB)",
+        "moved {} to {} by {} (stopped {:.1} ms, total {:.0} ms, {:.1} MiB)",
         m.pid,
         m.node,
+        m.mode,
         m.frozen_ms,
         m.total_ms,
         m.bytes as f64 / (1u64 << 20) as f64
@@ -52,8 +55,8 @@ mod tests {
 
     #[test]
     fn success_line() {
-        let m = Migrated { pid: 4242, node: "n2".into(), frozen_ms: 41.2, total_ms: 62.7, bytes: 12_897_485 };
-        assert_eq!(moved_line(&m), "moved 4242 to n2 (stopped 41 ms, total 63 ms, 12.3 MiB)");
+        let m = Migrated { pid: 4242, node: "n2".into(), frozen_ms: 4.12, total_ms: 62.7, bytes: 12_897_485, mode: MoveMode::PostCopy };
+        assert_eq!(moved_line(&m), "moved 4242 to n2 by post-copy (stopped 4.1 ms, total 63 ms, 12.3 MiB)");
     }
 
     #[test]

@@ -34,6 +34,10 @@ fn table(rows: &[ProcessRow]) -> String {
         let cpu = format!("{:.1}", r.cpu);
         let demand = format!("{:.0}%", r.demand);
         out += &line(&r.pid.to_string(), &r.where_, &r.state, &cpu, &demand, &rate(r.io_rate), &human(r.rss), &r.nmigs.to_string(), &r.cmd);
+        if let Some(m) = &r.moving {
+            let of = if m.total_bytes > 0 { format!(" of {}", human(m.total_bytes)) } else { String::new() };
+            out += &format!("    moving ({}): {}, {}{of} sent\n", m.mode, m.phase, human(m.sent_bytes));
+        }
         let why = why_not(r);
         if !why.is_empty() {
             out += &format!("    why not: {}\n", why.join("; "));
@@ -107,6 +111,7 @@ mod tests {
             cantmove: cantmove.iter().map(|s| s.to_string()).collect(),
             lock: false,
             cmd: "python3 crunch.py --big".into(),
+            moving: None,
         }
     }
 

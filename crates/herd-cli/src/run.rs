@@ -90,7 +90,7 @@ fn hand_over(client: &mut Client, pid: i32, name: &str, opts: &RunOptions) {
     }
     tracing::info!("herdd adopted {name} (pid {pid}{})", if opts.lock { ", locked at home" } else { "" });
     let Some(node) = &opts.node else { return };
-    match client.call(&Request::Migrate { pid, target: node.clone() }) {
+    match client.call(&Request::Migrate { pid, target: node.clone(), mode: None }) {
         Ok(r) => tracing::info!("moved {name} (pid {pid}) to {node}: {r:?}"),
         Err(e) => {
             if !ended(pid) {

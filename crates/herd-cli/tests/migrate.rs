@@ -53,7 +53,7 @@ use serde_json::Value;
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
-    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread"];
+    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn"];
 const PY_PROGRAMS: &[&str] = &["mig_progress.py"];
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -86,6 +86,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("read_blocked_on_stdin_gets_its_input", read_blocked_on_stdin_gets_its_input),
     ("run_with_node_starts_it_remote", run_with_node_starts_it_remote),
     ("refused_moves_leave_it_running", refused_moves_leave_it_running),
+    ("churning_memory_moves_by_postcopy_then_on", churning_memory_moves_by_postcopy_then_on),
+    ("idle_heap_moves_by_postcopy_then_on", idle_heap_moves_by_postcopy_then_on),
+    ("stop_and_copy_on_request", stop_and_copy_on_request),
+    ("target_daemon_killed_during_postcopy", target_daemon_killed_during_postcopy),
     ("target_daemon_killed_during_transfer", target_daemon_killed_during_transfer),
 ];
 
@@ -509,6 +513,129 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     same_result(&direct, &moved, normalize_ids);
 }
 
+/// 1 GiB rewritten as fast as it can (three words a page, every page a pass, each pass
+/// checking the last): moved home → n2 by post-copy while it rewrites (it runs on n2 at
+/// once and its memory follows), then n2 → n3 and n3 → home, each during a phase of
+/// passes. It checks every page itself; its digest of all its memory equals an unmoved run's.
+fn churning_memory_moves_by_postcopy_then_on(lab: &Lab) {
+    let prog = lab.program("mig_churn").with_args(&["1024", "3", "3"]);
+    let mut d = lab.start("mig_churn 1 GiB (direct)", How::Direct, &prog);
+    for gate in 0..3 {
+        d.wait_for_line(lab, &format!("gate {gate}"));
+        d.send(lab, "go\n");
+    }
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+    assert!(direct.stdout.contains(" bad=0 "), "mig_churn's direct run:\n{}", direct.describe());
+
+    let mut p = lab.start("mig_churn 1 GiB (herd run, post-copy to n2, then n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    let moves = [("n2", "n2", 1, Some("--postcopy")), ("n3", "n3", 2, None), ("home", "n1", 3, None)];
+    for (gate, (target, node, nmigs, flag)) in moves.into_iter().enumerate() {
+        p.wait_for_line(lab, &format!("gate {gate}"));
+        p.send(lab, "go\n");
+        let out = lab.expect_migrate_with(&p, pid, target, flag.as_slice());
+        if flag.is_some() && !out.contains("by post-copy") {
+            p.fail(lab, &format!("herd migrate --postcopy did not move it by post-copy: {out:?}"));
+        }
+        lab.expect_where(&p, pid, node, Some(nmigs));
+    }
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// 2 GiB written once and then left alone: herdd's own choice for a process this large
+/// is post-copy; moved home → n2 → n3 → home while idle, then it checks every page.
+fn idle_heap_moves_by_postcopy_then_on(lab: &Lab) {
+    let prog = lab.program("mig_bigmem").with_args(&["2048"]);
+    let mut d = lab.start("mig_bigmem 2 GiB (direct)", How::Direct, &prog);
+    d.wait_for_prefix(lab, "ready ");
+    d.send(lab, "go\n");
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+
+    let mut p = lab.start("mig_bigmem 2 GiB (herd run, moved n2, n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_prefix(lab, "ready ");
+    for (target, node, nmigs) in [("n2", "n2", 1), ("n3", "n3", 2), ("home", "n1", 3)] {
+        let out = lab.expect_migrate_with(&p, pid, target, &[]);
+        if target == "n2" && !out.contains("by post-copy") {
+            p.fail(lab, &format!("a 2 GiB process was not moved from home by post-copy by default: {out:?}"));
+        }
+        lab.expect_where(&p, pid, node, Some(nmigs));
+    }
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    assert!(moved.stdout.contains(" bad=0 "), "after its moves:\n{}", moved.describe());
+    same_result(&direct, &moved, same);
+}
+
+/// `--stop-and-copy` is honoured for a process that herdd would move by post-copy.
+fn stop_and_copy_on_request(lab: &Lab) {
+    let prog = lab.program("mig_bigmem").with_args(&["64"]);
+    let mut p = lab.start("mig_bigmem 64 MiB (herd run, stop-and-copy to n2)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_prefix(lab, "ready ");
+    let out = lab.expect_migrate_with(&p, pid, "n2", &["--stop-and-copy"]);
+    if !out.contains("by stop-and-copy") {
+        p.fail(lab, &format!("herd migrate --stop-and-copy: {out:?}"));
+    }
+    // Post-copy is for moves from home: asked for it from n2, herd says why not.
+    let again = lab.migrate_with(pid, "n3", &["--postcopy"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    if again.status.success() || !err.contains("post-copy") {
+        p.fail(lab, &format!("herd migrate --postcopy from n2: expected a refusal naming post-copy, got {} {err:?}", describe(&again.status)));
+    }
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    expect_status(&moved, Some(0), None);
+    assert!(moved.stdout.contains(" bad=0 "), "{}", moved.describe());
+}
+
+/// n2's herdd is killed while a post-copy to n2 runs (the process already runs there, part
+/// of its memory still at home). The documented outcome: the process is lost — it ran on
+/// n2, so its copy at home is outdated and must not run — so `herd run` dies by SIGKILL
+/// (as when a node running a process dies), `herd migrate` fails saying so, and nothing of
+/// it is left on n2.
+fn target_daemon_killed_during_postcopy(lab: &Lab) {
+    let prog = lab.program("mig_churn").with_args(&["1024", "1", "400"]);
+    let mut p = lab.start("mig_churn 1 GiB (herd run; n2's herdd killed during post-copy)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "gate 0");
+    p.send(lab, "go\n");
+    let boot_before = lab.boot_of("n1", "n2");
+    let n2 = lab.daemon_host_pid("n2");
+    let mut guard = DaemonGuard { lab, node: "n2", host_pid: n2, started: start_time(n2), restarted: false };
+    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n2"]));
+    let start = Instant::now();
+    loop {
+        let state = lab.ps().into_iter().find(|r| r["pid"] == pid).map(|r| r["state"].as_str().unwrap_or_default().to_string());
+        if state.as_deref() == Some("post-copy") {
+            break;
+        }
+        if migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
+            let (out, err) = migrate.output();
+            p.fail(lab, &format!("never saw it in post-copy (state {state:?}); herd migrate: {out:?} {err:?}"));
+        }
+        thread::sleep(POLL);
+    }
+    herd_kernel::task::kill(n2, libc::SIGKILL).expect("SIGKILL to n2's herdd");
+    let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
+        p.fail(lab, &format!("herd migrate still runs {MIGRATE_LIMIT:?} after n2's herdd was killed during post-copy"));
+    };
+    let (out, err) = migrate.output();
+    if status.success() || !err.contains("lost") {
+        p.fail(lab, &format!("herd migrate during a lost post-copy: expected a failure saying it was lost, got {} {out:?} {err:?}", describe(&status)));
+    }
+    println!("herd migrate when n2 died during post-copy: {} with {:?}", describe(&status), err.trim());
+    let ended = p.finish(lab);
+    expect_status(&ended, None, Some(libc::SIGKILL));
+    lab.expect_gone_from(None, "n2", &prog);
+    guard.restart();
+    lab.wait_node_back("n2", boot_before);
+}
+
 /// n2's herdd is stopped, a move to n2 started, and n2's herdd killed while the move
 /// waits on it: `herd migrate` fails with a message, the 1 GiB process runs on at n1
 /// and ends as it would have; nothing of it is left on n2. n2 is started again.
@@ -903,13 +1030,25 @@ impl Lab {
     }
 
     fn migrate(&self, pid: i32, target: &str) -> Output {
-        run_bounded(self.herd_cmd(&["migrate", &pid.to_string(), target]), &format!("herd migrate {pid} {target}"), MIGRATE_LIMIT)
+        self.migrate_with(pid, target, &[])
+    }
+
+    /// `herd migrate [FLAGS] PID TARGET`.
+    fn migrate_with(&self, pid: i32, target: &str, flags: &[&str]) -> Output {
+        let pid = pid.to_string();
+        let args: Vec<&str> = ["migrate"].into_iter().chain(flags.iter().copied()).chain([pid.as_str(), target]).collect();
+        run_bounded(self.herd_cmd(&args), &format!("herd migrate {flags:?} {pid} {target}"), MIGRATE_LIMIT)
     }
 
     /// `herd migrate PID TARGET` must succeed.
     fn expect_migrate(&self, p: &Proc, pid: i32, target: &str) {
+        self.expect_migrate_with(p, pid, target, &[]);
+    }
+
+    /// `herd migrate [FLAGS] PID TARGET` must succeed; returns what it printed.
+    fn expect_migrate_with(&self, p: &Proc, pid: i32, target: &str, flags: &[&str]) -> String {
         let start = Instant::now();
-        let out = self.migrate(pid, target);
+        let out = self.migrate_with(pid, target, flags);
         if !out.status.success() {
             p.fail(
                 self,
@@ -921,7 +1060,9 @@ impl Lab {
                 ),
             );
         }
-        println!("{}: herd migrate {pid} {target}: {:.1?} {}", p.label, start.elapsed(), String::from_utf8_lossy(&out.stdout).trim());
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("{}: herd migrate {flags:?} {pid} {target}: {:.1?} {said}", p.label, start.elapsed());
+        said
     }
 
     fn ps(&self) -> Vec<Value> {

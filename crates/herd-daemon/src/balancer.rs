@@ -115,7 +115,7 @@ impl Balancer {
         for m in moves {
             let nodes = (snap.nodes[m.from].id, snap.nodes[m.to].id);
             let pid = m.proc as i32;
-            let target = if m.to == snap.home { "home".to_string() } else { names[m.to].clone() };
+            let target = if m.to == snap.home { migrate::Target::Home } else { migrate::Target::Node(names[m.to].clone()) };
             tracing::info!(pid, "balancer: {} → {target} ({})", names[m.from], m.reason);
             self.shared.counters.balancer_moves.inc();
             self.moving.insert(pid, nodes);

@@ -6,6 +6,7 @@
 //! reading the cluster's state is open to every local user, changing the node is for
 //! root and the user herdd runs as.
 
+pub use herd_migrate::proto::MoveMode;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,7 +39,13 @@ pub enum Request {
     /// Move process `pid` (its home pid: this node must be its home) to `target`:
     /// a node name, `home`, or `balance` (the best node now). Answered when the move
     /// is complete (`Migrated`) or has failed (the process then runs where it was).
-    Migrate { pid: i32, target: String },
+    /// `mode`: how (absent: herdd picks the fastest that keeps the stop short).
+    Migrate {
+        pid: i32,
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<herd_migrate::proto::MoveMode>,
+    },
     /// The migratable processes whose home is this node (`herd ps`).
     Processes,
     /// Lock (or unlock) process `pid` of this home: a locked process is never moved by
@@ -191,6 +198,9 @@ pub struct ProcessRow {
     pub cantmove: Vec<String>,
     pub lock: bool,
     pub cmd: String,
+    /// The move under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<MoveProgress>,
 }
 
 /// A completed move.
@@ -204,6 +214,21 @@ pub struct Migrated {
     pub total_ms: f64,
     /// Image bytes sent (pages and state).
     pub bytes: u64,
+    /// How it moved.
+    #[serde(default)]
+    pub mode: herd_migrate::proto::MoveMode,
+}
+
+/// A move under way, as `herd ps` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoveProgress {
+    pub mode: herd_migrate::proto::MoveMode,
+    /// "capture" (stopped, the image streams), "post-copy" (it runs on the target,
+    /// its memory follows).
+    pub phase: String,
+    pub sent_bytes: u64,
+    /// Bytes the phase has to send, when known.
+    pub total_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ use herd_cluster::{Membership, MembershipConfig, NodeId, NodeInfo, NodeState, No
 use herd_wire::seal::{Purpose, Sealer};
 use herd_wire::ClusterKey;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -47,7 +48,6 @@ pub struct Snapshot {
 }
 
 /// Counters exported on /metrics.
-#[derive(Default)]
 pub struct Counters {
     pub gossip_sent_bytes: Counter,
     pub gossip_sent: Counter,
@@ -66,6 +66,38 @@ pub struct Counters {
     pub guests_received: Counter,
     pub processes_lost: Counter,
     pub balancer_moves: Counter,
+    /// How long each move from this home stopped the process, seconds.
+    pub freeze_seconds: Histogram,
+    /// Bytes each move of this home's processes sent (post-copy: with the pages that followed).
+    pub move_bytes: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            gossip_sent_bytes: Counter::default(),
+            gossip_sent: Counter::default(),
+            gossip_received: Counter::default(),
+            gossip_forged: Counter::default(),
+            gossip_malformed: Counter::default(),
+            beacons_sent: Counter::default(),
+            beacons_heard: Counter::default(),
+            beacons_rejected: Counter::default(),
+            streams_accepted: Counter::default(),
+            streams_failed: Counter::default(),
+            migrations: Counter::default(),
+            migrations_failed: Counter::default(),
+            migrated_bytes: Counter::default(),
+            forwarded_calls: Counter::default(),
+            guests_received: Counter::default(),
+            processes_lost: Counter::default(),
+            balancer_moves: Counter::default(),
+            // 1 ms .. ~16 s
+            freeze_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            // 1 MiB .. 16 GiB
+            move_bytes: Histogram::new(exponential_buckets(1048576.0, 2.0, 15)),
+        }
+    }
 }
 
 /// State shared by the daemon's tasks.

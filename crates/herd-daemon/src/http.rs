@@ -96,6 +96,8 @@ pub fn render(shared: &Shared) -> String {
     reg.register("guests_received", "Processes of other nodes that arrived here", c.guests_received.clone());
     reg.register("balancer_moves", "Moves the balancer started (load, memory ushering, I/O home)", c.balancer_moves.clone());
     reg.register("processes_lost", "Processes of this node lost with the node they ran on", c.processes_lost.clone());
+    reg.register("migration_freeze_seconds", "How long each move stopped the process", c.freeze_seconds.clone());
+    reg.register("migration_bytes", "Bytes each move sent (post-copy: with the pages that followed)", c.move_bytes.clone());
     let (all, away) = crate::migrate::counts(shared);
     let migratable = Gauge::<i64>::default();
     migratable.set(all as i64);

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use herd_migrate::deputy::{self, Cmd, Event};
 use herd_migrate::guest::{self, GuestCmd};
 use herd_migrate::pipe::{self, Piece};
-use herd_migrate::proto::{self, Adopt, ToHome, ToRemote, Usage};
+use herd_migrate::postcopy::{self, PagerInput, Pusher, Pushed};
+use herd_migrate::proto::{self, Adopt, MoveMode, Refusal, ToHome, ToRemote, Usage};
 use herd_wire::stream::SecureStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::{ControlError, ErrorKind, Migrated, ProcessRow};
+use crate::control::{ControlError, ErrorKind, Migrated, MoveProgress, ProcessRow};
 use crate::daemon::Shared;
 use crate::peer::PeerRequest;
 
@@ -67,12 +68,59 @@ pub struct Candidate {
     pub since_move: f64,
 }
 
+/// Where a move is asked to go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Home,
+    Node(String),
+    /// The node with the lowest load now.
+    Balance,
+}
+
+impl Target {
+    /// `home`, `balance`, or a node name (this node's own name means home).
+    pub fn parse(s: &str, me: &str) -> Target {
+        match s {
+            "home" => Target::Home,
+            "balance" => Target::Balance,
+            n if n == me => Target::Home,
+            n => Target::Node(n.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Home => f.write_str("home"),
+            Target::Node(n) => f.write_str(n),
+            Target::Balance => f.write_str("balance"),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Migrated, ControlError>>;
+
 enum Input {
     /// `auto`: the balancer's; refused if the process was locked meanwhile.
-    Migrate { target: String, auto: bool, reply: oneshot::Sender<Result<Migrated, ControlError>> },
+    Migrate { target: Target, mode: Option<MoveMode>, auto: bool, reply: Reply },
     Deputy(Event),
     Remote { gen: u64, msg: ToHome },
     RemoteClosed { gen: u64, why: String },
+    /// Post-copy: the pusher has sent every page (or failed to).
+    PagesSent(Result<Pushed, String>),
+}
+
+/// A post-copy under way: the process runs on the target, its memory follows.
+struct PostCopy {
+    pusher: Pusher,
+    /// The move's answer waits for the last page; `Migrated` as it stands.
+    answer: Option<(Reply, Migrated)>,
+    started: Instant,
+    t0: Instant,
+    lazy_bytes: u64,
+    /// Asked to come home meanwhile: once the pages are there.
+    want_home: Option<String>,
 }
 
 fn proc_facts(pid: i32) -> Option<(u32, u64, String)> {
@@ -120,6 +168,7 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         cantmove: Vec::new(),
         lock,
         cmd: cmd.clone(),
+        moving: None,
     }));
     let (tx, rx) = mpsc::unbounded_channel();
     let now = Instant::now();
@@ -143,6 +192,8 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         forwarded: 0,
         measured: false,
         early: Vec::new(),
+        early_pages: None,
+        postcopy: None,
     };
     tokio::spawn(actor.run(start));
     Ok(())
@@ -161,20 +212,21 @@ fn with_own<T>(shared: &Shared, pid: i32, caller: u32, f: impl FnOnce(&Handle) -
     Ok(f(h))
 }
 
-/// `herd migrate`: moves process `pid` (of this home) to `target`.
-pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32) -> Result<Migrated, ControlError> {
-    send_migrate(shared, pid, target, caller, false).await
+/// `herd migrate`: moves process `pid` (of this home) to `target`, by `mode`
+/// (or the fastest that keeps the stop short).
+pub async fn migrate(shared: &Arc<Shared>, pid: i32, target: Target, mode: Option<MoveMode>, caller: u32) -> Result<Migrated, ControlError> {
+    send_migrate(shared, pid, target, mode, caller, false).await
 }
 
 /// The balancer's move: as `herd migrate` by root, but not if the process is locked.
-pub async fn migrate_auto(shared: &Arc<Shared>, pid: i32, target: String) -> Result<Migrated, ControlError> {
-    send_migrate(shared, pid, target, 0, true).await
+pub async fn migrate_auto(shared: &Arc<Shared>, pid: i32, target: Target) -> Result<Migrated, ControlError> {
+    send_migrate(shared, pid, target, None, 0, true).await
 }
 
-async fn send_migrate(shared: &Arc<Shared>, pid: i32, target: String, caller: u32, auto: bool) -> Result<Migrated, ControlError> {
+async fn send_migrate(shared: &Arc<Shared>, pid: i32, target: Target, mode: Option<MoveMode>, caller: u32, auto: bool) -> Result<Migrated, ControlError> {
     let tx = with_own(shared, pid, caller, |h| h.tx.clone())?;
     let (reply, rx) = oneshot::channel();
-    tx.send(Input::Migrate { target, auto, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
+    tx.send(Input::Migrate { target, mode, auto, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
     rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
 }
 
@@ -210,7 +262,7 @@ pub fn bring(shared: &Arc<Shared>) -> usize {
         let shared = shared.clone();
         tokio::spawn(async move {
             for _ in 0..600 {
-                match migrate(&shared, pid, "home".into(), 0).await {
+                match migrate(&shared, pid, Target::Home, None, 0).await {
                     Err(e) if e.kind == ErrorKind::Busy => tokio::time::sleep(Duration::from_millis(100)).await,
                     Err(e) => return tracing::info!(pid, "bring: {e}"),
                     Ok(_) => return,
@@ -293,6 +345,22 @@ pub fn usable(own: Option<&herd_cluster::NodeInfo>, v: &herd_cluster::NodeView) 
     Ok(())
 }
 
+/// Above this resident size, herdd moves a process from home by post-copy
+/// unless asked otherwise: at the stop-and-copy rate measured (about 250 MiB/s,
+/// docs/benchmarks.md) 12 MiB already take [`FREEZE_BUDGET`].
+pub const POSTCOPY_ABOVE: u64 = 12 << 20;
+/// How long a move should stop a process at most.
+pub const FREEZE_BUDGET: Duration = Duration::from_millis(50);
+
+/// The error for a target's refusal.
+fn refused(name: &str, r: &Refusal) -> ControlError {
+    let kind = match r {
+        Refusal::Version { .. } | Refusal::BadRequest { .. } => ErrorKind::Failed,
+        _ => ErrorKind::TargetRefused,
+    };
+    err(kind, format!("node {name} refused it: {r}"))
+}
+
 /// Where a move goes.
 enum Dest {
     Home,
@@ -325,6 +393,9 @@ struct Actor {
     measured: bool,
     /// Messages from a new remote node that came before the move completed.
     early: Vec<ToHome>,
+    /// A pusher's report that came before the deputy was made.
+    early_pages: Option<Result<Pushed, String>>,
+    postcopy: Option<PostCopy>,
 }
 
 impl Actor {
@@ -402,12 +473,33 @@ impl Actor {
     /// Handles one input in the steady state; false when the process is gone.
     async fn handle(&mut self, input: Input) -> bool {
         match input {
-            Input::Migrate { target, auto, reply } => {
+            Input::Migrate { reply, .. } if self.postcopy.is_some() => {
+                let _ = reply.send(Err(err(ErrorKind::Busy, "its memory is still moving (post-copy); try again in a moment")));
+                true
+            }
+            Input::Migrate { target, mode, auto, reply } => {
                 let locked = auto && self.row.lock().expect("row lock").lock;
-                let r = if locked { Err(err(ErrorKind::Refused, format!("process {} is locked", self.pid))) } else { self.migrate(&target).await };
+                let r = if locked { Err(err(ErrorKind::Refused, format!("process {} is locked", self.pid))) } else { self.migrate(&target, mode).await };
                 let gone = r.as_ref().is_err_and(|e| e.kind == ErrorKind::NoSuchProcess);
-                let _ = reply.send(r);
+                match (r, self.postcopy.as_mut()) {
+                    // The answer waits for the last page.
+                    (Ok(m), Some(pc)) => pc.answer = Some((reply, m)),
+                    (r, _) => {
+                        let _ = reply.send(r);
+                    }
+                }
                 !gone
+            }
+            Input::PagesSent(Ok(p)) => {
+                tracing::debug!(pid = self.pid, bytes = p.bytes, requested = p.requested, "post-copy: every page sent");
+                true
+            }
+            Input::PagesSent(Err(why)) => {
+                // The target cannot complete without them: the process is lost.
+                tracing::error!(pid = self.pid, "post-copy: sending its pages failed: {why}");
+                let _ = self.to_remote(ToRemote::Kill).await;
+                self.lost(format!("its pages could not be sent: {why}"));
+                true
             }
             Input::Deputy(ev) => self.on_deputy(ev).await,
             Input::Remote { gen, msg } if self.is_current(gen) => self.on_remote(msg).await,
@@ -421,6 +513,11 @@ impl Actor {
 
     /// The node running the process is gone, and the process with it.
     fn lost(&mut self, why: String) {
+        if let Some(pc) = self.postcopy.take() {
+            if let Some((reply, _)) = pc.answer {
+                let _ = reply.send(Err(err(ErrorKind::Failed, format!("the process was lost while its memory moved: {why}"))));
+            }
+        }
         let node = self.remote.take().map(|r| r.node).unwrap_or_default();
         tracing::error!(pid = self.pid, "process {} lost on node {node} ({why}); ending it at home", self.pid);
         self.shared.counters.processes_lost.inc();
@@ -475,10 +572,22 @@ impl Actor {
                 }
             }
             ToHome::Stats(u) => self.sample(u, self.forwarded),
+            ToHome::PageRequest { addr } => {
+                if let Some(pc) = &self.postcopy {
+                    pc.pusher.request(addr);
+                }
+            }
+            ToHome::PagesDone => self.postcopy_done().await,
+            ToHome::WantHome { why } if self.postcopy.is_some() => {
+                tracing::info!(pid = self.pid, "comes home for {why} once its memory has arrived");
+                if let Some(pc) = self.postcopy.as_mut() {
+                    pc.want_home = Some(why);
+                }
+            }
             ToHome::WantHome { why } => {
                 tracing::info!(pid = self.pid, "comes home for {why}");
                 // (boxed: a move home may itself hand on messages from the remote node)
-                if let Err(e) = Box::pin(self.migrate("home")).await {
+                if let Err(e) = Box::pin(self.migrate(&Target::Home, None)).await {
                     tracing::error!(pid = self.pid, "could not bring it home for {why}: {e}");
                 }
             }
@@ -487,50 +596,108 @@ impl Actor {
         true
     }
 
-    fn dest(&self, target: &str) -> Result<Dest, ControlError> {
-        let me = &self.shared.config.name;
-        if target == "home" || target == me.as_str() {
-            return Ok(Dest::Home);
+    /// Post-copy is over: the target has every page.
+    async fn postcopy_done(&mut self) {
+        let Some(pc) = self.postcopy.take() else { return };
+        if let Some(d) = &self.deputy {
+            d.send(Cmd::ReleaseMemory);
         }
+        let secs = pc.started.elapsed().as_secs_f64();
+        tracing::info!(pid = self.pid, "post-copy complete: {} MiB in {:.2} s", pc.lazy_bytes >> 20, secs);
+        self.shared.counters.migrated_bytes.inc_by(pc.lazy_bytes);
+        if let Some((_, m)) = &pc.answer {
+            self.shared.counters.move_bytes.observe((m.bytes + pc.lazy_bytes) as f64);
+        }
+        self.set_row(|r| {
+            r.state = "remote".into();
+            r.moving = None;
+        });
+        if let Some((reply, mut m)) = pc.answer {
+            m.total_ms = pc.t0.elapsed().as_secs_f64() * 1e3;
+            m.bytes += pc.lazy_bytes;
+            tracing::info!(pid = self.pid, "moved to {} by post-copy (stopped {:.1} ms, total {:.1} ms, {} bytes)", m.node, m.frozen_ms, m.total_ms, m.bytes);
+            let _ = reply.send(Ok(m));
+        }
+        if let Some(why) = pc.want_home {
+            tracing::info!(pid = self.pid, "comes home for {why}");
+            if let Err(e) = Box::pin(self.migrate(&Target::Home, None)).await {
+                tracing::error!(pid = self.pid, "could not bring it home for {why}: {e}");
+            }
+        }
+    }
+
+    fn dest(&self, target: &Target) -> Result<Dest, ControlError> {
         let snap = self.shared.snapshot.borrow().clone();
         let own = snap.nodes.iter().find(|n| n.is_self).and_then(|n| n.info.clone());
         let usable = |v: &herd_cluster::NodeView| usable(own.as_ref(), v);
-        if target == "balance" {
-            let best = snap
-                .nodes
-                .iter()
-                .filter(|v| usable(v).is_ok())
-                .filter_map(|v| v.info.as_ref().map(|i| (v, i)))
-                .map(|(v, i)| (v, i.load as f64 / f64::from(i.cpus.max(1)) / f64::from(i.speed.max(1))))
-                .min_by(|a, b| a.1.total_cmp(&b.1));
-            return match best {
-                Some((v, _)) if v.is_self => Ok(Dest::Home),
-                Some((v, _)) => Ok(Dest::Node { name: v.info.as_ref().map(|i| i.name.clone()).unwrap_or_default(), addr: v.id.addr }),
-                None => Err(err(ErrorKind::Refused, "no node can take it now")),
-            };
-        }
+        let name = match target {
+            Target::Home => return Ok(Dest::Home),
+            Target::Node(n) => n.as_str(),
+            Target::Balance => {
+                let best = snap
+                    .nodes
+                    .iter()
+                    .filter(|v| usable(v).is_ok())
+                    .filter_map(|v| v.info.as_ref().map(|i| (v, i)))
+                    .map(|(v, i)| (v, i.load as f64 / f64::from(i.cpus.max(1)) / f64::from(i.speed.max(1))))
+                    .min_by(|a, b| a.1.total_cmp(&b.1));
+                return match best {
+                    Some((v, _)) if v.is_self => Ok(Dest::Home),
+                    Some((v, _)) => Ok(Dest::Node { name: v.info.as_ref().map(|i| i.name.clone()).unwrap_or_default(), addr: v.id.addr }),
+                    None => Err(err(ErrorKind::Refused, "no node can take it now")),
+                };
+            }
+        };
         let v = snap
             .nodes
             .iter()
-            .find(|v| v.info.as_ref().is_some_and(|i| i.name == target))
-            .ok_or_else(|| err(ErrorKind::BadRequest, format!("no node named {target:?} in the cluster (see `herd nodes`)")))?;
-        usable(v).map_err(|why| err(ErrorKind::Refused, format!("node {target} cannot take it: {why}")))?;
-        Ok(Dest::Node { name: target.to_string(), addr: v.id.addr })
+            .find(|v| v.info.as_ref().is_some_and(|i| i.name == name))
+            .ok_or_else(|| err(ErrorKind::BadRequest, format!("no node named {name:?} in the cluster (see `herd nodes`)")))?;
+        usable(v).map_err(|why| err(ErrorKind::Refused, format!("node {name} cannot take it: {why}")))?;
+        Ok(Dest::Node { name: name.to_string(), addr: v.id.addr })
     }
 
-    async fn migrate(&mut self, target: &str) -> Result<Migrated, ControlError> {
+    /// The mode of a move from home: as asked, or post-copy when a stop-and-copy
+    /// would stop the process longer than [`FREEZE_BUDGET`] (judged by its resident
+    /// size against the stop-and-copy rate).
+    fn mode_out(&self, asked: Option<MoveMode>) -> MoveMode {
+        asked.unwrap_or_else(|| {
+            let rss = Usage::of(self.pid).map_or(u64::MAX, |u| u.rss);
+            if rss > POSTCOPY_ABOVE {
+                MoveMode::PostCopy
+            } else {
+                MoveMode::StopAndCopy
+            }
+        })
+    }
+
+    async fn migrate(&mut self, target: &Target, asked: Option<MoveMode>) -> Result<Migrated, ControlError> {
         let t0 = Instant::now();
         let dest = self.dest(target)?;
         let here = self.remote.as_ref().map(|r| r.node.clone());
+        let mut mode = MoveMode::StopAndCopy;
         let result = match (&here, dest) {
             (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} is already at home", self.pid))),
             (Some(n), Dest::Node { name, .. }) if *n == name => Err(err(ErrorKind::Refused, format!("process {} already runs on {name}", self.pid))),
+            (Some(_), _) if asked == Some(MoveMode::PostCopy) => Err(err(
+                ErrorKind::BadRequest,
+                "post-copy moves a process from its home; a process away moves by stop-and-copy (for now)",
+            )),
             (None, Dest::Node { name, addr }) => {
                 if self.uid == 0 && !self.shared.config.allow_root_guests {
                     return Err(err(ErrorKind::Refused, "root's processes do not migrate (set allow_root_guests = true to allow it)"));
                 }
+                mode = self.mode_out(asked);
                 self.set_row(|r| r.state = "migrating".into());
-                self.out(&name, addr).await
+                match self.out(&name, addr, mode).await {
+                    // The target cannot take it by post-copy: herdd chose, so it may choose again.
+                    Err(e) if asked.is_none() && mode == MoveMode::PostCopy && e.message.contains("post-copy") => {
+                        tracing::info!(pid = self.pid, "{e}; moving it by stop-and-copy");
+                        mode = MoveMode::StopAndCopy;
+                        self.out(&name, addr, mode).await
+                    }
+                    r => r,
+                }
             }
             (Some(_), Dest::Home) => {
                 self.set_row(|r| r.state = "migrating".into());
@@ -542,18 +709,35 @@ impl Actor {
             }
         };
         let where_ = self.remote.as_ref().map_or_else(|| self.shared.config.name.clone(), |r| r.node.clone());
-        let state = if self.remote.is_some() { "remote" } else { "home" };
+        let postcopy = self.postcopy.is_some();
+        let state = if postcopy {
+            "post-copy"
+        } else if self.remote.is_some() {
+            "remote"
+        } else {
+            "home"
+        };
         self.set_row(|r| {
             r.where_ = where_.clone();
             r.state = state.into();
+            if !postcopy {
+                r.moving = None;
+            }
         });
         match result {
             Ok((frozen_ms, bytes)) => {
                 self.set_row(|r| r.nmigs += 1);
                 self.shared.counters.migrations.inc();
                 self.shared.counters.migrated_bytes.inc_by(bytes);
-                let m = Migrated { pid: self.pid, node: where_, frozen_ms, total_ms: t0.elapsed().as_secs_f64() * 1e3, bytes };
-                tracing::info!(pid = self.pid, "moved to {} (stopped {:.1} ms, total {:.1} ms, {} bytes)", m.node, m.frozen_ms, m.total_ms, m.bytes);
+                self.shared.counters.freeze_seconds.observe(frozen_ms / 1e3);
+                let m = Migrated { pid: self.pid, node: where_, frozen_ms, total_ms: t0.elapsed().as_secs_f64() * 1e3, bytes, mode };
+                if let Some(pc) = self.postcopy.as_mut() {
+                    pc.t0 = t0;
+                    tracing::info!(pid = self.pid, "runs on {} (stopped {:.1} ms); its memory follows (post-copy)", m.node, m.frozen_ms);
+                } else {
+                    self.shared.counters.move_bytes.observe(bytes as f64);
+                    tracing::info!(pid = self.pid, "moved to {} (stopped {:.1} ms, total {:.1} ms, {} bytes)", m.node, m.frozen_ms, m.total_ms, m.bytes);
+                }
                 Ok(m)
             }
             Err(e) => {
@@ -566,8 +750,9 @@ impl Actor {
         }
     }
 
-    /// Opens a migration stream to `addr` and announces the process.
-    async fn connect(&mut self, name: &str, addr: SocketAddr) -> Result<Remote, ControlError> {
+    /// Opens a migration stream to `addr`, announces the process and waits
+    /// for the node to accept it (nothing of the process is touched before).
+    async fn connect(&mut self, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<Remote, ControlError> {
         let fail = |why: String| err(ErrorKind::Failed, format!("cannot reach node {name} at {addr}: {why}"));
         let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
             .await
@@ -575,8 +760,18 @@ impl Actor {
             .map_err(|e| fail(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let mut stream = SecureStream::connect(tcp, &self.shared.key, &self.shared.keypair).await.map_err(|e| fail(e.to_string()))?;
-        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone() };
-        stream.send(&proto::encode(&PeerRequest::Adopt(adopt))).await.map_err(|e| fail(e.to_string()))?;
+        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode };
+        stream.send(&proto::encode_request(&PeerRequest::Adopt(adopt))).await.map_err(|e| fail(e.to_string()))?;
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.recv())
+            .await
+            .map_err(|_| fail("no answer to the move within 10 s".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        match proto::decode::<ToHome>(&first) {
+            Ok(ToHome::Accepted { .. }) => {}
+            Ok(ToHome::Refused(r)) => return Err(refused(name, &r)),
+            Ok(other) => return Err(fail(format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(fail(format!("garbled answer: {e}"))),
+        }
         self.gen += 1;
         let gen = self.gen;
         let (mut rx, mut wx) = stream.into_split();
@@ -624,24 +819,27 @@ impl Actor {
         }
     }
 
-    /// Home → `name`: capture here, restore there, then the original becomes the deputy.
-    async fn out(&mut self, name: &str, addr: SocketAddr) -> Result<(f64, u64), ControlError> {
-        let remote = self.connect(name, addr).await?;
+    /// Home → `name`: capture here, restore there, then the original becomes the
+    /// deputy. With post-copy the process runs there before its memory has
+    /// arrived: the pusher sends it, and `self.postcopy` follows it to the end.
+    async fn out(&mut self, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<(f64, u64), ControlError> {
+        let remote = self.connect(name, addr, mode).await?;
         let (img_tx, me) = (remote.tx.clone(), self.me.clone());
-        let end_tx = remote.tx.clone();
         let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = bytes.clone();
+        let row = self.row.clone();
+        self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "capture".into(), sent_bytes: 0, total_bytes: 0 }));
         let link = deputy::start(
             self.pid,
-            move |chunk| {
-                counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                img_tx.blocking_send(ToRemote::Image(chunk)).is_ok()
-            },
-            move |piece| {
-                // A failed capture just closes the stream: the target discards what it got.
-                if let Piece::End = piece {
-                    let _ = end_tx.blocking_send(ToRemote::ImageEnd);
+            mode,
+            move |m| {
+                if let ToRemote::Image(chunk) = &m {
+                    let n = counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed) + chunk.len() as u64;
+                    if let Some(p) = row.lock().expect("row lock").moving.as_mut() {
+                        p.sent_bytes = n;
+                    }
                 }
+                img_tx.blocking_send(m).is_ok()
             },
             move |ev| {
                 let _ = me.send(Input::Deputy(ev));
@@ -649,21 +847,19 @@ impl Actor {
         );
         let gen = remote.gen;
         let mut captured = None;
-        let mut running = false;
+        let mut running = None;
         let outcome: Result<(), ControlError> = loop {
             let Some(input) = self.next().await else { break Err(err(ErrorKind::Internal, "herdd is stopping")) };
             match input {
-                Input::Deputy(Event::Captured(stats)) => captured = Some(stats),
+                Input::Deputy(Event::Captured { stats, lazy, stack }) => captured = Some((stats, Instant::now(), lazy, stack)),
                 Input::Deputy(Event::CaptureFailed(why)) => {
                     break Err(err(ErrorKind::Refused, format!("process {} cannot move: {why}", self.pid)));
                 }
                 Input::Remote { gen: g, msg: ToHome::Running { pid } } if g == gen => {
                     tracing::debug!(pid = self.pid, "runs on {name} as {pid}");
-                    running = true;
+                    running = Some(Instant::now());
                 }
-                Input::Remote { gen: g, msg: ToHome::Refused { reason } } if g == gen => {
-                    break Err(err(ErrorKind::TargetRefused, format!("node {name} refused it: {reason}")));
-                }
+                Input::Remote { gen: g, msg: ToHome::Refused(r) } if g == gen => break Err(refused(name, &r)),
                 Input::RemoteClosed { gen: g, why } if g == gen => {
                     break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
                 }
@@ -674,7 +870,7 @@ impl Actor {
                 Input::Deputy(Event::Gone(why)) => break Err(err(ErrorKind::NoSuchProcess, format!("process {} ended: {why}", self.pid))),
                 _ => {}
             }
-            if running && captured.is_some() {
+            if running.is_some() && captured.is_some() {
                 break Ok(());
             }
         };
@@ -682,12 +878,42 @@ impl Actor {
             // Before the commit the thread waits on its channel, not on the process: a
             // wake-up signal would stay queued in the process and kill it once released.
             link.send_parked(Cmd::Abort);
-            // Dropping the stream's sender closes it; the target ends what it started.
+            // The target ends what it started (and logs why), then the stream closes.
+            let _ = remote.tx.try_send(ToRemote::Cancel { reason: e.to_string() });
             drop(remote);
             self.early.clear();
             return Err(e);
         }
         link.send_parked(Cmd::Commit);
+        let (stats, captured_at, lazy, stack) = captured.expect("captured");
+        // Stopped from the freeze until the target said it runs.
+        let stopped_at = captured_at.checked_sub(stats.frozen_for).unwrap_or(captured_at);
+        let frozen_ms = running.expect("running").saturating_duration_since(stopped_at).as_secs_f64() * 1e3;
+        if !lazy.is_empty() {
+            let lazy_bytes = lazy.iter().map(|r| r.1).sum();
+            let (to_remote, me) = (remote.tx.clone(), self.me.clone());
+            let row = self.row.clone();
+            let mut sent = 0u64;
+            let pusher = postcopy::start_pusher(
+                self.pid,
+                lazy,
+                stack,
+                move |m| {
+                    if let ToRemote::Pages { data, .. } = &m {
+                        sent += data.len() as u64;
+                        if let Some(p) = row.lock().expect("row lock").moving.as_mut() {
+                            p.sent_bytes = sent;
+                        }
+                    }
+                    to_remote.blocking_send(m).is_ok()
+                },
+                move |r| {
+                    let _ = me.send(Input::PagesSent(r));
+                },
+            );
+            self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "post-copy".into(), sent_bytes: 0, total_bytes: lazy_bytes }));
+            self.postcopy = Some(PostCopy { pusher, answer: None, started: Instant::now(), t0: Instant::now(), lazy_bytes, want_home: None });
+        }
         loop {
             match self.next().await {
                 Some(Input::Deputy(Event::Deputy)) => break,
@@ -696,9 +922,16 @@ impl Actor {
                 }
                 Some(Input::Deputy(Event::Gone(why))) | Some(Input::Deputy(Event::CaptureFailed(why))) => {
                     let _ = remote.tx.send(ToRemote::Kill).await;
+                    self.postcopy = None;
                     return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended: {why}", self.pid)));
                 }
                 Some(Input::Remote { gen: g, msg }) if g == gen => self.early.push(msg),
+                Some(Input::RemoteClosed { gen: g, why }) if g == gen => {
+                    // Lost right after it started there; handled once the deputy exists.
+                    tracing::error!(pid = self.pid, "the connection to {name} broke as the process started there: {why}");
+                    self.early.push(ToHome::Exited(proto::Ending::Signal(libc::SIGKILL)));
+                }
+                Some(Input::PagesSent(r)) => self.early_pages = Some(r),
                 Some(_) => {}
                 None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
             }
@@ -709,7 +942,9 @@ impl Actor {
         for msg in std::mem::take(&mut self.early) {
             self.on_remote(msg).await;
         }
-        let frozen_ms = captured.map_or(0.0, |s| s.frozen_for.as_secs_f64() * 1e3);
+        if let Some(r) = self.early_pages.take() {
+            Box::pin(self.handle(Input::PagesSent(r))).await;
+        }
         Ok((frozen_ms, bytes.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
@@ -821,7 +1056,7 @@ impl Actor {
     /// Remote B → node `name`: B's image is relayed to the new node.
     async fn relay(&mut self, name: &str, addr: SocketAddr) -> Result<(f64, u64), ControlError> {
         self.quiesce().await?;
-        let new = match self.connect(name, addr).await {
+        let new = match self.connect(name, addr, MoveMode::StopAndCopy).await {
             Ok(r) => r,
             Err(e) => {
                 self.resume();
@@ -854,9 +1089,7 @@ impl Actor {
                     return Err(err(ErrorKind::Failed, "the node running it was lost during the move"));
                 }
                 Some(Input::Remote { gen, msg: ToHome::Running { .. } }) if gen == new.gen => break Ok(()),
-                Some(Input::Remote { gen, msg: ToHome::Refused { reason } }) if gen == new.gen => {
-                    break Err(err(ErrorKind::TargetRefused, format!("node {name} refused it: {reason}")));
-                }
+                Some(Input::Remote { gen, msg: ToHome::Refused(r) }) if gen == new.gen => break Err(refused(name, &r)),
                 Some(Input::RemoteClosed { gen, why }) if gen == new.gen => {
                     break Err(err(ErrorKind::Failed, format!("the connection to node {name} broke during the move: {why}")));
                 }
@@ -882,6 +1115,7 @@ impl Actor {
                 Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes))
             }
             Err(e) => {
+                let _ = new.tx.send(ToRemote::Cancel { reason: e.to_string() }).await;
                 drop(new);
                 self.early.clear();
                 self.to_remote(ToRemote::Abort).await;
@@ -904,27 +1138,42 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         }
         let _ = wx.shutdown().await;
     });
-    if shared.snapshot.borrow().status.blocked {
-        let _ = out_tx.send(ToHome::Refused { reason: format!("node {} is blocked", shared.config.name) }).await;
+    // Refused before anything of the process is sent.
+    let refusal = if shared.snapshot.borrow().status.blocked {
+        Some(Refusal::Blocked { node: shared.config.name.clone() })
+    } else if adopt.uid == 0 && !shared.config.allow_root_guests {
+        Some(Refusal::RootGuest)
+    } else if adopt.mode == MoveMode::PostCopy {
+        postcopy_unavailable().map(|why| Refusal::NoPostCopy { why })
+    } else {
+        None
+    };
+    if let Some(r) = refusal {
+        tracing::info!(home = adopt.home, pid = adopt.pid, "a process is not taken: {r}");
+        let _ = out_tx.send(ToHome::Refused(r)).await;
         drop(out_tx);
         let _ = writer.await;
         return;
     }
-    tracing::info!(home = adopt.home, pid = adopt.pid, cmd = adopt.cmd, "a process arrives");
+    let _ = out_tx.send(ToHome::Accepted { version: proto::PROTOCOL_VERSION }).await;
+    tracing::info!(home = adopt.home, pid = adopt.pid, cmd = adopt.cmd, mode = %adopt.mode, "a process arrives");
     let (pieces, reader) = pipe::channel();
+    let (lazy_tx, lazy_rx) = std::sync::mpsc::channel();
     let out = out_tx.clone();
     let images = out_tx.clone();
+    let common = Arc::new(guest::Shared::default());
     let link = guest::start(
         adopt.clone(),
         reader,
-        move |m| out.blocking_send(m).is_ok(),
+        lazy_rx,
+        Arc::new(move |m| out.blocking_send(m).is_ok()),
         move |chunk| images.blocking_send(ToHome::Image(chunk)).is_ok(),
-        shared.config.allow_root_guests,
+        common.clone(),
     );
     let link = match link {
         Ok(l) => l,
         Err(e) => {
-            let _ = out_tx.send(ToHome::Refused { reason: format!("cannot start a guest: {e}") }).await;
+            let _ = out_tx.send(ToHome::Refused(Refusal::Restore { why: format!("cannot start a guest: {e}") })).await;
             return;
         }
     };
@@ -939,6 +1188,10 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     drop(recheck);
     let mut image_done = false;
     let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
+    let pager = |input: PagerInput| match common.pager.get() {
+        Some(p) => p.send(input),
+        None => false,
+    };
     loop {
         let msg = match rx.recv().await {
             Ok(bytes) => match proto::decode::<ToRemote>(&bytes) {
@@ -964,13 +1217,28 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
                 feed(Piece::End);
                 continue;
             }
-            ToRemote::Image(_) | ToRemote::ImageEnd => continue,
-            ToRemote::Reply { seq, reply } => GuestCmd::Reply { seq, reply },
-            ToRemote::Signal { sig, during_call } => GuestCmd::Signal { sig, during_call },
-            ToRemote::Capture => GuestCmd::Capture,
-            ToRemote::Commit => GuestCmd::Commit,
-            ToRemote::Abort => GuestCmd::Abort,
-            ToRemote::Kill => GuestCmd::Kill,
+            ToRemote::Lazy(runs) if !image_done => {
+                let _ = lazy_tx.send(runs);
+                continue;
+            }
+            ToRemote::Cancel { reason } if !image_done => {
+                *common.cancelled.lock().expect("cancel lock") = Some(reason.clone());
+                image_done = true;
+                feed(Piece::Failed(format!("home called the move off: {reason}")));
+                continue;
+            }
+            ToRemote::Pages { addr, data } => {
+                if !pager(PagerInput::Pages { addr, data }) {
+                    tracing::debug!(home = adopt.home, pid = adopt.pid, "pages for a guest without a pager");
+                }
+                continue;
+            }
+            ToRemote::PagesEnd => {
+                pager(PagerInput::End);
+                continue;
+            }
+            ToRemote::Image(_) | ToRemote::ImageEnd | ToRemote::Lazy(_) | ToRemote::Cancel { .. } => continue,
+            other => GuestCmd::Home(other),
         };
         if !link.send(cmd) {
             break; // the guest has ended
@@ -982,4 +1250,17 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     link.send(GuestCmd::HomeLost);
     shared.procs.guests.lock().expect("guests lock").remove(&id);
     let _ = writer.await;
+}
+
+/// Why this node cannot take processes by post-copy, if it cannot: the pages
+/// are filled through a userfaultfd made in the process while it still has
+/// herdd's credentials, which needs root (or `vm.unprivileged_userfaultfd`).
+fn postcopy_unavailable() -> Option<String> {
+    if herd_kernel::task::euid() == 0 {
+        return None;
+    }
+    match std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd") {
+        Ok(v) if v.trim() == "1" => None,
+        _ => Some("herdd does not run as root and vm.unprivileged_userfaultfd is 0".into()),
+    }
 }

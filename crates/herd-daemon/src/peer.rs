@@ -1,6 +1,10 @@
-//! Node-to-node streams: Noise XXpsk3 over TCP on the gossip port. A stream starts
-//! with a [`PeerRequest`]: `Hello` (a greeting, answered), or `Adopt` (a process
-//! migrates here: the stream then carries it, see [`crate::migrate`]).
+//! Node-to-node streams: Noise XXpsk3 over TCP on the gossip port. Every request
+//! is the protocol version (`herd_migrate::proto::PROTOCOL_VERSION`) followed by
+//! a [`PeerRequest`]: `Hello` (a greeting, answered), or `Adopt` (a process
+//! migrates here: the stream then carries it, see [`crate::migrate`]). A request
+//! of another version, or one not understood, is answered with
+//! `Refused(Refusal)`, whose encoding (tags 0, 0 for a version) every version
+//! reads, and the stream is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +14,24 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::daemon::Shared;
+use herd_migrate::proto::{self, Refusal};
 
+/// Tags (variant indexes) are fixed: new requests go at the end.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
+    /// 0.
     Hello,
+    /// 1.
     Adopt(herd_migrate::proto::Adopt),
 }
 
+/// Tag 0 (`Refused`) is fixed forever, as `ToHome::Refused`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
+    /// 0.
+    Refused(Refusal),
+    /// 1.
     Hello { name: String, version: String },
-    Error(String),
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<NodeKeypair>) {
@@ -55,16 +66,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<Node
                         return;
                     }
                 };
-                let reply = match postcard::from_bytes::<PeerRequest>(&msg) {
+                let reply = match proto::decode_request::<PeerRequest>(&msg) {
                     Ok(PeerRequest::Adopt(adopt)) => {
                         crate::migrate::guest(stream, adopt, shared).await;
                         return;
                     }
                     Ok(PeerRequest::Hello) => PeerResponse::Hello { name: shared.config.name.clone(), version: crate::VERSION.into() },
-                    Err(e) => PeerResponse::Error(format!("unknown request: {e}")),
+                    Err(refusal) => {
+                        shared.counters.streams_failed.inc();
+                        tracing::warn!("stream from {from} refused: {refusal}");
+                        let _ = stream.send(&proto::encode(&PeerResponse::Refused(refusal))).await;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
                 };
-                let bytes = postcard::to_allocvec(&reply).expect("serializes");
-                if stream.send(&bytes).await.is_err() {
+                if stream.send(&proto::encode(&reply)).await.is_err() {
                     return;
                 }
             }

@@ -85,8 +85,9 @@ async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
                 Err(e) => Response::Error(e),
             }
         }
-        Request::Migrate { pid, target } => {
-            return match crate::migrate::migrate(shared, pid, target, uid).await {
+        Request::Migrate { pid, target, mode } => {
+            let target = crate::migrate::Target::parse(&target, &shared.config.name);
+            return match crate::migrate::migrate(shared, pid, target, mode, uid).await {
                 Ok(m) => Response::Migrated(m),
                 Err(e) => Response::Error(e),
             }

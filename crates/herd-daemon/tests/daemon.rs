@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use herd_daemon::control::{Client, ClientError, DaemonStatus, Request, Response};
+use herd_daemon::peer::{PeerRequest, PeerResponse};
+use herd_migrate::proto::{self, Refusal};
 use herd_wire::seal::{Purpose, Sealer};
 use herd_wire::stream::{NodeKeypair, SecureStream};
 use herd_wire::ClusterKey;
@@ -147,16 +149,36 @@ fn bad_streams_are_refused_and_a_good_one_still_works() {
         // A correct stream still gets an answer.
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut s = SecureStream::connect(tcp, &key, &NodeKeypair::generate().unwrap()).await.unwrap();
-        s.send(&postcard::to_allocvec(&herd_daemon::peer::PeerRequest::Hello).unwrap()).await.unwrap();
-        let reply: herd_daemon::peer::PeerResponse = postcard::from_bytes(&s.recv().await.unwrap()).unwrap();
-        assert!(matches!(reply, herd_daemon::peer::PeerResponse::Hello { ref name, .. } if name == "solo"), "{reply:?}");
-        // A complete, authenticated stream whose request is nonsense gets an error reply.
-        s.send(b"\xff\xfe nonsense").await.unwrap();
-        let reply: herd_daemon::peer::PeerResponse = postcard::from_bytes(&s.recv().await.unwrap()).unwrap();
-        assert!(matches!(reply, herd_daemon::peer::PeerResponse::Error(_)), "{reply:?}");
+        s.send(&proto::encode_request(&PeerRequest::Hello)).await.unwrap();
+        let reply: PeerResponse = postcard::from_bytes(&s.recv().await.unwrap()).unwrap();
+        assert!(matches!(reply, PeerResponse::Hello { ref name, .. } if name == "solo"), "{reply:?}");
+        // A complete, authenticated stream whose request is nonsense is refused and closed.
+        s.send(b"\x02\xfe nonsense").await.unwrap();
+        let reply: PeerResponse = postcard::from_bytes(&s.recv().await.unwrap()).unwrap();
+        assert!(matches!(reply, PeerResponse::Refused(Refusal::BadRequest { .. })), "{reply:?}");
+        assert!(matches!(s.recv().await, Err(herd_wire::StreamError::Closed)), "the stream stays open after a refusal");
+        // A node that speaks another protocol version: refused, naming both versions; the
+        // answer reads the same as a move's refusal (ToHome::Refused).
+        for request in [proto::encode(&(99u32, PeerRequest::Hello)), proto::encode(&(1u32, 0u8))] {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut s = SecureStream::connect(tcp, &key, &NodeKeypair::generate().unwrap()).await.unwrap();
+            s.send(&request).await.unwrap();
+            let bytes = s.recv().await.unwrap();
+            let reply: PeerResponse = postcard::from_bytes(&bytes).unwrap();
+            let theirs = request[0] as u32;
+            match reply {
+                PeerResponse::Refused(r @ Refusal::Version { ours: proto::PROTOCOL_VERSION, theirs: t }) if t == theirs => {
+                    let text = r.to_string();
+                    assert!(text.contains(&format!("version {theirs}")) && text.contains(&format!("version {}", proto::PROTOCOL_VERSION)), "{text}");
+                }
+                other => panic!("another version's request got {other:?}"),
+            }
+            let as_move: proto::ToHome = postcard::from_bytes(&bytes).unwrap();
+            assert!(matches!(as_move, proto::ToHome::Refused(Refusal::Version { .. })), "{as_move:?}");
+        }
     });
-    let s = wait_for("failed streams counted", &d, |s| s.counters.streams_failed >= 5);
-    assert_eq!(s.counters.streams_accepted, 1, "{s:?}");
+    let s = wait_for("failed streams counted", &d, |s| s.counters.streams_failed >= 8);
+    assert_eq!(s.counters.streams_accepted, 3, "{s:?}");
     assert!(log_of(&d).contains("refused"), "no log line for refused streams");
 }
 

@@ -29,6 +29,7 @@ pub const PR_SET_MM_MAP: u64 = 14;
 pub const PR_GET_TID_ADDRESS: u64 = 40;
 pub const PR_SET_NAME: u64 = 15;
 pub const PR_SET_DUMPABLE: u64 = 4;
+pub const PR_SET_PDEATHSIG: u64 = 1;
 
 // include/uapi/linux/rseq.h
 pub const RSEQ_FLAG_UNREGISTER: u64 = 1;

@@ -10,6 +10,7 @@
 //! - [`restorer`]: the child process a restore is built in.
 //! - [`abi`]: kernel constants and structure layouts herd depends on.
 //! - [`host`]: facts about this machine (vDSO, xsave features).
+//! - [`uffd`]: userfaultfd of another process, for post-copy migration.
 
 pub mod abi;
 pub mod host;
@@ -21,6 +22,7 @@ pub mod ptrace;
 pub mod restorer;
 pub mod seccomp;
 pub mod task;
+pub mod uffd;
 
 /// An error from a system call herd made on a process's behalf.
 #[derive(Debug, thiserror::Error)]

@@ -25,9 +25,9 @@ use herd_kernel::mem::{self, PAGE};
 use herd_kernel::ptrace::{Stop, Tracee};
 use herd_kernel::{pidfd, KernelError};
 
-use crate::pipe::{ChunkReader, ChunkWriter, Piece};
+use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::ProcMemory;
-use crate::proto::Ending;
+use crate::proto::{Ending, MoveMode, ToRemote};
 use crate::syscalls::{self, Call, MarshalError, Reply};
 
 /// The signal that wakes a deputy's thread (a queued one, from herdd, with
@@ -55,13 +55,18 @@ pub enum Cmd {
     Exit(Ending),
     /// The remote copy is lost: end with SIGKILL.
     Kill,
+    /// Post-copy is over: the target has every page; release the memory the
+    /// deputy kept for it.
+    ReleaseMemory,
 }
 
 /// What a deputy's thread reports.
 #[derive(Debug)]
 pub enum Event {
     /// The capture at home is complete and streamed; waiting for Commit/Abort.
-    Captured(CaptureStats),
+    /// With post-copy, `lazy` are the runs of pages still to send, and `stack`
+    /// the stack's range (sent first).
+    Captured { stats: CaptureStats, lazy: Vec<(u64, u64)>, stack: Option<(u64, u64)> },
     /// The capture failed; the process runs on at home (the thread has ended).
     CaptureFailed(String),
     /// Now a deputy; the process's memory is released at home.
@@ -121,14 +126,17 @@ fn cookie() -> u64 {
     h.finish() | 1
 }
 
-/// Starts moving process `pid` away: a thread freezes it and streams its
-/// image to `out` (ending with `Piece::End`, or `Piece::Failed`), reports
+/// Starts moving process `pid` away: a thread freezes it and sends its image
+/// through `send` (post-copy: [`ToRemote::Lazy`] first, then the image
+/// without those pages; then [`ToRemote::ImageEnd`], or
+/// [`ToRemote::Cancel`] if it cannot be captured), reports
 /// [`Event::Captured`], and waits for [`Cmd::Commit`] (it becomes the
-/// deputy) or [`Cmd::Abort`] (the process runs on). Returns the link at once.
+/// deputy; with post-copy it keeps the memory until [`Cmd::ReleaseMemory`])
+/// or [`Cmd::Abort`] (the process runs on). Returns the link at once.
 pub fn start(
     pid: i32,
-    out: impl FnMut(Vec<u8>) -> bool + Send + 'static,
-    mut end: impl FnMut(Piece) + Send + 'static,
+    mode: MoveMode,
+    mut send: impl FnMut(ToRemote) -> bool + Send + 'static,
     events: impl Fn(Event) + Send + 'static,
 ) -> Link {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -138,31 +146,33 @@ pub fn start(
         .name(format!("deputy-{pid}"))
         .spawn(move || {
             let mut hashes = FileHashes::load();
+            let postcopy = mode == MoveMode::PostCopy;
+            let fail = |send: &mut dyn FnMut(ToRemote) -> bool, why: String| {
+                send(ToRemote::Cancel { reason: why.clone() });
+                events(Event::CaptureFailed(why));
+            };
             let mut frozen = match Frozen::freeze_for(pid, &mut hashes, Purpose::Migrate { own_filter: false }) {
                 Ok(f) => f,
-                Err(e) => {
-                    end(Piece::Failed(e.to_string()));
-                    events(Event::CaptureFailed(e.to_string()));
-                    return;
-                }
+                Err(e) => return fail(&mut send, e.to_string()),
             };
-            let stats = match frozen.write(ChunkWriter::new(out)) {
-                Ok((mut w, stats)) => match std::io::Write::flush(&mut w) {
-                    Ok(()) => stats,
-                    Err(e) => {
-                        end(Piece::Failed(e.to_string()));
-                        events(Event::CaptureFailed(e.to_string()));
-                        return;
-                    }
-                },
-                Err(e) => {
-                    end(Piece::Failed(e.to_string()));
-                    events(Event::CaptureFailed(e.to_string()));
-                    return; // dropping `frozen` releases the process
-                }
+            let (lazy, stack) = if postcopy { frozen.lazy_runs() } else { (Vec::new(), None) };
+            if postcopy && !send(ToRemote::Lazy(lazy.clone())) {
+                return fail(&mut send, "the connection to the other node is gone".into());
+            }
+            let written = {
+                let writer = ChunkWriter::new(|chunk| send(ToRemote::Image(chunk)));
+                let r = if postcopy { frozen.write_postcopy(writer).map(|(w, s, _)| (w, s)) } else { frozen.write(writer) };
+                r.map_err(|e| e.to_string()).and_then(|(mut w, stats)| std::io::Write::flush(&mut w).map(|()| stats).map_err(|e| e.to_string()))
             };
-            end(Piece::End);
-            events(Event::Captured(stats));
+            let stats = match written {
+                Ok(stats) => stats,
+                // dropping `frozen` releases the process
+                Err(why) => return fail(&mut send, why),
+            };
+            if !send(ToRemote::ImageEnd) {
+                return fail(&mut send, "the connection to the other node is gone".into());
+            }
+            events(Event::Captured { stats, lazy, stack });
             loop {
                 match rx.recv() {
                     Ok(Cmd::Commit) => break,
@@ -177,7 +187,7 @@ pub fn start(
             }
             let (mut tracee, _mask) = frozen.into_held();
             let deferred = tracee.take_deferred();
-            let deputy = match Deputy::make(tracee, cookie) {
+            let deputy = match Deputy::make(tracee, cookie, postcopy) {
                 Ok(d) => d,
                 Err(e) => {
                     // The remote copy runs; this one cannot serve it. End it
@@ -221,8 +231,9 @@ enum Woken {
 impl Deputy {
     /// Turns the stopped original process into a deputy: unregisters rseq,
     /// maps the shell, resets every signal action to the default, unmaps
-    /// everything else and unblocks every signal.
-    fn make(mut tracee: Tracee, cookie: u64) -> Result<Deputy, KernelError> {
+    /// everything else (unless `keep_memory`: post-copy still reads it) and
+    /// unblocks every signal.
+    fn make(mut tracee: Tracee, cookie: u64, keep_memory: bool) -> Result<Deputy, KernelError> {
         let pid = tracee.pid();
         let unexpected = |what: &str| KernelError::Unexpected { pid, what: what.into() };
         let gadget = herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| unexpected(&e.to_string()))?;
@@ -247,7 +258,7 @@ impl Deputy {
             hashes: FileHashes::load(),
             pending: Default::default(),
         };
-        d.empty()?;
+        d.empty(!keep_memory)?;
         Ok(d)
     }
 
@@ -256,11 +267,12 @@ impl Deputy {
         self.gadget = shell.0;
         self.scratch = (shell.0 + PAGE, shell.1 - PAGE);
         self.big = None;
-        self.empty()
+        self.empty(true)
     }
 
-    /// Default signal actions, nothing mapped but the shell, nothing blocked.
-    fn empty(&mut self) -> Result<(), KernelError> {
+    /// Default signal actions, nothing mapped but the shell (with `unmap`),
+    /// nothing blocked.
+    fn empty(&mut self, unmap: bool) -> Result<(), KernelError> {
         let (gadget, scratch) = (self.gadget, self.scratch.0);
         let pid = self.pid;
         let base = self.tracee.regs()?;
@@ -272,9 +284,19 @@ impl Deputy {
                 inj.call_ok("rt_sigaction", abi::SYS_RT_SIGACTION, &[sig, scratch, 0, 8])?;
             }
         }
-        unmap_all_but(&mut inj, gadget, SHELL_LEN)?;
+        if unmap {
+            unmap_all_but(&mut inj, gadget, SHELL_LEN)?;
+        }
         self.tracee.set_sigmask(0)?;
         Ok(())
+    }
+
+    /// After post-copy: the memory kept for the target goes.
+    fn release_memory(&mut self) -> Result<(), KernelError> {
+        let gadget = self.gadget;
+        self.big = None;
+        let mut inj = self.injector()?;
+        unmap_all_but(&mut inj, gadget, SHELL_LEN)
     }
 
     fn injector(&mut self) -> Result<Injector<'_>, KernelError> {
@@ -404,6 +426,11 @@ impl Deputy {
                     self.tracee.kill();
                     return events(Event::Gone("killed".into()));
                 }
+                Cmd::ReleaseMemory => match self.release_memory() {
+                    Ok(()) => tracing::debug!(pid = self.pid, "post-copy over: the deputy's memory is released"),
+                    Err(KernelError::Died { .. }) => return events(Event::Gone("ended at home".into())),
+                    Err(e) => tracing::warn!(pid = self.pid, "releasing the deputy's memory: {e}"),
+                },
                 Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) => {}
             }
         }

@@ -11,7 +11,9 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use herd_checkpoint::filehash::FileHashes;
@@ -22,20 +24,33 @@ use herd_kernel::task::{self, Exit};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::pipe::{ChunkReader, ChunkWriter};
-use crate::proto::{Adopt, Ending, ToHome};
-use crate::syscalls::{self, Call, Class, Identity, Reply};
+use crate::postcopy::{self, PagerEnd, PagerLink};
+use crate::proto::{Adopt, Ending, MoveMode, Refusal, ToHome, ToRemote};
+use crate::syscalls::{self, Call, Class, Identity};
 use crate::ProcMemory;
 
-/// Orders for a guest's thread (from home, through the node stream).
+/// Orders for a guest's thread: what home says (replies, signals, Capture,
+/// Commit, Abort, Kill), or that the stream to home broke (the process ends).
 pub enum GuestCmd {
-    Reply { seq: u64, reply: Reply },
-    Signal { sig: i32, during_call: bool },
-    Capture,
-    Commit,
-    Abort,
-    Kill,
-    /// The stream to home broke: end the process.
+    Home(ToRemote),
     HomeLost,
+}
+
+/// How messages for home leave the guest's threads (in order).
+pub type Out = Arc<dyn Fn(ToHome) -> bool + Send + Sync>;
+
+/// What the stream task and the guest's threads share.
+#[derive(Default)]
+pub struct Shared {
+    /// Post-copy: the pager, set before `Running` is sent; the stream task
+    /// hands it the pages that arrive (never through the guest's thread, which
+    /// may itself wait for a page in a call's buffer).
+    pub pager: OnceLock<PagerLink>,
+    /// Set (with home's reason) when home called the move off before the
+    /// image was complete: the restore's failure is then no refusal.
+    pub cancelled: Mutex<Option<String>>,
+    /// Post-copy: every page is in place (the process may be captured again).
+    pub pages_done: AtomicBool,
 }
 
 /// The handle the stream task keeps.
@@ -56,23 +71,30 @@ impl GuestLink {
 
 /// Starts a guest: a thread restores the image read from `image` and
 /// serves the process. Messages for home go to `out` (in order); the image,
-/// when the process is captured, to `image_out` (chunks, then a `Piece`).
+/// when the process is captured, to `image_out` (chunks). With post-copy
+/// (`adopt.mode`), the lazy runs come first on `lazy`, and a pager fills
+/// them (see [`Shared::pager`]).
 pub fn start(
     adopt: Adopt,
     image: ChunkReader,
-    out: impl Fn(ToHome) -> bool + Send + 'static,
+    lazy: Receiver<Vec<(u64, u64)>>,
+    out: Out,
     image_out: impl FnMut(Vec<u8>) -> bool + Send + Clone + 'static,
-    allow_root: bool,
+    shared: Arc<Shared>,
 ) -> std::io::Result<GuestLink> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
     std::thread::Builder::new().name(format!("guest-{}", adopt.pid)).spawn(move || {
         let mut hashes = FileHashes::load();
-        let guest = match Guest::restore(&adopt, image, &mut hashes, allow_root) {
+        let guest = match Guest::restore(&adopt, image, &lazy, &mut hashes, &out, &shared) {
             Ok(g) => g,
-            Err(reason) => {
-                tracing::warn!(home = adopt.home, pid = adopt.pid, "refused: {reason}");
-                out(ToHome::Refused { reason });
+            Err(why) => {
+                if let Some(reason) = shared.cancelled.lock().expect("cancel lock").clone() {
+                    tracing::info!(home = adopt.home, pid = adopt.pid, "home called the move off: {reason}");
+                } else {
+                    tracing::warn!(home = adopt.home, pid = adopt.pid, "refused: {why}");
+                    out(ToHome::Refused(Refusal::Restore { why }));
+                }
                 return;
             }
         };
@@ -82,7 +104,7 @@ pub fn start(
             let _ = task::kill_and_reap(guest.pid);
             return;
         }
-        guest.serve(rx, wake_r, &out, image_out, hashes);
+        guest.serve(rx, wake_r, &*out, image_out, hashes);
     })?;
     Ok(GuestLink { cmds: tx, wake: wake_w })
 }
@@ -99,15 +121,25 @@ struct Guest {
     /// Signals held until the pending call is answered.
     held_signals: VecDeque<i32>,
     last_stats: Instant,
+    shared: Arc<Shared>,
 }
 
 impl Guest {
-    fn restore(adopt: &Adopt, image: ChunkReader, hashes: &mut FileHashes, allow_root: bool) -> Result<Guest, String> {
-        if adopt.uid == 0 && !allow_root {
-            return Err("this node does not take root processes (allow_root_guests = false)".into());
-        }
+    fn restore(
+        adopt: &Adopt,
+        image: ChunkReader,
+        lazy: &Receiver<Vec<(u64, u64)>>,
+        hashes: &mut FileHashes,
+        out: &Out,
+        shared: &Arc<Shared>,
+    ) -> Result<Guest, String> {
         let filter = syscalls::filter().to_bytes();
-        let (restored, listener) = restore_remote(image, hashes, &filter).map_err(|e| e.to_string())?;
+        let runs = match adopt.mode {
+            MoveMode::PostCopy => Some(lazy.recv().map_err(|_| "the stream from home ended before the image".to_string())?),
+            MoveMode::StopAndCopy => None,
+        };
+        let rr = restore_remote(image, hashes, &filter, runs.as_deref()).map_err(|e| e.to_string())?;
+        let (restored, listener) = (rr.restored, rr.listener);
         let pid = restored.pid;
         for w in &restored.warnings {
             tracing::debug!(pid, "restore: {w}");
@@ -119,6 +151,38 @@ impl Guest {
                 return Err(e.to_string());
             }
         };
+        match (rr.uffd, runs) {
+            (Some(uffd), Some(runs)) => {
+                let ask = out.clone();
+                let done = out.clone();
+                let flag = shared.clone();
+                let home = adopt.home.clone();
+                let started = Instant::now();
+                let pager = postcopy::start_pager(pid, uffd, &runs, move |addr| ask(ToHome::PageRequest { addr }), move |end| match end {
+                    PagerEnd::Complete { pages, faults, requested } => {
+                        tracing::info!(pid, home, pages, faults, requested, "post-copy complete in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+                        flag.pages_done.store(true, Ordering::SeqCst);
+                        done(ToHome::PagesDone);
+                    }
+                    PagerEnd::Stopped(why) => tracing::info!(pid, home, "post-copy stopped: {why}"),
+                });
+                match pager {
+                    Ok(link) => {
+                        let _ = shared.pager.set(link);
+                    }
+                    Err(e) => {
+                        let _ = task::kill_and_reap(pid);
+                        return Err(format!("cannot start the pager: {e}"));
+                    }
+                }
+            }
+            // Nothing lazy after all (no private anonymous memory).
+            (None, Some(_)) => {
+                shared.pages_done.store(true, Ordering::SeqCst);
+                out(ToHome::PagesDone);
+            }
+            _ => shared.pages_done.store(true, Ordering::SeqCst),
+        }
         Ok(Guest {
             pid,
             home_pid: adopt.pid,
@@ -129,6 +193,7 @@ impl Guest {
             pending: None,
             held_signals: VecDeque::new(),
             last_stats: Instant::now(),
+            shared: shared.clone(),
         })
     }
 
@@ -252,8 +317,16 @@ impl Guest {
         image_out: impl FnMut(Vec<u8>) -> bool + Send,
         hashes: &mut FileHashes,
     ) -> Flow {
+        let cmd = match cmd {
+            GuestCmd::Home(m) => m,
+            GuestCmd::HomeLost => {
+                tracing::info!(pid = self.pid, home = self.home, "ending the guest: the stream to home is lost");
+                let _ = task::kill_and_reap(self.pid);
+                return Flow::End;
+            }
+        };
         match cmd {
-            GuestCmd::Reply { seq, reply } => {
+            ToRemote::Reply { seq, reply } => {
                 let Some((id, s, call)) = self.pending.take_if(|p| p.1 == seq) else { return Flow::Go };
                 debug_assert_eq!(s, seq);
                 let ret = match syscalls::apply(&call, &reply, &ProcMemory { pid: self.pid }) {
@@ -268,7 +341,7 @@ impl Guest {
                     self.deliver(sig);
                 }
             }
-            GuestCmd::Signal { sig, during_call } => match (&self.pending, during_call) {
+            ToRemote::Signal { sig, during_call } => match (&self.pending, during_call) {
                 (Some((_, _, call)), true) => {
                     if interrupts(self.pid, sig) {
                         self.pending = None;
@@ -287,13 +360,15 @@ impl Guest {
                 (Some(_), false) => self.held_signals.push_back(sig),
                 (None, _) => self.deliver(sig),
             },
-            GuestCmd::Capture => return self.capture(cmds, out, image_out, hashes),
-            GuestCmd::Commit | GuestCmd::Abort => {}
-            GuestCmd::Kill | GuestCmd::HomeLost => {
-                tracing::info!(pid = self.pid, home = self.home, "ending the guest (home asked, or home is lost)");
+            ToRemote::Capture => return self.capture(cmds, out, image_out, hashes),
+            ToRemote::Kill => {
+                tracing::info!(pid = self.pid, home = self.home, "ending the guest (home asked)");
                 let _ = task::kill_and_reap(self.pid);
                 return Flow::End;
             }
+            ToRemote::Commit | ToRemote::Abort => {}
+            // Image and pages go to the restore and the pager, not here.
+            other => tracing::debug!(pid = self.pid, "unexpected from home: {other:?}"),
         }
         Flow::Go
     }
@@ -307,6 +382,10 @@ impl Guest {
         image_out: impl FnMut(Vec<u8>) -> bool + Send,
         hashes: &mut FileHashes,
     ) -> Flow {
+        if !self.shared.pages_done.load(Ordering::SeqCst) {
+            out(ToHome::CaptureFailed { reason: "its memory is still arriving (post-copy)".into() });
+            return Flow::Go;
+        }
         // A call waiting here is interrupted by the freeze and made again
         // wherever the process continues.
         self.pending = None;
@@ -327,22 +406,22 @@ impl Guest {
         out(ToHome::ImageEnd);
         loop {
             match cmds.recv() {
-                Ok(GuestCmd::Commit) => {
+                Ok(GuestCmd::Home(ToRemote::Commit)) => {
                     frozen.kill();
                     let _ = task::reap(self.pid);
                     tracing::info!(pid = self.pid, home = self.home, "guest moved on");
                     return Flow::End;
                 }
-                Ok(GuestCmd::Abort) => {
+                Ok(GuestCmd::Home(ToRemote::Abort)) => {
                     drop(frozen);
                     return Flow::Go;
                 }
-                Ok(GuestCmd::Kill) | Ok(GuestCmd::HomeLost) | Err(_) => {
+                Ok(GuestCmd::Home(ToRemote::Kill)) | Ok(GuestCmd::HomeLost) | Err(_) => {
                     frozen.kill();
                     let _ = task::reap(self.pid);
                     return Flow::End;
                 }
-                Ok(GuestCmd::Signal { sig, .. }) => self.held_signals.push_back(sig),
+                Ok(GuestCmd::Home(ToRemote::Signal { sig, .. })) => self.held_signals.push_back(sig),
                 Ok(_) => {}
             }
         }

@@ -8,11 +8,13 @@
 //! - [`guest`]: the remote side: a migrated process running on this node, its thread.
 //! - [`proto`]: what home and the remote node say about a process.
 //! - [`pipe`]: image bytes between the capture/restore threads and the node stream.
+//! - [`postcopy`]: memory that follows a process already running on its target.
 
 pub mod syscalls;
 pub mod deputy;
 pub mod guest;
 pub mod pipe;
+pub mod postcopy;
 pub mod proto;
 
 /// Another process's memory, for the call marshalling (process_vm_readv/writev).

@@ -1,7 +1,16 @@
 //! What home and a remote node say about one migrated process, on the node
-//! stream (Noise) between them. Home opens the stream with
-//! [`Adopt`] and the image; from then on it carries [`ToRemote`] one way and
+//! stream (Noise) between them. The exchanges are drawn in
+//! docs/migration-protocol.md.
+//!
+//! Home opens the stream with `PeerRequest::Adopt(`[`Adopt`]`)`, preceded by
+//! [`PROTOCOL_VERSION`] (see [`encode_request`]); the target answers
+//! [`ToHome::Accepted`] or [`ToHome::Refused`] before home touches the
+//! process. From then on the stream carries [`ToRemote`] one way and
 //! [`ToHome`] the other, until the process ends or leaves the node.
+//!
+//! Every message is a postcard encoding; an enum's variant is its index, a
+//! varint, so **the order of the variants is the wire's tag numbers**: new
+//! variants go at the end, never in between (the tests below pin the tags).
 //!
 //! Home is the single coordinator of every move of its processes: a move
 //! from node B to node C is relayed through home, so a remote node only ever
@@ -10,6 +19,34 @@
 use serde::{Deserialize, Serialize};
 
 use crate::syscalls::{Call, Reply};
+
+/// The version of the node-stream protocol this herd speaks. Version 1 was
+/// the unversioned protocol of herd 0.1 (its first byte, the request's
+/// variant, reads as version 0 or 1). Version 2: version prefix, Accepted
+/// before the image, typed refusals, post-copy.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// How a move is made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoveMode {
+    /// The process stays stopped until its whole image is on the target.
+    #[default]
+    StopAndCopy,
+    /// The process is stopped only while its registers and state move; its
+    /// private anonymous memory follows while it already runs on the target,
+    /// fetched first where it touches it.
+    PostCopy,
+}
+
+impl std::fmt::Display for MoveMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MoveMode::StopAndCopy => "stop-and-copy",
+            MoveMode::PostCopy => "post-copy",
+        })
+    }
+}
 
 /// The first message of a migration stream: who the process is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,6 +57,25 @@ pub struct Adopt {
     pub pid: i32,
     pub uid: u32,
     pub cmd: String,
+    pub mode: MoveMode,
+}
+
+/// Why a node does not take a process. Sent as a value, shown as a sentence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// Tag 0, fixed forever: the answer to a stream of another version.
+    #[error("it speaks node protocol version {theirs}, this node speaks version {ours}")]
+    Version { ours: u32, theirs: u32 },
+    #[error("node {node} is blocked (accepts no processes)")]
+    Blocked { node: String },
+    #[error("this node does not take root's processes (allow_root_guests = false)")]
+    RootGuest,
+    #[error("this node cannot take processes by post-copy: {why}")]
+    NoPostCopy { why: String },
+    #[error("the restore failed: {why}")]
+    Restore { why: String },
+    #[error("the first message was not understood: {why}")]
+    BadRequest { why: String },
 }
 
 /// A process's resource use so far, as /proc shows it where it runs.
@@ -54,53 +110,74 @@ pub enum Ending {
     Signal(i32),
 }
 
-/// Home to remote.
+/// Home to remote. Tags (variant indexes) in the comments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToRemote {
-    /// Part of the image (after [`Adopt`]).
+    /// 0. Part of the image (after [`ToHome::Accepted`]).
     Image(Vec<u8>),
-    /// The image is complete.
+    /// 1. The image is complete.
     ImageEnd,
-    /// The result of forwarded call `seq`.
+    /// 2. The result of forwarded call `seq`.
     Reply { seq: u64, reply: Reply },
-    /// A signal sent to the process at home. `during_call`: it interrupted
+    /// 3. A signal sent to the process at home. `during_call`: it interrupted
     /// the forwarded call being served, which home abandoned.
     Signal { sig: i32, during_call: bool },
-    /// Freeze the process and send its image home ([`ToHome::Image`]...).
+    /// 4. Freeze the process and send its image home ([`ToHome::Image`]...).
     Capture,
-    /// The image arrived where it is going: end the frozen copy here.
+    /// 5. The image arrived where it is going: end the frozen copy here.
     Commit,
-    /// The move failed: let the frozen copy run on here.
+    /// 6. The move failed: let the frozen copy run on here.
     Abort,
-    /// End the process (its home ended).
+    /// 7. End the process (its home ended).
     Kill,
+    /// 8. Post-copy, before the image: the runs of pages (address, length)
+    /// that are not in the image and come as [`ToRemote::Pages`] later.
+    Lazy(Vec<(u64, u64)>),
+    /// 9. Post-copy: pages at `addr` (whole pages, inside the lazy runs).
+    Pages { addr: u64, data: Vec<u8> },
+    /// 10. Post-copy: every lazy page has been sent (requests are still answered).
+    PagesEnd,
+    /// 11. Home gives up the move before the image was complete (the process
+    /// could not be captured, or the move was called off): nothing to restore.
+    Cancel { reason: String },
 }
 
-/// Remote to home.
+/// Remote to home. Tags (variant indexes) in the comments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToHome {
-    /// The process runs here, as local pid `pid`.
+    /// 0. Tag fixed forever: the process (or the stream) is not taken; nothing runs here.
+    Refused(Refusal),
+    /// 1. The process may come: send the image.
+    Accepted { version: u32 },
+    /// 2. The process runs here, as local pid `pid`.
     Running { pid: i32 },
-    /// The process could not be taken (nothing runs here).
-    Refused { reason: String },
-    /// A system call to run in the deputy.
+    /// 3. A system call to run in the deputy.
     Call { seq: u64, call: Call },
-    /// The process made a call only home can serve; it waits, stopped in it,
+    /// 4. The process made a call only home can serve; it waits, stopped in it,
     /// to be brought home (home answers with [`ToRemote::Capture`]).
     WantHome { why: String },
-    /// Part of the process's image, after [`ToRemote::Capture`].
+    /// 5. Part of the process's image, after [`ToRemote::Capture`].
     Image(Vec<u8>),
+    /// 6.
     ImageEnd,
-    /// The capture failed; the process runs on here.
+    /// 7. The capture failed; the process runs on here.
     CaptureFailed { reason: String },
-    /// The process ended here.
+    /// 8. The process ended here.
     Exited(Ending),
-    /// Resource use, every second.
+    /// 9. Resource use, every second.
     Stats(Usage),
+    /// 10. Post-copy: the process waits for the page at `addr` (an address of the
+    /// lazy runs as home sent them): send it next.
+    PageRequest { addr: u64 },
+    /// 11. Post-copy: every lazy page is in place; home may let go of its copy.
+    PagesDone,
 }
 
 /// Largest image chunk per message.
 pub const CHUNK: usize = 1 << 20;
+/// Post-copy pages per message: small, so that a page a process waits for is
+/// not queued long behind background pages.
+pub const PAGES_CHUNK: usize = 64 << 10;
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     postcard::to_allocvec(msg).expect("protocol messages serialize")
@@ -108,4 +185,80 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(bytes)
+}
+
+/// The first message of a node stream: the protocol version, then the request.
+pub fn encode_request<T: Serialize>(req: &T) -> Vec<u8> {
+    encode(&(PROTOCOL_VERSION, req))
+}
+
+/// Reads the first message of a node stream: the request, or the refusal to
+/// send back (another version, or garbage).
+pub fn decode_request<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Refusal> {
+    let (theirs, rest) =
+        postcard::take_from_bytes::<u32>(bytes).map_err(|e| Refusal::BadRequest { why: format!("no protocol version: {e}") })?;
+    if theirs != PROTOCOL_VERSION {
+        return Err(Refusal::Version { ours: PROTOCOL_VERSION, theirs });
+    }
+    decode(rest).map_err(|e| Refusal::BadRequest { why: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag<T: Serialize>(m: &T) -> u8 {
+        encode(m)[0]
+    }
+
+    #[test]
+    fn tags_are_fixed() {
+        let to_remote = [
+            ToRemote::Image(vec![]),
+            ToRemote::ImageEnd,
+            ToRemote::Reply { seq: 0, reply: Reply { ret: 0, outs: vec![] } },
+            ToRemote::Signal { sig: 1, during_call: false },
+            ToRemote::Capture,
+            ToRemote::Commit,
+            ToRemote::Abort,
+            ToRemote::Kill,
+            ToRemote::Lazy(vec![]),
+            ToRemote::Pages { addr: 0, data: vec![] },
+            ToRemote::PagesEnd,
+            ToRemote::Cancel { reason: String::new() },
+        ];
+        for (i, m) in to_remote.iter().enumerate() {
+            assert_eq!(tag(m) as usize, i, "{m:?}");
+        }
+        let to_home = [
+            ToHome::Refused(Refusal::RootGuest),
+            ToHome::Accepted { version: 2 },
+            ToHome::Running { pid: 1 },
+            ToHome::Call { seq: 0, call: Call { nr: 0, args: [0; 6], bufs: vec![] } },
+            ToHome::WantHome { why: String::new() },
+            ToHome::Image(vec![]),
+            ToHome::ImageEnd,
+            ToHome::CaptureFailed { reason: String::new() },
+            ToHome::Exited(Ending::Code(0)),
+            ToHome::Stats(Usage::default()),
+            ToHome::PageRequest { addr: 0 },
+            ToHome::PagesDone,
+        ];
+        for (i, m) in to_home.iter().enumerate() {
+            assert_eq!(tag(m) as usize, i, "{m:?}");
+        }
+        // The version refusal is readable by any version: tags 0, 0.
+        assert_eq!(&encode(&ToHome::Refused(Refusal::Version { ours: 2, theirs: 7 }))[..2], &[0, 0]);
+    }
+
+    #[test]
+    fn another_version_is_refused_naming_both() {
+        let msg = encode(&(7u32, "hello"));
+        let r = decode_request::<String>(&msg).unwrap_err();
+        assert_eq!(r, Refusal::Version { ours: PROTOCOL_VERSION, theirs: 7 });
+        let text = r.to_string();
+        assert!(text.contains('7') && text.contains(&PROTOCOL_VERSION.to_string()), "{text}");
+        assert_eq!(decode_request::<String>(&encode_request(&"hi")).unwrap(), "hi");
+        assert!(matches!(decode_request::<String>(&[]), Err(Refusal::BadRequest { .. })));
+    }
 }
