@@ -109,6 +109,12 @@ enum Cmd {
         /// Which parts to run, comma-separated.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [migrate::Part::Move, migrate::Part::Syscalls, migrate::Part::Cpu])]
         parts: Vec<migrate::Part>,
+        /// Part 1: how the process leaves home (stop-and-copy, post-copy), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "stop-and-copy,post-copy", value_parser = parse_mode)]
+        modes: Vec<herd_daemon::control::MoveMode>,
+        /// Part 1: how fast it rewrites its memory while leaving: idle, a rate in MB/s, or max; comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "idle,100,max")]
+        dirty: Vec<migrate::Dirty>,
         /// Keep the cluster's directory (herdd logs, the program) also after a clean run.
         #[arg(long)]
         keep: bool,
@@ -171,8 +177,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Checkpoint { sizes, reps, dir } => bench::run(bench::Config { sizes, reps, dir }),
         Cmd::Gossip { sizes, window, real_nodes } => gossip::run(&sizes, std::time::Duration::from_secs(window), real_nodes),
-        Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, keep } => {
-            migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, keep })
+        Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep } => {
+            migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep })
         }
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {
@@ -191,5 +197,13 @@ fn main() -> ExitCode {
             eprintln!("herd-bench: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_mode(s: &str) -> Result<herd_daemon::control::MoveMode, String> {
+    match s {
+        "stop-and-copy" => Ok(herd_daemon::control::MoveMode::StopAndCopy),
+        "post-copy" | "postcopy" => Ok(herd_daemon::control::MoveMode::PostCopy),
+        other => Err(format!("{other:?}: want stop-and-copy or post-copy")),
     }
 }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use herd_daemon::control::{Client, Migrated, Request, Response};
+use herd_daemon::control::{Client, Migrated, MoveMode, Request, Response};
 use herd_lab::{LabError, LocalCluster, UpOptions};
 
 use crate::report::{median, size_label};
@@ -48,8 +48,43 @@ pub struct Config {
     /// Part 3: seconds of work per run (calibrated at home).
     pub cpu_secs: f64,
     pub parts: Vec<Part>,
+    /// Part 1: how the process leaves home.
+    pub modes: Vec<MoveMode>,
+    /// Part 1: how fast it rewrites its memory while it leaves.
+    pub dirty: Vec<Dirty>,
     /// Keep the cluster directory (programs, herdd logs) after a clean run.
     pub keep: bool,
+}
+
+/// How fast the process rewrites its memory during a move out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dirty {
+    Idle,
+    /// MB/s.
+    Rate(u64),
+    /// As fast as it can.
+    Max,
+}
+
+impl std::str::FromStr for Dirty {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Dirty, String> {
+        match s {
+            "idle" | "0" => Ok(Dirty::Idle),
+            "max" => Ok(Dirty::Max),
+            n => n.parse().map(Dirty::Rate).map_err(|_| format!("{n:?}: want idle, max, or MB/s")),
+        }
+    }
+}
+
+impl std::fmt::Display for Dirty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dirty::Idle => f.write_str("idle"),
+            Dirty::Rate(r) => write!(f, "{r} MB/s"),
+            Dirty::Max => f.write_str("max"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -133,7 +168,7 @@ pub fn run(cfg: Config) -> Result<bool> {
         let tcp_bytes = cfg.tcp_mib * MIB;
         let mut results = Vec::new();
         for &mib in &cfg.sizes {
-            results.push(move_size(&lab, mib, cfg.reps, tcp_bytes, &mut failures));
+            results.push(move_size(&lab, mib, &cfg, tcp_bytes, &mut failures));
         }
         print_moves(&results, cfg.tcp_mib);
     }
@@ -524,6 +559,12 @@ impl Spawned {
     /// Sends `command` and returns its answer, which must start with the command's
     /// first word (its answer "error ..." otherwise).
     fn ask(&mut self, command: &str, answer: &str) -> Result<String> {
+        self.send(command)?;
+        self.expect(answer, ANSWER).with_context(|| format!("command {command:?}"))
+    }
+
+    /// Sends `command` (a line) without waiting for an answer.
+    fn send(&mut self, command: &str) -> Result<()> {
         let sent = match self.stdin.as_mut() {
             Some(stdin) => stdin.write_all(format!("{command}\n").as_bytes()).and_then(|()| stdin.flush()),
             None => Err(std::io::Error::other("its stdin is closed")),
@@ -531,7 +572,7 @@ impl Spawned {
         if let Err(e) = sent {
             bail!("{}: sending {command:?}: {e}; {}", self.what, self.stderr_tail());
         }
-        self.expect(answer, ANSWER).with_context(|| format!("command {command:?}"))
+        Ok(())
     }
 
     /// Closes its stdin and waits for its end.
@@ -617,9 +658,13 @@ impl Target {
 
     /// Moves it to `target` ("n2" or "home"); it must then run on `node`.
     fn migrate(&self, lab: &Lab, target: &str, node: &str) -> Result<Migrated> {
+        self.migrate_by(lab, target, node, None)
+    }
+
+    fn migrate_by(&self, lab: &Lab, target: &str, node: &str, mode: Option<MoveMode>) -> Result<Migrated> {
         let sock = lab.cluster.node_socket("n1");
         let answer = Client::connect(&sock)
-            .and_then(|mut c| c.call(&Request::Migrate { pid: self.pid, target: target.into(), mode: None }))
+            .and_then(|mut c| c.call(&Request::Migrate { pid: self.pid, target: target.into(), mode }))
             .map_err(|e| anyhow!("moving process {} to {target}: {e}", self.pid))?;
         match answer {
             Response::Migrated(m) if m.node == node => Ok(m),
@@ -812,16 +857,31 @@ impl Move {
     }
 }
 
+/// The moves of one size, one way of moving out, one dirtying rate.
+struct Case {
+    mode: MoveMode,
+    dirty: Dirty,
+    out: Vec<Move>,
+    back: Vec<Move>,
+    /// MB/s it really rewrote while moving out.
+    dirtied: Vec<f64>,
+}
+
 struct SizeResult {
     mib: u64,
     reps: usize,
-    out: Vec<Move>,
-    back: Vec<Move>,
+    cases: Vec<Case>,
     tcp: Vec<f64>,
 }
 
-fn move_size(lab: &Lab, mib: u64, reps: usize, tcp_bytes: u64, failures: &mut Vec<String>) -> SizeResult {
-    let mut r = SizeResult { mib, reps, out: Vec::new(), back: Vec::new(), tcp: Vec::new() };
+fn move_size(lab: &Lab, mib: u64, cfg: &Config, tcp_bytes: u64, failures: &mut Vec<String>) -> SizeResult {
+    let reps = cfg.reps;
+    let mut r = SizeResult { mib, reps, cases: Vec::new(), tcp: Vec::new() };
+    for &mode in &cfg.modes {
+        for &dirty in &cfg.dirty {
+            r.cases.push(Case { mode, dirty, out: Vec::new(), back: Vec::new(), dirtied: Vec::new() });
+        }
+    }
     let label = size_label(mib);
     let bytes = mib * MIB;
     let result = (|| -> Result<()> {
@@ -838,25 +898,46 @@ fn move_size(lab: &Lab, mib: u64, reps: usize, tcp_bytes: u64, failures: &mut Ve
                     f64::NAN
                 }
             };
-            sys::warm_up(bytes);
-            let m = target.migrate(lab, "n2", "n2").with_context(|| format!("rep {rep}, n1 -> n2"))?;
-            r.out.push(Move { frozen_ms: m.frozen_ms, total_ms: m.total_ms, bytes: m.bytes, tcp });
-            // Untimed: it answers from n2 (its stdin and stdout are at home).
-            target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, on n2"))?;
-            sys::warm_up(bytes);
-            let b = target.migrate(lab, "home", "n1").with_context(|| format!("rep {rep}, n2 -> home"))?;
-            r.back.push(Move { frozen_ms: b.frozen_ms, total_ms: b.total_ms, bytes: b.bytes, tcp });
-            target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, back home"))?;
-            eprintln!(
-                "{label:>8} rep {rep}/{reps}: TCP {tcp:.0} MiB/s; n1->n2 frozen {:.1} ms, total {:.1} ms, {:.1} MiB; \
-                 n2->home frozen {:.1} ms, total {:.1} ms, {:.1} MiB",
-                m.frozen_ms,
-                m.total_ms,
-                m.bytes as f64 / MIB as f64,
-                b.frozen_ms,
-                b.total_ms,
-                b.bytes as f64 / MIB as f64
-            );
+            // Interleaved: every case once per repetition.
+            for case in &mut r.cases {
+                sys::warm_up(bytes);
+                let rate = match case.dirty {
+                    Dirty::Idle => None,
+                    Dirty::Rate(n) => Some(n),
+                    Dirty::Max => Some(0),
+                };
+                if let Some(n) = rate {
+                    target.p.send(&format!("dirty {n}"))?;
+                    // Let it reach its pace first.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                let what = format!("rep {rep}, n1 -> n2 by {}, dirtying {}", case.mode, case.dirty);
+                let m = target.migrate_by(lab, "n2", "n2", Some(case.mode)).with_context(|| what.clone())?;
+                if rate.is_some() {
+                    let line = target.p.ask("ping", "dirtied ").with_context(|| what.clone())?;
+                    case.dirtied.push(field(&line, "mb")? / field(&line, "secs")?);
+                    target.p.expect("pong", ANSWER).with_context(|| what.clone())?;
+                }
+                case.out.push(Move { frozen_ms: m.frozen_ms, total_ms: m.total_ms, bytes: m.bytes, tcp });
+                // Untimed: it answers from n2 (its stdin and stdout are at home).
+                target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, on n2"))?;
+                sys::warm_up(bytes);
+                let b = target.migrate(lab, "home", "n1").with_context(|| format!("rep {rep}, n2 -> home"))?;
+                case.back.push(Move { frozen_ms: b.frozen_ms, total_ms: b.total_ms, bytes: b.bytes, tcp });
+                target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, back home"))?;
+                eprintln!(
+                    "{label:>8} rep {rep}/{reps} {} dirty {}: TCP {tcp:.0} MiB/s; n1->n2 frozen {:.1} ms, total {:.1} ms, {:.1} MiB; \
+                     n2->home frozen {:.1} ms, total {:.1} ms, {:.1} MiB",
+                    case.mode,
+                    case.dirty,
+                    m.frozen_ms,
+                    m.total_ms,
+                    m.bytes as f64 / MIB as f64,
+                    b.frozen_ms,
+                    b.total_ms,
+                    b.bytes as f64 / MIB as f64
+                );
+            }
         }
         let line = target.p.ask("check", "checked ")?;
         if field(&line, "bad")? != 0.0 {
@@ -1057,27 +1138,39 @@ fn met(ratio: Option<f64>, goal: f64) -> &'static str {
 fn print_moves(results: &[SizeResult], tcp_mib: u64) {
     println!();
     let reps = results.first().map_or(0, |r| r.reps);
-    println!("1. Moving a process of N MiB n1 -> n2 and back home ({}; medians)", reps_text(reps, " per size"));
+    println!("1. Moving a process of N MiB n1 -> n2 (by each mode, idle or rewriting its memory) and back home ({}; medians)", reps_text(reps, " per case"));
     println!();
-    let mut rows = vec![row(&["size", "move", "frozen ms", "total ms", "sent MiB", "move MiB/s", "TCP MiB/s", "move/TCP"])];
+    let mut rows = vec![row(&["size", "move", "by", "dirtying", "frozen ms", "total ms", "sent MiB", "move MiB/s", "TCP MiB/s", "move/TCP"])];
     for r in results {
         let tcp = med(r.tcp.iter().copied());
-        for (dir, moves) in [("n1 -> n2", &r.out), ("n2 -> home", &r.back)] {
-            rows.push(vec![
-                size_label(r.mib),
-                dir.into(),
-                fmt(med(moves.iter().map(|m| m.frozen_ms)), 1),
-                fmt(med(moves.iter().map(|m| m.total_ms)), 1),
-                fmt(med(moves.iter().map(|m| m.bytes as f64 / MIB as f64)), 1),
-                fmt(med(moves.iter().map(Move::mib_per_s)), 0),
-                fmt(tcp, 0),
-                fmt(med(moves.iter().map(|m| m.mib_per_s() / m.tcp)), 2),
-            ]);
+        for c in &r.cases {
+            let dirty = match c.dirty {
+                Dirty::Idle => "idle".to_string(),
+                _ => format!("{} MB/s", fmt(med(c.dirtied.iter().copied()), 0)),
+            };
+            for (dir, by, dirty, moves) in
+                [("n1 -> n2", c.mode.to_string(), dirty, &c.out), ("n2 -> home", MoveMode::StopAndCopy.to_string(), "idle".to_string(), &c.back)]
+            {
+                rows.push(vec![
+                    size_label(r.mib),
+                    dir.into(),
+                    by,
+                    dirty,
+                    fmt(med(moves.iter().map(|m| m.frozen_ms)), 1),
+                    fmt(med(moves.iter().map(|m| m.total_ms)), 1),
+                    fmt(med(moves.iter().map(|m| m.bytes as f64 / MIB as f64)), 1),
+                    fmt(med(moves.iter().map(Move::mib_per_s)), 0),
+                    fmt(tcp, 0),
+                    fmt(med(moves.iter().map(|m| m.mib_per_s() / m.tcp)), 2),
+                ]);
+            }
         }
     }
-    print_table(&rows, 2);
+    print_table(&rows, 4);
     println!();
-    println!("frozen: how long the process was stopped; total: the whole move, request to answer; both as herdd reports them.");
+    println!("frozen: from the freeze until the target reports the process running (post-copy: its memory follows after that);");
+    println!("total: the whole move, request to answer (post-copy: until the last page is in place); both as herdd reports them.");
+    println!("dirtying: the rate at which the process really rewrote its memory during the move out (`dirty R` of the program).");
     println!("sent: bytes herdd sent (pages and state); move MiB/s = sent / total; move/TCP: median of the per-repetition ratios.");
     println!(
         "TCP: {tcp_mib} MiB from herd-bench in n1 to herd-bench in n2 over the bridge (plain TCP, 1 MiB writes, until the \
@@ -1085,17 +1178,18 @@ fn print_moves(results: &[SizeResult], tcp_mib: u64) {
     );
     let warm: Vec<String> = results.iter().map(|r| format!("{:.0} MiB", sys::warm_bytes(r.mib * MIB) as f64 / MIB as f64)).collect();
     println!("Each move was preceded by touching and freeing {} of fresh memory.", warm.join(" / "));
-    let complete: Vec<&SizeResult> = results.iter().filter(|r| !r.out.is_empty()).collect();
-    if !complete.is_empty() {
-        println!("Spread (min-max over repetitions):");
-        for r in complete {
+    println!("Spread (min-max over repetitions):");
+    for r in results {
+        for c in r.cases.iter().filter(|c| !c.out.is_empty()) {
             println!(
-                "  {:<8} n1 -> n2 frozen {} ms, total {} ms; n2 -> home frozen {} ms, total {} ms; TCP {} MiB/s",
+                "  {:<8} {} {}: n1 -> n2 frozen {} ms, total {} ms; n2 -> home frozen {} ms, total {} ms; TCP {} MiB/s",
                 size_label(r.mib),
-                spread(r.out.iter().map(|m| m.frozen_ms), 1),
-                spread(r.out.iter().map(|m| m.total_ms), 1),
-                spread(r.back.iter().map(|m| m.frozen_ms), 1),
-                spread(r.back.iter().map(|m| m.total_ms), 1),
+                c.mode,
+                c.dirty,
+                spread(c.out.iter().map(|m| m.frozen_ms), 1),
+                spread(c.out.iter().map(|m| m.total_ms), 1),
+                spread(c.back.iter().map(|m| m.frozen_ms), 1),
+                spread(c.back.iter().map(|m| m.total_ms), 1),
                 spread(r.tcp.iter().copied(), 0),
             );
         }
@@ -1209,6 +1303,11 @@ const TARGET_C: &str = r##"
  *                     "cpu secs=S x=..." (wall-clock seconds)
  *   check             compares its memory with what it wrote:
  *                     "checked pages=P bad=B"
+ *   dirty R           rewrites its memory (the same values, from the start,
+ *                     wrapping) at R MB/s (0: as fast as it can) until the next
+ *                     line arrives on stdin (looked for every 16 MiB), then
+ *                     answers "dirtied mb=M secs=S" and reads that line as a
+ *                     command
  *   quit, or EOF      exits 0
  *
  * Errors are answered "error ...", so the bench never waits for nothing.
@@ -1221,6 +1320,7 @@ const TARGET_C: &str = r##"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -1346,6 +1446,37 @@ int main(int argc, char **argv)
                 bad += !ok;
             }
             say("checked pages=%zu bad=%zu", (words + per_page - 1) / per_page, bad);
+        } else if (sscanf(line, "dirty %llu", &n) == 1 && words) {
+            double rate = (double)n * 1e6, t0 = now(), bytes = 0;
+            uint64_t s = SEED;
+            size_t i = 0, chunk = (16u << 20) / sizeof(uint64_t);
+            struct pollfd in = {.fd = 0, .events = POLLIN};
+            for (;;) {
+                for (size_t k = 0; k < chunk; k++) {
+                    mem[i] = next(&s);
+                    if (++i == words) {
+                        i = 0;
+                        s = SEED;
+                    }
+                }
+                bytes += (double)chunk * sizeof(uint64_t);
+                if (rate > 0) {
+                    double ahead = bytes / rate - (now() - t0);
+                    if (ahead > 0) {
+                        struct timespec ts = {(time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9)};
+                        nanosleep(&ts, NULL);
+                    }
+                }
+                if (poll(&in, 1, 0) > 0)
+                    break;
+            }
+            /* The rest of the pass, so that the memory holds its values again. */
+            while (i != 0) {
+                mem[i] = next(&s);
+                if (++i == words)
+                    i = 0;
+            }
+            say("dirtied mb=%.1f secs=%.3f", bytes / 1e6, now() - t0);
         } else if (strcmp(line, "quit\n") == 0) {
             return 0;
         } else {

@@ -14,7 +14,7 @@ use herd_image::{
 };
 use herd_kernel::abi::{self, Regs};
 use herd_kernel::inject::Injector;
-use herd_kernel::mem::{self, Pagemap, ProcMem, PAGE, PM_FILE, PM_PRESENT, PM_SWAP};
+use herd_kernel::mem::{self, Pagemap, ProcMem, PAGE};
 use herd_kernel::ptrace::Tracee;
 use herd_kernel::{host, task, KernelError};
 use procfs::process::{FDTarget, MMPermissions, MMapPath};
@@ -245,10 +245,9 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
             VmaKind::Vdso | VmaKind::Vvar => Vec::new(),
             VmaKind::File { .. } if shared => Vec::new(),
             _ if shared => vec![(start, end - start)],
-            VmaKind::File { .. } => page_runs(start, &pagemap.entries(start, end)?, |e| {
-                (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
-            }),
-            _ => page_runs(start, &pagemap.entries(start, end)?, |e| e & (PM_PRESENT | PM_SWAP) != 0),
+            // Copies on write only; the rest is the file's.
+            VmaKind::File { .. } => pagemap.present_runs(start, end, true)?,
+            _ => pagemap.present_runs(start, end, false)?,
         };
         let stored_bytes = runs.iter().map(|r| r.1).sum();
         vmas.push(Vma { start, end, prot, shared, kind, stored_bytes });
@@ -374,21 +373,11 @@ impl Frozen {
             let mut eager = Vec::new();
             let mut lazy = 0u64;
             for &(a, l) in &p.runs {
-                // Cut the run at the kept ranges.
-                let mut x = a;
-                while x < a + l {
-                    let page_kept = keep.iter().any(|&(lo, hi)| x >= lo && x < hi);
-                    let mut y = x + PAGE;
-                    while y < a + l && keep.iter().any(|&(lo, hi)| y >= lo && y < hi) == page_kept {
-                        y += PAGE;
-                    }
-                    if page_kept {
-                        eager.push((x, y - x));
-                    } else {
-                        lazy_runs.push((x, y - x));
-                        lazy += y - x;
-                    }
-                    x = y;
+                let (kept, rest) = split_runs(a, a + l, &keep);
+                eager.extend(kept);
+                for r in rest {
+                    lazy += r.1;
+                    lazy_runs.push(r);
                 }
             }
             plans.push(PostcopyPlan { eager: PagePlan { runs: eager, force: p.force }, lazy });
@@ -523,21 +512,26 @@ fn read_pages(pid: i32, batch: &[(u64, u64)], data: &mut [u8], force: bool, proc
     Ok(mem::read_ranges(pid, batch, data)?)
 }
 
-/// Runs of consecutive pages of a VMA starting at `start` whose pagemap
-/// entries satisfy `keep`, as (address, length).
-fn page_runs(start: u64, entries: &[u64], keep: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        if !keep(*e) {
+/// `[a, b)` cut by the sorted, disjoint ranges `keep` (lo, hi): the parts
+/// inside them and the parts outside, as (address, length) runs.
+fn split_runs(a: u64, b: u64, keep: &[(u64, u64)]) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    let mut x = a;
+    for &(lo, hi) in keep {
+        if hi <= x || lo >= b {
             continue;
         }
-        let a = start + i as u64 * PAGE;
-        match runs.last_mut() {
-            Some((ra, rl)) if *ra + *rl == a => *rl += PAGE,
-            _ => runs.push((a, PAGE)),
+        if lo > x {
+            outside.push((x, lo - x));
         }
+        let end = hi.min(b);
+        inside.push((lo.max(x), end - lo.max(x)));
+        x = end;
     }
-    runs
+    if x < b {
+        outside.push((x, b - x));
+    }
+    (inside, outside)
 }
 
 /// Asks the process itself, by injected system calls, for what /proc does
@@ -620,12 +614,11 @@ mod tests {
     }
 
     #[test]
-    fn page_runs_merge_adjacent_pages() {
-        let e = [PM_PRESENT, PM_PRESENT, 0, PM_SWAP, PM_PRESENT | PM_FILE];
-        assert_eq!(page_runs(0x1000, &e, |x| x & (PM_PRESENT | PM_SWAP) != 0), vec![(0x1000, 0x2000), (0x4000, 0x2000)]);
-        assert_eq!(
-            page_runs(0x1000, &e, |x| (x & PM_PRESENT != 0 && x & PM_FILE == 0) || x & PM_SWAP != 0),
-            vec![(0x1000, 0x2000), (0x4000, 0x1000)]
-        );
+    fn runs_split_at_kept_ranges() {
+        assert_eq!(split_runs(0x1000, 0x9000, &[(0x3000, 0x4000)]), (vec![(0x3000, 0x1000)], vec![(0x1000, 0x2000), (0x4000, 0x5000)]));
+        assert_eq!(split_runs(0x1000, 0x2000, &[(0x3000, 0x4000)]), (vec![], vec![(0x1000, 0x1000)]));
+        assert_eq!(split_runs(0x3000, 0x4000, &[(0x2000, 0x5000)]), (vec![(0x3000, 0x1000)], vec![]));
+        assert_eq!(split_runs(0x1000, 0x4000, &[(0x3000, 0x8000)]), (vec![(0x3000, 0x1000)], vec![(0x1000, 0x2000)]));
     }
+
 }

@@ -65,6 +65,7 @@ mod tests {
         assert_eq!(failure_line(&daemon(ErrorKind::Refused, "n2 is blocked")), "n2 is blocked; it runs where it was");
         assert_eq!(failure_line(&daemon(ErrorKind::Failed, "n2 went away")), "n2 went away; it runs where it was");
         assert_eq!(failure_line(&daemon(ErrorKind::NoSuchProcess, "no migratable process 7")), "no migratable process 7");
+        assert_eq!(failure_line(&daemon(ErrorKind::Lost, "the process was lost")), "the process was lost");
         let down = ClientError::NotRunning("/run/herd/herdd.sock".into());
         assert!(failure_line(&down).starts_with("herdd is not running"));
     }

@@ -248,6 +248,9 @@ pub enum ErrorKind {
     Busy,
     /// The move failed part-way; the process runs where it was.
     Failed,
+    /// The node running the process was lost (before or during the move), and the
+    /// process with it: it has ended.
+    Lost,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]

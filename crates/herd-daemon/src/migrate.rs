@@ -515,7 +515,7 @@ impl Actor {
     fn lost(&mut self, why: String) {
         if let Some(pc) = self.postcopy.take() {
             if let Some((reply, _)) = pc.answer {
-                let _ = reply.send(Err(err(ErrorKind::Failed, format!("the process was lost while its memory moved: {why}"))));
+                let _ = reply.send(Err(err(ErrorKind::Lost, format!("the process was lost while its memory moved: {why}"))));
             }
         }
         let node = self.remote.take().map(|r| r.node).unwrap_or_default();
@@ -968,7 +968,7 @@ impl Actor {
                 Some(Input::Remote { .. }) => {}
                 Some(Input::RemoteClosed { gen, why }) if self.is_current(gen) => {
                     self.lost(why);
-                    return Err(err(ErrorKind::Failed, "the node running it was lost"));
+                    return Err(err(ErrorKind::Lost, "the node running it was lost, and the process with it"));
                 }
                 Some(_) => {}
                 None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
@@ -1086,7 +1086,7 @@ impl Actor {
                 },
                 Some(Input::RemoteClosed { gen, why }) if gen == old_gen => {
                     self.lost(why);
-                    return Err(err(ErrorKind::Failed, "the node running it was lost during the move"));
+                    return Err(err(ErrorKind::Lost, "the node running it was lost during the move, and the process with it"));
                 }
                 Some(Input::Remote { gen, msg: ToHome::Running { .. } }) if gen == new.gen => break Ok(()),
                 Some(Input::Remote { gen, msg: ToHome::Refused(r) }) if gen == new.gen => break Err(refused(name, &r)),
