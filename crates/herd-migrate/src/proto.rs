@@ -114,7 +114,7 @@ pub enum Ending {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToRemote {
     /// 0. Part of the image (after [`ToHome::Accepted`]).
-    Image(Vec<u8>),
+    Image(#[serde(with = "serde_bytes")] Vec<u8>),
     /// 1. The image is complete.
     ImageEnd,
     /// 2. The result of forwarded call `seq`.
@@ -134,7 +134,11 @@ pub enum ToRemote {
     /// that are not in the image and come as [`ToRemote::Pages`] later.
     Lazy(Vec<(u64, u64)>),
     /// 9. Post-copy: pages at `addr` (whole pages, inside the lazy runs).
-    Pages { addr: u64, data: Vec<u8> },
+    Pages {
+        addr: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// 10. Post-copy: every lazy page has been sent (requests are still answered).
     PagesEnd,
     /// 11. Home gives up the move before the image was complete (the process
@@ -157,7 +161,7 @@ pub enum ToHome {
     /// to be brought home (home answers with [`ToRemote::Capture`]).
     WantHome { why: String },
     /// 5. Part of the process's image, after [`ToRemote::Capture`].
-    Image(Vec<u8>),
+    Image(#[serde(with = "serde_bytes")] Vec<u8>),
     /// 6.
     ImageEnd,
     /// 7. The capture failed; the process runs on here.
@@ -249,6 +253,18 @@ mod tests {
         }
         // The version refusal is readable by any version: tags 0, 0.
         assert_eq!(&encode(&ToHome::Refused(Refusal::Version { ours: 2, theirs: 7 }))[..2], &[0, 0]);
+    }
+
+    #[test]
+    fn byte_payloads_are_one_string() {
+        let data: Vec<u8> = (0..CHUNK).map(|i| (i * 31) as u8).collect();
+        let bytes = encode(&ToRemote::Image(data.clone()));
+        // tag, varint length (3 bytes for 1 MiB), the bytes as they are
+        assert_eq!(bytes.len(), 1 + 3 + CHUNK);
+        assert_eq!(&bytes[4..], &data[..]);
+        assert_eq!(decode::<ToRemote>(&bytes).unwrap(), ToRemote::Image(data));
+        let reply = ToRemote::Reply { seq: 9, reply: Reply { ret: 3, outs: vec![(0x1000, b"abc".to_vec())] } };
+        assert_eq!(decode::<ToRemote>(&encode(&reply)).unwrap(), reply);
     }
 
     #[test]

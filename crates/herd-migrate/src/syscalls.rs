@@ -675,6 +675,7 @@ pub struct Buf {
     pub addr: u64,
     pub len: u64,
     /// Its content (`len` bytes), or empty when the kernel only writes it.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub out: OutKind,
 }
@@ -698,7 +699,23 @@ pub struct Reply {
     /// The raw result: a value, or a negative errno.
     pub ret: i64,
     /// Bytes to write back into the process: (its address, the bytes).
+    #[serde(with = "outs_as_bytes")]
     pub outs: Vec<(u64, Vec<u8>)>,
+}
+
+/// `Reply::outs` on the wire: each buffer as one length-prefixed byte string
+/// (serde's default for `Vec<u8>` is a sequence of single bytes, one call each).
+mod outs_as_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(outs: &[(u64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(outs.iter().map(|(a, d)| (a, serde_bytes::Bytes::new(d))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, Vec<u8>)>, D::Error> {
+        let v: Vec<(u64, serde_bytes::ByteBuf)> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(|(a, b)| (a, b.into_vec())).collect())
+    }
 }
 
 /// Why a call could not be marshalled, executed or applied.
