@@ -145,10 +145,10 @@ enum Command {
                             prints how long the process was stopped; if the move is refused or fails, it says why, \
                             exits with status 1, and the process runs on where it was.\n\n\
                             How: by default herdd picks the fastest way that keeps the process stopped briefly: \
-                            a small process moves by stop-and-copy, a larger one from its home by post-copy (it runs \
+                            a small process moves by stop-and-copy, a larger one to another node by post-copy (it runs \
                             on the target within milliseconds and its memory follows; `herd ps` shows the move until \
                             the last page is there, and herd migrate returns then). --stop-and-copy or --postcopy \
-                            choose. Moves from a node back home or on to a third node are stop-and-copy.\n\
+                            choose. A process comes home by stop-and-copy.\n\
                             Installed as `migrate` (a symlink to herd), it is herd migrate.\n\n\
                             Examples:\n  herd migrate 4242 n2\n  herd migrate 4242 home\n  herd migrate 4242 balance\n  \
                             herd migrate --postcopy 4242 n2\n  herd --node n1 migrate 4242 n3\n  migrate 4242 n2")]
@@ -158,7 +158,7 @@ enum Command {
         pid: i32,
         /// A node's name, `home` or `balance`
         target: String,
-        /// Start it on the target at once; its memory follows while it runs (from home only)
+        /// Start it on the target at once; its memory follows while it runs (not for coming home)
         #[arg(long, conflicts_with = "stop_and_copy")]
         postcopy: bool,
         /// Keep it stopped until all of it is on the target

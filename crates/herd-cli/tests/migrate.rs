@@ -90,6 +90,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("idle_heap_moves_by_postcopy_then_on", idle_heap_moves_by_postcopy_then_on),
     ("stop_and_copy_on_request", stop_and_copy_on_request),
     ("target_daemon_killed_during_postcopy", target_daemon_killed_during_postcopy),
+    ("source_node_killed_during_postcopy_onwards", source_node_killed_during_postcopy_onwards),
     ("target_daemon_killed_during_transfer", target_daemon_killed_during_transfer),
 ];
 
@@ -530,16 +531,21 @@ fn churning_memory_moves_by_postcopy_then_on(lab: &Lab) {
 
     let mut p = lab.start("mig_churn 1 GiB (herd run, post-copy to n2, then n3, home)", How::Herd, &prog);
     let pid = p.home_pid(lab);
-    let moves = [("n2", "n2", 1, Some("--postcopy")), ("n3", "n3", 2, None), ("home", "n1", 3, None)];
+    let moves = [("n2", "n2", 1, "--postcopy"), ("n3", "n3", 2, "--postcopy"), ("home", "n1", 3, "--stop-and-copy")];
     for (gate, (target, node, nmigs, flag)) in moves.into_iter().enumerate() {
         p.wait_for_line(lab, &format!("gate {gate}"));
         p.send(lab, "go\n");
-        let out = lab.expect_migrate_with(&p, pid, target, flag.as_slice());
-        if flag.is_some() && !out.contains("by post-copy") {
-            p.fail(lab, &format!("herd migrate --postcopy did not move it by post-copy: {out:?}"));
+        let out = lab.expect_migrate_with(&p, pid, target, &[flag]);
+        if !out.contains(&format!("by {}", flag.trim_start_matches("--").replace("postcopy", "post-copy"))) {
+            p.fail(lab, &format!("herd migrate {flag} did not move it that way: {out:?}"));
         }
         lab.expect_where(&p, pid, node, Some(nmigs));
+        if node != "n1" {
+            lab.expect_runs_on(&p, node, &prog);
+        }
     }
+    lab.expect_gone_from(Some(&p), "n2", &prog);
+    lab.expect_gone_from(Some(&p), "n3", &prog);
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }
@@ -559,8 +565,8 @@ fn idle_heap_moves_by_postcopy_then_on(lab: &Lab) {
     p.wait_for_prefix(lab, "ready ");
     for (target, node, nmigs) in [("n2", "n2", 1), ("n3", "n3", 2), ("home", "n1", 3)] {
         let out = lab.expect_migrate_with(&p, pid, target, &[]);
-        if target == "n2" && !out.contains("by post-copy") {
-            p.fail(lab, &format!("a 2 GiB process was not moved from home by post-copy by default: {out:?}"));
+        if target != "home" && !out.contains("by post-copy") {
+            p.fail(lab, &format!("a 2 GiB process was not moved to {target} by post-copy by default: {out:?}"));
         }
         lab.expect_where(&p, pid, node, Some(nmigs));
     }
@@ -570,7 +576,8 @@ fn idle_heap_moves_by_postcopy_then_on(lab: &Lab) {
     same_result(&direct, &moved, same);
 }
 
-/// `--stop-and-copy` is honoured for a process that herdd would move by post-copy.
+/// `--stop-and-copy` is honoured for a process that herdd would move by post-copy; asked to
+/// come home by post-copy, herd refuses and says why.
 fn stop_and_copy_on_request(lab: &Lab) {
     let prog = lab.program("mig_bigmem").with_args(&["64"]);
     let mut p = lab.start("mig_bigmem 64 MiB (herd run, stop-and-copy to n2)", How::Herd, &prog);
@@ -580,8 +587,8 @@ fn stop_and_copy_on_request(lab: &Lab) {
     if !out.contains("by stop-and-copy") {
         p.fail(lab, &format!("herd migrate --stop-and-copy: {out:?}"));
     }
-    // Post-copy is for moves from home: asked for it from n2, herd says why not.
-    let again = lab.migrate_with(pid, "n3", &["--postcopy"]);
+    // A process comes home by stop-and-copy: asked for post-copy, herd says why not.
+    let again = lab.migrate_with(pid, "home", &["--postcopy"]);
     let err = String::from_utf8_lossy(&again.stderr);
     if again.status.success() || !err.contains("post-copy") {
         p.fail(lab, &format!("herd migrate --postcopy from n2: expected a refusal naming post-copy, got {} {err:?}", describe(&again.status)));
@@ -631,6 +638,51 @@ fn target_daemon_killed_during_postcopy(lab: &Lab) {
     println!("herd migrate when n2 died during post-copy: {} with {:?}", describe(&status), err.trim());
     let ended = p.finish(lab);
     expect_status(&ended, None, Some(libc::SIGKILL));
+    lab.expect_gone_from(None, "n2", &prog);
+    guard.restart();
+    lab.wait_node_back("n2", boot_before);
+}
+
+/// On n2, moved on to n3 by post-copy (its pages come from its frozen copy on n2, through
+/// home), and n2's herdd is killed meanwhile: the process is lost (it runs on n3 without
+/// all of its memory), `herd migrate` says so, `herd run` dies by SIGKILL, and nothing of it
+/// is left on n2 or n3.
+fn source_node_killed_during_postcopy_onwards(lab: &Lab) {
+    let prog = lab.program("mig_churn").with_args(&["1024", "2", "400"]);
+    let mut p = lab.start("mig_churn 1 GiB (herd run; n2's herdd killed during post-copy to n3)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "gate 0");
+    lab.expect_migrate_with(&p, pid, "n2", &["--stop-and-copy"]);
+    p.send(lab, "go\n");
+    let boot_before = lab.boot_of("n1", "n2");
+    let n2 = lab.daemon_host_pid("n2");
+    let mut guard = DaemonGuard { lab, node: "n2", host_pid: n2, started: start_time(n2), restarted: false };
+    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n3"]));
+    let start = Instant::now();
+    loop {
+        let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
+        let state = row.as_ref().map(|r| (r["state"].as_str().unwrap_or_default().to_string(), r["where"].as_str().unwrap_or_default().to_string()));
+        if state.as_ref().is_some_and(|(s, w)| s == "post-copy" && w == "n3") {
+            break;
+        }
+        if migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
+            let (out, err) = migrate.output();
+            p.fail(lab, &format!("never saw it in post-copy on n3 (state {state:?}); herd migrate: {out:?} {err:?}"));
+        }
+        thread::sleep(POLL);
+    }
+    herd_kernel::task::kill(n2, libc::SIGKILL).expect("SIGKILL to n2's herdd");
+    let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
+        p.fail(lab, &format!("herd migrate still runs {MIGRATE_LIMIT:?} after n2's herdd was killed during post-copy"));
+    };
+    let (out, err) = migrate.output();
+    if status.success() || !err.contains("lost") {
+        p.fail(lab, &format!("herd migrate when the source died during post-copy: expected a failure saying it was lost, got {} {out:?} {err:?}", describe(&status)));
+    }
+    println!("herd migrate when n2 died during post-copy to n3: {} with {:?}", describe(&status), err.trim());
+    let ended = p.finish(lab);
+    expect_status(&ended, None, Some(libc::SIGKILL));
+    lab.expect_gone_from(None, "n3", &prog);
     lab.expect_gone_from(None, "n2", &prog);
     guard.restart();
     lab.wait_node_back("n2", boot_before);

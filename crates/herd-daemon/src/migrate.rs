@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use herd_migrate::deputy::{self, Cmd, Event};
 use herd_migrate::guest::{self, GuestCmd};
 use herd_migrate::pipe::{self, Piece};
-use herd_migrate::postcopy::{self, PagerInput, Pusher, Pushed};
+use herd_migrate::postcopy::{self, PagerInput, Push, Pusher, Pushed};
 use herd_migrate::proto::{self, Adopt, MoveMode, Refusal, ToHome, ToRemote, Usage};
 use herd_wire::stream::SecureStream;
 use tokio::sync::{mpsc, oneshot};
@@ -111,9 +111,18 @@ enum Input {
     PagesSent(Result<Pushed, String>),
 }
 
+/// Where the pages of a post-copy come from.
+enum PageSource {
+    /// Home: the pusher reads them from the deputy.
+    Home(Pusher),
+    /// The node the process left (B, on a move B → C): its frozen copy sends them,
+    /// relayed by home; it ends on Commit once C has them all.
+    Node(Remote),
+}
+
 /// A post-copy under way: the process runs on the target, its memory follows.
 struct PostCopy {
-    pusher: Pusher,
+    source: PageSource,
     /// The move's answer waits for the last page; `Migrated` as it stands.
     answer: Option<(Reply, Migrated)>,
     started: Instant,
@@ -503,6 +512,32 @@ impl Actor {
             }
             Input::Deputy(ev) => self.on_deputy(ev).await,
             Input::Remote { gen, msg } if self.is_current(gen) => self.on_remote(msg).await,
+            Input::Remote { gen, msg } if self.is_page_source(gen) => {
+                let m = match msg {
+                    ToHome::Pages { addr, data } => {
+                        let n = data.len() as u64;
+                        self.set_row(|r| {
+                            if let Some(p) = r.moving.as_mut() {
+                                p.sent_bytes += n;
+                            }
+                        });
+                        Some(ToRemote::Pages { addr, data })
+                    }
+                    ToHome::PagesEnd => Some(ToRemote::PagesEnd),
+                    _ => None,
+                };
+                if let Some(m) = m {
+                    self.to_remote(m).await;
+                }
+                true
+            }
+            Input::RemoteClosed { gen, why } if self.is_page_source(gen) => {
+                // The process runs on C without all of its memory: it is lost.
+                tracing::error!(pid = self.pid, "the node it left broke off during post-copy ({why})");
+                self.to_remote(ToRemote::Kill).await;
+                self.lost(format!("the node it left broke off while its memory moved: {why}"));
+                true
+            }
             Input::RemoteClosed { gen, why } if self.is_current(gen) => {
                 self.lost(why);
                 true
@@ -528,6 +563,11 @@ impl Actor {
 
     fn is_current(&self, gen: u64) -> bool {
         self.remote.as_ref().is_some_and(|r| r.gen == gen)
+    }
+
+    /// Whether `gen` is the stream of the node a post-copy takes its pages from.
+    fn is_page_source(&self, gen: u64) -> bool {
+        matches!(self.postcopy.as_ref().map(|pc| &pc.source), Some(PageSource::Node(b)) if b.gen == gen)
     }
 
     async fn to_remote(&self, msg: ToRemote) {
@@ -572,11 +612,13 @@ impl Actor {
                 }
             }
             ToHome::Stats(u) => self.sample(u, self.forwarded),
-            ToHome::PageRequest { addr } => {
-                if let Some(pc) = &self.postcopy {
-                    pc.pusher.request(addr);
+            ToHome::PageRequest { addr } => match self.postcopy.as_ref().map(|pc| &pc.source) {
+                Some(PageSource::Home(p)) => p.request(addr),
+                Some(PageSource::Node(b)) => {
+                    let _ = b.tx.send(ToRemote::PageRequest { addr }).await;
                 }
-            }
+                None => {}
+            },
             ToHome::PagesDone => self.postcopy_done().await,
             ToHome::WantHome { why } if self.postcopy.is_some() => {
                 tracing::info!(pid = self.pid, "comes home for {why} once its memory has arrived");
@@ -599,8 +641,16 @@ impl Actor {
     /// Post-copy is over: the target has every page.
     async fn postcopy_done(&mut self) {
         let Some(pc) = self.postcopy.take() else { return };
-        if let Some(d) = &self.deputy {
-            d.send(Cmd::ReleaseMemory);
+        match pc.source {
+            PageSource::Home(_) => {
+                if let Some(d) = &self.deputy {
+                    d.send(Cmd::ReleaseMemory);
+                }
+            }
+            // B's frozen copy ends; its stream closes.
+            PageSource::Node(b) => {
+                let _ = b.tx.send(ToRemote::Commit).await;
+            }
         }
         let secs = pc.started.elapsed().as_secs_f64();
         tracing::info!(pid = self.pid, "post-copy complete: {} MiB in {:.2} s", pc.lazy_bytes >> 20, secs);
@@ -679,9 +729,9 @@ impl Actor {
         let result = match (&here, dest) {
             (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} is already at home", self.pid))),
             (Some(n), Dest::Node { name, .. }) if *n == name => Err(err(ErrorKind::Refused, format!("process {} already runs on {name}", self.pid))),
-            (Some(_), _) if asked == Some(MoveMode::PostCopy) => Err(err(
+            (Some(_), Dest::Home) if asked == Some(MoveMode::PostCopy) => Err(err(
                 ErrorKind::BadRequest,
-                "post-copy moves a process from its home; a process away moves by stop-and-copy (for now)",
+                "a process comes home by stop-and-copy: post-copy into the deputy is not done yet",
             )),
             (None, Dest::Node { name, addr }) => {
                 if self.uid == 0 && !self.shared.config.allow_root_guests {
@@ -704,8 +754,22 @@ impl Actor {
                 self.back_home().await
             }
             (Some(_), Dest::Node { name, addr }) => {
+                mode = asked.unwrap_or_else(|| {
+                    if self.row.lock().expect("row lock").rss > POSTCOPY_ABOVE {
+                        MoveMode::PostCopy
+                    } else {
+                        MoveMode::StopAndCopy
+                    }
+                });
                 self.set_row(|r| r.state = "migrating".into());
-                self.relay(&name, addr).await
+                match self.relay(&name, addr, mode).await {
+                    Err(e) if asked.is_none() && mode == MoveMode::PostCopy && e.message.contains("post-copy") => {
+                        tracing::info!(pid = self.pid, "{e}; moving it by stop-and-copy");
+                        mode = MoveMode::StopAndCopy;
+                        self.relay(&name, addr, mode).await
+                    }
+                    r => r,
+                }
             }
         };
         let where_ = self.remote.as_ref().map_or_else(|| self.shared.config.name.clone(), |r| r.node.clone());
@@ -889,6 +953,12 @@ impl Actor {
         // Stopped from the freeze until the target said it runs.
         let stopped_at = captured_at.checked_sub(stats.frozen_for).unwrap_or(captured_at);
         let frozen_ms = running.expect("running").saturating_duration_since(stopped_at).as_secs_f64() * 1e3;
+        tracing::debug!(
+            pid = self.pid,
+            "stopped {frozen_ms:.1} ms: capture and image {:.1} ms, then {:.1} ms until it ran on {name}",
+            stats.frozen_for.as_secs_f64() * 1e3,
+            running.expect("running").saturating_duration_since(captured_at).as_secs_f64() * 1e3
+        );
         if !lazy.is_empty() {
             let lazy_bytes = lazy.iter().map(|r| r.1).sum();
             let (to_remote, me) = (remote.tx.clone(), self.me.clone());
@@ -898,13 +968,17 @@ impl Actor {
                 self.pid,
                 lazy,
                 stack,
-                move |m| {
-                    if let ToRemote::Pages { data, .. } = &m {
-                        sent += data.len() as u64;
-                        if let Some(p) = row.lock().expect("row lock").moving.as_mut() {
-                            p.sent_bytes = sent;
+                move |p| {
+                    let m = match p {
+                        Push::Pages { addr, data } => {
+                            sent += data.len() as u64;
+                            if let Some(p) = row.lock().expect("row lock").moving.as_mut() {
+                                p.sent_bytes = sent;
+                            }
+                            ToRemote::Pages { addr, data }
                         }
-                    }
+                        Push::End => ToRemote::PagesEnd,
+                    };
                     to_remote.blocking_send(m).is_ok()
                 },
                 move |r| {
@@ -912,7 +986,14 @@ impl Actor {
                 },
             );
             self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "post-copy".into(), sent_bytes: 0, total_bytes: lazy_bytes }));
-            self.postcopy = Some(PostCopy { pusher, answer: None, started: Instant::now(), t0: Instant::now(), lazy_bytes, want_home: None });
+            self.postcopy = Some(PostCopy {
+                source: PageSource::Home(pusher),
+                answer: None,
+                started: Instant::now(),
+                t0: Instant::now(),
+                lazy_bytes,
+                want_home: None,
+            });
         }
         loop {
             match self.next().await {
@@ -1053,10 +1134,12 @@ impl Actor {
         }
     }
 
-    /// Remote B → node `name`: B's image is relayed to the new node.
-    async fn relay(&mut self, name: &str, addr: SocketAddr) -> Result<(f64, u64), ControlError> {
+    /// Remote B → node `name` (C): B's image is relayed to C. By post-copy, B's
+    /// frozen copy stays after C runs the process and sends its pages, relayed by
+    /// home too, until C has them all (`self.postcopy`, source `PageSource::Node`).
+    async fn relay(&mut self, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<(f64, u64), ControlError> {
         self.quiesce().await?;
-        let new = match self.connect(name, addr, MoveMode::StopAndCopy).await {
+        let new = match self.connect(name, addr, mode).await {
             Ok(r) => r,
             Err(e) => {
                 self.resume();
@@ -1064,9 +1147,12 @@ impl Actor {
             }
         };
         let old_gen = self.remote.as_ref().expect("remote").gen;
-        self.to_remote(ToRemote::Capture).await;
+        let postcopy = mode == MoveMode::PostCopy;
+        self.to_remote(if postcopy { ToRemote::CapturePostCopy } else { ToRemote::Capture }).await;
         let t_capture = Instant::now();
         let mut bytes = 0u64;
+        let mut lazy_bytes = 0u64;
+        self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "capture".into(), sent_bytes: 0, total_bytes: 0 }));
         let result: Result<(), ControlError> = loop {
             match self.next().await {
                 Some(Input::Remote { gen, msg }) if gen == old_gen => match msg {
@@ -1076,6 +1162,10 @@ impl Actor {
                     }
                     ToHome::ImageEnd => {
                         let _ = new.tx.send(ToRemote::ImageEnd).await;
+                    }
+                    ToHome::Lazy(runs) if postcopy => {
+                        lazy_bytes = runs.iter().map(|r| r.1).sum();
+                        let _ = new.tx.send(ToRemote::Lazy(runs)).await;
                     }
                     ToHome::CaptureFailed { reason } => break Err(err(ErrorKind::Refused, format!("it cannot move now: {reason}"))),
                     ToHome::Exited(how) => {
@@ -1105,14 +1195,28 @@ impl Actor {
         };
         match result {
             Ok(()) => {
-                self.to_remote(ToRemote::Commit).await;
-                self.remote = Some(new);
+                let frozen_ms = t_capture.elapsed().as_secs_f64() * 1e3;
+                let old = self.remote.replace(new).expect("remote");
+                if postcopy && lazy_bytes > 0 {
+                    let _ = old.tx.send(ToRemote::PushPages).await;
+                    self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "post-copy".into(), sent_bytes: 0, total_bytes: lazy_bytes }));
+                    self.postcopy = Some(PostCopy {
+                        source: PageSource::Node(old),
+                        answer: None,
+                        started: Instant::now(),
+                        t0: Instant::now(),
+                        lazy_bytes,
+                        want_home: None,
+                    });
+                } else {
+                    let _ = old.tx.send(ToRemote::Commit).await;
+                }
                 self.arrived();
                 self.resume();
                 for msg in std::mem::take(&mut self.early) {
                     self.on_remote(msg).await;
                 }
-                Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes))
+                Ok((frozen_ms, bytes))
             }
             Err(e) => {
                 let _ = new.tx.send(ToRemote::Cancel { reason: e.to_string() }).await;

@@ -24,7 +24,7 @@ use herd_kernel::task::{self, Exit};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::pipe::{ChunkReader, ChunkWriter};
-use crate::postcopy::{self, PagerEnd, PagerLink};
+use crate::postcopy::{self, PagerEnd, PagerLink, Push};
 use crate::proto::{Adopt, Ending, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
 use crate::ProcMemory;
@@ -99,12 +99,12 @@ pub fn start(
             }
         };
         hashes.save();
-        tracing::info!(home = adopt.home, home_pid = adopt.pid, pid = guest.pid, cmd = adopt.cmd, "guest running");
+        tracing::info!(home = adopt.home, home_pid = adopt.pid, pid = guest.pid, cmd = adopt.cmd, restore_ms = guest.restore_ms, "guest running");
         if !out(ToHome::Running { pid: guest.pid }) {
             let _ = task::kill_and_reap(guest.pid);
             return;
         }
-        guest.serve(rx, wake_r, &*out, image_out, hashes);
+        guest.serve(rx, wake_r, &out, image_out, hashes);
     })?;
     Ok(GuestLink { cmds: tx, wake: wake_w })
 }
@@ -122,6 +122,8 @@ struct Guest {
     held_signals: VecDeque<i32>,
     last_stats: Instant,
     shared: Arc<Shared>,
+    /// How long the restore took, milliseconds (for the log).
+    restore_ms: f64,
 }
 
 impl Guest {
@@ -194,6 +196,7 @@ impl Guest {
             held_signals: VecDeque::new(),
             last_stats: Instant::now(),
             shared: shared.clone(),
+            restore_ms: restore_ms(&restored),
         })
     }
 
@@ -201,7 +204,7 @@ impl Guest {
         mut self,
         cmds: Receiver<GuestCmd>,
         wake: OwnedFd,
-        out: &dyn Fn(ToHome) -> bool,
+        out: &Out,
         image_out: impl FnMut(Vec<u8>) -> bool + Send + Clone,
         mut hashes: FileHashes,
     ) {
@@ -247,7 +250,7 @@ impl Guest {
             }
             if notif_ready {
                 match self.listener.recv() {
-                    Ok(n) => self.notification(n, out),
+                    Ok(n) => self.notification(n, &**out),
                     Err(e) => tracing::debug!(pid = self.pid, "notification: {e}"),
                 }
             }
@@ -313,7 +316,7 @@ impl Guest {
         &mut self,
         cmd: GuestCmd,
         cmds: &Receiver<GuestCmd>,
-        out: &dyn Fn(ToHome) -> bool,
+        out: &Out,
         image_out: impl FnMut(Vec<u8>) -> bool + Send,
         hashes: &mut FileHashes,
     ) -> Flow {
@@ -360,7 +363,8 @@ impl Guest {
                 (Some(_), false) => self.held_signals.push_back(sig),
                 (None, _) => self.deliver(sig),
             },
-            ToRemote::Capture => return self.capture(cmds, out, image_out, hashes),
+            ToRemote::Capture => return self.capture(false, cmds, out, image_out, hashes),
+            ToRemote::CapturePostCopy => return self.capture(true, cmds, out, image_out, hashes),
             ToRemote::Kill => {
                 tracing::info!(pid = self.pid, home = self.home, "ending the guest (home asked)");
                 let _ = task::kill_and_reap(self.pid);
@@ -377,8 +381,9 @@ impl Guest {
     /// verdict: Commit ends it here, Abort lets it run on.
     fn capture(
         &mut self,
+        postcopy: bool,
         cmds: &Receiver<GuestCmd>,
-        out: &dyn Fn(ToHome) -> bool,
+        out: &Out,
         image_out: impl FnMut(Vec<u8>) -> bool + Send,
         hashes: &mut FileHashes,
     ) -> Flow {
@@ -396,7 +401,13 @@ impl Guest {
                 return Flow::Go;
             }
         };
-        let written = frozen.write(ChunkWriter::new(image_out)).and_then(|(mut w, _)| {
+        let (lazy, first) = if postcopy { frozen.lazy_runs() } else { (Vec::new(), None) };
+        if postcopy {
+            out(ToHome::Lazy(lazy.clone()));
+        }
+        let writer = ChunkWriter::new(image_out);
+        let written = if postcopy { frozen.write_postcopy(writer).map(|(w, s, _)| (w, s)) } else { frozen.write(writer) };
+        let written = written.and_then(|(mut w, _)| {
             std::io::Write::flush(&mut w).map_err(|e| herd_checkpoint::CheckpointError::Io { what: "sending the image".into(), source: e })
         });
         if let Err(e) = written {
@@ -404,6 +415,9 @@ impl Guest {
             return Flow::Go; // `frozen` is released on drop
         }
         out(ToHome::ImageEnd);
+        // Post-copy: once the process runs on the next node, its pages go from here.
+        let mut pusher = None;
+        let mut lazy = Some(lazy);
         loop {
             match cmds.recv() {
                 Ok(GuestCmd::Home(ToRemote::Commit)) => {
@@ -412,9 +426,31 @@ impl Guest {
                     tracing::info!(pid = self.pid, home = self.home, "guest moved on");
                     return Flow::End;
                 }
-                Ok(GuestCmd::Home(ToRemote::Abort)) => {
+                Ok(GuestCmd::Home(ToRemote::Abort)) if pusher.is_none() => {
                     drop(frozen);
                     return Flow::Go;
+                }
+                Ok(GuestCmd::Home(ToRemote::PushPages)) if postcopy && pusher.is_none() => {
+                    let (send, pid, home) = (out.clone(), self.pid, self.home.clone());
+                    pusher = Some(postcopy::start_pusher(
+                        self.pid,
+                        lazy.take().unwrap_or_default(),
+                        first,
+                        move |p| match p {
+                            Push::Pages { addr, data } => send(ToHome::Pages { addr, data }),
+                            Push::End => send(ToHome::PagesEnd),
+                        },
+                        move |r| match r {
+                            Ok(p) => tracing::debug!(pid, home, "post-copy: every page sent ({} bytes)", p.bytes),
+                            // Home hears of it as pages that never come; the next node's process is lost.
+                            Err(e) => tracing::error!(pid, home, "post-copy: sending pages failed: {e}"),
+                        },
+                    ));
+                }
+                Ok(GuestCmd::Home(ToRemote::PageRequest { addr })) => {
+                    if let Some(p) = &pusher {
+                        p.request(addr);
+                    }
                 }
                 Ok(GuestCmd::Home(ToRemote::Kill)) | Ok(GuestCmd::HomeLost) | Err(_) => {
                     frozen.kill();
@@ -426,6 +462,10 @@ impl Guest {
             }
         }
     }
+}
+
+fn restore_ms(r: &herd_checkpoint::Restored) -> f64 {
+    (r.stats.total.as_secs_f64() * 1e4).round() / 10.0
 }
 
 enum Flow {

@@ -26,7 +26,7 @@ use herd_kernel::mem::{self, PAGE};
 use herd_kernel::uffd::{Event, Fill, Uffd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::proto::{ToRemote, PAGES_CHUNK};
+use crate::proto::PAGES_CHUNK;
 
 // ---------------------------------------------------------------------------
 // Which pages are still missing (pure: unit-tested)
@@ -445,6 +445,13 @@ impl Pusher {
     }
 }
 
+/// What a pusher sends (the caller wraps it in the message of its direction).
+pub enum Push {
+    Pages { addr: u64, data: Vec<u8> },
+    /// Every page has gone once.
+    End,
+}
+
 /// What a pusher reports when it stops sending (it still answers requests).
 #[derive(Debug, Clone, Copy)]
 pub struct Pushed {
@@ -460,7 +467,7 @@ pub fn start_pusher(
     pid: i32,
     runs: Vec<(u64, u64)>,
     first: Option<(u64, u64)>,
-    mut send: impl FnMut(ToRemote) -> bool + Send + 'static,
+    mut send: impl FnMut(Push) -> bool + Send + 'static,
     sent: impl FnOnce(Result<Pushed, String>) + Send + 'static,
 ) -> Pusher {
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
@@ -472,12 +479,12 @@ pub fn start_pusher(
             let mut buf = vec![0u8; PAGES_CHUNK];
             let mut next = 0usize;
             let mut requested = 0u64;
-            let mut push = |i: usize, done: &mut Vec<bool>, send: &mut dyn FnMut(ToRemote) -> bool| -> Result<bool, String> {
+            let mut push = |i: usize, done: &mut Vec<bool>, send: &mut dyn FnMut(Push) -> bool| -> Result<bool, String> {
                 let (a, l) = chunks[i];
                 let data = &mut buf[..l as usize];
                 mem::read_ranges(pid, &[(a, l)], data).map_err(|e| format!("reading pages at {a:#x}: {e}"))?;
                 done[i] = true;
-                Ok(send(ToRemote::Pages { addr: a, data: data.to_vec() }))
+                Ok(send(Push::Pages { addr: a, data: data.to_vec() }))
             };
             let mut sent = Some(sent);
             let by_addr = sorted_index(&chunks);
@@ -537,7 +544,7 @@ pub fn start_pusher(
                         }
                     }
                 } else if let Some(s) = sent.take() {
-                    if !send(ToRemote::PagesEnd) {
+                    if !send(Push::End) {
                         return;
                     }
                     let bytes = chunks.iter().zip(&done).filter(|(_, d)| **d).map(|(c, _)| c.1).sum();

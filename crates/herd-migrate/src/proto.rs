@@ -144,6 +144,14 @@ pub enum ToRemote {
     /// 11. Home gives up the move before the image was complete (the process
     /// could not be captured, or the move was called off): nothing to restore.
     Cancel { reason: String },
+    /// 12. As [`ToRemote::Capture`], for a move on by post-copy: the image without
+    /// the private anonymous pages ([`ToHome::Lazy`] first); the frozen copy
+    /// stays until [`ToRemote::Commit`] and sends its pages after [`ToRemote::PushPages`].
+    CapturePostCopy,
+    /// 13. The process runs on the next node: send the lazy pages ([`ToHome::Pages`]).
+    PushPages,
+    /// 14. The next node waits for the page at `addr`: send it first.
+    PageRequest { addr: u64 },
 }
 
 /// Remote to home. Tags (variant indexes) in the comments.
@@ -175,6 +183,16 @@ pub enum ToHome {
     PageRequest { addr: u64 },
     /// 11. Post-copy: every lazy page is in place; home may let go of its copy.
     PagesDone,
+    /// 12. After [`ToRemote::CapturePostCopy`], before the image: the lazy runs.
+    Lazy(Vec<(u64, u64)>),
+    /// 13. After [`ToRemote::PushPages`]: pages of the frozen copy.
+    Pages {
+        addr: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// 14. Every lazy page has been sent once.
+    PagesEnd,
 }
 
 /// Largest image chunk per message.
@@ -230,6 +248,9 @@ mod tests {
             ToRemote::Pages { addr: 0, data: vec![] },
             ToRemote::PagesEnd,
             ToRemote::Cancel { reason: String::new() },
+            ToRemote::CapturePostCopy,
+            ToRemote::PushPages,
+            ToRemote::PageRequest { addr: 0 },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -247,6 +268,9 @@ mod tests {
             ToHome::Stats(Usage::default()),
             ToHome::PageRequest { addr: 0 },
             ToHome::PagesDone,
+            ToHome::Lazy(vec![]),
+            ToHome::Pages { addr: 0, data: vec![] },
+            ToHome::PagesEnd,
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
