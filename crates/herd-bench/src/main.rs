@@ -5,6 +5,8 @@
 //! - `herd-bench gossip`: cluster formation, failure detection, gossip traffic.
 //! - `herd-bench migrate`: live migration on a local cluster against TCP and
 //!   native baselines.
+//! - `herd-bench stream`: herd's node stream (Noise, AES-GCM) against plain TCP
+//!   over loopback.
 //! - `herd-bench balance-sim`: the balancing policy on a simulated cluster of
 //!   a thousand nodes, against placements without migration.
 //! - `herd-bench hold MIB` is internal: the process that gets checkpointed;
@@ -22,6 +24,7 @@ mod gossip;
 mod hold;
 mod migrate;
 mod report;
+mod stream;
 mod sys;
 
 use std::path::PathBuf;
@@ -38,6 +41,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// herd's node stream (Noise XXpsk3, AES-256-GCM through ring) carrying 1 MiB messages
+    /// over loopback, beside plain TCP over loopback in the same run. No root needed.
+    Stream {
+        /// MiB per measurement.
+        #[arg(long, default_value_t = 2048)]
+        mib: u64,
+        /// Repetitions (interleaved).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
     /// Time checkpoint and restart of a process holding N MiB, next to a
     /// file-write and a first-touch baseline (needs root).
     Checkpoint {
@@ -185,6 +198,7 @@ fn main() -> ExitCode {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, json })
         }
         Cmd::Hold { mib } => hold::run(mib).map(|()| true),
+        Cmd::Stream { mib, reps } => stream::run(mib, reps),
         Cmd::TcpSink { port } => migrate::tcp_sink(port).map(|()| true),
         Cmd::TcpSource { addr, bytes } => migrate::tcp_source(addr, bytes).map(|()| true),
         Cmd::Pong { port } => migrate::pong(port).map(|()| true),

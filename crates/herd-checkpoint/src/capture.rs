@@ -26,6 +26,17 @@ use crate::{io_err, procinfo, CheckpointError, Result};
 /// Bytes read from the process per batch while streaming pages.
 const BATCH: usize = 8 << 20;
 
+/// Runs of pages: (address, length), ascending.
+pub type Runs = Vec<(u64, u64)>;
+
+/// What a post-copy sends after the process runs elsewhere (see [`Frozen::lazy_runs`]).
+#[derive(Clone, Debug, Default)]
+pub struct LazyPages {
+    pub runs: Runs,
+    /// The region to send first (the largest): where its data most likely is.
+    pub first: Option<(u64, u64)>,
+}
+
 /// A VMA's pages for post-copy: those in the image, and how many bytes follow.
 struct PostcopyPlan {
     eager: PagePlan,
@@ -311,24 +322,24 @@ impl Frozen {
     /// checksums and writes the previous batch, so reading and writing
     /// overlap; a few 8 MiB buffers circulate between the two.
     pub fn write<W: Write + Send>(&mut self, out: W) -> Result<(W, CaptureStats)> {
-        self.write_with(out, false).map(|(w, stats, _)| (w, stats))
+        self.write_with(out, false)
     }
 
     /// For post-copy: streams the image without the pages of private
     /// anonymous memory (heap, stack, anonymous mappings), which are sent
     /// later, while the process already runs elsewhere. Their VMAs say
-    /// `stored_bytes: 0` in this image; the runs of pages left out, (address,
-    /// length) in ascending order, are returned with the writer. Pages of
-    /// private file mappings that were written to (copied on write) and
-    /// shared anonymous memory still go in the image.
-    pub fn write_postcopy<W: Write + Send>(&mut self, out: W) -> Result<(W, CaptureStats, Vec<(u64, u64)>)> {
+    /// stored bytes only for the pages that still go in the image; the runs
+    /// left out are [`Frozen::lazy_runs`]. Pages of private file mappings that
+    /// were written to (copied on write) and shared anonymous memory still go
+    /// in the image.
+    pub fn write_postcopy<W: Write + Send>(&mut self, out: W) -> Result<(W, CaptureStats)> {
         self.write_with(out, true)
     }
 
     /// What [`Frozen::write_postcopy`] leaves out: the runs of pages (address,
     /// length, ascending), and the largest region's range (sent first: where
     /// the process's data most likely is).
-    pub fn lazy_runs(&self) -> (Vec<(u64, u64)>, Option<(u64, u64)>) {
+    pub fn lazy_runs(&self) -> LazyPages {
         let (plans, runs) = self.postcopy_plans();
         let first = self
             .image
@@ -338,7 +349,7 @@ impl Frozen {
             .filter(|(_, p)| p.lazy > 0)
             .max_by_key(|(_, p)| p.lazy)
             .map(|(v, _)| (v.start, v.end - v.start));
-        (runs, first)
+        LazyPages { runs, first }
     }
 
     /// Whether the pages of VMA `v` (with plan `p`) can be sent after the process runs elsewhere.
@@ -352,7 +363,7 @@ impl Frozen {
     /// reads a sleep's remaining time from it), and the pages of the rseq area
     /// (the kernel writes it on every return to user mode, also between the
     /// injected calls of the restore, before anyone serves faults).
-    fn postcopy_plans(&self) -> (Vec<PostcopyPlan>, Vec<(u64, u64)>) {
+    fn postcopy_plans(&self) -> (Vec<PostcopyPlan>, Runs) {
         let keep: Vec<(u64, u64)> = self
             .image
             .task
@@ -386,16 +397,14 @@ impl Frozen {
         (plans, lazy_runs)
     }
 
-    fn write_with<W: Write + Send>(&mut self, out: W, postcopy: bool) -> Result<(W, CaptureStats, Vec<(u64, u64)>)> {
+    fn write_with<W: Write + Send>(&mut self, out: W, postcopy: bool) -> Result<(W, CaptureStats)> {
         let pid = self.image.task.pid;
         let mut w = ImageWriter::new(out).map_err(io_err("writing the image"))?;
-        let mut lazy_runs = Vec::new();
         let split;
         let mut eager: Vec<&PagePlan> = Vec::new();
         if postcopy {
-            let (plans, runs) = self.postcopy_plans();
+            let (plans, _) = self.postcopy_plans();
             split = plans;
-            lazy_runs = runs;
             let mut image = self.image.clone();
             for (v, p) in image.vmas.iter_mut().zip(&split) {
                 v.stored_bytes = p.eager.runs.iter().map(|r| r.1).sum();
@@ -406,7 +415,6 @@ impl Frozen {
             eager.extend(self.plans.iter());
             w.write_process(&self.image).map_err(io_err("writing the image"))?;
         }
-        lazy_runs.sort_unstable();
         let procmem = if eager.iter().any(|p| p.force && !p.runs.is_empty()) {
             Some(ProcMem::open(pid, false)?)
         } else {
@@ -451,7 +459,7 @@ impl Frozen {
         read?;
         let bytes = w.page_bytes();
         let out = w.finish().map_err(io_err("writing the image"))?;
-        Ok((out, CaptureStats { frozen_for: self.stopped_at.elapsed(), page_bytes: bytes }, lazy_runs))
+        Ok((out, CaptureStats { frozen_for: self.stopped_at.elapsed(), page_bytes: bytes }))
     }
 
     /// Lets the process continue as if nothing happened.
@@ -514,7 +522,7 @@ fn read_pages(pid: i32, batch: &[(u64, u64)], data: &mut [u8], force: bool, proc
 
 /// `[a, b)` cut by the sorted, disjoint ranges `keep` (lo, hi): the parts
 /// inside them and the parts outside, as (address, length) runs.
-fn split_runs(a: u64, b: u64, keep: &[(u64, u64)]) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+fn split_runs(a: u64, b: u64, keep: &[(u64, u64)]) -> (Runs, Runs) {
     let (mut inside, mut outside) = (Vec::new(), Vec::new());
     let mut x = a;
     for &(lo, hi) in keep {

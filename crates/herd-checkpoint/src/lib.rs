@@ -10,7 +10,7 @@ pub mod filehash;
 mod procinfo;
 pub mod restore;
 
-pub use capture::{Frozen, CaptureStats};
+pub use capture::{CaptureStats, Frozen, LazyPages, Runs};
 pub use check::{check, check_for, CantMove, Purpose};
 pub use restore::{restore, restore_into, restore_remote, RemoteRestore, Restored, RestoreStats};
 

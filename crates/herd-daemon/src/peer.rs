@@ -19,18 +19,18 @@ use herd_migrate::proto::{self, Refusal};
 /// Tags (variant indexes) are fixed: new requests go at the end.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// 0.
+    /// Tag 0.
     Hello,
-    /// 1.
+    /// Tag 1.
     Adopt(herd_migrate::proto::Adopt),
 }
 
 /// Tag 0 (`Refused`) is fixed forever, as `ToHome::Refused`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
-    /// 0.
+    /// Tag 0.
     Refused(Refusal),
-    /// 1.
+    /// Tag 1.
     Hello { name: String, version: String },
 }
 

@@ -155,13 +155,13 @@ pub fn start(
                 Ok(f) => f,
                 Err(e) => return fail(&mut send, e.to_string()),
             };
-            let (lazy, stack) = if postcopy { frozen.lazy_runs() } else { (Vec::new(), None) };
+            let herd_checkpoint::LazyPages { runs: lazy, first: stack } = if postcopy { frozen.lazy_runs() } else { Default::default() };
             if postcopy && !send(ToRemote::Lazy(lazy.clone())) {
                 return fail(&mut send, "the connection to the other node is gone".into());
             }
             let written = {
                 let writer = ChunkWriter::new(|chunk| send(ToRemote::Image(chunk)));
-                let r = if postcopy { frozen.write_postcopy(writer).map(|(w, s, _)| (w, s)) } else { frozen.write(writer) };
+                let r = if postcopy { frozen.write_postcopy(writer) } else { frozen.write(writer) };
                 r.map_err(|e| e.to_string()).and_then(|(mut w, stats)| std::io::Write::flush(&mut w).map(|()| stats).map_err(|e| e.to_string()))
             };
             let stats = match written {

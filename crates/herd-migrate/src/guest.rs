@@ -401,12 +401,12 @@ impl Guest {
                 return Flow::Go;
             }
         };
-        let (lazy, first) = if postcopy { frozen.lazy_runs() } else { (Vec::new(), None) };
+        let herd_checkpoint::LazyPages { runs: lazy, first } = if postcopy { frozen.lazy_runs() } else { Default::default() };
         if postcopy {
             out(ToHome::Lazy(lazy.clone()));
         }
         let writer = ChunkWriter::new(image_out);
-        let written = if postcopy { frozen.write_postcopy(writer).map(|(w, s, _)| (w, s)) } else { frozen.write(writer) };
+        let written = if postcopy { frozen.write_postcopy(writer) } else { frozen.write(writer) };
         let written = written.and_then(|(mut w, _)| {
             std::io::Write::flush(&mut w).map_err(|e| herd_checkpoint::CheckpointError::Io { what: "sending the image".into(), source: e })
         });

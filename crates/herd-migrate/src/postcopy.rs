@@ -77,7 +77,7 @@ impl Segment {
         }
         self.len = off;
         self.missing.truncate((i).div_ceil(64));
-        if i % 64 != 0 {
+        if !i.is_multiple_of(64) {
             if let Some(last) = self.missing.last_mut() {
                 *last &= (1u64 << (i % 64)) - 1;
             }
@@ -372,7 +372,7 @@ impl Pager {
 
     /// Places pages that arrived for source address `src`.
     fn fill(&mut self, src: u64, data: &[u8], events: &mut Vec<Event>, request: &dyn Fn(u64) -> bool) -> Result<(), String> {
-        if src % PAGE != 0 || data.len() as u64 % PAGE != 0 {
+        if !src.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
             return Err(format!("pages at {src:#x} ({} bytes) are not whole pages", data.len()));
         }
         let mut a = src;

@@ -113,85 +113,85 @@ pub enum Ending {
 /// Home to remote. Tags (variant indexes) in the comments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToRemote {
-    /// 0. Part of the image (after [`ToHome::Accepted`]).
+    /// Tag 0: Part of the image (after [`ToHome::Accepted`]).
     Image(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// 1. The image is complete.
+    /// Tag 1: The image is complete.
     ImageEnd,
-    /// 2. The result of forwarded call `seq`.
+    /// Tag 2: The result of forwarded call `seq`.
     Reply { seq: u64, reply: Reply },
-    /// 3. A signal sent to the process at home. `during_call`: it interrupted
+    /// Tag 3: A signal sent to the process at home. `during_call`: it interrupted
     /// the forwarded call being served, which home abandoned.
     Signal { sig: i32, during_call: bool },
-    /// 4. Freeze the process and send its image home ([`ToHome::Image`]...).
+    /// Tag 4: Freeze the process and send its image home ([`ToHome::Image`]...).
     Capture,
-    /// 5. The image arrived where it is going: end the frozen copy here.
+    /// Tag 5: The image arrived where it is going: end the frozen copy here.
     Commit,
-    /// 6. The move failed: let the frozen copy run on here.
+    /// Tag 6: The move failed: let the frozen copy run on here.
     Abort,
-    /// 7. End the process (its home ended).
+    /// Tag 7: End the process (its home ended).
     Kill,
-    /// 8. Post-copy, before the image: the runs of pages (address, length)
+    /// Tag 8: Post-copy, before the image: the runs of pages (address, length)
     /// that are not in the image and come as [`ToRemote::Pages`] later.
     Lazy(Vec<(u64, u64)>),
-    /// 9. Post-copy: pages at `addr` (whole pages, inside the lazy runs).
+    /// Tag 9: Post-copy: pages at `addr` (whole pages, inside the lazy runs).
     Pages {
         addr: u64,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    /// 10. Post-copy: every lazy page has been sent (requests are still answered).
+    /// Tag 10: Post-copy: every lazy page has been sent (requests are still answered).
     PagesEnd,
-    /// 11. Home gives up the move before the image was complete (the process
+    /// Tag 11: Home gives up the move before the image was complete (the process
     /// could not be captured, or the move was called off): nothing to restore.
     Cancel { reason: String },
-    /// 12. As [`ToRemote::Capture`], for a move on by post-copy: the image without
+    /// Tag 12: As [`ToRemote::Capture`], for a move on by post-copy: the image without
     /// the private anonymous pages ([`ToHome::Lazy`] first); the frozen copy
     /// stays until [`ToRemote::Commit`] and sends its pages after [`ToRemote::PushPages`].
     CapturePostCopy,
-    /// 13. The process runs on the next node: send the lazy pages ([`ToHome::Pages`]).
+    /// Tag 13: The process runs on the next node: send the lazy pages ([`ToHome::Pages`]).
     PushPages,
-    /// 14. The next node waits for the page at `addr`: send it first.
+    /// Tag 14: The next node waits for the page at `addr`: send it first.
     PageRequest { addr: u64 },
 }
 
 /// Remote to home. Tags (variant indexes) in the comments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToHome {
-    /// 0. Tag fixed forever: the process (or the stream) is not taken; nothing runs here.
+    /// Tag 0: Tag fixed forever: the process (or the stream) is not taken; nothing runs here.
     Refused(Refusal),
-    /// 1. The process may come: send the image.
+    /// Tag 1: The process may come: send the image.
     Accepted { version: u32 },
-    /// 2. The process runs here, as local pid `pid`.
+    /// Tag 2: The process runs here, as local pid `pid`.
     Running { pid: i32 },
-    /// 3. A system call to run in the deputy.
+    /// Tag 3: A system call to run in the deputy.
     Call { seq: u64, call: Call },
-    /// 4. The process made a call only home can serve; it waits, stopped in it,
+    /// Tag 4: The process made a call only home can serve; it waits, stopped in it,
     /// to be brought home (home answers with [`ToRemote::Capture`]).
     WantHome { why: String },
-    /// 5. Part of the process's image, after [`ToRemote::Capture`].
+    /// Tag 5: Part of the process's image, after [`ToRemote::Capture`].
     Image(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// 6.
+    /// Tag 6.
     ImageEnd,
-    /// 7. The capture failed; the process runs on here.
+    /// Tag 7: The capture failed; the process runs on here.
     CaptureFailed { reason: String },
-    /// 8. The process ended here.
+    /// Tag 8: The process ended here.
     Exited(Ending),
-    /// 9. Resource use, every second.
+    /// Tag 9: Resource use, every second.
     Stats(Usage),
-    /// 10. Post-copy: the process waits for the page at `addr` (an address of the
+    /// Tag 10: Post-copy: the process waits for the page at `addr` (an address of the
     /// lazy runs as home sent them): send it next.
     PageRequest { addr: u64 },
-    /// 11. Post-copy: every lazy page is in place; home may let go of its copy.
+    /// Tag 11: Post-copy: every lazy page is in place; home may let go of its copy.
     PagesDone,
-    /// 12. After [`ToRemote::CapturePostCopy`], before the image: the lazy runs.
+    /// Tag 12: After [`ToRemote::CapturePostCopy`], before the image: the lazy runs.
     Lazy(Vec<(u64, u64)>),
-    /// 13. After [`ToRemote::PushPages`]: pages of the frozen copy.
+    /// Tag 13: After [`ToRemote::PushPages`]: pages of the frozen copy.
     Pages {
         addr: u64,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    /// 14. Every lazy page has been sent once.
+    /// Tag 14: Every lazy page has been sent once.
     PagesEnd,
 }
 
