@@ -54,7 +54,7 @@ use serde_json::Value;
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
     &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn"];
-const PY_PROGRAMS: &[&str] = &["mig_progress.py"];
+const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_thread.py"];
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -512,6 +512,29 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     let moved = p.finish(lab);
     check_ids(lab, &moved, Some(pid));
     same_result(&direct, &moved, normalize_ids);
+
+    // A process home refuses to send (a second thread): refused with the reason, and n2
+    // hears nothing of it (no "refused" line for a move it never saw).
+    let n2_log = lab.dir.join("n2").join("herdd.log");
+    let before = fs::read_to_string(&n2_log).unwrap_or_default().len();
+    let prog = lab.python_program("mig_thread.py");
+    let mut p = lab.start("mig_thread.py (herd run, two threads)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    let out = lab.migrate(pid, "n2");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() != Some(1) || !err.contains("thread") {
+        p.fail(lab, &format!("herd migrate of a two-thread process: expected a refusal naming threads, got {}: {err:?}", describe(&out.status)));
+    }
+    let after = fs::read_to_string(&n2_log).unwrap_or_default();
+    let new = &after[before.min(after.len())..];
+    if new.contains("refused") || new.contains("arrives") {
+        p.fail(lab, &format!("n2 logged a move that home refused before sending anything:\n{new}"));
+    }
+    lab.expect_where(&p, pid, "n1", Some(0));
+    p.send(lab, "go\n");
+    let ended = p.finish(lab);
+    expect_status(&ended, Some(0), None);
 }
 
 /// 1 GiB rewritten as fast as it can (three words a page, every page a pass, each pass

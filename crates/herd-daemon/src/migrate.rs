@@ -887,6 +887,13 @@ impl Actor {
     /// deputy. With post-copy the process runs there before its memory has
     /// arrived: the pusher sends it, and `self.postcopy` follows it to the end.
     async fn out(&mut self, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<(f64, u64), ControlError> {
+        // What can be known before touching anything is said before the target hears
+        // of it (the capture checks again, under the freeze).
+        let pid = self.pid;
+        let why = tokio::task::spawn_blocking(move || cannot_move(pid)).await.unwrap_or_default();
+        if !why.is_empty() {
+            return Err(err(ErrorKind::Refused, format!("process {pid} cannot move: {}", why.join("; "))));
+        }
         let remote = self.connect(name, addr, mode).await?;
         let (img_tx, me) = (remote.tx.clone(), self.me.clone());
         let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
