@@ -187,6 +187,7 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
     }
     let remote = matches!(into, Into::Remote { .. });
     let child = restorer::spawn(&child_plan(&image, remote)?)?;
+    tracing::debug!(pid = child.pid, "restore: restorer child forked at {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
     let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL) {
         Ok(t) => t,
         Err(e) => {
@@ -502,6 +503,8 @@ fn build(
 
     // Everything of the child but the trampoline goes.
     unmap_all_but(&mut inj, tramp, tramp_len)?;
+    let t_build = std::time::Instant::now();
+    tracing::debug!(pid, "restore: address space emptied");
     for fd in child.map_or([-1; 2], |c| c.child_fds) {
         if fd >= 0 {
             inj.call_ok("close sync fd", abi::SYS_CLOSE, &[fd as u64])?;
@@ -550,6 +553,7 @@ fn build(
         inj.call_ok("close a mapped file", abi::SYS_CLOSE, &[*fd])?;
     }
 
+    tracing::debug!(pid, "restore: {} regions mapped in {:.1} ms", image.vmas.len(), t_build.elapsed().as_secs_f64() * 1e3);
     // Page contents, as they stream in.
     let mut procmem: Option<ProcMem> = None;
     let page_bytes = loop {
@@ -573,6 +577,7 @@ fn build(
             }
         }
     };
+    tracing::debug!(pid, "restore: pages written at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     for v in reprotect {
         inj.call_ok("mprotect", abi::SYS_MPROTECT, &[v.start, v.len(), prot_bits(v.prot)])?;
     }
@@ -601,6 +606,7 @@ fn build(
         }
     }
 
+    tracing::debug!(pid, "restore: lazy memory registered at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     set_mm(&mut inj, &scratch, image, warnings, !deputy)?;
     set_signals(&mut inj, &scratch, image)?;
 
@@ -664,6 +670,7 @@ fn build(
         listener_fd = Some(fd as i32);
     }
 
+    tracing::debug!(pid, "restore: state set at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     inj.call_ok("munmap trampoline", abi::SYS_MUNMAP, &[tramp, tramp_len])?;
     *tramp_out = None;
 

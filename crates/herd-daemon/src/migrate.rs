@@ -652,6 +652,7 @@ impl Actor {
                 let _ = b.tx.send(ToRemote::Commit).await;
             }
         }
+        tokio::task::spawn_blocking(herd_kernel::host::release_free_memory);
         let secs = pc.started.elapsed().as_secs_f64();
         tracing::info!(pid = self.pid, "post-copy complete: {} MiB in {:.2} s", pc.lazy_bytes >> 20, secs);
         self.shared.counters.migrated_bytes.inc_by(pc.lazy_bytes);
@@ -772,6 +773,8 @@ impl Actor {
                 }
             }
         };
+        // The image's buffers are free now: give them back (see release_free_memory).
+        tokio::task::spawn_blocking(herd_kernel::host::release_free_memory);
         let where_ = self.remote.as_ref().map_or_else(|| self.shared.config.name.clone(), |r| r.node.clone());
         let postcopy = self.postcopy.is_some();
         let state = if postcopy {
@@ -1328,6 +1331,11 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
                 feed(Piece::End);
                 continue;
             }
+            m @ (ToRemote::Commit | ToRemote::Abort) => {
+                // A capture here is over; its buffers are free.
+                tokio::task::spawn_blocking(herd_kernel::host::release_free_memory);
+                GuestCmd::Home(m)
+            }
             ToRemote::Lazy(runs) if !image_done => {
                 let _ = lazy_tx.send(runs);
                 continue;
@@ -1361,6 +1369,7 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     link.send(GuestCmd::HomeLost);
     shared.procs.guests.lock().expect("guests lock").remove(&id);
     let _ = writer.await;
+    tokio::task::spawn_blocking(herd_kernel::host::release_free_memory);
 }
 
 /// Why this node cannot take processes by post-copy, if it cannot: the pages

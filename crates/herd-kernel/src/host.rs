@@ -55,6 +55,19 @@ pub fn xsave_size() -> u32 {
     std::arch::x86_64::__cpuid_count(0xd, 0).ebx
 }
 
+/// Gives the memory this process's allocator holds free back to the system
+/// (glibc `malloc_trim`). herdd calls it after a move: the buffers of a large
+/// image are freed but kept by malloc, and every restore forks herdd, whose
+/// page tables the fork copies and the restorer then unmaps (a herdd that had
+/// moved 2 GiB took 40 ms instead of 8 to start a restore).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim takes an integer and only works on the allocator's own
+    // free lists; it is thread-safe (glibc takes the arena locks).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
