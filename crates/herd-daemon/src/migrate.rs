@@ -198,7 +198,8 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         gen: 0,
         times,
         last: None,
-        forwarded: 0,
+        forwarded: Default::default(),
+        path: Default::default(),
         measured: false,
         early: Vec::new(),
         early_pages: None,
@@ -370,6 +371,38 @@ fn refused(name: &str, r: &Refusal) -> ControlError {
     err(kind, format!("node {name} refused it: {r}"))
 }
 
+/// The fast path of forwarded calls: while a process runs away and no move of it
+/// is under way, its calls go from the stream's reader straight to the deputy
+/// thread, and the replies (and signals) from the deputy thread straight to the
+/// stream's writer, without passing through the actor.
+#[derive(Default)]
+struct CallPath {
+    route: Mutex<Option<Route>>,
+}
+
+#[derive(Clone)]
+struct Route {
+    gen: u64,
+    deputy: deputy::Link,
+    remote: mpsc::Sender<ToRemote>,
+}
+
+impl CallPath {
+    fn set(&self, route: Option<Route>) {
+        *self.route.lock().expect("route lock") = route;
+    }
+
+    /// The deputy, if calls of stream `gen` go straight to it.
+    fn deputy(&self, gen: u64) -> Option<deputy::Link> {
+        self.route.lock().expect("route lock").as_ref().filter(|r| r.gen == gen).map(|r| r.deputy.clone())
+    }
+
+    /// The stream the deputy's answers go straight to, if any.
+    fn remote(&self) -> Option<mpsc::Sender<ToRemote>> {
+        self.route.lock().expect("route lock").as_ref().map(|r| r.remote.clone())
+    }
+}
+
 /// Where a move goes.
 enum Dest {
     Home,
@@ -397,7 +430,8 @@ struct Actor {
     /// The last resource figures, where it runs now, and when they were read.
     last: Option<(Usage, u64, Instant)>,
     /// Calls forwarded home since it last left.
-    forwarded: u64,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
+    path: Arc<CallPath>,
     /// Whether its resource figures have been measured once.
     measured: bool,
     /// Messages from a new remote node that came before the move completed.
@@ -475,7 +509,7 @@ impl Actor {
     /// Sets where it runs now: the figures start again there.
     fn arrived(&mut self) {
         self.last = None;
-        self.forwarded = 0;
+        self.forwarded.store(0, std::sync::atomic::Ordering::Relaxed);
         self.times.lock().expect("times lock").1 = Instant::now();
     }
 
@@ -548,6 +582,7 @@ impl Actor {
 
     /// The node running the process is gone, and the process with it.
     fn lost(&mut self, why: String) {
+        self.path.set(None);
         if let Some(pc) = self.postcopy.take() {
             if let Some((reply, _)) = pc.answer {
                 let _ = reply.send(Err(err(ErrorKind::Lost, format!("the process was lost while its memory moved: {why}"))));
@@ -580,12 +615,13 @@ impl Actor {
         match ev {
             Event::Reply { seq, reply } => {
                 self.shared.counters.forwarded_calls.inc();
-                self.forwarded += 1;
+                self.forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.to_remote(ToRemote::Reply { seq, reply }).await;
             }
             Event::Signal { sig, during_call } => self.to_remote(ToRemote::Signal { sig, during_call }).await,
             Event::Gone(why) => {
                 tracing::info!(pid = self.pid, "ended ({why})");
+                self.path.set(None);
                 self.to_remote(ToRemote::Kill).await;
                 self.remote = None;
                 self.deputy = None;
@@ -605,13 +641,14 @@ impl Actor {
             }
             ToHome::Exited(how) => {
                 tracing::info!(pid = self.pid, "ended remotely: {how:?}");
+                self.path.set(None);
                 // The stream closes next; that is not a loss.
                 self.remote = None;
                 if let Some(d) = &self.deputy {
                     d.send(Cmd::Exit(how));
                 }
             }
-            ToHome::Stats(u) => self.sample(u, self.forwarded),
+            ToHome::Stats(u) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed)),
             ToHome::PageRequest { addr } => match self.postcopy.as_ref().map(|pc| &pc.source) {
                 Some(PageSource::Home(p)) => p.request(addr),
                 Some(PageSource::Node(b)) => {
@@ -852,10 +889,19 @@ impl Actor {
             let _ = wx.shutdown().await;
         });
         let me = self.me.clone();
+        let (path, forwarded, counter) = (self.path.clone(), self.forwarded.clone(), self.shared.counters.forwarded_calls.clone());
         tokio::spawn(async move {
             let why = loop {
                 match rx.recv().await {
                     Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
+                        Ok(ToHome::Call { seq, call }) if path.deputy(gen).is_some() => {
+                            // The fast path: straight to the deputy thread.
+                            counter.inc();
+                            forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if let Some(d) = path.deputy(gen) {
+                                d.send(Cmd::Call { seq, call });
+                            }
+                        }
                         Ok(msg) => {
                             if me.send(Input::Remote { gen, msg }).is_err() {
                                 return;
@@ -880,7 +926,7 @@ impl Actor {
                 Input::Migrate { reply, .. } => {
                     let _ = reply.send(Err(err(ErrorKind::Busy, "another move of this process is in progress")));
                 }
-                Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded),
+                Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed)),
                 other => return Some(other),
             }
         }
@@ -915,8 +961,26 @@ impl Actor {
                 }
                 img_tx.blocking_send(m).is_ok()
             },
-            move |ev| {
-                let _ = me.send(Input::Deputy(ev));
+            {
+                let path = self.path.clone();
+                move |ev| {
+                    // Answers and signals take the fast path when it is open.
+                    let fast = match &ev {
+                        Event::Reply { .. } | Event::Signal { .. } => path.remote(),
+                        _ => None,
+                    };
+                    match (fast, ev) {
+                        (Some(tx), Event::Reply { seq, reply }) => {
+                            let _ = tx.blocking_send(ToRemote::Reply { seq, reply });
+                        }
+                        (Some(tx), Event::Signal { sig, during_call }) => {
+                            let _ = tx.blocking_send(ToRemote::Signal { sig, during_call });
+                        }
+                        (_, ev) => {
+                            let _ = me.send(Input::Deputy(ev));
+                        }
+                    }
+                }
             },
         );
         let gen = remote.gen;
@@ -1036,12 +1100,16 @@ impl Actor {
         if let Some(r) = self.early_pages.take() {
             Box::pin(self.handle(Input::PagesSent(r))).await;
         }
+        self.route();
         Ok((frozen_ms, bytes.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
     /// Has the deputy finish or abandon the call it serves and hold still.
     async fn quiesce(&mut self) -> Result<(), ControlError> {
         let Some(d) = &self.deputy else { return Err(err(ErrorKind::Internal, "no deputy")) };
+        // Calls take the actor's path again; one already handed to the deputy is
+        // finished or abandoned by the Quiesce.
+        self.path.set(None);
         d.send(Cmd::Quiesce);
         loop {
             match self.next().await {
@@ -1067,10 +1135,18 @@ impl Actor {
         }
     }
 
-    /// Resumes serving after a failed move away from a remote node.
+    /// Resumes serving after a move away from a remote node (failed, or on to another).
     fn resume(&self) {
         if let Some(d) = &self.deputy {
             d.send_parked(Cmd::Resume);
+        }
+        self.route();
+    }
+
+    /// Opens the fast path of forwarded calls to the current node (see [`CallPath`]).
+    fn route(&self) {
+        if let (Some(d), Some(r)) = (&self.deputy, &self.remote) {
+            self.path.set(Some(Route { gen: r.gen, deputy: d.clone(), remote: r.tx.clone() }));
         }
     }
 
@@ -1124,6 +1200,7 @@ impl Actor {
                 Some(Input::Deputy(Event::HomeFailed(why))) => {
                     if self.is_current(gen) {
                         self.to_remote(ToRemote::Abort).await;
+                        self.route();
                         return Err(err(ErrorKind::Failed, format!("bringing it home failed: {why}; it runs on {node}")));
                     }
                     // The remote node is gone, and so is the process.
