@@ -291,6 +291,46 @@ mod tests {
         assert_eq!(decode::<ToRemote>(&encode(&reply)).unwrap(), reply);
     }
 
+    /// Garbled messages from the network are errors, never panics or huge allocations:
+    /// every message, truncated at every length and with bytes changed (a fixed seed).
+    #[test]
+    fn garbled_messages_decode_to_errors() {
+        let call = Call { nr: 1, args: [1, 2, 3, 4, 5, 6], bufs: vec![] };
+        let mut samples = vec![
+            encode(&ToHome::Call { seq: 7, call }),
+            encode(&ToHome::Lazy(vec![(0x1000, 0x2000), (0x9000, 0x1000)])),
+            encode(&ToHome::Pages { addr: 0x1000, data: vec![9; 4096] }),
+            encode(&ToHome::Refused(Refusal::Version { ours: 2, theirs: 3 })),
+            encode(&ToRemote::Pages { addr: 0x2000, data: vec![1; 4096] }),
+            encode(&ToRemote::Lazy(vec![(0x1000, 0x1000)])),
+            encode(&ToRemote::Reply { seq: 1, reply: Reply { ret: 4, outs: vec![(0x10, vec![1, 2, 3, 4])] } }),
+            encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy }),
+        ];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for base in std::mem::take(&mut samples) {
+            for cut in 0..base.len().min(64) {
+                let _ = decode::<ToHome>(&base[..cut]);
+                let _ = decode::<ToRemote>(&base[..cut]);
+            }
+            for _ in 0..2000 {
+                let mut m = base.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % m.len() as u64) as usize;
+                    m[i] = next() as u8;
+                }
+                let _ = decode::<ToHome>(&m);
+                let _ = decode::<ToRemote>(&m);
+                let _ = decode_request::<Adopt>(&m);
+            }
+        }
+    }
+
     #[test]
     fn another_version_is_refused_naming_both() {
         let msg = encode(&(7u32, "hello"));
