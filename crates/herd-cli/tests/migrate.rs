@@ -634,42 +634,12 @@ fn target_daemon_killed_during_postcopy(lab: &Lab) {
     let pid = p.home_pid(lab);
     p.wait_for_line(lab, "gate 0");
     p.send(lab, "go\n");
-    let boot_before = lab.boot_of("n1", "n2");
-    let n2 = lab.daemon_host_pid("n2");
-    let mut guard = DaemonGuard { lab, node: "n2", host_pid: n2, started: start_time(n2), restarted: false };
-    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n2"]));
-    let start = Instant::now();
-    loop {
-        let state = lab.ps().into_iter().find(|r| r["pid"] == pid).map(|r| r["state"].as_str().unwrap_or_default().to_string());
-        if state.as_deref() == Some("post-copy") {
-            break;
-        }
-        if migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
-            let (out, err) = migrate.output();
-            p.fail(lab, &format!("never saw it in post-copy (state {state:?}); herd migrate: {out:?} {err:?}"));
-        }
-        thread::sleep(POLL);
-    }
-    herd_kernel::task::kill(n2, libc::SIGKILL).expect("SIGKILL to n2's herdd");
-    let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
-        p.fail(lab, &format!("herd migrate still runs {MIGRATE_LIMIT:?} after n2's herdd was killed during post-copy"));
-    };
-    let (out, err) = migrate.output();
-    if status.success() || !err.contains("lost") {
-        p.fail(lab, &format!("herd migrate during a lost post-copy: expected a failure saying it was lost, got {} {out:?} {err:?}", describe(&status)));
-    }
-    println!("herd migrate when n2 died during post-copy: {} with {:?}", describe(&status), err.trim());
-    let ended = p.finish(lab);
-    expect_status(&ended, None, Some(libc::SIGKILL));
-    lab.expect_gone_from(None, "n2", &prog);
-    guard.restart();
-    lab.wait_node_back("n2", boot_before);
+    kill_during_postcopy(lab, p, &prog, pid, "n2", "n2");
 }
 
 /// On n2, moved on to n3 by post-copy (its pages come from its frozen copy on n2, through
 /// home), and n2's herdd is killed meanwhile: the process is lost (it runs on n3 without
-/// all of its memory), `herd migrate` says so, `herd run` dies by SIGKILL, and nothing of it
-/// is left on n2 or n3.
+/// all of its memory), with the same outcome as above, and nothing of it is left on n2 or n3.
 fn source_node_killed_during_postcopy_onwards(lab: &Lab) {
     let prog = lab.program("mig_churn").with_args(&["1024", "2", "400"]);
     let mut p = lab.start("mig_churn 1 GiB (herd run; n2's herdd killed during post-copy to n3)", How::Herd, &prog);
@@ -677,38 +647,46 @@ fn source_node_killed_during_postcopy_onwards(lab: &Lab) {
     p.wait_for_line(lab, "gate 0");
     lab.expect_migrate_with(&p, pid, "n2", &["--stop-and-copy"]);
     p.send(lab, "go\n");
-    let boot_before = lab.boot_of("n1", "n2");
-    let n2 = lab.daemon_host_pid("n2");
-    let mut guard = DaemonGuard { lab, node: "n2", host_pid: n2, started: start_time(n2), restarted: false };
-    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n3"]));
+    kill_during_postcopy(lab, p, &prog, pid, "n3", "n2");
+}
+
+/// Moves `pid` to `target` by post-copy in the background, kills `victim`'s herdd once
+/// `herd ps` shows it running on `target` while its memory follows, and checks the
+/// documented outcome: `herd migrate` fails saying the process was lost, `herd run` dies by
+/// SIGKILL, nothing of it is left on `target` or `victim`. `victim`'s herdd is started again.
+fn kill_during_postcopy(lab: &Lab, p: Proc, prog: &Program, pid: i32, target: &str, victim: &str) {
+    let boot_before = lab.boot_of("n1", victim);
+    let host_pid = lab.daemon_host_pid(victim);
+    let mut guard = DaemonGuard { lab, node: victim, host_pid, started: start_time(host_pid), restarted: false };
+    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), target]));
     let start = Instant::now();
     loop {
         let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
         let state = row.as_ref().map(|r| (r["state"].as_str().unwrap_or_default().to_string(), r["where"].as_str().unwrap_or_default().to_string()));
-        if state.as_ref().is_some_and(|(s, w)| s == "post-copy" && w == "n3") {
+        if state.as_ref().is_some_and(|(s, w)| s == "post-copy" && w == target) {
             break;
         }
         if migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
             let (out, err) = migrate.output();
-            p.fail(lab, &format!("never saw it in post-copy on n3 (state {state:?}); herd migrate: {out:?} {err:?}"));
+            p.fail(lab, &format!("never saw it in post-copy on {target} (state {state:?}); herd migrate: {out:?} {err:?}"));
         }
         thread::sleep(POLL);
     }
-    herd_kernel::task::kill(n2, libc::SIGKILL).expect("SIGKILL to n2's herdd");
+    herd_kernel::task::kill(host_pid, libc::SIGKILL).unwrap_or_else(|e| panic!("SIGKILL to {victim}'s herdd: {e}"));
     let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
-        p.fail(lab, &format!("herd migrate still runs {MIGRATE_LIMIT:?} after n2's herdd was killed during post-copy"));
+        p.fail(lab, &format!("herd migrate still runs {MIGRATE_LIMIT:?} after {victim}'s herdd was killed during post-copy"));
     };
     let (out, err) = migrate.output();
     if status.success() || !err.contains("lost") {
-        p.fail(lab, &format!("herd migrate when the source died during post-copy: expected a failure saying it was lost, got {} {out:?} {err:?}", describe(&status)));
+        p.fail(lab, &format!("herd migrate when {victim} died during post-copy: expected a failure saying it was lost, got {} {out:?} {err:?}", describe(&status)));
     }
-    println!("herd migrate when n2 died during post-copy to n3: {} with {:?}", describe(&status), err.trim());
+    println!("herd migrate to {target} when {victim} died during post-copy: {} with {:?}", describe(&status), err.trim());
     let ended = p.finish(lab);
     expect_status(&ended, None, Some(libc::SIGKILL));
-    lab.expect_gone_from(None, "n3", &prog);
-    lab.expect_gone_from(None, "n2", &prog);
+    lab.expect_gone_from(None, target, prog);
+    lab.expect_gone_from(None, victim, prog);
     guard.restart();
-    lab.wait_node_back("n2", boot_before);
+    lab.wait_node_back(victim, boot_before);
 }
 
 /// n2's herdd is stopped, a move to n2 started, and n2's herdd killed while the move

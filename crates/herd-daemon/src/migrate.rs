@@ -203,6 +203,7 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         measured: false,
         early: Vec::new(),
         early_pages: None,
+        refusal: None,
         postcopy: None,
     };
     tokio::spawn(actor.run(start));
@@ -438,6 +439,9 @@ struct Actor {
     early: Vec<ToHome>,
     /// A pusher's report that came before the deputy was made.
     early_pages: Option<Result<Pushed, String>>,
+    /// The last refusal a target answered a move with (typed: herdd's own choice of
+    /// mode may be made again on `NoPostCopy`).
+    refusal: Option<Refusal>,
     postcopy: Option<PostCopy>,
 }
 
@@ -745,18 +749,30 @@ impl Actor {
         Ok(Dest::Node { name: name.to_string(), addr: v.id.addr })
     }
 
-    /// The mode of a move from home: as asked, or post-copy when a stop-and-copy
+    /// The mode of a move to a node: as asked, or post-copy when a stop-and-copy
     /// would stop the process longer than [`FREEZE_BUDGET`] (judged by its resident
-    /// size against the stop-and-copy rate).
-    fn mode_out(&self, asked: Option<MoveMode>) -> MoveMode {
+    /// size against the stop-and-copy rate: read here at home, reported when away).
+    fn mode_for(&self, asked: Option<MoveMode>) -> MoveMode {
         asked.unwrap_or_else(|| {
-            let rss = Usage::of(self.pid).map_or(u64::MAX, |u| u.rss);
+            let rss = match self.remote {
+                None => Usage::of(self.pid).map_or(u64::MAX, |u| u.rss),
+                Some(_) => self.row.lock().expect("row lock").rss,
+            };
             if rss > POSTCOPY_ABOVE {
                 MoveMode::PostCopy
             } else {
                 MoveMode::StopAndCopy
             }
         })
+    }
+
+    /// A move to node `name`: from home, or on from the node it runs on.
+    async fn send_to(&mut self, from_home: bool, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<(f64, u64), ControlError> {
+        if from_home {
+            self.out(name, addr, mode).await
+        } else {
+            self.relay(name, addr, mode).await
+        }
     }
 
     async fn migrate(&mut self, target: &Target, asked: Option<MoveMode>) -> Result<Migrated, ControlError> {
@@ -771,42 +787,26 @@ impl Actor {
                 ErrorKind::BadRequest,
                 "a process comes home by stop-and-copy: post-copy into the deputy is not done yet",
             )),
-            (None, Dest::Node { name, addr }) => {
-                if self.uid == 0 && !self.shared.config.allow_root_guests {
-                    return Err(err(ErrorKind::Refused, "root's processes do not migrate (set allow_root_guests = true to allow it)"));
-                }
-                mode = self.mode_out(asked);
-                self.set_row(|r| r.state = "migrating".into());
-                match self.out(&name, addr, mode).await {
-                    // The target cannot take it by post-copy: herdd chose, so it may choose again.
-                    Err(e) if asked.is_none() && mode == MoveMode::PostCopy && e.message.contains("post-copy") => {
-                        tracing::info!(pid = self.pid, "{e}; moving it by stop-and-copy");
-                        mode = MoveMode::StopAndCopy;
-                        self.out(&name, addr, mode).await
-                    }
-                    r => r,
-                }
+            (None, Dest::Node { .. }) if self.uid == 0 && !self.shared.config.allow_root_guests => {
+                return Err(err(ErrorKind::Refused, "root's processes do not migrate (set allow_root_guests = true to allow it)"));
             }
             (Some(_), Dest::Home) => {
                 self.set_row(|r| r.state = "migrating".into());
                 self.back_home().await
             }
-            (Some(_), Dest::Node { name, addr }) => {
-                mode = asked.unwrap_or_else(|| {
-                    if self.row.lock().expect("row lock").rss > POSTCOPY_ABOVE {
-                        MoveMode::PostCopy
-                    } else {
-                        MoveMode::StopAndCopy
-                    }
-                });
+            (here, Dest::Node { name, addr }) => {
+                let from_home = here.is_none();
+                mode = self.mode_for(asked);
                 self.set_row(|r| r.state = "migrating".into());
-                match self.relay(&name, addr, mode).await {
-                    Err(e) if asked.is_none() && mode == MoveMode::PostCopy && e.message.contains("post-copy") => {
-                        tracing::info!(pid = self.pid, "{e}; moving it by stop-and-copy");
-                        mode = MoveMode::StopAndCopy;
-                        self.relay(&name, addr, mode).await
-                    }
-                    r => r,
+                self.refusal = None;
+                let r = self.send_to(from_home, &name, addr, mode).await;
+                // The target cannot take it by post-copy: herdd chose, so it may choose again.
+                if asked.is_none() && mode == MoveMode::PostCopy && matches!(self.refusal.take(), Some(Refusal::NoPostCopy { .. })) {
+                    tracing::info!(pid = self.pid, "node {name} cannot take it by post-copy; moving it by stop-and-copy");
+                    mode = MoveMode::StopAndCopy;
+                    self.send_to(from_home, &name, addr, mode).await
+                } else {
+                    r
                 }
             }
         };
@@ -872,7 +872,11 @@ impl Actor {
             .map_err(|e| fail(e.to_string()))?;
         match proto::decode::<ToHome>(&first) {
             Ok(ToHome::Accepted { .. }) => {}
-            Ok(ToHome::Refused(r)) => return Err(refused(name, &r)),
+            Ok(ToHome::Refused(r)) => {
+                let e = refused(name, &r);
+                self.refusal = Some(r);
+                return Err(e);
+            }
             Ok(other) => return Err(fail(format!("unexpected answer {other:?}"))),
             Err(e) => return Err(fail(format!("garbled answer: {e}"))),
         }

@@ -512,17 +512,8 @@ pub fn start_pusher(
                     if let Some(i) = find_chunk(&chunks, &by_addr, req) {
                         // Before the end, a request for a chunk already sent crossed it on
                         // the way; after it, the target asks again for what it lacks.
-                        if !done[i] || finished {
-                            match push(i, &mut done, &mut send) {
-                                Ok(true) => {}
-                                Ok(false) => return,
-                                Err(e) => {
-                                    if let Some(s) = sent.take() {
-                                        s(Err(e));
-                                    }
-                                    return;
-                                }
-                            }
+                        if (!done[i] || finished) && !pushed(push(i, &mut done, &mut send), &mut sent) {
+                            return;
                         }
                     }
                 }
@@ -533,15 +524,8 @@ pub fn start_pusher(
                     next += 1;
                 }
                 if next < chunks.len() {
-                    match push(next, &mut done, &mut send) {
-                        Ok(true) => {}
-                        Ok(false) => return,
-                        Err(e) => {
-                            if let Some(s) = sent.take() {
-                                s(Err(e));
-                            }
-                            return;
-                        }
+                    if !pushed(push(next, &mut done, &mut send), &mut sent) {
+                        return;
                     }
                 } else if let Some(s) = sent.take() {
                     if !send(Push::End) {
@@ -554,6 +538,20 @@ pub fn start_pusher(
         })
         .expect("spawn a pusher thread");
     Pusher { requests: tx }
+}
+
+/// Whether the pusher goes on after sending a chunk: not when the stream is gone, nor
+/// when the pages could not be read (then `sent` hears of it, once).
+fn pushed<S: FnOnce(Result<Pushed, String>)>(r: Result<bool, String>, sent: &mut Option<S>) -> bool {
+    match r {
+        Ok(go) => go,
+        Err(e) => {
+            if let Some(s) = sent.take() {
+                s(Err(e));
+            }
+            false
+        }
+    }
 }
 
 /// The runs cut into chunks of at most [`PAGES_CHUNK`], aligned to it, the
