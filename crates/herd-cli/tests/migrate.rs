@@ -53,7 +53,7 @@ use serde_json::Value;
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
-    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn"];
+    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap"];
 const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_thread.py"];
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -89,6 +89,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("churning_memory_moves_by_postcopy_then_on", churning_memory_moves_by_postcopy_then_on),
     ("idle_heap_moves_by_postcopy_then_on", idle_heap_moves_by_postcopy_then_on),
     ("stop_and_copy_on_request", stop_and_copy_on_request),
+    ("layout_changes_while_memory_arrives", layout_changes_while_memory_arrives),
     ("target_daemon_killed_during_postcopy", target_daemon_killed_during_postcopy),
     ("source_node_killed_during_postcopy_onwards", source_node_killed_during_postcopy_onwards),
     ("target_daemon_killed_during_transfer", target_daemon_killed_during_transfer),
@@ -597,6 +598,52 @@ fn idle_heap_moves_by_postcopy_then_on(lab: &Lab) {
     let moved = p.finish(lab);
     assert!(moved.stdout.contains(" bad=0 "), "after its moves:\n{}", moved.describe());
     same_result(&direct, &moved, same);
+}
+
+/// Moved to n2 by post-copy, and as soon as it runs there — while most of its 192 MiB is
+/// still on its way — it mremaps one region elsewhere, empties half of another
+/// (MADV_DONTNEED) and unmaps a quarter of the third: the pager follows (userfaultfd
+/// REMAP/REMOVE/UNMAP events). Every page it checks holds what it should (zeroes where
+/// emptied); same output as a direct run.
+fn layout_changes_while_memory_arrives(lab: &Lab) {
+    let prog = lab.program("mig_remap");
+    let mut d = lab.start("mig_remap (direct)", How::Direct, &prog);
+    d.wait_for_line(lab, "ready");
+    d.send(lab, "go\n");
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+    assert!(direct.stdout.contains("bad=0 "), "mig_remap's direct run:\n{}", direct.describe());
+
+    let mut p = lab.start("mig_remap (herd run, post-copy to n2, layout changed at once)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n2"]));
+    let start = Instant::now();
+    loop {
+        let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
+        if row.as_ref().is_some_and(|r| r["state"] == "post-copy" || r["where"] == "n2") {
+            break;
+        }
+        if migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    p.send(lab, "go\n");
+    let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
+        p.fail(lab, &format!("herd migrate --postcopy {pid} n2 still runs after {MIGRATE_LIMIT:?}"));
+    };
+    let (out, err) = migrate.output();
+    if !status.success() || !out.contains("by post-copy") {
+        p.fail(lab, &format!("herd migrate --postcopy {pid} n2: {} {out:?} {err:?}", describe(&status)));
+    }
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    // What n2's pager did (layout = mremap/madvise/munmap events it followed; 0 when every
+    // page had arrived before the process changed its layout).
+    let log = fs::read_to_string(lab.dir.join("n2").join("herdd.log")).unwrap_or_default();
+    let line = log.lines().rev().find(|l| l.contains("post-copy complete")).unwrap_or("(no post-copy line)");
+    println!("n2: {}", line.trim());
 }
 
 /// `--stop-and-copy` is honoured for a process that herdd would move by post-copy; asked to

@@ -160,13 +160,25 @@ impl Guest {
                 let flag = shared.clone();
                 let home = adopt.home.clone();
                 let started = Instant::now();
+                // A pager that stops before every page is in place must not leave the
+                // process running: its missing pages would read as zeroes.
+                let own = match PidFd::open(pid) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = task::kill_and_reap(pid);
+                        return Err(e.to_string());
+                    }
+                };
                 let pager = postcopy::start_pager(pid, uffd, &runs, move |addr| ask(ToHome::PageRequest { addr }), move |end| match end {
-                    PagerEnd::Complete { pages, faults, requested } => {
-                        tracing::info!(pid, home, pages, faults, requested, "post-copy complete in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+                    PagerEnd::Complete { pages, faults, requested, layout } => {
+                        tracing::info!(pid, home, pages, faults, requested, layout, "post-copy complete in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
                         flag.pages_done.store(true, Ordering::SeqCst);
                         done(ToHome::PagesDone);
                     }
-                    PagerEnd::Stopped(why) => tracing::info!(pid, home, "post-copy stopped: {why}"),
+                    PagerEnd::Stopped(why) => {
+                        tracing::warn!(pid, home, "post-copy stopped before every page was in place ({why}); ending the process");
+                        let _ = own.send_signal(libc::SIGKILL);
+                    }
                 });
                 match pager {
                     Ok(link) => {

@@ -244,7 +244,8 @@ impl PagerLink {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PagerEnd {
     /// Every page is in place; the userfaultfd is closed.
-    Complete { pages: usize, faults: u64, requested: u64 },
+    /// `layout`: mremap/madvise/munmap events followed meanwhile.
+    Complete { pages: usize, faults: u64, requested: u64, layout: u64 },
     /// The process ended (or the stream did) before that.
     Stopped(String),
 }
@@ -264,7 +265,7 @@ pub fn start_pager(
     let map = LazyMap::new(runs);
     let uffd = Uffd::from_fd(uffd, pid);
     std::thread::Builder::new().name(format!("pager-{pid}")).spawn(move || {
-        let mut p = Pager { uffd, map, pid, requested: HashSet::new(), faults: 0, asked: 0, pages: 0 };
+        let mut p = Pager { uffd, map, pid, requested: HashSet::new(), faults: 0, asked: 0, pages: 0, layout: 0 };
         let outcome = p.run(&rx, wake_r, &request);
         end(outcome);
     })?;
@@ -280,6 +281,7 @@ struct Pager {
     faults: u64,
     asked: u64,
     pages: usize,
+    layout: u64,
 }
 
 impl Pager {
@@ -289,7 +291,7 @@ impl Pager {
         let mut events = Vec::new();
         loop {
             if ended && self.map.missing() == 0 {
-                return PagerEnd::Complete { pages: self.pages, faults: self.faults, requested: self.asked };
+                return PagerEnd::Complete { pages: self.pages, faults: self.faults, requested: self.asked, layout: self.layout };
             }
             let (fault_ready, woken) = {
                 let mut fds = [PollFd::new(self.uffd.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
@@ -362,8 +364,14 @@ impl Pager {
                         },
                     }
                 }
-                Event::Remap { from, to, len } => self.map.remap(from, to, len),
-                Event::Remove { start, end } | Event::Unmap { start, end } => self.map.settle(start, end.saturating_sub(start)),
+                Event::Remap { from, to, len } => {
+                    self.layout += 1;
+                    self.map.remap(from, to, len);
+                }
+                Event::Remove { start, end } | Event::Unmap { start, end } => {
+                    self.layout += 1;
+                    self.map.settle(start, end.saturating_sub(start));
+                }
                 Event::Other(e) => tracing::debug!(pid = self.pid, "userfaultfd event {e:#x}"),
             }
         }
