@@ -898,14 +898,19 @@ impl Actor {
             let why = loop {
                 match rx.recv().await {
                     Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
-                        Ok(ToHome::Call { seq, call }) if path.deputy(gen).is_some() => {
+                        Ok(ToHome::Call { seq, call }) => match path.deputy(gen) {
                             // The fast path: straight to the deputy thread.
-                            counter.inc();
-                            forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if let Some(d) = path.deputy(gen) {
+                            Some(d) => {
+                                counter.inc();
+                                forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 d.send(Cmd::Call { seq, call });
                             }
-                        }
+                            None => {
+                                if me.send(Input::Remote { gen, msg: ToHome::Call { seq, call } }).is_err() {
+                                    return;
+                                }
+                            }
+                        },
                         Ok(msg) => {
                             if me.send(Input::Remote { gen, msg }).is_err() {
                                 return;

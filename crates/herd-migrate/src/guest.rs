@@ -10,9 +10,9 @@
 //! and runs as its owner, never as root unless that was allowed.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::postcopy::{self, PagerEnd, PagerLink, Push};
+use crate::wake::{WakeReceiver, WakeSender};
 use crate::proto::{Adopt, Ending, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
 use crate::ProcMemory;
@@ -54,20 +55,7 @@ pub struct Shared {
 }
 
 /// The handle the stream task keeps.
-pub struct GuestLink {
-    cmds: Sender<GuestCmd>,
-    wake: OwnedFd,
-}
-
-impl GuestLink {
-    pub fn send(&self, cmd: GuestCmd) -> bool {
-        if self.cmds.send(cmd).is_err() {
-            return false;
-        }
-        let _ = nix::unistd::write(&self.wake, &[1]);
-        true
-    }
-}
+pub type GuestLink = WakeSender<GuestCmd>;
 
 /// Starts a guest: a thread restores the image read from `image` and
 /// serves the process. Messages for home go to `out` (in order); the image,
@@ -82,8 +70,7 @@ pub fn start(
     image_out: impl FnMut(Vec<u8>) -> bool + Send + Clone + 'static,
     shared: Arc<Shared>,
 ) -> std::io::Result<GuestLink> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (tx, rx) = crate::wake::channel()?;
     std::thread::Builder::new().name(format!("guest-{}", adopt.pid)).spawn(move || {
         let mut hashes = FileHashes::load();
         let guest = match Guest::restore(&adopt, image, &lazy, &mut hashes, &out, &shared) {
@@ -104,9 +91,9 @@ pub fn start(
             let _ = task::kill_and_reap(guest.pid);
             return;
         }
-        guest.serve(rx, wake_r, &out, image_out, hashes);
+        guest.serve(rx, &out, image_out, hashes);
     })?;
-    Ok(GuestLink { cmds: tx, wake: wake_w })
+    Ok(tx)
 }
 
 struct Guest {
@@ -214,8 +201,7 @@ impl Guest {
 
     fn serve(
         mut self,
-        cmds: Receiver<GuestCmd>,
-        wake: OwnedFd,
+        cmds: WakeReceiver<GuestCmd>,
         out: &Out,
         image_out: impl FnMut(Vec<u8>) -> bool + Send + Clone,
         mut hashes: FileHashes,
@@ -225,7 +211,7 @@ impl Guest {
                 let mut fds = [
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(cmds.as_fd(), PollFlags::POLLIN),
                 ];
                 match poll(&mut fds, PollTimeout::from(1000u16)) {
                     Ok(_) => {}
@@ -251,10 +237,9 @@ impl Guest {
                 }
             }
             if woken {
-                let mut b = [0u8; 64];
-                while matches!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&wake), &mut b), Ok(n) if n > 0) {}
-                while let Ok(cmd) = cmds.try_recv() {
-                    match self.command(cmd, &cmds, out, image_out.clone(), &mut hashes) {
+                cmds.drain();
+                while let Ok(cmd) = cmds.rx.try_recv() {
+                    match self.command(cmd, &cmds.rx, out, image_out.clone(), &mut hashes) {
                         Flow::Go => {}
                         Flow::End => return,
                     }

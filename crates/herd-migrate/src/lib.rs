@@ -16,6 +16,7 @@ pub mod guest;
 pub mod pipe;
 pub mod postcopy;
 pub mod proto;
+pub mod wake;
 
 /// Another process's memory, for the call marshalling (process_vm_readv/writev).
 pub struct ProcMemory {

@@ -18,8 +18,8 @@
 //!   [`crate::proto::ToHome::PagesDone`]; the source may then let go of its copy.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc::{Sender, TryRecvError};
 use std::time::Duration;
 
 use herd_kernel::mem::{self, PAGE};
@@ -27,6 +27,7 @@ use herd_kernel::uffd::{Event, Fill, Uffd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::proto::PAGES_CHUNK;
+use crate::wake::{WakeReceiver, WakeSender};
 
 // ---------------------------------------------------------------------------
 // Which pages are still missing (pure: unit-tested)
@@ -225,20 +226,7 @@ pub enum PagerInput {
 }
 
 /// The stream task's handle on a pager.
-pub struct PagerLink {
-    tx: Sender<PagerInput>,
-    wake: OwnedFd,
-}
-
-impl PagerLink {
-    pub fn send(&self, input: PagerInput) -> bool {
-        if self.tx.send(input).is_err() {
-            return false;
-        }
-        let _ = nix::unistd::write(&self.wake, &[1]);
-        true
-    }
-}
+pub type PagerLink = WakeSender<PagerInput>;
 
 /// How a pager ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -260,16 +248,15 @@ pub fn start_pager(
     request: impl Fn(u64) -> bool + Send + 'static,
     end: impl FnOnce(PagerEnd) + Send + 'static,
 ) -> std::io::Result<PagerLink> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (tx, rx) = crate::wake::channel()?;
     let map = LazyMap::new(runs);
     let uffd = Uffd::from_fd(uffd, pid);
     std::thread::Builder::new().name(format!("pager-{pid}")).spawn(move || {
         let mut p = Pager { uffd, map, pid, requested: HashSet::new(), faults: 0, asked: 0, pages: 0, layout: 0 };
-        let outcome = p.run(&rx, wake_r, &request);
+        let outcome = p.run(&rx, &request);
         end(outcome);
     })?;
-    Ok(PagerLink { tx, wake: wake_w })
+    Ok(tx)
 }
 
 struct Pager {
@@ -285,7 +272,7 @@ struct Pager {
 }
 
 impl Pager {
-    fn run(&mut self, rx: &Receiver<PagerInput>, wake: OwnedFd, request: &dyn Fn(u64) -> bool) -> PagerEnd {
+    fn run(&mut self, rx: &WakeReceiver<PagerInput>, request: &dyn Fn(u64) -> bool) -> PagerEnd {
         self.pages = self.map.missing();
         let mut ended = false;
         let mut events = Vec::new();
@@ -294,7 +281,7 @@ impl Pager {
                 return PagerEnd::Complete { pages: self.pages, faults: self.faults, requested: self.asked, layout: self.layout };
             }
             let (fault_ready, woken) = {
-                let mut fds = [PollFd::new(self.uffd.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+                let mut fds = [PollFd::new(self.uffd.as_fd(), PollFlags::POLLIN), PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
                 match poll(&mut fds, PollTimeout::from(1000u16)) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return PagerEnd::Stopped(format!("poll: {e}")),
@@ -308,11 +295,10 @@ impl Pager {
                 }
             }
             if woken {
-                let mut b = [0u8; 64];
-                while matches!(nix::unistd::read(wake.as_raw_fd(), &mut b), Ok(n) if n > 0) {}
+                rx.drain();
             }
             loop {
-                match rx.try_recv() {
+                match rx.rx.try_recv() {
                     Ok(PagerInput::Pages { addr, data }) => {
                         if let Err(e) = self.fill(addr, &data, &mut events, request) {
                             return PagerEnd::Stopped(e);
