@@ -54,7 +54,7 @@ use serde_json::Value;
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
     &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap"];
-const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_thread.py"];
+const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_thread.py", "mig_bigexit.py"];
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -90,6 +90,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("idle_heap_moves_by_postcopy_then_on", idle_heap_moves_by_postcopy_then_on),
     ("stop_and_copy_on_request", stop_and_copy_on_request),
     ("layout_changes_while_memory_arrives", layout_changes_while_memory_arrives),
+    ("ends_while_memory_arrives", ends_while_memory_arrives),
     ("target_daemon_killed_during_postcopy", target_daemon_killed_during_postcopy),
     ("source_node_killed_during_postcopy_onwards", source_node_killed_during_postcopy_onwards),
     ("target_daemon_killed_during_transfer", target_daemon_killed_during_transfer),
@@ -644,6 +645,37 @@ fn layout_changes_while_memory_arrives(lab: &Lab) {
     let log = fs::read_to_string(lab.dir.join("n2").join("herdd.log")).unwrap_or_default();
     let line = log.lines().rev().find(|l| l.contains("post-copy complete")).unwrap_or("(no post-copy line)");
     println!("n2: {}", line.trim());
+}
+
+/// Moved to n2 by post-copy, it exits (status 7) while most of its 512 MiB is still on its
+/// way: a normal end, not a loss. `herd migrate` reports the move, `herd run` exits 7, and
+/// nothing of it is left on n2.
+fn ends_while_memory_arrives(lab: &Lab) {
+    let prog = lab.python_program("mig_bigexit.py");
+    let mut p = lab.start("mig_bigexit.py (herd run, post-copy to n2, exits during it)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n2"]));
+    let start = Instant::now();
+    loop {
+        let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
+        if row.as_ref().is_some_and(|r| r["where"] == "n2") || migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    p.send(lab, "go\n");
+    let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
+        p.fail(lab, &format!("herd migrate --postcopy {pid} n2 still runs after {MIGRATE_LIMIT:?}"));
+    };
+    let (out, err) = migrate.output();
+    if !status.success() || !out.contains("by post-copy") {
+        p.fail(lab, &format!("herd migrate of a process that ended during post-copy: {} {out:?} {err:?}", describe(&status)));
+    }
+    let ended = p.finish(lab);
+    expect_status(&ended, Some(7), None);
+    assert_eq!(ended.stdout, "ready\nbye\n", "{}", ended.describe());
+    lab.expect_gone_from(None, "n2", &prog);
 }
 
 /// `--stop-and-copy` is honoured for a process that herdd would move by post-copy; asked to

@@ -541,6 +541,11 @@ impl Actor {
                 tracing::debug!(pid = self.pid, bytes = p.bytes, requested = p.requested, "post-copy: every page sent");
                 true
             }
+            Input::PagesSent(Err(why)) if self.postcopy.is_none() => {
+                // The process ended during the post-copy (its deputy with it): nothing is lost.
+                tracing::debug!(pid = self.pid, "post-copy: the pusher stopped after the end: {why}");
+                true
+            }
             Input::PagesSent(Err(why)) => {
                 // The target cannot complete without them: the process is lost.
                 tracing::error!(pid = self.pid, "post-copy: sending its pages failed: {why}");
@@ -646,6 +651,14 @@ impl Actor {
             ToHome::Exited(how) => {
                 tracing::info!(pid = self.pid, "ended remotely: {how:?}");
                 self.path.set(None);
+                // Ended before all of its memory had to come: the move itself succeeded.
+                if let Some(pc) = self.postcopy.take() {
+                    self.set_row(|r| r.moving = None);
+                    if let Some((reply, mut m)) = pc.answer {
+                        m.total_ms = pc.t0.elapsed().as_secs_f64() * 1e3;
+                        let _ = reply.send(Ok(m));
+                    }
+                }
                 // The stream closes next; that is not a loss.
                 self.remote = None;
                 if let Some(d) = &self.deputy {
