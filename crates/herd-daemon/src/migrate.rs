@@ -692,6 +692,13 @@ impl Actor {
         true
     }
 
+    /// The process runs on its target; `lazy_bytes` of its memory follow from `source`.
+    fn start_postcopy(&mut self, source: PageSource, mode: MoveMode, lazy_bytes: u64) {
+        self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "post-copy".into(), sent_bytes: 0, total_bytes: lazy_bytes }));
+        let now = Instant::now();
+        self.postcopy = Some(PostCopy { source, answer: None, started: now, t0: now, lazy_bytes, want_home: None });
+    }
+
     /// Post-copy is over: the target has every page.
     async fn postcopy_done(&mut self) {
         let Some(pc) = self.postcopy.take() else { return };
@@ -1081,15 +1088,7 @@ impl Actor {
                     let _ = me.send(Input::PagesSent(r));
                 },
             );
-            self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "post-copy".into(), sent_bytes: 0, total_bytes: lazy_bytes }));
-            self.postcopy = Some(PostCopy {
-                source: PageSource::Home(pusher),
-                answer: None,
-                started: Instant::now(),
-                t0: Instant::now(),
-                lazy_bytes,
-                want_home: None,
-            });
+            self.start_postcopy(PageSource::Home(pusher), mode, lazy_bytes);
         }
         loop {
             match self.next().await {
@@ -1308,15 +1307,7 @@ impl Actor {
                 let old = self.remote.replace(new).expect("remote");
                 if postcopy && lazy_bytes > 0 {
                     let _ = old.tx.send(ToRemote::PushPages).await;
-                    self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "post-copy".into(), sent_bytes: 0, total_bytes: lazy_bytes }));
-                    self.postcopy = Some(PostCopy {
-                        source: PageSource::Node(old),
-                        answer: None,
-                        started: Instant::now(),
-                        t0: Instant::now(),
-                        lazy_bytes,
-                        want_home: None,
-                    });
+                    self.start_postcopy(PageSource::Node(old), mode, lazy_bytes);
                 } else {
                     let _ = old.tx.send(ToRemote::Commit).await;
                 }
