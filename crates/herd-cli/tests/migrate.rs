@@ -488,6 +488,28 @@ fn refused_moves_leave_it_running(lab: &Lab) {
             ),
         );
     }
+    // (Before n2 blocks below.) A process home refuses to send (a second thread): refused with the reason, and n2
+    // hears nothing of it (no "refused" line for a move it never saw).
+    let n2_log = lab.dir.join("n2").join("herdd.log");
+    let before = fs::read_to_string(&n2_log).unwrap_or_default().len();
+    let tprog = lab.python_program("mig_thread.py");
+    let mut t = lab.start("mig_thread.py (herd run, two threads)", How::Herd, &tprog);
+    let tpid = t.home_pid(lab);
+    t.wait_for_line(lab, "ready");
+    let out = lab.migrate(tpid, "n2");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() != Some(1) || !err.contains("thread") {
+        t.fail(lab, &format!("herd migrate of a two-thread process: expected a refusal naming threads, got {}: {err:?}", describe(&out.status)));
+    }
+    let after = fs::read_to_string(&n2_log).unwrap_or_default();
+    let new = &after[before.min(after.len())..];
+    if new.contains("refused") || new.contains("arrives") {
+        t.fail(lab, &format!("n2 logged a move that home refused before sending anything:\n{new}"));
+    }
+    lab.expect_where(&t, tpid, "n1", Some(0));
+    t.send(lab, "go\n");
+    let ended = t.finish(lab);
+    expect_status(&ended, Some(0), None);
     lab.expect_where(&p, pid, "n1", Some(0));
     // n2 blocks, and the move is asked at once: n1 may not know yet, and then n2 itself
     // refuses the process after n1 froze it. Either way it runs on at n1, unharmed.
@@ -515,28 +537,6 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     check_ids(lab, &moved, Some(pid));
     same_result(&direct, &moved, normalize_ids);
 
-    // A process home refuses to send (a second thread): refused with the reason, and n2
-    // hears nothing of it (no "refused" line for a move it never saw).
-    let n2_log = lab.dir.join("n2").join("herdd.log");
-    let before = fs::read_to_string(&n2_log).unwrap_or_default().len();
-    let prog = lab.python_program("mig_thread.py");
-    let mut p = lab.start("mig_thread.py (herd run, two threads)", How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    let out = lab.migrate(pid, "n2");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.code() != Some(1) || !err.contains("thread") {
-        p.fail(lab, &format!("herd migrate of a two-thread process: expected a refusal naming threads, got {}: {err:?}", describe(&out.status)));
-    }
-    let after = fs::read_to_string(&n2_log).unwrap_or_default();
-    let new = &after[before.min(after.len())..];
-    if new.contains("refused") || new.contains("arrives") {
-        p.fail(lab, &format!("n2 logged a move that home refused before sending anything:\n{new}"));
-    }
-    lab.expect_where(&p, pid, "n1", Some(0));
-    p.send(lab, "go\n");
-    let ended = p.finish(lab);
-    expect_status(&ended, Some(0), None);
 }
 
 /// 1 GiB rewritten as fast as it can (three words a page, every page a pass, each pass
