@@ -105,9 +105,14 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
     if status.seccomp.unwrap_or(0) != 0 && purpose != (Purpose::Migrate { own_filter: true }) {
         why.push(CantMove::Seccomp);
     }
-    let kids = procinfo::children(pid);
-    if !kids.is_empty() {
-        why.push(CantMove::Children(kids));
+    // A migrating parent leaves its children at home with its deputy, which stays their
+    // parent: they are waited for, signalled and reparented as before. A checkpoint image
+    // would lose them.
+    if purpose == Purpose::Checkpoint {
+        let kids = procinfo::children(pid);
+        if !kids.is_empty() {
+            why.push(CantMove::Children(kids));
+        }
     }
     let fds = match purpose {
         Purpose::Checkpoint => p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect(),

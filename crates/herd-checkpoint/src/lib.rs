@@ -12,6 +12,7 @@ pub mod restore;
 
 pub use capture::{CaptureStats, Frozen, LazyPages, Runs};
 pub use check::{check, check_for, CantMove, Purpose};
+pub use procinfo::children;
 pub use restore::{restore, restore_into, restore_remote, RemoteRestore, Restored, RestoreStats};
 
 use herd_image::FormatError;

@@ -79,7 +79,7 @@ pub(crate) fn special_name(path: &MMapPath) -> Option<&str> {
 }
 
 /// Live children of `pid` (from every thread's children list).
-pub(crate) fn children(pid: i32) -> Vec<i32> {
+pub fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in rd.flatten() {

@@ -116,20 +116,32 @@ fn failure_line(e: &ClientError) -> String {
     }
 }
 
-/// `herd lock PID` / `herd unlock PID`.
-pub fn lock(target: &Target, pid: i32, lock: bool) -> Result<i32> {
+/// `herd lock [-j] PID` / `herd unlock [-j] PID`: one process, or every process of job PID.
+pub fn lock(target: &Target, pid: i32, job: bool, lock: bool) -> Result<i32> {
     let verb = if lock { "lock" } else { "unlock" };
-    match target.connect().and_then(|mut c| c.call(&Request::Lock { pid, lock })) {
-        Ok(Response::Done) => {
-            println!("{}", lock_line(pid, lock));
-            Ok(0)
+    let pids = if job {
+        match crate::ps::job_members(target, pid) {
+            Ok(rows) => rows.iter().map(|r| r.pid).collect(),
+            Err(e) => {
+                eprintln!("herd {verb}: {e}");
+                return Ok(1);
+            }
         }
-        Ok(other) => anyhow::bail!("herdd answered the {verb} request with something else: {other:?}"),
-        Err(e) => {
-            eprintln!("herd {verb}: {}", reason(&e));
-            Ok(1)
+    } else {
+        vec![pid]
+    };
+    let mut code = 0;
+    for pid in pids {
+        match target.connect().and_then(|mut c| c.call(&Request::Lock { pid, lock })) {
+            Ok(Response::Done) => println!("{}", lock_line(pid, lock)),
+            Ok(other) => anyhow::bail!("herdd answered the {verb} request with something else: {other:?}"),
+            Err(e) => {
+                eprintln!("herd {verb}: {}", reason(&e));
+                code = 1;
+            }
         }
     }
+    Ok(code)
 }
 
 fn lock_line(pid: i32, lock: bool) -> String {

@@ -868,6 +868,8 @@ mod tests {
     fn proc_row(pid: i32, where_: &str, cpu: f64, state: &str, nmigs: u32) -> ProcessRow {
         ProcessRow {
             pid,
+            ppid: 1,
+            job: pid,
             uid: 65534,
             where_: where_.into(),
             state: state.into(),

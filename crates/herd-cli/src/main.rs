@@ -27,9 +27,9 @@ use clap::{Parser, Subcommand};
                   (herd cluster, herd demo); and starts processes that the cluster may move, moves them, \
                   locks them and lists them (herd run, migrate, lock, unlock, ps).\n\n\
                   Start with `herd demo` (as root): a local cluster balances CPU-bound jobs while you watch.\n\n\
-                  Installed under the names of the openMosix tools (symlinks to herd: mosrun, migrate, mps, mosctl), \
-                  it acts as herd run, herd migrate, herd ps and herd ctl:\n  \
-                  for n in mosrun migrate mps mosctl; do ln -s herd /usr/local/bin/$n; done"
+                  Installed under the names of the MOSIX tools (symlinks to herd: mosrun, migrate, mps, mosctl, native), \
+                  it acts as herd run, herd migrate, herd ps, herd ctl and herd run --native:\n  \
+                  for n in mosrun migrate mps mosctl native; do ln -s herd /usr/local/bin/$n; done"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -114,21 +114,32 @@ enum Command {
         #[arg(short, long, value_name = "FILE", default_value = herd_daemon::config::DEFAULT_KEY)]
         output: PathBuf,
     },
-    /// Run a command as a migratable process of this node (alias: mosrun)
+    /// Run a command as a migratable process of this node, with everything it starts (alias: mosrun)
     #[command(after_help = "The command runs as a child of herd run, exactly as if run directly: same terminal, \
                             environment, directory and user. herdd adopts it, so the balancer may move it to another \
                             node; herd run exits with its exit status, or dies by the same signal, wherever it ran.\n\
+                            Every process it starts, and they start, is migratable too: they form a job, whose number \
+                            is the command's pid (herd ps shows PPID and JOB; herd migrate -j and herd lock -j act on \
+                            a whole job). Children inherit --lock. A process that changes its ids (a set-uid program) \
+                            is not adopted.\n\
+                            --native runs the command and everything it starts natively: never migratable, also \
+                            inside a job (a part of a job that must stay on this node). Installed as `native`, it \
+                            is herd run --native.\n\
                             Without a herdd on this node, herd run says so once and runs the command anyway \
                             (except with --node: then it starts nothing and exits with status 1).\n\
                             A command that cannot be started exits 127 (not found) or 126 (not executable), as in a shell.\n\
                             Installed as `mosrun` (a symlink to herd), it is herd run: `mosrun ARGS` = `herd run ARGS`.\n\n\
                             Examples:\n  herd run -- ./simulate --steps 1000\n  herd run --node n2 python3 crunch.py\n  \
-                            herd run --lock make -j8\n  herd --node n1 run --node n3 -- sleep 60\n  mosrun ./simulate")]
-    #[command(override_usage = "herd run [--node NAME | --home | --lock] [--] CMD [ARGS]...")]
+                            herd run --lock make -j8\n  herd --node n1 run --node n3 -- sleep 60\n  mosrun ./simulate\n  \
+                            herd run make -j8\n  native ./install-step.sh")]
+    #[command(override_usage = "herd run [--node NAME | --home | --lock | --native] [--] CMD [ARGS]...")]
     Run {
         /// Move the command to this node as soon as it starts (if that fails, it runs here)
-        #[arg(long, value_name = "NAME", conflicts_with_all = ["home", "lock"])]
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["home", "lock", "native"])]
         node: Option<String>,
+        /// Run it, and all it starts, natively on this node: never migratable (alias: native)
+        #[arg(long, conflicts_with_all = ["home", "lock"])]
+        native: bool,
         /// Keep it at home: balancing never moves it (the same as --lock)
         #[arg(long)]
         home: bool,
@@ -149,13 +160,21 @@ enum Command {
                             on the target within milliseconds and its memory follows; `herd ps` shows the move until \
                             the last page is there, and herd migrate returns then). --stop-and-copy or --postcopy \
                             choose. A process comes home by stop-and-copy.\n\
+                            With -j, PID is a job (the pid of the command herd run started; herd ps shows each \
+                            process's JOB): every process of the job moves, one line each; the exit status is 1 if \
+                            any move failed.\n\
                             Installed as `migrate` (a symlink to herd), it is herd migrate.\n\n\
                             Examples:\n  herd migrate 4242 n2\n  herd migrate 4242 home\n  herd migrate 4242 balance\n  \
-                            herd migrate --postcopy 4242 n2\n  herd --node n1 migrate 4242 n3\n  migrate 4242 n2")]
+                            herd migrate --postcopy 4242 n2\n  herd --node n1 migrate 4242 n3\n  migrate 4242 n2\n  \
+                            herd migrate -j 4240 home")]
+    #[command(override_usage = "herd migrate [--postcopy | --stop-and-copy] [-j] PID TARGET")]
     Migrate {
-        /// The process (its pid on this node, its home, even when it runs elsewhere)
+        /// The process (its pid on this node, its home, even when it runs elsewhere); with -j, the job
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
+        /// PID is a job: move every process of it
+        #[arg(short = 'j', long)]
+        job: bool,
         /// A node's name, `home` or `balance`
         target: String,
         /// Start it on the target at once; its memory follows while it runs (not for coming home)
@@ -167,31 +186,43 @@ enum Command {
     },
     /// Keep a migratable process where it runs: the balancer leaves it alone (herd migrate still moves it)
     #[command(after_help = "PID is its pid on this node, its home. Its owner or root may lock it. \
-                            `herd run --lock CMD` starts a command locked.\n\n\
-                            Examples:\n  herd lock 4242\n  herd --node n1 lock 4242")]
+                            `herd run --lock CMD` starts a command locked. With -j, PID is a job: every process \
+                            of it is locked, and the processes it starts from then on are born locked.\n\n\
+                            Examples:\n  herd lock 4242\n  herd --node n1 lock 4242\n  herd lock -j 4240")]
     Lock {
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
+        /// PID is a job: lock every process of it
+        #[arg(short = 'j', long)]
+        job: bool,
     },
     /// Let the balancer move a locked process again
-    #[command(after_help = "Example:\n  herd unlock 4242")]
+    #[command(after_help = "Examples:\n  herd unlock 4242\n  herd unlock -j 4240")]
     Unlock {
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
+        /// PID is a job: unlock every process of it
+        #[arg(short = 'j', long)]
+        job: bool,
     },
     /// The migratable processes of this node: where each runs, and why one does not move (alias: mps)
-    #[command(after_help = "Columns: PID (on this node, its home), WHERE (the node it runs on), STATE (home, remote, \
+    #[command(after_help = "Columns: PID (on this node, its home), PPID (its parent here), JOB (the pid of the \
+                            command herd run started, which it descends from), WHERE (the node it runs on), STATE (home, remote, \
                             migrating, stopped), %CPU (of one CPU, recently), DEMAND (the share of a CPU it wants, \
                             smoothed: what balancing weighs), IO/s (calls a second: forwarded home when remote, \
                             reads and writes at home), RSS (resident memory), NMIGS (moves so far), CMD. \
                             Under a process that is locked or cannot move now, a line `why not:` gives every reason.\n\
                             With no migratable processes, stdout is the header alone and stderr says so.\n\
                             Installed as `mps` (a symlink to herd), it is herd ps.\n\n\
-                            Examples:\n  herd ps\n  herd ps --json\n  herd --node n2 ps\n  mps")]
+                            --tree lists each job as a tree, children under their parent, wherever each runs.\n\
+                            Examples:\n  herd ps\n  herd ps --tree\n  herd ps --json\n  herd --node n2 ps\n  mps")]
     Ps {
-        /// Print a JSON array (keys: pid, uid, where, state, cpu, rss, demand, io_rate, nmigs, cantmove, lock, cmd)
-        #[arg(long)]
+        /// Print a JSON array (keys: pid, ppid, job, uid, where, state, cpu, rss, demand, io_rate, nmigs, cantmove, lock, cmd)
+        #[arg(long, conflicts_with = "tree")]
         json: bool,
+        /// Show each job as a tree: children under their parent
+        #[arg(long)]
+        tree: bool,
     },
     /// A local cluster on this machine: nodes n1..nN in their own namespaces
     Cluster(herd_lab::cli::ClusterArgs),
@@ -208,8 +239,9 @@ fn target(node: &Option<String>, cluster: &Option<PathBuf>, socket: &Option<Path
 }
 
 /// The names herd answers to as the MOSIX tools did (argv[0], as symlinks to herd),
-/// and the subcommand each one is.
-const ALIASES: [(&str, &str); 4] = [("mosrun", "run"), ("migrate", "migrate"), ("mps", "ps"), ("mosctl", "ctl")];
+/// and the subcommand (with its flags) each one is.
+const ALIASES: [(&str, &[&str]); 5] =
+    [("mosrun", &["run"]), ("migrate", &["migrate"]), ("mps", &["ps"]), ("mosctl", &["ctl"]), ("native", &["run", "--native"])];
 
 /// `mosrun ARGS` becomes `herd run ARGS` (and so on for each alias); other arguments
 /// pass unchanged.
@@ -220,7 +252,7 @@ fn expand_alias(mut args: Vec<OsString>) -> Vec<OsString> {
     if let Some((_, sub)) = ALIASES.iter().find(|(alias, _)| *alias == name) {
         // herd's own name, so that usage and errors read `herd run ...`.
         args[0] = "herd".into();
-        args.insert(1, sub.into());
+        args.splice(1..1, sub.iter().map(OsString::from));
     }
     args
 }
@@ -245,25 +277,28 @@ fn main() {
         Command::Inspect { image, json } => inspect::run(&image, json),
         Command::Nodes { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::nodes(&t, json)),
         Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),
-        Command::Run { node, home, lock, command } => {
-            let opts = run::RunOptions { node, lock: lock || home, command };
+        Command::Run { node, home, lock, native, command } => {
+            let opts = run::RunOptions { node, lock: lock || home, native, command };
             run::run(target(&cli.node, &cli.cluster, &cli.socket), &opts).or_else(|e| {
                 eprintln!("herd run: {e:#}");
                 Ok(1)
             })
         }
-        Command::Migrate { pid, target: to, postcopy, stop_and_copy } => {
+        Command::Migrate { pid, job, target: to, postcopy, stop_and_copy } => {
             let mode = match (postcopy, stop_and_copy) {
                 (true, _) => Some(herd_daemon::control::MoveMode::PostCopy),
                 (_, true) => Some(herd_daemon::control::MoveMode::StopAndCopy),
                 _ => None,
             };
-            target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| migrate::run(&t, pid, &to, mode))
+            target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| match job {
+                false => migrate::run(&t, pid, &to, mode),
+                true => migrate::job(&t, pid, &to, mode),
+            })
         }
-        Command::Ps { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json)),
+        Command::Ps { json, tree } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json, tree)),
         Command::Ctl { word } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::ctl(&t, word)),
-        Command::Lock { pid } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, true)),
-        Command::Unlock { pid } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, false)),
+        Command::Lock { pid, job } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, job, true)),
+        Command::Unlock { pid, job } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, job, false)),
         Command::Demo(args) => demo::run(&args),
         Command::Keygen { output } => nodes::keygen(&output),
         Command::Cluster(mut args) => {
@@ -305,9 +340,9 @@ mod tests {
     fn daemon_node_and_target_node_are_apart() {
         let cli = parse(&["herd", "--node", "n1", "run", "--node", "n2", "--", "sleep", "1"]).unwrap();
         assert_eq!(cli.node.as_deref(), Some("n1"));
-        let Command::Run { node, home, lock, command } = cli.command else { panic!("not run") };
+        let Command::Run { node, home, lock, native, command } = cli.command else { panic!("not run") };
         assert_eq!(node.as_deref(), Some("n2"));
-        assert!(!home && !lock);
+        assert!(!home && !lock && !native);
         assert_eq!(command, os(&["sleep", "1"]));
     }
 
@@ -336,6 +371,24 @@ mod tests {
         assert!(parse(&["herd", "run", "--node", "n2", "--home", "x"]).is_err());
         assert!(parse(&["herd", "run", "--lock", "--node", "n2", "x"]).is_err());
         assert!(parse(&["herd", "run", "--lock", "--home", "x"]).is_ok());
+        assert!(parse(&["herd", "run", "--native", "--lock", "x"]).is_err());
+        assert!(parse(&["herd", "run", "--native", "--node", "n2", "x"]).is_err());
+    }
+
+    #[test]
+    fn jobs_and_native() {
+        let cli = parse(&["herd", "migrate", "-j", "4240", "home"]).unwrap();
+        assert!(matches!(cli.command, Command::Migrate { pid: 4240, job: true, ref target, .. } if target == "home"));
+        let cli = parse(&["herd", "migrate", "4242", "n2"]).unwrap();
+        assert!(matches!(cli.command, Command::Migrate { job: false, .. }));
+        assert!(matches!(parse(&["herd", "lock", "-j", "7"]).unwrap().command, Command::Lock { pid: 7, job: true }));
+        assert!(matches!(parse(&["herd", "unlock", "--job", "7"]).unwrap().command, Command::Unlock { pid: 7, job: true }));
+        assert!(matches!(parse(&["herd", "ps", "--tree"]).unwrap().command, Command::Ps { tree: true, json: false }));
+        assert!(parse(&["herd", "ps", "--tree", "--json"]).is_err());
+        assert_eq!(expand_alias(os(&["/usr/bin/native", "make", "install"])), os(&["herd", "run", "--native", "make", "install"]));
+        let Command::Run { native, command, .. } = parse(&["native", "make", "install"]).unwrap().command else { panic!("not run") };
+        assert!(native);
+        assert_eq!(command, os(&["make", "install"]));
     }
 
     #[test]
@@ -362,7 +415,7 @@ mod tests {
         let Command::Run { home, command, .. } = cli.command else { panic!("not run") };
         assert!(home);
         assert_eq!(command, os(&["make", "-j8"]));
-        assert!(matches!(parse(&["mps"]).unwrap().command, Command::Ps { json: false }));
+        assert!(matches!(parse(&["mps"]).unwrap().command, Command::Ps { json: false, .. }));
         assert_eq!(expand_alias(os(&["/sbin/mosctl", "block"])), os(&["herd", "ctl", "block"]));
         let cli = parse(&["mosctl", "setspeed", "12000"]).unwrap();
         assert!(matches!(cli.command, Command::Ctl { word: ctl::CtlWord::Speed { speed: 12000 } }));
@@ -384,8 +437,8 @@ mod tests {
 
     #[test]
     fn lock_and_unlock_want_a_positive_pid() {
-        assert!(matches!(parse(&["herd", "lock", "42"]).unwrap().command, Command::Lock { pid: 42 }));
-        assert!(matches!(parse(&["herd", "unlock", "42"]).unwrap().command, Command::Unlock { pid: 42 }));
+        assert!(matches!(parse(&["herd", "lock", "42"]).unwrap().command, Command::Lock { pid: 42, job: false }));
+        assert!(matches!(parse(&["herd", "unlock", "42"]).unwrap().command, Command::Unlock { pid: 42, job: false }));
         assert!(parse(&["herd", "lock", "0"]).is_err());
         assert!(parse(&["herd", "unlock"]).is_err());
     }

@@ -25,6 +25,48 @@ pub fn run(target: &Target, pid: i32, to: &str, mode: Option<MoveMode>) -> Resul
     }
 }
 
+/// `herd migrate -j JOB TO`: moves every process of job `job` that is not on `to` yet,
+/// all at once (each move is its process's own), one line each as they end; the exit code
+/// is 1 if any failed.
+pub fn job(target: &Target, job: i32, to: &str, mode: Option<MoveMode>) -> Result<i32> {
+    let rows = match crate::ps::job_members(target, job) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("herd migrate: {e}");
+            return Ok(1);
+        }
+    };
+    // Home is `home` or this node's name (that of any process at home).
+    let home_name = rows.iter().find(|r| r.state == "home").map(|r| r.where_.clone());
+    let to_home = to == "home" || home_name.as_deref() == Some(to);
+    let (stay, go): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|r| if to_home { r.state == "home" } else { r.state == "remote" && r.where_ == to });
+    for r in &stay {
+        println!("{} is on {} already", r.pid, r.where_);
+    }
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for r in &go {
+            let failed = &failed;
+            s.spawn(move || {
+                let answer = target.connect().and_then(|mut c| c.call(&Request::Migrate { pid: r.pid, target: to.to_string(), mode }));
+                match answer {
+                    Ok(Response::Migrated(m)) => println!("{}", moved_line(&m)),
+                    Ok(other) => {
+                        eprintln!("herd migrate: {}: herdd answered with something else: {other:?}", r.pid);
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("herd migrate: {}: {}", r.pid, failure_line(&e));
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    Ok(if failed.into_inner() { 1 } else { 0 })
+}
+
 /// `moved 4242 to n2 by post-copy (stopped 4.1 ms, total 63 ms, 12.3 MiB)`
 fn moved_line(m: &Migrated) -> String {
     format!(

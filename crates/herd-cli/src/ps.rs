@@ -5,20 +5,69 @@ use herd_daemon::control::{ProcessRow, Request, Response};
 
 use crate::nodes::Target;
 
-pub fn run(target: &Target, json: bool) -> Result<i32> {
+fn processes(target: &Target) -> Result<Vec<ProcessRow>> {
     let Response::Processes(rows) = target.call(&Request::Processes)? else {
         anyhow::bail!("herdd answered the processes request with something else");
     };
+    Ok(rows)
+}
+
+/// The processes of job `job` (`herd migrate -j`, `herd lock -j`); an error when it has
+/// none here.
+pub fn job_members(target: &Target, job: i32) -> Result<Vec<ProcessRow>> {
+    let rows: Vec<ProcessRow> = processes(target)?.into_iter().filter(|r| r.job == job).collect();
+    if rows.is_empty() {
+        anyhow::bail!("no job {job} here (herd ps shows the JOB of each migratable process)");
+    }
+    Ok(rows)
+}
+
+pub fn run(target: &Target, json: bool, tree: bool) -> Result<i32> {
+    let rows = processes(target)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
-    print!("{}", table(&rows));
-    if rows.is_empty() {
+    let empty = rows.is_empty();
+    print!("{}", if tree { table(&forest(rows)) } else { table(&rows) });
+    if empty {
         // On stderr, so that stdout is always just the table.
         eprintln!("no migratable processes (start one with `herd run CMD`)");
     }
     Ok(0)
+}
+
+/// The rows in tree order: each job's processes under their parents (`herd ps --tree`),
+/// the command indented by depth as `ps --forest` does. A process whose parent is not
+/// migratable starts a tree of its own.
+fn forest(rows: Vec<ProcessRow>) -> Vec<ProcessRow> {
+    let pids: std::collections::HashSet<i32> = rows.iter().map(|r| r.pid).collect();
+    let mut kids: std::collections::BTreeMap<i32, Vec<ProcessRow>> = Default::default();
+    let mut roots = Vec::new();
+    for r in rows {
+        if r.ppid != r.pid && pids.contains(&r.ppid) {
+            kids.entry(r.ppid).or_default().push(r);
+        } else {
+            roots.push(r);
+        }
+    }
+    roots.sort_by_key(|r| (r.job, r.pid));
+    let mut out = Vec::new();
+    // Depth first, children by pid; a cycle (pids reused meanwhile) cannot recur: each
+    // row is taken out of `kids` once.
+    let mut stack: Vec<(ProcessRow, usize)> = roots.into_iter().rev().map(|r| (r, 0)).collect();
+    while let Some((mut r, depth)) = stack.pop() {
+        let mut children = kids.remove(&r.pid).unwrap_or_default();
+        children.sort_by_key(|c| std::cmp::Reverse(c.pid));
+        stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+        if depth > 0 {
+            r.cmd = format!("{}\\_ {}", "    ".repeat(depth - 1), r.cmd);
+        }
+        out.push(r);
+    }
+    // What a cycle left behind still shows.
+    out.extend(kids.into_values().flatten());
+    out
 }
 
 /// The table: a header, one line per process, and under a process that cannot move
@@ -26,14 +75,17 @@ pub fn run(target: &Target, json: bool) -> Result<i32> {
 fn table(rows: &[ProcessRow]) -> String {
     let where_w = rows.iter().map(|r| r.where_.len()).max().unwrap_or(0).max("WHERE".len());
     let state_w = rows.iter().map(|r| r.state.len()).max().unwrap_or(0).max("STATE".len());
-    let line = |pid: &str, wh: &str, state: &str, cpu: &str, demand: &str, io: &str, rss: &str, nmigs: &str, cmd: &str| {
-        format!("{pid:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {demand:>6} {io:>5} {rss:>6} {nmigs:>5} {cmd}\n")
+    let line = |ids: [&str; 3], wh: &str, state: &str, cpu: &str, demand: &str, io: &str, rss: &str, nmigs: &str, cmd: &str| {
+        let [pid, ppid, job] = ids;
+        format!("{pid:>7} {ppid:>7} {job:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {demand:>6} {io:>5} {rss:>6} {nmigs:>5} {cmd}\n")
     };
-    let mut out = line("PID", "WHERE", "STATE", "%CPU", "DEMAND", "IO/s", "RSS", "NMIGS", "CMD");
+    let mut out = line(["PID", "PPID", "JOB"], "WHERE", "STATE", "%CPU", "DEMAND", "IO/s", "RSS", "NMIGS", "CMD");
     for r in rows {
         let cpu = format!("{:.1}", r.cpu);
         let demand = format!("{:.0}%", r.demand);
-        out += &line(&r.pid.to_string(), &r.where_, &r.state, &cpu, &demand, &rate(r.io_rate), &human(r.rss), &r.nmigs.to_string(), &r.cmd);
+        let ids = [r.pid.to_string(), r.ppid.to_string(), r.job.to_string()];
+        let ids = [ids[0].as_str(), ids[1].as_str(), ids[2].as_str()];
+        out += &line(ids, &r.where_, &r.state, &cpu, &demand, &rate(r.io_rate), &human(r.rss), &r.nmigs.to_string(), &r.cmd);
         if let Some(m) = &r.moving {
             let of = if m.total_bytes > 0 { format!(" of {}", human(m.total_bytes)) } else { String::new() };
             out += &format!("    moving ({}): {}, {}{of} sent\n", m.mode, m.phase, human(m.sent_bytes));
@@ -99,6 +151,8 @@ mod tests {
     fn row(pid: i32, where_: &str, cantmove: &[&str]) -> ProcessRow {
         ProcessRow {
             pid,
+            ppid: 1,
+            job: pid,
             uid: 1000,
             where_: where_.into(),
             state: if where_ == "n1" { "home" } else { "remote" }.into(),
@@ -134,9 +188,9 @@ mod tests {
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 6, "{t}");
-        assert_eq!(lines[0], "    PID WHERE          STATE   %CPU DEMAND  IO/s    RSS NMIGS CMD");
-        assert_eq!(lines[1], "   4242 n1             home    99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
-        assert_eq!(lines[2], "     77 node-long-name remote  99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
+        assert_eq!(lines[0], "    PID    PPID     JOB WHERE          STATE   %CPU DEMAND  IO/s    RSS NMIGS CMD");
+        assert_eq!(lines[1], "   4242       1    4242 n1             home    99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
+        assert_eq!(lines[2], "     77       1      77 node-long-name remote  99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
         assert_eq!(lines[3], "    why not: it has a GPU mapped; it is traced");
         assert_eq!(lines[5], "    why not: locked, the balancer leaves it (herd unlock 5)");
     }
@@ -151,13 +205,33 @@ mod tests {
 
     #[test]
     fn empty_table_is_the_header() {
-        assert_eq!(table(&[]), "    PID WHERE STATE  %CPU DEMAND  IO/s    RSS NMIGS CMD\n");
+        assert_eq!(table(&[]), "    PID    PPID     JOB WHERE STATE  %CPU DEMAND  IO/s    RSS NMIGS CMD\n");
+    }
+
+    #[test]
+    fn tree_order_and_indent() {
+        let kid = |pid: i32, ppid: i32, cmd: &str| {
+            let mut r = row(pid, "n1", &[]);
+            r.ppid = ppid;
+            r.job = 10;
+            r.cmd = cmd.into();
+            r
+        };
+        let mut other = row(5, "n2", &[]);
+        other.cmd = "other".into();
+        // Parents after children, siblings out of order, a parent that is not listed.
+        let rows = vec![kid(14, 12, "cc1"), kid(13, 10, "sh b"), kid(12, 11, "gcc"), kid(11, 10, "sh a"), kid(10, 3, "make"), other];
+        let cmds: Vec<(i32, String)> = forest(rows).into_iter().map(|r| (r.pid, r.cmd)).collect();
+        let want = [(5, "other"), (10, "make"), (11, "\\_ sh a"), (12, "    \\_ gcc"), (14, "        \\_ cc1"), (13, "\\_ sh b")];
+        assert_eq!(cmds, want.map(|(p, c)| (p, c.to_string())));
+        // A cycle (pids reused) loses no row.
+        assert_eq!(forest(vec![kid(20, 21, "a"), kid(21, 20, "b")]).len(), 2);
     }
 
     #[test]
     fn json_keys() {
         let v = serde_json::to_value([row(1, "n1", &["x"])]).unwrap();
-        for key in ["pid", "where", "state", "cpu", "rss", "demand", "io_rate", "nmigs", "cantmove", "lock", "cmd"] {
+        for key in ["pid", "ppid", "job", "where", "state", "cpu", "rss", "demand", "io_rate", "nmigs", "cantmove", "lock", "cmd"] {
             assert!(v[0].get(key).is_some(), "no {key} in {v}");
         }
     }

@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub node: Option<String>,
     /// Keep it at home: balancing never moves it (`--lock`, `--home`).
     pub lock: bool,
+    /// Run it, and what it starts, natively: never migratable (`--native`, `native`).
+    pub native: bool,
     /// The command and its arguments; never empty (clap requires CMD).
     pub command: Vec<OsString>,
 }
@@ -36,7 +38,7 @@ pub struct RunOptions {
 /// no node of a local cluster: that is a mistake to report, not a daemon to do without).
 pub fn run(daemon: Result<Target>, opts: &RunOptions) -> Result<i32> {
     let name = opts.command[0].to_string_lossy().into_owned();
-    let (mut client, no_daemon) = match daemon?.connect() {
+    let (mut client, mut no_daemon) = match daemon?.connect() {
         Ok(c) => (Some(c), None),
         Err(e) => match &opts.node {
             // Nothing has started: the user asked for a move that cannot happen.
@@ -44,6 +46,17 @@ pub fn run(daemon: Result<Target>, opts: &RunOptions) -> Result<i32> {
             None => (None, Some(e)),
         },
     };
+
+    if opts.native {
+        if let Some(c) = client.as_mut() {
+            // Before the command starts, so that herdd never takes it into this job.
+            if let Err(e) = c.call(&Request::Native { pid: std::process::id() as i32 }) {
+                eprintln!("herd run: {name} may be migrated after all: {}", reason(&e));
+            }
+        }
+        client = None;
+        no_daemon = None; // without herdd nothing moves: native is what it gets
+    }
 
     let child = match Command::new(&opts.command[0]).args(&opts.command[1..]).spawn() {
         Ok(c) => c,

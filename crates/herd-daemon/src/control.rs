@@ -29,13 +29,18 @@ pub enum Request {
     Ctl { op: CtlOp },
     /// Leave the cluster and stop the daemon.
     Shutdown,
-    /// Make process `pid` of this node migratable (`herd run`). The caller must own it.
+    /// Make process `pid` of this node migratable (`herd run`), the first of a new job:
+    /// the processes it starts join the job as herdd finds them. The caller must own it.
     Adopt {
         pid: i32,
-        /// Keep it at home: balancing never moves it (`herd run --lock`, `--home`).
+        /// Keep it at home: balancing never moves it (`herd run --lock`, `--home`); its
+        /// descendants inherit the lock.
         #[serde(default)]
         lock: bool,
     },
+    /// Process `pid` of this node, and everything it starts, runs natively: never
+    /// migratable (`herd run --native`, `native`). Refused if it is away now.
+    Native { pid: i32 },
     /// Move process `pid` (its home pid: this node must be its home) to `target`:
     /// a node name, `home`, or `balance` (the best node now). Answered when the move
     /// is complete (`Migrated`) or has failed (the process then runs where it was).
@@ -173,6 +178,12 @@ pub struct NodeRow {
 pub struct ProcessRow {
     /// Its pid at home (where it was started), whichever node it runs on.
     pub pid: i32,
+    /// Its parent's pid at home (0 when not known).
+    #[serde(default)]
+    pub ppid: i32,
+    /// Its job: the home pid of the process `herd run` started, which it descends from.
+    #[serde(default)]
+    pub job: i32,
     pub uid: u32,
     /// The node it runs on now (this node's name when at home).
     #[serde(rename = "where")]

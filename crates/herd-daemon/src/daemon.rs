@@ -307,6 +307,7 @@ impl Prepared {
         }
         tokio::spawn(crate::peer::serve(streams, shared.clone(), keypair));
         tokio::spawn(crate::balancer::run(shared.clone()));
+        tokio::spawn(crate::family::run(shared.clone()));
         let result = gossip.run().await;
         let _ = std::fs::remove_file(&shared.config.control_socket);
         result

@@ -40,6 +40,9 @@ pub struct Registry {
     procs: Mutex<HashMap<i32, Handle>>,
     guests: Mutex<HashMap<u64, GuestEntry>>,
     next_guest: std::sync::atomic::AtomicU64,
+    /// Processes that run natively (`herd run --native`), by pid, with their start
+    /// times: never adopted, and neither are their descendants (they are not walked).
+    native: Mutex<HashMap<i32, u64>>,
 }
 
 struct Handle {
@@ -50,6 +53,15 @@ struct Handle {
     /// When it was adopted and when it last arrived somewhere.
     times: Arc<Mutex<(Instant, Instant)>>,
     tx: mpsc::UnboundedSender<Input>,
+}
+
+/// What a process passes on to the children it makes (at adoption).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kin {
+    /// The job: the home pid of the process `herd run` started.
+    pub job: i32,
+    pub uid: u32,
+    pub lock: bool,
 }
 
 /// A process of another home running here.
@@ -109,6 +121,8 @@ enum Input {
     RemoteClosed { gen: u64, why: String },
     /// Post-copy: the pusher has sent every page (or failed to).
     PagesSent(Result<Pushed, String>),
+    /// `herd run --native`: no longer migratable, if it is at home.
+    Release { reply: oneshot::Sender<Result<(), ControlError>> },
 }
 
 /// Where the pages of a post-copy come from.
@@ -132,10 +146,23 @@ struct PostCopy {
     want_home: Option<String>,
 }
 
-fn proc_facts(pid: i32) -> Option<(u32, u64, String)> {
+/// What adoption reads of a process: its owner, start time, parent and command line.
+struct Facts {
+    uid: u32,
+    start: u64,
+    ppid: i32,
+    cmd: String,
+    /// Real, effective, saved and file-system ids all the same (no set-id program).
+    plain_ids: bool,
+}
+
+fn proc_facts(pid: i32) -> Option<Facts> {
     let p = procfs::process::Process::new(pid).ok()?;
     let st = p.stat().ok()?;
-    let uid = p.status().ok()?.ruid;
+    let status = p.status().ok()?;
+    let uid = status.ruid;
+    let plain_ids = [status.euid, status.suid, status.fuid].iter().all(|&u| u == uid)
+        && [status.egid, status.sgid, status.fgid].iter().all(|&g| g == status.rgid);
     // `herd run` asks as soon as its child's exec closed the spawn pipe, which can be a
     // moment before the kernel has set the new program's arguments: wait that moment.
     let mut args = p.cmdline().ok().unwrap_or_default();
@@ -147,24 +174,97 @@ fn proc_facts(pid: i32) -> Option<(u32, u64, String)> {
         args = p.cmdline().ok().unwrap_or_default();
     }
     let cmd = if args.is_empty() { st.comm.clone() } else { args.join(" ") };
-    Some((uid, st.starttime, cmd))
+    Some(Facts { uid, start: st.starttime, ppid: st.ppid, cmd, plain_ids })
 }
 
-/// `herd run`: makes process `pid` migratable. Users may adopt their own processes.
+/// `herd run`: makes process `pid` migratable, the first of a new job (its descendants
+/// join it as they are found: [`adopt_child`]). Users may adopt their own processes.
 pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<(), ControlError> {
-    let (uid, start, cmd) = proc_facts(pid).ok_or_else(|| err(ErrorKind::NoSuchProcess, format!("no process {pid} on this node")))?;
+    let facts = proc_facts(pid).ok_or_else(|| err(ErrorKind::NoSuchProcess, format!("no process {pid} on this node")))?;
+    let uid = facts.uid;
     if caller != 0 && caller != uid {
         return Err(err(ErrorKind::PermissionDenied, format!("process {pid} belongs to uid {uid}, not to you (uid {caller})")));
     }
+    if shared.procs.is_native(pid, facts.start) {
+        return Err(err(ErrorKind::Refused, format!("process {pid} runs natively (herd run --native)")));
+    }
+    insert(shared, pid, facts, Kin { job: pid, uid, lock });
+    Ok(())
+}
+
+/// Families: `pid`, a child of migratable process `parent` found at home, joins its
+/// parent's job (and lock). Not a process that changed its ids (a set-id program: its
+/// privileges would not come along), one of another owner, or one that runs natively.
+/// Returns whether it is now migratable (false also when it already was, or has ended).
+pub fn adopt_child(shared: &Arc<Shared>, pid: i32, parent: i32) -> bool {
+    let kin = {
+        let procs = shared.procs.procs.lock().expect("registry lock");
+        if procs.contains_key(&pid) {
+            return false;
+        }
+        let Some(h) = procs.get(&parent) else { return false };
+        let row = h.row.lock().expect("row lock");
+        Kin { job: if row.job > 0 { row.job } else { parent }, uid: h.uid, lock: row.lock }
+    };
+    let Some(facts) = proc_facts(pid) else { return false };
+    // Still the parent's child (not a reused pid), the same owner, plain ids.
+    if facts.ppid != parent || facts.uid != kin.uid || !facts.plain_ids || shared.procs.is_native(pid, facts.start) {
+        return false;
+    }
+    insert(shared, pid, facts, kin)
+}
+
+/// The pids of every migratable process of this home (their children are looked for).
+pub fn adopted(shared: &Shared) -> Vec<i32> {
+    shared.procs.procs.lock().expect("registry lock").keys().copied().collect()
+}
+
+/// `herd run --native`: process `pid` (and what it starts) runs natively: if it was
+/// migratable (a descendant of a job), it no longer is, provided it is at home.
+pub async fn make_native(shared: &Arc<Shared>, pid: i32, caller: u32) -> Result<(), ControlError> {
+    let facts = proc_facts(pid).ok_or_else(|| err(ErrorKind::NoSuchProcess, format!("no process {pid} on this node")))?;
+    if caller != 0 && caller != facts.uid {
+        return Err(err(ErrorKind::PermissionDenied, format!("process {pid} belongs to uid {}, not to you (uid {caller})", facts.uid)));
+    }
+    {
+        let mut native = shared.procs.native.lock().expect("native lock");
+        native.retain(|&p, &mut start| proc_facts(p).is_some_and(|f| f.start == start));
+        native.insert(pid, facts.start);
+    }
+    let tx = {
+        let procs = shared.procs.procs.lock().expect("registry lock");
+        procs.get(&pid).filter(|h| h.start == facts.start).map(|h| h.tx.clone())
+    };
+    let Some(tx) = tx else { return Ok(()) };
+    let (reply, rx) = oneshot::channel();
+    if tx.send(Input::Release { reply }).is_err() {
+        return Ok(()); // it has just ended
+    }
+    rx.await.unwrap_or(Ok(()))
+}
+
+impl Registry {
+    fn is_native(&self, pid: i32, start: u64) -> bool {
+        self.native.lock().expect("native lock").get(&pid) == Some(&start)
+    }
+}
+
+/// Registers `pid` and starts its actor; false if it was there already (then only
+/// `lock` is added).
+fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
+    let Facts { uid, start, ppid, cmd, .. } = facts;
+    let lock = kin.lock;
     let mut procs = shared.procs.procs.lock().expect("registry lock");
     if let Some(h) = procs.get(&pid) {
         if h.start == start {
             h.row.lock().expect("row lock").lock |= lock;
-            return Ok(());
+            return false;
         }
     }
     let row = Arc::new(Mutex::new(ProcessRow {
         pid,
+        ppid,
+        job: kin.job,
         uid,
         where_: shared.config.name.clone(),
         state: "home".into(),
@@ -184,7 +284,11 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
     let times = Arc::new(Mutex::new((now, now)));
     procs.insert(pid, Handle { uid, start, row: row.clone(), times: times.clone(), tx: tx.clone() });
     drop(procs);
-    tracing::info!(pid, uid, cmd, "adopted");
+    if kin.job == pid {
+        tracing::info!(pid, uid, cmd, "adopted");
+    } else {
+        tracing::info!(pid, uid, job = kin.job, ppid, cmd, "adopted (a child)");
+    }
     let actor = Actor {
         shared: shared.clone(),
         pid,
@@ -207,7 +311,7 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
         postcopy: None,
     };
     tokio::spawn(actor.run(start));
-    Ok(())
+    true
 }
 
 /// Runs `f` on the handle of process `pid` of this home, if `caller` may act on it
@@ -461,24 +565,45 @@ impl Actor {
                     }
                 }
                 _ = tick.tick() => {
+                    // At home, the process; away, its deputy: its parent here may change
+                    // (a parent that ends leaves it to init or a subreaper).
+                    let stat = procfs::process::Process::new(self.pid).and_then(|p| p.stat());
                     if self.deputy.is_none() {
                         // At home: is it still the same process?
-                        let now = procfs::process::Process::new(self.pid).and_then(|p| p.stat()).map(|st| st.starttime);
-                        match now {
-                            Ok(s) if s == start => self.sample_home(),
+                        match stat {
+                            Ok(st) if st.starttime == start => {
+                                self.set_row(|r| r.ppid = st.ppid);
+                                self.sample_home();
+                            }
                             _ => break,
                         }
+                    } else if let Ok(st) = stat {
+                        self.set_row(|r| r.ppid = st.ppid);
                     }
                 }
             }
         }
-        tracing::debug!(pid = self.pid, "no longer migratable (ended)");
-        self.shared.procs.procs.lock().expect("registry lock").remove(&self.pid);
+        tracing::debug!(pid = self.pid, "no longer migratable (ended or released)");
+        let mut procs = self.shared.procs.procs.lock().expect("registry lock");
+        // Not a new process that has the pid now.
+        if procs.get(&self.pid).is_some_and(|h| h.start == start) {
+            procs.remove(&self.pid);
+        }
     }
 
     fn sample_home(&mut self) {
         if let Some(u) = Usage::of(self.pid) {
             self.sample(u, u.io_calls);
+        }
+        // A child adopted between its fork and its exec shows its parent's command first.
+        if let Ok(args) = procfs::process::Process::new(self.pid).and_then(|p| p.cmdline()) {
+            if !args.is_empty() {
+                let cmd = args.join(" ");
+                if cmd != self.cmd {
+                    self.set_row(|r| r.cmd = cmd.clone());
+                    self.cmd = cmd;
+                }
+            }
         }
     }
 
@@ -586,6 +711,18 @@ impl Actor {
                 true
             }
             Input::Remote { .. } | Input::RemoteClosed { .. } => true,
+            Input::Release { reply } => {
+                let home = self.deputy.is_none() && self.remote.is_none() && self.postcopy.is_none();
+                let r = if home {
+                    tracing::info!(pid = self.pid, "runs natively from now on (herd run --native)");
+                    Ok(())
+                } else {
+                    let node = self.row.lock().expect("row lock").where_.clone();
+                    Err(err(ErrorKind::Busy, format!("process {} runs on {node}; it stays migratable", self.pid)))
+                };
+                let _ = reply.send(r);
+                !home
+            }
         }
     }
 

@@ -85,6 +85,12 @@ async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
                 Err(e) => Response::Error(e),
             }
         }
+        Request::Native { pid } => {
+            return match crate::migrate::make_native(shared, pid, uid).await {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Error(e),
+            }
+        }
         Request::Migrate { pid, target, mode } => {
             let target = crate::migrate::Target::parse(&target, &shared.config.name);
             return match crate::migrate::migrate(shared, pid, target, mode, uid).await {
