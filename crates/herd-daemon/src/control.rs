@@ -94,10 +94,16 @@ pub struct CtlDone {
 impl Request {
     /// Whether only root or the daemon's own user may make this request.
     pub fn is_privileged(&self) -> bool {
-        // Adopt and Migrate are checked per process: users act on their own.
+        // Adopt, Native, Migrate and Lock are checked per process: users act on their own.
         !matches!(
             self,
-            Request::Status | Request::Nodes | Request::Processes | Request::Adopt { .. } | Request::Migrate { .. } | Request::Lock { .. }
+            Request::Status
+                | Request::Nodes
+                | Request::Processes
+                | Request::Adopt { .. }
+                | Request::Native { .. }
+                | Request::Migrate { .. }
+                | Request::Lock { .. }
         )
     }
 }

@@ -414,15 +414,26 @@ pub fn counts(shared: &Shared) -> (usize, usize) {
 /// `herd ps`: the rows, with why each process at home cannot move (read from /proc now).
 pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     let procs = shared.procs.procs.lock().expect("registry lock");
-    let mut rows: Vec<ProcessRow> = procs.values().map(|h| h.row.lock().expect("row lock").clone()).collect();
+    let listed: Vec<(ProcessRow, u64)> = procs.values().map(|h| (h.row.lock().expect("row lock").clone(), h.start)).collect();
     drop(procs);
-    for r in &mut rows {
+    let mut rows = Vec::with_capacity(listed.len());
+    for (mut r, start) in listed {
+        // Its parent now (at home, or its deputy's): the actor's figure is a second old.
+        let stat = procfs::process::Process::new(r.pid).and_then(|p| p.stat());
+        if let Ok(st) = &stat {
+            r.ppid = st.ppid;
+        }
         if r.state == "home" {
+            // Ended since its actor last looked: not listed.
+            if !stat.is_ok_and(|st| st.starttime == start) {
+                continue;
+            }
             r.cantmove = cannot_move(r.pid);
             if r.uid == 0 && !shared.config.allow_root_guests {
                 r.cantmove.push("belongs to root (allow_root_guests is off)".into());
             }
         }
+        rows.push(r);
     }
     rows.sort_by_key(|r| r.pid);
     rows

@@ -275,10 +275,18 @@ impl Guest {
             }
             Class::Identity(Identity::Getpid) | Class::Identity(Identity::Gettid) => self.answer(n.id, self.home_pid as i64),
             Class::Identity(Identity::SignalSelf { sig }) => {
-                // Answer first: a signal that arrived while the call waits
-                // would interrupt it and have it restarted, and sent again.
+                // At home a signal to oneself that is blocked, or whose action is the
+                // default one, has taken effect when the call returns (`raise` blocks
+                // every signal around its tgkill: the signal is pending as the mask is
+                // restored, and acts then). So it is sent before the answer. One that
+                // a handler catches is sent after: sent first, it would interrupt the
+                // call's wait, which would be restarted and send it again.
+                let first = sig != 0 && acts_before_return(n.pid, sig);
+                if first {
+                    let _ = task::kill(self.pid, sig);
+                }
                 self.answer(n.id, 0);
-                if sig != 0 {
+                if sig != 0 && !first {
                     let _ = task::kill(self.pid, sig);
                 }
             }
@@ -482,3 +490,59 @@ fn interrupts(pid: i32, sig: i32) -> bool {
     !blocked && !ignored && (caught || !default_ignored)
 }
 
+
+/// Whether signal `sig` sent to thread `tid` now takes effect without running a handler
+/// first: it is blocked in the thread (it stays pending), or neither caught nor ignored
+/// (its default action). From /proc/TID/status; false when it cannot be read.
+fn acts_before_return(tid: u32, sig: i32) -> bool {
+    if !(1..=64).contains(&sig) {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return false };
+    let mask = |key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    let bit = 1u64 << (sig - 1);
+    match (mask("SigBlk:"), mask("SigCgt:"), mask("SigIgn:")) {
+        (Some(blk), _, _) if blk & bit != 0 => true,
+        (Some(_), Some(cgt), Some(ign)) => (cgt | ign) & bit == 0,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acts_before_return;
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn which_signals_act_before_the_call_returns() {
+        // A shell that catches SIGUSR1 and ignores SIGINT.
+        let mut sh = Command::new("sh")
+            .args(["-c", "trap : USR1; trap '' INT; echo ready; read x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        BufReader::new(sh.stdout.take().unwrap()).read_line(&mut String::new()).unwrap();
+        let pid = sh.id();
+        assert!(acts_before_return(pid, libc::SIGTERM), "default action");
+        assert!(!acts_before_return(pid, libc::SIGUSR1), "caught");
+        assert!(!acts_before_return(pid, libc::SIGINT), "ignored");
+        assert!(!acts_before_return(pid, 0) && !acts_before_return(pid, 65));
+        drop(sh.stdin.take());
+        sh.wait().unwrap();
+        // A thread of its own: its mask is changed.
+        std::thread::spawn(|| {
+            let tid = herd_kernel::task::gettid() as u32;
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGUSR1);
+            pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).unwrap();
+            assert!(acts_before_return(tid, libc::SIGUSR1), "blocked");
+        })
+        .join()
+        .unwrap();
+    }
+}

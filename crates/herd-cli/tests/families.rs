@@ -1,0 +1,372 @@
+//! Families end to end: what a `herd run` command starts is migratable too, on a local
+//! cluster of three nodes with one CPU each (real herdd daemons in namespaces of their
+//! own).
+//!
+//! Method as in migrate.rs (the lab is common/lab.rs): each scenario runs a real program
+//! tree in n1 twice, once directly and once under `herd run`, and asserts the same stdout
+//! (sorted where jobs run side by side and their lines interleave) and the same exit
+//! status. Two scenarios leave the moves to the balancer and assert that the work ran on
+//! every node; the others start the job locked (`herd run --lock`: its children inherit
+//! the lock) and move its members by hand with `herd migrate`, at points the programs wait
+//! for. The processes run as nobody. `HERD_FAMILIES_ONLY=word,word` runs some scenarios.
+//!
+//! Prerequisites missing (root, herdd, iproute2, setpriv, a C compiler, cgroups):
+//! `SKIP: <reason>` and return.
+
+#[path = "common/collector.rs"]
+mod collector;
+#[path = "common/lab.rs"]
+mod lab;
+#[path = "common/nodes.rs"]
+mod nodes;
+#[path = "common/scenarios.rs"]
+mod scenarios;
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lab::*;
+use nodes::HERD;
+use serde_json::Value;
+
+const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick"];
+const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh"];
+/// Rounds of a CPU-bound job: about 2.5 s of one CPU.
+const ROUNDS: &str = "800000";
+/// How long a job's processes may take to be seen (adopted) by herdd.
+const ADOPTED: Duration = Duration::from_secs(10);
+
+type Scenario = scenarios::Scenario<Lab>;
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("remote_parent_waits_for_children_on_two_other_nodes", remote_parent_waits_for_children_on_two_other_nodes),
+    ("pipeline_stages_moved_apart_mid_stream", pipeline_stages_moved_apart_mid_stream),
+    ("kill_9_of_the_top_leaves_its_children_running", kill_9_of_the_top_leaves_its_children_running),
+    ("whole_job_moved_then_its_process_group_signalled", whole_job_moved_then_its_process_group_signalled),
+    ("native_part_of_a_job_stays_out", native_part_of_a_job_stays_out),
+    ("background_jobs_spread_over_the_nodes", background_jobs_spread_over_the_nodes),
+    ("xargs_parallel_jobs_spread_over_the_nodes", xargs_parallel_jobs_spread_over_the_nodes),
+];
+
+#[test]
+fn family_scenarios() {
+    let spec = Spec { name: "fam", c_programs: C_PROGRAMS, py_programs: &[], scripts: SCRIPTS, quiet_n1: false, cpus_per_node: Some(1) };
+    let Some(lab) = Lab::new(&spec) else { return };
+    let (ran, failed) = scenarios::run(SCENARIOS, "HERD_FAMILIES_ONLY", &lab, Lab::wait_healthy, |_| {});
+    let dir = lab.finish(failed.is_empty());
+    scenarios::report("family scenarios", ran, &failed, &dir);
+}
+
+// ---------------------------------------------------------------------------
+// The scenarios
+// ---------------------------------------------------------------------------
+
+/// A parent forks two children; the children go to n2 and n3, the parent to n2; the
+/// parent wakes them and waits: exact statuses (exit 7, SIGTERM), its SIGCHLD handler ran.
+fn remote_parent_waits_for_children_on_two_other_nodes(lab: &Lab) {
+    let prog = lab.program("fam_wait");
+    let mut d = lab.start("fam_wait (direct)", How::Direct, &prog);
+    d.wait_for_line(lab, "ready 1");
+    d.send(lab, "go\n");
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+    assert_eq!(direct.stdout, "ready 1\na: exited 7\nb: killed by signal 15\nsigchld handled: yes\n", "{}", direct.describe());
+
+    let mut p = lab.start("fam_wait (herd run --lock, parent and children apart)", How::HerdLocked, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready 1");
+    let kids = children_of(lab, &mut p);
+    let rows = wait_job(lab, &mut p, pid, |rows| kids.iter().all(|k| row_of(rows, *k).is_some()));
+    for k in &kids {
+        let r = row_of(&rows, *k).unwrap();
+        assert_eq!((r["ppid"].as_i64(), r["job"].as_i64(), r["lock"].as_bool()), (Some(pid.into()), Some(pid.into()), Some(true)), "child {k}: {r}");
+    }
+    lab.expect_migrate(&p, kids[0], "n2");
+    lab.expect_migrate(&p, kids[1], "n3");
+    // A parent with children moves: they stay at home with its deputy.
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, kids[0], "n2", Some(1));
+    lab.expect_where(&p, kids[1], "n3", Some(1));
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    lab.expect_gone_from(None, "n2", &prog);
+    lab.expect_gone_from(None, "n3", &prog);
+}
+
+/// `gen | sort | uniq -c`: once gen has written half its lines, gen goes to n2, sort
+/// to n3 and uniq to n2; the pipes stay at home. The same counts as a direct run.
+fn pipeline_stages_moved_apart_mid_stream(lab: &Lab) {
+    let gen = lab.program("fam_gen");
+    let prog = lab.script("fam_pipe.sh").with_args(&[gen.marker.as_str(), "200000"]);
+    let mut d = lab.start("fam_pipe (direct)", How::Direct, &prog);
+    d.wait_for(lab, "fam_gen wrote half", |_, err| err.contains("fam-gen: half\n"));
+    d.send(lab, "go\n");
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+    assert!(direct.stdout.lines().count() > 1000, "{}", direct.describe());
+
+    let mut p = lab.start("fam_pipe (herd run --lock, stages apart)", How::HerdLocked, &prog);
+    p.wait_for(lab, "fam_gen wrote half", |_, err| err.contains("fam-gen: half\n"));
+    let job = job_of(lab, &mut p, &prog.marker);
+    let stage = |rows: &[Value], cmd: &str| rows.iter().find(|r| r["cmd"].as_str().is_some_and(|c| c.starts_with(cmd))).and_then(|r| r["pid"].as_i64());
+    let gen_cmd = format!("{} ", gen.marker);
+    let rows = wait_job(lab, &mut p, job, |rows| stage(rows, &gen_cmd).is_some() && stage(rows, "sort").is_some() && stage(rows, "uniq").is_some());
+    let pids = [stage(&rows, &gen_cmd), stage(&rows, "sort"), stage(&rows, "uniq")].map(|p| p.unwrap() as i32);
+    for (pid, node) in pids.iter().zip(["n2", "n3", "n2"]) {
+        lab.expect_migrate(&p, *pid, node);
+    }
+    lab.expect_runs_on(&p, "n2", &gen);
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    lab.expect_gone_from(None, "n2", &gen);
+}
+
+/// A shell with three jobs; two go to n2 and n3; `kill -9` of the shell leaves all three
+/// running (re-parented, as at home), and each ends normally when its input does.
+fn kill_9_of_the_top_leaves_its_children_running(lab: &Lab) {
+    let tick = lab.program("fam_tick");
+    let prog = lab.script("fam_tree.sh").with_args(&[tick.marker.as_str()]);
+    let mut d = lab.start("fam_tree (direct, shell killed)", How::Direct, &prog);
+    d.wait_for_lines(lab, 4);
+    kill_direct_shell(lab, &d, &prog, libc::SIGKILL);
+    let direct = d.finish(lab);
+    expect_status(&direct, None, Some(libc::SIGKILL));
+
+    let mut p = lab.start("fam_tree (herd run --lock, shell killed)", How::HerdLocked, &prog);
+    p.wait_for_lines(lab, 4);
+    let job = job_of(lab, &mut p, &prog.marker);
+    let rows = wait_job(lab, &mut p, job, |rows| rows.len() >= 4);
+    let (a, b) = (tick_pid(&rows, "a"), tick_pid(&rows, "b"));
+    lab.expect_migrate(&p, a, "n2");
+    lab.expect_migrate(&p, b, "n3");
+    lab.kill_in_n1(job, "KILL");
+    // Its children run on, where they were, with another parent.
+    thread::sleep(Duration::from_millis(500));
+    let rows = lab.ps();
+    for (pid, node) in [(a, "n2"), (b, "n3")] {
+        let r = row_of(&rows, pid).unwrap_or_else(|| p.fail(lab, &format!("pid {pid} is no longer listed after the shell's death: {rows:?}")));
+        assert_eq!(r["where"], node, "{r}");
+        assert_ne!(r["ppid"].as_i64(), Some(job.into()), "not re-parented: {r}");
+    }
+    lab.expect_runs_on(&p, "n2", &tick.with_args(&["a"]));
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, sorted);
+    for node in NODES {
+        lab.expect_gone_from(None, node, &tick);
+    }
+}
+
+/// `herd migrate -j JOB n3` moves every process of the job; `herd ps --tree` draws it;
+/// SIGTERM to its process group in n1 ends every member, wherever it runs.
+fn whole_job_moved_then_its_process_group_signalled(lab: &Lab) {
+    let tick = lab.program("fam_tick");
+    // In a session and process group of its own (the test's is not to be signalled), as a
+    // shell with job control starts each job.
+    let mut prog = lab.script("fam_tree.sh").with_args(&[tick.marker.as_str()]);
+    prog.argv.insert(0, "setsid".into());
+    let mut d = lab.start("fam_tree (direct, group signalled)", How::Direct, &prog);
+    d.wait_for_lines(lab, 4);
+    // The shell leads its group.
+    let shell = direct_shell(lab, &d, &prog);
+    let pgrp = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(shell))).expect("getpgid");
+    assert_eq!(pgrp.as_raw(), shell, "the shell does not lead its process group");
+    nix::sys::signal::killpg(pgrp, nix::sys::signal::Signal::SIGTERM).expect("killpg");
+    let direct = d.finish(lab);
+
+    let mut p = lab.start("fam_tree (herd run --lock, job moved, group signalled)", How::HerdLocked, &prog);
+    p.wait_for_lines(lab, 4);
+    let job = job_of(lab, &mut p, &prog.marker);
+    wait_job(lab, &mut p, job, |rows| rows.len() >= 4);
+    let out = run_herd(lab, &["migrate", "-j", &job.to_string(), "n3"]);
+    assert!(out.0, "herd migrate -j {job} n3: {}", out.1);
+    assert_eq!(out.1.lines().filter(|l| l.starts_with("moved ")).count(), 4, "herd migrate -j {job} n3 said:\n{}", out.1);
+    let rows = job_rows(&lab.ps(), job);
+    assert!(rows.iter().all(|r| r["where"] == "n3"), "not all on n3: {rows:?}");
+    let (ok, tree) = run_herd(lab, &["ps", "--tree"]);
+    assert!(ok, "herd ps --tree: {tree}");
+    for name in ["a", "b", "c"] {
+        let line = format!("\\_ {} {name}", tick.marker);
+        assert!(tree.lines().any(|l| l.ends_with(&line)), "herd ps --tree has no line ending {line:?}:\n{tree}");
+    }
+    lab.node_sh_ok("n1", &format!("kill -s TERM -- -{job}"));
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, sorted);
+    for node in NODES {
+        lab.expect_gone_from(None, node, &tick);
+    }
+}
+
+/// `herd run --native` inside a job: that part is never adopted; its sibling is.
+fn native_part_of_a_job_stays_out(lab: &Lab) {
+    let tick = lab.program("fam_tick");
+    let prog = lab.script("fam_native.sh").with_args(&[HERD, tick.marker.as_str()]);
+    let mut d = lab.start("fam_native (direct)", How::Direct, &prog);
+    d.wait_for_lines(lab, 2);
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+
+    let mut p = lab.start("fam_native (herd run)", How::HerdLocked, &prog);
+    p.wait_for_lines(lab, 2);
+    let job = job_of(lab, &mut p, &prog.marker);
+    let has = |rows: &[Value], end: &str| rows.iter().any(|r| r["cmd"].as_str().is_some_and(|c| c.ends_with(end)));
+    wait_job(lab, &mut p, job, |rows| has(rows, " migratable"));
+    // Many scans later, nothing of the native part.
+    thread::sleep(Duration::from_secs(1));
+    let rows = lab.ps();
+    assert!(!has(&rows, " native"), "the native part was adopted: {rows:?}");
+    assert!(!rows.iter().any(|r| r["cmd"].as_str().is_some_and(|c| c.contains(" run --native "))), "herd run --native was adopted: {rows:?}");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, sorted);
+}
+
+/// Six CPU-bound jobs started with `&` by a shell under plain `herd run`: the balancer
+/// spreads them; every node ran some; the same results.
+fn background_jobs_spread_over_the_nodes(lab: &Lab) {
+    let prog = lab.script("fam_jobs.sh").with_args(&["6", ROUNDS]);
+    let direct = lab.start("fam_jobs (direct)", How::Direct, &prog).finish(lab);
+    expect_status(&direct, Some(0), None);
+    let p = lab.start("fam_jobs (herd run)", How::Herd, &prog);
+    spread_and_same(lab, p, &prog, &direct);
+}
+
+/// `xargs -P 4` of four CPU-bound jobs under plain `herd run`: as above.
+fn xargs_parallel_jobs_spread_over_the_nodes(lab: &Lab) {
+    let prog = lab.script("fam_xargs.sh").with_args(&["4", ROUNDS]);
+    let direct = lab.start("fam_xargs (direct)", How::Direct, &prog).finish(lab);
+    expect_status(&direct, Some(0), None);
+    let p = lab.start("fam_xargs (herd run)", How::Herd, &prog);
+    spread_and_same(lab, p, &prog, &direct);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Watches `herd ps` until `p` ends: some process of its job must have run on n2 and
+/// some on n3; then the same (sorted) output and status as `direct`.
+fn spread_and_same(lab: &Lab, mut p: Proc, prog: &Program, direct: &Finished) {
+    let mut job = None;
+    let mut seen = BTreeSet::new();
+    let start = Instant::now();
+    while p.exited().is_none() {
+        let rows = lab.ps();
+        if job.is_none() {
+            job = top_row(&rows, &prog.marker).and_then(|r| r["pid"].as_i64());
+        }
+        if let Some(job) = job {
+            for r in rows.iter().filter(|r| r["job"].as_i64() == Some(job) && r["state"] == "remote") {
+                seen.insert(r["where"].as_str().unwrap_or("?").to_string());
+            }
+        }
+        if start.elapsed() > RUN_LIMIT {
+            p.fail(lab, &format!("it did not end within {RUN_LIMIT:?}"));
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let moved = p.finish(lab);
+    same_result(direct, &moved, sorted);
+    assert!(job.is_some(), "herd ps never listed the job\n{}", moved.logs);
+    assert!(seen.contains("n2") && seen.contains("n3"), "the job's processes ran only on {seen:?} besides n1\n{}", moved.logs);
+    println!("{}: ran on n1 and {seen:?}", moved.label);
+}
+
+fn same(s: &str) -> String {
+    s.to_string()
+}
+
+/// The lines sorted: jobs that run side by side print in any order.
+fn sorted(s: &str) -> String {
+    let mut lines: Vec<&str> = s.lines().collect();
+    lines.sort_unstable();
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn row_of(rows: &[Value], pid: i32) -> Option<&Value> {
+    rows.iter().find(|r| r["pid"].as_i64() == Some(pid.into()))
+}
+
+fn job_rows(rows: &[Value], job: i32) -> Vec<Value> {
+    rows.iter().filter(|r| r["job"].as_i64() == Some(job.into())).cloned().collect()
+}
+
+/// The row of the process `herd run` started for the program with `marker`: the first
+/// of its job.
+fn top_row<'a>(rows: &'a [Value], marker: &str) -> Option<&'a Value> {
+    rows.iter().find(|r| r["pid"] == r["job"] && r["cmd"].as_str().is_some_and(|c| c.contains(marker)))
+}
+
+/// The job (home pid of the top process) of the program with `marker`, once listed.
+fn job_of(lab: &Lab, p: &mut Proc, marker: &str) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(pid) = top_row(&lab.ps(), marker).and_then(|r| r["pid"].as_i64()) {
+            p.pid = Some(pid as i32);
+            return pid as i32;
+        }
+        if start.elapsed() > ADOPTED {
+            p.fail(lab, &format!("herd ps lists no job of {marker} within {ADOPTED:?}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `herd ps` until the rows of job `job` satisfy `ready`; returns them.
+fn wait_job(lab: &Lab, p: &mut Proc, job: i32, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let rows = job_rows(&lab.ps(), job);
+        if ready(&rows) {
+            return rows;
+        }
+        if start.elapsed() > ADOPTED {
+            p.fail(lab, &format!("the processes of job {job} are not all adopted within {ADOPTED:?}: herd ps lists {rows:?}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pids fam_wait printed for its children.
+fn children_of(lab: &Lab, p: &mut Proc) -> Vec<i32> {
+    let parse = |err: &str| -> Option<Vec<i32>> {
+        let line = err.lines().find_map(|l| l.strip_prefix("fam-children: "))?;
+        line.split_whitespace().map(|w| w.parse().ok()).collect()
+    };
+    p.wait_for(lab, "it printed its children (\"fam-children: A B\" on stderr)", |_, err| parse(err).is_some());
+    parse(&p.stderr()).unwrap()
+}
+
+/// The home pid of fam_tick NAME in the rows.
+fn tick_pid(rows: &[Value], name: &str) -> i32 {
+    let end = format!(" {name}");
+    rows.iter()
+        .find(|r| r["cmd"].as_str().is_some_and(|c| c.contains("fam_tick") && c.ends_with(&end)))
+        .and_then(|r| r["pid"].as_i64())
+        .unwrap_or_else(|| panic!("no fam_tick {name} in {rows:?}")) as i32
+}
+
+/// The host pid of the shell running `prog` directly in n1 (the only process with its
+/// marker that bash runs, once its jobs have started).
+fn direct_shell(lab: &Lab, p: &Proc, prog: &Program) -> i32 {
+    let shells: Vec<i32> =
+        lab.procs_on("n1", prog).into_iter().filter(|(_, what)| what.contains("cmdline \"/bin/bash ")).map(|(pid, _)| pid).collect();
+    match shells[..] {
+        [pid] => pid,
+        _ => p.fail(lab, &format!("not one shell of {} in n1: {shells:?}", prog.marker)),
+    }
+}
+
+/// `kill -s SIG` to the shell running `prog` directly in n1.
+fn kill_direct_shell(lab: &Lab, p: &Proc, prog: &Program, sig: i32) {
+    let pid = direct_shell(lab, p, prog);
+    herd_kernel::task::kill(pid, sig).unwrap_or_else(|e| p.fail(lab, &format!("kill {sig} of host pid {pid}: {e}")));
+}
+
+/// `herd --node n1 ARGS`: whether it succeeded, and its stdout and stderr.
+fn run_herd(lab: &Lab, args: &[&str]) -> (bool, String) {
+    let out = run_bounded(lab.herd_cmd(args), &format!("herd {args:?}"), MIGRATE_LIMIT);
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
