@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v make >/dev/null 2>&1 || need+=(make)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v bash >/dev/null 2>&1 || need+=(bash)

@@ -159,6 +159,9 @@ struct Facts {
 fn proc_facts(pid: i32) -> Option<Facts> {
     let p = procfs::process::Process::new(pid).ok()?;
     let st = p.stat().ok()?;
+    if matches!(st.state, 'Z' | 'X') {
+        return None; // ended: a zombie is nothing to adopt
+    }
     let status = p.status().ok()?;
     let uid = status.ruid;
     let plain_ids = [status.euid, status.suid, status.fuid].iter().all(|&u| u == uid)

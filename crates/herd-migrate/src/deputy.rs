@@ -588,7 +588,12 @@ impl Deputy {
         let pid = self.pid;
         let r = (|| -> Result<(), KernelError> {
             if let Ending::Signal(sig) = how {
-                self.injector()?.call_interruptible(abi::SYS_TGKILL, &[pid as u64, pid as u64, sig as u64])?;
+                // A signal already pending (a child's SIGCHLD…) stops the deputy before
+                // the call is made: make it again until it is.
+                while !matches!(
+                    self.injector()?.call_interruptible(abi::SYS_TGKILL, &[pid as u64, pid as u64, sig as u64])?,
+                    Outcome::Done(_)
+                ) {}
             }
             loop {
                 // Other signals (wake-ups, late arrivals) are passed over.

@@ -291,6 +291,18 @@ impl Guest {
                 }
             }
             Class::Forward => match syscalls::marshal(n.nr as i64, args, &ProcMemory { pid: self.pid }) {
+                // A new call while one is pending at home: a signal ended the wait of the
+                // pending one in the process (one thread: nothing else can make a call).
+                // The same call again is the kernel's restart of it (or the program's
+                // retry after EINTR): home may have run it already (a write written, a
+                // child reaped), so home's answer to it is this call's answer — run twice,
+                // it would write twice or lose the child.
+                Ok(call) if self.pending.as_ref().is_some_and(|p| p.2 == call) => {
+                    tracing::debug!(pid = self.pid, nr = n.nr, "the pending call again (restarted): home's answer is its answer");
+                    if let Some(p) = self.pending.as_mut() {
+                        p.0 = n.id;
+                    }
+                }
                 Ok(call) => {
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, call: call.clone() });
@@ -481,33 +493,37 @@ enum Flow {
 /// Whether `sig` sent to `pid` now would interrupt a system call it waits in:
 /// not blocked and not ignored (explicitly, or by default).
 fn interrupts(pid: i32, sig: i32) -> bool {
-    let Ok(status) = procfs::process::Process::new(pid).and_then(|p| p.status()) else { return true };
+    let Some(m) = SigMasks::of(pid as u32) else { return true };
     let bit = 1u64 << (sig - 1);
-    let caught = status.sigcgt & bit != 0;
-    let ignored = status.sigign & bit != 0;
-    let blocked = status.sigblk & bit != 0;
     let default_ignored = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT].contains(&sig);
-    !blocked && !ignored && (caught || !default_ignored)
+    m.blocked & bit == 0 && m.ignored & bit == 0 && (m.caught & bit != 0 || !default_ignored)
 }
 
+/// A thread's signal masks, from /proc/TID/status.
+struct SigMasks {
+    blocked: u64,
+    caught: u64,
+    ignored: u64,
+}
+
+impl SigMasks {
+    fn of(tid: u32) -> Option<SigMasks> {
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+        let mask = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+        Some(SigMasks { blocked: mask("SigBlk:")?, caught: mask("SigCgt:")?, ignored: mask("SigIgn:")? })
+    }
+}
 
 /// Whether signal `sig` sent to thread `tid` now takes effect without running a handler
 /// first: it is blocked in the thread (it stays pending), or neither caught nor ignored
-/// (its default action). From /proc/TID/status; false when it cannot be read.
+/// (its default action). False when its status cannot be read.
 fn acts_before_return(tid: u32, sig: i32) -> bool {
     if !(1..=64).contains(&sig) {
         return false;
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return false };
-    let mask = |key: &str| {
-        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    };
+    let Some(m) = SigMasks::of(tid) else { return false };
     let bit = 1u64 << (sig - 1);
-    match (mask("SigBlk:"), mask("SigCgt:"), mask("SigIgn:")) {
-        (Some(blk), _, _) if blk & bit != 0 => true,
-        (Some(_), Some(cgt), Some(ign)) => (cgt | ign) & bit == 0,
-        _ => false,
-    }
+    m.blocked & bit != 0 || (m.caught | m.ignored) & bit == 0
 }
 
 #[cfg(test)]

@@ -374,7 +374,13 @@ impl Pager {
             self.requested.remove(&a);
             a += PAGE;
         }
-        for _attempt in 0..64 {
+        // The process changes its layout while we place pages (UFFDIO_COPY says EAGAIN
+        // from the moment a remap starts until its event has been read): take the events
+        // and try again where the pages are now. The event may not be queued yet when the
+        // copy fails (the process may be off the CPU in between, on a busy node): then
+        // wait a moment. Give up only after a long time of it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
             let wanted = self.map.wanted(src, data.len() as u64);
             if wanted.is_empty() {
                 return Ok(());
@@ -414,9 +420,11 @@ impl Pager {
             if !again {
                 return Ok(());
             }
-            // The process changes its layout: take the events, then place the rest
-            // where the pages are now.
+            let layout = self.layout;
             self.events(events, request)?;
+            if self.layout == layout {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         Err(format!("pages at {src:#x} could not be placed: the process keeps changing its memory layout"))
     }
