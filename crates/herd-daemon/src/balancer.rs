@@ -21,6 +21,20 @@ use crate::control::{ControlError, ErrorKind, Migrated};
 use crate::daemon::Shared;
 use crate::migrate;
 
+/// Moves smaller than this teach nothing of the transfer rate: their time is the fixed
+/// cost of a move (the stop, a first look at the target's copies of the files), and a few
+/// of them would make every larger process look too dear to move.
+const RATE_SAMPLE_MIN: u64 = 4 << 20;
+
+/// The smoothed transfer rate after move `m`.
+fn learn_rate(old: Option<f64>, m: &Migrated) -> Option<f64> {
+    if m.total_ms <= 0.0 || m.bytes < RATE_SAMPLE_MIN {
+        return old;
+    }
+    let r = m.bytes as f64 / (m.total_ms / 1e3);
+    Some(old.map_or(r, |old| 0.7 * old + 0.3 * r))
+}
+
 /// How long a process whose automatic move failed is left where it is.
 const BACKOFF: Duration = Duration::from_secs(30);
 
@@ -133,12 +147,7 @@ impl Balancer {
     fn finished(&mut self, pid: i32, (from, to): (u64, u64), result: Result<Migrated, ControlError>) {
         self.moving.remove(&pid);
         match result {
-            Ok(m) => {
-                if m.total_ms > 0.0 && m.bytes > 0 {
-                    let r = m.bytes as f64 / (m.total_ms / 1e3);
-                    self.rate = Some(self.rate.map_or(r, |old| 0.7 * old + 0.3 * r));
-                }
-            }
+            Ok(m) => self.rate = learn_rate(self.rate, &m),
             Err(e) => {
                 // The target's refusal (blocked since, say) says nothing against the process:
                 // it may go elsewhere soon. Its own refusal (cannot move now) holds longer.
@@ -203,5 +212,26 @@ impl Balancer {
             .collect();
         let snap = Snapshot { home, nodes, procs, transfer_rate: self.rate.unwrap_or(0.0) };
         Some((snap, names))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved(bytes: u64, total_ms: f64) -> Migrated {
+        Migrated { pid: 1, node: "n2".into(), frozen_ms: 10.0, total_ms, bytes, mode: Default::default() }
+    }
+
+    #[test]
+    fn small_moves_teach_no_rate() {
+        // 270 KiB in a second (a first move to a node): not a rate.
+        assert_eq!(learn_rate(None, &moved(270 << 10, 1000.0)), None);
+        assert_eq!(learn_rate(Some(5e8), &moved(270 << 10, 1000.0)), Some(5e8));
+        let r = learn_rate(None, &moved(64 << 20, 250.0)).unwrap();
+        assert!((r - (64u64 << 20) as f64 * 4.0).abs() < 1.0);
+        let smoothed = learn_rate(Some(r), &moved(64 << 20, 500.0)).unwrap();
+        assert!(smoothed < r && smoothed > r / 2.0);
+        assert_eq!(learn_rate(Some(r), &moved(64 << 20, 0.0)), Some(r));
     }
 }
