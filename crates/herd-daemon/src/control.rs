@@ -184,7 +184,8 @@ pub struct NodeRow {
 pub struct ProcessRow {
     /// Its pid at home (where it was started), whichever node it runs on.
     pub pid: i32,
-    /// Its parent's pid at home (0 when not known).
+    /// Its parent's pid at home (0 when not known): read when the rows are asked for,
+    /// so a re-parenting shows at once.
     #[serde(default)]
     pub ppid: i32,
     /// Its job: the home pid of the process `herd run` started, which it descends from.

@@ -231,7 +231,8 @@ pub async fn make_native(shared: &Arc<Shared>, pid: i32, caller: u32) -> Result<
     }
     {
         let mut native = shared.procs.native.lock().expect("native lock");
-        native.retain(|&p, &mut start| proc_facts(p).is_some_and(|f| f.start == start));
+        // Forget those that have ended (their start time only: no need of the rest).
+        native.retain(|&p, &mut start| procfs::process::Process::new(p).and_then(|p| p.stat()).is_ok_and(|st| st.starttime == start));
         native.insert(pid, facts.start);
     }
     let tx = {
@@ -579,20 +580,13 @@ impl Actor {
                     }
                 }
                 _ = tick.tick() => {
-                    // At home, the process; away, its deputy: its parent here may change
-                    // (a parent that ends leaves it to init or a subreaper).
-                    let stat = procfs::process::Process::new(self.pid).and_then(|p| p.stat());
                     if self.deputy.is_none() {
                         // At home: is it still the same process?
-                        match stat {
-                            Ok(st) if st.starttime == start => {
-                                self.set_row(|r| r.ppid = st.ppid);
-                                self.sample_home();
-                            }
+                        let now = procfs::process::Process::new(self.pid).and_then(|p| p.stat()).map(|st| st.starttime);
+                        match now {
+                            Ok(s) if s == start => self.sample_home(),
                             _ => break,
                         }
-                    } else if let Ok(st) = stat {
-                        self.set_row(|r| r.ppid = st.ppid);
                     }
                 }
             }
