@@ -75,10 +75,7 @@ fn family_scenarios() {
 /// parent wakes them and waits: exact statuses (exit 7, SIGTERM), its SIGCHLD handler ran.
 fn remote_parent_waits_for_children_on_two_other_nodes(lab: &Lab) {
     let prog = lab.program("fam_wait");
-    let mut d = lab.start("fam_wait (direct)", How::Direct, &prog);
-    d.wait_for_line(lab, "ready 1");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("fam_wait (direct)", &prog, &[Gate::Line("ready 1")]);
     expect_status(&direct, Some(0), None);
     assert_eq!(direct.stdout, "ready 1\na: exited 7\nb: killed by signal 15\nsigchld handled: yes\n", "{}", direct.describe());
 
@@ -145,10 +142,7 @@ fn kill_9_of_the_top_leaves_its_children_running(lab: &Lab) {
     let direct = d.finish(lab);
     expect_status(&direct, None, Some(libc::SIGKILL));
 
-    let mut p = lab.start("fam_tree (herd run --lock, shell killed)", How::HerdLocked, &prog);
-    p.wait_for_lines(lab, 4);
-    let job = job_of(lab, &mut p, &prog.marker);
-    let rows = wait_job(lab, &mut p, job, |rows| rows.len() >= 4);
+    let (p, job, rows) = start_tree(lab, "fam_tree (herd run --lock, shell killed)", &prog);
     let (a, b) = (tick_pid(&rows, "a"), tick_pid(&rows, "b"));
     lab.expect_migrate(&p, a, "n2");
     lab.expect_migrate(&p, b, "n3");
@@ -162,11 +156,7 @@ fn kill_9_of_the_top_leaves_its_children_running(lab: &Lab) {
         assert_ne!(r["ppid"].as_i64(), Some(job.into()), "not re-parented: {r}");
     }
     lab.expect_runs_on(&p, "n2", &tick.with_args(&["a"]));
-    let moved = p.finish(lab);
-    same_result(&direct, &moved, sorted);
-    for node in NODES {
-        lab.expect_gone_from(None, node, &tick);
-    }
+    finish_tree(lab, p, &direct, &tick);
 }
 
 /// `herd migrate -j JOB n3` moves every process of the job; `herd ps --tree` draws it;
@@ -186,10 +176,7 @@ fn whole_job_moved_then_its_process_group_signalled(lab: &Lab) {
     nix::sys::signal::killpg(pgrp, nix::sys::signal::Signal::SIGTERM).expect("killpg");
     let direct = d.finish(lab);
 
-    let mut p = lab.start("fam_tree (herd run --lock, job moved, group signalled)", How::HerdLocked, &prog);
-    p.wait_for_lines(lab, 4);
-    let job = job_of(lab, &mut p, &prog.marker);
-    wait_job(lab, &mut p, job, |rows| rows.len() >= 4);
+    let (p, job, _) = start_tree(lab, "fam_tree (herd run --lock, job moved, group signalled)", &prog);
     let out = run_herd(lab, &["migrate", "-j", &job.to_string(), "n3"]);
     assert!(out.0, "herd migrate -j {job} n3: {}", out.1);
     assert_eq!(out.1.lines().filter(|l| l.starts_with("moved ")).count(), 4, "herd migrate -j {job} n3 said:\n{}", out.1);
@@ -202,10 +189,26 @@ fn whole_job_moved_then_its_process_group_signalled(lab: &Lab) {
         assert!(tree.lines().any(|l| l.ends_with(&line)), "herd ps --tree has no line ending {line:?}:\n{tree}");
     }
     lab.node_sh_ok("n1", &format!("kill -s TERM -- -{job}"));
+    finish_tree(lab, p, &direct, &tick);
+}
+
+/// Starts fam_tree.sh (`prog`) locked under herd run; returns it once its three jobs have
+/// started and herdd has adopted them, with its job and the job's rows.
+fn start_tree(lab: &Lab, label: &str, prog: &Program) -> (Proc, i32, Vec<Value>) {
+    let mut p = lab.start(label, How::HerdLocked, prog);
+    p.wait_for_lines(lab, 4);
+    let job = job_of(lab, &mut p, &prog.marker);
+    let rows = wait_job(lab, &mut p, job, |rows| rows.len() >= 4);
+    (p, job, rows)
+}
+
+/// The end of a fam_tree run: the direct run's lines (in any order) and status, and no
+/// fam_tick left on any node.
+fn finish_tree(lab: &Lab, p: Proc, direct: &Finished, tick: &Program) {
     let moved = p.finish(lab);
-    same_result(&direct, &moved, sorted);
+    same_result(direct, &moved, sorted);
     for node in NODES {
-        lab.expect_gone_from(None, node, &tick);
+        lab.expect_gone_from(None, node, tick);
     }
 }
 
@@ -236,7 +239,7 @@ fn native_part_of_a_job_stays_out(lab: &Lab) {
 /// spreads them; every node ran some; the same results.
 fn background_jobs_spread_over_the_nodes(lab: &Lab) {
     let prog = lab.script("fam_jobs.sh").with_args(&["6", ROUNDS]);
-    let direct = lab.start("fam_jobs (direct)", How::Direct, &prog).finish(lab);
+    let direct = lab.run_direct("fam_jobs (direct)", &prog, &[]);
     expect_status(&direct, Some(0), None);
     let p = lab.start("fam_jobs (herd run)", How::Herd, &prog);
     spread_and_same(lab, p, &prog, &direct);
@@ -245,7 +248,7 @@ fn background_jobs_spread_over_the_nodes(lab: &Lab) {
 /// `xargs -P 4` of four CPU-bound jobs under plain `herd run`: as above.
 fn xargs_parallel_jobs_spread_over_the_nodes(lab: &Lab) {
     let prog = lab.script("fam_xargs.sh").with_args(&["4", ROUNDS]);
-    let direct = lab.start("fam_xargs (direct)", How::Direct, &prog).finish(lab);
+    let direct = lab.run_direct("fam_xargs (direct)", &prog, &[]);
     expect_status(&direct, Some(0), None);
     let p = lab.start("fam_xargs (herd run)", How::Herd, &prog);
     spread_and_same(lab, p, &prog, &direct);
@@ -270,7 +273,7 @@ fn make_j4_compiles_on_several_nodes(lab: &Lab) {
         marker: dir.to_string_lossy().into_owned(),
         comm: None,
     };
-    let direct = lab.start("make -j4 (direct)", How::Direct, &make(&direct_dir)).finish(lab);
+    let direct = lab.run_direct("make -j4 (direct)", &make(&direct_dir), &[]);
     expect_status(&direct, Some(0), None);
     let mut p = lab.start("make -j4 (herd run --lock, compilers moved)", How::HerdLocked, &make(&herd_dir));
     let job = job_of(lab, &mut p, &herd_dir.to_string_lossy());

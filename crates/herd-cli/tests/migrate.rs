@@ -94,10 +94,7 @@ fn migration_scenarios() {
 /// getpid, gettid, getppid and the ids, before and after a move to n2: the same line.
 fn pid_and_parent_unchanged(lab: &Lab) {
     let prog = lab.program("mig_ids");
-    let mut d = lab.start("mig_ids (direct)", How::Direct, &prog);
-    d.wait_for_prefix(lab, "before ");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_ids (direct)", &prog, &[Gate::Prefix("before ")]);
     check_ids(lab, &direct, None);
 
     let mut p = lab.start("mig_ids (herd run, moved to n2)", How::Herd, &prog);
@@ -227,10 +224,7 @@ fn home_files_are_read_and_created_at_home(lab: &Lab) {
     ];
     let prog = lab.program("mig_files").with_args(&ops);
 
-    let mut d = lab.start("mig_files home (direct)", How::Direct, &prog);
-    d.wait_for_line(lab, "ready");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_files home (direct)", &prog, &[Gate::Line("ready")]);
     expect_status(&direct, Some(0), None);
     for want in ["home-only content 42\\n", &format!("create {CREATED}: ok"), "uid 65534"] {
         assert!(direct.stdout.contains(want), "the direct run of mig_files does not say {want:?}:\n{}", direct.describe());
@@ -274,10 +268,7 @@ fn remote_node_files_are_invisible(lab: &Lab) {
     assert_eq!(String::from_utf8_lossy(&there.stdout), "only on n2\n", "n2's own file is not readable in n2");
     let prog = lab.program("mig_files").with_args(&[format!("stat:{REMOTE_ONLY}"), format!("cat:{REMOTE_ONLY}")]);
 
-    let mut d = lab.start("mig_files remote-only (direct)", How::Direct, &prog);
-    d.wait_for_line(lab, "ready");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_files remote-only (direct)", &prog, &[Gate::Line("ready")]);
     expect_status(&direct, Some(0), None);
 
     let mut p = lab.start("mig_files remote-only (herd run, moved to n2)", How::Herd, &prog);
@@ -345,10 +336,7 @@ fn sigsegv_reproduced(lab: &Lab) {
 
 fn ends_while_remote(lab: &Lab, mode: &str, code: Option<i32>, signal: Option<i32>) {
     let prog = lab.program("mig_exit").with_args(&[mode]);
-    let mut d = lab.start(&format!("mig_exit {mode} (direct)"), How::Direct, &prog);
-    d.wait_for_line(lab, "ready");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct(&format!("mig_exit {mode} (direct)"), &prog, &[Gate::Line("ready")]);
     expect_status(&direct, code, signal);
 
     let mut p = lab.start(&format!("mig_exit {mode} (herd run, moved to n2)"), How::Herd, &prog);
@@ -366,12 +354,7 @@ fn ends_while_remote(lab: &Lab, mode: &str, code: Option<i32>, signal: Option<i3
 /// fork + exec while on n2: it comes home for them; the child runs; both end well.
 fn fork_and_exec_bring_it_home(lab: &Lab) {
     let prog = lab.program("mig_forkexec");
-    let mut d = lab.start("mig_forkexec (direct)", How::Direct, &prog);
-    d.wait_for_line(lab, "ready 1");
-    d.send(lab, "go\n");
-    d.wait_for_line(lab, "ready 2");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_forkexec (direct)", &prog, &[Gate::Line("ready 1"), Gate::Line("ready 2")]);
     expect_status(&direct, Some(0), None);
     assert!(direct.stdout.contains("child-ran\nparent: child exited 0\n"), "mig_forkexec's direct run:\n{}", direct.describe());
 
@@ -421,10 +404,7 @@ fn read_blocked_on_stdin_gets_its_input(lab: &Lab) {
 /// `herd run --node n2`: the process runs on n2 from its start.
 fn run_with_node_starts_it_remote(lab: &Lab) {
     let prog = lab.program("mig_ids");
-    let mut d = lab.start("mig_ids (direct)", How::Direct, &prog);
-    d.wait_for_prefix(lab, "before ");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_ids (direct)", &prog, &[Gate::Prefix("before ")]);
 
     let mut p = lab.start("mig_ids (herd run --node n2)", How::HerdOn("n2"), &prog);
     let pid = p.home_pid(lab);
@@ -450,10 +430,7 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     );
 
     let prog = lab.program("mig_ids");
-    let mut d = lab.start("mig_ids (direct)", How::Direct, &prog);
-    d.wait_for_prefix(lab, "before ");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_ids (direct)", &prog, &[Gate::Prefix("before ")]);
 
     let mut p = lab.start("mig_ids (herd run, moved to a node that does not exist)", How::Herd, &prog);
     let pid = p.home_pid(lab);
@@ -561,10 +538,7 @@ fn churning_memory_moves_by_postcopy_then_on(lab: &Lab) {
 /// is post-copy; moved home → n2 → n3 → home while idle, then it checks every page.
 fn idle_heap_moves_by_postcopy_then_on(lab: &Lab) {
     let prog = lab.program("mig_bigmem").with_args(&["2048"]);
-    let mut d = lab.start("mig_bigmem 2 GiB (direct)", How::Direct, &prog);
-    d.wait_for_prefix(lab, "ready ");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_bigmem 2 GiB (direct)", &prog, &[Gate::Prefix("ready ")]);
     expect_status(&direct, Some(0), None);
 
     let mut p = lab.start("mig_bigmem 2 GiB (herd run, moved n2, n3, home)", How::Herd, &prog);
@@ -590,10 +564,7 @@ fn idle_heap_moves_by_postcopy_then_on(lab: &Lab) {
 /// emptied); same output as a direct run.
 fn layout_changes_while_memory_arrives(lab: &Lab) {
     let prog = lab.program("mig_remap");
-    let mut d = lab.start("mig_remap (direct)", How::Direct, &prog);
-    d.wait_for_line(lab, "ready");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_remap (direct)", &prog, &[Gate::Line("ready")]);
     expect_status(&direct, Some(0), None);
     assert!(direct.stdout.contains("bad=0 "), "mig_remap's direct run:\n{}", direct.describe());
 
@@ -755,10 +726,7 @@ fn kill_during_postcopy(lab: &Lab, p: Proc, prog: &Program, pid: i32, target: &s
 /// and ends as it would have; nothing of it is left on n2. n2 is started again.
 fn target_daemon_killed_during_transfer(lab: &Lab) {
     let prog = lab.program("mig_bigmem").with_args(&["1024"]);
-    let mut d = lab.start("mig_bigmem 1 GiB (direct)", How::Direct, &prog);
-    d.wait_for_prefix(lab, "ready ");
-    d.send(lab, "go\n");
-    let direct = d.finish(lab);
+    let direct = lab.run_direct("mig_bigmem 1 GiB (direct)", &prog, &[Gate::Prefix("ready ")]);
     expect_status(&direct, Some(0), None);
     assert!(direct.stdout.contains(" bad=0 "), "mig_bigmem's direct run:\n{}", direct.describe());
 

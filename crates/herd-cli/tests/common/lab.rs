@@ -143,6 +143,14 @@ pub enum How<'a> {
     HerdLocked,
 }
 
+/// A point where a program waits for a trigger: the line it prints there (whole, or how
+/// it starts). The test answers it with a line "go".
+#[derive(Clone, Copy)]
+pub enum Gate<'a> {
+    Line(&'a str),
+    Prefix(&'a str),
+}
+
 /// A command line to run, and how to find its processes in a node's /proc.
 #[derive(Clone)]
 pub struct Program {
@@ -306,6 +314,13 @@ impl Lab {
                 cmd.env(k, v);
             }
         }
+    }
+
+    /// Runs `prog` directly in n1 (the uninterrupted run), through its gates, to its end.
+    pub fn run_direct(&self, label: &str, prog: &Program, gates: &[Gate]) -> Finished {
+        let mut d = self.start(label, How::Direct, prog);
+        d.through(self, gates);
+        d.finish(self)
     }
 
     /// Starts `prog` in n1 as nobody, directly or under `herd run`; stdin, stdout and
@@ -764,6 +779,17 @@ impl Proc {
 
     pub fn wait_for_lines(&mut self, lab: &Lab, n: usize) {
         self.wait_for(lab, &format!("it printed {n} lines"), |out, _| out.matches('\n').count() >= n);
+    }
+
+    /// Waits for each gate in turn and answers it with "go".
+    pub fn through(&mut self, lab: &Lab, gates: &[Gate]) {
+        for gate in gates {
+            match *gate {
+                Gate::Line(line) => self.wait_for_line(lab, line),
+                Gate::Prefix(prefix) => self.wait_for_prefix(lab, prefix),
+            }
+            self.send(lab, "go\n");
+        }
     }
 
     /// Its home pid: the "mig-pid: N" line of its stderr.
