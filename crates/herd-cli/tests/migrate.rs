@@ -571,26 +571,7 @@ fn layout_changes_while_memory_arrives(lab: &Lab) {
     let mut p = lab.start("mig_remap (herd run, post-copy to n2, layout changed at once)", How::Herd, &prog);
     let pid = p.home_pid(lab);
     p.wait_for_line(lab, "ready");
-    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n2"]));
-    let start = Instant::now();
-    loop {
-        let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
-        if row.as_ref().is_some_and(|r| r["state"] == "post-copy" || r["where"] == "n2") {
-            break;
-        }
-        if migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
-            break;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    p.send(lab, "go\n");
-    let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
-        p.fail(lab, &format!("herd migrate --postcopy {pid} n2 still runs after {MIGRATE_LIMIT:?}"));
-    };
-    let (out, err) = migrate.output();
-    if !status.success() || !out.contains("by post-copy") {
-        p.fail(lab, &format!("herd migrate --postcopy {pid} n2: {} {out:?} {err:?}", describe(&status)));
-    }
+    go_during_postcopy_to_n2(lab, &mut p, pid, &format!("herd migrate --postcopy {pid} n2"));
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
     // What n2's pager did (layout = mremap/madvise/munmap events it followed; 0 when every
@@ -600,17 +581,14 @@ fn layout_changes_while_memory_arrives(lab: &Lab) {
     println!("n2: {}", line.trim());
 }
 
-/// Moved to n2 by post-copy, it exits (status 7) while most of its 512 MiB is still on its
-/// way: a normal end, not a loss. `herd migrate` reports the move, `herd run` exits 7, and
-/// nothing of it is left on n2.
-fn ends_while_memory_arrives(lab: &Lab) {
-    let prog = lab.python_program("mig_bigexit.py");
-    let mut p = lab.start("mig_bigexit.py (herd run, post-copy to n2, exits during it)", How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
+/// Starts `herd migrate --postcopy PID n2`; as soon as the process runs on n2 (state
+/// post-copy: most of its memory still on its way) sends it "go"; then the move must end
+/// well, by post-copy (else `p` fails, saying `what`).
+fn go_during_postcopy_to_n2(lab: &Lab, p: &mut Proc, pid: i32, what: &str) {
     let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n2"]));
     let start = Instant::now();
     loop {
+        // `where` is n2 from the moment it runs there (state "post-copy").
         let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
         if row.as_ref().is_some_and(|r| r["where"] == "n2") || migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
             break;
@@ -623,8 +601,19 @@ fn ends_while_memory_arrives(lab: &Lab) {
     };
     let (out, err) = migrate.output();
     if !status.success() || !out.contains("by post-copy") {
-        p.fail(lab, &format!("herd migrate of a process that ended during post-copy: {} {out:?} {err:?}", describe(&status)));
+        p.fail(lab, &format!("{what}: {} {out:?} {err:?}", describe(&status)));
     }
+}
+
+/// Moved to n2 by post-copy, it exits (status 7) while most of its 512 MiB is still on its
+/// way: a normal end, not a loss. `herd migrate` reports the move, `herd run` exits 7, and
+/// nothing of it is left on n2.
+fn ends_while_memory_arrives(lab: &Lab) {
+    let prog = lab.python_program("mig_bigexit.py");
+    let mut p = lab.start("mig_bigexit.py (herd run, post-copy to n2, exits during it)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    go_during_postcopy_to_n2(lab, &mut p, pid, "herd migrate of a process that ended during post-copy");
     let ended = p.finish(lab);
     expect_status(&ended, Some(7), None);
     assert_eq!(ended.stdout, "ready\nbye\n", "{}", ended.describe());
