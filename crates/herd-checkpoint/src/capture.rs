@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd_image::{
     FileKind, FileRef, ImageWriter, MmFields, OpenFile, Origin, PendingSignal, ProcessImage, Registers,
-    Rseq, SigAction, SigAltStack, Signals, Task, Vma, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE,
+    Rseq, Sched, SigAction, SigAltStack, Signals, Task, Thread, Vma, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE,
 };
 use herd_kernel::abi::{self, Regs};
 use herd_kernel::inject::Injector;
@@ -57,34 +57,101 @@ pub struct CaptureStats {
     pub page_bytes: u64,
 }
 
-/// A process held stopped, with the registers and signal mask it had when
-/// it was stopped. Dropping it releases the process exactly as it was.
-struct Held {
-    tracee: Option<Tracee>,
+/// One thread held stopped, with the registers and signal mask it had when
+/// it was stopped.
+struct HeldThread {
+    tracee: Tracee,
     regs: Regs,
     mask: u64,
 }
 
-impl Held {
-    fn tracee(&mut self) -> &mut Tracee {
-        self.tracee.as_mut().expect("held until release or kill")
+impl HeldThread {
+    fn seize(tid: i32) -> herd_kernel::Result<HeldThread> {
+        let tracee = Tracee::seize(tid, 0)?;
+        let regs = tracee.regs()?;
+        let mask = tracee.sigmask()?;
+        Ok(HeldThread { tracee, regs, mask })
     }
 
-    fn release(&mut self) -> Result<()> {
-        let Some(mut t) = self.tracee.take() else { return Ok(()) };
+    fn release(mut self) -> Result<()> {
+        let t = &mut self.tracee;
         t.resume_until_event()?;
         t.set_regs(&self.regs)?;
         t.set_sigmask(self.mask)?;
-        t.detach()?;
+        self.tracee.detach()?;
         Ok(())
+    }
+}
+
+/// A process held stopped: every thread of it, the main thread first.
+/// Dropping it releases every thread exactly as it was.
+struct Held {
+    threads: Vec<HeldThread>,
+}
+
+impl Held {
+    fn main(&mut self) -> &mut HeldThread {
+        self.threads.first_mut().expect("held until release or kill")
+    }
+
+    fn tracee(&mut self) -> &mut Tracee {
+        &mut self.main().tracee
+    }
+
+    /// Releases every thread (the main one last), going on after an error.
+    fn release(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        for t in std::mem::take(&mut self.threads).into_iter().rev() {
+            let tid = t.tracee.pid();
+            if let Err(e) = t.release() {
+                tracing::warn!("releasing thread {tid}: {e}");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let pid = self.tracee.as_ref().map(|t| t.pid());
-        if let Err(e) = self.release() {
-            tracing::warn!("releasing process {pid:?}: {e}");
+        let _ = self.release();
+    }
+}
+
+/// The thread ids of process `pid` (/proc/PID/task).
+fn thread_ids(pid: i32) -> Result<Vec<i32>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CheckpointError::NoSuchProcess { pid },
+        _ => CheckpointError::Proc { pid, what: format!("listing its threads: {e}") },
+    })?;
+    Ok(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+}
+
+/// Stops every thread of process `pid` (whose main thread is `held`'s only
+/// one). A thread running meanwhile may create another, so the list is read
+/// again until a reading finds no thread that is not held: held threads create
+/// none. A thread that ends before it is held is passed over.
+fn hold_every_thread(held: &mut Held, pid: i32) -> Result<()> {
+    loop {
+        let mut grew = false;
+        for tid in thread_ids(pid)? {
+            if held.threads.iter().any(|t| t.tracee.pid() == tid) {
+                continue;
+            }
+            match HeldThread::seize(tid) {
+                Ok(t) => {
+                    held.threads.push(t);
+                    grew = true;
+                }
+                Err(KernelError::Died { .. }) => {}
+                Err(e) if e.errno() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(seize_error(pid, e)),
+            }
+        }
+        if !grew {
+            return Ok(());
         }
     }
 }
@@ -122,12 +189,11 @@ impl Frozen {
         if !reasons.is_empty() {
             return Err(CheckpointError::CantMove { pid, reasons });
         }
-        let tracee = Tracee::seize(pid, 0).map_err(|e| seize_error(pid, e))?;
+        let main = HeldThread::seize(pid).map_err(|e| seize_error(pid, e))?;
         let stopped_at = Instant::now();
-        let regs = tracee.regs()?;
-        let mask = tracee.sigmask()?;
-        let mut held = Held { tracee: Some(tracee), regs, mask };
+        let mut held = Held { threads: vec![main] };
         // On any error below, `held` is dropped and the process released.
+        hold_every_thread(&mut held, pid)?;
         let (image, plans) = capture(&mut held, pid, hashes, purpose)?;
         Ok(Frozen { held, image, plans, stopped_at })
     }
@@ -146,37 +212,64 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
     let p = procinfo::open(pid)?;
     let maps = procinfo::maps(&p)?;
     tracing::debug!(pid, "capture: checked and maps read at {:.1} ms", ms(t0));
-    let xstate = held.tracee().xstate()?;
-    let rseq = held.tracee().rseq_config()?;
-    // Hold every signal while we work; arrivals stay queued and are
-    // captured as pending below.
-    held.tracee().set_sigmask(!0)?;
+    // Hold every signal in every thread while we work; arrivals stay queued
+    // and are captured as pending below.
+    let mut states = Vec::with_capacity(held.threads.len());
+    for t in &mut held.threads {
+        let xstate = t.tracee.xstate()?;
+        let rseq = t.tracee.rseq_config()?;
+        t.tracee.set_sigmask(!0)?;
+        states.push((xstate, rseq));
+    }
 
     let (_, own_vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
     let gadget = gadget_in(pid, &maps, &own_vdso)?;
-
-    let regs = held.regs;
-    let mut inj = Injector::new(held.tracee(), gadget, regs);
-    let (handlers, altstack, clear_child_tid, brk) = inject_queries(&mut inj, pid)?;
+    let (handlers, brk, per_thread) = inject_queries(held, gadget)?;
     tracing::debug!(pid, "capture: injected queries done at {:.1} ms", ms(t0));
     // Back to an interrupt stop with the real registers, so the kernel's
-    // restart logic sees the process exactly as we found it.
-    let t = held.tracee();
-    t.resume_until_event()?;
-    t.set_regs(&regs)?;
+    // restart logic sees each thread exactly as we found it.
+    for t in &mut held.threads {
+        t.tracee.resume_until_event()?;
+        let regs = t.regs;
+        t.tracee.set_regs(&regs)?;
+    }
 
     let mut pending = Vec::new();
-    for shared in [false, true] {
-        for si in held.tracee().pending_signals(shared)? {
-            let signo = u32::from_le_bytes(si[0..4].try_into().expect("4"));
-            pending.push(PendingSignal { shared, signo, siginfo: si.to_vec() });
+    for si in held.tracee().pending_signals(true)? {
+        pending.push(pending_signal(true, &si));
+    }
+    let mut threads = Vec::new();
+    for (i, ((t, (xstate, rseq)), q)) in held.threads.iter().zip(states).zip(per_thread).enumerate() {
+        let tid = t.tracee.pid();
+        let mut own = Vec::new();
+        for si in t.tracee.pending_signals(false)? {
+            own.push(pending_signal(false, &si));
+        }
+        for &sig in t.tracee.deferred_signals() {
+            let mut si = [0u8; 128];
+            si[0..4].copy_from_slice(&(sig as u32).to_le_bytes());
+            own.push(pending_signal(false, &si));
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        threads.push(Thread {
+            tid,
+            comm: comm.trim_end_matches('\n').to_string(),
+            regs: Registers { gp: t.regs.to_words(), xstate },
+            blocked: t.mask,
+            pending: own,
+            altstack: q.altstack,
+            clear_child_tid: q.clear_child_tid,
+            robust_list: task::robust_list(tid)?,
+            rseq: rseq.map(|c| Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature }),
+            sched: sched_of(tid)?,
+        });
+        if i == 0 {
+            // The main thread's own signals are the process's thread-directed ones.
+            pending.extend(threads[0].pending.iter().cloned());
         }
     }
-    for &sig in held.tracee().deferred_signals() {
-        let mut si = vec![0u8; 128];
-        si[0..4].copy_from_slice(&(sig as u32).to_le_bytes());
-        pending.push(PendingSignal { shared: false, signo: sig as u32, siginfo: si });
-    }
+    // The main thread's state goes in `task`, `regs` and `signals`.
+    let main = threads.remove(0);
 
     let stat = p.stat().map_err(|e| procinfo::map_err(pid, e))?;
     let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
@@ -195,9 +288,10 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
         gid: status.rgid,
         groups: status.groups.iter().map(|g| *g as u32).collect(),
         rlimits,
-        clear_child_tid,
-        robust_list: task::robust_list(pid)?,
-        rseq: rseq.map(|c| Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature }),
+        clear_child_tid: main.clear_child_tid,
+        robust_list: main.robust_list,
+        rseq: main.rseq,
+        sched: main.sched,
     };
     let mm = MmFields {
         start_code: stat.startcode,
@@ -283,11 +377,12 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
             xfeatures: host::xcr0(),
         },
         task,
-        regs: Registers { gp: held.regs.to_words(), xstate },
-        signals: Signals { blocked: held.mask, handlers, altstack, pending },
+        regs: main.regs,
+        signals: Signals { blocked: main.blocked, handlers, altstack: main.altstack, pending },
         mm,
         vmas,
         files,
+        threads,
     };
     Ok((image, plans))
 }
@@ -484,14 +579,17 @@ impl Frozen {
     /// interrupt stop, its real registers set), and the signal mask it had.
     /// The caller now owns it (a deputy is made of it); nothing is released.
     pub fn into_held(mut self) -> (Tracee, u64) {
-        let t = self.held.tracee.take().expect("held until release or kill");
-        (t, self.held.mask)
+        assert_eq!(self.held.threads.len(), 1, "only a single-threaded process becomes a deputy");
+        let t = self.held.threads.pop().expect("held until release or kill");
+        (t.tracee, t.mask)
     }
 
     /// Ends the process (SIGKILL). Call only once the image is safe.
     pub fn kill(mut self) {
-        if let Some(t) = self.held.tracee.take() {
-            t.kill();
+        // The other threads first: the main thread is reported dead (and can be
+        // reaped) only once they are.
+        for t in std::mem::take(&mut self.held.threads).into_iter().rev() {
+            t.tracee.kill();
         }
     }
 }
@@ -555,14 +653,34 @@ fn split_runs(a: u64, b: u64, keep: &[(u64, u64)]) -> (Runs, Runs) {
     (inside, outside)
 }
 
+/// What a thread's own injected calls tell.
+struct ThreadQueries {
+    altstack: SigAltStack,
+    clear_child_tid: u64,
+}
+
+fn pending_signal(shared: bool, si: &[u8; 128]) -> PendingSignal {
+    let signo = u32::from_le_bytes(si[0..4].try_into().expect("4"));
+    PendingSignal { shared, signo, siginfo: si.to_vec() }
+}
+
+fn sched_of(tid: i32) -> Result<Sched> {
+    let s = task::sched(tid)?;
+    Ok(Sched { policy: s.policy, priority: s.priority, nice: s.nice })
+}
+
 /// Asks the process itself, by injected system calls, for what /proc does
-/// not show: signal handlers, the alternate signal stack, the
-/// clear-child-tid address and the current brk.
-fn inject_queries(inj: &mut Injector<'_>, pid: i32) -> Result<(Vec<SigAction>, SigAltStack, u64, u64)> {
+/// not show: signal handlers and the current brk (of the process, asked of
+/// its main thread), and each thread's alternate signal stack and
+/// clear-child-tid address (asked of each thread, main thread first).
+fn inject_queries(held: &mut Held, gadget: u64) -> Result<(Vec<SigAction>, u64, Vec<ThreadQueries>)> {
+    let pid = held.tracee().pid();
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let scratch = inj.call_ok("mmap scratch", abi::SYS_MMAP, &[0, PAGE, prot, flags, u64::MAX, 0])? as u64;
+    let main_regs = held.main().regs;
+    let scratch = Injector::new(held.tracee(), gadget, main_regs).call_ok("mmap scratch", abi::SYS_MMAP, &[0, PAGE, prot, flags, u64::MAX, 0])? as u64;
     let result = (|| -> Result<_> {
+        let mut inj = Injector::new(held.tracee(), gadget, main_regs);
         let mut handlers = Vec::new();
         let mut buf = [0u8; 32];
         for sig in 1..=64u64 {
@@ -574,17 +692,25 @@ fn inject_queries(inj: &mut Injector<'_>, pid: i32) -> Result<(Vec<SigAction>, S
             let a: abi::KernelSigaction = abi::from_bytes(&buf);
             handlers.push(SigAction { signo: sig as u32, handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
         }
-        inj.call_ok("sigaltstack", abi::SYS_SIGALTSTACK, &[0, scratch])?;
-        let mut ss = [0u8; 24];
-        mem::read_ranges(pid, &[(scratch, 24)], &mut ss)?;
-        let ss: abi::StackT = abi::from_bytes(&ss);
-        inj.call_ok("prctl(PR_GET_TID_ADDRESS)", abi::SYS_PRCTL, &[abi::PR_GET_TID_ADDRESS, scratch])?;
-        let mut tid = [0u8; 8];
-        mem::read_ranges(pid, &[(scratch, 8)], &mut tid)?;
         let brk = inj.call_ok("brk", abi::SYS_BRK, &[0])? as u64;
-        Ok((handlers, SigAltStack { sp: ss.sp, flags: ss.flags, size: ss.size }, u64::from_le_bytes(tid), brk))
+        let mut per_thread = Vec::new();
+        for t in &mut held.threads {
+            let mut inj = Injector::new(&mut t.tracee, gadget, t.regs);
+            inj.call_ok("sigaltstack", abi::SYS_SIGALTSTACK, &[0, scratch])?;
+            let mut ss = [0u8; 24];
+            mem::read_ranges(pid, &[(scratch, 24)], &mut ss)?;
+            let ss: abi::StackT = abi::from_bytes(&ss);
+            inj.call_ok("prctl(PR_GET_TID_ADDRESS)", abi::SYS_PRCTL, &[abi::PR_GET_TID_ADDRESS, scratch])?;
+            let mut tid = [0u8; 8];
+            mem::read_ranges(pid, &[(scratch, 8)], &mut tid)?;
+            per_thread.push(ThreadQueries {
+                altstack: SigAltStack { sp: ss.sp, flags: ss.flags, size: ss.size },
+                clear_child_tid: u64::from_le_bytes(tid),
+            });
+        }
+        Ok((handlers, brk, per_thread))
     })();
-    inj.call_ok("munmap scratch", abi::SYS_MUNMAP, &[scratch, PAGE])?;
+    Injector::new(held.tracee(), gadget, main_regs).call_ok("munmap scratch", abi::SYS_MUNMAP, &[scratch, PAGE])?;
     result
 }
 

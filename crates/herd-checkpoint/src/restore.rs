@@ -20,7 +20,9 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herd_image::{FileKind, FormatError, ImageReader, OwnedSection, ProcessImage, Section, VmaKind, PROT_WRITE};
+use herd_image::{
+    FileKind, FormatError, ImageReader, OwnedSection, PendingSignal, ProcessImage, Rseq, Sched, Section, SigAltStack, VmaKind, PROT_WRITE,
+};
 use std::sync::mpsc::{Receiver, Sender};
 use herd_kernel::abi::{self, Regs};
 use herd_kernel::inject::Injector;
@@ -81,6 +83,27 @@ enum Into<'a> {
     Deputy { gadget: u64 },
 }
 
+/// What [`build`] has made so far in the process, for its caller to undo
+/// when it fails.
+#[derive(Default)]
+struct Made {
+    /// The restore's trampoline (address, length) while it is mapped.
+    tramp: Option<(u64, u64)>,
+    /// The threads other than the main one, created and stopped. They are
+    /// detached with the process, or killed (and reaped) before it.
+    threads: Vec<Tracee>,
+}
+
+impl Made {
+    /// Ends the threads made so far (before the main thread is killed: it can
+    /// be reaped only once they are).
+    fn kill_threads(&mut self) {
+        for t in self.threads.drain(..) {
+            t.kill();
+        }
+    }
+}
+
 /// What [`build`] made besides the pages.
 struct Built {
     page_bytes: u64,
@@ -135,8 +158,15 @@ pub fn restore_into<R: Read + Send>(
     };
     preflight(&image, hashes).map_err(fail)?;
     let mut warnings = Vec::new();
-    let mut tramp = None;
-    let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget }, &mut tramp);
+    if !image.threads.is_empty() {
+        return Err(fail(CheckpointError::Incompatible(format!(
+            "it has {} threads; threads do not migrate yet",
+            image.threads.len() + 1
+        ))));
+    }
+    let mut made = Made::default();
+    let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget }, &mut made);
+    let tramp = made.tramp;
     match built {
         Ok(b) => {
             // Limits changed remotely come home too; only those (changing another
@@ -186,9 +216,13 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
         check_lazy(&image, runs)?;
     }
     let remote = matches!(into, Into::Remote { .. });
+    if remote && !image.threads.is_empty() {
+        return Err(CheckpointError::Incompatible(format!("it has {} threads; threads do not migrate yet", image.threads.len() + 1)));
+    }
     let child = restorer::spawn(&child_plan(&image, remote)?)?;
     tracing::debug!(pid = child.pid, "restore: restorer child forked at {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
-    let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL) {
+    // Threads are made by injected clone3 calls; each new one is attached as it is made.
+    let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL | abi::PTRACE_O_TRACECLONE) {
         Ok(t) => t,
         Err(e) => {
             // never seized: end and reap it ourselves
@@ -197,7 +231,8 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
         }
     };
     let mut warnings = Vec::new();
-    let built = stream_build(&mut tracee, Some(&child), &image, reader, &mut warnings, into, &mut None)
+    let mut made = Made::default();
+    let built = stream_build(&mut tracee, Some(&child), &image, reader, &mut warnings, into, &mut made)
         .and_then(|b| {
             let listener = match b.listener_fd {
                 Some(fd) => Some(PidFd::open(child.pid)?.get_fd(fd)?),
@@ -208,10 +243,14 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
     match built {
         Ok((page_bytes, listener, uffd)) => {
             let pid = tracee.pid();
+            for t in made.threads.drain(..) {
+                t.detach()?;
+            }
             tracee.detach()?;
             Ok((Restored { pid, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd))
         }
         Err(e) => {
+            made.kill_threads();
             tracee.kill();
             Err(e)
         }
@@ -227,7 +266,7 @@ fn stream_build<R: Read + Send>(
     mut reader: ImageReader<R>,
     warnings: &mut Vec<String>,
     into: Into<'_>,
-    tramp: &mut Option<(u64, u64)>,
+    made: &mut Made,
 ) -> Result<Built> {
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
@@ -243,7 +282,7 @@ fn stream_build<R: Read + Send>(
             }
         });
         // On an early error `pages` is dropped here, which ends the reader.
-        build(tracee, child, image, PageStream { rx, back }, warnings, into, tramp)
+        build(tracee, child, image, PageStream { rx, back }, warnings, into, made)
     })
 }
 
@@ -458,7 +497,7 @@ fn build(
     pages: PageStream,
     warnings: &mut Vec<String>,
     into: Into<'_>,
-    tramp_out: &mut Option<(u64, u64)>,
+    made: &mut Made,
 ) -> Result<Built> {
     let pid = tracee.pid();
     let deputy = matches!(into, Into::Deputy { .. });
@@ -496,7 +535,7 @@ fn build(
     let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
     inj.call_ok("mmap trampoline", abi::SYS_MMAP, &[tramp, tramp_len, rwx, anon | libc::MAP_FIXED_NOREPLACE as u64, u64::MAX, 0])?;
     mem::write(pid, tramp, &[0x0f, 0x05, 0xcc])?;
-    *tramp_out = Some((tramp, tramp_len));
+    made.tramp = Some((tramp, tramp_len));
     inj.set_gadget(tramp);
     inj.set_stack(tramp + tramp_len - 64);
     let scratch = Scratch { pid, base: tramp + PAGE, len: 2 * PAGE - 128 };
@@ -611,23 +650,20 @@ fn build(
     set_signals(&mut inj, &scratch, image)?;
 
     let t = &image.task;
-    if let Some(r) = t.rseq {
-        inj.call_ok("rseq", abi::SYS_RSEQ, &[r.ptr, r.len as u64, 0, r.sig as u64])?;
+    set_thread_basics(&mut inj, &scratch, &t.comm, t.rseq, t.robust_list, t.clear_child_tid)?;
+    if !deputy {
+        set_sched(&mut inj, &scratch, t.sched, pid, warnings)?;
     }
-    let (head, len) = t.robust_list;
-    inj.call_ok("set_robust_list", abi::SYS_SET_ROBUST_LIST, &[head, if len == 0 { 24 } else { len }])?;
-    inj.call_ok("set_tid_address", abi::SYS_SET_TID_ADDRESS, &[t.clear_child_tid])?;
-    let comm = scratch.put_str(&t.comm)?;
-    inj.call_ok("prctl(PR_SET_NAME)", abi::SYS_PRCTL, &[abi::PR_SET_NAME, comm])?;
-
-    if !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0) {
-        let groups: Vec<u8> = t.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
-        let ga = scratch.put(0, &groups)?;
-        inj.call_ok("setgroups", abi::SYS_SETGROUPS, &[t.groups.len() as u64, ga])?;
-        let (g, u) = (t.gid as u64, t.uid as u64);
-        inj.call_ok("setresgid", abi::SYS_SETRESGID, &[g, g, g])?;
-        inj.call_ok("setresuid", abi::SYS_SETRESUID, &[u, u, u])?;
-        inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, 1])?;
+    // The other threads, made now: while the process still has the restorer's
+    // credentials (choosing their ids may need them); each then takes the
+    // image's credentials itself, as the main thread does below.
+    if !image.threads.is_empty() {
+        let tramp_stack = tramp + tramp_len - 64;
+        make_threads(&mut inj, &scratch, image, tramp_stack, warnings, &mut made.threads)?;
+    }
+    let set_ids = !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0);
+    if set_ids {
+        set_credentials(&mut inj, &scratch, t)?;
     }
     // A guest dies with the herdd thread that serves it (after the credentials:
     // changing them clears the setting): without it, its calls would fail and
@@ -637,15 +673,7 @@ fn build(
     }
 
     for s in &image.signals.pending {
-        if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
-            return Err(FormatError::Corrupt(format!("pending signal {} is malformed", s.signo)).into());
-        }
-        let info = scratch.put(0, &s.siginfo)?;
-        if s.shared {
-            inj.call_ok("rt_sigqueueinfo", abi::SYS_RT_SIGQUEUEINFO, &[pid as u64, s.signo as u64, info])?;
-        } else {
-            inj.call_ok("rt_tgsigqueueinfo", abi::SYS_RT_TGSIGQUEUEINFO, &[pid as u64, pid as u64, s.signo as u64, info])?;
-        }
+        queue_own_signal(&mut inj, &scratch, pid, s)?;
     }
 
     // A guest's filter goes in last: from here on its calls are screened.
@@ -672,7 +700,7 @@ fn build(
 
     tracing::debug!(pid, "restore: state set at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     inj.call_ok("munmap trampoline", abi::SYS_MUNMAP, &[tramp, tramp_len])?;
-    *tramp_out = None;
+    made.tramp = None;
 
     // Registers last, at an interrupt stop (see Tracee::resume_until_event).
     let tracee = inj.tracee();
@@ -684,6 +712,155 @@ fn build(
     tracee.set_xstate(&image.regs.xstate)?;
     tracee.set_sigmask(image.signals.blocked)?;
     Ok(Built { page_bytes, listener_fd, uffd })
+}
+
+/// What the kernel keeps per thread and a thread sets for itself: rseq area,
+/// robust futex list, clear-child-tid address, name.
+fn set_thread_basics(
+    inj: &mut Injector<'_>,
+    scratch: &Scratch,
+    comm: &str,
+    rseq: Option<Rseq>,
+    robust_list: (u64, u64),
+    clear_child_tid: u64,
+) -> Result<()> {
+    if let Some(r) = rseq {
+        inj.call_ok("rseq", abi::SYS_RSEQ, &[r.ptr, r.len as u64, 0, r.sig as u64])?;
+    }
+    let (head, len) = robust_list;
+    inj.call_ok("set_robust_list", abi::SYS_SET_ROBUST_LIST, &[head, if len == 0 { 24 } else { len }])?;
+    inj.call_ok("set_tid_address", abi::SYS_SET_TID_ADDRESS, &[clear_child_tid])?;
+    let comm = scratch.put_str(comm)?;
+    inj.call_ok("prctl(PR_SET_NAME)", abi::SYS_PRCTL, &[abi::PR_SET_NAME, comm])?;
+    Ok(())
+}
+
+/// The image's owner, groups and ids, for the calling thread (credentials
+/// are per thread: each thread of a restored process sets its own).
+fn set_credentials(inj: &mut Injector<'_>, scratch: &Scratch, t: &herd_image::Task) -> Result<()> {
+    let groups: Vec<u8> = t.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    let ga = scratch.put(0, &groups)?;
+    inj.call_ok("setgroups", abi::SYS_SETGROUPS, &[t.groups.len() as u64, ga])?;
+    let (g, u) = (t.gid as u64, t.uid as u64);
+    inj.call_ok("setresgid", abi::SYS_SETRESGID, &[g, g, g])?;
+    inj.call_ok("setresuid", abi::SYS_SETRESUID, &[u, u, u])?;
+    inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, 1])?;
+    Ok(())
+}
+
+/// The calling thread's scheduling policy, priority and nice value. What
+/// needs a privilege the restorer lacks (a real-time policy, a lower nice
+/// value) is left as it is, with a warning.
+fn set_sched(inj: &mut Injector<'_>, scratch: &Scratch, s: Sched, tid: i32, warnings: &mut Vec<String>) -> Result<()> {
+    if s.policy != libc::SCHED_OTHER || s.priority != 0 {
+        let at = scratch.put(0, &s.priority.to_ne_bytes())?;
+        let r = inj.call(abi::SYS_SCHED_SETSCHEDULER, &[0, s.policy as u64, at])?;
+        if r < 0 {
+            warnings.push(format!(
+                "thread {tid}: scheduling policy {} (priority {}) not restored: {}",
+                s.policy,
+                s.priority,
+                std::io::Error::from_raw_os_error(-r as i32)
+            ));
+        }
+    }
+    let r = inj.call(abi::SYS_SETPRIORITY, &[libc::PRIO_PROCESS as u64, 0, s.nice as i64 as u64])?;
+    if r < 0 {
+        warnings.push(format!("thread {tid}: nice {} not restored: {}", s.nice, std::io::Error::from_raw_os_error(-r as i32)));
+    }
+    Ok(())
+}
+
+fn queue_own_signal(inj: &mut Injector<'_>, scratch: &Scratch, pid: i32, s: &PendingSignal) -> Result<()> {
+    if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
+        return Err(FormatError::Corrupt(format!("pending signal {} is malformed", s.signo)).into());
+    }
+    let info = scratch.put(0, &s.siginfo)?;
+    if s.shared {
+        inj.call_ok("rt_sigqueueinfo", abi::SYS_RT_SIGQUEUEINFO, &[pid as u64, s.signo as u64, info])?;
+    } else {
+        // To the calling thread itself: the only target for which any si_code may be queued.
+        let tid = inj.tracee().pid();
+        inj.call_ok("rt_tgsigqueueinfo", abi::SYS_RT_TGSIGQUEUEINFO, &[pid as u64, tid as u64, s.signo as u64, info])?;
+    }
+    Ok(())
+}
+
+/// Makes every thread of the image but the main one: an injected clone3 in
+/// the main thread (`inj`, whose gadget is the trampoline) asks for the
+/// thread's old id (`set_tid`; when that id is taken or herd may not choose
+/// ids here, the kernel's next one), then the new thread, attached as it is
+/// made, sets its own state by injected calls and is left at an interrupt
+/// stop with its registers, xstate and signal mask, ready to be detached.
+fn make_threads(
+    inj: &mut Injector<'_>,
+    scratch: &Scratch,
+    image: &ProcessImage,
+    tramp_stack: u64,
+    warnings: &mut Vec<String>,
+    out: &mut Vec<Tracee>,
+) -> Result<()> {
+    let pid = inj.tracee().pid();
+    let gadget = inj.gadget();
+    let set_ids = task::euid() == 0 && (image.task.uid != 0 || image.task.gid != 0);
+    let mut renamed = Vec::new();
+    for th in &image.threads {
+        let size = std::mem::size_of::<abi::CloneArgs>() as u64;
+        let want = scratch.put(size, &th.tid.to_ne_bytes())?;
+        let mut args = abi::CloneArgs { flags: abi::CLONE_THREAD_FLAGS, set_tid: want, set_tid_size: 1, ..Default::default() };
+        let at = scratch.put(0, abi::as_bytes(&args))?;
+        let (mut r, mut made) = inj.call_clone(abi::SYS_CLONE3, &[at, size])?;
+        if r < 0 {
+            args.set_tid = 0;
+            args.set_tid_size = 0;
+            let at = scratch.put(0, abi::as_bytes(&args))?;
+            (r, made) = inj.call_clone(abi::SYS_CLONE3, &[at, size])?;
+        }
+        if r < 0 {
+            return Err(herd_kernel::KernelError::Sys {
+                op: "clone3 (making a thread)",
+                pid,
+                source: std::io::Error::from_raw_os_error(-r as i32),
+            }
+            .into());
+        }
+        let made = made.ok_or_else(|| CheckpointError::Proc { pid, what: format!("thread {r} was made but never reported") })?;
+        // Owned by `out` from here, so that an error below kills it.
+        out.push(made);
+        let t = out.last_mut().expect("just pushed");
+        let base = t.regs()?;
+        let mut tinj = Injector::new(t, gadget, base);
+        tinj.set_stack(tramp_stack);
+        set_thread_basics(&mut tinj, scratch, &th.comm, th.rseq, th.robust_list, th.clear_child_tid)?;
+        set_altstack(&mut tinj, scratch, th.altstack)?;
+        set_sched(&mut tinj, scratch, th.sched, th.tid, warnings)?;
+        if set_ids {
+            set_credentials(&mut tinj, scratch, &image.task)?;
+        }
+        for s in &th.pending {
+            queue_own_signal(&mut tinj, scratch, pid, s)?;
+        }
+        t.resume_until_event()?;
+        let mut regs = Regs::from_words(&th.regs.gp).ok_or_else(|| FormatError::Corrupt("bad register set".into()))?;
+        fix_restart_block(&mut regs, pid, image)?;
+        t.set_regs(&regs)?;
+        t.set_xstate(&th.regs.xstate)?;
+        t.set_sigmask(th.blocked)?;
+        let tid = t.pid();
+        if tid != th.tid {
+            renamed.push((th.tid, tid));
+        }
+    }
+    if !renamed.is_empty() {
+        let list: Vec<String> = renamed.iter().map(|(a, b)| format!("{a} as {b}")).collect();
+        warnings.push(format!(
+            "{} of {} threads run with new thread ids ({}): their old ids were taken, or restoring ids needs root",
+            renamed.len(),
+            image.threads.len(),
+            list.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Sets the mm fields and auxv; with `set_exe`, also the /proc/PID/exe link
@@ -779,7 +956,11 @@ fn set_signals(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage) 
         let at = scratch.put(0, abi::as_bytes(&act))?;
         inj.call_ok("rt_sigaction", abi::SYS_RT_SIGACTION, &[sig as u64, at, 0, 8])?;
     }
-    let s = image.signals.altstack;
+    set_altstack(inj, scratch, image.signals.altstack)
+}
+
+/// The calling thread's alternate signal stack.
+fn set_altstack(inj: &mut Injector<'_>, scratch: &Scratch, s: SigAltStack) -> Result<()> {
     let ss = if s.flags & libc::SS_DISABLE != 0 {
         abi::StackT { sp: 0, flags: libc::SS_DISABLE, _pad: 0, size: 0 }
     } else {
@@ -790,22 +971,46 @@ fn set_signals(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage) 
     Ok(())
 }
 
-/// A sleep interrupted by the checkpoint returns -ERESTART_RESTARTBLOCK and
-/// would continue through the kernel's per-task restart block, which a new
-/// process does not have. A relative nanosleep whose remaining time the
-/// kernel wrote back is re-issued for that remaining time (placed below the
-/// red zone); anything else returns EINTR, as CRIU does.
+/// A sleep or wait interrupted by the checkpoint returns
+/// -ERESTART_RESTARTBLOCK and would continue through the kernel's per-thread
+/// restart block, which a new thread does not have. A call whose arguments
+/// still say all it needs is made again as it was: a futex wait (a relative
+/// timeout then starts again in full: a wait that lasts longer, which futex
+/// users allow for), an absolute clock_nanosleep. A relative nanosleep whose
+/// remaining time the kernel wrote back is re-issued for that remaining time
+/// (placed below the red zone of the thread's stack). Anything else returns
+/// EINTR, as CRIU does.
 fn fix_restart_block(r: &mut Regs, pid: i32, image: &ProcessImage) -> Result<()> {
     if (r.orig_rax as i64) < 0 || r.rax as i64 != -abi::ERESTART_RESTARTBLOCK {
         return Ok(());
     }
+    let again = |r: &mut Regs| {
+        r.rax = r.orig_rax;
+        r.rip -= 2;
+        r.orig_rax = u64::MAX;
+    };
+    let abstime = r.rsi & libc::TIMER_ABSTIME as u64 != 0;
+    match r.orig_rax {
+        abi::SYS_FUTEX => {
+            again(r);
+            return Ok(());
+        }
+        abi::SYS_CLOCK_NANOSLEEP if abstime => {
+            again(r);
+            return Ok(());
+        }
+        _ => {}
+    }
     let target = match r.orig_rax {
         abi::SYS_NANOSLEEP => Some((r.rsi, 0)),
-        abi::SYS_CLOCK_NANOSLEEP if r.rsi & libc::TIMER_ABSTIME as u64 == 0 => Some((r.r10, 2)),
+        abi::SYS_CLOCK_NANOSLEEP => Some((r.r10, 2)),
         _ => None,
     };
+    // Any thread's stack: the main one, or memory the thread library mapped.
     let slot = (r.rsp.wrapping_sub(128 + 16)) & !15;
-    let on_stack = image.vmas.iter().any(|v| matches!(v.kind, VmaKind::Stack) && v.contains(slot, slot + 16));
+    let on_stack = image.vmas.iter().any(|v| {
+        matches!(v.kind, VmaKind::Stack | VmaKind::Anonymous) && !v.shared && v.prot & PROT_WRITE != 0 && v.contains(slot, slot + 16)
+    });
     if let (Some((rem, arg)), true) = (target, on_stack) {
         if rem != 0 {
             let mut ts = [0u8; 16];
@@ -816,9 +1021,7 @@ fn fix_restart_block(r: &mut Regs, pid: i32, image: &ProcessImage) -> Result<()>
             } else {
                 r.rdx = slot;
             }
-            r.rax = r.orig_rax;
-            r.rip -= 2;
-            r.orig_rax = u64::MAX;
+            again(r);
             return Ok(());
         }
     }

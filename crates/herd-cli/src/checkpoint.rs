@@ -58,7 +58,10 @@ pub fn run(pid: i32, output: &Path, kill: bool) -> Result<i32> {
             return Err(e); // `frozen` is dropped: the process runs on
         }
     };
-    let comm = frozen.image().task.comm.clone();
+    let comm = match frozen.image().threads.len() {
+        0 => frozen.image().task.comm.clone(),
+        n => format!("{}, {} threads", frozen.image().task.comm, n + 1),
+    };
     if kill {
         frozen.kill();
     } else {

@@ -22,6 +22,8 @@ struct Summary {
     uid: u32,
     gid: u32,
     threads: u32,
+    /// Every thread, the main one first.
+    thread_list: Vec<ThreadSummary>,
     memory_bytes: u64,
     stored_bytes: u64,
     regions: Vec<Region>,
@@ -29,6 +31,16 @@ struct Summary {
     signal_handlers: Vec<u32>,
     pending_signals: Vec<u32>,
     blocked_signals: u64,
+}
+
+#[derive(Serialize)]
+struct ThreadSummary {
+    tid: i32,
+    comm: String,
+    blocked_signals: u64,
+    pending_signals: Vec<u32>,
+    /// The system call it was stopped in (orig_rax), if any.
+    in_syscall: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -97,6 +109,21 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
             FileKind::Inherited { what } => Fd { fd: f.fd, kind: "inherited".into(), target: what.clone(), offset: None },
         })
         .collect();
+    let in_syscall = |gp: &[u64]| gp.get(15).map(|&w| w as i64).filter(|&n| n >= 0);
+    let mut thread_list = vec![ThreadSummary {
+        tid: t.pid,
+        comm: t.comm.clone(),
+        blocked_signals: image.signals.blocked,
+        pending_signals: image.signals.pending.iter().filter(|p| !p.shared).map(|p| p.signo).collect(),
+        in_syscall: in_syscall(&image.regs.gp),
+    }];
+    thread_list.extend(image.threads.iter().map(|th| ThreadSummary {
+        tid: th.tid,
+        comm: th.comm.clone(),
+        blocked_signals: th.blocked,
+        pending_signals: th.pending.iter().map(|p| p.signo).collect(),
+        in_syscall: in_syscall(&th.regs.gp),
+    }));
     let s = Summary {
         image_version: FORMAT_VERSION,
         created_unix_ms: image.origin.created_unix_ms,
@@ -109,7 +136,8 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
         cwd: t.cwd.clone(),
         uid: t.uid,
         gid: t.gid,
-        threads: 1,
+        threads: thread_list.len() as u32,
+        thread_list,
         memory_bytes: image.vmas.iter().map(|v| v.len()).sum(),
         stored_bytes: image.vmas.iter().map(|v| v.stored_bytes).sum(),
         regions,
@@ -125,12 +153,28 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!("image       {} (format version {})", path.display(), s.image_version);
     println!("made on     {} (kernel {})", s.hostname, s.kernel);
-    println!("process     pid {} ({}), uid {} gid {}, {} thread", s.pid, s.comm, s.uid, s.gid, s.threads);
+    println!(
+        "process     pid {} ({}), uid {} gid {}, {} thread{}",
+        s.pid,
+        s.comm,
+        s.uid,
+        s.gid,
+        s.threads,
+        if s.threads == 1 { "" } else { "s" }
+    );
     println!("command     {}", s.command.join(" "));
     println!("executable  {}", s.exe);
     println!("cwd         {}", s.cwd);
     println!("memory      {:.1} MiB mapped, {:.1} MiB stored in the image", mib(s.memory_bytes), mib(s.stored_bytes));
     println!("signals     handlers for {:?}, pending {:?}, blocked mask {:#x}", s.signal_handlers, s.pending_signals, s.blocked_signals);
+    if s.threads > 1 {
+        println!();
+        println!("{:>8} {:<16} {:>18} {:>10}  pending", "tid", "name", "blocked", "syscall");
+        for th in &s.thread_list {
+            let sc = th.in_syscall.map_or("-".to_string(), |n| n.to_string());
+            println!("{:>8} {:<16} {:>#18x} {:>10}  {:?}", th.tid, th.comm, th.blocked_signals, sc, th.pending_signals);
+        }
+    }
     println!();
     println!("{:<18} {:<18} {:<5} {:>10} {:>10}  what", "start", "end", "perm", "size KiB", "stored KiB");
     for r in &s.regions {

@@ -23,7 +23,7 @@ use std::io::{self, Read, Write};
 use crate::model::ProcessImage;
 
 pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const PAGE_SIZE: u64 = 4096;
 /// Largest Process section a reader accepts.
 pub const MAX_PROCESS_LEN: u64 = 16 << 20;
@@ -465,6 +465,18 @@ impl<R: Read> ImageReader<R> {
                 "register set has {} words, expected 27",
                 image.regs.gp.len()
             )));
+        }
+        for t in &image.threads {
+            if t.regs.gp.len() != 27 {
+                return Err(FormatError::Corrupt(format!(
+                    "register set of thread {} has {} words, expected 27",
+                    t.tid,
+                    t.regs.gp.len()
+                )));
+            }
+            if t.pending.iter().any(|p| p.shared) {
+                return Err(FormatError::Corrupt(format!("thread {} holds a process-wide pending signal", t.tid)));
+            }
         }
         self.stored_ranges = ranges;
         self.expected_page_bytes = expected;

@@ -15,6 +15,43 @@ pub struct ProcessImage {
     pub mm: MmFields,
     pub vmas: Vec<Vma>,
     pub files: Vec<OpenFile>,
+    /// Every thread but the main one (the thread-group leader, whose own state
+    /// is in `task`, `regs` and `signals`), in the order they were found.
+    pub threads: Vec<Thread>,
+}
+
+/// What the kernel keeps per thread, for a thread other than the main one.
+/// What all threads share (memory, signal actions, files, credentials of a
+/// well-behaved program) is in the [`ProcessImage`] once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Thread {
+    /// Its id when captured; restored as the same id when it is free and herd may
+    /// choose ids (clone3 `set_tid`), else the kernel's next one.
+    pub tid: i32,
+    pub comm: String,
+    pub regs: Registers,
+    /// Its signal mask.
+    pub blocked: u64,
+    /// Signals queued to this thread alone (`shared` is false); those queued to
+    /// the whole process are in [`Signals::pending`].
+    pub pending: Vec<PendingSignal>,
+    pub altstack: SigAltStack,
+    pub clear_child_tid: u64,
+    pub robust_list: (u64, u64),
+    pub rseq: Option<Rseq>,
+    pub sched: Sched,
+}
+
+/// How a thread is scheduled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sched {
+    /// SCHED_OTHER, SCHED_BATCH, SCHED_IDLE, SCHED_FIFO, SCHED_RR (with
+    /// SCHED_RESET_ON_FORK as the kernel reports it).
+    pub policy: i32,
+    /// Real-time priority (0 for the normal policies).
+    pub priority: i32,
+    /// Nice value, -20..=19.
+    pub nice: i32,
 }
 
 /// Where and when the image was made; what a restoring machine must match.
@@ -48,6 +85,8 @@ pub struct Task {
     /// set_robust_list(head, len); head 0 when none.
     pub robust_list: (u64, u64),
     pub rseq: Option<Rseq>,
+    /// The main thread's scheduling (each other thread has its own in [`Thread`]).
+    pub sched: Sched,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,6 +109,7 @@ fn image_with(vmas: Vec<Vma>) -> ProcessImage {
             clear_child_tid: 0x7f00_0000_1000,
             robust_list: (0x7f00_0000_2000, 24),
             rseq: Some(Rseq { ptr: 0x7f00_0000_3000, len: 32, sig: 0x5305_3053 }),
+            sched: Sched { policy: 0, priority: 0, nice: 5 },
         },
         regs: Registers { gp: (0..27u64).map(|i| i * 0x1111).collect(), xstate: vec![0x5a; 64] },
         signals: Signals {
@@ -135,6 +136,18 @@ fn image_with(vmas: Vec<Vma>) -> ProcessImage {
             },
             OpenFile { fd: 4, cloexec: false, kind: FileKind::Device { path: "/dev/null".into(), flags: 2 } },
         ],
+        threads: vec![Thread {
+            tid: 4243,
+            comm: "worker-1".into(),
+            regs: Registers { gp: (0..27u64).map(|i| i * 0x2222).collect(), xstate: vec![0x3c; 64] },
+            blocked: 1 << 9,
+            pending: vec![PendingSignal { shared: false, signo: 12, siginfo: vec![4; 128] }],
+            altstack: SigAltStack { sp: 0x7f00_0001_0000, flags: 0, size: 8192 },
+            clear_child_tid: 0x7f00_0000_5000,
+            robust_list: (0x7f00_0000_6000, 24),
+            rseq: Some(Rseq { ptr: 0x7f00_0000_7000, len: 32, sig: 0x5305_3053 }),
+            sched: Sched { policy: 3, priority: 0, nice: 19 },
+        }],
     }
 }
 
@@ -466,7 +479,7 @@ fn wrong_version() {
         }
     }
     // A header alone with the wrong version, nothing after it.
-    assert!(matches!(decode(&header(2)), Err(FormatError::Version { found: 2 })));
+    assert!(matches!(decode(&header(FORMAT_VERSION + 7)), Err(FormatError::Version { found }) if found == FORMAT_VERSION + 7));
 }
 
 #[test]
@@ -554,7 +567,7 @@ fn huge_section_lengths_are_refused_without_allocating() {
         let mut hdr = kind.to_le_bytes().to_vec();
         hdr.extend_from_slice(&len.to_le_bytes());
         hdr.extend_from_slice(&0u32.to_le_bytes());
-        let prefix = if after_process { concat(&[&header(1), &process]) } else { header(1) };
+        let prefix = if after_process { concat(&[&header(FORMAT_VERSION), &process]) } else { header(FORMAT_VERSION) };
         // An endless supply of bytes after the header: had the reader believed
         // the length, it would read (and allocate) all of it.
         let input = io::Cursor::new(concat(&[&prefix, &hdr])).chain(io::repeat(0));
@@ -575,7 +588,7 @@ fn claimed_lengths_within_limits_cost_only_what_arrives() {
     let mut hdr = KIND_PAGES.to_le_bytes().to_vec();
     hdr.extend_from_slice(&MAX_PAGES_LEN.to_le_bytes());
     hdr.extend_from_slice(&0u32.to_le_bytes());
-    let bytes = concat(&[&header(1), &process_section(&image), &hdr, &[0u8; 100]]);
+    let bytes = concat(&[&header(FORMAT_VERSION), &process_section(&image), &hdr, &[0u8; 100]]);
     let (result, peak) = peak_alloc_during(|| decode(&bytes));
     assert!(matches!(result, Err(FormatError::Truncated(_))), "{result:?}");
     assert!(peak < (1 << 20), "allocated {peak} bytes at once");
@@ -585,10 +598,10 @@ fn claimed_lengths_within_limits_cost_only_what_arrives() {
 fn unknown_section_kind() {
     let (image, _) = small();
     for kind in [0, 4, 0x100, u32::MAX] {
-        let bytes = concat(&[&header(1), &raw_section(kind, b"hello")]);
+        let bytes = concat(&[&header(FORMAT_VERSION), &raw_section(kind, b"hello")]);
         let msg = expect_corrupt(&bytes, "unknown kind first");
         assert!(msg.contains("unknown section kind"), "{msg}");
-        let bytes = concat(&[&header(1), &process_section(&image), &raw_section(kind, b"")]);
+        let bytes = concat(&[&header(FORMAT_VERSION), &process_section(&image), &raw_section(kind, b"")]);
         expect_corrupt(&bytes, "unknown kind after process");
     }
 }

@@ -15,6 +15,8 @@ pub const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 pub const PTRACE_EVENT_STOP: i32 = 128;
 pub const PTRACE_O_TRACESYSGOOD: u64 = 1;
 pub const PTRACE_O_EXITKILL: u64 = 1 << 20;
+pub const PTRACE_O_TRACECLONE: u64 = 1 << 3;
+pub const PTRACE_EVENT_CLONE: i32 = 3;
 
 // include/uapi/linux/elf.h
 pub const NT_PRSTATUS: u32 = 1;
@@ -70,6 +72,13 @@ pub const SYS_EXIT_GROUP: u64 = 231;
 pub const SYS_TGKILL: u64 = 234;
 pub const SYS_SECCOMP: u64 = 317;
 pub const SYS_PRLIMIT64: u64 = 302;
+pub const SYS_CLONE: u64 = 56;
+pub const SYS_FUTEX: u64 = 202;
+pub const SYS_CLONE3: u64 = 435;
+pub const SYS_SCHED_SETSCHEDULER: u64 = 144;
+pub const SYS_SETPRIORITY: u64 = 141;
+pub const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
+pub const SECCOMP_FILTER_FLAG_TSYNC_ESRCH: u64 = 1 << 4;
 
 pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
 pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
@@ -118,6 +127,32 @@ pub struct StackT {
     pub _pad: i32,
     pub size: u64,
 }
+
+/// `struct clone_args` of clone3 (CLONE_ARGS_SIZE_VER2: with `cgroup`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
+/// The flags of a thread as pthread_create makes one (less the ones that
+/// write tids or set TLS: a restore sets those itself).
+pub const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM) as u64;
 
 /// `struct ptrace_peeksiginfo_args`.
 #[repr(C)]

@@ -35,6 +35,10 @@ impl<'a> Injector<'a> {
         self.gadget = gadget;
     }
 
+    pub fn gadget(&self) -> u64 {
+        self.gadget
+    }
+
     pub fn tracee(&mut self) -> &mut Tracee {
         self.tracee
     }
@@ -70,6 +74,38 @@ impl<'a> Injector<'a> {
         }
         self.tracee.resume_to_syscall()?; // exit
         Ok(self.tracee.regs()?.ret())
+    }
+
+    /// Runs a `clone`/`clone3` that makes a thread (the tracee must have been
+    /// seized with PTRACE_O_TRACECLONE). Returns the call's raw result and, when
+    /// it made a thread, that thread: attached, stopped before its first
+    /// instruction, its registers those of the tracee at the call's return.
+    pub fn call_clone(&mut self, nr: u64, args: &[u64]) -> Result<(i64, Option<Tracee>)> {
+        let r = self.regs_for(nr, args);
+        let pid = self.tracee.pid;
+        self.tracee.set_regs(&r)?;
+        self.tracee.resume_to_syscall()?; // entry
+        let entry = self.tracee.regs()?;
+        if entry.orig_rax != nr {
+            return Err(KernelError::Unexpected { pid, what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64) });
+        }
+        let mut made = None;
+        loop {
+            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
+            self.tracee.stop = wait_stop(pid)?;
+            match self.tracee.stop {
+                Stop::Syscall => break,
+                Stop::Ptrace { event } if event == abi::PTRACE_EVENT_CLONE => made = Some(self.tracee.event_msg()? as i32),
+                Stop::Signal { sig } => self.tracee.deferred.push(sig),
+                Stop::Event { .. } | Stop::Ptrace { .. } => {}
+            }
+        }
+        let ret = self.tracee.regs()?.ret();
+        let thread = match made {
+            Some(tid) => Some(Tracee::auto_attached(tid)?),
+            None => None,
+        };
+        Ok((ret, thread))
     }
 
     /// Like [`Injector::call`], but a negative result becomes an error
@@ -145,6 +181,7 @@ impl Injector<'_> {
                 }
                 Stop::Signal { sig } => return Ok(Outcome::Signal { sig }),
                 Stop::Event { sig } => return Ok(Outcome::Interrupted { sig }),
+                Stop::Ptrace { .. } => {}
             }
         }
     }

@@ -18,6 +18,9 @@ pub enum Stop {
     Signal { sig: i32 },
     /// Entering or leaving a system call.
     Syscall,
+    /// A PTRACE_EVENT_* stop other than PTRACE_EVENT_STOP (with
+    /// PTRACE_O_TRACECLONE: `PTRACE_EVENT_CLONE` as a thread is created).
+    Ptrace { event: i32 },
 }
 
 pub struct Tracee {
@@ -81,6 +84,8 @@ pub(crate) fn wait_stop(pid: i32) -> Result<Stop> {
             Stop::Syscall
         } else if event == abi::PTRACE_EVENT_STOP {
             Stop::Event { sig }
+        } else if event != 0 {
+            Stop::Ptrace { event }
         } else {
             Stop::Signal { sig }
         });
@@ -108,6 +113,29 @@ impl Tracee {
 
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// A thread that was attached automatically (PTRACE_O_TRACECLONE) as it
+    /// was created: waits for its first stop (PTRACE_EVENT_STOP with
+    /// PTRACE_SEIZE), before it has run any instruction.
+    pub fn auto_attached(tid: i32) -> Result<Tracee> {
+        let stop = wait_stop(tid)?;
+        let mut t = Tracee { pid: tid, stop, deferred: Vec::new() };
+        if let Stop::Signal { sig } = stop {
+            t.deferred.push(sig);
+            t.resume_until_event()?;
+        }
+        Ok(t)
+    }
+
+    /// The message of the last PTRACE_EVENT_* stop (PTRACE_GETEVENTMSG): for
+    /// PTRACE_EVENT_CLONE, the new thread's id.
+    pub fn event_msg(&self) -> Result<u64> {
+        let mut msg: u64 = 0;
+        // SAFETY: data points at a live u64, which is what PTRACE_GETEVENTMSG writes.
+        unsafe { ptrace_ptr(libc::PTRACE_GETEVENTMSG, self.pid, 0, &mut msg as *mut u64 as u64) }
+            .map_err(|e| KernelError::from_io("PTRACE_GETEVENTMSG", self.pid, e))?;
+        Ok(msg)
     }
 
     pub fn stop(&self) -> Stop {
@@ -224,7 +252,7 @@ impl Tracee {
             match self.stop {
                 Stop::Syscall => return Ok(()),
                 Stop::Signal { sig } => self.deferred.push(sig),
-                Stop::Event { .. } => {}
+                Stop::Event { .. } | Stop::Ptrace { .. } => {}
             }
         }
     }
@@ -246,7 +274,7 @@ impl Tracee {
             match self.stop {
                 Stop::Event { .. } => return Ok(()),
                 Stop::Signal { sig } => self.deferred.push(sig),
-                Stop::Syscall => {}
+                Stop::Syscall | Stop::Ptrace { .. } => {}
             }
         }
     }

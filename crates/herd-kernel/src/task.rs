@@ -30,6 +30,36 @@ pub fn robust_list(pid: i32) -> Result<(u64, u64)> {
     Ok((head, len as u64))
 }
 
+/// How a thread is scheduled: policy (SCHED_*, with SCHED_RESET_ON_FORK),
+/// real-time priority, nice value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sched {
+    pub policy: i32,
+    pub priority: i32,
+    pub nice: i32,
+}
+
+/// The scheduling of thread `tid` (any thread id of any process we may see).
+pub fn sched(tid: i32) -> Result<Sched> {
+    // SAFETY: sched_getscheduler takes a plain integer.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    if policy < 0 {
+        return Err(KernelError::last("sched_getscheduler", tid));
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel writes one sched_param into our local.
+    if unsafe { libc::sched_getparam(tid, &mut param) } != 0 {
+        return Err(KernelError::last("sched_getparam", tid));
+    }
+    // The raw call returns 20 - nice (1..=40), never a negative value but an error.
+    // SAFETY: getpriority takes plain integers.
+    let r = unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) };
+    if r < 0 {
+        return Err(KernelError::last("getpriority", tid));
+    }
+    Ok(Sched { policy, priority: param.sched_priority, nice: 20 - r as i32 })
+}
+
 /// Sets resource limit `resource` of process `pid` (prlimit64).
 pub fn prlimit(pid: i32, resource: u32, lim: libc::rlimit) -> Result<()> {
     // SAFETY: prlimit reads one rlimit from `lim` (a live local) and writes
