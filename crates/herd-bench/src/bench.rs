@@ -30,6 +30,8 @@ use crate::sys::{self, MIB, PAGE};
 
 pub struct Config {
     pub sizes: Vec<u64>,
+    /// Thread counts of the checkpointed process (each size with each count).
+    pub threads: Vec<usize>,
     pub reps: Option<usize>,
     pub dir: Option<PathBuf>,
 }
@@ -62,6 +64,9 @@ pub fn run(cfg: Config) -> Result<bool> {
     if cfg.reps == Some(0) {
         bail!("--reps must be at least 1");
     }
+    if cfg.threads.is_empty() || cfg.threads.iter().any(|&n| n == 0 || n > 4096) {
+        bail!("--threads wants thread counts from 1 to 4096, e.g. --threads 1,8,64");
+    }
     sys::preflight()?;
     let (base, fstype) = choose_dir(cfg.dir.as_deref())?;
     check_memory(&cfg.sizes);
@@ -75,15 +80,16 @@ pub fn run(cfg: Config) -> Result<bool> {
 
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    for &mib in &cfg.sizes {
+    for (&mib, &threads) in cfg.sizes.iter().flat_map(|m| cfg.threads.iter().map(move |t| (m, t))) {
+        let label = SizeResult { mib, threads, reps: 0, samples: Vec::new() }.label();
         let reps = cfg.reps.unwrap_or(default_reps(mib));
         let mut samples = Vec::new();
         for rep in 1..=reps {
-            match one_rep(mib, rep, &work.path, &holder_exe, &chunk, &mut hashes) {
+            match one_rep(mib, threads, rep, &work.path, &holder_exe, &chunk, &mut hashes) {
                 Ok(s) => {
                     eprintln!(
                         "{:>8} rep {rep}/{reps}: write {:.3} s, touch {:.3} s, checkpoint {:.3} s ({:.1} MiB image), restart {:.3} s",
-                        report::size_label(mib),
+                        label,
                         s.write,
                         s.touch,
                         s.ckpt,
@@ -94,12 +100,12 @@ pub fn run(cfg: Config) -> Result<bool> {
                 }
                 Err(e) if is_fatal(&e) => return Err(e),
                 Err(e) => {
-                    eprintln!("{:>8} rep {rep}/{reps}: FAILED: {e:#}", report::size_label(mib));
-                    failures.push(format!("{} rep {rep}: {e:#}", report::size_label(mib)));
+                    eprintln!("{:>8} rep {rep}/{reps}: FAILED: {e:#}", label);
+                    failures.push(format!("{} rep {rep}: {e:#}", label));
                 }
             }
         }
-        results.push(SizeResult { mib, reps, samples });
+        results.push(SizeResult { mib, threads, reps, samples });
     }
     // The hash cache is not saved: it would keep an entry for the copy of
     // herd-bench, which is deleted now.
@@ -118,7 +124,7 @@ fn is_fatal(e: &anyhow::Error) -> bool {
     )
 }
 
-fn one_rep(mib: u64, rep: usize, dir: &Path, exe: &Path, chunk: &[u8], hashes: &mut FileHashes) -> Result<Sample> {
+fn one_rep(mib: u64, threads: usize, rep: usize, dir: &Path, exe: &Path, chunk: &[u8], hashes: &mut FileHashes) -> Result<Sample> {
     let bytes = mib * MIB;
 
     sys::warm_up(bytes);
@@ -127,8 +133,8 @@ fn one_rep(mib: u64, rep: usize, dir: &Path, exe: &Path, chunk: &[u8], hashes: &
     sys::warm_up(bytes);
     let touch = touch_baseline(bytes);
 
-    let image = RemoveOnDrop(dir.join(format!("{mib}MiB-{rep}.herd")));
-    let mut holder = Holder::spawn(exe, mib).context("starting the process to checkpoint")?;
+    let image = RemoveOnDrop(dir.join(format!("{mib}MiB-{threads}t-{rep}.herd")));
+    let mut holder = Holder::spawn(exe, mib, threads).context("starting the process to checkpoint")?;
     let (addr, len) = (holder.addr, holder.len);
     sys::warm_up(bytes);
     let (ckpt, image_bytes) = checkpoint(&mut holder, &image.0, hashes).context("checkpoint")?;
@@ -212,10 +218,12 @@ struct Holder {
 }
 
 impl Holder {
-    fn spawn(exe: &Path, mib: u64) -> Result<Holder> {
+    fn spawn(exe: &Path, mib: u64, threads: usize) -> Result<Holder> {
         let child = Command::new(exe)
             .arg("hold")
             .arg(mib.to_string())
+            .arg("--threads")
+            .arg(threads.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -60,6 +60,10 @@ enum Cmd {
         /// Repetitions per size [default: 5 below 2 GiB, 3 from 2 GiB].
         #[arg(long)]
         reps: Option<usize>,
+        /// Threads of the checkpointed process, comma-separated: every size is
+        /// measured with each count (the extra threads sleep).
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
+        threads: Vec<usize>,
         /// Directory for images and the write baseline [default: /var/tmp,
         /// or the current directory if /var/tmp is a tmpfs].
         #[arg(long)]
@@ -168,9 +172,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Internal: fill MIB MiB of memory, print "ready ADDR LEN", sleep forever.
+    /// Internal: fill MIB MiB of memory, start THREADS-1 sleeping threads, print
+    /// "ready ADDR LEN", sleep until herd-bench is gone.
     #[command(hide = true)]
-    Hold { mib: u64 },
+    Hold {
+        mib: u64,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Internal (migrate): accept one TCP connection on PORT, read it to its end.
     #[command(name = "__tcp-sink", hide = true)]
     TcpSink { port: u16 },
@@ -188,7 +197,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Checkpoint { sizes, reps, dir } => bench::run(bench::Config { sizes, reps, dir }),
+        Cmd::Checkpoint { sizes, reps, threads, dir } => bench::run(bench::Config { sizes, threads, reps, dir }),
         Cmd::Gossip { sizes, window, real_nodes } => gossip::run(&sizes, std::time::Duration::from_secs(window), real_nodes),
         Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep } => {
             migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep })
@@ -197,7 +206,7 @@ fn main() -> ExitCode {
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, json })
         }
-        Cmd::Hold { mib } => hold::run(mib).map(|()| true),
+        Cmd::Hold { mib, threads } => hold::run(mib, threads).map(|()| true),
         Cmd::Stream { mib, reps } => stream::run(mib, reps),
         Cmd::TcpSink { port } => migrate::tcp_sink(port).map(|()| true),
         Cmd::TcpSource { addr, bytes } => migrate::tcp_source(addr, bytes).map(|()| true),

@@ -16,6 +16,8 @@ pub struct Sample {
 
 pub struct SizeResult {
     pub mib: u64,
+    /// Threads of the checkpointed process.
+    pub threads: usize,
     pub reps: usize,
     /// Successful repetitions only.
     pub samples: Vec<Sample>,
@@ -43,6 +45,16 @@ pub fn size_label(mib: u64) -> String {
         format!("{} GiB", mib / 1024)
     } else {
         format!("{mib} MiB")
+    }
+}
+
+impl SizeResult {
+    /// The size, and the threads when more than one ("2 GiB, 8 thr").
+    pub fn label(&self) -> String {
+        match self.threads {
+            1 => size_label(self.mib),
+            n => format!("{}, {n} thr", size_label(self.mib)),
+        }
     }
 }
 
@@ -85,7 +97,7 @@ fn medians(s: &[Sample]) -> Option<Medians> {
 const COLUMNS: [&str; 10] = [
     "size", "ckpt s", "ckpt MB/s", "write s", "ckpt/write", "image MiB", "restart s", "restart MB/s", "touch s", "restart/touch",
 ];
-const SIZE_WIDTH: usize = 8;
+const SIZE_WIDTH: usize = 17;
 
 fn line(cells: &[String]) -> String {
     let mut out = format!("{:<SIZE_WIDTH$}", cells[0]);
@@ -106,7 +118,7 @@ pub fn print(run: &Run) {
     println!();
     println!("{}", line(&COLUMNS.map(String::from)));
     for r in &run.results {
-        let label = size_label(r.mib);
+        let label = r.label();
         let Some(m) = medians(&r.samples) else {
             println!("{label:<SIZE_WIDTH$}  (all {} repetitions failed)", r.reps);
             continue;
@@ -133,9 +145,9 @@ pub fn print(run: &Run) {
         .iter()
         .map(|r| {
             if r.samples.len() == r.reps {
-                format!("{} for {}", r.reps, size_label(r.mib))
+                format!("{} for {}", r.reps, r.label())
             } else {
-                format!("{} of {} for {}", r.samples.len(), r.reps, size_label(r.mib))
+                format!("{} of {} for {}", r.samples.len(), r.reps, r.label())
             }
         })
         .collect();
@@ -164,7 +176,7 @@ pub fn print(run: &Run) {
         };
         println!(
             "  {:<SIZE_WIDTH$} ckpt {}  write {}  restart {}  touch {}",
-            size_label(r.mib),
+            r.label(),
             range(&|x| x.ckpt),
             range(&|x| x.write),
             range(&|x| x.restart),
@@ -174,8 +186,8 @@ pub fn print(run: &Run) {
     println!();
     println!("CRIU 4.2 reference (quoted from the project design notes; CRIU is not installed here, not measured):");
     for r in &run.results {
-        let label = size_label(r.mib);
-        match (criu_reference(r.mib), medians(&r.samples)) {
+        let label = r.label();
+        match (criu_reference(r.mib).filter(|_| r.threads == 1), medians(&r.samples)) {
             (None, _) => println!("  {label:<SIZE_WIDTH$} no CRIU figure for this size"),
             (Some((dump, rest)), None) => println!("  {label:<SIZE_WIDTH$} CRIU dump {dump:.2} s, restore {rest:.2} s"),
             (Some((dump, rest)), Some(m)) => println!(

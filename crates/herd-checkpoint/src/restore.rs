@@ -832,8 +832,13 @@ fn make_threads(
         let mut tinj = Injector::new(t, gadget, base);
         tinj.set_stack(tramp_stack);
         set_thread_basics(&mut tinj, scratch, &th.comm, th.rseq, th.robust_list, th.clear_child_tid)?;
-        set_altstack(&mut tinj, scratch, th.altstack)?;
-        set_sched(&mut tinj, scratch, th.sched, th.tid, warnings)?;
+        // A new thread starts with no alternate stack and the main thread's scheduling.
+        if th.altstack.flags & libc::SS_DISABLE == 0 {
+            set_altstack(&mut tinj, scratch, th.altstack)?;
+        }
+        if th.sched != image.task.sched {
+            set_sched(&mut tinj, scratch, th.sched, th.tid, warnings)?;
+        }
         if set_ids {
             set_credentials(&mut tinj, scratch, &image.task)?;
         }
