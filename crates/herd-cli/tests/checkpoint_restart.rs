@@ -49,6 +49,8 @@ enum Need {
     Avx2,
     /// Restoring thread ids (clone3 set_tid), which pthread_kill relies on.
     Root,
+    /// A JDK (java running a source file needs its compiler).
+    Java,
 }
 
 /// True when the test can run; otherwise prints `SKIP <test>: <reasons>`.
@@ -66,6 +68,7 @@ fn ready(test: &str, needs: &[Need]) -> bool {
             Need::Cc if !tool_works("cc", &["--version"]) => why.push("no working C compiler `cc`".to_string()),
             Need::Python if python3().is_none() => why.push("no python3".to_string()),
             Need::Avx2 if !cpu_has_flag("avx2") => why.push("the CPU has no avx2 (see /proc/cpuinfo)".to_string()),
+            Need::Java if !tool_works("javac", &["-version"]) => why.push("no JDK (`javac`)".to_string()),
             Need::Root if !nix::unistd::geteuid().is_root() => {
                 why.push("not root: a restore gives threads their old ids (clone3 set_tid) only as root".to_string())
             }
@@ -826,6 +829,25 @@ fn threads_checkpoint_restart_twice() {
     assert_eq!(expected.status.code(), Some(3), "{}", expected.notes);
     let got = run_checkpointed_twice(dir.path(), &cmd, "thr_work", 5, 10);
     assert_eq!(image_threads(&dir.path().join("second.img")), 6, "the second checkpoint should hold all six threads");
+    assert_same_run(&expected, &got);
+}
+
+/// A JVM (about fifteen threads: three of the program's at a CyclicBarrier,
+/// the JIT compilers, the garbage collector, ...) checkpointed mid-run.
+#[test]
+fn threads_java_program_resumes() {
+    if !ready("threads_java_program_resumes", &[Need::Java, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    // Compiled first: `java File.java` compiles in the JVM, which then holds a socket.
+    let out = Command::new("javac").arg("-d").arg(dir.path()).arg(program_source("ThrJava.java")).output().expect("running javac");
+    assert!(out.status.success(), "javac: {}", String::from_utf8_lossy(&out.stderr));
+    let cmd = argv!["java", "-XX:-UsePerfData", "-cp", dir.path(), "ThrJava", "80"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert_eq!(expected.status.code(), Some(6), "{}", expected.notes);
+    let got = run_checkpointed(dir.path(), "ckpt", &cmd, Out::File, 10);
+    assert!(image_threads(&dir.path().join("ckpt.img")) >= 8, "the checkpoint should hold the JVM's threads");
     assert_same_run(&expected, &got);
 }
 
