@@ -23,6 +23,9 @@ use crate::check::{self, Purpose, PORTABLE_DEVICES};
 use crate::filehash::FileHashes;
 use crate::{io_err, procinfo, CheckpointError, Result};
 
+/// Post-copy: bytes below each thread's stack pointer sent with the image.
+const STACK_KEEP: u64 = 8 * PAGE;
+
 /// Bytes read from the process per batch while streaming pages.
 const BATCH: usize = 8 << 20;
 
@@ -417,6 +420,14 @@ impl Frozen {
         &self.image
     }
 
+    /// Renames the threads in the image (a migrated process's threads go by
+    /// their home ids wherever they run; `home_tid` maps an id here to it).
+    pub fn rename_threads(&mut self, home_tid: impl Fn(i32) -> i32) {
+        for t in &mut self.image.threads {
+            t.tid = home_tid(t.tid);
+        }
+    }
+
     /// Streams the whole image (process section, pages, end) into `out`.
     ///
     /// Pages are read from the process on this thread while a writer thread
@@ -465,16 +476,29 @@ impl Frozen {
     /// (the kernel writes it on every return to user mode, also between the
     /// injected calls of the restore, before anyone serves faults).
     fn postcopy_plans(&self) -> (Vec<PostcopyPlan>, Runs) {
-        let keep: Vec<(u64, u64)> = self
-            .image
-            .task
-            .rseq
-            .map(|r| {
-                let lo = r.ptr & !(PAGE - 1);
-                let hi = (r.ptr + u64::from(r.len.max(32)) + PAGE - 1) & !(PAGE - 1);
-                vec![(lo, hi)]
-            })
-            .unwrap_or_default();
+        // Every thread's rseq area; and around the other threads' stack pointers
+        // (their stacks are anonymous memory), what the restore reads and writes
+        // there (a sleep's remaining time) and the kernel's first signal frame.
+        let page_of = |a: u64| a & !(PAGE - 1);
+        let mut keep: Vec<(u64, u64)> = std::iter::once(self.image.task.rseq)
+            .chain(self.image.threads.iter().map(|t| t.rseq))
+            .flatten()
+            .map(|r| (page_of(r.ptr), page_of(r.ptr + u64::from(r.len.max(32)) + PAGE - 1)))
+            .collect();
+        for t in &self.image.threads {
+            if let Some(&sp) = t.regs.gp.get(19) {
+                keep.push((page_of(sp).saturating_sub(STACK_KEEP), page_of(sp) + PAGE));
+            }
+        }
+        keep.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (lo, hi) in keep {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        let keep = merged;
         let mut lazy_runs = Vec::new();
         let mut plans = Vec::new();
         for (v, p) in self.image.vmas.iter().zip(&self.plans) {
@@ -575,13 +599,14 @@ impl Frozen {
         self.held.release()
     }
 
-    /// Keeps the process stopped and hands it over: the tracee (at an
-    /// interrupt stop, its real registers set), and the signal mask it had.
+    /// Keeps the process stopped and hands it over: the main thread's tracee
+    /// (at an interrupt stop, its real registers set), the signal mask it had,
+    /// and the other threads (stopped likewise, every signal blocked).
     /// The caller now owns it (a deputy is made of it); nothing is released.
-    pub fn into_held(mut self) -> (Tracee, u64) {
-        assert_eq!(self.held.threads.len(), 1, "only a single-threaded process becomes a deputy");
-        let t = self.held.threads.pop().expect("held until release or kill");
-        (t.tracee, t.mask)
+    pub fn into_held(mut self) -> (Tracee, u64, Vec<Tracee>) {
+        let mut threads = std::mem::take(&mut self.held.threads).into_iter();
+        let main = threads.next().expect("held until release or kill");
+        (main.tracee, main.mask, threads.map(|t| t.tracee).collect())
     }
 
     /// Ends the process (SIGKILL). Call only once the image is safe.

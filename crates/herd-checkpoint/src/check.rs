@@ -30,7 +30,7 @@ pub enum CantMove {
 impl fmt::Display for CantMove {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CantMove::Threads(n) => write!(f, "has {n} threads (threads do not migrate yet; a checkpoint takes them)"),
+            CantMove::Threads(n) => write!(f, "has {n} threads"),
             CantMove::OtherUser { uid } => write!(f, "belongs to uid {uid}, not to you"),
             CantMove::Traced { by } => write!(f, "is already being traced by process {by}"),
             CantMove::Seccomp => write!(f, "runs under a seccomp filter"),
@@ -95,11 +95,6 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
     if matches!(state, 'Z' | 'X') {
         why.push(CantMove::NotRunning(status.state.clone()));
         return Ok(why);
-    }
-    // A checkpoint takes every thread; a migration does not yet (the deputy and
-    // the guest serve one thread).
-    if status.threads > 1 && purpose != Purpose::Checkpoint {
-        why.push(CantMove::Threads(status.threads));
     }
     if status.tracerpid != 0 && status.tracerpid != tracer {
         why.push(CantMove::Traced { by: status.tracerpid });

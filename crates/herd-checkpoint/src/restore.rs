@@ -45,6 +45,9 @@ pub struct RestoreStats {
 /// A restored process, running, a child of the caller.
 pub struct Restored {
     pub pid: i32,
+    /// Every thread: its id in the image and its id now (the main thread's are
+    /// the image's pid and `pid`), main thread first.
+    pub tids: Vec<(i32, i32)>,
     pub stats: RestoreStats,
     /// Things that could not be restored exactly (each one line).
     pub warnings: Vec<String>,
@@ -159,16 +162,19 @@ pub fn restore_into<R: Read + Send>(
     preflight(&image, hashes).map_err(fail)?;
     let mut warnings = Vec::new();
     if !image.threads.is_empty() {
-        return Err(fail(CheckpointError::Incompatible(format!(
-            "it has {} threads; threads do not migrate yet",
-            image.threads.len() + 1
-        ))));
+        // Its other threads are made again here, by clone3 in the deputy.
+        deputy.set_options(abi::PTRACE_O_TRACECLONE).map_err(|e| fail(e.into()))?;
     }
     let mut made = Made::default();
     let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget }, &mut made);
     let tramp = made.tramp;
     match built {
         Ok(b) => {
+            for t in made.threads.drain(..) {
+                if let Err(e) = t.detach() {
+                    warnings.push(format!("a thread made at home could not be let go: {e}"));
+                }
+            }
             // Limits changed remotely come home too; only those (changing another
             // process's limits needs CAP_SYS_RESOURCE).
             let now = crate::procinfo::open(deputy.pid()).and_then(|p| crate::procinfo::rlimits(&p)).unwrap_or_default();
@@ -181,7 +187,16 @@ pub fn restore_into<R: Read + Send>(
             Ok((RestoreStats { total: t0.elapsed(), page_bytes: b.page_bytes }, warnings))
         }
         Err(error) => {
-            // Leave only the trampoline, so the caller can make a deputy of it again.
+            // The threads made so far end (alone: a SIGKILL would end the deputy too),
+            // then only the trampoline is left, so the caller can make a deputy of it again.
+            if let Some((at, len)) = tramp {
+                for mut t in made.threads.drain(..) {
+                    let base = deputy_regs_or_default(&t);
+                    let mut inj = Injector::new(&mut t, at, base);
+                    inj.set_stack(at + len - 64);
+                    let _ = inj.call(abi::SYS_EXIT, &[0]);
+                }
+            }
             let shell = tramp.and_then(|(at, len)| {
                 let mut inj = Injector::new(deputy, at, deputy_regs_or_default(deputy));
                 inj.set_stack(at + len - 64);
@@ -216,9 +231,6 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
         check_lazy(&image, runs)?;
     }
     let remote = matches!(into, Into::Remote { .. });
-    if remote && !image.threads.is_empty() {
-        return Err(CheckpointError::Incompatible(format!("it has {} threads; threads do not migrate yet", image.threads.len() + 1)));
-    }
     let child = restorer::spawn(&child_plan(&image, remote)?)?;
     tracing::debug!(pid = child.pid, "restore: restorer child forked at {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
     // Threads are made by injected clone3 calls; each new one is attached as it is made.
@@ -243,11 +255,13 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
     match built {
         Ok((page_bytes, listener, uffd)) => {
             let pid = tracee.pid();
-            for t in made.threads.drain(..) {
+            let mut tids = vec![(image.task.pid, pid)];
+            for (th, t) in image.threads.iter().zip(made.threads.drain(..)) {
+                tids.push((th.tid, t.pid()));
                 t.detach()?;
             }
             tracee.detach()?;
-            Ok((Restored { pid, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd))
+            Ok((Restored { pid, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd))
         }
         Err(e) => {
             made.kill_threads();
@@ -657,11 +671,12 @@ fn build(
     // The other threads, made now: while the process still has the restorer's
     // credentials (choosing their ids may need them); each then takes the
     // image's credentials itself, as the main thread does below.
+    let set_ids = !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0);
     if !image.threads.is_empty() {
         let tramp_stack = tramp + tramp_len - 64;
-        make_threads(&mut inj, &scratch, image, tramp_stack, warnings, &mut made.threads)?;
+        let how = MakeThreads { stack: tramp_stack, set_ids, point_next_id: deputy };
+        make_threads(&mut inj, &scratch, image, how, warnings, &mut made.threads)?;
     }
-    let set_ids = !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0);
     if set_ids {
         set_credentials(&mut inj, &scratch, t)?;
     }
@@ -690,11 +705,13 @@ fn build(
         fprog[0..2].copy_from_slice(&((filter.len() / 8) as u16).to_ne_bytes());
         fprog[8..16].copy_from_slice(&prog.to_ne_bytes());
         let fprog_at = scratch.put(0, &fprog)?;
-        let fd = inj.call_ok(
-            "seccomp(SECCOMP_SET_MODE_FILTER)",
-            abi::SYS_SECCOMP,
-            &[abi::SECCOMP_SET_MODE_FILTER, abi::SECCOMP_FILTER_FLAG_NEW_LISTENER, fprog_at],
-        )?;
+        // Every thread is screened: the filter goes on each of them (TSYNC; with
+        // TSYNC_ESRCH a failure is an error, not a thread id, as the listener needs).
+        let mut flags = abi::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        if !image.threads.is_empty() {
+            flags |= abi::SECCOMP_FILTER_FLAG_TSYNC | abi::SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+        }
+        let fd = inj.call_ok("seccomp(SECCOMP_SET_MODE_FILTER)", abi::SYS_SECCOMP, &[abi::SECCOMP_SET_MODE_FILTER, flags, fprog_at])?;
         listener_fd = Some(fd as i32);
     }
 
@@ -786,23 +803,35 @@ fn queue_own_signal(inj: &mut Injector<'_>, scratch: &Scratch, pid: i32, s: &Pen
     Ok(())
 }
 
+/// How [`make_threads`] makes them.
+#[derive(Clone, Copy)]
+struct MakeThreads {
+    /// The stack pointer for injected calls (in the trampoline).
+    stack: u64,
+    /// Each thread takes the image's credentials (root restores another user's process).
+    set_ids: bool,
+    /// A deputy, which may not choose thread ids: herd sets the kernel's next id.
+    point_next_id: bool,
+}
+
 /// Makes every thread of the image but the main one: an injected clone3 in
 /// the main thread (`inj`, whose gadget is the trampoline) asks for the
 /// thread's old id (`set_tid`; when that id is taken or herd may not choose
-/// ids here, the kernel's next one), then the new thread, attached as it is
+/// ids here, the kernel's next one; for a deputy, `point_next_id`: herd sets
+/// the kernel's next id), then the new thread, attached as it is
 /// made, sets its own state by injected calls and is left at an interrupt
 /// stop with its registers, xstate and signal mask, ready to be detached.
 fn make_threads(
     inj: &mut Injector<'_>,
     scratch: &Scratch,
     image: &ProcessImage,
-    tramp_stack: u64,
+    how: MakeThreads,
     warnings: &mut Vec<String>,
     out: &mut Vec<Tracee>,
 ) -> Result<()> {
+    let MakeThreads { stack: tramp_stack, set_ids, point_next_id } = how;
     let pid = inj.tracee().pid();
     let gadget = inj.gadget();
-    let set_ids = task::euid() == 0 && (image.task.uid != 0 || image.task.gid != 0);
     let mut renamed = Vec::new();
     for th in &image.threads {
         let size = std::mem::size_of::<abi::CloneArgs>() as u64;
@@ -814,7 +843,26 @@ fn make_threads(
             args.set_tid = 0;
             args.set_tid_size = 0;
             let at = scratch.put(0, abi::as_bytes(&args))?;
-            (r, made) = inj.call_clone(abi::SYS_CLONE3, &[at, size])?;
+            // A process that may not choose ids (a deputy, which has its owner's
+            // credentials) gets its old id when herd, root here, points the kernel's
+            // next id at it. Another process may take it first: then that thread
+            // ends and it is tried again.
+            let hint = r == -(libc::EPERM as i64) && point_next_id && task::euid() == 0;
+            for attempt in 0..if hint { 3 } else { 1 } {
+                if hint {
+                    let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", (th.tid - 1).to_string());
+                }
+                (r, made) = inj.call_clone(abi::SYS_CLONE3, &[at, size])?;
+                if !hint || r < 0 || r == i64::from(th.tid) || attempt == 2 {
+                    break;
+                }
+                if let Some(mut other) = made.take() {
+                    let base = other.regs()?;
+                    let mut oinj = Injector::new(&mut other, gadget, base);
+                    oinj.set_stack(tramp_stack);
+                    let _ = oinj.call(abi::SYS_EXIT, &[0]);
+                }
+            }
         }
         if r < 0 {
             return Err(herd_kernel::KernelError::Sys {

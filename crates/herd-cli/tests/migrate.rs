@@ -48,8 +48,8 @@ use serde_json::Value;
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
-    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap"];
-const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_thread.py", "mig_bigexit.py"];
+    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "thr_work"];
+const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
 
@@ -57,6 +57,8 @@ type Scenario = scenarios::Scenario<Lab>;
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("pid_and_parent_unchanged", pid_and_parent_unchanged),
     ("python_progress_moves_home_n2_n3_home", python_progress_moves_home_n2_n3_home),
+    ("threads_move_home_n2_n3_home_while_one_reads", threads_move_home_n2_n3_home_while_one_reads),
+    ("pthreads_move_while_computing", pthreads_move_while_computing),
     ("filter_moved_in_the_middle_of_its_input", filter_moved_in_the_middle_of_its_input),
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
@@ -177,6 +179,67 @@ fn python_progress_moves_home_n2_n3_home(lab: &Lab) {
     p.wait_for_line(lab, "gate 3");
     lab.expect_where(&p, pid, "n1", Some(3));
     p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// Five python threads (three computing, one blocked reading stdin, the main one
+/// printing) moved n2, n3, home, each time while the reader waits in read(0): after
+/// each move the others compute and print while the reader's read is pending at home.
+fn threads_move_home_n2_n3_home_while_one_reads(lab: &Lab) {
+    let prog = lab.python_program("mig_threads.py");
+    let mut d = lab.start("mig_threads.py (direct)", How::Direct, &prog);
+    for gate in 0..4 {
+        d.wait_for_line(lab, &format!("gate {gate}"));
+        d.send(lab, "go\n");
+    }
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+
+    let mut p = lab.start("mig_threads.py (herd run, five threads, moved n2, n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    let moves = [("n2", "n2", 1), ("n3", "n3", 2), ("home", "n1", 3)];
+    for (gate, (target, node, nmigs)) in moves.into_iter().enumerate() {
+        p.wait_for_line(lab, &format!("gate {gate}"));
+        lab.expect_migrate(&p, pid, target);
+        lab.expect_where(&p, pid, node, Some(nmigs));
+        if node != "n1" {
+            lab.expect_runs_on(&p, node, &prog);
+        }
+        p.send(lab, "go\n");
+    }
+    p.wait_for_line(lab, "gate 3");
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// The C pthreads program of the checkpoint tests (six threads: barriers, condition
+/// variables, TLS, per-thread masks) moved n2 and n3 while it computes; making two
+/// threads brings it home by itself; moved to n2 again, pthread_kill of two workers
+/// happens there (one handles SIGUSR1, the other blocks it: pending, it comes home
+/// with it), then home.
+fn pthreads_move_while_computing(lab: &Lab) {
+    let prog = lab.program("thr_work").with_args(&["90"]);
+    let direct = lab.run_direct("thr_work (direct)", &prog, &[]);
+    expect_status(&direct, Some(3), None);
+    let mut p = lab.start("thr_work (herd run, six threads, moved n2, n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    for (line, target, node, nmigs) in [("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2)] {
+        p.wait_for_prefix(lab, line);
+        lab.expect_migrate(&p, pid, target);
+        lab.expect_where(&p, pid, node, Some(nmigs));
+    }
+    // At round 45 it makes two threads: it comes home for that (clone runs at home).
+    p.wait_for_prefix(lab, "short-lived threads:");
+    lab.expect_where(&p, pid, "n1", Some(3));
+    p.wait_for_prefix(lab, "round 50:");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(4));
+    p.wait_for_prefix(lab, "pthread_kill:");
+    p.wait_for_prefix(lab, "round 75:");
+    lab.expect_migrate(&p, pid, "home");
+    lab.expect_where(&p, pid, "n1", Some(5));
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }
@@ -447,18 +510,18 @@ fn refused_moves_leave_it_running(lab: &Lab) {
             ),
         );
     }
-    // (Before n2 blocks below.) A process home refuses to send (a second thread): refused with the reason, and n2
-    // hears nothing of it (no "refused" line for a move it never saw).
+    // (Before n2 blocks below.) A process home refuses to send (a shared writable file mapping): refused with
+    // the reason, and n2 hears nothing of it (no "refused" line for a move it never saw).
     let n2_log = lab.dir.join("n2").join("herdd.log");
     let before = fs::read_to_string(&n2_log).unwrap_or_default().len();
-    let tprog = lab.python_program("mig_thread.py");
-    let mut t = lab.start("mig_thread.py (herd run, two threads)", How::Herd, &tprog);
+    let tprog = lab.python_program("mig_shmap.py");
+    let mut t = lab.start("mig_shmap.py (herd run, a shared writable mapping)", How::Herd, &tprog);
     let tpid = t.home_pid(lab);
     t.wait_for_line(lab, "ready");
     let out = lab.migrate(tpid, "n2");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.code() != Some(1) || !err.contains("thread") {
-        t.fail(lab, &format!("herd migrate of a two-thread process: expected a refusal naming threads, got {}: {err:?}", describe(&out.status)));
+    if out.status.code() != Some(1) || !err.contains("shared writable") {
+        t.fail(lab, &format!("herd migrate of a process with a shared writable mapping: expected a refusal naming it, got {}: {err:?}", describe(&out.status)));
     }
     let after = fs::read_to_string(&n2_log).unwrap_or_default();
     let new = &after[before.min(after.len())..];

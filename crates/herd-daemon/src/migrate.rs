@@ -772,7 +772,7 @@ impl Actor {
                 self.forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.to_remote(ToRemote::Reply { seq, reply }).await;
             }
-            Event::Signal { sig, during_call } => self.to_remote(ToRemote::Signal { sig, during_call }).await,
+            Event::Signal { sig, during_call, tid, directed } => self.to_remote(ToRemote::Signal { sig, during_call, tid, directed }).await,
             Event::Gone(why) => {
                 tracing::info!(pid = self.pid, "ended ({why})");
                 self.path.set(None);
@@ -788,9 +788,9 @@ impl Actor {
 
     async fn on_remote(&mut self, msg: ToHome) -> bool {
         match msg {
-            ToHome::Call { seq, call } => {
+            ToHome::Call { seq, tid, call } => {
                 if let Some(d) = &self.deputy {
-                    d.send(Cmd::Call { seq, call });
+                    d.send(Cmd::Call { seq, tid, call });
                 }
             }
             ToHome::Exited(how) => {
@@ -1063,15 +1063,15 @@ impl Actor {
             let why = loop {
                 match rx.recv().await {
                     Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
-                        Ok(ToHome::Call { seq, call }) => match path.deputy(gen) {
+                        Ok(ToHome::Call { seq, tid, call }) => match path.deputy(gen) {
                             // The fast path: straight to the deputy thread.
                             Some(d) => {
                                 counter.inc();
                                 forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                d.send(Cmd::Call { seq, call });
+                                d.send(Cmd::Call { seq, tid, call });
                             }
                             None => {
-                                if me.send(Input::Remote { gen, msg: ToHome::Call { seq, call } }).is_err() {
+                                if me.send(Input::Remote { gen, msg: ToHome::Call { seq, tid, call } }).is_err() {
                                     return;
                                 }
                             }
@@ -1147,8 +1147,8 @@ impl Actor {
                         (Some(tx), Event::Reply { seq, reply }) => {
                             let _ = tx.blocking_send(ToRemote::Reply { seq, reply });
                         }
-                        (Some(tx), Event::Signal { sig, during_call }) => {
-                            let _ = tx.blocking_send(ToRemote::Signal { sig, during_call });
+                        (Some(tx), Event::Signal { sig, during_call, tid, directed }) => {
+                            let _ = tx.blocking_send(ToRemote::Signal { sig, during_call, tid, directed });
                         }
                         (_, ev) => {
                             let _ = me.send(Input::Deputy(ev));
@@ -1238,8 +1238,8 @@ impl Actor {
         loop {
             match self.next().await {
                 Some(Input::Deputy(Event::Deputy)) => break,
-                Some(Input::Deputy(Event::Signal { sig, during_call })) => {
-                    let _ = remote.tx.send(ToRemote::Signal { sig, during_call }).await;
+                Some(Input::Deputy(Event::Signal { sig, during_call, tid, directed })) => {
+                    let _ = remote.tx.send(ToRemote::Signal { sig, during_call, tid, directed }).await;
                 }
                 Some(Input::Deputy(Event::Gone(why))) | Some(Input::Deputy(Event::CaptureFailed(why))) => {
                     let _ = remote.tx.send(ToRemote::Kill).await;

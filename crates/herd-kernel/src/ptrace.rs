@@ -128,6 +128,14 @@ impl Tracee {
         Ok(t)
     }
 
+    /// Sets the PTRACE_O_* options (PTRACE_O_TRACESYSGOOD is always added).
+    pub fn set_options(&mut self, options: u64) -> Result<()> {
+        // SAFETY: for PTRACE_SETOPTIONS the kernel reads `data` as an integer.
+        unsafe { ptrace_ptr(libc::PTRACE_SETOPTIONS, self.pid, 0, options | abi::PTRACE_O_TRACESYSGOOD) }
+            .map_err(|e| KernelError::from_io("PTRACE_SETOPTIONS", self.pid, e))?;
+        Ok(())
+    }
+
     /// The message of the last PTRACE_EVENT_* stop (PTRACE_GETEVENTMSG): for
     /// PTRACE_EVENT_CLONE, the new thread's id.
     pub fn event_msg(&self) -> Result<u64> {

@@ -11,6 +11,15 @@ pub fn kill(pid: i32, sig: i32) -> Result<()> {
     Ok(())
 }
 
+/// Sends signal `sig` to thread `tid` of process `tgid`.
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> Result<()> {
+    // SAFETY: tgkill takes plain integers and touches no memory of ours.
+    if unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) } != 0 {
+        return Err(KernelError::last("tgkill", tid));
+    }
+    Ok(())
+}
+
 /// Ends child `pid` with SIGKILL and reaps it.
 pub fn kill_and_reap(pid: i32) -> Result<Exit> {
     kill(pid, libc::SIGKILL)?;

@@ -12,9 +12,11 @@
 //! control sees a stopped job). Commands reach the thread through a channel;
 //! a queued real-time signal with a secret value wakes it from its wait.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use herd_checkpoint::filehash::FileHashes;
 use herd_checkpoint::restore::{free_area, mapped_ranges, restore_into, unmap_all_but, IntoFailed};
@@ -42,8 +44,8 @@ pub enum Cmd {
     Commit,
     /// The move failed: let the process run on at home (after [`start`]).
     Abort,
-    /// Run forwarded call `seq`.
-    Call { seq: u64, call: Call },
+    /// Run forwarded call `seq`, made by thread `tid` (its home id) of the process.
+    Call { seq: u64, tid: i32, call: Call },
     /// Finish or abandon the call in progress and hold still: the remote copy
     /// is about to be captured.
     Quiesce,
@@ -58,6 +60,9 @@ pub enum Cmd {
     /// Post-copy is over: the target has every page; release the memory the
     /// deputy kept for it.
     ReleaseMemory,
+    /// To a thread's deputy, after `Quiesce`: the thread ends (the process
+    /// comes home, where its threads are made again).
+    EndThread,
 }
 
 /// What a deputy's thread reports.
@@ -72,9 +77,11 @@ pub enum Event {
     /// Now a deputy; the process's memory is released at home.
     Deputy,
     Reply { seq: u64, reply: Reply },
-    /// A signal for the process. `during_call`: it interrupted the forwarded
-    /// call being served, which was abandoned (no reply will come).
-    Signal { sig: i32, during_call: bool },
+    /// A signal for the process, caught by the deputy of thread `tid`.
+    /// `during_call`: it interrupted the forwarded call that thread was
+    /// serving, which was abandoned (no reply will come). `directed`: it was
+    /// sent to that thread (tkill/tgkill), not to the process.
+    Signal { sig: i32, during_call: bool, tid: i32, directed: bool },
     /// Holding still (after `Quiesce`).
     Quiesced,
     /// The process runs at home again (the thread has ended).
@@ -91,11 +98,32 @@ pub struct Link {
     pid: i32,
     cookie: u64,
     cmds: Sender<Cmd>,
+    /// The deputies of the process's other threads, by thread id: a call made
+    /// by one of them is run there, concurrently with the others.
+    threads: Arc<Mutex<HashMap<i32, ThreadLink>>>,
+}
+
+#[derive(Clone)]
+struct ThreadLink {
+    cookie: u64,
+    cmds: Sender<Cmd>,
 }
 
 impl Link {
-    /// Queues `cmd` and wakes the thread if it waits on the deputy.
+    /// Queues `cmd` and wakes the thread if it waits on the deputy. A call
+    /// goes to the deputy of the thread that made it, if it has one.
     pub fn send(&self, cmd: Cmd) -> bool {
+        if let Cmd::Call { tid, .. } = &cmd {
+            let route = self.threads.lock().expect("thread routes").get(tid).cloned();
+            if let Some(t) = route {
+                let tid = *tid;
+                if t.cmds.send(cmd).is_err() {
+                    return false;
+                }
+                let _ = pidfd::tgsigqueue(self.pid, tid, WAKE_SIGNAL, t.cookie);
+                return true;
+            }
+        }
         if self.cmds.send(cmd).is_err() {
             return false;
         }
@@ -137,11 +165,13 @@ pub fn start(
     pid: i32,
     mode: MoveMode,
     mut send: impl FnMut(ToRemote) -> bool + Send + 'static,
-    events: impl Fn(Event) + Send + 'static,
+    events: impl Fn(Event) + Send + Sync + 'static,
 ) -> Link {
     let (tx, rx) = std::sync::mpsc::channel();
-    let link = Link { pid, cookie: cookie(), cmds: tx };
+    let link = Link { pid, cookie: cookie(), cmds: tx, threads: Default::default() };
     let cookie = link.cookie;
+    let routes = link.threads.clone();
+    let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(events);
     std::thread::Builder::new()
         .name(format!("deputy-{pid}"))
         .spawn(move || {
@@ -185,30 +215,162 @@ pub fn start(
                     Ok(_) => continue, // nothing else is meaningful before the commit
                 }
             }
-            let (mut tracee, _mask) = frozen.into_held();
+            let (mut tracee, _mask, mut others) = frozen.into_held();
             let deferred = tracee.take_deferred();
-            let deputy = match Deputy::make(tracee, cookie, postcopy) {
+            // Every thread's rseq goes before its memory does.
+            let forgotten = if others.is_empty() {
+                Ok(())
+            } else {
+                herd_checkpoint::capture::syscall_gadget(pid)
+                    .map_err(|e| KernelError::Unexpected { pid, what: e.to_string() })
+                    .and_then(|gadget| others.iter_mut().try_for_each(|t| forget_rseq(t, gadget)))
+            };
+            let made = forgotten.and_then(|()| Deputy::make(tracee, cookie, postcopy)).and_then(|mut d| {
+                d.team = Team::start(&d, others, &routes, &events)?;
+                Ok(d)
+            });
+            let deputy = match made {
                 Ok(d) => d,
                 Err(e) => {
                     // The remote copy runs; this one cannot serve it. End it
                     // rather than leave two.
+                    let _ = herd_kernel::task::kill(pid, libc::SIGKILL);
                     events(Event::Gone(format!("could not become a deputy: {e}")));
                     return;
                 }
             };
             events(Event::Deputy);
             for sig in deferred {
-                events(Event::Signal { sig, during_call: false });
+                events(Event::Signal { sig, during_call: false, tid: pid, directed: false });
             }
-            deputy.serve(&rx, &events);
+            deputy.serve(&rx, &*events);
         })
         .expect("spawn a deputy thread");
     link
 }
 
+/// Unregisters the rseq area of a held thread (its memory is about to go: the
+/// kernel would write there on its way back to user mode), through `gadget` (a
+/// `syscall` instruction of the process's vDSO).
+fn forget_rseq(t: &mut Tracee, gadget: u64) -> Result<(), KernelError> {
+    let Some(c) = t.rseq_config()? else { return Ok(()) };
+    let base = t.regs()?;
+    Injector::new(t, gadget, base).call_ok(
+        "rseq unregister",
+        abi::SYS_RSEQ,
+        &[c.rseq_abi_pointer, c.rseq_abi_size as u64, abi::RSEQ_FLAG_UNREGISTER, c.signature as u64],
+    )?;
+    Ok(())
+}
+
+/// How long the main thread's deputy waits for the others to hold still.
+const QUIESCE_WAIT: Duration = Duration::from_secs(10);
+
+/// The deputies of a process's other threads, as the main thread's deputy
+/// keeps them: one herdd thread each, reached through the routes of the
+/// [`Link`] (calls) and the channels here (everything else).
+#[derive(Default)]
+struct Team {
+    pid: i32,
+    members: Vec<Member>,
+    routes: Arc<Mutex<HashMap<i32, ThreadLink>>>,
+    /// Each member says here (its tid) that it holds still.
+    quiesced: Option<Receiver<i32>>,
+}
+
+struct Member {
+    tid: i32,
+    cmds: Sender<Cmd>,
+    cookie: u64,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Team {
+    /// Parks the held threads `others` at `main`'s shell and starts a deputy for
+    /// each. One that cannot be taken over loses its route: its thread's calls
+    /// then run in the main thread's deputy.
+    fn start(
+        main: &Deputy,
+        others: Vec<Tracee>,
+        routes: &Arc<Mutex<HashMap<i32, ThreadLink>>>,
+        events: &Arc<dyn Fn(Event) + Send + Sync>,
+    ) -> Result<Team, KernelError> {
+        let (qtx, qrx) = std::sync::mpsc::channel();
+        let mut members = Vec::new();
+        let (pid, gadget, kept) = (main.pid, main.gadget, main.kept.clone());
+        for t in others {
+            let tid = t.pid();
+            main.park(t)?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let link = ThreadLink { cookie: cookie(), cmds: tx.clone() };
+            routes.lock().expect("thread routes").insert(tid, link.clone());
+            let (events, qtx, routes_t, kept) = (events.clone(), qtx.clone(), routes.clone(), kept.clone());
+            let cookie = link.cookie;
+            let handle = std::thread::Builder::new()
+                .name(format!("deputy-{pid}-{tid}"))
+                .spawn(move || match Deputy::adopt_thread(pid, tid, cookie, gadget, kept) {
+                    Ok(d) => d.serve_thread(&rx, &*events, &qtx),
+                    Err(e) => {
+                        routes_t.lock().expect("thread routes").remove(&tid);
+                        let _ = qtx.send(tid);
+                        tracing::warn!(pid, tid, "the deputy of a thread could not take it over ({e}); its calls run in the main thread's deputy");
+                    }
+                })
+                .map_err(|e| KernelError::Unexpected { pid, what: format!("starting a thread's deputy: {e}") })?;
+            members.push(Member { tid, cmds: tx, cookie, handle });
+        }
+        Ok(Team { pid, members, routes: routes.clone(), quiesced: Some(qrx) })
+    }
+
+    /// Makes every member hold still (its call in progress finished or
+    /// abandoned), and waits until they do.
+    fn quiesce(&mut self) {
+        let Some(acks) = &self.quiesced else { return };
+        while acks.try_recv().is_ok() {}
+        let pid = self.pid;
+        let mut waiting: Vec<i32> = Vec::new();
+        for m in self.members.iter().filter(|m| !m.handle.is_finished()) {
+            if m.cmds.send(Cmd::Quiesce).is_ok() {
+                let _ = pidfd::tgsigqueue(pid, m.tid, WAKE_SIGNAL, m.cookie);
+                waiting.push(m.tid);
+            }
+        }
+        let deadline = Instant::now() + QUIESCE_WAIT;
+        while !waiting.is_empty() {
+            match acks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(tid) => waiting.retain(|t| *t != tid),
+                Err(_) => {
+                    tracing::warn!(pid, ?waiting, "threads' deputies did not hold still in time");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After [`Team::quiesce`]: serve again.
+    fn resume(&mut self) {
+        for m in &self.members {
+            let _ = m.cmds.send(Cmd::Resume);
+        }
+    }
+
+    /// After [`Team::quiesce`]: every member's thread ends, and the member with it.
+    fn end_threads(&mut self) {
+        self.routes.lock().expect("thread routes").clear();
+        for m in self.members.drain(..) {
+            let _ = m.cmds.send(Cmd::EndThread);
+            let _ = m.handle.join();
+        }
+        self.quiesced = None;
+    }
+}
+
 struct Deputy {
     tracee: Tracee,
+    /// The process.
     pid: i32,
+    /// The thread this deputy is (the main one: `pid`).
+    tid: i32,
     cookie: u64,
     /// `syscall; int3` at `gadget`; scratch for call buffers after it.
     gadget: u64,
@@ -218,6 +380,11 @@ struct Deputy {
     hashes: FileHashes,
     /// Commands taken from the channel while a call was being served.
     pending: std::collections::VecDeque<Cmd>,
+    /// The main thread's deputy: the deputies of the other threads.
+    team: Team,
+    /// Scratch regions of the threads' deputies (address, length), which the
+    /// main thread's deputy keeps when it releases the process's memory.
+    kept: Arc<Mutex<Vec<(u64, u64)>>>,
 }
 
 /// Why a wait on the deputy ended.
@@ -251,12 +418,15 @@ impl Deputy {
         let mut d = Deputy {
             tracee,
             pid,
+            tid: pid,
             cookie,
             gadget: shell,
             scratch: (shell + PAGE, SHELL_LEN - PAGE),
             big: None,
             hashes: FileHashes::load(),
             pending: Default::default(),
+            team: Team::default(),
+            kept: Default::default(),
         };
         d.empty(!keep_memory)?;
         Ok(d)
@@ -291,12 +461,24 @@ impl Deputy {
         Ok(())
     }
 
-    /// After post-copy: the memory kept for the target goes.
+    /// After post-copy: the memory kept for the target goes (but the shell and
+    /// the scratch of the threads' deputies).
     fn release_memory(&mut self) -> Result<(), KernelError> {
         let gadget = self.gadget;
         self.big = None;
+        let mut keep = self.kept.lock().expect("kept regions").clone();
+        keep.push((gadget, SHELL_LEN));
+        keep.sort_unstable();
         let mut inj = self.injector()?;
-        unmap_all_but(&mut inj, gadget, SHELL_LEN)
+        let mut from = 0u64;
+        for (at, len) in keep {
+            if at > from {
+                inj.call_ok("munmap between kept regions", abi::SYS_MUNMAP, &[from, at - from])?;
+            }
+            from = from.max(at + len);
+        }
+        inj.call_ok("munmap above the kept regions", abi::SYS_MUNMAP, &[from, abi::TASK_SIZE_4L - from])?;
+        Ok(())
     }
 
     fn injector(&mut self) -> Result<Injector<'_>, KernelError> {
@@ -327,8 +509,10 @@ impl Deputy {
         if self.is_wake(sig) {
             return Ok(Some(Woken::Wake));
         }
-        tracing::debug!(pid = self.pid, sig, during_call, "signal for the process");
-        events(Event::Signal { sig, during_call });
+        // Sent to this thread (tkill/tgkill), or to the process.
+        let directed = self.tracee.siginfo().is_ok_and(|info| pidfd::siginfo_queue_value(&info).0 == libc::SI_TKILL);
+        tracing::debug!(pid = self.pid, tid = self.tid, sig, during_call, directed, "signal for the process");
+        events(Event::Signal { sig, during_call, tid: self.tid, directed });
         if [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
             let mut stop = self.tracee.deliver(sig)?;
             while let Stop::Event { sig: s } = stop {
@@ -390,12 +574,13 @@ impl Deputy {
                 },
             };
             match cmd {
-                Cmd::Call { seq, call } => {
+                Cmd::Call { seq, call, .. } => {
                     if let Err(Woken::Died) = self.call(seq, &call, cmds, events) {
                         return events(Event::Gone("ended at home".into()));
                     }
                 }
                 Cmd::Quiesce => {
+                    self.team.quiesce();
                     events(Event::Quiesced);
                     // Calls still in flight are dropped: the capture interrupts
                     // them in the process, which makes them again.
@@ -409,16 +594,20 @@ impl Deputy {
                         }
                     };
                     match next {
-                        Ok(Cmd::ComeHome(reader)) => match self.come_home(reader, events) {
-                            Some(d) => self = d,
-                            None => return,
-                        },
+                        Ok(Cmd::ComeHome(reader)) => {
+                            // The other threads are made again by the restore.
+                            self.team.end_threads();
+                            match self.come_home(reader, events) {
+                                Some(d) => self = d,
+                                None => return,
+                            }
+                        }
                         Ok(Cmd::Kill) | Err(_) => {
                             self.tracee.kill();
                             return events(Event::Gone("killed".into()));
                         }
                         Ok(Cmd::Exit(how)) => return self.exit(how, events),
-                        Ok(_) => {} // Resume, or anything else: serve again
+                        Ok(_) => self.team.resume(), // Resume, or anything else: serve again
                     }
                 }
                 Cmd::Exit(how) => return self.exit(how, events),
@@ -431,7 +620,56 @@ impl Deputy {
                     Err(KernelError::Died { .. }) => return events(Event::Gone("ended at home".into())),
                     Err(e) => tracing::warn!(pid = self.pid, "releasing the deputy's memory: {e}"),
                 },
-                Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) => {}
+                Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) | Cmd::EndThread => {}
+            }
+        }
+    }
+
+    /// A thread's deputy serves the calls its thread makes, and hands on the
+    /// signals sent to it, until the process ends or comes home.
+    fn serve_thread(mut self, cmds: &Receiver<Cmd>, events: &dyn Fn(Event), quiesced: &Sender<i32>) {
+        loop {
+            let next = match self.pending.pop_front() {
+                Some(c) => Ok(c),
+                None => cmds.try_recv(),
+            };
+            let cmd = match next {
+                Ok(c) => c,
+                // The main thread's deputy is gone: the process ends with it.
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                Err(std::sync::mpsc::TryRecvError::Empty) => match self.idle(events) {
+                    Woken::Wake => continue,
+                    Woken::Died => return,
+                },
+            };
+            match cmd {
+                Cmd::Call { seq, call, .. } => {
+                    if let Err(Woken::Died) = self.call(seq, &call, cmds, events) {
+                        return;
+                    }
+                }
+                Cmd::Quiesce => {
+                    let _ = quiesced.send(self.tid);
+                    loop {
+                        let next = match self.pending.pop_front() {
+                            Some(c) => Ok(c),
+                            None => cmds.recv(),
+                        };
+                        match next {
+                            Ok(Cmd::Resume) => break,
+                            Ok(Cmd::EndThread) => {
+                                let r = self.injector().and_then(|mut inj| inj.call(abi::SYS_EXIT, &[0]));
+                                if !matches!(r, Err(KernelError::Died { .. })) {
+                                    tracing::warn!(pid = self.pid, tid = self.tid, "ending a deputy's thread: {r:?}");
+                                }
+                                return;
+                            }
+                            Err(_) => return,
+                            Ok(_) => {} // calls in flight are dropped, as by the main thread's deputy
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -508,15 +746,66 @@ impl Deputy {
             return Err(KernelError::Unexpected { pid: self.pid, what: format!("a call needs {need} bytes of buffers") });
         }
         let old = self.big.take();
+        let kept = self.kept.clone();
         let mut inj = self.injector()?;
         if let Some((a, l)) = old {
+            kept.lock().expect("kept regions").retain(|r| *r != (a, l));
             inj.call_ok("munmap scratch", abi::SYS_MUNMAP, &[a, l])?;
         }
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let at = inj.call_ok("mmap scratch", abi::SYS_MMAP, &[0, len, rw, anon, u64::MAX, 0])? as u64;
         self.big = Some((at, len));
+        if self.tid != self.pid {
+            kept.lock().expect("kept regions").push((at, len));
+        }
         Ok(())
+    }
+
+    /// Parks a thread of the process, held after the capture with every signal
+    /// blocked, asleep in `pause()` at this (the main) deputy's shell, and lets
+    /// it go: a herdd thread of its own takes it over ([`Deputy::adopt_thread`]:
+    /// ptrace requests belong to the tracing thread). With every signal blocked,
+    /// nothing wakes it in between.
+    fn park(&self, mut t: Tracee) -> Result<(), KernelError> {
+        t.resume_until_event()?;
+        let mut regs = t.regs()?;
+        regs.rax = abi::SYS_PAUSE;
+        regs.orig_rax = u64::MAX;
+        regs.rip = self.gadget;
+        regs.rsp = self.gadget + SHELL_LEN - 64;
+        t.set_regs(&regs)?;
+        // Signals that arrived while it was held are sent again (to the process)
+        // by the detach, and handed on from there.
+        t.detach()
+    }
+
+    /// The deputy of thread `tid` of process `pid`, parked by [`Deputy::park`]:
+    /// seized by the calling thread, with scratch of its own for call buffers
+    /// (calls of different threads run at once), nothing blocked.
+    fn adopt_thread(pid: i32, tid: i32, cookie: u64, gadget: u64, kept: Arc<Mutex<Vec<(u64, u64)>>>) -> Result<Deputy, KernelError> {
+        let tracee = Tracee::seize(tid, 0)?;
+        let mut d = Deputy {
+            tracee,
+            pid,
+            tid,
+            cookie,
+            gadget,
+            scratch: (0, 0),
+            big: None,
+            hashes: FileHashes::ephemeral(),
+            pending: Default::default(),
+            team: Team::default(),
+            kept,
+        };
+        let len = SHELL_LEN - PAGE;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let at = d.injector()?.call_ok("mmap a thread's scratch", abi::SYS_MMAP, &[0, len, rw, anon, u64::MAX, 0])? as u64;
+        d.scratch = (at, len);
+        d.kept.lock().expect("kept regions").push(d.scratch);
+        d.tracee.set_sigmask(0)?;
+        Ok(d)
     }
 
     /// Restores the image arriving on `reader` into the deputy and lets the

@@ -9,7 +9,7 @@
 //! it ended, and ends it when home is lost. The process is a child of herdd
 //! and runs as its owner, never as root unless that was allowed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -96,6 +96,14 @@ pub fn start(
     Ok(tx)
 }
 
+/// A forwarded call waiting for home's reply.
+struct Pending {
+    /// The seccomp notification to answer.
+    id: u64,
+    seq: u64,
+    call: Call,
+}
+
 struct Guest {
     pid: i32,
     home_pid: i32,
@@ -103,10 +111,15 @@ struct Guest {
     listener: Listener,
     pidfd: PidFd,
     seq: u64,
-    /// The forwarded call waiting for home's reply: notification id, seq, call.
-    pending: Option<(u64, u64, Call)>,
-    /// Signals held until the pending call is answered.
-    held_signals: VecDeque<i32>,
+    /// Every thread: its id here → its id at home (the main thread: `pid` →
+    /// `home_pid`). Threads keep their home ids here too when they are free.
+    tids: HashMap<i32, i32>,
+    /// The forwarded calls waiting for home's reply, at most one per thread, by
+    /// the thread's id here.
+    pending: HashMap<i32, Pending>,
+    /// Signals held until a thread's pending call is answered (by the thread's
+    /// id here): each a signal and whether it was sent to that thread alone.
+    held_signals: HashMap<i32, VecDeque<(i32, bool)>>,
     last_stats: Instant,
     shared: Arc<Shared>,
     /// How long the restore took, milliseconds (for the log).
@@ -130,8 +143,9 @@ impl Guest {
         let rr = restore_remote(image, hashes, &filter, runs.as_deref()).map_err(|e| e.to_string())?;
         let (restored, listener) = (rr.restored, rr.listener);
         let pid = restored.pid;
+        let tids: HashMap<i32, i32> = restored.tids.iter().map(|&(home, here)| (here, home)).collect();
         for w in &restored.warnings {
-            tracing::debug!(pid, "restore: {w}");
+            tracing::info!(pid, "restore: {w}");
         }
         let pidfd = match PidFd::open(pid) {
             Ok(p) => p,
@@ -191,8 +205,9 @@ impl Guest {
             listener: Listener::from_fd(listener),
             pidfd,
             seq: 0,
-            pending: None,
-            held_signals: VecDeque::new(),
+            tids,
+            pending: HashMap::new(),
+            held_signals: HashMap::new(),
             last_stats: Instant::now(),
             shared: shared.clone(),
             restore_ms: restore_ms(&restored),
@@ -267,46 +282,87 @@ impl Guest {
         }
     }
 
+    /// The home id of thread `tid` (an id here).
+    fn home_tid(&self, tid: i32) -> i32 {
+        self.tids.get(&tid).copied().unwrap_or(self.home_pid)
+    }
+
+    /// The id here of the thread whose home id is `home_tid`, if it has one.
+    fn local_tid(&self, home_tid: i32) -> Option<i32> {
+        self.tids.iter().find(|(_, h)| **h == home_tid).map(|(l, _)| *l)
+    }
+
+    /// A tkill/tgkill the process aims at one of its own threads other than the
+    /// main one (by its home id): that thread (its id here) and the signal.
+    fn signal_to_own_thread(&self, n: &Notif) -> Option<(i32, i32)> {
+        let (target, sig) = match i64::from(n.nr) {
+            libc::SYS_tkill => (n.args[0] as i32, n.args[1] as i32),
+            libc::SYS_tgkill if n.args[0] as i32 == self.home_pid => (n.args[1] as i32, n.args[2] as i32),
+            _ => return None,
+        };
+        if target == self.home_pid || self.tids.len() < 2 {
+            return None;
+        }
+        Some((self.local_tid(target)?, sig))
+    }
+
+    /// Sends `sig` to thread `tid` (an id here) of the process, as a call of
+    /// thread `caller` that is answered 0 (see [`acts_before_return`]).
+    fn signal_self(&self, id: u64, caller: u32, sig: i32, tid: Option<i32>) {
+        // At home a signal to oneself that is blocked, or whose action is the
+        // default one, has taken effect when the call returns (`raise` blocks
+        // every signal around its tgkill: the signal is pending as the mask is
+        // restored, and acts then). So it is sent before the answer. One that
+        // a handler catches is sent after: sent first, it would interrupt the
+        // call's wait, which would be restarted and send it again.
+        let send = || match tid {
+            Some(t) => {
+                let _ = task::tgkill(self.pid, t, sig);
+            }
+            None => {
+                let _ = task::kill(self.pid, sig);
+            }
+        };
+        let first = sig != 0 && acts_before_return(caller, sig);
+        if first {
+            send();
+        }
+        self.answer(id, 0);
+        if sig != 0 && !first {
+            send();
+        }
+    }
+
     fn notification(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
         let args = n.args;
+        let caller = n.pid as i32;
+        if let Some((tid, sig)) = self.signal_to_own_thread(&n) {
+            return self.signal_self(n.id, n.pid, sig, Some(tid));
+        }
         match syscalls::classify_notif(&n, self.home_pid) {
             Class::Local => {
                 let _ = self.listener.continue_(n.id);
             }
-            Class::Identity(Identity::Getpid) | Class::Identity(Identity::Gettid) => self.answer(n.id, self.home_pid as i64),
-            Class::Identity(Identity::SignalSelf { sig }) => {
-                // At home a signal to oneself that is blocked, or whose action is the
-                // default one, has taken effect when the call returns (`raise` blocks
-                // every signal around its tgkill: the signal is pending as the mask is
-                // restored, and acts then). So it is sent before the answer. One that
-                // a handler catches is sent after: sent first, it would interrupt the
-                // call's wait, which would be restarted and send it again.
-                let first = sig != 0 && acts_before_return(n.pid, sig);
-                if first {
-                    let _ = task::kill(self.pid, sig);
-                }
-                self.answer(n.id, 0);
-                if sig != 0 && !first {
-                    let _ = task::kill(self.pid, sig);
-                }
-            }
+            Class::Identity(Identity::Getpid) => self.answer(n.id, self.home_pid as i64),
+            Class::Identity(Identity::Gettid) => self.answer(n.id, self.home_tid(caller) as i64),
+            Class::Identity(Identity::SignalSelf { sig }) => self.signal_self(n.id, n.pid, sig, None),
             Class::Forward => match syscalls::marshal(n.nr as i64, args, &ProcMemory { pid: self.pid }) {
-                // A new call while one is pending at home: a signal ended the wait of the
-                // pending one in the process (one thread: nothing else can make a call).
-                // The same call again is the kernel's restart of it (or the program's
-                // retry after EINTR): home may have run it already (a write written, a
-                // child reaped), so home's answer to it is this call's answer — run twice,
-                // it would write twice or lose the child.
-                Ok(call) if self.pending.as_ref().is_some_and(|p| p.2 == call) => {
-                    tracing::debug!(pid = self.pid, nr = n.nr, "the pending call again (restarted): home's answer is its answer");
-                    if let Some(p) = self.pending.as_mut() {
-                        p.0 = n.id;
+                // A new call from a thread while one of its calls is pending at home: a
+                // signal ended the wait of the pending one in the process. The same call
+                // again is the kernel's restart of it (or the program's retry after
+                // EINTR): home may have run it already (a write written, a child
+                // reaped), so home's answer to it is this call's answer — run twice, it
+                // would write twice or lose the child.
+                Ok(call) if self.pending.get(&caller).is_some_and(|p| p.call == call) => {
+                    tracing::debug!(pid = self.pid, tid = caller, nr = n.nr, "the pending call again (restarted): home's answer is its answer");
+                    if let Some(p) = self.pending.get_mut(&caller) {
+                        p.id = n.id;
                     }
                 }
                 Ok(call) => {
                     self.seq += 1;
-                    out(ToHome::Call { seq: self.seq, call: call.clone() });
-                    self.pending = Some((n.id, self.seq, call));
+                    out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
+                    self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call });
                 }
                 Err(e) => {
                     tracing::debug!(pid = self.pid, "call {}: {e}", n.nr);
@@ -323,9 +379,14 @@ impl Guest {
         }
     }
 
-    fn deliver(&self, sig: i32) {
-        if let Err(e) = task::kill(self.pid, sig) {
-            tracing::debug!(pid = self.pid, "signal {sig}: {e}");
+    /// Delivers `sig` to the process, or with `tid` (an id here) to that thread.
+    fn deliver(&self, sig: i32, tid: Option<i32>) {
+        let r = match tid {
+            Some(t) if t != self.pid || self.tids.len() > 1 => task::tgkill(self.pid, t, sig),
+            _ => task::kill(self.pid, sig),
+        };
+        if let Err(e) = r {
+            tracing::debug!(pid = self.pid, ?tid, "signal {sig}: {e}");
         }
     }
 
@@ -347,39 +408,44 @@ impl Guest {
         };
         match cmd {
             ToRemote::Reply { seq, reply } => {
-                let Some((id, s, call)) = self.pending.take_if(|p| p.1 == seq) else { return Flow::Go };
-                debug_assert_eq!(s, seq);
-                let ret = match syscalls::apply(&call, &reply, &ProcMemory { pid: self.pid }) {
+                let Some(caller) = self.pending.iter().find(|(_, p)| p.seq == seq).map(|(t, _)| *t) else { return Flow::Go };
+                let p = self.pending.remove(&caller).expect("found");
+                let ret = match syscalls::apply(&p.call, &reply, &ProcMemory { pid: self.pid }) {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!(pid = self.pid, "reply to call {}: {e}", call.nr);
+                        tracing::warn!(pid = self.pid, "reply to call {}: {e}", p.call.nr);
                         -(libc::EFAULT as i64)
                     }
                 };
-                self.answer(id, ret);
-                while let Some(sig) = self.held_signals.pop_front() {
-                    self.deliver(sig);
+                self.answer(p.id, ret);
+                for (sig, directed) in self.held_signals.remove(&caller).unwrap_or_default() {
+                    self.deliver(sig, directed.then_some(caller));
                 }
             }
-            ToRemote::Signal { sig, during_call } => match (&self.pending, during_call) {
-                (Some((_, _, call)), true) => {
-                    if interrupts(self.pid, sig) {
-                        self.pending = None;
-                        self.deliver(sig);
-                    } else {
-                        // The process would not have noticed: home runs the call again.
-                        let call = call.clone();
-                        self.seq += 1;
-                        out(ToHome::Call { seq: self.seq, call });
-                        if let Some(p) = self.pending.as_mut() {
-                            p.1 = self.seq;
+            ToRemote::Signal { sig, during_call, tid, directed } => {
+                // The thread here whose deputy caught it.
+                let thread = self.local_tid(tid).unwrap_or(self.pid);
+                let target = directed.then_some(thread);
+                match (self.pending.get(&thread), during_call) {
+                    (Some(p), true) => {
+                        if interrupts(thread, sig) {
+                            self.pending.remove(&thread);
+                            self.deliver(sig, target);
+                        } else {
+                            // The process would not have noticed: home runs the call again.
+                            let call = p.call.clone();
+                            self.seq += 1;
+                            out(ToHome::Call { seq: self.seq, tid, call });
+                            if let Some(p) = self.pending.get_mut(&thread) {
+                                p.seq = self.seq;
+                            }
                         }
                     }
+                    // Home is about to answer the pending call: deliver after it.
+                    (Some(_), false) => self.held_signals.entry(thread).or_default().push_back((sig, directed)),
+                    (None, _) => self.deliver(sig, target),
                 }
-                // Home is about to answer the pending call: deliver after it.
-                (Some(_), false) => self.held_signals.push_back(sig),
-                (None, _) => self.deliver(sig),
-            },
+            }
             ToRemote::Capture => return self.capture(false, cmds, out, image_out, hashes),
             ToRemote::CapturePostCopy => return self.capture(true, cmds, out, image_out, hashes),
             ToRemote::Kill => {
@@ -410,7 +476,7 @@ impl Guest {
         }
         // A call waiting here is interrupted by the freeze and made again
         // wherever the process continues.
-        self.pending = None;
+        self.pending.clear();
         let mut frozen = match Frozen::freeze_for(self.pid, hashes, Purpose::Migrate { own_filter: true }) {
             Ok(f) => f,
             Err(e) => {
@@ -418,6 +484,8 @@ impl Guest {
                 return Flow::Go;
             }
         };
+        // Its threads are made again by their home ids (the ids glibc keeps for them).
+        frozen.rename_threads(|tid| self.home_tid(tid));
         let herd_checkpoint::LazyPages { runs: lazy, first } = if postcopy { frozen.lazy_runs() } else { Default::default() };
         if postcopy {
             out(ToHome::Lazy(lazy.clone()));
@@ -445,6 +513,12 @@ impl Guest {
                 }
                 Ok(GuestCmd::Home(ToRemote::Abort)) if pusher.is_none() => {
                     drop(frozen);
+                    // Signals held meanwhile: no call of the process is pending any more.
+                    for (tid, held) in std::mem::take(&mut self.held_signals) {
+                        for (sig, directed) in held {
+                            self.deliver(sig, directed.then_some(tid));
+                        }
+                    }
                     return Flow::Go;
                 }
                 Ok(GuestCmd::Home(ToRemote::PushPages)) if postcopy && pusher.is_none() => {
@@ -474,7 +548,7 @@ impl Guest {
                     let _ = task::reap(self.pid);
                     return Flow::End;
                 }
-                Ok(GuestCmd::Home(ToRemote::Signal { sig, .. })) => self.held_signals.push_back(sig),
+                Ok(GuestCmd::Home(ToRemote::Signal { sig, .. })) => self.held_signals.entry(self.pid).or_default().push_back((sig, false)),
                 Ok(_) => {}
             }
         }

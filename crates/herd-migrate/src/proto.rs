@@ -24,7 +24,7 @@ use crate::syscalls::{Call, Reply};
 /// the unversioned protocol of herd 0.1 (its first byte, the request's
 /// variant, reads as version 0 or 1). Version 2: version prefix, Accepted
 /// before the image, typed refusals, post-copy.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,9 +119,11 @@ pub enum ToRemote {
     ImageEnd,
     /// Tag 2: The result of forwarded call `seq`.
     Reply { seq: u64, reply: Reply },
-    /// Tag 3: A signal sent to the process at home. `during_call`: it interrupted
-    /// the forwarded call being served, which home abandoned.
-    Signal { sig: i32, during_call: bool },
+    /// Tag 3: A signal sent to the process at home, caught by the deputy of
+    /// thread `tid` (home thread id). `during_call`: it interrupted the forwarded
+    /// call that thread was serving, which home abandoned. `directed`: it was
+    /// sent to that thread (tkill/tgkill), not to the process.
+    Signal { sig: i32, during_call: bool, tid: i32, directed: bool },
     /// Tag 4: Freeze the process and send its image home ([`ToHome::Image`]...).
     Capture,
     /// Tag 5: The image arrived where it is going: end the frozen copy here.
@@ -163,8 +165,9 @@ pub enum ToHome {
     Accepted { version: u32 },
     /// Tag 2: The process runs here, as local pid `pid`.
     Running { pid: i32 },
-    /// Tag 3: A system call to run in the deputy.
-    Call { seq: u64, call: Call },
+    /// Tag 3: A system call to run in the deputy, made by thread `tid` of the
+    /// process (its home thread id): run in the deputy of that thread.
+    Call { seq: u64, tid: i32, call: Call },
     /// Tag 4: The process made a call only home can serve; it waits, stopped in it,
     /// to be brought home (home answers with [`ToRemote::Capture`]).
     WantHome { why: String },
@@ -239,7 +242,7 @@ mod tests {
             ToRemote::Image(vec![]),
             ToRemote::ImageEnd,
             ToRemote::Reply { seq: 0, reply: Reply { ret: 0, outs: vec![] } },
-            ToRemote::Signal { sig: 1, during_call: false },
+            ToRemote::Signal { sig: 1, during_call: false, tid: 1, directed: false },
             ToRemote::Capture,
             ToRemote::Commit,
             ToRemote::Abort,
@@ -259,7 +262,7 @@ mod tests {
             ToHome::Refused(Refusal::RootGuest),
             ToHome::Accepted { version: 2 },
             ToHome::Running { pid: 1 },
-            ToHome::Call { seq: 0, call: Call { nr: 0, args: [0; 6], bufs: vec![] } },
+            ToHome::Call { seq: 0, tid: 1, call: Call { nr: 0, args: [0; 6], bufs: vec![] } },
             ToHome::WantHome { why: String::new() },
             ToHome::Image(vec![]),
             ToHome::ImageEnd,
@@ -297,7 +300,7 @@ mod tests {
     fn garbled_messages_decode_to_errors() {
         let call = Call { nr: 1, args: [1, 2, 3, 4, 5, 6], bufs: vec![] };
         let mut samples = vec![
-            encode(&ToHome::Call { seq: 7, call }),
+            encode(&ToHome::Call { seq: 7, tid: 9, call }),
             encode(&ToHome::Lazy(vec![(0x1000, 0x2000), (0x9000, 0x1000)])),
             encode(&ToHome::Pages { addr: 0x1000, data: vec![9; 4096] }),
             encode(&ToHome::Refused(Refusal::Version { ours: 2, theirs: 3 })),

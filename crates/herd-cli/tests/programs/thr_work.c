@@ -137,6 +137,7 @@ int main(int argc, char **argv)
     if (argc > 1)
         rounds = atoi(argv[1]);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    fprintf(stderr, "mig-pid: %d\n", (int)getpid()); /* for the migration tests */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr1;
