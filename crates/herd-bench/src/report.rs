@@ -236,12 +236,16 @@ mod tests {
         assert_eq!(size_label(64), "64 MiB");
         assert_eq!(size_label(2048), "2 GiB");
         assert_eq!(size_label(1536), "1536 MiB");
+        let r = |threads| SizeResult { mib: 2048, threads, reps: 1, samples: Vec::new() };
+        assert_eq!(r(1).label(), "2 GiB");
+        assert_eq!(r(64).label(), "2 GiB, 64 thr");
+        assert!(r(256).label().len() <= SIZE_WIDTH);
     }
 
     #[test]
     fn columns_line_up() {
         let head = line(&COLUMNS.map(String::from));
-        assert!(head.starts_with("size      ckpt s"));
+        assert!(head.starts_with(&format!("{:<SIZE_WIDTH$}  ckpt s", "size")), "{head}");
         let row = line(&COLUMNS.map(|_| "1".to_string()));
         assert_eq!(row.len(), head.len());
     }

@@ -13,7 +13,6 @@ pub const PORTABLE_DEVICES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/urandom
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CantMove {
-    Threads(u64),
     OtherUser { uid: u32 },
     Traced { by: i32 },
     Seccomp,
@@ -30,7 +29,6 @@ pub enum CantMove {
 impl fmt::Display for CantMove {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CantMove::Threads(n) => write!(f, "has {n} threads"),
             CantMove::OtherUser { uid } => write!(f, "belongs to uid {uid}, not to you"),
             CantMove::Traced { by } => write!(f, "is already being traced by process {by}"),
             CantMove::Seccomp => write!(f, "runs under a seccomp filter"),

@@ -153,7 +153,9 @@ fn bad_streams_are_refused_and_a_good_one_still_works() {
         let reply: PeerResponse = postcard::from_bytes(&s.recv().await.unwrap()).unwrap();
         assert!(matches!(reply, PeerResponse::Hello { ref name, .. } if name == "solo"), "{reply:?}");
         // A complete, authenticated stream whose request is nonsense is refused and closed.
-        s.send(b"\x02\xfe nonsense").await.unwrap();
+        let mut nonsense = proto::encode(&proto::PROTOCOL_VERSION);
+        nonsense.extend_from_slice(b"\xfe nonsense");
+        s.send(&nonsense).await.unwrap();
         let reply: PeerResponse = postcard::from_bytes(&s.recv().await.unwrap()).unwrap();
         assert!(matches!(reply, PeerResponse::Refused(Refusal::BadRequest { .. })), "{reply:?}");
         assert!(matches!(s.recv().await, Err(herd_wire::StreamError::Closed)), "the stream stays open after a refusal");
