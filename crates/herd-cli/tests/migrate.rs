@@ -217,8 +217,9 @@ fn threads_move_home_n2_n3_home_while_one_reads(lab: &Lab) {
 /// The C pthreads program of the checkpoint tests (six threads: barriers, condition
 /// variables, TLS, per-thread masks) moved n2 and n3 while it computes; making two
 /// threads brings it home by itself; moved to n2 again, pthread_kill of two workers
-/// happens there (one handles SIGUSR1, the other blocks it: pending, it comes home
-/// with it), then home.
+/// happens there (one handles SIGUSR1, the other blocks it: pending, it goes on with
+/// it), then to n3, where it ends: its deputy at home, a deputy per thread, ends with
+/// its exit status.
 fn pthreads_move_while_computing(lab: &Lab) {
     let prog = lab.program("thr_work").with_args(&["90"]);
     let direct = lab.run_direct("thr_work (direct)", &prog, &[]);
@@ -238,8 +239,8 @@ fn pthreads_move_while_computing(lab: &Lab) {
     lab.expect_where(&p, pid, "n2", Some(4));
     p.wait_for_prefix(lab, "pthread_kill:");
     p.wait_for_prefix(lab, "round 75:");
-    lab.expect_migrate(&p, pid, "home");
-    lab.expect_where(&p, pid, "n1", Some(5));
+    lab.expect_migrate(&p, pid, "n3");
+    lab.expect_where(&p, pid, "n3", Some(5));
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }

@@ -602,11 +602,17 @@ impl Deputy {
                                 None => return,
                             }
                         }
+                        // The threads' deputies wait on the process again first: the
+                        // main thread is reported dead only once they have seen theirs end.
                         Ok(Cmd::Kill) | Err(_) => {
+                            self.team.resume();
                             self.tracee.kill();
                             return events(Event::Gone("killed".into()));
                         }
-                        Ok(Cmd::Exit(how)) => return self.exit(how, events),
+                        Ok(Cmd::Exit(how)) => {
+                            self.team.resume();
+                            return self.exit(how, events);
+                        }
                         Ok(_) => self.team.resume(), // Resume, or anything else: serve again
                     }
                 }
