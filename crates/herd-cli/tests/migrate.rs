@@ -188,12 +188,8 @@ fn python_progress_moves_home_n2_n3_home(lab: &Lab) {
 /// each move the others compute and print while the reader's read is pending at home.
 fn threads_move_home_n2_n3_home_while_one_reads(lab: &Lab) {
     let prog = lab.python_program("mig_threads.py");
-    let mut d = lab.start("mig_threads.py (direct)", How::Direct, &prog);
-    for gate in 0..4 {
-        d.wait_for_line(lab, &format!("gate {gate}"));
-        d.send(lab, "go\n");
-    }
-    let direct = d.finish(lab);
+    let gates = [Gate::Line("gate 0"), Gate::Line("gate 1"), Gate::Line("gate 2"), Gate::Line("gate 3")];
+    let direct = lab.run_direct("mig_threads.py (direct)", &prog, &gates);
     expect_status(&direct, Some(0), None);
 
     let mut p = lab.start("mig_threads.py (herd run, five threads, moved n2, n3, home)", How::Herd, &prog);

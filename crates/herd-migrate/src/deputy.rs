@@ -554,14 +554,18 @@ impl Deputy {
         }
     }
 
+    /// The next command: one taken aside while a call was served, or the channel's.
+    fn next_cmd(&mut self, cmds: &Receiver<Cmd>) -> Result<Cmd, std::sync::mpsc::TryRecvError> {
+        match self.pending.pop_front() {
+            Some(c) => Ok(c),
+            None => cmds.try_recv(),
+        }
+    }
+
     /// Serves commands until the process ends or comes home.
     fn serve(mut self, cmds: &Receiver<Cmd>, events: &dyn Fn(Event)) {
         loop {
-            let next = match self.pending.pop_front() {
-                Some(c) => Ok(c),
-                None => cmds.try_recv(),
-            };
-            let cmd = match next {
+            let cmd = match self.next_cmd(cmds) {
                 Ok(c) => c,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     // herdd no longer holds this process: nothing can serve it.
@@ -635,11 +639,7 @@ impl Deputy {
     /// signals sent to it, until the process ends or comes home.
     fn serve_thread(mut self, cmds: &Receiver<Cmd>, events: &dyn Fn(Event), quiesced: &Sender<i32>) {
         loop {
-            let next = match self.pending.pop_front() {
-                Some(c) => Ok(c),
-                None => cmds.try_recv(),
-            };
-            let cmd = match next {
+            let cmd = match self.next_cmd(cmds) {
                 Ok(c) => c,
                 // The main thread's deputy is gone: the process ends with it.
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
