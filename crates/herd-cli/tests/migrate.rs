@@ -211,8 +211,8 @@ fn threads_move_home_n2_n3_home_while_one_reads(lab: &Lab) {
 }
 
 /// The C pthreads program of the checkpoint tests (six threads: barriers, condition
-/// variables, TLS, per-thread masks) moved n2 and n3 while it computes; making two
-/// threads brings it home by itself; moved to n2 again, pthread_kill of two workers
+/// variables, TLS, per-thread masks) moved n2 and n3 while it computes; it makes two
+/// threads and joins them on n3; moved to n2 again, pthread_kill of two workers
 /// happens there (one handles SIGUSR1, the other blocks it: pending, it goes on with
 /// it), then to n3, where it ends: its deputy at home, a deputy per thread, ends with
 /// its exit status.
@@ -227,16 +227,29 @@ fn pthreads_move_while_computing(lab: &Lab) {
         lab.expect_migrate(&p, pid, target);
         lab.expect_where(&p, pid, node, Some(nmigs));
     }
-    // At round 45 it makes two threads: it comes home for that (clone runs at home).
+    // At round 45 it makes two threads and joins them: on n3, where it stays (their
+    // twins are made at home, and end with them).
     p.wait_for_prefix(lab, "short-lived threads:");
-    lab.expect_where(&p, pid, "n1", Some(3));
+    lab.expect_where(&p, pid, "n3", Some(2));
+    // Their twins at home ended with them: the deputy has six threads again.
+    let threads_at_home = || {
+        let out = lab.node_sh("n1", &format!("ls /proc/{pid}/task | wc -l"));
+        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads_at_home() != 6 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    if threads_at_home() != 6 {
+        p.fail(lab, &format!("the deputy at home has {} threads, not the process's six", threads_at_home()));
+    }
     p.wait_for_prefix(lab, "round 50:");
     lab.expect_migrate(&p, pid, "n2");
-    lab.expect_where(&p, pid, "n2", Some(4));
+    lab.expect_where(&p, pid, "n2", Some(3));
     p.wait_for_prefix(lab, "pthread_kill:");
     p.wait_for_prefix(lab, "round 75:");
     lab.expect_migrate(&p, pid, "n3");
-    lab.expect_where(&p, pid, "n3", Some(5));
+    lab.expect_where(&p, pid, "n3", Some(4));
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }

@@ -773,6 +773,7 @@ impl Actor {
                 self.to_remote(ToRemote::Reply { seq, reply }).await;
             }
             Event::Signal { sig, during_call, tid, directed } => self.to_remote(ToRemote::Signal { sig, during_call, tid, directed }).await,
+            Event::ThreadBorn { seq, tid } => self.to_remote(ToRemote::ThreadBorn { seq, tid }).await,
             Event::Gone(why) => {
                 tracing::info!(pid = self.pid, "ended ({why})");
                 self.path.set(None);
@@ -791,6 +792,18 @@ impl Actor {
             ToHome::Call { seq, tid, call } => {
                 if let Some(d) = &self.deputy {
                     d.send(Cmd::Call { seq, tid, call });
+                }
+            }
+            // A thread made or ended away: its twin at home is made or ends.
+            ToHome::ThreadBirth { seq, tid } => match &self.deputy {
+                Some(d) => {
+                    d.send(Cmd::GrowThread { seq, tid });
+                }
+                None => self.to_remote(ToRemote::ThreadBorn { seq, tid: -1 }).await,
+            },
+            ToHome::ThreadEnd { tid } => {
+                if let Some(d) = &self.deputy {
+                    d.end_thread(tid);
                 }
             }
             ToHome::Exited(how) => {

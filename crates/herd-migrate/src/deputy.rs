@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,9 +61,12 @@ pub enum Cmd {
     /// Post-copy is over: the target has every page; release the memory the
     /// deputy kept for it.
     ReleaseMemory,
-    /// To a thread's deputy, after `Quiesce`: the thread ends (the process
-    /// comes home, where its threads are made again).
+    /// To a thread's deputy: the thread ends (its twin ended on the remote node;
+    /// or, after `Quiesce`, the process comes home, where its threads are made again).
     EndThread,
+    /// Thread `tid` (home id) makes a thread on the remote node: the deputy of
+    /// `tid` makes its twin here and reports [`Event::ThreadBorn`].
+    GrowThread { seq: u64, tid: i32 },
 }
 
 /// What a deputy's thread reports.
@@ -90,6 +94,8 @@ pub enum Event {
     HomeFailed(String),
     /// The process (the deputy) has ended; the thread has ended.
     Gone(String),
+    /// For [`Cmd::GrowThread`] `seq`: the twin is thread `tid` (negative: it could not be made).
+    ThreadBorn { seq: u64, tid: i32 },
 }
 
 /// The handle the rest of herdd keeps: commands in, and the wake-up.
@@ -113,7 +119,7 @@ impl Link {
     /// Queues `cmd` and wakes the thread if it waits on the deputy. A call
     /// goes to the deputy of the thread that made it, if it has one.
     pub fn send(&self, cmd: Cmd) -> bool {
-        if let Cmd::Call { tid, .. } = &cmd {
+        if let Cmd::Call { tid, .. } | Cmd::GrowThread { tid, .. } = &cmd {
             let route = self.threads.lock().expect("thread routes").get(tid).cloned();
             if let Some(t) = route {
                 let tid = *tid;
@@ -144,6 +150,16 @@ impl Link {
 
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Thread `tid` (home id) ended on the remote node: its deputy ends it here.
+    pub fn end_thread(&self, tid: i32) {
+        let route = self.threads.lock().expect("thread routes").remove(&tid);
+        if let Some(t) = route {
+            if t.cmds.send(Cmd::EndThread).is_ok() {
+                let _ = pidfd::tgsigqueue(self.pid, tid, WAKE_SIGNAL, t.cookie);
+            }
+        }
     }
 }
 
@@ -225,8 +241,12 @@ pub fn start(
                     .map_err(|e| KernelError::Unexpected { pid, what: e.to_string() })
                     .and_then(|gadget| others.iter_mut().try_for_each(|t| forget_rseq(t, gadget)))
             };
-            let made = forgotten.and_then(|()| Deputy::make(tracee, cookie, postcopy)).and_then(|mut d| {
-                d.team = Team::start(&d, others, &routes, &events)?;
+            let made = forgotten.and_then(|()| Deputy::make(tracee, cookie, postcopy, Team::new(pid, routes, events.clone()))).and_then(|d| {
+                for t in others {
+                    let tid = t.pid();
+                    d.park(t)?;
+                    d.team.adopt(tid)?;
+                }
                 Ok(d)
             });
             let deputy = match made {
@@ -266,16 +286,24 @@ fn forget_rseq(t: &mut Tracee, gadget: u64) -> Result<(), KernelError> {
 /// How long the main thread's deputy waits for the others to hold still.
 const QUIESCE_WAIT: Duration = Duration::from_secs(10);
 
-/// The deputies of a process's other threads, as the main thread's deputy
-/// keeps them: one herdd thread each, reached through the routes of the
-/// [`Link`] (calls) and the channels here (everything else).
-#[derive(Default)]
-struct Team {
+/// The deputies of a process's other threads: one herdd thread each, reached
+/// through the routes of the [`Link`] (calls) and their channels here. Shared by
+/// every deputy of the process: a thread made on the remote node joins it from
+/// the deputy of the thread that made it.
+#[derive(Clone)]
+struct Team(Arc<TeamInner>);
+
+struct TeamInner {
     pid: i32,
-    members: Vec<Member>,
+    /// The main deputy's shell: where threads are parked.
+    gadget: AtomicU64,
     routes: Arc<Mutex<HashMap<i32, ThreadLink>>>,
+    events: Arc<dyn Fn(Event) + Send + Sync>,
+    /// Scratch regions of the members, kept when the process's memory goes.
+    kept: Arc<Mutex<Vec<(u64, u64)>>>,
+    members: Mutex<Vec<Member>>,
     /// Each member says here (its tid) that it holds still.
-    quiesced: Option<Receiver<i32>>,
+    acks: (Sender<i32>, Mutex<Receiver<i32>>),
 }
 
 struct Member {
@@ -286,61 +314,68 @@ struct Member {
 }
 
 impl Team {
-    /// Parks the held threads `others` at `main`'s shell and starts a deputy for
-    /// each. One that cannot be taken over loses its route: its thread's calls
-    /// then run in the main thread's deputy.
-    fn start(
-        main: &Deputy,
-        others: Vec<Tracee>,
-        routes: &Arc<Mutex<HashMap<i32, ThreadLink>>>,
-        events: &Arc<dyn Fn(Event) + Send + Sync>,
-    ) -> Result<Team, KernelError> {
-        let (qtx, qrx) = std::sync::mpsc::channel();
-        let mut members = Vec::new();
-        let (pid, gadget, kept) = (main.pid, main.gadget, main.kept.clone());
-        for t in others {
-            let tid = t.pid();
-            main.park(t)?;
-            let (tx, rx) = std::sync::mpsc::channel();
-            let link = ThreadLink { cookie: cookie(), cmds: tx.clone() };
-            routes.lock().expect("thread routes").insert(tid, link.clone());
-            let (events, qtx, routes_t, kept) = (events.clone(), qtx.clone(), routes.clone(), kept.clone());
-            let cookie = link.cookie;
-            let handle = std::thread::Builder::new()
-                .name(format!("deputy-{pid}-{tid}"))
-                .spawn(move || match Deputy::adopt_thread(pid, tid, cookie, gadget, kept) {
+    fn new(pid: i32, routes: Arc<Mutex<HashMap<i32, ThreadLink>>>, events: Arc<dyn Fn(Event) + Send + Sync>) -> Team {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Team(Arc::new(TeamInner {
+            pid,
+            gadget: AtomicU64::new(0),
+            routes,
+            events,
+            kept: Default::default(),
+            members: Mutex::new(Vec::new()),
+            acks: (tx, Mutex::new(rx)),
+        }))
+    }
+
+    /// Starts a deputy for thread `tid`, parked (see [`Deputy::park`]). One that
+    /// cannot take it over loses its route: the thread's calls then run in the
+    /// main thread's deputy.
+    fn adopt(&self, tid: i32) -> Result<(), KernelError> {
+        let t = &self.0;
+        let pid = t.pid;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let link = ThreadLink { cookie: cookie(), cmds: tx.clone() };
+        t.routes.lock().expect("thread routes").insert(tid, link.clone());
+        let team = self.clone();
+        let cookie = link.cookie;
+        let handle = std::thread::Builder::new()
+            .name(format!("deputy-{pid}-{tid}"))
+            .spawn(move || {
+                let qtx = team.0.acks.0.clone();
+                let events = team.0.events.clone();
+                match Deputy::adopt_thread(pid, tid, cookie, team.clone()) {
                     Ok(d) => d.serve_thread(&rx, &*events, &qtx),
                     Err(e) => {
-                        routes_t.lock().expect("thread routes").remove(&tid);
+                        team.0.routes.lock().expect("thread routes").remove(&tid);
                         let _ = qtx.send(tid);
                         tracing::warn!(pid, tid, "the deputy of a thread could not take it over ({e}); its calls run in the main thread's deputy");
                     }
-                })
-                .map_err(|e| KernelError::Unexpected { pid, what: format!("starting a thread's deputy: {e}") })?;
-            members.push(Member { tid, cmds: tx, cookie, handle });
-        }
-        Ok(Team { pid, members, routes: routes.clone(), quiesced: Some(qrx) })
+                }
+            })
+            .map_err(|e| KernelError::Unexpected { pid, what: format!("starting a thread's deputy: {e}") })?;
+        t.members.lock().expect("team").push(Member { tid, cmds: tx, cookie, handle });
+        Ok(())
     }
 
     /// Makes every member hold still (its call in progress finished or
     /// abandoned), and waits until they do.
-    fn quiesce(&mut self) {
-        let Some(acks) = &self.quiesced else { return };
+    fn quiesce(&self) {
+        let t = &self.0;
+        let acks = t.acks.1.lock().expect("acks");
         while acks.try_recv().is_ok() {}
-        let pid = self.pid;
         let mut waiting: Vec<i32> = Vec::new();
-        for m in self.members.iter().filter(|m| !m.handle.is_finished()) {
+        for m in t.members.lock().expect("team").iter().filter(|m| !m.handle.is_finished()) {
             if m.cmds.send(Cmd::Quiesce).is_ok() {
-                let _ = pidfd::tgsigqueue(pid, m.tid, WAKE_SIGNAL, m.cookie);
+                let _ = pidfd::tgsigqueue(t.pid, m.tid, WAKE_SIGNAL, m.cookie);
                 waiting.push(m.tid);
             }
         }
         let deadline = Instant::now() + QUIESCE_WAIT;
         while !waiting.is_empty() {
             match acks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(tid) => waiting.retain(|t| *t != tid),
+                Ok(tid) => waiting.retain(|w| *w != tid),
                 Err(_) => {
-                    tracing::warn!(pid, ?waiting, "threads' deputies did not hold still in time");
+                    tracing::warn!(pid = t.pid, ?waiting, "threads' deputies did not hold still in time");
                     return;
                 }
             }
@@ -348,20 +383,20 @@ impl Team {
     }
 
     /// After [`Team::quiesce`]: serve again.
-    fn resume(&mut self) {
-        for m in &self.members {
+    fn resume(&self) {
+        for m in self.0.members.lock().expect("team").iter() {
             let _ = m.cmds.send(Cmd::Resume);
         }
     }
 
     /// After [`Team::quiesce`]: every member's thread ends, and the member with it.
-    fn end_threads(&mut self) {
-        self.routes.lock().expect("thread routes").clear();
-        for m in self.members.drain(..) {
+    fn end_threads(&self) {
+        self.0.routes.lock().expect("thread routes").clear();
+        let members = std::mem::take(&mut *self.0.members.lock().expect("team"));
+        for m in members {
             let _ = m.cmds.send(Cmd::EndThread);
             let _ = m.handle.join();
         }
-        self.quiesced = None;
     }
 }
 
@@ -380,11 +415,10 @@ struct Deputy {
     hashes: FileHashes,
     /// Commands taken from the channel while a call was being served.
     pending: std::collections::VecDeque<Cmd>,
-    /// The main thread's deputy: the deputies of the other threads.
+    /// The deputies of the process's threads.
     team: Team,
-    /// Scratch regions of the threads' deputies (address, length), which the
-    /// main thread's deputy keeps when it releases the process's memory.
-    kept: Arc<Mutex<Vec<(u64, u64)>>>,
+    /// Made a thread already (PTRACE_O_TRACECLONE is set).
+    traces_clones: bool,
 }
 
 /// Why a wait on the deputy ended.
@@ -400,7 +434,7 @@ impl Deputy {
     /// maps the shell, resets every signal action to the default, unmaps
     /// everything else (unless `keep_memory`: post-copy still reads it) and
     /// unblocks every signal.
-    fn make(mut tracee: Tracee, cookie: u64, keep_memory: bool) -> Result<Deputy, KernelError> {
+    fn make(mut tracee: Tracee, cookie: u64, keep_memory: bool, team: Team) -> Result<Deputy, KernelError> {
         let pid = tracee.pid();
         let unexpected = |what: &str| KernelError::Unexpected { pid, what: what.into() };
         let gadget = herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| unexpected(&e.to_string()))?;
@@ -425,9 +459,10 @@ impl Deputy {
             big: None,
             hashes: FileHashes::load(),
             pending: Default::default(),
-            team: Team::default(),
-            kept: Default::default(),
+            team,
+            traces_clones: false,
         };
+        d.team.0.gadget.store(shell, Ordering::SeqCst);
         d.empty(!keep_memory)?;
         Ok(d)
     }
@@ -435,6 +470,7 @@ impl Deputy {
     /// From the shell a failed homecoming left: a deputy again.
     fn remake(&mut self, shell: (u64, u64)) -> Result<(), KernelError> {
         self.gadget = shell.0;
+        self.team.0.gadget.store(shell.0, Ordering::SeqCst);
         self.scratch = (shell.0 + PAGE, shell.1 - PAGE);
         self.big = None;
         self.empty(true)
@@ -466,7 +502,7 @@ impl Deputy {
     fn release_memory(&mut self) -> Result<(), KernelError> {
         let gadget = self.gadget;
         self.big = None;
-        let mut keep = self.kept.lock().expect("kept regions").clone();
+        let mut keep = self.team.0.kept.lock().expect("kept regions").clone();
         keep.push((gadget, SHELL_LEN));
         keep.sort_unstable();
         let mut inj = self.injector()?;
@@ -630,9 +666,46 @@ impl Deputy {
                     Err(KernelError::Died { .. }) => return events(Event::Gone("ended at home".into())),
                     Err(e) => tracing::warn!(pid = self.pid, "releasing the deputy's memory: {e}"),
                 },
+                Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
                 Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) | Cmd::EndThread => {}
             }
         }
+    }
+
+    /// Makes a twin here of a thread the process made on the remote node: a
+    /// clone3 injected in this deputy's thread (the one that made it there),
+    /// attached as it is made, parked, and given a deputy of its own. Reports its
+    /// id ([`Event::ThreadBorn`]; negative if it could not be made).
+    fn grow_thread(&mut self, seq: u64, events: &dyn Fn(Event)) {
+        let made = (|| -> Result<i32, KernelError> {
+            if !self.traces_clones {
+                self.tracee.set_options(abi::PTRACE_O_TRACECLONE)?;
+                self.traces_clones = true;
+            }
+            let args = abi::CloneArgs { flags: abi::CLONE_THREAD_FLAGS, ..Default::default() };
+            let at = self.scratch.0;
+            mem::write(self.pid, at, abi::as_bytes(&args))?;
+            let size = std::mem::size_of::<abi::CloneArgs>() as u64;
+            let (r, t) = self.injector()?.call_clone(abi::SYS_CLONE3, &[at, size])?;
+            let mut t = match (r, t) {
+                (r, Some(t)) if r > 0 => t,
+                (r, _) => return Err(KernelError::Unexpected { pid: self.pid, what: format!("clone3 of a thread's twin: {r}") }),
+            };
+            // It starts with this thread's mask (nothing blocked): block everything
+            // until its own deputy has it.
+            t.set_sigmask(!0)?;
+            self.park(t)?;
+            self.team.adopt(r as i32)?;
+            Ok(r as i32)
+        })();
+        let tid = match made {
+            Ok(tid) => tid,
+            Err(e) => {
+                tracing::warn!(pid = self.pid, tid = self.tid, "a thread's twin could not be made at home: {e}");
+                -1
+            }
+        };
+        events(Event::ThreadBorn { seq, tid });
     }
 
     /// A thread's deputy serves the calls its thread makes, and hands on the
@@ -653,6 +726,15 @@ impl Deputy {
                     if let Err(Woken::Died) = self.call(seq, &call, cmds, events) {
                         return;
                     }
+                }
+                Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
+                Cmd::EndThread => {
+                    // Its twin ended on the remote node.
+                    let r = self.injector().and_then(|mut inj| inj.call(abi::SYS_EXIT, &[0]));
+                    if !matches!(r, Err(KernelError::Died { .. })) {
+                        tracing::warn!(pid = self.pid, tid = self.tid, "ending a deputy's thread: {r:?}");
+                    }
+                    return;
                 }
                 Cmd::Quiesce => {
                     let _ = quiesced.send(self.tid);
@@ -752,7 +834,7 @@ impl Deputy {
             return Err(KernelError::Unexpected { pid: self.pid, what: format!("a call needs {need} bytes of buffers") });
         }
         let old = self.big.take();
-        let kept = self.kept.clone();
+        let kept = self.team.0.kept.clone();
         let mut inj = self.injector()?;
         if let Some((a, l)) = old {
             kept.lock().expect("kept regions").retain(|r| *r != (a, l));
@@ -789,7 +871,8 @@ impl Deputy {
     /// The deputy of thread `tid` of process `pid`, parked by [`Deputy::park`]:
     /// seized by the calling thread, with scratch of its own for call buffers
     /// (calls of different threads run at once), nothing blocked.
-    fn adopt_thread(pid: i32, tid: i32, cookie: u64, gadget: u64, kept: Arc<Mutex<Vec<(u64, u64)>>>) -> Result<Deputy, KernelError> {
+    fn adopt_thread(pid: i32, tid: i32, cookie: u64, team: Team) -> Result<Deputy, KernelError> {
+        let gadget = team.0.gadget.load(Ordering::SeqCst);
         let tracee = Tracee::seize(tid, 0)?;
         let mut d = Deputy {
             tracee,
@@ -801,15 +884,15 @@ impl Deputy {
             big: None,
             hashes: FileHashes::ephemeral(),
             pending: Default::default(),
-            team: Team::default(),
-            kept,
+            team,
+            traces_clones: false,
         };
         let len = SHELL_LEN - PAGE;
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let at = d.injector()?.call_ok("mmap a thread's scratch", abi::SYS_MMAP, &[0, len, rw, anon, u64::MAX, 0])? as u64;
         d.scratch = (at, len);
-        d.kept.lock().expect("kept regions").push(d.scratch);
+        d.team.0.kept.lock().expect("kept regions").push(d.scratch);
         d.tracee.set_sigmask(0)?;
         Ok(d)
     }

@@ -120,6 +120,12 @@ struct Guest {
     /// Signals held until a thread's pending call is answered (by the thread's
     /// id here): each a signal and whether it was sent to that thread alone.
     held_signals: HashMap<i32, VecDeque<(i32, bool)>>,
+    /// Threads being made here, waiting for home to make their twins: by the
+    /// `seq` of [`ToHome::ThreadBirth`], the clone's notification and its caller.
+    births: HashMap<u64, (u64, i32)>,
+    /// Home ids of threads made here that have not made a call yet (the id here
+    /// is the home one when it was free, which is the rule).
+    unplaced: VecDeque<i32>,
     last_stats: Instant,
     shared: Arc<Shared>,
     /// How long the restore took, milliseconds (for the log).
@@ -208,6 +214,8 @@ impl Guest {
             tids,
             pending: HashMap::new(),
             held_signals: HashMap::new(),
+            births: HashMap::new(),
+            unplaced: VecDeque::new(),
             last_stats: Instant::now(),
             shared: shared.clone(),
             restore_ms: restore_ms(&restored),
@@ -282,14 +290,58 @@ impl Guest {
         }
     }
 
-    /// The home id of thread `tid` (an id here).
+    /// The home id of thread `tid` (an id here): a thread made here and not yet
+    /// seen has its home id here (the rule).
     fn home_tid(&self, tid: i32) -> i32 {
-        self.tids.get(&tid).copied().unwrap_or(self.home_pid)
+        self.tids.get(&tid).copied().unwrap_or(tid)
     }
 
-    /// The id here of the thread whose home id is `home_tid`, if it has one.
+    /// The id here of the thread whose home id is `home_tid`, if it has one. A
+    /// thread made here that has made no call yet has it if it is free here.
     fn local_tid(&self, home_tid: i32) -> Option<i32> {
-        self.tids.iter().find(|(_, h)| **h == home_tid).map(|(l, _)| *l)
+        if let Some(l) = self.tids.iter().find(|(_, h)| **h == home_tid).map(|(l, _)| *l) {
+            return Some(l);
+        }
+        let free_here = !self.tids.contains_key(&home_tid);
+        (free_here && std::path::Path::new(&format!("/proc/{}/task/{home_tid}", self.pid)).exists()).then_some(home_tid)
+    }
+
+    /// A call from a thread not known yet: one made here; it takes the home id
+    /// of the oldest such birth.
+    fn place(&mut self, tid: i32) {
+        if self.tids.contains_key(&tid) {
+            return;
+        }
+        let home = match self.unplaced.iter().position(|h| *h == tid) {
+            Some(i) => self.unplaced.remove(i),
+            None => self.unplaced.pop_front(),
+        };
+        match home {
+            Some(h) => {
+                if h != tid {
+                    tracing::warn!(pid = self.pid, tid, home_tid = h, "a thread made here did not get its home id");
+                }
+                self.tids.insert(tid, h);
+            }
+            None => tracing::warn!(pid = self.pid, tid, "a call from a thread herd does not know"),
+        }
+    }
+
+    /// `clone`/`clone3` that makes a thread (CLONE_THREAD): its flags say so
+    /// (clone3's are the first word of its argument structure).
+    fn makes_thread(&self, n: &Notif) -> bool {
+        let flags = match i64::from(n.nr) {
+            libc::SYS_clone => n.args[0],
+            libc::SYS_clone3 => {
+                let mut w = [0u8; 8];
+                match syscalls::MemRead::read(&ProcMemory { pid: self.pid }, n.args[0], &mut w) {
+                    Ok(()) => u64::from_ne_bytes(w),
+                    Err(_) => return false,
+                }
+            }
+            _ => return false,
+        };
+        flags & libc::CLONE_THREAD as u64 != 0
     }
 
     /// A tkill/tgkill the process aims at one of its own threads other than the
@@ -336,6 +388,14 @@ impl Guest {
     fn notification(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
         let args = n.args;
         let caller = n.pid as i32;
+        self.place(caller);
+        if self.makes_thread(&n) {
+            // Made here, once home has made its twin (whose id it is to have).
+            self.seq += 1;
+            out(ToHome::ThreadBirth { seq: self.seq, tid: self.home_tid(caller) });
+            self.births.insert(self.seq, (n.id, caller));
+            return;
+        }
         if let Some((tid, sig)) = self.signal_to_own_thread(&n) {
             return self.signal_self(n.id, n.pid, sig, Some(tid));
         }
@@ -346,6 +406,15 @@ impl Guest {
             Class::Identity(Identity::Getpid) => self.answer(n.id, self.home_pid as i64),
             Class::Identity(Identity::Gettid) => self.answer(n.id, self.home_tid(caller) as i64),
             Class::Identity(Identity::SignalSelf { sig }) => self.signal_self(n.id, n.pid, sig, None),
+            Class::Identity(Identity::ThreadExit) => {
+                // A thread's end (not the last one's): its twin at home ends too.
+                if self.tids.len() > 1 {
+                    if let Some(home) = self.tids.remove(&caller) {
+                        out(ToHome::ThreadEnd { tid: home });
+                    }
+                }
+                let _ = self.listener.continue_(n.id);
+            }
             Class::Forward => match syscalls::marshal(n.nr as i64, args, &ProcMemory { pid: self.pid }) {
                 // A new call from a thread while one of its calls is pending at home: a
                 // signal ended the wait of the pending one in the process. The same call
@@ -446,6 +515,27 @@ impl Guest {
                     (None, _) => self.deliver(sig, target),
                 }
             }
+            ToRemote::ThreadBorn { seq, tid } => {
+                let Some((id, caller)) = self.births.remove(&seq) else {
+                    // The birth was called off (the process was captured meanwhile; its
+                    // clone is made again wherever it goes on): the twin ends.
+                    if tid > 0 {
+                        out(ToHome::ThreadEnd { tid });
+                    }
+                    return Flow::Go;
+                };
+                if tid <= 0 {
+                    tracing::info!(pid = self.pid, home = self.home, "goes home to make a thread (its twin could not be made)");
+                    out(ToHome::WantHome { why: "making a thread".into() });
+                    return Flow::Go;
+                }
+                // The kernel's next id here is pointed at the home one (herdd is root
+                // here); another process may take it first: then the thread is mapped.
+                let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", (tid - 1).to_string());
+                self.unplaced.push_back(tid);
+                tracing::debug!(pid = self.pid, caller, tid, "makes a thread");
+                let _ = self.listener.continue_(id);
+            }
             ToRemote::Capture => return self.capture(false, cmds, out, image_out, hashes),
             ToRemote::CapturePostCopy => return self.capture(true, cmds, out, image_out, hashes),
             ToRemote::Kill => {
@@ -475,8 +565,10 @@ impl Guest {
             return Flow::Go;
         }
         // A call waiting here is interrupted by the freeze and made again
-        // wherever the process continues.
+        // wherever the process continues (a thread's birth too: the twin home made
+        // for it ends when its answer finds no birth here).
         self.pending.clear();
+        self.births.clear();
         let mut frozen = match Frozen::freeze_for(self.pid, hashes, Purpose::Migrate { own_filter: true }) {
             Ok(f) => f,
             Err(e) => {

@@ -154,6 +154,10 @@ pub enum ToRemote {
     PushPages,
     /// Tag 14: The next node waits for the page at `addr`: send it first.
     PageRequest { addr: u64 },
+    /// Tag 15: Home made the twin of the thread asked for by [`ToHome::ThreadBirth`]
+    /// `seq`: thread `tid` at home, whose id the new thread is to have (negative: it
+    /// could not; the process comes home to make the thread).
+    ThreadBorn { seq: u64, tid: i32 },
 }
 
 /// Remote to home. Tags (variant indexes) in the comments.
@@ -196,6 +200,12 @@ pub enum ToHome {
     },
     /// Tag 14: Every lazy page has been sent once.
     PagesEnd,
+    /// Tag 15: Thread `tid` (home id) of the process makes a thread (clone with
+    /// CLONE_THREAD) and waits in the call: home makes the twin first
+    /// ([`ToRemote::ThreadBorn`]).
+    ThreadBirth { seq: u64, tid: i32 },
+    /// Tag 16: Thread `tid` (home id) ended here; its deputy at home ends too.
+    ThreadEnd { tid: i32 },
 }
 
 /// Largest image chunk per message.
@@ -254,6 +264,7 @@ mod tests {
             ToRemote::CapturePostCopy,
             ToRemote::PushPages,
             ToRemote::PageRequest { addr: 0 },
+            ToRemote::ThreadBorn { seq: 0, tid: 0 },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -274,6 +285,8 @@ mod tests {
             ToHome::Lazy(vec![]),
             ToHome::Pages { addr: 0, data: vec![] },
             ToHome::PagesEnd,
+            ToHome::ThreadBirth { seq: 0, tid: 0 },
+            ToHome::ThreadEnd { tid: 0 },
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");

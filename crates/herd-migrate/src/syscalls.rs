@@ -98,11 +98,14 @@ pub enum Class {
 pub enum Identity {
     /// Answer the home pid.
     Getpid,
-    /// Answer the home pid (a migrated process has one thread).
+    /// Answer the calling thread's home id.
     Gettid,
     /// kill/tkill/tgkill aimed at the process itself (by its home pid):
     /// deliver `sig` locally and answer 0; `sig` 0 only checks existence.
     SignalSelf { sig: i32 },
+    /// `exit` of a thread: it runs here (the guest tells home, whose deputy of
+    /// that thread ends too, unless it is the process's last thread).
+    ThreadExit,
 }
 
 /// Why a call makes its process go home.
@@ -185,6 +188,8 @@ enum Rule {
     Local,
     Getpid,
     Gettid,
+    /// `exit`: the end of a thread (of the process, when it is the last one).
+    ThreadExit,
     Forward(&'static [Arg]),
     Home,
     /// Decided by the arguments (and the home pid, when known).
@@ -252,7 +257,7 @@ const TABLE: &[Entry] = {
         e!(SYS_capget, Local),
         e!(SYS_getcpu, Local),
         e!(SYS_restart_syscall, Local),
-        e!(SYS_exit, Local),
+        e!(SYS_exit, ThreadExit),
         e!(SYS_exit_group, Local),
         // ---- local: signals ----
         e!(SYS_rt_sigaction, Local),
@@ -583,6 +588,7 @@ fn decide(nr: i64, args: &[u64; 6], home_pid: Option<i32>) -> Decision {
         Rule::Local => Decision::Local,
         Rule::Getpid => Decision::Identity(Identity::Getpid),
         Rule::Gettid => Decision::Identity(Identity::Gettid),
+        Rule::ThreadExit => Decision::Identity(Identity::ThreadExit),
         Rule::Forward(spec) => Decision::Forward(spec),
         Rule::Home => Decision::Home(HomeReason::Call(e.name())),
         Rule::By(f) => f(args, home_pid),
@@ -1311,6 +1317,7 @@ mod tests {
         let home = HOME as u64;
         assert_eq!(c(libc::SYS_getpid, &[]), Identity(super::Identity::Getpid));
         assert_eq!(c(libc::SYS_gettid, &[]), Identity(super::Identity::Gettid));
+        assert_eq!(c(libc::SYS_exit, &[0]), Identity(super::Identity::ThreadExit));
         assert_eq!(c(libc::SYS_kill, &[home, 15]), Identity(super::Identity::SignalSelf { sig: 15 }));
         assert_eq!(c(libc::SYS_kill, &[home, 0]), Identity(super::Identity::SignalSelf { sig: 0 }));
         // Only the low 32 bits of a pid_t count.
