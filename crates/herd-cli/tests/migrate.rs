@@ -39,6 +39,7 @@ mod lab;
 mod scenarios;
 use lab::*;
 use nodes::{describe, NOBODY};
+use std::ffi::OsString;
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -59,6 +60,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("python_progress_moves_home_n2_n3_home", python_progress_moves_home_n2_n3_home),
     ("threads_move_home_n2_n3_home_while_one_reads", threads_move_home_n2_n3_home_while_one_reads),
     ("pthreads_move_while_computing", pthreads_move_while_computing),
+    ("sort_parallel_moved_while_sorting", sort_parallel_moved_while_sorting),
     ("filter_moved_in_the_middle_of_its_input", filter_moved_in_the_middle_of_its_input),
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
@@ -250,6 +252,46 @@ fn pthreads_move_while_computing(lab: &Lab) {
     p.wait_for_prefix(lab, "round 75:");
     lab.expect_migrate(&p, pid, "n3");
     lab.expect_where(&p, pid, "n3", Some(4));
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// `sort --parallel=2` of 3 million lines moved to n2 as soon as herd knows it: the
+/// threads it makes to sort are made and joined there (their twins at home); its
+/// output is the direct run's.
+fn sort_parallel_moved_while_sorting(lab: &Lab) {
+    let input = lab.bin.join("sort-input.txt");
+    let mut text = String::with_capacity(48 << 20);
+    let mut x: u64 = 88172645463325252;
+    for _ in 0..3_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{:x} {}\n", x % 1_000_000_007, x % 97));
+    }
+    fs::write(&input, text).unwrap();
+    let marker = input.to_string_lossy().into_owned();
+    let prog = Program {
+        argv: ["/usr/bin/sort", "--parallel=2", "-S", "256M", "-k2,2n", "-k1,1", &marker].iter().map(OsString::from).collect(),
+        marker: marker.clone(),
+        comm: Some("sort".into()),
+    };
+    let direct = lab.run_direct("sort --parallel=2 (direct)", &prog, &[]);
+    expect_status(&direct, Some(0), None);
+    let mut p = lab.start("sort --parallel=2 (herd run, moved to n2 while it sorts)", How::Herd, &prog);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let row = lab.ps().into_iter().find(|r| r["cmd"].as_str().is_some_and(|c| c.contains(&marker)));
+        if let Some(pid) = row.and_then(|r| r["pid"].as_i64()) {
+            break pid as i32;
+        }
+        if Instant::now() > deadline {
+            p.fail(lab, "herd ps does not list it");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    p.pid = Some(pid);
+    lab.expect_migrate(&p, pid, "n2");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }
