@@ -89,7 +89,7 @@ enum Cmd {
     /// Brings up a 2-node local cluster (herd-lab: each node in its own namespaces with its
     /// own herdd and, on a machine with 2 or more CPUs, its own cpuset of one CPU), runs a
     /// small C program (compiled with gcc into the cluster's directory) in n1 as uid 65534
-    /// under `herd run`, and moves it with herdd's control protocol. Prints three tables:
+    /// under `herd run`, and moves it with herdd's control protocol. Prints these tables:
     ///
     /// 1. moving a process holding N MiB (--sizes) n1 -> n2 and back home: frozen ms, total
     ///    ms, MiB/s of the move, beside TCP throughput n1 -> n2 over the same bridge;
@@ -97,7 +97,11 @@ enum Cmd {
     /// 2. forwarded system calls: mean µs of write(/dev/null, 1 byte) and getppid() at home
     ///    and on n2, beside a 1-byte TCP round trip n2 -> n1 (goal: forwarded <= 2x TCP);
     ///
-    /// 3. CPU-bound work at home and on n2, interleaved (goal: n2/home <= 1.02).
+    /// 3. CPU-bound work at home and on n2, interleaved (goal: n2/home <= 1.02);
+    ///
+    /// 4. (only with `--parts threads`) a process holding the first --sizes MiB with 1, 8 and
+    ///    64 threads moved n1 -> n2 -> home (stop time), and forwarded getppid() from 1, 4
+    ///    and 8 threads at once (calls per second, at home and on n2).
     ///
     /// Must run as root (the cluster, uid 65534 for the moved process) from a release build:
     /// `cargo build --release --workspace`, then `target/release/herd-bench migrate`; herd

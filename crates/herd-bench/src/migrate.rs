@@ -95,6 +95,9 @@ pub enum Part {
     Syscalls,
     /// CPU-bound work at home and remote.
     Cpu,
+    /// Processes with threads: the stop time of a move with 1, 8 and 64 threads (of the
+    /// first --sizes), and forwarded calls from 1, 4 and 8 threads at once.
+    Threads,
 }
 
 /// Goal: a forwarded system call costs at most this many TCP round trips.
@@ -182,6 +185,9 @@ pub fn run(cfg: Config) -> Result<bool> {
             print_cpu(&s);
         }
         small = Some(s);
+    }
+    if cfg.parts.contains(&Part::Threads) {
+        threads_part(&lab, &cfg, &mut failures);
     }
     if let Some(s) = &small {
         print_goals(s, &cfg);
@@ -616,11 +622,17 @@ struct Target {
 impl Target {
     /// Starts it holding `mib` MiB, waits for "ready" and until herdd lists it.
     fn start(lab: &Lab, mib: u64) -> Result<Target> {
+        Self::start_with_threads(lab, mib, 1)
+    }
+
+    /// [`Target::start`] with `threads` threads in all (the others wait for work).
+    fn start_with_threads(lab: &Lab, mib: u64, threads: usize) -> Result<Target> {
         let mut argv: Vec<OsString> = vec![lab.setpriv.clone().into_os_string()];
         argv.extend(nobody_args().map(OsString::from));
         argv.extend([lab.herd.clone().into_os_string(), "run".into(), "--".into(), lab.target.clone().into_os_string()]);
         argv.push(mib.to_string().into());
-        let what = format!("hb_target {mib} (herd run in n1)");
+        argv.push(threads.to_string().into());
+        let what = format!("hb_target {mib} {threads} (herd run in n1)");
         let mut p = Spawned::start(what, lab.node_cmd("n1", argv)?, true, lab.work.path.clone())?;
         let first = p.expect("pid ", ANSWER)?;
         let pid: i32 = first["pid ".len()..].trim().parse().with_context(|| format!("{}: bad first line {first:?}", p.what))?;
@@ -1234,6 +1246,89 @@ fn print_syscalls(s: &Small, calls: u64) {
     }
 }
 
+/// Threads of the process for the stop-time measurement, and threads making calls at once.
+const MOVE_THREADS: [usize; 3] = [1, 8, 64];
+const CALL_THREADS: [usize; 3] = [1, 4, 8];
+
+/// Part 4: a process holding the first --sizes MiB with 1, 8 and 64 threads moved n1 → n2 →
+/// home (stop time), and forwarded getppid from 1, 4 and 8 threads at once, at home and on n2.
+fn threads_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
+    let mib = cfg.sizes.first().copied().unwrap_or(64);
+    let mut moves: Vec<(usize, Vec<Migrated>, Vec<Migrated>)> = Vec::new();
+    for threads in MOVE_THREADS {
+        let (mut out, mut back) = (Vec::new(), Vec::new());
+        let r = (|| -> Result<()> {
+            let t = Target::start_with_threads(lab, mib, threads)?;
+            for rep in 1..=cfg.reps {
+                let o = t.migrate(lab, "n2", "n2")?;
+                let b = t.migrate(lab, "home", "n1")?;
+                eprintln!("threads {threads}, rep {rep}/{}: n1 -> n2 frozen {:.1} ms; home frozen {:.1} ms", cfg.reps, o.frozen_ms, b.frozen_ms);
+                out.push(o);
+                back.push(b);
+            }
+            t.quit()
+        })();
+        if let Err(e) = r {
+            eprintln!("threads {threads}: FAILED: {e:#}");
+            failures.push(format!("threads part, {threads} threads: {e:#}"));
+        }
+        moves.push((threads, out, back));
+    }
+    let n = cfg.calls;
+    let mut calls: Vec<(usize, Vec<f64>, Vec<f64>)> = CALL_THREADS.iter().map(|&t| (t, Vec::new(), Vec::new())).collect();
+    let r = (|| -> Result<()> {
+        let mut t = Target::start_with_threads(lab, 0, *CALL_THREADS.iter().max().expect("counts"))?;
+        let rate = |t: &mut Target, threads: usize| -> Result<f64> {
+            let line = t.p.ask(&format!("tcalls {threads} {n}"), "tcalls ")?;
+            Ok((threads as u64 * n) as f64 / field(&line, "secs")?)
+        };
+        for rep in 1..=cfg.reps {
+            for c in calls.iter_mut() {
+                c.1.push(rate(&mut t, c.0)?);
+            }
+            t.migrate(lab, "n2", "n2")?;
+            for c in calls.iter_mut() {
+                c.2.push(rate(&mut t, c.0)?);
+            }
+            t.migrate(lab, "home", "n1")?;
+            eprintln!("calls from threads, rep {rep}/{} done", cfg.reps);
+        }
+        t.quit()
+    })();
+    if let Err(e) = r {
+        eprintln!("calls from threads: FAILED: {e:#}");
+        failures.push(format!("threads part, calls: {e:#}"));
+    }
+
+    println!();
+    println!("4. Threads: a process holding {mib} MiB with 1, 8 and 64 threads moved n1 -> n2 -> home ({}; medians)", reps_text(cfg.reps, ""));
+    println!();
+    let mut rows = vec![row(&["threads", "n1->n2 frozen ms", "n1->n2 total ms", "home frozen ms", "home total ms"])];
+    for (threads, out, back) in &moves {
+        rows.push(vec![
+            threads.to_string(),
+            fmt(med(out.iter().map(|m| m.frozen_ms)), 1),
+            fmt(med(out.iter().map(|m| m.total_ms)), 1),
+            fmt(med(back.iter().map(|m| m.frozen_ms)), 1),
+            fmt(med(back.iter().map(|m| m.total_ms)), 1),
+        ]);
+    }
+    print_table(&rows, 1);
+    println!();
+    println!("Forwarded getppid() from several threads at once, {n} calls each: calls per second (medians)");
+    println!();
+    let mut rows = vec![row(&["threads", "home calls/s", "n2 calls/s", "n2 vs 1 thread"])];
+    let one = calls.first().and_then(|c| med(c.2.iter().copied()));
+    for (threads, home, remote) in &calls {
+        let r = med(remote.iter().copied());
+        rows.push(vec![threads.to_string(), fmt(med(home.iter().copied()), 0), fmt(r, 0), fmt(r.zip(one).map(|(a, b)| a / b), 2)]);
+    }
+    print_table(&rows, 1);
+    println!();
+    println!("home: the process at home, its calls native; n2: each call forwarded to the deputy of its thread.");
+    println!("The VM has {} CPUs: scaling beyond them is not expected.", std::thread::available_parallelism().map_or(0, |n| n.get()));
+}
+
 fn cpu_ratio(s: &Small) -> Option<f64> {
     med(s.reps.iter().filter_map(|r| Some(r.remote_cpu? / r.home_cpu?)))
 }
@@ -1290,7 +1385,8 @@ const TARGET_C: &str = r##"
  *   hb_target probe   prints "ok" and exits (can uid 65534 run it?)
  *   hb_target spin N  N rounds of the "cpu" work below, prints "spin x=... cpu=S" (its
  *                     CPU time, seconds: since it last arrived when it moved) and exits
- *   hb_target MIB     prints "pid N" (its pid: the home pid), allocates MIB
+ *   hb_target MIB [THREADS]
+ *                     prints "pid N" (its pid: the home pid), allocates MIB
  *                     MiB and writes pseudo-random words into all of it (no
  *                     page is zero, nothing compresses or repeats), prints
  *                     "ready", then serves one command per line on stdin:
@@ -1308,6 +1404,9 @@ const TARGET_C: &str = r##"
  *                     line arrives on stdin (looked for every 16 MiB), then
  *                     answers "dirtied mb=M secs=S" and reads that line as a
  *                     command
+ *   tcalls T N        T threads (the main one and T-1 of the THREADS-1 started at
+ *                     the beginning, which wait for work) each make N getppid()
+ *                     at once: "tcalls threads=T secs=S" (wall-clock seconds)
  *   quit, or EOF      exits 0
  *
  * Errors are answered "error ...", so the bench never waits for nothing.
@@ -1321,6 +1420,7 @@ const TARGET_C: &str = r##"
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -1357,6 +1457,40 @@ static inline uint64_t next(uint64_t *s)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+/* Workers for "tcalls": each waits for a round, makes its share of calls. */
+static pthread_mutex_t work_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER, done_cv = PTHREAD_COND_INITIALIZER;
+static unsigned long long round_no, calls_each;
+static int active, done_count;
+
+static void getppid_n(unsigned long long n)
+{
+    for (unsigned long long i = 0; i < n; i++)
+        syscall(SYS_getppid);
+}
+
+static void *worker(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    unsigned long long seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&work_lock);
+        while (round_no == seen)
+            pthread_cond_wait(&work_cv, &work_lock);
+        seen = round_no;
+        int mine = id < active;
+        unsigned long long n = calls_each;
+        pthread_mutex_unlock(&work_lock);
+        if (mine)
+            getppid_n(n);
+        pthread_mutex_lock(&work_lock);
+        if (mine && ++done_count == active - 1)
+            pthread_cond_signal(&done_cv);
+        pthread_mutex_unlock(&work_lock);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "probe") == 0) {
@@ -1374,9 +1508,17 @@ int main(int argc, char **argv)
         printf("spin x=%016llx cpu=%.3f\n", (unsigned long long)x, (double)cpu.tv_sec + cpu.tv_nsec / 1e9);
         return 0;
     }
-    if (argc != 2) {
-        fprintf(stderr, "usage: hb_target MIB | probe | spin N\n");
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: hb_target MIB [THREADS] | probe | spin N\n");
         return 64;
+    }
+    int threads = argc == 3 ? atoi(argv[2]) : 1;
+    for (int i = 1; i < threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker, (void *)(intptr_t)i) != 0) {
+            fprintf(stderr, "cannot start thread %d\n", i);
+            return 1;
+        }
     }
     /* Only what herd-bench gave it: stdin, stdout, stderr. */
     syscall(SYS_close_range, 3U, ~0U, 0U);
@@ -1426,6 +1568,24 @@ int main(int argc, char **argv)
                 continue;
             }
             say("calls write_us=%.4f getppid_us=%.4f", (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n);
+        } else if (sscanf(line, "tcalls %d %llu", &active, &n) == 2 && n > 0) {
+            if (active < 1 || active > threads) {
+                say("error tcalls wants 1 to %d threads", threads);
+                continue;
+            }
+            double t0 = now();
+            pthread_mutex_lock(&work_lock);
+            done_count = 0;
+            calls_each = n;
+            round_no++;
+            pthread_cond_broadcast(&work_cv);
+            pthread_mutex_unlock(&work_lock);
+            getppid_n(n);
+            pthread_mutex_lock(&work_lock);
+            while (done_count < active - 1)
+                pthread_cond_wait(&done_cv, &work_lock);
+            pthread_mutex_unlock(&work_lock);
+            say("tcalls threads=%d secs=%.6f", active, now() - t0);
         } else if (sscanf(line, "cpu %llu", &n) == 1 && n > 0) {
             uint64_t x = SEED;
             double t0 = now();
