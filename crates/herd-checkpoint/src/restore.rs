@@ -850,7 +850,7 @@ fn make_threads(
             let hint = r == -(libc::EPERM as i64) && point_next_id && task::euid() == 0;
             for attempt in 0..if hint { 3 } else { 1 } {
                 if hint {
-                    let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", (th.tid - 1).to_string());
+                    let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", th.tid.saturating_sub(1).to_string());
                 }
                 (r, made) = inj.call_clone(abi::SYS_CLONE3, &[at, size])?;
                 if !hint || r < 0 || r == i64::from(th.tid) || attempt == 2 {

@@ -467,6 +467,9 @@ impl<R: Read> ImageReader<R> {
             )));
         }
         for t in &image.threads {
+            if t.tid <= 0 {
+                return Err(FormatError::Corrupt(format!("thread id {} is not a thread id", t.tid)));
+            }
             if t.regs.gp.len() != 27 {
                 return Err(FormatError::Corrupt(format!(
                     "register set of thread {} has {} words, expected 27",

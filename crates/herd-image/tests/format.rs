@@ -1041,3 +1041,25 @@ fn mini_fuzz() {
     assert!(ok > 0 && magic > 0 && version > 0, "{outcomes:?}");
     assert!(truncated > RUNS / 50 && checksum > RUNS / 10 && corrupt > RUNS / 20, "{outcomes:?}");
 }
+
+/// A thread with a register set of the wrong size, a process-wide signal queued to it,
+/// or an id that is no thread id: the image is corrupt, whatever follows.
+#[test]
+fn malformed_threads_are_corrupt() {
+    let (image, pages) = small();
+    assert!(decode(&encode(&image, &pages)).is_ok(), "the image with its thread decodes");
+    let cases: [(&str, fn(&mut Thread)); 3] = [
+        ("26 register words", |t| t.regs.gp.truncate(26)),
+        ("a process-wide pending signal", |t| t.pending[0].shared = true),
+        ("thread id 0", |t| t.tid = 0),
+    ];
+    for (what, spoil) in cases {
+        let mut bad = image.clone();
+        spoil(&mut bad.threads[0]);
+        let bytes = [header(FORMAT_VERSION), process_section(&bad)].concat();
+        match decode(&bytes) {
+            Err(FormatError::Corrupt(_)) => {}
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        }
+    }
+}
