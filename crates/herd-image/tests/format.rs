@@ -1048,7 +1048,8 @@ fn mini_fuzz() {
 fn malformed_threads_are_corrupt() {
     let (image, pages) = small();
     assert!(decode(&encode(&image, &pages)).is_ok(), "the image with its thread decodes");
-    let cases: [(&str, fn(&mut Thread)); 3] = [
+    type Spoil = fn(&mut Thread);
+    let cases: [(&str, Spoil); 3] = [
         ("26 register words", |t| t.regs.gp.truncate(26)),
         ("a process-wide pending signal", |t| t.pending[0].shared = true),
         ("thread id 0", |t| t.tid = 0),
