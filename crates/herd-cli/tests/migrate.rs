@@ -49,7 +49,7 @@ use serde_json::Value;
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
-    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "thr_work"];
+    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "thr_work", "thr_omp"];
 const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
@@ -61,6 +61,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("threads_move_home_n2_n3_home_while_one_reads", threads_move_home_n2_n3_home_while_one_reads),
     ("pthreads_move_while_computing", pthreads_move_while_computing),
     ("sort_parallel_moved_while_sorting", sort_parallel_moved_while_sorting),
+    ("openmp_moved_while_computing", openmp_moved_while_computing),
     ("filter_moved_in_the_middle_of_its_input", filter_moved_in_the_middle_of_its_input),
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
@@ -292,6 +293,24 @@ fn sort_parallel_moved_while_sorting(lab: &Lab) {
     };
     p.pid = Some(pid);
     lab.expect_migrate(&p, pid, "n2");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// An OpenMP kernel (gcc -fopenmp: libgomp's pool of four threads meeting at barriers,
+/// waiting on futexes between parallel regions; threadprivate state) moved n2, n3, home
+/// while it computes.
+fn openmp_moved_while_computing(lab: &Lab) {
+    let prog = lab.program("thr_omp").with_args(&["80"]);
+    let direct = lab.run_direct("thr_omp (direct)", &prog, &[]);
+    expect_status(&direct, Some(4), None);
+    let mut p = lab.start("thr_omp (herd run, four threads, moved n2, n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    for (line, target, node, nmigs) in [("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2), ("round 50:", "home", "n1", 3)] {
+        p.wait_for_prefix(lab, line);
+        lab.expect_migrate(&p, pid, target);
+        lab.expect_where(&p, pid, node, Some(nmigs));
+    }
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }

@@ -70,14 +70,16 @@ pub fn c_compiler() -> Option<&'static str> {
     })
 }
 
-/// tests/programs/<name>.c → <bin>/<name>, mode 0755.
+/// tests/programs/<name>.c → <bin>/<name>, mode 0755 (with -fopenmp if it uses OpenMP).
 pub fn build_c(cc: &str, bin: &Path, name: &str) {
     let src = Path::new(PROGRAMS).join(format!("{name}.c"));
     let exe = bin.join(name);
+    let openmp = fs::read_to_string(&src).is_ok_and(|text| text.contains("#pragma omp"));
     let out = Command::new(cc)
         .args(["-O1", "-Wall", "-o"])
         .arg(&exe)
         .arg(&src)
+        .args(openmp.then_some("-fopenmp"))
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {cc}: {e}"));

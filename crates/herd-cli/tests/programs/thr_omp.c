@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static uint64_t carry;
 #pragma omp threadprivate(carry)
@@ -28,6 +29,7 @@ int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 40;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    fprintf(stderr, "mig-pid: %d\n", (int)getpid()); /* for the migration tests */
     omp_set_dynamic(0);
     #pragma omp parallel num_threads(4)
     carry = mix(omp_get_thread_num() + 1);
