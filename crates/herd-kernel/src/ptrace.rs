@@ -35,7 +35,13 @@ pub struct Tracee {
 pub(crate) fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
     debug_assert!(matches!(
         req,
-        abi::PTRACE_SEIZE | abi::PTRACE_INTERRUPT | libc::PTRACE_CONT | libc::PTRACE_SYSCALL | libc::PTRACE_DETACH | abi::PTRACE_LISTEN
+        abi::PTRACE_SEIZE
+            | abi::PTRACE_INTERRUPT
+            | libc::PTRACE_CONT
+            | libc::PTRACE_SYSCALL
+            | libc::PTRACE_DETACH
+            | abi::PTRACE_LISTEN
+            | libc::PTRACE_SETOPTIONS
     ));
     // SAFETY: for these requests the kernel reads `addr` and `data` as
     // integers and dereferences nothing.
@@ -100,11 +106,16 @@ impl Tracee {
             .map_err(|e| KernelError::from_io("PTRACE_SEIZE", pid, e))?;
         ptrace(abi::PTRACE_INTERRUPT, pid, 0, 0)
             .map_err(|e| KernelError::from_io("PTRACE_INTERRUPT", pid, e))?;
+        Self::first_stop(pid)
+    }
+
+    /// Waits for the first stop of a tracee just attached. A signal that raced
+    /// with the attach is kept for the detach, and the event stop that is still
+    /// pending is taken.
+    fn first_stop(pid: i32) -> Result<Tracee> {
         let stop = wait_stop(pid)?;
         let mut t = Tracee { pid, stop, deferred: Vec::new() };
         if let Stop::Signal { sig } = stop {
-            // A signal raced with the interrupt: keep it for the detach and
-            // take the interrupt stop that is still pending.
             t.deferred.push(sig);
             t.resume_until_event()?;
         }
@@ -119,19 +130,12 @@ impl Tracee {
     /// was created: waits for its first stop (PTRACE_EVENT_STOP with
     /// PTRACE_SEIZE), before it has run any instruction.
     pub fn auto_attached(tid: i32) -> Result<Tracee> {
-        let stop = wait_stop(tid)?;
-        let mut t = Tracee { pid: tid, stop, deferred: Vec::new() };
-        if let Stop::Signal { sig } = stop {
-            t.deferred.push(sig);
-            t.resume_until_event()?;
-        }
-        Ok(t)
+        Self::first_stop(tid)
     }
 
     /// Sets the PTRACE_O_* options (PTRACE_O_TRACESYSGOOD is always added).
     pub fn set_options(&mut self, options: u64) -> Result<()> {
-        // SAFETY: for PTRACE_SETOPTIONS the kernel reads `data` as an integer.
-        unsafe { ptrace_ptr(libc::PTRACE_SETOPTIONS, self.pid, 0, options | abi::PTRACE_O_TRACESYSGOOD) }
+        ptrace(libc::PTRACE_SETOPTIONS, self.pid, 0, options | abi::PTRACE_O_TRACESYSGOOD)
             .map_err(|e| KernelError::from_io("PTRACE_SETOPTIONS", self.pid, e))?;
         Ok(())
     }

@@ -438,11 +438,9 @@ impl Deputy {
         let pid = tracee.pid();
         let unexpected = |what: &str| KernelError::Unexpected { pid, what: what.into() };
         let gadget = herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| unexpected(&e.to_string()))?;
+        forget_rseq(&mut tracee, gadget)?;
         let base = tracee.regs()?;
         let mut inj = Injector::new(&mut tracee, gadget, base);
-        if let Some(c) = inj.tracee().rseq_config()? {
-            inj.call_ok("rseq unregister", abi::SYS_RSEQ, &[c.rseq_abi_pointer, c.rseq_abi_size as u64, abi::RSEQ_FLAG_UNREGISTER, c.signature as u64])?;
-        }
         let taken = mapped_ranges(pid).map_err(|e| unexpected(&e.to_string()))?;
         let shell = free_area(&taken, SHELL_LEN).ok_or_else(|| unexpected("no room for the deputy's shell"))?;
         let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
@@ -672,6 +670,14 @@ impl Deputy {
         }
     }
 
+    /// Ends the thread this deputy is (an injected `exit`: the process goes on).
+    fn end_own_thread(mut self) {
+        let r = self.injector().and_then(|mut inj| inj.call(abi::SYS_EXIT, &[0]));
+        if !matches!(r, Err(KernelError::Died { .. })) {
+            tracing::warn!(pid = self.pid, tid = self.tid, "ending a deputy's thread: {r:?}");
+        }
+    }
+
     /// Makes a twin here of a thread the process made on the remote node: a
     /// clone3 injected in this deputy's thread (the one that made it there),
     /// attached as it is made, parked, and given a deputy of its own. Reports its
@@ -728,14 +734,8 @@ impl Deputy {
                     }
                 }
                 Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
-                Cmd::EndThread => {
-                    // Its twin ended on the remote node.
-                    let r = self.injector().and_then(|mut inj| inj.call(abi::SYS_EXIT, &[0]));
-                    if !matches!(r, Err(KernelError::Died { .. })) {
-                        tracing::warn!(pid = self.pid, tid = self.tid, "ending a deputy's thread: {r:?}");
-                    }
-                    return;
-                }
+                // Its twin ended on the remote node.
+                Cmd::EndThread => return self.end_own_thread(),
                 Cmd::Quiesce => {
                     let _ = quiesced.send(self.tid);
                     loop {
@@ -745,13 +745,7 @@ impl Deputy {
                         };
                         match next {
                             Ok(Cmd::Resume) => break,
-                            Ok(Cmd::EndThread) => {
-                                let r = self.injector().and_then(|mut inj| inj.call(abi::SYS_EXIT, &[0]));
-                                if !matches!(r, Err(KernelError::Died { .. })) {
-                                    tracing::warn!(pid = self.pid, tid = self.tid, "ending a deputy's thread: {r:?}");
-                                }
-                                return;
-                            }
+                            Ok(Cmd::EndThread) => return self.end_own_thread(),
                             Err(_) => return,
                             Ok(_) => {} // calls in flight are dropped, as by the main thread's deputy
                         }
