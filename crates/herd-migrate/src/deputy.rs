@@ -283,6 +283,9 @@ fn forget_rseq(t: &mut Tracee, gadget: u64) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// How long a deputy waits for a new thread's deputy to take its thread over.
+const ADOPT_WAIT: Duration = Duration::from_secs(10);
+
 /// How long the main thread's deputy waits for the others to hold still.
 const QUIESCE_WAIT: Duration = Duration::from_secs(10);
 
@@ -338,22 +341,30 @@ impl Team {
         t.routes.lock().expect("thread routes").insert(tid, link.clone());
         let team = self.clone();
         let cookie = link.cookie;
+        // The new deputy says when it has the thread and its scratch (which must be
+        // in `kept` before the main deputy may release the process's memory).
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let handle = std::thread::Builder::new()
             .name(format!("deputy-{pid}-{tid}"))
             .spawn(move || {
                 let qtx = team.0.acks.0.clone();
                 let events = team.0.events.clone();
-                match Deputy::adopt_thread(pid, tid, cookie, team.clone()) {
-                    Ok(d) => d.serve_thread(&rx, &*events, &qtx),
-                    Err(e) => {
-                        team.0.routes.lock().expect("thread routes").remove(&tid);
-                        let _ = qtx.send(tid);
-                        tracing::warn!(pid, tid, "the deputy of a thread could not take it over ({e}); its calls run in the main thread's deputy");
-                    }
+                let adopted = Deputy::adopt_thread(pid, tid, cookie, team.clone());
+                if let Err(e) = &adopted {
+                    team.0.routes.lock().expect("thread routes").remove(&tid);
+                    let _ = qtx.send(tid);
+                    tracing::warn!(pid, tid, "the deputy of a thread could not take it over ({e}); its calls run in the main thread's deputy");
+                }
+                let _ = ready_tx.send(());
+                if let Ok(d) = adopted {
+                    d.serve_thread(&rx, &*events, &qtx);
                 }
             })
             .map_err(|e| KernelError::Unexpected { pid, what: format!("starting a thread's deputy: {e}") })?;
         t.members.lock().expect("team").push(Member { tid, cmds: tx, cookie, handle });
+        if ready_rx.recv_timeout(ADOPT_WAIT).is_err() {
+            tracing::warn!(pid, tid, "the deputy of a thread is slow to take it over");
+        }
         Ok(())
     }
 
