@@ -902,6 +902,8 @@ mod tests {
             kernel: None,
             version: None,
             status: Default::default(),
+            shared: vec![],
+            shared_with_this_node: vec![],
         }
     }
 

@@ -146,6 +146,8 @@ mod tests {
             kernel: None,
             version: None,
             status,
+            shared: vec![],
+            shared_with_this_node: vec![],
         }
     }
 

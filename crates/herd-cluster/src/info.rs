@@ -48,7 +48,25 @@ pub struct NodeInfo {
     pub mem_free: u64,
     pub status: NodeStatus,
     pub features: Features,
+    /// Directories this node offers for direct file access (DFSA): on a file system
+    /// other nodes may mount too. Each carries the id of a marker file herdd wrote
+    /// there; a node that reads the same id at the same path sees the same file
+    /// system (see herd-daemon's `dfsa`).
+    pub shared: Vec<SharedMount>,
 }
+
+/// A directory offered for direct file access, and the id written in its marker.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct SharedMount {
+    pub path: String,
+    pub marker: u128,
+}
+
+/// At most this many shared directories travel in a node's state (it must fit a
+/// gossip packet with the rest).
+pub const MAX_SHARED: usize = 8;
+/// The longest path of a shared directory that travels.
+pub const MAX_SHARED_PATH: usize = 120;
 
 const MAX_NAME: usize = 64;
 const MAX_TEXT: usize = 128;
@@ -104,6 +122,15 @@ impl NodeInfo {
         text(&self.version, MAX_TEXT, "version")?;
         text(&self.features.arch, MAX_TEXT, "arch")?;
         text(&self.features.kernel, MAX_TEXT, "kernel")?;
+        if self.shared.len() > MAX_SHARED {
+            return Err(InfoError::BadField("shared"));
+        }
+        for m in &self.shared {
+            text(&m.path, MAX_SHARED_PATH, "shared")?;
+            if !m.path.starts_with('/') {
+                return Err(InfoError::BadField("shared"));
+            }
+        }
         if !self.load.is_finite() || self.load < 0.0 {
             return Err(InfoError::BadField("load"));
         }
@@ -123,5 +150,6 @@ impl NodeInfo {
             || self.status != other.status
             || self.features != other.features
             || self.version != other.version
+            || self.shared != other.shared
     }
 }

@@ -22,5 +22,5 @@ pub mod membership;
 pub mod sim;
 
 pub use identity::NodeId;
-pub use info::{Features, NodeInfo, NodeStatus};
+pub use info::{Features, NodeInfo, NodeStatus, SharedMount};
 pub use membership::{Membership, MembershipConfig, NodeState, NodeView, Output};

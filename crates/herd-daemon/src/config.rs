@@ -29,6 +29,10 @@
 //! decay = 0.5                         # per-second weight of the past in CPU demand
 //! default_rate = 104857600.0          # bytes/s assumed before a move is measured
 //! interval = 1.0                      # seconds between rounds
+//!
+//! [dfsa]                              # direct file access on shared file systems
+//! paths = ["/home", "/scratch"]       # offered, each verified with every node (default none)
+//! auto = true                         # also offer mounted network file systems (nfs, ceph, …)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -60,6 +64,15 @@ struct File {
     allow_root_guests: Option<bool>,
     balance: Option<bool>,
     policy: Option<herd_balance::Params>,
+    dfsa: Option<DfsaFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct DfsaFile {
+    #[serde(default)]
+    paths: Vec<PathBuf>,
+    auto: Option<bool>,
 }
 
 /// The configuration herdd runs with, every default filled in.
@@ -82,6 +95,10 @@ pub struct Config {
     /// Whether herdd moves processes by itself.
     pub balance: bool,
     pub policy: herd_balance::Params,
+    /// Directories offered for direct file access (`[dfsa] paths`).
+    pub dfsa_paths: Vec<PathBuf>,
+    /// Whether mounted network file systems are offered too (`[dfsa] auto`, default true).
+    pub dfsa_auto: bool,
     /// Where it came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -158,7 +175,15 @@ impl Config {
         }
         let policy = f.policy.unwrap_or_default();
         policy.validate().map_err(|e| value_err("policy", e.to_string()))?;
+        let dfsa = f.dfsa.unwrap_or_default();
+        for p in &dfsa.paths {
+            if !p.is_absolute() {
+                return Err(value_err("dfsa.paths", format!("{} is not an absolute path", p.display())));
+            }
+        }
         Ok(Config {
+            dfsa_paths: dfsa.paths,
+            dfsa_auto: dfsa.auto.unwrap_or(true),
             balance: f.balance.unwrap_or(true),
             policy,
             name,
@@ -304,5 +329,19 @@ mod tests {
         assert!(e.contains("not a multicast"), "{e}");
         let e = Config::parse("speed = 0\n", Path::new("f")).unwrap_err().to_string();
         assert!(e.contains("speed"), "{e}");
+    }
+
+    #[test]
+    fn dfsa_paths_are_absolute_and_auto_is_on_by_default() {
+        let path = Path::new("/x/herd.toml");
+        let c = Config::parse("name = \"a\"\n", path).unwrap();
+        assert!(c.dfsa_auto && c.dfsa_paths.is_empty());
+        let c = Config::parse("[dfsa]\npaths = [\"/home\", \"/scratch\"]\nauto = false\n", path).unwrap();
+        assert_eq!(c.dfsa_paths, [PathBuf::from("/home"), PathBuf::from("/scratch")]);
+        assert!(!c.dfsa_auto);
+        let e = Config::parse("[dfsa]\npaths = [\"home\"]\n", path).unwrap_err().to_string();
+        assert!(e.contains("dfsa.paths") && e.contains("absolute"), "{e}");
+        let e = Config::parse("[dfsa]\npath = [\"/home\"]\n", path).unwrap_err().to_string();
+        assert!(e.contains("path"), "{e}");
     }
 }

@@ -177,6 +177,13 @@ pub struct NodeRow {
     /// blocked / quiet / stay / lstay, as the node publishes them.
     #[serde(default)]
     pub status: NodeStatus,
+    /// Directories the node offers for direct file access (DFSA).
+    #[serde(default)]
+    pub shared: Vec<String>,
+    /// Of those, the ones verified to be the same file system on the node answering
+    /// (its own row: empty).
+    #[serde(default)]
+    pub shared_with_this_node: Vec<String>,
 }
 
 /// One migratable process in `herd ps`.

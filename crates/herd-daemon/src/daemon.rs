@@ -115,11 +115,17 @@ pub struct Shared {
     pub keypair: Arc<herd_wire::stream::NodeKeypair>,
     /// This node's migratable processes.
     pub procs: crate::migrate::Registry,
+    /// The directories shared with other nodes (direct file access).
+    pub dfsa: crate::dfsa::Dfsa,
 }
 
 impl Shared {
     pub fn rows(&self) -> Vec<NodeRow> {
-        rows(&self.snapshot.borrow())
+        let mut rows = rows(&self.snapshot.borrow());
+        for r in rows.iter_mut().filter(|r| !r.is_self) {
+            r.shared_with_this_node = self.dfsa.shared_with(&r.name);
+        }
+        rows
     }
 }
 
@@ -149,6 +155,8 @@ pub fn rows(s: &Snapshot) -> Vec<NodeRow> {
                 kernel: info.map(|i| i.features.kernel.clone()),
                 version: info.map(|i| i.version.clone()),
                 status: info.map(|i| i.status).unwrap_or_default(),
+                shared: info.map(|i| i.shared.iter().map(|m| m.path.clone()).collect()).unwrap_or_default(),
+                shared_with_this_node: Vec::new(),
             }
         })
         .collect()
@@ -226,6 +234,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
 
     let (mem_total, mem_free) = stats::memory();
+    let dfsa = {
+        let (name, paths, auto) = (config.name.clone(), config.dfsa_paths.clone(), config.dfsa_auto);
+        tokio::task::spawn_blocking(move || crate::dfsa::Dfsa::prepare(&name, &paths, auto)).await?
+    };
     let info = NodeInfo {
         name: config.name.clone(),
         version: crate::VERSION.into(),
@@ -236,6 +248,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         mem_free,
         status: NodeStatus::default(),
         features: stats::features(),
+        shared: dfsa.published(),
     };
     let started = Instant::now();
     let membership = Membership::new(id, info, MembershipConfig::default(), rand::random(), Duration::ZERO);
@@ -254,6 +267,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         http: http_addr,
         keypair: keypair.clone(),
         procs: Default::default(),
+        dfsa,
     });
     let gossip = GossipLoop {
         shared: shared.clone(),
@@ -308,6 +322,7 @@ impl Prepared {
         tokio::spawn(crate::peer::serve(streams, shared.clone(), keypair));
         tokio::spawn(crate::balancer::run(shared.clone()));
         tokio::spawn(crate::family::run(shared.clone()));
+        tokio::spawn(crate::dfsa::verify_loop(shared.clone()));
         let result = gossip.run().await;
         let _ = std::fs::remove_file(&shared.config.control_socket);
         result

@@ -13,6 +13,7 @@ pub mod balancer;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dfsa;
 pub mod family;
 pub mod http;
 pub mod migrate;

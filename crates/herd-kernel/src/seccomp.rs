@@ -353,6 +353,35 @@ impl Listener {
         }
     }
 
+    /// Installs a duplicate of `src` in the process of waiting notification `id`
+    /// (`SECCOMP_IOCTL_NOTIF_ADDFD`): at descriptor `at` (replacing what was there,
+    /// as dup2 does) or, with None, at the lowest free one; close-on-exec if
+    /// `cloexec`. Returns the descriptor's number in the process. The call stays
+    /// waiting: answer it afterwards.
+    pub fn add_fd(&self, id: u64, src: BorrowedFd<'_>, at: Option<i32>, cloexec: bool) -> Result<i32> {
+        let req = libc::seccomp_notif_addfd {
+            id,
+            flags: if at.is_some() { libc::SECCOMP_ADDFD_FLAG_SETFD as u32 } else { 0 },
+            srcfd: src.as_raw_fd() as u32,
+            newfd: at.unwrap_or(0) as u32,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        loop {
+            // SAFETY: NOTIF_ADDFD reads one struct seccomp_notif_addfd; `src` is a
+            // descriptor we hold open for the duration of the call.
+            let r = unsafe {
+                libc::ioctl(self.0.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &req as *const libc::seccomp_notif_addfd)
+            };
+            if r >= 0 {
+                return Ok(r);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(KernelError::from_io("SECCOMP_IOCTL_NOTIF_ADDFD", 0, e));
+            }
+        }
+    }
+
     /// Whether notification `id` is still waiting for an answer (its target
     /// has not died nor been interrupted). Check it after reading the
     /// target's memory to know that what was read belonged to the call.

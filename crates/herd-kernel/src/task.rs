@@ -191,3 +191,131 @@ pub fn forward_signals_to(pid: i32) {
         }
     }
 }
+
+/// Whether descriptor `fd1` of process `pid1` and `fd2` of `pid2` are the same open
+/// file description (kcmp KCMP_FILE: one offset, one set of status flags). Needs
+/// ptrace access to both; an error when either is gone or not accessible.
+pub fn same_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool> {
+    const KCMP_FILE: i32 = 0;
+    // SAFETY: kcmp takes integers only and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1 as u64, fd2 as u64) };
+    if r < 0 {
+        return Err(KernelError::last("kcmp", pid2));
+    }
+    Ok(r == 0)
+}
+
+/// A user's file-system identity: what a thread acting for them checks access with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsCreds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Runs `f` on the calling thread with the file-system identity `creds`
+/// (setfsuid, setfsgid and setgroups of this thread only: the raw system calls,
+/// not glibc's, which would change every thread of herdd), then restores the
+/// thread's own. Leaving root's fsuid drops the file capabilities for the time
+/// being (CAP_DAC_OVERRIDE and the like), so `f` opens what the user may open.
+/// Errors when the identity cannot be taken (then `f` does not run).
+pub fn as_user<T>(creds: &FsCreds, f: impl FnOnce() -> T) -> Result<T> {
+    struct Restore {
+        uid: u32,
+        gid: u32,
+        groups: Vec<libc::gid_t>,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: setgroups reads `groups.len()` gids from the vector; the other
+            // two take integers. Raw calls: this thread only.
+            unsafe {
+                libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr());
+                libc::syscall(libc::SYS_setfsgid, self.gid);
+                libc::syscall(libc::SYS_setfsuid, self.uid);
+            }
+        }
+    }
+    let mut own = vec![0 as libc::gid_t; 65536];
+    // SAFETY: getgroups writes at most `own.len()` gids into the vector.
+    let n = unsafe { libc::getgroups(own.len() as i32, own.as_mut_ptr()) };
+    if n < 0 {
+        return Err(KernelError::last("getgroups", 0));
+    }
+    own.truncate(n as usize);
+    // setfsuid/setfsgid answer the previous value whatever happens; -1 changes nothing.
+    // SAFETY: integers only.
+    let (uid, gid) = unsafe { (libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32, libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32) };
+    let restore = Restore { uid, gid, groups: own };
+    // SAFETY: setgroups reads `creds.groups.len()` gids; this thread only.
+    if unsafe { libc::syscall(libc::SYS_setgroups, creds.groups.len(), creds.groups.as_ptr()) } < 0 {
+        return Err(KernelError::last("setgroups", 0));
+    }
+    // SAFETY: integers only; this thread only.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, creds.gid);
+        libc::syscall(libc::SYS_setfsuid, creds.uid);
+    }
+    // SAFETY: integers only: -1 reads the current values back.
+    let (now_uid, now_gid) = unsafe { (libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32, libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32) };
+    if now_uid != creds.uid || now_gid != creds.gid {
+        return Err(KernelError::Unexpected { pid: 0, what: format!("cannot act as uid {} gid {}", creds.uid, creds.gid) });
+    }
+    let out = f();
+    drop(restore);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn same_description_tells_dup_from_reopen() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let a = std::fs::File::open(f.path()).unwrap();
+        let b = a.try_clone().unwrap();
+        let c = std::fs::File::open(f.path()).unwrap();
+        let me = std::process::id() as i32;
+        match same_description(me, a.as_raw_fd(), me, b.as_raw_fd()) {
+            Ok(same) => assert!(same),
+            Err(e) => {
+                println!("SKIP: kcmp is not available here: {e}");
+                return;
+            }
+        }
+        assert!(!same_description(me, a.as_raw_fd(), me, c.as_raw_fd()).unwrap());
+    }
+
+    #[test]
+    fn as_user_checks_access_as_that_user_on_this_thread_only() {
+        if euid() != 0 {
+            println!("SKIP: needs root (acting as another user)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = FsCreds { uid: 65534, gid: 65534, groups: vec![] };
+        let denied = as_user(&nobody, || std::fs::File::open(&secret).map(|_| ())).unwrap();
+        assert_eq!(denied.unwrap_err().kind(), std::io::ErrorKind::PermissionDenied);
+        // Another thread meanwhile, and this one afterwards, are root again.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                as_user(&nobody, || {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                })
+                .unwrap()
+            });
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            assert!(std::fs::File::open(&secret).is_ok(), "another thread's identity leaked");
+        });
+        assert!(std::fs::File::open(&secret).is_ok());
+        let own = as_user(&FsCreds { uid: 0, gid: 0, groups: vec![] }, || std::fs::File::open(&secret).is_ok()).unwrap();
+        assert!(own);
+    }
+}
