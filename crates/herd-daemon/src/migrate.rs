@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herd_migrate::deputy::{self, Cmd, Event};
+use herd_migrate::direct;
 use herd_migrate::guest::{self, GuestCmd};
 use herd_migrate::pipe::{self, Piece};
 use herd_migrate::postcopy::{self, PagerInput, Push, Pusher, Pushed};
@@ -1072,10 +1073,13 @@ impl Actor {
         });
         let me = self.me.clone();
         let (path, forwarded, counter) = (self.path.clone(), self.forwarded.clone(), self.shared.counters.forwarded_calls.clone());
+        let pid = self.pid;
         tokio::spawn(async move {
             let why = loop {
                 match rx.recv().await {
                     Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
+                        // Before anything that follows uses home's descriptors.
+                        Ok(ToHome::Offsets(offsets)) => direct::set_offsets(pid, &offsets),
                         Ok(ToHome::Call { seq, tid, call }) => match path.deputy(gen) {
                             // The fast path: straight to the deputy thread.
                             Some(d) => {
@@ -1139,6 +1143,7 @@ impl Actor {
         let link = deputy::start(
             self.pid,
             mode,
+            self.shared.dfsa.shared_with(name),
             move |m| {
                 if let ToRemote::Image(chunk) = &m {
                     let n = counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed) + chunk.len() as u64;
@@ -1427,6 +1432,12 @@ impl Actor {
                         let _ = new.tx.send(ToRemote::Image(chunk)).await;
                     }
                     ToHome::ImageEnd => {
+                        let dirs = self.shared.dfsa.shared_with(name);
+                        if !dirs.is_empty() {
+                            let pid = self.pid;
+                            let files = tokio::task::block_in_place(|| direct::files_of(pid, &dirs));
+                            let _ = new.tx.send(ToRemote::Files(files)).await;
+                        }
                         let _ = new.tx.send(ToRemote::ImageEnd).await;
                     }
                     ToHome::Lazy(runs) if postcopy => {
@@ -1523,7 +1534,7 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     let (lazy_tx, lazy_rx) = std::sync::mpsc::channel();
     let out = out_tx.clone();
     let images = out_tx.clone();
-    let common = Arc::new(guest::Shared::default());
+    let common = Arc::new(guest::Shared { direct_dirs: shared.dfsa.shared_with(&adopt.home), ..Default::default() });
     let link = guest::start(
         adopt.clone(),
         reader,
@@ -1588,6 +1599,10 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
                 let _ = lazy_tx.send(runs);
                 continue;
             }
+            ToRemote::Files(files) if !image_done => {
+                *common.files.lock().expect("files lock") = Some(files);
+                continue;
+            }
             ToRemote::Cancel { reason } if !image_done => {
                 *common.cancelled.lock().expect("cancel lock") = Some(reason.clone());
                 image_done = true;
@@ -1604,7 +1619,7 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
                 pager(PagerInput::End);
                 continue;
             }
-            ToRemote::Image(_) | ToRemote::ImageEnd | ToRemote::Lazy(_) | ToRemote::Cancel { .. } => continue,
+            ToRemote::Image(_) | ToRemote::ImageEnd | ToRemote::Lazy(_) | ToRemote::Cancel { .. } | ToRemote::Files(_) => continue,
             other => GuestCmd::Home(other),
         };
         if !link.send(cmd) {

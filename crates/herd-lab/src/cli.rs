@@ -66,6 +66,12 @@ pub enum ClusterCommand {
         /// How long to wait for every node
         #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
         timeout: f64,
+        /// A directory every node offers for direct file access (DFSA; repeat for
+        /// more). Made if missing (mode 1777). On this machine's file system it is one
+        /// directory all nodes see, so it is verified shared; under /tmp each node has
+        /// its own, so it only looks shared and is not
+        #[arg(long, value_name = "DIR")]
+        shared: Vec<PathBuf>,
     },
     /// Stop every node and remove the cluster's processes, network, cgroups and state
     #[command(after_help = "Idempotent: without a cluster it says so and succeeds. Logs in DIR are kept.")]
@@ -139,6 +145,8 @@ pub enum LabCommand {
         mem_per_node: Option<u64>,
         #[arg(long)]
         daemon: PathBuf,
+        #[arg(long)]
+        shared: Vec<PathBuf>,
     },
     /// pid 1 of a node (started by the supervisor in the node's new namespaces)
     NodeInit {
@@ -155,6 +163,9 @@ pub enum LabCommand {
         /// A path to keep visible under the node's private /tmp and /dev/shm
         #[arg(long)]
         keep: Vec<PathBuf>,
+        /// A directory for direct file access, made in the node before herdd starts
+        #[arg(long)]
+        shared: Vec<PathBuf>,
     },
     /// Print this process's memory cgroup limit and usage as herdd sees them
     /// (herd_kernel::host::cgroup_memory), as JSON; `null` when unlimited
@@ -195,11 +206,12 @@ impl ClusterArgs {
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
     match args.command {
-        ClusterCommand::Up { nodes, cpus_per_node, mem_per_node, dir, timeout } => {
+        ClusterCommand::Up { nodes, cpus_per_node, mem_per_node, dir, timeout, shared } => {
             let dir = dir.resolve();
             let opts = UpOptions {
                 cpus_per_node,
                 mem_per_node,
+                shared,
                 dir: Some(dir),
                 timeout: seconds(timeout)?,
                 ..UpOptions::new(nodes)
@@ -311,11 +323,11 @@ fn print_table(st: &ClusterStatus) {
 
 pub fn run_internal(args: LabArgs) -> anyhow::Result<i32> {
     match args.command {
-        LabCommand::Supervise { dir, nodes, cpus_per_node, mem_per_node, daemon } => {
-            supervisor::supervise(SuperviseOptions { dir, nodes, cpus_per_node, mem_per_node, daemon })
+        LabCommand::Supervise { dir, nodes, cpus_per_node, mem_per_node, daemon, shared } => {
+            supervisor::supervise(SuperviseOptions { dir, nodes, cpus_per_node, mem_per_node, daemon, shared })
         }
-        LabCommand::NodeInit { dir, name, addr, daemon, sync_fd, keep } => {
-            node_init::node_init(NodeInitOptions { dir, name, address: addr, daemon, sync_fd, keep })
+        LabCommand::NodeInit { dir, name, addr, daemon, sync_fd, keep, shared } => {
+            node_init::node_init(NodeInitOptions { dir, name, address: addr, daemon, sync_fd, keep, shared })
         }
         LabCommand::CgroupMemory => {
             let m = herd_kernel::host::cgroup_memory();

@@ -74,6 +74,10 @@ pub struct UpOptions {
     /// The daemon each node runs as `DAEMON --config DIR/nK/herd.toml`.
     /// Default: $HERD_LAB_DAEMON, else `herdd` next to the herd executable.
     pub daemon: Option<PathBuf>,
+    /// Directories offered for direct file access (`[dfsa] paths` of every node),
+    /// made (mode 1777) in each node before its herdd starts: one directory for all
+    /// nodes where the machine's file system is, a node's own under its private /tmp.
+    pub shared: Vec<PathBuf>,
 }
 
 impl UpOptions {
@@ -86,6 +90,7 @@ impl UpOptions {
             timeout: Duration::from_secs(30),
             herd_exe: None,
             daemon: None,
+            shared: Vec::new(),
         }
     }
 }
@@ -494,6 +499,9 @@ impl LocalCluster {
         if opts.cpus_per_node == Some(0) {
             return Err(LabError::Invalid("--cpus-per-node must be at least 1".into()));
         }
+        if let Some(s) = opts.shared.iter().find(|s| !s.is_absolute()) {
+            return Err(LabError::Invalid(format!("--shared {}: not an absolute path", s.display())));
+        }
         if let Some(m) = opts.mem_per_node.filter(|&m| m < cgroup::MIN_NODE_MEMORY) {
             return Err(LabError::Memory(format!(
                 "{} is too little for a node (its herdd must fit too): give at least {}",
@@ -590,6 +598,9 @@ impl LocalCluster {
         }
         if let Some(m) = opts.mem_per_node {
             cmd.arg("--mem-per-node").arg(m.to_string());
+        }
+        for s in &opts.shared {
+            cmd.arg("--shared").arg(s);
         }
         let log2 = log.try_clone().context(|| "duplicating the log fd".into())?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2).current_dir("/");

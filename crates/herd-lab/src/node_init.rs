@@ -42,6 +42,8 @@ pub struct NodeInitOptions {
     pub daemon: PathBuf,
     pub sync_fd: i32,
     pub keep: Vec<PathBuf>,
+    /// Directories for direct file access: made (mode 1777) before herdd starts.
+    pub shared: Vec<PathBuf>,
 }
 
 struct Node {
@@ -76,6 +78,13 @@ pub fn node_init(opts: NodeInitOptions) -> anyhow::Result<i32> {
     nix::unistd::sethostname(&opts.name).context("sethostname")?;
     net::configure_node(&opts.address)?;
     log!("node {}: {} on eth0, /proc, /tmp and /dev/shm are the node's own", opts.name, opts.address);
+    for s in &opts.shared {
+        if !s.is_dir() {
+            std::fs::create_dir_all(s).with_context(|| format!("making the shared directory {}", s.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o1777))?;
+        }
+    }
 
     let node_dir = state::node_dir(&opts.dir, &opts.name);
     let mut node = Node { opts, node_dir, daemon: None };

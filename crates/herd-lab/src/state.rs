@@ -174,17 +174,25 @@ pub fn toml_string(s: &str) -> String {
 }
 
 /// herdd's configuration for one node.
-pub fn node_config(dir: &Path, name: &str) -> String {
+pub fn node_config(dir: &Path, name: &str, shared: &[PathBuf]) -> String {
     let key = dir.join(KEY_FILE);
     let socket = node_dir(dir, name).join(NODE_SOCKET);
-    format!(
+    let dfsa = if shared.is_empty() {
+        String::new()
+    } else {
+        let paths: Vec<String> = shared.iter().map(|p| toml_string(&p.to_string_lossy())).collect();
+        format!("\n[dfsa]\npaths = [{}]\n", paths.join(", "))
+    };
+    let mut text = format!(
         "# written by herd cluster up\nname = {}\nkey_file = {}\ncontrol_socket = {}\nhttp = \"127.0.0.1:4780\"\n\
          # The nodes share this machine's CPUs: equally fast, whatever calibrations run side\n\
          # by side would measure (balancing weighs speed).\nspeed = 10000\n",
         toml_string(name),
         toml_string(&key.to_string_lossy()),
         toml_string(&socket.to_string_lossy()),
-    )
+    );
+    text.push_str(&dfsa);
+    text
 }
 
 /// The last `lines` lines of a log file ("" if it cannot be read).
@@ -203,7 +211,7 @@ mod tests {
 
     #[test]
     fn node_config_is_the_documented_text() {
-        let text = node_config(Path::new("/run/herd/cluster"), "n2");
+        let text = node_config(Path::new("/run/herd/cluster"), "n2", &[]);
         assert_eq!(
             text,
             "# written by herd cluster up\n\

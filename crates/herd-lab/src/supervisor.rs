@@ -52,6 +52,8 @@ pub struct SuperviseOptions {
     /// Bytes.
     pub mem_per_node: Option<u64>,
     pub daemon: PathBuf,
+    /// Directories for direct file access (see `UpOptions::shared`).
+    pub shared: Vec<PathBuf>,
 }
 
 /// The cgroups one node gets.
@@ -191,7 +193,7 @@ impl Supervisor {
     fn start_node(&mut self, opts: &SuperviseOptions, k: u32, name: &str, cgroups: NodeCgroups) -> anyhow::Result<()> {
         let dir = state::node_dir(&opts.dir, name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join(state::NODE_CONFIG), state::node_config(&opts.dir, name))?;
+        std::fs::write(dir.join(state::NODE_CONFIG), state::node_config(&opts.dir, name, &opts.shared))?;
         for stale in [state::NODE_SOCKET, state::NODE_DAEMON_PID, state::NODE_DAEMON_EXITED] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
@@ -211,6 +213,9 @@ impl Supervisor {
         spec.arg("--keep")?.arg(&opts.dir)?;
         if let Some(d) = opts.daemon.parent() {
             spec.arg("--keep")?.arg(d)?;
+        }
+        for s in &opts.shared {
+            spec.arg("--shared")?.arg(s)?;
         }
         let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         spec.fd(std::fs::File::open("/dev/null")?.into(), 0);

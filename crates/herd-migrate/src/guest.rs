@@ -26,7 +26,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::postcopy::{self, PagerEnd, PagerLink, Push};
 use crate::wake::{WakeReceiver, WakeSender};
-use crate::proto::{Adopt, Ending, MoveMode, Refusal, ToHome, ToRemote};
+use crate::direct::{Direct, Plan};
+use crate::proto::{Adopt, Ending, Files, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
 use crate::ProcMemory;
 
@@ -52,6 +53,11 @@ pub struct Shared {
     pub cancelled: Mutex<Option<String>>,
     /// Post-copy: every page is in place (the process may be captured again).
     pub pages_done: AtomicBool,
+    /// What of home's files the process may use directly here (set before the
+    /// image ends: [`ToRemote::Files`]).
+    pub files: Mutex<Option<Files>>,
+    /// The directories this node verified shared with home.
+    pub direct_dirs: Vec<String>,
 }
 
 /// The handle the stream task keeps.
@@ -102,6 +108,19 @@ struct Pending {
     id: u64,
     seq: u64,
     call: Call,
+    after: After,
+}
+
+/// What is done with home's answer besides writing it into the process.
+#[derive(Debug)]
+enum After {
+    Nothing,
+    /// An open in a shared directory: open it here too (see [`crate::direct`]).
+    Open { dir: usize, rel: std::path::PathBuf, flags: i32 },
+    /// Home closed these; the process closes its local copies (the call continues).
+    Close(Vec<i32>),
+    /// The working directory changed (None: to where an fd was).
+    Chdir(Option<String>),
 }
 
 struct Guest {
@@ -130,6 +149,8 @@ struct Guest {
     shared: Arc<Shared>,
     /// How long the restore took, milliseconds (for the log).
     restore_ms: f64,
+    /// Files used here directly (DFSA).
+    direct: Direct,
 }
 
 impl Guest {
@@ -204,6 +225,10 @@ impl Guest {
             }
             _ => shared.pages_done.store(true, Ordering::SeqCst),
         }
+        let direct = match shared.files.lock().expect("files lock").take() {
+            Some(files) => Direct::arrive(pid, files, &shared.direct_dirs),
+            None => Direct::none(pid),
+        };
         Ok(Guest {
             pid,
             home_pid: adopt.pid,
@@ -219,6 +244,7 @@ impl Guest {
             last_stats: Instant::now(),
             shared: shared.clone(),
             restore_ms: restore_ms(&restored),
+            direct,
         })
     }
 
@@ -255,6 +281,8 @@ impl Guest {
                         Exit::Signal(s) => Ending::Signal(s),
                     };
                     tracing::info!(pid = self.pid, home = self.home, "guest ended: {ending:?}");
+                    // The files it used here: their offsets are home's again.
+                    self.send_offsets(None, &**out);
                     out(ToHome::Exited(ending));
                     return;
                 }
@@ -385,6 +413,32 @@ impl Guest {
         }
     }
 
+    /// Sends home the offsets of local descriptors `fds` (all with None), if any.
+    fn send_offsets(&self, fds: Option<&[i32]>, out: &dyn Fn(ToHome) -> bool) {
+        let offsets = self.direct.offsets(fds);
+        if !offsets.is_empty() {
+            out(ToHome::Offsets(offsets));
+        }
+    }
+
+    /// Local descriptors `fds` become forwarded ones (under call `id`).
+    fn demote(&mut self, id: u64, fds: &[i32], out: &dyn Fn(ToHome) -> bool) {
+        self.send_offsets(Some(fds), out);
+        self.direct.demote(&self.listener, id, fds);
+    }
+
+    /// What a forwarded call changes that direct access follows: the working directory.
+    fn follows(&self, n: &Notif) -> After {
+        if !self.direct.active() {
+            return After::Nothing;
+        }
+        match i64::from(n.nr) {
+            libc::SYS_chdir => After::Chdir(crate::direct::path_arg(&ProcMemory { pid: self.pid }, n.args[0])),
+            libc::SYS_fchdir => After::Chdir(None),
+            _ => After::Nothing,
+        }
+    }
+
     fn notification(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
         let args = n.args;
         let caller = n.pid as i32;
@@ -399,6 +453,28 @@ impl Guest {
         if let Some((tid, sig)) = self.signal_to_own_thread(&n) {
             return self.signal_self(n.id, n.pid, sig, Some(tid));
         }
+        let after = match self.direct.plan(&n, &ProcMemory { pid: self.pid }) {
+            Plan::Usual => self.follows(&n),
+            Plan::Here => {
+                let named = Direct::named(&n);
+                if self.direct.install(&self.listener, n.id, &named) {
+                    let _ = self.listener.continue_(n.id);
+                    return;
+                }
+                let fds: Vec<i32> = named.iter().map(|&f| f as i32).collect();
+                self.demote(n.id, &fds, out);
+                After::Nothing
+            }
+            Plan::Demote(fds) => {
+                self.demote(n.id, &fds, out);
+                After::Nothing
+            }
+            Plan::Close(fds) => {
+                self.send_offsets(Some(&fds), out);
+                After::Close(fds)
+            }
+            Plan::Open { dir, rel, flags } => After::Open { dir, rel, flags },
+        };
         match syscalls::classify_notif(&n, self.home_pid) {
             Class::Local => {
                 let _ = self.listener.continue_(n.id);
@@ -431,7 +507,7 @@ impl Guest {
                 Ok(call) => {
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
-                    self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call });
+                    self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call, after });
                 }
                 Err(e) => {
                     tracing::debug!(pid = self.pid, "call {}: {e}", n.nr);
@@ -486,7 +562,21 @@ impl Guest {
                         -(libc::EFAULT as i64)
                     }
                 };
-                self.answer(p.id, ret);
+                match p.after {
+                    After::Open { dir, rel, flags } if ret >= 0 => {
+                        self.direct.opened(&self.listener, p.id, dir, &rel, flags, ret as i32);
+                        self.answer(p.id, ret);
+                    }
+                    // The process closes its own copies: the call runs here now.
+                    After::Close(fds) if ret >= 0 && self.direct.closed(&fds) => {
+                        let _ = self.listener.continue_(p.id);
+                    }
+                    After::Chdir(to) if ret == 0 => {
+                        self.direct.chdir(to);
+                        self.answer(p.id, ret);
+                    }
+                    _ => self.answer(p.id, ret),
+                }
                 for (sig, directed) in self.held_signals.remove(&caller).unwrap_or_default() {
                     self.deliver(sig, directed.then_some(caller));
                 }
@@ -578,6 +668,8 @@ impl Guest {
         };
         // Its threads are made again by their home ids (the ids glibc keeps for them).
         frozen.rename_threads(|tid| self.home_tid(tid));
+        // Files it used here directly: home's descriptors take their offsets.
+        self.send_offsets(None, &**out);
         let herd_checkpoint::LazyPages { runs: lazy, first } = if postcopy { frozen.lazy_runs() } else { Default::default() };
         if postcopy {
             out(ToHome::Lazy(lazy.clone()));

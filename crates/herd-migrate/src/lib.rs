@@ -12,6 +12,7 @@
 
 pub mod syscalls;
 pub mod deputy;
+pub mod direct;
 pub mod guest;
 pub mod pipe;
 pub mod postcopy;

@@ -23,8 +23,9 @@ use crate::syscalls::{Call, Reply};
 /// The version of the node-stream protocol this herd speaks. Version 1 was
 /// the unversioned protocol of herd 0.1 (its first byte, the request's
 /// variant, reads as version 0 or 1). Version 2: version prefix, Accepted
-/// before the image, typed refusals, post-copy.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// before the image, typed refusals, post-copy. Version 3: threads. Version 4:
+/// direct file access ([`ToRemote::Files`], [`ToHome::Offsets`]).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -158,6 +159,38 @@ pub enum ToRemote {
     /// `seq`: thread `tid` at home, whose id the new thread is to have (negative: it
     /// could not; the process comes home to make the thread).
     ThreadBorn { seq: u64, tid: i32 },
+    /// Tag 16: Before [`ToRemote::ImageEnd`]: what of home's files the process may use
+    /// directly where it goes (directories shared by both nodes, DFSA).
+    Files(Files),
+}
+
+/// Home's files a process may use directly on the node it goes to: the directories
+/// both nodes share (home's check; the node intersects them with its own), and the
+/// process's open files there, which the node opens again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Files {
+    /// Directories verified shared between home and the node.
+    pub dirs: Vec<String>,
+    /// Mount points under those at home: other file systems, not shared by being there.
+    pub nested: Vec<String>,
+    /// The process's working directory at home.
+    pub cwd: String,
+    /// Its open files under `dirs` that only it uses (their offset is its own).
+    pub open: Vec<OpenFile>,
+}
+
+/// One open file of a process, as home sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    pub fd: i32,
+    pub path: String,
+    /// Its offset.
+    pub pos: u64,
+    /// Its status flags and access mode (open(2) flags, O_CLOEXEC for FD_CLOEXEC).
+    pub flags: i32,
+    /// Inode number: the node checks that it opened the same file.
+    pub ino: u64,
+    pub dir: bool,
 }
 
 /// Remote to home. Tags (variant indexes) in the comments.
@@ -206,6 +239,10 @@ pub enum ToHome {
     ThreadBirth { seq: u64, tid: i32 },
     /// Tag 16: Thread `tid` (home id) ended here; its deputy at home ends too.
     ThreadEnd { tid: i32 },
+    /// Tag 17: The offsets of files the process uses directly here (DFSA), by fd: home
+    /// sets them on its own descriptors before what follows (a call that uses one of
+    /// them at home, the image, or the end).
+    Offsets(Vec<(i32, u64)>),
 }
 
 /// Largest image chunk per message.
@@ -265,6 +302,7 @@ mod tests {
             ToRemote::PushPages,
             ToRemote::PageRequest { addr: 0 },
             ToRemote::ThreadBorn { seq: 0, tid: 0 },
+            ToRemote::Files(Files::default()),
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -287,6 +325,7 @@ mod tests {
             ToHome::PagesEnd,
             ToHome::ThreadBirth { seq: 0, tid: 0 },
             ToHome::ThreadEnd { tid: 0 },
+            ToHome::Offsets(vec![]),
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -319,6 +358,13 @@ mod tests {
             encode(&ToHome::Refused(Refusal::Version { ours: 2, theirs: 3 })),
             encode(&ToRemote::Pages { addr: 0x2000, data: vec![1; 4096] }),
             encode(&ToRemote::Lazy(vec![(0x1000, 0x1000)])),
+            encode(&ToRemote::Files(Files {
+                dirs: vec!["/home".into()],
+                nested: vec![],
+                cwd: "/home/u".into(),
+                open: vec![OpenFile { fd: 3, path: "/home/u/f".into(), pos: 9, flags: 2, ino: 7, dir: false }],
+            })),
+            encode(&ToHome::Offsets(vec![(3, 4096), (4, 1)])),
             encode(&ToRemote::Reply { seq: 1, reply: Reply { ret: 4, outs: vec![(0x10, vec![1, 2, 3, 4])] } }),
             encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy }),
         ];

@@ -1,0 +1,611 @@
+//! Direct file access (openMosix's DFSA): a migrated process's files in a
+//! directory that home and the node it runs on both see (verified by herdd, see
+//! herd-daemon's `dfsa`) are used where it runs, without a round trip home.
+//!
+//! Home keeps every descriptor, as for any forwarded file; the node keeps a
+//! second, *local* one on the same file for the calls that only need the file:
+//!
+//! - **open** of a path in a shared directory is forwarded as usual (home decides
+//!   the number, creates, truncates and checks permissions as the process's
+//!   owner there); when home answers fd N, the node opens the same path itself,
+//!   as the owner (`openat2` beneath the shared directory: no symlink or `..`
+//!   leads out of it, no other mount is crossed), and installs it in the
+//!   process at N (seccomp ADDFD). If it cannot, N simply stays forwarded.
+//! - **read, write, pread, pwrite, readv, writev, lseek, fstat, fsync,
+//!   getdents64, ftruncate, fallocate, sendfile, copy_file_range, mmap** (private,
+//!   or shared read-only) on local descriptors run in the process natively
+//!   (the notification is answered CONTINUE). Nothing else of the process's can be
+//!   reached that way: the descriptor is one the node opened.
+//! - **close**: home closes its descriptor, then the process closes its own.
+//! - **Anything else naming a local descriptor** (fcntl, dup2, fchdir, openat
+//!   relative to it, flock, ioctl, …) first makes it an ordinary forwarded one
+//!   again: its offset goes home ([`ToHome::Offsets`](crate::proto::ToHome::Offsets)),
+//!   the process's copy is replaced by /dev/null, and the call is forwarded.
+//! - **Offsets go home** whenever home's descriptor must be right: before such a
+//!   call, before a close, when the process is captured to move on, and when it
+//!   ends (the node's own copy of each descriptor outlives the process).
+//! - **Arriving**, the process's open files in shared directories that no other
+//!   process uses (`kcmp`: their offset is its own) are opened again on the node
+//!   (same inode), at home's offset, and installed at their numbers the first
+//!   time the process uses them ([`crate::proto::Files`]).
+//!
+//! Paths relative to the working directory resolve where home's cwd is (the
+//! node follows the process's `chdir` calls); a cwd it cannot follow makes
+//! relative opens forwarded ones.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use herd_kernel::seccomp::{Listener, Notif};
+use herd_kernel::task::FsCreds;
+use nix::fcntl::OFlag;
+
+use crate::proto::{Files, OpenFile};
+use crate::syscalls::MemRead;
+
+const O_PATH: i32 = 0o10000000;
+const O_TMPFILE_DIR: i32 = 0o20000000;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+
+// ---------------------------------------------------------------------------
+// Home's side
+
+/// What of process `pid`'s files may be used directly on a node that shares `dirs`
+/// with this one (the process is frozen, or away with its deputy quiesced).
+pub fn files_of(pid: i32, dirs: &[String]) -> Files {
+    let nested = dirs.iter().flat_map(|d| mounts_under(d)).collect::<Vec<_>>();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut open = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in entries.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            if let Some(f) = open_file(pid, fd, dirs, &nested) {
+                open.push(f);
+            }
+        }
+    }
+    open.sort_by_key(|f| f.fd);
+    Files { dirs: dirs.to_vec(), nested, cwd, open }
+}
+
+/// Descriptor `fd` of `pid`, if it may be used directly: a regular file or directory
+/// under one of `dirs` (not under `nested`), not an O_PATH one, whose open file
+/// description no other process holds.
+fn open_file(pid: i32, fd: i32, dirs: &[String], nested: &[String]) -> Option<OpenFile> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let path = link.to_str()?.to_string();
+    if !path.starts_with('/') || path.ends_with(" (deleted)") {
+        return None;
+    }
+    within(&path, dirs, nested)?;
+    let meta = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let (file, dir) = (meta.is_file(), meta.is_dir());
+    if !file && !dir {
+        return None;
+    }
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    let pos = field("pos:")?.parse().ok()?;
+    let flags = i32::from_str_radix(field("flags:")?, 8).ok()?;
+    if flags & O_PATH != 0 || held_elsewhere(pid, fd, &link) {
+        return None;
+    }
+    use std::os::unix::fs::MetadataExt;
+    Some(OpenFile { fd, path, pos, flags, ino: meta.ino(), dir })
+}
+
+/// Whether another process holds the same open file description as `pid`'s `fd`
+/// (whose path is `path`): then its offset is not the process's alone. `herd run`
+/// (comm "herd"), which only waits for its child, does not count.
+fn held_elsewhere(pid: i32, fd: i32, path: &Path) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return true };
+    for p in procs.flatten() {
+        let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if other == pid {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else { continue };
+        for f in fds.flatten() {
+            if std::fs::read_link(f.path()).ok().as_deref() != Some(path) {
+                continue;
+            }
+            let Some(ofd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            match herd_kernel::task::same_description(pid, fd, other, ofd) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let comm = std::fs::read_to_string(format!("/proc/{other}/comm")).unwrap_or_default();
+                    if comm.trim() != "herd" {
+                        return true;
+                    }
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+    false
+}
+
+/// Sets the offsets the node sent on `pid`'s own descriptors (home's).
+pub fn set_offsets(pid: i32, offsets: &[(i32, u64)]) {
+    let Ok(pidfd) = herd_kernel::pidfd::PidFd::open(pid) else { return };
+    for &(fd, pos) in offsets {
+        match pidfd.get_fd(fd) {
+            Ok(f) => {
+                if let Err(e) = nix::unistd::lseek(f.as_raw_fd(), pos as i64, nix::unistd::Whence::SeekSet) {
+                    tracing::debug!(pid, fd, "setting the offset {pos}: {e}");
+                }
+            }
+            Err(e) => tracing::debug!(pid, fd, "setting the offset {pos}: {e}"),
+        }
+    }
+}
+
+/// Mount points under `dir` (not `dir` itself) in this node's mount table: another
+/// file system inside a shared directory is not shared by being there.
+pub fn mounts_under(dir: &str) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let base = Path::new(dir);
+    herd_kernel::host::parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| m.point != base && m.point.starts_with(base))
+        .map(|m| m.point.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The shared directory (index in `dirs`) `path` (absolute) is in, and the path
+/// relative to it ("." for the directory itself); None when it is in none, or
+/// under a mount point of `nested`. Component by component: "/home2" is not in "/home".
+pub fn within(path: &str, dirs: &[String], nested: &[String]) -> Option<(usize, PathBuf)> {
+    let p = Path::new(path);
+    if nested.iter().any(|n| p.starts_with(n)) {
+        return None;
+    }
+    dirs.iter().enumerate().find_map(|(i, d)| {
+        let rel = p.strip_prefix(d).ok()?;
+        Some((i, if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel.to_path_buf() }))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The node's side
+
+/// A descriptor of the process that the node opened itself.
+struct Local {
+    /// The node's own copy (same open file description as the process's).
+    file: OwnedFd,
+    /// Whether it is in the process at its number yet (files opened again on
+    /// arrival are installed when the process first uses them).
+    installed: bool,
+    cloexec: bool,
+    dir: bool,
+    /// Opened for reading only: a shared mapping of it can never be written.
+    read_only: bool,
+}
+
+/// What the guest does with a trapped call, as far as direct access goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Not about a local descriptor or a shared directory: as usual.
+    Usual,
+    /// Let it run in the process (these local descriptors installed first).
+    Here,
+    /// Forward it; when home's answer is a descriptor, open that path here too.
+    Open { dir: usize, rel: PathBuf, flags: i32 },
+    /// Forward it (home closes its descriptors); then let it run here, closing these.
+    Close(Vec<i32>),
+    /// These local descriptors become forwarded ones first; then forward the call.
+    Demote(Vec<i32>),
+}
+
+/// Direct file access of one guest.
+pub struct Direct {
+    pid: i32,
+    /// The shared directories (both nodes' checks agree), each open here (O_PATH).
+    dirs: Vec<String>,
+    roots: Vec<OwnedFd>,
+    nested: Vec<String>,
+    /// The process's working directory at home, as far as the node could follow it.
+    cwd: Option<String>,
+    creds: Option<FsCreds>,
+    local: HashMap<i32, Local>,
+}
+
+impl Direct {
+    /// Nothing direct.
+    pub fn none(pid: i32) -> Direct {
+        Direct { pid, dirs: Vec::new(), roots: Vec::new(), nested: Vec::new(), cwd: None, creds: None, local: HashMap::new() }
+    }
+
+    /// For guest `pid` (restored, not running yet): home's `files`, limited to the
+    /// directories this node verified shared with home (`ours`). Home's open files
+    /// there are opened again (as the owner; same inode, home's offset).
+    pub fn arrive(pid: i32, files: Files, ours: &[String]) -> Direct {
+        let mut d = Direct::none(pid);
+        let creds = owner_creds(pid);
+        for dir in files.dirs.iter().filter(|d| ours.contains(d)) {
+            let root = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir);
+            match root {
+                Ok(f) => {
+                    d.dirs.push(dir.clone());
+                    d.roots.push(f.into());
+                }
+                Err(e) => tracing::debug!(pid, dir, "shared directory not usable here: {e}"),
+            }
+        }
+        if d.dirs.is_empty() || creds.is_none() {
+            return d;
+        }
+        d.creds = creds;
+        d.nested = files.nested;
+        d.cwd = Some(files.cwd).filter(|c| c.starts_with('/'));
+        for f in files.open {
+            let Some((i, rel)) = within(&f.path, &d.dirs, &d.nested) else { continue };
+            match d.open_here(i, &rel, f.flags) {
+                Ok(local) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let same = std::fs::File::from(local.try_clone().expect("dup")).metadata().is_ok_and(|m| m.ino() == f.ino && m.is_dir() == f.dir);
+                    let at = nix::unistd::lseek(local.as_raw_fd(), f.pos as i64, nix::unistd::Whence::SeekSet);
+                    if same && at.is_ok() {
+                        let read_only = f.flags & libc::O_ACCMODE == libc::O_RDONLY;
+                        d.local.insert(f.fd, Local { file: local, installed: false, cloexec: f.flags & libc::O_CLOEXEC != 0, dir: f.dir, read_only });
+                    } else {
+                        tracing::debug!(pid, fd = f.fd, path = f.path, "not the same file here: stays forwarded");
+                    }
+                }
+                Err(e) => tracing::debug!(pid, fd = f.fd, path = f.path, "cannot open it here ({e}): stays forwarded"),
+            }
+        }
+        if !d.local.is_empty() {
+            tracing::debug!(pid, fds = ?d.local.keys().collect::<Vec<_>>(), "open files used directly");
+        }
+        d
+    }
+
+    /// Whether anything is direct at all.
+    pub fn active(&self) -> bool {
+        !self.dirs.is_empty()
+    }
+
+    /// How many descriptors are local now.
+    pub fn local_count(&self) -> usize {
+        self.local.len()
+    }
+
+    fn is_local(&self, fd: u64) -> bool {
+        i32::try_from(fd as i64).is_ok_and(|fd| self.local.contains_key(&fd))
+    }
+
+    /// Decides what to do with trapped call `n` (`mem`: the process's memory, for paths).
+    pub fn plan(&self, n: &Notif, mem: &dyn MemRead) -> Plan {
+        if !self.active() {
+            return Plan::Usual;
+        }
+        let nr = i64::from(n.nr);
+        let a = &n.args;
+        let named: Vec<i32> = fd_args(nr).iter().map(|&i| a[i]).filter(|&fd| self.is_local(fd)).map(|fd| fd as i32).collect();
+        match nr {
+            libc::SYS_close if !named.is_empty() => return Plan::Close(named),
+            libc::SYS_close_range => {
+                let (lo, hi) = (a[0] as u32, a[1] as u32);
+                let mut in_range: Vec<i32> = self.local.keys().copied().filter(|&fd| (lo..=hi).contains(&(fd as u32))).collect();
+                if in_range.is_empty() {
+                    return Plan::Usual;
+                }
+                if a[2] & CLOSE_RANGE_CLOEXEC != 0 {
+                    in_range.clear();
+                }
+                return Plan::Close(in_range);
+            }
+            libc::SYS_mmap => {
+                if !self.is_local(a[4]) {
+                    return Plan::Usual;
+                }
+                let shared = a[3] & libc::MAP_SHARED as u64 != 0;
+                let l = &self.local[&(a[4] as i32)];
+                // A shared writable mapping could not move with the process.
+                return if !shared || l.read_only { Plan::Here } else { Plan::Demote(vec![a[4] as i32]) };
+            }
+            _ => {}
+        }
+        if !named.is_empty() {
+            let all = fd_args(nr).iter().all(|&i| self.is_local(a[i]));
+            let here = all
+                && match nr {
+                    libc::SYS_newfstatat => a[3] & AT_EMPTY_PATH != 0 && empty_path(mem, a[1]) && !self.any_dir(&named),
+                    libc::SYS_statx => a[2] & AT_EMPTY_PATH != 0 && empty_path(mem, a[1]) && !self.any_dir(&named),
+                    // Questions only: the answers are the same file's. What would change
+                    // the descriptor here and not at home (flags, close-on-exec) is demoted.
+                    libc::SYS_fcntl => [libc::F_GETFL, libc::F_GETFD].contains(&(a[1] as i32)),
+                    libc::SYS_ioctl => !CHANGING_IOCTLS.contains(&(a[1] as u32)),
+                    _ => HERE.contains(&nr),
+                };
+            return if here { Plan::Here } else { Plan::Demote(named) };
+        }
+        let (dirfd, path, flags) = match nr {
+            libc::SYS_open => (libc::AT_FDCWD as i64, a[0], a[1] as i32),
+            libc::SYS_creat => (libc::AT_FDCWD as i64, a[0], libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC),
+            libc::SYS_openat => (a[0] as i32 as i64, a[1], a[2] as i32),
+            libc::SYS_openat2 => {
+                // struct open_how { u64 flags, mode, resolve }: resolve rules of the
+                // program's own go home with it.
+                let mut how = [0u8; 24];
+                if a[3] < 24 || mem.read(a[2], &mut how).is_err() || how[16..24] != [0; 8] {
+                    return Plan::Usual;
+                }
+                (a[0] as i32 as i64, a[1], u64::from_ne_bytes(how[..8].try_into().expect("8 bytes")) as i32)
+            }
+            _ => return Plan::Usual,
+        };
+        if flags & (O_PATH | O_TMPFILE_DIR) != 0 {
+            return Plan::Usual;
+        }
+        let Some(path) = read_path(mem, path) else { return Plan::Usual };
+        let abs = if path.starts_with('/') {
+            path
+        } else if dirfd == libc::AT_FDCWD as i64 {
+            match &self.cwd {
+                Some(c) => format!("{}/{path}", c.trim_end_matches('/')),
+                None => return Plan::Usual,
+            }
+        } else {
+            return Plan::Usual;
+        };
+        match within(&abs, &self.dirs, &self.nested) {
+            Some((dir, rel)) => Plan::Open { dir, rel, flags },
+            None => Plan::Usual,
+        }
+    }
+
+    fn any_dir(&self, fds: &[i32]) -> bool {
+        fds.iter().any(|fd| self.local.get(fd).is_some_and(|l| l.dir))
+    }
+
+    /// Installs the local descriptors call `id` names that are not in the process
+    /// yet. False if one could not be (then the call is to be demoted).
+    pub fn install(&mut self, listener: &Listener, id: u64, fds: &[u64]) -> bool {
+        for &fd in fds {
+            let Ok(fd) = i32::try_from(fd as i64) else { continue };
+            let Some(l) = self.local.get_mut(&fd) else { continue };
+            if l.installed {
+                continue;
+            }
+            match listener.add_fd(id, l.file.as_fd(), Some(fd), l.cloexec) {
+                Ok(_) => l.installed = true,
+                Err(e) => {
+                    tracing::debug!(pid = self.pid, fd, "cannot install a local descriptor: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The fd arguments of call `n` (for [`Direct::install`]).
+    pub fn named(n: &Notif) -> Vec<u64> {
+        let nr = i64::from(n.nr);
+        if nr == libc::SYS_mmap {
+            return vec![n.args[4]];
+        }
+        fd_args(nr).iter().map(|&i| n.args[i]).collect()
+    }
+
+    /// The offsets of `fds` (every local one with None), for home.
+    pub fn offsets(&self, fds: Option<&[i32]>) -> Vec<(i32, u64)> {
+        let pick: Vec<i32> = match fds {
+            Some(f) => f.to_vec(),
+            None => self.local.keys().copied().collect(),
+        };
+        pick.into_iter()
+            .filter_map(|fd| {
+                let l = self.local.get(&fd)?;
+                let pos = nix::unistd::lseek(l.file.as_raw_fd(), 0, nix::unistd::Whence::SeekCur).ok()?;
+                Some((fd, pos as u64))
+            })
+            .collect()
+    }
+
+    /// Makes `fds` forwarded ones: the process's copies are replaced by /dev/null
+    /// (under call `id`), the node's dropped. Send [`Direct::offsets`] first.
+    pub fn demote(&mut self, listener: &Listener, id: u64, fds: &[i32]) {
+        for fd in fds {
+            let Some(l) = self.local.remove(fd) else { continue };
+            if l.installed {
+                let placeholder = std::fs::File::open("/dev/null");
+                let r = placeholder.map_err(|e| e.to_string()).and_then(|f| listener.add_fd(id, f.as_fd(), Some(*fd), true).map_err(|e| e.to_string()));
+                if let Err(e) = r {
+                    tracing::debug!(pid = self.pid, fd, "the local copy stays in the process (unused): {e}");
+                }
+            }
+        }
+    }
+
+    /// Home closed `fds`; the process closes its copies itself (the call continues)
+    /// when every one is in it (true), else the call is answered with home's result.
+    pub fn closed(&mut self, fds: &[i32]) -> bool {
+        let mut all = true;
+        for fd in fds {
+            if let Some(l) = self.local.remove(fd) {
+                all &= l.installed;
+            }
+        }
+        all
+    }
+
+    /// Home answered an open of `rel` in shared directory `dir` with descriptor
+    /// `fd`: opens it here too and installs it at `fd` in the process (under call
+    /// `id`). False when it stays forwarded.
+    pub fn opened(&mut self, listener: &Listener, id: u64, dir: usize, rel: &Path, flags: i32, fd: i32) -> bool {
+        let local = match self.open_here(dir, rel, flags) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(pid = self.pid, fd, rel = %rel.display(), "not opened here ({e}): forwarded");
+                return false;
+            }
+        };
+        let meta = std::fs::File::from(match local.try_clone() {
+            Ok(c) => c,
+            Err(_) => return false,
+        })
+        .metadata();
+        let dir_fd = meta.as_ref().is_ok_and(|m| m.is_dir());
+        if !meta.is_ok_and(|m| m.is_file() || m.is_dir()) {
+            return false;
+        }
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        if let Err(e) = listener.add_fd(id, local.as_fd(), Some(fd), cloexec) {
+            tracing::debug!(pid = self.pid, fd, "cannot install it: {e}");
+            return false;
+        }
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        self.local.insert(fd, Local { file: local, installed: true, cloexec, dir: dir_fd, read_only });
+        true
+    }
+
+    /// Opens `rel` beneath shared directory `dir` as the process's owner: no symlink
+    /// or `..` out of it, no other mount crossed, never blocking (a FIFO is no file
+    /// to use directly), without creating or truncating (home did that).
+    fn open_here(&self, dir: usize, rel: &Path, flags: i32) -> Result<OwnedFd, String> {
+        let creds = self.creds.as_ref().ok_or("no owner known")?;
+        let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_DIRECT | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_SYNC | libc::O_DSYNC | libc::O_LARGEFILE;
+        let oflags = (flags & keep) | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        let root = self.roots[dir].as_fd();
+        let fd = herd_kernel::task::as_user(creds, || herd_kernel::task::open_beneath(root, rel, oflags))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let meta = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?).metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() && !meta.is_dir() {
+            return Err("not a regular file or directory".into());
+        }
+        if flags & libc::O_NONBLOCK == 0 {
+            let now = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
+            let without = OFlag::from_bits_truncate(now & !libc::O_NONBLOCK);
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(without)).map_err(|e| e.to_string())?;
+        }
+        Ok(fd)
+    }
+
+    /// A forwarded chdir to `path` succeeded at home; fchdir (None) loses track.
+    pub fn chdir(&mut self, path: Option<String>) {
+        self.cwd = match (path, &self.cwd) {
+            (Some(p), _) if p.starts_with('/') => Some(p),
+            (Some(p), Some(c)) => Some(format!("{}/{p}", c.trim_end_matches('/'))),
+            _ => None,
+        };
+    }
+}
+
+/// The positions of a call's fd arguments (dirfds included; mmap's is apart).
+fn fd_args(nr: i64) -> &'static [usize] {
+    match nr {
+        libc::SYS_read | libc::SYS_write | libc::SYS_pread64 | libc::SYS_pwrite64 | libc::SYS_readv | libc::SYS_writev
+        | libc::SYS_preadv | libc::SYS_pwritev | libc::SYS_preadv2 | libc::SYS_pwritev2 | libc::SYS_lseek | libc::SYS_close
+        | libc::SYS_dup | libc::SYS_fcntl | libc::SYS_ioctl | libc::SYS_flock | libc::SYS_fsync | libc::SYS_fdatasync
+        | libc::SYS_ftruncate | libc::SYS_fallocate | libc::SYS_fadvise64 | libc::SYS_getdents64 | libc::SYS_fstat
+        | libc::SYS_fstatfs | libc::SYS_fchmod | libc::SYS_fchown | libc::SYS_fchdir | libc::SYS_openat | libc::SYS_openat2
+        | libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_faccessat | libc::SYS_faccessat2 | libc::SYS_readlinkat
+        | libc::SYS_fchmodat | libc::SYS_fchownat | libc::SYS_utimensat | libc::SYS_unlinkat | libc::SYS_mkdirat
+        | libc::SYS_connect | libc::SYS_bind | libc::SYS_listen | libc::SYS_accept | libc::SYS_accept4 | libc::SYS_sendto
+        | libc::SYS_recvfrom | libc::SYS_shutdown | libc::SYS_getsockname | libc::SYS_getpeername | libc::SYS_setsockopt
+        | libc::SYS_getsockopt => &[0],
+        libc::SYS_sendfile | libc::SYS_dup2 | libc::SYS_dup3 => &[0, 1],
+        libc::SYS_copy_file_range | libc::SYS_renameat | libc::SYS_renameat2 | libc::SYS_linkat => &[0, 2],
+        libc::SYS_symlinkat => &[1],
+        _ => &[],
+    }
+}
+
+/// ioctls that change the descriptor here and not at home, or name another
+/// descriptor (FICLONE's source): demoted, forwarded.
+const CHANGING_IOCTLS: &[u32] = &[
+    libc::FIONBIO as u32,
+    libc::FIOASYNC as u32,
+    libc::FIOCLEX as u32,
+    libc::FIONCLEX as u32,
+    0x4004_9409, // FICLONE
+    0x4020_940d, // FICLONERANGE
+    0xc018_9436, // FIDEDUPERANGE
+];
+
+/// Calls that run in the process when every fd they name is local.
+const HERE: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_lseek,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_ftruncate,
+    libc::SYS_fallocate,
+    libc::SYS_fadvise64,
+    libc::SYS_getdents64,
+    libc::SYS_fstat,
+    libc::SYS_fstatfs,
+    libc::SYS_sendfile,
+    libc::SYS_copy_file_range,
+];
+
+/// A NUL-terminated path in the process's memory (at most PATH_MAX), read page by page.
+fn read_path(mem: &dyn MemRead, addr: u64) -> Option<String> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < 4096 {
+        let room = (4096 - (at % 4096)).min(4096 - out.len() as u64) as usize;
+        let mut chunk = vec![0u8; room];
+        mem.read(at, &mut chunk).ok()?;
+        if let Some(end) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return String::from_utf8(out).ok();
+        }
+        out.extend_from_slice(&chunk);
+        at += room as u64;
+    }
+    None
+}
+
+/// A path argument (for following chdir); None if unreadable.
+pub fn path_arg(mem: &dyn MemRead, addr: u64) -> Option<String> {
+    read_path(mem, addr)
+}
+
+fn empty_path(mem: &dyn MemRead, addr: u64) -> bool {
+    let mut b = [1u8];
+    mem.read(addr, &mut b).is_ok() && b[0] == 0
+}
+
+/// The process's owner as file systems see it: fsuid, fsgid and groups, from /proc.
+fn owner_creds(pid: i32) -> Option<FsCreds> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ids = |key: &str| -> Option<Vec<u32>> {
+        status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+    };
+    let uid = *ids("Uid:")?.get(3)?;
+    let gid = *ids("Gid:")?.get(3)?;
+    Some(FsCreds { uid, gid, groups: ids("Groups:")? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_goes_by_components_and_avoids_nested_mounts() {
+        let dirs = vec!["/home".to_string(), "/scratch/x".to_string()];
+        assert_eq!(within("/home/u/f", &dirs, &[]), Some((0, PathBuf::from("u/f"))));
+        assert_eq!(within("/home", &dirs, &[]), Some((0, PathBuf::from("."))));
+        assert_eq!(within("/home2/f", &dirs, &[]), None);
+        assert_eq!(within("/scratch/x/y", &dirs, &[]), Some((1, PathBuf::from("y"))));
+        assert_eq!(within("/scratch/y", &dirs, &[]), None);
+        assert_eq!(within("/home/u/mnt/f", &dirs, &["/home/u/mnt".into()]), None);
+        assert_eq!(within("/home/u/mnt2/f", &dirs, &["/home/u/mnt".into()]), Some((0, PathBuf::from("u/mnt2/f"))));
+    }
+}
