@@ -878,6 +878,8 @@ mod tests {
             demand: cpu,
             io_rate: 0.0,
             rss_growth: 0.0,
+            direct_io_rate: 0.0,
+            forwarded_calls: 0,
             nmigs,
             cantmove: vec![],
             lock: false,

@@ -210,14 +210,15 @@ enum Command {
                             command herd run started, which it descends from), WHERE (the node it runs on), STATE (home, remote, \
                             migrating, stopped), %CPU (of one CPU, recently), DEMAND (the share of a CPU it wants, \
                             smoothed: what balancing weighs), IO/s (calls a second: forwarded home when remote, \
-                            reads and writes at home), RSS (resident memory), NMIGS (moves so far), CMD. \
+                            reads and writes at home), DIR/s (when remote: reads and writes a second made directly \
+                            there, on files in a directory shared with home), RSS (resident memory), NMIGS (moves so far), CMD. \
                             Under a process that is locked or cannot move now, a line `why not:` gives every reason.\n\
                             With no migratable processes, stdout is the header alone and stderr says so.\n\
                             Installed as `mps` (a symlink to herd), it is herd ps.\n\n\
                             --tree lists each job as a tree, children under their parent, wherever each runs.\n\
                             Examples:\n  herd ps\n  herd ps --tree\n  herd ps --json\n  herd --node n2 ps\n  mps")]
     Ps {
-        /// Print a JSON array (keys: pid, ppid, job, uid, where, state, cpu, rss, demand, io_rate, nmigs, cantmove, lock, cmd)
+        /// Print a JSON array (keys: pid, ppid, job, uid, where, state, cpu, rss, demand, io_rate, direct_io_rate, forwarded_calls, nmigs, cantmove, lock, cmd)
         #[arg(long, conflicts_with = "tree")]
         json: bool,
         /// Show each job as a tree: children under their parent

@@ -75,17 +75,19 @@ fn forest(rows: Vec<ProcessRow>) -> Vec<ProcessRow> {
 fn table(rows: &[ProcessRow]) -> String {
     let where_w = rows.iter().map(|r| r.where_.len()).max().unwrap_or(0).max("WHERE".len());
     let state_w = rows.iter().map(|r| r.state.len()).max().unwrap_or(0).max("STATE".len());
-    let line = |ids: [&str; 3], wh: &str, state: &str, cpu: &str, demand: &str, io: &str, rss: &str, nmigs: &str, cmd: &str| {
+    let line = |ids: [&str; 3], wh: &str, state: &str, cpu: &str, demand: &str, io: [&str; 2], rss: &str, nmigs: &str, cmd: &str| {
         let [pid, ppid, job] = ids;
-        format!("{pid:>7} {ppid:>7} {job:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {demand:>6} {io:>5} {rss:>6} {nmigs:>5} {cmd}\n")
+        let [io, direct] = io;
+        format!("{pid:>7} {ppid:>7} {job:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {demand:>6} {io:>5} {direct:>5} {rss:>6} {nmigs:>5} {cmd}\n")
     };
-    let mut out = line(["PID", "PPID", "JOB"], "WHERE", "STATE", "%CPU", "DEMAND", "IO/s", "RSS", "NMIGS", "CMD");
+    let mut out = line(["PID", "PPID", "JOB"], "WHERE", "STATE", "%CPU", "DEMAND", ["IO/s", "DIR/s"], "RSS", "NMIGS", "CMD");
     for r in rows {
         let cpu = format!("{:.1}", r.cpu);
         let demand = format!("{:.0}%", r.demand);
         let ids = [r.pid.to_string(), r.ppid.to_string(), r.job.to_string()];
         let ids = [ids[0].as_str(), ids[1].as_str(), ids[2].as_str()];
-        out += &line(ids, &r.where_, &r.state, &cpu, &demand, &rate(r.io_rate), &human(r.rss), &r.nmigs.to_string(), &r.cmd);
+        let io = [rate(r.io_rate), rate(r.direct_io_rate)];
+        out += &line(ids, &r.where_, &r.state, &cpu, &demand, [&io[0], &io[1]], &human(r.rss), &r.nmigs.to_string(), &r.cmd);
         if let Some(m) = &r.moving {
             let of = if m.total_bytes > 0 { format!(" of {}", human(m.total_bytes)) } else { String::new() };
             out += &format!("    moving ({}): {}, {}{of} sent\n", m.mode, m.phase, human(m.sent_bytes));
@@ -161,6 +163,8 @@ mod tests {
             demand: 97.6,
             io_rate: 1234.0,
             rss_growth: 0.0,
+            direct_io_rate: 0.0,
+            forwarded_calls: 0,
             nmigs: 2,
             cantmove: cantmove.iter().map(|s| s.to_string()).collect(),
             lock: false,
@@ -188,9 +192,9 @@ mod tests {
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 6, "{t}");
-        assert_eq!(lines[0], "    PID    PPID     JOB WHERE          STATE   %CPU DEMAND  IO/s    RSS NMIGS CMD");
-        assert_eq!(lines[1], "   4242       1    4242 n1             home    99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
-        assert_eq!(lines[2], "     77       1      77 node-long-name remote  99.0    98%  1.2k  12.3M     2 python3 crunch.py --big");
+        assert_eq!(lines[0], "    PID    PPID     JOB WHERE          STATE   %CPU DEMAND  IO/s DIR/s    RSS NMIGS CMD");
+        assert_eq!(lines[1], "   4242       1    4242 n1             home    99.0    98%  1.2k     0  12.3M     2 python3 crunch.py --big");
+        assert_eq!(lines[2], "     77       1      77 node-long-name remote  99.0    98%  1.2k     0  12.3M     2 python3 crunch.py --big");
         assert_eq!(lines[3], "    why not: it has a GPU mapped; it is traced");
         assert_eq!(lines[5], "    why not: locked, the balancer leaves it (herd unlock 5)");
     }
@@ -205,7 +209,7 @@ mod tests {
 
     #[test]
     fn empty_table_is_the_header() {
-        assert_eq!(table(&[]), "    PID    PPID     JOB WHERE STATE  %CPU DEMAND  IO/s    RSS NMIGS CMD\n");
+        assert_eq!(table(&[]), "    PID    PPID     JOB WHERE STATE  %CPU DEMAND  IO/s DIR/s    RSS NMIGS CMD\n");
     }
 
     #[test]

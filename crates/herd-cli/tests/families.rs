@@ -60,7 +60,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 
 #[test]
 fn family_scenarios() {
-    let spec = Spec { name: "fam", c_programs: C_PROGRAMS, py_programs: &[], scripts: SCRIPTS, quiet_n1: false, cpus_per_node: Some(1) };
+    let spec = Spec { name: "fam", c_programs: C_PROGRAMS, py_programs: &[], scripts: SCRIPTS, quiet_n1: false, cpus_per_node: Some(1), shared: false };
     let Some(lab) = Lab::new(&spec) else { return };
     let (ran, failed) = scenarios::run(SCENARIOS, "HERD_FAMILIES_ONLY", &lab, Lab::wait_healthy, |_| {});
     let dir = lab.finish(failed.is_empty());

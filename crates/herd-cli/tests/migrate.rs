@@ -84,7 +84,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 
 #[test]
 fn migration_scenarios() {
-    let spec = Spec { name: "mig", c_programs: C_PROGRAMS, py_programs: PY_PROGRAMS, scripts: &[], quiet_n1: true, cpus_per_node: None };
+    let spec = Spec { name: "mig", c_programs: C_PROGRAMS, py_programs: PY_PROGRAMS, scripts: &[], quiet_n1: true, cpus_per_node: None, shared: false };
     let Some(lab) = Lab::new(&spec) else { return };
     let (ran, failed) = scenarios::run(SCENARIOS, "HERD_MIGRATE_ONLY", &lab, Lab::wait_healthy, |_| {});
     let dir = lab.finish(failed.is_empty());

@@ -214,6 +214,13 @@ pub struct ProcessRow {
     /// Forwarded calls a second when remote; read/write calls a second at home.
     #[serde(default)]
     pub io_rate: f64,
+    /// Away: read/write calls a second it makes directly where it runs, on files in
+    /// directories shared with home (DFSA); 0 at home.
+    #[serde(default)]
+    pub direct_io_rate: f64,
+    /// Calls forwarded home since it arrived where it runs (0 at home).
+    #[serde(default)]
+    pub forwarded_calls: u64,
     /// How fast its resident memory grows, bytes a second (smoothed, 0 when shrinking).
     #[serde(default)]
     pub rss_growth: f64,

@@ -278,6 +278,8 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         demand: 0.0,
         io_rate: 0.0,
         rss_growth: 0.0,
+        direct_io_rate: 0.0,
+        forwarded_calls: 0,
         nmigs: 0,
         cantmove: Vec::new(),
         lock,
@@ -629,6 +631,10 @@ impl Actor {
         // Without schedstat, the CPU it got is the best guess of what it wants.
         let want = if u.runnable_ns > 0 { (u.runnable_ns.saturating_sub(last.runnable_ns) as f64 / 1e9 / dt).min(1.0) } else { cpu.min(1.0) };
         let io_rate = io.saturating_sub(last_io) as f64 / dt;
+        // Away, the read/write calls the process makes itself are those on files it uses
+        // directly (the forwarded ones never run there).
+        let away = self.remote.is_some();
+        let direct = if away { u.io_calls.saturating_sub(last.io_calls) as f64 / dt } else { 0.0 };
         let growth = u.rss.saturating_sub(last.rss) as f64 / dt;
         let p = &self.shared.config.policy;
         // The first figures are taken as they are: smoothing them from nothing would make a
@@ -640,6 +646,8 @@ impl Actor {
             r.rss = u.rss;
             r.demand = (smooth(r.demand / 100.0, want) * 1000.0).round() / 10.0;
             r.io_rate = (smooth(r.io_rate, io_rate) * 10.0).round() / 10.0;
+            r.direct_io_rate = (smooth(r.direct_io_rate, direct) * 10.0).round() / 10.0;
+            r.forwarded_calls = if away { io } else { 0 };
             r.rss_growth = smooth(r.rss_growth, growth).round();
         });
     }

@@ -183,7 +183,14 @@ pub struct Spec {
     pub quiet_n1: bool,
     /// Each node its own cpuset of this many CPUs.
     pub cpus_per_node: Option<u32>,
+    /// Every node offers DIR/shared (one directory on the machine's file system: verified
+    /// shared) and [`LOOKALIKE`] (each node's own, under its private /tmp: never shared)
+    /// for direct file access.
+    pub shared: bool,
 }
+
+/// A directory every node of a lab with [`Spec::shared`] offers, each its own.
+pub const LOOKALIKE: &str = "/tmp/herd-lookalike";
 
 pub struct Lab {
     pub cluster: LocalCluster,
@@ -235,6 +242,9 @@ impl Lab {
 
         let mut opts = UpOptions::new(3);
         opts.cpus_per_node = spec.cpus_per_node;
+        if spec.shared {
+            opts.shared = vec![dir.join("shared"), LOOKALIKE.into()];
+        }
         opts.dir = Some(dir.clone());
         opts.herd_exe = Some(HERD.into());
         opts.daemon = Some(herdd());

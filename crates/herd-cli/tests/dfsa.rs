@@ -1,0 +1,172 @@
+//! Direct file access (DFSA) end to end, on a local cluster of three nodes where every
+//! node offers two directories: DIR/shared, one directory of this machine's file system
+//! that every node sees (so it is verified shared), and /tmp/herd-lookalike, which each
+//! node has under its own private /tmp (the same path, other file systems: never shared).
+//!
+//! As in migrate.rs: each program runs directly in n1 (uninterrupted, no herd) and under
+//! `herd run`, moved at its triggers; same stdout, same status. Beyond that, the calls
+//! forwarded home while away (`herd ps --json` forwarded_calls) show that the file calls
+//! ran where the process was. `HERD_DFSA_ONLY=name` runs only the scenarios named.
+//!
+//! Prerequisites missing: `SKIP: <reason>` and return (see common/lab.rs).
+
+#[path = "common/collector.rs"]
+mod collector;
+#[path = "common/nodes.rs"]
+mod nodes;
+#[path = "common/lab.rs"]
+mod lab;
+#[path = "common/scenarios.rs"]
+mod scenarios;
+use lab::*;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const C_PROGRAMS: &[&str] = &["dfsa_io"];
+
+type Scenario = scenarios::Scenario<Lab>;
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("shared_directory_verified_lookalike_not", shared_directory_verified_lookalike_not),
+    ("files_used_directly_while_away", files_used_directly_while_away),
+    ("lookalike_path_stays_forwarded", lookalike_path_stays_forwarded),
+];
+
+#[test]
+fn dfsa_scenarios() {
+    let spec = Spec { name: "dfsa", c_programs: C_PROGRAMS, py_programs: &[], scripts: &[], quiet_n1: true, cpus_per_node: None, shared: true };
+    let Some(lab) = Lab::new(&spec) else { return };
+    let (ran, failed) = scenarios::run(SCENARIOS, "HERD_DFSA_ONLY", &lab, Lab::wait_healthy, |_| {});
+    let dir = lab.finish(failed.is_empty());
+    scenarios::report("DFSA scenarios", ran, &failed, &dir);
+}
+
+fn shared_dir(lab: &Lab) -> PathBuf {
+    lab.dir.join("shared")
+}
+
+/// What `viewer` says it shares with `node` (`herd nodes --json`).
+fn shared_with(lab: &Lab, viewer: &str, node: &str) -> Vec<String> {
+    lab.nodes(viewer)
+        .iter()
+        .find(|r| r["name"] == node)
+        .and_then(|r| r["shared_with_this_node"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+/// Every node offers both directories; each pair of nodes verifies DIR/shared (the
+/// marker each wrote is read back by the other) and never the look-alike.
+fn shared_directory_verified_lookalike_not(lab: &Lab) {
+    let shared = shared_dir(lab).to_string_lossy().into_owned();
+    let start = Instant::now();
+    for (viewer, node) in [("n1", "n2"), ("n1", "n3"), ("n2", "n1"), ("n3", "n2")] {
+        loop {
+            let got = shared_with(lab, viewer, node);
+            if got == [shared.clone()] {
+                break;
+            }
+            assert!(!got.iter().any(|p| p == LOOKALIKE), "{viewer} takes {LOOKALIKE} as shared with {node}: {got:?}");
+            assert!(start.elapsed() < Duration::from_secs(20), "{viewer} does not verify {shared} as shared with {node} within 20 s: {got:?}");
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let rows = lab.nodes("n1");
+    for r in &rows {
+        let offered: Vec<&str> = r["shared"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert_eq!(offered, [shared.as_str(), LOOKALIKE], "what {} publishes: {r}", r["name"]);
+    }
+}
+
+/// The forwarded calls of `pid` since it arrived where it runs, once a figure newer than
+/// `after` is in (figures come every second).
+fn forwarded_calls(lab: &Lab, pid: i32) -> u64 {
+    thread::sleep(Duration::from_millis(2500));
+    let rows = lab.ps();
+    let row = rows.iter().find(|r| r["pid"].as_i64() == Some(i64::from(pid))).unwrap_or_else(|| panic!("pid {pid} not in herd ps: {rows:?}"));
+    row["forwarded_calls"].as_u64().unwrap_or_else(|| panic!("no forwarded_calls in {row}"))
+}
+
+/// Files in the shared directory, used on n2: a descriptor opened at home continues at
+/// its offset there, on n3 and after coming back; a whole file read by 32 KiB reads, 4 MiB
+/// written, synced, read back, pread, mapped (which no longer brings it home). Hardly
+/// any call goes home for it. Then a process on n3 reads the file written on n2.
+fn files_used_directly_while_away(lab: &Lab) {
+    let dir = shared_dir(lab);
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(dir.join("input"), &input).unwrap();
+    let prog = lab.program("dfsa_io").with_args(&["io", &dir.to_string_lossy()]);
+    let gates = [Gate::Line("ready"), Gate::Line("io done"), Gate::Line("again")];
+    let direct = lab.run_direct("dfsa_io (direct)", &prog, &gates);
+    expect_status(&direct, Some(0), None);
+    assert!(direct.stdout.contains("out written: 4194304 bytes"), "{}", direct.describe());
+    let _ = std::fs::remove_file(dir.join("out"));
+
+    let mut p = lab.start("dfsa_io (herd run, moved to n2, n3 and home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    p.wait_for_line(lab, "io done");
+    // Still on n2 after mapping a file; its file calls did not go home: 3 MB read by
+    // 32 KiB reads (92), 4 MiB written and read back (256), and more. What went home:
+    // its lines on stdout and the reads of its trigger.
+    lab.expect_where(&p, pid, "n2", Some(1));
+    let forwarded = forwarded_calls(lab, pid);
+    println!("dfsa_io on n2: {forwarded} calls forwarded home");
+    if forwarded > 60 {
+        p.fail(lab, &format!("{forwarded} calls went home while it used files of the shared directory on n2 (at most 60 expected)"));
+    }
+    // On to n3 (the descriptor opened at home is opened again there, at its offset),
+    // then home.
+    lab.expect_migrate(&p, pid, "n3");
+    lab.expect_where(&p, pid, "n3", Some(2));
+    p.send(lab, "go\n");
+    p.wait_for_line(lab, "again");
+    lab.expect_migrate(&p, pid, "home");
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    assert_eq!(std::fs::metadata(dir.join("out")).map(|m| m.len()).ok(), Some(4 << 20), "DIR/shared/out as written on n2");
+
+    // Written on n2, read on n3.
+    let out = dir.join("out").to_string_lossy().into_owned();
+    let check = lab.program("dfsa_io").with_args(&["check", &out]);
+    let direct = lab.run_direct("dfsa_io check (direct)", &check, &[Gate::Line("ready")]);
+    expect_status(&direct, Some(0), None);
+    let mut p = lab.start("dfsa_io check (herd run, on n3)", How::Herd, &check);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n3");
+    lab.expect_where(&p, pid, "n3", Some(1));
+    p.send(lab, "go\n");
+    p.wait_for_prefix(lab, &out);
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// A file under the look-alike directory (each node its own /tmp) read on n2: the home
+/// file's content, as for any file that is not shared (forwarded).
+fn lookalike_path_stays_forwarded(lab: &Lab) {
+    let file = format!("{LOOKALIKE}/f");
+    lab.node_sh_ok("n1", &format!("printf 'n1 home content\\n' > {file} && chmod 644 {file}"));
+    lab.node_sh_ok("n2", &format!("printf 'n2 content, not home\\n' > {file} && chmod 644 {file}"));
+    let check = lab.program("dfsa_io").with_args(&["check", &file]);
+    let direct = lab.run_direct("dfsa_io check look-alike (direct)", &check, &[Gate::Line("ready")]);
+    expect_status(&direct, Some(0), None);
+    assert!(direct.stdout.contains(&format!("{file}: 16 bytes")), "{}", direct.describe());
+    let mut p = lab.start("dfsa_io check look-alike (herd run, on n2)", How::Herd, &check);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}

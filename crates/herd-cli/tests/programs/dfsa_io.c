@@ -1,0 +1,159 @@
+/* Files in a directory shared by the nodes, used before, during and after a move
+ * (tests/dfsa.rs).
+ *
+ *   dfsa_io io DIR     before the move: opens DIR/input (fd A, kept open) and reads
+ *                      its first 1000 bytes; "ready", trigger (the test moves it).
+ *                      Then: reads 1000 more of A; reads DIR/input whole by a new
+ *                      descriptor in 32 KiB reads; writes DIR/out (4 MiB in 32 KiB
+ *                      writes), fsync, reads it back; fstat; pread; maps DIR/input
+ *                      (MAP_PRIVATE) and sums it; "io done", trigger (the test
+ *                      moves it on); reads 1000 more of A, "again", trigger (the
+ *                      test moves it home); reads 1000 more of A.
+ *   dfsa_io check FILE "ready", trigger, then prints a checksum of FILE.
+ *
+ * Every step prints a checksum (FNV-1a) or a number: the same in a direct run.
+ */
+#include "mig_common.h"
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+static uint64_t fnv(uint64_t h, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+#define FNV0 14695981039346656037ULL
+
+static int must_open(const char *path, int flags)
+{
+    int fd = open(path, flags, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "open %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    return fd;
+}
+
+/* Reads exactly n bytes of fd (less at end of file) and says their checksum. */
+static void read_part(int fd, size_t n, const char *what)
+{
+    unsigned char buf[1000];
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    say("%s: %zu bytes %016llx, now at %lld", what, got, (unsigned long long)fnv(FNV0, buf, got),
+        (long long)lseek(fd, 0, SEEK_CUR));
+}
+
+static uint64_t sum_file(const char *path, size_t *total)
+{
+    static unsigned char buf[32768];
+    int fd = must_open(path, O_RDONLY);
+    uint64_t h = FNV0;
+    *total = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r < 0) {
+            fprintf(stderr, "read %s: %s\n", path, strerror(errno));
+            exit(2);
+        }
+        if (r == 0)
+            break;
+        h = fnv(h, buf, (size_t)r);
+        *total += (size_t)r;
+    }
+    close(fd);
+    return h;
+}
+
+int main(int argc, char **argv)
+{
+    mig_start();
+    if (argc == 3 && strcmp(argv[1], "check") == 0) {
+        say("ready");
+        mig_wait_trigger("check");
+        size_t total;
+        uint64_t h = sum_file(argv[2], &total);
+        say("%s: %zu bytes %016llx", argv[2], total, (unsigned long long)h);
+        return 0;
+    }
+    if (argc != 3 || strcmp(argv[1], "io") != 0) {
+        fprintf(stderr, "usage: dfsa_io io DIR | dfsa_io check FILE\n");
+        return 2;
+    }
+    char input[4096], out[4096];
+    snprintf(input, sizeof input, "%s/input", argv[2]);
+    snprintf(out, sizeof out, "%s/out", argv[2]);
+
+    int a = must_open(input, O_RDONLY);
+    read_part(a, 1000, "A at home");
+    say("ready");
+    mig_wait_trigger("moved");
+
+    read_part(a, 1000, "A away");
+    size_t total;
+    uint64_t h = sum_file(input, &total);
+    say("input whole: %zu bytes %016llx", total, (unsigned long long)h);
+
+    static unsigned char block[32768];
+    int w = must_open(out, O_RDWR | O_CREAT | O_TRUNC);
+    uint64_t wh = FNV0;
+    for (int i = 0; i < 128; i++) {
+        for (size_t j = 0; j < sizeof block; j++)
+            block[j] = (unsigned char)(i * 7 + j * 13);
+        if (write(w, block, sizeof block) != (ssize_t)sizeof block) {
+            fprintf(stderr, "write %s: %s\n", out, strerror(errno));
+            return 2;
+        }
+        wh = fnv(wh, block, sizeof block);
+    }
+    if (fsync(w) != 0)
+        say("fsync: %s", strerror(errno));
+    struct stat st;
+    fstat(w, &st);
+    say("out written: %lld bytes %016llx, at %lld", (long long)st.st_size, (unsigned long long)wh,
+        (long long)lseek(w, 0, SEEK_CUR));
+    lseek(w, 0, SEEK_SET);
+    uint64_t rh = FNV0;
+    for (;;) {
+        ssize_t r = read(w, block, sizeof block);
+        if (r <= 0)
+            break;
+        rh = fnv(rh, block, (size_t)r);
+    }
+    say("out read back: %016llx", (unsigned long long)rh);
+    unsigned char p[16];
+    ssize_t pr = pread(w, p, sizeof p, 65536 + 5);
+    say("pread: %zd %016llx", pr, (unsigned long long)fnv(FNV0, p, pr > 0 ? (size_t)pr : 0));
+    close(w);
+
+    int m = must_open(input, O_RDONLY);
+    fstat(m, &st);
+    unsigned char *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, m, 0);
+    if (map == MAP_FAILED) {
+        fprintf(stderr, "mmap: %s\n", strerror(errno));
+        return 2;
+    }
+    close(m);
+    say("input mapped: %016llx", (unsigned long long)fnv(FNV0, map, (size_t)st.st_size));
+    say("io done");
+    mig_wait_trigger("on");
+
+    read_part(a, 1000, "A later");
+    say("still mapped: %016llx", (unsigned long long)fnv(FNV0, map, 4096));
+    say("again");
+    mig_wait_trigger("home");
+
+    read_part(a, 1000, "A at the end");
+    return 0;
+}
