@@ -266,6 +266,39 @@ pub fn as_user<T>(creds: &FsCreds, f: impl FnOnce() -> T) -> Result<T> {
     Ok(out)
 }
 
+/// openat2(`root`, `rel`, `flags`) resolved beneath `root`: no symlink, `..` or
+/// absolute path leads out of it, no mount point is crossed, no magic link
+/// (/proc/PID/fd/N) is followed (RESOLVE_BENEATH | RESOLVE_NO_XDEV |
+/// RESOLVE_NO_MAGICLINKS). `flags` are open(2) flags without O_CREAT.
+pub fn open_beneath(root: std::os::fd::BorrowedFd<'_>, rel: &std::path::Path, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    const RESOLVE_NO_XDEV: u64 = 0x01;
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    if flags & libc::O_CREAT != 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let path = std::ffi::CString::new(rel.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let how = OpenHow { flags: flags as u32 as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS };
+    // SAFETY: `path` is a NUL-terminated string and `how` a struct open_how (three
+    // u64) that live across the call; the size passed is the struct's.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, root.as_raw_fd(), path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 #[cfg(test)]
 mod identity_tests {
     use super::*;
@@ -318,37 +351,23 @@ mod identity_tests {
         let own = as_user(&FsCreds { uid: 0, gid: 0, groups: vec![] }, || std::fs::File::open(&secret).is_ok()).unwrap();
         assert!(own);
     }
-}
 
-/// openat2(`root`, `rel`, `flags`) resolved beneath `root`: no symlink, `..` or
-/// absolute path leads out of it, no mount point is crossed, no magic link
-/// (/proc/PID/fd/N) is followed (RESOLVE_BENEATH | RESOLVE_NO_XDEV |
-/// RESOLVE_NO_MAGICLINKS). `flags` are open(2) flags without O_CREAT.
-pub fn open_beneath(root: std::os::fd::BorrowedFd<'_>, rel: &std::path::Path, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::os::unix::ffi::OsStrExt;
-    const RESOLVE_NO_XDEV: u64 = 0x01;
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_BENEATH: u64 = 0x08;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
+    #[test]
+    fn open_beneath_stays_beneath() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/f"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("abs")).unwrap();
+        std::os::unix::fs::symlink("../..", d.path().join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("f", d.path().join("sub/rel")).unwrap();
+        let root = std::fs::File::open(d.path()).unwrap();
+        let open = |p: &str| open_beneath(std::os::fd::AsFd::as_fd(&root), std::path::Path::new(p), libc::O_RDONLY | libc::O_CLOEXEC);
+        assert!(open("sub/f").is_ok());
+        assert!(open("sub/rel").is_ok(), "a symlink that stays inside");
+        assert!(open(".").is_ok());
+        for escape in ["abs", "../x", "sub/up/etc/passwd", "/etc/passwd", "/proc/self/fd/0"] {
+            assert!(open(escape).is_err(), "{escape} was opened");
+        }
+        assert_eq!(open_beneath(std::os::fd::AsFd::as_fd(&root), std::path::Path::new("n"), libc::O_CREAT).unwrap_err().raw_os_error(), Some(libc::EINVAL));
     }
-    if flags & libc::O_CREAT != 0 {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let path = std::ffi::CString::new(rel.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = OpenHow { flags: flags as u32 as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS };
-    // SAFETY: `path` is a NUL-terminated string and `how` a struct open_how (three
-    // u64) that live across the call; the size passed is the struct's.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, root.as_raw_fd(), path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor the kernel just gave us; nothing else owns it.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }

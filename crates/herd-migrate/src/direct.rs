@@ -608,4 +608,128 @@ mod tests {
         assert_eq!(within("/home/u/mnt/f", &dirs, &["/home/u/mnt".into()]), None);
         assert_eq!(within("/home/u/mnt2/f", &dirs, &["/home/u/mnt".into()]), Some((0, PathBuf::from("u/mnt2/f"))));
     }
+
+    /// The process's memory: strings at fixed addresses.
+    struct Mem(Vec<(u64, Vec<u8>)>);
+    impl MemRead for Mem {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            for (at, bytes) in &self.0 {
+                if addr >= *at && addr + buf.len() as u64 <= at + bytes.len() as u64 {
+                    let off = (addr - at) as usize;
+                    buf.copy_from_slice(&bytes[off..off + buf.len()]);
+                    return Ok(());
+                }
+            }
+            Err(std::io::Error::from_raw_os_error(libc::EFAULT))
+        }
+    }
+
+    const REL: u64 = 0x1000;
+    const ABS_IN: u64 = 0x2000;
+    const ABS_NESTED: u64 = 0x3000;
+    const EMPTY: u64 = 0x4000;
+    const ABS_OUT: u64 = 0x5000;
+
+    fn mem() -> Mem {
+        let page = |s: &str| {
+            let mut v = s.as_bytes().to_vec();
+            v.resize(4096, 0);
+            v
+        };
+        Mem(vec![(REL, page("data/x")), (ABS_IN, page("/shared/a/b")), (ABS_NESTED, page("/shared/mnt/f")), (EMPTY, page("")), (ABS_OUT, page("/etc/hosts"))])
+    }
+
+    /// A guest with /shared shared (nested mount /shared/mnt), cwd /shared/u, fd 3 a
+    /// file opened read-write, fd 4 a directory, fd 5 read-only.
+    fn direct(d: &tempfile::TempDir) -> Direct {
+        let mut g = Direct::none(1);
+        g.dirs = vec!["/shared".into()];
+        g.roots = vec![std::fs::File::open(d.path()).unwrap().into()];
+        g.nested = vec!["/shared/mnt".into()];
+        g.cwd = Some("/shared/u".into());
+        let file = || -> OwnedFd { std::fs::File::open(d.path()).unwrap().into() };
+        g.local.insert(3, Local { file: file(), installed: true, cloexec: false, dir: false, read_only: false });
+        g.local.insert(4, Local { file: file(), installed: true, cloexec: false, dir: true, read_only: true });
+        g.local.insert(5, Local { file: file(), installed: false, cloexec: false, dir: false, read_only: true });
+        g
+    }
+
+    fn notif(nr: i64, args: [u64; 6]) -> Notif {
+        Notif { id: 1, pid: 1, nr: nr as i32, arch: 0, ip: 0, args }
+    }
+
+    #[test]
+    fn plans_for_calls_on_local_descriptors() {
+        let d = tempfile::tempdir().unwrap();
+        let g = direct(&d);
+        let m = mem();
+        let plan = |nr: i64, args: [u64; 6]| g.plan(&notif(nr, args), &m);
+        assert_eq!(plan(libc::SYS_read, [3, 0, 10, 0, 0, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_read, [7, 0, 10, 0, 0, 0]), Plan::Usual, "not a local fd");
+        assert_eq!(plan(libc::SYS_getdents64, [4, 0, 10, 0, 0, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_copy_file_range, [3, 0, 5, 0, 9, 0]), Plan::Here, "both local");
+        assert_eq!(plan(libc::SYS_copy_file_range, [3, 0, 7, 0, 9, 0]), Plan::Demote(vec![3]), "one forwarded");
+        assert_eq!(plan(libc::SYS_fcntl, [3, libc::F_GETFL as u64, 0, 0, 0, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_fcntl, [3, libc::F_SETFL as u64, 0, 0, 0, 0]), Plan::Demote(vec![3]));
+        assert_eq!(plan(libc::SYS_fcntl, [3, libc::F_DUPFD as u64, 0, 0, 0, 0]), Plan::Demote(vec![3]));
+        assert_eq!(plan(libc::SYS_ioctl, [3, libc::TCGETS as u64, 0, 0, 0, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_ioctl, [3, libc::FIONBIO as u64, 0, 0, 0, 0]), Plan::Demote(vec![3]));
+        assert_eq!(plan(libc::SYS_dup2, [3, 9, 0, 0, 0, 0]), Plan::Demote(vec![3]));
+        assert_eq!(plan(libc::SYS_dup2, [8, 5, 0, 0, 0, 0]), Plan::Demote(vec![5]), "replacing a local fd");
+        assert_eq!(plan(libc::SYS_fchdir, [4, 0, 0, 0, 0, 0]), Plan::Demote(vec![4]));
+        assert_eq!(plan(libc::SYS_openat, [4, REL, 0, 0, 0, 0]), Plan::Demote(vec![4]), "relative to a local directory");
+        assert_eq!(plan(libc::SYS_close, [3, 0, 0, 0, 0, 0]), Plan::Close(vec![3]));
+        assert_eq!(plan(libc::SYS_close, [9, 0, 0, 0, 0, 0]), Plan::Usual);
+        let mut closed = match plan(libc::SYS_close_range, [4, 100, 0, 0, 0, 0]) {
+            Plan::Close(v) => v,
+            other => panic!("{other:?}"),
+        };
+        closed.sort();
+        assert_eq!(closed, [4, 5]);
+        assert_eq!(plan(libc::SYS_close_range, [4, 100, CLOSE_RANGE_CLOEXEC, 0, 0, 0]), Plan::Close(vec![]));
+        assert_eq!(plan(libc::SYS_close_range, [10, 100, 0, 0, 0, 0]), Plan::Usual);
+        // fstat by newfstatat/statx with an empty path; a path relative to it is not.
+        assert_eq!(plan(libc::SYS_newfstatat, [3, EMPTY, 0, AT_EMPTY_PATH, 0, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_newfstatat, [3, REL, 0, 0, 0, 0]), Plan::Demote(vec![3]));
+        assert_eq!(plan(libc::SYS_newfstatat, [4, EMPTY, 0, AT_EMPTY_PATH, 0, 0]), Plan::Demote(vec![4]), "a directory's");
+        assert_eq!(plan(libc::SYS_statx, [3, EMPTY, AT_EMPTY_PATH, 0x7ff, 0, 0]), Plan::Here);
+        // mmap: private, or shared of a read-only file; never shared writable.
+        let (private, shared) = (libc::MAP_PRIVATE as u64, libc::MAP_SHARED as u64);
+        assert_eq!(plan(libc::SYS_mmap, [0, 4096, 1, private, 3, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_mmap, [0, 4096, 1, shared, 5, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_mmap, [0, 4096, 3, shared, 3, 0]), Plan::Demote(vec![3]));
+        assert_eq!(plan(libc::SYS_mmap, [0, 4096, 1, private, 9, 0]), Plan::Usual);
+    }
+
+    #[test]
+    fn plans_for_opens_by_path() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = direct(&d);
+        let m = mem();
+        let at = libc::AT_FDCWD as u64;
+        let rdonly = libc::O_RDONLY as u64;
+        let open = |g: &Direct, args: [u64; 6]| g.plan(&notif(libc::SYS_openat, args), &m);
+        assert_eq!(open(&g, [at, REL, rdonly, 0, 0, 0]), Plan::Open { dir: 0, rel: "u/data/x".into(), flags: 0 });
+        assert_eq!(open(&g, [at, ABS_IN, libc::O_WRONLY as u64, 0, 0, 0]), Plan::Open { dir: 0, rel: "a/b".into(), flags: libc::O_WRONLY });
+        assert_eq!(open(&g, [at, ABS_NESTED, rdonly, 0, 0, 0]), Plan::Usual, "another mount inside");
+        assert_eq!(open(&g, [at, ABS_OUT, rdonly, 0, 0, 0]), Plan::Usual, "not shared");
+        assert_eq!(open(&g, [at, ABS_IN, O_PATH as u64, 0, 0, 0]), Plan::Usual, "O_PATH");
+        assert_eq!(open(&g, [at, 0xdead_0000, rdonly, 0, 0, 0]), Plan::Usual, "unreadable path");
+        assert_eq!(g.plan(&notif(libc::SYS_open, [ABS_IN, rdonly, 0, 0, 0, 0]), &m), Plan::Open { dir: 0, rel: "a/b".into(), flags: 0 });
+        let creat = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+        assert_eq!(g.plan(&notif(libc::SYS_creat, [REL, 0o644, 0, 0, 0, 0]), &m), Plan::Open { dir: 0, rel: "u/data/x".into(), flags: creat });
+        // The working directory follows chdir; lost by fchdir.
+        g.chdir(Some("../v".into()));
+        assert_eq!(open(&g, [at, REL, rdonly, 0, 0, 0]), Plan::Open { dir: 0, rel: "u/../v/data/x".into(), flags: 0 });
+        g.chdir(Some("/etc".into()));
+        assert_eq!(open(&g, [at, REL, rdonly, 0, 0, 0]), Plan::Usual);
+        g.chdir(Some("/shared".into()));
+        assert_eq!(open(&g, [at, REL, rdonly, 0, 0, 0]), Plan::Open { dir: 0, rel: "data/x".into(), flags: 0 });
+        g.chdir(None);
+        assert_eq!(open(&g, [at, REL, rdonly, 0, 0, 0]), Plan::Usual);
+        assert_eq!(open(&g, [at, ABS_IN, rdonly, 0, 0, 0]), Plan::Open { dir: 0, rel: "a/b".into(), flags: 0 });
+        // Nothing shared: every call as usual.
+        let none = Direct::none(1);
+        assert_eq!(none.plan(&notif(libc::SYS_openat, [at, ABS_IN, rdonly, 0, 0, 0]), &m), Plan::Usual);
+    }
 }
