@@ -22,6 +22,7 @@ mod balance_sim;
 mod bench;
 mod gossip;
 mod hold;
+mod files;
 mod migrate;
 mod report;
 mod stream;
@@ -103,6 +104,10 @@ enum Cmd {
     ///    64 threads moved n1 -> n2 -> home (stop time), and forwarded getppid() from 1, 4
     ///    and 8 threads at once (calls per second, at home and on n2).
     ///
+    /// 5. (only with `--parts files`) sha256sum of a --file-mib file and writing one
+    ///    (32 KiB writes, fsync) on n2 (`herd run --node n2`): in a directory both nodes
+    ///    share (direct file access), in one they do not (forwarded), and at home; interleaved.
+    ///
     /// Must run as root (the cluster, uid 65534 for the moved process) from a release build:
     /// `cargo build --release --workspace`, then `target/release/herd-bench migrate`; herd
     /// and herdd are taken from herd-bench's own directory, gcc, setpriv and ip (iproute2)
@@ -139,6 +144,9 @@ enum Cmd {
         /// Keep the cluster's directory (herdd logs, the program) also after a clean run.
         #[arg(long)]
         keep: bool,
+        /// The files part: MiB of the file sha256sum reads and of the file written.
+        #[arg(long, default_value_t = 1024)]
+        file_mib: u64,
     },
     /// herd's balancing policy on a simulated cluster (1000 nodes of mixed speeds and CPUs,
     /// heavy-tailed jobs), next to no balancing, random placement and an omniscient
@@ -203,8 +211,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Checkpoint { sizes, reps, threads, dir } => bench::run(bench::Config { sizes, threads, reps, dir }),
         Cmd::Gossip { sizes, window, real_nodes } => gossip::run(&sizes, std::time::Duration::from_secs(window), real_nodes),
-        Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep } => {
-            migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep })
+        Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep, file_mib } => {
+            migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep, file_mib })
         }
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {

@@ -54,6 +54,8 @@ pub struct Config {
     pub dirty: Vec<Dirty>,
     /// Keep the cluster directory (programs, herdd logs) after a clean run.
     pub keep: bool,
+    /// The files part: MiB of the file read and of the file written.
+    pub file_mib: u64,
 }
 
 /// How fast the process rewrites its memory during a move out.
@@ -98,6 +100,10 @@ pub enum Part {
     /// Processes with threads: the stop time of a move with 1, 8 and 64 threads (of the
     /// first --sizes), and forwarded calls from 1, 4 and 8 threads at once.
     Threads,
+    /// Files used on n2: sha256sum of a --file-mib file and writing one, in a directory
+    /// both nodes share (direct file access) and in one they do not (forwarded), beside
+    /// the same at home.
+    Files,
 }
 
 /// Goal: a forwarded system call costs at most this many TCP round trips.
@@ -188,6 +194,9 @@ pub fn run(cfg: Config) -> Result<bool> {
     }
     if cfg.parts.contains(&Part::Threads) {
         threads_part(&lab, &cfg, &mut failures);
+    }
+    if cfg.parts.contains(&Part::Files) {
+        crate::files::files_part(&lab, cfg.reps, cfg.file_mib, &mut failures);
     }
     if let Some(s) = &small {
         print_goals(s, &cfg);
@@ -289,6 +298,8 @@ impl Lab {
 
         let mut opts = UpOptions::new(2);
         opts.dir = Some(work.path.clone());
+        // Offered by both nodes for direct file access: verified shared (the files part).
+        opts.shared = vec![work.path.join("shared")];
         opts.herd_exe = Some(herd.clone());
         opts.daemon = Some(herdd);
         opts.timeout = Duration::from_secs(60);
@@ -326,6 +337,11 @@ impl Lab {
         let lab = Lab { cluster, work, up_secs, bench, herd, setpriv, target, pin, taskset, no_cpusets };
         lab.wait_all_up().inspect_err(|_| eprintln!("{}", lab.logs()))?;
         Ok(lab)
+    }
+
+    /// The cluster's directory (every node sees it).
+    pub(crate) fn work_dir(&self) -> &Path {
+        &self.work.path
     }
 
     /// `herd ctl` on `node`.
@@ -1508,8 +1524,33 @@ int main(int argc, char **argv)
         printf("spin x=%016llx cpu=%.3f\n", (unsigned long long)x, (double)cpu.tv_sec + cpu.tv_nsec / 1e9);
         return 0;
     }
+    if (argc == 4 && strcmp(argv[1], "write") == 0) {
+        /* N MiB to a new file by 32 KiB writes, then fsync (the files part). */
+        static unsigned char block[32768];
+        for (size_t i = 0; i < sizeof block; i++)
+            block[i] = (unsigned char)(i * 131 + 7);
+        int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "open %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        unsigned long long n = strtoull(argv[3], NULL, 10) * 32;
+        for (unsigned long long i = 0; i < n; i++) {
+            block[0] = (unsigned char)i;
+            if (write(fd, block, sizeof block) != (ssize_t)sizeof block) {
+                fprintf(stderr, "write %s: %s\n", argv[2], strerror(errno));
+                return 1;
+            }
+        }
+        if (fsync(fd) != 0 || close(fd) != 0) {
+            fprintf(stderr, "fsync %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        printf("wrote %llu\n", n * sizeof block);
+        return 0;
+    }
     if (argc != 2 && argc != 3) {
-        fprintf(stderr, "usage: hb_target MIB [THREADS] | probe | spin N\n");
+        fprintf(stderr, "usage: hb_target MIB [THREADS] | probe | spin N | write FILE MIB\n");
         return 64;
     }
     int threads = argc == 3 ? atoi(argv[2]) : 1;
