@@ -672,8 +672,8 @@ mod tests {
         assert_eq!(plan(libc::SYS_fcntl, [3, libc::F_GETFL as u64, 0, 0, 0, 0]), Plan::Here);
         assert_eq!(plan(libc::SYS_fcntl, [3, libc::F_SETFL as u64, 0, 0, 0, 0]), Plan::Demote(vec![3]));
         assert_eq!(plan(libc::SYS_fcntl, [3, libc::F_DUPFD as u64, 0, 0, 0, 0]), Plan::Demote(vec![3]));
-        assert_eq!(plan(libc::SYS_ioctl, [3, libc::TCGETS as u64, 0, 0, 0, 0]), Plan::Here);
-        assert_eq!(plan(libc::SYS_ioctl, [3, libc::FIONBIO as u64, 0, 0, 0, 0]), Plan::Demote(vec![3]));
+        assert_eq!(plan(libc::SYS_ioctl, [3, libc::TCGETS, 0, 0, 0, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_ioctl, [3, libc::FIONBIO, 0, 0, 0, 0]), Plan::Demote(vec![3]));
         assert_eq!(plan(libc::SYS_dup2, [3, 9, 0, 0, 0, 0]), Plan::Demote(vec![3]));
         assert_eq!(plan(libc::SYS_dup2, [8, 5, 0, 0, 0, 0]), Plan::Demote(vec![5]), "replacing a local fd");
         assert_eq!(plan(libc::SYS_fchdir, [4, 0, 0, 0, 0, 0]), Plan::Demote(vec![4]));
