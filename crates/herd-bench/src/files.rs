@@ -6,7 +6,9 @@
 //! (32 KiB writes, then fsync) to a file of its own per kind, removed and everything
 //! synced before each write (no truncation, no dirty pages of the run before). On n2 they run as `herd run --node n2 -- …` (moved right
 //! after they start, as a user would do it); the time is the command's wall time as the
-//! user sees it, in n1. Runs of the three kinds are interleaved, every kind `reps` times,
+//! user sees it, in n1; the same commands started in n2 without herd show what that
+//! node itself does with the file (its CPU, its share of the page cache and the disk).
+//! Runs of the four kinds are interleaved, every kind `reps` times,
 //! after one warm-up round; medians and the spread (min–max) are printed, and the ratio
 //! of each median throughput to home's.
 
@@ -26,16 +28,19 @@ use crate::report::median;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Home,
+    /// Started in n2 directly, without herd: what that node does with the same file.
+    N2Native,
     Direct,
     Forwarded,
 }
 
-const KINDS: [Kind; 3] = [Kind::Home, Kind::Direct, Kind::Forwarded];
+const KINDS: [Kind; 4] = [Kind::Home, Kind::N2Native, Kind::Direct, Kind::Forwarded];
 
 impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::Home => "home (n1)",
+            Kind::N2Native => "n2, native (no herd)",
             Kind::Direct => "n2, direct (shared directory)",
             Kind::Forwarded => "n2, forwarded",
         }
@@ -67,11 +72,12 @@ fn run(lab: &Lab, reps: usize, mib: u64) -> Result<()> {
     let input = |k: Kind| if k == Kind::Forwarded { plain.join("in") } else { shared.join("in") };
     let output = |k: Kind| match k {
         Kind::Home => shared.join("out-home"),
+        Kind::N2Native => shared.join("out-n2"),
         Kind::Direct => shared.join("out-direct"),
         Kind::Forwarded => plain.join("out"),
     };
-    let mut reads: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut writes: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut reads: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
+    let mut writes: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
     let mut digest: Option<String> = None;
     // Round 0 warms up (page cache, the programs) and is not counted.
     for round in 0..=reps {
@@ -124,8 +130,13 @@ fn run(lab: &Lab, reps: usize, mib: u64) -> Result<()> {
         Some(r) => format!("{r:.2} (goal >= {goal}: NOT met)"),
         None => "-".into(),
     };
-    println!("   direct / home: read {}, write {}", verdict(ratio(&reads, 1), 0.9), verdict(ratio(&writes, 1), 0.9));
-    println!("   forwarded / home: read {}, write {} (the goal 0.5 is for streamed forwarding, not built yet)", verdict(ratio(&reads, 2), 0.5), verdict(ratio(&writes, 2), 0.5));
+    println!("   direct / home: read {}, write {}", verdict(ratio(&reads, 2), 0.9), verdict(ratio(&writes, 2), 0.9));
+    let of_n2 = |v: &[Vec<f64>]| match (median(v[2].clone()), median(v[1].clone())) {
+        (Some(d), Some(n)) => format!("{:.2}", d / n),
+        _ => "-".to_string(),
+    };
+    println!("   direct / n2 native (herd's own cost on that node): read {}, write {}", of_n2(&reads), of_n2(&writes));
+    println!("   forwarded / home: read {}, write {} (the goal 0.5 is for streamed forwarding, not built yet)", verdict(ratio(&reads, 3), 0.5), verdict(ratio(&writes, 3), 0.5));
     for k in KINDS {
         let _ = std::fs::remove_file(input(k));
         let _ = std::fs::remove_file(output(k));
@@ -171,17 +182,17 @@ fn write_input(path: &Path, mib: u64) -> Result<()> {
     Ok(())
 }
 
-/// Runs `argv` in n1 as uid 65534, directly or under `herd run --node n2`; its wall time
-/// and stdout.
+/// Runs `argv` as uid 65534: in n1 directly, in n2 directly, or in n1 under
+/// `herd run --node n2`; its wall time and stdout.
 fn timed(lab: &Lab, kind: Kind, argv: Vec<OsString>) -> Result<(f64, String)> {
     let mut full: Vec<OsString> = vec![lab.setpriv.clone().into_os_string()];
     full.extend(nobody_args().map(OsString::from));
-    if kind != Kind::Home {
+    if matches!(kind, Kind::Direct | Kind::Forwarded) {
         full.extend([lab.herd.clone().into_os_string(), "run".into(), "--node".into(), "n2".into(), "--".into()]);
     }
     full.extend(argv);
     let shown = full.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
-    let mut cmd = lab.node_cmd("n1", full)?;
+    let mut cmd = lab.node_cmd(if kind == Kind::N2Native { "n2" } else { "n1" }, full)?;
     cmd.stdin(Stdio::null());
     let start = Instant::now();
     let out = cmd.output().with_context(|| format!("running {shown}"))?;
