@@ -1441,11 +1441,9 @@ impl Actor {
                     }
                     ToHome::ImageEnd => {
                         let dirs = self.shared.dfsa.shared_with(name);
-                        if !dirs.is_empty() {
-                            let pid = self.pid;
-                            let files = tokio::task::block_in_place(|| direct::files_of(pid, &dirs));
-                            let _ = new.tx.send(ToRemote::Files(files)).await;
-                        }
+                        let pid = self.pid;
+                        let files = tokio::task::block_in_place(|| direct::files_of(pid, &dirs));
+                        let _ = new.tx.send(ToRemote::Files(files)).await;
                         let _ = new.tx.send(ToRemote::ImageEnd).await;
                     }
                     ToHome::Lazy(runs) if postcopy => {

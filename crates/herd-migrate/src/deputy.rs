@@ -173,8 +173,8 @@ fn cookie() -> u64 {
 /// Starts moving process `pid` away: a thread freezes it and sends its image
 /// through `send` (post-copy: [`ToRemote::Lazy`] first, then the image
 /// without those pages; then [`ToRemote::ImageEnd`], or
-/// [`ToRemote::Cancel`] if it cannot be captured; before ImageEnd, with `dirs`
-/// shared with the target, [`ToRemote::Files`]), reports
+/// [`ToRemote::Cancel`] if it cannot be captured; before ImageEnd,
+/// [`ToRemote::Files`] with `dirs`, those shared with the target), reports
 /// [`Event::Captured`], and waits for [`Cmd::Commit`] (it becomes the
 /// deputy; with post-copy it keeps the memory until [`Cmd::ReleaseMemory`])
 /// or [`Cmd::Abort`] (the process runs on). Returns the link at once.
@@ -217,7 +217,7 @@ pub fn start(
                 // dropping `frozen` releases the process
                 Err(why) => return fail(&mut send, why),
             };
-            if !dirs.is_empty() && !send(ToRemote::Files(crate::direct::files_of(pid, &dirs))) {
+            if !send(ToRemote::Files(crate::direct::files_of(pid, &dirs))) {
                 return fail(&mut send, "the connection to the other node is gone".into());
             }
             if !send(ToRemote::ImageEnd) {

@@ -54,33 +54,35 @@ const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 // Home's side
 
 /// What of process `pid`'s files may be used directly on a node that shares `dirs`
-/// with this one (the process is frozen, or away with its deputy quiesced).
+/// with this one, and which of its files have an offset of their own (the process is
+/// frozen, or away with its deputy quiesced).
 pub fn files_of(pid: i32, dirs: &[String]) -> Files {
     let nested = dirs.iter().flat_map(|d| mounts_under(d)).collect::<Vec<_>>();
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut open = Vec::new();
+    let (mut open, mut own) = (Vec::new(), Vec::new());
     if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         for e in entries.flatten() {
             let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            if let Some(f) = open_file(pid, fd, dirs, &nested) {
+            let Some(f) = open_file(pid, fd) else { continue };
+            if !f.dir {
+                own.push((fd, f.pos));
+            }
+            if f.path.starts_with('/') && !f.path.ends_with(" (deleted)") && within(&f.path, dirs, &nested).is_some() {
                 open.push(f);
             }
         }
     }
     open.sort_by_key(|f| f.fd);
-    Files { dirs: dirs.to_vec(), nested, cwd, open }
+    own.sort();
+    Files { dirs: dirs.to_vec(), nested, cwd, open, own }
 }
 
-/// Descriptor `fd` of `pid`, if it may be used directly: a regular file or directory
-/// under one of `dirs` (not under `nested`), not an O_PATH one, whose open file
-/// description no other process holds.
-fn open_file(pid: i32, fd: i32, dirs: &[String], nested: &[String]) -> Option<OpenFile> {
+/// Descriptor `fd` of `pid` if it is a regular file or a directory (not O_PATH) whose
+/// open file description nothing else holds (no other process, no other descriptor of
+/// the process): its offset is this descriptor's alone.
+fn open_file(pid: i32, fd: i32) -> Option<OpenFile> {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let path = link.to_str()?.to_string();
-    if !path.starts_with('/') || path.ends_with(" (deleted)") {
-        return None;
-    }
-    within(&path, dirs, nested)?;
     let meta = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let (file, dir) = (meta.is_file(), meta.is_dir());
     if !file && !dir {
@@ -97,27 +99,25 @@ fn open_file(pid: i32, fd: i32, dirs: &[String], nested: &[String]) -> Option<Op
     Some(OpenFile { fd, path, pos, flags, ino: meta.ino(), dir })
 }
 
-/// Whether another process holds the same open file description as `pid`'s `fd`
-/// (whose path is `path`): then its offset is not the process's alone. `herd run`
-/// (comm "herd"), which only waits for its child, does not count.
+/// Whether anything else holds the same open file description as `pid`'s `fd` (whose
+/// path is `path`): another descriptor of the process (a dup), or another process.
+/// Then its offset is not this descriptor's alone. `herd run` (comm "herd"), which only
+/// waits for its child, does not count.
 fn held_elsewhere(pid: i32, fd: i32, path: &Path) -> bool {
     let Ok(procs) = std::fs::read_dir("/proc") else { return true };
     for p in procs.flatten() {
         let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if other == pid {
-            continue;
-        }
         let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else { continue };
         for f in fds.flatten() {
-            if std::fs::read_link(f.path()).ok().as_deref() != Some(path) {
+            let Some(ofd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            if (other == pid && ofd == fd) || std::fs::read_link(f.path()).ok().as_deref() != Some(path) {
                 continue;
             }
-            let Some(ofd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
             match herd_kernel::task::same_description(pid, fd, other, ofd) {
                 Ok(false) => {}
                 Ok(true) => {
                     let comm = std::fs::read_to_string(format!("/proc/{other}/comm")).unwrap_or_default();
-                    if comm.trim() != "herd" {
+                    if other == pid || comm.trim() != "herd" {
                         return true;
                     }
                 }
@@ -272,6 +272,11 @@ impl Direct {
     /// How many descriptors are local now.
     pub fn local_count(&self) -> usize {
         self.local.len()
+    }
+
+    /// Whether descriptor `fd` is used directly (a local one).
+    pub fn has(&self, fd: i32) -> bool {
+        self.local.contains_key(&fd)
     }
 
     fn is_local(&self, fd: u64) -> bool {
@@ -498,7 +503,7 @@ impl Direct {
 }
 
 /// The positions of a call's fd arguments (dirfds included; mmap's is apart).
-fn fd_args(nr: i64) -> &'static [usize] {
+pub(crate) fn fd_args(nr: i64) -> &'static [usize] {
     match nr {
         libc::SYS_read | libc::SYS_write | libc::SYS_pread64 | libc::SYS_pwrite64 | libc::SYS_readv | libc::SYS_writev
         | libc::SYS_preadv | libc::SYS_pwritev | libc::SYS_preadv2 | libc::SYS_pwritev2 | libc::SYS_lseek | libc::SYS_close

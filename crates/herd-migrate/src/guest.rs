@@ -26,6 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::postcopy::{self, PagerEnd, PagerLink, Push};
 use crate::wake::{WakeReceiver, WakeSender};
+use crate::ahead::{Ahead, Ask, Filled, Read, Waiting, WINDOW, WINDOW_BUF};
 use crate::direct::{Direct, Plan};
 use crate::proto::{Adopt, Ending, Files, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
@@ -151,6 +152,8 @@ struct Guest {
     restore_ms: f64,
     /// Files used here directly (DFSA).
     direct: Direct,
+    /// Forwarded files read ahead.
+    ahead: Ahead,
 }
 
 impl Guest {
@@ -231,10 +234,17 @@ impl Guest {
         if let Err(e) = listener.set_sync_wake_up() {
             tracing::debug!(pid, "no synchronous wake-up of the listener: {e}");
         }
-        let direct = match shared.files.lock().expect("files lock").take() {
-            Some(files) => Direct::arrive(pid, files, &shared.direct_dirs),
-            None => Direct::none(pid),
+        let (direct, own) = match shared.files.lock().expect("files lock").take() {
+            Some(files) => {
+                let own = files.own.clone();
+                (Direct::arrive(pid, files, &shared.direct_dirs), own)
+            }
+            None => (Direct::none(pid), Vec::new()),
         };
+        let mut ahead = Ahead::default();
+        for (fd, pos) in own.into_iter().filter(|(fd, _)| !direct.has(*fd)) {
+            ahead.own(fd, pos);
+        }
         Ok(Guest {
             pid,
             home_pid: adopt.pid,
@@ -251,6 +261,7 @@ impl Guest {
             shared: shared.clone(),
             restore_ms: restore_ms(&restored),
             direct,
+            ahead,
         })
     }
 
@@ -288,7 +299,7 @@ impl Guest {
                     };
                     tracing::info!(pid = self.pid, home = self.home, "guest ended: {ending:?}");
                     // The files it used here: their offsets are home's again.
-                    self.send_offsets(None, &**out);
+                    self.settle_all(&**out);
                     out(ToHome::Exited(ending));
                     return;
                 }
@@ -427,6 +438,78 @@ impl Guest {
         }
     }
 
+    /// Home's descriptors take every offset the process has here (before a capture or
+    /// its end).
+    fn settle_all(&mut self, out: &dyn Fn(ToHome) -> bool) {
+        let mut offsets = self.direct.offsets(None);
+        offsets.extend(self.ahead.settle_all());
+        if !offsets.is_empty() {
+            out(ToHome::Offsets(offsets));
+        }
+    }
+
+    /// A read of a followed descriptor: served from a window, or waiting for one; false
+    /// when it is to be forwarded as usual.
+    fn read_ahead(&mut self, n: &Notif, out: &dyn Fn(ToHome) -> bool) -> bool {
+        let Ok(fd) = i32::try_from(n.args[0] as i64) else { return false };
+        let w = Waiting { id: n.id, tid: n.pid as i32, addr: n.args[1], len: n.args[2].min(syscalls::MAX_IO) };
+        match self.ahead.read(fd, w) {
+            (Read::Usual, _) => false,
+            (Read::Serve(bytes), _) => {
+                self.serve_read(fd, w, &bytes, out);
+                true
+            }
+            (Read::Wait, ask) => {
+                if let Some(a) = ask {
+                    self.ask_window(a, out);
+                }
+                true
+            }
+        }
+    }
+
+    /// Answers read `w` of `fd` with `bytes` from a window.
+    fn serve_read(&mut self, fd: i32, w: Waiting, bytes: &[u8], out: &dyn Fn(ToHome) -> bool) {
+        if syscalls::MemWrite::write(&ProcMemory { pid: self.pid }, w.addr, bytes).is_err() {
+            self.answer(w.id, -(libc::EFAULT as i64));
+            return;
+        }
+        // Consumed only if the read got them (a signal may have ended its wait).
+        if let Ok(true) = self.listener.respond(w.id, bytes.len() as i64, 0) {
+            if let Some(a) = self.ahead.consume(fd, bytes.len() as u64) {
+                self.ask_window(a, out);
+            }
+        }
+    }
+
+    /// Asks home for a window: a pread in the reading thread's deputy.
+    fn ask_window(&mut self, a: Ask, out: &dyn Fn(ToHome) -> bool) {
+        let args = [a.fd as u64, WINDOW_BUF, WINDOW, a.at, 0, 0];
+        match syscalls::marshal(libc::SYS_pread64, args, &ProcMemory { pid: self.pid }) {
+            Ok(call) => {
+                self.seq += 1;
+                out(ToHome::Call { seq: self.seq, tid: self.home_tid(a.tid), call });
+                self.ahead.asked(self.seq, a);
+            }
+            Err(e) => tracing::debug!(pid = self.pid, fd = a.fd, "cannot ask for a window: {e}"),
+        }
+    }
+
+    /// Forwards read `w` of `fd` as usual after all (home's offset is made the process's first).
+    fn forward_read(&mut self, fd: i32, w: Waiting, out: &dyn Fn(ToHome) -> bool) {
+        if let Some(o) = self.ahead.settle(fd) {
+            out(ToHome::Offsets(vec![o]));
+        }
+        match syscalls::marshal(libc::SYS_read, [fd as u64, w.addr, w.len, 0, 0, 0], &ProcMemory { pid: self.pid }) {
+            Ok(call) => {
+                self.seq += 1;
+                out(ToHome::Call { seq: self.seq, tid: self.home_tid(w.tid), call: call.clone() });
+                self.pending.insert(w.tid, Pending { id: w.id, seq: self.seq, call, after: After::Nothing });
+            }
+            Err(_) => self.answer(w.id, -(libc::EFAULT as i64)),
+        }
+    }
+
     /// Local descriptors `fds` become forwarded ones (under call `id`).
     fn demote(&mut self, id: u64, fds: &[i32], out: &dyn Fn(ToHome) -> bool) {
         self.send_offsets(Some(fds), out);
@@ -460,6 +543,7 @@ impl Guest {
             return self.signal_self(n.id, n.pid, sig, Some(tid));
         }
         let after = match self.direct.plan(&n, &ProcMemory { pid: self.pid }) {
+            Plan::Usual if i64::from(n.nr) == libc::SYS_read && self.read_ahead(&n, out) => return,
             Plan::Usual => self.follows(&n),
             Plan::Here => {
                 let named = Direct::named(&n);
@@ -511,6 +595,10 @@ impl Guest {
                     }
                 }
                 Ok(call) => {
+                    let settle = self.ahead.touched(call.nr, &call.args);
+                    if !settle.is_empty() {
+                        out(ToHome::Offsets(settle));
+                    }
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
                     self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call, after });
@@ -558,6 +646,18 @@ impl Guest {
             }
         };
         match cmd {
+            ToRemote::Reply { seq, reply } if self.ahead.is_window(seq) => {
+                let data = reply.outs.into_iter().next().map(|(_, d)| d).unwrap_or_default();
+                let (filled, ask) = self.ahead.filled(seq, reply.ret, data);
+                match filled {
+                    Filled::Serve(fd, w, bytes) => self.serve_read(fd, w, &bytes, &**out),
+                    Filled::Forward(fd, w) => self.forward_read(fd, w, &**out),
+                    Filled::Nothing => {}
+                }
+                if let Some(a) = ask {
+                    self.ask_window(a, &**out);
+                }
+            }
             ToRemote::Reply { seq, reply } => {
                 let Some(caller) = self.pending.iter().find(|(_, p)| p.seq == seq).map(|(t, _)| *t) else { return Flow::Go };
                 let p = self.pending.remove(&caller).expect("found");
@@ -568,9 +668,19 @@ impl Guest {
                         -(libc::EFAULT as i64)
                     }
                 };
+                self.ahead.after(p.call.nr, &p.call.args, ret);
+                let opens = [libc::SYS_open, libc::SYS_openat, libc::SYS_openat2, libc::SYS_creat];
+                let opened = (opens.contains(&p.call.nr) && ret >= 0).then_some(ret as i32);
                 match p.after {
                     After::Open { dir, rel, flags } if ret >= 0 => {
-                        self.direct.opened(&self.listener, p.id, dir, &rel, flags, ret as i32);
+                        if !self.direct.opened(&self.listener, p.id, dir, &rel, flags, ret as i32) {
+                            self.ahead.own(ret as i32, 0);
+                        }
+                        self.answer(p.id, ret);
+                    }
+                    _ if opened.is_some() => {
+                        // A new open file description: its offset is this descriptor's alone.
+                        self.ahead.own(ret as i32, 0);
                         self.answer(p.id, ret);
                     }
                     // The process closes its own copies: the call runs here now.
@@ -608,7 +718,16 @@ impl Guest {
                     }
                     // Home is about to answer the pending call: deliver after it.
                     (Some(_), false) => self.held_signals.entry(thread).or_default().push_back((sig, directed)),
-                    (None, _) => self.deliver(sig, target),
+                    (None, during_call) => {
+                        // What that thread's deputy was running for it was a window: it
+                        // will not come.
+                        if during_call {
+                            for a in self.ahead.abandoned(thread) {
+                                self.ask_window(a, &**out);
+                            }
+                        }
+                        self.deliver(sig, target)
+                    }
                 }
             }
             ToRemote::ThreadBorn { seq, tid } => {
@@ -674,8 +793,8 @@ impl Guest {
         };
         // Its threads are made again by their home ids (the ids glibc keeps for them).
         frozen.rename_threads(|tid| self.home_tid(tid));
-        // Files it used here directly: home's descriptors take their offsets.
-        self.send_offsets(None, &**out);
+        // Files it used here directly or read ahead: home's descriptors take their offsets.
+        self.settle_all(&**out);
         let herd_checkpoint::LazyPages { runs: lazy, first } = if postcopy { frozen.lazy_runs() } else { Default::default() };
         if postcopy {
             out(ToHome::Lazy(lazy.clone()));

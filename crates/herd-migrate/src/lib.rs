@@ -10,6 +10,7 @@
 //! - [`pipe`]: image bytes between the capture/restore threads and the node stream.
 //! - [`postcopy`]: memory that follows a process already running on its target.
 
+pub mod ahead;
 pub mod syscalls;
 pub mod deputy;
 pub mod direct;

@@ -160,7 +160,8 @@ pub enum ToRemote {
     /// could not; the process comes home to make the thread).
     ThreadBorn { seq: u64, tid: i32 },
     /// Tag 16: Before [`ToRemote::ImageEnd`]: what of home's files the process may use
-    /// directly where it goes (directories shared by both nodes, DFSA).
+    /// directly where it goes (directories shared by both nodes, DFSA), and which of its
+    /// files have an offset of their own (read-ahead).
     Files(Files),
 }
 
@@ -177,6 +178,10 @@ pub struct Files {
     pub cwd: String,
     /// Its open files under `dirs` that only it uses (their offset is its own).
     pub open: Vec<OpenFile>,
+    /// Every regular file it has open whose offset is that descriptor's alone (no
+    /// other process or descriptor shares its open file description), with the offset:
+    /// forwarded reads of these may be read ahead.
+    pub own: Vec<(i32, u64)>,
 }
 
 /// One open file of a process, as home sees it.
@@ -363,6 +368,7 @@ mod tests {
                 nested: vec![],
                 cwd: "/home/u".into(),
                 open: vec![OpenFile { fd: 3, path: "/home/u/f".into(), pos: 9, flags: 2, ino: 7, dir: false }],
+                own: vec![(3, 9), (5, 0)],
             })),
             encode(&ToHome::Offsets(vec![(3, 4096), (4, 1)])),
             encode(&ToRemote::Reply { seq: 1, reply: Reply { ret: 4, outs: vec![(0x10, vec![1, 2, 3, 4])] } }),

@@ -1,0 +1,480 @@
+//! Read-ahead of forwarded files: a migrated process reading a file at home (one not in
+//! a shared directory) in sequence gets it in large windows, one ahead of where it
+//! reads, instead of one round trip home per read.
+//!
+//! Only descriptors whose offset is their own are read ahead: those home lists at
+//! arrival (`Files::own`: a regular file whose open file description no other process
+//! or descriptor holds) and those the process opens while away. For each the guest
+//! follows the process's offset (`pos`) and home's (`home_pos`, which differ once
+//! windows serve reads: a window is a `pread` at home, which moves nothing). From the
+//! second full read in a row it asks home for [`WINDOW`] bytes at `pos` and answers
+//! reads from them, asking for the next window while the process still reads the
+//! current one. A window shorter than asked is the end of the file: the process's read
+//! there is forwarded again (so it sees what was written since, as `tail -f` wants),
+//! and streaming starts over later.
+//!
+//! Home's offset is made the process's again ([`ToHome::Offsets`](crate::proto::ToHome::Offsets))
+//! before any other forwarded call names the descriptor, before a capture and when
+//! the process ends; lseek, dup, close and the like drop what was read ahead. What is
+//! not guaranteed: bytes written to the file after a window was read (by another
+//! process at home, or by this one through another descriptor) are not seen until the
+//! next window; reads from several threads of the process on one descriptor are served
+//! in the order they reach the guest.
+
+use std::collections::HashMap;
+
+/// How much one window asks for.
+pub const WINDOW: u64 = 2 << 20;
+/// The buffer address a window's `pread` names: no memory of the process (home's answer
+/// comes back in the reply, never written into the process).
+pub const WINDOW_BUF: u64 = 0x1000;
+
+/// A read of the process that waits for bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// Its notification.
+    pub id: u64,
+    /// The thread (id here).
+    pub tid: i32,
+    pub addr: u64,
+    pub len: u64,
+}
+
+/// A window to ask home for: `pread(fd, WINDOW, at)`; its answer goes to [`Ahead::filled`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub fd: i32,
+    pub at: u64,
+    /// The thread (id here) that reads: the window is read by its deputy at home.
+    pub tid: i32,
+}
+
+/// What to do with a forwarded read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Forward it as usual (after [`Ahead::touched`]).
+    Usual,
+    /// Answer it with these bytes; then [`Ahead::consume`] them if the answer reached it.
+    Serve(Vec<u8>),
+    /// It waits for a window.
+    Wait,
+}
+
+/// What a window's answer does for the read that waited for it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// Nothing waits.
+    Nothing,
+    /// Serve it (a read of descriptor `.0`) these bytes (then [`Ahead::consume`]).
+    Serve(i32, Waiting, Vec<u8>),
+    /// Forward it (a read of descriptor `.0`) as usual (the window failed, or the end
+    /// of the file is there).
+    Forward(i32, Waiting),
+}
+
+#[derive(Debug, Default)]
+struct File {
+    /// The process's offset.
+    pos: u64,
+    /// Home's descriptor's offset.
+    home_pos: u64,
+    /// Full forwarded reads in a row.
+    full_reads: u32,
+    streaming: bool,
+    /// Bytes of the file from `at`.
+    at: u64,
+    data: Vec<u8>,
+    /// The last window ended before [`WINDOW`]: the end of the file is at `at + data.len()`.
+    eof: bool,
+    /// A window on its way.
+    asking: bool,
+    waiting: Option<Waiting>,
+    /// Windows of an older generation are dropped when they arrive.
+    generation: u64,
+    /// `pread` does not work on it (a pipe, a terminal): never read ahead.
+    never: bool,
+    /// The thread that read it last (id here).
+    reader: i32,
+}
+
+impl File {
+    fn end(&self) -> u64 {
+        self.at + self.data.len() as u64
+    }
+
+    fn drop_window(&mut self) {
+        self.streaming = false;
+        self.full_reads = 0;
+        self.data = Vec::new();
+        self.at = self.pos;
+        self.eof = false;
+        self.asking = false;
+        self.generation += 1;
+    }
+
+    /// The bytes for a read of `len` at `pos`, if there are enough (or the end of the
+    /// file is in the window).
+    fn peek(&self, len: u64) -> Option<Vec<u8>> {
+        if self.pos < self.at || self.pos > self.end() {
+            return None;
+        }
+        let avail = self.end() - self.pos;
+        if avail >= len || (avail > 0 && self.eof) {
+            let from = (self.pos - self.at) as usize;
+            return Some(self.data[from..from + avail.min(len) as usize].to_vec());
+        }
+        None
+    }
+
+    /// The next window to ask for, if one is wanted now: none on its way, the file not
+    /// ended, less than a window ahead of the process.
+    fn want(&mut self, fd: i32) -> Option<Ask> {
+        if !self.streaming || self.asking || self.eof || self.end() - self.pos.min(self.end()) >= WINDOW {
+            return None;
+        }
+        self.asking = true;
+        Some(Ask { fd, at: self.end(), tid: self.reader })
+    }
+}
+
+/// Read-ahead state of one guest.
+#[derive(Debug, Default)]
+pub struct Ahead {
+    files: HashMap<i32, File>,
+    /// Windows on their way: by the seq of their call, the descriptor, generation,
+    /// offset and the thread whose deputy reads it.
+    asked: HashMap<u64, (i32, u64, u64, i32)>,
+}
+
+impl Ahead {
+    /// Descriptor `fd` has an offset of its own, `pos`.
+    pub fn own(&mut self, fd: i32, pos: u64) {
+        self.files.insert(fd, File { pos, home_pos: pos, at: pos, ..File::default() });
+    }
+
+    /// Whether `fd` is followed.
+    pub fn follows(&self, fd: i32) -> bool {
+        self.files.contains_key(&fd)
+    }
+
+    /// A read(fd, addr, len) of the process.
+    pub fn read(&mut self, fd: i32, w: Waiting) -> (Read, Option<Ask>) {
+        let Some(f) = self.files.get_mut(&fd) else { return (Read::Usual, None) };
+        if f.never || w.len == 0 {
+            return (Read::Usual, None);
+        }
+        f.reader = w.tid;
+        if !f.streaming {
+            if f.full_reads < 1 {
+                return (Read::Usual, None);
+            }
+            f.streaming = true;
+            f.at = f.pos;
+            f.data.clear();
+            f.eof = false;
+        }
+        if let Some(bytes) = f.peek(w.len) {
+            return (Read::Serve(bytes), None);
+        }
+        if f.eof && f.pos >= f.end() {
+            // The end of the file as the last window saw it: ask home again.
+            f.drop_window();
+            return (Read::Usual, None);
+        }
+        f.waiting = Some(w);
+        (Read::Wait, f.want(fd))
+    }
+
+    /// The process got `n` bytes served at its offset: they are consumed. Returns the
+    /// next window to ask for, if one is wanted.
+    pub fn consume(&mut self, fd: i32, n: u64) -> Option<Ask> {
+        let f = self.files.get_mut(&fd)?;
+        f.pos += n;
+        f.waiting = None;
+        // Keep at most the window being read and the next.
+        let done = f.pos.saturating_sub(f.at).min(f.data.len() as u64);
+        if done >= WINDOW {
+            f.data.drain(..done as usize);
+            f.at += done;
+        }
+        f.want(fd)
+    }
+
+    /// A window was asked for by the call `seq`.
+    pub fn asked(&mut self, seq: u64, ask: Ask) {
+        let generation = self.files.get(&ask.fd).map_or(0, |f| f.generation);
+        self.asked.insert(seq, (ask.fd, generation, ask.at, ask.tid));
+    }
+
+    /// Home abandoned the call thread `tid` (id here) was running in its deputy (a signal
+    /// interrupted it): a window it was reading will not come; ask again where a read waits.
+    pub fn abandoned(&mut self, tid: i32) -> Vec<Ask> {
+        let lost: Vec<u64> = self.asked.iter().filter(|(_, a)| a.3 == tid).map(|(s, _)| *s).collect();
+        let mut again = Vec::new();
+        for seq in lost {
+            let (fd, generation, _, _) = self.asked.remove(&seq).expect("listed");
+            if let Some(f) = self.files.get_mut(&fd) {
+                if f.generation == generation {
+                    f.asking = false;
+                    if f.waiting.is_some() {
+                        again.extend(f.want(fd));
+                    }
+                }
+            }
+        }
+        again
+    }
+
+    /// Whether the reply `seq` is a window's.
+    pub fn is_window(&self, seq: u64) -> bool {
+        self.asked.contains_key(&seq)
+    }
+
+    /// The answer to window `seq`: `ret` and the bytes.
+    pub fn filled(&mut self, seq: u64, ret: i64, bytes: Vec<u8>) -> (Filled, Option<Ask>) {
+        let Some((fd, generation, at, _)) = self.asked.remove(&seq) else { return (Filled::Nothing, None) };
+        let Some(f) = self.files.get_mut(&fd) else { return (Filled::Nothing, None) };
+        if f.generation != generation || !f.streaming || at != f.end() {
+            return (Filled::Nothing, None);
+        }
+        f.asking = false;
+        if ret < 0 {
+            // Not a file pread can read (ESPIPE, EBADF...): never again.
+            f.never = true;
+            f.drop_window();
+            return (f.waiting.take().map_or(Filled::Nothing, |w| Filled::Forward(fd, w)), None);
+        }
+        let n = (ret as usize).min(bytes.len());
+        f.data.extend_from_slice(&bytes[..n]);
+        f.eof = (n as u64) < WINDOW;
+        let Some(w) = f.waiting else { return (Filled::Nothing, f.want(fd)) };
+        if let Some(b) = f.peek(w.len) {
+            return (Filled::Serve(fd, w, b), None);
+        }
+        if f.eof && f.pos >= f.end() {
+            f.waiting = None;
+            f.drop_window();
+            return (Filled::Forward(fd, w), None);
+        }
+        (Filled::Nothing, f.want(fd))
+    }
+
+    /// A forwarded call `nr` is about to go home: the offsets home's descriptors must
+    /// have first (those it names that differ). What it does to a descriptor stops or
+    /// ends the following of it.
+    pub fn touched(&mut self, nr: i64, args: &[u64; 6]) -> Vec<(i32, u64)> {
+        let mut settle = Vec::new();
+        let named: Vec<i32> = crate::direct::fd_args(nr).iter().filter_map(|&i| i32::try_from(args[i] as i64).ok()).collect();
+        let range = (nr == libc::SYS_close_range).then(|| (args[0] as u32, args[1] as u32));
+        let fds: Vec<i32> = match range {
+            Some((lo, hi)) => self.files.keys().copied().filter(|&fd| (lo..=hi).contains(&(fd as u32))).collect(),
+            None => named.into_iter().filter(|fd| self.files.contains_key(fd)).collect(),
+        };
+        for fd in fds {
+            let f = self.files.get_mut(&fd).expect("followed");
+            if f.pos != f.home_pos {
+                settle.push((fd, f.pos));
+                f.home_pos = f.pos;
+            }
+            if nr == libc::SYS_read {
+                continue; // a read forwarded as usual: `after` counts it
+            }
+            f.drop_window();
+            let keeps_offset = matches!(
+                nr,
+                libc::SYS_fstat | libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_fstatfs | libc::SYS_fsync | libc::SYS_fdatasync
+                    | libc::SYS_fadvise64 | libc::SYS_ioctl | libc::SYS_pread64 | libc::SYS_preadv | libc::SYS_readv | libc::SYS_lseek
+                    | libc::SYS_flock
+            ) || (nr == libc::SYS_fcntl && ![libc::F_DUPFD, libc::F_DUPFD_CLOEXEC].contains(&(args[1] as i32)));
+            if !keeps_offset {
+                // Closed, duplicated (its offset is shared now), replaced, written (maybe
+                // O_APPEND: where it ends is not known here): no longer followed.
+                self.files.remove(&fd);
+            }
+        }
+        settle
+    }
+
+    /// Home answered forwarded call `nr` with `ret`: what it did to the offsets.
+    pub fn after(&mut self, nr: i64, args: &[u64; 6], ret: i64) {
+        let fd = args[0] as i64 as i32;
+        match nr {
+            libc::SYS_read | libc::SYS_readv => {
+                if let Some(f) = self.files.get_mut(&fd) {
+                    if ret >= 0 {
+                        f.pos += ret as u64;
+                        f.home_pos = f.pos;
+                        f.at = f.pos;
+                    }
+                    let full = nr == libc::SYS_read && ret > 0 && ret as u64 == args[2];
+                    f.full_reads = if full { f.full_reads + 1 } else { 0 };
+                }
+            }
+            libc::SYS_lseek => {
+                if let Some(f) = self.files.get_mut(&fd) {
+                    if ret >= 0 {
+                        f.pos = ret as u64;
+                        f.home_pos = f.pos;
+                        f.at = f.pos;
+                    } else {
+                        self.files.remove(&fd);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Before a capture or the end: every offset home's descriptors must take, and no
+    /// window is kept (the process continues elsewhere, or not at all).
+    pub fn settle_all(&mut self) -> Vec<(i32, u64)> {
+        self.asked.clear();
+        let mut out = Vec::new();
+        for (fd, f) in self.files.iter_mut() {
+            if f.pos != f.home_pos {
+                out.push((*fd, f.pos));
+                f.home_pos = f.pos;
+            }
+            f.waiting = None;
+            f.drop_window();
+        }
+        out.sort();
+        out
+    }
+
+    /// The offset of `fd` home must take now (a read forwarded after all), if it differs.
+    pub fn settle(&mut self, fd: i32) -> Option<(i32, u64)> {
+        let f = self.files.get_mut(&fd)?;
+        f.waiting = None;
+        (f.pos != f.home_pos).then(|| {
+            f.home_pos = f.pos;
+            (fd, f.pos)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(len: u64) -> Waiting {
+        Waiting { id: 1, tid: 1, addr: 0x5000, len }
+    }
+
+    fn window(at: u64, n: usize) -> Vec<u8> {
+        (0..n).map(|i| ((at as usize + i) % 251) as u8).collect()
+    }
+
+    /// Two full reads forwarded, then windows: every read served in order, one window
+    /// ahead, the end of the file forwarded again; offsets home takes before other calls.
+    #[test]
+    fn sequential_reads_stream_in_windows() {
+        let mut a = Ahead::default();
+        a.own(3, 0);
+        let read = libc::SYS_read;
+        assert_eq!(a.read(3, w(100)), (Read::Usual, None));
+        assert!(a.touched(read, &[3, 0x5000, 100, 0, 0, 0]).is_empty());
+        a.after(read, &[3, 0x5000, 100, 0, 0, 0], 100);
+        // The second full read in a row starts streaming at offset 100.
+        let (r, ask) = a.read(3, w(100));
+        assert_eq!(r, Read::Wait);
+        assert_eq!(ask, Some(Ask { fd: 3, at: 100, tid: 1 }));
+        a.asked(7, ask.unwrap());
+        assert!(a.is_window(7));
+        let (f, next) = a.filled(7, WINDOW as i64, window(100, WINDOW as usize));
+        assert_eq!(f, Filled::Serve(3, w(100), window(100, 100)));
+        assert_eq!(next, None);
+        // Consumed: the next window is asked for (less than a window ahead now).
+        let next = a.consume(3, 100);
+        assert_eq!(next, Some(Ask { fd: 3, at: 100 + WINDOW, tid: 1 }));
+        a.asked(8, next.unwrap());
+        let (r, ask) = a.read(3, w(1000));
+        assert_eq!(r, Read::Serve(window(200, 1000)));
+        assert_eq!(ask, None, "one window on its way already");
+        assert_eq!(a.consume(3, 1000), None);
+        // The next window is short: the end of the file.
+        let (f, _) = a.filled(8, 500, window(100 + WINDOW, 500));
+        assert_eq!(f, Filled::Nothing);
+        // Reads up to the end are served, the one at the end goes home.
+        let left = WINDOW + 500 - 1100;
+        let (r, _) = a.read(3, w(left + 10));
+        assert_eq!(r, Read::Serve(window(1200, left as usize)));
+        a.consume(3, left);
+        assert_eq!(a.read(3, w(10)), (Read::Usual, None));
+        // Home's offset is 200 (two forwarded reads); the process's is at the end.
+        assert_eq!(a.settle(3), Some((3, 100 + WINDOW + 500)));
+        assert_eq!(a.settle(3), None);
+    }
+
+    #[test]
+    fn other_calls_settle_and_stop_or_end_following() {
+        let mut a = Ahead::default();
+        a.own(3, 0);
+        a.own(4, 10);
+        let read = [3u64, 0x5000, 100, 0, 0, 0];
+        a.after(libc::SYS_read, &read, 100);
+        let (_, ask) = a.read(3, w(100));
+        a.asked(1, ask.unwrap());
+        let _ = a.filled(1, WINDOW as i64, window(100, WINDOW as usize));
+        a.consume(3, 100);
+        // fstat: home takes the offset first; still followed, the window dropped.
+        assert_eq!(a.touched(libc::SYS_fstat, &[3, 0, 0, 0, 0, 0]), vec![(3, 200)]);
+        assert!(a.follows(3));
+        assert_eq!(a.read(3, w(100)), (Read::Usual, None), "streaming starts over");
+        // lseek: followed from its answer on.
+        assert!(a.touched(libc::SYS_lseek, &[3, 0, 0, 0, 0, 0]).is_empty());
+        a.after(libc::SYS_lseek, &[3, 0, 0, 0, 0, 0], 4096);
+        assert_eq!(a.settle(3), None);
+        // dup: the offset is shared from now on: no longer followed.
+        a.touched(libc::SYS_dup, &[3, 0, 0, 0, 0, 0]);
+        assert!(!a.follows(3));
+        // A window of an older generation is dropped when it arrives.
+        a.after(libc::SYS_read, &[4, 0x5000, 50, 0, 0, 0], 50);
+        let (_, ask) = a.read(4, w(50));
+        a.asked(2, ask.unwrap());
+        a.touched(libc::SYS_fsync, &[4, 0, 0, 0, 0, 0]);
+        assert_eq!(a.filled(2, WINDOW as i64, window(60, WINDOW as usize)), (Filled::Nothing, None));
+        // close_range covering it: no longer followed.
+        a.touched(libc::SYS_close_range, &[3, 10, 0, 0, 0, 0]);
+        assert!(!a.follows(4));
+    }
+
+    #[test]
+    fn a_failed_window_forwards_the_read_and_never_again() {
+        let mut a = Ahead::default();
+        a.own(5, 0);
+        a.after(libc::SYS_read, &[5, 0x5000, 64, 0, 0, 0], 64);
+        let (r, ask) = a.read(5, w(64));
+        assert_eq!(r, Read::Wait);
+        a.asked(9, ask.unwrap());
+        assert_eq!(a.filled(9, -(libc::ESPIPE as i64), vec![]), (Filled::Forward(5, w(64)), None));
+        a.after(libc::SYS_read, &[5, 0x5000, 64, 0, 0, 0], 64);
+        assert_eq!(a.read(5, w(64)), (Read::Usual, None));
+        assert_eq!(a.settle_all(), Vec::<(i32, u64)>::new());
+    }
+
+    #[test]
+    fn an_abandoned_window_is_asked_again_for_the_waiting_read() {
+        let mut a = Ahead::default();
+        a.own(3, 0);
+        a.after(libc::SYS_read, &[3, 0x5000, 64, 0, 0, 0], 64);
+        let (_, ask) = a.read(3, w(64));
+        let ask = ask.unwrap();
+        a.asked(4, ask);
+        assert!(a.abandoned(2).is_empty(), "another thread's");
+        assert_eq!(a.abandoned(1), vec![ask]);
+        a.asked(5, ask);
+        assert_eq!(a.filled(4, WINDOW as i64, window(64, WINDOW as usize)), (Filled::Nothing, None), "the lost one, late");
+        let (f, _) = a.filled(5, WINDOW as i64, window(64, WINDOW as usize));
+        assert_eq!(f, Filled::Serve(3, w(64), window(64, 64)));
+    }
+
+    #[test]
+    fn not_followed_and_short_reads_stay_usual() {
+        let mut a = Ahead::default();
+        assert_eq!(a.read(3, w(10)), (Read::Usual, None));
+        a.own(3, 0);
+        a.after(libc::SYS_read, &[3, 0x5000, 100, 0, 0, 0], 40);
+        assert_eq!(a.read(3, w(100)), (Read::Usual, None), "a short read is no sequence");
+    }
+}
