@@ -33,6 +33,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("shared_directory_verified_lookalike_not", shared_directory_verified_lookalike_not),
     ("files_used_directly_while_away", files_used_directly_while_away),
     ("lookalike_path_stays_forwarded", lookalike_path_stays_forwarded),
+    ("forwarded_files_read_ahead_and_written_behind", forwarded_files_read_ahead_and_written_behind),
+    ("write_error_at_home_reaches_a_later_call", write_error_at_home_reaches_a_later_call),
 ];
 
 #[test]
@@ -92,15 +94,16 @@ fn forwarded_calls(lab: &Lab, pid: i32) -> u64 {
     row["forwarded_calls"].as_u64().unwrap_or_else(|| panic!("no forwarded_calls in {row}"))
 }
 
-/// Files in the shared directory, used on n2: a descriptor opened at home continues at
-/// its offset there, on n3 and after coming back; a whole file read by 32 KiB reads, 4 MiB
-/// written, synced, read back, pread, mapped (which no longer brings it home). Hardly
-/// any call goes home for it. Then a process on n3 reads the file written on n2.
-fn files_used_directly_while_away(lab: &Lab) {
-    let dir = shared_dir(lab);
+/// The steps of `dfsa_io io DIR` (without the mapping, with `nomap`) around moves to n2,
+/// n3 and home, against a direct run; the calls forwarded home while on n2.
+fn io_moved_about(lab: &Lab, dir: &std::path::Path, nomap: bool, limit: u64) {
     let input: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(dir.join("input"), &input).unwrap();
-    let prog = lab.program("dfsa_io").with_args(&["io", &dir.to_string_lossy()]);
+    let mut args = vec!["io".to_string(), dir.to_string_lossy().into_owned()];
+    if nomap {
+        args.push("nomap".into());
+    }
+    let prog = lab.program("dfsa_io").with_args(&args);
     let gates = [Gate::Line("ready"), Gate::Line("io done"), Gate::Line("again")];
     let direct = lab.run_direct("dfsa_io (direct)", &prog, &gates);
     expect_status(&direct, Some(0), None);
@@ -114,17 +117,17 @@ fn files_used_directly_while_away(lab: &Lab) {
     lab.expect_where(&p, pid, "n2", Some(1));
     p.send(lab, "go\n");
     p.wait_for_line(lab, "io done");
-    // Still on n2 after mapping a file; its file calls did not go home: 3 MB read by
-    // 32 KiB reads (92), 4 MiB written and read back (256), and more. What went home:
-    // its lines on stdout and the reads of its trigger.
+    // Still on n2 (a mapping of a shared file does not bring it home); its file calls
+    // did not go home one by one: 3 MB read by 32 KiB reads (92), 4 MiB written and
+    // read back (256), and more. What went home: its lines on stdout, the reads of its
+    // trigger, and (forwarded files) a few windows and gathered writes.
     lab.expect_where(&p, pid, "n2", Some(1));
     let forwarded = forwarded_calls(lab, pid);
     println!("dfsa_io on n2: {forwarded} calls forwarded home");
-    if forwarded > 60 {
-        p.fail(lab, &format!("{forwarded} calls went home while it used files of the shared directory on n2 (at most 60 expected)"));
+    if forwarded > limit {
+        p.fail(lab, &format!("{forwarded} calls went home while it used its files on n2 (at most {limit} expected)"));
     }
-    // On to n3 (the descriptor opened at home is opened again there, at its offset),
-    // then home.
+    // On to n3 (a descriptor opened at home continues there at its offset), then home.
     lab.expect_migrate(&p, pid, "n3");
     lab.expect_where(&p, pid, "n3", Some(2));
     p.send(lab, "go\n");
@@ -133,7 +136,64 @@ fn files_used_directly_while_away(lab: &Lab) {
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
-    assert_eq!(std::fs::metadata(dir.join("out")).map(|m| m.len()).ok(), Some(4 << 20), "DIR/shared/out as written on n2");
+    assert_eq!(std::fs::metadata(dir.join("out")).map(|m| m.len()).ok(), Some(4 << 20), "{}/out as written on n2", dir.display());
+}
+
+/// Files of a directory the nodes do not share, used on n2: read ahead in windows and
+/// written behind, with the same results as at home and few calls forwarded.
+fn forwarded_files_read_ahead_and_written_behind(lab: &Lab) {
+    let dir = lab.dir.join("plain");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    io_moved_about(lab, &dir, true, 60);
+}
+
+/// A file system at home that fills up (a 1 MiB tmpfs in n1) while the process writes
+/// to it from n2: its writes are gathered, and the failure at home is the answer to a
+/// later write, its fsync or its close (as on an NFS client), never lost; at home the
+/// write itself fails.
+fn write_error_at_home_reaches_a_later_call(lab: &Lab) {
+    let small = "/tmp/herd-small";
+    lab.node_sh_ok("n1", &format!("mkdir -p {small} && mount -t tmpfs -o size=1m,mode=1777 tmpfs {small}"));
+    let file = format!("{small}/f");
+    let prog = lab.program("dfsa_io").with_args(&["fill", &file, "6"]);
+    let direct = lab.run_direct("dfsa_io fill (direct)", &prog, &[Gate::Line("ready")]);
+    expect_status(&direct, Some(0), None);
+    assert!(direct.stdout.contains("write failed after 1048576 bytes: No space left on device"), "{}", direct.describe());
+    lab.node_sh_ok("n1", &format!("rm -f {file}"));
+    let mut p = lab.start("dfsa_io fill (herd run, on n2)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    expect_status(&moved, Some(0), None);
+    let errors: Vec<&str> = moved.stdout.lines().filter(|l| l.contains("failed")).collect();
+    println!("dfsa_io fill on n2: {errors:?}");
+    assert!(
+        !errors.is_empty() && errors.iter().all(|l| l.ends_with("No space left on device")),
+        "the failure at home did not reach the program:\n{}",
+        moved.describe()
+    );
+    let first = errors[0];
+    let later_write = first.strip_prefix("write failed after ").and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        later_write.is_some_and(|n| (1 << 20..=6 << 20).contains(&n)) || first.starts_with("fsync failed") || first.starts_with("close failed"),
+        "the failure reached it at an unexpected call: {first:?}\n{}",
+        moved.describe()
+    );
+    assert!(moved.stdout.ends_with("filled\n"), "{}", moved.describe());
+    lab.node_sh_ok("n1", &format!("umount {small}"));
+}
+
+/// Files in the shared directory, used on n2: a descriptor opened at home continues at
+/// its offset there, on n3 and after coming back; a whole file read by 32 KiB reads, 4 MiB
+/// written, synced, read back, pread, mapped (which no longer brings it home). Hardly
+/// any call goes home for it. Then a process on n3 reads the file written on n2.
+fn files_used_directly_while_away(lab: &Lab) {
+    let dir = shared_dir(lab);
+    io_moved_about(lab, &dir, false, 60);
 
     // Written on n2, read on n3.
     let out = dir.join("out").to_string_lossy().into_owned();

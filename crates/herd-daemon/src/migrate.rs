@@ -1082,12 +1082,19 @@ impl Actor {
         let me = self.me.clone();
         let (path, forwarded, counter) = (self.path.clone(), self.forwarded.clone(), self.shared.counters.forwarded_calls.clone());
         let pid = self.pid;
+        let back = tx.clone();
         tokio::spawn(async move {
             let why = loop {
                 match rx.recv().await {
                     Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
                         // Before anything that follows uses home's descriptors.
                         Ok(ToHome::Offsets(offsets)) => direct::set_offsets(pid, &offsets),
+                        Ok(ToHome::Write { fd, at, data }) => {
+                            if let Err(errno) = tokio::task::block_in_place(|| direct::write_at(pid, fd, at, &data)) {
+                                tracing::debug!(pid, fd, errno, "gathered writes failed");
+                                let _ = back.send(ToRemote::WriteFailed { fd, errno }).await;
+                            }
+                        }
                         Ok(ToHome::Call { seq, tid, call }) => match path.deputy(gen) {
                             // The fast path: straight to the deputy thread.
                             Some(d) => {

@@ -1,6 +1,7 @@
-//! Read-ahead of forwarded files: a migrated process reading a file at home (one not in
-//! a shared directory) in sequence gets it in large windows, one ahead of where it
-//! reads, instead of one round trip home per read.
+//! Read-ahead and write-behind of forwarded files: a migrated process reading a file at
+//! home (one not in a shared directory) in sequence gets it in large windows, one ahead
+//! of where it reads, and its writes are gathered into large ones, instead of one round
+//! trip home per call.
 //!
 //! Only descriptors whose offset is their own are read ahead: those home lists at
 //! arrival (`Files::own`: a regular file whose open file description no other process
@@ -12,6 +13,17 @@
 //! current one. A window shorter than asked is the end of the file: the process's read
 //! there is forwarded again (so it sees what was written since, as `tail -f` wants),
 //! and streaming starts over later.
+//!
+//! **Writes** to such a descriptor (not opened O_APPEND or O_DIRECT) are answered at
+//! once and gathered here, contiguous, up to [`WINDOW`]; then they go home as one
+//! [`ToHome::Write`](crate::proto::ToHome::Write), which home's herdd applies itself at
+//! once (`pwrite` on its copy of the deputy's descriptor), in order with everything the
+//! stream carries. Gathered writes go home before any other call names the descriptor
+//! (an fsync or a close included), before a read of it, before a capture and when the
+//! process ends. A write that fails at home (a full file system) comes back as
+//! [`ToRemote::WriteFailed`](crate::proto::ToRemote::WriteFailed) and is the answer to
+//! the process's next write, fsync or close of that descriptor, as on an NFS client; if
+//! the process ends first, it is lost (as for an NFS client that does not close).
 //!
 //! Home's offset is made the process's again ([`ToHome::Offsets`](crate::proto::ToHome::Offsets))
 //! before any other forwarded call names the descriptor, before a capture and when
@@ -72,6 +84,40 @@ pub enum Filled {
     Forward(i32, Waiting),
 }
 
+/// Gathered writes for home: `pwrite(fd, data, at)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flush {
+    pub fd: i32,
+    pub at: u64,
+    pub data: Vec<u8>,
+}
+
+/// What home must do before a forwarded call, a capture or the end: gathered writes,
+/// then offsets.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settle {
+    pub writes: Vec<Flush>,
+    pub offsets: Vec<(i32, u64)>,
+}
+
+impl Settle {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.offsets.is_empty()
+    }
+}
+
+/// What to do with a forwarded write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Forward it as usual (after [`Ahead::touched`]).
+    Usual,
+    /// Read its bytes from the process and hand them to [`Ahead::gather`]; answer it with
+    /// their count.
+    Gather,
+    /// Answer it with this error (a positive errno): a gathered write failed at home.
+    Fail(i32),
+}
+
 #[derive(Debug, Default)]
 struct File {
     /// The process's offset.
@@ -95,9 +141,34 @@ struct File {
     never: bool,
     /// The thread that read it last (id here).
     reader: i32,
+    /// Writes gathered: bytes at `wat`.
+    wat: u64,
+    wbuf: Vec<u8>,
+    /// Opened O_APPEND or O_DIRECT (or not known): writes are never gathered.
+    no_gather: bool,
+    /// A gathered write failed at home: the error (a positive errno) for the next
+    /// write, fsync or close.
+    error: Option<i32>,
 }
 
 impl File {
+    fn flush(&mut self, fd: i32) -> Option<Flush> {
+        if self.wbuf.is_empty() {
+            return None;
+        }
+        let data = std::mem::take(&mut self.wbuf);
+        Some(Flush { fd, at: self.wat, data })
+    }
+
+    /// Gathered writes out and the offset home's descriptor must take (if it differs).
+    fn settle(&mut self, fd: i32, into: &mut Settle) {
+        into.writes.extend(self.flush(fd));
+        if self.pos != self.home_pos {
+            into.offsets.push((fd, self.pos));
+            self.home_pos = self.pos;
+        }
+    }
+
     fn end(&self) -> u64 {
         self.at + self.data.len() as u64
     }
@@ -144,12 +215,65 @@ pub struct Ahead {
     /// Windows on their way: by the seq of their call, the descriptor, generation,
     /// offset and the thread whose deputy reads it.
     asked: HashMap<u64, (i32, u64, u64, i32)>,
+    /// Errors of gathered writes of descriptors no longer followed, for the answer of
+    /// the call that ended the following (a close).
+    orphan_errors: HashMap<i32, i32>,
 }
 
 impl Ahead {
-    /// Descriptor `fd` has an offset of its own, `pos`.
-    pub fn own(&mut self, fd: i32, pos: u64) {
-        self.files.insert(fd, File { pos, home_pos: pos, at: pos, ..File::default() });
+    /// Descriptor `fd` has an offset of its own, `pos`; `flags` are its open(2) flags
+    /// (None: not known, then writes are not gathered).
+    pub fn own(&mut self, fd: i32, pos: u64, flags: Option<i32>) {
+        let no_gather = flags.is_none_or(|f| f & (libc::O_APPEND | libc::O_DIRECT) != 0);
+        self.files.insert(fd, File { pos, home_pos: pos, at: pos, no_gather, ..File::default() });
+    }
+
+    /// A write(fd, …, len) of the process.
+    pub fn write(&mut self, fd: i32, len: u64) -> Write {
+        let Some(f) = self.files.get_mut(&fd) else { return Write::Usual };
+        if let Some(e) = f.error.take() {
+            return Write::Fail(e);
+        }
+        if f.no_gather || len == 0 {
+            return Write::Usual;
+        }
+        Write::Gather
+    }
+
+    /// The bytes of a gathered write, at the process's offset (answered with their
+    /// count). What must go home first or now (not contiguous with what was gathered,
+    /// or a whole window).
+    pub fn gather(&mut self, fd: i32, bytes: &[u8]) -> Vec<Flush> {
+        let Some(f) = self.files.get_mut(&fd) else { return Vec::new() };
+        let mut out = Vec::new();
+        if !f.wbuf.is_empty() && f.wat + f.wbuf.len() as u64 != f.pos {
+            out.extend(f.flush(fd));
+        }
+        if f.wbuf.is_empty() {
+            f.wat = f.pos;
+        }
+        f.wbuf.extend_from_slice(bytes);
+        f.pos += bytes.len() as u64;
+        // What was read ahead is older than this.
+        if f.streaming {
+            f.drop_window();
+        }
+        if f.wbuf.len() as u64 >= WINDOW {
+            out.extend(f.flush(fd));
+        }
+        out
+    }
+
+    /// A gathered write of `fd` failed at home with `errno`.
+    pub fn write_failed(&mut self, fd: i32, errno: i32) {
+        if let Some(f) = self.files.get_mut(&fd) {
+            f.error.get_or_insert(errno);
+        }
+    }
+
+    /// The error of a gathered write of `fd` not reported yet (taken).
+    pub fn take_error(&mut self, fd: i32) -> Option<i32> {
+        self.files.get_mut(&fd)?.error.take()
     }
 
     /// Whether `fd` is followed.
@@ -160,7 +284,7 @@ impl Ahead {
     /// A read(fd, addr, len) of the process.
     pub fn read(&mut self, fd: i32, w: Waiting) -> (Read, Option<Ask>) {
         let Some(f) = self.files.get_mut(&fd) else { return (Read::Usual, None) };
-        if f.never || w.len == 0 {
+        if f.never || w.len == 0 || !f.wbuf.is_empty() {
             return (Read::Usual, None);
         }
         f.reader = w.tid;
@@ -262,8 +386,8 @@ impl Ahead {
     /// A forwarded call `nr` is about to go home: the offsets home's descriptors must
     /// have first (those it names that differ). What it does to a descriptor stops or
     /// ends the following of it.
-    pub fn touched(&mut self, nr: i64, args: &[u64; 6]) -> Vec<(i32, u64)> {
-        let mut settle = Vec::new();
+    pub fn touched(&mut self, nr: i64, args: &[u64; 6]) -> Settle {
+        let mut settle = Settle::default();
         let named: Vec<i32> = crate::direct::fd_args(nr).iter().filter_map(|&i| i32::try_from(args[i] as i64).ok()).collect();
         let range = (nr == libc::SYS_close_range).then(|| (args[0] as u32, args[1] as u32));
         let fds: Vec<i32> = match range {
@@ -272,10 +396,7 @@ impl Ahead {
         };
         for fd in fds {
             let f = self.files.get_mut(&fd).expect("followed");
-            if f.pos != f.home_pos {
-                settle.push((fd, f.pos));
-                f.home_pos = f.pos;
-            }
+            f.settle(fd, &mut settle);
             if nr == libc::SYS_read {
                 continue; // a read forwarded as usual: `after` counts it
             }
@@ -284,12 +405,18 @@ impl Ahead {
                 nr,
                 libc::SYS_fstat | libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_fstatfs | libc::SYS_fsync | libc::SYS_fdatasync
                     | libc::SYS_fadvise64 | libc::SYS_ioctl | libc::SYS_pread64 | libc::SYS_preadv | libc::SYS_readv | libc::SYS_lseek
-                    | libc::SYS_flock
+                    | libc::SYS_flock | libc::SYS_write
             ) || (nr == libc::SYS_fcntl && ![libc::F_DUPFD, libc::F_DUPFD_CLOEXEC].contains(&(args[1] as i32)));
             if !keeps_offset {
-                // Closed, duplicated (its offset is shared now), replaced, written (maybe
-                // O_APPEND: where it ends is not known here): no longer followed.
+                // Closed, duplicated (its offset is shared now), replaced, written by a
+                // vector or another file (where it ends is not followed here): no longer
+                // followed. An error of gathered writes not reported yet stays for the
+                // answer of a close.
+                let error = f.error;
                 self.files.remove(&fd);
+                if let Some(e) = error {
+                    self.orphan_errors.insert(fd, e);
+                }
             }
         }
         settle
@@ -299,6 +426,18 @@ impl Ahead {
     pub fn after(&mut self, nr: i64, args: &[u64; 6], ret: i64) {
         let fd = args[0] as i64 as i32;
         match nr {
+            // A write forwarded as usual (not gathered: appending, or unknown flags).
+            libc::SYS_write => {
+                if let Some(f) = self.files.get_mut(&fd) {
+                    if ret >= 0 && !f.no_gather {
+                        f.pos += ret as u64;
+                        f.home_pos = f.pos;
+                        f.at = f.pos;
+                    } else {
+                        self.files.remove(&fd);
+                    }
+                }
+            }
             libc::SYS_read | libc::SYS_readv => {
                 if let Some(f) = self.files.get_mut(&fd) {
                     if ret >= 0 {
@@ -327,29 +466,34 @@ impl Ahead {
 
     /// Before a capture or the end: every offset home's descriptors must take, and no
     /// window is kept (the process continues elsewhere, or not at all).
-    pub fn settle_all(&mut self) -> Vec<(i32, u64)> {
+    pub fn settle_all(&mut self) -> Settle {
         self.asked.clear();
-        let mut out = Vec::new();
-        for (fd, f) in self.files.iter_mut() {
-            if f.pos != f.home_pos {
-                out.push((*fd, f.pos));
-                f.home_pos = f.pos;
-            }
+        let mut out = Settle::default();
+        let mut fds: Vec<i32> = self.files.keys().copied().collect();
+        fds.sort();
+        for fd in fds {
+            let f = self.files.get_mut(&fd).expect("listed");
+            f.settle(fd, &mut out);
             f.waiting = None;
             f.drop_window();
         }
-        out.sort();
         out
     }
 
-    /// The offset of `fd` home must take now (a read forwarded after all), if it differs.
-    pub fn settle(&mut self, fd: i32) -> Option<(i32, u64)> {
-        let f = self.files.get_mut(&fd)?;
-        f.waiting = None;
-        (f.pos != f.home_pos).then(|| {
-            f.home_pos = f.pos;
-            (fd, f.pos)
-        })
+    /// What home must do before a read of `fd` is forwarded after all.
+    pub fn settle(&mut self, fd: i32) -> Settle {
+        let mut out = Settle::default();
+        if let Some(f) = self.files.get_mut(&fd) {
+            f.waiting = None;
+            f.settle(fd, &mut out);
+        }
+        out
+    }
+
+    /// The error of gathered writes of a descriptor no longer followed (closed, say),
+    /// not reported yet (taken).
+    pub fn take_orphan_error(&mut self, fd: i32) -> Option<i32> {
+        self.orphan_errors.remove(&fd)
     }
 }
 
@@ -370,7 +514,7 @@ mod tests {
     #[test]
     fn sequential_reads_stream_in_windows() {
         let mut a = Ahead::default();
-        a.own(3, 0);
+        a.own(3, 0, Some(0));
         let read = libc::SYS_read;
         assert_eq!(a.read(3, w(100)), (Read::Usual, None));
         assert!(a.touched(read, &[3, 0x5000, 100, 0, 0, 0]).is_empty());
@@ -402,15 +546,15 @@ mod tests {
         a.consume(3, left);
         assert_eq!(a.read(3, w(10)), (Read::Usual, None));
         // Home's offset is 200 (two forwarded reads); the process's is at the end.
-        assert_eq!(a.settle(3), Some((3, 100 + WINDOW + 500)));
-        assert_eq!(a.settle(3), None);
+        assert_eq!(a.settle(3).offsets, vec![(3, 100 + WINDOW + 500)]);
+        assert!(a.settle(3).is_empty());
     }
 
     #[test]
     fn other_calls_settle_and_stop_or_end_following() {
         let mut a = Ahead::default();
-        a.own(3, 0);
-        a.own(4, 10);
+        a.own(3, 0, Some(0));
+        a.own(4, 10, Some(0));
         let read = [3u64, 0x5000, 100, 0, 0, 0];
         a.after(libc::SYS_read, &read, 100);
         let (_, ask) = a.read(3, w(100));
@@ -418,13 +562,13 @@ mod tests {
         let _ = a.filled(1, WINDOW as i64, window(100, WINDOW as usize));
         a.consume(3, 100);
         // fstat: home takes the offset first; still followed, the window dropped.
-        assert_eq!(a.touched(libc::SYS_fstat, &[3, 0, 0, 0, 0, 0]), vec![(3, 200)]);
+        assert_eq!(a.touched(libc::SYS_fstat, &[3, 0, 0, 0, 0, 0]).offsets, vec![(3, 200)]);
         assert!(a.follows(3));
         assert_eq!(a.read(3, w(100)), (Read::Usual, None), "streaming starts over");
         // lseek: followed from its answer on.
         assert!(a.touched(libc::SYS_lseek, &[3, 0, 0, 0, 0, 0]).is_empty());
         a.after(libc::SYS_lseek, &[3, 0, 0, 0, 0, 0], 4096);
-        assert_eq!(a.settle(3), None);
+        assert!(a.settle(3).is_empty());
         // dup: the offset is shared from now on: no longer followed.
         a.touched(libc::SYS_dup, &[3, 0, 0, 0, 0, 0]);
         assert!(!a.follows(3));
@@ -442,7 +586,7 @@ mod tests {
     #[test]
     fn a_failed_window_forwards_the_read_and_never_again() {
         let mut a = Ahead::default();
-        a.own(5, 0);
+        a.own(5, 0, Some(0));
         a.after(libc::SYS_read, &[5, 0x5000, 64, 0, 0, 0], 64);
         let (r, ask) = a.read(5, w(64));
         assert_eq!(r, Read::Wait);
@@ -450,13 +594,13 @@ mod tests {
         assert_eq!(a.filled(9, -(libc::ESPIPE as i64), vec![]), (Filled::Forward(5, w(64)), None));
         a.after(libc::SYS_read, &[5, 0x5000, 64, 0, 0, 0], 64);
         assert_eq!(a.read(5, w(64)), (Read::Usual, None));
-        assert_eq!(a.settle_all(), Vec::<(i32, u64)>::new());
+        assert!(a.settle_all().is_empty());
     }
 
     #[test]
     fn an_abandoned_window_is_asked_again_for_the_waiting_read() {
         let mut a = Ahead::default();
-        a.own(3, 0);
+        a.own(3, 0, Some(0));
         a.after(libc::SYS_read, &[3, 0x5000, 64, 0, 0, 0], 64);
         let (_, ask) = a.read(3, w(64));
         let ask = ask.unwrap();
@@ -469,11 +613,58 @@ mod tests {
         assert_eq!(f, Filled::Serve(3, w(64), window(64, 64)));
     }
 
+    /// Writes gathered to a window go home as one; another call, a read or the end sends
+    /// what is gathered first; a failure at home is the answer to the next write, fsync
+    /// or close.
+    #[test]
+    fn writes_are_gathered_and_their_errors_reported_later() {
+        let mut a = Ahead::default();
+        a.own(3, 10, Some(libc::O_WRONLY));
+        a.own(4, 0, Some(libc::O_WRONLY | libc::O_APPEND));
+        a.own(5, 0, None);
+        assert_eq!(a.write(4, 10), Write::Usual, "appending");
+        assert_eq!(a.write(5, 10), Write::Usual, "flags not known");
+        assert_eq!(a.write(9, 10), Write::Usual, "not followed");
+        assert_eq!(a.write(3, 100), Write::Gather);
+        assert!(a.gather(3, &[1; 100]).is_empty());
+        assert!(a.gather(3, &[2; 50]).is_empty());
+        // fstat: what was gathered goes home first, then the offset.
+        let s = a.touched(libc::SYS_fstat, &[3, 0, 0, 0, 0, 0]);
+        let mut data = vec![1; 100];
+        data.extend([2; 50]);
+        assert_eq!(s, Settle { writes: vec![Flush { fd: 3, at: 10, data }], offsets: vec![(3, 160)] });
+        // A whole window goes at once.
+        let big = vec![7u8; WINDOW as usize];
+        assert_eq!(a.gather(3, &big), vec![Flush { fd: 3, at: 160, data: big }]);
+        // Not contiguous (an lseek between): what was gathered goes first.
+        a.gather(3, &[3; 10]);
+        a.touched(libc::SYS_lseek, &[3, 0, 0, 0, 0, 0]);
+        a.after(libc::SYS_lseek, &[3, 0, 0, 0, 0, 0], 5);
+        assert!(a.gather(3, &[4; 10]).is_empty());
+        assert_eq!(a.settle_all().writes, vec![Flush { fd: 3, at: 5, data: vec![4; 10] }]);
+        // A failure: the next write gets it, once.
+        a.write_failed(3, libc::ENOSPC);
+        assert_eq!(a.write(3, 1), Write::Fail(libc::ENOSPC));
+        assert_eq!(a.write(3, 1), Write::Gather);
+        // ... or an fsync (its answer), or a close (after which it is no longer followed).
+        a.write_failed(3, libc::EIO);
+        assert_eq!(a.take_error(3), Some(libc::EIO));
+        a.write_failed(3, libc::EDQUOT);
+        a.touched(libc::SYS_close, &[3, 0, 0, 0, 0, 0]);
+        assert!(!a.follows(3));
+        assert_eq!(a.take_orphan_error(3), Some(libc::EDQUOT));
+        // A read after writes: what was gathered goes home, the read is forwarded.
+        a.own(6, 0, Some(libc::O_RDWR));
+        a.gather(6, &[9; 4]);
+        assert_eq!(a.read(6, w(4)), (Read::Usual, None));
+        assert_eq!(a.touched(libc::SYS_read, &[6, 0x5000, 4, 0, 0, 0]).writes, vec![Flush { fd: 6, at: 0, data: vec![9; 4] }]);
+    }
+
     #[test]
     fn not_followed_and_short_reads_stay_usual() {
         let mut a = Ahead::default();
         assert_eq!(a.read(3, w(10)), (Read::Usual, None));
-        a.own(3, 0);
+        a.own(3, 0, Some(0));
         a.after(libc::SYS_read, &[3, 0x5000, 100, 0, 0, 0], 40);
         assert_eq!(a.read(3, w(100)), (Read::Usual, None), "a short read is no sequence");
     }

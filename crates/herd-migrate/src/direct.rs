@@ -65,7 +65,7 @@ pub fn files_of(pid: i32, dirs: &[String]) -> Files {
             let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
             let Some(f) = open_file(pid, fd) else { continue };
             if !f.dir {
-                own.push((fd, f.pos));
+                own.push((fd, f.pos, f.flags));
             }
             if f.path.starts_with('/') && !f.path.ends_with(" (deleted)") && within(&f.path, dirs, &nested).is_some() {
                 open.push(f);
@@ -141,6 +141,23 @@ pub fn set_offsets(pid: i32, offsets: &[(i32, u64)]) {
             Err(e) => tracing::debug!(pid, fd, "setting the offset {pos}: {e}"),
         }
     }
+}
+
+/// Writes `data` at offset `at` of `pid`'s descriptor `fd` (home's, for writes the
+/// node gathered); the errno of a failure.
+pub fn write_at(pid: i32, fd: i32, at: u64, data: &[u8]) -> Result<(), i32> {
+    let pidfd = herd_kernel::pidfd::PidFd::open(pid).map_err(|_| libc::EIO)?;
+    let file = pidfd.get_fd(fd).map_err(|_| libc::EBADF)?;
+    let mut done = 0usize;
+    while done < data.len() {
+        match nix::sys::uio::pwrite(&file, &data[done..], (at + done as u64) as i64) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e as i32),
+        }
+    }
+    Ok(())
 }
 
 /// Mount points under `dir` (not `dir` itself) in this node's mount table: another

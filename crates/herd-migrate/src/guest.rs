@@ -26,7 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::postcopy::{self, PagerEnd, PagerLink, Push};
 use crate::wake::{WakeReceiver, WakeSender};
-use crate::ahead::{Ahead, Ask, Filled, Read, Waiting, WINDOW, WINDOW_BUF};
+use crate::ahead::{Ahead, Ask, Filled, Read, Settle, Waiting, Write, WINDOW, WINDOW_BUF};
 use crate::direct::{Direct, Plan};
 use crate::proto::{Adopt, Ending, Files, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
@@ -242,8 +242,8 @@ impl Guest {
             None => (Direct::none(pid), Vec::new()),
         };
         let mut ahead = Ahead::default();
-        for (fd, pos) in own.into_iter().filter(|(fd, _)| !direct.has(*fd)) {
-            ahead.own(fd, pos);
+        for (fd, pos, flags) in own.into_iter().filter(|(fd, _, _)| !direct.has(*fd)) {
+            ahead.own(fd, pos, Some(flags));
         }
         Ok(Guest {
             pid,
@@ -441,10 +441,36 @@ impl Guest {
     /// Home's descriptors take every offset the process has here (before a capture or
     /// its end).
     fn settle_all(&mut self, out: &dyn Fn(ToHome) -> bool) {
-        let mut offsets = self.direct.offsets(None);
-        offsets.extend(self.ahead.settle_all());
-        if !offsets.is_empty() {
-            out(ToHome::Offsets(offsets));
+        let mut s = self.ahead.settle_all();
+        s.offsets.extend(self.direct.offsets(None));
+        send_settle(s, out);
+    }
+
+    /// A write of a followed descriptor: gathered (answered now) or failed with the error
+    /// of an earlier one; false when it is to be forwarded as usual.
+    fn write_behind(&mut self, n: &Notif, out: &dyn Fn(ToHome) -> bool) -> bool {
+        let Ok(fd) = i32::try_from(n.args[0] as i64) else { return false };
+        let len = n.args[2].min(syscalls::MAX_IO);
+        match self.ahead.write(fd, len) {
+            Write::Usual => false,
+            Write::Fail(errno) => {
+                self.answer(n.id, -(errno as i64));
+                true
+            }
+            Write::Gather => {
+                let mut bytes = vec![0u8; len as usize];
+                if syscalls::MemRead::read(&ProcMemory { pid: self.pid }, n.args[1], &mut bytes).is_err() {
+                    self.answer(n.id, -(libc::EFAULT as i64));
+                    return true;
+                }
+                // Gathered only if the write got its answer (a signal may have ended it).
+                if let Ok(true) = self.listener.respond(n.id, len as i64, 0) {
+                    for f in self.ahead.gather(fd, &bytes) {
+                        out(ToHome::Write { fd: f.fd, at: f.at, data: f.data });
+                    }
+                }
+                true
+            }
         }
     }
 
@@ -497,9 +523,7 @@ impl Guest {
 
     /// Forwards read `w` of `fd` as usual after all (home's offset is made the process's first).
     fn forward_read(&mut self, fd: i32, w: Waiting, out: &dyn Fn(ToHome) -> bool) {
-        if let Some(o) = self.ahead.settle(fd) {
-            out(ToHome::Offsets(vec![o]));
-        }
+        send_settle(self.ahead.settle(fd), out);
         match syscalls::marshal(libc::SYS_read, [fd as u64, w.addr, w.len, 0, 0, 0], &ProcMemory { pid: self.pid }) {
             Ok(call) => {
                 self.seq += 1;
@@ -544,6 +568,7 @@ impl Guest {
         }
         let after = match self.direct.plan(&n, &ProcMemory { pid: self.pid }) {
             Plan::Usual if i64::from(n.nr) == libc::SYS_read && self.read_ahead(&n, out) => return,
+            Plan::Usual if i64::from(n.nr) == libc::SYS_write && self.write_behind(&n, out) => return,
             Plan::Usual => self.follows(&n),
             Plan::Here => {
                 let named = Direct::named(&n);
@@ -595,10 +620,7 @@ impl Guest {
                     }
                 }
                 Ok(call) => {
-                    let settle = self.ahead.touched(call.nr, &call.args);
-                    if !settle.is_empty() {
-                        out(ToHome::Offsets(settle));
-                    }
+                    send_settle(self.ahead.touched(call.nr, &call.args), out);
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
                     self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call, after });
@@ -669,18 +691,24 @@ impl Guest {
                     }
                 };
                 self.ahead.after(p.call.nr, &p.call.args, ret);
-                let opens = [libc::SYS_open, libc::SYS_openat, libc::SYS_openat2, libc::SYS_creat];
-                let opened = (opens.contains(&p.call.nr) && ret >= 0).then_some(ret as i32);
+                // A gathered write that failed meanwhile is the answer of an fsync or a close.
+                let fd = p.call.args[0] as i64 as i32;
+                let ret = match p.call.nr {
+                    libc::SYS_fsync | libc::SYS_fdatasync => self.ahead.take_error(fd).map_or(ret, |e| -(e as i64)),
+                    libc::SYS_close => self.ahead.take_orphan_error(fd).map_or(ret, |e| -(e as i64)),
+                    _ => ret,
+                };
+                let opened = open_flags(&p.call).filter(|_| ret >= 0);
                 match p.after {
                     After::Open { dir, rel, flags } if ret >= 0 => {
                         if !self.direct.opened(&self.listener, p.id, dir, &rel, flags, ret as i32) {
-                            self.ahead.own(ret as i32, 0);
+                            self.ahead.own(ret as i32, 0, Some(flags));
                         }
                         self.answer(p.id, ret);
                     }
                     _ if opened.is_some() => {
                         // A new open file description: its offset is this descriptor's alone.
-                        self.ahead.own(ret as i32, 0);
+                        self.ahead.own(ret as i32, 0, opened.flatten());
                         self.answer(p.id, ret);
                     }
                     // The process closes its own copies: the call runs here now.
@@ -729,6 +757,10 @@ impl Guest {
                         self.deliver(sig, target)
                     }
                 }
+            }
+            ToRemote::WriteFailed { fd, errno } => {
+                tracing::debug!(pid = self.pid, fd, errno, "gathered writes failed at home");
+                self.ahead.write_failed(fd, errno);
             }
             ToRemote::ThreadBorn { seq, tid } => {
                 let Some((id, caller)) = self.births.remove(&seq) else {
@@ -861,6 +893,27 @@ impl Guest {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// Sends home what it must do first: gathered writes, then offsets.
+fn send_settle(s: Settle, out: &dyn Fn(ToHome) -> bool) {
+    for f in s.writes {
+        out(ToHome::Write { fd: f.fd, at: f.at, data: f.data });
+    }
+    if !s.offsets.is_empty() {
+        out(ToHome::Offsets(s.offsets));
+    }
+}
+
+/// For a forwarded open: Some(its open(2) flags, if the call shows them).
+fn open_flags(call: &Call) -> Option<Option<i32>> {
+    match call.nr {
+        libc::SYS_open => Some(Some(call.args[1] as i32)),
+        libc::SYS_openat => Some(Some(call.args[2] as i32)),
+        libc::SYS_creat => Some(Some(libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC)),
+        libc::SYS_openat2 => Some(None),
+        _ => None,
     }
 }
 

@@ -163,6 +163,10 @@ pub enum ToRemote {
     /// directly where it goes (directories shared by both nodes, DFSA), and which of its
     /// files have an offset of their own (read-ahead).
     Files(Files),
+    /// Tag 17: Writes the process made to `fd` and the node gathered
+    /// ([`ToHome::Write`]) failed at home with `errno`: the answer to its next write,
+    /// fsync or close of it.
+    WriteFailed { fd: i32, errno: i32 },
 }
 
 /// Home's files a process may use directly on the node it goes to: the directories
@@ -179,9 +183,9 @@ pub struct Files {
     /// Its open files under `dirs` that only it uses (their offset is its own).
     pub open: Vec<OpenFile>,
     /// Every regular file it has open whose offset is that descriptor's alone (no
-    /// other process or descriptor shares its open file description), with the offset:
-    /// forwarded reads of these may be read ahead.
-    pub own: Vec<(i32, u64)>,
+    /// other process or descriptor shares its open file description): fd, offset and
+    /// open(2) flags. Forwarded reads of these may be read ahead, writes gathered.
+    pub own: Vec<(i32, u64, i32)>,
 }
 
 /// One open file of a process, as home sees it.
@@ -248,6 +252,15 @@ pub enum ToHome {
     /// sets them on its own descriptors before what follows (a call that uses one of
     /// them at home, the image, or the end).
     Offsets(Vec<(i32, u64)>),
+    /// Tag 18: Writes the process made to `fd` (one it does not use directly), gathered
+    /// by the node: home writes `data` at offset `at` of its descriptor at once, before
+    /// what follows; a failure comes back as [`ToRemote::WriteFailed`].
+    Write {
+        fd: i32,
+        at: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// Largest image chunk per message.
@@ -308,6 +321,7 @@ mod tests {
             ToRemote::PageRequest { addr: 0 },
             ToRemote::ThreadBorn { seq: 0, tid: 0 },
             ToRemote::Files(Files::default()),
+            ToRemote::WriteFailed { fd: 0, errno: 0 },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -331,6 +345,7 @@ mod tests {
             ToHome::ThreadBirth { seq: 0, tid: 0 },
             ToHome::ThreadEnd { tid: 0 },
             ToHome::Offsets(vec![]),
+            ToHome::Write { fd: 0, at: 0, data: vec![] },
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -368,9 +383,11 @@ mod tests {
                 nested: vec![],
                 cwd: "/home/u".into(),
                 open: vec![OpenFile { fd: 3, path: "/home/u/f".into(), pos: 9, flags: 2, ino: 7, dir: false }],
-                own: vec![(3, 9), (5, 0)],
+                own: vec![(3, 9, 2), (5, 0, 0o2001)],
             })),
             encode(&ToHome::Offsets(vec![(3, 4096), (4, 1)])),
+            encode(&ToHome::Write { fd: 3, at: 4096, data: vec![7; 300] }),
+            encode(&ToRemote::WriteFailed { fd: 3, errno: 28 }),
             encode(&ToRemote::Reply { seq: 1, reply: Reply { ret: 4, outs: vec![(0x10, vec![1, 2, 3, 4])] } }),
             encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy }),
         ];

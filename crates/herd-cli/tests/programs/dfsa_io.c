@@ -9,7 +9,11 @@
  *                      (MAP_PRIVATE) and sums it; "io done", trigger (the test
  *                      moves it on); reads 1000 more of A, "again", trigger (the
  *                      test moves it home); reads 1000 more of A.
+ *   dfsa_io io DIR nomap   the same without the mapping (a file not in a shared
+ *                      directory: its mapping would bring the process home).
  *   dfsa_io check FILE "ready", trigger, then prints a checksum of FILE.
+ *   dfsa_io fill FILE MIB  "ready", trigger, then writes up to MIB MiB to FILE in
+ *                      32 KiB writes, fsync, close; says which call failed first.
  *
  * Every step prints a checksum (FNV-1a) or a number: the same in a direct run.
  */
@@ -87,8 +91,31 @@ int main(int argc, char **argv)
         say("%s: %zu bytes %016llx", argv[2], total, (unsigned long long)h);
         return 0;
     }
-    if (argc != 3 || strcmp(argv[1], "io") != 0) {
-        fprintf(stderr, "usage: dfsa_io io DIR | dfsa_io check FILE\n");
+    if (argc == 4 && strcmp(argv[1], "fill") == 0) {
+        say("ready");
+        mig_wait_trigger("fill");
+        int fd = must_open(argv[2], O_WRONLY | O_CREAT | O_TRUNC);
+        static unsigned char block[32768];
+        memset(block, 'x', sizeof block);
+        long long total = 0, want = atoll(argv[3]) << 20;
+        while (total < want) {
+            ssize_t w = write(fd, block, sizeof block);
+            if (w < 0) {
+                say("write failed after %lld bytes: %s", total, strerror(errno));
+                break;
+            }
+            total += w;
+        }
+        if (fsync(fd) != 0)
+            say("fsync failed: %s", strerror(errno));
+        if (close(fd) != 0)
+            say("close failed: %s", strerror(errno));
+        say("filled");
+        return 0;
+    }
+    int nomap = argc == 4 && strcmp(argv[3], "nomap") == 0;
+    if ((argc != 3 && !nomap) || strcmp(argv[1], "io") != 0) {
+        fprintf(stderr, "usage: dfsa_io io DIR [nomap] | dfsa_io check FILE | dfsa_io fill FILE MIB\n");
         return 2;
     }
     char input[4096], out[4096];
@@ -137,20 +164,24 @@ int main(int argc, char **argv)
     say("pread: %zd %016llx", pr, (unsigned long long)fnv(FNV0, p, pr > 0 ? (size_t)pr : 0));
     close(w);
 
-    int m = must_open(input, O_RDONLY);
-    fstat(m, &st);
-    unsigned char *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, m, 0);
-    if (map == MAP_FAILED) {
-        fprintf(stderr, "mmap: %s\n", strerror(errno));
-        return 2;
+    unsigned char *map = NULL;
+    if (!nomap) {
+        int m = must_open(input, O_RDONLY);
+        fstat(m, &st);
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, m, 0);
+        if (map == MAP_FAILED) {
+            fprintf(stderr, "mmap: %s\n", strerror(errno));
+            return 2;
+        }
+        close(m);
+        say("input mapped: %016llx", (unsigned long long)fnv(FNV0, map, (size_t)st.st_size));
     }
-    close(m);
-    say("input mapped: %016llx", (unsigned long long)fnv(FNV0, map, (size_t)st.st_size));
     say("io done");
     mig_wait_trigger("on");
 
     read_part(a, 1000, "A later");
-    say("still mapped: %016llx", (unsigned long long)fnv(FNV0, map, 4096));
+    if (map)
+        say("still mapped: %016llx", (unsigned long long)fnv(FNV0, map, 4096));
     say("again");
     mig_wait_trigger("home");
 
