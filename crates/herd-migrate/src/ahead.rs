@@ -18,9 +18,9 @@
 //! once and gathered here, contiguous, up to [`WINDOW`]; then they go home as one
 //! [`ToHome::Write`](crate::proto::ToHome::Write), which home's herdd applies itself at
 //! once (`pwrite` on its copy of the deputy's descriptor), in order with everything the
-//! stream carries. Gathered writes go home before any other call names the descriptor
-//! (an fsync or a close included), before a read of it, before a capture and when the
-//! process ends. A write that fails at home (a full file system) comes back as
+//! stream carries. Gathered writes go home before any call the process makes at home
+//! (so what it then tells another process, or a stat of the path, sees them), before a
+//! window is read, before a capture and when the process ends. A write that fails at home (a full file system) comes back as
 //! [`ToRemote::WriteFailed`](crate::proto::ToRemote::WriteFailed) and is the answer to
 //! the process's next write, fsync or close of that descriptor, as on an NFS client; if
 //! the process ends first, it is lost (as for an NFS client that does not close).
@@ -262,6 +262,15 @@ impl Ahead {
             out.extend(f.flush(fd));
         }
         out
+    }
+
+    /// Every gathered write, for home now: before any call the process makes at home,
+    /// what it wrote is there (another process it talks to sees it, a path it stats has
+    /// its size).
+    pub fn flush_all(&mut self) -> Vec<Flush> {
+        let mut fds: Vec<i32> = self.files.iter().filter(|(_, f)| !f.wbuf.is_empty()).map(|(fd, _)| *fd).collect();
+        fds.sort();
+        fds.into_iter().filter_map(|fd| self.files.get_mut(&fd).and_then(|f| f.flush(fd))).collect()
     }
 
     /// A gathered write of `fd` failed at home with `errno`.

@@ -450,6 +450,9 @@ impl Guest {
     /// of an earlier one; false when it is to be forwarded as usual.
     fn write_behind(&mut self, n: &Notif, out: &dyn Fn(ToHome) -> bool) -> bool {
         let Ok(fd) = i32::try_from(n.args[0] as i64) else { return false };
+        if self.pending.contains_key(&(n.pid as i32)) {
+            return false; // as for reads
+        }
         let len = n.args[2].min(syscalls::MAX_IO);
         match self.ahead.write(fd, len) {
             Write::Usual => false,
@@ -478,6 +481,11 @@ impl Guest {
     /// when it is to be forwarded as usual.
     fn read_ahead(&mut self, n: &Notif, out: &dyn Fn(ToHome) -> bool) -> bool {
         let Ok(fd) = i32::try_from(n.args[0] as i64) else { return false };
+        // A call of this thread still pending at home: this may be its restart, which
+        // takes home's answer (below).
+        if self.pending.contains_key(&(n.pid as i32)) {
+            return false;
+        }
         let w = Waiting { id: n.id, tid: n.pid as i32, addr: n.args[1], len: n.args[2].min(syscalls::MAX_IO) };
         match self.ahead.read(fd, w) {
             (Read::Usual, _) => false,
@@ -510,6 +518,9 @@ impl Guest {
 
     /// Asks home for a window: a pread in the reading thread's deputy.
     fn ask_window(&mut self, a: Ask, out: &dyn Fn(ToHome) -> bool) {
+        for f in self.ahead.flush_all() {
+            out(ToHome::Write { fd: f.fd, at: f.at, data: f.data });
+        }
         let args = [a.fd as u64, WINDOW_BUF, WINDOW, a.at, 0, 0];
         match syscalls::marshal(libc::SYS_pread64, args, &ProcMemory { pid: self.pid }) {
             Ok(call) => {
@@ -523,7 +534,9 @@ impl Guest {
 
     /// Forwards read `w` of `fd` as usual after all (home's offset is made the process's first).
     fn forward_read(&mut self, fd: i32, w: Waiting, out: &dyn Fn(ToHome) -> bool) {
-        send_settle(self.ahead.settle(fd), out);
+        let mut s = self.ahead.settle(fd);
+        s.writes.extend(self.ahead.flush_all());
+        send_settle(s, out);
         match syscalls::marshal(libc::SYS_read, [fd as u64, w.addr, w.len, 0, 0, 0], &ProcMemory { pid: self.pid }) {
             Ok(call) => {
                 self.seq += 1;
@@ -532,6 +545,16 @@ impl Guest {
             }
             Err(_) => self.answer(w.id, -(libc::EFAULT as i64)),
         }
+    }
+
+    /// Before forwarded call `call` goes home: every gathered write, and the offsets of
+    /// the descriptors it names.
+    fn settle_for_call(&mut self, call: &Call, out: &dyn Fn(ToHome) -> bool) {
+        let mut s = self.ahead.touched(call.nr, &call.args);
+        let mut writes = self.ahead.flush_all();
+        writes.append(&mut s.writes);
+        s.writes = writes;
+        send_settle(s, out);
     }
 
     /// Local descriptors `fds` become forwarded ones (under call `id`).
@@ -620,7 +643,7 @@ impl Guest {
                     }
                 }
                 Ok(call) => {
-                    send_settle(self.ahead.touched(call.nr, &call.args), out);
+                    self.settle_for_call(&call, out);
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
                     self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call, after });
