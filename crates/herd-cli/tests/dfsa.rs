@@ -35,6 +35,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("lookalike_path_stays_forwarded", lookalike_path_stays_forwarded),
     ("forwarded_files_read_ahead_and_written_behind", forwarded_files_read_ahead_and_written_behind),
     ("write_error_at_home_reaches_a_later_call", write_error_at_home_reaches_a_later_call),
+    ("sha256sum_cp_xz_of_a_file_at_home_run_on_n2", sha256sum_cp_xz_of_a_file_at_home_run_on_n2),
 ];
 
 #[test]
@@ -185,6 +186,63 @@ fn write_error_at_home_reaches_a_later_call(lab: &Lab) {
     );
     assert!(moved.stdout.ends_with("filled\n"), "{}", moved.describe());
     lab.node_sh_ok("n1", &format!("umount {small}"));
+}
+
+/// A command as a Program (its own path as the marker).
+fn command(argv: &[&str]) -> Program {
+    Program { argv: argv.iter().map(Into::into).collect(), marker: argv.join(" "), comm: None }
+}
+
+/// `sha256sum`, `cp` and `xz` of a 96 MB file at home (not in a shared directory), run
+/// with `herd run --node n2` (moved right after they start: most of their reading and
+/// writing happens on n2, through read-ahead and write-behind), against direct runs:
+/// the same digest, the same copy, the same compressed file.
+fn sha256sum_cp_xz_of_a_file_at_home_run_on_n2(lab: &Lab) {
+    let dir = lab.dir.join("plain");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let input = dir.join("big.txt");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        let mut x = 0x9E37_79B9u64;
+        for i in 0..1_500_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            writeln!(f, "line {i:08} of a file at home, {:016x} {:08x}", x, (x >> 20) as u32 ^ i as u32).unwrap();
+        }
+    }
+    std::fs::set_permissions(&input, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let size = std::fs::metadata(&input).unwrap().len();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (big, copy, direct_copy) = (path("big.txt"), path("copy.txt"), path("copy-direct.txt"));
+    let run = |label: &str, how: How, argv: &[&str]| {
+        let remote = matches!(how, How::HerdOn(_));
+        let f = lab.start(label, how, &command(argv)).finish(lab);
+        expect_status(&f, Some(0), None);
+        if remote && !f.stderr.is_empty() {
+            panic!("{label}: herd run said something (did it not move?):\n{}", f.describe());
+        }
+        f
+    };
+    // sha256sum
+    let d = run("sha256sum (direct)", How::Direct, &["sha256sum", &big]);
+    let m = run("sha256sum (herd run --node n2)", How::HerdOn("n2"), &["sha256sum", &big]);
+    assert_eq!(d.stdout, m.stdout, "sha256sum of {size} bytes");
+    // cp
+    run("cp (direct)", How::Direct, &["cp", &big, &direct_copy]);
+    run("cp (herd run --node n2)", How::HerdOn("n2"), &["cp", &big, &copy]);
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&input).unwrap(), "the copy made on n2 differs from the file");
+    assert_eq!(std::fs::metadata(&direct_copy).unwrap().len(), size);
+    // xz: reads the file, writes FILE.xz itself
+    run("xz (direct)", How::Direct, &["xz", "-1", "-T1", "-k", "-f", &copy]);
+    let direct_xz = std::fs::read(path("copy.txt.xz")).unwrap();
+    std::fs::remove_file(path("copy.txt.xz")).unwrap();
+    run("xz (herd run --node n2)", How::HerdOn("n2"), &["xz", "-1", "-T1", "-k", "-f", &copy]);
+    let moved_xz = std::fs::read(path("copy.txt.xz")).unwrap();
+    assert!(moved_xz == direct_xz, "xz on n2 wrote {} bytes, directly {} (or other bytes)", moved_xz.len(), direct_xz.len());
+    for f in ["big.txt", "copy.txt", "copy-direct.txt", "copy.txt.xz"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
 }
 
 /// Files in the shared directory, used on n2: a descriptor opened at home continues at
