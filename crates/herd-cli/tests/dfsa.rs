@@ -162,13 +162,7 @@ fn write_error_at_home_reaches_a_later_call(lab: &Lab) {
     expect_status(&direct, Some(0), None);
     assert!(direct.stdout.contains("write failed after 1048576 bytes: No space left on device"), "{}", direct.describe());
     lab.node_sh_ok("n1", &format!("rm -f {file}"));
-    let mut p = lab.start("dfsa_io fill (herd run, on n2)", How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    lab.expect_migrate(&p, pid, "n2");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    p.send(lab, "go\n");
-    let moved = p.finish(lab);
+    let moved = moved_at_ready(lab, "dfsa_io fill (herd run, on n2)", &prog, "n2");
     expect_status(&moved, Some(0), None);
     let errors: Vec<&str> = moved.stdout.lines().filter(|l| l.contains("failed")).collect();
     println!("dfsa_io fill on n2: {errors:?}");
@@ -186,6 +180,18 @@ fn write_error_at_home_reaches_a_later_call(lab: &Lab) {
     );
     assert!(moved.stdout.ends_with("filled\n"), "{}", moved.describe());
     lab.node_sh_ok("n1", &format!("umount {small}"));
+}
+
+/// Runs `prog` under `herd run`, moves it to `node` when it says "ready", lets it go on
+/// there, and waits for its end.
+fn moved_at_ready(lab: &Lab, label: &str, prog: &Program, node: &str) -> Finished {
+    let mut p = lab.start(label, How::Herd, prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, node);
+    lab.expect_where(&p, pid, node, Some(1));
+    p.send(lab, "go\n");
+    p.finish(lab)
 }
 
 /// A command as a Program (its own path as the marker).
@@ -258,14 +264,7 @@ fn files_used_directly_while_away(lab: &Lab) {
     let check = lab.program("dfsa_io").with_args(&["check", &out]);
     let direct = lab.run_direct("dfsa_io check (direct)", &check, &[Gate::Line("ready")]);
     expect_status(&direct, Some(0), None);
-    let mut p = lab.start("dfsa_io check (herd run, on n3)", How::Herd, &check);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    lab.expect_migrate(&p, pid, "n3");
-    lab.expect_where(&p, pid, "n3", Some(1));
-    p.send(lab, "go\n");
-    p.wait_for_prefix(lab, &out);
-    let moved = p.finish(lab);
+    let moved = moved_at_ready(lab, "dfsa_io check (herd run, on n3)", &check, "n3");
     same_result(&direct, &moved, same);
 }
 
@@ -279,12 +278,6 @@ fn lookalike_path_stays_forwarded(lab: &Lab) {
     let direct = lab.run_direct("dfsa_io check look-alike (direct)", &check, &[Gate::Line("ready")]);
     expect_status(&direct, Some(0), None);
     assert!(direct.stdout.contains(&format!("{file}: 16 bytes")), "{}", direct.describe());
-    let mut p = lab.start("dfsa_io check look-alike (herd run, on n2)", How::Herd, &check);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    lab.expect_migrate(&p, pid, "n2");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    p.send(lab, "go\n");
-    let moved = p.finish(lab);
+    let moved = moved_at_ready(lab, "dfsa_io check look-alike (herd run, on n2)", &check, "n2");
     same_result(&direct, &moved, same);
 }

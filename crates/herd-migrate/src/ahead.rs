@@ -514,6 +514,17 @@ mod tests {
         Waiting { id: 1, tid: 1, addr: 0x5000, len }
     }
 
+    /// `fd` followed from 0, one full read of 64 forwarded, the next waiting for the
+    /// window it asks for.
+    fn waiting_for_a_window(fd: i32) -> (Ahead, Ask) {
+        let mut a = Ahead::default();
+        a.own(fd, 0, Some(0));
+        a.after(libc::SYS_read, &[fd as u64, 0x5000, 64, 0, 0, 0], 64);
+        let (r, ask) = a.read(fd, w(64));
+        assert_eq!(r, Read::Wait);
+        (a, ask.expect("a window asked for"))
+    }
+
     fn window(at: u64, n: usize) -> Vec<u8> {
         (0..n).map(|i| ((at as usize + i) % 251) as u8).collect()
     }
@@ -594,12 +605,8 @@ mod tests {
 
     #[test]
     fn a_failed_window_forwards_the_read_and_never_again() {
-        let mut a = Ahead::default();
-        a.own(5, 0, Some(0));
-        a.after(libc::SYS_read, &[5, 0x5000, 64, 0, 0, 0], 64);
-        let (r, ask) = a.read(5, w(64));
-        assert_eq!(r, Read::Wait);
-        a.asked(9, ask.unwrap());
+        let (mut a, ask) = waiting_for_a_window(5);
+        a.asked(9, ask);
         assert_eq!(a.filled(9, -(libc::ESPIPE as i64), vec![]), (Filled::Forward(5, w(64)), None));
         a.after(libc::SYS_read, &[5, 0x5000, 64, 0, 0, 0], 64);
         assert_eq!(a.read(5, w(64)), (Read::Usual, None));
@@ -608,11 +615,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_window_is_asked_again_for_the_waiting_read() {
-        let mut a = Ahead::default();
-        a.own(3, 0, Some(0));
-        a.after(libc::SYS_read, &[3, 0x5000, 64, 0, 0, 0], 64);
-        let (_, ask) = a.read(3, w(64));
-        let ask = ask.unwrap();
+        let (mut a, ask) = waiting_for_a_window(3);
         a.asked(4, ask);
         assert!(a.abandoned(2).is_empty(), "another thread's");
         assert_eq!(a.abandoned(1), vec![ask]);
