@@ -299,6 +299,36 @@ pub fn open_beneath(root: std::os::fd::BorrowedFd<'_>, rel: &std::path::Path, fl
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// The `struct stat` of what `fd` refers to (an O_PATH descriptor will do), as the
+/// bytes a process's `stat(2)` buffer receives (x86_64 layout, 144 bytes).
+pub fn stat_bytes(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid `struct stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH, and one stat struct to fill.
+    let r = unsafe { libc::fstatat(fd.as_raw_fd(), c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `st` is plain data of `size_of::<stat>()` bytes, all initialised.
+    let bytes = unsafe { std::slice::from_raw_parts((&st as *const libc::stat).cast::<u8>(), std::mem::size_of::<libc::stat>()) };
+    Ok(bytes.to_vec())
+}
+
+/// The `struct statx` of what `fd` refers to, for `mask` (statx(2) with AT_EMPTY_PATH),
+/// as the bytes a process's buffer receives (256 bytes).
+pub fn statx_bytes(fd: std::os::fd::BorrowedFd<'_>, mask: u32, sync_flags: i32) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 256];
+    let flags = libc::AT_EMPTY_PATH | (sync_flags & (libc::AT_STATX_FORCE_SYNC | libc::AT_STATX_DONT_SYNC));
+    // SAFETY: an empty NUL-terminated path, and a 256-byte buffer the size of struct statx.
+    let r = unsafe { libc::syscall(libc::SYS_statx, fd.as_raw_fd(), c"".as_ptr(), flags, mask, buf.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(buf.to_vec())
+}
+
 #[cfg(test)]
 mod identity_tests {
     use super::*;
@@ -369,5 +399,20 @@ mod identity_tests {
             assert!(open(escape).is_err(), "{escape} was opened");
         }
         assert_eq!(open_beneath(std::os::fd::AsFd::as_fd(&root), std::path::Path::new("n"), libc::O_CREAT).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn stat_bytes_are_what_stat_gives() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, vec![1u8; 12345]).unwrap();
+        let file = std::fs::File::open(&f).unwrap();
+        let st = stat_bytes(std::os::fd::AsFd::as_fd(&file)).unwrap();
+        assert_eq!(st.len(), 144);
+        // st_size is at offset 48 on x86_64.
+        assert_eq!(u64::from_ne_bytes(st[48..56].try_into().unwrap()), 12345);
+        let stx = statx_bytes(std::os::fd::AsFd::as_fd(&file), libc::STATX_SIZE, 0).unwrap();
+        // stx_size is at offset 40.
+        assert_eq!(u64::from_ne_bytes(stx[40..48].try_into().unwrap()), 12345);
     }
 }

@@ -215,6 +215,10 @@ pub enum Plan {
     Close(Vec<i32>),
     /// These local descriptors become forwarded ones first; then forward the call.
     Demote(Vec<i32>),
+    /// A stat of `rel` in shared directory `dir`: answered here with what
+    /// [`Direct::stat_here`] gives, written at `buf` (statx: with its mask and flags);
+    /// forwarded as usual when it cannot be done here.
+    Stat { dir: usize, rel: PathBuf, nofollow: bool, buf: u64, statx: Option<(u32, i32)> },
 }
 
 /// Direct file access of one guest.
@@ -346,6 +350,21 @@ impl Direct {
                 };
             return if here { Plan::Here } else { Plan::Demote(named) };
         }
+        let at_cwd = libc::AT_FDCWD as i64;
+        let nofollow = |f: u64| f & libc::AT_SYMLINK_NOFOLLOW as u64 != 0;
+        let stat = match nr {
+            libc::SYS_stat => Some((at_cwd, a[0], a[1], false, None)),
+            libc::SYS_lstat => Some((at_cwd, a[0], a[1], true, None)),
+            libc::SYS_newfstatat => Some((a[0] as i32 as i64, a[1], a[2], nofollow(a[3]), None)),
+            libc::SYS_statx => Some((a[0] as i32 as i64, a[1], a[4], nofollow(a[2]), Some((a[3] as u32, a[2] as i32)))),
+            _ => None,
+        };
+        if let Some((dirfd, path, buf, nofollow, statx)) = stat {
+            return match self.resolve(dirfd, path, mem) {
+                Some((dir, rel)) => Plan::Stat { dir, rel, nofollow, buf, statx },
+                None => Plan::Usual,
+            };
+        }
         let (dirfd, path, flags) = match nr {
             libc::SYS_open => (libc::AT_FDCWD as i64, a[0], a[1] as i32),
             libc::SYS_creat => (libc::AT_FDCWD as i64, a[0], libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC),
@@ -364,20 +383,39 @@ impl Direct {
         if flags & (O_PATH | O_TMPFILE_DIR) != 0 {
             return Plan::Usual;
         }
-        let Some(path) = read_path(mem, path) else { return Plan::Usual };
+        match self.resolve(dirfd, path, mem) {
+            Some((dir, rel)) => Plan::Open { dir, rel, flags },
+            None => Plan::Usual,
+        }
+    }
+
+    /// The shared directory and the path in it that a call's path argument (at `path`
+    /// in the process, relative to `dirfd`) names: absolute, or relative to the working
+    /// directory as far as the node follows it. None for an empty path, a path relative
+    /// to another descriptor, or one that is in no shared directory.
+    fn resolve(&self, dirfd: i64, path: u64, mem: &dyn MemRead) -> Option<(usize, PathBuf)> {
+        let path = read_path(mem, path).filter(|p| !p.is_empty())?;
         let abs = if path.starts_with('/') {
             path
         } else if dirfd == libc::AT_FDCWD as i64 {
-            match &self.cwd {
-                Some(c) => format!("{}/{path}", c.trim_end_matches('/')),
-                None => return Plan::Usual,
-            }
+            format!("{}/{path}", self.cwd.as_ref()?.trim_end_matches('/'))
         } else {
-            return Plan::Usual;
+            return None;
         };
-        match within(&abs, &self.dirs, &self.nested) {
-            Some((dir, rel)) => Plan::Open { dir, rel, flags },
-            None => Plan::Usual,
+        within(&abs, &self.dirs, &self.nested)
+    }
+
+    /// The stat (statx with its mask and flags) of `rel` in shared directory `dir`, as
+    /// the process's owner, beneath the directory; None when it cannot be had here (no
+    /// such file, a symlink that leads out, no permission: home answers those).
+    pub fn stat_here(&self, dir: usize, rel: &Path, nofollow: bool, statx: Option<(u32, i32)>) -> Option<Vec<u8>> {
+        let creds = self.creds.as_ref()?;
+        let flags = O_PATH | libc::O_CLOEXEC | if nofollow { libc::O_NOFOLLOW } else { 0 };
+        let root = self.roots.get(dir)?.as_fd();
+        let fd = herd_kernel::task::as_user(creds, || herd_kernel::task::open_beneath(root, rel, flags)).ok()?.ok()?;
+        match statx {
+            None => herd_kernel::task::stat_bytes(fd.as_fd()).ok(),
+            Some((mask, sync)) => herd_kernel::task::statx_bytes(fd.as_fd(), mask, sync).ok(),
         }
     }
 
@@ -620,6 +658,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mounts_under_lists_nested_mount_points_only() {
+        // / has /proc under it on any Linux.
+        let under = mounts_under("/");
+        assert!(under.iter().any(|p| p == "/proc"), "{under:?}");
+        assert!(!under.iter().any(|p| p == "/"));
+    }
+
+    /// stat here: as the owner, beneath the directory; what leads out, or is missing,
+    /// is left to home.
+    #[test]
+    fn stat_here_stays_beneath_and_gives_the_files_stat() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), vec![0u8; 777]).unwrap();
+        std::os::unix::fs::symlink("f", d.path().join("rel")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("out")).unwrap();
+        let mut g = Direct::none(std::process::id() as i32);
+        g.dirs = vec![d.path().to_string_lossy().into_owned()];
+        g.roots = vec![std::fs::File::open(d.path()).unwrap().into()];
+        g.creds = Some(FsCreds { uid: herd_kernel::task::euid(), gid: herd_kernel::task::egid(), groups: vec![] });
+        let size = |b: Vec<u8>| u64::from_ne_bytes(b[48..56].try_into().unwrap());
+        assert_eq!(g.stat_here(0, Path::new("f"), false, None).map(size), Some(777));
+        assert_eq!(g.stat_here(0, Path::new("rel"), false, None).map(size), Some(777), "followed, inside");
+        let link = g.stat_here(0, Path::new("rel"), true, None).unwrap();
+        assert_eq!(u32::from_ne_bytes(link[24..28].try_into().unwrap()) & libc::S_IFMT, libc::S_IFLNK, "lstat: the link");
+        assert!(g.stat_here(0, Path::new("out"), false, None).is_none(), "a symlink out of the directory");
+        assert!(g.stat_here(0, Path::new("missing"), false, None).is_none());
+        assert!(g.stat_here(0, Path::new("../x"), false, None).is_none());
+        let stx = g.stat_here(0, Path::new("f"), false, Some((libc::STATX_SIZE, 0))).unwrap();
+        assert_eq!(u64::from_ne_bytes(stx[40..48].try_into().unwrap()), 777);
+    }
+
+    #[test]
     fn within_goes_by_components_and_avoids_nested_mounts() {
         let dirs = vec!["/home".to_string(), "/scratch/x".to_string()];
         assert_eq!(within("/home/u/f", &dirs, &[]), Some((0, PathBuf::from("u/f"))));
@@ -750,6 +820,21 @@ mod tests {
         g.chdir(None);
         assert_eq!(open(&g, [at, REL, rdonly, 0, 0, 0]), Plan::Usual);
         assert_eq!(open(&g, [at, ABS_IN, rdonly, 0, 0, 0]), Plan::Open { dir: 0, rel: "a/b".into(), flags: 0 });
+        // stat family, by path.
+        let stat = |g: &Direct, nr: i64, args: [u64; 6]| g.plan(&notif(nr, args), &m);
+        g.chdir(Some("/shared/u".into()));
+        assert_eq!(stat(&g, libc::SYS_stat, [ABS_IN, 0x9000, 0, 0, 0, 0]), Plan::Stat { dir: 0, rel: "a/b".into(), nofollow: false, buf: 0x9000, statx: None });
+        assert_eq!(stat(&g, libc::SYS_lstat, [REL, 0x9000, 0, 0, 0, 0]), Plan::Stat { dir: 0, rel: "u/data/x".into(), nofollow: true, buf: 0x9000, statx: None });
+        let nofollow = libc::AT_SYMLINK_NOFOLLOW as u64;
+        assert_eq!(stat(&g, libc::SYS_newfstatat, [at, ABS_IN, 0x9000, nofollow, 0, 0]), Plan::Stat { dir: 0, rel: "a/b".into(), nofollow: true, buf: 0x9000, statx: None });
+        assert_eq!(
+            stat(&g, libc::SYS_statx, [at, ABS_IN, 0, 0x7ff, 0x9000, 0]),
+            Plan::Stat { dir: 0, rel: "a/b".into(), nofollow: false, buf: 0x9000, statx: Some((0x7ff, 0)) }
+        );
+        assert_eq!(stat(&g, libc::SYS_stat, [ABS_OUT, 0x9000, 0, 0, 0, 0]), Plan::Usual);
+        assert_eq!(stat(&g, libc::SYS_stat, [ABS_NESTED, 0x9000, 0, 0, 0, 0]), Plan::Usual);
+        assert_eq!(stat(&g, libc::SYS_newfstatat, [at, EMPTY, 0x9000, AT_EMPTY_PATH, 0, 0]), Plan::Usual, "the cwd: home's");
+        assert_eq!(stat(&g, libc::SYS_newfstatat, [7, REL, 0x9000, 0, 0, 0]), Plan::Usual, "relative to a forwarded fd");
         // Nothing shared: every call as usual.
         let none = Direct::none(1);
         assert_eq!(none.plan(&notif(libc::SYS_openat, [at, ABS_IN, rdonly, 0, 0, 0]), &m), Plan::Usual);

@@ -612,6 +612,16 @@ impl Guest {
                 After::Close(fds)
             }
             Plan::Open { dir, rel, flags } => After::Open { dir, rel, flags },
+            Plan::Stat { dir, rel, nofollow, buf, statx } => {
+                let here = self.direct.stat_here(dir, &rel, nofollow, statx);
+                if let Some(bytes) = here {
+                    if syscalls::MemWrite::write(&ProcMemory { pid: self.pid }, buf, &bytes).is_ok() {
+                        self.answer(n.id, 0);
+                        return;
+                    }
+                }
+                After::Nothing
+            }
         };
         match syscalls::classify_notif(&n, self.home_pid) {
             Class::Local => {

@@ -118,9 +118,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: dfsa_io io DIR [nomap] | dfsa_io check FILE | dfsa_io fill FILE MIB\n");
         return 2;
     }
-    char input[4096], out[4096];
+    char input[4096], out[4096], link[4096], missing[4096];
     snprintf(input, sizeof input, "%s/input", argv[2]);
     snprintf(out, sizeof out, "%s/out", argv[2]);
+    snprintf(link, sizeof link, "%s/link", argv[2]);
+    snprintf(missing, sizeof missing, "%s/missing", argv[2]);
+    unlink(link);
+    if (symlink("input", link) != 0) {
+        fprintf(stderr, "symlink %s: %s\n", link, strerror(errno));
+        return 2;
+    }
 
     int a = must_open(input, O_RDONLY);
     read_part(a, 1000, "A at home");
@@ -176,6 +183,13 @@ int main(int argc, char **argv)
         close(m);
         say("input mapped: %016llx", (unsigned long long)fnv(FNV0, map, (size_t)st.st_size));
     }
+    struct stat ls;
+    int r1 = stat(input, &st), r2 = lstat(link, &ls);
+    say("stat input: %d, %lld bytes, mode %o, uid %d", r1, (long long)st.st_size, (int)st.st_mode, (int)st.st_uid);
+    say("lstat link: %d, %s; stat through it: %d", r2, S_ISLNK(ls.st_mode) ? "a symlink" : "not a symlink", stat(link, &st) == 0 && st.st_size == 3000000);
+    errno = 0;
+    say("stat missing: %d %s", stat(missing, &st), strerror(errno));
+    unlink(link);
     say("io done");
     mig_wait_trigger("on");
 
