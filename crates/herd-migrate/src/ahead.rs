@@ -52,11 +52,13 @@ pub struct Waiting {
     pub len: u64,
 }
 
-/// A window to ask home for: `pread(fd, WINDOW, at)`; its answer goes to [`Ahead::filled`].
+/// A window to ask home for: `pread(fd, len, at)`; its answer goes to [`Ahead::filled`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub fd: i32,
     pub at: u64,
+    /// [`WINDOW`], or what a larger waiting read still lacks.
+    pub len: u64,
     /// The thread (id here) that reads: the window is read by its deputy at home.
     pub tid: i32,
 }
@@ -198,13 +200,15 @@ impl File {
     }
 
     /// The next window to ask for, if one is wanted now: none on its way, the file not
-    /// ended, less than a window ahead of the process.
+    /// ended, less than a window (or than a larger waiting read wants) ahead of the process.
     fn want(&mut self, fd: i32) -> Option<Ask> {
-        if !self.streaming || self.asking || self.eof || self.end() - self.pos.min(self.end()) >= WINDOW {
+        let ahead = self.end() - self.pos.min(self.end());
+        let need = self.waiting.map_or(0, |w| w.len);
+        if !self.streaming || self.asking || self.eof || ahead >= WINDOW.max(need) {
             return None;
         }
         self.asking = true;
-        Some(Ask { fd, at: self.end(), tid: self.reader })
+        Some(Ask { fd, at: self.end(), len: WINDOW.max(need - ahead.min(need)), tid: self.reader })
     }
 }
 
@@ -213,8 +217,8 @@ impl File {
 pub struct Ahead {
     files: HashMap<i32, File>,
     /// Windows on their way: by the seq of their call, the descriptor, generation,
-    /// offset and the thread whose deputy reads it.
-    asked: HashMap<u64, (i32, u64, u64, i32)>,
+    /// offset, length and the thread whose deputy reads it.
+    asked: HashMap<u64, (i32, u64, u64, u64, i32)>,
     /// Errors of gathered writes of descriptors no longer followed, for the answer of
     /// the call that ended the following (a close).
     orphan_errors: HashMap<i32, i32>,
@@ -336,16 +340,16 @@ impl Ahead {
     /// A window was asked for by the call `seq`.
     pub fn asked(&mut self, seq: u64, ask: Ask) {
         let generation = self.files.get(&ask.fd).map_or(0, |f| f.generation);
-        self.asked.insert(seq, (ask.fd, generation, ask.at, ask.tid));
+        self.asked.insert(seq, (ask.fd, generation, ask.at, ask.len, ask.tid));
     }
 
     /// Home abandoned the call thread `tid` (id here) was running in its deputy (a signal
     /// interrupted it): a window it was reading will not come; ask again where a read waits.
     pub fn abandoned(&mut self, tid: i32) -> Vec<Ask> {
-        let lost: Vec<u64> = self.asked.iter().filter(|(_, a)| a.3 == tid).map(|(s, _)| *s).collect();
+        let lost: Vec<u64> = self.asked.iter().filter(|(_, a)| a.4 == tid).map(|(s, _)| *s).collect();
         let mut again = Vec::new();
         for seq in lost {
-            let (fd, generation, _, _) = self.asked.remove(&seq).expect("listed");
+            let (fd, generation, ..) = self.asked.remove(&seq).expect("listed");
             if let Some(f) = self.files.get_mut(&fd) {
                 if f.generation == generation {
                     f.asking = false;
@@ -365,7 +369,7 @@ impl Ahead {
 
     /// The answer to window `seq`: `ret` and the bytes.
     pub fn filled(&mut self, seq: u64, ret: i64, bytes: Vec<u8>) -> (Filled, Option<Ask>) {
-        let Some((fd, generation, at, _)) = self.asked.remove(&seq) else { return (Filled::Nothing, None) };
+        let Some((fd, generation, at, len, _)) = self.asked.remove(&seq) else { return (Filled::Nothing, None) };
         let Some(f) = self.files.get_mut(&fd) else { return (Filled::Nothing, None) };
         if f.generation != generation || !f.streaming || at != f.end() {
             return (Filled::Nothing, None);
@@ -379,7 +383,7 @@ impl Ahead {
         }
         let n = (ret as usize).min(bytes.len());
         f.data.extend_from_slice(&bytes[..n]);
-        f.eof = (n as u64) < WINDOW;
+        f.eof = (n as u64) < len;
         let Some(w) = f.waiting else { return (Filled::Nothing, f.want(fd)) };
         if let Some(b) = f.peek(w.len) {
             return (Filled::Serve(fd, w, b), None);
@@ -441,7 +445,7 @@ impl Ahead {
                     if ret >= 0 && !f.no_gather {
                         f.pos += ret as u64;
                         f.home_pos = f.pos;
-                        f.at = f.pos;
+                        f.drop_window();
                     } else {
                         self.files.remove(&fd);
                     }
@@ -449,13 +453,15 @@ impl Ahead {
             }
             libc::SYS_read | libc::SYS_readv => {
                 if let Some(f) = self.files.get_mut(&fd) {
+                    let full = nr == libc::SYS_read && ret > 0 && ret as u64 == args[2];
+                    let reads = if full { f.full_reads + 1 } else { 0 };
                     if ret >= 0 {
                         f.pos += ret as u64;
                         f.home_pos = f.pos;
-                        f.at = f.pos;
                     }
-                    let full = nr == libc::SYS_read && ret > 0 && ret as u64 == args[2];
-                    f.full_reads = if full { f.full_reads + 1 } else { 0 };
+                    // Whatever was read ahead is not where the process reads now.
+                    f.drop_window();
+                    f.full_reads = reads;
                 }
             }
             libc::SYS_lseek => {
@@ -463,7 +469,7 @@ impl Ahead {
                     if ret >= 0 {
                         f.pos = ret as u64;
                         f.home_pos = f.pos;
-                        f.at = f.pos;
+                        f.drop_window();
                     } else {
                         self.files.remove(&fd);
                     }
@@ -542,7 +548,7 @@ mod tests {
         // The second full read in a row starts streaming at offset 100.
         let (r, ask) = a.read(3, w(100));
         assert_eq!(r, Read::Wait);
-        assert_eq!(ask, Some(Ask { fd: 3, at: 100, tid: 1 }));
+        assert_eq!(ask, Some(Ask { fd: 3, at: 100, len: WINDOW, tid: 1 }));
         a.asked(7, ask.unwrap());
         assert!(a.is_window(7));
         let (f, next) = a.filled(7, WINDOW as i64, window(100, WINDOW as usize));
@@ -550,7 +556,7 @@ mod tests {
         assert_eq!(next, None);
         // Consumed: the next window is asked for (less than a window ahead now).
         let next = a.consume(3, 100);
-        assert_eq!(next, Some(Ask { fd: 3, at: 100 + WINDOW, tid: 1 }));
+        assert_eq!(next, Some(Ask { fd: 3, at: 100 + WINDOW, len: WINDOW, tid: 1 }));
         a.asked(8, next.unwrap());
         let (r, ask) = a.read(3, w(1000));
         assert_eq!(r, Read::Serve(window(200, 1000)));
@@ -601,6 +607,33 @@ mod tests {
         // close_range covering it: no longer followed.
         a.touched(libc::SYS_close_range, &[3, 10, 0, 0, 0, 0]);
         assert!(!a.follows(4));
+    }
+
+    /// A read larger than a window (sort reads 2.6 MB at once) gets a window as large as
+    /// it needs, also when one is already on its way.
+    #[test]
+    fn a_read_larger_than_a_window_is_served_whole() {
+        let mut a = Ahead::default();
+        a.own(3, 0, Some(0));
+        let big = WINDOW + WINDOW / 4;
+        a.after(libc::SYS_read, &[3, 0x5000, big, 0, 0, 0], big as i64);
+        let (r, ask) = a.read(3, w(big));
+        assert_eq!(r, Read::Wait);
+        assert_eq!(ask, Some(Ask { fd: 3, at: big, len: big, tid: 1 }));
+        a.asked(1, ask.unwrap());
+        let (f, _) = a.filled(1, big as i64, window(big, big as usize));
+        assert_eq!(f, Filled::Serve(3, w(big), window(big, big as usize)));
+        // The next one: a window is asked for after the consume, then the read wants more.
+        let next = a.consume(3, big).unwrap();
+        assert_eq!(next.len, WINDOW);
+        a.asked(2, next);
+        assert_eq!(a.read(3, w(big)), (Read::Wait, None), "one on its way");
+        let (f, again) = a.filled(2, WINDOW as i64, window(2 * big, WINDOW as usize));
+        assert_eq!(f, Filled::Nothing);
+        assert_eq!(again, Some(Ask { fd: 3, at: 2 * big + WINDOW, len: WINDOW, tid: 1 }), "what it still lacks, at least a window");
+        a.asked(3, again.unwrap());
+        let (f, _) = a.filled(3, WINDOW as i64, window(2 * big + WINDOW, WINDOW as usize));
+        assert_eq!(f, Filled::Serve(3, w(big), window(2 * big, big as usize)));
     }
 
     #[test]

@@ -59,73 +59,77 @@ const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 pub fn files_of(pid: i32, dirs: &[String]) -> Files {
     let nested = dirs.iter().flat_map(|d| mounts_under(d)).collect::<Vec<_>>();
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let (mut open, mut own) = (Vec::new(), Vec::new());
-    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        for e in entries.flatten() {
-            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            let Some(f) = open_file(pid, fd) else { continue };
-            if !f.dir {
-                own.push((fd, f.pos, f.flags));
-            }
-            if f.path.starts_with('/') && !f.path.ends_with(" (deleted)") && within(&f.path, dirs, &nested).is_some() {
-                open.push(f);
-            }
-        }
-    }
-    open.sort_by_key(|f| f.fd);
-    own.sort();
+    let mut files: Vec<OpenFile> = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(entries) => entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).filter_map(|fd| open_file(pid, fd)).collect(),
+        Err(_) => Vec::new(),
+    };
+    let held = held_elsewhere(pid, &files);
+    files.retain(|f| !held.contains(&f.fd));
+    files.sort_by_key(|f| f.fd);
+    let own = files.iter().filter(|f| !f.dir).map(|f| (f.fd, f.pos, f.flags)).collect();
+    let open = files
+        .into_iter()
+        .filter(|f| f.path.starts_with('/') && !f.path.ends_with(" (deleted)") && within(&f.path, dirs, &nested).is_some())
+        .collect();
     Files { dirs: dirs.to_vec(), nested, cwd, open, own }
 }
 
-/// Descriptor `fd` of `pid` if it is a regular file or a directory (not O_PATH) whose
-/// open file description nothing else holds (no other process, no other descriptor of
-/// the process): its offset is this descriptor's alone.
+/// Descriptor `fd` of `pid` if it is a regular file or a directory (not O_PATH).
 fn open_file(pid: i32, fd: i32) -> Option<OpenFile> {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let path = link.to_str()?.to_string();
     let meta = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    let (file, dir) = (meta.is_file(), meta.is_dir());
-    if !file && !dir {
+    if !meta.is_file() && !meta.is_dir() {
         return None;
     }
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
     let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
     let pos = field("pos:")?.parse().ok()?;
     let flags = i32::from_str_radix(field("flags:")?, 8).ok()?;
-    if flags & O_PATH != 0 || held_elsewhere(pid, fd, &link) {
+    if flags & O_PATH != 0 {
         return None;
     }
     use std::os::unix::fs::MetadataExt;
-    Some(OpenFile { fd, path, pos, flags, ino: meta.ino(), dir })
+    Some(OpenFile { fd, path, pos, flags, ino: meta.ino(), dir: meta.is_dir() })
 }
 
-/// Whether anything else holds the same open file description as `pid`'s `fd` (whose
-/// path is `path`): another descriptor of the process (a dup), or another process.
-/// Then its offset is not this descriptor's alone. `herd run` (comm "herd"), which only
-/// waits for its child, does not count.
-fn held_elsewhere(pid: i32, fd: i32, path: &Path) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return true };
+/// Which of `files` (descriptors of `pid`) share their open file description with
+/// something else: another descriptor of the process (a dup), or another process's.
+/// Their offset is not theirs alone. One pass over /proc (kcmp where the paths match);
+/// `herd run` (comm "herd"), which only waits for its child, does not count.
+fn held_elsewhere(pid: i32, files: &[OpenFile]) -> std::collections::HashSet<i32> {
+    let mut held = std::collections::HashSet::new();
+    if files.is_empty() {
+        return held;
+    }
+    let by_path: HashMap<&str, Vec<i32>> = files.iter().fold(HashMap::new(), |mut m, f| {
+        m.entry(f.path.as_str()).or_default().push(f.fd);
+        m
+    });
+    let Ok(procs) = std::fs::read_dir("/proc") else { return files.iter().map(|f| f.fd).collect() };
     for p in procs.flatten() {
         let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else { continue };
+        let mut is_herd = None;
         for f in fds.flatten() {
             let Some(ofd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            if (other == pid && ofd == fd) || std::fs::read_link(f.path()).ok().as_deref() != Some(path) {
-                continue;
-            }
-            match herd_kernel::task::same_description(pid, fd, other, ofd) {
-                Ok(false) => {}
-                Ok(true) => {
-                    let comm = std::fs::read_to_string(format!("/proc/{other}/comm")).unwrap_or_default();
-                    if other == pid || comm.trim() != "herd" {
-                        return true;
-                    }
+            let Ok(link) = std::fs::read_link(f.path()) else { continue };
+            let Some(mine) = link.to_str().and_then(|l| by_path.get(l)) else { continue };
+            for &fd in mine {
+                if (other == pid && ofd == fd) || held.contains(&fd) {
+                    continue;
                 }
-                Err(_) => return true,
+                let same = herd_kernel::task::same_description(pid, fd, other, ofd).unwrap_or(true);
+                let herd = *is_herd.get_or_insert_with(|| {
+                    other != pid && std::fs::read_to_string(format!("/proc/{other}/comm")).is_ok_and(|c| c.trim() == "herd")
+                });
+                if same && !herd {
+                    held.insert(fd);
+                }
             }
         }
     }
-    false
+    held
 }
 
 /// Sets the offsets the node sent on `pid`'s own descriptors (home's).
@@ -656,6 +660,33 @@ fn owner_creds(pid: i32) -> Option<FsCreds> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What home says of a process's files: a descriptor duplicated within the process,
+    /// or shared with a child, is not its own; one alone is, with its offset and flags;
+    /// those under a shared directory are listed to be opened again.
+    #[test]
+    fn files_of_tells_own_descriptors_from_shared_ones() {
+        use std::io::{Read, Seek};
+        let d = tempfile::tempdir().unwrap();
+        let (pa, pb) = (d.path().join("alone"), d.path().join("dup"));
+        std::fs::write(&pa, b"0123456789").unwrap();
+        std::fs::write(&pb, b"abcdef").unwrap();
+        let mut alone = std::fs::File::open(&pa).unwrap();
+        alone.read_exact(&mut [0u8; 4]).unwrap();
+        let mut dup = std::fs::OpenOptions::new().read(true).write(true).open(&pb).unwrap();
+        dup.seek(std::io::SeekFrom::Start(2)).unwrap();
+        let dup2 = dup.try_clone().unwrap();
+        let me = std::process::id() as i32;
+        let dir = d.path().to_string_lossy().into_owned();
+        let files = files_of(me, std::slice::from_ref(&dir));
+        let (fa, fb, fb2) = (alone.as_raw_fd(), dup.as_raw_fd(), dup2.as_raw_fd());
+        let own: Vec<&(i32, u64, i32)> = files.own.iter().filter(|(fd, _, _)| [fa, fb, fb2].contains(fd)).collect();
+        assert_eq!(own.len(), 1, "{:?}", files.own);
+        assert_eq!((own[0].0, own[0].1, own[0].2 & libc::O_ACCMODE), (fa, 4, libc::O_RDONLY));
+        assert_eq!(files.open.iter().filter(|f| [fa, fb, fb2].contains(&f.fd)).map(|f| f.fd).collect::<Vec<_>>(), vec![fa]);
+        assert!(files.open.iter().all(|f| f.path.starts_with(&dir)));
+        assert_eq!(files.dirs, vec![dir]);
+    }
 
     #[test]
     fn mounts_under_lists_nested_mount_points_only() {

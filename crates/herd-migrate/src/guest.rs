@@ -26,7 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::postcopy::{self, PagerEnd, PagerLink, Push};
 use crate::wake::{WakeReceiver, WakeSender};
-use crate::ahead::{Ahead, Ask, Filled, Read, Settle, Waiting, Write, WINDOW, WINDOW_BUF};
+use crate::ahead::{Ahead, Ask, Filled, Read, Settle, Waiting, Write, WINDOW_BUF};
 use crate::direct::{Direct, Plan};
 use crate::proto::{Adopt, Ending, Files, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
@@ -521,7 +521,7 @@ impl Guest {
         for f in self.ahead.flush_all() {
             out(ToHome::Write { fd: f.fd, at: f.at, data: f.data });
         }
-        let args = [a.fd as u64, WINDOW_BUF, WINDOW, a.at, 0, 0];
+        let args = [a.fd as u64, WINDOW_BUF, a.len, a.at, 0, 0];
         match syscalls::marshal(libc::SYS_pread64, args, &ProcMemory { pid: self.pid }) {
             Ok(call) => {
                 self.seq += 1;
