@@ -344,7 +344,9 @@ impl Ahead {
     }
 
     /// Home abandoned the call thread `tid` (id here) was running in its deputy (a signal
-    /// interrupted it): a window it was reading will not come; ask again where a read waits.
+    /// interrupted it): if that was a window, it will not come. Every window of that
+    /// thread is forgotten (one still on its way is dropped when it arrives) and asked
+    /// again where a read waits.
     pub fn abandoned(&mut self, tid: i32) -> Vec<Ask> {
         let lost: Vec<u64> = self.asked.iter().filter(|(_, a)| a.4 == tid).map(|(s, _)| *s).collect();
         let mut again = Vec::new();

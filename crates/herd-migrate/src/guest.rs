@@ -761,6 +761,13 @@ impl Guest {
             ToRemote::Signal { sig, during_call, tid, directed } => {
                 // The thread here whose deputy caught it.
                 let thread = self.local_tid(tid).unwrap_or(self.pid);
+                // What that deputy abandoned may have been a window read ahead for the
+                // thread (no answer will come): asked again (a late answer is dropped).
+                if during_call {
+                    for a in self.ahead.abandoned(thread) {
+                        self.ask_window(a, &**out);
+                    }
+                }
                 let target = directed.then_some(thread);
                 match (self.pending.get(&thread), during_call) {
                     (Some(p), true) => {
@@ -779,16 +786,7 @@ impl Guest {
                     }
                     // Home is about to answer the pending call: deliver after it.
                     (Some(_), false) => self.held_signals.entry(thread).or_default().push_back((sig, directed)),
-                    (None, during_call) => {
-                        // What that thread's deputy was running for it was a window: it
-                        // will not come.
-                        if during_call {
-                            for a in self.ahead.abandoned(thread) {
-                                self.ask_window(a, &**out);
-                            }
-                        }
-                        self.deliver(sig, target)
-                    }
+                    (None, _) => self.deliver(sig, target),
                 }
             }
             ToRemote::WriteFailed { fd, errno } => {
