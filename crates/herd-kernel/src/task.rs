@@ -329,6 +329,20 @@ pub fn statx_bytes(fd: std::os::fd::BorrowedFd<'_>, mask: u32, sync_flags: i32) 
     Ok(buf.to_vec())
 }
 
+/// Whether the calling thread's file-system identity may access what `fd` refers to
+/// with `mode` (R_OK, W_OK, X_OK; an O_PATH descriptor will do): faccessat2 with
+/// AT_EMPTY_PATH | AT_EACCESS, which checks with the thread's fsuid and fsgid (see
+/// [`as_user`]) rather than its real ids.
+pub fn access_as_fs_user(fd: std::os::fd::BorrowedFd<'_>, mode: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an empty NUL-terminated path; the rest are integers.
+    let r = unsafe { libc::syscall(libc::SYS_faccessat2, fd.as_raw_fd(), c"".as_ptr(), mode, libc::AT_EMPTY_PATH | libc::AT_EACCESS) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod identity_tests {
     use super::*;
@@ -399,6 +413,27 @@ mod identity_tests {
             assert!(open(escape).is_err(), "{escape} was opened");
         }
         assert_eq!(open_beneath(std::os::fd::AsFd::as_fd(&root), std::path::Path::new("n"), libc::O_CREAT).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn access_is_checked_as_the_fs_user() {
+        if euid() != 0 {
+            println!("SKIP: needs root (acting as another user)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = std::fs::File::open(&f).unwrap();
+        let fd = std::os::fd::AsFd::as_fd(&file);
+        assert!(access_as_fs_user(fd, libc::R_OK | libc::W_OK).is_ok(), "root");
+        let nobody = FsCreds { uid: 65534, gid: 65534, groups: vec![] };
+        let r = as_user(&nobody, || access_as_fs_user(fd, libc::R_OK)).unwrap();
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EACCES));
+        assert!(as_user(&nobody, || access_as_fs_user(fd, libc::F_OK)).unwrap().is_ok());
     }
 
     #[test]

@@ -223,6 +223,12 @@ pub enum Plan {
     /// [`Direct::stat_here`] gives, written at `buf` (statx: with its mask and flags);
     /// forwarded as usual when it cannot be done here.
     Stat { dir: usize, rel: PathBuf, nofollow: bool, buf: u64, statx: Option<(u32, i32)> },
+    /// access/faccessat of `rel` in shared directory `dir` with `mode`: answered 0 here
+    /// when [`Direct::access_here`] allows it; forwarded otherwise.
+    Access { dir: usize, rel: PathBuf, nofollow: bool, mode: i32 },
+    /// readlink of `rel` in shared directory `dir` into `buf` (`len` bytes): answered
+    /// here with [`Direct::readlink_here`]; forwarded when it cannot be.
+    Readlink { dir: usize, rel: PathBuf, buf: u64, len: u64 },
 }
 
 /// Direct file access of one guest.
@@ -369,6 +375,32 @@ impl Direct {
                 None => Plan::Usual,
             };
         }
+        let access = match nr {
+            libc::SYS_access => Some((at_cwd, a[0], a[1] as i32, false)),
+            libc::SYS_faccessat => Some((a[0] as i32 as i64, a[1], a[2] as i32, false)),
+            // AT_EACCESS asks about the effective ids: the owner's here, as at home.
+            libc::SYS_faccessat2 if a[3] & !((libc::AT_SYMLINK_NOFOLLOW | libc::AT_EACCESS) as u64) == 0 => {
+                Some((a[0] as i32 as i64, a[1], a[2] as i32, nofollow(a[3])))
+            }
+            _ => None,
+        };
+        if let Some((dirfd, path, mode, nofollow)) = access {
+            return match self.resolve(dirfd, path, mem) {
+                Some((dir, rel)) => Plan::Access { dir, rel, nofollow, mode },
+                None => Plan::Usual,
+            };
+        }
+        let readlink = match nr {
+            libc::SYS_readlink => Some((at_cwd, a[0], a[1], a[2])),
+            libc::SYS_readlinkat => Some((a[0] as i32 as i64, a[1], a[2], a[3])),
+            _ => None,
+        };
+        if let Some((dirfd, path, buf, len)) = readlink {
+            return match self.resolve(dirfd, path, mem) {
+                Some((dir, rel)) => Plan::Readlink { dir, rel, buf, len },
+                None => Plan::Usual,
+            };
+        }
         let (dirfd, path, flags) = match nr {
             libc::SYS_open => (libc::AT_FDCWD as i64, a[0], a[1] as i32),
             libc::SYS_creat => (libc::AT_FDCWD as i64, a[0], libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC),
@@ -407,6 +439,33 @@ impl Direct {
             return None;
         };
         within(&abs, &self.dirs, &self.nested)
+    }
+
+    /// Whether the owner may access `rel` in shared directory `dir` with `mode` (F_OK:
+    /// it exists), beneath the directory; false is no answer (home gives it).
+    pub fn access_here(&self, dir: usize, rel: &Path, nofollow: bool, mode: i32) -> bool {
+        let (Some(creds), Some(root)) = (self.creds.as_ref(), self.roots.get(dir)) else { return false };
+        let flags = O_PATH | libc::O_CLOEXEC | if nofollow { libc::O_NOFOLLOW } else { 0 };
+        let check = || {
+            let fd = herd_kernel::task::open_beneath(root.as_fd(), rel, flags)?;
+            herd_kernel::task::access_as_fs_user(fd.as_fd(), mode)
+        };
+        matches!(herd_kernel::task::as_user(creds, check), Ok(Ok(())))
+    }
+
+    /// The target of symlink `rel` in shared directory `dir` (its last component not
+    /// followed), as the owner; None when it is not one here (home answers).
+    pub fn readlink_here(&self, dir: usize, rel: &Path) -> Option<Vec<u8>> {
+        let creds = self.creds.as_ref()?;
+        let root = self.roots.get(dir)?.as_fd();
+        let link = herd_kernel::task::as_user(creds, || {
+            let fd = herd_kernel::task::open_beneath(root, rel, O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)?;
+            nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "").map_err(std::io::Error::from)
+        })
+        .ok()?
+        .ok()?;
+        use std::os::unix::ffi::OsStrExt;
+        Some(link.as_bytes().to_vec())
     }
 
     /// The stat (statx with its mask and flags) of `rel` in shared directory `dir`, as
@@ -718,6 +777,14 @@ mod tests {
         assert!(g.stat_here(0, Path::new("../x"), false, None).is_none());
         let stx = g.stat_here(0, Path::new("f"), false, Some((libc::STATX_SIZE, 0))).unwrap();
         assert_eq!(u64::from_ne_bytes(stx[40..48].try_into().unwrap()), 777);
+        // access and readlink, the same way.
+        assert!(g.access_here(0, Path::new("f"), false, libc::R_OK));
+        assert!(g.access_here(0, Path::new("rel"), false, libc::F_OK));
+        assert!(!g.access_here(0, Path::new("out"), false, libc::F_OK), "out of the directory");
+        assert!(!g.access_here(0, Path::new("missing"), false, libc::F_OK));
+        assert_eq!(g.readlink_here(0, Path::new("rel")), Some(b"f".to_vec()));
+        assert_eq!(g.readlink_here(0, Path::new("out")), Some(b"/etc/passwd".to_vec()), "the link itself is inside");
+        assert_eq!(g.readlink_here(0, Path::new("f")), None, "not a symlink: home says EINVAL");
     }
 
     #[test]
@@ -866,6 +933,11 @@ mod tests {
         assert_eq!(stat(&g, libc::SYS_stat, [ABS_NESTED, 0x9000, 0, 0, 0, 0]), Plan::Usual);
         assert_eq!(stat(&g, libc::SYS_newfstatat, [at, EMPTY, 0x9000, AT_EMPTY_PATH, 0, 0]), Plan::Usual, "the cwd: home's");
         assert_eq!(stat(&g, libc::SYS_newfstatat, [7, REL, 0x9000, 0, 0, 0]), Plan::Usual, "relative to a forwarded fd");
+        assert_eq!(stat(&g, libc::SYS_access, [ABS_IN, 4, 0, 0, 0, 0]), Plan::Access { dir: 0, rel: "a/b".into(), nofollow: false, mode: 4 });
+        assert_eq!(stat(&g, libc::SYS_faccessat2, [at, REL, 2, nofollow, 0, 0]), Plan::Access { dir: 0, rel: "u/data/x".into(), nofollow: true, mode: 2 });
+        assert_eq!(stat(&g, libc::SYS_faccessat2, [at, REL, 2, 0x8000_0000, 0, 0]), Plan::Usual, "flags not known");
+        assert_eq!(stat(&g, libc::SYS_readlink, [ABS_IN, 0x9000, 64, 0, 0, 0]), Plan::Readlink { dir: 0, rel: "a/b".into(), buf: 0x9000, len: 64 });
+        assert_eq!(stat(&g, libc::SYS_readlinkat, [at, ABS_OUT, 0x9000, 64, 0, 0]), Plan::Usual);
         // Nothing shared: every call as usual.
         let none = Direct::none(1);
         assert_eq!(none.plan(&notif(libc::SYS_openat, [at, ABS_IN, rdonly, 0, 0, 0]), &m), Plan::Usual);

@@ -612,6 +612,23 @@ impl Guest {
                 After::Close(fds)
             }
             Plan::Open { dir, rel, flags } => After::Open { dir, rel, flags },
+            Plan::Access { dir, rel, nofollow, mode } => {
+                if self.direct.access_here(dir, &rel, nofollow, mode) {
+                    self.answer(n.id, 0);
+                    return;
+                }
+                After::Nothing
+            }
+            Plan::Readlink { dir, rel, buf, len } => {
+                if let Some(mut target) = self.direct.readlink_here(dir, &rel) {
+                    target.truncate(len as usize);
+                    if len > 0 && syscalls::MemWrite::write(&ProcMemory { pid: self.pid }, buf, &target).is_ok() {
+                        self.answer(n.id, target.len() as i64);
+                        return;
+                    }
+                }
+                After::Nothing
+            }
             Plan::Stat { dir, rel, nofollow, buf, statx } => {
                 let here = self.direct.stat_here(dir, &rel, nofollow, statx);
                 if let Some(bytes) = here {

@@ -189,6 +189,9 @@ int main(int argc, char **argv)
     say("lstat link: %d, %s; stat through it: %d", r2, S_ISLNK(ls.st_mode) ? "a symlink" : "not a symlink", stat(link, &st) == 0 && st.st_size == 3000000);
     errno = 0;
     say("stat missing: %d %s", stat(missing, &st), strerror(errno));
+    char target[64] = {0};
+    ssize_t tl = readlink(link, target, sizeof target - 1);
+    say("readlink link: %zd %s; access input r: %d, x: %d", tl, target, access(input, R_OK), access(input, X_OK));
     unlink(link);
     say("io done");
     mig_wait_trigger("on");
