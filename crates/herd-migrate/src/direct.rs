@@ -45,10 +45,12 @@ use nix::fcntl::OFlag;
 use crate::proto::{Files, OpenFile};
 use crate::syscalls::MemRead;
 
-const O_PATH: i32 = 0o10000000;
-const O_TMPFILE_DIR: i32 = 0o20000000;
-const AT_EMPTY_PATH: u64 = 0x1000;
-const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+const O_PATH: i32 = libc::O_PATH;
+/// O_TMPFILE without the O_DIRECTORY it includes: the bit that makes an open a
+/// temporary file's.
+const O_TMPFILE_BIT: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
+const AT_EMPTY_PATH: u64 = libc::AT_EMPTY_PATH as u64;
+const CLOSE_RANGE_CLOEXEC: u64 = libc::CLOSE_RANGE_CLOEXEC as u64;
 
 // ---------------------------------------------------------------------------
 // Home's side
@@ -300,11 +302,6 @@ impl Direct {
         !self.dirs.is_empty()
     }
 
-    /// How many descriptors are local now.
-    pub fn local_count(&self) -> usize {
-        self.local.len()
-    }
-
     /// Whether descriptor `fd` is used directly (a local one).
     pub fn has(&self, fd: i32) -> bool {
         self.local.contains_key(&fd)
@@ -416,7 +413,7 @@ impl Direct {
             }
             _ => return Plan::Usual,
         };
-        if flags & (O_PATH | O_TMPFILE_DIR) != 0 {
+        if flags & (O_PATH | O_TMPFILE_BIT) != 0 {
             return Plan::Usual;
         }
         match self.resolve(dirfd, path, mem) {
@@ -677,27 +674,12 @@ const HERE: &[i64] = &[
     libc::SYS_copy_file_range,
 ];
 
-/// A NUL-terminated path in the process's memory (at most PATH_MAX), read page by page.
-fn read_path(mem: &dyn MemRead, addr: u64) -> Option<String> {
-    let mut out = Vec::new();
-    let mut at = addr;
-    while out.len() < 4096 {
-        let room = (4096 - (at % 4096)).min(4096 - out.len() as u64) as usize;
-        let mut chunk = vec![0u8; room];
-        mem.read(at, &mut chunk).ok()?;
-        if let Some(end) = chunk.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..end]);
-            return String::from_utf8(out).ok();
-        }
-        out.extend_from_slice(&chunk);
-        at += room as u64;
-    }
-    None
-}
-
-/// A path argument (for following chdir); None if unreadable.
-pub fn path_arg(mem: &dyn MemRead, addr: u64) -> Option<String> {
-    read_path(mem, addr)
+/// A path argument at `addr` in the process (without its NUL); None if unreadable,
+/// too long or not UTF-8.
+pub(crate) fn read_path(mem: &dyn MemRead, addr: u64) -> Option<String> {
+    let mut bytes = crate::syscalls::read_path(mem, 0, addr).ok()?;
+    bytes.pop(); // the NUL
+    String::from_utf8(bytes).ok()
 }
 
 fn empty_path(mem: &dyn MemRead, addr: u64) -> bool {

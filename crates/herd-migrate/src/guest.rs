@@ -569,7 +569,7 @@ impl Guest {
             return After::Nothing;
         }
         match i64::from(n.nr) {
-            libc::SYS_chdir => After::Chdir(crate::direct::path_arg(&ProcMemory { pid: self.pid }, n.args[0])),
+            libc::SYS_chdir => After::Chdir(crate::direct::read_path(&ProcMemory { pid: self.pid }, n.args[0])),
             libc::SYS_fchdir => After::Chdir(None),
             _ => After::Nothing,
         }

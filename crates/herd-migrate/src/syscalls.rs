@@ -807,25 +807,31 @@ impl<'a> Source<'a> for FromProcess<'_> {
     }
 
     fn path(&mut self, arg: usize, addr: u64) -> Result<Cow<'a, [u8]>, MarshalError> {
-        // Page by page, so that a string ending just before an unmapped page reads.
-        const PAGE: u64 = 4096;
-        let mut out = Vec::new();
-        let mut at = addr;
-        loop {
-            let room = PATH_MAX - out.len() as u64;
-            if room == 0 {
-                return Err(MarshalError::PathTooLong { arg: arg as u8 });
-            }
-            let n = (PAGE - at % PAGE).min(room);
-            let mut chunk = vec![0u8; n as usize];
-            self.mem.read(at, &mut chunk).map_err(|_| MarshalError::Fault { arg: arg as u8, addr: at, len: n })?;
-            if let Some(nul) = chunk.iter().position(|&b| b == 0) {
-                out.extend_from_slice(&chunk[..=nul]);
-                return Ok(Cow::Owned(out));
-            }
-            out.extend_from_slice(&chunk);
-            at = at.checked_add(n).ok_or(MarshalError::Fault { arg: arg as u8, addr: at, len: n })?;
+        read_path(self.mem, arg as u8, addr).map(Cow::Owned)
+    }
+}
+
+/// The NUL-terminated path at `addr` in a process's memory (argument `arg` of its
+/// call), NUL included, at most [`PATH_MAX`] bytes with it. Read page by page, so that
+/// a string ending just before an unmapped page reads.
+pub fn read_path(mem: &dyn MemRead, arg: u8, addr: u64) -> Result<Vec<u8>, MarshalError> {
+    const PAGE: u64 = 4096;
+    let mut out = Vec::new();
+    let mut at = addr;
+    loop {
+        let room = PATH_MAX - out.len() as u64;
+        if room == 0 {
+            return Err(MarshalError::PathTooLong { arg });
         }
+        let n = (PAGE - at % PAGE).min(room);
+        let mut chunk = vec![0u8; n as usize];
+        mem.read(at, &mut chunk).map_err(|_| MarshalError::Fault { arg, addr: at, len: n })?;
+        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..=nul]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk);
+        at = at.checked_add(n).ok_or(MarshalError::Fault { arg, addr: at, len: n })?;
     }
 }
 
