@@ -225,11 +225,7 @@ fn pthreads_move_while_computing(lab: &Lab) {
     expect_status(&direct, Some(3), None);
     let mut p = lab.start("thr_work (herd run, six threads, moved n2, n3, home)", How::Herd, &prog);
     let pid = p.home_pid(lab);
-    for (line, target, node, nmigs) in [("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2)] {
-        p.wait_for_prefix(lab, line);
-        lab.expect_migrate(&p, pid, target);
-        lab.expect_where(&p, pid, node, Some(nmigs));
-    }
+    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2)]);
     // At round 45 it makes two threads and joins them: on n3, where it stays (their
     // twins are made at home, and end with them).
     p.wait_for_prefix(lab, "short-lived threads:");
@@ -306,11 +302,7 @@ fn openmp_moved_while_computing(lab: &Lab) {
     expect_status(&direct, Some(4), None);
     let mut p = lab.start("thr_omp (herd run, four threads, moved n2, n3, home)", How::Herd, &prog);
     let pid = p.home_pid(lab);
-    for (line, target, node, nmigs) in [("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2), ("round 50:", "home", "n1", 3)] {
-        p.wait_for_prefix(lab, line);
-        lab.expect_migrate(&p, pid, target);
-        lab.expect_where(&p, pid, node, Some(nmigs));
-    }
+    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2), ("round 50:", "home", "n1", 3)]);
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }

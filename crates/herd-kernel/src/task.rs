@@ -365,18 +365,25 @@ mod identity_tests {
         assert!(!same_description(me, a.as_raw_fd(), me, c.as_raw_fd()).unwrap());
     }
 
+    /// A file only its owner (root, the tests that use it) may read, in a directory
+    /// everyone may search.
+    fn root_only_file() -> (tempfile::TempDir, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, file)
+    }
+
     #[test]
     fn as_user_checks_access_as_that_user_on_this_thread_only() {
         if euid() != 0 {
             println!("SKIP: needs root (acting as another user)");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, "x").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (_dir, secret) = root_only_file();
         let nobody = FsCreds { uid: 65534, gid: 65534, groups: vec![] };
         let denied = as_user(&nobody, || std::fs::File::open(&secret).map(|_| ())).unwrap();
         assert_eq!(denied.unwrap_err().kind(), std::io::ErrorKind::PermissionDenied);
@@ -421,12 +428,7 @@ mod identity_tests {
             println!("SKIP: needs root (acting as another user)");
             return;
         }
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("f");
-        std::fs::write(&f, "x").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (_dir, f) = root_only_file();
         let file = std::fs::File::open(&f).unwrap();
         let fd = std::os::fd::AsFd::as_fd(&file);
         assert!(access_as_fs_user(fd, libc::R_OK | libc::W_OK).is_ok(), "root");

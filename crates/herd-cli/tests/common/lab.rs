@@ -433,6 +433,17 @@ impl Lab {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("herd ps --json is not a JSON array ({e}): {text}"))
     }
 
+    /// Moves `pid` (of `p`) at lines it prints: for each step, once a line starts with
+    /// `prefix`, `herd migrate` to `target`; then it must run on `node`, moved `nmigs`
+    /// times in all.
+    pub fn moves_at_lines(&self, p: &mut Proc, pid: i32, steps: &[(&str, &str, &str, u64)]) {
+        for &(prefix, target, node, nmigs) in steps {
+            p.wait_for_prefix(self, prefix);
+            self.expect_migrate(p, pid, target);
+            self.expect_where(p, pid, node, Some(nmigs));
+        }
+    }
+
     /// Polls `herd ps` until the row of `pid` says it is on `node` (state "home" on n1,
     /// "remote" elsewhere) and, when given, has moved `nmigs` times.
     pub fn expect_where(&self, p: &Proc, pid: i32, node: &str, nmigs: Option<u64>) -> Value {
