@@ -430,12 +430,9 @@ impl Guest {
         }
     }
 
-    /// Sends home the offsets of local descriptors `fds` (all with None), if any.
-    fn send_offsets(&self, fds: Option<&[i32]>, out: &dyn Fn(ToHome) -> bool) {
-        let offsets = self.direct.offsets(fds);
-        if !offsets.is_empty() {
-            out(ToHome::Offsets(offsets));
-        }
+    /// Sends home the offsets of local descriptors `fds`, if any.
+    fn send_offsets(&self, fds: &[i32], out: &dyn Fn(ToHome) -> bool) {
+        send_settle(Settle { offsets: self.direct.offsets(Some(fds)), ..Settle::default() }, out);
     }
 
     /// Home's descriptors take every offset the process has here (before a capture or
@@ -559,7 +556,7 @@ impl Guest {
 
     /// Local descriptors `fds` become forwarded ones (under call `id`).
     fn demote(&mut self, id: u64, fds: &[i32], out: &dyn Fn(ToHome) -> bool) {
-        self.send_offsets(Some(fds), out);
+        self.send_offsets(fds, out);
         self.direct.demote(&self.listener, id, fds);
     }
 
@@ -608,7 +605,7 @@ impl Guest {
                 After::Nothing
             }
             Plan::Close(fds) => {
-                self.send_offsets(Some(&fds), out);
+                self.send_offsets(&fds, out);
                 After::Close(fds)
             }
             Plan::Open { dir, rel, flags } => After::Open { dir, rel, flags },
