@@ -868,6 +868,7 @@ mod tests {
     fn proc_row(pid: i32, where_: &str, cpu: f64, state: &str, nmigs: u32) -> ProcessRow {
         ProcessRow {
             pid,
+            home: "n1".into(),
             ppid: 1,
             job: pid,
             uid: 65534,

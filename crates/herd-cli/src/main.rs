@@ -5,10 +5,13 @@ mod ctl;
 mod demo;
 mod inspect;
 mod migrate;
+mod mon;
 mod nodes;
 mod ps;
 mod restart;
 mod run;
+mod top;
+mod tui;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,9 +30,10 @@ use clap::{Parser, Subcommand};
                   (herd cluster, herd demo); and starts processes that the cluster may move, moves them, \
                   locks them and lists them (herd run, migrate, lock, unlock, ps).\n\n\
                   Start with `herd demo` (as root): a local cluster balances CPU-bound jobs while you watch.\n\n\
-                  Installed under the names of the MOSIX tools (symlinks to herd: mosrun, migrate, mps, mosctl, native), \
-                  it acts as herd run, herd migrate, herd ps, herd ctl and herd run --native:\n  \
-                  for n in mosrun migrate mps mosctl native; do ln -s herd /usr/local/bin/$n; done"
+                  Watch it live with herd top (every process, every node) and herd mon (a bar per node).\n\n\
+                  Installed under the names of the MOSIX tools (symlinks to herd: mosrun, migrate, mps, mosctl, native, mtop, mosmon), \
+                  it acts as herd run, herd migrate, herd ps, herd ctl, herd run --native, herd top and herd mon:\n  \
+                  for n in mosrun migrate mps mosctl native mtop mosmon; do ln -s herd /usr/local/bin/$n; done"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -216,15 +220,26 @@ enum Command {
                             With no migratable processes, stdout is the header alone and stderr says so.\n\
                             Installed as `mps` (a symlink to herd), it is herd ps.\n\n\
                             --tree lists each job as a tree, children under their parent, wherever each runs.\n\
-                            Examples:\n  herd ps\n  herd ps --tree\n  herd ps --json\n  herd --node n2 ps\n  mps")]
+                            --all lists the processes of every node of the cluster (HOME: the node each was started on, \
+                            whose pid it keeps); a node that does not answer within 3 s is named on stderr.\n\
+                            Examples:\n  herd ps\n  herd ps --tree\n  herd ps --all\n  herd ps --json\n  herd --node n2 ps\n  mps")]
     Ps {
-        /// Print a JSON array (keys: pid, ppid, job, uid, where, state, cpu, rss, demand, io_rate, direct_io_rate, forwarded_calls, nmigs, cantmove, lock, cmd)
+        /// Print a JSON array (keys: pid, home, ppid, job, uid, where, state, cpu, rss, demand, io_rate, direct_io_rate, forwarded_calls, nmigs, cantmove, lock, cmd)
         #[arg(long, conflicts_with = "tree")]
         json: bool,
+        /// The processes of every node, not only this node's (a HOME column says whose)
+        #[arg(short, long)]
+        all: bool,
         /// Show each job as a tree: children under their parent
         #[arg(long)]
         tree: bool,
     },
+    /// Every migratable process of the cluster, live; move, lock and signal them with keys (alias: mtop)
+    #[command(after_help = top::AFTER_HELP)]
+    Top(top::TopArgs),
+    /// A bar per node: load, memory, speed, processes, with their history (alias: mosmon)
+    #[command(after_help = mon::AFTER_HELP)]
+    Mon(mon::MonArgs),
     /// A local cluster on this machine: nodes n1..nN in their own namespaces
     Cluster(herd_lab::cli::ClusterArgs),
     /// Watch a local cluster balance CPU-bound jobs, then compare with the same jobs on one node
@@ -241,8 +256,15 @@ fn target(node: &Option<String>, cluster: &Option<PathBuf>, socket: &Option<Path
 
 /// The names herd answers to as the MOSIX tools did (argv[0], as symlinks to herd),
 /// and the subcommand (with its flags) each one is.
-const ALIASES: [(&str, &[&str]); 5] =
-    [("mosrun", &["run"]), ("migrate", &["migrate"]), ("mps", &["ps"]), ("mosctl", &["ctl"]), ("native", &["run", "--native"])];
+const ALIASES: [(&str, &[&str]); 7] = [
+    ("mosrun", &["run"]),
+    ("migrate", &["migrate"]),
+    ("mps", &["ps"]),
+    ("mosctl", &["ctl"]),
+    ("native", &["run", "--native"]),
+    ("mtop", &["top"]),
+    ("mosmon", &["mon"]),
+];
 
 /// `mosrun ARGS` becomes `herd run ARGS` (and so on for each alias); other arguments
 /// pass unchanged.
@@ -296,10 +318,12 @@ fn main() {
                 true => migrate::job(&t, pid, &to, mode),
             })
         }
-        Command::Ps { json, tree } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json, tree)),
+        Command::Ps { json, tree, all } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json, tree, all)),
         Command::Ctl { word } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::ctl(&t, word)),
         Command::Lock { pid, job } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, job, true)),
         Command::Unlock { pid, job } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, job, false)),
+        Command::Top(args) => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| top::run(t, &args)),
+        Command::Mon(args) => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| mon::run(t, &args)),
         Command::Demo(args) => demo::run(&args),
         Command::Keygen { output } => nodes::keygen(&output),
         Command::Cluster(mut args) => {
@@ -384,7 +408,7 @@ mod tests {
         assert!(matches!(cli.command, Command::Migrate { job: false, .. }));
         assert!(matches!(parse(&["herd", "lock", "-j", "7"]).unwrap().command, Command::Lock { pid: 7, job: true }));
         assert!(matches!(parse(&["herd", "unlock", "--job", "7"]).unwrap().command, Command::Unlock { pid: 7, job: true }));
-        assert!(matches!(parse(&["herd", "ps", "--tree"]).unwrap().command, Command::Ps { tree: true, json: false }));
+        assert!(matches!(parse(&["herd", "ps", "--tree"]).unwrap().command, Command::Ps { tree: true, json: false, all: false }));
         assert!(parse(&["herd", "ps", "--tree", "--json"]).is_err());
         assert_eq!(expand_alias(os(&["/usr/bin/native", "make", "install"])), os(&["herd", "run", "--native", "make", "install"]));
         let Command::Run { native, command, .. } = parse(&["native", "make", "install"]).unwrap().command else { panic!("not run") };
@@ -417,6 +441,12 @@ mod tests {
         assert!(home);
         assert_eq!(command, os(&["make", "-j8"]));
         assert!(matches!(parse(&["mps"]).unwrap().command, Command::Ps { json: false, .. }));
+        let Command::Top(t) = parse(&["mtop", "-u", "alice", "--on", "n2", "-n", "1"]).unwrap().command else { panic!("not top") };
+        assert_eq!((t.user.as_deref(), t.on.as_deref(), t.iterations, t.sort), (Some("alice"), Some("n2"), Some(1), top::Sort::Cpu));
+        let Command::Mon(m) = parse(&["/usr/bin/mosmon", "--view", "memory", "-d", "2"]).unwrap().command else { panic!("not mon") };
+        assert_eq!((m.view, m.delay), (mon::Figure::Memory, 2.0));
+        assert!(parse(&["herd", "top", "-d", "0"]).is_err());
+        assert!(parse(&["herd", "mon", "-n", "0"]).is_err());
         assert_eq!(expand_alias(os(&["/sbin/mosctl", "block"])), os(&["herd", "ctl", "block"]));
         let cli = parse(&["mosctl", "setspeed", "12000"]).unwrap();
         assert!(matches!(cli.command, Command::Ctl { word: ctl::CtlWord::Speed { speed: 12000 } }));

@@ -1,7 +1,8 @@
-//! `herd ps` (`mps`): the migratable processes whose home is this node.
+//! `herd ps` (`mps`): the migratable processes whose home is this node, or (`--all`)
+//! of every node.
 
 use anyhow::Result;
-use herd_daemon::control::{ProcessRow, Request, Response};
+use herd_daemon::control::{ClusterProcesses, ProcessRow, Request, Response};
 
 use crate::nodes::Target;
 
@@ -22,16 +23,32 @@ pub fn job_members(target: &Target, job: i32) -> Result<Vec<ProcessRow>> {
     Ok(rows)
 }
 
-pub fn run(target: &Target, json: bool, tree: bool) -> Result<i32> {
-    let rows = processes(target)?;
+/// The migratable processes of every node that answers (`herd ps --all`, `herd top`).
+pub fn cluster_processes(target: &Target) -> Result<ClusterProcesses> {
+    let Response::ClusterProcesses(all) = target.call(&Request::ClusterProcesses)? else {
+        anyhow::bail!("herdd answered the cluster processes request with something else");
+    };
+    Ok(all)
+}
+
+pub fn run(target: &Target, json: bool, tree: bool, all: bool) -> Result<i32> {
+    let rows = if all {
+        let everyone = cluster_processes(target)?;
+        for u in &everyone.unanswered {
+            // On stderr, so that stdout is always just the table.
+            eprintln!("herd ps: node {} did not answer, its processes are missing: {}", u.node, u.why);
+        }
+        everyone.rows
+    } else {
+        processes(target)?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
     let empty = rows.is_empty();
-    print!("{}", if tree { table(&forest(rows)) } else { table(&rows) });
+    print!("{}", if tree { table(&forest(rows), all) } else { table(&rows, all) });
     if empty {
-        // On stderr, so that stdout is always just the table.
         eprintln!("no migratable processes (start one with `herd run CMD`)");
     }
     Ok(0)
@@ -41,23 +58,25 @@ pub fn run(target: &Target, json: bool, tree: bool) -> Result<i32> {
 /// the command indented by depth as `ps --forest` does. A process whose parent is not
 /// migratable starts a tree of its own.
 fn forest(rows: Vec<ProcessRow>) -> Vec<ProcessRow> {
-    let pids: std::collections::HashSet<i32> = rows.iter().map(|r| r.pid).collect();
-    let mut kids: std::collections::BTreeMap<i32, Vec<ProcessRow>> = Default::default();
+    // Pids are a home's: (home, pid) names a process in the cluster.
+    let pids: std::collections::HashSet<(String, i32)> = rows.iter().map(|r| (r.home.clone(), r.pid)).collect();
+    let mut kids: std::collections::BTreeMap<(String, i32), Vec<ProcessRow>> = Default::default();
     let mut roots = Vec::new();
     for r in rows {
-        if r.ppid != r.pid && pids.contains(&r.ppid) {
-            kids.entry(r.ppid).or_default().push(r);
+        let parent = (r.home.clone(), r.ppid);
+        if r.ppid != r.pid && pids.contains(&parent) {
+            kids.entry(parent).or_default().push(r);
         } else {
             roots.push(r);
         }
     }
-    roots.sort_by_key(|r| (r.job, r.pid));
+    roots.sort_by(|a, b| (&a.home, a.job, a.pid).cmp(&(&b.home, b.job, b.pid)));
     let mut out = Vec::new();
     // Depth first, children by pid; a cycle (pids reused meanwhile) cannot recur: each
     // row is taken out of `kids` once.
     let mut stack: Vec<(ProcessRow, usize)> = roots.into_iter().rev().map(|r| (r, 0)).collect();
     while let Some((mut r, depth)) = stack.pop() {
-        let mut children = kids.remove(&r.pid).unwrap_or_default();
+        let mut children = kids.remove(&(r.home.clone(), r.pid)).unwrap_or_default();
         children.sort_by_key(|c| std::cmp::Reverse(c.pid));
         stack.extend(children.into_iter().map(|c| (c, depth + 1)));
         if depth > 0 {
@@ -72,20 +91,23 @@ fn forest(rows: Vec<ProcessRow>) -> Vec<ProcessRow> {
 
 /// The table: a header, one line per process, and under a process that cannot move
 /// now, or that the balancer leaves alone, an indented `why not:` line with every reason.
-fn table(rows: &[ProcessRow]) -> String {
+/// With `home`, a HOME column after PID (the rows of several nodes).
+pub fn table(rows: &[ProcessRow], home: bool) -> String {
     let where_w = rows.iter().map(|r| r.where_.len()).max().unwrap_or(0).max("WHERE".len());
+    let home_w = rows.iter().map(|r| r.home.len()).max().unwrap_or(0).max("HOME".len());
     let state_w = rows.iter().map(|r| r.state.len()).max().unwrap_or(0).max("STATE".len());
-    let line = |ids: [&str; 3], wh: &str, state: &str, cpu: &str, demand: &str, io: [&str; 2], rss: &str, nmigs: &str, cmd: &str| {
-        let [pid, ppid, job] = ids;
+    let line = |ids: [&str; 4], wh: &str, state: &str, cpu: &str, demand: &str, io: [&str; 2], rss: &str, nmigs: &str, cmd: &str| {
+        let [pid, home_name, ppid, job] = ids;
         let [io, direct] = io;
-        format!("{pid:>7} {ppid:>7} {job:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {demand:>6} {io:>5} {direct:>5} {rss:>6} {nmigs:>5} {cmd}\n")
+        let home_col = if home { format!("{home_name:<home_w$} ") } else { String::new() };
+        format!("{pid:>7} {home_col}{ppid:>7} {job:>7} {wh:<where_w$} {state:<state_w$} {cpu:>5} {demand:>6} {io:>5} {direct:>5} {rss:>6} {nmigs:>5} {cmd}\n")
     };
-    let mut out = line(["PID", "PPID", "JOB"], "WHERE", "STATE", "%CPU", "DEMAND", ["IO/s", "DIR/s"], "RSS", "NMIGS", "CMD");
+    let mut out = line(["PID", "HOME", "PPID", "JOB"], "WHERE", "STATE", "%CPU", "DEMAND", ["IO/s", "DIR/s"], "RSS", "NMIGS", "CMD");
     for r in rows {
         let cpu = format!("{:.1}", r.cpu);
         let demand = format!("{:.0}%", r.demand);
         let ids = [r.pid.to_string(), r.ppid.to_string(), r.job.to_string()];
-        let ids = [ids[0].as_str(), ids[1].as_str(), ids[2].as_str()];
+        let ids = [ids[0].as_str(), r.home.as_str(), ids[1].as_str(), ids[2].as_str()];
         let io = [rate(r.io_rate), rate(r.direct_io_rate)];
         out += &line(ids, &r.where_, &r.state, &cpu, &demand, [&io[0], &io[1]], &human(r.rss), &r.nmigs.to_string(), &r.cmd);
         if let Some(m) = &r.moving {
@@ -111,7 +133,7 @@ pub fn why_not(r: &ProcessRow) -> Vec<String> {
 }
 
 /// Calls a second, in 5 characters: `0`, `0.4`, `12`, `830`, `1.2k`, `45k`, `3.1M`.
-fn rate(per_sec: f64) -> String {
+pub fn rate(per_sec: f64) -> String {
     if !per_sec.is_finite() || per_sec < 0.05 {
         return "0".into();
     }
@@ -128,7 +150,7 @@ fn rate(per_sec: f64) -> String {
 }
 
 /// Bytes for people: `512B`, `4.0K`, `812K`, `12.3M`... one decimal below 100.
-fn human(bytes: u64) -> String {
+pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["K", "M", "G", "T"];
     if bytes < 1024 {
         return format!("{bytes}B");
@@ -153,6 +175,7 @@ mod tests {
     fn row(pid: i32, where_: &str, cantmove: &[&str]) -> ProcessRow {
         ProcessRow {
             pid,
+            home: "n1".into(),
             ppid: 1,
             job: pid,
             uid: 1000,
@@ -189,7 +212,7 @@ mod tests {
         let mut locked = row(5, "n1", &[]);
         locked.lock = true;
         let rows = [row(4242, "n1", &[]), row(77, "node-long-name", &["it has a GPU mapped", "it is traced"]), locked];
-        let t = table(&rows);
+        let t = table(&rows, false);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 6, "{t}");
         assert_eq!(lines[0], "    PID    PPID     JOB WHERE          STATE   %CPU DEMAND  IO/s DIR/s    RSS NMIGS CMD");
@@ -209,7 +232,17 @@ mod tests {
 
     #[test]
     fn empty_table_is_the_header() {
-        assert_eq!(table(&[]), "    PID    PPID     JOB WHERE STATE  %CPU DEMAND  IO/s DIR/s    RSS NMIGS CMD\n");
+        assert_eq!(table(&[], false), "    PID    PPID     JOB WHERE STATE  %CPU DEMAND  IO/s DIR/s    RSS NMIGS CMD\n");
+    }
+
+    #[test]
+    fn cluster_table_has_a_home_column() {
+        let mut away = row(77, "n1", &[]);
+        away.home = "node-three".into();
+        let t = table(&[row(4242, "n1", &[]), away], true);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "    PID HOME          PPID     JOB WHERE STATE  %CPU DEMAND  IO/s DIR/s    RSS NMIGS CMD");
+        assert_eq!(lines[2], "     77 node-three       1      77 n1    home   99.0    98%  1.2k     0  12.3M     2 python3 crunch.py --big");
     }
 
     #[test]
@@ -228,6 +261,12 @@ mod tests {
         let cmds: Vec<(i32, String)> = forest(rows).into_iter().map(|r| (r.pid, r.cmd)).collect();
         let want = [(5, "other"), (10, "make"), (11, "\\_ sh a"), (12, "    \\_ gcc"), (14, "        \\_ cc1"), (13, "\\_ sh b")];
         assert_eq!(cmds, want.map(|(p, c)| (p, c.to_string())));
+        // The same pids at another home are other processes.
+        let mut elsewhere = kid(11, 10, "not a child of make");
+        elsewhere.home = "n2".into();
+        let rows = vec![kid(10, 3, "make"), elsewhere];
+        let cmds: Vec<String> = forest(rows).into_iter().map(|r| r.cmd).collect();
+        assert_eq!(cmds, ["make", "not a child of make"]);
         // A cycle (pids reused) loses no row.
         assert_eq!(forest(vec![kid(20, 21, "a"), kid(21, 20, "b")]).len(), 2);
     }

@@ -56,6 +56,17 @@ pub enum Request {
     /// Lock (or unlock) process `pid` of this home: a locked process is never moved by
     /// the balancer (`herd lock`, `herd unlock`); moving it by hand still works.
     Lock { pid: i32, lock: bool },
+    /// The migratable processes of every node that answers (`herd top`, `herd ps --all`):
+    /// this node's, and each up peer's, asked over the node streams.
+    ClusterProcesses,
+    /// Send signal `signal` to process `pid` of this home (its deputy passes it on when
+    /// the process is away), as `kill` would at home. The caller must own it.
+    Signal { pid: i32, signal: i32 },
+    /// `ask` (Migrate, Lock, Signal or Processes), made by the caller, for node
+    /// `node`: this herdd passes it to that node over the node stream, which checks it
+    /// against the same uid (`herd top` acting on a process whose home is elsewhere).
+    /// Uids are the same on every node of a cluster, as in MOSIX.
+    OnNode { node: String, ask: Box<Request> },
 }
 
 /// `herd ctl` operations (the openMosix `mosctl` ones).
@@ -100,11 +111,20 @@ impl Request {
             Request::Status
                 | Request::Nodes
                 | Request::Processes
+                | Request::ClusterProcesses
                 | Request::Adopt { .. }
                 | Request::Native { .. }
                 | Request::Migrate { .. }
                 | Request::Lock { .. }
+                | Request::Signal { .. }
+                | Request::OnNode { .. }
         )
+    }
+
+    /// Whether another node may pass this request on for one of its users
+    /// ([`Request::OnNode`]): only what acts on one process, checked per process here.
+    pub fn is_relayable(&self) -> bool {
+        matches!(self, Request::Migrate { .. } | Request::Lock { .. } | Request::Signal { .. } | Request::Processes)
     }
 }
 
@@ -114,6 +134,7 @@ pub enum Response {
     Status(Box<DaemonStatus>),
     Nodes(Vec<NodeRow>),
     Processes(Vec<ProcessRow>),
+    ClusterProcesses(ClusterProcesses),
     Migrated(Migrated),
     Ctl(CtlDone),
     Done,
@@ -186,11 +207,29 @@ pub struct NodeRow {
     pub shared_with_this_node: Vec<String>,
 }
 
+/// The migratable processes of the whole cluster, as far as it answered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterProcesses {
+    /// Every node's rows (each with its `home`), by home node, then pid.
+    pub rows: Vec<ProcessRow>,
+    /// Up nodes that did not answer in time, with why: their processes are missing.
+    pub unanswered: Vec<Unanswered>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unanswered {
+    pub node: String,
+    pub why: String,
+}
+
 /// One migratable process in `herd ps`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessRow {
     /// Its pid at home (where it was started), whichever node it runs on.
     pub pid: i32,
+    /// Its home node: where it was started, where its pid and deputy are.
+    #[serde(default)]
+    pub home: String,
     /// Its parent's pid at home (0 when not known): read when the rows are asked for,
     /// so a re-parenting shows at once.
     #[serde(default)]

@@ -268,6 +268,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
     }
     let row = Arc::new(Mutex::new(ProcessRow {
         pid,
+        home: shared.config.name.clone(),
         ppid,
         job: kin.job,
         uid,
@@ -356,6 +357,18 @@ async fn send_migrate(shared: &Arc<Shared>, pid: i32, target: Target, mode: Opti
 pub fn set_lock(shared: &Shared, pid: i32, lock: bool, caller: u32) -> Result<(), ControlError> {
     with_own(shared, pid, caller, |h| h.row.lock().expect("row lock").lock = lock)?;
     tracing::info!(pid, "{}", if lock { "locked" } else { "unlocked" });
+    Ok(())
+}
+
+/// `kill -SIGNAL PID` for its owner (or root), through herdd: process `pid` of this
+/// home, or its deputy, which passes the signal on to where the process runs.
+pub fn signal(shared: &Shared, pid: i32, signal: i32, caller: u32) -> Result<(), ControlError> {
+    let sig = nix::sys::signal::Signal::try_from(signal)
+        .map_err(|_| err(ErrorKind::BadRequest, format!("{signal} is not a signal number this herdd knows (1-31)")))?;
+    with_own(shared, pid, caller, |_| ())?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .map_err(|e| err(ErrorKind::NoSuchProcess, format!("process {pid}: {e}")))?;
+    tracing::info!(pid, caller, "sent {sig}");
     Ok(())
 }
 

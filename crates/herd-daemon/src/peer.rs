@@ -1,7 +1,8 @@
 //! Node-to-node streams: Noise XXpsk3 over TCP on the gossip port. Every request
 //! is the protocol version (`herd_migrate::proto::PROTOCOL_VERSION`) followed by
-//! a [`PeerRequest`]: `Hello` (a greeting, answered), or `Adopt` (a process
-//! migrates here: the stream then carries it, see [`crate::migrate`]). A request
+//! a [`PeerRequest`]: `Hello` (a greeting, answered), `Adopt` (a process
+//! migrates here: the stream then carries it, see [`crate::migrate`]), or `Control`
+//! (a control request another node passes on for one of its users, answered). A request
 //! of another version, or one not understood, is answered with
 //! `Refused(Refusal)`, whose encoding (tags 0, 0 for a version) every version
 //! reads, and the stream is closed.
@@ -13,8 +14,13 @@ use herd_wire::stream::{NodeKeypair, SecureStream};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::control::{ControlError, ErrorKind, Request, Response};
 use crate::daemon::Shared;
 use herd_migrate::proto::{self, Refusal};
+
+/// How long a node waits for another's answer to a `Control` request that is not a
+/// move (a move answers when it is complete).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 /// Tags (variant indexes) are fixed: new requests go at the end.
 #[derive(Debug, Serialize, Deserialize)]
@@ -23,6 +29,11 @@ pub enum PeerRequest {
     Hello,
     /// Tag 1.
     Adopt(herd_migrate::proto::Adopt),
+    /// Tag 2. A control request ([`crate::control::Request`] as JSON, the control
+    /// socket's own encoding) made on the asking node by user `uid`: only requests that
+    /// act on one process ([`Request::is_relayable`]) are served, checked against `uid`
+    /// exactly as if that user had asked here. Answered with `Control`.
+    Control { uid: u32, request: Vec<u8> },
 }
 
 /// Tag 0 (`Refused`) is fixed forever, as `ToHome::Refused`.
@@ -32,6 +43,8 @@ pub enum PeerResponse {
     Refused(Refusal),
     /// Tag 1.
     Hello { name: String, version: String },
+    /// Tag 2. The [`crate::control::Response`] to a `Control` request, as JSON.
+    Control(Vec<u8>),
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<NodeKeypair>) {
@@ -72,6 +85,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<Node
                         return;
                     }
                     Ok(PeerRequest::Hello) => PeerResponse::Hello { name: shared.config.name.clone(), version: crate::VERSION.into() },
+                    Ok(PeerRequest::Control { uid, request }) => {
+                        let response = match serde_json::from_slice::<Request>(&request) {
+                            Ok(r) if r.is_relayable() => {
+                                tracing::debug!("from {from}: {r:?} for uid {uid}");
+                                crate::server::handle(r, uid, &shared).await
+                            }
+                            Ok(r) => Response::Error(ControlError {
+                                kind: ErrorKind::PermissionDenied,
+                                message: format!("{r:?} is not taken from another node"),
+                            }),
+                            Err(e) => Response::Error(ControlError {
+                                kind: ErrorKind::BadRequest,
+                                message: format!("not a request this herdd understands: {e}"),
+                            }),
+                        };
+                        PeerResponse::Control(serde_json::to_vec(&response).expect("responses serialize"))
+                    }
                     Err(refusal) => {
                         shared.counters.streams_failed.inc();
                         tracing::warn!("stream from {from} refused: {refusal}");
@@ -85,5 +115,30 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<Node
                 }
             }
         });
+    }
+}
+
+/// Passes `request` to node `name` at `addr` for user `uid` and returns its answer
+/// (a refusal there comes back as `Response::Error`). A node that cannot be reached,
+/// does not answer within `within`, or answers garbage is an error saying so.
+pub async fn control(shared: &Shared, name: &str, addr: std::net::SocketAddr, uid: u32, request: &Request, within: Duration) -> Result<Response, String> {
+    let ask = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = SecureStream::connect(tcp, &shared.key, &shared.keypair).await.map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(request).expect("requests serialize");
+        stream.send(&proto::encode_request(&PeerRequest::Control { uid, request: body })).await.map_err(|e| e.to_string())?;
+        let reply = stream.recv().await.map_err(|e| e.to_string())?;
+        let _ = stream.shutdown().await;
+        match proto::decode::<PeerResponse>(&reply) {
+            Ok(PeerResponse::Control(json)) => serde_json::from_slice::<Response>(&json).map_err(|e| format!("garbled answer: {e}")),
+            Ok(PeerResponse::Refused(r)) => Err(format!("refused: {r}")),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("garbled answer: {e}")),
+        }
+    };
+    match tokio::time::timeout(within, ask).await {
+        Ok(r) => r.map_err(|why| format!("node {name} at {addr}: {why}")),
+        Err(_) => Err(format!("node {name} at {addr}: no answer within {:.0} s", within.as_secs_f64())),
     }
 }

@@ -2,10 +2,11 @@
 //! caller's credentials (SO_PEERCRED).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::control::{ControlError, CtlDone, CtlOp, DaemonStatus, ErrorKind, Request, Response, MAX_MESSAGE};
+use crate::control::{ClusterProcesses, ControlError, CtlDone, CtlOp, DaemonStatus, ErrorKind, Request, Response, Unanswered, MAX_MESSAGE};
 use crate::daemon::{Command, Shared};
 
 pub async fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
@@ -59,7 +60,8 @@ pub fn allowed(request: &Request, uid: u32, daemon_euid: u32) -> bool {
     !request.is_privileged() || uid == 0 || uid == daemon_euid
 }
 
-async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
+/// Answers `request` from user `uid` (of this node, or of the node that passed it on).
+pub async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
     if !allowed(&request, uid, shared.euid) {
         tracing::info!("refused {request:?} from uid {uid}");
         return error(
@@ -79,6 +81,14 @@ async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
         }
         Request::Shutdown => Command::Shutdown,
         Request::Processes => return Response::Processes(crate::migrate::rows(shared)),
+        Request::ClusterProcesses => return Response::ClusterProcesses(cluster_processes(shared).await),
+        Request::Signal { pid, signal } => {
+            return match crate::migrate::signal(shared, pid, signal, uid) {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Error(e),
+            }
+        }
+        Request::OnNode { node, ask } => return on_node(shared, &node, *ask, uid).await,
         Request::Adopt { pid, lock } => {
             return match crate::migrate::adopt(shared, pid, lock, uid) {
                 Ok(()) => Response::Done,
@@ -102,6 +112,62 @@ async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Response {
     match shared.commands.send(command).await {
         Ok(()) => Response::Done,
         Err(_) => error(ErrorKind::Internal, "herdd is shutting down".into()),
+    }
+}
+
+/// The up peers this node knows by name, with their stream addresses.
+fn peers(shared: &Shared) -> Vec<(String, std::net::SocketAddr)> {
+    let snap = shared.snapshot.borrow();
+    snap.nodes
+        .iter()
+        .filter(|v| !v.is_self && v.state != herd_cluster::NodeState::Down)
+        .filter_map(|v| v.info.as_ref().map(|i| (i.name.clone(), v.id.addr)))
+        .collect()
+}
+
+/// This node's processes and every up peer's, asked at once; a peer that does not
+/// answer within [`crate::peer::ANSWER_WITHIN`] is listed as unanswered.
+async fn cluster_processes(shared: &Arc<Shared>) -> ClusterProcesses {
+    let mut asks = tokio::task::JoinSet::new();
+    for (name, addr) in peers(shared) {
+        let shared = shared.clone();
+        asks.spawn(async move {
+            let r = crate::peer::control(&shared, &name, addr, 0, &Request::Processes, crate::peer::ANSWER_WITHIN).await;
+            (name, r)
+        });
+    }
+    let mut out = ClusterProcesses { rows: crate::migrate::rows(shared), unanswered: Vec::new() };
+    while let Some(done) = asks.join_next().await {
+        let Ok((node, answer)) = done else { continue };
+        match answer {
+            Ok(Response::Processes(rows)) => out.rows.extend(rows),
+            Ok(Response::Error(e)) => out.unanswered.push(Unanswered { node, why: e.message }),
+            Ok(other) => out.unanswered.push(Unanswered { node, why: format!("unexpected answer {other:?}") }),
+            Err(why) => out.unanswered.push(Unanswered { node, why }),
+        }
+    }
+    out.rows.sort_by(|a, b| (&a.home, a.pid).cmp(&(&b.home, b.pid)));
+    out.unanswered.sort_by(|a, b| a.node.cmp(&b.node));
+    out
+}
+
+/// A request for node `node`: answered here when it is this node, else passed on to it
+/// for `uid` (only requests that act on one process; the node checks them itself).
+async fn on_node(shared: &Arc<Shared>, node: &str, request: Request, uid: u32) -> Response {
+    if !request.is_relayable() {
+        return error(ErrorKind::BadRequest, format!("{request:?} cannot be passed to another node"));
+    }
+    if node == shared.config.name {
+        return Box::pin(handle(request, uid, shared)).await;
+    }
+    let Some((name, addr)) = peers(shared).into_iter().find(|(name, _)| name == node) else {
+        return error(ErrorKind::NoSuchProcess, format!("no node {node} is up in this cluster (see `herd nodes`)"));
+    };
+    // A move answers when it is complete, as on the control socket.
+    let within = if matches!(request, Request::Migrate { .. }) { Duration::from_secs(600) } else { crate::peer::ANSWER_WITHIN };
+    match crate::peer::control(shared, &name, addr, uid, &request, within).await {
+        Ok(r) => r,
+        Err(why) => error(ErrorKind::Failed, why),
     }
 }
 
