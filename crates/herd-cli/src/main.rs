@@ -302,7 +302,15 @@ fn main() {
         Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),
         Command::Run { node, home, lock, native, command } => {
             let opts = run::RunOptions { node, lock: lock || home, native, command };
-            run::run(target(&cli.node, &cli.cluster, &cli.socket), &opts).or_else(|e| {
+            let ran = match (&cli.node, &cli.socket) {
+                // A node of the local cluster: the command runs inside it, where that
+                // node's herdd can adopt it.
+                (Some(name), None) => target(&cli.node, &cli.cluster, &cli.socket).and_then(|_| {
+                    run::run_in_node(&cli.cluster.clone().unwrap_or_else(herd_lab::default_dir), name, &opts)
+                }),
+                _ => run::run(target(&cli.node, &cli.cluster, &cli.socket), &opts),
+            };
+            ran.or_else(|e| {
                 eprintln!("herd run: {e:#}");
                 Ok(1)
             })

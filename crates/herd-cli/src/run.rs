@@ -58,7 +58,19 @@ pub fn run(daemon: Result<Target>, opts: &RunOptions) -> Result<i32> {
         no_daemon = None; // without herdd nothing moves: native is what it gets
     }
 
-    let child = match Command::new(&opts.command[0]).args(&opts.command[1..]).spawn() {
+    let mut command = Command::new(&opts.command[0]);
+    command.args(&opts.command[1..]);
+    if let Some(dir) = std::env::var_os(CWD_ENV) {
+        // `herd --node NAME run` inside a node: the directory it was typed in.
+        if !std::path::Path::new(&dir).is_dir() {
+            anyhow::bail!(
+                "{} is not a directory inside this node (each node has its own /tmp); cd to a directory of this machine's file system; nothing was started",
+                std::path::Path::new(&dir).display()
+            );
+        }
+        command.current_dir(dir).env_remove(CWD_ENV);
+    }
+    let child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("herd run: {name}: {}", os_message(&e));
@@ -83,6 +95,44 @@ pub fn run(daemon: Result<Target>, opts: &RunOptions) -> Result<i32> {
     }
     drop(client); // no connection held open while the command runs
 
+    match task::reap(pid)? {
+        Exit::Code(c) => Ok(c),
+        Exit::Signal(s) => task::die_by_signal(s),
+    }
+}
+
+/// The directory `herd --node NAME run` was started in, for the `herd run` it starts
+/// inside the node (entering a node's mount namespace starts at its `/`).
+const CWD_ENV: &str = "HERD_RUN_CWD";
+
+/// `herd --node NAME run ...`: runs `herd run ...` inside node NAME of the local cluster
+/// in `dir` (as `herd cluster exec NAME -- herd run ...`), in this directory, and ends as
+/// it does: with its exit status, or by the same signal.
+pub fn run_in_node(dir: &std::path::Path, name: &str, opts: &RunOptions) -> Result<i32> {
+    let me = std::env::current_exe()?;
+    let mut argv: Vec<OsString> = vec![me.into_os_string(), "run".into()];
+    if let Some(node) = &opts.node {
+        argv.extend(["--node".into(), node.into()]);
+    }
+    if opts.lock {
+        argv.push("--lock".into());
+    }
+    if opts.native {
+        argv.push("--native".into());
+    }
+    argv.push("--".into());
+    argv.extend(opts.command.iter().cloned());
+    let mut cmd = herd_lab::cluster::node_exec(dir, name, &argv).map_err(|e| anyhow::anyhow!("cannot run in node {name}: {e}; nothing was started"))?;
+    if let Ok(cwd) = std::env::current_dir() {
+        cmd.env(CWD_ENV, cwd);
+    }
+    let child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot run in node {name}: {e}; nothing was started"))?;
+    let pid = child.id() as i32;
+    // As herd run itself: Ctrl-C and Ctrl-\ reach the command from the terminal; what a
+    // `kill` of this process means goes on to it.
+    task::ignore_interactive_signals();
+    task::forward_signals_to(pid);
+    drop(child);
     match task::reap(pid)? {
         Exit::Code(c) => Ok(c),
         Exit::Signal(s) => task::die_by_signal(s),

@@ -142,3 +142,16 @@ pub async fn control(shared: &Shared, name: &str, addr: std::net::SocketAddr, ui
         Err(_) => Err(format!("node {name} at {addr}: no answer within {:.0} s", within.as_secs_f64())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_fixed() {
+        assert_eq!(proto::encode(&PeerRequest::Hello)[0], 0);
+        assert_eq!(proto::encode(&PeerRequest::Control { uid: 7, request: b"{}".to_vec() })[..2], [2, 7]);
+        assert_eq!(proto::encode(&PeerResponse::Control(Vec::new()))[0], 2);
+        assert_eq!(proto::encode(&PeerResponse::Hello { name: String::new(), version: String::new() })[0], 1);
+    }
+}

@@ -237,5 +237,31 @@ mod tests {
         assert!(!allowed(&Request::Ctl { op: CtlOp::Block }, 1000, 0));
         assert!(allowed(&Request::Shutdown, 0, 0));
         assert!(allowed(&Request::Ctl { op: CtlOp::Quiet }, 1000, 1000));
+        // Per-process requests are checked per process, for everyone.
+        assert!(allowed(&Request::Signal { pid: 1, signal: 15 }, 1000, 0));
+        assert!(allowed(&Request::ClusterProcesses, 1000, 0));
+    }
+
+    #[test]
+    fn only_per_process_requests_pass_between_nodes() {
+        let migrate = Request::Migrate { pid: 4, target: "n2".into(), mode: None };
+        for r in [migrate.clone(), Request::Lock { pid: 4, lock: true }, Request::Signal { pid: 4, signal: 9 }, Request::Processes] {
+            assert!(r.is_relayable(), "{r:?}");
+        }
+        for r in [
+            Request::Shutdown,
+            Request::Ctl { op: CtlOp::Expel },
+            Request::Adopt { pid: 4, lock: false },
+            Request::Native { pid: 4 },
+            Request::ClusterProcesses,
+            Request::OnNode { node: "n3".into(), ask: Box::new(migrate.clone()) },
+        ] {
+            assert!(!r.is_relayable(), "{r:?}");
+        }
+        // The control socket's JSON, which also crosses node streams.
+        let on = Request::OnNode { node: "n3".into(), ask: Box::new(migrate) };
+        let json = serde_json::to_string(&on).unwrap();
+        assert_eq!(json, r#"{"request":"on_node","node":"n3","ask":{"request":"migrate","pid":4,"target":"n2"}}"#);
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), on);
     }
 }

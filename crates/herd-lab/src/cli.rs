@@ -72,6 +72,11 @@ pub enum ClusterCommand {
         /// its own, so it only looks shared and is not
         #[arg(long, value_name = "DIR")]
         shared: Vec<PathBuf>,
+        /// Let root's processes migrate between the nodes (herdd's allow_root_guests), so
+        /// that root can try `herd run` without changing to another user first. Every
+        /// node then takes root's processes from the others: for a cluster to try out
+        #[arg(long)]
+        allow_root_guests: bool,
     },
     /// Stop every node and remove the cluster's processes, network, cgroups and state
     #[command(after_help = "Idempotent: without a cluster it says so and succeeds. Logs in DIR are kept.")]
@@ -147,6 +152,8 @@ pub enum LabCommand {
         daemon: PathBuf,
         #[arg(long)]
         shared: Vec<PathBuf>,
+        #[arg(long)]
+        allow_root_guests: bool,
     },
     /// pid 1 of a node (started by the supervisor in the node's new namespaces)
     NodeInit {
@@ -206,12 +213,13 @@ impl ClusterArgs {
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
     match args.command {
-        ClusterCommand::Up { nodes, cpus_per_node, mem_per_node, dir, timeout, shared } => {
+        ClusterCommand::Up { nodes, cpus_per_node, mem_per_node, dir, timeout, shared, allow_root_guests } => {
             let dir = dir.resolve();
             let opts = UpOptions {
                 cpus_per_node,
                 mem_per_node,
                 shared,
+                allow_root_guests,
                 dir: Some(dir),
                 timeout: seconds(timeout)?,
                 ..UpOptions::new(nodes)
@@ -323,8 +331,8 @@ fn print_table(st: &ClusterStatus) {
 
 pub fn run_internal(args: LabArgs) -> anyhow::Result<i32> {
     match args.command {
-        LabCommand::Supervise { dir, nodes, cpus_per_node, mem_per_node, daemon, shared } => {
-            supervisor::supervise(SuperviseOptions { dir, nodes, cpus_per_node, mem_per_node, daemon, shared })
+        LabCommand::Supervise { dir, nodes, cpus_per_node, mem_per_node, daemon, shared, allow_root_guests } => {
+            supervisor::supervise(SuperviseOptions { dir, nodes, cpus_per_node, mem_per_node, daemon, shared, allow_root_guests })
         }
         LabCommand::NodeInit { dir, name, addr, daemon, sync_fd, keep, shared } => {
             node_init::node_init(NodeInitOptions { dir, name, address: addr, daemon, sync_fd, keep, shared })

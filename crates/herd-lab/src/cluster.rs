@@ -78,6 +78,8 @@ pub struct UpOptions {
     /// made (mode 1777) in each node before its herdd starts: one directory for all
     /// nodes where the machine's file system is, a node's own under its private /tmp.
     pub shared: Vec<PathBuf>,
+    /// Root's processes migrate too (`allow_root_guests = true` on every node).
+    pub allow_root_guests: bool,
 }
 
 impl UpOptions {
@@ -91,6 +93,7 @@ impl UpOptions {
             herd_exe: None,
             daemon: None,
             shared: Vec::new(),
+            allow_root_guests: false,
         }
     }
 }
@@ -601,6 +604,9 @@ impl LocalCluster {
         }
         for s in &opts.shared {
             cmd.arg("--shared").arg(s);
+        }
+        if opts.allow_root_guests {
+            cmd.arg("--allow-root-guests");
         }
         let log2 = log.try_clone().context(|| "duplicating the log fd".into())?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2).current_dir("/");

@@ -174,7 +174,7 @@ pub fn toml_string(s: &str) -> String {
 }
 
 /// herdd's configuration for one node.
-pub fn node_config(dir: &Path, name: &str, shared: &[PathBuf]) -> String {
+pub fn node_config(dir: &Path, name: &str, shared: &[PathBuf], allow_root_guests: bool) -> String {
     let key = dir.join(KEY_FILE);
     let socket = node_dir(dir, name).join(NODE_SOCKET);
     let dfsa = if shared.is_empty() {
@@ -191,6 +191,9 @@ pub fn node_config(dir: &Path, name: &str, shared: &[PathBuf]) -> String {
         toml_string(&key.to_string_lossy()),
         toml_string(&socket.to_string_lossy()),
     );
+    if allow_root_guests {
+        text.push_str("# herd cluster up --allow-root-guests: root's processes migrate too.\nallow_root_guests = true\n");
+    }
     text.push_str(&dfsa);
     text
 }
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn node_config_is_the_documented_text() {
-        let text = node_config(Path::new("/run/herd/cluster"), "n2", &[]);
+        let text = node_config(Path::new("/run/herd/cluster"), "n2", &[], false);
         assert_eq!(
             text,
             "# written by herd cluster up\n\
@@ -223,6 +226,9 @@ mod tests {
              # by side would measure (balancing weighs speed).\n\
              speed = 10000\n"
         );
+        // Top-level keys come before the [dfsa] table.
+        let text = node_config(Path::new("/c"), "n1", &[PathBuf::from("/srv/data")], true);
+        assert!(text.ends_with("allow_root_guests = true\n\n[dfsa]\npaths = [\"/srv/data\"]\n"), "{text}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct SuperviseOptions {
     pub daemon: PathBuf,
     /// Directories for direct file access (see `UpOptions::shared`).
     pub shared: Vec<PathBuf>,
+    /// See `UpOptions::allow_root_guests`.
+    pub allow_root_guests: bool,
 }
 
 /// The cgroups one node gets.
@@ -193,7 +195,7 @@ impl Supervisor {
     fn start_node(&mut self, opts: &SuperviseOptions, k: u32, name: &str, cgroups: NodeCgroups) -> anyhow::Result<()> {
         let dir = state::node_dir(&opts.dir, name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join(state::NODE_CONFIG), state::node_config(&opts.dir, name, &opts.shared))?;
+        std::fs::write(dir.join(state::NODE_CONFIG), state::node_config(&opts.dir, name, &opts.shared, opts.allow_root_guests))?;
         for stale in [state::NODE_SOCKET, state::NODE_DAEMON_PID, state::NODE_DAEMON_EXITED] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
