@@ -166,6 +166,16 @@ fn three_nodes_converge_with_their_own_cpus() {
     }
     assert!(metrics.contains("herd_cluster_nodes{state=\"up\"} 3"), "{metrics}");
     assert!(metrics.contains("herd_gossip_sent_bytes_total"), "{metrics}");
+    // Every metric the Grafana dashboard of contrib/ uses is there.
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/grafana-dashboard.json")).unwrap();
+    let used: std::collections::BTreeSet<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("herd_"))
+        .collect();
+    assert!(used.len() >= 10, "the dashboard uses {used:?}");
+    for m in used {
+        assert!(metrics.lines().any(|l| l.starts_with(m) && l[m.len()..].starts_with(['{', ' '])), "the dashboard uses {m}, not in /metrics:\n{metrics}");
+    }
     let api: Vec<Value> = serde_json::from_str(&http_get(&cluster, "n3", "/api/nodes")).unwrap();
     assert!(all_up(&names)(&api), "{api:#?}");
     // The human table.

@@ -70,6 +70,9 @@ pub struct Counters {
     pub freeze_seconds: Histogram,
     /// Bytes each move of this home's processes sent (post-copy: with the pages that followed).
     pub move_bytes: Histogram,
+    /// Guests here: how long each forwarded call took, from the call to home's answer
+    /// in the process (seconds).
+    pub call_seconds: Histogram,
 }
 
 impl Default for Counters {
@@ -96,6 +99,8 @@ impl Default for Counters {
             freeze_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             // 1 MiB .. 16 GiB
             move_bytes: Histogram::new(exponential_buckets(1048576.0, 2.0, 15)),
+            // 25 µs .. ~0.8 s (a round trip on a LAN is ~100 µs; a read of the terminal waits)
+            call_seconds: Histogram::new(exponential_buckets(0.000025, 2.0, 16)),
         }
     }
 }

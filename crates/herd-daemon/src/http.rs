@@ -98,6 +98,11 @@ pub fn render(shared: &Shared) -> String {
     reg.register("processes_lost", "Processes of this node lost with the node they ran on", c.processes_lost.clone());
     reg.register("migration_freeze_seconds", "How long each move stopped the process", c.freeze_seconds.clone());
     reg.register("migration_bytes", "Bytes each move sent (post-copy: with the pages that followed)", c.move_bytes.clone());
+    reg.register(
+        "forwarded_call_seconds",
+        "Guests on this node: each forwarded call, from the call to home's answer in the process",
+        c.call_seconds.clone(),
+    );
     let (all, away) = crate::migrate::counts(shared);
     let migratable = Gauge::<i64>::default();
     migratable.set(all as i64);

@@ -1560,7 +1560,12 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     let (lazy_tx, lazy_rx) = std::sync::mpsc::channel();
     let out = out_tx.clone();
     let images = out_tx.clone();
-    let common = Arc::new(guest::Shared { direct_dirs: shared.dfsa.shared_with(&adopt.home), ..Default::default() });
+    let latency = shared.counters.call_seconds.clone();
+    let common = Arc::new(guest::Shared {
+        direct_dirs: shared.dfsa.shared_with(&adopt.home),
+        call_took: Some(Arc::new(move |d: Duration| latency.observe(d.as_secs_f64()))),
+        ..Default::default()
+    });
     let link = guest::start(
         adopt.clone(),
         reader,

@@ -59,6 +59,9 @@ pub struct Shared {
     pub files: Mutex<Option<Files>>,
     /// The directories this node verified shared with home.
     pub direct_dirs: Vec<String>,
+    /// Told how long each forwarded call took, from the process's call to home's answer
+    /// written back (the daemon's latency histogram).
+    pub call_took: Option<Arc<dyn Fn(std::time::Duration) + Send + Sync>>,
 }
 
 /// The handle the stream task keeps.
@@ -110,6 +113,8 @@ struct Pending {
     seq: u64,
     call: Call,
     after: After,
+    /// When it went home.
+    sent: std::time::Instant,
 }
 
 /// What is done with home's answer besides writing it into the process.
@@ -538,7 +543,7 @@ impl Guest {
             Ok(call) => {
                 self.seq += 1;
                 out(ToHome::Call { seq: self.seq, tid: self.home_tid(w.tid), call: call.clone() });
-                self.pending.insert(w.tid, Pending { id: w.id, seq: self.seq, call, after: After::Nothing });
+                self.pending.insert(w.tid, Pending { id: w.id, seq: self.seq, call, after: After::Nothing, sent: std::time::Instant::now() });
             }
             Err(_) => self.answer(w.id, -(libc::EFAULT as i64)),
         }
@@ -670,7 +675,7 @@ impl Guest {
                     self.settle_for_call(&call, out);
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
-                    self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call, after });
+                    self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call, after, sent: std::time::Instant::now() });
                 }
                 Err(e) => {
                     tracing::debug!(pid = self.pid, "call {}: {e}", n.nr);
@@ -730,6 +735,9 @@ impl Guest {
             ToRemote::Reply { seq, reply } => {
                 let Some(caller) = self.pending.iter().find(|(_, p)| p.seq == seq).map(|(t, _)| *t) else { return Flow::Go };
                 let p = self.pending.remove(&caller).expect("found");
+                if let Some(took) = &self.shared.call_took {
+                    took(p.sent.elapsed());
+                }
                 let ret = match syscalls::apply(&p.call, &reply, &ProcMemory { pid: self.pid }) {
                     Ok(r) => r,
                     Err(e) => {
