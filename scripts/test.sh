@@ -4,7 +4,7 @@
 # Java checkpoint test, xz for the file-streaming test, iproute2 and util-linux
 # for the local cluster), then
 # clippy with -D warnings, then every
-# test of the workspace.
+# test of the workspace, then the Debian package (scripts/package.sh --check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +29,5 @@ fi
 
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast -- --test-threads=2
+# The Debian package: built with cargo-deb, installed, checked, removed (root; SKIP otherwise).
+./scripts/package.sh --check

@@ -246,8 +246,30 @@ enum Command {
     #[command(long_about = demo::LONG_ABOUT)]
     #[command(after_help = "Examples:\n  sudo herd demo\n  sudo herd demo --nodes 3 --jobs 9\n  sudo herd demo --seconds 2")]
     Demo(demo::DemoArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = "The Debian package installs them. By hand:\n  \
+                            herd completions bash > /etc/bash_completion.d/herd\n  \
+                            herd completions zsh > /usr/local/share/zsh/site-functions/_herd\n  \
+                            herd completions fish > ~/.config/fish/completions/herd.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of herd (one per command) and herdd into DIR
+    #[command(name = "__man", hide = true)]
+    Man { dir: PathBuf },
     #[command(name = "__lab", hide = true)]
     Lab(herd_lab::cli::LabArgs),
+}
+
+/// `herd __man DIR`: herd.1, herd-COMMAND.1 for every command (herd-cluster-up.1, ...),
+/// and herdd.1, from the CLI definitions (what the packages install).
+fn man_pages(dir: &Path) -> anyhow::Result<i32> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)?;
+    clap_mangen::generate_to(<herd_daemon::cli::Args as CommandFactory>::command(), dir)?;
+    Ok(0)
 }
 
 fn target(node: &Option<String>, cluster: &Option<PathBuf>, socket: &Option<PathBuf>) -> anyhow::Result<nodes::Target> {
@@ -340,6 +362,12 @@ fn main() {
             }
             herd_lab::cli::run(args)
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "herd", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => man_pages(&dir),
         Command::Lab(args) => herd_lab::cli::run_internal(args),
     };
     match result {
@@ -480,6 +508,21 @@ mod tests {
         assert!(matches!(parse(&["herd", "unlock", "42"]).unwrap().command, Command::Unlock { pid: 42, job: false }));
         assert!(parse(&["herd", "lock", "0"]).is_err());
         assert!(parse(&["herd", "unlock"]).is_err());
+    }
+
+    #[test]
+    fn completions_and_man_pages() {
+        assert!(matches!(parse(&["herd", "completions", "bash"]).unwrap().command, Command::Completions { .. }));
+        assert!(parse(&["herd", "completions", "tcsh"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(man_pages(dir.path()).unwrap(), 0);
+        for page in ["herd.1", "herd-top.1", "herd-cluster-up.1", "herdd.1"] {
+            let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+            assert!(text.starts_with(".ie \\n(.g .ds Aq"), "{page} is roff: {}", &text[..40.min(text.len())]);
+        }
+        let top = std::fs::read_to_string(dir.path().join("herd-top.1")).unwrap();
+        assert!(top.contains("mtop") && top.contains("\\-\\-sort"), "the page has the help text");
+        assert!(!dir.path().join("herd-__lab.1").exists(), "hidden commands have no page");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! herdd, the daemon on every node: configuration, node statistics, membership by gossip,
 //! the control socket, HTTP, node streams.
 //!
+//! - [`cli`]: herdd's command line.
 //! - [`config`]: `/etc/herd/herd.toml` and openMosix map files.
 //! - [`stats`]: CPUs, speed calibration, load, memory, kernel features.
 //! - [`daemon`]: the gossip loop and the state the other tasks read.
@@ -10,6 +11,7 @@
 //! - [`migrate`]: this node's migratable processes (home side) and guests (remote side).
 
 pub mod balancer;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,28 +1,8 @@
 //! `herdd`: the herd daemon.
 
-use std::path::PathBuf;
-
 use clap::Parser;
+use herd_daemon::cli::Args;
 use herd_daemon::config::{Config, DEFAULT_CONFIG};
-
-#[derive(Parser)]
-#[command(
-    name = "herdd",
-    version,
-    about = "The herd daemon: joins this machine to the cluster that holds the same key",
-    after_help = "Zero configuration: with no config file, herdd uses the key in /etc/herd/cluster.key,\n\
-                  listens on 0.0.0.0:4700 and finds the other nodes by multicast beacon.\n\
-                  Create the key once with `herd keygen` and copy it (mode 0600) to every node.\n\
-                  Log level: HERD_LOG=debug (default info)."
-)]
-struct Args {
-    /// Configuration file (TOML)
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Check the configuration and the key, print the result, and exit
-    #[arg(long)]
-    check: bool,
-}
 
 fn main() {
     tracing_subscriber::fmt()
