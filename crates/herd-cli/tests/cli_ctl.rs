@@ -174,7 +174,7 @@ fn start_daemon() -> Option<Daemon> {
     assert!(out.status.success(), "herd keygen: {}", text(&out.stderr));
     let socket = dir.path().join("herdd.sock");
     let config = format!(
-        "name = \"solo\"\nkey_file = \"{}\"\nlisten = \"127.0.0.1:0\"\ndiscovery = false\ncontrol_socket = \"{}\"\nhttp = \"off\"\nspeed = 10000\n",
+        "name = \"solo\"\nkey_file = \"{}\"\nlisten = \"127.0.0.1:0\"\ndiscovery = false\ncontrol_socket = \"{}\"\nhttp = \"off\"\nhpc = \"off\"\nspeed = 10000\n",
         key.display(),
         socket.display()
     );

@@ -226,7 +226,7 @@ fn a_node_with_another_key_never_appears_and_changes_nothing() {
     std::fs::write(
         dir.join("herd.toml"),
         format!(
-            "name = \"rogue\"\nkey_file = \"{k}\"\nlisten = \"0.0.0.0:4710\"\npeers = [\"{a1}:4700\", \"{a2}:4700\"]\ncontrol_socket = \"{s}\"\nhttp = \"off\"\nspeed = 10000\n",
+            "name = \"rogue\"\nkey_file = \"{k}\"\nlisten = \"0.0.0.0:4710\"\npeers = [\"{a1}:4700\", \"{a2}:4700\"]\ncontrol_socket = \"{s}\"\nhttp = \"off\"\nhpc = \"off\"\nspeed = 10000\n",
             k = dir.join("cluster.key").display(),
             s = dir.join("herdd.sock").display()
         ),

@@ -2,7 +2,9 @@
 //! and read back as a terminal would show them (vt100): every node on the screen, a move
 //! made meanwhile shown within 2 s, keys that move, signal and switch views, a user who
 //! may not act on another's process told so; and both tools' plain output when stdout is
-//! not a terminal. `HERD_WATCH_ONLY=name` runs only the scenarios named.
+//! not a terminal. Then /proc/hpc, the FUSE view each herdd mounts in its node: every file
+//! read, the node blocked and a process moved by writing to them, a user refused.
+//! `HERD_WATCH_ONLY=name` runs only the scenarios named.
 //!
 //! Prerequisites missing: `SKIP: <reason>` and return (see common/lab.rs).
 
@@ -32,6 +34,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("top_refuses_another_users_process", top_refuses_another_users_process),
     ("mon_shows_every_node_and_switches_views", mon_shows_every_node_and_switches_views),
     ("plain_output_when_not_a_terminal", plain_output_when_not_a_terminal),
+    ("proc_hpc_reads_and_steers", proc_hpc_reads_and_steers),
 ];
 
 #[test]
@@ -278,6 +281,82 @@ fn plain_output_when_not_a_terminal(lab: &Lab) {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("herd ps --all --json is JSON");
     let row = rows.as_array().unwrap().iter().find(|r| r["pid"].as_i64() == Some(i64::from(pid)) && r["home"] == "n1");
     assert!(row.is_some_and(|r| r["where"] == "n1"), "n2 lists n1's process: {rows}");
+    lab.kill_in_n1(pid, "TERM");
+    let f = p.finish(lab);
+    expect_status(&f, None, Some(libc::SIGTERM));
+}
+
+const HPC: &str = "/run/herd/hpc";
+
+/// `sh -c SCRIPT` in `node` as uid `uid` (root: 0); its stdout, and whether it succeeded.
+fn sh_as(lab: &Lab, node: &str, uid: u32, script: &str) -> (bool, String, String) {
+    let wrapped = if uid == 0 {
+        script.to_string()
+    } else {
+        format!("exec {} --reuid={uid} --regid={uid} --clear-groups -- sh -c '{}'", lab.setpriv.display(), script.replace('\'', "'\\''"))
+    };
+    let out = lab.node_sh(node, &wrapped);
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn proc_hpc_reads_and_steers(lab: &Lab) {
+    let (mounted, _, _) = sh_as(lab, "n1", 0, &format!("test -d {HPC}/admin"));
+    if !mounted {
+        if !std::path::Path::new("/dev/fuse").exists() {
+            println!("SKIP: proc_hpc_reads_and_steers: no /dev/fuse on this machine, so herdd mounts no /proc/hpc view");
+            return;
+        }
+        panic!("herdd mounted no {HPC} in n1 although /dev/fuse exists:\n{}", lab.logs());
+    }
+    let mut p = lab.start("sleeper", How::Herd, &sleeper());
+    let pid = p.home_pid(lab);
+    // Every file of every directory reads, on every node.
+    for node in NODES {
+        let (ok, out, err) = sh_as(lab, node, 0, &format!("cd {HPC} && for f in admin/* nodes/*/* procs/*/*; do [ -f \"$f\" ] && printf \"%s=%s\\n\" \"$f\" \"$(cat \"$f\" | tr \"\\n\" \";\")\"; done; true"));
+        assert!(ok, "reading {HPC} in {node}: {err}");
+        let files: std::collections::BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
+        for f in ["admin/block", "admin/speed", "admin/quiet", "admin/expel"] {
+            assert!(files.contains_key(f), "{node}: no {f} in\n{out}");
+        }
+        for n in NODES {
+            for f in ["cpus", "freemem", "load", "mem", "speed", "status"] {
+                let v = files.get(format!("nodes/{n}/{f}").as_str()).unwrap_or_else(|| panic!("{node}: no nodes/{n}/{f} in\n{out}"));
+                assert!(!v.is_empty(), "{node}: nodes/{n}/{f} is empty");
+            }
+            // n1 is quiet here (the lab's n1 takes no part in balancing): `up quiet` once
+            // gossip has told.
+            let status = files[format!("nodes/{n}/status").as_str()];
+            assert!(status == "up;" || (n == "n1" && status == "up quiet;"), "{node} sees {n} {status}");
+        }
+        if node == "n1" {
+            assert_eq!(files[format!("procs/{pid}/where").as_str()], "n1;", "{out}");
+            assert_eq!(files[format!("procs/{pid}/nmigs").as_str()], "0;", "{out}");
+            assert_eq!(files[format!("procs/{pid}/lock").as_str()], "0;", "{out}");
+        } else {
+            assert!(!files.keys().any(|k| k.starts_with("procs/")), "{node} lists only its own home's processes:\n{out}");
+        }
+    }
+    // A user may not block the node, nor move another's process; the owner may move hers.
+    let (ok, _, err) = sh_as(lab, "n1", NOBODY, &format!("echo 1 > {HPC}/admin/block"));
+    assert!(!ok && err.contains("Permission denied"), "nobody blocked n1: {err}");
+    let (ok, _, err) = sh_as(lab, "n1", 65533, &format!("echo n2 > {HPC}/procs/{pid}/goto"));
+    assert!(!ok && err.contains("Permission denied"), "uid 65533 moved nobody's process: {err}");
+    let (ok, _, err) = sh_as(lab, "n1", NOBODY, &format!("echo n2 > {HPC}/procs/{pid}/goto"));
+    assert!(ok, "its owner writing n2 to goto: {err}");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    let (_, out, _) = sh_as(lab, "n1", NOBODY, &format!("cat {HPC}/procs/{pid}/where {HPC}/procs/{pid}/nmigs"));
+    assert_eq!(out, "n2\n1\n");
+    // Root blocks n1 through admin/block: the others see it blocked.
+    let (ok, _, err) = sh_as(lab, "n1", 0, &format!("echo 1 > {HPC}/admin/block && cat {HPC}/admin/block"));
+    assert!(ok, "root writing admin/block: {err}");
+    let start = Instant::now();
+    while !lab.nodes("n2").iter().any(|r| r["name"] == "n1" && r["state"] == "blocked") {
+        assert!(start.elapsed() < Duration::from_secs(10), "n2 does not see n1 blocked: {:?}", lab.nodes("n2"));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (_, out, _) = sh_as(lab, "n2", 0, &format!("cat {HPC}/nodes/n1/status"));
+    assert!(out.starts_with("blocked block"), "n2's nodes/n1/status: {out}");
+    sh_as(lab, "n1", 0, &format!("echo 0 > {HPC}/admin/block"));
     lab.kill_in_n1(pid, "TERM");
     let f = p.finish(lab);
     expect_status(&f, None, Some(libc::SIGTERM));

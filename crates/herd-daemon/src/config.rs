@@ -11,6 +11,7 @@
 //! map_file = "/etc/openmosix.map"     # classic `ID host count` peer list
 //! control_socket = "/run/herd/herdd.sock"
 //! http = "127.0.0.1:4780"             # "off" disables /metrics and /api
+//! hpc = "/run/herd/hpc"               # openMosix's /proc/hpc, as a FUSE file system; "off" disables
 //! speed = 12000                       # skip the start-up calibration
 //! allow_root_guests = false           # root's processes do not migrate
 //! balance = true                      # move processes automatically (openMosix did)
@@ -45,6 +46,7 @@ pub const DEFAULT_KEY: &str = "/etc/herd/cluster.key";
 pub const DEFAULT_SOCKET: &str = "/run/herd/herdd.sock";
 pub const DEFAULT_PORT: u16 = 4700;
 pub const DEFAULT_HTTP: &str = "127.0.0.1:4780";
+pub const DEFAULT_HPC: &str = "/run/herd/hpc";
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +62,7 @@ struct File {
     map_file: Option<PathBuf>,
     control_socket: Option<PathBuf>,
     http: Option<String>,
+    hpc: Option<String>,
     speed: Option<u32>,
     allow_root_guests: Option<bool>,
     balance: Option<bool>,
@@ -88,6 +91,8 @@ pub struct Config {
     pub peers: Vec<String>,
     pub control_socket: PathBuf,
     pub http: Option<SocketAddr>,
+    /// Where herdd mounts its /proc/hpc view (`hpc`; None: not at all).
+    pub hpc: Option<PathBuf>,
     pub speed: Option<u32>,
     /// Whether processes of root may run here as guests (and leave from here).
     /// Off by default: a migrated process runs as its owner, never as root.
@@ -161,6 +166,12 @@ impl Config {
             None => Some(DEFAULT_HTTP.parse().expect("valid default")),
             Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| value_err("http", format!("{s:?} is not ADDRESS:PORT or \"off\"")))?),
         };
+        let hpc = match f.hpc.as_deref() {
+            Some("off") | Some("") => None,
+            None => Some(PathBuf::from(DEFAULT_HPC)),
+            Some(s) if Path::new(s).is_absolute() => Some(PathBuf::from(s)),
+            Some(s) => return Err(value_err("hpc", format!("{s:?} is not an absolute path or \"off\""))),
+        };
         if f.speed == Some(0) {
             return Err(value_err("speed", "must be a positive number (10000 = the reference CPU)".into()));
         }
@@ -196,6 +207,7 @@ impl Config {
             peers,
             control_socket: f.control_socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             http,
+            hpc,
             speed: f.speed,
             source: path.map(Path::to_path_buf),
         })
@@ -324,6 +336,10 @@ mod tests {
         let c = Config::parse("name = \"n1\"\nlisten = \"10.1.2.3\"\nhttp = \"off\"\n", Path::new("f")).unwrap();
         assert_eq!(c.listen, "10.1.2.3:4700".parse().unwrap());
         assert!(c.http.is_none());
+        assert_eq!(c.hpc.as_deref(), Some(Path::new(DEFAULT_HPC)));
+        let c = Config::parse("hpc = \"off\"\n", Path::new("f")).unwrap();
+        assert!(c.hpc.is_none());
+        assert!(Config::parse("hpc = \"relative/dir\"\n", Path::new("f")).is_err());
         assert!(c.discovery);
         let e = Config::parse("beacon = \"10.0.0.1:1\"\n", Path::new("f")).unwrap_err().to_string();
         assert!(e.contains("not a multicast"), "{e}");

@@ -328,6 +328,17 @@ impl Prepared {
         tokio::spawn(crate::balancer::run(shared.clone()));
         tokio::spawn(crate::family::run(shared.clone()));
         tokio::spawn(crate::dfsa::verify_loop(shared.clone()));
+        // Unmounted when dropped, after the gossip loop ends.
+        let _hpc = shared.config.hpc.as_ref().and_then(|path| match crate::hpc::mount(shared.clone(), path) {
+            Ok(session) => {
+                tracing::info!("/proc/hpc view mounted at {}", path.display());
+                Some(session)
+            }
+            Err(e) => {
+                tracing::warn!("no /proc/hpc view at {}: {e} (it needs /dev/fuse and root; `hpc = \"off\"` in herd.toml stops trying)", path.display());
+                None
+            }
+        });
         let result = gossip.run().await;
         let _ = std::fs::remove_file(&shared.config.control_socket);
         result

@@ -6,6 +6,7 @@
 //! - [`stats`]: CPUs, speed calibration, load, memory, kernel features.
 //! - [`daemon`]: the gossip loop and the state the other tasks read.
 //! - [`control`] / [`server`]: the CLI protocol and its server (SO_PEERCRED).
+//! - [`hpc`]: openMosix's /proc/hpc, as a FUSE file system.
 //! - [`http`]: `/metrics`, `/api/nodes`.
 //! - [`peer`]: Noise streams from other nodes.
 //! - [`migrate`]: this node's migratable processes (home side) and guests (remote side).
@@ -17,6 +18,7 @@ pub mod control;
 pub mod daemon;
 pub mod dfsa;
 pub mod family;
+pub mod hpc;
 pub mod http;
 pub mod migrate;
 pub mod net;

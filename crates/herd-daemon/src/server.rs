@@ -174,7 +174,7 @@ async fn on_node(shared: &Arc<Shared>, node: &str, request: Request, uid: u32) -
 /// `herd ctl`: the gossip loop changes the node's flags (it owns them: two ctls never
 /// undo each other) and publishes them; then expel and bring send processes home — with
 /// the node already blocked (expel) or lstay (bring), so nothing slips past.
-async fn ctl(shared: &Arc<Shared>, op: CtlOp) -> Response {
+pub(crate) async fn ctl(shared: &Arc<Shared>, op: CtlOp) -> Response {
     let (reply, answer) = tokio::sync::oneshot::channel();
     if shared.commands.send(Command::Ctl { op, reply }).await.is_err() {
         return error(ErrorKind::Internal, "herdd is shutting down".into());

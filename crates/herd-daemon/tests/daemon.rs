@@ -54,7 +54,7 @@ fn start(extra: &str) -> (Daemon, ClusterKey) {
     let key = write_key(&dir.path().join("cluster.key"));
     let socket = dir.path().join("herdd.sock");
     let config = format!(
-        "name = \"solo\"\nkey_file = \"{}\"\nlisten = \"127.0.0.1:0\"\ndiscovery = false\ncontrol_socket = \"{}\"\nhttp = \"127.0.0.1:0\"\nspeed = 10000\n{extra}",
+        "name = \"solo\"\nkey_file = \"{}\"\nlisten = \"127.0.0.1:0\"\ndiscovery = false\ncontrol_socket = \"{}\"\nhttp = \"127.0.0.1:0\"\nhpc = \"off\"\nspeed = 10000\n{extra}",
         dir.path().join("cluster.key").display(),
         socket.display()
     );
