@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs herd's whole test suite: installs what the tests need (a C compiler
 # and libc headers for the test programs, make, python3, bash, a JDK for the
-# Java checkpoint test, xz for the file-streaming test, iproute2 and util-linux
-# for the local cluster), then
+# Java checkpoint test, xz for the file-streaming test, Chromium and chromedriver
+# for the dashboard test, iproute2 and util-linux for the local cluster), then
 # clippy with -D warnings, then every
 # test of the workspace, then the Debian package (scripts/package.sh --check).
 set -euo pipefail
@@ -18,6 +18,9 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+# The web dashboard's test drives headless Chromium.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then

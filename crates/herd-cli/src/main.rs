@@ -234,6 +234,14 @@ enum Command {
         #[arg(long)]
         tree: bool,
     },
+    /// A login link for the web dashboard: the browser that opens it acts as you
+    #[command(after_help = "herdd serves the dashboard on http://127.0.0.1:4780/ (its `http` address): every node with \
+                            its load and memory over the last 10 minutes, every migratable process where it runs. \
+                            Anyone on this machine may look. To act (drag a process onto a node to move it, lock it; \
+                            as root, block or quiet this node), open the link this prints: it works once, within 5 \
+                            minutes, and the browser then acts as you, on your own processes (root: on all).\n\n\
+                            Examples:\n  herd dashboard\n  herd --node n1 dashboard")]
+    Dashboard,
     /// Every migratable process of the cluster, live; move, lock and signal them with keys (alias: mtop)
     #[command(after_help = top::AFTER_HELP)]
     Top(top::TopArgs),
@@ -352,6 +360,7 @@ fn main() {
         Command::Ctl { word } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::ctl(&t, word)),
         Command::Lock { pid, job } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, job, true)),
         Command::Unlock { pid, job } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ctl::lock(&t, pid, job, false)),
+        Command::Dashboard => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::dashboard(&t)),
         Command::Top(args) => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| top::run(t, &args)),
         Command::Mon(args) => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| mon::run(t, &args)),
         Command::Demo(args) => demo::run(&args),

@@ -45,6 +45,16 @@ fn gib(bytes: u64) -> String {
     format!("{:.1}G", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// `herd dashboard`: a login link for the web dashboard.
+pub fn dashboard(target: &Target) -> anyhow::Result<i32> {
+    let Response::DashboardLogin { url, valid_secs } = target.call(&Request::DashboardLogin)? else {
+        anyhow::bail!("herdd answered the dashboard request with something else");
+    };
+    println!("{url}");
+    eprintln!("Open this link in a browser on this machine: it works once, within {} minutes, and the browser then acts as you.", valid_secs / 60);
+    Ok(0)
+}
+
 pub fn nodes(target: &Target, json: bool) -> anyhow::Result<i32> {
     let Response::Nodes(rows) = target.call(&Request::Nodes)? else {
         anyhow::bail!("herdd answered the nodes request with something else");

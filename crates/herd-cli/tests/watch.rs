@@ -3,7 +3,10 @@
 //! made meanwhile shown within 2 s, keys that move, signal and switch views, a user who
 //! may not act on another's process told so; and both tools' plain output when stdout is
 //! not a terminal. Then /proc/hpc, the FUSE view each herdd mounts in its node: every file
-//! read, the node blocked and a process moved by writing to them, a user refused.
+//! read, the node blocked and a process moved by writing to them, a user refused. Then the
+//! web dashboard in headless Chromium (chromedriver, in n1's network namespace): every
+//! node shown, another user's process not movable, a request without the CSRF token
+//! refused, a process dragged onto n2 running on n2.
 //! `HERD_WATCH_ONLY=name` runs only the scenarios named.
 //!
 //! Prerequisites missing: `SKIP: <reason>` and return (see common/lab.rs).
@@ -35,6 +38,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("mon_shows_every_node_and_switches_views", mon_shows_every_node_and_switches_views),
     ("plain_output_when_not_a_terminal", plain_output_when_not_a_terminal),
     ("proc_hpc_reads_and_steers", proc_hpc_reads_and_steers),
+    ("dashboard_in_chromium", dashboard_in_chromium),
 ];
 
 #[test]
@@ -360,4 +364,171 @@ fn proc_hpc_reads_and_steers(lab: &Lab) {
     lab.kill_in_n1(pid, "TERM");
     let f = p.finish(lab);
     expect_status(&f, None, Some(libc::SIGTERM));
+}
+
+/// Runs `f` on a thread of its own whose network namespace is `node`'s: the sockets it
+/// makes reach that node's 127.0.0.1 (its herdd's HTTP, a chromedriver started there).
+fn in_netns_of<T: Send>(lab: &Lab, node: &str, f: impl FnOnce() -> T + Send) -> T {
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", lab.daemon_host_pid(node))).expect("the node's network namespace");
+    thread::scope(|s| {
+        let t = s.spawn(move || {
+            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the node's network namespace");
+            f()
+        });
+        t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// `herd dashboard` in n1 as `uid`: the login link.
+fn login_link(lab: &Lab, uid: u32) -> String {
+    let (ok, out, err) = sh_as(lab, "n1", uid, &format!("{HERD} dashboard"));
+    assert!(ok && out.starts_with("http://127.0.0.1:4780/login?token="), "herd dashboard as uid {uid}: {out} {err}");
+    out.trim().to_string()
+}
+
+fn dashboard_in_chromium(lab: &Lab) {
+    let (Some(chromium), Some(driver)) = (which("chromium"), which("chromedriver")) else {
+        println!("SKIP: dashboard_in_chromium: no chromium and chromedriver (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let mut p = lab.start("sleeper", How::HerdLocked, &sleeper());
+    let pid = p.home_pid(lab);
+    let log = lab.dir.join("chromedriver.log");
+    let mut cmd = lab.cluster.node_exec("n1", &[driver.as_os_str(), "--port=9515".as_ref()]).expect("node_exec chromedriver");
+    cmd.stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null()).stdin(Stdio::null());
+    let mut chromedriver = cmd.spawn().expect("starting chromedriver in n1");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        in_netns_of(lab, "n1", || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(browse(lab, &chromium, pid))
+        })
+    }));
+    let _ = chromedriver.kill();
+    let _ = chromedriver.wait();
+    if let Err(e) = result {
+        println!("--- chromedriver's log\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::panic::resume_unwind(e);
+    }
+    lab.expect_where(&p, pid, "n2", Some(1));
+    lab.kill_in_n1(pid, "TERM");
+    let f = p.finish(lab);
+    expect_status(&f, None, Some(libc::SIGTERM));
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    ["/usr/bin", "/usr/local/bin", "/bin"].iter().map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+async fn browse(lab: &Lab, chromium: &std::path::Path, pid: i32) {
+    use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+    use fantoccini::Locator;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+                     "--user-data-dir=/tmp/herd-dashboard-test"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let mut client = None;
+    let start = Instant::now();
+    // chromedriver takes a moment to listen.
+    while client.is_none() {
+        match fantoccini::ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect("http://127.0.0.1:9515").await {
+            Ok(c) => client = Some(c),
+            Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                println!("chromedriver not ready: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("no WebDriver session: {e}"),
+        }
+    }
+    let c = client.unwrap();
+    let text = |sel: &'static str| {
+        let c = c.clone();
+        async move { c.find(Locator::Css(sel)).await.unwrap().text().await.unwrap() }
+    };
+    let wait_text = |sel: &'static str, want: String| {
+        let c = c.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let got = match c.find(Locator::Css(sel)).await {
+                    Ok(e) => e.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                if got.contains(&want) {
+                    return got;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "{sel} does not say {want:?} within 30 s: {got:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let chip_css = format!(r#".proc[data-home="n1"][data-pid="{pid}"]"#);
+    let drag_to = |to: &'static str| {
+        let (c, chip_css) = (c.clone(), chip_css.clone());
+        async move {
+            let chip = c.find(Locator::Css(&chip_css)).await.expect("the process on the page");
+            let card = c.find(Locator::Css(&format!(r#"section[data-node="{to}"]"#))).await.expect("the node's card");
+            let mouse = MouseActions::new("mouse".into())
+                .then(PointerAction::MoveToElement { element: chip, duration: None, x: -40.0, y: 0.0 })
+                .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+                .then(PointerAction::MoveToElement { element: card.clone(), duration: Some(Duration::from_millis(200)), x: 0.0, y: -20.0 })
+                .then(PointerAction::MoveToElement { element: card, duration: Some(Duration::from_millis(100)), x: 0.0, y: 0.0 })
+                .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+            c.perform_actions(mouse).await.expect("dragging");
+        }
+    };
+
+    // Looking needs nothing: every node, and the process where it runs.
+    c.goto("http://127.0.0.1:4780/").await.expect("the dashboard");
+    wait_text("#cluster", "3 of 3 nodes up".into()).await;
+    for n in NODES {
+        c.wait().for_element(Locator::Css(&format!(r#"section[data-node="{n}"]"#))).await.expect("a card per node");
+    }
+    c.wait().for_element(Locator::Css(&format!(r#"section[data-node="n1"] {chip_css}"#))).await.expect("the process on n1");
+    assert!(text("#who").await.contains("looking only"));
+
+    // Another user (uid 65533) may not move nobody's process.
+    c.goto(&login_link(lab, 65533)).await.expect("the login link");
+    wait_text("#who", "uid 65533".into()).await;
+    wait_text("#cluster", "3 of 3 nodes up".into()).await;
+    c.wait().for_element(Locator::Css(&chip_css)).await.unwrap();
+    drag_to("n2").await;
+    let said = wait_text("#status", "not to you".into()).await;
+    assert!(said.contains(&format!("belongs to uid {NOBODY}")), "{said}");
+    // A request without the session's CSRF token (what another site could send) is refused.
+    let status = c
+        .execute(
+            &format!(
+                "return fetch('/api/act', {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, \
+                 body: JSON.stringify({{act: 'move', home: 'n1', pid: {pid}, target: 'n2'}})}}).then(r => r.status)"
+            ),
+            vec![],
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(status, serde_json::json!(403), "a move without the CSRF token");
+    // A login link works once.
+    let link = login_link(lab, NOBODY);
+    c.goto(&link).await.unwrap();
+    wait_text("#who", format!("uid {NOBODY}")).await;
+    let reused = c.execute("return fetch(arguments[0]).then(r => r.status)", vec![serde_json::json!(link)]).await.unwrap();
+    assert_eq!(reused, serde_json::json!(403), "a used login link");
+
+    // Its owner drags it onto n2: it runs there.
+    wait_text("#cluster", "3 of 3 nodes up".into()).await;
+    c.wait().for_element(Locator::Css(&chip_css)).await.unwrap();
+    drag_to("n2").await;
+    wait_text("#status", format!("moved {pid} to n2")).await;
+    c.wait().for_element(Locator::Css(&format!(r#"section[data-node="n2"] {chip_css}"#))).await.expect("the process shown on n2");
+    if let Ok(path) = std::env::var("HERD_DASHBOARD_SCREENSHOT") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        std::fs::write(&path, c.screenshot().await.unwrap()).unwrap();
+        println!("screenshot: {path}");
+    }
+    c.close().await.expect("closing the browser");
 }

@@ -67,6 +67,9 @@ pub enum Request {
     /// against the same uid (`herd top` acting on a process whose home is elsewhere).
     /// Uids are the same on every node of a cluster, as in MOSIX.
     OnNode { node: String, ask: Box<Request> },
+    /// A one-time login link for the web dashboard (`herd dashboard`): the browser that
+    /// opens it acts as the caller.
+    DashboardLogin,
 }
 
 /// `herd ctl` operations (the openMosix `mosctl` ones).
@@ -118,6 +121,7 @@ impl Request {
                 | Request::Lock { .. }
                 | Request::Signal { .. }
                 | Request::OnNode { .. }
+                | Request::DashboardLogin
         )
     }
 
@@ -137,6 +141,8 @@ pub enum Response {
     ClusterProcesses(ClusterProcesses),
     Migrated(Migrated),
     Ctl(CtlDone),
+    /// The link, and for how many seconds it works (once).
+    DashboardLogin { url: String, valid_secs: u64 },
     Done,
     Error(ControlError),
 }

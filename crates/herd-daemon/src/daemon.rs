@@ -122,6 +122,8 @@ pub struct Shared {
     pub procs: crate::migrate::Registry,
     /// The directories shared with other nodes (direct file access).
     pub dfsa: crate::dfsa::Dfsa,
+    /// The web dashboard's logins, sessions, history and view.
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 impl Shared {
@@ -273,6 +275,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         keypair: keypair.clone(),
         procs: Default::default(),
         dfsa,
+        dashboard: Default::default(),
     });
     let gossip = GossipLoop {
         shared: shared.clone(),
@@ -323,6 +326,7 @@ impl Prepared {
         tokio::spawn(crate::server::serve_control(control, shared.clone()));
         if let Some(l) = http {
             tokio::spawn(crate::http::serve(l, shared.clone()));
+            tokio::spawn(crate::dashboard::run(shared.clone()));
         }
         tokio::spawn(crate::peer::serve(streams, shared.clone(), keypair));
         tokio::spawn(crate::balancer::run(shared.clone()));

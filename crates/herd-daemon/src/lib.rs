@@ -4,6 +4,7 @@
 //! - [`cli`]: herdd's command line.
 //! - [`config`]: `/etc/herd/herd.toml` and openMosix map files.
 //! - [`stats`]: CPUs, speed calibration, load, memory, kernel features.
+//! - [`dashboard`]: the web dashboard's sessions, history and live view.
 //! - [`daemon`]: the gossip loop and the state the other tasks read.
 //! - [`control`] / [`server`]: the CLI protocol and its server (SO_PEERCRED).
 //! - [`hpc`]: openMosix's /proc/hpc, as a FUSE file system.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dashboard;
 pub mod dfsa;
 pub mod family;
 pub mod hpc;

@@ -89,6 +89,18 @@ pub async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Respons
             }
         }
         Request::OnNode { node, ask } => return on_node(shared, &node, *ask, uid).await,
+        Request::DashboardLogin => {
+            let Some(mut addr) = shared.http else {
+                return error(ErrorKind::BadRequest, "herdd serves no HTTP here (`http = \"off\"` in its configuration)".into());
+            };
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let token = shared.dashboard.login_token(uid);
+            tracing::info!(uid, "dashboard login link made");
+            let url = format!("http://{addr}/login?token={token}");
+            return Response::DashboardLogin { url, valid_secs: crate::dashboard::LOGIN_VALID.as_secs() };
+        }
         Request::Adopt { pid, lock } => {
             return match crate::migrate::adopt(shared, pid, lock, uid) {
                 Ok(()) => Response::Done,
@@ -127,7 +139,7 @@ fn peers(shared: &Shared) -> Vec<(String, std::net::SocketAddr)> {
 
 /// This node's processes and every up peer's, asked at once; a peer that does not
 /// answer within [`crate::peer::ANSWER_WITHIN`] is listed as unanswered.
-async fn cluster_processes(shared: &Arc<Shared>) -> ClusterProcesses {
+pub(crate) async fn cluster_processes(shared: &Arc<Shared>) -> ClusterProcesses {
     let mut asks = tokio::task::JoinSet::new();
     for (name, addr) in peers(shared) {
         let shared = shared.clone();
