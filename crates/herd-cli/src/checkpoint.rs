@@ -38,8 +38,19 @@ pub fn run(pid: i32, output: &Path, kill: bool) -> Result<i32> {
             .mode(0o600) // the image holds the process's memory
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let (out, stats) = frozen.write(BufWriter::with_capacity(1 << 20, file))?;
-        let file = out.into_inner().map_err(|e| e.into_error()).context("writing the image")?;
+        // On a terminal: the bytes written so far, and how fast (a large process takes seconds).
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(indicatif::ProgressStyle::with_template("{spinner} writing {msg}: {bytes} {bytes_per_sec}").expect("a valid template"));
+            b.set_message(output.display().to_string());
+            b.enable_steady_tick(std::time::Duration::from_millis(100));
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let (out, stats) = frozen.write(Counted { inner: BufWriter::with_capacity(1 << 20, file), bar: bar.clone() })?;
+        bar.finish_and_clear();
+        let file = out.inner.into_inner().map_err(|e| e.into_error()).context("writing the image")?;
         if kill {
             file.sync_all().context("syncing the image")?;
         }
@@ -75,4 +86,22 @@ pub fn run(pid: i32, output: &Path, kill: bool) -> Result<i32> {
         if kill { ", then ended" } else { "" }
     );
     Ok(0)
+}
+
+/// A writer that counts what passes on a progress bar.
+struct Counted<W> {
+    inner: W,
+    bar: indicatif::ProgressBar,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

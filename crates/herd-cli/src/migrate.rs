@@ -11,7 +11,15 @@ use crate::run::reason;
 /// (None: herdd chooses), and waits for the move to end. Prints one line either way; the
 /// exit code is 0 or 1.
 pub fn run(target: &Target, pid: i32, to: &str, mode: Option<MoveMode>) -> Result<i32> {
-    let answer = target.connect().and_then(|mut c| c.call(&Request::Migrate { pid, target: to.to_string(), mode }));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let answer = std::thread::scope(|s| {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            s.spawn(|| progress(target, pid, to, &done));
+        }
+        let answer = target.connect().and_then(|mut c| c.call(&Request::Migrate { pid, target: to.to_string(), mode }));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        answer
+    });
     match answer {
         Ok(Response::Migrated(m)) => {
             println!("{}", moved_line(&m));
@@ -22,6 +30,40 @@ pub fn run(target: &Target, pid: i32, to: &str, mode: Option<MoveMode>) -> Resul
             eprintln!("herd migrate: {}", failure_line(&e));
             Ok(1)
         }
+    }
+}
+
+/// On a terminal, while the move goes on: a bar of the bytes sent (what `herd ps` shows
+/// of the move), from herdd's rows, five times a second; gone when the move ends.
+fn progress(target: &Target, pid: i32, to: &str, done: &std::sync::atomic::AtomicBool) {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let tick = std::time::Duration::from_millis(200);
+    // A quick move needs no bar.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut bar: Option<ProgressBar> = None;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let row = match target.call(&Request::Processes) {
+            Ok(Response::Processes(rows)) => rows.into_iter().find(|r| r.pid == pid),
+            _ => None,
+        };
+        if let Some(m) = row.and_then(|r| r.moving) {
+            let b = bar.get_or_insert_with(|| {
+                let b = ProgressBar::new(0);
+                b.set_style(
+                    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                );
+                b
+            });
+            b.set_length(m.total_bytes.max(m.sent_bytes));
+            b.set_position(m.sent_bytes);
+            b.set_message(format!("moving {pid} to {to} ({}, {})", m.mode, m.phase));
+        }
+        std::thread::sleep(tick);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
 }
 
