@@ -7,6 +7,8 @@
 //!   native baselines.
 //! - `herd-bench stream`: herd's node stream (Noise, AES-GCM) against plain TCP
 //!   over loopback.
+//! - `herd-bench watch`: herdd's CPU while a dashboard page and `herd top` watch 1,000
+//!   migratable processes.
 //! - `herd-bench balance-sim`: the balancing policy on a simulated cluster of
 //!   a thousand nodes, against placements without migration.
 //! - `herd-bench hold MIB` is internal: the process that gets checkpointed;
@@ -27,6 +29,7 @@ mod migrate;
 mod report;
 mod stream;
 mod sys;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -167,6 +170,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What watching costs herdd: 1,000 migratable processes on n1 of a local cluster,
+    /// herdd's CPU with and without a dashboard page and `herd top` watching, bytes a
+    /// second to the page (needs root). docs/benchmarks.md, "Watching".
+    Watch {
+        /// Migratable processes on n1 (sleeps of one job).
+        #[arg(long, default_value_t = 1000)]
+        procs: usize,
+        /// Seconds per measured window.
+        #[arg(long, default_value_t = 10.0)]
+        window: f64,
+        /// Pairs of windows (no one watching, watched), alternated.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Keep the cluster's directory (logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     BalanceSim {
         /// Simulated nodes.
         #[arg(long, default_value_t = 1000)]
@@ -215,6 +235,7 @@ fn main() -> ExitCode {
             migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep, file_mib })
         }
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
+        Cmd::Watch { procs, window, reps, keep } => watch::run(watch::Config { procs, window, reps, keep }),
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, json })
         }

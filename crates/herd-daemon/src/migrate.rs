@@ -44,7 +44,14 @@ pub struct Registry {
     /// Processes that run natively (`herd run --native`), by pid, with their start
     /// times: never adopted, and neither are their descendants (they are not walked).
     native: Mutex<HashMap<i32, u64>>,
+    /// Why each process at home could not move when last looked at (by pid, with its
+    /// start time and when): `herd ps`, `herd top` and the dashboard ask every second,
+    /// and reading a thousand processes' /proc files that often costs a CPU.
+    cantmove: Mutex<HashMap<i32, (u64, Instant, Vec<String>)>>,
 }
+
+/// How long a process's reasons not to move are reused by the process lists.
+const CANTMOVE_FRESH: Duration = Duration::from_secs(3);
 
 struct Handle {
     uid: u32,
@@ -437,6 +444,8 @@ pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     let listed: Vec<(ProcessRow, u64)> = procs.values().map(|h| (h.row.lock().expect("row lock").clone(), h.start)).collect();
     drop(procs);
     let mut rows = Vec::with_capacity(listed.len());
+    let mut known = shared.procs.cantmove.lock().expect("cantmove lock");
+    known.retain(|pid, (start, _, _)| listed.iter().any(|(r, s)| r.pid == *pid && s == start));
     for (mut r, start) in listed {
         // Its parent now (at home, or its deputy's): the actor's figure is a second old.
         let stat = procfs::process::Process::new(r.pid).and_then(|p| p.stat());
@@ -448,7 +457,14 @@ pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
             if !stat.is_ok_and(|st| st.starttime == start) {
                 continue;
             }
-            r.cantmove = cannot_move(r.pid);
+            r.cantmove = match known.get(&r.pid) {
+                Some((s, at, why)) if *s == start && at.elapsed() < CANTMOVE_FRESH => why.clone(),
+                _ => {
+                    let why = cannot_move(r.pid);
+                    known.insert(r.pid, (start, Instant::now(), why.clone()));
+                    why
+                }
+            };
             if r.uid == 0 && !shared.config.allow_root_guests {
                 r.cantmove.push("belongs to root (allow_root_guests is off)".into());
             }
