@@ -47,8 +47,11 @@ pub struct Registry {
     /// Why each process at home could not move when last looked at (by pid, with its
     /// start time and when): `herd ps`, `herd top` and the dashboard ask every second,
     /// and reading a thousand processes' /proc files that often costs a CPU.
-    cantmove: Mutex<HashMap<i32, (u64, Instant, Vec<String>)>>,
+    cantmove: Mutex<HashMap<i32, Reasons>>,
 }
+
+/// A process's reasons not to move: its start time (pids are reused), when they were read.
+type Reasons = (u64, Instant, Vec<String>);
 
 /// How long a process's reasons not to move are reused by the process lists.
 const CANTMOVE_FRESH: Duration = Duration::from_secs(3);
