@@ -137,7 +137,7 @@ fn measure(lab: &Lab, cfg: &Config) -> Result<bool> {
         println!("{want} migratable processes on n1 (one job: a shell and its {} sleeps, locked) after {:.1} s", cfg.procs, start.elapsed().as_secs_f64());
         let status = lab.cluster.status()?;
         let pid = |n: &str| status.iter().find(|s| s.name == n).and_then(|s| s.pid).with_context(|| format!("{n}'s herdd does not run"));
-        let (p1, p2) = (pid("n1")? as i32, pid("n2")? as i32);
+        let (p1, p2) = (pid("n1")?, pid("n2")?);
         let netns = std::path::PathBuf::from(format!("/proc/{p1}/ns/net"));
         let window = Duration::from_secs_f64(cfg.window);
         let mut idle = Vec::new();
