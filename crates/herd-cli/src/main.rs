@@ -335,8 +335,8 @@ fn main() {
             let ran = match (&cli.node, &cli.socket) {
                 // A node of the local cluster: the command runs inside it, where that
                 // node's herdd can adopt it.
-                (Some(name), None) => target(&cli.node, &cli.cluster, &cli.socket).and_then(|_| {
-                    run::run_in_node(&cli.cluster.clone().unwrap_or_else(herd_lab::default_dir), name, &opts)
+                (Some(name), None) => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| {
+                    run::run_in_node(&t, &cli.cluster.clone().unwrap_or_else(herd_lab::default_dir), name, &opts)
                 }),
                 _ => run::run(target(&cli.node, &cli.cluster, &cli.socket), &opts),
             };

@@ -108,7 +108,15 @@ const CWD_ENV: &str = "HERD_RUN_CWD";
 /// `herd --node NAME run ...`: runs `herd run ...` inside node NAME of the local cluster
 /// in `dir` (as `herd cluster exec NAME -- herd run ...`), in this directory, and ends as
 /// it does: with its exit status, or by the same signal.
-pub fn run_in_node(dir: &std::path::Path, name: &str, opts: &RunOptions) -> Result<i32> {
+pub fn run_in_node(daemon: &Target, dir: &std::path::Path, name: &str, opts: &RunOptions) -> Result<i32> {
+    // The node's herdd must be there to take the command: else nothing starts.
+    if let Err(e) = daemon.connect() {
+        let cmd = opts.command[0].to_string_lossy();
+        match &opts.node {
+            Some(to) => anyhow::bail!("{}", cannot_move(&cmd, to, &e)),
+            None => anyhow::bail!("node {name}'s herdd does not answer ({e}), so {cmd} was not started there"),
+        }
+    }
     let me = std::env::current_exe()?;
     let mut argv: Vec<OsString> = vec![me.into_os_string(), "run".into()];
     if let Some(node) = &opts.node {
