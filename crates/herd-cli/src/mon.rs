@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Result;
-use herd_daemon::control::{NodeRow, Request, Response};
+use herd_daemon::control::NodeRow;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Style, Stylize};
@@ -139,11 +139,7 @@ impl History {
 }
 
 fn fetch(target: &Target) -> Result<Vec<(String, Sample)>, String> {
-    let nodes = match target.call(&Request::Nodes) {
-        Ok(Response::Nodes(n)) => n,
-        Ok(_) => return Err("herdd answered the nodes request with something else".into()),
-        Err(e) => return Err(format!("{e:#}")),
-    };
+    let nodes = crate::nodes::rows(target).map_err(|e| format!("{e:#}"))?;
     // Processes running on each node, whatever their home; a node that does not answer
     // is missing from the count, not from the bars.
     let procs = crate::ps::cluster_processes(target).map(|c| c.rows).unwrap_or_default();

@@ -8,6 +8,7 @@ use herd_wire::ClusterKey;
 
 /// Where the CLI finds a daemon: `--socket`, else `--node` in the local cluster,
 /// else this machine's herdd.
+#[derive(Clone)]
 pub struct Target {
     pub socket: PathBuf,
 }
@@ -55,10 +56,16 @@ pub fn dashboard(target: &Target) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn nodes(target: &Target, json: bool) -> anyhow::Result<i32> {
+/// Every node herdd knows (`herd nodes`, `herd top`, `herd mon`).
+pub fn rows(target: &Target) -> anyhow::Result<Vec<NodeRow>> {
     let Response::Nodes(rows) = target.call(&Request::Nodes)? else {
         anyhow::bail!("herdd answered the nodes request with something else");
     };
+    Ok(rows)
+}
+
+pub fn nodes(target: &Target, json: bool) -> anyhow::Result<i32> {
+    let rows = rows(target)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);

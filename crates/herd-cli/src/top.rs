@@ -155,11 +155,7 @@ struct View {
 }
 
 fn fetch(target: &Target) -> Result<View, String> {
-    let nodes = match target.call(&Request::Nodes) {
-        Ok(Response::Nodes(n)) => n,
-        Ok(_) => return Err("herdd answered the nodes request with something else".into()),
-        Err(e) => return Err(format!("{e:#}")),
-    };
+    let nodes = crate::nodes::rows(target).map_err(|e| format!("{e:#}"))?;
     let procs = crate::ps::cluster_processes(target).map_err(|e| format!("{e:#}"))?;
     Ok(View { nodes, procs })
 }
@@ -167,7 +163,7 @@ fn fetch(target: &Target) -> Result<View, String> {
 pub fn run(target: Target, args: &TopArgs) -> Result<i32> {
     let filter = Filter { uid: args.user.as_deref().map(parse_user).transpose()?, on: args.on.clone(), job: args.job, text: String::new() };
     let every = Duration::from_secs_f64(args.delay);
-    let poll_target = Target { socket: target.socket.clone() };
+    let poll_target = target.clone();
     let poller = Poller::start(every, move || fetch(&poll_target));
     if !std::io::stdout().is_terminal() {
         return plain(&poller, &filter, args);
@@ -413,7 +409,7 @@ impl Top {
         };
         self.say(doing);
         let tell = self.said.0.clone();
-        let target = Target { socket: self.target.socket.clone() };
+        let target = self.target.clone();
         let request = Request::OnNode { node: home.clone(), ask: Box::new(ask) };
         let wake = self.poller.waker();
         std::thread::spawn(move || {
