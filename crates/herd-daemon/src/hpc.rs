@@ -42,6 +42,8 @@ pub trait Source: Send + Sync + 'static {
     fn nodes(&self) -> Vec<NodeRow>;
     /// The migratable processes of this home.
     fn procs(&self) -> Vec<ProcessRow>;
+    /// One of them (a lookup or a read of its files asks for no other).
+    fn proc(&self, pid: i32) -> Option<ProcessRow>;
     /// Who may write `admin/` besides root: herdd's own user.
     fn admin_uid(&self) -> u32;
     fn ctl(&self, op: CtlOp) -> Result<(), ControlError>;
@@ -145,7 +147,7 @@ impl<S: Source> Tree<S> {
     }
 
     fn proc_row(&self, pid: i32) -> Option<ProcessRow> {
-        self.source.procs().into_iter().find(|r| r.pid == pid)
+        self.source.proc(pid)
     }
 
     fn node_row(&self, name: &str) -> Option<NodeRow> {
@@ -443,6 +445,10 @@ impl Source for Daemon {
         crate::migrate::rows(&self.shared)
     }
 
+    fn proc(&self, pid: i32) -> Option<ProcessRow> {
+        crate::migrate::row(&self.shared, pid)
+    }
+
     fn admin_uid(&self) -> u32 {
         self.shared.euid
     }
@@ -565,6 +571,9 @@ mod tests {
                 cmd: "x".into(),
                 moving: None,
             }]
+        }
+        fn proc(&self, pid: i32) -> Option<ProcessRow> {
+            self.procs().into_iter().find(|r| r.pid == pid)
         }
         fn admin_uid(&self) -> u32 {
             999

@@ -446,36 +446,47 @@ pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     let procs = shared.procs.procs.lock().expect("registry lock");
     let listed: Vec<(ProcessRow, u64)> = procs.values().map(|h| (h.row.lock().expect("row lock").clone(), h.start)).collect();
     drop(procs);
-    let mut rows = Vec::with_capacity(listed.len());
     let mut known = shared.procs.cantmove.lock().expect("cantmove lock");
-    known.retain(|pid, (start, _, _)| listed.iter().any(|(r, s)| r.pid == *pid && s == start));
-    for (mut r, start) in listed {
-        // Its parent now (at home, or its deputy's): the actor's figure is a second old.
-        let stat = procfs::process::Process::new(r.pid).and_then(|p| p.stat());
-        if let Ok(st) = &stat {
-            r.ppid = st.ppid;
-        }
-        if r.state == "home" {
-            // Ended since its actor last looked: not listed.
-            if !stat.is_ok_and(|st| st.starttime == start) {
-                continue;
-            }
-            r.cantmove = match known.get(&r.pid) {
-                Some((s, at, why)) if *s == start && at.elapsed() < CANTMOVE_FRESH => why.clone(),
-                _ => {
-                    let why = cannot_move(r.pid);
-                    known.insert(r.pid, (start, Instant::now(), why.clone()));
-                    why
-                }
-            };
-            if r.uid == 0 && !shared.config.allow_root_guests {
-                r.cantmove.push("belongs to root (allow_root_guests is off)".into());
-            }
-        }
-        rows.push(r);
-    }
+    let alive: std::collections::HashSet<(i32, u64)> = listed.iter().map(|(r, start)| (r.pid, *start)).collect();
+    known.retain(|pid, (start, _, _)| alive.contains(&(*pid, *start)));
+    let mut rows: Vec<ProcessRow> = listed.into_iter().filter_map(|(r, start)| refresh(shared, r, start, &mut known)).collect();
     rows.sort_by_key(|r| r.pid);
     rows
+}
+
+/// The row of process `pid` of this home, as [`rows`] has it (one process's /proc files,
+/// not every process's: /proc/hpc asks for one at a time).
+pub fn row(shared: &Shared, pid: i32) -> Option<ProcessRow> {
+    let (r, start) = shared.procs.procs.lock().expect("registry lock").get(&pid).map(|h| (h.row.lock().expect("row lock").clone(), h.start))?;
+    refresh(shared, r, start, &mut shared.procs.cantmove.lock().expect("cantmove lock"))
+}
+
+/// A process's row made current: its parent now and, at home, why it cannot move (kept
+/// in `known` for [`CANTMOVE_FRESH`]); None when it has ended since its actor looked.
+fn refresh(shared: &Shared, mut r: ProcessRow, start: u64, known: &mut HashMap<i32, Reasons>) -> Option<ProcessRow> {
+    // Its parent now (at home, or its deputy's): the actor's figure is a second old.
+    let stat = procfs::process::Process::new(r.pid).and_then(|p| p.stat());
+    if let Ok(st) = &stat {
+        r.ppid = st.ppid;
+    }
+    if r.state == "home" {
+        // Ended since its actor last looked: not listed.
+        if !stat.is_ok_and(|st| st.starttime == start) {
+            return None;
+        }
+        r.cantmove = match known.get(&r.pid) {
+            Some((s, at, why)) if *s == start && at.elapsed() < CANTMOVE_FRESH => why.clone(),
+            _ => {
+                let why = cannot_move(r.pid);
+                known.insert(r.pid, (start, Instant::now(), why.clone()));
+                why
+            }
+        };
+        if r.uid == 0 && !shared.config.allow_root_guests {
+            r.cantmove.push("belongs to root (allow_root_guests is off)".into());
+        }
+    }
+    Some(r)
 }
 
 /// Why process `pid`, at home, cannot be captured for a move now (empty when it can).
