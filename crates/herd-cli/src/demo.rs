@@ -886,6 +886,7 @@ mod tests {
             lock: false,
             cmd: "python3 job.py".into(),
             moving: None,
+            ..Default::default()
         }
     }
 

@@ -135,8 +135,8 @@ enum Command {
                             Installed as `mosrun` (a symlink to herd), it is herd run: `mosrun ARGS` = `herd run ARGS`.\n\n\
                             Examples:\n  herd run -- ./simulate --steps 1000\n  herd run --node n2 python3 crunch.py\n  \
                             herd run --lock make -j8\n  herd --node n1 run --node n3 -- sleep 60\n  mosrun ./simulate\n  \
-                            herd run make -j8\n  native ./install-step.sh")]
-    #[command(override_usage = "herd run [--node NAME | --home | --lock | --native] [--] CMD [ARGS]...")]
+                            herd run make -j8\n  herd run --checkpoint-every 10m ./simulate\n  native ./install-step.sh")]
+    #[command(override_usage = "herd run [--node NAME | --home | --lock | --native] [--checkpoint-every DURATION] [--] CMD [ARGS]...")]
     Run {
         /// Move the command to this node as soon as it starts (if that fails, it runs here)
         #[arg(long, value_name = "NAME", conflicts_with_all = ["home", "lock", "native"])]
@@ -150,6 +150,11 @@ enum Command {
         /// Lock it at home: balancing never moves it, only `herd migrate` does
         #[arg(long)]
         lock: bool,
+        /// While it (or what it starts) runs on another node, checkpoint it this often
+        /// (`30s`, `10m`, `1h`); if that node dies it resumes from its last checkpoint, by
+        /// itself, with nothing written or read twice. Default: herdd's `checkpoint_every`
+        #[arg(long, value_name = "DURATION", value_parser = parse_every, conflicts_with = "native")]
+        checkpoint_every: Option<std::time::Duration>,
         /// The command to run and its arguments (everything from CMD on is the command's)
         #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -167,10 +172,15 @@ enum Command {
                             With -j, PID is a job (the pid of the command herd run started; herd ps shows each \
                             process's JOB): every process of the job moves, one line each; the exit status is 1 if \
                             any move failed.\n\
+                            MOSIX's other verbs take the place of TARGET: `checkpoint` (now; of a process away, \
+                            the one it resumes from if its node is lost — see herd run --checkpoint-every; of a \
+                            process at home, an image `herd restart` runs again), `freeze` (stop it; the balancer \
+                            leaves it alone), `continue`, `chkstop` (checkpoint, then freeze) and `chkexit` \
+                            (checkpoint at home, then end it). Images go to herdd's checkpoint_dir.\n\
                             Installed as `migrate` (a symlink to herd), it is herd migrate.\n\n\
                             Examples:\n  herd migrate 4242 n2\n  herd migrate 4242 home\n  herd migrate 4242 balance\n  \
                             herd migrate --postcopy 4242 n2\n  herd --node n1 migrate 4242 n3\n  migrate 4242 n2\n  \
-                            herd migrate -j 4240 home")]
+                            herd migrate -j 4240 home\n  herd migrate 4242 checkpoint\n  herd migrate 4242 freeze")]
     #[command(override_usage = "herd migrate [--postcopy | --stop-and-copy] [-j] PID TARGET")]
     Migrate {
         /// The process (its pid on this node, its home, even when it runs elsewhere); with -j, the job
@@ -179,7 +189,7 @@ enum Command {
         /// PID is a job: move every process of it
         #[arg(short = 'j', long)]
         job: bool,
-        /// A node's name, `home` or `balance`
+        /// A node's name, `home` or `balance`; or checkpoint, freeze, continue, chkstop, chkexit
         target: String,
         /// Start it on the target at once; its memory follows while it runs (not for coming home)
         #[arg(long, conflicts_with = "stop_and_copy")]
@@ -310,6 +320,11 @@ fn expand_alias(mut args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
+/// `--checkpoint-every`: a duration such as 30s, 10m or 1h (at least a second).
+fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    herd_daemon::config::parse_every(s)
+}
+
 fn main() {
     herd_kernel::task::default_sigpipe();
     tracing_subscriber::fmt()
@@ -330,8 +345,8 @@ fn main() {
         Command::Inspect { image, json } => inspect::run(&image, json),
         Command::Nodes { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::nodes(&t, json)),
         Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),
-        Command::Run { node, home, lock, native, command } => {
-            let opts = run::RunOptions { node, lock: lock || home, native, command };
+        Command::Run { node, home, lock, native, checkpoint_every, command } => {
+            let opts = run::RunOptions { node, lock: lock || home, native, checkpoint_every, command };
             let ran = match (&cli.node, &cli.socket) {
                 // A node of the local cluster: the command runs inside it, where that
                 // node's herdd can adopt it.
@@ -351,9 +366,11 @@ fn main() {
                 (_, true) => Some(herd_daemon::control::MoveMode::StopAndCopy),
                 _ => None,
             };
-            target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| match job {
-                false => migrate::run(&t, pid, &to, mode),
-                true => migrate::job(&t, pid, &to, mode),
+            target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| match (job, herd_daemon::control::Verb::parse(&to)) {
+                (false, Some(verb)) => migrate::act(&t, pid, verb),
+                (true, Some(_)) => anyhow::bail!("-j moves a job; {to} acts on one process at a time"),
+                (false, None) => migrate::run(&t, pid, &to, mode),
+                (true, None) => migrate::job(&t, pid, &to, mode),
             })
         }
         Command::Ps { json, tree, all } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| ps::run(&t, json, tree, all)),
@@ -410,7 +427,7 @@ mod tests {
     fn daemon_node_and_target_node_are_apart() {
         let cli = parse(&["herd", "--node", "n1", "run", "--node", "n2", "--", "sleep", "1"]).unwrap();
         assert_eq!(cli.node.as_deref(), Some("n1"));
-        let Command::Run { node, home, lock, native, command } = cli.command else { panic!("not run") };
+        let Command::Run { node, home, lock, native, command, .. } = cli.command else { panic!("not run") };
         assert_eq!(node.as_deref(), Some("n2"));
         assert!(!home && !lock && !native);
         assert_eq!(command, os(&["sleep", "1"]));

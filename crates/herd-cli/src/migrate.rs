@@ -1,7 +1,7 @@
 //! `herd migrate` (`migrate`): move a migratable process of this node.
 
 use anyhow::Result;
-use herd_daemon::control::{ClientError, ErrorKind, Migrated, Request, Response};
+use herd_daemon::control::{ClientError, ErrorKind, Migrated, Request, Response, Verb};
 use herd_daemon::control::MoveMode;
 
 use crate::nodes::Target;
@@ -26,6 +26,36 @@ pub fn run(target: &Target, pid: i32, to: &str, mode: Option<MoveMode>) -> Resul
             Ok(0)
         }
         Ok(other) => anyhow::bail!("herdd answered the migrate request with something else: {other:?}"),
+        Err(e) => {
+            eprintln!("herd migrate: {}", failure_line(&e));
+            Ok(1)
+        }
+    }
+}
+
+/// `herd migrate PID checkpoint|freeze|continue|chkstop|chkexit`: one line either way.
+pub fn act(target: &Target, pid: i32, verb: Verb) -> Result<i32> {
+    match target.connect().and_then(|mut c| c.call(&Request::Act { pid, verb })) {
+        Ok(Response::Checkpointed(c)) => {
+            let then = match verb {
+                Verb::Chkstop => ", then frozen",
+                Verb::Chkexit => ", then ended",
+                _ => "",
+            };
+            println!(
+                "checkpointed process {pid} on {} to {}: {:.1} MiB, stopped for {:.0} ms{then}",
+                c.node,
+                c.path,
+                c.bytes as f64 / (1 << 20) as f64,
+                c.frozen_ms
+            );
+            Ok(0)
+        }
+        Ok(Response::Done) => {
+            println!("process {pid} {}", if verb == Verb::Freeze { "is frozen (herd migrate PID continue lets it run)" } else { "continues" });
+            Ok(0)
+        }
+        Ok(other) => anyhow::bail!("herdd answered with something else: {other:?}"),
         Err(e) => {
             eprintln!("herd migrate: {}", failure_line(&e));
             Ok(1)

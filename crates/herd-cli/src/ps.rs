@@ -193,6 +193,7 @@ mod tests {
             lock: false,
             cmd: "python3 crunch.py --big".into(),
             moving: None,
+            ..Default::default()
         }
     }
 

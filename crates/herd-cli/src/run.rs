@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub lock: bool,
     /// Run it, and what it starts, natively: never migratable (`--native`, `native`).
     pub native: bool,
+    /// Checkpoint it (and what it starts) this often while away (`--checkpoint-every`).
+    pub checkpoint_every: Option<std::time::Duration>,
     /// The command and its arguments; never empty (clap requires CMD).
     pub command: Vec<OsString>,
 }
@@ -150,7 +152,7 @@ pub fn run_in_node(daemon: &Target, dir: &std::path::Path, name: &str, opts: &Ru
 /// Asks herdd to adopt `pid` and, with `--node`, to move it. A refusal leaves the
 /// command running here: it is reported, never fatal.
 fn hand_over(client: &mut Client, pid: i32, name: &str, opts: &RunOptions) {
-    if let Err(e) = client.call(&Request::Adopt { pid, lock: opts.lock }) {
+    if let Err(e) = client.call(&Request::Adopt { pid, lock: opts.lock, checkpoint_every: opts.checkpoint_every.map(|d| d.as_secs_f64()) }) {
         if !ended(pid) {
             match &opts.node {
                 Some(node) => eprintln!("herd run: could not move {name} to {node}: {}; it runs here", reason(&e)),

@@ -590,6 +590,7 @@ mod tests {
             lock: false,
             cmd: format!("job{pid}"),
             moving: None,
+            ..Default::default()
         }
     }
 

@@ -15,6 +15,9 @@
 //! speed = 12000                       # skip the start-up calibration
 //! allow_root_guests = false           # root's processes do not migrate
 //! balance = true                      # move processes automatically (openMosix did)
+//! checkpoint_every = "10m"            # checkpoint every process away this often (default: off;
+//!                                     # `herd run --checkpoint-every` sets it per job)
+//! checkpoint_dir = "/var/lib/herd/checkpoints"  # where the images of processes away are kept
 //!
 //! [policy]                            # the balancing policy; every key optional
 //! stability = 1.3                     # target load + 1.3 × the process < source load
@@ -47,6 +50,7 @@ pub const DEFAULT_SOCKET: &str = "/run/herd/herdd.sock";
 pub const DEFAULT_PORT: u16 = 4700;
 pub const DEFAULT_HTTP: &str = "127.0.0.1:4780";
 pub const DEFAULT_HPC: &str = "/run/herd/hpc";
+pub const DEFAULT_CHECKPOINT_DIR: &str = "/var/lib/herd/checkpoints";
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +72,8 @@ struct File {
     balance: Option<bool>,
     policy: Option<herd_balance::Params>,
     dfsa: Option<DfsaFile>,
+    checkpoint_every: Option<String>,
+    checkpoint_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -104,6 +110,11 @@ pub struct Config {
     pub dfsa_paths: Vec<PathBuf>,
     /// Whether mounted network file systems are offered too (`[dfsa] auto`, default true).
     pub dfsa_auto: bool,
+    /// How often each process away is checkpointed when its job does not say
+    /// (`checkpoint_every`; None: never).
+    pub checkpoint_every: Option<std::time::Duration>,
+    /// Where the checkpoints of this home's processes are kept (`checkpoint_dir`).
+    pub checkpoint_dir: PathBuf,
     /// Where it came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -192,7 +203,17 @@ impl Config {
                 return Err(value_err("dfsa.paths", format!("{} is not an absolute path", p.display())));
             }
         }
+        let checkpoint_every = match f.checkpoint_every.as_deref() {
+            None | Some("off") | Some("") => None,
+            Some(s) => Some(parse_every(s).map_err(|m| value_err("checkpoint_every", m))?),
+        };
+        let checkpoint_dir = f.checkpoint_dir.unwrap_or_else(|| DEFAULT_CHECKPOINT_DIR.into());
+        if !checkpoint_dir.is_absolute() {
+            return Err(value_err("checkpoint_dir", format!("{} is not an absolute path", checkpoint_dir.display())));
+        }
         Ok(Config {
+            checkpoint_every,
+            checkpoint_dir,
             dfsa_paths: dfsa.paths,
             dfsa_auto: dfsa.auto.unwrap_or(true),
             balance: f.balance.unwrap_or(true),
@@ -232,6 +253,15 @@ impl Config {
         }
         (ok, failed)
     }
+}
+
+/// A checkpoint interval: `30s`, `10m`, `1h 30m` (humantime), at least one second.
+pub fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like 30s or 10m: {e}"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("{s:?} is shorter than a second"));
+    }
+    Ok(d)
 }
 
 fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
@@ -359,5 +389,20 @@ mod tests {
         assert!(e.contains("dfsa.paths") && e.contains("absolute"), "{e}");
         let e = Config::parse("[dfsa]\npath = [\"/home\"]\n", path).unwrap_err().to_string();
         assert!(e.contains("path"), "{e}");
+    }
+
+    #[test]
+    fn checkpoints_are_off_unless_set_and_intervals_are_durations() {
+        let path = Path::new("/x/herd.toml");
+        let c = Config::parse("name = \"a\"\n", path).unwrap();
+        assert_eq!(c.checkpoint_every, None);
+        assert_eq!(c.checkpoint_dir, Path::new(DEFAULT_CHECKPOINT_DIR));
+        let c = Config::parse("checkpoint_every = \"1m 30s\"\ncheckpoint_dir = \"/srv/ckpt\"\n", path).unwrap();
+        assert_eq!(c.checkpoint_every, Some(std::time::Duration::from_secs(90)));
+        assert_eq!(c.checkpoint_dir, Path::new("/srv/ckpt"));
+        for bad in ["checkpoint_every = \"soon\"", "checkpoint_every = \"10ms\"", "checkpoint_dir = \"rel\""] {
+            let e = Config::parse(bad, path).unwrap_err().to_string();
+            assert!(e.contains("checkpoint_"), "{bad}: {e}");
+        }
     }
 }

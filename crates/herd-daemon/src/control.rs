@@ -37,6 +37,10 @@ pub enum Request {
         /// descendants inherit the lock.
         #[serde(default)]
         lock: bool,
+        /// Checkpoint it (and what it starts) this often, in seconds, while it runs
+        /// away (`herd run --checkpoint-every`); absent: the node's `checkpoint_every`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint_every: Option<f64>,
     },
     /// Process `pid` of this node, and everything it starts, runs natively: never
     /// migratable (`herd run --native`, `native`). Refused if it is away now.
@@ -51,6 +55,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<herd_migrate::proto::MoveMode>,
     },
+    /// MOSIX's other verbs of `migrate` on process `pid` of this home (`herd migrate PID
+    /// checkpoint|freeze|continue|chkstop|chkexit`). The caller must own it.
+    Act { pid: i32, verb: Verb },
     /// The migratable processes whose home is this node (`herd ps`).
     Processes,
     /// Lock (or unlock) process `pid` of this home: a locked process is never moved by
@@ -70,6 +77,41 @@ pub enum Request {
     /// A one-time login link for the web dashboard (`herd dashboard`): the browser that
     /// opens it acts as the caller.
     DashboardLogin,
+}
+
+/// What `herd migrate PID VERB` does besides moving (MOSIX's verbs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Verb {
+    /// Checkpoint it now (a process away: where it runs, the image streamed home).
+    Checkpoint,
+    /// Stop it (SIGSTOP) and keep the balancer off it, until `continue`.
+    Freeze,
+    /// Let a frozen (or stopped) process run again.
+    Continue,
+    /// Checkpoint it, then freeze it.
+    Chkstop,
+    /// Checkpoint it, then end it (SIGKILL).
+    Chkexit,
+}
+
+impl Verb {
+    pub fn parse(s: &str) -> Option<Verb> {
+        <Verb as clap::ValueEnum>::from_str(s, true).ok()
+    }
+}
+
+/// A checkpoint taken (`herd migrate PID checkpoint`, and the periodic ones).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpointed {
+    pub pid: i32,
+    /// The image, at home.
+    pub path: String,
+    pub bytes: u64,
+    /// How long the process was stopped for it, milliseconds.
+    pub frozen_ms: f64,
+    /// Where it was taken.
+    pub node: String,
 }
 
 /// `herd ctl` operations (the openMosix `mosctl` ones).
@@ -118,6 +160,7 @@ impl Request {
                 | Request::Adopt { .. }
                 | Request::Native { .. }
                 | Request::Migrate { .. }
+                | Request::Act { .. }
                 | Request::Lock { .. }
                 | Request::Signal { .. }
                 | Request::OnNode { .. }
@@ -128,7 +171,7 @@ impl Request {
     /// Whether another node may pass this request on for one of its users
     /// ([`Request::OnNode`]): only what acts on one process, checked per process here.
     pub fn is_relayable(&self) -> bool {
-        matches!(self, Request::Migrate { .. } | Request::Lock { .. } | Request::Signal { .. } | Request::Processes)
+        matches!(self, Request::Migrate { .. } | Request::Act { .. } | Request::Lock { .. } | Request::Signal { .. } | Request::Processes)
     }
 }
 
@@ -140,6 +183,7 @@ pub enum Response {
     Processes(Vec<ProcessRow>),
     ClusterProcesses(ClusterProcesses),
     Migrated(Migrated),
+    Checkpointed(Checkpointed),
     Ctl(CtlDone),
     /// The link, and for how many seconds it works (once).
     DashboardLogin { url: String, valid_secs: u64 },
@@ -229,7 +273,7 @@ pub struct Unanswered {
 }
 
 /// One migratable process in `herd ps`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessRow {
     /// Its pid at home (where it was started), whichever node it runs on.
     pub pid: i32,
@@ -275,6 +319,20 @@ pub struct ProcessRow {
     pub cantmove: Vec<String>,
     pub lock: bool,
     pub cmd: String,
+    /// Checkpointed this often while away, seconds (None: not at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<f64>,
+    /// Its last checkpoint: when (Unix seconds), its size; 0 when none is kept.
+    #[serde(default)]
+    pub checkpoint_unix: u64,
+    #[serde(default)]
+    pub checkpoint_bytes: u64,
+    /// Times it was resumed from a checkpoint after the node running it was lost.
+    #[serde(default)]
+    pub resumed: u32,
+    /// What happened to it of that (resumed, replayed, diverged), for `herd ps`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub survival: String,
     /// The move under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<MoveProgress>,

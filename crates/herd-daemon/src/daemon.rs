@@ -65,6 +65,13 @@ pub struct Counters {
     pub forwarded_calls: Counter,
     pub guests_received: Counter,
     pub processes_lost: Counter,
+    /// Processes resumed from a checkpoint after the node running them was lost.
+    pub processes_resumed: Counter,
+    /// Checkpoints taken of processes away, and those that failed.
+    pub checkpoints: Counter,
+    pub checkpoints_failed: Counter,
+    /// Resumed processes whose replay differed from their first run.
+    pub replay_divergences: Counter,
     pub balancer_moves: Counter,
     /// How long each move from this home stopped the process, seconds.
     pub freeze_seconds: Histogram,
@@ -94,6 +101,10 @@ impl Default for Counters {
             forwarded_calls: Counter::default(),
             guests_received: Counter::default(),
             processes_lost: Counter::default(),
+            processes_resumed: Counter::default(),
+            checkpoints: Counter::default(),
+            checkpoints_failed: Counter::default(),
+            replay_divergences: Counter::default(),
             balancer_moves: Counter::default(),
             // 1 ms .. ~16 s
             freeze_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
@@ -331,6 +342,7 @@ impl Prepared {
         tokio::spawn(crate::peer::serve(streams, shared.clone(), keypair));
         tokio::spawn(crate::balancer::run(shared.clone()));
         tokio::spawn(crate::family::run(shared.clone()));
+        tokio::spawn(crate::migrate::watch_membership(shared.clone()));
         tokio::spawn(crate::dfsa::verify_loop(shared.clone()));
         // Unmounted when dropped, after the gossip loop ends.
         let _hpc = shared.config.hpc.as_ref().and_then(|path| match crate::hpc::mount(shared.clone(), path) {

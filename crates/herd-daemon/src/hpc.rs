@@ -570,6 +570,7 @@ mod tests {
                 lock: true,
                 cmd: "x".into(),
                 moving: None,
+                ..Default::default()
             }]
         }
         fn proc(&self, pid: i32) -> Option<ProcessRow> {

@@ -115,6 +115,10 @@ pub fn render(shared: &Shared) -> String {
     reg.register("guests_received", "Processes of other nodes that arrived here", c.guests_received.clone());
     reg.register("balancer_moves", "Moves the balancer started (load, memory ushering, I/O home)", c.balancer_moves.clone());
     reg.register("processes_lost", "Processes of this node lost with the node they ran on", c.processes_lost.clone());
+    reg.register("processes_resumed", "Processes of this node resumed from a checkpoint after the node they ran on was lost", c.processes_resumed.clone());
+    reg.register("checkpoints", "Checkpoints taken of this node's processes away", c.checkpoints.clone());
+    reg.register("checkpoints_failed", "Checkpoints that failed (the process ran on)", c.checkpoints_failed.clone());
+    reg.register("replay_divergences", "Resumed processes whose replay differed from their first run", c.replay_divergences.clone());
     reg.register("migration_freeze_seconds", "How long each move stopped the process", c.freeze_seconds.clone());
     reg.register("migration_bytes", "Bytes each move sent (post-copy: with the pages that followed)", c.move_bytes.clone());
     reg.register(

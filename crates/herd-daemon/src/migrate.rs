@@ -26,9 +26,15 @@ use herd_migrate::proto::{self, Adopt, MoveMode, Refusal, ToHome, ToRemote, Usag
 use herd_wire::stream::SecureStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::{ControlError, ErrorKind, Migrated, MoveProgress, ProcessRow};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+use herd_migrate::journal::{Journal, Verdict};
+
+use crate::control::{ControlError, ErrorKind, Migrated, MoveProgress, ProcessRow, Verb};
 use crate::daemon::Shared;
 use crate::peer::PeerRequest;
+
+mod survive;
 
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
@@ -73,6 +79,8 @@ pub struct Kin {
     pub job: i32,
     pub uid: u32,
     pub lock: bool,
+    /// Checkpointed this often while away.
+    pub every: Option<Duration>,
 }
 
 /// A process of another home running here.
@@ -132,6 +140,10 @@ enum Input {
     RemoteClosed { gen: u64, why: String },
     /// Post-copy: the pusher has sent every page (or failed to).
     PagesSent(Result<Pushed, String>),
+    /// `herd migrate PID checkpoint|freeze|…`.
+    Act { verb: Verb, reply: oneshot::Sender<Result<Option<crate::control::Checkpointed>, ControlError>> },
+    /// Membership says this node is down.
+    NodeDown(String),
     /// `herd run --native`: no longer migratable, if it is at home.
     Release { reply: oneshot::Sender<Result<(), ControlError>> },
 }
@@ -193,7 +205,7 @@ fn proc_facts(pid: i32) -> Option<Facts> {
 
 /// `herd run`: makes process `pid` migratable, the first of a new job (its descendants
 /// join it as they are found: [`adopt_child`]). Users may adopt their own processes.
-pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<(), ControlError> {
+pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, every: Option<Duration>, caller: u32) -> Result<(), ControlError> {
     let facts = proc_facts(pid).ok_or_else(|| err(ErrorKind::NoSuchProcess, format!("no process {pid} on this node")))?;
     let uid = facts.uid;
     if caller != 0 && caller != uid {
@@ -202,7 +214,7 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, caller: u32) -> Result<
     if shared.procs.is_native(pid, facts.start) {
         return Err(err(ErrorKind::Refused, format!("process {pid} runs natively (herd run --native)")));
     }
-    insert(shared, pid, facts, Kin { job: pid, uid, lock });
+    insert(shared, pid, facts, Kin { job: pid, uid, lock, every: every.or(shared.config.checkpoint_every) });
     Ok(())
 }
 
@@ -218,7 +230,8 @@ pub fn adopt_child(shared: &Arc<Shared>, pid: i32, parent: i32) -> bool {
         }
         let Some(h) = procs.get(&parent) else { return false };
         let row = h.row.lock().expect("row lock");
-        Kin { job: if row.job > 0 { row.job } else { parent }, uid: h.uid, lock: row.lock }
+        let every = row.checkpoint_every.map(Duration::from_secs_f64);
+        Kin { job: if row.job > 0 { row.job } else { parent }, uid: h.uid, lock: row.lock, every }
     };
     let Some(facts) = proc_facts(pid) else { return false };
     // Still the parent's child (not a reused pid), the same owner, plain ids.
@@ -295,6 +308,11 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         cantmove: Vec::new(),
         lock,
         cmd: cmd.clone(),
+        checkpoint_every: kin.every.map(|d| d.as_secs_f64()),
+        checkpoint_unix: 0,
+        checkpoint_bytes: 0,
+        resumed: 0,
+        survival: String::new(),
         moving: None,
     }));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -310,6 +328,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
     let actor = Actor {
         shared: shared.clone(),
         pid,
+        start,
         uid,
         cmd,
         row,
@@ -327,6 +346,8 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         early_pages: None,
         refusal: None,
         postcopy: None,
+        journal: Default::default(),
+        keep: survive::Keep { every: kin.every, ..Default::default() },
     };
     tokio::spawn(actor.run(start));
     true
@@ -361,6 +382,46 @@ async fn send_migrate(shared: &Arc<Shared>, pid: i32, target: Target, mode: Opti
     let (reply, rx) = oneshot::channel();
     tx.send(Input::Migrate { target, mode, auto, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
     rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended during the move")))?
+}
+
+/// `herd migrate PID checkpoint|freeze|continue|chkstop|chkexit` (MOSIX's verbs).
+pub async fn act(shared: &Arc<Shared>, pid: i32, verb: Verb, caller: u32) -> Result<Option<crate::control::Checkpointed>, ControlError> {
+    let tx = with_own(shared, pid, caller, |h| h.tx.clone())?;
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Act { verb, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
+    rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended meanwhile")))?
+}
+
+/// Membership says node `node` is down: every process of this home running there
+/// is lost with it (and resumed, if it has a checkpoint) without waiting for TCP.
+pub fn node_down(shared: &Shared, node: &str) {
+    let procs = shared.procs.procs.lock().expect("registry lock");
+    for h in procs.values() {
+        if h.row.lock().expect("row lock").where_ == node {
+            let _ = h.tx.send(Input::NodeDown(node.to_string()));
+        }
+    }
+}
+
+/// Tells the processes of this home that run on a node membership marks down, as soon
+/// as it does (within the failure-detection time, not TCP's).
+pub async fn watch_membership(shared: Arc<Shared>) {
+    let mut rx = shared.snapshot.clone();
+    let mut down: std::collections::HashSet<String> = Default::default();
+    while rx.changed().await.is_ok() {
+        let now: std::collections::HashSet<String> = rx
+            .borrow_and_update()
+            .nodes
+            .iter()
+            .filter(|v| v.state == herd_cluster::NodeState::Down)
+            .filter_map(|v| v.info.as_ref().map(|i| i.name.clone()))
+            .collect();
+        for node in now.difference(&down) {
+            tracing::warn!(node, "membership marks node {node} down");
+            node_down(&shared, node);
+        }
+        down = now;
+    }
 }
 
 /// `herd lock` / `herd unlock`: whether the balancer may move process `pid`.
@@ -579,11 +640,23 @@ struct Remote {
     node: String,
     gen: u64,
     tx: mpsc::Sender<ToRemote>,
+    /// The task reading its stream: ended with it, so that the stream closes once
+    /// what was sent is written (a node that was given up on, and comes back, finds
+    /// it closed and ends its copy).
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 struct Actor {
     shared: Arc<Shared>,
     pid: i32,
+    /// Its /proc start time (pids are reused).
+    start: u64,
     uid: u32,
     cmd: String,
     row: Arc<Mutex<ProcessRow>>,
@@ -608,6 +681,10 @@ struct Actor {
     /// mode may be made again on `NoPostCopy`).
     refusal: Option<Refusal>,
     postcopy: Option<PostCopy>,
+    /// Its effects at home since its last checkpoint (recording only while one is kept).
+    journal: Arc<Journal>,
+    /// Its checkpoints, and what to do if the node running it is lost.
+    keep: survive::Keep,
 }
 
 impl Actor {
@@ -633,10 +710,16 @@ impl Actor {
                             Ok(s) if s == start => self.sample_home(),
                             _ => break,
                         }
+                    } else {
+                        self.survive_tick().await;
                     }
                 }
             }
+            if let Some((node, why)) = self.keep.recover.take() {
+                self.recover(node, why).await;
+            }
         }
+        self.keep.drop_image();
         tracing::debug!(pid = self.pid, "no longer migratable (ended or released)");
         let mut procs = self.shared.procs.procs.lock().expect("registry lock");
         // Not a new process that has the pid now.
@@ -698,6 +781,10 @@ impl Actor {
     /// Sets where it runs now: the figures start again there.
     fn arrived(&mut self) {
         self.last = None;
+        // The first checkpoint of a process that has none is taken at the next tick.
+        if self.keep.every.is_some() && self.keep.last.is_none() && self.remote.is_some() {
+            self.keep.due = Some(Instant::now());
+        }
         self.forwarded.store(0, std::sync::atomic::Ordering::Relaxed);
         self.times.lock().expect("times lock").1 = Instant::now();
     }
@@ -771,6 +858,22 @@ impl Actor {
                 true
             }
             Input::Remote { .. } | Input::RemoteClosed { .. } => true,
+            Input::Act { verb, reply } => {
+                let r = if self.postcopy.is_some() {
+                    Err(err(ErrorKind::Busy, "its memory is still moving (post-copy); try again in a moment"))
+                } else {
+                    self.act(verb).await
+                };
+                let gone = r.as_ref().is_err_and(|e| e.kind == ErrorKind::NoSuchProcess);
+                let _ = reply.send(r);
+                !gone
+            }
+            Input::NodeDown(node) => {
+                if self.remote.as_ref().is_some_and(|r| r.node == node) {
+                    self.lost(format!("membership marks node {node} down"));
+                }
+                true
+            }
             Input::Release { reply } => {
                 let home = self.deputy.is_none() && self.remote.is_none() && self.postcopy.is_none();
                 let r = if home {
@@ -794,7 +897,18 @@ impl Actor {
                 let _ = reply.send(Err(err(ErrorKind::Lost, format!("the process was lost while its memory moved: {why}"))));
             }
         }
-        let node = self.remote.take().map(|r| r.node).unwrap_or_default();
+        let node = self.remote.take().map(|r| r.node.clone()).unwrap_or_default();
+        if self.keep.last.is_some() && self.deputy.is_some() {
+            match self.journal.state().broken {
+                None => {
+                    self.keep.recover = Some((node, why));
+                    return;
+                }
+                Some(b) => tracing::error!(pid = self.pid, "its checkpoint cannot be replayed exactly ({b})"),
+            }
+        }
+        self.keep.drop_image();
+        self.journal.stop();
         tracing::error!(pid = self.pid, "process {} lost on node {node} ({why}); ending it at home", self.pid);
         self.shared.counters.processes_lost.inc();
         if let Some(d) = &self.deputy {
@@ -843,16 +957,25 @@ impl Actor {
         match msg {
             ToHome::Call { seq, tid, call } => {
                 if let Some(d) = &self.deputy {
-                    d.send(Cmd::Call { seq, tid, call });
+                    match self.journal.call(seq, tid, &call) {
+                        Verdict::Replay(reply) => self.to_remote(ToRemote::Reply { seq, reply }).await,
+                        Verdict::Run | Verdict::Diverged(_) => {
+                            d.send(Cmd::Call { seq, tid, call });
+                        }
+                    }
                 }
             }
             // A thread made or ended away: its twin at home is made or ends.
-            ToHome::ThreadBirth { seq, tid } => match &self.deputy {
-                Some(d) => {
-                    d.send(Cmd::GrowThread { seq, tid });
+            ToHome::ThreadBirth { seq, tid } => {
+                // A replay could not make the same twin again.
+                self.journal.break_off("a thread was made after the checkpoint");
+                match &self.deputy {
+                    Some(d) => {
+                        d.send(Cmd::GrowThread { seq, tid });
+                    }
+                    None => self.to_remote(ToRemote::ThreadBorn { seq, tid: -1 }).await,
                 }
-                None => self.to_remote(ToRemote::ThreadBorn { seq, tid: -1 }).await,
-            },
+            }
             ToHome::ThreadEnd { tid } => {
                 if let Some(d) = &self.deputy {
                     d.end_thread(tid);
@@ -1020,6 +1143,9 @@ impl Actor {
             (None, Dest::Node { .. }) if self.uid == 0 && !self.shared.config.allow_root_guests => {
                 return Err(err(ErrorKind::Refused, "root's processes do not migrate (set allow_root_guests = true to allow it)"));
             }
+            (Some(_), Dest::Home) if self.replaying() => {
+                Err(err(ErrorKind::Busy, "it is replaying its journal after a resume; it can come home once that is over"))
+            }
             (Some(_), Dest::Home) => {
                 self.set_row(|r| r.state = "migrating".into());
                 self.back_home().await
@@ -1126,24 +1252,41 @@ impl Actor {
         let (path, forwarded, counter) = (self.path.clone(), self.forwarded.clone(), self.shared.counters.forwarded_calls.clone());
         let pid = self.pid;
         let back = tx.clone();
-        tokio::spawn(async move {
+        let journal = self.journal.clone();
+        let reader = tokio::spawn(async move {
             let why = loop {
                 match rx.recv().await {
                     Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
-                        // Before anything that follows uses home's descriptors.
-                        Ok(ToHome::Offsets(offsets)) => direct::set_offsets(pid, &offsets),
+                        // Before anything that follows uses home's descriptors. Applied
+                        // already when a resumed process meets them again in its journal.
+                        Ok(ToHome::Offsets(offsets)) => {
+                            if !journal.effect(&offsets) {
+                                direct::set_offsets(pid, &offsets)
+                            }
+                        }
                         Ok(ToHome::Write { fd, at, data }) => {
+                            if journal.effect(&(fd, at, &data)) {
+                                continue;
+                            }
                             if let Err(errno) = tokio::task::block_in_place(|| direct::write_at(pid, fd, at, &data)) {
                                 tracing::debug!(pid, fd, errno, "gathered writes failed");
                                 let _ = back.send(ToRemote::WriteFailed { fd, errno }).await;
                             }
                         }
                         Ok(ToHome::Call { seq, tid, call }) => match path.deputy(gen) {
-                            // The fast path: straight to the deputy thread.
+                            // The fast path: straight to the deputy thread (or answered
+                            // from the journal: it ran before the process was resumed).
                             Some(d) => {
                                 counter.inc();
                                 forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                d.send(Cmd::Call { seq, tid, call });
+                                match journal.call(seq, tid, &call) {
+                                    Verdict::Replay(reply) => {
+                                        let _ = back.send(ToRemote::Reply { seq, reply }).await;
+                                    }
+                                    Verdict::Run | Verdict::Diverged(_) => {
+                            d.send(Cmd::Call { seq, tid, call });
+                        }
+                                }
                             }
                             None => {
                                 if me.send(Input::Remote { gen, msg: ToHome::Call { seq, tid, call } }).is_err() {
@@ -1163,7 +1306,7 @@ impl Actor {
             };
             let _ = me.send(Input::RemoteClosed { gen, why });
         });
-        Ok(Remote { node: name.to_string(), gen, tx })
+        Ok(Remote { node: name.to_string(), gen, tx, reader: reader.abort_handle() })
     }
 
     /// Waits for the next input, answering other move requests with "busy"
@@ -1174,6 +1317,15 @@ impl Actor {
             match input {
                 Input::Migrate { reply, .. } => {
                     let _ = reply.send(Err(err(ErrorKind::Busy, "another move of this process is in progress")));
+                }
+                Input::Act { reply, .. } => {
+                    let _ = reply.send(Err(err(ErrorKind::Busy, "a move or checkpoint of this process is in progress; try again in a moment")));
+                }
+                // Its node is down: as if its stream had broken.
+                Input::NodeDown(node) => {
+                    if let Some(r) = self.remote.as_ref().filter(|r| r.node == node) {
+                        return Some(Input::RemoteClosed { gen: r.gen, why: format!("membership marks node {node} down") });
+                    }
                 }
                 Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed)),
                 other => return Some(other),
@@ -1201,7 +1353,7 @@ impl Actor {
         let link = deputy::start(
             self.pid,
             mode,
-            self.shared.dfsa.shared_with(name),
+            self.direct_dirs(name),
             move |m| {
                 if let ToRemote::Image(chunk) = &m {
                     let n = counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed) + chunk.len() as u64;
@@ -1213,7 +1365,11 @@ impl Actor {
             },
             {
                 let path = self.path.clone();
+                let journal = self.journal.clone();
                 move |ev| {
+                    if let Event::Reply { seq, reply } = &ev {
+                        journal.reply(*seq, reply);
+                    }
                     // Answers and signals take the fast path when it is open.
                     let fast = match &ev {
                         Event::Reply { .. } | Event::Signal { .. } => path.remote(),
@@ -1436,6 +1592,14 @@ impl Actor {
                     self.remote = None;
                     self.deputy = None;
                     self.arrived();
+                    // At home it runs natively: nothing of it is journaled, its checkpoint
+                    // is of no use any more (the next is taken when it leaves again).
+                    self.keep.drop_image();
+                    self.journal.stop();
+                    self.set_row(|r| {
+                        r.checkpoint_unix = 0;
+                        r.checkpoint_bytes = 0;
+                    });
                     let _ = stats;
                     return Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes));
                 }
@@ -1490,7 +1654,7 @@ impl Actor {
                         let _ = new.tx.send(ToRemote::Image(chunk)).await;
                     }
                     ToHome::ImageEnd => {
-                        let dirs = self.shared.dfsa.shared_with(name);
+                        let dirs = self.direct_dirs(name);
                         let pid = self.pid;
                         let files = tokio::task::block_in_place(|| direct::files_of(pid, &dirs));
                         let _ = new.tx.send(ToRemote::Files(files)).await;

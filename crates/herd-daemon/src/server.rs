@@ -101,8 +101,14 @@ pub async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Respons
             let url = format!("http://{addr}/login?token={token}");
             return Response::DashboardLogin { url, valid_secs: crate::dashboard::LOGIN_VALID.as_secs() };
         }
-        Request::Adopt { pid, lock } => {
-            return match crate::migrate::adopt(shared, pid, lock, uid) {
+        Request::Adopt { pid, lock, checkpoint_every } => {
+            let every = match checkpoint_every {
+                Some(s) if !(1.0..=1e9).contains(&s) => {
+                    return error(ErrorKind::BadRequest, format!("a checkpoint interval of {s} s is out of range (1 s or more)"))
+                }
+                s => s.map(std::time::Duration::from_secs_f64),
+            };
+            return match crate::migrate::adopt(shared, pid, lock, every, uid) {
                 Ok(()) => Response::Done,
                 Err(e) => Response::Error(e),
             }
@@ -110,6 +116,13 @@ pub async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Respons
         Request::Native { pid } => {
             return match crate::migrate::make_native(shared, pid, uid).await {
                 Ok(()) => Response::Done,
+                Err(e) => Response::Error(e),
+            }
+        }
+        Request::Act { pid, verb } => {
+            return match crate::migrate::act(shared, pid, verb, uid).await {
+                Ok(Some(c)) => Response::Checkpointed(c),
+                Ok(None) => Response::Done,
                 Err(e) => Response::Error(e),
             }
         }
@@ -263,7 +276,7 @@ mod tests {
         for r in [
             Request::Shutdown,
             Request::Ctl { op: CtlOp::Expel },
-            Request::Adopt { pid: 4, lock: false },
+            Request::Adopt { pid: 4, lock: false, checkpoint_every: None },
             Request::Native { pid: 4 },
             Request::ClusterProcesses,
             Request::OnNode { node: "n3".into(), ask: Box::new(migrate.clone()) },

@@ -114,6 +114,16 @@ pub enum ClusterCommand {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Kill a whole node at once, as a power cut would (every process in it; its network goes)
+    #[command(after_help = "For trying what herd does when a node dies: its guests are lost there, and their \
+                            homes resume those that have a checkpoint (herd run --checkpoint-every). The node \
+                            cannot be started again.\n\nExample:\n  herd cluster kill n2")]
+    Kill {
+        /// The node (n1, n2, ...)
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Run a command inside a node (its network, pid and mount namespaces and its
     /// cgroups; `herd` there talks to that node's herdd) and exit with its status
     #[command(after_help = "Example: herd cluster exec n1 -- herd run -- python3 job.py")]
@@ -205,6 +215,7 @@ impl ClusterArgs {
             | ClusterCommand::Status { dir, .. }
             | ClusterCommand::Start { dir, .. }
             | ClusterCommand::Stop { dir, .. }
+            | ClusterCommand::Kill { dir, .. }
             | ClusterCommand::Exec { dir, .. } => dir,
         };
         arg.dir.get_or_insert(dir);
@@ -278,6 +289,15 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", command[0]))?;
             use std::os::unix::process::ExitStatusExt;
             Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        }
+        ClusterCommand::Kill { node, dir } => {
+            let dir = dir.resolve();
+            if cluster::kill_node(&dir, &node)? {
+                println!("{node}: killed (every process in it)");
+            } else {
+                println!("{node}: was gone already");
+            }
+            Ok(0)
         }
         ClusterCommand::Stop { node, dir } => {
             let dir = dir.resolve();

@@ -212,6 +212,27 @@ fn node_error(node: &NodeRecord, how: String) -> LabError {
     LabError::Node { node: node.name.clone(), how, log, tail }
 }
 
+/// Kills a whole node as a power cut would: SIGKILL to its node-init (pid 1 of its pid
+/// namespace), so that every process in it ends at once and its network goes, without a
+/// word to the other nodes. Ok(false) if the node was gone already. It cannot be
+/// started again (`herd cluster down` and `up` make a new cluster).
+pub fn kill_node(dir: &Path, name: &str) -> Result<bool> {
+    let st = load(dir)?;
+    let node = st.node(name)?;
+    if !node.init.is_live() {
+        return Ok(false);
+    }
+    node.init.signal(libc::SIGKILL).context(|| format!("killing {name}'s node-init (pid {})", node.init.pid))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.init.is_live() {
+        if Instant::now() > deadline {
+            return Err(node_error(node, format!("node-init (pid {}) did not end after SIGKILL", node.init.pid)));
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(true)
+}
+
 /// Sends SIGTERM to the node's herdd and waits until node-init has reaped
 /// it (SIGKILL after 10 s). Ok(false) if it was not running.
 pub fn stop_node(dir: &Path, name: &str) -> Result<bool> {
@@ -708,6 +729,11 @@ impl LocalCluster {
     /// See [`stop_node`].
     pub fn stop_node(&self, name: &str) -> Result<bool> {
         stop_node(&self.dir, name)
+    }
+
+    /// See [`kill_node`].
+    pub fn kill_node(&self, name: &str) -> Result<bool> {
+        kill_node(&self.dir, name)
     }
 
     /// See [`start_node`] (waits up to 30 s).

@@ -177,6 +177,7 @@ pub fn toml_string(s: &str) -> String {
 pub fn node_config(dir: &Path, name: &str, shared: &[PathBuf], allow_root_guests: bool) -> String {
     let key = dir.join(KEY_FILE);
     let socket = node_dir(dir, name).join(NODE_SOCKET);
+    let checkpoints = node_dir(dir, name).join("checkpoints");
     let dfsa = if shared.is_empty() {
         String::new()
     } else {
@@ -184,12 +185,13 @@ pub fn node_config(dir: &Path, name: &str, shared: &[PathBuf], allow_root_guests
         format!("\n[dfsa]\npaths = [{}]\n", paths.join(", "))
     };
     let mut text = format!(
-        "# written by herd cluster up\nname = {}\nkey_file = {}\ncontrol_socket = {}\nhttp = \"127.0.0.1:4780\"\n\
+        "# written by herd cluster up\nname = {}\nkey_file = {}\ncontrol_socket = {}\nhttp = \"127.0.0.1:4780\"\ncheckpoint_dir = {}\n\
          # The nodes share this machine's CPUs: equally fast, whatever calibrations run side\n\
          # by side would measure (balancing weighs speed).\nspeed = 10000\n",
         toml_string(name),
         toml_string(&key.to_string_lossy()),
         toml_string(&socket.to_string_lossy()),
+        toml_string(&checkpoints.to_string_lossy()),
     );
     if allow_root_guests {
         text.push_str("# herd cluster up --allow-root-guests: root's processes migrate too.\nallow_root_guests = true\n");
@@ -222,6 +224,7 @@ mod tests {
              key_file = \"/run/herd/cluster/cluster.key\"\n\
              control_socket = \"/run/herd/cluster/n2/herdd.sock\"\n\
              http = \"127.0.0.1:4780\"\n\
+             checkpoint_dir = \"/run/herd/cluster/n2/checkpoints\"\n\
              # The nodes share this machine's CPUs: equally fast, whatever calibrations run side\n\
              # by side would measure (balancing weighs speed).\n\
              speed = 10000\n"

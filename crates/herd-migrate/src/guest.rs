@@ -178,7 +178,10 @@ impl Guest {
         let rr = restore_remote(image, hashes, &filter, runs.as_deref()).map_err(|e| e.to_string())?;
         let (restored, listener) = (rr.restored, rr.listener);
         let pid = restored.pid;
-        let tids: HashMap<i32, i32> = restored.tids.iter().map(|&(home, here)| (here, home)).collect();
+        let mut tids: HashMap<i32, i32> = restored.tids.iter().map(|&(home, here)| (here, home)).collect();
+        // The main thread's home id is the home pid, whatever the image calls it (an image
+        // captured on another node, or on the way to a checkpoint, names it by that node's id).
+        tids.insert(pid, adopt.pid);
         for w in &restored.warnings {
             tracing::info!(pid, "restore: {w}");
         }

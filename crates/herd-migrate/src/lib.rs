@@ -9,12 +9,14 @@
 //! - [`proto`]: what home and the remote node say about a process.
 //! - [`pipe`]: image bytes between the capture/restore threads and the node stream.
 //! - [`postcopy`]: memory that follows a process already running on its target.
+//! - [`journal`]: its effects at home since its last checkpoint, for exactly-once replay.
 
 pub mod ahead;
 pub mod syscalls;
 pub mod deputy;
 pub mod direct;
 pub mod guest;
+pub mod journal;
 pub mod pipe;
 pub mod postcopy;
 pub mod proto;
