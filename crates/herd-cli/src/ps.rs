@@ -118,8 +118,29 @@ pub fn table(rows: &[ProcessRow], home: bool) -> String {
         if !why.is_empty() {
             out += &format!("    why not: {}\n", why.join("; "));
         }
+        if let Some(c) = checkpoint_line(r, std::time::SystemTime::now()) {
+            out += &format!("    checkpoint: {c}\n");
+        }
+        if !r.survival.is_empty() {
+            out += &format!("    {}\n", r.survival);
+        }
     }
     out
+}
+
+/// Its checkpoints, as `herd ps` says them: `every 2s; last 1s ago, 2.7M` (None: none).
+pub fn checkpoint_line(r: &ProcessRow, now: std::time::SystemTime) -> Option<String> {
+    let every = r.checkpoint_every.map(|s| format!("every {}", humantime::format_duration(std::time::Duration::from_secs(s.round() as u64))));
+    let last = (r.checkpoint_unix > 0).then(|| {
+        let ago = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_sub(r.checkpoint_unix);
+        format!("last {ago}s ago, {}", human(r.checkpoint_bytes))
+    });
+    match (every, last) {
+        (None, None) => None,
+        (Some(e), None) => Some(format!("{e} while away; none yet")),
+        (None, Some(l)) => Some(l),
+        (Some(e), Some(l)) => Some(format!("{e}; {l}")),
+    }
 }
 
 /// Why the process does not move: locked, and every reason it cannot.
@@ -195,6 +216,21 @@ mod tests {
             moving: None,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn checkpoints_and_what_happened_show_under_the_process() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let mut r = row(7, "n2", &[]);
+        assert_eq!(checkpoint_line(&r, now), None);
+        r.checkpoint_every = Some(120.0);
+        assert_eq!(checkpoint_line(&r, now).as_deref(), Some("every 2m while away; none yet"));
+        r.checkpoint_unix = 990;
+        r.checkpoint_bytes = 3 << 20;
+        assert_eq!(checkpoint_line(&r, now).as_deref(), Some("every 2m; last 10s ago, 3.0M"));
+        r.survival = "resumed on n3 from its checkpoint of 10:00:00 UTC (n2 lost: connection closed)".into();
+        let t = table(&[r], false);
+        assert!(t.contains("\n    checkpoint: every 2m; last ") && t.ends_with("\n    resumed on n3 from its checkpoint of 10:00:00 UTC (n2 lost: connection closed)\n"), "{t}");
     }
 
     #[test]

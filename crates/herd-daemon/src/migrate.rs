@@ -348,6 +348,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         postcopy: None,
         journal: Default::default(),
         keep: survive::Keep { every: kin.every, ..Default::default() },
+        quiesced: false,
     };
     tokio::spawn(actor.run(start));
     true
@@ -685,6 +686,8 @@ struct Actor {
     journal: Arc<Journal>,
     /// Its checkpoints, and what to do if the node running it is lost.
     keep: survive::Keep,
+    /// Its deputy holds still (after `quiesce`, until `resume` or the move home).
+    quiesced: bool,
 }
 
 impl Actor {
@@ -1505,13 +1508,20 @@ impl Actor {
     /// Has the deputy finish or abandon the call it serves and hold still.
     async fn quiesce(&mut self) -> Result<(), ControlError> {
         let Some(d) = &self.deputy else { return Err(err(ErrorKind::Internal, "no deputy")) };
+        // Still holding still from a capture that broke off (its node was lost).
+        if self.quiesced {
+            return Ok(());
+        }
         // Calls take the actor's path again; one already handed to the deputy is
         // finished or abandoned by the Quiesce.
         self.path.set(None);
         d.send(Cmd::Quiesce);
         loop {
             match self.next().await {
-                Some(Input::Deputy(Event::Quiesced)) => return Ok(()),
+                Some(Input::Deputy(Event::Quiesced)) => {
+                    self.quiesced = true;
+                    return Ok(());
+                }
                 Some(Input::Deputy(ev)) => {
                     if !self.on_deputy(ev).await {
                         return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended", self.pid)));
@@ -1534,7 +1544,8 @@ impl Actor {
     }
 
     /// Resumes serving after a move away from a remote node (failed, or on to another).
-    fn resume(&self) {
+    fn resume(&mut self) {
+        self.quiesced = false;
         if let Some(d) = &self.deputy {
             d.send_parked(Cmd::Resume);
         }
@@ -1555,6 +1566,7 @@ impl Actor {
         let (gen, node) = (remote.gen, remote.node.clone());
         let (pieces, reader) = pipe::channel();
         self.deputy.as_ref().expect("deputy").send_parked(Cmd::ComeHome(reader));
+        self.quiesced = false;
         self.to_remote(ToRemote::Capture).await;
         let t_capture = Instant::now();
         let mut bytes = 0u64;

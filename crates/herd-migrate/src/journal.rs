@@ -152,12 +152,13 @@ impl Journal {
                     *at += 1;
                     return Verdict::Replay(e.reply.clone());
                 }
-                let why = format!(
-                    "thread {tid} made system call {} where it made {} before (call {} since the checkpoint)",
-                    call.nr,
-                    e.nr,
-                    *at + 1
-                );
+                let name = |nr: i64| crate::syscalls::name(nr).map_or_else(|| format!("system call {nr}"), str::to_string);
+                let what = if e.nr == call.nr {
+                    format!("{} with other arguments or data than the first time", name(call.nr))
+                } else {
+                    format!("{} where it made {} the first time", name(call.nr), name(e.nr))
+                };
+                let why = format!("thread {tid}'s call {} since the checkpoint was {what}", *at + 1);
                 j.truncate();
                 j.diverged.push(why.clone());
                 Verdict::Diverged(why)
@@ -287,7 +288,7 @@ mod tests {
         first_run(&j, &[(write(1, "t=1\n"), answered(4, b"")), (write(1, "done\n"), answered(5, b""))]);
         j.begin_replay();
         let v = j.call(7, 1, &write(1, "t=2\n"));
-        assert!(matches!(v, Verdict::Diverged(ref why) if why.contains("call 1")), "{v:?}");
+        assert!(matches!(v, Verdict::Diverged(ref why) if why == "thread 1's call 1 since the checkpoint was write with other arguments or data than the first time"), "{v:?}");
         assert_eq!(j.take_divergences().len(), 1);
         assert!(j.take_divergences().is_empty(), "reported once");
         // The diverging call runs and is recorded; what followed it is gone.
