@@ -799,6 +799,10 @@ impl Actor {
                 let _ = reply.send(Err(err(ErrorKind::Busy, "its memory is still moving (post-copy); try again in a moment")));
                 true
             }
+            Input::Migrate { reply, .. } if self.keep.frozen.is_some() => {
+                let _ = reply.send(Err(err(ErrorKind::Refused, format!("process {} is frozen; `herd migrate {} continue` first", self.pid, self.pid))));
+                true
+            }
             Input::Migrate { target, mode, auto, reply } => {
                 let locked = auto && self.row.lock().expect("row lock").lock;
                 let r = if locked { Err(err(ErrorKind::Refused, format!("process {} is locked", self.pid))) } else { self.migrate(&target, mode).await };

@@ -809,9 +809,19 @@ impl Guest {
                             }
                         }
                     }
+                    // Stopping or continuing the process does not wait for the call (at
+                    // home the deputy is stopped too, and would never answer it): the
+                    // kernel restarts its wait, which takes the answer when it comes.
+                    (Some(_), false) if stops_or_continues(self.pid, sig) => self.deliver(sig, target),
                     // Home is about to answer the pending call: deliver after it.
                     (Some(_), false) => self.held_signals.entry(thread).or_default().push_back((sig, directed)),
                     (None, _) => self.deliver(sig, target),
+                }
+            }
+            ToRemote::Freeze(stop) => {
+                let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+                if let Err(e) = task::kill(self.pid, sig) {
+                    tracing::warn!(pid = self.pid, home = self.home, "cannot {} the guest: {e}", if stop { "freeze" } else { "continue" });
                 }
             }
             ToRemote::WriteFailed { fd, errno } => {
@@ -980,6 +990,16 @@ fn restore_ms(r: &herd_checkpoint::Restored) -> f64 {
 enum Flow {
     Go,
     End,
+}
+
+/// Whether `sig` stops or continues `pid` by itself (no handler of its runs for it):
+/// SIGKILL, SIGSTOP, SIGCONT, and the other stop signals when not caught.
+fn stops_or_continues(pid: i32, sig: i32) -> bool {
+    match sig {
+        libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT => true,
+        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => SigMasks::of(pid as u32).is_none_or(|m| m.caught & (1u64 << (sig - 1)) == 0),
+        _ => false,
+    }
 }
 
 /// Whether `sig` sent to `pid` now would interrupt a system call it waits in:

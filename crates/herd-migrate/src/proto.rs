@@ -24,8 +24,9 @@ use crate::syscalls::{Call, Reply};
 /// the unversioned protocol of herd 0.1 (its first byte, the request's
 /// variant, reads as version 0 or 1). Version 2: version prefix, Accepted
 /// before the image, typed refusals, post-copy. Version 3: threads. Version 4:
-/// direct file access ([`ToRemote::Files`], [`ToHome::Offsets`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// direct file access ([`ToRemote::Files`], [`ToHome::Offsets`]). Version 5:
+/// [`ToRemote::Freeze`] (`herd migrate PID freeze`).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -167,6 +168,10 @@ pub enum ToRemote {
     /// ([`ToHome::Write`]) failed at home with `errno`: the answer to its next write,
     /// fsync or close of it.
     WriteFailed { fd: i32, errno: i32 },
+    /// Tag 18: Stop the process where it runs (true: `herd migrate PID freeze`) or let it
+    /// go on (false: `continue`). Not job control: its deputy, its parent and its calls
+    /// at home do not see it.
+    Freeze(bool),
 }
 
 /// Home's files a process may use directly on the node it goes to: the directories
@@ -322,6 +327,7 @@ mod tests {
             ToRemote::ThreadBorn { seq: 0, tid: 0 },
             ToRemote::Files(Files::default()),
             ToRemote::WriteFailed { fd: 0, errno: 0 },
+            ToRemote::Freeze(true),
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");

@@ -141,6 +141,8 @@ pub enum How<'a> {
     HerdOn(&'a str),
     /// `herd run --lock -- program`, in n1: only the test moves it (and its children).
     HerdLocked,
+    /// `herd run ARGS -- program`, in n1.
+    HerdWith(&'a [&'a str]),
 }
 
 /// A point where a program waits for a trigger: the line it prints there (whole, or how
@@ -348,6 +350,11 @@ impl Lab {
             How::Herd => argv.extend([HERD.into(), "run".into(), "--".into()]),
             How::HerdOn(node) => argv.extend([HERD.into(), "run".into(), "--node".into(), node.into(), "--".into()]),
             How::HerdLocked => argv.extend([HERD.into(), "run".into(), "--lock".into(), "--".into()]),
+            How::HerdWith(args) => {
+                argv.extend([HERD.into(), "run".into()]);
+                argv.extend(args.iter().map(OsString::from));
+                argv.push("--".into());
+            }
         }
         argv.extend(prog.argv.iter().cloned());
         let mut cmd = self.cluster.node_exec("n1", &argv).unwrap_or_else(|e| panic!("{label}: node_exec in n1: {e}"));

@@ -257,6 +257,10 @@ impl Actor {
                     let secs = t0.elapsed().as_secs_f64();
                     let calls = self.journal.state().to_replay;
                     self.keep.home_after_replay = name == self.shared.config.name;
+                    // Frozen when its node was lost: frozen where it runs now.
+                    if self.keep.frozen.is_some() {
+                        self.to_remote(ToRemote::Freeze(true)).await;
+                    }
                     self.shared.counters.processes_resumed.inc();
                     tracing::warn!(
                         pid = self.pid,
@@ -399,7 +403,12 @@ impl Actor {
                 Ok(Some(Checkpointed { node: self.shared.config.name.clone(), ..c }))
             }
             Verb::Freeze => {
-                kill(nix::sys::signal::Signal::SIGSTOP)?;
+                // Away, the node running it stops it (not its deputy: no job control).
+                if self.remote.is_some() {
+                    self.to_remote(ToRemote::Freeze(true)).await;
+                } else {
+                    kill(nix::sys::signal::Signal::SIGSTOP)?;
+                }
                 if self.keep.frozen.is_none() {
                     let lock = std::mem::replace(&mut self.row.lock().expect("row lock").lock, true);
                     self.keep.frozen = Some(lock);
@@ -410,7 +419,11 @@ impl Actor {
                 Ok(None)
             }
             Verb::Continue => {
-                kill(nix::sys::signal::Signal::SIGCONT)?;
+                if self.remote.is_some() {
+                    self.to_remote(ToRemote::Freeze(false)).await;
+                } else {
+                    kill(nix::sys::signal::Signal::SIGCONT)?;
+                }
                 if let Some(lock) = self.keep.frozen.take() {
                     self.set_row(|r| {
                         r.lock = lock;
