@@ -28,6 +28,7 @@ mod files;
 mod migrate;
 mod report;
 mod stream;
+mod survive;
 mod sys;
 mod watch;
 
@@ -151,10 +152,6 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         file_mib: u64,
     },
-    /// herd's balancing policy on a simulated cluster (1000 nodes of mixed speeds and CPUs,
-    /// heavy-tailed jobs), next to no balancing, random placement and an omniscient
-    /// placement, on the same job trace. Pure computation: no root, no cluster. See
-    /// docs/benchmarks.md, "Balancing (simulated)".
     /// Automatic balancing on the local cluster: 2 nodes × 1 CPU, N CPU-bound jobs
     /// started on n1; makespan against the ideal and against all jobs on n1 (needs root).
     Balance {
@@ -187,6 +184,46 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Surviving a node's death, on a two-node local cluster (needs root; release build):
+    ///
+    /// 1. the cost of periodic checkpoints: CPU work of a --mib process on n2 with a
+    ///    checkpoint every --every seconds against none, interleaved (goal: <= 2 % slower);
+    ///    the stop and size of each checkpoint;
+    /// 2. from a fault on n2 (its herdd killed; its herdd stopped, which only membership
+    ///    notices) to the process resumed and answering again (goal: within 5 s);
+    /// 3. --rounds chaos rounds: moves n1 -> n2 -> home with n2's herdd killed during the
+    ///    move or while the process runs there, or stopped for 3 s; processes lost,
+    ///    running twice, memory checks failed and answers missing or twice (goal: 0).
+    ///
+    /// docs/benchmarks.md, "Survival".
+    #[command(verbatim_doc_comment)]
+    Survive {
+        /// MiB the process under test holds (part 1; parts 2 and 3 use at most 256 and 64).
+        #[arg(long, default_value_t = 512)]
+        mib: u64,
+        /// Seconds between checkpoints (part 1).
+        #[arg(long, default_value_t = 10.0)]
+        every: f64,
+        /// Seconds of CPU work per run (part 1).
+        #[arg(long, default_value_t = 30.0)]
+        cpu_secs: f64,
+        /// Repetitions of parts 1 and 2.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Chaos rounds (part 3; 0 leaves it out).
+        #[arg(long, default_value_t = 40)]
+        rounds: usize,
+        /// Seed of the chaos run's faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the cluster's directory (logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// herd's balancing policy on a simulated cluster (1000 nodes of mixed speeds and CPUs,
+    /// heavy-tailed jobs), next to no balancing, random placement and an omniscient
+    /// placement, on the same job trace. Pure computation: no root, no cluster. See
+    /// docs/benchmarks.md, "Balancing (simulated)".
     BalanceSim {
         /// Simulated nodes.
         #[arg(long, default_value_t = 1000)]
@@ -236,6 +273,9 @@ fn main() -> ExitCode {
         }
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
         Cmd::Watch { procs, window, reps, keep } => watch::run(watch::Config { procs, window, reps, keep }),
+        Cmd::Survive { mib, every, cpu_secs, reps, rounds, seed, keep } => {
+            survive::run(survive::Config { mib, every, cpu_secs, reps, rounds, seed, keep })
+        }
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, json })
         }

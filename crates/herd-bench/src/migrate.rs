@@ -488,12 +488,12 @@ fn build_target(cc: &str, bin: &Path) -> Result<PathBuf> {
 
 /// A program started in a node (through node_exec's waiter), its stdout read line by
 /// line, its stderr kept. Killed and reaped when dropped if it has not ended.
-struct Spawned {
-    what: String,
+pub(crate) struct Spawned {
+    pub(crate) what: String,
     /// node_exec's waiter: ends like the program and takes it along when killed
     /// (unless the program changed its uid: see `home_pid`).
     child: Child,
-    stdin: Option<ChildStdin>,
+    pub(crate) stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     err: Arc<Mutex<Vec<u8>>>,
     /// The program's pid in n1, when it runs as another user: the waiter's death
@@ -535,7 +535,7 @@ impl Spawned {
         Ok(Spawned { what, child, stdin, lines, err, home_pid: None, cluster_dir, status: None })
     }
 
-    fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         let buf = self.err.lock().expect("stderr buffer");
         let text = String::from_utf8_lossy(&buf);
         let text = text.trim();
@@ -546,7 +546,7 @@ impl Spawned {
         format!("stderr: {}", &text[start..])
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
         }
@@ -554,7 +554,7 @@ impl Spawned {
     }
 
     /// The next line it prints, within `limit`.
-    fn line(&mut self, limit: Duration) -> Result<String> {
+    pub(crate) fn line(&mut self, limit: Duration) -> Result<String> {
         match self.lines.recv_timeout(limit) {
             Ok(l) => Ok(l),
             Err(RecvTimeoutError::Timeout) => bail!("{}: no answer within {limit:?}; {}", self.what, self.stderr_tail()),
@@ -570,7 +570,7 @@ impl Spawned {
     }
 
     /// The next line, which must start with `prefix`.
-    fn expect(&mut self, prefix: &str, limit: Duration) -> Result<String> {
+    pub(crate) fn expect(&mut self, prefix: &str, limit: Duration) -> Result<String> {
         let line = self.line(limit)?;
         if !line.starts_with(prefix) {
             bail!("{}: expected a line starting {prefix:?}, got {line:?}; {}", self.what, self.stderr_tail());
@@ -580,13 +580,13 @@ impl Spawned {
 
     /// Sends `command` and returns its answer, which must start with the command's
     /// first word (its answer "error ..." otherwise).
-    fn ask(&mut self, command: &str, answer: &str) -> Result<String> {
+    pub(crate) fn ask(&mut self, command: &str, answer: &str) -> Result<String> {
         self.send(command)?;
         self.expect(answer, ANSWER).with_context(|| format!("command {command:?}"))
     }
 
     /// Sends `command` (a line) without waiting for an answer.
-    fn send(&mut self, command: &str) -> Result<()> {
+    pub(crate) fn send(&mut self, command: &str) -> Result<()> {
         let sent = match self.stdin.as_mut() {
             Some(stdin) => stdin.write_all(format!("{command}\n").as_bytes()).and_then(|()| stdin.flush()),
             None => Err(std::io::Error::other("its stdin is closed")),
@@ -630,9 +630,9 @@ impl Drop for Spawned {
 }
 
 /// The program under test, running under `herd run` in n1 as uid 65534.
-struct Target {
-    p: Spawned,
-    pid: i32,
+pub(crate) struct Target {
+    pub(crate) p: Spawned,
+    pub(crate) pid: i32,
 }
 
 impl Target {
@@ -643,9 +643,16 @@ impl Target {
 
     /// [`Target::start`] with `threads` threads in all (the others wait for work).
     fn start_with_threads(lab: &Lab, mib: u64, threads: usize) -> Result<Target> {
+        Self::start_run(lab, mib, threads, &[])
+    }
+
+    /// [`Target::start_with_threads`] with `run_args` for `herd run`.
+    pub(crate) fn start_run(lab: &Lab, mib: u64, threads: usize, run_args: &[&str]) -> Result<Target> {
         let mut argv: Vec<OsString> = vec![lab.setpriv.clone().into_os_string()];
         argv.extend(nobody_args().map(OsString::from));
-        argv.extend([lab.herd.clone().into_os_string(), "run".into(), "--".into(), lab.target.clone().into_os_string()]);
+        argv.extend([lab.herd.clone().into_os_string(), "run".into()]);
+        argv.extend(run_args.iter().map(OsString::from));
+        argv.extend(["--".into(), lab.target.clone().into_os_string()]);
         argv.push(mib.to_string().into());
         argv.push(threads.to_string().into());
         let what = format!("hb_target {mib} {threads} (herd run in n1)");
@@ -685,11 +692,11 @@ impl Target {
     }
 
     /// Moves it to `target` ("n2" or "home"); it must then run on `node`.
-    fn migrate(&self, lab: &Lab, target: &str, node: &str) -> Result<Migrated> {
+    pub(crate) fn migrate(&self, lab: &Lab, target: &str, node: &str) -> Result<Migrated> {
         self.migrate_by(lab, target, node, None)
     }
 
-    fn migrate_by(&self, lab: &Lab, target: &str, node: &str, mode: Option<MoveMode>) -> Result<Migrated> {
+    pub(crate) fn migrate_by(&self, lab: &Lab, target: &str, node: &str, mode: Option<MoveMode>) -> Result<Migrated> {
         let sock = lab.cluster.node_socket("n1");
         let answer = Client::connect(&sock)
             .and_then(|mut c| c.call(&Request::Migrate { pid: self.pid, target: target.into(), mode }))
@@ -702,7 +709,7 @@ impl Target {
     }
 
     /// Asks it to quit and waits for the end (herd run ends as the command did).
-    fn quit(mut self) -> Result<()> {
+    pub(crate) fn quit(mut self) -> Result<()> {
         if let Some(stdin) = self.p.stdin.as_mut() {
             let _ = stdin.write_all(b"quit\n");
         }
@@ -715,7 +722,7 @@ impl Target {
 }
 
 /// `key=value` of a line the program printed.
-fn field(line: &str, key: &str) -> Result<f64> {
+pub(crate) fn field(line: &str, key: &str) -> Result<f64> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
@@ -1104,7 +1111,7 @@ fn calls_and_cpu(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) -> Small {
 // ---------------------------------------------------------------------------
 
 /// Prints rows as aligned columns: the first `left` left-aligned, the others right-aligned.
-fn print_table(rows: &[Vec<String>], left: usize) {
+pub(crate) fn print_table(rows: &[Vec<String>], left: usize) {
     for line in table_lines(rows, left) {
         println!("{line}");
     }
@@ -1126,22 +1133,22 @@ fn table_lines(rows: &[Vec<String>], left: usize) -> Vec<String> {
         .collect()
 }
 
-fn row(cells: &[&str]) -> Vec<String> {
+pub(crate) fn row(cells: &[&str]) -> Vec<String> {
     cells.iter().map(|c| c.to_string()).collect()
 }
 
-fn fmt(v: Option<f64>, decimals: usize) -> String {
+pub(crate) fn fmt(v: Option<f64>, decimals: usize) -> String {
     match v {
         Some(v) if v.is_finite() => format!("{v:.decimals$}"),
         _ => "-".into(),
     }
 }
 
-fn med(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+pub(crate) fn med(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     median(values.into_iter().filter(|v| v.is_finite()).collect())
 }
 
-fn spread(values: impl IntoIterator<Item = f64>, decimals: usize) -> String {
+pub(crate) fn spread(values: impl IntoIterator<Item = f64>, decimals: usize) -> String {
     let v: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
     if v.is_empty() {
         return "-".into();

@@ -1114,6 +1114,11 @@ impl Actor {
     /// size against the stop-and-copy rate: read here at home, reported when away).
     fn mode_for(&self, asked: Option<MoveMode>) -> MoveMode {
         asked.unwrap_or_else(|| {
+            // With checkpoints: the image of the move is its first checkpoint, and a
+            // post-copy one would not hold the pages that follow it.
+            if self.keep.every.is_some() {
+                return MoveMode::StopAndCopy;
+            }
             let rss = match self.remote {
                 None => Usage::of(self.pid).map_or(u64::MAX, |u| u.rss),
                 Some(_) => self.row.lock().expect("row lock").rss,
@@ -1357,6 +1362,9 @@ impl Actor {
         let counted = bytes.clone();
         let row = self.row.clone();
         self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "capture".into(), sent_bytes: 0, total_bytes: 0 }));
+        // A process with checkpoints keeps the image of a stop-and-copy move as its first.
+        let mut tee = (self.keep.every.is_some() && mode == MoveMode::StopAndCopy).then(|| self.image_tee()).flatten();
+        let teed = tee.as_ref().map(|t| t.failed.clone());
         let link = deputy::start(
             self.pid,
             mode,
@@ -1367,6 +1375,13 @@ impl Actor {
                     if let Some(p) = row.lock().expect("row lock").moving.as_mut() {
                         p.sent_bytes = n;
                     }
+                    if let Some(t) = tee.as_mut() {
+                        t.write(chunk);
+                    }
+                }
+                if matches!(m, ToRemote::ImageEnd) {
+                    // The image is complete: written out (flushed and synced) now.
+                    drop(tee.take());
                 }
                 img_tx.blocking_send(m).is_ok()
             },
@@ -1426,6 +1441,9 @@ impl Actor {
             }
         };
         if let Err(e) = outcome {
+            if teed.is_some() {
+                let _ = std::fs::remove_file(self.image_paths().1);
+            }
             // Before the commit the thread waits on its channel, not on the process: a
             // wake-up signal would stay queued in the process and kill it once released.
             link.send_parked(Cmd::Abort);
@@ -1474,6 +1492,7 @@ impl Actor {
             );
             self.start_postcopy(PageSource::Home(pusher), mode, lazy_bytes);
         }
+        let mut broke = None;
         loop {
             match self.next().await {
                 Some(Input::Deputy(Event::Deputy)) => break,
@@ -1489,7 +1508,7 @@ impl Actor {
                 Some(Input::RemoteClosed { gen: g, why }) if g == gen => {
                     // Lost right after it started there; handled once the deputy exists.
                     tracing::error!(pid = self.pid, "the connection to {name} broke as the process started there: {why}");
-                    self.early.push(ToHome::Exited(proto::Ending::Signal(libc::SIGKILL)));
+                    broke = Some(why);
                 }
                 Some(Input::PagesSent(r)) => self.early_pages = Some(r),
                 Some(_) => {}
@@ -1498,7 +1517,15 @@ impl Actor {
         }
         self.deputy = Some(link);
         self.remote = Some(remote);
+        // Its image, kept: the first checkpoint, from which the journal starts (before
+        // any call it made there is looked at).
+        if let Some(failed) = teed {
+            self.keep_teed(failed);
+        }
         self.arrived();
+        if let Some(why) = broke {
+            self.lost(why);
+        }
         for msg in std::mem::take(&mut self.early) {
             self.on_remote(msg).await;
         }

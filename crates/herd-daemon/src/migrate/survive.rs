@@ -68,7 +68,86 @@ impl Keep {
     }
 }
 
+/// The image of a move, written aside as it is sent: the first checkpoint of a
+/// process with checkpoints (the deputy's thread writes it; a failure only means no
+/// checkpoint is kept).
+pub(super) struct Tee {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    pub failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Tee {
+    pub fn write(&mut self, chunk: &[u8]) {
+        if let Some(out) = self.out.as_mut() {
+            if out.write_all(chunk).is_err() {
+                self.out = None;
+                self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if let Some(mut out) = self.out.take() {
+            if out.flush().and_then(|()| out.get_ref().sync_data()).is_err() {
+                self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 impl Actor {
+    pub(super) fn image_paths(&self) -> (PathBuf, PathBuf) {
+        let dir = &self.shared.config.checkpoint_dir;
+        (dir.join(format!("{}-{}.img", self.pid, self.start)), dir.join(format!("{}-{}.img.part", self.pid, self.start)))
+    }
+
+    /// A file for the image of the move about to start (None if it cannot be made: the
+    /// first checkpoint is then taken at the next tick).
+    pub(super) fn image_tee(&self) -> Option<Tee> {
+        let (_, part) = self.image_paths();
+        let dir = &self.shared.config.checkpoint_dir;
+        let file = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&part));
+        match file {
+            Ok(f) => Some(Tee { out: Some(std::io::BufWriter::with_capacity(1 << 20, f)), failed: Default::default() }),
+            Err(e) => {
+                tracing::warn!(pid = self.pid, "cannot keep the image of its move as a checkpoint ({}: {e})", part.display());
+                None
+            }
+        }
+    }
+
+    /// The move succeeded: its image (written by the [`Tee`], closed with the deputy's
+    /// send function) is the process's checkpoint.
+    pub(super) fn keep_teed(&mut self, failed: Arc<std::sync::atomic::AtomicBool>) {
+        let (path, part) = self.image_paths();
+        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_file(&part);
+            return;
+        }
+        if let Err(e) = std::fs::rename(&part, &path) {
+            tracing::warn!(pid = self.pid, "cannot keep the image of its move ({e})");
+            return;
+        }
+        self.journal.restart();
+        let pid = self.pid;
+        let own = direct::files_of(pid, &[]).own;
+        let unix = unix_now();
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        self.keep.last = Some(Kept { path, unix, own });
+        self.keep.due = self.keep.every.map(|e| Instant::now() + e);
+        self.set_row(|r| {
+            r.checkpoint_unix = unix;
+            r.checkpoint_bytes = bytes;
+        });
+        self.shared.counters.checkpoints.inc();
+    }
+
     /// The directories a move to `node` may use directly: none for a process with
     /// checkpoints, so that every effect it has passes through home's journal.
     pub(super) fn direct_dirs(&self, node: &str) -> Vec<String> {
