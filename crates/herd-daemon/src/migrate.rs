@@ -923,6 +923,15 @@ impl Actor {
         }
     }
 
+    /// What a move or checkpoint interrupted by the loss of the node running the process
+    /// answers (after [`Actor::lost`]).
+    fn lost_error(&self) -> ControlError {
+        match self.keep.recover {
+            Some(_) => err(ErrorKind::Lost, "the node running it was lost; it is resumed from its last checkpoint"),
+            None => err(ErrorKind::Lost, "the node running it was lost, and the process with it"),
+        }
+    }
+
     fn is_current(&self, gen: u64) -> bool {
         self.remote.as_ref().is_some_and(|r| r.gen == gen)
     }
@@ -1566,7 +1575,7 @@ impl Actor {
                 Some(Input::Remote { .. }) => {}
                 Some(Input::RemoteClosed { gen, why }) if self.is_current(gen) => {
                     self.lost(why);
-                    return Err(err(ErrorKind::Lost, "the node running it was lost, and the process with it"));
+                    return Err(self.lost_error());
                 }
                 Some(_) => {}
                 None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
@@ -1716,7 +1725,8 @@ impl Actor {
                 },
                 Some(Input::RemoteClosed { gen, why }) if gen == old_gen => {
                     self.lost(why);
-                    return Err(err(ErrorKind::Lost, "the node running it was lost during the move, and the process with it"));
+                    let _ = new.tx.send(ToRemote::Cancel { reason: "the node it came from was lost".into() }).await;
+                    return Err(self.lost_error());
                 }
                 Some(Input::Remote { gen, msg: ToHome::Running { .. } }) if gen == new.gen => break Ok(()),
                 Some(Input::Remote { gen, msg: ToHome::Refused(r) }) if gen == new.gen => break Err(refused(name, &r)),

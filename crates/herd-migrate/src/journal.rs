@@ -130,11 +130,12 @@ impl Journal {
         j.diverged.clear();
     }
 
-    /// Marks the journal as not replayable exactly, with why.
+    /// The journal cannot be replayed exactly (a thread was made, it grew too large):
+    /// it is dropped and recording stops, with why, until the next checkpoint.
     pub fn break_off(&self, why: &str) {
         let mut j = self.lock();
-        if j.recording && j.broken.is_none() {
-            j.broken = Some(why.to_string());
+        if j.recording {
+            *j = Inner { broken: Some(why.to_string()), ..Default::default() };
         }
     }
 
@@ -346,6 +347,11 @@ mod tests {
         first_run(&j, &[(write(1, "a"), answered(1, b""))]);
         j.break_off("a thread was made away");
         assert_eq!(j.state().broken.as_deref(), Some("a thread was made away"));
+        assert_eq!(j.state().calls, 0, "what it held is dropped");
+        assert_eq!(j.call(5, 1, &write(1, "a")), Verdict::Run);
+        assert_eq!(j.state().calls, 0, "nothing is recorded until the next checkpoint");
+        j.restart();
+        assert_eq!(j.state().broken, None);
         j.stop();
         assert_eq!(j.state(), JournalState::default());
     }

@@ -222,7 +222,7 @@ impl Actor {
                 Some(Input::RemoteClosed { gen: g, why }) if g == gen => {
                     let _ = std::fs::remove_file(&part);
                     self.lost(why);
-                    return Err(err(ErrorKind::Lost, format!("node {node} was lost during the checkpoint")));
+                    return Err(self.lost_error());
                 }
                 Some(Input::Deputy(ev)) => {
                     if !self.on_deputy(ev).await {
@@ -292,6 +292,11 @@ impl Actor {
             return;
         }
         let JournalState { bytes, .. } = self.journal.state();
+        // Checkpoints keep failing and the journal keeps growing: it is given up.
+        if bytes > 4 * JOURNAL_MAX {
+            tracing::warn!(pid = self.pid, "its journal grew past {} MiB without a checkpoint: dropped; a loss of its node now loses it", 4 * JOURNAL_MAX >> 20);
+            self.journal.break_off("its journal grew too large while no checkpoint could be taken");
+        }
         let due = self.keep.due.is_some_and(|d| Instant::now() >= d) || (self.keep.last.is_some() && bytes > JOURNAL_MAX);
         if !due || self.remote.is_none() || self.postcopy.is_some() || self.replaying() || self.keep.frozen.is_some() {
             return;
