@@ -104,8 +104,16 @@ fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).with_context(|| format!("{sig} to {pid}"))
 }
 
-/// n2's herdd again after it was killed, and both nodes up.
-fn restart_n2(lab: &Lab) -> Result<()> {
+/// n2's herdd again after it was killed (`killed`: its pid), and both nodes up.
+fn restart_n2(lab: &Lab, killed: i32) -> Result<()> {
+    // Its node-init reaps it first; until then the node says it runs.
+    let start = Instant::now();
+    while herdd_of(lab, "n2").is_ok_and(|p| p == killed) {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("n2's killed herdd (pid {killed}) is still listed after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     lab.cluster.start_node("n2")?;
     both_up(lab)
 }
@@ -218,7 +226,7 @@ fn fault_to_running(lab: &Lab, cfg: &Config, stop: bool) -> Result<(f64, f64)> {
     if stop {
         both_up(lab)?;
     } else {
-        restart_n2(lab)?;
+        restart_n2(lab, herdd)?;
     }
     Ok((resumed, answered))
 }
@@ -303,6 +311,7 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
     let mut rng = Rng((z ^ (z >> 31)).max(1));
     let mut tally = Tally::default();
     let mib = cfg.mib.min(64);
+    both_up(lab)?;
     let mut t = Target::start_run(lab, mib, 1, &["--checkpoint-every", "1s"])?;
     let mut pings = 0u64;
     for round in 0..cfg.rounds {
@@ -323,7 +332,7 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
                 Ok(_) => tally.completed += 1,
                 Err(_) => tally.aborted += 1,
             }
-            restart_n2(lab)?;
+            restart_n2(lab, herdd)?;
         } else {
             match t.migrate(lab, "n2", "n2") {
                 Ok(_) => tally.completed += 1,
@@ -347,7 +356,7 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
                     signal(herdd, nix::sys::signal::Signal::SIGCONT)?;
                     both_up(lab)?;
                 } else {
-                    restart_n2(lab)?;
+                    restart_n2(lab, herdd)?;
                 }
                 if resumed.is_err() {
                     tally.lost += 1;

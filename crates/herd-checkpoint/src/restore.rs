@@ -140,6 +140,9 @@ pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter:
 pub struct IntoFailed {
     pub error: CheckpointError,
     pub shell: Option<(u64, u64)>,
+    /// Nothing of the deputy was changed (the image was refused or ended before the
+    /// restore began): it is the deputy it was.
+    pub untouched: bool,
 }
 
 /// Brings a migrated process home: its image replaces the memory, registers
@@ -153,7 +156,7 @@ pub fn restore_into<R: Read + Send>(
     hashes: &mut FileHashes,
 ) -> std::result::Result<(RestoreStats, Vec<String>), IntoFailed> {
     let t0 = Instant::now();
-    let fail = |error| IntoFailed { error, shell: None };
+    let fail = |error| IntoFailed { error, shell: None, untouched: true };
     let mut reader = ImageReader::new(input).map_err(|e| fail(e.into()))?;
     let image = match reader.next_section().map_err(|e| fail(e.into()))? {
         Some(Section::Process(p)) => *p,
@@ -202,7 +205,7 @@ pub fn restore_into<R: Read + Send>(
                 inj.set_stack(at + len - 64);
                 unmap_all_but(&mut inj, at, len).is_ok().then_some((at, len))
             });
-            Err(IntoFailed { error, shell })
+            Err(IntoFailed { error, shell, untouched: false })
         }
     }
 }

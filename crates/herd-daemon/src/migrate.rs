@@ -1612,6 +1612,7 @@ impl Actor {
         let mut bytes = 0u64;
         let mut feeding = true;
         let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
+        let mut broken = None;
         loop {
             match self.next().await {
                 Some(Input::Remote { gen: g, msg }) if g == gen => match msg {
@@ -1635,6 +1636,7 @@ impl Actor {
                 },
                 Some(Input::RemoteClosed { gen: g, why }) if g == gen => {
                     feed(Piece::Failed(format!("the connection to node {node} broke: {why}")));
+                    broken = Some(why);
                 }
                 Some(Input::Deputy(Event::Home { stats, warnings })) => {
                     for w in warnings {
@@ -1656,6 +1658,11 @@ impl Actor {
                     return Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes));
                 }
                 Some(Input::Deputy(Event::HomeFailed(why))) => {
+                    // The node was lost before its image came: the deputy is intact.
+                    if let Some(lost) = broken.take() {
+                        self.lost(lost);
+                        return Err(self.lost_error());
+                    }
                     if self.is_current(gen) {
                         self.to_remote(ToRemote::Abort).await;
                         self.route();

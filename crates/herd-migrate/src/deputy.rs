@@ -929,7 +929,16 @@ impl Deputy {
                 events(Event::Home { stats, warnings });
                 None
             }
-            Err(IntoFailed { error, shell }) => {
+            // Nothing was changed (say, the process ended where it ran before its image
+            // came): still the deputy, which ends as the process did.
+            Err(IntoFailed { error, untouched: true, .. }) => {
+                for sig in for_later {
+                    let _ = herd_kernel::task::kill(self.pid, sig);
+                }
+                events(Event::HomeFailed(error.to_string()));
+                Some(self)
+            }
+            Err(IntoFailed { error, shell, .. }) => {
                 let remade = match shell {
                     Some(s) => self.remake(s).map_err(|e| e.to_string()),
                     None => Err("the deputy's memory could not be recovered".to_string()),

@@ -90,7 +90,7 @@ impl Tee {
 impl Drop for Tee {
     fn drop(&mut self) {
         if let Some(mut out) = self.out.take() {
-            if out.flush().and_then(|()| out.get_ref().sync_data()).is_err() {
+            if out.flush().is_err() {
                 self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
@@ -237,9 +237,11 @@ impl Actor {
         let kept = match (captured, failed) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(why)) => Err(err(ErrorKind::Failed, why)),
+            // Not synced: the image must outlive the node running the process, not home
+            // (whose loss ends the process anyway); the page cache is enough, and a sync
+            // would keep the process stopped for as long as the disk takes.
             (Ok(()), None) => tokio::task::block_in_place(|| {
                 out.flush()?;
-                out.get_ref().sync_data()?;
                 std::fs::rename(&part, &path)
             })
             .map_err(|e| err(ErrorKind::Failed, format!("writing {}: {e}", part.display()))),
