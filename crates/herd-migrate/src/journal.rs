@@ -55,6 +55,9 @@ struct Inner {
     broken: Option<String>,
     /// Divergences seen since the last resume.
     diverged: Vec<String>,
+    /// What was recorded before a checkpoint whose image is still being written
+    /// ([`Journal::mark`]): dropped when it is kept, put back in front if not.
+    before: Option<Box<Inner>>,
 }
 
 /// One process's journal (shared by the stream's reader, the deputy's answers and
@@ -121,6 +124,7 @@ impl Journal {
     /// The process was resumed from the checkpoint: what was recorded is replayed
     /// from its start, and recording goes on after it.
     pub fn begin_replay(&self) {
+        self.rollback();
         let mut j = self.lock();
         j.pending.clear();
         for (_, at) in j.calls.values_mut() {
@@ -128,6 +132,44 @@ impl Journal {
         }
         j.effects.1 = 0;
         j.diverged.clear();
+    }
+
+    /// A checkpoint was captured and the process runs on while its image is written:
+    /// from here on the journal records apart ([`Journal::commit`] once the image is
+    /// kept, [`Journal::rollback`] if it is not).
+    pub fn mark(&self) {
+        let mut j = self.lock();
+        let before = std::mem::take(&mut *j);
+        *j = Inner { recording: true, before: Some(Box::new(before)), ..Default::default() };
+    }
+
+    /// The image of the marked checkpoint is kept: what came before it is dropped.
+    pub fn commit(&self) {
+        self.lock().before = None;
+    }
+
+    /// The image of the marked checkpoint could not be kept: the last one stands, and
+    /// its journal goes on with what was recorded since the mark.
+    pub fn rollback(&self) {
+        let mut j = self.lock();
+        let Some(before) = j.before.take() else { return };
+        let mut merged = *before;
+        for (tid, (log, _)) in std::mem::take(&mut j.calls) {
+            let (old, at) = merged.calls.entry(tid).or_default();
+            old.extend(log);
+            *at = old.len();
+        }
+        merged.effects.0.extend(std::mem::take(&mut j.effects.0));
+        merged.effects.1 = merged.effects.0.len();
+        merged.bytes += j.bytes;
+        merged.pending.extend(j.pending.drain());
+        merged.diverged.append(&mut j.diverged);
+        // Not recording before (no checkpoint, or given up): nothing since counts either.
+        if !merged.recording || merged.broken.is_some() || j.broken.is_some() {
+            let broken = merged.broken.take().or(j.broken.take());
+            merged = Inner { broken, ..Default::default() };
+        }
+        *j = merged;
     }
 
     /// The journal cannot be replayed exactly (a thread was made, it grew too large):
@@ -338,6 +380,48 @@ mod tests {
         assert_eq!(j.state().calls, 0);
         j.reply(1, &answered(3, b"abc"));
         assert_eq!(j.state().calls, 0, "the answer of a call from before the resume is not recorded");
+    }
+
+    #[test]
+    fn a_checkpoint_not_kept_leaves_the_last_ones_journal_whole() {
+        let j = Journal::default();
+        j.restart();
+        first_run(&j, &[(write(1, "a"), answered(1, b""))]);
+        j.mark();
+        assert_eq!(j.call(7, 1, &write(1, "b")), Verdict::Run);
+        j.reply(7, &answered(1, b""));
+        assert!(!j.effect(&vec![(3i32, 9u64)]));
+        j.rollback();
+        assert_eq!((j.state().calls, j.state().effects), (2, 1));
+        j.begin_replay();
+        assert_eq!(j.call(20, 1, &write(1, "a")), Verdict::Replay(answered(1, b"")));
+        assert_eq!(j.call(21, 1, &write(1, "b")), Verdict::Replay(answered(1, b"")));
+        assert!(j.effect(&vec![(3i32, 9u64)]));
+    }
+
+    #[test]
+    fn a_checkpoint_kept_starts_the_journal_at_its_mark() {
+        let j = Journal::default();
+        j.restart();
+        first_run(&j, &[(write(1, "a"), answered(1, b""))]);
+        j.mark();
+        assert_eq!(j.call(7, 1, &write(1, "b")), Verdict::Run);
+        j.reply(7, &answered(1, b""));
+        j.commit();
+        j.rollback(); // nothing to roll back once committed
+        assert_eq!(j.state().calls, 1);
+        j.begin_replay();
+        assert_eq!(j.call(20, 1, &write(1, "b")), Verdict::Replay(answered(1, b"")));
+    }
+
+    #[test]
+    fn a_mark_without_a_checkpoint_before_records_nothing_on_rollback() {
+        let j = Journal::default();
+        j.mark();
+        assert_eq!(j.call(1, 1, &write(1, "x")), Verdict::Run);
+        j.reply(1, &answered(1, b""));
+        j.rollback();
+        assert_eq!(j.state(), JournalState::default());
     }
 
     #[test]

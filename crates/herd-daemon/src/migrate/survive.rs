@@ -48,6 +48,10 @@ pub(super) struct Kept {
 /// The journal may hold this much before a checkpoint is taken early to empty it.
 const JOURNAL_MAX: usize = 64 << 20;
 
+/// How much of a checkpoint's image home holds in memory while the process is stopped
+/// (the rest is written to the file as it comes, at the disk's pace).
+const HELD: usize = 1 << 30;
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -197,6 +201,10 @@ impl Actor {
         self.to_remote(ToRemote::Capture).await;
         let t0 = Instant::now();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        // The image is held in memory (up to HELD) while the process is stopped, and
+        // written to the file once it runs on: a slow disk does not stop the process.
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        let mut held_bytes = 0usize;
         let mut bytes = 0u64;
         let mut failed: Option<String> = None;
         let captured: Result<(), ControlError> = loop {
@@ -204,10 +212,23 @@ impl Actor {
                 Some(Input::Remote { gen: g, msg }) if g == gen => match msg {
                     ToHome::Image(chunk) => {
                         bytes += chunk.len() as u64;
-                        if failed.is_none() {
-                            if let Err(e) = tokio::task::block_in_place(|| out.write_all(&chunk)) {
-                                failed = Some(format!("writing {}: {e}", part.display()));
+                        if failed.is_some() {
+                            continue;
+                        }
+                        if held_bytes + chunk.len() <= HELD {
+                            held_bytes += chunk.len();
+                            held.push(chunk);
+                            continue;
+                        }
+                        let written = tokio::task::block_in_place(|| {
+                            for c in held.drain(..) {
+                                out.write_all(&c)?;
                             }
+                            out.write_all(&chunk)
+                        });
+                        held_bytes = 0;
+                        if let Err(e) = written {
+                            failed = Some(format!("writing {}: {e}", part.display()));
                         }
                     }
                     ToHome::ImageEnd => break Ok(()),
@@ -234,23 +255,45 @@ impl Actor {
                 None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
             }
         };
-        let kept = match (captured, failed) {
+        let captured = match (captured, failed) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(why)) => Err(err(ErrorKind::Failed, why)),
-            // Not synced: the image must outlive the node running the process, not home
-            // (whose loss ends the process anyway); the page cache is enough, and a sync
-            // would keep the process stopped for as long as the disk takes.
-            (Ok(()), None) => tokio::task::block_in_place(|| {
-                out.flush()?;
-                std::fs::rename(&part, &path)
-            })
-            .map_err(|e| err(ErrorKind::Failed, format!("writing {}: {e}", part.display()))),
+            (Ok(()), None) => Ok(()),
         };
+        // What it does from now on is journaled apart: it becomes the whole journal if
+        // the image is kept, and is added to the last one's if not.
+        if captured.is_ok() {
+            self.journal.mark();
+        }
+        // The capture is over: the node's frozen copy runs on (after a failed capture
+        // it already does, and this is ignored).
+        self.to_remote(ToRemote::Abort).await;
+        self.resume();
         let frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let result = match kept {
+        // Not synced: the image must outlive the node running the process, not home
+        // (whose loss ends the process anyway); the page cache is enough.
+        let kept = match captured {
+            Err(e) => Err(e),
             Ok(()) => {
-                // Before the process runs on: what it does from now on is journaled.
-                self.journal.restart();
+                let (from, to) = (part.clone(), path.clone());
+                let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    for c in held {
+                        out.write_all(&c)?;
+                    }
+                    out.flush()?;
+                    std::fs::rename(&from, &to)
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(err(ErrorKind::Failed, format!("writing {}: {e}", part.display()))),
+                    Err(e) => Err(err(ErrorKind::Internal, e.to_string())),
+                }
+            }
+        };
+        match kept {
+            Ok(()) => {
+                self.journal.commit();
                 let pid = self.pid;
                 let own = tokio::task::block_in_place(|| direct::files_of(pid, &[]).own);
                 let unix = unix_now();
@@ -265,16 +308,12 @@ impl Actor {
                 Ok(Checkpointed { pid: self.pid, path: path.display().to_string(), bytes, frozen_ms, node })
             }
             Err(e) => {
+                self.journal.rollback();
                 let _ = std::fs::remove_file(&part);
                 self.shared.counters.checkpoints_failed.inc();
                 Err(e)
             }
-        };
-        // The capture is over: the node's frozen copy runs on (after a failed capture
-        // it already does, and this is ignored).
-        self.to_remote(ToRemote::Abort).await;
-        self.resume();
-        result
+        }
     }
 
     /// The periodic work of a process away: its checkpoint when due (or when its
