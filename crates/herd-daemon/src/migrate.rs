@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,19 +24,15 @@ use herd_migrate::guest::{self, GuestCmd};
 use herd_migrate::pipe::{self, Piece};
 use herd_migrate::postcopy::{self, PagerInput, Push, Pusher, Pushed};
 use herd_migrate::proto::{self, Adopt, MoveMode, Refusal, ToHome, ToRemote, Usage};
+use herd_migrate::journal::{Journal, Verdict};
 use herd_wire::stream::SecureStream;
 use tokio::sync::{mpsc, oneshot};
-
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-
-use herd_migrate::journal::{Journal, Verdict};
 
 use crate::control::{ControlError, ErrorKind, Migrated, MoveProgress, ProcessRow, Verb};
 use crate::daemon::Shared;
 use crate::peer::PeerRequest;
 
 mod survive;
-
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
@@ -1305,8 +1302,8 @@ impl Actor {
                                         let _ = back.send(ToRemote::Reply { seq, reply }).await;
                                     }
                                     Verdict::Run | Verdict::Diverged(_) => {
-                            d.send(Cmd::Call { seq, tid, call });
-                        }
+                                        d.send(Cmd::Call { seq, tid, call });
+                                    }
                                 }
                             }
                             None => {

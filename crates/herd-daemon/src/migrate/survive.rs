@@ -335,7 +335,7 @@ impl Actor {
         let JournalState { bytes, .. } = self.journal.state();
         // Checkpoints keep failing and the journal keeps growing: it is given up.
         if bytes > 4 * JOURNAL_MAX {
-            tracing::warn!(pid = self.pid, "its journal grew past {} MiB without a checkpoint: dropped; a loss of its node now loses it", 4 * JOURNAL_MAX >> 20);
+            tracing::warn!(pid = self.pid, "its journal grew past {} MiB without a checkpoint: dropped; a loss of its node now loses it", (4 * JOURNAL_MAX) >> 20);
             self.journal.break_off("its journal grew too large while no checkpoint could be taken");
         }
         let due = self.keep.due.is_some_and(|d| Instant::now() >= d) || (self.keep.last.is_some() && bytes > JOURNAL_MAX);
