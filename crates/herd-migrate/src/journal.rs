@@ -382,14 +382,20 @@ mod tests {
         assert_eq!(j.state().calls, 0, "the answer of a call from before the resume is not recorded");
     }
 
-    #[test]
-    fn a_checkpoint_not_kept_leaves_the_last_ones_journal_whole() {
+    /// A journal with write "a" before a checkpoint's mark and write "b" after it.
+    fn marked() -> Journal {
         let j = Journal::default();
         j.restart();
         first_run(&j, &[(write(1, "a"), answered(1, b""))]);
         j.mark();
         assert_eq!(j.call(7, 1, &write(1, "b")), Verdict::Run);
         j.reply(7, &answered(1, b""));
+        j
+    }
+
+    #[test]
+    fn a_checkpoint_not_kept_leaves_the_last_ones_journal_whole() {
+        let j = marked();
         assert!(!j.effect(&vec![(3i32, 9u64)]));
         j.rollback();
         assert_eq!((j.state().calls, j.state().effects), (2, 1));
@@ -401,12 +407,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_kept_starts_the_journal_at_its_mark() {
-        let j = Journal::default();
-        j.restart();
-        first_run(&j, &[(write(1, "a"), answered(1, b""))]);
-        j.mark();
-        assert_eq!(j.call(7, 1, &write(1, "b")), Verdict::Run);
-        j.reply(7, &answered(1, b""));
+        let j = marked();
         j.commit();
         j.rollback(); // nothing to roll back once committed
         assert_eq!(j.state().calls, 1);
