@@ -8,8 +8,9 @@
 //! --checkpoint-every`, is moved by hand, and its node is killed under it (the whole
 //! node: `herd cluster kill`, SIGKILL to its namespace's init) or has its herdd stopped
 //! (SIGSTOP: only membership notices). The two runs must print the same lines, none
-//! twice or missing, read each input line once, and end the same way. The scenarios run
-//! in order on one cluster and the last two kill n2, then n3 (the last resume goes to a
+//! twice or missing, read each input line once, and end the same way (also after n2's
+//! herdd is killed under it three times: a short chaos run; `herd-bench survive` has a
+//! longer one). The scenarios run in order on one cluster and the last two kill n2, then n3 (the last resume goes to a
 //! guest on n1 itself, which comes home once replayed). `HERD_SURVIVE_ONLY=word,word`
 //! runs some of them (those that kill nodes still need the nodes the earlier ones left).
 //!
@@ -40,6 +41,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("freeze_continue_checkpoint_chkstop_chkexit", freeze_continue_checkpoint_chkstop_chkexit),
     ("full_checkpoint_disk_warns_and_the_job_runs_on", full_checkpoint_disk_warns_and_the_job_runs_on),
     ("herdd_stopped_membership_resumes_within_5s_input_read_once", herdd_stopped_membership_resumes_within_5s_input_read_once),
+    ("herdd_killed_three_times_nothing_lost_or_twice", herdd_killed_three_times_nothing_lost_or_twice),
     ("clock_reading_job_diverges_is_reported_and_finishes", clock_reading_job_diverges_is_reported_and_finishes),
     ("node_killed_job_resumes_on_home_replays_and_comes_home", node_killed_job_resumes_on_home_replays_and_comes_home),
 ];
@@ -249,6 +251,52 @@ fn herdd_stopped_membership_resumes_within_5s_input_read_once(lab: &Lab) {
         assert!(start.elapsed() < Duration::from_secs(10), "n2's copy of the job did not end after its herdd continued:\n{}", lab.logs());
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A short chaos run: three times, the job moves to n2 (from wherever it is), is
+/// checkpointed there, and n2's herdd is killed (its guest dies with it) a few lines later;
+/// each time it is resumed elsewhere and n2's herdd is started again. Its output equals a
+/// direct run's: no line twice or missing, after three resumes.
+fn herdd_killed_three_times_nothing_lost_or_twice(lab: &Lab) {
+    let prog = lab.python_program("surv_job.py").with_args(&["lines", "1000"]);
+    let direct = lab.run_direct("surv_job lines 1000 (direct)", &prog, &[]);
+    expect_status(&direct, Some(0), None);
+    let mut p = lab.start("surv_job lines 1000 (n2's herdd killed three times)", How::HerdWith(EVERY_SECOND), &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_lines(lab, 10);
+    for round in 1..=3u64 {
+        // Busy while a checkpoint or the replay of the last resume is under way.
+        let start = Instant::now();
+        loop {
+            let out = lab.migrate(pid, "n2");
+            if out.status.success() {
+                break;
+            }
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            if start.elapsed() > EVENT || !(why.contains("in progress") || why.contains("replaying") || why.contains("try again")) {
+                p.fail(lab, &format!("round {round}: herd migrate {pid} n2: {why}"));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        let since = row(lab, pid).and_then(|r| r["checkpoint_unix"].as_u64()).unwrap_or(0);
+        checkpointed_then(lab, &mut p, pid, since, 5);
+        let host_pid = lab.daemon_host_pid("n2");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(host_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let r = wait_row(lab, &p, pid, "one more resume", EVENT, |r| r["resumed"].as_u64() >= Some(round));
+        // Started again once node-init has reaped the killed one (else its end would be
+        // taken for the new one's).
+        let start = Instant::now();
+        while lab.cluster.status().unwrap().iter().any(|n| n.name == "n2" && n.pid.is_some()) {
+            assert!(start.elapsed() < EVENT, "n2's killed herdd is still listed");
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(200));
+        assert!(lab.cluster.start_node("n2").unwrap(), "n2's herdd started again");
+        println!("round {round}: {}", r["survival"]);
+        lab.wait_all_up("n1", Duration::from_secs(30));
+    }
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
 }
 
 /// A job that prints the time it reads: after its node (n2, all of it) is killed it is

@@ -407,6 +407,27 @@ impl Pager {
                             again = true;
                             break;
                         }
+                        // Nothing there any more — or only part of it: an unmap whose
+                        // event is not read yet may end inside these pages, and the
+                        // kernel refuses a copy that is not wholly mapped. Page by page,
+                        // so that the pages still mapped are not taken for gone.
+                        Fill::Gone if piece.len() as u64 > PAGE => {
+                            for page in piece.chunks(PAGE as usize) {
+                                match self.uffd.copy(cur + done, page).map_err(|e| e.to_string())? {
+                                    Fill::Again { .. } => {
+                                        again = true;
+                                        break;
+                                    }
+                                    Fill::Done | Fill::Partial { .. } | Fill::Gone => {
+                                        self.map.settle(cur + done, PAGE);
+                                        done += PAGE;
+                                    }
+                                }
+                            }
+                            if again {
+                                break;
+                            }
+                        }
                         Fill::Gone => {
                             self.map.settle(at, piece.len() as u64);
                             done = len;
