@@ -353,7 +353,7 @@ impl Lab {
     }
 
     /// Until each node lists both as up: a node moves processes only to nodes it knows.
-    fn wait_all_up(&self) -> Result<()> {
+    pub(crate) fn wait_all_up(&self) -> Result<()> {
         let start = Instant::now();
         loop {
             let all = NODES.iter().all(|viewer| {

@@ -115,25 +115,7 @@ fn restart_n2(lab: &Lab, killed: i32) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     lab.cluster.start_node("n2")?;
-    both_up(lab)
-}
-
-/// Until each node lists both as up (after n2's herdd came back, or continued).
-fn both_up(lab: &Lab) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let up = ["n1", "n2"].iter().all(|viewer| {
-            let rows = Client::connect(&lab.cluster.node_socket(viewer)).and_then(|mut c| c.call(&Request::Nodes));
-            matches!(rows, Ok(Response::Nodes(rows)) if ["n1", "n2"].iter().all(|n| rows.iter().any(|r| r.name == *n && r.state == "up")))
-        });
-        if up {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("n2 is not back up within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.wait_all_up()
 }
 
 // ---------------------------------------------------------------------------
@@ -224,7 +206,7 @@ fn fault_to_running(lab: &Lab, cfg: &Config, stop: bool) -> Result<(f64, f64)> {
     }
     t.quit()?;
     if stop {
-        both_up(lab)?;
+        lab.wait_all_up()?;
     } else {
         restart_n2(lab, herdd)?;
     }
@@ -311,7 +293,7 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
     let mut rng = Rng((z ^ (z >> 31)).max(1));
     let mut tally = Tally::default();
     let mib = cfg.mib.min(64);
-    both_up(lab)?;
+    lab.wait_all_up()?;
     let mut t = Target::start_run(lab, mib, 1, &["--checkpoint-every", "1s"])?;
     let mut pings = 0u64;
     for round in 0..cfg.rounds {
@@ -354,7 +336,7 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
                 if fault == 3 {
                     std::thread::sleep(Duration::from_secs(3).saturating_sub(Duration::from_millis(100)));
                     signal(herdd, nix::sys::signal::Signal::SIGCONT)?;
-                    both_up(lab)?;
+                    lab.wait_all_up()?;
                 } else {
                     restart_n2(lab, herdd)?;
                 }

@@ -911,8 +911,7 @@ impl Actor {
                 Some(b) => tracing::error!(pid = self.pid, "its checkpoint cannot be replayed exactly ({b})"),
             }
         }
-        self.keep.drop_image();
-        self.journal.stop();
+        self.forget_checkpoint();
         tracing::error!(pid = self.pid, "process {} lost on node {node} ({why}); ending it at home", self.pid);
         self.shared.counters.processes_lost.inc();
         if let Some(d) = &self.deputy {
@@ -1386,7 +1385,7 @@ impl Actor {
                     }
                 }
                 if matches!(m, ToRemote::ImageEnd) {
-                    // The image is complete: written out (flushed and synced) now.
+                    // The image is complete: written out (flushed) now.
                     drop(tee.take());
                 }
                 img_tx.blocking_send(m).is_ok()
@@ -1645,12 +1644,7 @@ impl Actor {
                     self.arrived();
                     // At home it runs natively: nothing of it is journaled, its checkpoint
                     // is of no use any more (the next is taken when it leaves again).
-                    self.keep.drop_image();
-                    self.journal.stop();
-                    self.set_row(|r| {
-                        r.checkpoint_unix = 0;
-                        r.checkpoint_bytes = 0;
-                    });
+                    self.forget_checkpoint();
                     let _ = stats;
                     return Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes));
                 }

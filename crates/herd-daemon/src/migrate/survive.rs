@@ -107,20 +107,45 @@ impl Actor {
         (dir.join(format!("{}-{}.img", self.pid, self.start)), dir.join(format!("{}-{}.img.part", self.pid, self.start)))
     }
 
+    /// The file a new image is written to (`checkpoint_dir` made if need be), only for herdd.
+    fn open_part(&self) -> std::io::Result<std::fs::File> {
+        let (_, part) = self.image_paths();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.shared.config.checkpoint_dir)?;
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(part)
+    }
+
+    /// The image at `path` (`bytes` long) is now the process's checkpoint, with home's
+    /// offsets of its own descriptors as they are now.
+    fn keep_image(&mut self, path: PathBuf, bytes: u64) {
+        let pid = self.pid;
+        let own = tokio::task::block_in_place(|| direct::files_of(pid, &[]).own);
+        let unix = unix_now();
+        self.keep.last = Some(Kept { path, unix, own });
+        self.keep.warned = false;
+        self.set_row(|r| {
+            r.checkpoint_unix = unix;
+            r.checkpoint_bytes = bytes;
+        });
+        self.shared.counters.checkpoints.inc();
+    }
+
+    /// Forgets its checkpoint and journal (it came home, or is lost for good).
+    pub(super) fn forget_checkpoint(&mut self) {
+        self.keep.drop_image();
+        self.journal.stop();
+        self.set_row(|r| {
+            r.checkpoint_unix = 0;
+            r.checkpoint_bytes = 0;
+        });
+    }
+
     /// A file for the image of the move about to start (None if it cannot be made: the
     /// first checkpoint is then taken at the next tick).
     pub(super) fn image_tee(&self) -> Option<Tee> {
-        let (_, part) = self.image_paths();
-        let dir = &self.shared.config.checkpoint_dir;
-        let file = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .and_then(|()| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&part));
-        match file {
+        match self.open_part() {
             Ok(f) => Some(Tee { out: Some(std::io::BufWriter::with_capacity(1 << 20, f)), failed: Default::default() }),
             Err(e) => {
-                tracing::warn!(pid = self.pid, "cannot keep the image of its move as a checkpoint ({}: {e})", part.display());
+                tracing::warn!(pid = self.pid, "cannot keep the image of its move as a checkpoint ({}: {e})", self.image_paths().1.display());
                 None
             }
         }
@@ -139,17 +164,9 @@ impl Actor {
             return;
         }
         self.journal.restart();
-        let pid = self.pid;
-        let own = direct::files_of(pid, &[]).own;
-        let unix = unix_now();
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-        self.keep.last = Some(Kept { path, unix, own });
+        self.keep_image(path, bytes);
         self.keep.due = self.keep.every.map(|e| Instant::now() + e);
-        self.set_row(|r| {
-            r.checkpoint_unix = unix;
-            r.checkpoint_bytes = bytes;
-        });
-        self.shared.counters.checkpoints.inc();
     }
 
     /// The directories a move to `node` may use directly: none for a process with
@@ -187,15 +204,10 @@ impl Actor {
         if self.replaying() {
             return Err(err(ErrorKind::Busy, "it is replaying its journal after a resume; try again in a moment"));
         }
-        let dir = self.shared.config.checkpoint_dir.clone();
-        let path = dir.join(format!("{}-{}.img", self.pid, self.start));
-        let part = dir.join(format!("{}-{}.img.part", self.pid, self.start));
+        let (path, part) = self.image_paths();
         // The file is made before anything stops.
-        let file = tokio::task::block_in_place(|| {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&part)
-        })
-        .map_err(|e| err(ErrorKind::Failed, format!("cannot write its checkpoint {}: {e}", part.display())))?;
+        let file = tokio::task::block_in_place(|| self.open_part())
+            .map_err(|e| err(ErrorKind::Failed, format!("cannot write its checkpoint {}: {e}", part.display())))?;
         self.quiesce().await?;
         let gen = self.remote.as_ref().map_or(0, |r| r.gen);
         self.to_remote(ToRemote::Capture).await;
@@ -294,16 +306,7 @@ impl Actor {
         match kept {
             Ok(()) => {
                 self.journal.commit();
-                let pid = self.pid;
-                let own = tokio::task::block_in_place(|| direct::files_of(pid, &[]).own);
-                let unix = unix_now();
-                self.keep.last = Some(Kept { path: path.clone(), unix, own });
-                self.keep.warned = false;
-                self.set_row(|r| {
-                    r.checkpoint_unix = unix;
-                    r.checkpoint_bytes = bytes;
-                });
-                self.shared.counters.checkpoints.inc();
+                self.keep_image(path.clone(), bytes);
                 tracing::info!(pid = self.pid, "checkpointed on {node}: {} bytes to {} (stopped {frozen_ms:.1} ms)", bytes, path.display());
                 Ok(Checkpointed { pid: self.pid, path: path.display().to_string(), bytes, frozen_ms, node })
             }
