@@ -278,6 +278,13 @@ pub fn start_node(dir: &Path, name: &str, timeout: Duration) -> Result<bool> {
     if daemon_pid(node).is_some() {
         return Ok(false);
     }
+    // A herdd that has just ended (killed, say) and whose end node-init has not recorded
+    // yet: wait for that record, else it would be read as the new herdd's failure.
+    let pid_file = node.dir.join(state::NODE_DAEMON_PID);
+    let recorded = Instant::now() + Duration::from_secs(5);
+    while pid_file.exists() && daemon_pid(node).is_none() && Instant::now() < recorded {
+        std::thread::sleep(POLL);
+    }
     let exited = node.dir.join(state::NODE_DAEMON_EXITED);
     let _ = std::fs::remove_file(&exited);
     node.init.signal(libc::SIGUSR1).context(|| format!("sending SIGUSR1 to {name}'s node-init (pid {})", node.init.pid))?;

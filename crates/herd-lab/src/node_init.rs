@@ -214,8 +214,10 @@ impl Node {
 
     fn daemon_ended(&mut self, pid: i32, how: String) {
         log!("herdd (pid {pid}) ended: {how}");
-        let _ = std::fs::remove_file(self.file(state::NODE_DAEMON_PID));
+        // How it ended first: while the pid file is there its end is not recorded yet
+        // (start_node waits for that, so that this end is not taken for the next one's).
         let _ = std::fs::write(self.file(state::NODE_DAEMON_EXITED), format!("{how}\n"));
+        let _ = std::fs::remove_file(self.file(state::NODE_DAEMON_PID));
         self.daemon = None;
     }
 
