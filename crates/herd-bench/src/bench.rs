@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use herd_checkpoint::filehash::FileHashes;
-use herd_checkpoint::{CheckpointError, Frozen};
+use herd_checkpoint::{CheckpointError, Frozen, PidMode};
 use herd_kernel::task::{self, Exit};
 
 use crate::hold::pattern;
@@ -196,7 +196,9 @@ fn checkpoint(holder: &mut Holder, image: &Path, hashes: &mut FileHashes) -> Res
 fn restart(image: &Path, hashes: &mut FileHashes, addr: u64, len: u64) -> Result<f64> {
     let t = Instant::now();
     let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
-    let restored = herd_checkpoint::restore(BufReader::with_capacity(IO_BUF, file), hashes)?;
+    // With its own pid, as `herd restart` does, when allowed (root).
+    let pid = if herd_kernel::task::euid() == 0 { PidMode::Same } else { PidMode::Any };
+    let restored = herd_checkpoint::restore(BufReader::with_capacity(IO_BUF, file), hashes, pid)?;
     let secs = t.elapsed().as_secs_f64();
     let mut child = RestoredChild { pid: restored.pid, reaped: false };
     for w in &restored.warnings {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd_image::{
-    FileKind, FileRef, ImageWriter, MmFields, OpenFile, Origin, PendingSignal, ProcessImage, Registers,
+    FileKind, FileRef, ImageWriter, MmFields, OpenFile, Origin, PendingSignal, ProcessImage, ProcessState, Registers,
     Rseq, Sched, SigAction, SigAltStack, Signals, Task, Thread, Vma, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE,
 };
 use herd_kernel::abi::{self, Regs};
@@ -21,7 +21,7 @@ use procfs::process::{FDTarget, MMPermissions, MMapPath};
 
 use crate::check::{self, Purpose, PORTABLE_DEVICES};
 use crate::filehash::FileHashes;
-use crate::{io_err, procinfo, CheckpointError, Result};
+use crate::{io_err, procinfo, state, CheckpointError, Result};
 
 /// Post-copy: bytes below each thread's stack pointer sent with the image.
 const STACK_KEEP: u64 = 8 * PAGE;
@@ -311,9 +311,14 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
         auxv: procinfo::auxv(pid)?,
     };
 
-    let files = match purpose {
-        Purpose::Checkpoint => capture_files(&p)?,
-        Purpose::Migrate { .. } => Vec::new(),
+    let (files, state) = match purpose {
+        Purpose::Checkpoint => {
+            let (files, locks) = capture_files(&p)?;
+            let state = query_state(held, gadget, pid)?;
+            (files, Some(ProcessState { locks, ..state }))
+        }
+        // A migrated process's files, locks and attributes stay with its deputy.
+        Purpose::Migrate { .. } => (Vec::new(), None),
     };
     tracing::debug!(pid, "capture: task state read at {:.1} ms", ms(t0));
     let pagemap = Pagemap::open(pid)?;
@@ -386,6 +391,7 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
         vmas,
         files,
         threads,
+        state,
     };
     Ok((image, plans))
 }
@@ -739,31 +745,63 @@ fn inject_queries(held: &mut Held, gadget: u64) -> Result<(Vec<SigAction>, u64, 
     result
 }
 
-fn capture_files(p: &procfs::process::Process) -> Result<Vec<OpenFile>> {
+/// The open files of a process, and the locks it holds on them.
+/// [`state::query_state`] with a scratch page mapped in the process.
+fn query_state(held: &mut Held, gadget: u64, pid: i32) -> Result<ProcessState> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let regs = held.main().regs;
+    let mut inj = Injector::new(held.tracee(), gadget, regs);
+    let scratch = inj.call_ok("mmap scratch", abi::SYS_MMAP, &[0, PAGE, prot, flags, u64::MAX, 0])? as u64;
+    let result = state::query_state(&mut inj, scratch, pid);
+    inj.call_ok("munmap scratch", abi::SYS_MUNMAP, &[scratch, PAGE])?;
+    result
+}
+
+fn capture_files(p: &procfs::process::Process) -> Result<(Vec<OpenFile>, Vec<herd_image::FileLock>)> {
     let pid = p.pid;
     let mut files = Vec::new();
+    let mut locks = Vec::new();
+    let mut seen_locks = Vec::new();
+    let mut refused = Vec::new();
     for fd in p.fd().map_err(|e| procinfo::map_err(pid, e))? {
         let fd = fd.map_err(|e| procinfo::map_err(pid, e))?;
-        let (flags, pos) = procinfo::fdinfo(pid, fd.fd)?;
+        let info = state::read_fdinfo(pid, fd.fd)?;
+        let (flags, pos) = (info.flags, info.pos);
         let what = procinfo::describe(&fd.target);
         let kind = match &fd.target {
             FDTarget::Path(path) => {
                 let s = path.to_string_lossy().into_owned();
-                let regular = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).map(|m| m.is_file()).unwrap_or(false);
-                if regular {
+                let meta = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).ok();
+                if flags & libc::O_PATH != 0 {
+                    FileKind::PathOnly { path: s, flags }
+                } else if meta.as_ref().is_some_and(|m| m.is_file()) {
                     FileKind::Regular { path: s, flags, offset: pos }
+                } else if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                    FileKind::Directory { path: s, flags, offset: pos }
                 } else if PORTABLE_DEVICES.contains(&s.as_str()) {
                     FileKind::Device { path: s, flags }
                 } else {
                     FileKind::Inherited { what }
                 }
             }
+            FDTarget::AnonInode(anon) if state::ANON_KINDS.contains(&anon.as_str()) => match state::anon_kind(anon, fd.fd, &info) {
+                Ok(k) => k,
+                Err(why) => {
+                    refused.push(why);
+                    continue;
+                }
+            },
             _ => FileKind::Inherited { what },
         };
+        locks.extend(state::locks_of(fd.fd, &info, &mut seen_locks));
         files.push(OpenFile { fd: fd.fd, cloexec: flags & libc::O_CLOEXEC != 0, kind });
     }
     files.sort_by_key(|f| f.fd);
-    Ok(files)
+    if !refused.is_empty() {
+        return Err(CheckpointError::CantMove { pid, reasons: refused });
+    }
+    Ok((files, locks))
 }
 
 #[cfg(test)]

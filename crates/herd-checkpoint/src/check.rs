@@ -5,7 +5,7 @@ use std::fmt;
 
 use procfs::process::{FDTarget, MMapPath};
 
-use crate::procinfo;
+use crate::{procinfo, state};
 use crate::Result;
 
 /// Devices that are reopened by path on restore.
@@ -24,6 +24,7 @@ pub enum CantMove {
     SysvShm,
     DeletedFile { path: String },
     UnknownMapping { name: String },
+    DeletedCwd { path: String },
 }
 
 impl fmt::Display for CantMove {
@@ -44,6 +45,7 @@ impl fmt::Display for CantMove {
             CantMove::SysvShm => write!(f, "uses SysV shared memory"),
             CantMove::DeletedFile { path } => write!(f, "maps a deleted or anonymous file ({path})"),
             CantMove::UnknownMapping { name } => write!(f, "has a special mapping [{name}] herd does not know"),
+            CantMove::DeletedCwd { path } => write!(f, "its working directory {path} has been deleted"),
         }
     }
 }
@@ -113,22 +115,42 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         Purpose::Checkpoint => p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect(),
         Purpose::Migrate { .. } => Vec::new(),
     };
+    if purpose == Purpose::Checkpoint {
+        if let Ok(cwd) = p.cwd() {
+            let s = cwd.to_string_lossy();
+            if s.ends_with(" (deleted)") {
+                why.push(CantMove::DeletedCwd { path: s.trim_end_matches(" (deleted)").to_string() });
+            }
+        }
+    }
     for fd in fds {
         let fd = fd.map_err(|e| procinfo::map_err(pid, e))?;
         let what = procinfo::describe(&fd.target);
+        // What fdinfo says matters for locks (any fd) and O_PATH; a descriptor
+        // closed meanwhile is simply not there.
+        let info = state::read_fdinfo(pid, fd.fd).unwrap_or_default();
+        for l in &info.locks {
+            if let Some(lock) = state::lock_refusal(l) {
+                why.push(CantMove::UnsupportedFd { fd: fd.fd, what: lock });
+            }
+        }
         match &fd.target {
             FDTarget::Socket(_) | FDTarget::Net(_) => why.push(CantMove::Socket { fd: fd.fd, what }),
             FDTarget::Pipe(_) if fd.fd <= 2 => {}
+            FDTarget::AnonInode(kind) if kind == "[eventpoll]" => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
+            FDTarget::AnonInode(kind) if state::ANON_KINDS.contains(&kind.as_str()) => {}
             FDTarget::Path(path) => {
                 let s = path.to_string_lossy();
                 let meta = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).ok();
                 let regular = meta.as_ref().is_some_and(|m| m.is_file());
+                let dir = meta.as_ref().is_some_and(|m| m.is_dir());
                 let fifo = meta.as_ref().is_some_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
                 let tty = s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console";
+                let o_path = info.flags & libc::O_PATH != 0;
                 if s.ends_with(" (deleted)") {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("a deleted file ({s})") });
-                } else if !(regular || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && fd.fd <= 2)) {
-                    why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("{s} (only regular files, /dev/null, /dev/zero, /dev/urandom and a terminal or pipe on fds 0-2 are supported)") });
+                } else if !(regular || dir || o_path || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && fd.fd <= 2)) {
+                    why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("{s} (only regular files, directories, O_PATH descriptors, /dev/null, /dev/zero, /dev/urandom and a terminal or pipe on fds 0-2 are supported)") });
                 }
             }
             _ => why.push(CantMove::UnsupportedFd { fd: fd.fd, what }),

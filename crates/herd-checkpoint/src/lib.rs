@@ -8,12 +8,13 @@ pub mod capture;
 pub mod check;
 pub mod filehash;
 mod procinfo;
+mod state;
 pub mod restore;
 
 pub use capture::{CaptureStats, Frozen, LazyPages, Runs};
 pub use check::{check, check_for, CantMove, Purpose};
 pub use procinfo::children;
-pub use restore::{restore, restore_into, restore_remote, RemoteRestore, Restored, RestoreStats};
+pub use restore::{restore, restore_into, restore_remote, PidMode, RemoteRestore, Restored, RestoreStats};
 
 use herd_image::FormatError;
 use herd_kernel::KernelError;
@@ -26,6 +27,8 @@ pub enum CheckpointError {
     Permission { pid: i32, why: String },
     #[error("process {pid} cannot be checkpointed:\n{}", .reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     CantMove { pid: i32, reasons: Vec<CantMove> },
+    #[error("process {pid} cannot be restored with its own pid: {why}")]
+    PidUnavailable { pid: i32, why: String },
     #[error("image cannot be restored here: {0}")]
     Incompatible(String),
     #[error(transparent)]

@@ -38,22 +38,6 @@ pub(crate) fn describe(target: &FDTarget) -> String {
     }
 }
 
-/// (flags, pos) from /proc/PID/fdinfo/FD.
-pub(crate) fn fdinfo(pid: i32, fd: i32) -> Result<(i32, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-        .map_err(|e| CheckpointError::Proc { pid, what: format!("fdinfo of fd {fd}: {e}") })?;
-    let mut flags = 0;
-    let mut pos = 0;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("flags:") {
-            flags = i32::from_str_radix(v.trim(), 8).unwrap_or(0);
-        } else if let Some(v) = line.strip_prefix("pos:") {
-            pos = v.trim().parse().unwrap_or(0);
-        }
-    }
-    Ok((flags, pos))
-}
-
 pub(crate) fn auxv(pid: i32) -> Result<Vec<u64>> {
     let raw = std::fs::read(format!("/proc/{pid}/auxv"))
         .map_err(|e| CheckpointError::Proc { pid, what: format!("auxv: {e}") })?;

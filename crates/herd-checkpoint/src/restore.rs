@@ -28,13 +28,13 @@ use herd_kernel::abi::{self, Regs};
 use herd_kernel::inject::Injector;
 use herd_kernel::mem::{self, ProcMem, PAGE};
 use herd_kernel::ptrace::Tracee;
-use herd_kernel::restorer::{self, ChildPlan, FdPlan, RestorerChild};
+use herd_kernel::restorer::{self, ChildPlan, FdPlan, NsInit, PidChoice, RestorerChild};
 use herd_kernel::pidfd::PidFd;
 use herd_kernel::{host, task};
 use std::os::fd::OwnedFd;
 
 use crate::filehash::FileHashes;
-use crate::{CheckpointError, Result};
+use crate::{state, CheckpointError, Result};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RestoreStats {
@@ -42,9 +42,27 @@ pub struct RestoreStats {
     pub page_bytes: u64,
 }
 
-/// A restored process, running, a child of the caller.
+/// Which pid a restored process gets (see `herd restart --help`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PidMode {
+    /// Its own pid and thread ids, in the caller's pid namespace; the restore
+    /// fails before anything starts when they are taken or may not be chosen.
+    #[default]
+    Same,
+    /// Any pid (the program may notice); thread ids kept where possible.
+    Any,
+    /// Its own pid and thread ids, in a new pid namespace made for it.
+    NewNamespace,
+}
+
+/// A restored process, running, a child of the caller (or, with
+/// [`PidMode::NewNamespace`], of `init`, which is the caller's child).
 pub struct Restored {
+    /// Its pid in the caller's namespace.
     pub pid: i32,
+    /// The init of its new pid namespace: wait for it (and read the process's
+    /// status from it) instead of the process.
+    pub init: Option<NsInit>,
     /// Every thread: its id in the image and its id now (the main thread's are
     /// the image's pid and `pid`), main thread first.
     pub tids: Vec<(i32, i32)>,
@@ -72,8 +90,9 @@ struct PageStream {
 
 /// Where a restored image goes.
 enum Into<'a> {
-    /// A new process, a child of the caller, with the image's open files.
-    Fresh,
+    /// A new process, a child of the caller, with the image's open files and
+    /// the pid `pid` says.
+    Fresh { pid: PidMode },
     /// A new process that runs as a migrated guest: no open files (they stay
     /// with the deputy at home), cwd `/`, and `filter` (a seccomp program,
     /// `struct sock_filter` array) installed last with a user-notification
@@ -119,8 +138,8 @@ struct Built {
 /// Reads an image from `input` and starts the process it holds. The image
 /// is read and checksummed on a second thread while this one (the tracer)
 /// writes the previous batch of pages into the new process.
-pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes) -> Result<Restored> {
-    restore_new(input, hashes, Into::Fresh).map(|(r, _, _)| r)
+pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes, pid: PidMode) -> Result<Restored> {
+    restore_new(input, hashes, Into::Fresh { pid }).map(|(r, _, _)| r)
 }
 
 /// Restores a migrated process as a guest of this node: see `Into::Remote`.
@@ -234,7 +253,12 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
         check_lazy(&image, runs)?;
     }
     let remote = matches!(into, Into::Remote { .. });
-    let child = restorer::spawn(&child_plan(&image, remote)?)?;
+    let choice = match into {
+        Into::Fresh { pid } => pid_choice(&image, pid)?,
+        _ => PidChoice::Any,
+    };
+    let mut child = restorer::spawn(&child_plan(&image, remote, choice)?)?;
+    let init = child.init.take();
     tracing::debug!(pid = child.pid, "restore: restorer child forked at {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
     // Threads are made by injected clone3 calls; each new one is attached as it is made.
     let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL | abi::PTRACE_O_TRACECLONE) {
@@ -264,11 +288,14 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 t.detach()?;
             }
             tracee.detach()?;
-            Ok((Restored { pid, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd))
+            Ok((Restored { pid, init, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd))
         }
         Err(e) => {
             made.kill_threads();
             tracee.kill();
+            if let Some(i) = init {
+                let _ = task::kill_and_reap(i.pid);
+            }
             Err(e)
         }
     }
@@ -403,7 +430,42 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| FormatError::Corrupt(format!("path {s:?} contains a NUL byte")).into())
 }
 
-fn child_plan(image: &ProcessImage, remote: bool) -> Result<ChildPlan> {
+/// Whether the image's pid (and every thread id) can be had as `mode` asks,
+/// checked before anything starts.
+fn pid_choice(image: &ProcessImage, mode: PidMode) -> Result<PidChoice> {
+    let pid = image.task.pid;
+    let unavailable = |why: String| Err(CheckpointError::PidUnavailable { pid, why });
+    let (cap, name) = match mode {
+        PidMode::Any => return Ok(PidChoice::Any),
+        PidMode::Same => (40, "CAP_CHECKPOINT_RESTORE"),
+        PidMode::NewNamespace => (21, "CAP_SYS_ADMIN"),
+    };
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())))
+        .unwrap_or(0);
+    // CAP_SYS_ADMIN also allows choosing pids.
+    if caps & (1 << cap) == 0 && caps & (1 << 21) == 0 {
+        return unavailable(format!("choosing pids needs {name} (run herd restart as root)"));
+    }
+    if mode == PidMode::NewNamespace {
+        if pid == 1 {
+            return unavailable("pid 1 is the new namespace's own init".into());
+        }
+        return Ok(PidChoice::NewNamespace(pid));
+    }
+    let ids = std::iter::once(pid).chain(image.threads.iter().map(|t| t.tid));
+    for id in ids {
+        // /proc/ID exists for any task with that id in our namespace, thread or not.
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{id}/comm")) {
+            let what = if id == pid { "its pid" } else { "the id of one of its threads," };
+            return unavailable(format!("{what} {id} is in use (by {})", comm.trim_end()));
+        }
+    }
+    Ok(PidChoice::Same(pid))
+}
+
+fn child_plan(image: &ProcessImage, remote: bool, pid: PidChoice) -> Result<ChildPlan> {
     let mut fds = Vec::new();
     if remote {
         // A guest's files are at home; its own fd table stays empty.
@@ -414,12 +476,15 @@ fn child_plan(image: &ProcessImage, remote: bool) -> Result<ChildPlan> {
             umask: image.task.umask & 0o777,
             rlimits: image.task.rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
             personality: image.task.personality,
+            pid,
         });
     }
     for f in &image.files {
         let (path, flags, offset) = match &f.kind {
-            FileKind::Regular { path, flags, offset } => (path, *flags, *offset),
-            FileKind::Device { path, flags } => (path, *flags, 0),
+            FileKind::Regular { path, flags, offset } | FileKind::Directory { path, flags, offset } => (path, *flags, *offset),
+            FileKind::Device { path, flags } | FileKind::PathOnly { path, flags } => (path, *flags, 0),
+            // Made by injected calls once the process is seized (`state::make_fds`).
+            FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Epoll { .. } => continue,
             FileKind::Inherited { .. } => {
                 if f.fd > 2 {
                     return Err(FormatError::Corrupt(format!("fd {} is marked inherited; only fds 0-2 can be", f.fd)).into());
@@ -440,6 +505,7 @@ fn child_plan(image: &ProcessImage, remote: bool) -> Result<ChildPlan> {
         umask: image.task.umask & 0o777,
         rlimits: image.task.rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
         personality: image.task.personality,
+        pid,
     })
 }
 
@@ -472,14 +538,14 @@ pub fn free_area(taken: &[(u64, u64)], len: u64) -> Option<u64> {
 }
 
 /// Writes bytes into the trampoline's scratch area.
-struct Scratch {
+pub(crate) struct Scratch {
     pid: i32,
     base: u64,
     len: u64,
 }
 
 impl Scratch {
-    fn put(&self, at: u64, data: &[u8]) -> Result<u64> {
+    pub(crate) fn put(&self, at: u64, data: &[u8]) -> Result<u64> {
         if at + data.len() as u64 > self.len {
             return Err(FormatError::Corrupt(format!("a {}-byte value does not fit the restorer's scratch page", data.len())).into());
         }
@@ -530,7 +596,7 @@ fn build(
     let gadget = match into {
         Into::Deputy { gadget } => gadget,
         // The child is a fork of us: its vDSO is ours, at our address.
-        Into::Fresh | Into::Remote { .. } => {
+        Into::Fresh { .. } | Into::Remote { .. } => {
             let (vdso_at, vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
             vdso_at + host::syscall_offset(&vdso).ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?
         }
@@ -665,6 +731,17 @@ fn build(
     tracing::debug!(pid, "restore: lazy memory registered at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     set_mm(&mut inj, &scratch, image, warnings, !deputy)?;
     set_signals(&mut inj, &scratch, image)?;
+    let fresh = match into {
+        Into::Fresh { pid } => Some(pid),
+        _ => None,
+    };
+    if fresh.is_some() {
+        state::make_fds(&mut inj, &scratch, &image.files, warnings)?;
+        if let Some(st) = &image.state {
+            state::take_locks(&mut inj, &scratch, &st.locks)?;
+            state::set_state(&mut inj, &scratch, pid, st, warnings)?;
+        }
+    }
 
     let t = &image.task;
     set_thread_basics(&mut inj, &scratch, &t.comm, t.rseq, t.robust_list, t.clear_child_tid)?;
@@ -677,11 +754,15 @@ fn build(
     let set_ids = !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0);
     if !image.threads.is_empty() {
         let tramp_stack = tramp + tramp_len - 64;
-        let how = MakeThreads { stack: tramp_stack, set_ids, point_next_id: deputy };
+        let exact = matches!(fresh, Some(PidMode::Same | PidMode::NewNamespace));
+        let how = MakeThreads { stack: tramp_stack, set_ids, point_next_id: deputy, exact };
         make_threads(&mut inj, &scratch, image, how, warnings, &mut made.threads)?;
     }
     if set_ids {
         set_credentials(&mut inj, &scratch, t)?;
+    }
+    if let (Some(_), Some(st)) = (fresh, &image.state) {
+        state::finish_state(&mut inj, st)?;
     }
     // A guest dies with the herdd thread that serves it (after the credentials:
     // changing them clears the setting): without it, its calls would fail and
@@ -815,6 +896,8 @@ struct MakeThreads {
     set_ids: bool,
     /// A deputy, which may not choose thread ids: herd sets the kernel's next id.
     point_next_id: bool,
+    /// Every thread must have its old id.
+    exact: bool,
 }
 
 /// Makes every thread of the image but the main one: an injected clone3 in
@@ -832,7 +915,7 @@ fn make_threads(
     warnings: &mut Vec<String>,
     out: &mut Vec<Tracee>,
 ) -> Result<()> {
-    let MakeThreads { stack: tramp_stack, set_ids, point_next_id } = how;
+    let MakeThreads { stack: tramp_stack, set_ids, point_next_id, exact } = how;
     let pid = inj.tracee().pid();
     let gadget = inj.gadget();
     let mut renamed = Vec::new();
@@ -842,6 +925,12 @@ fn make_threads(
         let mut args = abi::CloneArgs { flags: abi::CLONE_THREAD_FLAGS, set_tid: want, set_tid_size: 1, ..Default::default() };
         let at = scratch.put(0, abi::as_bytes(&args))?;
         let (mut r, mut made) = inj.call_clone(abi::SYS_CLONE3, &[at, size])?;
+        if r < 0 && exact {
+            return Err(CheckpointError::PidUnavailable {
+                pid: image.task.pid,
+                why: format!("thread id {} cannot be had: {}", th.tid, std::io::Error::from_raw_os_error(-r as i32)),
+            });
+        }
         if r < 0 {
             args.set_tid = 0;
             args.set_tid_size = 0;

@@ -5,7 +5,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use herd_image::{FileKind, ImageReader, Section, VmaKind, FORMAT_VERSION, PROT_EXEC, PROT_READ, PROT_WRITE};
+use herd_image::{FileKind, ImageReader, Section, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -31,6 +31,40 @@ struct Summary {
     signal_handlers: Vec<u32>,
     pending_signals: Vec<u32>,
     blocked_signals: u64,
+    /// Timers, locks and process attributes (format version 3; absent in older
+    /// images and in migration images).
+    state: Option<State>,
+}
+
+#[derive(Serialize)]
+struct State {
+    itimers: Vec<Timer>,
+    oom_score_adj: i32,
+    child_subreaper: bool,
+    thp_disable: bool,
+    no_new_privs: bool,
+    dumpable: u32,
+    locks: Vec<Lock>,
+}
+
+#[derive(Serialize)]
+struct Timer {
+    which: String,
+    value_us: u64,
+    interval_us: u64,
+}
+
+#[derive(Serialize)]
+struct Lock {
+    fd: i32,
+    kind: String,
+    mode: String,
+    range: String,
+}
+
+/// The signal numbers in a mask (bit n-1 for signal n).
+fn signals_of(mask: u64) -> Vec<u32> {
+    (1..=64).filter(|n| mask & (1 << (n - 1)) != 0).collect()
 }
 
 #[derive(Serialize)]
@@ -70,6 +104,7 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
     let file = File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
     let mut reader = ImageReader::new(BufReader::with_capacity(1 << 20, file))
         .with_context(|| format!("{} is not a usable image", path.display()))?;
+    let version = reader.version();
     let image = match reader.next_section()? {
         Some(Section::Process(p)) => p,
         _ => bail!("{} has no process section", path.display()),
@@ -107,8 +142,55 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
             FileKind::Regular { path, offset, .. } => Fd { fd: f.fd, kind: "file".into(), target: path.clone(), offset: Some(*offset) },
             FileKind::Device { path, .. } => Fd { fd: f.fd, kind: "device".into(), target: path.clone(), offset: None },
             FileKind::Inherited { what } => Fd { fd: f.fd, kind: "inherited".into(), target: what.clone(), offset: None },
+            FileKind::Directory { path, offset, .. } => Fd { fd: f.fd, kind: "directory".into(), target: path.clone(), offset: Some(*offset) },
+            FileKind::PathOnly { path, .. } => Fd { fd: f.fd, kind: "O_PATH".into(), target: path.clone(), offset: None },
+            FileKind::EventFd { count, flags } => Fd {
+                fd: f.fd,
+                kind: "eventfd".into(),
+                target: format!("count {count}{}", if flags & libc::EFD_SEMAPHORE != 0 { ", semaphore" } else { "" }),
+                offset: None,
+            },
+            FileKind::TimerFd { clockid, interval_ns, value_ns, ticks, .. } => Fd {
+                fd: f.fd,
+                kind: "timerfd".into(),
+                target: if *value_ns == 0 {
+                    format!("clock {clockid}, disarmed, {ticks} unread")
+                } else {
+                    format!("clock {clockid}, fires in {:.3} s, every {:.3} s, {ticks} unread", *value_ns as f64 / 1e9, *interval_ns as f64 / 1e9)
+                },
+                offset: None,
+            },
+            FileKind::SignalFd { mask, .. } => Fd { fd: f.fd, kind: "signalfd".into(), target: format!("signals {:?}", signals_of(*mask)), offset: None },
+            FileKind::Epoll { targets, .. } => Fd {
+                fd: f.fd,
+                kind: "epoll".into(),
+                target: format!("watching fds {:?}", targets.iter().map(|t| t.fd).collect::<Vec<_>>()),
+                offset: None,
+            },
         })
         .collect();
+    let state = image.state.as_ref().map(|st| State {
+        itimers: st
+            .itimers
+            .iter()
+            .map(|t| Timer { which: ["real", "virtual", "prof"].get(t.which as usize).unwrap_or(&"?").to_string(), value_us: t.value_us, interval_us: t.interval_us })
+            .collect(),
+        oom_score_adj: st.oom_score_adj,
+        child_subreaper: st.child_subreaper,
+        thp_disable: st.thp_disable,
+        no_new_privs: st.no_new_privs,
+        dumpable: st.dumpable,
+        locks: st
+            .locks
+            .iter()
+            .map(|l| Lock {
+                fd: l.fd,
+                kind: format!("{:?}", l.kind).to_lowercase(),
+                mode: if l.write { "write" } else { "read" }.into(),
+                range: if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start + l.len - 1) },
+            })
+            .collect(),
+    });
     let in_syscall = |gp: &[u64]| gp.get(15).map(|&w| w as i64).filter(|&n| n >= 0);
     let mut thread_list = vec![ThreadSummary {
         tid: t.pid,
@@ -125,7 +207,7 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
         in_syscall: in_syscall(&th.regs.gp),
     }));
     let s = Summary {
-        image_version: FORMAT_VERSION,
+        image_version: version,
         created_unix_ms: image.origin.created_unix_ms,
         hostname: image.origin.hostname.clone(),
         kernel: image.origin.kernel_release.clone(),
@@ -145,6 +227,7 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
         signal_handlers: image.signals.handlers.iter().filter(|h| h.handler > 1).map(|h| h.signo).collect(),
         pending_signals: image.signals.pending.iter().map(|p| p.signo).collect(),
         blocked_signals: image.signals.blocked,
+        state,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -167,6 +250,23 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
     println!("cwd         {}", s.cwd);
     println!("memory      {:.1} MiB mapped, {:.1} MiB stored in the image", mib(s.memory_bytes), mib(s.stored_bytes));
     println!("signals     handlers for {:?}, pending {:?}, blocked mask {:#x}", s.signal_handlers, s.pending_signals, s.blocked_signals);
+    if let Some(st) = &s.state {
+        let timers: Vec<String> = st
+            .itimers
+            .iter()
+            .map(|t| format!("{} in {:.3} s every {:.3} s", t.which, t.value_us as f64 / 1e6, t.interval_us as f64 / 1e6))
+            .collect();
+        println!("timers      {}", if timers.is_empty() { "none".into() } else { timers.join(", ") });
+        let mut flags = vec![format!("oom_score_adj {}", st.oom_score_adj), format!("dumpable {}", st.dumpable)];
+        for (on, name) in [(st.child_subreaper, "child-subreaper"), (st.thp_disable, "THP disabled"), (st.no_new_privs, "no_new_privs")] {
+            if on {
+                flags.push(name.into());
+            }
+        }
+        println!("attributes  {}", flags.join(", "));
+        let locks: Vec<String> = st.locks.iter().map(|l| format!("{} {} lock on fd {} ({})", l.kind, l.mode, l.fd, l.range)).collect();
+        println!("locks       {}", if locks.is_empty() { "none".into() } else { locks.join(", ") });
+    }
     if s.threads > 1 {
         println!();
         println!("{:>8} {:<16} {:>18} {:>10}  pending", "tid", "name", "blocked", "syscall");

@@ -67,11 +67,23 @@ enum Command {
         check: bool,
     },
     /// Continue a process from an image, in the foreground, as a child of this command
-    #[command(after_help = "herd restart exits with the restored process's exit status, or dies by the same signal.\n\
+    #[command(after_help = "The process gets its own pid and thread ids back, which needs root \
+                            (CAP_CHECKPOINT_RESTORE) and those ids free; when they are not, herd restart \
+                            says so before anything starts. --new-pidns gives them back in a new pid \
+                            namespace, where they are always free; --any-pid accepts new ones.\n\n\
+                            herd restart exits with the restored process's exit status, or dies by the same signal.\n\
                             Terminals and pipes it had on fds 0-2 are attached to herd restart's own.")]
     Restart {
         /// The image written by `herd checkpoint`
         image: PathBuf,
+        /// Restore it with its pid in a new pid namespace (needs root); it and
+        /// what it starts see only that namespace's processes
+        #[arg(long, conflicts_with = "any_pid")]
+        new_pidns: bool,
+        /// Let it run with whatever pid it gets (and new thread ids where the
+        /// old are taken) instead of failing
+        #[arg(long)]
+        any_pid: bool,
     },
     /// Show what an image holds (command, memory regions, open files, signals)
     Inspect {
@@ -341,7 +353,14 @@ fn main() {
                 checkpoint::run(pid, &output.expect("clap requires --output"), kill)
             }
         }
-        Command::Restart { image } => restart::run(&image),
+        Command::Restart { image, new_pidns, any_pid } => {
+            let pid = match (new_pidns, any_pid) {
+                (true, _) => herd_checkpoint::PidMode::NewNamespace,
+                (_, true) => herd_checkpoint::PidMode::Any,
+                _ => herd_checkpoint::PidMode::Same,
+            };
+            restart::run(&image, pid)
+        }
         Command::Inspect { image, json } => inspect::run(&image, json),
         Command::Nodes { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::nodes(&t, json)),
         Command::Status { json } => target(&cli.node, &cli.cluster, &cli.socket).and_then(|t| nodes::status(&t, json)),

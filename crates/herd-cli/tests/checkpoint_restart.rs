@@ -596,8 +596,17 @@ struct Restart {
 /// Starts `herd restart IMG` with stdout and stderr piped to the test and
 /// stdin a pipe (`stdin_pipe`) or /dev/null.
 fn restart(img: &Path, stdin_pipe: bool) -> Restart {
+    // A restore with the process's own pid needs root; elsewhere the tests that
+    // do not check the pid accept another.
+    let any = if nix::unistd::geteuid().is_root() { None } else { Some("--any-pid") };
+    restart_with(img, stdin_pipe, any.as_slice())
+}
+
+/// [`restart`] with more options for `herd restart`.
+fn restart_with(img: &Path, stdin_pipe: bool, options: &[&str]) -> Restart {
     let mut child = Command::new(HERD)
         .arg("restart")
+        .args(options)
         .arg(img)
         .stdin(if stdin_pipe { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -1189,10 +1198,17 @@ fn check_accepts_simple_process_and_lists_every_reason() {
     }
     let dir = tmp();
     let exe = build_c(dir.path(), "refuse", &["-pthread"]);
-    let cases: [(&str, &[&str]); 4] =
-        [("plain", &[]), ("threads", &[]), ("socket", &["socket"]), ("threads+socket", &["socket"])];
+    let cases: [(&str, &[&str]); 7] = [
+        ("plain", &[]),
+        ("threads", &[]),
+        ("socket", &["socket"]),
+        ("threads+socket", &["socket"]),
+        ("lease", &["fd 3", "lease"]),
+        ("gone-cwd", &["working directory", "deleted"]),
+        ("epoll-reused", &["fd 3", "epoll watching fd 4", "another file"]),
+    ];
     for (mode, reasons) in cases {
-        let mut p = spawn_prog(dir.path(), &mode.replace('+', "-"), &argv![exe, mode], Out::File, false);
+        let mut p = spawn_prog(dir.path(), &mode.replace('+', "-"), &argv![exe, mode, dir.path()], Out::File, false);
         p.wait_for_lines(1);
         let run = herd(&argv!["checkpoint", "--check", p.pid().to_string()], None);
         run.assert_no_panic();
@@ -1208,6 +1224,100 @@ fn check_accepts_simple_process_and_lists_every_reason() {
         }
         p.assert_still_running(&format!("`{}`", run.cmd));
     }
+}
+
+/// Every piece of process state `ckpt_state` sets up (its pid, eventfd,
+/// timerfd, signalfd, epoll, directory and O_PATH fds, flock / POSIX / OFD
+/// locks, interval timer, subreaper, THP-disable, no_new_privs,
+/// oom_score_adj) is there after a restart: the program checks each itself
+/// and prints PASS or what differs, exactly as in an uninterrupted run.
+#[test]
+fn process_state_and_fds_survive_with_the_same_pid() {
+    if !ready("process_state_and_fds_survive_with_the_same_pid", &[Need::Cc, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "ckpt_state", &[]);
+    let cmd = argv![exe, dir.path(), "20"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(expected.status.success(), "ckpt_state fails uninterrupted:\n{}\n{}", text(&expected.out), expected.notes);
+    let got = run_checkpointed(dir.path(), "ckpt", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    // The image says what it holds.
+    let img = dir.path().join("ckpt.img");
+    let shown = herd(&argv!["inspect", &img], None);
+    shown.assert_ok();
+    for what in ["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled"] {
+        assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
+    }
+}
+
+/// `--new-pidns`: the process gets its own pid in a new pid namespace, even
+/// while that pid is taken outside it (here by the original, still running);
+/// herd restart ends with its exit status.
+#[test]
+fn restart_in_a_new_pid_namespace_while_the_pid_is_taken() {
+    if !ready("restart_in_a_new_pid_namespace_while_the_pid_is_taken", &[Need::Cc, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "ckpt_state", &[]);
+    let cmd = argv![exe, dir.path(), "15"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    let mut p = spawn_prog(dir.path(), "orig", &cmd, Out::File, false);
+    p.wait_for_lines(3);
+    let img = dir.path().join("ns.img");
+    checkpoint_ok(p.pid(), &img, false, &p.context());
+    // The original runs on and holds its pid and its locks: a plain restart
+    // is refused before anything starts, naming the pid.
+    let refused = herd(&argv!["restart", &img], None);
+    refused.assert_clean_failure();
+    assert!(refused.stderr.contains(&format!("pid {} is in use", p.pid())) && refused.stderr.contains("--new-pidns"), "{}", refused.report());
+    assert_eq!(p.wait().code(), Some(0), "the original was disturbed:\n{}", p.context());
+
+    // Now the locks are free; the pid is free too, but the namespace is used anyway.
+    // The finished output is overwritten with '#': what the restored process
+    // writes from its saved offset on must be the uninterrupted run's.
+    let out = p.out_path().to_path_buf();
+    fs::write(&out, vec![b'#'; expected.out.len()]).unwrap();
+    let mut r = restart_with(&img, false, &["--new-pidns"]);
+    let (status, _, err) = r.wait();
+    let got = fs::read(&out).unwrap();
+    assert_eq!(describe(&status), describe(&expected.status), "herd restart --new-pidns stderr:\n{err}\noutput:\n{}", text(&got));
+    let from = got.iter().position(|&b| b != b'#').unwrap_or(got.len());
+    assert!(from > 0 && text(&got[from..]).contains("PASS pid\n"), "the restored process wrote:\n{}\nstderr:\n{err}", text(&got));
+    assert_eq!(text(&got[from..]), text(&expected.out[from..]), "herd restart --new-pidns stderr:\n{err}");
+}
+
+/// `--any-pid` restarts while the original still runs (it gets another pid);
+/// a lock the original holds makes that restart fail cleanly instead of
+/// running without it.
+#[test]
+fn any_pid_restarts_beside_the_original_but_not_without_its_locks() {
+    if !ready("any_pid_restarts_beside_the_original_but_not_without_its_locks", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "steps", &[]);
+    let mut p = spawn_prog(dir.path(), "steps", &argv![exe, "40", "30000000"], Out::File, false);
+    p.wait_for_lines(2);
+    let img = dir.path().join("steps.img");
+    checkpoint_ok(p.pid(), &img, false, &p.context());
+    let mut r = restart_with(&img, false, &["--any-pid"]);
+    let pid = r.restored_pid("steps");
+    assert_ne!(pid, p.pid());
+    p.assert_still_running("a restart beside it with --any-pid");
+    drop(r);
+
+    let state = build_c(dir.path(), "ckpt_state", &[]);
+    let mut q = spawn_prog(dir.path(), "state", &argv![state, dir.path(), "100"], Out::File, false);
+    q.wait_for_lines(2);
+    let img = dir.path().join("state.img");
+    checkpoint_ok(q.pid(), &img, false, &q.context());
+    let refused = herd(&argv!["restart", "--any-pid", &img], None);
+    refused.assert_clean_failure();
+    assert!(refused.stderr.contains("lock on fd") && refused.stderr.contains("cannot be taken again"), "{}", refused.report());
+    q.assert_still_running("a restart that could not take its locks");
 }
 
 /// A corrupted, a truncated and an empty image are refused before anything

@@ -7,7 +7,10 @@
 //! order:   Process, Pages*, End
 //! ```
 //!
-//! - Process: postcard encoding of [`ProcessImage`] (at most [`MAX_PROCESS_LEN`]).
+//! - Process: postcard encoding of [`ProcessImage`] (at most [`MAX_PROCESS_LEN`]),
+//!   then, from version 3, extensions: `tag u16 LE | len u32 LE | bytes[len]`
+//!   each; [`EXT_STATE`] (postcard of `Option<ProcessState>`) always. A reader
+//!   refuses a tag it does not know: what it cannot restore must not be dropped.
 //! - Pages: start address u64 LE, then whole pages (at most [`MAX_PAGES_LEN`]),
 //!   which must lie inside one VMA of the Process section that has stored
 //!   bytes. Pages sections come in ascending address order without overlap,
@@ -20,10 +23,15 @@
 
 use std::io::{self, Read, Write};
 
-use crate::model::ProcessImage;
+use crate::model::{ProcessImage, ProcessState};
 
 pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
-pub const FORMAT_VERSION: u32 = 2;
+/// The version this herd writes.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest version this herd reads (version 2 has no extensions).
+pub const MIN_FORMAT_VERSION: u32 = 2;
+/// Process-section extension: [`ProcessState`].
+pub const EXT_STATE: u16 = 1;
 pub const PAGE_SIZE: u64 = 4096;
 /// Largest Process section a reader accepts.
 pub const MAX_PROCESS_LEN: u64 = 16 << 20;
@@ -40,7 +48,7 @@ const KIND_END: u32 = 3;
 pub enum FormatError {
     #[error("not a herd image (bad magic number)")]
     BadMagic,
-    #[error("image format version {found} is not supported (this herd reads version {FORMAT_VERSION})")]
+    #[error("image format version {found} is not supported (this herd reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}{})", if *.found > FORMAT_VERSION { "; it was made by a newer herd" } else { "" })]
     Version { found: u32 },
     #[error("image is truncated: it ends inside {0}")]
     Truncated(&'static str),
@@ -112,7 +120,13 @@ impl<W: Write> ImageWriter<W> {
     }
 
     pub fn write_process(&mut self, image: &ProcessImage) -> io::Result<()> {
-        let bytes = postcard::to_stdvec(image).map_err(io::Error::other)?;
+        let mut bytes = postcard::to_stdvec(image).map_err(io::Error::other)?;
+        // Always there in version 3 (as `None` when not captured), so that a
+        // version field damaged from 3 to 2 or back does not go unnoticed.
+        let ext = postcard::to_stdvec(&image.state).map_err(io::Error::other)?;
+        bytes.extend_from_slice(&EXT_STATE.to_le_bytes());
+        bytes.extend_from_slice(&(ext.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&ext);
         self.section(KIND_PROCESS, &[&bytes])?;
         self.wrote_process = true;
         Ok(())
@@ -142,6 +156,43 @@ impl<W: Write> ImageWriter<W> {
     pub fn page_bytes(&self) -> u64 {
         self.page_bytes
     }
+}
+
+/// The extensions after the process description (version 3): the state
+/// extension exactly once; an unknown one is refused, not skipped.
+fn read_extensions(mut rest: &[u8]) -> Result<Option<ProcessState>, FormatError> {
+    let mut state: Option<Option<ProcessState>> = None;
+    while !rest.is_empty() {
+        if rest.len() < 6 {
+            return Err(FormatError::Corrupt(format!(
+                "process section has {} bytes after the process description, too few for an extension",
+                rest.len()
+            )));
+        }
+        let tag = u16::from_le_bytes(rest[0..2].try_into().expect("2 bytes"));
+        let len = u32::from_le_bytes(rest[2..6].try_into().expect("4 bytes")) as usize;
+        let body = rest
+            .get(6..6 + len)
+            .ok_or_else(|| FormatError::Corrupt(format!("extension {tag} claims {len} bytes; {} are left", rest.len() - 6)))?;
+        match tag {
+            EXT_STATE if state.is_none() => {
+                let (s, extra): (Option<ProcessState>, &[u8]) =
+                    postcard::take_from_bytes(body).map_err(|e| FormatError::Corrupt(format!("process state extension: {e}")))?;
+                if !extra.is_empty() {
+                    return Err(FormatError::Corrupt(format!("process state extension has {} bytes after it", extra.len())));
+                }
+                state = Some(s);
+            }
+            EXT_STATE => return Err(FormatError::Corrupt("second process state extension".into())),
+            _ => {
+                return Err(FormatError::Corrupt(format!(
+                    "the image holds state this herd does not know (extension {tag}); it was made by a newer herd"
+                )))
+            }
+        }
+        rest = &rest[6 + len..];
+    }
+    state.ok_or_else(|| FormatError::Corrupt("the process section lacks its state extension (version 3 has one)".into()))
 }
 
 /// A section that owns its bytes (see [`ImageReader::next_owned`]).
@@ -208,6 +259,7 @@ pub struct ImageReader<R: Read> {
     seen_process: bool,
     seen_end: bool,
     failed: bool,
+    version: u32,
 }
 
 impl<R: Read> ImageReader<R> {
@@ -228,7 +280,7 @@ impl<R: Read> ImageReader<R> {
             .read_exact(&mut rest)
             .map_err(|e| truncated_or_io(e, "the header"))?;
         let version = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::Version { found: version });
         }
         // The header is not checksummed; the reserved word must be exactly 0
@@ -239,11 +291,11 @@ impl<R: Read> ImageReader<R> {
                 "reserved header field is {reserved:#x}, expected 0"
             )));
         }
-        Ok(Self::over(input))
+        Ok(Self::over(input, version))
     }
 
     /// A reader positioned just after a header that has been checked.
-    fn over(input: R) -> Self {
+    fn over(input: R, version: u32) -> Self {
         Self {
             spare: Vec::new(),
             input,
@@ -256,7 +308,13 @@ impl<R: Read> ImageReader<R> {
             seen_process: false,
             seen_end: false,
             failed: false,
+            version,
         }
+    }
+
+    /// The format version of the image being read.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Bytes consumed so far.
@@ -361,13 +419,16 @@ impl<R: Read> ImageReader<R> {
                 if self.seen_process {
                     return Err(FormatError::Corrupt("second process section".into()));
                 }
-                let (image, rest): (ProcessImage, &[u8]) = postcard::take_from_bytes(&self.buf)
+                let (mut image, rest): (ProcessImage, &[u8]) = postcard::take_from_bytes(&self.buf)
                     .map_err(|e| FormatError::Corrupt(format!("process section: {e}")))?;
-                if !rest.is_empty() {
+                if self.version < 3 && !rest.is_empty() {
                     return Err(FormatError::Corrupt(format!(
                         "process section has {} bytes after the process description",
                         rest.len()
                     )));
+                }
+                if self.version >= 3 {
+                    image.state = read_extensions(rest)?;
                 }
                 self.accept_process(&image)?;
                 self.seen_process = true;
@@ -437,6 +498,13 @@ impl<R: Read> ImageReader<R> {
     }
 
     fn accept_process(&mut self, image: &ProcessImage) -> Result<(), FormatError> {
+        if self.version < 3 {
+            use crate::model::FileKind;
+            // Kinds added in version 3 cannot appear in an older image.
+            if let Some(f) = image.files.iter().find(|f| !matches!(f.kind, FileKind::Regular { .. } | FileKind::Device { .. } | FileKind::Inherited { .. })) {
+                return Err(FormatError::Corrupt(format!("fd {} has a kind that format version {} does not have", f.fd, self.version)));
+            }
+        }
         let mut ranges = Vec::new();
         let mut expected: u64 = 0;
         let mut prev_end = 0u64;
@@ -499,7 +567,7 @@ mod tests {
     use super::*;
 
     fn reader_over(bytes: &[u8]) -> ImageReader<&[u8]> {
-        ImageReader::over(bytes)
+        ImageReader::over(bytes, FORMAT_VERSION)
     }
 
     #[test]

@@ -7,5 +7,5 @@
 pub mod format;
 pub mod model;
 
-pub use format::{ImageReader, ImageWriter, OwnedSection, Section, FormatError, FORMAT_VERSION, MAGIC, PAGE_SIZE};
+pub use format::{ImageReader, ImageWriter, OwnedSection, Section, FormatError, FORMAT_VERSION, MIN_FORMAT_VERSION, MAGIC, PAGE_SIZE};
 pub use model::*;

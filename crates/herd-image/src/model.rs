@@ -18,6 +18,63 @@ pub struct ProcessImage {
     /// Every thread but the main one (the thread-group leader, whose own state
     /// is in `task`, `regs` and `signals`), in the order they were found.
     pub threads: Vec<Thread>,
+    /// Process state added in format version 3, carried as an extension of the
+    /// Process section (see `format.rs`); `None` in a version 2 image, whose
+    /// restore leaves these things as the restorer has them.
+    #[serde(skip)]
+    pub state: Option<ProcessState>,
+}
+
+/// Process-wide state beyond the core image (format version 3).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// The interval timers that were armed (`setitimer`).
+    pub itimers: Vec<Itimer>,
+    /// /proc/PID/oom_score_adj.
+    pub oom_score_adj: i32,
+    /// PR_SET_CHILD_SUBREAPER.
+    pub child_subreaper: bool,
+    /// PR_SET_THP_DISABLE.
+    pub thp_disable: bool,
+    /// PR_SET_NO_NEW_PRIVS.
+    pub no_new_privs: bool,
+    /// PR_GET_DUMPABLE: 0, 1 or 2.
+    pub dumpable: u32,
+    /// File locks the process holds (flock, POSIX and OFD).
+    pub locks: Vec<FileLock>,
+}
+
+/// One armed interval timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Itimer {
+    /// ITIMER_REAL (0), ITIMER_VIRTUAL (1) or ITIMER_PROF (2).
+    pub which: i32,
+    pub interval_us: u64,
+    /// Time left until it next fires.
+    pub value_us: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// flock(2): belongs to the open file.
+    Flock,
+    /// fcntl F_SETLK: belongs to the process.
+    Posix,
+    /// fcntl F_OFD_SETLK: belongs to the open file.
+    Ofd,
+}
+
+/// A lock held on the file open at `fd`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub fd: i32,
+    pub kind: LockKind,
+    /// An exclusive (write) lock; else shared (read).
+    pub write: bool,
+    /// First byte locked (0 for flock).
+    pub start: u64,
+    /// Bytes locked; 0 means to the end of the file (as `l_len`).
+    pub len: u64,
 }
 
 /// What the kernel keeps per thread, for a thread other than the main one.
@@ -229,4 +286,29 @@ pub enum FileKind {
     /// A terminal or pipe on fd 0-2: attached to the restorer's own fd of the
     /// same number. `what` says what it was (for `herd inspect`).
     Inherited { what: String },
+    // Kinds below were added in format version 3 (enum variants are encoded by
+    // index, so new ones go at the end).
+    /// A directory, reopened by path (`O_DIRECTORY`), at its getdents position.
+    Directory { path: String, flags: i32, offset: u64 },
+    /// An `O_PATH` descriptor of any file, reopened by path.
+    PathOnly { path: String, flags: i32 },
+    /// eventfd2(count, flags); `flags` holds EFD_SEMAPHORE and O_NONBLOCK.
+    EventFd { count: u64, flags: i32 },
+    /// timerfd_create(clockid, flags), armed with the time left and the
+    /// interval (nanoseconds, 0 = disarmed / one-shot), and `ticks` expirations
+    /// not read yet.
+    TimerFd { clockid: i32, flags: i32, interval_ns: u64, value_ns: u64, ticks: u64 },
+    /// signalfd4(mask, flags).
+    SignalFd { mask: u64, flags: i32 },
+    /// epoll_create1(flags) and its interest list; every target is an fd of the
+    /// image, restored before it.
+    Epoll { flags: i32, targets: Vec<EpollTarget> },
+}
+
+/// One entry of an epoll interest list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollTarget {
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
 }

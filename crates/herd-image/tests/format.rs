@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::io::{self, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use herd_image::format::{MAX_PAGES_LEN, MAX_PROCESS_LEN, WRITE_CHUNK};
+use herd_image::format::{EXT_STATE, MAX_PAGES_LEN, MAX_PROCESS_LEN, WRITE_CHUNK};
 use herd_image::*;
 
 // ---------------------------------------------------------------------------
@@ -148,7 +148,40 @@ fn image_with(vmas: Vec<Vma>) -> ProcessImage {
             rseq: Some(Rseq { ptr: 0x7f00_0000_7000, len: 32, sig: 0x5305_3053 }),
             sched: Sched { policy: 3, priority: 0, nice: 19 },
         }],
+        state: None,
     }
+}
+
+/// The sample image as version 3 writes it: with process state and fd kinds
+/// version 2 did not have.
+fn sample_v3() -> (ProcessImage, Vec<(u64, Vec<u8>)>) {
+    let (mut image, pages) = sample();
+    image.files.extend([
+        OpenFile { fd: 5, cloexec: true, kind: FileKind::Directory { path: "/srv".into(), flags: 0o200000, offset: 3 } },
+        OpenFile { fd: 6, cloexec: false, kind: FileKind::PathOnly { path: "/srv/log".into(), flags: 0o10000000 } },
+        OpenFile { fd: 7, cloexec: false, kind: FileKind::EventFd { count: 9, flags: 1 } },
+        OpenFile {
+            fd: 8,
+            cloexec: false,
+            kind: FileKind::TimerFd { clockid: 1, flags: 0, interval_ns: 1_000_000, value_ns: 500, ticks: 2 },
+        },
+        OpenFile { fd: 9, cloexec: false, kind: FileKind::SignalFd { mask: 1 << 9, flags: 0 } },
+        OpenFile {
+            fd: 10,
+            cloexec: false,
+            kind: FileKind::Epoll { flags: 0, targets: vec![EpollTarget { fd: 7, events: 1, data: 7 }] },
+        },
+    ]);
+    image.state = Some(ProcessState {
+        itimers: vec![Itimer { which: 0, interval_us: 0, value_us: 1_500_000 }],
+        oom_score_adj: 300,
+        child_subreaper: true,
+        thp_disable: true,
+        no_new_privs: true,
+        dumpable: 1,
+        locks: vec![FileLock { fd: 3, kind: LockKind::Posix, write: true, start: 10, len: 0 }],
+    });
+    (image, pages)
 }
 
 /// Four VMAs, three of them with stored pages, and the pages themselves.
@@ -218,8 +251,15 @@ fn raw_section_len(kind: u32, len: u64, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A Process section as version 3 writes it: the description, then the state
+/// extension.
 fn process_section(image: &ProcessImage) -> Vec<u8> {
-    raw_section(KIND_PROCESS, &postcard::to_stdvec(image).unwrap())
+    let mut payload = postcard::to_stdvec(image).unwrap();
+    let state = postcard::to_stdvec(&image.state).unwrap();
+    payload.extend_from_slice(&EXT_STATE.to_le_bytes());
+    payload.extend_from_slice(&(state.len() as u32).to_le_bytes());
+    payload.extend_from_slice(&state);
+    raw_section(KIND_PROCESS, &payload)
 }
 
 fn pages_section(addr: u64, data: &[u8]) -> Vec<u8> {
@@ -467,10 +507,88 @@ fn bad_magic() {
 }
 
 #[test]
+fn round_trip_of_version_3_state_and_fd_kinds() {
+    let (image, pages) = sample_v3();
+    let bytes = encode(&image, &pages);
+    assert_eq!(decode(&bytes).unwrap().image, image);
+}
+
+/// A version 2 image (no extensions) as the previous release wrote it.
+fn version_2(image: &ProcessImage, pages: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut v = header(2);
+    v.extend(raw_section(KIND_PROCESS, &postcard::to_stdvec(image).unwrap()));
+    let mut total = 0;
+    for (a, d) in pages {
+        v.extend(pages_section(*a, d));
+        total += d.len() as u64;
+    }
+    v.extend(end_section(total));
+    v
+}
+
+#[test]
+fn version_2_images_still_read() {
+    let (image, pages) = sample();
+    let d = decode(&version_2(&image, &pages)).unwrap();
+    assert_eq!(d.image, image);
+    assert_eq!(d.image.state, None);
+    // Version 2 had no extensions and none of the new fd kinds.
+    let (v3, _) = sample_v3();
+    let mut with_new_kind = image.clone();
+    with_new_kind.files = v3.files.clone();
+    let msg = expect_corrupt(&version_2(&with_new_kind, &pages), "a version 3 fd kind in a version 2 image");
+    assert!(msg.contains("format version 2"), "{msg}");
+    let mut payload = postcard::to_stdvec(&image).unwrap();
+    payload.extend_from_slice(&[1, 0, 0, 0, 0, 0]);
+    let bytes = concat(&[&header(2), &raw_section(KIND_PROCESS, &payload), &end_section(0)]);
+    expect_corrupt(&bytes, "an extension in a version 2 image");
+}
+
+#[test]
+fn extensions_are_checked() {
+    let (image, _) = small();
+    let core = postcard::to_stdvec(&image).unwrap();
+    let state = postcard::to_stdvec(&Some(ProcessState { oom_score_adj: -5, ..Default::default() })).unwrap();
+    let ext = |tag: u16, body: &[u8], claimed: u32| {
+        let mut v = tag.to_le_bytes().to_vec();
+        v.extend_from_slice(&claimed.to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    };
+    let with = |exts: &[Vec<u8>]| {
+        let mut payload = core.clone();
+        for e in exts {
+            payload.extend_from_slice(e);
+        }
+        // Pages are left out: the error comes from the process section.
+        concat(&[&header(FORMAT_VERSION), &raw_section(KIND_PROCESS, &payload)])
+    };
+    let good = ext(EXT_STATE, &state, state.len() as u32);
+    // A good one reads (the stream then ends before End: truncated, not corrupt).
+    let one = with(std::slice::from_ref(&good));
+    let mut r = ImageReader::new(&one[..]).unwrap();
+    match r.next_section().unwrap() {
+        Some(Section::Process(p)) => assert_eq!(p.state.as_ref().map(|s| s.oom_score_adj), Some(-5)),
+        other => panic!("{other:?}"),
+    }
+    let msg = expect_corrupt(&with(&[good.clone(), ext(77, b"x", 1)]), "an unknown extension");
+    assert!(msg.contains("newer herd"), "{msg}");
+    let msg = expect_corrupt(&with(&[]), "no state extension");
+    assert!(msg.contains("lacks its state"), "{msg}");
+    expect_corrupt(&with(&[good.clone(), good.clone()]), "a second state extension");
+    expect_corrupt(&with(&[ext(EXT_STATE, &state, state.len() as u32 + 1)]), "an extension longer than the section");
+    expect_corrupt(&with(&[good[..4].to_vec()]), "a cut extension header");
+    let mut long = state.clone();
+    long.push(0);
+    expect_corrupt(&with(&[ext(EXT_STATE, &long, long.len() as u32)]), "bytes after the state");
+    expect_corrupt(&with(&[ext(EXT_STATE, &state[..state.len() - 1], state.len() as u32 - 1)]), "a cut state");
+}
+
+#[test]
 fn wrong_version() {
     let (image, pages) = small();
     let good = encode(&image, &pages);
-    for version in [0, FORMAT_VERSION + 1, 0x0100_0000, u32::MAX] {
+    for version in [0, 1, FORMAT_VERSION + 1, 0x0100_0000, u32::MAX] {
         let mut bytes = good.clone();
         bytes[8..12].copy_from_slice(&version.to_le_bytes());
         match decode(&bytes) {

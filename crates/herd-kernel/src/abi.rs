@@ -44,6 +44,7 @@ pub const ERESTART_RESTARTBLOCK: i64 = 516;
 
 // arch/x86/entry/syscalls/syscall_64.tbl
 pub const SYS_READ: u64 = 0;
+pub const SYS_WRITE: u64 = 1;
 pub const SYS_CLOSE: u64 = 3;
 pub const SYS_MMAP: u64 = 9;
 pub const SYS_MPROTECT: u64 = 10;
@@ -83,6 +84,63 @@ pub const SECCOMP_FILTER_FLAG_TSYNC_ESRCH: u64 = 1 << 4;
 pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
 pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
 pub const PR_SET_NO_NEW_PRIVS: u64 = 38;
+pub const PR_GET_DUMPABLE: u64 = 3;
+pub const PR_SET_CHILD_SUBREAPER: u64 = 36;
+pub const PR_GET_CHILD_SUBREAPER: u64 = 37;
+pub const PR_SET_THP_DISABLE: u64 = 41;
+pub const PR_GET_THP_DISABLE: u64 = 42;
+
+// Process state and descriptors a checkpoint carries beyond memory and files.
+pub const SYS_IOCTL: u64 = 16;
+pub const SYS_GETITIMER: u64 = 36;
+pub const SYS_SETITIMER: u64 = 38;
+pub const SYS_FCNTL: u64 = 72;
+pub const SYS_FLOCK: u64 = 73;
+pub const SYS_EPOLL_CTL: u64 = 233;
+pub const SYS_TIMERFD_CREATE: u64 = 283;
+pub const SYS_TIMERFD_SETTIME: u64 = 286;
+pub const SYS_SIGNALFD4: u64 = 289;
+pub const SYS_EVENTFD2: u64 = 290;
+pub const SYS_EPOLL_CREATE1: u64 = 291;
+pub const SYS_DUP3: u64 = 292;
+pub const F_SETLK: u64 = 6;
+pub const F_OFD_SETLK: u64 = 37;
+pub const EPOLL_CTL_ADD: u64 = 1;
+/// `_IOW('T', 0, __u64)`: sets a timerfd's count of expirations not read yet.
+pub const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
+
+/// `struct flock` (x86-64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flock {
+    pub l_type: i16,
+    pub l_whence: i16,
+    /// Explicit padding (the kernel's is implicit), so every byte is a value.
+    pub pad0: i32,
+    pub l_start: i64,
+    pub l_len: i64,
+    pub l_pid: i32,
+    pub pad1: i32,
+}
+
+/// `struct itimerval` / `struct itimerspec` as four 64-bit words:
+/// interval (sec, usec or nsec), then value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TimerPair {
+    pub interval_sec: i64,
+    pub interval_frac: i64,
+    pub value_sec: i64,
+    pub value_frac: i64,
+}
+
+/// `struct epoll_event`, packed on x86-64.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EpollEvent {
+    pub events: u32,
+    pub data: u64,
+}
 
 pub const AT_FDCWD: i64 = -100;
 /// TASK_SIZE with 4-level page tables: the top of user address space.

@@ -1,12 +1,22 @@
 /* A process herd must refuse (or, in mode "plain", accept) to checkpoint.
  * Modes: "plain", "threads" (a second thread, both looping), "socket" (holds
- * a TCP socket on fd 3), "threads+socket". Prints "ready", then "tick N"
- * every 100 ms so the test can see it is still running; gives up by itself
- * after about 60 s in case nobody kills it.
+ * a TCP socket on fd 3), "threads+socket", "lease" (a read lease on DIR/lease),
+ * "gone-cwd" (its working directory DIR/gone is removed), "epoll-reused" (an
+ * epoll watches fd N, whose file now lives at another fd while N holds
+ * another file). Prints "ready", then "tick N" every 100 ms so the test can
+ * see it is still running; gives up by itself after about 60 s in case
+ * nobody kills it.
  *
- * usage: refuse MODE     build: -pthread
+ * usage: refuse MODE [DIR]     build: -pthread
  */
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,6 +48,39 @@ int main(int argc, char **argv)
     if (strstr(mode, "socket")) {
         if (socket(AF_INET, SOCK_STREAM, 0) < 0) {
             perror("socket");
+            return 2;
+        }
+    }
+    const char *dir = argc > 2 ? argv[2] : "/tmp";
+    char path[4096];
+    if (strcmp(mode, "lease") == 0) {
+        snprintf(path, sizeof path, "%s/lease", dir);
+        close(open(path, O_WRONLY | O_CREAT, 0600));
+        int fd = open(path, O_RDONLY);
+        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) {
+            perror("F_SETLEASE");
+            return 2;
+        }
+    }
+    if (strcmp(mode, "gone-cwd") == 0) {
+        snprintf(path, sizeof path, "%s/gone", dir);
+        if (mkdir(path, 0700) || chdir(path) || rmdir(path)) {
+            perror("gone-cwd");
+            return 2;
+        }
+    }
+    if (strcmp(mode, "epoll-reused") == 0) {
+        int ep = epoll_create1(0);
+        int e = eventfd(0, 0);
+        struct epoll_event ev = { .events = EPOLLIN };
+        if (ep < 0 || e < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev)) {
+            perror("epoll");
+            return 2;
+        }
+        dup2(e, 40);
+        close(e);
+        if (open("/dev/null", O_RDONLY) != e) {
+            perror("reusing the fd");
             return 2;
         }
     }

@@ -1,0 +1,442 @@
+//! What a checkpoint carries besides memory, registers and plain files
+//! (format version 3): event, timer, signal and epoll descriptors,
+//! directories and `O_PATH` descriptors, file locks, interval timers and a
+//! few process attributes (oom_score_adj, child-subreaper, THP-disable,
+//! no_new_privs, dumpable).
+//!
+//! Capture reads /proc/PID/fdinfo (parsed by the pure [`FdInfo::parse`]) and
+//! asks the process itself by injected calls; restore makes each descriptor
+//! by an injected call in the new process and moves it to its number.
+
+use herd_image::{EpollTarget, FileKind, FileLock, Itimer, LockKind, OpenFile, ProcessState};
+use herd_kernel::abi::{self, EpollEvent, Flock, TimerPair};
+use herd_kernel::inject::Injector;
+use herd_kernel::mem;
+
+use crate::check::CantMove;
+use crate::restore::Scratch;
+use crate::{CheckpointError, Result};
+
+/// A lock line of fdinfo: `lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:77 10 14`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LockLine {
+    pub class: String,
+    pub write: bool,
+    pub start: u64,
+    /// Last byte, inclusive; `None` for EOF.
+    pub end: Option<u64>,
+}
+
+/// What /proc/PID/fdinfo/FD says about one descriptor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FdInfo {
+    pub flags: i32,
+    pub pos: u64,
+    pub ino: u64,
+    pub eventfd_count: Option<u64>,
+    pub eventfd_semaphore: bool,
+    pub clockid: Option<i32>,
+    pub ticks: u64,
+    pub it_value: (u64, u64),
+    pub it_interval: (u64, u64),
+    pub sigmask: Option<u64>,
+    /// epoll targets: (fd, events, data, inode of the target).
+    pub tfds: Vec<(i32, u32, u64, u64)>,
+    pub locks: Vec<LockLine>,
+}
+
+/// `(a, b)` as in `it_value: (2, 995010449)`.
+fn pair(v: &str) -> Option<(u64, u64)> {
+    let (a, b) = v.trim().strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+impl FdInfo {
+    pub(crate) fn parse(text: &str) -> FdInfo {
+        let mut f = FdInfo::default();
+        for line in text.lines() {
+            let Some((key, v)) = line.split_once(':') else { continue };
+            let v = v.trim();
+            match key {
+                "flags" => f.flags = i32::from_str_radix(v, 8).unwrap_or(0),
+                "pos" => f.pos = v.parse().unwrap_or(0),
+                "ino" => f.ino = v.parse().unwrap_or(0),
+                "eventfd-count" => f.eventfd_count = u64::from_str_radix(v, 16).ok(),
+                "eventfd-semaphore" => f.eventfd_semaphore = v == "1",
+                "clockid" => f.clockid = v.parse().ok(),
+                "ticks" => f.ticks = v.parse().unwrap_or(0),
+                "it_value" => f.it_value = pair(v).unwrap_or_default(),
+                "it_interval" => f.it_interval = pair(v).unwrap_or_default(),
+                "sigmask" => f.sigmask = u64::from_str_radix(v, 16).ok(),
+                "tfd" => {
+                    // tfd:        3 events: 80000019 data:           abcdef  pos:0 ino:40f sdev:10
+                    let mut w = line["tfd:".len()..].split_whitespace();
+                    let fd = w.next().and_then(|x| x.parse().ok());
+                    let mut events = None;
+                    let mut data = None;
+                    let mut ino = None;
+                    while let Some(k) = w.next() {
+                        match k {
+                            "events:" => events = w.next().and_then(|x| u32::from_str_radix(x, 16).ok()),
+                            "data:" => data = w.next().and_then(|x| u64::from_str_radix(x, 16).ok()),
+                            _ => {
+                                if let Some(x) = k.strip_prefix("ino:") {
+                                    ino = u64::from_str_radix(x, 16).ok();
+                                }
+                            }
+                        }
+                    }
+                    if let (Some(fd), Some(events), Some(data), Some(ino)) = (fd, events, data, ino) {
+                        f.tfds.push((fd, events, data, ino));
+                    }
+                }
+                "lock" => {
+                    // A waiter ("1: -> POSIX ...") holds nothing.
+                    let w: Vec<&str> = v.split_whitespace().collect();
+                    if w.len() >= 8 && w[1] != "->" {
+                        f.locks.push(LockLine {
+                            class: w[1].to_string(),
+                            write: w[3] == "WRITE",
+                            start: w[6].parse().unwrap_or(0),
+                            end: if w[7] == "EOF" { None } else { w[7].parse().ok() },
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+pub(crate) fn read_fdinfo(pid: i32, fd: i32) -> Result<FdInfo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .map_err(|e| CheckpointError::Proc { pid, what: format!("fdinfo of fd {fd}: {e}") })?;
+    Ok(FdInfo::parse(&text))
+}
+
+/// The anonymous-inode descriptors a checkpoint can carry.
+pub(crate) const ANON_KINDS: [&str; 4] = ["[eventfd]", "[timerfd]", "[signalfd]", "[eventpoll]"];
+
+/// Why a lock in fdinfo cannot be carried, if it cannot.
+pub(crate) fn lock_refusal(l: &LockLine) -> Option<String> {
+    match l.class.as_str() {
+        "FLOCK" | "POSIX" | "OFDLCK" => None,
+        "LEASE" | "DELEG" => Some("a file with a lease (F_SETLEASE) on it".into()),
+        other => Some(format!("a file with a {other} lock on it")),
+    }
+}
+
+const NS: u64 = 1_000_000_000;
+
+/// The image's description of an anonymous-inode descriptor `fd` of kind
+/// `anon` ("[eventfd]", ...), from its fdinfo.
+pub(crate) fn anon_kind(anon: &str, fd: i32, info: &FdInfo) -> std::result::Result<FileKind, CantMove> {
+    let flags = info.flags & (libc::O_NONBLOCK | libc::O_CLOEXEC);
+    let bad = |what: &str| CantMove::UnsupportedFd { fd, what: what.to_string() };
+    match anon {
+        "[eventfd]" => Ok(FileKind::EventFd {
+            count: info.eventfd_count.ok_or_else(|| bad("an eventfd whose count /proc does not show"))?,
+            flags: flags | if info.eventfd_semaphore { libc::EFD_SEMAPHORE } else { 0 },
+        }),
+        "[timerfd]" => Ok(FileKind::TimerFd {
+            clockid: info.clockid.ok_or_else(|| bad("a timerfd whose clock /proc does not show"))?,
+            flags,
+            interval_ns: info.it_interval.0 * NS + info.it_interval.1,
+            value_ns: info.it_value.0 * NS + info.it_value.1,
+            ticks: info.ticks,
+        }),
+        "[signalfd]" => Ok(FileKind::SignalFd { mask: info.sigmask.ok_or_else(|| bad("a signalfd whose mask /proc does not show"))?, flags }),
+        "[eventpoll]" => Ok(FileKind::Epoll {
+            flags,
+            targets: info.tfds.iter().map(|&(fd, events, data, _)| EpollTarget { fd, events, data }).collect(),
+        }),
+        other => Err(bad(&format!("anon_inode:{other}"))),
+    }
+}
+
+/// Why the epoll descriptor `fd` (fdinfo `info`) cannot be carried: it must
+/// watch only descriptors still open at the number it registered, holding
+/// the file it registered (same inode), and no other epoll.
+pub(crate) fn epoll_refusals(pid: i32, fd: i32, info: &FdInfo) -> Vec<CantMove> {
+    let mut why = Vec::new();
+    for &(tfd, _, _, ino) in &info.tfds {
+        let path = format!("/proc/{pid}/fd/{tfd}");
+        let what = match (std::fs::read_link(&path), std::fs::metadata(&path)) {
+            (Ok(link), _) if link.as_os_str() == "anon_inode:[eventpoll]" => Some(format!("an epoll watching another epoll (fd {tfd})")),
+            (Ok(_), Ok(m)) if std::os::unix::fs::MetadataExt::ino(&m) == ino => None,
+            (Ok(_), _) => Some(format!("an epoll watching fd {tfd}, which now holds another file")),
+            (Err(_), _) => Some(format!("an epoll watching fd {tfd}, which was closed (the file is still open at another fd)")),
+        };
+        if let Some(what) = what {
+            why.push(CantMove::UnsupportedFd { fd, what });
+        }
+    }
+    why
+}
+
+/// The locks fdinfo shows for fd `fd` as the image keeps them. A lock shared
+/// by several descriptors of one open file is kept once (`seen`: inode, kind,
+/// range).
+pub(crate) fn locks_of(fd: i32, info: &FdInfo, seen: &mut Vec<(u64, LockKind, u64, u64)>) -> Vec<FileLock> {
+    let mut out = Vec::new();
+    for l in &info.locks {
+        let kind = match l.class.as_str() {
+            "FLOCK" => LockKind::Flock,
+            "POSIX" => LockKind::Posix,
+            "OFDLCK" => LockKind::Ofd,
+            _ => continue,
+        };
+        let len = l.end.map_or(0, |e| e.saturating_sub(l.start) + 1);
+        let key = (info.ino, kind, l.start, len);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        out.push(FileLock { fd, kind, write: l.write, start: l.start, len });
+    }
+    out
+}
+
+/// Asks the held process (through `inj`, stopped at its main thread) for the
+/// state /proc does not show. `scratch` is a page of its memory to use.
+pub(crate) fn query_state(inj: &mut Injector<'_>, scratch: u64, pid: i32) -> Result<ProcessState> {
+    let mut itimers = Vec::new();
+    for which in 0..3 {
+        inj.call_ok("getitimer", abi::SYS_GETITIMER, &[which as u64, scratch])?;
+        let mut b = [0u8; 32];
+        mem::read_ranges(pid, &[(scratch, 32)], &mut b)?;
+        let t: TimerPair = abi::from_bytes(&b);
+        if t.value_sec != 0 || t.value_frac != 0 {
+            itimers.push(Itimer {
+                which,
+                interval_us: t.interval_sec as u64 * 1_000_000 + t.interval_frac as u64,
+                value_us: t.value_sec as u64 * 1_000_000 + t.value_frac as u64,
+            });
+        }
+    }
+    inj.call_ok("prctl(PR_GET_CHILD_SUBREAPER)", abi::SYS_PRCTL, &[abi::PR_GET_CHILD_SUBREAPER, scratch])?;
+    let mut b = [0u8; 4];
+    mem::read_ranges(pid, &[(scratch, 4)], &mut b)?;
+    let child_subreaper = i32::from_ne_bytes(b) != 0;
+    let thp_disable = inj.call_ok("prctl(PR_GET_THP_DISABLE)", abi::SYS_PRCTL, &[abi::PR_GET_THP_DISABLE])? != 0;
+    let dumpable = inj.call_ok("prctl(PR_GET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_GET_DUMPABLE])? as u32;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let no_new_privs = status.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1'));
+    let oom_score_adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .map_err(|e| CheckpointError::Proc { pid, what: format!("oom_score_adj: {e}") })?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Ok(ProcessState { itimers, oom_score_adj, child_subreaper, thp_disable, no_new_privs, dumpable, locks: Vec::new() })
+}
+
+/// Moves descriptor `got` (just made) to number `want` with the image's
+/// close-on-exec flag.
+fn place(inj: &mut Injector<'_>, got: i64, want: i32, cloexec: bool) -> Result<()> {
+    if got != i64::from(want) {
+        let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        inj.call_ok("dup3 (placing an fd)", abi::SYS_DUP3, &[got as u64, want as u64, flags])?;
+        inj.call_ok("close", abi::SYS_CLOSE, &[got as u64])?;
+    }
+    Ok(())
+}
+
+/// Makes the image's event, timer, signal and epoll descriptors in the
+/// process, each at its number (epolls last: they watch the others).
+pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenFile], warnings: &mut Vec<String>) -> Result<()> {
+    let order = |k: &FileKind| matches!(k, FileKind::Epoll { .. });
+    for pass in [false, true] {
+        for f in files.iter().filter(|f| order(&f.kind) == pass) {
+            let cloexec = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            let got = match &f.kind {
+                FileKind::EventFd { count, flags } => {
+                    let fl = (*flags & (libc::EFD_SEMAPHORE | libc::O_NONBLOCK)) as u64;
+                    let fd = inj.call_ok("eventfd2", abi::SYS_EVENTFD2, &[0, fl | cloexec])?;
+                    // The count is written (not given to eventfd2, which takes an
+                    // unsigned int) so that any 64-bit count comes back.
+                    if *count > 0 {
+                        let at = scratch.put(0, &count.to_ne_bytes())?;
+                        inj.call_ok("write (eventfd count)", abi::SYS_WRITE, &[fd as u64, at, 8])?;
+                    }
+                    fd
+                }
+                FileKind::TimerFd { clockid, flags, interval_ns, value_ns, ticks } => {
+                    let fl = (*flags & libc::O_NONBLOCK) as u64;
+                    let fd = inj.call_ok("timerfd_create", abi::SYS_TIMERFD_CREATE, &[*clockid as u64, fl | cloexec])?;
+                    if *value_ns > 0 {
+                        let t = TimerPair {
+                            interval_sec: (interval_ns / NS) as i64,
+                            interval_frac: (interval_ns % NS) as i64,
+                            value_sec: (value_ns / NS) as i64,
+                            value_frac: (value_ns % NS) as i64,
+                        };
+                        let at = scratch.put(0, abi::as_bytes(&t))?;
+                        inj.call_ok("timerfd_settime", abi::SYS_TIMERFD_SETTIME, &[fd as u64, 0, at, 0])?;
+                    }
+                    if *ticks > 0 {
+                        let at = scratch.put(0, &ticks.to_ne_bytes())?;
+                        let r = inj.call(abi::SYS_IOCTL, &[fd as u64, abi::TFD_IOC_SET_TICKS, at])?;
+                        if r < 0 {
+                            warnings.push(format!("fd {}: {ticks} unread timer expirations are lost (TFD_IOC_SET_TICKS: {})", f.fd, std::io::Error::from_raw_os_error(-r as i32)));
+                        }
+                    }
+                    fd
+                }
+                FileKind::SignalFd { mask, flags } => {
+                    let fl = (*flags & libc::O_NONBLOCK) as u64;
+                    let at = scratch.put(0, &mask.to_ne_bytes())?;
+                    inj.call_ok("signalfd4", abi::SYS_SIGNALFD4, &[u64::MAX, at, 8, fl | cloexec])?
+                }
+                FileKind::Epoll { targets, .. } => {
+                    let fd = inj.call_ok("epoll_create1", abi::SYS_EPOLL_CREATE1, &[cloexec])?;
+                    for t in targets {
+                        let ev = EpollEvent { events: t.events, data: t.data };
+                        let at = scratch.put(0, abi::as_bytes(&ev))?;
+                        inj.call_ok("epoll_ctl(EPOLL_CTL_ADD)", abi::SYS_EPOLL_CTL, &[fd as u64, abi::EPOLL_CTL_ADD, t.fd as u64, at])?;
+                    }
+                    fd
+                }
+                _ => continue,
+            };
+            place(inj, got, f.fd, f.cloexec)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the image's file locks again, in the process (POSIX locks belong to
+/// it; flock and OFD locks to its open files). A lock another process has
+/// taken meanwhile makes the restore fail: the program would otherwise run
+/// without a lock it believes it holds.
+pub(crate) fn take_locks(inj: &mut Injector<'_>, scratch: &Scratch, locks: &[FileLock]) -> Result<()> {
+    for l in locks {
+        let r = match l.kind {
+            LockKind::Flock => {
+                let op = if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+                inj.call(abi::SYS_FLOCK, &[l.fd as u64, op as u64])?
+            }
+            LockKind::Posix | LockKind::Ofd => {
+                let fl = Flock {
+                    l_type: if l.write { libc::F_WRLCK } else { libc::F_RDLCK } as i16,
+                    l_whence: libc::SEEK_SET as i16,
+                    l_start: l.start as i64,
+                    l_len: l.len as i64,
+                    ..Default::default()
+                };
+                let at = scratch.put(0, abi::as_bytes(&fl))?;
+                let cmd = if l.kind == LockKind::Posix { abi::F_SETLK } else { abi::F_OFD_SETLK };
+                inj.call(abi::SYS_FCNTL, &[l.fd as u64, cmd, at])?
+            }
+        };
+        if r < 0 {
+            let range = if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start + l.len - 1) };
+            let kind = match l.kind {
+                LockKind::Flock => "flock",
+                LockKind::Posix => "POSIX",
+                LockKind::Ofd => "OFD",
+            };
+            return Err(CheckpointError::Incompatible(format!(
+                "the {kind} lock on fd {} (bytes {range}) cannot be taken again (does another process hold it?): {}",
+                l.fd,
+                std::io::Error::from_raw_os_error(-r as i32)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sets interval timers, child-subreaper and THP-disable, and oom_score_adj.
+/// (dumpable and no_new_privs are set by [`finish_state`], after the
+/// credentials, which reset dumpable.)
+pub(crate) fn set_state(inj: &mut Injector<'_>, scratch: &Scratch, pid: i32, s: &ProcessState, warnings: &mut Vec<String>) -> Result<()> {
+    for t in &s.itimers {
+        let v = TimerPair {
+            interval_sec: (t.interval_us / 1_000_000) as i64,
+            interval_frac: (t.interval_us % 1_000_000) as i64,
+            value_sec: (t.value_us / 1_000_000) as i64,
+            value_frac: (t.value_us % 1_000_000) as i64,
+        };
+        let at = scratch.put(0, abi::as_bytes(&v))?;
+        inj.call_ok("setitimer", abi::SYS_SETITIMER, &[t.which as u64, at, 0])?;
+    }
+    if s.child_subreaper {
+        inj.call_ok("prctl(PR_SET_CHILD_SUBREAPER)", abi::SYS_PRCTL, &[abi::PR_SET_CHILD_SUBREAPER, 1])?;
+    }
+    if s.thp_disable {
+        inj.call_ok("prctl(PR_SET_THP_DISABLE)", abi::SYS_PRCTL, &[abi::PR_SET_THP_DISABLE, 1, 0, 0, 0])?;
+    }
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let now: Option<i32> = std::fs::read_to_string(&path).ok().and_then(|v| v.trim().parse().ok());
+    if now != Some(s.oom_score_adj) {
+        if let Err(e) = std::fs::write(&path, s.oom_score_adj.to_string()) {
+            // Lowering it needs CAP_SYS_RESOURCE.
+            warnings.push(format!("oom_score_adj {} is not restored: {e}", s.oom_score_adj));
+        }
+    }
+    Ok(())
+}
+
+/// The attributes set last: dumpable (the credentials reset it) and
+/// no_new_privs (for good).
+pub(crate) fn finish_state(inj: &mut Injector<'_>, s: &ProcessState) -> Result<()> {
+    inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, u64::from(s.dumpable.min(1))])?;
+    if s.no_new_privs {
+        inj.call_ok("prctl(PR_SET_NO_NEW_PRIVS)", abi::SYS_PRCTL, &[abi::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EPOLL: &str = "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1039\ntfd:        3 events: 80000019 data:           abcdef  pos:0 ino:40f sdev:10\ntfd:       12 events:       19 data:                c  pos:0 ino:1a sdev:fe00\n";
+
+    #[test]
+    fn fdinfo_of_each_kind_parses() {
+        let ev = FdInfo::parse("pos:\t0\nflags:\t04002\nmnt_id:\t17\nino:\t1039\neventfd-count:                5\neventfd-id: 1\neventfd-semaphore: 1\n");
+        assert_eq!((ev.flags, ev.eventfd_count, ev.eventfd_semaphore, ev.ino), (0o4002, Some(5), true, 1039));
+        let k = anon_kind("[eventfd]", 3, &ev).unwrap();
+        assert_eq!(k, FileKind::EventFd { count: 5, flags: libc::O_NONBLOCK | libc::EFD_SEMAPHORE });
+
+        let t = FdInfo::parse("pos:\t0\nflags:\t02000002\nclockid: 1\nticks: 3\nsettime flags: 00\nit_value: (2, 995010449)\nit_interval: (1, 500)\n");
+        let k = anon_kind("[timerfd]", 4, &t).unwrap();
+        assert_eq!(k, FileKind::TimerFd { clockid: 1, flags: libc::O_CLOEXEC, interval_ns: NS + 500, value_ns: 2 * NS + 995_010_449, ticks: 3 });
+
+        let s = FdInfo::parse("pos:\t0\nflags:\t04002\nsigmask:\t0000000000000200\n");
+        assert_eq!(anon_kind("[signalfd]", 5, &s).unwrap(), FileKind::SignalFd { mask: 0x200, flags: libc::O_NONBLOCK });
+
+        let e = FdInfo::parse(EPOLL);
+        assert_eq!(e.tfds, vec![(3, 0x8000_0019, 0xabcdef, 0x40f), (12, 0x19, 0xc, 0x1a)]);
+        match anon_kind("[eventpoll]", 6, &e).unwrap() {
+            FileKind::Epoll { targets, .. } => assert_eq!(targets[1], EpollTarget { fd: 12, events: 0x19, data: 0xc }),
+            other => panic!("{other:?}"),
+        }
+        // A kind herd does not carry, or a line /proc did not write, is refused.
+        assert!(anon_kind("[io_uring]", 7, &e).is_err());
+        assert!(anon_kind("[eventfd]", 7, &FdInfo::default()).is_err());
+    }
+
+    #[test]
+    fn lock_lines_parse_and_deduplicate() {
+        let text = "pos:\t0\nflags:\t0100002\nino:\t77\nlock:\t1: POSIX  ADVISORY  WRITE 17122 fe:00:77 10 14\nlock:\t2: FLOCK  ADVISORY  READ 17122 fe:00:77 0 EOF\nlock:\t3: -> POSIX  ADVISORY  WRITE 17130 fe:00:77 0 EOF\nlock:\t4: OFDLCK ADVISORY  READ -1 fe:00:77 0 EOF\n";
+        let info = FdInfo::parse(text);
+        assert_eq!(info.locks.len(), 3, "the waiter holds nothing: {:?}", info.locks);
+        let mut seen = Vec::new();
+        let got = locks_of(8, &info, &mut seen);
+        assert_eq!(
+            got,
+            vec![
+                FileLock { fd: 8, kind: LockKind::Posix, write: true, start: 10, len: 5 },
+                FileLock { fd: 8, kind: LockKind::Flock, write: false, start: 0, len: 0 },
+                FileLock { fd: 8, kind: LockKind::Ofd, write: false, start: 0, len: 0 },
+            ]
+        );
+        // The same open file at another fd: its locks are already kept.
+        assert!(locks_of(9, &info, &mut seen).is_empty());
+        let lease = FdInfo::parse("lock:\t1: LEASE  ACTIVE    READ 17122 fe:00:77 0 EOF\n");
+        assert!(lock_refusal(&lease.locks[0]).is_some());
+        assert!(lock_refusal(&info.locks[0]).is_none());
+    }
+}

@@ -1,0 +1,194 @@
+// Sets up process state a checkpoint must carry (its own pid, an eventfd,
+// a timerfd, a signalfd, an epoll watching them, a directory fd, an O_PATH
+// fd, flock / POSIX / OFD locks, an interval timer, child-subreaper,
+// THP-disable, no_new_privs, oom_score_adj), prints "ready", ticks for a
+// while (the checkpoint lands here), then checks every piece of it and
+// prints PASS or FAIL with what differs. Output is the same for an
+// uninterrupted run and a checkpointed-and-restarted one when all is
+// restored.
+//
+// usage: ckpt_state DIR TICKS   (DIR: a directory for its lock files)
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int failures;
+
+static void check(int ok, const char *what, const char *detail) {
+    if (ok) {
+        printf("PASS %s\n", what);
+    } else {
+        printf("FAIL %s: %s\n", what, detail);
+        failures++;
+    }
+}
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+static int open_in(const char *dir, const char *name, int flags) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, flags, 0600);
+    if (fd < 0) die(path);
+    return fd;
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: ckpt_state DIR TICKS\n");
+        return 2;
+    }
+    const char *dir = argv[1];
+    int ticks = atoi(argv[2]);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    char detail[256];
+
+    pid_t pid = getpid();
+    int efd = eventfd(5, EFD_SEMAPHORE | EFD_NONBLOCK);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    struct itimerspec its = {.it_interval = {7, 250}, .it_value = {60, 0}};
+    if (efd < 0 || tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) != 0) die("eventfd/timerfd");
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &usr2, NULL);
+    int sfd = signalfd(-1, &usr2, SFD_NONBLOCK);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0xabc};
+    struct epoll_event tev = {.events = EPOLLIN | EPOLLET, .data.u64 = 0xdef};
+    if (sfd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) || epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &tev)) die("signalfd/epoll");
+
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    int a = open_in(dir, "flock.lock", O_RDWR | O_CREAT);
+    int b = open_in(dir, "posix.lock", O_RDWR | O_CREAT);
+    int c = open_in(dir, "ofd.lock", O_RDWR | O_CREAT);
+    int pfd = open_in(dir, "posix.lock", O_PATH);
+    struct stat dir_st, pfd_st;
+    if (dfd < 0 || fstat(dfd, &dir_st) || fstat(pfd, &pfd_st)) die("dir/O_PATH");
+    if (flock(a, LOCK_EX | LOCK_NB)) die("flock");
+    struct flock pl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 5};
+    if (fcntl(b, F_SETLK, &pl)) die("F_SETLK");
+    struct flock ol = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(c, F_OFD_SETLK, &ol)) die("F_OFD_SETLK");
+
+    signal(SIGALRM, on_alarm);
+    struct itimerval itv = {.it_interval = {50, 0}, .it_value = {100, 0}};
+    if (setitimer(ITIMER_REAL, &itv, NULL)) die("setitimer");
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) || prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        die("prctl");
+    FILE *oom = fopen("/proc/self/oom_score_adj", "w");
+    if (!oom || fprintf(oom, "500\n") < 0 || fclose(oom)) die("oom_score_adj");
+
+    printf("ready\n");
+    for (int i = 0; i < ticks; i++) {
+        struct timespec t = {0, 100 * 1000 * 1000};
+        while (nanosleep(&t, &t) != 0 && errno == EINTR) {}
+        printf("tick %d\n", i);
+    }
+
+    snprintf(detail, sizeof detail, "getpid() is %d, was %d", getpid(), pid);
+    check(getpid() == pid && gettid() == pid, "pid", detail);
+
+    struct epoll_event got[4];
+    int n = epoll_wait(ep, got, 4, 0);
+    snprintf(detail, sizeof detail, "%d ready, first data %#llx", n, n > 0 ? (unsigned long long)got[0].data.u64 : 0ULL);
+    check(n == 1 && got[0].data.u64 == 0xabc && (got[0].events & EPOLLIN), "epoll", detail);
+
+    uint64_t v = 0;
+    int reads = 0;
+    while (read(efd, &v, 8) == 8 && v == 1) reads++;
+    snprintf(detail, sizeof detail, "%d semaphore reads (errno %d)", reads, errno);
+    check(reads == 5 && errno == EAGAIN, "eventfd", detail);
+
+    struct itimerspec now;
+    timerfd_gettime(tfd, &now);
+    snprintf(detail, sizeof detail, "interval %ld.%09ld, value %ld.%09ld", (long)now.it_interval.tv_sec, now.it_interval.tv_nsec,
+             (long)now.it_value.tv_sec, now.it_value.tv_nsec);
+    check(now.it_interval.tv_sec == 7 && now.it_interval.tv_nsec == 250 && now.it_value.tv_sec > 0 && now.it_value.tv_sec < 60 &&
+              (fcntl(tfd, F_GETFD) & FD_CLOEXEC) && (fcntl(tfd, F_GETFL) & O_NONBLOCK),
+          "timerfd", detail);
+
+    raise(SIGUSR2);
+    struct signalfd_siginfo si;
+    ssize_t r = read(sfd, &si, sizeof si);
+    snprintf(detail, sizeof detail, "read %zd, signal %u", r, r == sizeof si ? si.ssi_signo : 0);
+    check(r == sizeof si && si.ssi_signo == SIGUSR2, "signalfd", detail);
+
+    struct stat st;
+    int seen = 0;
+    DIR *d = fdopendir(dup(dfd));
+    for (struct dirent *e; d && (e = readdir(d));) seen += strcmp(e->d_name, "flock.lock") == 0;
+    if (d) closedir(d);
+    snprintf(detail, sizeof detail, "fstat ok %d, flock.lock listed %d", fstat(dfd, &st) == 0 && st.st_ino == dir_st.st_ino, seen);
+    check(fstat(dfd, &st) == 0 && st.st_ino == dir_st.st_ino && S_ISDIR(st.st_mode) && seen == 1, "directory fd", detail);
+
+    snprintf(detail, sizeof detail, "flags %#o", fcntl(pfd, F_GETFL));
+    check((fcntl(pfd, F_GETFL) & O_PATH) && fstat(pfd, &st) == 0 && st.st_ino == pfd_st.st_ino, "O_PATH fd", detail);
+
+    int a2 = open_in(dir, "flock.lock", O_RDWR);
+    int fl = flock(a2, LOCK_SH | LOCK_NB);
+    snprintf(detail, sizeof detail, "a second open file got the lock (%d, errno %d)", fl, errno);
+    check(fl != 0 && errno == EWOULDBLOCK, "flock", detail);
+    close(a2);
+
+    // A POSIX lock is invisible to its owner: a child asks.
+    pid_t kid = fork();
+    if (kid == 0) {
+        struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        int ok = fcntl(b, F_GETLK, &q) == 0 && q.l_type == F_WRLCK && q.l_start == 10 && q.l_len == 5 && q.l_pid == getppid();
+        _exit(ok ? 0 : 1);
+    }
+    int ks = 0;
+    waitpid(kid, &ks, 0);
+    check(WIFEXITED(ks) && WEXITSTATUS(ks) == 0, "POSIX lock", "the child does not see the write lock on bytes 10-14");
+
+    int c2 = open_in(dir, "ofd.lock", O_RDWR);
+    struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    fcntl(c2, F_OFD_GETLK, &q);
+    snprintf(detail, sizeof detail, "conflicting lock type %d", q.l_type);
+    check(q.l_type == F_RDLCK, "OFD lock", detail);
+    close(c2);
+
+    struct itimerval it;
+    getitimer(ITIMER_REAL, &it);
+    snprintf(detail, sizeof detail, "interval %ld s, value %ld s", (long)it.it_interval.tv_sec, (long)it.it_value.tv_sec);
+    check(it.it_interval.tv_sec == 50 && it.it_value.tv_sec > 0 && it.it_value.tv_sec < 100, "itimer", detail);
+
+    int reaper = 0;
+    prctl(PR_GET_CHILD_SUBREAPER, &reaper);
+    check(reaper == 1, "child subreaper", "not set");
+    check(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP disable", "not set");
+    check(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1, "no_new_privs", "not set");
+    check(prctl(PR_GET_DUMPABLE) == 1, "dumpable", "not 1");
+    char buf[32] = "";
+    FILE *o = fopen("/proc/self/oom_score_adj", "r");
+    if (o) {
+        if (!fgets(buf, sizeof buf, o)) buf[0] = 0;
+        fclose(o);
+    }
+    snprintf(detail, sizeof detail, "is %s", buf);
+    check(atoi(buf) == 500, "oom_score_adj", detail);
+    return failures ? 1 : 0;
+}
