@@ -5,6 +5,7 @@
 //! [`Frozen::kill`] always releases the process exactly as it was, so an
 //! error anywhere during a checkpoint leaves the process running.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -88,7 +89,7 @@ impl HeldThread {
 
 /// A process held stopped: every thread of it, the main thread first.
 /// Dropping it releases every thread exactly as it was.
-struct Held {
+pub(crate) struct Held {
     threads: Vec<HeldThread>,
 }
 
@@ -200,11 +201,45 @@ impl Frozen {
         let (image, plans) = capture(&mut held, pid, hashes, purpose)?;
         Ok(Frozen { held, image, plans, stopped_at })
     }
+
+    /// Stops every thread of process `pid` and nothing more (a tree holds all
+    /// its members before it captures any). Dropping the result releases it.
+    pub(crate) fn hold(pid: i32) -> Result<Held> {
+        let main = HeldThread::seize(pid).map_err(|e| seize_error(pid, e))?;
+        let mut held = Held { threads: vec![main] };
+        hold_every_thread(&mut held, pid)?;
+        Ok(held)
+    }
+
+    /// Captures a process held by [`Frozen::hold`] since `stopped_at`, with the
+    /// kinds of some of its fds decided by the caller.
+    pub(crate) fn capture_held(
+        mut held: Held,
+        pid: i32,
+        hashes: &mut FileHashes,
+        decided: &HashMap<i32, FileKind>,
+        stopped_at: Instant,
+    ) -> Result<Frozen> {
+        let (image, plans) = capture_with(&mut held, pid, hashes, Purpose::Tree, decided)?;
+        Ok(Frozen { held, image, plans, stopped_at })
+    }
 }
 
 /// Reads everything about the held process except page contents, and plans
 /// which pages go into the image.
 fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose) -> Result<(ProcessImage, Vec<PagePlan>)> {
+    capture_with(held, pid, hashes, purpose, &HashMap::new())
+}
+
+/// [`capture`], with the kinds of some fds decided by the caller (a tree's
+/// analysis of what its members share).
+fn capture_with(
+    held: &mut Held,
+    pid: i32,
+    hashes: &mut FileHashes,
+    purpose: Purpose,
+    decided: &HashMap<i32, FileKind>,
+) -> Result<(ProcessImage, Vec<PagePlan>)> {
     // Threads may have been created between the check and the stop.
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
@@ -312,8 +347,8 @@ fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose)
     };
 
     let (files, state) = match purpose {
-        Purpose::Checkpoint => {
-            let (files, locks) = capture_files(&p)?;
+        Purpose::Checkpoint | Purpose::Tree => {
+            let (files, locks) = capture_files(&p, decided)?;
             let state = query_state(held, gadget, pid)?;
             (files, Some(ProcessState { locks, ..state }))
         }
@@ -758,7 +793,7 @@ fn query_state(held: &mut Held, gadget: u64, pid: i32) -> Result<ProcessState> {
     result
 }
 
-fn capture_files(p: &procfs::process::Process) -> Result<(Vec<OpenFile>, Vec<herd_image::FileLock>)> {
+fn capture_files(p: &procfs::process::Process, decided: &HashMap<i32, FileKind>) -> Result<(Vec<OpenFile>, Vec<herd_image::FileLock>)> {
     let pid = p.pid;
     let mut files = Vec::new();
     let mut locks = Vec::new();
@@ -770,6 +805,7 @@ fn capture_files(p: &procfs::process::Process) -> Result<(Vec<OpenFile>, Vec<her
         let (flags, pos) = (info.flags, info.pos);
         let what = procinfo::describe(&fd.target);
         let kind = match &fd.target {
+            _ if decided.contains_key(&fd.fd) => decided[&fd.fd].clone(),
             FDTarget::Path(path) => {
                 let s = path.to_string_lossy().into_owned();
                 let meta = std::fs::metadata(format!("/proc/{pid}/fd/{}", fd.fd)).ok();

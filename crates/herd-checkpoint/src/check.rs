@@ -57,6 +57,10 @@ pub enum Purpose {
     /// only files that can be reopened are allowed.
     #[default]
     Checkpoint,
+    /// A member of a tree image ([`crate::FrozenTree`]): as `Checkpoint`, but
+    /// children come along, and pipes, FIFOs and terminals at any fd are left
+    /// to the tree's analysis of what its members share.
+    Tree,
     /// A migration: open files, sockets, pipes and the terminal stay at home
     /// with the deputy, so any fd is fine; the image carries none.
     Migrate {
@@ -105,17 +109,15 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
     // A migrating parent leaves its children at home with its deputy, which stays their
     // parent: they are waited for, signalled and reparented as before. A checkpoint image
     // would lose them.
+    let whole = matches!(purpose, Purpose::Checkpoint | Purpose::Tree);
     if purpose == Purpose::Checkpoint {
         let kids = procinfo::children(pid);
         if !kids.is_empty() {
             why.push(CantMove::Children(kids));
         }
     }
-    let fds = match purpose {
-        Purpose::Checkpoint => p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect(),
-        Purpose::Migrate { .. } => Vec::new(),
-    };
-    if purpose == Purpose::Checkpoint {
+    let fds = if whole { p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect() } else { Vec::new() };
+    if whole {
         if let Ok(cwd) = p.cwd() {
             let s = cwd.to_string_lossy();
             if s.ends_with(" (deleted)") {
@@ -136,7 +138,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         }
         match &fd.target {
             FDTarget::Socket(_) | FDTarget::Net(_) => why.push(CantMove::Socket { fd: fd.fd, what }),
-            FDTarget::Pipe(_) if fd.fd <= 2 => {}
+            FDTarget::Pipe(_) if fd.fd <= 2 || purpose == Purpose::Tree => {}
             FDTarget::AnonInode(kind) if kind == "[eventpoll]" => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
             FDTarget::AnonInode(kind) if state::ANON_KINDS.contains(&kind.as_str()) => {}
             FDTarget::Path(path) => {
@@ -149,7 +151,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
                 let o_path = info.flags & libc::O_PATH != 0;
                 if s.ends_with(" (deleted)") {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("a deleted file ({s})") });
-                } else if !(regular || dir || o_path || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && fd.fd <= 2)) {
+                } else if !(regular || dir || o_path || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && (fd.fd <= 2 || purpose == Purpose::Tree))) {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("{s} (only regular files, directories, O_PATH descriptors, /dev/null, /dev/zero, /dev/urandom and a terminal or pipe on fds 0-2 are supported)") });
                 }
             }

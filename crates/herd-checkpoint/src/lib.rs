@@ -10,10 +10,12 @@ pub mod filehash;
 mod procinfo;
 mod state;
 pub mod restore;
+pub mod tree;
 
 pub use capture::{CaptureStats, Frozen, LazyPages, Runs};
 pub use check::{check, check_for, CantMove, Purpose};
 pub use procinfo::children;
+pub use tree::{check_tree, FrozenTree};
 pub use restore::{restore, restore_into, restore_remote, PidMode, RemoteRestore, Restored, RestoreStats};
 
 use herd_image::FormatError;

@@ -20,6 +20,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use herd_image::tree::{read_tree_after_magic, SharedOfd, TreeImage, TREE_MAGIC};
 use herd_image::{
     FileKind, FormatError, ImageReader, OwnedSection, PendingSignal, ProcessImage, Rseq, Sched, Section, SigAltStack, VmaKind, PROT_WRITE,
 };
@@ -138,8 +139,169 @@ struct Built {
 /// Reads an image from `input` and starts the process it holds. The image
 /// is read and checksummed on a second thread while this one (the tracer)
 /// writes the previous batch of pages into the new process.
-pub fn restore<R: Read + Send>(input: R, hashes: &mut FileHashes, pid: PidMode) -> Result<Restored> {
-    restore_new(input, hashes, Into::Fresh { pid }).map(|(r, _, _)| r)
+pub fn restore<R: Read + Send>(mut input: R, hashes: &mut FileHashes, pid: PidMode) -> Result<Restored> {
+    let mut magic = [0u8; 8];
+    let mut got = 0;
+    while got < magic.len() {
+        match input.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FormatError::Io(e).into()),
+        }
+    }
+    if got == magic.len() && magic == TREE_MAGIC {
+        let tree = read_tree_after_magic(&mut input)?;
+        return restore_tree(tree, &mut input, hashes, pid);
+    }
+    restore_new((&magic[..got]).chain(input), hashes, Into::Fresh { pid }).map(|(r, _, _)| r)
+}
+
+/// Restores a tree image (its header already read) from `input`: every
+/// member is forked first, by its parent, then each is built from its image
+/// in turn; they are let go together once all are built.
+fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut FileHashes, mode: PidMode) -> Result<Restored> {
+    let t0 = Instant::now();
+    let root_pid = tree.members[0].pid;
+    let others = tree.members.iter().skip(1).map(|m| (m.pid, true));
+    check_pids(root_pid, others, mode)?;
+    let plan = tree_plan(&tree, mode)?;
+    let mut child = restorer::spawn_tree(&plan)?;
+    let init = child.init.take();
+    let top = init.as_ref().map_or(child.pid, |i| i.pid);
+    tracing::debug!(pid = child.pid, "restore: {} restorer children forked at {:.1} ms", tree.members.len(), t0.elapsed().as_secs_f64() * 1e3);
+    let mut tracees: Vec<(usize, Tracee)> = Vec::new();
+    let mut made: Vec<Made> = Vec::new();
+    let mut warnings = Vec::new();
+    let built = (|| -> Result<u64> {
+        for (idx, m) in tree.live() {
+            let pid = child.pids[idx].ok_or_else(|| CheckpointError::Proc { pid: m.pid, what: "its restorer did not report".into() })?;
+            tracees.push((idx, Tracee::seize(pid, abi::PTRACE_O_EXITKILL | abi::PTRACE_O_TRACECLONE)?));
+        }
+        set_groups(&tree, &mut tracees, mode, &child.pids, &mut warnings)?;
+        let mut page_bytes = 0;
+        for (n, (idx, tracee)) in tracees.iter_mut().enumerate() {
+            let m = &tree.members[*idx];
+            let mut reader = ImageReader::new(&mut *input)?;
+            let image = match reader.next_section()? {
+                Some(Section::Process(p)) => *p,
+                _ => return Err(FormatError::Corrupt("a member image does not start with a process section".into()).into()),
+            };
+            let prep = m.prepare.as_ref().expect("a live member has one");
+            let t = &image.task;
+            if t.pid != m.pid || image.files != prep.files || t.cwd != prep.cwd || t.umask != prep.umask || t.rlimits != prep.rlimits || t.personality != prep.personality {
+                return Err(FormatError::Corrupt(format!("the image of process {} does not match the tree header (image {n} is of process {})", m.pid, t.pid)).into());
+            }
+            preflight(&image, hashes)?;
+            made.push(Made::default());
+            let b = stream_build(tracee, Some(&child), &image, reader, &mut warnings, Into::Fresh { pid: mode }, made.last_mut().expect("pushed"))?;
+            page_bytes += b.page_bytes;
+        }
+        Ok(page_bytes)
+    })();
+    match built {
+        Ok(page_bytes) => {
+            let mut tids = Vec::new();
+            // Children first, so that a parent that runs finds them all.
+            for ((idx, tracee), mut threads) in tracees.into_iter().zip(made).rev() {
+                for t in threads.threads.drain(..) {
+                    t.detach()?;
+                }
+                if idx == 0 {
+                    tids.push((tree.members[0].pid, tracee.pid()));
+                }
+                tracee.detach()?;
+            }
+            let stats = RestoreStats { total: t0.elapsed(), page_bytes };
+            Ok(Restored { pid: child.pid, init, tids, stats, warnings })
+        }
+        Err(e) => {
+            for m in &mut made {
+                m.kill_threads();
+            }
+            for (_, t) in tracees.into_iter().rev() {
+                t.kill();
+            }
+            let _ = task::kill_and_reap(top);
+            Err(e)
+        }
+    }
+}
+
+/// The restorer plan of a tree: each member's files, the shared files, the pipes.
+fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
+    let mut members = Vec::new();
+    for m in &tree.members {
+        let (plan, shared) = match &m.prepare {
+            Some(p) => plan_files(&p.files, &p.cwd, p.umask, &p.rlimits, p.personality, PidChoice::Any)?,
+            None => plan_files(&[], "/", 0o22, &[], 0, PidChoice::Any)?,
+        };
+        members.push(restorer::MemberPlan {
+            plan,
+            shared,
+            parent: m.parent.map(|p| p as usize),
+            pid: m.pid,
+            setsid: m.sid == m.pid && m.zombie.is_none(),
+            zombie: m.zombie,
+        });
+    }
+    let ofds = tree
+        .ofds
+        .iter()
+        .map(|o| {
+            Ok(match o {
+                SharedOfd::File(FileKind::Regular { path, flags, offset } | FileKind::Directory { path, flags, offset }) => {
+                    restorer::OfdPlan::Open { path: cstring(path)?, flags: *flags, offset: *offset }
+                }
+                SharedOfd::File(FileKind::Device { path, flags } | FileKind::PathOnly { path, flags }) => {
+                    restorer::OfdPlan::Open { path: cstring(path)?, flags: *flags, offset: 0 }
+                }
+                SharedOfd::File(_) => return Err(FormatError::Corrupt("a shared file of a kind that is not reopened".into()).into()),
+                SharedOfd::PipeEnd { pipe, write, flags } => restorer::OfdPlan::PipeEnd { pipe: *pipe as usize, write: *write, flags: *flags },
+                SharedOfd::Outer { fd, .. } => restorer::OfdPlan::Outer { fd: *fd },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let pipes = tree.pipes.iter().map(|p| restorer::PipePlan { contents: p.contents.clone(), capacity: p.capacity }).collect();
+    let mode = match mode {
+        PidMode::Any => restorer::PidMode::Any,
+        PidMode::Same => restorer::PidMode::Same,
+        PidMode::NewNamespace => restorer::PidMode::NewNamespace,
+    };
+    Ok(restorer::TreePlan { members, ofds, pipes, mode })
+}
+
+/// Puts each member in its process group: group leaders first, then the
+/// others. A group whose leader is not in the tree is kept only when it is
+/// the root's (then the member stays in the restorer's group, like the root).
+fn set_groups(tree: &TreeImage, tracees: &mut [(usize, Tracee)], mode: PidMode, pids: &[Option<i32>], warnings: &mut Vec<String>) -> Result<()> {
+    // A member's pid as the restored processes see it.
+    let local = |idx: usize| if mode == PidMode::Any { pids[idx].unwrap_or(0) } else { tree.members[idx].pid };
+    let (vdso_at, vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
+    let gadget = vdso_at + host::syscall_offset(&vdso).ok_or_else(|| CheckpointError::Incompatible("no syscall instruction in the vDSO".into()))?;
+    let root_pgid = tree.members[0].pgid;
+    for leaders in [true, false] {
+        for (idx, t) in tracees.iter_mut() {
+            let m = &tree.members[*idx];
+            if (m.pgid == m.pid) != leaders || m.sid == m.pid {
+                continue;
+            }
+            let Some(leader) = tree.members.iter().position(|x| x.pid == m.pgid) else {
+                if m.pgid != root_pgid {
+                    warnings.push(format!("process {} was in process group {}, which is not in the image; it joins herd restart's", m.pid, m.pgid));
+                }
+                continue;
+            };
+            let base = t.regs()?;
+            let mut inj = Injector::new(t, gadget, base);
+            let r = inj.call(abi::SYS_SETPGID, &[0, local(leader) as u64])?;
+            if r < 0 {
+                warnings.push(format!("process {} could not join process group {}: {}", m.pid, m.pgid, std::io::Error::from_raw_os_error(-r as i32)));
+            }
+            t.set_regs(&base)?;
+        }
+    }
+    Ok(())
 }
 
 /// Restores a migrated process as a guest of this node: see `Into::Remote`.
@@ -434,9 +596,21 @@ fn cstring(s: &str) -> Result<CString> {
 /// checked before anything starts.
 fn pid_choice(image: &ProcessImage, mode: PidMode) -> Result<PidChoice> {
     let pid = image.task.pid;
+    check_pids(pid, image.threads.iter().map(|t| (t.tid, false)), mode)?;
+    Ok(match mode {
+        PidMode::Any => PidChoice::Any,
+        PidMode::Same => PidChoice::Same(pid),
+        PidMode::NewNamespace => PidChoice::NewNamespace(pid),
+    })
+}
+
+/// Whether the ids of a restore (the root's pid `pid`, then other ids, each
+/// marked when it is a process's pid rather than a thread's) can be had as
+/// `mode` asks: privileges, and (in the caller's namespace) each id free.
+fn check_pids(pid: i32, others: impl Iterator<Item = (i32, bool)>, mode: PidMode) -> Result<()> {
     let unavailable = |why: String| Err(CheckpointError::PidUnavailable { pid, why });
     let (cap, name) = match mode {
-        PidMode::Any => return Ok(PidChoice::Any),
+        PidMode::Any => return Ok(()),
         PidMode::Same => (40, "CAP_CHECKPOINT_RESTORE"),
         PidMode::NewNamespace => (21, "CAP_SYS_ADMIN"),
     };
@@ -448,29 +622,32 @@ fn pid_choice(image: &ProcessImage, mode: PidMode) -> Result<PidChoice> {
     if caps & (1 << cap) == 0 && caps & (1 << 21) == 0 {
         return unavailable(format!("choosing pids needs {name} (run herd restart as root)"));
     }
+    let mut all = std::iter::once((pid, true)).chain(others);
     if mode == PidMode::NewNamespace {
-        if pid == 1 {
-            return unavailable("pid 1 is the new namespace's own init".into());
-        }
-        return Ok(PidChoice::NewNamespace(pid));
+        return match all.find(|&(id, _)| id == 1) {
+            Some(_) => unavailable("pid 1 is the new namespace's own init".into()),
+            None => Ok(()),
+        };
     }
-    let ids = std::iter::once(pid).chain(image.threads.iter().map(|t| t.tid));
-    for id in ids {
+    for (id, process) in all {
         // /proc/ID exists for any task with that id in our namespace, thread or not.
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{id}/comm")) {
-            let what = if id == pid { "its pid" } else { "the id of one of its threads," };
+            let what = match (id == pid, process) {
+                (true, _) => "its pid",
+                (false, true) => "the pid of a process of its tree,",
+                (false, false) => "the id of one of its threads,",
+            };
             return unavailable(format!("{what} {id} is in use (by {})", comm.trim_end()));
         }
     }
-    Ok(PidChoice::Same(pid))
+    Ok(())
 }
 
 fn child_plan(image: &ProcessImage, remote: bool, pid: PidChoice) -> Result<ChildPlan> {
-    let mut fds = Vec::new();
     if remote {
         // A guest's files are at home; its own fd table stays empty.
         return Ok(ChildPlan {
-            fds,
+            fds: Vec::new(),
             close_std: vec![0, 1, 2],
             cwd: cstring("/")?,
             umask: image.task.umask & 0o777,
@@ -479,34 +656,52 @@ fn child_plan(image: &ProcessImage, remote: bool, pid: PidChoice) -> Result<Chil
             pid,
         });
     }
-    for f in &image.files {
+    let t = &image.task;
+    let (plan, shared) = plan_files(&image.files, &t.cwd, t.umask, &t.rlimits, t.personality, pid)?;
+    if !shared.is_empty() {
+        return Err(FormatError::Corrupt("a process image with shared files must be part of a tree image".into()).into());
+    }
+    Ok(plan)
+}
+
+/// What a restorer child prepares for a process with these files, cwd and
+/// the like, and the shared files (fd, entry of the tree's table,
+/// close-on-exec) it places.
+pub(crate) fn plan_files(
+    files: &[herd_image::OpenFile],
+    cwd: &str,
+    umask: u32,
+    rlimits: &[herd_image::Rlimit],
+    personality: u32,
+    pid: PidChoice,
+) -> Result<(ChildPlan, restorer::SharedFds)> {
+    let mut fds = Vec::new();
+    let mut shared = Vec::new();
+    for f in files {
         let (path, flags, offset) = match &f.kind {
             FileKind::Regular { path, flags, offset } | FileKind::Directory { path, flags, offset } => (path, *flags, *offset),
             FileKind::Device { path, flags } | FileKind::PathOnly { path, flags } => (path, *flags, 0),
             // Made by injected calls once the process is seized (`state::make_fds`).
             FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Epoll { .. } => continue,
-            FileKind::Inherited { .. } => {
-                if f.fd > 2 {
-                    return Err(FormatError::Corrupt(format!("fd {} is marked inherited; only fds 0-2 can be", f.fd)).into());
-                }
+            FileKind::Shared { ofd } => {
+                shared.push((f.fd, *ofd as usize, f.cloexec));
                 continue;
             }
+            FileKind::Inherited { .. } => continue,
         };
-        if f.fd < 0 || f.fd > 1 << 20 {
-            return Err(FormatError::Corrupt(format!("fd number {} is out of range", f.fd)).into());
-        }
         fds.push(FdPlan { fd: f.fd, path: cstring(path)?, flags, offset, cloexec: f.cloexec });
     }
-    let close_std = (0..=2).filter(|n| !image.files.iter().any(|f| f.fd == *n)).collect();
-    Ok(ChildPlan {
+    let close_std = (0..=2).filter(|n| !files.iter().any(|f| f.fd == *n)).collect();
+    let plan = ChildPlan {
         fds,
         close_std,
-        cwd: cstring(&image.task.cwd)?,
-        umask: image.task.umask & 0o777,
-        rlimits: image.task.rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
-        personality: image.task.personality,
+        cwd: cstring(cwd)?,
+        umask: umask & 0o777,
+        rlimits: rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
+        personality,
         pid,
-    })
+    };
+    Ok((plan, shared))
 }
 
 /// Ranges of the mappings of `pid`, from /proc/PID/maps.
@@ -736,6 +931,14 @@ fn build(
         _ => None,
     };
     if fresh.is_some() {
+        // The restorer of a tree member dies with its parent; the process does not.
+        inj.call_ok("prctl(PR_SET_PDEATHSIG)", abi::SYS_PRCTL, &[abi::PR_SET_PDEATHSIG, 0])?;
+        // A SIGCHLD the restorer got from a zombie child made for the tree is not the process's.
+        if !image.signals.pending.iter().any(|p| p.signo == libc::SIGCHLD as u32) {
+            let set = scratch.put(0, &(1u64 << (libc::SIGCHLD - 1)).to_ne_bytes())?;
+            let zero = scratch.put(16, &[0u8; 16])?;
+            inj.call(abi::SYS_RT_SIGTIMEDWAIT, &[set, 0, zero, 8])?;
+        }
         state::make_fds(&mut inj, &scratch, &image.files, warnings)?;
         if let Some(st) = &image.state {
             state::take_locks(&mut inj, &scratch, &st.locks)?;

@@ -7,17 +7,23 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use herd_checkpoint::filehash::FileHashes;
-use herd_checkpoint::Frozen;
+use herd_checkpoint::FrozenTree;
 
 pub fn check(pid: i32) -> Result<i32> {
-    let reasons = herd_checkpoint::check(pid)?;
+    let reasons = herd_checkpoint::check_tree(pid)?;
+    let kids = herd_checkpoint::children(pid).len();
+    let with = if kids > 0 { " with its descendants" } else { "" };
     if reasons.is_empty() {
-        println!("process {pid} can be checkpointed");
+        println!("process {pid} can be checkpointed{with}");
         return Ok(0);
     }
-    println!("process {pid} cannot be checkpointed:");
-    for r in reasons {
-        println!("  - {r}");
+    println!("process {pid} cannot be checkpointed{with}:");
+    for (p, r) in reasons {
+        if p == pid {
+            println!("  - {r}");
+        } else {
+            println!("  - process {p} {r}");
+        }
     }
     Ok(1)
 }
@@ -27,7 +33,7 @@ pub fn check(pid: i32) -> Result<i32> {
 /// image under the requested name.
 pub fn run(pid: i32, output: &Path, kill: bool) -> Result<i32> {
     let mut hashes = FileHashes::load();
-    let mut frozen = Frozen::freeze(pid, &mut hashes)?;
+    let mut frozen = FrozenTree::freeze(pid, &mut hashes)?;
     hashes.save();
     let name = output.file_name().context("--output must name a file")?.to_string_lossy();
     let tmp = output.with_file_name(format!(".{name}.herd-tmp.{}", std::process::id()));
@@ -69,9 +75,11 @@ pub fn run(pid: i32, output: &Path, kill: bool) -> Result<i32> {
             return Err(e); // `frozen` is dropped: the process runs on
         }
     };
-    let comm = match frozen.image().threads.len() {
-        0 => frozen.image().task.comm.clone(),
-        n => format!("{}, {} threads", frozen.image().task.comm, n + 1),
+    let (members, threads) = frozen.counts();
+    let comm = match (members, threads) {
+        (1, 1) => frozen.root().task.comm.clone(),
+        (1, n) => format!("{}, {n} threads", frozen.root().task.comm),
+        (m, n) => format!("{} and its descendants: {m} processes, {n} threads", frozen.root().task.comm),
     };
     if kill {
         frozen.kill();

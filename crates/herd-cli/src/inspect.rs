@@ -1,10 +1,11 @@
 //! `herd inspect`: what an image holds. Reads (and so verifies) the whole image.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use herd_image::tree::{read_tree_after_magic, SharedOfd, TreeImage, TREE_MAGIC};
 use herd_image::{FileKind, ImageReader, Section, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use serde::Serialize;
 
@@ -100,10 +101,109 @@ fn perms(p: u8, shared: bool) -> String {
     [f(PROT_READ, 'r'), f(PROT_WRITE, 'w'), f(PROT_EXEC, 'x'), if shared { 's' } else { 'p' }].iter().collect()
 }
 
+#[derive(Serialize)]
+struct TreeSummary {
+    processes: Vec<MemberSummary>,
+    pipes: Vec<PipeSummary>,
+    shared_files: Vec<String>,
+    /// Each live member's image, in order.
+    images: Vec<Summary>,
+}
+
+#[derive(Serialize)]
+struct MemberSummary {
+    pid: i32,
+    parent: Option<i32>,
+    pgid: i32,
+    sid: i32,
+    /// A zombie's wait status, as "exit N" or "signal N".
+    zombie: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PipeSummary {
+    bytes: usize,
+    capacity: u32,
+}
+
+fn describe_ofd(o: &SharedOfd) -> String {
+    match o {
+        SharedOfd::File(k) => match k {
+            FileKind::Regular { path, offset, .. } | FileKind::Directory { path, offset, .. } => format!("{path} at offset {offset}"),
+            FileKind::Device { path, .. } | FileKind::PathOnly { path, .. } => path.clone(),
+            other => format!("{other:?}"),
+        },
+        SharedOfd::PipeEnd { pipe, write, .. } => format!("pipe {pipe}, {} end", if *write { "write" } else { "read" }),
+        SharedOfd::Outer { fd, what } => format!("herd restart's fd {fd} (was {what})"),
+    }
+}
+
 pub fn run(path: &Path, json: bool) -> Result<i32> {
     let file = File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
-    let mut reader = ImageReader::new(BufReader::with_capacity(1 << 20, file))
-        .with_context(|| format!("{} is not a usable image", path.display()))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 8];
+    let is_tree = input.read_exact(&mut magic).is_ok() && magic == TREE_MAGIC;
+    if !is_tree {
+        let s = summarize(path, (&magic[..]).chain(&mut input), None)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print_summary(path, &s);
+        }
+        return Ok(0);
+    }
+    let tree = read_tree_after_magic(&mut input).with_context(|| format!("{} is not a usable image", path.display()))?;
+    let mut images = Vec::new();
+    for _ in tree.live() {
+        images.push(summarize(path, &mut input, Some(&tree))?);
+    }
+    let t = TreeSummary {
+        processes: tree
+            .members
+            .iter()
+            .map(|m| MemberSummary {
+                pid: m.pid,
+                parent: m.parent.map(|p| tree.members[p as usize].pid),
+                pgid: m.pgid,
+                sid: m.sid,
+                zombie: m.zombie.map(|st| if libc::WIFSIGNALED(st) { format!("signal {}", libc::WTERMSIG(st)) } else { format!("exit {}", libc::WEXITSTATUS(st)) }),
+            })
+            .collect(),
+        pipes: tree.pipes.iter().map(|p| PipeSummary { bytes: p.contents.len(), capacity: p.capacity }).collect(),
+        shared_files: tree.ofds.iter().map(describe_ofd).collect(),
+        images,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(0);
+    }
+    println!("tree image  {}: {} processes", path.display(), t.processes.len());
+    println!("{:>8} {:>8} {:>8} {:>8}  what", "pid", "parent", "pgid", "session");
+    let mut imgs = t.images.iter();
+    for m in &t.processes {
+        let what = match &m.zombie {
+            Some(z) => format!("zombie ({z})"),
+            None => imgs.next().map(|s| s.command.join(" ")).unwrap_or_default(),
+        };
+        let parent = m.parent.map_or("-".to_string(), |p| p.to_string());
+        println!("{:>8} {:>8} {:>8} {:>8}  {what}", m.pid, parent, m.pgid, m.sid);
+    }
+    for (i, p) in t.pipes.iter().enumerate() {
+        println!("pipe {i}      {} bytes waiting (capacity {})", p.bytes, p.capacity);
+    }
+    for (i, f) in t.shared_files.iter().enumerate() {
+        println!("shared {i}    {f}");
+    }
+    for s in &t.images {
+        println!();
+        print_summary(path, s);
+    }
+    Ok(0)
+}
+
+/// Reads (and so verifies) one process image from `input`.
+fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result<Summary> {
+    let mut reader = ImageReader::new(input).with_context(|| format!("{} is not a usable image", path.display()))?;
     let version = reader.version();
     let image = match reader.next_section()? {
         Some(Section::Process(p)) => p,
@@ -165,6 +265,12 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
                 fd: f.fd,
                 kind: "epoll".into(),
                 target: format!("watching fds {:?}", targets.iter().map(|t| t.fd).collect::<Vec<_>>()),
+                offset: None,
+            },
+            FileKind::Shared { ofd } => Fd {
+                fd: f.fd,
+                kind: "shared".into(),
+                target: tree.and_then(|t| t.ofds.get(*ofd as usize)).map_or(format!("shared file {ofd}"), describe_ofd),
                 offset: None,
             },
         })
@@ -229,10 +335,10 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
         blocked_signals: image.signals.blocked,
         state,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(0);
-    }
+    Ok(s)
+}
+
+fn print_summary(path: &Path, s: &Summary) {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!("image       {} (format version {})", path.display(), s.image_version);
     println!("made on     {} (kernel {})", s.hostname, s.kernel);
@@ -286,5 +392,4 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
         let off = f.offset.map(|o| format!(" at offset {o}")).unwrap_or_default();
         println!("{:>4} {:<10} {}{}", f.fd, f.kind, f.target, off);
     }
-    Ok(0)
 }

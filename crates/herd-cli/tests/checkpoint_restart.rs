@@ -713,6 +713,11 @@ fn run_uninterrupted(dir: &Path, label: &str, cmd: &[OsString], out: Out) -> Run
 /// (the restored process reopens it at its saved offset) or, for a pipe,
 /// what came before the checkpoint followed by herd restart's stdout.
 fn run_checkpointed(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize) -> Run {
+    run_checkpointed_with(dir, label, cmd, out, lines, None)
+}
+
+/// [`run_checkpointed`], restarting with `options` for `herd restart` when given.
+fn run_checkpointed_with(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize, options: Option<&[&str]>) -> Run {
     let mut p = spawn_prog(dir, label, cmd, out, false);
     p.wait_for_lines(lines);
     let img = dir.join(format!("{label}.img"));
@@ -720,7 +725,10 @@ fn run_checkpointed(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: 
     p.reap_killed();
     let before = p.final_output();
 
-    let mut r = restart(&img, false);
+    let mut r = match options {
+        Some(o) => restart_with(&img, false, o),
+        None => restart(&img, false),
+    };
     let (status, restart_out, restart_err) = r.wait();
     let all = match out {
         Out::Pipe => [before.as_slice(), &restart_out].concat(),
@@ -1250,6 +1258,87 @@ fn process_state_and_fds_survive_with_the_same_pid() {
     for what in ["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled"] {
         assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
     }
+}
+
+/// A tree: a pipe to child A holding 50,000 unread bytes, A in its own process
+/// group, a zombie child, a child leading its own session. After restart each
+/// finds what it should (A checks its ids and every byte) and the parent
+/// reaps them all, as in an uninterrupted run; also in a new pid namespace.
+#[test]
+fn tree_with_pipe_zombie_group_and_session_restores_exactly() {
+    if !ready("tree_with_pipe_zombie_group_and_session_restores_exactly", &[Need::Cc, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "ckpt_tree", &[]);
+    let cmd = argv![exe, "20"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).contains("A (pipe, own group): exit 7"), "ckpt_tree fails uninterrupted:\n{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "tree", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("tree.img")], None);
+    shown.assert_ok();
+    for what in ["tree image", "4 processes", "zombie (exit 3)", "pipe 0      50000 bytes waiting", "pipe 0, read end"] {
+        assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
+    }
+    let got = run_checkpointed_with(dir.path(), "treens", &cmd, Out::File, 3, Some(&["--new-pidns"]));
+    assert_same_run(&expected, &got);
+}
+
+/// `seq | while read; do ...; sleep; done | sort -n | uniq -c` run by bash,
+/// checkpointed as a tree mid-stream (five or six processes, lines waiting
+/// in the pipes) and restarted: the same counts, the same exit status.
+#[test]
+fn shell_pipeline_checkpointed_as_a_tree() {
+    if !ready("shell_pipeline_checkpointed_as_a_tree", &[Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv!["bash", program_source("ckpt_pipeline.sh"), "40"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).contains("pipeline done"), "{}", text(&expected.out));
+    // The pipeline prints nothing until its input ends: checkpoint it while
+    // its loop still runs (its output file is still empty).
+    let mut p = spawn_prog(dir.path(), "tree", &cmd, Out::File, false);
+    wait_until("the pipeline's loop has started `sleep`", TIMEOUT, || children_of(p.pid()).iter().any(|&k| !children_of(k).is_empty()), || p.context());
+    thread::sleep(Duration::from_millis(600));
+    let img = dir.path().join("tree.img");
+    checkpoint_ok(p.pid(), &img, true, &p.context());
+    p.reap_killed();
+    assert!(p.final_output().is_empty(), "the pipeline finished before the checkpoint: make it run longer");
+    let mut r = restart(&img, false);
+    let (status, _, err) = r.wait();
+    assert_eq!(describe(&status), describe(&expected.status), "herd restart stderr:\n{err}");
+    assert_eq!(text(&fs::read(p.out_path()).unwrap()), text(&expected.out), "herd restart stderr:\n{err}");
+}
+
+/// A tree member holding a FIFO whose other end is outside the tree is
+/// refused by `--check` and by `herd checkpoint`, which leaves it running.
+#[test]
+fn tree_with_a_fifo_to_the_outside_is_refused() {
+    if !ready("tree_with_a_fifo_to_the_outside_is_refused", &[]) {
+        return;
+    }
+    let dir = tmp();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // The reader is the test's, outside the tree.
+    let mut reader = Command::new("cat").arg(&fifo).stdout(Stdio::null()).spawn().unwrap();
+    let script = format!("exec 3>{}; for i in $(seq 600); do echo tick $i; sleep 0.1; done", fifo.display());
+    let mut p = spawn_prog(dir.path(), "fifo", &argv!["bash", "-c", script], Out::File, false);
+    p.wait_for_lines(1);
+    let check = herd(&argv!["checkpoint", "--check", p.pid().to_string()], None);
+    check.assert_no_panic();
+    assert!(!check.status.success() && check.stdout.contains("fd 3") && check.stdout.contains("FIFO"), "{}", check.report());
+    let img = dir.path().join("fifo.img");
+    let run = checkpoint(p.pid(), &img, true);
+    run.assert_clean_failure();
+    assert!(run.stderr.contains("fd 3"), "{}", run.report());
+    assert!(!img.exists());
+    p.assert_still_running("a refused tree checkpoint");
+    drop(p);
+    let _ = reader.kill();
+    let _ = reader.wait();
 }
 
 /// `--new-pidns`: the process gets its own pid in a new pid namespace, even

@@ -498,11 +498,21 @@ impl<R: Read> ImageReader<R> {
     }
 
     fn accept_process(&mut self, image: &ProcessImage) -> Result<(), FormatError> {
+        use crate::model::FileKind;
         if self.version < 3 {
-            use crate::model::FileKind;
             // Kinds added in version 3 cannot appear in an older image.
             if let Some(f) = image.files.iter().find(|f| !matches!(f.kind, FileKind::Regular { .. } | FileKind::Device { .. } | FileKind::Inherited { .. })) {
                 return Err(FormatError::Corrupt(format!("fd {} has a kind that format version {} does not have", f.fd, self.version)));
+            }
+        }
+        {
+            let mut fds: Vec<i32> = image.files.iter().map(|f| f.fd).collect();
+            fds.sort_unstable();
+            if fds.windows(2).any(|w| w[0] == w[1]) || fds.first().is_some_and(|&f| f < 0) || fds.last().is_some_and(|&f| f > 1 << 20) {
+                return Err(FormatError::Corrupt("open files: an fd number is negative, too large or given twice".into()));
+            }
+            if let Some(f) = image.files.iter().find(|f| matches!(f.kind, FileKind::Inherited { .. }) && f.fd > 2) {
+                return Err(FormatError::Corrupt(format!("fd {} is marked inherited; only fds 0-2 can be", f.fd)));
             }
         }
         let mut ranges = Vec::new();

@@ -6,6 +6,7 @@
 
 pub mod format;
 pub mod model;
+pub mod tree;
 
 pub use format::{ImageReader, ImageWriter, OwnedSection, Section, FormatError, FORMAT_VERSION, MIN_FORMAT_VERSION, MAGIC, PAGE_SIZE};
 pub use model::*;

@@ -303,6 +303,11 @@ pub enum FileKind {
     /// epoll_create1(flags) and its interest list; every target is an fd of the
     /// image, restored before it.
     Epoll { flags: i32, targets: Vec<EpollTarget> },
+    /// An open file shared with other descriptors (a dup, or inherited by or
+    /// from another process of a tree image): entry `ofd` of the tree's table
+    /// (`crate::tree::TreeImage::ofds`), made once and placed at every fd that
+    /// shares it.
+    Shared { ofd: u32 },
 }
 
 /// One entry of an epoll interest list.

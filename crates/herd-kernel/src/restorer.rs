@@ -1,18 +1,27 @@
-//! The restorer child: a forked copy of the caller that prepares what is
+//! The restorer children: forked copies of the caller that prepare what is
 //! easiest to prepare from inside (open files at their fd numbers, cwd,
-//! umask, rlimits, personality), reports, and then blocks in read(2) until
-//! its parent seizes it and replaces its whole address space by injection.
+//! umask, rlimits, personality), report, and then block in read(2) until
+//! the caller seizes them and replaces each one's address space by injection.
 //!
-//! The child runs only async-signal-safe system calls on data built before
-//! the fork, so it is safe even if the parent had other threads.
+//! A restore of one process forks one child. A restore of a tree of
+//! processes ([`TreePlan`]) forks its root, which first makes the open files
+//! the members share (pipes with their contents, files opened once) at high
+//! fd numbers, and then each member forks its own children, so that parents,
+//! sessions, inherited files and zombies are as they were; each member then
+//! places the shared files it uses at its fd numbers and closes the rest.
 //!
-//! Its pid is chosen by [`PidChoice`]: any (a plain fork), the image's own
-//! pid in the caller's pid namespace (clone3 `set_tid`), or the image's pid
-//! in a new pid namespace, where a small init (pid 1, a second forked copy of
-//! the caller) makes the child and reports its wait status through a pipe.
+//! The children run only async-signal-safe system calls on data built before
+//! the fork, so it is safe even if the caller had other threads. Every member
+//! but the root dies with its parent (PR_SET_PDEATHSIG, cleared by the
+//! restore once it succeeds), so killing the root ends a failed tree.
+//!
+//! Pids are chosen by [`PidChoice`]: any (a plain fork), the image's own
+//! pids in the caller's pid namespace (clone3 `set_tid`), or the image's pids
+//! in a new pid namespace, where a small init (pid 1, a forked copy of the
+//! caller) forks the root and reports its wait status through a pipe.
 
 use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::abi::CloneArgs;
 use crate::{KernelError, Result};
@@ -27,6 +36,14 @@ pub enum PidChoice {
     Same(i32),
     /// This pid, in a new pid namespace made for it (needs CAP_SYS_ADMIN).
     NewNamespace(i32),
+}
+
+/// How a tree's pids are chosen (each member's own pid is in [`MemberPlan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidMode {
+    Any,
+    Same,
+    NewNamespace,
 }
 
 /// The init of a new pid namespace: its pid (in the caller's namespace) and
@@ -65,6 +82,7 @@ pub struct FdPlan {
     pub cloexec: bool,
 }
 
+/// What one restorer child prepares.
 pub struct ChildPlan {
     pub fds: Vec<FdPlan>,
     /// Of fds 0-2, those the image did not have open.
@@ -76,14 +94,58 @@ pub struct ChildPlan {
     pub pid: PidChoice,
 }
 
-/// The child, blocked and waiting to be seized. Its two sync fds must be
-/// closed in it (by injection) before it is released.
-pub struct RestorerChild {
-    /// Its pid in the caller's namespace.
+/// An open file made once, in the root, for the members that share it.
+pub enum OfdPlan {
+    Open { path: CString, flags: i32, offset: u64 },
+    /// An end of pipe `pipe` of [`TreePlan::pipes`], with these status flags.
+    PipeEnd { pipe: usize, write: bool, flags: i32 },
+    /// The caller's own fd (0-2).
+    Outer { fd: i32 },
+}
+
+/// A pipe to make: its capacity and the bytes to put in it.
+pub struct PipePlan {
+    pub contents: Vec<u8>,
+    pub capacity: u32,
+}
+
+/// Shared files a member holds: (fd, index in [`TreePlan::ofds`], close-on-exec).
+pub type SharedFds = Vec<(i32, usize, bool)>;
+
+/// One process of a tree.
+pub struct MemberPlan {
+    /// Its own files, cwd and the like (`plan.pid` is not used: see `pid`).
+    pub plan: ChildPlan,
+    /// Shared files it holds.
+    pub shared: SharedFds,
+    /// Index of its parent member; `None` for the root.
+    pub parent: Option<usize>,
+    /// The pid it must have (in the caller's or the new namespace); 0 for any.
     pub pid: i32,
+    /// It leads a session of its own.
+    pub setsid: bool,
+    /// A zombie: it ends at once with this raw wait status.
+    pub zombie: Option<i32>,
+}
+
+pub struct TreePlan {
+    /// The root first, parents before children.
+    pub members: Vec<MemberPlan>,
+    pub ofds: Vec<OfdPlan>,
+    pub pipes: Vec<PipePlan>,
+    pub mode: PidMode,
+}
+
+/// The restorer children, blocked and waiting to be seized. Their two sync
+/// fds must be closed in each (by injection) before it is released.
+pub struct RestorerChild {
+    /// The root's pid in the caller's namespace.
+    pub pid: i32,
+    /// Every member's pid in the caller's namespace (`None` for zombies).
+    pub pids: Vec<Option<i32>>,
     pub child_fds: [i32; 2],
     hold_w: i32,
-    /// With [`PidChoice::NewNamespace`], the namespace's init (the child's parent).
+    /// With [`PidChoice::NewNamespace`], the namespace's init (the root's parent).
     pub init: Option<NsInit>,
 }
 
@@ -94,11 +156,24 @@ impl Drop for RestorerChild {
     }
 }
 
-/// What failed in the child, by step.
-const STEPS: [&str; 10] = [
-    "ok", "moving sync fds", "opening a file", "placing an fd", "seeking", "setting FD_CLOEXEC", "chdir", "setrlimit", "personality",
-    "making the process with its pid in the new pid namespace",
+/// What failed in a child, by step.
+const STEPS: [&str; 12] = [
+    "ok",
+    "moving sync fds",
+    "opening a file",
+    "placing an fd",
+    "seeking",
+    "setting FD_CLOEXEC",
+    "chdir",
+    "setrlimit",
+    "personality",
+    "making a process with its pid",
+    "making a shared file or pipe",
+    "starting a session",
 ];
+
+/// The size of one report: member index, step, errno (or pid), item index.
+const REPORT: usize = 16;
 
 /// clone3 as a fork: the child returns 0 on a copy of the caller's stack.
 /// `set_tid` (when not 0) is the pid it must have in its innermost namespace.
@@ -142,145 +217,246 @@ fn pipe() -> Result<[i32; 2]> {
     Ok(p)
 }
 
+fn close_all(fds: &[i32]) {
+    for fd in fds {
+        // SAFETY: our own pipe ends, each closed once.
+        unsafe { libc::close(*fd) };
+    }
+}
+
+/// Forks one restorer child for `plan`.
 pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
+    let (mode, pid) = match plan.pid {
+        PidChoice::Any => (PidMode::Any, 0),
+        PidChoice::Same(p) => (PidMode::Same, p),
+        PidChoice::NewNamespace(p) => (PidMode::NewNamespace, p),
+    };
+    let one = ChildPlan {
+        fds: plan
+            .fds
+            .iter()
+            .map(|f| FdPlan { fd: f.fd, path: f.path.clone(), flags: f.flags, offset: f.offset, cloexec: f.cloexec })
+            .collect(),
+        close_std: plan.close_std.clone(),
+        cwd: plan.cwd.clone(),
+        umask: plan.umask,
+        rlimits: plan.rlimits.clone(),
+        personality: plan.personality,
+        pid: plan.pid,
+    };
+    let member = MemberPlan { plan: one, shared: Vec::new(), parent: None, pid, setsid: false, zombie: None };
+    spawn_tree(&TreePlan { members: vec![member], ofds: Vec::new(), pipes: Vec::new(), mode })
+}
+
+/// Forks the restorer children of a tree: the root is the caller's child
+/// (or the child of a new pid namespace's init), every other member its
+/// parent member's child. Returns once every live member has reported ready;
+/// on any failure nothing is left running.
+pub fn spawn_tree(plan: &TreePlan) -> Result<RestorerChild> {
     let ready = pipe()?;
     let hold = pipe()?;
-    let high = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2) + 3;
-    let status = match plan.pid {
-        PidChoice::NewNamespace(_) => Some(pipe()?),
+    let top = plan.members.iter().flat_map(|m| m.plan.fds.iter().map(|f| f.fd).chain(m.shared.iter().map(|s| s.0))).max().unwrap_or(2);
+    // Sync fds at `high`, `high + 1`; shared files from `high + 2` on.
+    let high = top.max(2) + 3;
+    let status = match plan.mode {
+        PidMode::NewNamespace => Some(match pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                close_all(&[ready[0], ready[1], hold[0], hold[1]]);
+                return Err(e);
+            }
+        }),
         _ => None,
     };
+    let root_pid = plan.members.first().map_or(0, |m| m.pid);
+    let ctx = Ctx { plan, ready_w: ready[1], hold_r: hold[0], high, status_w: status.map_or(-1, |s| s[1]) };
     // SAFETY: fork / clone3 are called with no locks held by this thread; the
-    // child runs only `child_main` or `ns_init`, which make async-signal-safe
+    // child runs only `root_main` or `ns_init`, which make async-signal-safe
     // calls and never return.
     let pid = unsafe {
-        match plan.pid {
-            PidChoice::Any => libc::fork() as libc::c_long,
-            PidChoice::Same(p) => clone3_fork(0, p),
-            PidChoice::NewNamespace(_) => clone3_fork(libc::CLONE_NEWPID as u64, 0),
-        }
-    };
-    let close_pipes = |fds: &[i32]| {
-        for fd in fds {
-            // SAFETY: our own pipe ends, each closed once.
-            unsafe { libc::close(*fd) };
+        match plan.mode {
+            PidMode::Any => libc::fork() as libc::c_long,
+            PidMode::Same => clone3_fork(0, root_pid),
+            PidMode::NewNamespace => clone3_fork(libc::CLONE_NEWPID as u64, 0),
         }
     };
     if pid < 0 {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        close_pipes(&[ready[0], ready[1], hold[0], hold[1]]);
+        close_all(&[ready[0], ready[1], hold[0], hold[1]]);
         if let Some(s) = status {
-            close_pipes(&s);
+            close_all(&s);
         }
-        return Err(match plan.pid {
-            PidChoice::Any => KernelError::from_io("fork", 0, std::io::Error::from_raw_os_error(errno)),
-            PidChoice::Same(p) => pid_error(p, errno, false),
-            PidChoice::NewNamespace(p) => pid_error(p, errno, true),
+        return Err(match plan.mode {
+            PidMode::Any => KernelError::from_io("fork", 0, std::io::Error::from_raw_os_error(errno)),
+            PidMode::Same => pid_error(root_pid, errno, false),
+            PidMode::NewNamespace => pid_error(root_pid, errno, true),
         });
     }
     let pid = pid as i32;
     if pid == 0 {
-        match (plan.pid, status) {
-            (PidChoice::NewNamespace(p), Some(s)) => ns_init(plan, p, ready[1], hold[0], high, s[1]),
-            _ => child_main(plan, ready[1], hold[0], high),
+        match plan.mode {
+            PidMode::NewNamespace => ns_init(&ctx, root_pid),
+            _ => root_main(&ctx),
         }
     }
-    close_pipes(&[ready[1], hold[0]]);
+    close_all(&[ready[1], hold[0]]);
     let init = status.map(|s| {
-        close_pipes(&[s[1]]);
+        close_all(&[s[1]]);
         // SAFETY: the read end is ours alone from here on.
         NsInit { pid, status: unsafe { OwnedFd::from_raw_fd(s[0]) } }
     });
-    let mut report = [0u8; 12];
-    let mut got = 0usize;
-    while got < report.len() {
-        // SAFETY: reads into the unread tail of `report`.
-        let n = unsafe { libc::read(ready[0], report[got..].as_mut_ptr().cast(), report.len() - got) };
+    // SAFETY: the read end of the ready pipe is ours alone.
+    let ready_r = unsafe { OwnedFd::from_raw_fd(ready[0]) };
+    // Whatever happens below, a failure ends the whole tree (its root, or
+    // the namespace's init; the other members die with their parents).
+    let top_pid = pid;
+    let fail = |e: KernelError| -> Result<RestorerChild> {
+        close_all(&[hold[1]]);
+        let _ = crate::task::kill_and_reap(top_pid);
+        Err(e)
+    };
+    let live = plan.members.iter().filter(|m| m.zombie.is_none()).count();
+    let mut local = vec![None; plan.members.len()];
+    for _ in 0..live {
+        let rep = match read_report(&ready_r) {
+            Ok(r) => r,
+            Err(e) => return fail(KernelError::Unexpected { pid, what: e }),
+        };
+        let [idx, step, errno, index] = rep;
+        let member = plan.members.get(idx as usize);
+        if step != 0 {
+            if step == 9 {
+                if let Some(m) = plan.members.get(index as usize) {
+                    return fail(pid_error(m.pid, errno as i32, plan.mode == PidMode::NewNamespace));
+                }
+            }
+            let what = STEPS.get(step as usize).copied().unwrap_or("preparing");
+            let err = std::io::Error::from_raw_os_error(errno as i32);
+            let item = match (step, member) {
+                (2..=5, Some(m)) => m.plan.fds.get(index as usize).map(|f| format!(" fd {} ({})", f.fd, f.path.to_string_lossy())).unwrap_or_default(),
+                (7, Some(m)) => format!(" (resource {})", m.plan.rlimits.get(index as usize).map_or(0, |r| r.0)),
+                (6, Some(m)) => format!(" ({})", m.plan.cwd.to_string_lossy()),
+                _ => String::new(),
+            };
+            let whose = if plan.members.len() > 1 { format!(" for process {}", member.map_or(0, |m| m.pid)) } else { String::new() };
+            return fail(KernelError::Unexpected { pid, what: format!("restorer failed {what}{item}{whose}: {err}") });
+        }
+        match local.get_mut(idx as usize) {
+            Some(slot @ None) => *slot = Some(errno as i32),
+            _ => return fail(KernelError::Unexpected { pid, what: format!("restorer member {idx} reported twice or does not exist") }),
+        }
+    }
+    // In a new namespace the members' own pids are the namespace's: find ours.
+    let pids = if init.is_some() {
+        let map = ns_pid_map(pid);
+        local.iter().map(|l| l.and_then(|l| map.iter().find(|(_, inner)| *inner == l).map(|(outer, _)| *outer))).collect::<Vec<_>>()
+    } else {
+        local.clone()
+    };
+    if pids.iter().zip(&local).any(|(p, l)| p.is_none() && l.is_some()) {
+        return fail(KernelError::Unexpected { pid, what: "a restored process of the new pid namespace cannot be found".into() });
+    }
+    let root = match pids.first().copied().flatten() {
+        Some(r) => r,
+        None => return fail(KernelError::Unexpected { pid, what: "the root of the restore did not report".into() }),
+    };
+    Ok(RestorerChild { pid: root, pids, child_fds: [high, high + 1], hold_w: hold[1], init })
+}
+
+/// Reads one report, giving up when every writer is gone or after a minute.
+fn read_report(fd: &OwnedFd) -> std::result::Result<[u32; 4], String> {
+    let mut buf = [0u8; REPORT];
+    let mut got = 0;
+    while got < REPORT {
+        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: polls one pollfd on our stack.
+        let r = unsafe { libc::poll(&mut p, 1, 60_000) };
+        if r == 0 {
+            return Err("a restorer child did not report within a minute".into());
+        }
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("waiting for the restorer: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: reads into the unread tail of `buf`.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), REPORT - got) };
         if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
         if n <= 0 {
-            break;
+            return Err("restorer child died while preparing".into());
         }
         got += n as usize;
     }
-    // SAFETY: our own pipe end, closed once.
-    unsafe { libc::close(ready[0]) };
-    // In a new namespace the child is the init's; it has a pid of our own too.
-    let child_pid = match &init {
-        Some(_) if got == report.len() && report[0..4] == [0; 4] => match first_child(pid) {
-            Some(c) => c,
-            None => {
-                reap(pid);
-                return Err(KernelError::Unexpected { pid, what: "the new pid namespace's init has no child".into() });
-            }
-        },
-        _ => pid,
-    };
-    let child = RestorerChild { pid: child_pid, child_fds: [0, 0], hold_w: hold[1], init };
-    if got != report.len() {
-        reap(pid);
-        return Err(KernelError::Unexpected { pid, what: "restorer child died while preparing".into() });
-    }
-    let step = u32::from_le_bytes(report[0..4].try_into().expect("4")) as usize;
-    let errno = i32::from_le_bytes(report[4..8].try_into().expect("4"));
-    let index = u32::from_le_bytes(report[8..12].try_into().expect("4"));
-    if step != 0 {
-        reap(pid);
-        let what = STEPS.get(step).copied().unwrap_or("preparing");
-        let err = std::io::Error::from_raw_os_error(errno);
-        if step == 9 {
-            if let PidChoice::NewNamespace(p) = plan.pid {
-                return Err(pid_error(p, errno, true));
+    let w = |i: usize| u32::from_le_bytes(buf[i * 4..i * 4 + 4].try_into().expect("4"));
+    Ok([w(0), w(1), w(2), w(3)])
+}
+
+/// (pid here, pid in its own namespace) of every descendant of `top`.
+fn ns_pid_map(top: i32) -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    let mut todo = vec![top];
+    while let Some(p) = todo.pop() {
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for k in kids.split_whitespace().filter_map(|k| k.parse::<i32>().ok()) {
+                    let status = std::fs::read_to_string(format!("/proc/{k}/status")).unwrap_or_default();
+                    let inner = status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last()?.parse().ok());
+                    if let Some(inner) = inner {
+                        out.push((k, inner));
+                    }
+                    todo.push(k);
+                }
             }
         }
-        let item = match (step, plan.fds.get(index as usize)) {
-            (2..=5, Some(f)) => format!(" fd {} ({})", f.fd, f.path.to_string_lossy()),
-            (7, _) => format!(" (resource {})", plan.rlimits.get(index as usize).map_or(0, |r| r.0)),
-            (6, _) => format!(" ({})", plan.cwd.to_string_lossy()),
-            _ => String::new(),
-        };
-        return Err(KernelError::Unexpected { pid, what: format!("restorer failed {what}{item}: {err}") });
     }
-    let rs = i32::from_le_bytes(report[4..8].try_into().expect("4"));
-    let hs = i32::from_le_bytes(report[8..12].try_into().expect("4"));
-    let mut child = child;
-    child.child_fds = [rs, hs];
-    Ok(child)
+    out
 }
 
-fn reap(pid: i32) {
-    let _ = crate::task::kill_and_reap(pid);
+/// What every restorer child of one spawn shares (built before the fork).
+struct Ctx<'a> {
+    plan: &'a TreePlan,
+    ready_w: i32,
+    hold_r: i32,
+    high: i32,
+    /// The new namespace's status pipe (write end), or -1.
+    status_w: i32,
 }
 
-/// The (first) child of process `pid`, by its pid in our namespace.
-fn first_child(pid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
-/// Writes a 12-byte report (step, errno, index) to `fd`.
-fn report(fd: i32, step: u32, errno: i32, index: u32) {
-    let mut rep = [0u8; 12];
-    rep[0..4].copy_from_slice(&step.to_le_bytes());
-    rep[4..8].copy_from_slice(&errno.to_le_bytes());
-    rep[8..12].copy_from_slice(&index.to_le_bytes());
+/// Writes a report (member, step, errno or pid, index) to `fd`.
+fn report(fd: i32, member: usize, step: u32, errno: i32, index: usize) {
+    let mut rep = [0u8; REPORT];
+    rep[0..4].copy_from_slice(&(member as u32).to_le_bytes());
+    rep[4..8].copy_from_slice(&step.to_le_bytes());
+    rep[8..12].copy_from_slice(&errno.to_le_bytes());
+    rep[12..16].copy_from_slice(&(index as u32).to_le_bytes());
     // SAFETY: async-signal-safe write of our own stack buffer to our own fd.
     unsafe { libc::write(fd, rep.as_ptr().cast(), rep.len()) };
 }
 
-/// pid 1 of a new pid namespace: makes the restorer child with pid `want`,
-/// then reaps whatever ends in the namespace until that child does, writes
-/// its raw wait status to `status_w` and exits (which ends the namespace).
-fn ns_init(plan: &ChildPlan, want: i32, ready_w: i32, hold_r: i32, high: i32, status_w: i32) -> ! {
+/// Reports failure `step` of `member` (errno from the last call) and exits.
+fn fail(fd: i32, member: usize, step: u32, index: usize) -> ! {
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    report(fd, member, step, errno, index);
+    // SAFETY: async-signal-safe.
+    unsafe { libc::_exit(127) }
+}
+
+/// pid 1 of a new pid namespace: forks the root with pid `want`, then reaps
+/// whatever ends in the namespace until the root does, writes its raw wait
+/// status to the status pipe and exits (which ends the namespace).
+fn ns_init(ctx: &Ctx<'_>, want: i32) -> ! {
     // SAFETY: only async-signal-safe system calls on fds and data prepared
-    // before the fork; the second child runs `child_main`, which never returns.
+    // before the fork; the root runs `root_main`, which never returns.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
         // Nothing of the caller's stays open in the init but its three pipe ends.
-        let mut keep = [ready_w, hold_r, status_w];
+        let mut keep = [ctx.ready_w, ctx.hold_r, ctx.status_w];
         keep.sort_unstable();
         let mut from = 3u32;
         for k in keep {
@@ -292,17 +468,17 @@ fn ns_init(plan: &ChildPlan, want: i32, ready_w: i32, hold_r: i32, high: i32, st
         libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32);
         let child = clone3_fork(0, want);
         if child == 0 {
-            libc::close(status_w);
-            child_main(plan, ready_w, hold_r, high);
+            libc::close(ctx.status_w);
+            root_main(ctx);
         }
         if child < 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            report(ready_w, 9, errno, 0);
+            report(ctx.ready_w, 0, 9, errno, 0);
             libc::_exit(127);
         }
-        // The child reports; the init holds nothing the caller waits on.
-        libc::close(ready_w);
-        libc::close(hold_r);
+        // The members report; the init holds nothing the caller waits on.
+        libc::close(ctx.ready_w);
+        libc::close(ctx.hold_r);
         loop {
             let mut st = 0;
             let r = libc::waitpid(-1, &mut st, libc::__WALL);
@@ -310,80 +486,190 @@ fn ns_init(plan: &ChildPlan, want: i32, ready_w: i32, hold_r: i32, high: i32, st
                 libc::_exit(126);
             }
             if r as libc::c_long == child {
-                libc::write(status_w, (&st as *const i32).cast(), 4);
+                libc::write(ctx.status_w, (&st as *const i32).cast(), 4);
                 libc::_exit(0);
             }
         }
     }
 }
-fn child_main(plan: &ChildPlan, ready_w: i32, hold_r: i32, high: i32) -> ! {
-    // Reports go to `report_fd`: the ready pipe, wherever it has been moved.
-    let mut report_fd = ready_w;
-    let fail = |report_fd: i32, step: u32, index: usize| -> ! {
-        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        report(report_fd, step, errno, index as u32);
-        // SAFETY: async-signal-safe.
-        unsafe { libc::_exit(127) }
-    };
+
+/// The root: moves the sync fds to `high`, closes everything else above 2,
+/// makes the shared files, then becomes member 0.
+fn root_main(ctx: &Ctx<'_>) -> ! {
+    let (rs, hs) = (ctx.high, ctx.high + 1);
     // SAFETY: from here on only async-signal-safe system calls are made, on
-    // fds and C strings prepared before the fork; no allocation happens.
+    // fds and data prepared before the fork; no allocation happens.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-        let rs = libc::fcntl(ready_w, libc::F_DUPFD, high);
-        let hs = libc::fcntl(hold_r, libc::F_DUPFD, high);
-        if rs < 0 || hs < 0 {
-            fail(report_fd, 1, 0);
+        // The sync fds may sit where the other goes: move through a free number.
+        let r2 = libc::fcntl(ctx.ready_w, libc::F_DUPFD, hs + 1);
+        let h2 = libc::fcntl(ctx.hold_r, libc::F_DUPFD, hs + 1);
+        if r2 < 0 || h2 < 0 || libc::dup2(r2, rs) < 0 || libc::dup2(h2, hs) < 0 {
+            fail(ctx.ready_w, 0, 1, 0);
         }
-        report_fd = rs;
-        let (lo, hi) = (rs.min(hs), rs.max(hs));
-        libc::syscall(libc::SYS_close_range, 3u32, (lo - 1) as u32, 0u32);
-        if hi > lo + 1 {
-            libc::syscall(libc::SYS_close_range, (lo + 1) as u32, (hi - 1) as u32, 0u32);
+        libc::syscall(libc::SYS_close_range, 3u32, (rs - 1) as u32, 0u32);
+        libc::syscall(libc::SYS_close_range, (hs + 1) as u32, u32::MAX, 0u32);
+        make_shared(ctx, rs);
+        member_main(ctx, 0, rs, hs)
+    }
+}
+
+/// The fd number of shared file `i`.
+fn slot(ctx: &Ctx<'_>, i: usize) -> i32 {
+    ctx.high + 2 + i as i32
+}
+
+/// Makes every shared file at its slot: files opened once, pipes with their
+/// contents, the caller's own fds 0-2.
+///
+/// # Safety
+/// In a restorer child only (async-signal-safe calls).
+unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
+    // SAFETY: async-signal-safe calls on our own fds and data prepared before the fork.
+    unsafe {
+        for (i, o) in ctx.plan.ofds.iter().enumerate() {
+            let fd = match o {
+                OfdPlan::Open { path, flags, offset } => {
+                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
+                    let t = libc::open(path.as_ptr(), fl | libc::O_NOCTTY);
+                    if t >= 0 && *offset != 0 && *flags & libc::O_PATH == 0 && libc::lseek(t, *offset as i64, libc::SEEK_SET) < 0 {
+                        fail(rs, 0, 4, i);
+                    }
+                    t
+                }
+                OfdPlan::Outer { fd } => libc::fcntl(*fd, libc::F_DUPFD, 3),
+                // Made with their pipe, below.
+                OfdPlan::PipeEnd { .. } => continue,
+            };
+            if fd < 0 || libc::dup2(fd, slot(ctx, i)) < 0 {
+                fail(rs, 0, 10, i);
+            }
+            libc::close(fd);
         }
-        libc::syscall(libc::SYS_close_range, (hi + 1) as u32, u32::MAX, 0u32);
+        for (p, pipe) in ctx.plan.pipes.iter().enumerate() {
+            let mut ends = [0i32; 2];
+            if libc::pipe2(ends.as_mut_ptr(), 0) != 0 {
+                fail(rs, 0, 10, p);
+            }
+            // A capacity the user may not set (above pipe-max-size) is left as it is.
+            libc::fcntl(ends[1], libc::F_SETPIPE_SZ, pipe.capacity as libc::c_int);
+            let mut off = 0;
+            while off < pipe.contents.len() {
+                let n = libc::write(ends[1], pipe.contents[off..].as_ptr().cast(), pipe.contents.len() - off);
+                if n <= 0 {
+                    fail(rs, 0, 10, p);
+                }
+                off += n as usize;
+            }
+            for (i, o) in ctx.plan.ofds.iter().enumerate() {
+                if let OfdPlan::PipeEnd { pipe: q, write, flags } = o {
+                    if *q == p {
+                        let end = ends[usize::from(*write)];
+                        if libc::dup2(end, slot(ctx, i)) < 0 || libc::fcntl(slot(ctx, i), libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                    }
+                }
+            }
+            libc::close(ends[0]);
+            libc::close(ends[1]);
+        }
+    }
+}
+
+/// Member `idx`: starts its session, forks its children (each becoming its
+/// member), places its files, prepares the rest, reports and blocks.
+fn member_main(ctx: &Ctx<'_>, idx: usize, rs: i32, hs: i32) -> ! {
+    let m = &ctx.plan.members[idx];
+    let plan = &m.plan;
+    // SAFETY: only async-signal-safe calls on data prepared before the fork.
+    unsafe {
+        if let Some(st) = m.zombie {
+            // Ends as it ended, without a core file.
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            if libc::WIFSIGNALED(st) {
+                let sig = libc::WTERMSIG(st);
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::kill(libc::getpid(), sig);
+            }
+            libc::_exit(libc::WEXITSTATUS(st));
+        }
+        if m.setsid && libc::setsid() < 0 {
+            fail(rs, idx, 11, 0);
+        }
+        let me = libc::getpid();
+        for (j, kid) in ctx.plan.members.iter().enumerate() {
+            if kid.parent != Some(idx) {
+                continue;
+            }
+            let want = if ctx.plan.mode == PidMode::Any { 0 } else { kid.pid };
+            let r = clone3_fork(0, want);
+            if r < 0 {
+                fail(rs, idx, 9, j);
+            }
+            if r == 0 {
+                // A member dies with its parent, so that ending the root ends all.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if libc::getppid() != me {
+                    libc::_exit(127);
+                }
+                member_main(ctx, j, rs, hs);
+            }
+        }
+        // Its own fd table: the shared files it holds, then its own files.
+        for &(fd, ofd, cloexec) in &m.shared {
+            if libc::dup3(slot(ctx, ofd), fd, if cloexec { libc::O_CLOEXEC } else { 0 }) < 0 {
+                fail(rs, idx, 3, 0);
+            }
+        }
+        libc::syscall(libc::SYS_close_range, (hs + 1) as u32, u32::MAX, 0u32);
         for (i, f) in plan.fds.iter().enumerate() {
             let flags = f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
             let t = libc::open(f.path.as_ptr(), flags | libc::O_NOCTTY);
             if t < 0 {
-                fail(report_fd, 2, i);
+                fail(rs, idx, 2, i);
             }
             if t != f.fd {
                 if libc::dup2(t, f.fd) < 0 {
-                    fail(report_fd, 3, i);
+                    fail(rs, idx, 3, i);
                 }
                 libc::close(t);
             }
-            if f.offset != 0 && libc::lseek(f.fd, f.offset as i64, libc::SEEK_SET) < 0 {
-                fail(report_fd, 4, i);
+            if f.offset != 0 && f.flags & libc::O_PATH == 0 && libc::lseek(f.fd, f.offset as i64, libc::SEEK_SET) < 0 {
+                fail(rs, idx, 4, i);
             }
             if f.cloexec && libc::fcntl(f.fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
-                fail(report_fd, 5, i);
+                fail(rs, idx, 5, i);
             }
         }
         for fd in &plan.close_std {
             libc::close(*fd);
         }
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
-            fail(report_fd, 6, 0);
+            fail(rs, idx, 6, 0);
         }
         libc::umask(plan.umask);
         for (i, (res, cur, max)) in plan.rlimits.iter().enumerate() {
             let lim = libc::rlimit { rlim_cur: *cur, rlim_max: *max };
             if libc::setrlimit(*res as _, &lim) != 0 {
-                fail(report_fd, 7, i);
+                fail(rs, idx, 7, i);
             }
         }
         if libc::personality(plan.personality as libc::c_ulong) < 0 {
-            fail(report_fd, 8, 0);
+            fail(rs, idx, 8, 0);
         }
-        let mut rep = [0u8; 12];
-        rep[4..8].copy_from_slice(&rs.to_le_bytes());
-        rep[8..12].copy_from_slice(&hs.to_le_bytes());
-        libc::write(rs, rep.as_ptr().cast(), rep.len());
+        report(rs, idx, 0, me, 0);
         let mut b = 0u8;
-        // The parent seizes us here, inside read(2).
+        // The caller seizes us here, inside read(2).
         libc::read(hs, (&mut b as *mut u8).cast(), 1);
         libc::_exit(1)
     }

@@ -205,6 +205,54 @@ pub fn same_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool
     Ok(r == 0)
 }
 
+/// The bytes waiting in a pipe, read without taking them out (tee(2) into a
+/// pipe of ours), and the pipe's capacity. `pipe` is any open file of the
+/// pipe that can be read (a reopening of /proc/PID/fd/N with O_RDONLY will do).
+pub fn pipe_peek(pipe: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(Vec<u8>, u32)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let err = std::io::Error::last_os_error;
+    let src = pipe.as_raw_fd();
+    // SAFETY: fcntl and ioctl(FIONREAD) on a descriptor we hold; FIONREAD writes one int.
+    let (cap, mut queued) = unsafe { (libc::fcntl(src, libc::F_GETPIPE_SZ), 0 as libc::c_int) };
+    // SAFETY: as above.
+    if cap < 0 || unsafe { libc::ioctl(src, libc::FIONREAD, &mut queued) } < 0 {
+        return Err(err());
+    }
+    if queued == 0 {
+        return Ok((Vec::new(), cap as u32));
+    }
+    let mut ends = [0i32; 2];
+    // SAFETY: pipe2 writes two ints into `ends`.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(err());
+    }
+    // SAFETY: both ends are ours alone from here on.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    // SAFETY: fcntl on our own pipe.
+    if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, cap) } < cap {
+        return Err(err());
+    }
+    // SAFETY: tee between two pipes we hold; no memory of ours is touched.
+    let n = unsafe { libc::tee(src, w.as_raw_fd(), queued as usize, libc::SPLICE_F_NONBLOCK) };
+    if n < 0 {
+        return Err(err());
+    }
+    if n as usize != queued as usize {
+        return Err(std::io::Error::other(format!("the pipe holds {queued} bytes but only {n} could be copied")));
+    }
+    let mut data = vec![0u8; n as usize];
+    let mut got = 0;
+    while got < data.len() {
+        // SAFETY: reads into the unread tail of `data`.
+        let m = unsafe { libc::read(r.as_raw_fd(), data[got..].as_mut_ptr().cast(), data.len() - got) };
+        if m <= 0 {
+            return Err(if m < 0 { err() } else { std::io::Error::other("the copy of the pipe ended early") });
+        }
+        got += m as usize;
+    }
+    Ok((data, cap as u32))
+}
+
 /// A user's file-system identity: what a thread acting for them checks access with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsCreds {

@@ -1,0 +1,388 @@
+//! Checkpointing a process with all its descendants: a tree image
+//! (`herd_image::tree`).
+//!
+//! Every member is held stopped before any is captured (held processes
+//! cannot fork, so the tree stops growing). Then what the members share is
+//! worked out: descriptors that are one open file description (kcmp), in one
+//! process (a dup) or several (inherited). A pipe whose two ends are both in
+//! the tree is carried with its unread bytes; a pipe, terminal or FIFO that
+//! leads out of the tree is carried only when it is one of the root's fds
+//! 0-2 (the restore attaches it to the restorer's own); files opened once and
+//! shared are reopened once. Zombies come along as zombies.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::time::Instant;
+
+use herd_image::tree::{write_tree, Member, PipeImage, Prepare, SharedOfd, TreeImage};
+use herd_image::FileKind;
+use herd_kernel::task;
+
+use crate::capture::{CaptureStats, Frozen, Held};
+use crate::check::{self, CantMove, Purpose, PORTABLE_DEVICES};
+use crate::filehash::FileHashes;
+use crate::{io_err, procinfo, state, CheckpointError, Result};
+
+/// A process and its descendants, held stopped and captured.
+pub struct FrozenTree {
+    tree: TreeImage,
+    /// The live members, in the tree's order.
+    live: Vec<Frozen>,
+}
+
+/// One descriptor of one member, as the sharing analysis sees it.
+#[derive(Clone, Debug)]
+struct Desc {
+    member: usize,
+    pid: i32,
+    fd: i32,
+    flags: i32,
+    pos: u64,
+    dev: u64,
+    ino: u64,
+    link: String,
+    pipe: bool,
+    fifo: bool,
+    regular_or_dir: bool,
+}
+
+/// The raw wait status of zombie `pid` (from /proc/PID/stat), if it is one.
+fn zombie_status(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // state is field 3 (index 0 here); exit_code is field 52 (index 49).
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    fields.get(49).and_then(|v| v.parse().ok())
+}
+
+fn ids(pid: i32) -> Result<(i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| CheckpointError::NoSuchProcess { pid })?;
+    let rest = &stat[stat.rfind(')').unwrap_or(0) + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // pgrp is field 5, session field 6 (indexes 2 and 3 here).
+    let num = |i: usize| f.get(i).and_then(|v| v.parse().ok()).ok_or_else(|| CheckpointError::Proc { pid, what: "stat has no process group".into() });
+    Ok((num(2)?, num(3)?))
+}
+
+impl FrozenTree {
+    /// Stops process `pid` and every descendant of it and captures them all.
+    /// On any error every process is released as it was.
+    pub fn freeze(pid: i32, hashes: &mut FileHashes) -> Result<FrozenTree> {
+        let reasons = check::check_for(pid, Purpose::Tree)?;
+        if !reasons.is_empty() {
+            return Err(CheckpointError::CantMove { pid, reasons });
+        }
+        let stopped_at = Instant::now();
+        // (pid, parent index, held, zombie status); zombies have no Held.
+        type Found = (i32, Option<usize>, Option<Held>, Option<i32>);
+        let mut members: Vec<Found> = vec![(pid, None, Some(Frozen::hold(pid)?), None)];
+        let mut i = 0;
+        while i < members.len() {
+            if members[i].3.is_none() {
+                let mut kids = procinfo::children(members[i].0);
+                kids.sort_unstable();
+                for kid in kids {
+                    if members.iter().any(|m| m.0 == kid) {
+                        continue;
+                    }
+                    if let Some(st) = zombie_status(kid) {
+                        members.push((kid, Some(i), None, Some(st)));
+                        continue;
+                    }
+                    let reasons = check::check_for(kid, Purpose::Tree)?;
+                    if !reasons.is_empty() {
+                        return Err(CheckpointError::CantMove { pid: kid, reasons });
+                    }
+                    match Frozen::hold(kid) {
+                        Ok(h) => members.push((kid, Some(i), Some(h), None)),
+                        // It ended meanwhile: it is a zombie now.
+                        Err(CheckpointError::NoSuchProcess { .. }) => match zombie_status(kid) {
+                            Some(st) => members.push((kid, Some(i), None, Some(st))),
+                            None => continue,
+                        },
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            i += 1;
+        }
+        let pids: Vec<i32> = members.iter().map(|m| m.0).collect();
+        let (ofds, pipes, decided) = share(&pids, &members.iter().map(|m| m.3.is_none()).collect::<Vec<_>>())?;
+        let mut tree = TreeImage { members: Vec::new(), ofds, pipes };
+        let mut live = Vec::new();
+        for (idx, (p, parent, held, zombie)) in members.into_iter().enumerate() {
+            let (pgid, sid) = if zombie.is_some() { (p, 0) } else { ids(p)? };
+            let prepare = match held {
+                Some(h) => {
+                    let frozen = Frozen::capture_held(h, p, hashes, decided.get(&idx).unwrap_or(&HashMap::new()), stopped_at)?;
+                    let img = frozen.image();
+                    let t = &img.task;
+                    let prep = Prepare { files: img.files.clone(), cwd: t.cwd.clone(), umask: t.umask, rlimits: t.rlimits.clone(), personality: t.personality };
+                    live.push(frozen);
+                    Some(prep)
+                }
+                None => None,
+            };
+            tree.members.push(Member { pid: p, parent: parent.map(|x| x as u32), pgid, sid, zombie, prepare });
+        }
+        Ok(FrozenTree { tree, live })
+    }
+
+    /// Whether the image is a single process image (one member, nothing
+    /// shared): then it is written as one, without a tree header.
+    pub fn is_single(&self) -> bool {
+        self.tree.members.len() == 1 && self.tree.ofds.is_empty()
+    }
+
+    /// The root's image.
+    pub fn root(&self) -> &herd_image::ProcessImage {
+        self.live[0].image()
+    }
+
+    /// Members (live and zombie) and how many threads they have in all.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.tree.members.len(), self.live.iter().map(|f| 1 + f.image().threads.len()).sum())
+    }
+
+    /// Writes the tree header and every live member's image to `out`.
+    pub fn write<W: Write + Send>(&mut self, mut out: W) -> Result<(W, CaptureStats)> {
+        if !self.is_single() {
+            write_tree(&mut out, &self.tree).map_err(io_err("writing the image"))?;
+        }
+        let mut stats = CaptureStats::default();
+        for f in &mut self.live {
+            let (_, s) = f.write(&mut out)?;
+            stats.page_bytes += s.page_bytes;
+            stats.frozen_for = stats.frozen_for.max(s.frozen_for);
+        }
+        Ok((out, stats))
+    }
+
+    /// Lets every process continue as if nothing happened.
+    pub fn release(self) -> Result<()> {
+        let mut first = Ok(());
+        for f in self.live.into_iter().rev() {
+            if let Err(e) = f.release() {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Ends every process (SIGKILL), children first. Call only once the image
+    /// is safe. Returns once every member but the root is gone (reaped by
+    /// whoever adopts it, or after a few seconds): the root is its parent's to
+    /// reap, but the others' pids must be free for a restart right away.
+    pub fn kill(self) {
+        let others: Vec<i32> = self.tree.members.iter().skip(1).map(|m| m.pid).collect();
+        for f in self.live.into_iter().rev() {
+            f.kill();
+        }
+        let until = Instant::now() + std::time::Duration::from_secs(5);
+        while others.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) && Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+/// What the members share: the table of shared open files, the pipes, and
+/// for each member the kinds of the fds that are decided by it.
+type Shares = (Vec<SharedOfd>, Vec<PipeImage>, HashMap<usize, HashMap<i32, FileKind>>);
+
+fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
+    let mut descs = Vec::new();
+    for (member, (&pid, &alive)) in pids.iter().zip(live).enumerate() {
+        if !alive {
+            continue;
+        }
+        let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| CheckpointError::Proc { pid, what: format!("listing its fds: {e}") })?;
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let path = format!("/proc/{pid}/fd/{fd}");
+            let (Ok(meta), Ok(link)) = (std::fs::metadata(&path), std::fs::read_link(&path)) else { continue };
+            let info = state::read_fdinfo(pid, fd)?;
+            let link = link.to_string_lossy().into_owned();
+            descs.push(Desc {
+                member,
+                pid,
+                fd,
+                flags: info.flags,
+                pos: info.pos,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                pipe: link.starts_with("pipe:["),
+                fifo: meta.file_type().is_fifo() && !link.starts_with("pipe:["),
+                regular_or_dir: meta.is_file() || meta.is_dir(),
+                link,
+            });
+        }
+    }
+    // Open file descriptions: descriptors of one inode that kcmp says are one.
+    let mut classes: Vec<Vec<Desc>> = Vec::new();
+    for d in descs {
+        let mut home = None;
+        for (i, c) in classes.iter().enumerate() {
+            let r = &c[0];
+            if r.dev == d.dev && r.ino == d.ino && task::same_description(r.pid, r.fd, d.pid, d.fd).unwrap_or(false) {
+                home = Some(i);
+                break;
+            }
+        }
+        match home {
+            Some(i) => classes[i].push(d),
+            None => classes.push(vec![d]),
+        }
+    }
+    let mut ofds = Vec::new();
+    let mut pipes: Vec<PipeImage> = Vec::new();
+    let mut pipe_of: HashMap<(u64, u64), u32> = HashMap::new();
+    let mut decided: HashMap<usize, HashMap<i32, FileKind>> = HashMap::new();
+    let mut refused = Vec::new();
+    let mut decide = |d: &Desc, k: FileKind| {
+        decided.entry(d.member).or_default().insert(d.fd, k);
+    };
+    for c in &classes {
+        let r = &c[0];
+        let root_std = c.iter().filter(|d| d.member == 0 && d.fd <= 2).map(|d| d.fd).min();
+        let outward = r.pipe || r.fifo || (!r.regular_or_dir && !PORTABLE_DEVICES.contains(&r.link.as_str()) && !r.link.starts_with("anon_inode:") && r.flags & libc::O_PATH == 0);
+        if r.pipe {
+            let write = r.flags & libc::O_ACCMODE == libc::O_WRONLY;
+            // The pipe's other end: a description of the same pipe open the other way.
+            let other = classes.iter().any(|o| o[0].pipe && o[0].ino == r.ino && o[0].dev == r.dev && (o[0].flags & libc::O_ACCMODE == libc::O_WRONLY) != write);
+            let same_way = classes.iter().filter(|o| o[0].pipe && o[0].ino == r.ino && (o[0].flags & libc::O_ACCMODE == libc::O_WRONLY) == write).count();
+            // With no other end in the tree, it is still the tree's alone when no
+            // other process holds it (the other end was closed everywhere).
+            if same_way == 1 && (other || !held_outside(&r.link, pids)) {
+                let pipe = match pipe_of.get(&(r.dev, r.ino)) {
+                    Some(p) => *p,
+                    None => {
+                        let f = std::fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_NONBLOCK)
+                            .open(format!("/proc/{}/fd/{}", r.pid, r.fd))
+                            .map_err(|e| CheckpointError::Proc { pid: r.pid, what: format!("opening its pipe at fd {}: {e}", r.fd) })?;
+                        let (contents, capacity) =
+                            task::pipe_peek(f.as_fd()).map_err(|e| CheckpointError::Proc { pid: r.pid, what: format!("reading its pipe at fd {}: {e}", r.fd) })?;
+                        pipes.push(PipeImage { contents, capacity });
+                        pipe_of.insert((r.dev, r.ino), pipes.len() as u32 - 1);
+                        pipes.len() as u32 - 1
+                    }
+                };
+                ofds.push(SharedOfd::PipeEnd { pipe, write, flags: r.flags & libc::O_NONBLOCK });
+                let ofd = ofds.len() as u32 - 1;
+                c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+                continue;
+            }
+        }
+        if outward {
+            match root_std {
+                Some(k) => {
+                    // The root's own fds 0-2 stay the restorer's; the rest share them.
+                    let mut ofd = None;
+                    for d in c {
+                        if d.member == 0 && d.fd <= 2 {
+                            decide(d, FileKind::Inherited { what: d.link.clone() });
+                        } else {
+                            let o = *ofd.get_or_insert_with(|| {
+                                ofds.push(SharedOfd::Outer { fd: k, what: r.link.clone() });
+                                ofds.len() as u32 - 1
+                            });
+                            decide(d, FileKind::Shared { ofd: o });
+                        }
+                    }
+                }
+                None => {
+                    for d in c {
+                        let what = if r.pipe {
+                            format!("{} whose other end is outside the process tree", r.link)
+                        } else {
+                            format!("{} (a pipe, FIFO or terminal not shared with the root's fds 0-2)", r.link)
+                        };
+                        refused.push((d.pid, CantMove::UnsupportedFd { fd: d.fd, what }));
+                    }
+                }
+            }
+            continue;
+        }
+        if c.len() < 2 {
+            continue;
+        }
+        if r.link.starts_with("anon_inode:") {
+            for d in c {
+                refused.push((d.pid, CantMove::UnsupportedFd { fd: d.fd, what: format!("{} shared with another fd or process", r.link) }));
+            }
+            continue;
+        }
+        // A file shared by several descriptors: opened once.
+        let kind = if r.flags & libc::O_PATH != 0 {
+            FileKind::PathOnly { path: r.link.clone(), flags: r.flags }
+        } else if std::fs::metadata(format!("/proc/{}/fd/{}", r.pid, r.fd)).is_ok_and(|m| m.is_dir()) {
+            FileKind::Directory { path: r.link.clone(), flags: r.flags, offset: r.pos }
+        } else if PORTABLE_DEVICES.contains(&r.link.as_str()) {
+            FileKind::Device { path: r.link.clone(), flags: r.flags }
+        } else {
+            FileKind::Regular { path: r.link.clone(), flags: r.flags, offset: r.pos }
+        };
+        ofds.push(SharedOfd::File(kind));
+        let ofd = ofds.len() as u32 - 1;
+        c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+    }
+    if let Some(&(pid, _)) = refused.first() {
+        let reasons = refused.iter().filter(|(p, _)| *p == pid).map(|(_, r)| r.clone()).collect();
+        return Err(CheckpointError::CantMove { pid, reasons });
+    }
+    Ok((ofds, pipes, decided))
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Whether a process outside `tree` (and other than this one) has `link`
+/// ("pipe:[N]") open.
+fn held_outside(link: &str, tree: &[i32]) -> bool {
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else { return true };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if pid == me || tree.contains(&pid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Every reason the tree of process `pid` cannot be checkpointed, by process
+/// (empty when it can). Processes are not stopped: a tree that changes while
+/// it is looked at may be judged on what it was.
+pub fn check_tree(pid: i32) -> Result<Vec<(i32, CantMove)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    let mut all = Vec::new();
+    while let Some(p) = todo.pop() {
+        if p != pid && zombie_status(p).is_some() {
+            continue;
+        }
+        for r in check::check_for(p, Purpose::Tree)? {
+            out.push((p, r));
+        }
+        all.push(p);
+        todo.extend(procinfo::children(p));
+    }
+    if out.is_empty() {
+        let live = vec![true; all.len()];
+        if let Err(CheckpointError::CantMove { pid, reasons }) = share(&all, &live) {
+            out.extend(reasons.into_iter().map(|r| (pid, r)));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,281 @@
+//! Tree images: a checkpoint of a process and its descendants (or of one
+//! process whose descriptors share open files or hold both ends of a pipe).
+//!
+//! ```text
+//! tree image = tree header, then one process image (format.rs) per live member
+//! header     = "HERDTREE" | version u32 LE | reserved u32 (0)
+//!              | len u64 LE | crc32 u32 LE | payload[len]   (postcard TreeImage)
+//! ```
+//!
+//! The crc32 covers version, reserved, len and payload. Members come parents
+//! before children; zombies have no process image. Each process image is a
+//! complete image as written by [`crate::ImageWriter`] (its own header, sections
+//! and End), so a reader reads them one after the other from the same stream.
+//! The header repeats what each member's restorer needs before any image is
+//! read ([`Prepare`]: all members are forked first, parents forking children),
+//! and a restore checks that it matches the member's image.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::FormatError;
+use crate::model::{FileKind, OpenFile, Rlimit};
+
+pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
+pub const TREE_VERSION: u32 = 1;
+/// Largest tree header a reader accepts (pipe contents are in it).
+pub const MAX_TREE_LEN: u64 = 256 << 20;
+/// Most members a tree may have.
+pub const MAX_MEMBERS: usize = 1 << 15;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TreeImage {
+    /// The root first, then parents before their children.
+    pub members: Vec<Member>,
+    /// Open files shared by several descriptors ([`FileKind::Shared`]).
+    pub ofds: Vec<SharedOfd>,
+    /// Pipes with both ends inside the tree.
+    pub pipes: Vec<PipeImage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub pid: i32,
+    /// Index of its parent in `members`; `None` for the root.
+    pub parent: Option<u32>,
+    /// Process group and session, by pid (restored when their leader is a
+    /// member; otherwise the member stays in the restorer's).
+    pub pgid: i32,
+    pub sid: i32,
+    /// A zombie: its raw wait status. It has no process image.
+    pub zombie: Option<i32>,
+    /// What its restorer prepares before the image is read; `None` for a zombie.
+    pub prepare: Option<Prepare>,
+}
+
+/// The part of a member's image its restorer needs first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub files: Vec<OpenFile>,
+    pub cwd: String,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub personality: u32,
+}
+
+/// One open file description used by more than one descriptor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SharedOfd {
+    /// A file reopened once: [`FileKind::Regular`], `Directory`, `Device` or `PathOnly`.
+    File(FileKind),
+    /// One end of pipe `pipe` (index in [`TreeImage::pipes`]), with its file
+    /// status flags (O_NONBLOCK).
+    PipeEnd { pipe: u32, write: bool, flags: i32 },
+    /// The restorer's own fd `fd` (0-2): a terminal or pipe that leads out of
+    /// the tree, shared with the root's fd of that number.
+    Outer { fd: i32, what: String },
+}
+
+/// A pipe: the bytes in it not read yet, and its capacity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipeImage {
+    pub contents: Vec<u8>,
+    pub capacity: u32,
+}
+
+fn crc(parts: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+/// Writes the tree header (the member images follow it).
+pub fn write_tree<W: Write>(out: &mut W, tree: &TreeImage) -> io::Result<()> {
+    let payload = postcard::to_stdvec(tree).map_err(io::Error::other)?;
+    let version = TREE_VERSION.to_le_bytes();
+    let reserved = 0u32.to_le_bytes();
+    let len = (payload.len() as u64).to_le_bytes();
+    out.write_all(&TREE_MAGIC)?;
+    out.write_all(&version)?;
+    out.write_all(&reserved)?;
+    out.write_all(&len)?;
+    out.write_all(&crc(&[&version, &reserved, &len, &payload]).to_le_bytes())?;
+    out.write_all(&payload)
+}
+
+fn eof(e: io::Error) -> FormatError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        FormatError::Truncated("the tree header")
+    } else {
+        FormatError::Io(e)
+    }
+}
+
+/// Reads and checks the tree header after its magic (which the caller has
+/// read to tell a tree image from a process image).
+pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, FormatError> {
+    let mut hdr = [0u8; 20];
+    input.read_exact(&mut hdr).map_err(eof)?;
+    let version = u32::from_le_bytes(hdr[0..4].try_into().expect("4"));
+    if version != TREE_VERSION {
+        return Err(FormatError::Corrupt(format!(
+            "tree image version {version} is not supported (this herd reads version {TREE_VERSION}{})",
+            if version > TREE_VERSION { "; it was made by a newer herd" } else { "" }
+        )));
+    }
+    let len = u64::from_le_bytes(hdr[8..16].try_into().expect("8"));
+    let sum = u32::from_le_bytes(hdr[16..20].try_into().expect("4"));
+    if hdr[4..8] != [0; 4] {
+        return Err(FormatError::Corrupt("reserved tree header field is not 0".into()));
+    }
+    if len > MAX_TREE_LEN {
+        return Err(FormatError::Corrupt(format!("tree header claims {len} bytes (limit {MAX_TREE_LEN})")));
+    }
+    // Read as it arrives, so a false length costs only what is there.
+    let mut payload = Vec::new();
+    input.take(len).read_to_end(&mut payload).map_err(FormatError::Io)?;
+    if payload.len() as u64 != len {
+        return Err(FormatError::Truncated("the tree header"));
+    }
+    if crc(&[&hdr[0..4], &hdr[4..8], &hdr[8..16], &payload]) != sum {
+        return Err(FormatError::Checksum { kind: "tree", offset: 0 });
+    }
+    let (tree, rest): (TreeImage, &[u8]) =
+        postcard::take_from_bytes(&payload).map_err(|e| FormatError::Corrupt(format!("tree header: {e}")))?;
+    if !rest.is_empty() {
+        return Err(FormatError::Corrupt(format!("tree header has {} bytes after the tree", rest.len())));
+    }
+    tree.validate()?;
+    Ok(tree)
+}
+
+impl TreeImage {
+    /// Structural checks: a tree rooted at member 0, parents first, distinct
+    /// positive pids, every reference in range, zombies without images.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        let bad = |why: String| Err(FormatError::Corrupt(format!("tree header: {why}")));
+        if self.members.is_empty() || self.members.len() > MAX_MEMBERS {
+            return bad(format!("{} members", self.members.len()));
+        }
+        let mut pids: Vec<i32> = self.members.iter().map(|m| m.pid).collect();
+        pids.sort_unstable();
+        if pids[0] <= 0 || pids.windows(2).any(|w| w[0] == w[1]) {
+            return bad("pids must be positive and distinct".into());
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            match (i, m.parent) {
+                (0, None) => {}
+                (0, Some(_)) => return bad("the root has a parent".into()),
+                (_, None) => return bad(format!("member {i} (pid {}) has no parent", m.pid)),
+                (_, Some(p)) if p as usize >= i => return bad(format!("member {i} comes before its parent")),
+                (_, Some(p)) if self.members[p as usize].zombie.is_some() => return bad(format!("member {i}'s parent is a zombie")),
+                _ => {}
+            }
+            match (&m.zombie, &m.prepare) {
+                (Some(_), None) if i > 0 => {}
+                (None, Some(p)) => {
+                    for f in &p.files {
+                        if let FileKind::Shared { ofd } = f.kind {
+                            if ofd as usize >= self.ofds.len() {
+                                return bad(format!("pid {} fd {} refers to shared file {ofd} of {}", m.pid, f.fd, self.ofds.len()));
+                            }
+                        }
+                    }
+                }
+                _ => return bad(format!("member {i}: a zombie (not the root) has no image, a live process has one")),
+            }
+        }
+        for (i, o) in self.ofds.iter().enumerate() {
+            match o {
+                SharedOfd::File(FileKind::Regular { .. } | FileKind::Directory { .. } | FileKind::Device { .. } | FileKind::PathOnly { .. }) => {}
+                SharedOfd::File(_) => return bad(format!("shared file {i} is of a kind that is not reopened by path")),
+                SharedOfd::PipeEnd { pipe, .. } if *pipe as usize >= self.pipes.len() => return bad(format!("shared file {i} refers to pipe {pipe}")),
+                SharedOfd::PipeEnd { .. } => {}
+                SharedOfd::Outer { fd, .. } if !(0..=2).contains(fd) => return bad(format!("shared file {i} is the restorer's fd {fd}")),
+                SharedOfd::Outer { .. } => {}
+            }
+        }
+        for (i, p) in self.pipes.iter().enumerate() {
+            if p.contents.len() as u64 > u64::from(p.capacity) || p.capacity > 1 << 30 {
+                return bad(format!("pipe {i} holds {} bytes, capacity {}", p.contents.len(), p.capacity));
+            }
+        }
+        Ok(())
+    }
+
+    /// The members that have a process image, in image order.
+    pub fn live(&self) -> impl Iterator<Item = (usize, &Member)> {
+        self.members.iter().enumerate().filter(|(_, m)| m.zombie.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TreeImage {
+        let prepare = Prepare { files: vec![OpenFile { fd: 1, cloexec: false, kind: FileKind::Shared { ofd: 1 } }], cwd: "/".into(), umask: 0o22, rlimits: vec![], personality: 0 };
+        TreeImage {
+            members: vec![
+                Member { pid: 10, parent: None, pgid: 10, sid: 1, zombie: None, prepare: Some(prepare.clone()) },
+                Member { pid: 11, parent: Some(0), pgid: 10, sid: 1, zombie: None, prepare: Some(prepare) },
+                Member { pid: 12, parent: Some(0), pgid: 10, sid: 1, zombie: Some(3 << 8), prepare: None },
+            ],
+            ofds: vec![SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 }, SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 }],
+            pipes: vec![PipeImage { contents: b"hello".to_vec(), capacity: 65536 }],
+        }
+    }
+
+    fn bytes(t: &TreeImage) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_tree(&mut v, t).unwrap();
+        v
+    }
+
+    fn read(b: &[u8]) -> Result<TreeImage, FormatError> {
+        assert_eq!(b[..8], TREE_MAGIC);
+        read_tree_after_magic(&mut &b[8..])
+    }
+
+    #[test]
+    fn round_trip_and_every_damage_is_refused() {
+        let t = sample();
+        let b = bytes(&t);
+        assert_eq!(read(&b).unwrap(), t);
+        for off in 8..b.len() {
+            let mut d = b.clone();
+            d[off] ^= 0x10;
+            assert!(read(&d).is_err(), "byte {off} changed went unnoticed");
+        }
+        for cut in 8..b.len() {
+            assert!(read(&b[..cut]).is_err(), "cut at {cut} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn bad_structure_is_refused() {
+        type Change = Box<dyn Fn(&mut TreeImage)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("no members", Box::new(|t| t.members.clear())),
+            ("same pid twice", Box::new(|t| t.members[1].pid = 10)),
+            ("child before parent", Box::new(|t| t.members[1].parent = Some(1))),
+            ("root with a parent", Box::new(|t| t.members[0].parent = Some(0))),
+            ("zombie with an image", Box::new(|t| t.members[2].prepare = t.members[1].prepare.clone())),
+            ("live without an image", Box::new(|t| t.members[1].prepare = None)),
+            ("zombie parent", Box::new(|t| t.members.push(Member { pid: 13, parent: Some(2), pgid: 10, sid: 1, zombie: None, prepare: t.members[1].prepare.clone() }))),
+            ("shared fd out of range", Box::new(|t| t.ofds.truncate(1))),
+            ("pipe out of range", Box::new(|t| t.pipes.clear())),
+            ("overfull pipe", Box::new(|t| t.pipes[0].capacity = 2)),
+            ("outer fd 7", Box::new(|t| t.ofds.push(SharedOfd::Outer { fd: 7, what: "x".into() }))),
+            ("shared eventfd", Box::new(|t| t.ofds.push(SharedOfd::File(FileKind::EventFd { count: 0, flags: 0 })))),
+        ];
+        for (what, change) in cases {
+            let mut t = sample();
+            change(&mut t);
+            assert!(matches!(read(&bytes(&t)), Err(FormatError::Corrupt(_))), "{what} was accepted");
+        }
+    }
+}
