@@ -407,6 +407,27 @@ fn capture_with(
         plans.push(PagePlan { runs, force: prot & PROT_READ == 0 });
     }
 
+    // Advice, locks and guard pages of the regions (a migration does without).
+    let mut state = state;
+    if let Some(st) = state.as_mut() {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).map_err(|e| CheckpointError::Proc { pid, what: format!("smaps: {e}") })?;
+        st.regions = state::parse_smaps_flags(&smaps);
+        // The vDSO and vvar come back as the kernel makes them (with their own flags).
+        st.regions.retain(|r| vmas.iter().any(|v| v.start == r.start && v.end == r.end && !matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar)));
+        // Guard pages, in one scan of the whole address space (smaps's "gu" is
+        // not a reliable sign of them), each given to the region holding it.
+        let top = vmas.iter().map(|v| v.end).max().unwrap_or(0);
+        for (at, len) in pagemap.guard_runs(0, top)? {
+            match st.regions.iter_mut().find(|r| r.start <= at && at < r.end) {
+                Some(r) => r.guards.push((at, len)),
+                None => {
+                    let v = vmas.iter().find(|v| v.start <= at && at < v.end).ok_or_else(|| CheckpointError::Proc { pid, what: format!("guard pages at {at:#x} outside every region") })?;
+                    st.regions.push(herd_image::RegionState { start: v.start, end: v.end, guards: vec![(at, len)], ..Default::default() });
+                }
+            }
+        }
+        st.regions.sort_by_key(|r| r.start);
+    }
     tracing::debug!(pid, "capture: {} regions planned at {:.1} ms", maps.len(), ms(t0));
     let mut handlers = handlers;
     handlers.retain(|h| h.handler != 0 || h.flags != 0 || h.mask != 0);

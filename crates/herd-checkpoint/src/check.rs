@@ -70,6 +70,13 @@ pub enum Purpose {
     },
 }
 
+/// The inodes of the unix sockets of `pid`'s network namespace (/proc/PID/net/unix).
+fn unix_socket_inodes(pid: i32) -> Vec<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+    // Num RefCount Protocol Flags Type St Inode Path
+    text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(6)?.parse().ok()).collect()
+}
+
 /// Every reason process `pid` cannot be captured by the calling user; empty
 /// when it can be.
 pub fn check(pid: i32) -> Result<Vec<CantMove>> {
@@ -116,7 +123,8 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
             why.push(CantMove::Children(kids));
         }
     }
-    let fds = if whole { p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect() } else { Vec::new() };
+    let fds: Vec<_> = if whole { p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect() } else { Vec::new() };
+    let unix_inodes = if purpose == Purpose::Tree { unix_socket_inodes(pid) } else { Vec::new() };
     if whole {
         if let Ok(cwd) = p.cwd() {
             let s = cwd.to_string_lossy();
@@ -137,6 +145,8 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
             }
         }
         match &fd.target {
+            // A unix socket may be one end of a pair inside the tree (its analysis decides).
+            FDTarget::Socket(ino) if purpose == Purpose::Tree && unix_inodes.contains(ino) => {}
             FDTarget::Socket(_) | FDTarget::Net(_) => why.push(CantMove::Socket { fd: fd.fd, what }),
             FDTarget::Pipe(_) if fd.fd <= 2 || purpose == Purpose::Tree => {}
             FDTarget::AnonInode(kind) if kind == "[eventpoll]" => why.extend(state::epoll_refusals(pid, fd.fd, &info)),

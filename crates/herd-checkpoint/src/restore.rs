@@ -259,16 +259,22 @@ fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
                 SharedOfd::File(_) => return Err(FormatError::Corrupt("a shared file of a kind that is not reopened".into()).into()),
                 SharedOfd::PipeEnd { pipe, write, flags } => restorer::OfdPlan::PipeEnd { pipe: *pipe as usize, write: *write, flags: *flags },
                 SharedOfd::Outer { fd, .. } => restorer::OfdPlan::Outer { fd: *fd },
+                SharedOfd::SocketEnd { pair, end, flags } => restorer::OfdPlan::SocketEnd { pair: *pair as usize, end: usize::from(*end), flags: *flags },
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let pipes = tree.pipes.iter().map(|p| restorer::PipePlan { contents: p.contents.clone(), capacity: p.capacity }).collect();
+    let socket_pairs = tree
+        .socket_pairs
+        .iter()
+        .map(|p| restorer::SocketPairPlan { kind: p.kind, queued: p.queued.clone(), shutdown: p.shutdown })
+        .collect();
     let mode = match mode {
         PidMode::Any => restorer::PidMode::Any,
         PidMode::Same => restorer::PidMode::Same,
         PidMode::NewNamespace => restorer::PidMode::NewNamespace,
     };
-    Ok(restorer::TreePlan { members, ofds, pipes, mode })
+    Ok(restorer::TreePlan { members, ofds, pipes, socket_pairs, mode })
 }
 
 /// Puts each member in its process group: group leaders first, then the
@@ -740,6 +746,10 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
     pub(crate) fn put(&self, at: u64, data: &[u8]) -> Result<u64> {
         if at + data.len() as u64 > self.len {
             return Err(FormatError::Corrupt(format!("a {}-byte value does not fit the restorer's scratch page", data.len())).into());
@@ -898,6 +908,9 @@ fn build(
     for v in reprotect {
         inj.call_ok("mprotect", abi::SYS_MPROTECT, &[v.start, v.len(), prot_bits(v.prot)])?;
     }
+    if let (Into::Fresh { .. }, Some(st)) = (&into, &image.state) {
+        state::set_regions(&mut inj, &st.regions)?;
+    }
 
     // Post-copy: the lazily sent memory is registered while the child still has
     // our credentials (an unprivileged userfaultfd could not take the faults the
@@ -954,12 +967,17 @@ fn build(
     // The other threads, made now: while the process still has the restorer's
     // credentials (choosing their ids may need them); each then takes the
     // image's credentials itself, as the main thread does below.
-    let set_ids = !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0);
+    // A root process's supplementary groups come back too (a checkpoint restored by root).
+    let groups_differ = fresh.is_some() && t.groups != own_groups();
+    let set_ids = !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0 || groups_differ);
     if !image.threads.is_empty() {
         let tramp_stack = tramp + tramp_len - 64;
         let exact = matches!(fresh, Some(PidMode::Same | PidMode::NewNamespace));
         let how = MakeThreads { stack: tramp_stack, set_ids, point_next_id: deputy, exact };
         make_threads(&mut inj, &scratch, image, how, warnings, &mut made.threads)?;
+    }
+    if let (Some(_), Some(st)) = (fresh, &image.state) {
+        state::make_timers(&mut inj, &scratch, &st.posix_timers)?;
     }
     if set_ids {
         set_credentials(&mut inj, &scratch, t)?;
@@ -1037,6 +1055,14 @@ fn set_thread_basics(
     let comm = scratch.put_str(comm)?;
     inj.call_ok("prctl(PR_SET_NAME)", abi::SYS_PRCTL, &[abi::PR_SET_NAME, comm])?;
     Ok(())
+}
+
+/// This process's supplementary groups (/proc/self/status).
+fn own_groups() -> Vec<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Groups:").map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())))
+        .unwrap_or_default()
 }
 
 /// The image's owner, groups and ids, for the calling thread (credentials

@@ -8,7 +8,7 @@
 //! asks the process itself by injected calls; restore makes each descriptor
 //! by an injected call in the new process and moves it to its number.
 
-use herd_image::{EpollTarget, FileKind, FileLock, Itimer, LockKind, OpenFile, ProcessState};
+use herd_image::{EpollTarget, FileKind, FileLock, Itimer, LockKind, OpenFile, PosixTimer, ProcessState, RegionState};
 use herd_kernel::abi::{self, EpollEvent, Flock, TimerPair};
 use herd_kernel::inject::Injector;
 use herd_kernel::mem;
@@ -228,7 +228,158 @@ pub(crate) fn query_state(inj: &mut Injector<'_>, scratch: u64, pid: i32) -> Res
         .trim()
         .parse()
         .unwrap_or(0);
-    Ok(ProcessState { itimers, oom_score_adj, child_subreaper, thp_disable, no_new_privs, dumpable, locks: Vec::new() })
+    let mut posix_timers = parse_timers(&std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default());
+    for t in &mut posix_timers {
+        inj.call_ok("timer_gettime", abi::SYS_TIMER_GETTIME, &[t.id as u64, scratch])?;
+        let mut b = [0u8; 32];
+        mem::read_ranges(pid, &[(scratch, 32)], &mut b)?;
+        let v: TimerPair = abi::from_bytes(&b);
+        t.interval_ns = v.interval_sec as u64 * NS + v.interval_frac as u64;
+        t.value_ns = v.value_sec as u64 * NS + v.value_frac as u64;
+    }
+    Ok(ProcessState { itimers, oom_score_adj, child_subreaper, thp_disable, no_new_privs, dumpable, locks: Vec::new(), posix_timers, regions: Vec::new() })
+}
+
+/// The smaps VmFlags that `madvise` sets, and the advice that sets each.
+const ADVICE: [(&str, i32); 8] = [
+    ("dd", libc::MADV_DONTDUMP),
+    ("wf", libc::MADV_WIPEONFORK),
+    ("dc", libc::MADV_DONTFORK),
+    ("hg", libc::MADV_HUGEPAGE),
+    ("nh", libc::MADV_NOHUGEPAGE),
+    ("mg", libc::MADV_MERGEABLE),
+    ("rr", libc::MADV_RANDOM),
+    ("sr", libc::MADV_SEQUENTIAL),
+];
+
+/// The advice, lock and guard pages of each region of /proc/PID/smaps that
+/// has any, guard runs not filled in yet.
+pub(crate) fn parse_smaps_flags(text: &str) -> Vec<RegionState> {
+    let mut out = Vec::new();
+    let mut range = None;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            let Some((a, b)) = range.take() else { continue };
+            let words: Vec<&str> = flags.split_whitespace().collect();
+            let advice: Vec<i32> = ADVICE.iter().filter(|(w, _)| words.contains(w)).map(|(_, a)| *a).collect();
+            let locked = words.contains(&"lo");
+            if !advice.is_empty() || locked {
+                out.push(RegionState { start: a, end: b, advice, locked, guards: Vec::new() });
+            }
+        } else if let Some((r, _)) = line.split_once(' ') {
+            if let Some((a, b)) = r.split_once('-') {
+                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                    range = Some((a, b));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Gives every region its advice, lock and guard pages again (after its
+/// pages are written: a guard page discards what is under it).
+pub(crate) fn set_regions(inj: &mut Injector<'_>, regions: &[RegionState]) -> Result<()> {
+    for r in regions {
+        let len = r.end - r.start;
+        for a in &r.advice {
+            inj.call_ok("madvise", abi::SYS_MADVISE, &[r.start, len, *a as u64])?;
+        }
+        if r.locked {
+            inj.call_ok("mlock", abi::SYS_MLOCK, &[r.start, len])?;
+        }
+        for &(at, l) in &r.guards {
+            inj.call_ok("madvise(MADV_GUARD_INSTALL)", abi::SYS_MADVISE, &[at, l, abi::MADV_GUARD_INSTALL])?;
+        }
+    }
+    Ok(())
+}
+
+/// The timers of /proc/PID/timers (times not filled in):
+/// `ID: 42` / `signal: 10/0000000000001234` / `notify: signal/tid.77` / `ClockID: 1`.
+pub(crate) fn parse_timers(text: &str) -> Vec<PosixTimer> {
+    let mut out: Vec<PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let Some((key, v)) = line.split_once(':') else { continue };
+        let v = v.trim();
+        if key == "ID" {
+            let Ok(id) = v.parse() else { continue };
+            out.push(PosixTimer { id, clockid: 0, notify: 0, signo: 0, value: 0, tid: 0, interval_ns: 0, value_ns: 0 });
+            continue;
+        }
+        let Some(t) = out.last_mut() else { continue };
+        match key {
+            "signal" => {
+                if let Some((signo, value)) = v.split_once('/') {
+                    t.signo = signo.parse().unwrap_or(0);
+                    t.value = u64::from_str_radix(value, 16).unwrap_or(0);
+                }
+            }
+            "notify" => {
+                if let Some((how, whom)) = v.split_once('/') {
+                    t.notify = match how {
+                        "none" => libc::SIGEV_NONE,
+                        "thread" => libc::SIGEV_THREAD,
+                        _ => libc::SIGEV_SIGNAL,
+                    };
+                    if let Some(tid) = whom.strip_prefix("tid.") {
+                        t.notify |= libc::SIGEV_THREAD_ID;
+                        t.tid = tid.parse().unwrap_or(0);
+                    }
+                }
+            }
+            "ClockID" => t.clockid = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Makes the image's POSIX timers again with their ids (the threads they
+/// signal exist by now), armed with the time they had left. Without the
+/// kernel's help to choose ids (Linux 6.17+) a timer whose id comes out
+/// different fails the restore.
+pub(crate) fn make_timers(inj: &mut Injector<'_>, scratch: &Scratch, timers: &[PosixTimer]) -> Result<()> {
+    if timers.is_empty() {
+        return Ok(());
+    }
+    let choose = inj.call(abi::SYS_PRCTL, &[abi::PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0])? == 0;
+    let result = (|| {
+        for t in timers {
+            let mut sev = [0u8; 64];
+            sev[0..8].copy_from_slice(&t.value.to_ne_bytes());
+            sev[8..12].copy_from_slice(&t.signo.to_ne_bytes());
+            sev[12..16].copy_from_slice(&t.notify.to_ne_bytes());
+            sev[16..20].copy_from_slice(&t.tid.to_ne_bytes());
+            let sev_at = scratch.put(0, &sev)?;
+            let id_at = scratch.put(64, &t.id.to_ne_bytes())?;
+            inj.call_ok("timer_create", abi::SYS_TIMER_CREATE, &[t.clockid as u64, sev_at, id_at])?;
+            let mut got = [0u8; 4];
+            mem::read_ranges(scratch.pid(), &[(id_at, 4)], &mut got)?;
+            let got = i32::from_ne_bytes(got);
+            if got != t.id {
+                return Err(CheckpointError::Incompatible(format!(
+                    "POSIX timer {} came back as timer {got}: restoring timer ids needs Linux 6.17 or later",
+                    t.id
+                )));
+            }
+            if t.value_ns > 0 {
+                let v = TimerPair {
+                    interval_sec: (t.interval_ns / NS) as i64,
+                    interval_frac: (t.interval_ns % NS) as i64,
+                    value_sec: (t.value_ns / NS) as i64,
+                    value_frac: (t.value_ns % NS) as i64,
+                };
+                let at = scratch.put(128, abi::as_bytes(&v))?;
+                inj.call_ok("timer_settime", abi::SYS_TIMER_SETTIME, &[t.id as u64, 0, at, 0])?;
+            }
+        }
+        Ok(())
+    })();
+    if choose {
+        inj.call_ok("prctl(PR_TIMER_CREATE_RESTORE_IDS)", abi::SYS_PRCTL, &[abi::PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0])?;
+    }
+    result
 }
 
 /// Moves descriptor `got` (just made) to number `want` with the image's
@@ -416,6 +567,31 @@ mod tests {
         // A kind herd does not carry, or a line /proc did not write, is refused.
         assert!(anon_kind("[io_uring]", 7, &e).is_err());
         assert!(anon_kind("[eventfd]", 7, &FdInfo::default()).is_err());
+    }
+
+    #[test]
+    fn smaps_flags_parse() {
+        let text = "7fcee9184000-7fcee918c000 rw-p 00000000 00:00 0 \nSize:                 32 kB\nVmFlags: rd wr mr mw me gu ac wf dd \n7fcee918c000-7fcee918d000 rw-p 00000000 00:00 0 \nVmFlags: rd wr mr mw me lo ac \n7fcee918d000-7fcee918e000 rw-p 00000000 00:00 0 \nVmFlags: rd wr mr mw me ac \n";
+        let got = parse_smaps_flags(text);
+        let r = |start, end, advice, locked| RegionState { start, end, advice, locked, guards: vec![] };
+        assert_eq!(
+            got,
+            vec![
+                r(0x7fcee9184000, 0x7fcee918c000, vec![libc::MADV_DONTDUMP, libc::MADV_WIPEONFORK], false),
+                r(0x7fcee918c000, 0x7fcee918d000, vec![], true),
+            ]
+        );
+    }
+
+    #[test]
+    fn posix_timers_parse() {
+        let text = "ID: 42\nsignal: 10/0000000000001234\nnotify: signal/pid.29596\nClockID: 1\nID: 0\nsignal: 14/0000000000000000\nnotify: signal/tid.77\nClockID: 0\nID: 3\nsignal: 0/0000000000000000\nnotify: none/pid.5\nClockID: 7\n";
+        let t = parse_timers(text);
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].id, t[0].signo, t[0].value, t[0].notify, t[0].clockid), (42, 10, 0x1234, libc::SIGEV_SIGNAL, 1));
+        assert_eq!((t[1].notify, t[1].tid), (libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID, 77));
+        assert_eq!((t[2].notify, t[2].clockid), (libc::SIGEV_NONE, 7));
+        assert!(parse_timers("").is_empty());
     }
 
     #[test]

@@ -16,8 +16,10 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Instant;
 
-use herd_image::tree::{write_tree, Member, PipeImage, Prepare, SharedOfd, TreeImage};
+use herd_image::tree::{write_tree, Member, PipeImage, Prepare, SharedOfd, SocketPairImage, TreeImage};
 use herd_image::FileKind;
+use herd_kernel::pidfd::PidFd;
+use herd_kernel::sockdiag::{self, UnixSock};
 use herd_kernel::task;
 
 use crate::capture::{CaptureStats, Frozen, Held};
@@ -112,8 +114,8 @@ impl FrozenTree {
             i += 1;
         }
         let pids: Vec<i32> = members.iter().map(|m| m.0).collect();
-        let (ofds, pipes, decided) = share(&pids, &members.iter().map(|m| m.3.is_none()).collect::<Vec<_>>())?;
-        let mut tree = TreeImage { members: Vec::new(), ofds, pipes };
+        let (ofds, pipes, socket_pairs, decided) = share(&pids, &members.iter().map(|m| m.3.is_none()).collect::<Vec<_>>())?;
+        let mut tree = TreeImage { members: Vec::new(), ofds, pipes, socket_pairs };
         let mut live = Vec::new();
         for (idx, (p, parent, held, zombie)) in members.into_iter().enumerate() {
             let (pgid, sid) = if zombie.is_some() { (p, 0) } else { ids(p)? };
@@ -194,7 +196,7 @@ impl FrozenTree {
 
 /// What the members share: the table of shared open files, the pipes, and
 /// for each member the kinds of the fds that are decided by it.
-type Shares = (Vec<SharedOfd>, Vec<PipeImage>, HashMap<usize, HashMap<i32, FileKind>>);
+type Shares = (Vec<SharedOfd>, Vec<PipeImage>, Vec<SocketPairImage>, HashMap<usize, HashMap<i32, FileKind>>);
 
 fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
     let mut descs = Vec::new();
@@ -242,6 +244,15 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
     }
     let mut ofds = Vec::new();
     let mut pipes: Vec<PipeImage> = Vec::new();
+    let mut socket_pairs: Vec<SocketPairImage> = Vec::new();
+    // Unix sockets, asked of the kernel only when there are any.
+    let unix = if classes.iter().any(|c| c[0].link.starts_with("socket:[")) {
+        sockdiag::unix_sockets().map_err(|e| CheckpointError::Proc { pid: pids[0], what: format!("listing unix sockets (sock_diag): {e}") })?
+    } else {
+        HashMap::new()
+    };
+    // Socket pairs seen from one end: the pair, by the other end's inode.
+    let mut pair_of: HashMap<u64, (u32, u8)> = HashMap::new();
     let mut pipe_of: HashMap<(u64, u64), u32> = HashMap::new();
     let mut decided: HashMap<usize, HashMap<i32, FileKind>> = HashMap::new();
     let mut refused = Vec::new();
@@ -280,6 +291,52 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
                 c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
                 continue;
             }
+        }
+        if let Some(ino) = r.link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u32>().ok()) {
+            let why = match unix.get(&ino) {
+                None => Some("a socket that is not a unix socket".to_string()),
+                Some(s) if s.named => Some("a named (bound) unix socket".into()),
+                Some(s) if s.state == 10 => Some("a listening unix socket".into()),
+                Some(UnixSock { peer: None, .. }) => Some("an unconnected unix socket".into()),
+                Some(UnixSock { peer: Some(p), .. }) if !classes.iter().any(|o| o[0].link == format!("socket:[{p}]")) => {
+                    Some(format!("a unix socket connected to socket {p}, which is outside the process tree"))
+                }
+                Some(_) => None,
+            };
+            if let Some(what) = why {
+                for d in c {
+                    refused.push((d.pid, CantMove::Socket { fd: d.fd, what: format!("{} ({what})", r.link) }));
+                }
+                continue;
+            }
+            let s = &unix[&ino];
+            let (pair, end) = match pair_of.get(&u64::from(ino)) {
+                Some(&(pair, _)) => (pair, 1u8),
+                None => {
+                    socket_pairs.push(SocketPairImage { kind: s.kind, queued: [Vec::new(), Vec::new()], shutdown: [0, 0] });
+                    let pair = socket_pairs.len() as u32 - 1;
+                    pair_of.insert(u64::from(s.peer.expect("checked")), (pair, 1));
+                    (pair, 0u8)
+                }
+            };
+            let sock = PidFd::open(r.pid)
+                .and_then(|p| p.get_fd(r.fd))
+                .map_err(|e| CheckpointError::Proc { pid: r.pid, what: format!("taking a look at its socket at fd {}: {e}", r.fd) })?;
+            let queued = match sockdiag::socket_peek(sock.as_fd()) {
+                Ok(q) if s.kind == libc::SOCK_STREAM && q.len() > 1 => vec![q.concat()],
+                Ok(q) => q,
+                Err(e) => {
+                    refused.push((r.pid, CantMove::Socket { fd: r.fd, what: format!("{}: {e}", r.link) }));
+                    continue;
+                }
+            };
+            let p = &mut socket_pairs[pair as usize];
+            p.queued[end as usize] = queued;
+            p.shutdown[end as usize] = s.shutdown;
+            ofds.push(SharedOfd::SocketEnd { pair, end, flags: r.flags & libc::O_NONBLOCK });
+            let ofd = ofds.len() as u32 - 1;
+            c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+            continue;
         }
         if outward {
             match root_std {
@@ -338,7 +395,7 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
         let reasons = refused.iter().filter(|(p, _)| *p == pid).map(|(_, r)| r.clone()).collect();
         return Err(CheckpointError::CantMove { pid, reasons });
     }
-    Ok((ofds, pipes, decided))
+    Ok((ofds, pipes, socket_pairs, decided))
 }
 
 use std::os::unix::fs::OpenOptionsExt;

@@ -40,6 +40,7 @@ struct Summary {
 #[derive(Serialize)]
 struct State {
     itimers: Vec<Timer>,
+    posix_timers: Vec<String>,
     oom_score_adj: i32,
     child_subreaper: bool,
     thp_disable: bool,
@@ -105,6 +106,7 @@ fn perms(p: u8, shared: bool) -> String {
 struct TreeSummary {
     processes: Vec<MemberSummary>,
     pipes: Vec<PipeSummary>,
+    socket_pairs: Vec<String>,
     shared_files: Vec<String>,
     /// Each live member's image, in order.
     images: Vec<Summary>,
@@ -135,6 +137,7 @@ fn describe_ofd(o: &SharedOfd) -> String {
         },
         SharedOfd::PipeEnd { pipe, write, .. } => format!("pipe {pipe}, {} end", if *write { "write" } else { "read" }),
         SharedOfd::Outer { fd, what } => format!("herd restart's fd {fd} (was {what})"),
+        SharedOfd::SocketEnd { pair, end, .. } => format!("socket pair {pair}, end {end}"),
     }
 }
 
@@ -170,6 +173,19 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
             })
             .collect(),
         pipes: tree.pipes.iter().map(|p| PipeSummary { bytes: p.contents.len(), capacity: p.capacity }).collect(),
+        socket_pairs: tree
+            .socket_pairs
+            .iter()
+            .map(|p| {
+                let kind = match p.kind {
+                    1 => "stream",
+                    2 => "datagram",
+                    _ => "seqpacket",
+                };
+                let waiting = |e: usize| format!("{} messages, {} bytes", p.queued[e].len(), p.queued[e].iter().map(|m| m.len()).sum::<usize>());
+                format!("unix {kind}: waiting at end 0 {}, at end 1 {}", waiting(0), waiting(1))
+            })
+            .collect(),
         shared_files: tree.ofds.iter().map(describe_ofd).collect(),
         images,
     };
@@ -190,6 +206,9 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
     }
     for (i, p) in t.pipes.iter().enumerate() {
         println!("pipe {i}      {} bytes waiting (capacity {})", p.bytes, p.capacity);
+    }
+    for (i, p) in t.socket_pairs.iter().enumerate() {
+        println!("sockets {i}   {p}");
     }
     for (i, f) in t.shared_files.iter().enumerate() {
         println!("shared {i}    {f}");
@@ -281,6 +300,15 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
             .iter()
             .map(|t| Timer { which: ["real", "virtual", "prof"].get(t.which as usize).unwrap_or(&"?").to_string(), value_us: t.value_us, interval_us: t.interval_us })
             .collect(),
+        posix_timers: st
+            .posix_timers
+            .iter()
+            .map(|t| {
+                let when = if t.value_ns == 0 { "disarmed".to_string() } else { format!("in {:.3} s every {:.3} s", t.value_ns as f64 / 1e9, t.interval_ns as f64 / 1e9) };
+                let to = if t.notify & libc::SIGEV_THREAD_ID != 0 { format!("thread {}", t.tid) } else { "the process".into() };
+                format!("timer {} (clock {}) {when}, signal {} to {to}", t.id, t.clockid, t.signo)
+            })
+            .collect(),
         oom_score_adj: st.oom_score_adj,
         child_subreaper: st.child_subreaper,
         thp_disable: st.thp_disable,
@@ -363,6 +391,9 @@ fn print_summary(path: &Path, s: &Summary) {
             .map(|t| format!("{} in {:.3} s every {:.3} s", t.which, t.value_us as f64 / 1e6, t.interval_us as f64 / 1e6))
             .collect();
         println!("timers      {}", if timers.is_empty() { "none".into() } else { timers.join(", ") });
+        for t in &st.posix_timers {
+            println!("            {t}");
+        }
         let mut flags = vec![format!("oom_score_adj {}", st.oom_score_adj), format!("dumpable {}", st.dumpable)];
         for (on, name) in [(st.child_subreaper, "child-subreaper"), (st.thp_disable, "THP disabled"), (st.no_new_privs, "no_new_privs")] {
             if on {

@@ -1255,7 +1255,7 @@ fn process_state_and_fds_survive_with_the_same_pid() {
     let img = dir.path().join("ckpt.img");
     let shown = herd(&argv!["inspect", &img], None);
     shown.assert_ok();
-    for what in ["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled"] {
+    for what in ["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled", "every 30.000 s, signal 10 to the process", "disarmed, signal 10 to thread"] {
         assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
     }
 }
@@ -1310,6 +1310,26 @@ fn shell_pipeline_checkpointed_as_a_tree() {
     let (status, _, err) = r.wait();
     assert_eq!(describe(&status), describe(&expected.status), "herd restart stderr:\n{err}");
     assert_eq!(text(&fs::read(p.out_path()).unwrap()), text(&expected.out), "herd restart stderr:\n{err}");
+}
+
+/// python3 with a stream socketpair to a child (551-odd bytes waiting in it
+/// at the checkpoint: the child reads a byte at a time) and a datagram pair
+/// holding three datagrams: the tree restarts with every byte and datagram
+/// where it was, and prints what an uninterrupted run prints.
+#[test]
+fn python_socketpairs_to_a_child_restore_with_queued_data() {
+    if !ready("python_socketpairs_to_a_child_restore_with_queued_data", &[Need::Python, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_sockpair.py"), "40"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).contains("datagrams [b'one', b'two!', b'three']"), "{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "pair", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("pair.img")], None);
+    shown.assert_ok();
+    assert!(shown.stdout.contains("unix stream") && shown.stdout.contains("unix datagram: waiting at end 0 0 messages, 0 bytes, at end 1 3 messages, 12 bytes"), "{}", shown.stdout);
 }
 
 /// A tree member holding a FIFO whose other end is outside the tree is

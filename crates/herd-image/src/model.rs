@@ -42,6 +42,41 @@ pub struct ProcessState {
     pub dumpable: u32,
     /// File locks the process holds (flock, POSIX and OFD).
     pub locks: Vec<FileLock>,
+    /// POSIX timers (timer_create), restored with their ids.
+    pub posix_timers: Vec<PosixTimer>,
+    /// Memory regions with advice, locks or guard pages (the others have none).
+    pub regions: Vec<RegionState>,
+}
+
+/// What `madvise` / `mlock` set on a memory region, and its guard pages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionState {
+    pub start: u64,
+    pub end: u64,
+    /// MADV_* values to give it again (DONTDUMP, WIPEONFORK, DONTFORK,
+    /// HUGEPAGE, NOHUGEPAGE, MERGEABLE, RANDOM, SEQUENTIAL).
+    pub advice: Vec<i32>,
+    /// mlock'ed (VM_LOCKED).
+    pub locked: bool,
+    /// Runs of guard pages (MADV_GUARD_INSTALL): (address, length).
+    pub guards: Vec<(u64, u64)>,
+}
+
+/// A POSIX timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clockid: i32,
+    /// `sigev_notify`: SIGEV_SIGNAL (0), SIGEV_NONE (1), with SIGEV_THREAD_ID (4)
+    /// when it signals one thread, `tid`.
+    pub notify: i32,
+    pub signo: i32,
+    /// `sigev_value`, given back to the program with the signal.
+    pub value: u64,
+    pub tid: i32,
+    pub interval_ns: u64,
+    /// Time left until it next fires; 0 when disarmed.
+    pub value_ns: u64,
 }
 
 /// One armed interval timer.

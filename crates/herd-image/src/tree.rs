@@ -37,6 +37,20 @@ pub struct TreeImage {
     pub ofds: Vec<SharedOfd>,
     /// Pipes with both ends inside the tree.
     pub pipes: Vec<PipeImage>,
+    /// Connected pairs of unix sockets with both ends inside the tree.
+    pub socket_pairs: Vec<SocketPairImage>,
+}
+
+/// A connected pair of unix sockets (socketpair, or connected to each other).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SocketPairImage {
+    /// SOCK_STREAM (1), SOCK_DGRAM (2) or SOCK_SEQPACKET (5).
+    pub kind: i32,
+    /// For each end, the messages waiting to be read from it (a stream's
+    /// bytes as one message).
+    pub queued: [Vec<Vec<u8>>; 2],
+    /// For each end, what has been shut down: RCV_SHUTDOWN (1), SEND_SHUTDOWN (2).
+    pub shutdown: [u8; 2],
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +89,9 @@ pub enum SharedOfd {
     /// The restorer's own fd `fd` (0-2): a terminal or pipe that leads out of
     /// the tree, shared with the root's fd of that number.
     Outer { fd: i32, what: String },
+    /// End `end` (0 or 1) of socket pair `pair` (index in
+    /// [`TreeImage::socket_pairs`]), with its file status flags (O_NONBLOCK).
+    SocketEnd { pair: u32, end: u8, flags: i32 },
 }
 
 /// A pipe: the bytes in it not read yet, and its capacity.
@@ -196,6 +213,16 @@ impl TreeImage {
                 SharedOfd::PipeEnd { .. } => {}
                 SharedOfd::Outer { fd, .. } if !(0..=2).contains(fd) => return bad(format!("shared file {i} is the restorer's fd {fd}")),
                 SharedOfd::Outer { .. } => {}
+                SharedOfd::SocketEnd { pair, end, .. } if *pair as usize >= self.socket_pairs.len() || *end > 1 => {
+                    return bad(format!("shared file {i} refers to end {end} of socket pair {pair}"))
+                }
+                SharedOfd::SocketEnd { .. } => {}
+            }
+        }
+        for (i, p) in self.socket_pairs.iter().enumerate() {
+            let bytes: usize = p.queued.iter().flatten().map(|m| m.len()).sum();
+            if ![1, 2, 5].contains(&p.kind) || bytes > 64 << 20 || p.shutdown.iter().any(|s| *s > 3) {
+                return bad(format!("socket pair {i}: kind {}, {bytes} bytes queued", p.kind));
             }
         }
         for (i, p) in self.pipes.iter().enumerate() {
@@ -226,6 +253,7 @@ mod tests {
             ],
             ofds: vec![SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 }, SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 }],
             pipes: vec![PipeImage { contents: b"hello".to_vec(), capacity: 65536 }],
+            socket_pairs: vec![SocketPairImage { kind: 2, queued: [vec![b"a".to_vec(), b"bc".to_vec()], vec![]], shutdown: [0, 2] }],
         }
     }
 
@@ -271,6 +299,9 @@ mod tests {
             ("overfull pipe", Box::new(|t| t.pipes[0].capacity = 2)),
             ("outer fd 7", Box::new(|t| t.ofds.push(SharedOfd::Outer { fd: 7, what: "x".into() }))),
             ("shared eventfd", Box::new(|t| t.ofds.push(SharedOfd::File(FileKind::EventFd { count: 0, flags: 0 })))),
+            ("socket end 2", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 0, end: 2, flags: 0 }))),
+            ("socket pair out of range", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 1, end: 0, flags: 0 }))),
+            ("raw socket pair", Box::new(|t| t.socket_pairs[0].kind = 3)),
         ];
         for (what, change) in cases {
             let mut t = sample();

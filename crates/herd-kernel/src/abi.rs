@@ -104,6 +104,14 @@ pub const SYS_EVENTFD2: u64 = 290;
 pub const SYS_EPOLL_CREATE1: u64 = 291;
 pub const SYS_DUP3: u64 = 292;
 pub const SYS_SETPGID: u64 = 109;
+pub const SYS_MADVISE: u64 = 28;
+pub const SYS_MLOCK: u64 = 149;
+pub const MADV_GUARD_INSTALL: u64 = 102;
+pub const SYS_TIMER_CREATE: u64 = 222;
+pub const SYS_TIMER_SETTIME: u64 = 223;
+pub const SYS_TIMER_GETTIME: u64 = 224;
+/// prctl: timer_create takes the id it is given (Linux 6.17+); arg 1 on, 0 off.
+pub const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 pub const SYS_RT_SIGTIMEDWAIT: u64 = 128;
 pub const F_SETLK: u64 = 6;
 pub const F_OFD_SETLK: u64 = 37;

@@ -21,6 +21,7 @@ pub mod pidfd;
 pub mod ptrace;
 pub mod restorer;
 pub mod seccomp;
+pub mod sockdiag;
 pub mod task;
 pub mod uffd;
 

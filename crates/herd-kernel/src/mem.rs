@@ -113,6 +113,12 @@ const PAGE_IS_FILE: u64 = 1 << 2;
 const PAGE_IS_PRESENT: u64 = 1 << 3;
 const PAGE_IS_SWAPPED: u64 = 1 << 4;
 const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// A guard region marker (MADV_GUARD_INSTALL; Linux 6.14). It reads as
+/// swapped too, but holds nothing.
+const PAGE_IS_GUARD: u64 = 1 << 8;
+
+/// Whether PAGEMAP_SCAN knows PAGE_IS_GUARD (cleared on the first EINVAL).
+static SCAN_KNOWS_GUARD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// `struct pm_scan_arg`.
 #[repr(C)]
@@ -163,10 +169,38 @@ impl Pagemap {
     /// Uses the PAGEMAP_SCAN ioctl (Linux 6.7): the kernel returns ranges, so the
     /// cost follows what is mapped, not the size of the address range.
     pub fn present_runs(&self, start: u64, end: u64, private_only: bool) -> Result<Vec<(u64, u64)>> {
+        let inverted = PAGE_IS_PFNZERO | if private_only { PAGE_IS_FILE } else { 0 };
+        loop {
+            let guard = SCAN_KNOWS_GUARD.load(std::sync::atomic::Ordering::Relaxed);
+            let required_clear = inverted | if guard { PAGE_IS_GUARD } else { 0 };
+            match self.scan(start, end, required_clear, required_clear, PAGE_IS_PRESENT | PAGE_IS_SWAPPED) {
+                Err(e) if guard && e.errno() == Some(libc::EINVAL) => SCAN_KNOWS_GUARD.store(false, std::sync::atomic::Ordering::Relaxed),
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs of guard pages (MADV_GUARD_INSTALL) in `[start, end)`; none on a
+    /// kernel that has no guard regions (before 6.14).
+    pub fn guard_runs(&self, start: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+        if !SCAN_KNOWS_GUARD.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        match self.scan(start, end, 0, 0, PAGE_IS_GUARD) {
+            Err(e) if e.errno() == Some(libc::EINVAL) => {
+                SCAN_KNOWS_GUARD.store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    /// PAGEMAP_SCAN of `[start, end)`: pages whose `mask` categories equal
+    /// `inverted` (those bits clear) and that have any of `anyof`, as runs.
+    fn scan(&self, start: u64, end: u64, inverted: u64, mask: u64, anyof: u64) -> Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let mut regions = vec![PageRegion::default(); 512];
         let mut at = start;
-        let inverted = PAGE_IS_PFNZERO | if private_only { PAGE_IS_FILE } else { 0 };
         while at < end {
             let mut arg = PmScanArg {
                 size: std::mem::size_of::<PmScanArg>() as u64,
@@ -177,11 +211,10 @@ impl Pagemap {
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: regions.len() as u64,
                 max_pages: 0,
-                // Required: these bits clear (inverted, and in the mask).
                 category_inverted: inverted,
-                category_mask: inverted,
-                category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                category_mask: mask,
+                category_anyof_mask: anyof,
+                return_mask: anyof,
             };
             // SAFETY: PAGEMAP_SCAN reads `arg` (a repr(C) pm_scan_arg of the size it
             // states) and writes at most `vec_len` page_region structures into

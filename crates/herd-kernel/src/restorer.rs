@@ -101,6 +101,16 @@ pub enum OfdPlan {
     PipeEnd { pipe: usize, write: bool, flags: i32 },
     /// The caller's own fd (0-2).
     Outer { fd: i32 },
+    /// End `end` of socket pair `pair` of [`TreePlan::socket_pairs`].
+    SocketEnd { pair: usize, end: usize, flags: i32 },
+}
+
+/// A connected pair of unix sockets to make, with the messages each end is
+/// to find waiting, and what each end has shut down.
+pub struct SocketPairPlan {
+    pub kind: i32,
+    pub queued: [Vec<Vec<u8>>; 2],
+    pub shutdown: [u8; 2],
 }
 
 /// A pipe to make: its capacity and the bytes to put in it.
@@ -133,6 +143,7 @@ pub struct TreePlan {
     pub members: Vec<MemberPlan>,
     pub ofds: Vec<OfdPlan>,
     pub pipes: Vec<PipePlan>,
+    pub socket_pairs: Vec<SocketPairPlan>,
     pub mode: PidMode,
 }
 
@@ -245,7 +256,7 @@ pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
         pid: plan.pid,
     };
     let member = MemberPlan { plan: one, shared: Vec::new(), parent: None, pid, setsid: false, zombie: None };
-    spawn_tree(&TreePlan { members: vec![member], ofds: Vec::new(), pipes: Vec::new(), mode })
+    spawn_tree(&TreePlan { members: vec![member], ofds: Vec::new(), pipes: Vec::new(), socket_pairs: Vec::new(), mode })
 }
 
 /// Forks the restorer children of a tree: the root is the caller's child
@@ -540,8 +551,8 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     t
                 }
                 OfdPlan::Outer { fd } => libc::fcntl(*fd, libc::F_DUPFD, 3),
-                // Made with their pipe, below.
-                OfdPlan::PipeEnd { .. } => continue,
+                // Made with their pipe or pair, below.
+                OfdPlan::PipeEnd { .. } | OfdPlan::SocketEnd { .. } => continue,
             };
             if fd < 0 || libc::dup2(fd, slot(ctx, i)) < 0 {
                 fail(rs, 0, 10, i);
@@ -570,6 +581,41 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                         if libc::dup2(end, slot(ctx, i)) < 0 || libc::fcntl(slot(ctx, i), libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
                             fail(rs, 0, 10, i);
                         }
+                    }
+                }
+            }
+            libc::close(ends[0]);
+            libc::close(ends[1]);
+        }
+        for (p, pair) in ctx.plan.socket_pairs.iter().enumerate() {
+            let mut ends = [0i32; 2];
+            if libc::socketpair(libc::AF_UNIX, pair.kind, 0, ends.as_mut_ptr()) != 0 {
+                fail(rs, 0, 10, p);
+            }
+            // What end e finds waiting was sent by the other end, message by message.
+            for e in 0..2 {
+                for m in &pair.queued[e] {
+                    let n = libc::send(ends[1 - e], m.as_ptr().cast(), m.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+                    if n != m.len() as isize {
+                        fail(rs, 0, 10, p);
+                    }
+                }
+            }
+            for (end, down) in ends.iter().zip(pair.shutdown) {
+                let how = match down {
+                    1 => libc::SHUT_RD,
+                    2 => libc::SHUT_WR,
+                    3 => libc::SHUT_RDWR,
+                    _ => continue,
+                };
+                if libc::shutdown(*end, how) != 0 {
+                    fail(rs, 0, 10, p);
+                }
+            }
+            for (i, o) in ctx.plan.ofds.iter().enumerate() {
+                if let OfdPlan::SocketEnd { pair: q, end, flags } = o {
+                    if *q == p && (libc::dup2(ends[*end], slot(ctx, i)) < 0 || libc::fcntl(slot(ctx, i), libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0) {
+                        fail(rs, 0, 10, i);
                     }
                 }
             }

@@ -19,7 +19,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <grp.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -92,6 +94,29 @@ int main(int argc, char **argv) {
     if (fcntl(b, F_SETLK, &pl)) die("F_SETLK");
     struct flock ol = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
     if (fcntl(c, F_OFD_SETLK, &ol)) die("F_OFD_SETLK");
+
+    // Two POSIX timers: one signalling the process, armed; one to the main
+    // thread, disarmed (created after a gap in ids: the ids must come back).
+    timer_t pt1, pt2, gap;
+    struct sigevent sev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1, .sigev_value.sival_ptr = (void *)0x5151};
+    struct sigevent tsev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGUSR1};
+    tsev._sigev_un._tid = gettid();
+    if (timer_create(CLOCK_MONOTONIC, &sev, &pt1) || timer_create(CLOCK_REALTIME, &sev, &gap) || timer_delete(gap) ||
+        timer_create(CLOCK_REALTIME, &tsev, &pt2))
+        die("timer_create");
+    struct itimerspec pts = {.it_interval = {30, 0}, .it_value = {100, 0}};
+    if (timer_settime(pt1, 0, &pts, NULL)) die("timer_settime");
+
+    // Memory advice, a locked page and a guard page in a region of 8 pages.
+    char *reg = mmap(NULL, 8 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (reg == MAP_FAILED) die("mmap");
+    memset(reg, 0x5a, 8 * 4096);
+    if (madvise(reg, 4 * 4096, MADV_DONTDUMP) || madvise(reg, 4 * 4096, MADV_WIPEONFORK) || mlock(reg + 4 * 4096, 4096) ||
+        madvise(reg + 6 * 4096, 4096, 102 /* MADV_GUARD_INSTALL */))
+        die("madvise/mlock");
+    gid_t want_groups[3] = {0, 44, 4321};
+    int root = getuid() == 0;
+    if (root && setgroups(3, want_groups)) die("setgroups");
 
     signal(SIGALRM, on_alarm);
     struct itimerval itv = {.it_interval = {50, 0}, .it_value = {100, 0}};
@@ -175,6 +200,68 @@ int main(int argc, char **argv) {
     getitimer(ITIMER_REAL, &it);
     snprintf(detail, sizeof detail, "interval %ld s, value %ld s", (long)it.it_interval.tv_sec, (long)it.it_value.tv_sec);
     check(it.it_interval.tv_sec == 50 && it.it_value.tv_sec > 0 && it.it_value.tv_sec < 100, "itimer", detail);
+
+    struct itimerspec pnow;
+    int g1 = timer_gettime(pt1, &pnow);
+    snprintf(detail, sizeof detail, "timer_gettime %d, interval %ld s, value %ld s", g1, (long)pnow.it_interval.tv_sec, (long)pnow.it_value.tv_sec);
+    check(g1 == 0 && pnow.it_interval.tv_sec == 30 && pnow.it_value.tv_sec > 0 && pnow.it_value.tv_sec < 100, "POSIX timer", detail);
+    int g2 = timer_gettime(pt2, &pnow);
+    snprintf(detail, sizeof detail, "timer_gettime %d, value %ld s", g2, (long)pnow.it_value.tv_sec);
+    check(g2 == 0 && pnow.it_value.tv_sec == 0 && pnow.it_value.tv_nsec == 0, "POSIX timer to a thread", detail);
+    // The thread as /proc names it (in a new pid namespace /proc may be the outer one's).
+    int proc_tid = gettid();
+    FILE *ts = fopen("/proc/thread-self/status", "r");
+    char sl[256];
+    while (ts && fgets(sl, sizeof sl, ts))
+        if (sscanf(sl, "Pid: %d", &proc_tid) == 1) break;
+    if (ts) fclose(ts);
+    char tl[256] = "";
+    FILE *tf = fopen("/proc/self/timers", "r");
+    int sig_ok = 0, tid_ok = 0;
+    while (tf && fgets(tl, sizeof tl, tf)) {
+        sig_ok += strstr(tl, "signal: 10/0000000000005151") != NULL;
+        char want[64];
+        snprintf(want, sizeof want, "notify: signal/tid.%d", proc_tid);
+        tid_ok += strstr(tl, want) != NULL;
+    }
+    if (tf) fclose(tf);
+    check(sig_ok == 1 && tid_ok == 1, "POSIX timer notification", "/proc/self/timers differs");
+
+    // Each part of the region keeps its flags (smaps VmFlags) and its bytes.
+    char line[512];
+    unsigned long lo = 0, hi = 0;
+    int dd = 0, wf = 0, lk = 0, gu = 0;
+    FILE *sm = fopen("/proc/self/smaps", "r");
+    while (sm && fgets(line, sizeof line, sm)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
+            lo = a;
+            hi = b;
+            continue;
+        }
+        if (strncmp(line, "VmFlags:", 8) == 0 && lo >= (unsigned long)reg && hi <= (unsigned long)reg + 8 * 4096) {
+            if (lo == (unsigned long)reg) {
+                dd = strstr(line, " dd") != NULL;
+                wf = strstr(line, " wf") != NULL;
+            }
+            if (lo <= (unsigned long)reg + 4 * 4096 && hi > (unsigned long)reg + 4 * 4096) lk = strstr(line, " lo") != NULL;
+        }
+    }
+    if (sm) fclose(sm);
+    // A guard page: pagemap bit 58 (PM_GUARD_REGION).
+    int pm = open("/proc/self/pagemap", O_RDONLY);
+    uint64_t ent = 0;
+    if (pm >= 0 && pread(pm, &ent, 8, ((uintptr_t)reg / 4096 + 6) * 8) == 8) gu = (ent >> 58) & 1;
+    if (pm >= 0) close(pm);
+    int bytes_ok = 1;
+    for (int i = 0; i < 8 * 4096; i++)
+        if (i / 4096 != 6 && reg[i] != 0x5a) bytes_ok = 0;
+    snprintf(detail, sizeof detail, "dontdump %d, wipeonfork %d, locked %d, guard %d, bytes %d", dd, wf, lk, gu, bytes_ok);
+    check(dd && wf && lk && gu && bytes_ok, "memory advice, lock, guard page", detail);
+    gid_t groups[16];
+    int ng = getgroups(16, groups);
+    snprintf(detail, sizeof detail, "%d groups", ng);
+    check(!root || (ng == 3 && groups[0] == 0 && groups[1] == 44 && groups[2] == 4321), "supplementary groups", detail);
 
     int reaper = 0;
     prctl(PR_GET_CHILD_SUBREAPER, &reaper);
