@@ -2,6 +2,7 @@
 //! `cantmove` of openMosix.
 
 use std::fmt;
+use std::ops::Not;
 
 use procfs::process::{FDTarget, MMapPath};
 
@@ -149,6 +150,8 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
             FDTarget::Socket(ino) if purpose == Purpose::Tree && unix_inodes.contains(ino) => {}
             FDTarget::Socket(_) | FDTarget::Net(_) => why.push(CantMove::Socket { fd: fd.fd, what }),
             FDTarget::Pipe(_) if fd.fd <= 2 || purpose == Purpose::Tree => {}
+            // A memfd is carried with its contents by a tree.
+            FDTarget::MemFD(_) if purpose == Purpose::Tree => {}
             FDTarget::AnonInode(kind) if kind == "[eventpoll]" => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
             FDTarget::AnonInode(kind) if state::ANON_KINDS.contains(&kind.as_str()) => {}
             FDTarget::Path(path) => {
@@ -159,7 +162,10 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
                 let fifo = meta.as_ref().is_some_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
                 let tty = s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console";
                 let o_path = info.flags & libc::O_PATH != 0;
-                if s.ends_with(" (deleted)") {
+                // A tree carries a deleted regular file or a memfd with its contents
+                // (its analysis checks size and links).
+                let nameless_ok = purpose == Purpose::Tree && regular && o_path.not();
+                if s.ends_with(" (deleted)") && !nameless_ok {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("a deleted file ({s})") });
                 } else if !(regular || dir || o_path || PORTABLE_DEVICES.contains(&s.as_ref()) || ((tty || fifo) && (fd.fd <= 2 || purpose == Purpose::Tree))) {
                     why.push(CantMove::UnsupportedFd { fd: fd.fd, what: format!("{s} (only regular files, directories, O_PATH descriptors, /dev/null, /dev/zero, /dev/urandom and a terminal or pipe on fds 0-2 are supported)") });

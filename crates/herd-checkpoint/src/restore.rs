@@ -20,7 +20,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herd_image::tree::{read_tree_after_magic, SharedOfd, TreeImage, TREE_MAGIC};
+use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, TreeImage, TREE_MAGIC};
 use herd_image::{
     FileKind, FormatError, ImageReader, OwnedSection, PendingSignal, ProcessImage, Rseq, Sched, Section, SigAltStack, VmaKind, PROT_WRITE,
 };
@@ -260,6 +260,16 @@ fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
                 SharedOfd::PipeEnd { pipe, write, flags } => restorer::OfdPlan::PipeEnd { pipe: *pipe as usize, write: *write, flags: *flags },
                 SharedOfd::Outer { fd, .. } => restorer::OfdPlan::Outer { fd: *fd },
                 SharedOfd::SocketEnd { pair, end, flags } => restorer::OfdPlan::SocketEnd { pair: *pair as usize, end: usize::from(*end), flags: *flags },
+                SharedOfd::Contents { kind, flags, offset, mode, contents } => restorer::OfdPlan::Contents {
+                    make: match kind {
+                        NamelessKind::Unlinked { dir, .. } => restorer::Nameless::Tmpfile { dir: cstring(dir)? },
+                        NamelessKind::Memfd { name, seals } => restorer::Nameless::Memfd { name: cstring(name)?, seals: *seals },
+                    },
+                    flags: *flags,
+                    offset: *offset,
+                    mode: *mode,
+                    contents: contents.clone(),
+                },
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Instant;
 
-use herd_image::tree::{write_tree, Member, PipeImage, Prepare, SharedOfd, SocketPairImage, TreeImage};
+use herd_image::tree::{write_tree, Member, NamelessKind, PipeImage, Prepare, SharedOfd, SocketPairImage, TreeImage, MAX_CONTENTS};
 use herd_image::FileKind;
 use herd_kernel::pidfd::PidFd;
 use herd_kernel::sockdiag::{self, UnixSock};
@@ -368,6 +368,20 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
             }
             continue;
         }
+        // A file without a name: carried with its contents.
+        if r.regular_or_dir && r.link.ends_with(" (deleted)") && r.flags & libc::O_PATH == 0 {
+            let opened = classes.iter().filter(|o| o[0].dev == r.dev && o[0].ino == r.ino).count();
+            let got = if opened > 1 { Err(format!("{} (a file without a name opened more than once)", r.link)) } else { nameless(r) };
+            match got {
+                Ok(o) => {
+                    ofds.push(o);
+                    let ofd = ofds.len() as u32 - 1;
+                    c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+                }
+                Err(what) => refused.extend(c.iter().map(|d| (d.pid, CantMove::UnsupportedFd { fd: d.fd, what: what.clone() }))),
+            }
+            continue;
+        }
         if c.len() < 2 {
             continue;
         }
@@ -399,6 +413,33 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// A deleted regular file or a memfd open at `d`, with its contents; or
+/// why it cannot be carried.
+fn nameless(d: &Desc) -> std::result::Result<SharedOfd, String> {
+    let link = d.link.trim_end_matches(" (deleted)");
+    let path = format!("/proc/{}/fd/{}", d.pid, d.fd);
+    let f = std::fs::File::open(&path).map_err(|e| format!("{} (its contents cannot be read: {e})", d.link))?;
+    let meta = f.metadata().map_err(|e| format!("{}: {e}", d.link))?;
+    let memfd = link.starts_with("/memfd:");
+    if !memfd && meta.nlink() > 0 {
+        return Err(format!("{} (a deleted name of a file that still has other names)", d.link));
+    }
+    if meta.len() > MAX_CONTENTS {
+        return Err(format!("{} ({} MiB; a file without a name is carried up to {} MiB)", d.link, meta.len() >> 20, MAX_CONTENTS >> 20));
+    }
+    let mut contents = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut &f, &mut contents).map_err(|e| format!("{} (reading its contents: {e})", d.link))?;
+    let kind = if memfd {
+        let seals = task::seals(f.as_fd()).map_err(|e| format!("{} (its seals: {e})", d.link))?;
+        NamelessKind::Memfd { name: link.trim_start_matches("/memfd:").to_string(), seals }
+    } else {
+        let p = std::path::Path::new(link);
+        let dir = p.parent().map(|x| x.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
+        NamelessKind::Unlinked { dir, name: p.file_name().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default() }
+    };
+    Ok(SharedOfd::Contents { kind, flags: d.flags, offset: d.pos, mode: meta.mode() & 0o7777, contents })
+}
 
 /// Whether a process outside `tree` (and other than this one) has `link`
 /// ("pipe:[N]") open.

@@ -5,7 +5,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use herd_image::tree::{read_tree_after_magic, SharedOfd, TreeImage, TREE_MAGIC};
+use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, TreeImage, TREE_MAGIC};
 use herd_image::{FileKind, ImageReader, Section, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use serde::Serialize;
 
@@ -138,6 +138,10 @@ fn describe_ofd(o: &SharedOfd) -> String {
         SharedOfd::PipeEnd { pipe, write, .. } => format!("pipe {pipe}, {} end", if *write { "write" } else { "read" }),
         SharedOfd::Outer { fd, what } => format!("herd restart's fd {fd} (was {what})"),
         SharedOfd::SocketEnd { pair, end, .. } => format!("socket pair {pair}, end {end}"),
+        SharedOfd::Contents { kind, offset, contents, .. } => match kind {
+            NamelessKind::Unlinked { dir, name } => format!("{dir}/{name} (deleted), {} bytes carried, at offset {offset}", contents.len()),
+            NamelessKind::Memfd { name, seals } => format!("memfd:{name}, {} bytes carried, seals {seals:#x}, at offset {offset}", contents.len()),
+        },
     }
 }
 
@@ -193,7 +197,8 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&t)?);
         return Ok(0);
     }
-    println!("tree image  {}: {} processes", path.display(), t.processes.len());
+    let n = t.processes.len();
+    println!("tree image  {}: {n} process{}", path.display(), if n == 1 { "" } else { "es" });
     println!("{:>8} {:>8} {:>8} {:>8}  what", "pid", "parent", "pgid", "session");
     let mut imgs = t.images.iter();
     for m in &t.processes {

@@ -1255,7 +1255,7 @@ fn process_state_and_fds_survive_with_the_same_pid() {
     let img = dir.path().join("ckpt.img");
     let shown = herd(&argv!["inspect", &img], None);
     shown.assert_ok();
-    for what in ["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled", "every 30.000 s, signal 10 to the process", "disarmed, signal 10 to thread"] {
+    for what in ["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled", "every 30.000 s, signal 10 to the process", "disarmed, signal 10 to thread", "ghost (deleted), 5000 bytes carried, at offset 100", "memfd:herdtest, 3000 bytes carried, seals 0x6, at offset 7"] {
         assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
     }
 }

@@ -26,6 +26,8 @@ pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
 pub const TREE_VERSION: u32 = 1;
 /// Largest tree header a reader accepts (pipe contents are in it).
 pub const MAX_TREE_LEN: u64 = 256 << 20;
+/// Largest file carried with its contents.
+pub const MAX_CONTENTS: u64 = 64 << 20;
 /// Most members a tree may have.
 pub const MAX_MEMBERS: usize = 1 << 15;
 
@@ -92,6 +94,19 @@ pub enum SharedOfd {
     /// End `end` (0 or 1) of socket pair `pair` (index in
     /// [`TreeImage::socket_pairs`]), with its file status flags (O_NONBLOCK).
     SocketEnd { pair: u32, end: u8, flags: i32 },
+    /// A file that has no name any more, carried with its contents: made
+    /// again as an unnamed file (O_TMPFILE in `dir`, or a memfd).
+    Contents { kind: NamelessKind, flags: i32, offset: u64, mode: u32, contents: Vec<u8> },
+}
+
+/// What kind of nameless file a [`SharedOfd::Contents`] is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NamelessKind {
+    /// A regular file deleted while open: made again with O_TMPFILE in `dir`
+    /// (the directory it was in, so on the same file system).
+    Unlinked { dir: String, name: String },
+    /// memfd_create(name), with its seals (F_ADD_SEALS).
+    Memfd { name: String, seals: i32 },
 }
 
 /// A pipe: the bytes in it not read yet, and its capacity.
@@ -217,6 +232,10 @@ impl TreeImage {
                     return bad(format!("shared file {i} refers to end {end} of socket pair {pair}"))
                 }
                 SharedOfd::SocketEnd { .. } => {}
+                SharedOfd::Contents { contents, .. } if contents.len() as u64 > MAX_CONTENTS => {
+                    return bad(format!("shared file {i} holds {} bytes", contents.len()))
+                }
+                SharedOfd::Contents { .. } => {}
             }
         }
         for (i, p) in self.socket_pairs.iter().enumerate() {

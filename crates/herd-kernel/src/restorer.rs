@@ -103,6 +103,17 @@ pub enum OfdPlan {
     Outer { fd: i32 },
     /// End `end` of socket pair `pair` of [`TreePlan::socket_pairs`].
     SocketEnd { pair: usize, end: usize, flags: i32 },
+    /// A nameless file made again with its contents, then opened again (through
+    /// /proc/self/fd) with `flags` and placed at `offset`.
+    Contents { make: Nameless, flags: i32, offset: u64, mode: u32, contents: Vec<u8> },
+}
+
+/// How a nameless file is made.
+pub enum Nameless {
+    /// open(dir, O_TMPFILE).
+    Tmpfile { dir: CString },
+    /// memfd_create(name), then F_ADD_SEALS(seals) once filled.
+    Memfd { name: CString, seals: i32 },
 }
 
 /// A connected pair of unix sockets to make, with the messages each end is
@@ -280,7 +291,11 @@ pub fn spawn_tree(plan: &TreePlan) -> Result<RestorerChild> {
         _ => None,
     };
     let root_pid = plan.members.first().map_or(0, |m| m.pid);
-    let ctx = Ctx { plan, ready_w: ready[1], hold_r: hold[0], high, status_w: status.map_or(-1, |s| s[1]) };
+    // Paths made before the fork: the child may not allocate.
+    let reopen = (0..plan.ofds.len())
+        .map(|i| CString::new(format!("/proc/self/fd/{}", high + 2 + i as i32)).expect("no NUL"))
+        .collect();
+    let ctx = Ctx { plan, ready_w: ready[1], hold_r: hold[0], high, status_w: status.map_or(-1, |s| s[1]), reopen };
     // SAFETY: fork / clone3 are called with no locks held by this thread; the
     // child runs only `root_main` or `ns_init`, which make async-signal-safe
     // calls and never return.
@@ -435,6 +450,8 @@ struct Ctx<'a> {
     high: i32,
     /// The new namespace's status pipe (write end), or -1.
     status_w: i32,
+    /// /proc/self/fd/SLOT of each shared file's slot.
+    reopen: Vec<CString>,
 }
 
 /// Writes a report (member, step, errno or pid, index) to `fd`.
@@ -551,6 +568,43 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     t
                 }
                 OfdPlan::Outer { fd } => libc::fcntl(*fd, libc::F_DUPFD, 3),
+                OfdPlan::Contents { make, flags, offset, mode, contents } => {
+                    let t = match make {
+                        Nameless::Tmpfile { dir } => libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, *mode & 0o7777),
+                        Nameless::Memfd { name, seals } => {
+                            let how = if *seals != 0 { libc::MFD_ALLOW_SEALING } else { 0 };
+                            libc::memfd_create(name.as_ptr(), how)
+                        }
+                    };
+                    if t < 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    let mut off = 0;
+                    while off < contents.len() {
+                        let n = libc::write(t, contents[off..].as_ptr().cast(), contents.len() - off);
+                        if n <= 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                        off += n as usize;
+                    }
+                    if let Nameless::Memfd { seals, .. } = make {
+                        libc::fchmod(t, *mode & 0o7777);
+                        if *seals != 0 && libc::fcntl(t, libc::F_ADD_SEALS, *seals) != 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                    }
+                    // Opened again as it was opened (read-only, appending, ...).
+                    if libc::dup2(t, slot(ctx, i)) < 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    libc::close(t);
+                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
+                    let r = libc::open(ctx.reopen[i].as_ptr(), fl);
+                    if r < 0 || libc::lseek(r, *offset as i64, libc::SEEK_SET) < 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    r
+                }
                 // Made with their pipe or pair, below.
                 OfdPlan::PipeEnd { .. } | OfdPlan::SocketEnd { .. } => continue,
             };

@@ -253,6 +253,17 @@ pub fn pipe_peek(pipe: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(Vec<u8>,
     Ok((data, cap as u32))
 }
 
+/// The seals of a memfd (F_GET_SEALS).
+pub fn seals(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(F_GET_SEALS) on a descriptor we hold; it takes no pointer.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
 /// A user's file-system identity: what a thread acting for them checks access with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsCreds {

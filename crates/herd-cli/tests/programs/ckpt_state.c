@@ -118,6 +118,17 @@ int main(int argc, char **argv) {
     int root = getuid() == 0;
     if (root && setgroups(3, want_groups)) die("setgroups");
 
+    // A file deleted while open, read from the middle, and a sealed memfd.
+    char gpath[4096];
+    snprintf(gpath, sizeof gpath, "%s/ghost", dir);
+    int ghost = open(gpath, O_RDWR | O_CREAT | O_TRUNC, 0640);
+    char pat[5000];
+    for (int i = 0; i < 5000; i++) pat[i] = 'a' + i % 23;
+    if (ghost < 0 || write(ghost, pat, 5000) != 5000 || unlink(gpath) || lseek(ghost, 100, SEEK_SET) != 100) die("ghost file");
+    int mfd = memfd_create("herdtest", MFD_ALLOW_SEALING);
+    if (mfd < 0 || write(mfd, pat, 3000) != 3000 || fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) || lseek(mfd, 7, SEEK_SET) != 7)
+        die("memfd");
+
     signal(SIGALRM, on_alarm);
     struct itimerval itv = {.it_interval = {50, 0}, .it_value = {100, 0}};
     if (setitimer(ITIMER_REAL, &itv, NULL)) die("setitimer");
@@ -262,6 +273,22 @@ int main(int argc, char **argv) {
     int ng = getgroups(16, groups);
     snprintf(detail, sizeof detail, "%d groups", ng);
     check(!root || (ng == 3 && groups[0] == 0 && groups[1] == 44 && groups[2] == 4321), "supplementary groups", detail);
+
+    char rd[64];
+    struct stat gst;
+    int gr = read(ghost, rd, 10);
+    snprintf(detail, sizeof detail, "read %d, nlink %ld", gr, fstat(ghost, &gst) == 0 ? (long)gst.st_nlink : -1L);
+    check(gr == 10 && memcmp(rd, pat + 100, 10) == 0 && gst.st_nlink == 0 && gst.st_size == 5000 && (gst.st_mode & 0777) == 0640, "deleted file", detail);
+    int mr = read(mfd, rd, 10);
+    char mlink[128] = "";
+    char mp[64];
+    snprintf(mp, sizeof mp, "/proc/self/fd/%d", mfd);
+    ssize_t ml = readlink(mp, mlink, sizeof mlink - 1);
+    if (ml > 0) mlink[ml] = 0;
+    snprintf(detail, sizeof detail, "read %d, seals %#x, link %s", mr, fcntl(mfd, F_GET_SEALS), mlink);
+    check(mr == 10 && memcmp(rd, pat + 7, 10) == 0 && fcntl(mfd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW) && strcmp(mlink, "/memfd:herdtest (deleted)") == 0 &&
+              ftruncate(mfd, 10) != 0,
+          "memfd", detail);
 
     int reaper = 0;
     prctl(PR_GET_CHILD_SUBREAPER, &reaper);
