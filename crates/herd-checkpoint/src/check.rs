@@ -71,11 +71,19 @@ pub enum Purpose {
     },
 }
 
-/// The inodes of the unix sockets of `pid`'s network namespace (/proc/PID/net/unix).
+/// The inodes of the unix, TCP and UDP sockets of `pid`'s network namespace
+/// (/proc/PID/net/unix, tcp, tcp6, udp, udp6): those a tree may carry.
 fn unix_socket_inodes(pid: i32) -> Vec<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
-    // Num RefCount Protocol Flags Type St Inode Path
-    text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(6)?.parse().ok()).collect()
+    let read = |name: &str, column: usize| -> Vec<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
+        text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(column)?.parse().ok()).collect()
+    };
+    // unix: Num RefCount Protocol Flags Type St Inode Path; tcp/udp: inode is the 10th column.
+    let mut all = read("unix", 6);
+    for n in ["tcp", "tcp6", "udp", "udp6"] {
+        all.extend(read(n, 9));
+    }
+    all
 }
 
 /// Every reason process `pid` cannot be captured by the calling user; empty
@@ -146,7 +154,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
             }
         }
         match &fd.target {
-            // A unix socket may be one end of a pair inside the tree (its analysis decides).
+            // A unix, TCP or UDP socket may be carried by a tree (its analysis decides).
             FDTarget::Socket(ino) if purpose == Purpose::Tree && unix_inodes.contains(ino) => {}
             FDTarget::Socket(_) | FDTarget::Net(_) => why.push(CantMove::Socket { fd: fd.fd, what }),
             FDTarget::Pipe(_) if fd.fd <= 2 || purpose == Purpose::Tree => {}

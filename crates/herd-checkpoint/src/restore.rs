@@ -20,7 +20,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, TreeImage, TREE_MAGIC};
+use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
+use herd_kernel::sockdiag;
 use herd_image::{
     FileKind, FormatError, ImageReader, OwnedSection, PendingSignal, ProcessImage, Rseq, Sched, Section, SigAltStack, VmaKind, PROT_WRITE,
 };
@@ -260,6 +261,27 @@ fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
                 SharedOfd::PipeEnd { pipe, write, flags } => restorer::OfdPlan::PipeEnd { pipe: *pipe as usize, write: *write, flags: *flags },
                 SharedOfd::Outer { fd, .. } => restorer::OfdPlan::Outer { fd: *fd },
                 SharedOfd::SocketEnd { pair, end, flags } => restorer::OfdPlan::SocketEnd { pair: *pair as usize, end: usize::from(*end), flags: *flags },
+                SharedOfd::Socket { family, kind, protocol, bound, connected, backlog, options, flags } => {
+                    let addr = |a: &SockAddr| match a {
+                        SockAddr::Inet(i) => sockdiag::sockaddr_bytes(i),
+                        SockAddr::Unix(n) => sockdiag::unix_sockaddr_bytes(n),
+                    };
+                    let unlink = match bound {
+                        Some(SockAddr::Unix(n)) if n.first() != Some(&0) => Some(CString::new(n.clone()).map_err(|_| FormatError::Corrupt("a unix socket path with a NUL byte".into()))?),
+                        _ => None,
+                    };
+                    restorer::OfdPlan::Socket {
+                        domain: *family,
+                        kind: *kind,
+                        protocol: *protocol,
+                        options: options.clone(),
+                        bind: bound.as_ref().map(addr),
+                        unlink,
+                        connect: connected.as_ref().map(addr),
+                        backlog: backlog.map(|b| b.min(i32::MAX as u32) as i32),
+                        flags: *flags,
+                    }
+                }
                 SharedOfd::Contents { kind, flags, offset, mode, contents } => restorer::OfdPlan::Contents {
                     make: match kind {
                         NamelessKind::Unlinked { dir, .. } => restorer::Nameless::Tmpfile { dir: cstring(dir)? },

@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Instant;
 
-use herd_image::tree::{write_tree, Member, NamelessKind, PipeImage, Prepare, SharedOfd, SocketPairImage, TreeImage, MAX_CONTENTS};
+use herd_image::tree::{write_tree, Member, NamelessKind, PipeImage, Prepare, SharedOfd, SockAddr, SocketPairImage, TreeImage, MAX_CONTENTS};
 use herd_image::FileKind;
 use herd_kernel::pidfd::PidFd;
 use herd_kernel::sockdiag::{self, UnixSock};
@@ -96,10 +96,8 @@ impl FrozenTree {
                         members.push((kid, Some(i), None, Some(st)));
                         continue;
                     }
-                    let reasons = check::check_for(kid, Purpose::Tree)?;
-                    if !reasons.is_empty() {
-                        return Err(CheckpointError::CantMove { pid: kid, reasons });
-                    }
+                    // Held first, then checked (while capturing it): a process
+                    // looked at while it runs may be half-way through exiting.
                     match Frozen::hold(kid) {
                         Ok(h) => members.push((kid, Some(i), Some(h), None)),
                         // It ended meanwhile: it is a zombie now.
@@ -246,11 +244,10 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
     let mut pipes: Vec<PipeImage> = Vec::new();
     let mut socket_pairs: Vec<SocketPairImage> = Vec::new();
     // Unix sockets, asked of the kernel only when there are any.
-    let unix = if classes.iter().any(|c| c[0].link.starts_with("socket:[")) {
-        sockdiag::unix_sockets().map_err(|e| CheckpointError::Proc { pid: pids[0], what: format!("listing unix sockets (sock_diag): {e}") })?
-    } else {
-        HashMap::new()
-    };
+    let any_socket = classes.iter().any(|c| c[0].link.starts_with("socket:["));
+    let diag_err = |e: std::io::Error| CheckpointError::Proc { pid: pids[0], what: format!("listing sockets (sock_diag): {e}") };
+    let unix = if any_socket { sockdiag::unix_sockets().map_err(diag_err)? } else { HashMap::new() };
+    let inet = if any_socket { sockdiag::inet_sockets().map_err(diag_err)? } else { HashMap::new() };
     // Socket pairs seen from one end: the pair, by the other end's inode.
     let mut pair_of: HashMap<u64, (u32, u8)> = HashMap::new();
     let mut pipe_of: HashMap<(u64, u64), u32> = HashMap::new();
@@ -293,10 +290,21 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
             }
         }
         if let Some(ino) = r.link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u32>().ok()) {
+            if !unix.contains_key(&ino) || unix[&ino].peer.is_none() {
+                // A socket made again as it was: a listener, a bound or unconnected one.
+                match lone_socket(r, unix.get(&ino), inet.get(&ino)) {
+                    Ok(o) => {
+                        ofds.push(o);
+                        let ofd = ofds.len() as u32 - 1;
+                        c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+                    }
+                    Err(what) => refused.extend(c.iter().map(|d| (d.pid, CantMove::Socket { fd: d.fd, what: format!("{} ({what})", r.link) }))),
+                }
+                continue;
+            }
             let why = match unix.get(&ino) {
                 None => Some("a socket that is not a unix socket".to_string()),
-                Some(s) if s.named => Some("a named (bound) unix socket".into()),
-                Some(s) if s.state == 10 => Some("a listening unix socket".into()),
+                Some(s) if s.name.is_some() => Some("a named unix socket connected to another".into()),
                 Some(UnixSock { peer: None, .. }) => Some("an unconnected unix socket".into()),
                 Some(UnixSock { peer: Some(p), .. }) if !classes.iter().any(|o| o[0].link == format!("socket:[{p}]")) => {
                     Some(format!("a unix socket connected to socket {p}, which is outside the process tree"))
@@ -413,6 +421,61 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// A socket that is not one end of a pair inside the tree, made again as it
+/// was: a TCP listener with no connection waiting, a TCP socket not yet
+/// connected, a UDP socket (bound, connected) with nothing waiting, a unix
+/// listener with no connection waiting, an unbound unix socket. Else why not.
+fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSock>) -> std::result::Result<SharedOfd, String> {
+    let sock = PidFd::open(d.pid).and_then(|p| p.get_fd(d.fd)).map_err(|e| format!("it cannot be looked at: {e}"))?;
+    let opt = |level, name| sockdiag::sockopt(sock.as_fd(), level, name).map_err(|e| format!("getsockopt: {e}"));
+    let family = opt(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let kind = opt(libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let protocol = opt(libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+    let mut options = Vec::new();
+    for (level, name) in [(libc::SOL_SOCKET, libc::SO_REUSEADDR), (libc::SOL_SOCKET, libc::SO_REUSEPORT), (libc::SOL_SOCKET, libc::SO_KEEPALIVE)] {
+        let v = opt(level, name)?;
+        if v != 0 {
+            options.push((level, name, v));
+        }
+    }
+    let flags = d.flags & libc::O_NONBLOCK;
+    match (unix, inet) {
+        (Some(u), _) => {
+            if u.pending > 0 {
+                return Err(format!("a unix listener with {} connections waiting to be accepted", u.pending));
+            }
+            if u.state != 10 && u.state != 7 {
+                return Err("a unix socket in a state herd does not carry".into());
+            }
+            if u.kind != libc::SOCK_STREAM && u.kind != libc::SOCK_SEQPACKET && u.name.is_some() {
+                return Err("a bound unix datagram socket (datagrams may wait in it)".into());
+            }
+            let backlog = (u.state == 10).then_some(libc::SOMAXCONN as u32);
+            Ok(SharedOfd::Socket { family, kind, protocol, bound: u.name.clone().map(SockAddr::Unix), connected: None, backlog, options, flags })
+        }
+        (None, Some(s)) => {
+            if family == libc::AF_INET6 {
+                let v = opt(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?;
+                options.push((libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v));
+            }
+            let bound = (s.local.port() != 0).then_some(SockAddr::Inet(s.local));
+            let tcp = s.protocol == libc::IPPROTO_TCP as u8;
+            match (tcp, s.state) {
+                (true, 10) if s.recv_queue > 0 => Err(format!("a TCP listener on {} with {} connections waiting to be accepted", s.local, s.recv_queue)),
+                (true, 10) => Ok(SharedOfd::Socket { family, kind, protocol, bound, connected: None, backlog: Some(s.send_queue), options, flags }),
+                (true, 7) => Ok(SharedOfd::Socket { family, kind, protocol, bound, connected: None, backlog: None, options, flags }),
+                (true, _) => Err(format!("a TCP connection {} -> {} (herd does not carry established connections yet)", s.local, s.remote)),
+                (false, _) if s.recv_queue > 0 => Err(format!("a UDP socket on {} with {} bytes of datagrams waiting", s.local, s.recv_queue)),
+                (false, _) => {
+                    let connected = (s.remote.port() != 0).then_some(SockAddr::Inet(s.remote));
+                    Ok(SharedOfd::Socket { family, kind, protocol, bound, connected, backlog: None, options, flags })
+                }
+            }
+        }
+        (None, None) => Err(format!("a socket of family {family} that herd does not carry")),
+    }
+}
 
 /// A deleted regular file or a memfd open at `d`, with its contents; or
 /// why it cannot be carried.

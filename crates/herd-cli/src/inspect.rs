@@ -5,7 +5,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, TreeImage, TREE_MAGIC};
+use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
 use herd_image::{FileKind, ImageReader, Section, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use serde::Serialize;
 
@@ -138,6 +138,24 @@ fn describe_ofd(o: &SharedOfd) -> String {
         SharedOfd::PipeEnd { pipe, write, .. } => format!("pipe {pipe}, {} end", if *write { "write" } else { "read" }),
         SharedOfd::Outer { fd, what } => format!("herd restart's fd {fd} (was {what})"),
         SharedOfd::SocketEnd { pair, end, .. } => format!("socket pair {pair}, end {end}"),
+        SharedOfd::Socket { bound, connected, backlog, .. } => {
+            let name = |a: &SockAddr| match a {
+                SockAddr::Inet(i) => i.to_string(),
+                SockAddr::Unix(n) if n.first() == Some(&0) => format!("@{}", String::from_utf8_lossy(&n[1..])),
+                SockAddr::Unix(n) => String::from_utf8_lossy(n).into_owned(),
+            };
+            let mut s = match backlog {
+                Some(b) => format!("socket listening (backlog {b})"),
+                None => "socket".to_string(),
+            };
+            if let Some(b) = bound {
+                s += &format!(" on {}", name(b));
+            }
+            if let Some(c) = connected {
+                s += &format!(" connected to {}", name(c));
+            }
+            s
+        }
         SharedOfd::Contents { kind, offset, contents, .. } => match kind {
             NamelessKind::Unlinked { dir, name } => format!("{dir}/{name} (deleted), {} bytes carried, at offset {offset}", contents.len()),
             NamelessKind::Memfd { name, seals } => format!("memfd:{name}, {} bytes carried, seals {seals:#x}, at offset {offset}", contents.len()),

@@ -1332,6 +1332,24 @@ fn python_socketpairs_to_a_child_restore_with_queued_data() {
     assert!(shown.stdout.contains("unix stream") && shown.stdout.contains("unix datagram: waiting at end 0 0 messages, 0 bytes, at end 1 3 messages, 12 bytes"), "{}", shown.stdout);
 }
 
+/// A TCP listener, a UDP socket and a unix listener, idle at the checkpoint,
+/// come back on the same ports and path: after the restart the program's
+/// own client child connects to each and is served, as uninterrupted.
+#[test]
+fn listening_tcp_udp_and_unix_sockets_restore_on_their_ports() {
+    if !ready("listening_tcp_udp_and_unix_sockets_restore_on_their_ports", &[Need::Python, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_server.py"), dir.path(), "20"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).contains("unix got hello unix"), "{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "srv", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("srv.img")], None);
+    assert!(shown.stdout.contains("socket listening (backlog 5) on 127.0.0.1:") && shown.stdout.contains("srv.sock"), "{}", shown.stdout);
+}
+
 /// A tree member holding a FIFO whose other end is outside the tree is
 /// refused by `--check` and by `herd checkpoint`, which leaves it running.
 #[test]

@@ -94,9 +94,33 @@ pub enum SharedOfd {
     /// End `end` (0 or 1) of socket pair `pair` (index in
     /// [`TreeImage::socket_pairs`]), with its file status flags (O_NONBLOCK).
     SocketEnd { pair: u32, end: u8, flags: i32 },
+    /// A socket made again, bound, listening or connected as it was (a TCP or
+    /// unix listener, a bound or connected UDP socket, a TCP socket not yet
+    /// connected): nothing was waiting in it.
+    Socket {
+        /// AF_INET, AF_INET6 or AF_UNIX.
+        family: i32,
+        kind: i32,
+        protocol: i32,
+        bound: Option<SockAddr>,
+        connected: Option<SockAddr>,
+        /// Listening, with this backlog.
+        backlog: Option<u32>,
+        /// Options set again before bind: (level, name, int value).
+        options: Vec<(i32, i32, i32)>,
+        flags: i32,
+    },
     /// A file that has no name any more, carried with its contents: made
     /// again as an unnamed file (O_TMPFILE in `dir`, or a memfd).
     Contents { kind: NamelessKind, flags: i32, offset: u64, mode: u32, contents: Vec<u8> },
+}
+
+/// A socket address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SockAddr {
+    Inet(std::net::SocketAddr),
+    /// A unix socket's name: a path, or an abstract name (first byte 0).
+    Unix(Vec<u8>),
 }
 
 /// What kind of nameless file a [`SharedOfd::Contents`] is.
@@ -236,6 +260,8 @@ impl TreeImage {
                     return bad(format!("shared file {i} holds {} bytes", contents.len()))
                 }
                 SharedOfd::Contents { .. } => {}
+                SharedOfd::Socket { family, .. } if ![1, 2, 10].contains(family) => return bad(format!("shared file {i} is a socket of family {family}")),
+                SharedOfd::Socket { .. } => {}
             }
         }
         for (i, p) in self.socket_pairs.iter().enumerate() {

@@ -103,6 +103,19 @@ pub enum OfdPlan {
     Outer { fd: i32 },
     /// End `end` of socket pair `pair` of [`TreePlan::socket_pairs`].
     SocketEnd { pair: usize, end: usize, flags: i32 },
+    /// A socket: made, options set, bound (a stale unix socket file at its path
+    /// removed first), connected, listening, as given.
+    Socket {
+        domain: i32,
+        kind: i32,
+        protocol: i32,
+        options: Vec<(i32, i32, i32)>,
+        bind: Option<Vec<u8>>,
+        unlink: Option<CString>,
+        connect: Option<Vec<u8>>,
+        backlog: Option<i32>,
+        flags: i32,
+    },
     /// A nameless file made again with its contents, then opened again (through
     /// /proc/self/fd) with `flags` and placed at `offset`.
     Contents { make: Nameless, flags: i32, offset: u64, mode: u32, contents: Vec<u8> },
@@ -568,6 +581,43 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     t
                 }
                 OfdPlan::Outer { fd } => libc::fcntl(*fd, libc::F_DUPFD, 3),
+                OfdPlan::Socket { domain, kind, protocol, options, bind, unlink, connect, backlog, flags } => {
+                    let t = libc::socket(*domain, *kind, *protocol);
+                    if t < 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    for (level, name, value) in options {
+                        let v: libc::c_int = *value;
+                        if libc::setsockopt(t, *level, *name, (&v as *const libc::c_int).cast(), 4) != 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                    }
+                    if let Some(path) = unlink {
+                        let mut st: libc::stat = std::mem::zeroed();
+                        if libc::lstat(path.as_ptr(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+                            libc::unlink(path.as_ptr());
+                        }
+                    }
+                    if let Some(a) = bind {
+                        if libc::bind(t, a.as_ptr().cast(), a.len() as libc::socklen_t) != 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                    }
+                    if let Some(a) = connect {
+                        if libc::connect(t, a.as_ptr().cast(), a.len() as libc::socklen_t) != 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                    }
+                    if let Some(b) = backlog {
+                        if libc::listen(t, *b) != 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                    }
+                    if libc::fcntl(t, libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    t
+                }
                 OfdPlan::Contents { make, flags, offset, mode, contents } => {
                     let t = match make {
                         Nameless::Tmpfile { dir } => libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, *mode & 0o7777),

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_sock_diag::unix::{nlas::Nla, ShowFlags, StateFlags, UnixRequest};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags as InetStates};
+use netlink_packet_sock_diag::unix::{nlas::Nla, nlas::UnixDiagName, ShowFlags, StateFlags, UnixRequest};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
@@ -18,60 +19,168 @@ pub struct UnixSock {
     pub state: u8,
     /// The inode of the socket it is connected to.
     pub peer: Option<u32>,
-    /// Bound to a name (a path or an abstract name).
-    pub named: bool,
+    /// Bound to a name: a path, or an abstract name (first byte 0).
+    pub name: Option<Vec<u8>>,
+    /// Connections waiting to be accepted (a listening socket).
+    pub pending: usize,
     /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2) as the kernel keeps them.
     pub shutdown: u8,
 }
 
-/// Every unix socket of the caller's network namespace, by inode.
-pub fn unix_sockets() -> std::io::Result<HashMap<u32, UnixSock>> {
+/// Sends one sock_diag dump request and hands every answer to `each`.
+fn dump(req: SockDiagMessage, mut each: impl FnMut(SockDiagMessage)) -> std::io::Result<()> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut hdr = NetlinkHeader::default();
     hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let req = UnixRequest {
-        state_flags: StateFlags::from_bits_retain(u32::MAX),
-        inode: 0,
-        show_flags: ShowFlags::PEER | ShowFlags::NAME,
-        cookie: [0xff; 8],
-    };
-    let mut packet = NetlinkMessage::new(hdr, SockDiagMessage::UnixRequest(req).into());
+    let mut packet = NetlinkMessage::new(hdr, req.into());
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf[..]);
     socket.send(&buf[..], 0)?;
-    let mut out = HashMap::new();
     let mut rx = vec![0u8; 64 << 10];
     loop {
         let size = socket.recv(&mut &mut rx[..], 0)?;
         let mut offset = 0;
         while offset < size {
             let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..size]).map_err(|e| std::io::Error::other(format!("sock_diag: {e}")))?;
+            let len = msg.header.length as usize;
             match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => return Err(std::io::Error::other(format!("sock_diag: {e:?}"))),
-                NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
-                    let mut s = UnixSock { kind: i32::from(r.header.kind), state: r.header.state, peer: None, named: false, shutdown: 0 };
-                    for nla in &r.nlas {
-                        match nla {
-                            Nla::Peer(p) => s.peer = Some(*p),
-                            Nla::Name(_) => s.named = true,
-                            Nla::Shutdown(v) => s.shutdown = *v,
-                            _ => {}
-                        }
-                    }
-                    out.insert(r.header.inode, s);
-                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                // A family the kernel does not have (say, no IPv6) answers with an error.
+                NetlinkPayload::Error(e) if e.code.is_some() => return Err(std::io::Error::other(format!("sock_diag: {e:?}"))),
+                NetlinkPayload::InnerMessage(m) => each(m),
                 _ => {}
             }
-            if msg.header.length == 0 {
+            if len == 0 {
                 break;
             }
-            offset += msg.header.length as usize;
+            offset += len;
         }
     }
+}
+
+/// Every unix socket of the caller's network namespace, by inode.
+pub fn unix_sockets() -> std::io::Result<HashMap<u32, UnixSock>> {
+    let req = UnixRequest {
+        state_flags: StateFlags::from_bits_retain(u32::MAX),
+        inode: 0,
+        show_flags: ShowFlags::PEER | ShowFlags::NAME | ShowFlags::ICONS,
+        cookie: [0xff; 8],
+    };
+    let mut out = HashMap::new();
+    dump(SockDiagMessage::UnixRequest(req), |m| {
+        if let SockDiagMessage::UnixResponse(r) = m {
+            let mut s = UnixSock { kind: i32::from(r.header.kind), state: r.header.state, peer: None, name: None, pending: 0, shutdown: 0 };
+            for nla in &r.nlas {
+                match nla {
+                    Nla::Peer(p) => s.peer = Some(*p),
+                    Nla::Name(UnixDiagName::Pathname(p)) => s.name = Some(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()),
+                    Nla::Name(UnixDiagName::Abstract(a)) => s.name = Some([&[0u8][..], a].concat()),
+                    Nla::PendingConnections(c) => s.pending = c.len(),
+                    Nla::Shutdown(v) => s.shutdown = *v,
+                    _ => {}
+                }
+            }
+            out.insert(r.header.inode, s);
+        }
+    })?;
+    Ok(out)
+}
+
+/// A TCP or UDP socket as sock_diag reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InetSock {
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub protocol: u8,
+    /// TCP_* state: 1 established, 7 closed (unconnected UDP too), 10 listening.
+    pub state: u8,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    /// Bytes (datagrams) waiting to be read; a listening socket: connections
+    /// waiting to be accepted.
+    pub recv_queue: u32,
+    /// A listening socket: its backlog.
+    pub send_queue: u32,
+}
+
+/// Every TCP and UDP socket (IPv4 and IPv6) of the caller's network namespace, by inode.
+pub fn inet_sockets() -> std::io::Result<HashMap<u32, InetSock>> {
+    let mut out = HashMap::new();
+    for (family, any) in [(libc::AF_INET as u8, SocketId::new_v4()), (libc::AF_INET6 as u8, SocketId::new_v6())] {
+        for protocol in [libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8] {
+            let req = InetRequest { family, protocol, extensions: ExtensionFlags::empty(), states: InetStates::all(), socket_id: any.clone() };
+            let got = dump(SockDiagMessage::InetRequest(req), |m| {
+                if let SockDiagMessage::InetResponse(r) = m {
+                    let h = &r.header;
+                    let id = &h.socket_id;
+                    out.insert(
+                        h.inode,
+                        InetSock {
+                            protocol,
+                            state: h.state,
+                            local: std::net::SocketAddr::new(id.source_address, id.source_port),
+                            remote: std::net::SocketAddr::new(id.destination_address, id.destination_port),
+                            recv_queue: h.recv_queue,
+                            send_queue: h.send_queue,
+                        },
+                    );
+                }
+            });
+            // No IPv6 in this kernel: nothing of that family to list.
+            if let Err(e) = got {
+                if family == libc::AF_INET as u8 {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An int socket option of `sock` (getsockopt).
+pub fn sockopt(sock: BorrowedFd<'_>, level: i32, name: i32) -> std::io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`, an int on our stack.
+    if unsafe { libc::getsockopt(sock.as_raw_fd(), level, name, (&mut v as *mut libc::c_int).cast(), &mut len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// A socket address as the kernel takes it (struct sockaddr_in / sockaddr_in6).
+pub fn sockaddr_bytes(a: &std::net::SocketAddr) -> Vec<u8> {
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            let mut b = Vec::with_capacity(16);
+            b.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b.extend_from_slice(&v4.port().to_be_bytes());
+            b.extend_from_slice(&v4.ip().octets());
+            b.extend_from_slice(&[0; 8]);
+            b
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let mut b = Vec::with_capacity(28);
+            b.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b.extend_from_slice(&v6.port().to_be_bytes());
+            b.extend_from_slice(&v6.flowinfo().to_be_bytes());
+            b.extend_from_slice(&v6.ip().octets());
+            b.extend_from_slice(&v6.scope_id().to_ne_bytes());
+            b
+        }
+    }
+}
+
+/// A unix socket address for `name` (a path, or an abstract name starting with 0).
+pub fn unix_sockaddr_bytes(name: &[u8]) -> Vec<u8> {
+    let mut b = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+    b.extend_from_slice(name);
+    if name.first() != Some(&0) {
+        b.push(0);
+    }
+    b
 }
 
 /// The messages waiting in socket `sock` to be read (a stream socket's bytes

@@ -1,6 +1,6 @@
 /* A process herd must refuse (or, in mode "plain", accept) to checkpoint.
  * Modes: "plain", "threads" (a second thread, both looping), "socket" (holds
- * a TCP socket on fd 3), "threads+socket", "lease" (a read lease on DIR/lease),
+ * an established TCP connection to itself), "threads+socket", "lease" (a read lease on DIR/lease),
  * "gone-cwd" (its working directory DIR/gone is removed), "epoll-reused" (an
  * epoll watches fd N, whose file now lives at another fd while N holds
  * another file). Prints "ready", then "tick N" every 100 ms so the test can
@@ -19,6 +19,8 @@
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -46,7 +48,13 @@ int main(int argc, char **argv)
             return 2;
     }
     if (strstr(mode, "socket")) {
-        if (socket(AF_INET, SOCK_STREAM, 0) < 0) {
+        /* An established TCP connection to itself over loopback: fds 3 (the
+         * listener), 4 (the client end) and 5 (the accepted end). */
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof a;
+        int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
+        if (l < 0 || c < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) || getsockname(l, (struct sockaddr *)&a, &len) ||
+            connect(c, (struct sockaddr *)&a, sizeof a) || accept(l, NULL, NULL) < 0) {
             perror("socket");
             return 2;
         }
