@@ -129,6 +129,17 @@ pub(crate) fn lock_refusal(l: &LockLine) -> Option<String> {
 
 const NS: u64 = 1_000_000_000;
 
+/// An itimerval (`per_sec` 10^6: microseconds) or itimerspec (10^9) of an
+/// interval and a time left, in those units.
+fn timer_pair(interval: u64, value: u64, per_sec: u64) -> TimerPair {
+    TimerPair {
+        interval_sec: (interval / per_sec) as i64,
+        interval_frac: (interval % per_sec) as i64,
+        value_sec: (value / per_sec) as i64,
+        value_frac: (value % per_sec) as i64,
+    }
+}
+
 /// The image's description of an anonymous-inode descriptor `fd` of kind
 /// `anon` ("[eventfd]", ...), from its fdinfo.
 pub(crate) fn anon_kind(anon: &str, fd: i32, info: &FdInfo) -> std::result::Result<FileKind, CantMove> {
@@ -364,12 +375,7 @@ pub(crate) fn make_timers(inj: &mut Injector<'_>, scratch: &Scratch, timers: &[P
                 )));
             }
             if t.value_ns > 0 {
-                let v = TimerPair {
-                    interval_sec: (t.interval_ns / NS) as i64,
-                    interval_frac: (t.interval_ns % NS) as i64,
-                    value_sec: (t.value_ns / NS) as i64,
-                    value_frac: (t.value_ns % NS) as i64,
-                };
+                let v = timer_pair(t.interval_ns, t.value_ns, NS);
                 let at = scratch.put(128, abi::as_bytes(&v))?;
                 inj.call_ok("timer_settime", abi::SYS_TIMER_SETTIME, &[t.id as u64, 0, at, 0])?;
             }
@@ -416,12 +422,7 @@ pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenF
                     let fl = (*flags & libc::O_NONBLOCK) as u64;
                     let fd = inj.call_ok("timerfd_create", abi::SYS_TIMERFD_CREATE, &[*clockid as u64, fl | cloexec])?;
                     if *value_ns > 0 {
-                        let t = TimerPair {
-                            interval_sec: (interval_ns / NS) as i64,
-                            interval_frac: (interval_ns % NS) as i64,
-                            value_sec: (value_ns / NS) as i64,
-                            value_frac: (value_ns % NS) as i64,
-                        };
+                        let t = timer_pair(*interval_ns, *value_ns, NS);
                         let at = scratch.put(0, abi::as_bytes(&t))?;
                         inj.call_ok("timerfd_settime", abi::SYS_TIMERFD_SETTIME, &[fd as u64, 0, at, 0])?;
                     }
@@ -502,12 +503,7 @@ pub(crate) fn take_locks(inj: &mut Injector<'_>, scratch: &Scratch, locks: &[Fil
 /// credentials, which reset dumpable.)
 pub(crate) fn set_state(inj: &mut Injector<'_>, scratch: &Scratch, pid: i32, s: &ProcessState, warnings: &mut Vec<String>) -> Result<()> {
     for t in &s.itimers {
-        let v = TimerPair {
-            interval_sec: (t.interval_us / 1_000_000) as i64,
-            interval_frac: (t.interval_us % 1_000_000) as i64,
-            value_sec: (t.value_us / 1_000_000) as i64,
-            value_frac: (t.value_us % 1_000_000) as i64,
-        };
+        let v = timer_pair(t.interval_us, t.value_us, 1_000_000);
         let at = scratch.put(0, abi::as_bytes(&v))?;
         inj.call_ok("setitimer", abi::SYS_SETITIMER, &[t.which as u64, at, 0])?;
     }
