@@ -1002,6 +1002,15 @@ fn build(
     // A root process's supplementary groups come back too (a checkpoint restored by root).
     let groups_differ = fresh.is_some() && t.groups != own_groups();
     let set_ids = !deputy && task::euid() == 0 && (t.uid != 0 || t.gid != 0 || groups_differ);
+    // The bounding set, before the threads are made (they inherit it) and while
+    // the process may still change it.
+    if let (Some(_), Some(st)) = (fresh, &image.state) {
+        if task::euid() == 0 {
+            state::drop_bounding(&mut inj, &st.caps)?;
+        } else if st.caps.bounding != state::all_caps() {
+            warnings.push("its reduced capability bounding set is not restored (that needs root)".into());
+        }
+    }
     if !image.threads.is_empty() {
         let tramp_stack = tramp + tramp_len - 64;
         let exact = matches!(fresh, Some(PidMode::Same | PidMode::NewNamespace));
@@ -1015,7 +1024,11 @@ fn build(
         set_credentials(&mut inj, &scratch, t)?;
     }
     if let (Some(_), Some(st)) = (fresh, &image.state) {
-        state::finish_state(&mut inj, st)?;
+        // A root process's own capabilities (another user's went with setresuid).
+        if t.uid == 0 && task::euid() == 0 {
+            state::set_caps(&mut inj, &scratch, &st.caps)?;
+        }
+        state::finish_state(&mut inj, &scratch, st, warnings)?;
     }
     // A guest dies with the herdd thread that serves it (after the credentials:
     // changing them clears the setting): without it, its calls would fail and

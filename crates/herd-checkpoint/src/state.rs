@@ -8,7 +8,7 @@
 //! asks the process itself by injected calls; restore makes each descriptor
 //! by an injected call in the new process and moves it to its number.
 
-use herd_image::{EpollTarget, FileKind, FileLock, Itimer, LockKind, OpenFile, PosixTimer, ProcessState, RegionState};
+use herd_image::{Caps, EpollTarget, FileKind, FileLock, Itimer, LockKind, OpenFile, PosixTimer, ProcessState, RegionState};
 use herd_kernel::abi::{self, EpollEvent, Flock, TimerPair};
 use herd_kernel::inject::Injector;
 use herd_kernel::mem;
@@ -248,8 +248,76 @@ pub(crate) fn query_state(inj: &mut Injector<'_>, scratch: u64, pid: i32) -> Res
         t.interval_ns = v.interval_sec as u64 * NS + v.interval_frac as u64;
         t.value_ns = v.value_sec as u64 * NS + v.value_frac as u64;
     }
-    Ok(ProcessState { itimers, oom_score_adj, child_subreaper, thp_disable, no_new_privs, dumpable, locks: Vec::new(), posix_timers, regions: Vec::new() })
+    let cap = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(0)
+    };
+    let caps = Caps { inheritable: cap("CapInh:"), permitted: cap("CapPrm:"), effective: cap("CapEff:"), bounding: cap("CapBnd:"), ambient: cap("CapAmb:") };
+    // EINVAL before Linux 6.3: nothing known registered.
+    let membarrier = inj.call(abi::SYS_MEMBARRIER, &[abi::MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0])?.max(0) as u32;
+    let loginuid = std::fs::read_to_string(format!("/proc/{pid}/loginuid")).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(u32::MAX);
+    Ok(ProcessState {
+        itimers,
+        oom_score_adj,
+        child_subreaper,
+        thp_disable,
+        no_new_privs,
+        dumpable,
+        locks: Vec::new(),
+        posix_timers,
+        regions: Vec::new(),
+        caps,
+        membarrier,
+        loginuid,
+    })
 }
+
+/// The highest capability number this kernel knows.
+fn last_cap() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(40)
+}
+
+/// Every capability this kernel knows, as a set.
+pub(crate) fn all_caps() -> u64 {
+    u64::MAX >> (63 - last_cap().min(63))
+}
+
+/// Before the credentials change (while it may): the capabilities dropped from
+/// the bounding set go, for the thread `inj` drives.
+pub(crate) fn drop_bounding(inj: &mut Injector<'_>, c: &Caps) -> Result<()> {
+    for cap in 0..=last_cap() {
+        if c.bounding & (1 << cap) == 0 {
+            inj.call_ok("prctl(PR_CAPBSET_DROP)", abi::SYS_PRCTL, &[abi::PR_CAPBSET_DROP, cap, 0, 0, 0])?;
+        }
+    }
+    Ok(())
+}
+
+/// After the credentials: the permitted, effective and inheritable sets and
+/// the ambient capabilities of a root process (a process of another user has
+/// none left after setresuid, as it had none).
+pub(crate) fn set_caps(inj: &mut Injector<'_>, scratch: &Scratch, c: &Caps) -> Result<()> {
+    // struct __user_cap_header_struct, then two __user_cap_data_struct
+    // (effective, permitted, inheritable): the low and the high 32 bits.
+    let mut buf = [0u8; 8 + 24];
+    buf[0..4].copy_from_slice(&abi::CAPABILITY_VERSION_3.to_ne_bytes());
+    for (half, shift) in [(0usize, 0u32), (1, 32)] {
+        let at = 8 + half * 12;
+        buf[at..at + 4].copy_from_slice(&((c.effective >> shift) as u32).to_ne_bytes());
+        buf[at + 4..at + 8].copy_from_slice(&((c.permitted >> shift) as u32).to_ne_bytes());
+        buf[at + 8..at + 12].copy_from_slice(&((c.inheritable >> shift) as u32).to_ne_bytes());
+    }
+    let h = scratch.put(0, &buf[0..8])?;
+    let d = scratch.put(8, &buf[8..])?;
+    inj.call_ok("capset", abi::SYS_CAPSET, &[h, d])?;
+    // Ambient capabilities are permitted and inheritable ones: raised after.
+    for cap in 0..=last_cap() {
+        if c.ambient & (1 << cap) != 0 {
+            inj.call_ok("prctl(PR_CAP_AMBIENT_RAISE)", abi::SYS_PRCTL, &[abi::PR_CAP_AMBIENT, abi::PR_CAP_AMBIENT_RAISE, cap, 0, 0])?;
+        }
+    }
+    Ok(())
+}
+
 
 /// The smaps VmFlags that `madvise` sets, and the advice that sets each.
 const ADVICE: [(&str, i32); 8] = [
@@ -524,9 +592,31 @@ pub(crate) fn set_state(inj: &mut Injector<'_>, scratch: &Scratch, pid: i32, s: 
     Ok(())
 }
 
-/// The attributes set last: dumpable (the credentials reset it) and
-/// no_new_privs (for good).
-pub(crate) fn finish_state(inj: &mut Injector<'_>, s: &ProcessState) -> Result<()> {
+/// The attributes set last: membarrier registrations, loginuid, dumpable (the
+/// credentials reset it) and no_new_privs (for good).
+pub(crate) fn finish_state(inj: &mut Injector<'_>, scratch: &Scratch, s: &ProcessState, warnings: &mut Vec<String>) -> Result<()> {
+    for bit in 0..32 {
+        let cmd = 1u64 << bit;
+        if u64::from(s.membarrier) & cmd != 0 {
+            inj.call_ok("membarrier (register)", abi::SYS_MEMBARRIER, &[cmd, 0, 0])?;
+        }
+    }
+    let pid = scratch.pid();
+    let now: Option<u32> = std::fs::read_to_string(format!("/proc/{pid}/loginuid")).ok().and_then(|v| v.trim().parse().ok());
+    if s.loginuid != u32::MAX && now != Some(s.loginuid) {
+        // Only a process may set its own loginuid: it writes /proc/self/loginuid.
+        let path = scratch.put(0, b"/proc/self/loginuid\0")?;
+        let value = s.loginuid.to_string();
+        let v = scratch.put(64, value.as_bytes())?;
+        let fd = inj.call(abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, path, libc::O_WRONLY as u64, 0])?;
+        let r = if fd >= 0 { inj.call(abi::SYS_WRITE, &[fd as u64, v, value.len() as u64])? } else { fd };
+        if fd >= 0 {
+            inj.call_ok("close", abi::SYS_CLOSE, &[fd as u64])?;
+        }
+        if r < 0 {
+            warnings.push(format!("loginuid {} is not restored: {}", s.loginuid, std::io::Error::from_raw_os_error(-r as i32)));
+        }
+    }
     inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, u64::from(s.dumpable.min(1))])?;
     if s.no_new_privs {
         inj.call_ok("prctl(PR_SET_NO_NEW_PRIVS)", abi::SYS_PRCTL, &[abi::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;

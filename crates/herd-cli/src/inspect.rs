@@ -39,6 +39,10 @@ struct Summary {
 
 #[derive(Serialize)]
 struct State {
+    /// Effective, permitted, inheritable, bounding and ambient capability sets.
+    capabilities: [String; 5],
+    membarrier_registrations: u32,
+    loginuid: Option<u32>,
     itimers: Vec<Timer>,
     posix_timers: Vec<String>,
     oom_score_adj: i32,
@@ -318,6 +322,9 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
         })
         .collect();
     let state = image.state.as_ref().map(|st| State {
+        capabilities: [st.caps.effective, st.caps.permitted, st.caps.inheritable, st.caps.bounding, st.caps.ambient].map(|c| format!("{c:#x}")),
+        membarrier_registrations: st.membarrier,
+        loginuid: (st.loginuid != u32::MAX).then_some(st.loginuid),
         itimers: st
             .itimers
             .iter()
@@ -424,6 +431,8 @@ fn print_summary(path: &Path, s: &Summary) {
             }
         }
         println!("attributes  {}", flags.join(", "));
+        let [eff, prm, inh, bnd, amb] = &st.capabilities;
+        println!("caps        effective {eff}, permitted {prm}, inheritable {inh}, bounding {bnd}, ambient {amb}");
         let locks: Vec<String> = st.locks.iter().map(|l| format!("{} {} lock on fd {} ({})", l.kind, l.mode, l.fd, l.range)).collect();
         println!("locks       {}", if locks.is_empty() { "none".into() } else { locks.join(", ") });
     }

@@ -46,6 +46,22 @@ pub struct ProcessState {
     pub posix_timers: Vec<PosixTimer>,
     /// Memory regions with advice, locks or guard pages (the others have none).
     pub regions: Vec<RegionState>,
+    /// The main thread's capability sets (/proc/PID/status).
+    pub caps: Caps,
+    /// membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS): the commands registered.
+    pub membarrier: u32,
+    /// /proc/PID/loginuid (u32::MAX when unset).
+    pub loginuid: u32,
+}
+
+/// Capability sets, one bit per capability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caps {
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
 }
 
 /// What `madvise` / `mlock` set on a memory region, and its guard pages.

@@ -182,6 +182,9 @@ fn sample_v3() -> (ProcessImage, Vec<(u64, Vec<u8>)>) {
         locks: vec![FileLock { fd: 3, kind: LockKind::Posix, write: true, start: 10, len: 0 }],
         posix_timers: vec![PosixTimer { id: 7, clockid: 1, notify: 4, signo: 10, value: 0x1234, tid: 4243, interval_ns: 0, value_ns: 5_000_000 }],
         regions: vec![RegionState { start: 0x600000, end: 0x603000, advice: vec![16], locked: true, guards: vec![(0x601000, 0x1000)] }],
+        caps: Caps { inheritable: 0, permitted: 1 << 21, effective: 1 << 21, bounding: u64::MAX >> 23, ambient: 0 },
+        membarrier: 1 << 4,
+        loginuid: 1000,
     });
     (image, pages)
 }

@@ -104,6 +104,15 @@ pub const SYS_EVENTFD2: u64 = 290;
 pub const SYS_EPOLL_CREATE1: u64 = 291;
 pub const SYS_DUP3: u64 = 292;
 pub const SYS_SETPGID: u64 = 109;
+pub const SYS_CAPSET: u64 = 126;
+pub const SYS_MEMBARRIER: u64 = 324;
+/// membarrier: the commands this process has registered for (Linux 6.3).
+pub const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+pub const PR_CAPBSET_DROP: u64 = 24;
+pub const PR_CAP_AMBIENT: u64 = 47;
+pub const PR_CAP_AMBIENT_RAISE: u64 = 2;
+/// `_LINUX_CAPABILITY_VERSION_3`.
+pub const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 pub const SYS_MADVISE: u64 = 28;
 pub const SYS_MLOCK: u64 = 149;
 pub const MADV_GUARD_INSTALL: u64 = 102;

@@ -20,6 +20,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <grp.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -128,6 +130,25 @@ int main(int argc, char **argv) {
     int mfd = memfd_create("herdtest", MFD_ALLOW_SEALING);
     if (mfd < 0 || write(mfd, pat, 3000) != 3000 || fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) || lseek(mfd, 7, SEEK_SET) != 7)
         die("memfd");
+
+    // As root: a smaller bounding set, a capability given up, one inheritable
+    // and ambient; and a membarrier registration.
+    char caps_before[512] = "";
+    if (root) {
+        struct { uint32_t version; int pid; } hdr = {0x20080522, 0};
+        struct { uint32_t eff, prm, inh; } data[2];
+        if (prctl(PR_CAPBSET_DROP, 22 /* CAP_SYS_BOOT */, 0, 0, 0) || syscall(SYS_capget, &hdr, data)) die("caps");
+        data[0].eff &= ~(1u << 13); /* CAP_NET_RAW */
+        data[0].prm &= ~(1u << 13);
+        data[0].inh |= 1u << 0; /* CAP_CHOWN */
+        if (syscall(SYS_capset, &hdr, data) || prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, 0, 0, 0)) die("capset");
+    }
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0)) die("membarrier");
+    FILE *cs = fopen("/proc/self/status", "r");
+    char cl[256];
+    while (cs && fgets(cl, sizeof cl, cs))
+        if (strncmp(cl, "Cap", 3) == 0) strncat(caps_before, cl, sizeof caps_before - strlen(caps_before) - 1);
+    if (cs) fclose(cs);
 
     signal(SIGALRM, on_alarm);
     struct itimerval itv = {.it_interval = {50, 0}, .it_value = {100, 0}};
@@ -289,6 +310,16 @@ int main(int argc, char **argv) {
     check(mr == 10 && memcmp(rd, pat + 7, 10) == 0 && fcntl(mfd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW) && strcmp(mlink, "/memfd:herdtest (deleted)") == 0 &&
               ftruncate(mfd, 10) != 0,
           "memfd", detail);
+
+    char caps_after[512] = "";
+    cs = fopen("/proc/self/status", "r");
+    while (cs && fgets(cl, sizeof cl, cs))
+        if (strncmp(cl, "Cap", 3) == 0) strncat(caps_after, cl, sizeof caps_after - strlen(caps_after) - 1);
+    if (cs) fclose(cs);
+    check(strcmp(caps_before, caps_after) == 0, "capabilities", caps_after);
+    long mreg = syscall(SYS_membarrier, 1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0);
+    snprintf(detail, sizeof detail, "registrations %#lx", mreg);
+    check(mreg >= 0 && (mreg & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED), "membarrier registration", detail);
 
     int reaper = 0;
     prctl(PR_GET_CHILD_SUBREAPER, &reaper);
