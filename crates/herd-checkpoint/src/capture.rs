@@ -842,7 +842,8 @@ fn capture_files(p: &procfs::process::Process, decided: &HashMap<i32, FileKind>)
                     FileKind::Inherited { what }
                 }
             }
-            FDTarget::AnonInode(anon) if state::ANON_KINDS.contains(&anon.as_str()) => match state::anon_kind(anon, fd.fd, &info) {
+            // pidfds pass the check only in a tree, whose analysis checks the process.
+            FDTarget::AnonInode(anon) if state::ANON_KINDS.contains(&anon.as_str()) || anon == "[pidfd]" => match state::anon_kind(anon, fd.fd, &info) {
                 Ok(k) => k,
                 Err(why) => {
                     refused.push(why);

@@ -160,6 +160,8 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
             FDTarget::Pipe(_) if fd.fd <= 2 || purpose == Purpose::Tree => {}
             // A memfd is carried with its contents by a tree.
             FDTarget::MemFD(_) if purpose == Purpose::Tree => {}
+            // A pidfd of another process of the tree (its analysis checks which).
+            FDTarget::AnonInode(kind) if purpose == Purpose::Tree && kind == "[pidfd]" => {}
             FDTarget::AnonInode(kind) if kind == "[eventpoll]" => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
             FDTarget::AnonInode(kind) if state::ANON_KINDS.contains(&kind.as_str()) => {}
             FDTarget::Path(path) => {

@@ -720,7 +720,7 @@ pub(crate) fn plan_files(
             FileKind::Regular { path, flags, offset } | FileKind::Directory { path, flags, offset } => (path, *flags, *offset),
             FileKind::Device { path, flags } | FileKind::PathOnly { path, flags } => (path, *flags, 0),
             // Made by injected calls once the process is seized (`state::make_fds`).
-            FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Epoll { .. } => continue,
+            FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Epoll { .. } | FileKind::PidFd { .. } => continue,
             FileKind::Shared { ofd } => {
                 shared.push((f.fd, *ofd as usize, f.cloexec));
                 continue;
@@ -984,7 +984,8 @@ fn build(
             let zero = scratch.put(16, &[0u8; 16])?;
             inj.call(abi::SYS_RT_SIGTIMEDWAIT, &[set, 0, zero, 8])?;
         }
-        state::make_fds(&mut inj, &scratch, &image.files, warnings)?;
+        let same_pids = matches!(fresh, Some(PidMode::Same | PidMode::NewNamespace));
+        state::make_fds(&mut inj, &scratch, &image.files, same_pids, warnings)?;
         if let Some(st) = &image.state {
             state::take_locks(&mut inj, &scratch, &st.locks)?;
             state::set_state(&mut inj, &scratch, pid, st, warnings)?;

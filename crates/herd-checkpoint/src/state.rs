@@ -40,6 +40,8 @@ pub(crate) struct FdInfo {
     pub it_value: (u64, u64),
     pub it_interval: (u64, u64),
     pub sigmask: Option<u64>,
+    /// A pidfd's process ("Pid:"; -1 once it has been reaped).
+    pub pid: Option<i32>,
     /// epoll targets: (fd, events, data, inode of the target).
     pub tfds: Vec<(i32, u32, u64, u64)>,
     pub locks: Vec<LockLine>,
@@ -68,6 +70,7 @@ impl FdInfo {
                 "it_value" => f.it_value = pair(v).unwrap_or_default(),
                 "it_interval" => f.it_interval = pair(v).unwrap_or_default(),
                 "sigmask" => f.sigmask = u64::from_str_radix(v, 16).ok(),
+                "Pid" => f.pid = v.parse().ok(),
                 "tfd" => {
                     // tfd:        3 events: 80000019 data:           abcdef  pos:0 ino:40f sdev:10
                     let mut w = line["tfd:".len()..].split_whitespace();
@@ -158,6 +161,10 @@ pub(crate) fn anon_kind(anon: &str, fd: i32, info: &FdInfo) -> std::result::Resu
             ticks: info.ticks,
         }),
         "[signalfd]" => Ok(FileKind::SignalFd { mask: info.sigmask.ok_or_else(|| bad("a signalfd whose mask /proc does not show"))?, flags }),
+        "[pidfd]" => match info.pid {
+            Some(pid) if pid > 0 => Ok(FileKind::PidFd { pid, flags }),
+            _ => Err(bad("a pidfd of a process that has been reaped")),
+        },
         "[eventpoll]" => Ok(FileKind::Epoll {
             flags,
             targets: info.tfds.iter().map(|&(fd, events, data, _)| EpollTarget { fd, events, data }).collect(),
@@ -469,7 +476,7 @@ fn place(inj: &mut Injector<'_>, got: i64, want: i32, cloexec: bool) -> Result<(
 
 /// Makes the image's event, timer, signal and epoll descriptors in the
 /// process, each at its number (epolls last: they watch the others).
-pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenFile], warnings: &mut Vec<String>) -> Result<()> {
+pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenFile], same_pids: bool, warnings: &mut Vec<String>) -> Result<()> {
     let order = |k: &FileKind| matches!(k, FileKind::Epoll { .. });
     for pass in [false, true] {
         for f in files.iter().filter(|f| order(&f.kind) == pass) {
@@ -507,6 +514,21 @@ pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenF
                     let fl = (*flags & libc::O_NONBLOCK) as u64;
                     let at = scratch.put(0, &mask.to_ne_bytes())?;
                     inj.call_ok("signalfd4", abi::SYS_SIGNALFD4, &[u64::MAX, at, 8, fl | cloexec])?
+                }
+                FileKind::PidFd { pid, flags } => {
+                    if !same_pids {
+                        return Err(CheckpointError::Incompatible(format!(
+                            "fd {} is a pidfd of process {pid}, which needs the pids of the image (restart without --any-pid)",
+                            f.fd
+                        )));
+                    }
+                    let fl = (*flags & libc::O_NONBLOCK) as u64;
+                    let fd = inj.call_ok("pidfd_open", abi::SYS_PIDFD_OPEN, &[*pid as u64, fl])?;
+                    // pidfd_open makes it close-on-exec; `place` gives it the image's flag.
+                    if i64::from(f.fd) == fd && !f.cloexec {
+                        inj.call_ok("fcntl(F_SETFD)", abi::SYS_FCNTL, &[fd as u64, libc::F_SETFD as u64, 0])?;
+                    }
+                    fd
                 }
                 FileKind::Epoll { targets, .. } => {
                     let fd = inj.call_ok("epoll_create1", abi::SYS_EPOLL_CREATE1, &[cloexec])?;

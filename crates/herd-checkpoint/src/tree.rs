@@ -390,6 +390,14 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
             }
             continue;
         }
+        if r.link == "anon_inode:[pidfd]" {
+            let target = state::read_fdinfo(r.pid, r.fd)?.pid;
+            if !target.is_some_and(|t| pids.contains(&t)) {
+                let what = format!("a pidfd of process {}, which is not in the process tree", target.unwrap_or(-1));
+                refused.extend(c.iter().map(|d| (d.pid, CantMove::UnsupportedFd { fd: d.fd, what: what.clone() })));
+                continue;
+            }
+        }
         if c.len() < 2 {
             continue;
         }

@@ -313,6 +313,7 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
                 target: format!("watching fds {:?}", targets.iter().map(|t| t.fd).collect::<Vec<_>>()),
                 offset: None,
             },
+            FileKind::PidFd { pid, .. } => Fd { fd: f.fd, kind: "pidfd".into(), target: format!("process {pid}"), offset: None },
             FileKind::Shared { ofd } => Fd {
                 fd: f.fd,
                 kind: "shared".into(),

@@ -1278,7 +1278,7 @@ fn tree_with_pipe_zombie_group_and_session_restores_exactly() {
     assert_same_run(&expected, &got);
     let shown = herd(&argv!["inspect", dir.path().join("tree.img")], None);
     shown.assert_ok();
-    for what in ["tree image", "4 processes", "zombie (exit 3)", "pipe 0      50000 bytes waiting", "pipe 0, read end"] {
+    for what in ["tree image", "4 processes", "zombie (exit 3)", "pipe 0      50000 bytes waiting", "pipe 0, read end", "pidfd"] {
         assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
     }
     let got = run_checkpointed_with(dir.path(), "treens", &cmd, Out::File, 3, Some(&["--new-pidns"]));

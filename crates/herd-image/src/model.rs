@@ -354,6 +354,9 @@ pub enum FileKind {
     /// epoll_create1(flags) and its interest list; every target is an fd of the
     /// image, restored before it.
     Epoll { flags: i32, targets: Vec<EpollTarget> },
+    /// A pidfd of process `pid`, another process of the same tree image (its
+    /// pid is the same after the restore), with O_NONBLOCK in `flags`.
+    PidFd { pid: i32, flags: i32 },
     /// An open file shared with other descriptors (a dup, or inherited by or
     /// from another process of a tree image): entry `ofd` of the tree's table
     /// (`crate::tree::TreeImage::ofds`), made once and placed at every fd that

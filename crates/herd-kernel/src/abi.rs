@@ -105,6 +105,7 @@ pub const SYS_EPOLL_CREATE1: u64 = 291;
 pub const SYS_DUP3: u64 = 292;
 pub const SYS_SETPGID: u64 = 109;
 pub const SYS_CAPSET: u64 = 126;
+pub const SYS_PIDFD_OPEN: u64 = 434;
 pub const SYS_MEMBARRIER: u64 = 324;
 /// membarrier: the commands this process has registered for (Linux 6.3).
 pub const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,9 @@ int main(int argc, char **argv) {
         _exit(getsid(0) == getpid() && getppid() == parent ? 0 : 1);
     }
     close(p[0]);
+    // A pidfd of S: after the restart it must still be S's.
+    int spid = syscall(SYS_pidfd_open, s, 0);
+    if (spid < 0) return 2;
     unsigned char buf[BYTES];
     for (int i = 0; i < BYTES; i++) buf[i] = i & 0xff;
     // The pipe holds 64 KiB: all of it waits there, unread, until A reads.
@@ -75,7 +79,8 @@ int main(int argc, char **argv) {
     printf("zombie: %s %d\n", WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     waitpid(a, &st, 0);
     printf("A (pipe, own group): %s %d\n", WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-    waitpid(s, &st, 0);
-    printf("S (own session): %s %d\n", WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    siginfo_t si = {0};
+    int w = syscall(SYS_waitid, P_PIDFD, spid, &si, WEXITED, NULL);
+    printf("S (own session, waited through its pidfd): %s %d %s\n", w == 0 ? "exit" : "waitid failed", si.si_status, si.si_pid == s ? "same pid" : "other pid");
     return 0;
 }
