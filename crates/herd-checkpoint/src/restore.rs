@@ -720,7 +720,7 @@ pub(crate) fn plan_files(
             FileKind::Regular { path, flags, offset } | FileKind::Directory { path, flags, offset } => (path, *flags, *offset),
             FileKind::Device { path, flags } | FileKind::PathOnly { path, flags } => (path, *flags, 0),
             // Made by injected calls once the process is seized (`state::make_fds`).
-            FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Epoll { .. } | FileKind::PidFd { .. } => continue,
+            FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Epoll { .. } | FileKind::PidFd { .. } | FileKind::Inotify { .. } => continue,
             FileKind::Shared { ofd } => {
                 shared.push((f.fd, *ofd as usize, f.cloexec));
                 continue;
@@ -790,7 +790,7 @@ impl Scratch {
         Ok(self.base + at)
     }
 
-    fn put_str(&self, s: &str) -> Result<u64> {
+    pub(crate) fn put_str(&self, s: &str) -> Result<u64> {
         let c = cstring(s)?;
         self.put(0, c.as_bytes_with_nul())
     }
@@ -1411,7 +1411,8 @@ fn fix_restart_block(r: &mut Regs, pid: i32, image: &ProcessImage) -> Result<()>
     };
     let abstime = r.rsi & libc::TIMER_ABSTIME as u64 != 0;
     match r.orig_rax {
-        abi::SYS_FUTEX => {
+        // A poll with a timeout (tail -f waits so) starts again in full, as a futex wait.
+        abi::SYS_FUTEX | abi::SYS_POLL => {
             again(r);
             return Ok(());
         }

@@ -42,6 +42,8 @@ pub(crate) struct FdInfo {
     pub sigmask: Option<u64>,
     /// A pidfd's process ("Pid:"; -1 once it has been reaped).
     pub pid: Option<i32>,
+    /// inotify watches: (wd, mask, sdev, handle type, handle bytes).
+    pub inotify: Vec<(i32, u32, u64, i32, Vec<u8>)>,
     /// epoll targets: (fd, events, data, inode of the target).
     pub tfds: Vec<(i32, u32, u64, u64)>,
     pub locks: Vec<LockLine>,
@@ -93,6 +95,17 @@ impl FdInfo {
                         f.tfds.push((fd, events, data, ino));
                     }
                 }
+                "inotify wd" => {
+                    // inotify wd:3 ino:3c4a7 sdev:fe00000 mask:fff ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4...
+                    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name));
+                    let hex = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+                    let handle = field("f_handle:").and_then(|h| (0..h.len() / 2).map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>());
+                    if let (Some(wd), Some(mask), Some(sdev), Some(ty), Some(handle)) =
+                        (hex("wd:"), hex("mask:"), hex("sdev:"), field("fhandle-type:").and_then(|v| v.parse().ok()), handle)
+                    {
+                        f.inotify.push((wd as i32, mask as u32, sdev, ty, handle));
+                    }
+                }
                 "lock" => {
                     // A waiter ("1: -> POSIX ...") holds nothing.
                     let w: Vec<&str> = v.split_whitespace().collect();
@@ -119,7 +132,7 @@ pub(crate) fn read_fdinfo(pid: i32, fd: i32) -> Result<FdInfo> {
 }
 
 /// The anonymous-inode descriptors a checkpoint can carry.
-pub(crate) const ANON_KINDS: [&str; 4] = ["[eventfd]", "[timerfd]", "[signalfd]", "[eventpoll]"];
+pub(crate) const ANON_KINDS: [&str; 5] = ["[eventfd]", "[timerfd]", "[signalfd]", "[eventpoll]", "inotify"];
 
 /// Why a lock in fdinfo cannot be carried, if it cannot.
 pub(crate) fn lock_refusal(l: &LockLine) -> Option<String> {
@@ -161,6 +174,20 @@ pub(crate) fn anon_kind(anon: &str, fd: i32, info: &FdInfo) -> std::result::Resu
             ticks: info.ticks,
         }),
         "[signalfd]" => Ok(FileKind::SignalFd { mask: info.sigmask.ok_or_else(|| bad("a signalfd whose mask /proc does not show"))?, flags }),
+        "inotify" => {
+            let mut watches = Vec::new();
+            for (wd, mask, sdev, ty, handle) in &info.inotify {
+                let path = herd_kernel::task::path_of_handle(*sdev, *ty, handle)
+                    .map_err(|e| bad(&format!("an inotify watch {wd} whose file cannot be found ({e})")))?;
+                let path = path.to_string_lossy().into_owned();
+                if path.ends_with(" (deleted)") {
+                    return Err(bad(&format!("an inotify watch {wd} on a deleted file")));
+                }
+                watches.push(herd_image::InotifyWatch { wd: *wd, path, mask: *mask });
+            }
+            watches.sort_by_key(|w| w.wd);
+            Ok(FileKind::Inotify { flags, watches })
+        }
         "[pidfd]" => match info.pid {
             Some(pid) if pid > 0 => Ok(FileKind::PidFd { pid, flags }),
             _ => Err(bad("a pidfd of a process that has been reaped")),
@@ -515,6 +542,29 @@ pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenF
                     let at = scratch.put(0, &mask.to_ne_bytes())?;
                     inj.call_ok("signalfd4", abi::SYS_SIGNALFD4, &[u64::MAX, at, 8, fl | cloexec])?
                 }
+                FileKind::Inotify { flags, watches } => {
+                    let fl = (*flags & libc::O_NONBLOCK) as u64;
+                    let fd = inj.call_ok("inotify_init1", abi::SYS_INOTIFY_INIT1, &[fl | cloexec])?;
+                    // Watch descriptors are handed out one after the other: one given
+                    // up is never handed out again, so a gap is made by a watch taken
+                    // and given up.
+                    let mut next = 1;
+                    for w in watches {
+                        let path = scratch.put_str(&w.path)?;
+                        while next < w.wd {
+                            let root = scratch.put(1024, b"/\0")?;
+                            let d = inj.call_ok("inotify_add_watch (a gap)", abi::SYS_INOTIFY_ADD_WATCH, &[fd as u64, root, libc::IN_ATTRIB as u64])?;
+                            inj.call_ok("inotify_rm_watch", abi::SYS_INOTIFY_RM_WATCH, &[fd as u64, d as u64])?;
+                            next = d as i32 + 1;
+                        }
+                        let got = inj.call_ok("inotify_add_watch", abi::SYS_INOTIFY_ADD_WATCH, &[fd as u64, path, u64::from(w.mask)])?;
+                        if got != i64::from(w.wd) {
+                            return Err(CheckpointError::Incompatible(format!("inotify watch {} on {} came back as watch {got}", w.wd, w.path)));
+                        }
+                        next = w.wd + 1;
+                    }
+                    fd
+                }
                 FileKind::PidFd { pid, flags } => {
                     if !same_pids {
                         return Err(CheckpointError::Incompatible(format!(
@@ -672,6 +722,13 @@ mod tests {
             FileKind::Epoll { targets, .. } => assert_eq!(targets[1], EpollTarget { fd: 12, events: 0x19, data: 0xc }),
             other => panic!("{other:?}"),
         }
+        let ino = FdInfo::parse("pos:\t0\nflags:\t04000\ninotify wd:3 ino:3c4a7 sdev:fe00000 mask:fff ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4030000000000\ninotify wd:1f ino:331 sdev:fe00000 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:310300007c8fb2a2\n");
+        assert_eq!(ino.inotify.len(), 2);
+        assert_eq!(ino.inotify[0], (3, 0xfff, 0xfe00000, 1, vec![0xa7, 0xc4, 3, 0, 0, 0, 0, 0]));
+        assert_eq!((ino.inotify[1].0, ino.inotify[1].1), (0x1f, 2));
+        let pidfd = FdInfo::parse("pos:\t0\nflags:\t02000002\nPid:\t9201\nNSpid:\t9201\n");
+        assert_eq!(anon_kind("[pidfd]", 3, &pidfd).unwrap(), FileKind::PidFd { pid: 9201, flags: libc::O_CLOEXEC });
+        assert!(anon_kind("[pidfd]", 3, &FdInfo::parse("Pid:\t-1\n")).is_err());
         // A kind herd does not carry, or a line /proc did not write, is refused.
         assert!(anon_kind("[io_uring]", 7, &e).is_err());
         assert!(anon_kind("[eventfd]", 7, &FdInfo::default()).is_err());

@@ -313,6 +313,12 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
                 target: format!("watching fds {:?}", targets.iter().map(|t| t.fd).collect::<Vec<_>>()),
                 offset: None,
             },
+            FileKind::Inotify { watches, .. } => Fd {
+                fd: f.fd,
+                kind: "inotify".into(),
+                target: watches.iter().map(|w| format!("{} ({:#x})", w.path, w.mask)).collect::<Vec<_>>().join(", "),
+                offset: None,
+            },
             FileKind::PidFd { pid, .. } => Fd { fd: f.fd, kind: "pidfd".into(), target: format!("process {pid}"), offset: None },
             FileKind::Shared { ofd } => Fd {
                 fd: f.fd,

@@ -1350,6 +1350,25 @@ fn listening_tcp_udp_and_unix_sockets_restore_on_their_ports() {
     assert!(shown.stdout.contains("socket listening (backlog 5) on 127.0.0.1:") && shown.stdout.contains("srv.sock"), "{}", shown.stdout);
 }
 
+/// `tail -f` of a growing log, started by a bash script: its inotify watch
+/// (found again by file handle), its poll and the script's `kill $!` all work
+/// after a restart in the middle of the wait.
+#[test]
+fn tail_follow_keeps_its_inotify_watch() {
+    if !ready("tail_follow_keeps_its_inotify_watch", &[Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let plain = argv!["bash", program_source("ckpt_tailf.sh"), dir.path().join("plain.log")];
+    let expected = run_uninterrupted(dir.path(), "plain", &plain, Out::File);
+    assert!(text(&expected.out).contains("line 6\n"), "{}", text(&expected.out));
+    let cmd = argv!["bash", program_source("ckpt_tailf.sh"), dir.path().join("tail.log")];
+    let got = run_checkpointed(dir.path(), "tail", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("tail.img")], None);
+    assert!(shown.stdout.contains("inotify") && shown.stdout.contains("tail.log (0x"), "{}", shown.stdout);
+}
+
 /// A tree member holding a FIFO whose other end is outside the tree is
 /// refused by `--check` and by `herd checkpoint`, which leaves it running.
 #[test]

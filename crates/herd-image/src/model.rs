@@ -354,6 +354,9 @@ pub enum FileKind {
     /// epoll_create1(flags) and its interest list; every target is an fd of the
     /// image, restored before it.
     Epoll { flags: i32, targets: Vec<EpollTarget> },
+    /// inotify_init1(flags) with its watches, made again in the order of their
+    /// watch descriptors (so each gets its number back).
+    Inotify { flags: i32, watches: Vec<InotifyWatch> },
     /// A pidfd of process `pid`, another process of the same tree image (its
     /// pid is the same after the restore), with O_NONBLOCK in `flags`.
     PidFd { pid: i32, flags: i32 },
@@ -362,6 +365,14 @@ pub enum FileKind {
     /// (`crate::tree::TreeImage::ofds`), made once and placed at every fd that
     /// shares it.
     Shared { ofd: u32 },
+}
+
+/// One inotify watch: its descriptor, the path of what it watches, its mask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub path: String,
+    pub mask: u32,
 }
 
 /// One entry of an epoll interest list.

@@ -45,6 +45,7 @@ pub const ERESTART_RESTARTBLOCK: i64 = 516;
 // arch/x86/entry/syscalls/syscall_64.tbl
 pub const SYS_READ: u64 = 0;
 pub const SYS_WRITE: u64 = 1;
+pub const SYS_POLL: u64 = 7;
 pub const SYS_CLOSE: u64 = 3;
 pub const SYS_MMAP: u64 = 9;
 pub const SYS_MPROTECT: u64 = 10;
@@ -106,6 +107,9 @@ pub const SYS_DUP3: u64 = 292;
 pub const SYS_SETPGID: u64 = 109;
 pub const SYS_CAPSET: u64 = 126;
 pub const SYS_PIDFD_OPEN: u64 = 434;
+pub const SYS_INOTIFY_INIT1: u64 = 294;
+pub const SYS_INOTIFY_ADD_WATCH: u64 = 254;
+pub const SYS_INOTIFY_RM_WATCH: u64 = 255;
 pub const SYS_MEMBARRIER: u64 = 324;
 /// membarrier: the commands this process has registered for (Linux 6.3).
 pub const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;

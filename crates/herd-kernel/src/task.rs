@@ -253,6 +253,37 @@ pub fn pipe_peek(pipe: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(Vec<u8>,
     Ok((data, cap as u32))
 }
 
+/// The path of the file a file handle names (as inotify's fdinfo shows it:
+/// the kernel device number `sdev` of its file system, the handle's type and
+/// bytes), through a mount of that file system and open_by_handle_at (which
+/// needs CAP_DAC_READ_SEARCH).
+pub fn path_of_handle(sdev: u64, handle_type: i32, handle: &[u8]) -> std::io::Result<std::path::PathBuf> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let dev = format!("{}:{}", sdev >> 20, sdev & 0xf_ffff);
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mount = info
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&dev.as_str())).then(|| f.get(4).map(|m| m.to_string())).flatten()
+        })
+        .ok_or_else(|| std::io::Error::other(format!("no mount of device {dev}")))?;
+    let dir = std::fs::File::open(&mount)?;
+    let mut fh = Vec::with_capacity(8 + handle.len());
+    fh.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    fh.extend_from_slice(&handle_type.to_ne_bytes());
+    fh.extend_from_slice(handle);
+    // SAFETY: open_by_handle_at reads a struct file_handle (its size, type and
+    // `handle_bytes` bytes of handle) from `fh`, which holds exactly that.
+    let fd = unsafe { libc::syscall(libc::SYS_open_by_handle_at, dir.as_raw_fd(), fh.as_ptr(), libc::O_PATH) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// The seals of a memfd (F_GET_SEALS).
 pub fn seals(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<i32> {
     use std::os::fd::AsRawFd;
