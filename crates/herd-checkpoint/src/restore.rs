@@ -295,7 +295,11 @@ fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let pipes = tree.pipes.iter().map(|p| restorer::PipePlan { contents: p.contents.clone(), capacity: p.capacity }).collect();
+    let pipes = tree
+        .pipes
+        .iter()
+        .map(|p| Ok(restorer::PipePlan { contents: p.contents.clone(), capacity: p.capacity, fifo: p.fifo.as_deref().map(cstring).transpose()? }))
+        .collect::<Result<Vec<_>>>()?;
     let socket_pairs = tree
         .socket_pairs
         .iter()

@@ -260,14 +260,18 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
         let r = &c[0];
         let root_std = c.iter().filter(|d| d.member == 0 && d.fd <= 2).map(|d| d.fd).min();
         let outward = r.pipe || r.fifo || (!r.regular_or_dir && !PORTABLE_DEVICES.contains(&r.link.as_str()) && !r.link.starts_with("anon_inode:") && r.flags & libc::O_PATH == 0);
-        if r.pipe {
-            let write = r.flags & libc::O_ACCMODE == libc::O_WRONLY;
-            // The pipe's other end: a description of the same pipe open the other way.
-            let other = classes.iter().any(|o| o[0].pipe && o[0].ino == r.ino && o[0].dev == r.dev && (o[0].flags & libc::O_ACCMODE == libc::O_WRONLY) != write);
-            let same_way = classes.iter().filter(|o| o[0].pipe && o[0].ino == r.ino && (o[0].flags & libc::O_ACCMODE == libc::O_WRONLY) == write).count();
+        if r.pipe || (r.fifo && !r.link.ends_with(" (deleted)")) {
+            let mode = r.flags & libc::O_ACCMODE;
+            let write = mode == libc::O_WRONLY;
+            let same_inode = |o: &&Vec<Desc>| (o[0].pipe || o[0].fifo) && o[0].ino == r.ino && o[0].dev == r.dev;
+            // The other end: a description of the same pipe or FIFO open the other
+            // way (a FIFO open for both counts as both).
+            let other = mode == libc::O_RDWR || classes.iter().filter(same_inode).any(|o| o[0].flags & libc::O_ACCMODE != mode);
+            let same_way = classes.iter().filter(same_inode).filter(|o| o[0].flags & libc::O_ACCMODE == mode).count();
             // With no other end in the tree, it is still the tree's alone when no
-            // other process holds it (the other end was closed everywhere).
-            if same_way == 1 && (other || !held_outside(&r.link, pids)) {
+            // other process holds it (the other end was closed everywhere). A pipe
+            // has one description each way; a FIFO is opened as often as asked.
+            if (r.fifo || same_way == 1) && (other || !held_outside(r, pids)) {
                 let pipe = match pipe_of.get(&(r.dev, r.ino)) {
                     Some(p) => *p,
                     None => {
@@ -278,12 +282,12 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
                             .map_err(|e| CheckpointError::Proc { pid: r.pid, what: format!("opening its pipe at fd {}: {e}", r.fd) })?;
                         let (contents, capacity) =
                             task::pipe_peek(f.as_fd()).map_err(|e| CheckpointError::Proc { pid: r.pid, what: format!("reading its pipe at fd {}: {e}", r.fd) })?;
-                        pipes.push(PipeImage { contents, capacity });
+                        pipes.push(PipeImage { contents, capacity, fifo: r.fifo.then(|| r.link.clone()) });
                         pipe_of.insert((r.dev, r.ino), pipes.len() as u32 - 1);
                         pipes.len() as u32 - 1
                     }
                 };
-                ofds.push(SharedOfd::PipeEnd { pipe, write, flags: r.flags & libc::O_NONBLOCK });
+                ofds.push(SharedOfd::PipeEnd { pipe, write, flags: r.flags & (libc::O_NONBLOCK | libc::O_ACCMODE) });
                 let ofd = ofds.len() as u32 - 1;
                 c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
                 continue;
@@ -512,9 +516,14 @@ fn nameless(d: &Desc) -> std::result::Result<SharedOfd, String> {
     Ok(SharedOfd::Contents { kind, flags: d.flags, offset: d.pos, mode: meta.mode() & 0o7777, contents })
 }
 
-/// Whether a process outside `tree` (and other than this one) has `link`
-/// ("pipe:[N]") open.
-fn held_outside(link: &str, tree: &[i32]) -> bool {
+/// Whether a process outside `tree` (and other than this one) has the pipe
+/// or FIFO of `d` open.
+fn held_outside(d: &Desc, tree: &[i32]) -> bool {
+    let same = |path: &std::path::Path| match std::fs::read_link(path) {
+        Ok(l) if d.pipe => l.as_os_str() == d.link.as_str(),
+        Ok(_) => std::fs::metadata(path).is_ok_and(|m| m.dev() == d.dev && m.ino() == d.ino),
+        Err(_) => false,
+    };
     let me = std::process::id() as i32;
     let Ok(procs) = std::fs::read_dir("/proc") else { return true };
     for p in procs.flatten() {
@@ -523,7 +532,7 @@ fn held_outside(link: &str, tree: &[i32]) -> bool {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
-        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link)) {
+        if fds.flatten().any(|fd| same(&fd.path())) {
             return true;
         }
     }

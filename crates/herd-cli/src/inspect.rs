@@ -130,6 +130,7 @@ struct MemberSummary {
 struct PipeSummary {
     bytes: usize,
     capacity: u32,
+    fifo: Option<String>,
 }
 
 fn describe_ofd(o: &SharedOfd) -> String {
@@ -198,7 +199,7 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
                 zombie: m.zombie.map(|st| if libc::WIFSIGNALED(st) { format!("signal {}", libc::WTERMSIG(st)) } else { format!("exit {}", libc::WEXITSTATUS(st)) }),
             })
             .collect(),
-        pipes: tree.pipes.iter().map(|p| PipeSummary { bytes: p.contents.len(), capacity: p.capacity }).collect(),
+        pipes: tree.pipes.iter().map(|p| PipeSummary { bytes: p.contents.len(), capacity: p.capacity, fifo: p.fifo.clone() }).collect(),
         socket_pairs: tree
             .socket_pairs
             .iter()
@@ -232,7 +233,8 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
         println!("{:>8} {:>8} {:>8} {:>8}  {what}", m.pid, parent, m.pgid, m.sid);
     }
     for (i, p) in t.pipes.iter().enumerate() {
-        println!("pipe {i}      {} bytes waiting (capacity {})", p.bytes, p.capacity);
+        let fifo = p.fifo.as_ref().map(|f| format!(", FIFO {f}")).unwrap_or_default();
+        println!("pipe {i}      {} bytes waiting (capacity {}{fifo})", p.bytes, p.capacity);
     }
     for (i, p) in t.socket_pairs.iter().enumerate() {
         println!("sockets {i}   {p}");

@@ -1369,6 +1369,23 @@ fn tail_follow_keeps_its_inotify_watch() {
     assert!(shown.stdout.contains("inotify") && shown.stdout.contains("tail.log (0x"), "{}", shown.stdout);
 }
 
+/// A FIFO between two processes of a bash script, full of lines the reader
+/// takes slowly: the lines waiting in it come back, and the reader goes on.
+#[test]
+fn fifo_inside_the_tree_keeps_what_waits_in_it() {
+    if !ready("fifo_inside_the_tree_keeps_what_waits_in_it", &[Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv!["bash", program_source("ckpt_fifo.sh"), dir.path()];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).ends_with("got item 30\nfifo done\n"), "{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "fifo", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("fifo.img")], None);
+    assert!(shown.stdout.contains("bytes waiting (capacity 65536, FIFO "), "{}", shown.stdout);
+}
+
 /// A tree member holding a FIFO whose other end is outside the tree is
 /// refused by `--check` and by `herd checkpoint`, which leaves it running.
 #[test]

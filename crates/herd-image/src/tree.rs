@@ -85,8 +85,8 @@ pub struct Prepare {
 pub enum SharedOfd {
     /// A file reopened once: [`FileKind::Regular`], `Directory`, `Device` or `PathOnly`.
     File(FileKind),
-    /// One end of pipe `pipe` (index in [`TreeImage::pipes`]), with its file
-    /// status flags (O_NONBLOCK).
+    /// One end of pipe or FIFO `pipe` (index in [`TreeImage::pipes`]), with
+    /// its file status flags (O_NONBLOCK, and the access mode).
     PipeEnd { pipe: u32, write: bool, flags: i32 },
     /// The restorer's own fd `fd` (0-2): a terminal or pipe that leads out of
     /// the tree, shared with the root's fd of that number.
@@ -133,11 +133,13 @@ pub enum NamelessKind {
     Memfd { name: String, seals: i32 },
 }
 
-/// A pipe: the bytes in it not read yet, and its capacity.
+/// A pipe or FIFO: the bytes in it not read yet, and its capacity.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PipeImage {
     pub contents: Vec<u8>,
     pub capacity: u32,
+    /// A FIFO's path (its ends are opened there again); `None` for a pipe.
+    pub fifo: Option<String>,
 }
 
 fn crc(parts: &[&[u8]]) -> u32 {
@@ -297,7 +299,7 @@ mod tests {
                 Member { pid: 12, parent: Some(0), pgid: 10, sid: 1, zombie: Some(3 << 8), prepare: None },
             ],
             ofds: vec![SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 }, SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 }],
-            pipes: vec![PipeImage { contents: b"hello".to_vec(), capacity: 65536 }],
+            pipes: vec![PipeImage { contents: b"hello".to_vec(), capacity: 65536, fifo: None }],
             socket_pairs: vec![SocketPairImage { kind: 2, queued: [vec![b"a".to_vec(), b"bc".to_vec()], vec![]], shutdown: [0, 2] }],
         }
     }

@@ -137,10 +137,12 @@ pub struct SocketPairPlan {
     pub shutdown: [u8; 2],
 }
 
-/// A pipe to make: its capacity and the bytes to put in it.
+/// A pipe to make (or a FIFO to open again at `fifo`): its capacity and the
+/// bytes to put in it.
 pub struct PipePlan {
     pub contents: Vec<u8>,
     pub capacity: u32,
+    pub fifo: Option<CString>,
 }
 
 /// Shared files a member holds: (fd, index in [`TreePlan::ofds`], close-on-exec).
@@ -664,9 +666,25 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
             libc::close(fd);
         }
         for (p, pipe) in ctx.plan.pipes.iter().enumerate() {
+            // ends[0] reads, ends[1] writes. A FIFO is opened for both first (that
+            // never waits for the other side), which gives both ends their peer.
             let mut ends = [0i32; 2];
-            if libc::pipe2(ends.as_mut_ptr(), 0) != 0 {
-                fail(rs, 0, 10, p);
+            match &pipe.fifo {
+                None => {
+                    if libc::pipe2(ends.as_mut_ptr(), 0) != 0 {
+                        fail(rs, 0, 10, p);
+                    }
+                }
+                Some(path) => {
+                    let both = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK);
+                    if both < 0 {
+                        fail(rs, 0, 10, p);
+                    }
+                    ends = [both, libc::dup(both)];
+                    if ends[1] < 0 || libc::fcntl(both, libc::F_SETFL, 0) < 0 {
+                        fail(rs, 0, 10, p);
+                    }
+                }
             }
             // A capacity the user may not set (above pipe-max-size) is left as it is.
             libc::fcntl(ends[1], libc::F_SETPIPE_SZ, pipe.capacity as libc::c_int);
@@ -680,11 +698,19 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
             }
             for (i, o) in ctx.plan.ofds.iter().enumerate() {
                 if let OfdPlan::PipeEnd { pipe: q, write, flags } = o {
-                    if *q == p {
-                        let end = ends[usize::from(*write)];
-                        if libc::dup2(end, slot(ctx, i)) < 0 || libc::fcntl(slot(ctx, i), libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
-                            fail(rs, 0, 10, i);
-                        }
+                    if *q != p {
+                        continue;
+                    }
+                    let end = match &pipe.fifo {
+                        None => ends[usize::from(*write)],
+                        // Each description of a FIFO is an open of its own.
+                        Some(path) => libc::open(path.as_ptr(), (*flags & libc::O_ACCMODE) | libc::O_NONBLOCK),
+                    };
+                    if end < 0 || libc::dup2(end, slot(ctx, i)) < 0 || libc::fcntl(slot(ctx, i), libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    if pipe.fifo.is_some() {
+                        libc::close(end);
                     }
                 }
             }
