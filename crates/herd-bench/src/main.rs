@@ -1,7 +1,8 @@
 //! `herd-bench`: how fast herd checkpoints and restarts a process, measured
 //! against two baselines taken in the same run on the same machine.
 //!
-//! - `herd-bench checkpoint` prints the table of docs/benchmarks.md.
+//! - `herd-bench checkpoint` prints the table of docs/benchmarks.md: herd's
+//!   checkpoint and restart against baselines and CRIU measured in the same run.
 //! - `herd-bench gossip`: cluster formation, failure detection, gossip traffic.
 //! - `herd-bench migrate`: live migration on a local cluster against TCP and
 //!   native baselines.
@@ -56,19 +57,37 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         reps: usize,
     },
-    /// Time checkpoint and restart of a process holding N MiB, next to a
-    /// file-write and a first-touch baseline (needs root).
+    /// Time checkpoint and restart of a process holding N MiB (or a tree of them),
+    /// next to file-write and first-touch baselines and CRIU, in one run (needs root).
+    ///
+    /// Each repetition, each timed step after a memory warm-up: write the working size
+    /// to a file; touch as much fresh memory; herd checkpoint and restart of a fresh
+    /// `herd-bench hold`; CRIU's dump and restore of another (`criu-4 dump` and
+    /// `criu-4 restore -d`, wall time of each command). Restored processes have their
+    /// memory checked. The CRIU columns show "-" without criu-4 or with --no-criu.
+    /// See docs/benchmarks.md.
     Checkpoint {
-        /// Memory sizes to test, in MiB, comma-separated.
+        /// Memory sizes to test, in MiB held by each process, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [64u64, 512, 2048])]
         sizes: Vec<u64>,
-        /// Repetitions per size [default: 5 below 2 GiB, 3 from 2 GiB].
+        /// Repetitions per row [default: 5 below a working size (size × procs) of
+        /// 2 GiB, 3 from 2 GiB].
         #[arg(long)]
         reps: Option<usize>,
-        /// Threads of the checkpointed process, comma-separated: every size is
+        /// Threads of each checkpointed process, comma-separated: every size is
         /// measured with each count (the extra threads sleep).
         #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
         threads: Vec<usize>,
+        /// Processes of the checkpointed tree, comma-separated: every size is
+        /// measured with each count; with P > 1 the process starts P-1 children,
+        /// and each of the P processes holds the size (and the threads) itself.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
+        procs: Vec<usize>,
+        /// Leave CRIU out (by default `criu-4 dump` and `criu-4 restore` are
+        /// measured in each repetition when /usr/local/sbin/criu-4 or criu-4 on
+        /// the PATH exists).
+        #[arg(long)]
+        no_criu: bool,
         /// Directory for images and the write baseline [default: /var/tmp,
         /// or the current directory if /var/tmp is a tmpfs].
         #[arg(long)]
@@ -241,13 +260,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Internal: fill MIB MiB of memory, start THREADS-1 sleeping threads, print
-    /// "ready ADDR LEN", sleep until herd-bench is gone.
+    /// Internal: start PROCS-1 children that do the same, fill MIB MiB of memory,
+    /// start THREADS-1 sleeping threads, print "ready ADDR LEN" and the children,
+    /// sleep until herd-bench is gone.
     #[command(hide = true)]
     Hold {
         mib: u64,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        #[arg(long, default_value_t = 1)]
+        procs: usize,
+        /// Run as child K of the tree (reports to the root, lives as long as it).
+        #[arg(long)]
+        member: Option<usize>,
     },
     /// Internal (migrate): accept one TCP connection on PORT, read it to its end.
     #[command(name = "__tcp-sink", hide = true)]
@@ -266,7 +291,9 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Checkpoint { sizes, reps, threads, dir } => bench::run(bench::Config { sizes, threads, reps, dir }),
+        Cmd::Checkpoint { sizes, reps, threads, procs, no_criu, dir } => {
+            bench::run(bench::Config { sizes, threads, procs, reps, dir, criu: !no_criu })
+        }
         Cmd::Gossip { sizes, window, real_nodes } => gossip::run(&sizes, std::time::Duration::from_secs(window), real_nodes),
         Cmd::Migrate { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep, file_mib } => {
             migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep, file_mib })
@@ -279,7 +306,7 @@ fn main() -> ExitCode {
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, json })
         }
-        Cmd::Hold { mib, threads } => hold::run(mib, threads).map(|()| true),
+        Cmd::Hold { mib, threads, procs, member } => hold::run(mib, threads, procs, member).map(|()| true),
         Cmd::Stream { mib, reps } => stream::run(mib, reps),
         Cmd::TcpSink { port } => migrate::tcp_sink(port).map(|()| true),
         Cmd::TcpSource { addr, bytes } => migrate::tcp_source(addr, bytes).map(|()| true),
