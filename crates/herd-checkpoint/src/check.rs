@@ -26,6 +26,7 @@ pub enum CantMove {
     DeletedFile { path: String },
     UnknownMapping { name: String },
     DeletedCwd { path: String },
+    TooLarge { what: String },
 }
 
 impl fmt::Display for CantMove {
@@ -47,6 +48,7 @@ impl fmt::Display for CantMove {
             CantMove::DeletedFile { path } => write!(f, "maps a deleted or anonymous file ({path})"),
             CantMove::UnknownMapping { name } => write!(f, "has a special mapping [{name}] herd does not know"),
             CantMove::DeletedCwd { path } => write!(f, "its working directory {path} has been deleted"),
+            CantMove::TooLarge { what } => write!(f, "cannot be carried whole: {what}"),
         }
     }
 }

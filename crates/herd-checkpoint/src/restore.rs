@@ -203,15 +203,22 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
     match built {
         Ok(page_bytes) => {
             let mut tids = Vec::new();
-            // Children first, so that a parent that runs finds them all.
+            // Children first, so that a parent that runs finds them all. Past this
+            // point the tree is whole: a member that cannot be let go (killed from
+            // outside meanwhile) is said, not a reason to end the others.
             for ((idx, tracee), mut threads) in tracees.into_iter().zip(made).rev() {
+                let pid = tracee.pid();
                 for t in threads.threads.drain(..) {
-                    t.detach()?;
+                    if let Err(e) = t.detach() {
+                        warnings.push(format!("a thread of process {pid} could not be let go: {e}"));
+                    }
                 }
                 if idx == 0 {
-                    tids.push((tree.members[0].pid, tracee.pid()));
+                    tids.push((tree.members[0].pid, pid));
                 }
-                tracee.detach()?;
+                if let Err(e) = tracee.detach() {
+                    warnings.push(format!("process {pid} could not be let go: {e}"));
+                }
             }
             let stats = RestoreStats { total: t0.elapsed(), page_bytes };
             Ok(Restored { pid: child.pid, init, tids, stats, warnings })
@@ -220,10 +227,16 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
             for m in &mut made {
                 m.kill_threads();
             }
+            let root_seized = tracees.iter().any(|(idx, _)| *idx == 0);
             for (_, t) in tracees.into_iter().rev() {
                 t.kill();
             }
-            let _ = task::kill_and_reap(top);
+            // The root, reaped already if it was seized (we are its tracer and
+            // parent): killed again only through the namespace's init, or when it
+            // was never seized (its pid is still its own then).
+            if init.is_some() || !root_seized {
+                let _ = task::kill_and_reap(top);
+            }
             Err(e)
         }
     }
@@ -325,13 +338,13 @@ fn set_groups(tree: &TreeImage, tracees: &mut [(usize, Tracee)], mode: PidMode, 
     for leaders in [true, false] {
         for (idx, t) in tracees.iter_mut() {
             let m = &tree.members[*idx];
-            if (m.pgid == m.pid) != leaders || m.sid == m.pid {
+            // The root's group stays herd restart's (the terminal's foreground
+            // group, for an interactive job), and so do members of it.
+            if (m.pgid == m.pid) != leaders || m.sid == m.pid || m.pgid == root_pgid {
                 continue;
             }
-            let Some(leader) = tree.members.iter().position(|x| x.pid == m.pgid) else {
-                if m.pgid != root_pgid {
-                    warnings.push(format!("process {} was in process group {}, which is not in the image; it joins herd restart's", m.pid, m.pgid));
-                }
+            let Some(leader) = tree.members.iter().position(|x| x.pid == m.pgid && x.zombie.is_none()) else {
+                warnings.push(format!("process {} was in process group {}, whose leader is not in the image (or a zombie); it joins herd restart's", m.pid, m.pgid));
                 continue;
             };
             let base = t.regs()?;
@@ -468,8 +481,8 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
     let mut tracee = match Tracee::seize(child.pid, abi::PTRACE_O_EXITKILL | abi::PTRACE_O_TRACECLONE) {
         Ok(t) => t,
         Err(e) => {
-            // never seized: end and reap it ourselves
-            let _ = task::kill_and_reap(child.pid);
+            // never seized: end and reap it ourselves (in a new namespace: its init)
+            let _ = task::kill_and_reap(init.as_ref().map_or(child.pid, |i| i.pid));
             return Err(e.into());
         }
     };
@@ -1025,6 +1038,10 @@ fn build(
     if let (Some(_), Some(st)) = (fresh, &image.state) {
         state::make_timers(&mut inj, &scratch, &st.posix_timers)?;
     }
+    if let (Some(_), Some(st)) = (fresh, &image.state) {
+        // While the process may still (CAP_AUDIT_CONTROL).
+        state::set_loginuid(&mut inj, &scratch, st, warnings)?;
+    }
     if set_ids {
         set_credentials(&mut inj, &scratch, t)?;
     }
@@ -1033,7 +1050,7 @@ fn build(
         if t.uid == 0 && task::euid() == 0 {
             state::set_caps(&mut inj, &scratch, &st.caps)?;
         }
-        state::finish_state(&mut inj, &scratch, st, warnings)?;
+        state::finish_state(&mut inj, st)?;
     }
     // A guest dies with the herdd thread that serves it (after the credentials:
     // changing them clears the setting): without it, its calls would fail and

@@ -232,9 +232,12 @@ pub(crate) fn locks_of(fd: i32, info: &FdInfo, seen: &mut Vec<(u64, LockKind, u6
             "OFDLCK" => LockKind::Ofd,
             _ => continue,
         };
-        let len = l.end.map_or(0, |e| e.saturating_sub(l.start) + 1);
+        let len = l.end.map_or(0, |e| e.saturating_sub(l.start).saturating_add(1));
+        // A POSIX lock is the process's: shown at every fd of the file, kept once.
+        // flock and OFD locks belong to one open file each (a dup shows it again,
+        // and taking it again there is harmless).
         let key = (info.ino, kind, l.start, len);
-        if seen.contains(&key) {
+        if kind == LockKind::Posix && seen.contains(&key) {
             continue;
         }
         seen.push(key);
@@ -395,14 +398,15 @@ pub(crate) fn parse_smaps_flags(text: &str) -> Vec<RegionState> {
 pub(crate) fn set_regions(inj: &mut Injector<'_>, regions: &[RegionState]) -> Result<()> {
     for r in regions {
         let len = r.end - r.start;
+        // Guard pages first: the kernel puts none in a locked region.
+        for &(at, l) in &r.guards {
+            inj.call_ok("madvise(MADV_GUARD_INSTALL)", abi::SYS_MADVISE, &[at, l, abi::MADV_GUARD_INSTALL])?;
+        }
         for a in &r.advice {
             inj.call_ok("madvise", abi::SYS_MADVISE, &[r.start, len, *a as u64])?;
         }
         if r.locked {
             inj.call_ok("mlock", abi::SYS_MLOCK, &[r.start, len])?;
-        }
-        for &(at, l) in &r.guards {
-            inj.call_ok("madvise(MADV_GUARD_INSTALL)", abi::SYS_MADVISE, &[at, l, abi::MADV_GUARD_INSTALL])?;
         }
     }
     Ok(())
@@ -552,8 +556,18 @@ pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenF
                     for w in watches {
                         let path = scratch.put_str(&w.path)?;
                         while next < w.wd {
-                            let root = scratch.put(1024, b"/\0")?;
-                            let d = inj.call_ok("inotify_add_watch (a gap)", abi::SYS_INOTIFY_ADD_WATCH, &[fd as u64, root, libc::IN_ATTRIB as u64])?;
+                            // A watch of its own (IN_MASK_CREATE: never one already there),
+                            // on the first of a few directories not watched yet.
+                            let mut made = None;
+                            for gap in [&b"/\0"[..], b"/proc\0", b"/dev\0", b"/sys\0"] {
+                                let at = scratch.put(4200, gap)?;
+                                let d = inj.call(abi::SYS_INOTIFY_ADD_WATCH, &[fd as u64, at, (libc::IN_ATTRIB | libc::IN_MASK_CREATE) as u64])?;
+                                if d >= 0 {
+                                    made = Some(d);
+                                    break;
+                                }
+                            }
+                            let d = made.ok_or_else(|| CheckpointError::Incompatible(format!("inotify watch {} cannot be given its number back", w.wd)))?;
                             inj.call_ok("inotify_rm_watch", abi::SYS_INOTIFY_RM_WATCH, &[fd as u64, d as u64])?;
                             next = d as i32 + 1;
                         }
@@ -622,7 +636,7 @@ pub(crate) fn take_locks(inj: &mut Injector<'_>, scratch: &Scratch, locks: &[Fil
             }
         };
         if r < 0 {
-            let range = if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start + l.len - 1) };
+            let range = if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start.saturating_add(l.len - 1)) };
             let kind = match l.kind {
                 LockKind::Flock => "flock",
                 LockKind::Posix => "POSIX",
@@ -666,13 +680,23 @@ pub(crate) fn set_state(inj: &mut Injector<'_>, scratch: &Scratch, pid: i32, s: 
 
 /// The attributes set last: membarrier registrations, loginuid, dumpable (the
 /// credentials reset it) and no_new_privs (for good).
-pub(crate) fn finish_state(inj: &mut Injector<'_>, scratch: &Scratch, s: &ProcessState, warnings: &mut Vec<String>) -> Result<()> {
+pub(crate) fn finish_state(inj: &mut Injector<'_>, s: &ProcessState) -> Result<()> {
     for bit in 0..32 {
         let cmd = 1u64 << bit;
         if u64::from(s.membarrier) & cmd != 0 {
             inj.call_ok("membarrier (register)", abi::SYS_MEMBARRIER, &[cmd, 0, 0])?;
         }
     }
+    inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, u64::from(s.dumpable.min(1))])?;
+    if s.no_new_privs {
+        inj.call_ok("prctl(PR_SET_NO_NEW_PRIVS)", abi::SYS_PRCTL, &[abi::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// The process's loginuid, written by itself (only a process may set its own),
+/// before its credentials change (it needs CAP_AUDIT_CONTROL).
+pub(crate) fn set_loginuid(inj: &mut Injector<'_>, scratch: &Scratch, s: &ProcessState, warnings: &mut Vec<String>) -> Result<()> {
     let pid = scratch.pid();
     let now: Option<u32> = std::fs::read_to_string(format!("/proc/{pid}/loginuid")).ok().and_then(|v| v.trim().parse().ok());
     if s.loginuid != u32::MAX && now != Some(s.loginuid) {
@@ -688,10 +712,6 @@ pub(crate) fn finish_state(inj: &mut Injector<'_>, scratch: &Scratch, s: &Proces
         if r < 0 {
             warnings.push(format!("loginuid {} is not restored: {}", s.loginuid, std::io::Error::from_raw_os_error(-r as i32)));
         }
-    }
-    inj.call_ok("prctl(PR_SET_DUMPABLE)", abi::SYS_PRCTL, &[abi::PR_SET_DUMPABLE, u64::from(s.dumpable.min(1))])?;
-    if s.no_new_privs {
-        inj.call_ok("prctl(PR_SET_NO_NEW_PRIVS)", abi::SYS_PRCTL, &[abi::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
     }
     Ok(())
 }
@@ -774,8 +794,10 @@ mod tests {
                 FileLock { fd: 8, kind: LockKind::Ofd, write: false, start: 0, len: 0 },
             ]
         );
-        // The same open file at another fd: its locks are already kept.
-        assert!(locks_of(9, &info, &mut seen).is_empty());
+        // The same file at another fd: its POSIX lock (the process's) is kept
+        // already; flock and OFD locks belong to that fd's open file, kept again.
+        let again = locks_of(9, &info, &mut seen);
+        assert_eq!(again.iter().map(|l| l.kind).collect::<Vec<_>>(), vec![LockKind::Flock, LockKind::Ofd]);
         let lease = FdInfo::parse("lock:\t1: LEASE  ACTIVE    READ 17122 fe:00:77 0 EOF\n");
         assert!(lock_refusal(&lease.locks[0]).is_some());
         assert!(lock_refusal(&info.locks[0]).is_none());

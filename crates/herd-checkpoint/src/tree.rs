@@ -100,8 +100,8 @@ impl FrozenTree {
                     // looked at while it runs may be half-way through exiting.
                     match Frozen::hold(kid) {
                         Ok(h) => members.push((kid, Some(i), Some(h), None)),
-                        // It ended meanwhile: it is a zombie now.
-                        Err(CheckpointError::NoSuchProcess { .. }) => match zombie_status(kid) {
+                        // It ended meanwhile: it is a zombie now (seizing a zombie is EPERM).
+                        Err(CheckpointError::NoSuchProcess { .. } | CheckpointError::Permission { .. }) if zombie_status(kid).is_some() || !std::path::Path::new(&format!("/proc/{kid}")).exists() => match zombie_status(kid) {
                             Some(st) => members.push((kid, Some(i), None, Some(st))),
                             None => continue,
                         },
@@ -116,7 +116,7 @@ impl FrozenTree {
         let mut tree = TreeImage { members: Vec::new(), ofds, pipes, socket_pairs };
         let mut live = Vec::new();
         for (idx, (p, parent, held, zombie)) in members.into_iter().enumerate() {
-            let (pgid, sid) = if zombie.is_some() { (p, 0) } else { ids(p)? };
+            let (pgid, sid) = ids(p).unwrap_or((p, 0));
             let prepare = match held {
                 Some(h) => {
                     let frozen = Frozen::capture_held(h, p, hashes, decided.get(&idx).unwrap_or(&HashMap::new()), stopped_at)?;
@@ -150,8 +150,17 @@ impl FrozenTree {
     }
 
     /// Writes the tree header and every live member's image to `out`.
+    /// Refuses (leaving the processes to be released) a tree whose header a
+    /// restore would refuse: too large (memfds and socket queues add up), or
+    /// otherwise out of the format's bounds.
     pub fn write<W: Write + Send>(&mut self, mut out: W) -> Result<(W, CaptureStats)> {
         if !self.is_single() {
+            let invalid = |why: String| CheckpointError::CantMove { pid: self.tree.members[0].pid, reasons: vec![CantMove::TooLarge { what: why }] };
+            self.tree.validate().map_err(|e| invalid(e.to_string()))?;
+            let len = herd_image::tree::header_len(&self.tree).map_err(io_err("encoding the tree header"))?;
+            if len > herd_image::tree::MAX_TREE_LEN {
+                return Err(invalid(format!("its pipes, socket queues and files without a name come to {} MiB; an image holds at most {} MiB of them", len >> 20, herd_image::tree::MAX_TREE_LEN >> 20)));
+            }
             write_tree(&mut out, &self.tree).map_err(io_err("writing the image"))?;
         }
         let mut stats = CaptureStats::default();
@@ -230,9 +239,17 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
         let mut home = None;
         for (i, c) in classes.iter().enumerate() {
             let r = &c[0];
-            if r.dev == d.dev && r.ino == d.ino && task::same_description(r.pid, r.fd, d.pid, d.fd).unwrap_or(false) {
-                home = Some(i);
-                break;
+            if r.dev == d.dev && r.ino == d.ino {
+                // Without kcmp the descriptions cannot be told apart: refuse rather
+                // than split one open file in two.
+                let same = task::same_description(r.pid, r.fd, d.pid, d.fd).map_err(|e| CheckpointError::Proc {
+                    pid: d.pid,
+                    what: format!("comparing its fd {} with fd {} of process {} (kcmp): {e}", d.fd, r.fd, r.pid),
+                })?;
+                if same {
+                    home = Some(i);
+                    break;
+                }
             }
         }
         match home {
@@ -264,14 +281,11 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
             let mode = r.flags & libc::O_ACCMODE;
             let write = mode == libc::O_WRONLY;
             let same_inode = |o: &&Vec<Desc>| (o[0].pipe || o[0].fifo) && o[0].ino == r.ino && o[0].dev == r.dev;
-            // The other end: a description of the same pipe or FIFO open the other
-            // way (a FIFO open for both counts as both).
-            let other = mode == libc::O_RDWR || classes.iter().filter(same_inode).any(|o| o[0].flags & libc::O_ACCMODE != mode);
             let same_way = classes.iter().filter(same_inode).filter(|o| o[0].flags & libc::O_ACCMODE == mode).count();
-            // With no other end in the tree, it is still the tree's alone when no
-            // other process holds it (the other end was closed everywhere). A pipe
-            // has one description each way; a FIFO is opened as often as asked.
-            if (r.fifo || same_way == 1) && (other || !held_outside(r, pids)) {
+            // The tree's own when no process outside holds it (its other end may be
+            // in the tree, or closed everywhere). A pipe has one description each
+            // way; a FIFO is opened as often as asked.
+            if (r.fifo || same_way == 1) && !held_outside(r, pids) {
                 let pipe = match pipe_of.get(&(r.dev, r.ino)) {
                     Some(p) => *p,
                     None => {
@@ -334,7 +348,7 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
             let sock = PidFd::open(r.pid)
                 .and_then(|p| p.get_fd(r.fd))
                 .map_err(|e| CheckpointError::Proc { pid: r.pid, what: format!("taking a look at its socket at fd {}: {e}", r.fd) })?;
-            let queued = match sockdiag::socket_peek(sock.as_fd()) {
+            let queued = match sockdiag::socket_peek(sock.as_fd(), s.kind == libc::SOCK_STREAM) {
                 Ok(q) if s.kind == libc::SOCK_STREAM && q.len() > 1 => vec![q.concat()],
                 Ok(q) => q,
                 Err(e) => {
@@ -531,7 +545,12 @@ fn held_outside(d: &Desc, tree: &[i32]) -> bool {
         if pid == me || tree.contains(&pid) {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        // Another user's process, whose fds cannot be read, may hold it.
+        let fds = match std::fs::read_dir(p.path().join("fd")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return true,
+            Err(_) => continue,
+        };
         if fds.flatten().any(|fd| same(&fd.path())) {
             return true;
         }

@@ -360,7 +360,7 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
                 fd: l.fd,
                 kind: format!("{:?}", l.kind).to_lowercase(),
                 mode: if l.write { "write" } else { "read" }.into(),
-                range: if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start + l.len - 1) },
+                range: if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start.saturating_add(l.len - 1)) },
             })
             .collect(),
     });

@@ -158,6 +158,36 @@ impl<W: Write> ImageWriter<W> {
     }
 }
 
+/// MADV_* values a restore gives a region again (DONTFORK, MERGEABLE, HUGEPAGE,
+/// NOHUGEPAGE, DONTDUMP, WIPEONFORK, RANDOM, SEQUENTIAL): nothing else, least of
+/// all advice that takes pages offline.
+const ADVICE_ALLOWED: [i32; 8] = [10, 12, 14, 15, 16, 18, 1, 2];
+
+/// Bounds of the process state a restore acts on.
+fn check_state(st: &ProcessState) -> Result<(), FormatError> {
+    let bad = |why: String| Err(FormatError::Corrupt(format!("process state: {why}")));
+    for r in &st.regions {
+        if r.start >= r.end || !page_aligned(r.start) || !page_aligned(r.end) {
+            return bad(format!("region {:#x}-{:#x}", r.start, r.end));
+        }
+        if let Some(a) = r.advice.iter().find(|a| !ADVICE_ALLOWED.contains(a)) {
+            return bad(format!("advice {a} for region {:#x}", r.start));
+        }
+        for &(at, len) in &r.guards {
+            if len == 0 || !page_aligned(at) || !page_aligned(len) || at < r.start || at.checked_add(len).is_none_or(|e| e > r.end) {
+                return bad(format!("guard pages {at:#x}+{len:#x} outside region {:#x}-{:#x}", r.start, r.end));
+            }
+        }
+    }
+    if let Some(t) = st.itimers.iter().find(|t| !(0..=2).contains(&t.which)) {
+        return bad(format!("interval timer {}", t.which));
+    }
+    if let Some(l) = st.locks.iter().find(|l| l.start > i64::MAX as u64 || l.len > i64::MAX as u64) {
+        return bad(format!("a lock at {} of {} bytes", l.start, l.len));
+    }
+    Ok(())
+}
+
 /// The extensions after the process description (version 3): the state
 /// extension exactly once; an unknown one is refused, not skipped.
 fn read_extensions(mut rest: &[u8]) -> Result<Option<ProcessState>, FormatError> {
@@ -514,6 +544,9 @@ impl<R: Read> ImageReader<R> {
             if let Some(f) = image.files.iter().find(|f| matches!(f.kind, FileKind::Inherited { .. }) && f.fd > 2) {
                 return Err(FormatError::Corrupt(format!("fd {} is marked inherited; only fds 0-2 can be", f.fd)));
             }
+        }
+        if let Some(st) = &image.state {
+            check_state(st)?;
         }
         let mut ranges = Vec::new();
         let mut expected: u64 = 0;

@@ -172,6 +172,11 @@ fn eof(e: io::Error) -> FormatError {
     }
 }
 
+/// The length of the tree header's payload for `tree`.
+pub fn header_len(tree: &TreeImage) -> io::Result<u64> {
+    postcard::experimental::serialized_size(tree).map(|n| n as u64).map_err(io::Error::other)
+}
+
 /// Reads and checks the tree header after its magic (which the caller has
 /// read to tell a tree image from a process image).
 pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, FormatError> {
@@ -233,8 +238,22 @@ impl TreeImage {
                 _ => {}
             }
             match (&m.zombie, &m.prepare) {
-                (Some(_), None) if i > 0 => {}
+                // A zombie ended by exit or by a signal (low 7 bits: the signal, 1..=64).
+                (Some(st), None) if i > 0 => {
+                    let sig = st & 0x7f;
+                    if (sig == 0 && st & !0xff00 != 0) || (sig != 0 && st & !0xff != 0) || sig == 0x7f || sig > 64 {
+                        return bad(format!("member {i}: {st:#x} is not how a process ends"));
+                    }
+                }
                 (None, Some(p)) => {
+                    let mut fds: Vec<i32> = p.files.iter().map(|f| f.fd).collect();
+                    fds.sort_unstable();
+                    if fds.windows(2).any(|w| w[0] == w[1]) || fds.first().is_some_and(|&f| f < 0) || fds.last().is_some_and(|&f| f > 1 << 20) {
+                        return bad(format!("pid {}: an fd number is negative, too large or given twice", m.pid));
+                    }
+                    if let Some(f) = p.files.iter().find(|f| matches!(f.kind, FileKind::Inherited { .. }) && f.fd > 2) {
+                        return bad(format!("pid {}: fd {} is marked inherited; only fds 0-2 can be", m.pid, f.fd));
+                    }
                     for f in &p.files {
                         if let FileKind::Shared { ofd } = f.kind {
                             if ofd as usize >= self.ofds.len() {
@@ -349,6 +368,13 @@ mod tests {
             ("socket end 2", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 0, end: 2, flags: 0 }))),
             ("socket pair out of range", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 1, end: 0, flags: 0 }))),
             ("raw socket pair", Box::new(|t| t.socket_pairs[0].kind = 3)),
+            ("zombie that is stopped", Box::new(|t| t.members[2].zombie = Some(0x137f))),
+            ("zombie by signal 99", Box::new(|t| t.members[2].zombie = Some(99))),
+            ("an fd twice", Box::new(|t| {
+                let p = t.members[1].prepare.as_mut().unwrap();
+                p.files.push(p.files[0].clone());
+            })),
+            ("a negative fd", Box::new(|t| t.members[1].prepare.as_mut().unwrap().files[0].fd = -1)),
         ];
         for (what, change) in cases {
             let mut t = sample();

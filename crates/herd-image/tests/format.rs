@@ -550,6 +550,23 @@ fn version_2_images_still_read() {
 }
 
 #[test]
+fn process_state_out_of_bounds_is_refused() {
+    let (mut image, pages) = sample_v3();
+    let base = image.state.clone().unwrap();
+    let cases: Vec<(&str, ProcessState)> = vec![
+        ("advice that takes pages offline", ProcessState { regions: vec![RegionState { start: 0x600000, end: 0x603000, advice: vec![100], ..Default::default() }], ..base.clone() }),
+        ("an empty region", ProcessState { regions: vec![RegionState { start: 0x603000, end: 0x600000, advice: vec![16], ..Default::default() }], ..base.clone() }),
+        ("guard pages outside their region", ProcessState { regions: vec![RegionState { start: 0x600000, end: 0x603000, guards: vec![(0x603000, 0x1000)], ..Default::default() }], ..base.clone() }),
+        ("interval timer 7", ProcessState { itimers: vec![Itimer { which: 7, interval_us: 0, value_us: 1 }], ..base.clone() }),
+        ("a lock past i64", ProcessState { locks: vec![FileLock { fd: 3, kind: LockKind::Posix, write: true, start: u64::MAX, len: 1 }], ..base.clone() }),
+    ];
+    for (what, st) in cases {
+        image.state = Some(st);
+        expect_corrupt(&encode(&image, &pages), what);
+    }
+}
+
+#[test]
 fn extensions_are_checked() {
     let (image, _) = small();
     let core = postcard::to_stdvec(&image).unwrap();

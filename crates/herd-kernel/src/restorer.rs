@@ -498,6 +498,9 @@ fn ns_init(ctx: &Ctx<'_>, want: i32) -> ! {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGCHLD, &dfl, std::ptr::null_mut());
         // Nothing of the caller's stays open in the init but its three pipe ends.
         let mut keep = [ctx.ready_w, ctx.hold_r, ctx.status_w];
         keep.sort_unstable();
@@ -546,6 +549,11 @@ fn root_main(ctx: &Ctx<'_>) -> ! {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        // Zombie members must stay zombies: SIGCHLD ignored (inherited through
+        // execve) would have them reaped at once.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGCHLD, &dfl, std::ptr::null_mut());
         // The sync fds may sit where the other goes: move through a free number.
         let r2 = libc::fcntl(ctx.ready_w, libc::F_DUPFD, hs + 1);
         let h2 = libc::fcntl(ctx.hold_r, libc::F_DUPFD, hs + 1);
@@ -575,7 +583,8 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
         for (i, o) in ctx.plan.ofds.iter().enumerate() {
             let fd = match o {
                 OfdPlan::Open { path, flags, offset } => {
-                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
+                    // O_TMPFILE stays in the flags of a file made so (and linked later).
+                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_TMPFILE);
                     let t = libc::open(path.as_ptr(), fl | libc::O_NOCTTY);
                     if t >= 0 && *offset != 0 && *flags & libc::O_PATH == 0 && libc::lseek(t, *offset as i64, libc::SEEK_SET) < 0 {
                         fail(rs, 0, 4, i);
@@ -623,10 +632,8 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                 OfdPlan::Contents { make, flags, offset, mode, contents } => {
                     let t = match make {
                         Nameless::Tmpfile { dir } => libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, *mode & 0o7777),
-                        Nameless::Memfd { name, seals } => {
-                            let how = if *seals != 0 { libc::MFD_ALLOW_SEALING } else { 0 };
-                            libc::memfd_create(name.as_ptr(), how)
-                        }
+                        // Always sealable: one made without it reports F_SEAL_SEAL, added below.
+                        Nameless::Memfd { name, .. } => libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING),
                     };
                     if t < 0 {
                         fail(rs, 0, 10, i);
@@ -639,8 +646,8 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                         }
                         off += n as usize;
                     }
+                    libc::fchmod(t, *mode & 0o7777);
                     if let Nameless::Memfd { seals, .. } = make {
-                        libc::fchmod(t, *mode & 0o7777);
                         if *seals != 0 && libc::fcntl(t, libc::F_ADD_SEALS, *seals) != 0 {
                             fail(rs, 0, 10, i);
                         }
@@ -650,7 +657,7 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                         fail(rs, 0, 10, i);
                     }
                     libc::close(t);
-                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
+                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_TMPFILE);
                     let r = libc::open(ctx.reopen[i].as_ptr(), fl);
                     if r < 0 || libc::lseek(r, *offset as i64, libc::SEEK_SET) < 0 {
                         fail(rs, 0, 10, i);
@@ -686,8 +693,11 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     }
                 }
             }
-            // A capacity the user may not set (above pipe-max-size) is left as it is.
+            // A capacity the user may not set (above pipe-max-size) is left as it is;
+            // the contents are written without waiting, so a pipe too small for
+            // them fails the restore instead of blocking it.
             libc::fcntl(ends[1], libc::F_SETPIPE_SZ, pipe.capacity as libc::c_int);
+            libc::fcntl(ends[1], libc::F_SETFL, libc::O_NONBLOCK);
             let mut off = 0;
             while off < pipe.contents.len() {
                 let n = libc::write(ends[1], pipe.contents[off..].as_ptr().cast(), pipe.contents.len() - off);
@@ -696,6 +706,7 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                 }
                 off += n as usize;
             }
+            libc::fcntl(ends[1], libc::F_SETFL, 0);
             for (i, o) in ctx.plan.ofds.iter().enumerate() {
                 if let OfdPlan::PipeEnd { pipe: q, write, flags } = o {
                     if *q != p {
@@ -706,10 +717,11 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                         // Each description of a FIFO is an open of its own.
                         Some(path) => libc::open(path.as_ptr(), (*flags & libc::O_ACCMODE) | libc::O_NONBLOCK),
                     };
-                    if end < 0 || libc::dup2(end, slot(ctx, i)) < 0 || libc::fcntl(slot(ctx, i), libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
+                    if end < 0 || (end != slot(ctx, i) && libc::dup2(end, slot(ctx, i)) < 0) || libc::fcntl(slot(ctx, i), libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
                         fail(rs, 0, 10, i);
                     }
-                    if pipe.fifo.is_some() {
+                    // A FIFO's own open may have landed on its slot already.
+                    if pipe.fifo.is_some() && end != slot(ctx, i) {
                         libc::close(end);
                     }
                 }
@@ -809,7 +821,7 @@ fn member_main(ctx: &Ctx<'_>, idx: usize, rs: i32, hs: i32) -> ! {
         }
         libc::syscall(libc::SYS_close_range, (hs + 1) as u32, u32::MAX, 0u32);
         for (i, f) in plan.fds.iter().enumerate() {
-            let flags = f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY);
+            let flags = f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_TMPFILE);
             let t = libc::open(f.path.as_ptr(), flags | libc::O_NOCTTY);
             if t < 0 {
                 fail(rs, idx, 2, i);

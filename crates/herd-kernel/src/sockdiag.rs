@@ -186,12 +186,14 @@ pub fn unix_sockaddr_bytes(name: &[u8]) -> Vec<u8> {
 /// The messages waiting in socket `sock` to be read (a stream socket's bytes
 /// as one), read with MSG_PEEK from its peek offset, which is put back off
 /// after. Fails on a message that carries file descriptors or credentials.
-pub fn socket_peek(sock: BorrowedFd<'_>) -> std::io::Result<Vec<Vec<u8>>> {
+pub fn socket_peek(sock: BorrowedFd<'_>, stream: bool) -> std::io::Result<Vec<Vec<u8>>> {
     let fd = sock.as_raw_fd();
     let set_peek = |off: libc::c_int| {
         // SAFETY: setsockopt with a pointer to an int on our stack and its size.
         unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, (&off as *const libc::c_int).cast(), 4) }
     };
+    // The program's own peek offset, put back after.
+    let before = sockopt(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
     if set_peek(0) != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -219,12 +221,15 @@ pub fn socket_peek(sock: BorrowedFd<'_>) -> std::io::Result<Vec<Vec<u8>>> {
         if msg.msg_controllen > 0 || msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
             break Err(std::io::Error::other("a message waiting in it carries file descriptors or credentials, or is larger than 1 MiB"));
         }
-        if n == 0 {
-            // End of stream (the peer shut down), or an empty datagram.
+        if n == 0 && stream {
+            // End of stream: the peer shut down.
             break Ok(());
+        }
+        if n == 0 && out.len() >= 1 << 16 {
+            break Err(std::io::Error::other("more than 65536 datagrams waiting"));
         }
         out.push(buf[..n as usize].to_vec());
     };
-    set_peek(-1);
+    set_peek(before);
     result.map(|()| out)
 }
