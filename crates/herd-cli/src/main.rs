@@ -51,18 +51,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the image of a running process to a file (it keeps running unless --kill)
-    #[command(after_help = "Examples:\n  herd checkpoint 4242 --output job.img\n  herd checkpoint 4242 --output job.img --kill\n  herd checkpoint --check 4242")]
+    /// Write the image of a running process and all its descendants to a file (they keep running unless --kill)
+    #[command(after_help = "The whole tree comes along: children, pipes, FIFOs and socket pairs among them, \
+                            shared files, zombies, process groups and sessions. What cannot be carried is \
+                            refused, with every reason, before any process is touched.\n\nExamples:\n  herd checkpoint 4242 --output job.img\n  herd checkpoint 4242 --output job.img --kill\n  herd checkpoint --check 4242")]
     Checkpoint {
-        /// The process to capture
+        /// The process to capture (with its descendants)
         pid: i32,
         /// Where to write the image
         #[arg(short, long, required_unless_present = "check")]
         output: Option<PathBuf>,
-        /// End the process once the image is complete and synced to disk
+        /// End the processes once the image is complete and synced to disk
         #[arg(long, conflicts_with = "check")]
         kill: bool,
-        /// Only say whether PID can be checkpointed, and if not every reason why
+        /// Only say whether PID (with its descendants) can be checkpointed, and if not every reason why
         #[arg(long)]
         check: bool,
     },
