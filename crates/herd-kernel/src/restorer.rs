@@ -488,12 +488,14 @@ fn fail(fd: i32, member: usize, step: u32, index: usize) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-/// pid 1 of a new pid namespace: forks the root with pid `want`, then reaps
-/// whatever ends in the namespace until the root does, writes its raw wait
-/// status to the status pipe and exits (which ends the namespace).
-fn ns_init(ctx: &Ctx<'_>, want: i32) -> ! {
-    // SAFETY: only async-signal-safe system calls on fds and data prepared
-    // before the fork; the root runs `root_main`, which never returns.
+/// Blocks every signal of a restorer child (arrivals wait, and are the
+/// restore's to deal with), and puts SIGCHLD back to its default: ignored
+/// (inherited through execve), zombie members would be reaped at once.
+///
+/// # Safety
+/// In a restorer child only (async-signal-safe calls).
+unsafe fn hold_signals() {
+    // SAFETY: sigfillset/sigprocmask/sigaction on zeroed structures on our stack.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -501,6 +503,17 @@ fn ns_init(ctx: &Ctx<'_>, want: i32) -> ! {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(libc::SIGCHLD, &dfl, std::ptr::null_mut());
+    }
+}
+
+/// pid 1 of a new pid namespace: forks the root with pid `want`, then reaps
+/// whatever ends in the namespace until the root does, writes its raw wait
+/// status to the status pipe and exits (which ends the namespace).
+fn ns_init(ctx: &Ctx<'_>, want: i32) -> ! {
+    // SAFETY: only async-signal-safe system calls on fds and data prepared
+    // before the fork; the root runs `root_main`, which never returns.
+    unsafe {
+        hold_signals();
         // Nothing of the caller's stays open in the init but its three pipe ends.
         let mut keep = [ctx.ready_w, ctx.hold_r, ctx.status_w];
         keep.sort_unstable();
@@ -546,14 +559,7 @@ fn root_main(ctx: &Ctx<'_>) -> ! {
     // SAFETY: from here on only async-signal-safe system calls are made, on
     // fds and data prepared before the fork; no allocation happens.
     unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-        // Zombie members must stay zombies: SIGCHLD ignored (inherited through
-        // execve) would have them reaped at once.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGCHLD, &dfl, std::ptr::null_mut());
+        hold_signals();
         // The sync fds may sit where the other goes: move through a free number.
         let r2 = libc::fcntl(ctx.ready_w, libc::F_DUPFD, hs + 1);
         let h2 = libc::fcntl(ctx.hold_r, libc::F_DUPFD, hs + 1);
