@@ -75,7 +75,7 @@ pub enum Purpose {
 
 /// The inodes of the unix, TCP and UDP sockets of `pid`'s network namespace
 /// (/proc/PID/net/unix, tcp, tcp6, udp, udp6): those a tree may carry.
-fn unix_socket_inodes(pid: i32) -> Vec<u64> {
+fn carried_socket_inodes(pid: i32) -> Vec<u64> {
     let read = |name: &str, column: usize| -> Vec<u64> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
         text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(column)?.parse().ok()).collect()
@@ -135,7 +135,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         }
     }
     let fds: Vec<_> = if whole { p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect() } else { Vec::new() };
-    let unix_inodes = if purpose == Purpose::Tree { unix_socket_inodes(pid) } else { Vec::new() };
+    let socket_inodes = if purpose == Purpose::Tree { carried_socket_inodes(pid) } else { Vec::new() };
     if whole {
         if let Ok(cwd) = p.cwd() {
             let s = cwd.to_string_lossy();
@@ -157,7 +157,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         }
         match &fd.target {
             // A unix, TCP or UDP socket may be carried by a tree (its analysis decides).
-            FDTarget::Socket(ino) if purpose == Purpose::Tree && unix_inodes.contains(ino) => {}
+            FDTarget::Socket(ino) if purpose == Purpose::Tree && socket_inodes.contains(ino) => {}
             FDTarget::Socket(_) | FDTarget::Net(_) => why.push(CantMove::Socket { fd: fd.fd, what }),
             FDTarget::Pipe(_) if fd.fd <= 2 || purpose == Purpose::Tree => {}
             // A memfd is carried with its contents by a tree.

@@ -535,16 +535,7 @@ impl<R: Read> ImageReader<R> {
                 return Err(FormatError::Corrupt(format!("fd {} has a kind that format version {} does not have", f.fd, self.version)));
             }
         }
-        {
-            let mut fds: Vec<i32> = image.files.iter().map(|f| f.fd).collect();
-            fds.sort_unstable();
-            if fds.windows(2).any(|w| w[0] == w[1]) || fds.first().is_some_and(|&f| f < 0) || fds.last().is_some_and(|&f| f > 1 << 20) {
-                return Err(FormatError::Corrupt("open files: an fd number is negative, too large or given twice".into()));
-            }
-            if let Some(f) = image.files.iter().find(|f| matches!(f.kind, FileKind::Inherited { .. }) && f.fd > 2) {
-                return Err(FormatError::Corrupt(format!("fd {} is marked inherited; only fds 0-2 can be", f.fd)));
-            }
-        }
+        crate::model::check_files(&image.files).map_err(|why| FormatError::Corrupt(format!("open files: {why}")))?;
         if let Some(st) = &image.state {
             check_state(st)?;
         }

@@ -375,6 +375,20 @@ pub struct InotifyWatch {
     pub mask: u32,
 }
 
+/// Why a list of open files is not one a process can have: fd numbers must be
+/// distinct and in `0..=2^20`, and only fds 0-2 may be `Inherited`.
+pub fn check_files(files: &[OpenFile]) -> Result<(), String> {
+    let mut fds: Vec<i32> = files.iter().map(|f| f.fd).collect();
+    fds.sort_unstable();
+    if fds.windows(2).any(|w| w[0] == w[1]) || fds.first().is_some_and(|&f| f < 0) || fds.last().is_some_and(|&f| f > 1 << 20) {
+        return Err("an fd number is negative, too large or given twice".into());
+    }
+    if let Some(f) = files.iter().find(|f| matches!(f.kind, FileKind::Inherited { .. }) && f.fd > 2) {
+        return Err(format!("fd {} is marked inherited; only fds 0-2 can be", f.fd));
+    }
+    Ok(())
+}
+
 /// One entry of an epoll interest list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpollTarget {

@@ -246,13 +246,8 @@ impl TreeImage {
                     }
                 }
                 (None, Some(p)) => {
-                    let mut fds: Vec<i32> = p.files.iter().map(|f| f.fd).collect();
-                    fds.sort_unstable();
-                    if fds.windows(2).any(|w| w[0] == w[1]) || fds.first().is_some_and(|&f| f < 0) || fds.last().is_some_and(|&f| f > 1 << 20) {
-                        return bad(format!("pid {}: an fd number is negative, too large or given twice", m.pid));
-                    }
-                    if let Some(f) = p.files.iter().find(|f| matches!(f.kind, FileKind::Inherited { .. }) && f.fd > 2) {
-                        return bad(format!("pid {}: fd {} is marked inherited; only fds 0-2 can be", m.pid, f.fd));
+                    if let Err(why) = crate::model::check_files(&p.files) {
+                        return bad(format!("pid {}: {why}", m.pid));
                     }
                     for f in &p.files {
                         if let FileKind::Shared { ofd } = f.kind {
