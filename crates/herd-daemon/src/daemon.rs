@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::control::{CtlOp, NodeRow};
+use crate::sampler::{Look, Sampler};
 use crate::{net, stats};
 
 /// Commands from the control socket to the gossip loop.
@@ -135,9 +136,16 @@ pub struct Shared {
     pub dfsa: crate::dfsa::Dfsa,
     /// The web dashboard's logins, sessions, history and view.
     pub dashboard: crate::dashboard::Dashboard,
+    /// The last look at this node's processes (taken by the gossip loop each second).
+    pub looks: watch::Sender<Arc<Look>>,
 }
 
 impl Shared {
+    /// The last look at this node's processes.
+    pub fn look(&self) -> Arc<Look> {
+        self.looks.borrow().clone()
+    }
+
     pub fn rows(&self) -> Vec<NodeRow> {
         let mut rows = rows(&self.snapshot.borrow());
         for r in rows.iter_mut().filter(|r| !r.is_self) {
@@ -287,6 +295,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         procs: Default::default(),
         dfsa,
         dashboard: Default::default(),
+        looks: watch::Sender::new(Arc::default()),
     });
     let gossip = GossipLoop {
         shared: shared.clone(),
@@ -385,11 +394,12 @@ impl GossipLoop {
             tokio::spawn(listen_beacons(sock.clone(), Sealer::new(&self.shared.key, Purpose::Beacon), self.shared.clone(), heard_tx));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut sample = tokio::time::interval(Duration::from_millis(250));
+        let mut sample = tokio::time::interval(crate::sampler::EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sampler = Some(Sampler::default());
         let mut peers_tick = tokio::time::interval(Duration::from_secs(5));
         let mut next_beacon = tokio::time::Instant::now();
         let mut meter = stats::LoadMeter::default();
-        let mut samples = 0u32;
         let mut status = NodeStatus::default();
         let mut buf = vec![0u8; herd_wire::seal::MAX_DATAGRAM];
         let mut peers = self.shared.config.resolve_peers();
@@ -431,18 +441,29 @@ impl GossipLoop {
                     self.apply(out, &timer_tx).await;
                 }
                 _ = sample.tick() => {
-                    meter.sample(tokio::task::spawn_blocking(stats::runnable_tasks).await.unwrap_or(0));
-                    samples += 1;
-                    if samples.is_multiple_of(4) {
-                        let mut info = self.membership.info().clone();
-                        info.load = meter.second();
-                        (info.mem_total, info.mem_free) = stats::memory();
-                        info.cpus = stats::cpus();
-                        info.status = status;
-                        let out = self.membership.set_info(info, self.now());
-                        self.apply(out, &timer_tx).await;
-                        self.publish(status);
+                    // /proc reads: off the runtime's threads. The sampler keeps each task's
+                    // figures from one look to the next (a lost one starts again).
+                    let mut s = sampler.take().unwrap_or_default();
+                    let looked = tokio::task::spawn_blocking(move || {
+                        let (look, load) = s.look();
+                        (s, look, load)
+                    })
+                    .await;
+                    if let Ok((s, look, load)) = looked {
+                        sampler = Some(s);
+                        self.shared.looks.send_replace(Arc::new(look));
+                        if let Some(load) = load {
+                            meter.sample(load);
+                        }
                     }
+                    let mut info = self.membership.info().clone();
+                    info.load = meter.second();
+                    (info.mem_total, info.mem_free) = stats::memory();
+                    info.cpus = stats::cpus();
+                    info.status = status;
+                    let out = self.membership.set_info(info, self.now());
+                    self.apply(out, &timer_tx).await;
+                    self.publish(status);
                 }
                 _ = peers_tick.tick() => {
                     if !peers.1.is_empty() {

@@ -4,9 +4,10 @@
 //! A process forks at home: a remote process that forks comes home for it (the call is
 //! home-only), so every new process of a job is born on its home node, as a child of a
 //! process — or of the deputy of a process — that herdd knows. herdd looks for them
-//! every [`SCAN`] (longer with many processes: [`scan_every`]) in
-//! `/proc/PID/task/*/children` of each migratable process and adopts
-//! each new one into its parent's job ([`migrate::adopt_child`]), with its parent's lock.
+//! every [`SCAN`] in `/proc/PID/task/*/children` of each migratable process while it has
+//! up to [`MANY`] of them; with more, at each look of [`crate::sampler`] (every second),
+//! by their parent pid, which that look has read of every process anyway. Each new one
+//! is adopted into its parent's job ([`migrate::adopt_child`]), with its parent's lock.
 //! Not adopted: a process of another owner or with changed ids (a set-id program), one
 //! that runs natively (`herd run --native`) and what descends from it (it is never
 //! walked). A process that lives less than a scan is not seen, and is not worth moving.
@@ -16,45 +17,75 @@
 //! the deputy's children, which waits for them, signals them and is signalled by them
 //! exactly as the parent would be.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::daemon::Shared;
 use crate::migrate;
+use crate::sampler::Look;
 
-/// How often herdd looks for the new processes of its jobs.
+/// How often herdd looks for the new processes of its jobs, while it has few.
 pub const SCAN: Duration = Duration::from_millis(100);
 
-/// The pause between looks with `n` migratable processes: [`SCAN`] up to 100 of them,
-/// then 1 ms more for each, up to 1 s (a look reads two /proc files per process: with a
-/// thousand processes, ten looks a second cost a fifth of a CPU).
-pub fn scan_every(n: usize) -> Duration {
-    SCAN.max(Duration::from_millis(n as u64)).min(Duration::from_secs(1))
-}
+/// With more migratable processes than this, new ones are found at each look at the node
+/// (every second) by their parent pid: ten looks a second at each one's `children` files
+/// would cost a fifth of a CPU with a thousand.
+pub const MANY: usize = 100;
 
 /// Runs until herdd stops.
 pub async fn run(shared: Arc<Shared>) {
+    let mut looks = shared.looks.subscribe();
     let mut known = 0;
     loop {
-        tokio::time::sleep(scan_every(known)).await;
         let s = shared.clone();
-        // /proc reads: off the runtime's threads.
-        known = tokio::task::spawn_blocking(move || {
-            scan(&s);
-            migrate::counts(&s).0
-        })
-        .await
-        .unwrap_or(known);
+        if known <= MANY {
+            tokio::time::sleep(SCAN).await;
+            // /proc reads: off the runtime's threads.
+            known = tokio::task::spawn_blocking(move || {
+                scan(&s);
+                migrate::counts(&s).0
+            })
+            .await
+            .unwrap_or(known);
+        } else {
+            if looks.changed().await.is_err() {
+                return; // herdd is stopping
+            }
+            let look = looks.borrow_and_update().clone();
+            known = tokio::task::spawn_blocking(move || {
+                scan_by_parent(&s, &look);
+                migrate::counts(&s).0
+            })
+            .await
+            .unwrap_or(known);
+        }
     }
+}
+
+/// Adopts every new descendant of the migratable processes that `look` saw (children of
+/// children included). Returns how many were adopted.
+pub fn scan_by_parent(shared: &Arc<Shared>, look: &Look) -> usize {
+    let mut kids: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (&pid, seen) in &look.procs {
+        kids.entry(seen.ppid).or_default().push(pid);
+    }
+    adopt_from(shared, |parent| kids.get(&parent).cloned().unwrap_or_default())
 }
 
 /// One look: adopts every new descendant of the migratable processes (children of
 /// children found in the same look included). Returns how many were adopted.
 pub fn scan(shared: &Arc<Shared>) -> usize {
+    adopt_from(shared, herd_checkpoint::children)
+}
+
+/// Adopts the new children (as `children` lists them) of every migratable process, and
+/// theirs.
+fn adopt_from(shared: &Arc<Shared>, children: impl Fn(i32) -> Vec<i32>) -> usize {
     let mut queue = migrate::adopted(shared);
     let mut n = 0;
     while let Some(parent) = queue.pop() {
-        for child in herd_checkpoint::children(parent) {
+        for child in children(parent) {
             if migrate::adopt_child(shared, child, parent) {
                 n += 1;
                 queue.push(child);
@@ -67,16 +98,6 @@ pub fn scan(shared: &Arc<Shared>) -> usize {
 #[cfg(test)]
 mod tests {
     use herd_checkpoint::children;
-
-    #[test]
-    fn looks_less_often_with_many_processes() {
-        use super::{scan_every, SCAN};
-        use std::time::Duration;
-        assert_eq!(scan_every(0), SCAN);
-        assert_eq!(scan_every(100), SCAN);
-        assert_eq!(scan_every(400), Duration::from_millis(400));
-        assert_eq!(scan_every(5000), Duration::from_secs(1));
-    }
 
     #[test]
     fn children_of_this_process() {

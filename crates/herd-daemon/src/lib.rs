@@ -4,6 +4,8 @@
 //! - [`cli`]: herdd's command line.
 //! - [`config`]: `/etc/herd/herd.toml` and openMosix map files.
 //! - [`stats`]: CPUs, speed calibration, load, memory, kernel features.
+//! - [`sampler`]: one look a second at every process of the node (the load, and what
+//!   the other tasks need of each process).
 //! - [`dashboard`]: the web dashboard's sessions, history and live view.
 //! - [`daemon`]: the gossip loop and the state the other tasks read.
 //! - [`control`] / [`server`]: the CLI protocol and its server (SO_PEERCRED).
@@ -25,6 +27,7 @@ pub mod http;
 pub mod migrate;
 pub mod net;
 pub mod peer;
+pub mod sampler;
 pub mod server;
 pub mod stats;
 

@@ -27,9 +27,24 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("node {} listening on {}, key {}", config.name, config.listen, key.fingerprint());
         return Ok(());
     }
+    raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let prepared = herd_daemon::daemon::prepare(config).await?;
         prepared.run().await
     })
+}
+
+/// herdd holds a few descriptors per migratable process (a pidfd at home, streams away):
+/// its limit of open files goes up to what it may be (the hard limit), as a service's
+/// usually is. Processes herdd starts get their own limits from their images.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the limit of open files from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }

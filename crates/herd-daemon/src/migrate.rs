@@ -53,11 +53,14 @@ pub struct Registry {
     cantmove: Mutex<HashMap<i32, Reasons>>,
 }
 
-/// A process's reasons not to move: its start time (pids are reused), when they were read.
-type Reasons = (u64, Instant, Vec<String>);
+/// A process's reasons not to move: its start time (pids are reused), when they were read
+/// and how the node's look saw it then.
+type Reasons = (u64, Instant, Option<crate::sampler::Seen>, Vec<String>);
 
-/// How long a process's reasons not to move are reused by the process lists.
+/// How long a process's reasons not to move are reused by the process lists...
 const CANTMOVE_FRESH: Duration = Duration::from_secs(3);
+/// ... and, if it has not run since (nothing it does changed them), how long at most.
+const CANTMOVE_IDLE: Duration = Duration::from_secs(60);
 
 struct Handle {
     uid: u32,
@@ -339,6 +342,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         forwarded: Default::default(),
         path: Default::default(),
         measured: false,
+        seen: None,
         early: Vec::new(),
         early_pages: None,
         refusal: None,
@@ -500,15 +504,17 @@ pub fn counts(shared: &Shared) -> (usize, usize) {
     (procs.len(), remote)
 }
 
-/// `herd ps`: the rows, with why each process at home cannot move (read from /proc now).
+/// `herd ps`: the rows, with why each process at home cannot move (read from /proc now,
+/// unless they were lately and it has not run since).
 pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     let procs = shared.procs.procs.lock().expect("registry lock");
     let listed: Vec<(ProcessRow, u64)> = procs.values().map(|h| (h.row.lock().expect("row lock").clone(), h.start)).collect();
     drop(procs);
+    let look = shared.look();
     let mut known = shared.procs.cantmove.lock().expect("cantmove lock");
     let alive: std::collections::HashSet<(i32, u64)> = listed.iter().map(|(r, start)| (r.pid, *start)).collect();
-    known.retain(|pid, (start, _, _)| alive.contains(&(*pid, *start)));
-    let mut rows: Vec<ProcessRow> = listed.into_iter().filter_map(|(r, start)| refresh(shared, r, start, &mut known)).collect();
+    known.retain(|pid, (start, ..)| alive.contains(&(*pid, *start)));
+    let mut rows: Vec<ProcessRow> = listed.into_iter().filter_map(|(r, start)| refresh(shared, r, start, &mut known, &look)).collect();
     rows.sort_by_key(|r| r.pid);
     rows
 }
@@ -517,27 +523,40 @@ pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
 /// not every process's: /proc/hpc asks for one at a time).
 pub fn row(shared: &Shared, pid: i32) -> Option<ProcessRow> {
     let (r, start) = shared.procs.procs.lock().expect("registry lock").get(&pid).map(|h| (h.row.lock().expect("row lock").clone(), h.start))?;
-    refresh(shared, r, start, &mut shared.procs.cantmove.lock().expect("cantmove lock"))
+    refresh(shared, r, start, &mut shared.procs.cantmove.lock().expect("cantmove lock"), &shared.look())
 }
 
-/// A process's row made current: its parent now and, at home, why it cannot move (kept
-/// in `known` for [`CANTMOVE_FRESH`]); None when it has ended since its actor looked.
-fn refresh(shared: &Shared, mut r: ProcessRow, start: u64, known: &mut HashMap<i32, Reasons>) -> Option<ProcessRow> {
-    // Its parent now (at home, or its deputy's): the actor's figure is a second old.
-    let stat = procfs::process::Process::new(r.pid).and_then(|p| p.stat());
-    if let Ok(st) = &stat {
-        r.ppid = st.ppid;
-    }
+/// A process's row made current: its parent now (as the node's last look saw it, or its
+/// own /proc files if the look did not see it) and, at home, why it cannot move (kept in
+/// `known` for [`CANTMOVE_FRESH`], or up to [`CANTMOVE_IDLE`] while it does not run);
+/// None when it has ended since its actor looked.
+fn refresh(shared: &Shared, mut r: ProcessRow, start: u64, known: &mut HashMap<i32, Reasons>, look: &crate::sampler::Look) -> Option<ProcessRow> {
+    // At home, or its deputy's (the same process: the same start time).
+    let seen = look.procs.get(&r.pid).filter(|s| s.start == start).copied();
+    let alive = match seen {
+        Some(s) => {
+            r.ppid = s.ppid;
+            true
+        }
+        None => {
+            let stat = procfs::process::Process::new(r.pid).and_then(|p| p.stat());
+            if let Ok(st) = &stat {
+                r.ppid = st.ppid;
+            }
+            stat.is_ok_and(|st| st.starttime == start)
+        }
+    };
     if r.state == "home" {
         // Ended since its actor last looked: not listed.
-        if !stat.is_ok_and(|st| st.starttime == start) {
+        if !alive {
             return None;
         }
+        let idle = |before: &Option<crate::sampler::Seen>| matches!((seen, before), (Some(now), Some(b)) if !now.ran_since(b));
         r.cantmove = match known.get(&r.pid) {
-            Some((s, at, why)) if *s == start && at.elapsed() < CANTMOVE_FRESH => why.clone(),
+            Some((s, at, before, why)) if *s == start && (at.elapsed() < CANTMOVE_FRESH || (idle(before) && at.elapsed() < CANTMOVE_IDLE)) => why.clone(),
             _ => {
                 let why = cannot_move(r.pid);
-                known.insert(r.pid, (start, Instant::now(), why.clone()));
+                known.insert(r.pid, (start, Instant::now(), seen, why.clone()));
                 why
             }
         };
@@ -671,6 +690,8 @@ struct Actor {
     path: Arc<CallPath>,
     /// Whether its resource figures have been measured once.
     measured: bool,
+    /// At home: the node's last look it took its figures from, and what that look saw.
+    seen: Option<(Instant, crate::sampler::Seen)>,
     /// Messages from a new remote node that came before the move completed.
     early: Vec<ToHome>,
     /// A pusher's report that came before the deputy was made.
@@ -687,6 +708,45 @@ struct Actor {
     quiesced: bool,
 }
 
+/// A process's end, noticed when it happens: its pidfd becomes readable. Each holds a
+/// descriptor: at most half of herdd's limit of open files are used so (beyond that, the
+/// actors' ticks notice ends).
+struct EndWatch(tokio::io::unix::AsyncFd<herd_kernel::pidfd::PidFd>);
+
+static END_WATCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl EndWatch {
+    fn open(pid: i32) -> Option<EndWatch> {
+        use std::sync::atomic::Ordering::Relaxed;
+        static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let budget = *BUDGET.get_or_init(|| {
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft as usize / 2)
+        });
+        if END_WATCHES.fetch_add(1, Relaxed) >= budget {
+            END_WATCHES.fetch_sub(1, Relaxed);
+            return None;
+        }
+        let fd = herd_kernel::pidfd::PidFd::open(pid).ok().and_then(|fd| {
+            // SAFETY: the PidFd owns its descriptor, which stays open and the same until the
+            // AsyncFd (its only owner) is dropped.
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+        });
+        match fd {
+            Some(fd) => Some(EndWatch(fd)),
+            None => {
+                END_WATCHES.fetch_sub(1, Relaxed);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for EndWatch {
+    fn drop(&mut self) {
+        END_WATCHES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Actor {
     fn set_row(&self, f: impl FnOnce(&mut ProcessRow)) {
         f(&mut self.row.lock().expect("row lock"));
@@ -694,6 +754,17 @@ impl Actor {
 
     async fn run(mut self, start: u64) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Its end, at home, is noticed when it happens: a pidfd becomes readable (without
+        // one — too many open files — the ticks notice it).
+        let mut ended = EndWatch::open(self.pid);
+        if ended.is_some() && !procfs::process::Process::new(self.pid).and_then(|p| p.stat()).is_ok_and(|st| st.starttime == start) {
+            ended = None; // the pid is another process's already: the first tick ends this
+        }
+        let born = Instant::now();
+        // At home, its figures come with each look at the node (all processes' at once,
+        // one wake-up a second for all); away, each second.
+        let mut looks = self.shared.looks.subscribe();
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 input = self.inputs.recv() => {
@@ -702,17 +773,16 @@ impl Actor {
                         break;
                     }
                 }
-                _ = tick.tick() => {
-                    if self.deputy.is_none() {
-                        // At home: is it still the same process?
-                        let now = procfs::process::Process::new(self.pid).and_then(|p| p.stat()).map(|st| st.starttime);
-                        match now {
-                            Ok(s) if s == start => self.sample_home(),
-                            _ => break,
-                        }
-                    } else {
-                        self.survive_tick().await;
+                _ = async { ended.as_ref().expect("guarded").0.readable().await }, if ended.is_some() && self.deputy.is_none() => {
+                    break;
+                }
+                changed = looks.changed(), if self.deputy.is_none() => {
+                    if changed.is_err() || !self.home_tick(start, born) {
+                        break;
                     }
+                }
+                _ = tick.tick(), if self.deputy.is_some() => {
+                    self.survive_tick().await;
                 }
             }
             if let Some((node, why)) = self.keep.recover.take() {
@@ -728,11 +798,46 @@ impl Actor {
         }
     }
 
-    fn sample_home(&mut self) {
-        if let Some(u) = Usage::of(self.pid) {
-            self.sample(u, u.io_calls);
+    /// At home, at each look at the node ([`crate::sampler`]): its figures from that look;
+    /// of its own /proc files only those that change when it runs, and only if it ran.
+    /// False when it has ended.
+    fn home_tick(&mut self, start: u64, born: Instant) -> bool {
+        let look = self.shared.look();
+        let seen = look.procs.get(&self.pid).filter(|_| look.at > born);
+        match seen {
+            Some(s) if s.start == start => {
+                let ran = self.seen.is_none_or(|(_, before)| s.ran_since(&before));
+                self.seen = Some((look.at, *s));
+                let io_calls = match (ran, self.last) {
+                    (false, Some((last, _, _))) => last.io_calls,
+                    _ => procfs::process::Process::new(self.pid).and_then(|p| p.io()).map(|io| io.syscr + io.syscw).unwrap_or(0),
+                };
+                let u = Usage { cpu_ticks: s.cpu_ticks, rss: s.rss, runnable_ns: s.runnable_ns, io_calls };
+                self.sample(u, io_calls, look.at);
+                if ran {
+                    self.read_cmd();
+                }
+                true
+            }
+            // Another process has its pid: it ended before the look.
+            Some(_) => false,
+            // Not in the look (adopted since, or ended): its own files say.
+            None => match procfs::process::Process::new(self.pid).and_then(|p| p.stat()) {
+                Ok(st) if st.starttime == start => {
+                    if let Some(u) = Usage::of(self.pid) {
+                        self.sample(u, u.io_calls, Instant::now());
+                    }
+                    self.read_cmd();
+                    true
+                }
+                _ => false,
+            },
         }
-        // A child adopted between its fork and its exec shows its parent's command first.
+    }
+
+    /// Its command line again: a child adopted between its fork and its exec shows its
+    /// parent's command first.
+    fn read_cmd(&mut self) {
         if let Ok(args) = procfs::process::Process::new(self.pid).and_then(|p| p.cmdline()) {
             if !args.is_empty() {
                 let cmd = args.join(" ");
@@ -746,8 +851,7 @@ impl Actor {
 
     /// Takes new resource figures: CPU share, demand (smoothed with the policy's decay),
     /// I/O calls a second (`io` counts read/write calls at home, forwarded calls away).
-    fn sample(&mut self, u: Usage, io: u64) {
-        let now = Instant::now();
+    fn sample(&mut self, u: Usage, io: u64, now: Instant) {
         let Some((last, last_io, at)) = self.last.replace((u, io, now)) else {
             self.set_row(|r| r.rss = u.rss);
             return;
@@ -781,6 +885,7 @@ impl Actor {
     /// Sets where it runs now: the figures start again there.
     fn arrived(&mut self) {
         self.last = None;
+        self.seen = None;
         // The first checkpoint of a process that has none is taken at the next tick.
         if self.keep.every.is_some() && self.keep.last.is_none() && self.remote.is_some() {
             self.keep.due = Some(Instant::now());
@@ -1010,7 +1115,7 @@ impl Actor {
                     d.send(Cmd::Exit(how));
                 }
             }
-            ToHome::Stats(u) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed)),
+            ToHome::Stats(u) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed), Instant::now()),
             ToHome::PageRequest { addr } => match self.postcopy.as_ref().map(|pc| &pc.source) {
                 Some(PageSource::Home(p)) => p.request(addr),
                 Some(PageSource::Node(b)) => {
@@ -1344,7 +1449,7 @@ impl Actor {
                         return Some(Input::RemoteClosed { gen: r.gen, why: format!("membership marks node {node} down") });
                     }
                 }
-                Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed)),
+                Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed), Instant::now()),
                 other => return Some(other),
             }
         }

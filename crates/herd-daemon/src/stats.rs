@@ -37,56 +37,30 @@ pub fn features() -> Features {
     }
 }
 
-/// Runnable tasks (state R) in this node's /proc, not counting herdd's own threads.
-/// In a local-cluster node, /proc is the node's own pid namespace: only its processes count.
-pub fn runnable_tasks() -> u32 {
-    let me = std::process::id().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };
-    let mut n = 0;
-    for p in procs.flatten() {
-        let name = p.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
-            continue;
-        }
-        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
-        for t in tasks.flatten() {
-            if let Ok(stat) = std::fs::read(t.path().join("stat")) {
-                // The state is the first field after the command, which ends at the last ')'.
-                if let Some(close) = stat.iter().rposition(|&b| b == b')') {
-                    if stat.get(close + 2) == Some(&b'R') {
-                        n += 1;
-                    }
-                }
-            }
-        }
-    }
-    n
-}
-
-/// The openMosix load average: runnable tasks sampled several times a second, averaged
-/// each second; the smoothed value rises slowly ((5·old + 3·new)/8) and falls at once,
-/// so a brief burst does not attract or repel processes.
+/// The openMosix load average: the mean number of runnable tasks over each second (as
+/// [`crate::sampler`] measures it; openMosix sampled it several times a second), smoothed:
+/// it rises slowly ((5·old + 3·new)/8) and falls at once, so a brief burst does not
+/// attract or repel processes.
 #[derive(Default, Debug)]
 pub struct LoadMeter {
-    sum: u64,
+    sum: f32,
     samples: u32,
     load: f32,
 }
 
 impl LoadMeter {
-    pub fn sample(&mut self, runnable: u32) {
-        self.sum += u64::from(runnable);
+    pub fn sample(&mut self, runnable: f32) {
+        self.sum += runnable;
         self.samples += 1;
     }
 
     /// Closes the current second and returns the smoothed load.
     pub fn second(&mut self) -> f32 {
         if self.samples > 0 {
-            let mean = self.sum as f32 / self.samples as f32;
+            let mean = self.sum / self.samples as f32;
             self.load = if mean > self.load { (5.0 * self.load + 3.0 * mean) / 8.0 } else { mean };
         }
-        self.sum = 0;
+        self.sum = 0.0;
         self.samples = 0;
         self.load
     }
@@ -130,12 +104,12 @@ mod tests {
     #[test]
     fn load_rises_slowly_and_falls_at_once() {
         let mut m = LoadMeter::default();
-        m.sample(4);
+        m.sample(4.0);
         let first = m.second();
         assert!((first - 1.5).abs() < 1e-6, "{first}");
-        m.sample(4);
+        m.sample(4.0);
         assert!(m.second() > first);
-        m.sample(0);
+        m.sample(0.0);
         assert_eq!(m.second(), 0.0);
     }
 
