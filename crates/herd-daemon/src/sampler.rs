@@ -118,7 +118,7 @@ impl Sampler {
             };
             let before = self.procs.get(&pid).copied();
             let still = before.filter(|b| {
-                b.threads == 1 && b.exec_ns == main.0 && b.runnable_ns == main.0 + main.1 && (pid as u64 + self.looks) % STAT_AGAIN != 0
+                b.threads == 1 && b.exec_ns == main.0 && b.runnable_ns == main.0 + main.1 && !(pid as u64 + self.looks).is_multiple_of(STAT_AGAIN)
             });
             let seen = match still {
                 Some(b) => b,
