@@ -189,27 +189,23 @@ impl Balancer {
             names.push(info.name.clone());
         }
         let allow_root = self.shared.config.allow_root_guests;
-        let procs = migrate::candidates(&self.shared)
-            .into_iter()
-            .filter_map(|c| {
-                let r = &c.row;
-                let at = names.iter().position(|n| *n == r.where_)?;
-                let settled = r.state == "home" || r.state == "remote";
-                Some(Proc {
-                    id: r.pid as u64,
-                    at,
-                    demand: r.demand / 100.0,
-                    rss: r.rss,
-                    growth: r.rss_growth,
-                    moves: r.nmigs,
-                    age: c.age,
-                    since_move: c.since_move,
-                    io_rate: r.io_rate,
-                    locked: r.lock,
-                    movable: settled && !self.moving.contains_key(&r.pid) && !self.backoff.contains_key(&r.pid) && (r.uid != 0 || allow_root),
-                })
+        let procs = migrate::candidates(&self.shared, |r, c| {
+            let at = names.iter().position(|n| *n == r.where_)?;
+            let settled = r.state == "home" || r.state == "remote";
+            Some(Proc {
+                id: r.pid as u64,
+                at,
+                demand: r.demand / 100.0,
+                rss: r.rss,
+                growth: r.rss_growth,
+                moves: r.nmigs,
+                age: c.age,
+                since_move: c.since_move,
+                io_rate: r.io_rate,
+                locked: r.lock,
+                movable: settled && !self.moving.contains_key(&r.pid) && !self.backoff.contains_key(&r.pid) && (r.uid != 0 || allow_root),
             })
-            .collect();
+        });
         let snap = Snapshot { home, nodes, procs, transfer_rate: self.rate.unwrap_or(0.0) };
         Some((snap, names))
     }

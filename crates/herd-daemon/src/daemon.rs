@@ -451,7 +451,9 @@ impl GossipLoop {
                     .await;
                     if let Ok((s, look, load)) = looked {
                         sampler = Some(s);
-                        self.shared.looks.send_replace(Arc::new(look));
+                        let look = Arc::new(look);
+                        self.shared.looks.send_replace(look.clone());
+                        crate::migrate::looked(&self.shared, &look);
                         if let Some(load) = load {
                             meter.sample(load);
                         }

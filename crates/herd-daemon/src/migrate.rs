@@ -91,9 +91,9 @@ struct GuestEntry {
     tx: mpsc::Sender<ToHome>,
 }
 
-/// What the balancer needs of one of this home's processes.
-pub struct Candidate {
-    pub row: ProcessRow,
+/// What the balancer is told of one of this home's processes, besides its row.
+#[derive(Clone, Copy, Debug)]
+pub struct Ages {
     /// Seconds since adopted, and since it last arrived somewhere.
     pub age: f64,
     pub since_move: f64,
@@ -146,6 +146,9 @@ enum Input {
     NodeDown(String),
     /// `herd run --native`: no longer migratable, if it is at home.
     Release { reply: oneshot::Sender<Result<(), ControlError>> },
+    /// The node's new look ([`crate::sampler`]) has something new of it: at home, its
+    /// figures are taken from it ([`looked`]).
+    Look,
 }
 
 /// Where the pages of a post-copy come from.
@@ -343,6 +346,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         path: Default::default(),
         measured: false,
         seen: None,
+        born: now,
         early: Vec::new(),
         early_pages: None,
         refusal: None,
@@ -445,18 +449,16 @@ pub fn signal(shared: &Shared, pid: i32, signal: i32, caller: u32) -> Result<(),
     Ok(())
 }
 
-/// The processes of this home, with their ages, for the balancer.
-pub fn candidates(shared: &Shared) -> Vec<Candidate> {
+/// What `f` makes of each process of this home (its row and ages), for the balancer:
+/// the rows are read where they are, not copied.
+pub fn candidates<T>(shared: &Shared, mut f: impl FnMut(&ProcessRow, Ages) -> Option<T>) -> Vec<T> {
     let procs = shared.procs.procs.lock().expect("registry lock");
     procs
         .values()
-        .map(|h| {
+        .filter_map(|h| {
             let (adopted, arrived) = *h.times.lock().expect("times lock");
-            Candidate {
-                row: h.row.lock().expect("row lock").clone(),
-                age: adopted.elapsed().as_secs_f64(),
-                since_move: arrived.elapsed().as_secs_f64(),
-            }
+            let ages = Ages { age: adopted.elapsed().as_secs_f64(), since_move: arrived.elapsed().as_secs_f64() };
+            f(&h.row.lock().expect("row lock"), ages)
         })
         .collect()
 }
@@ -465,7 +467,7 @@ pub fn candidates(shared: &Shared) -> Vec<Candidate> {
 /// way there) back; returns how many. Each comes home through its actor; one being moved
 /// now is asked again once that move is over. Failures are logged.
 pub fn bring(shared: &Arc<Shared>) -> usize {
-    let away: Vec<i32> = candidates(shared).into_iter().filter(|c| c.row.state != "home").map(|c| c.row.pid).collect();
+    let away: Vec<i32> = candidates(shared, |r, _| (r.state != "home").then_some(r.pid));
     for &pid in &away {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -565,6 +567,29 @@ fn refresh(shared: &Shared, mut r: ProcessRow, start: u64, known: &mut HashMap<i
         }
     }
     Some(r)
+}
+
+/// A new look at the node: the actors of the processes at home that it says something new
+/// of — it ran, it is new, or not seen (ended?), or its figures have yet to settle to
+/// those of a process that does not run — are told (a thousand sleeping processes wake
+/// no one).
+pub fn looked(shared: &Shared, look: &crate::sampler::Look) {
+    let procs = shared.procs.procs.lock().expect("registry lock");
+    for (pid, h) in procs.iter() {
+        let news = match look.procs.get(pid) {
+            Some(s) if s.start == h.start && !s.ran => {
+                let r = h.row.lock().expect("row lock");
+                if r.state != "home" {
+                    continue;
+                }
+                r.rss == 0 || r.cpu != 0.0 || r.demand != 0.0 || r.io_rate != 0.0 || r.direct_io_rate != 0.0 || r.rss_growth != 0.0
+            }
+            _ => true,
+        };
+        if news {
+            let _ = h.tx.send(Input::Look);
+        }
+    }
 }
 
 /// Why process `pid`, at home, cannot be captured for a move now (empty when it can).
@@ -692,6 +717,8 @@ struct Actor {
     measured: bool,
     /// At home: the node's last look it took its figures from, and what that look saw.
     seen: Option<(Instant, crate::sampler::Seen)>,
+    /// When it was adopted (a look older than that may have seen another process).
+    born: Instant,
     /// Messages from a new remote node that came before the move completed.
     early: Vec<ToHome>,
     /// A pusher's report that came before the deputy was made.
@@ -760,10 +787,8 @@ impl Actor {
         if ended.is_some() && !procfs::process::Process::new(self.pid).and_then(|p| p.stat()).is_ok_and(|st| st.starttime == start) {
             ended = None; // the pid is another process's already: the first tick ends this
         }
-        let born = Instant::now();
-        // At home, its figures come with each look at the node (all processes' at once,
-        // one wake-up a second for all); away, each second.
-        let mut looks = self.shared.looks.subscribe();
+        // At home, its figures come with the looks at the node ([`looked`]); away, each
+        // second.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -775,11 +800,6 @@ impl Actor {
                 }
                 _ = async { ended.as_ref().expect("guarded").0.readable().await }, if ended.is_some() && self.deputy.is_none() => {
                     break;
-                }
-                changed = looks.changed(), if self.deputy.is_none() => {
-                    if changed.is_err() || !self.home_tick(start, born) {
-                        break;
-                    }
                 }
                 _ = tick.tick(), if self.deputy.is_some() => {
                     self.survive_tick().await;
@@ -801,9 +821,9 @@ impl Actor {
     /// At home, at each look at the node ([`crate::sampler`]): its figures from that look;
     /// of its own /proc files only those that change when it runs, and only if it ran.
     /// False when it has ended.
-    fn home_tick(&mut self, start: u64, born: Instant) -> bool {
-        let look = self.shared.look();
-        let seen = look.procs.get(&self.pid).filter(|_| look.at > born);
+    fn home_tick(&mut self) -> bool {
+        let (start, look) = (self.start, self.shared.look());
+        let seen = look.procs.get(&self.pid).filter(|_| look.at > self.born);
         match seen {
             Some(s) if s.start == start => {
                 let ran = self.seen.is_none_or(|(_, before)| s.ran_since(&before));
@@ -995,6 +1015,7 @@ impl Actor {
                 let _ = reply.send(r);
                 !home
             }
+            Input::Look => self.deputy.is_some() || self.home_tick(),
         }
     }
 
@@ -1450,6 +1471,8 @@ impl Actor {
                     }
                 }
                 Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed), Instant::now()),
+                // Its figures while it moves are the remote copy's.
+                Input::Look => {}
                 other => return Some(other),
             }
         }

@@ -51,6 +51,9 @@ pub struct Seen {
     pub exec_ns: u64,
     /// Its main thread's time on a CPU and waiting for one, ns.
     pub runnable_ns: u64,
+    /// Whether it may have done anything since the look before ([`Seen::ran_since`] it),
+    /// or is new.
+    pub ran: bool,
 }
 
 impl Seen {
@@ -121,12 +124,12 @@ impl Sampler {
                 b.threads == 1 && b.exec_ns == main.0 && b.runnable_ns == main.0 + main.1 && !(pid as u64 + self.looks).is_multiple_of(STAT_AGAIN)
             });
             let seen = match still {
-                Some(b) => b,
+                Some(b) => Seen { ran: false, ..b },
                 None => {
                     let Some(stat) = read(&mut self.buf, &format!("/proc/{pid}/stat")).and_then(|b| procfs::process::Stat::from_read(b).ok()) else {
                         continue; // ended meanwhile
                     };
-                    Seen {
+                    let mut seen = Seen {
                         start: stat.starttime,
                         state: stat.state,
                         ppid: stat.ppid,
@@ -135,7 +138,10 @@ impl Sampler {
                         rss: stat.rss * page_size(),
                         exec_ns: main.0,
                         runnable_ns: main.0 + main.1,
-                    }
+                        ran: true,
+                    };
+                    seen.ran = before.is_none_or(|b| seen.ran_since(&b));
+                    seen
                 }
             };
             let mut count = |tid: i32, (exec, wait): (u64, u64)| {
