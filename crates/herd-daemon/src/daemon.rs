@@ -138,6 +138,8 @@ pub struct Shared {
     pub dashboard: crate::dashboard::Dashboard,
     /// The last look at this node's processes (taken by the gossip loop each second).
     pub looks: watch::Sender<Arc<Look>>,
+    /// Streams kept open to the other nodes for their process lists.
+    pub views: crate::peer::Views,
 }
 
 impl Shared {
@@ -296,6 +298,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         dfsa,
         dashboard: Default::default(),
         looks: watch::Sender::new(Arc::default()),
+        views: Default::default(),
     });
     let gossip = GossipLoop {
         shared: shared.clone(),

@@ -59,8 +59,12 @@ type Reasons = (u64, Instant, Option<crate::sampler::Seen>, Vec<String>);
 
 /// How long a process's reasons not to move are reused by the process lists...
 const CANTMOVE_FRESH: Duration = Duration::from_secs(3);
-/// ... and, if it has not run since (nothing it does changed them), how long at most.
-const CANTMOVE_IDLE: Duration = Duration::from_secs(60);
+/// ... and, if it has not run since (nothing it does changed them), how long at most:
+/// from one to two minutes, by pid, so that the processes of a job started together are
+/// not all read again in the same second.
+fn idle_for(pid: i32) -> Duration {
+    Duration::from_secs(60 + pid.unsigned_abs() as u64 % 60)
+}
 
 struct Handle {
     uid: u32,
@@ -530,7 +534,7 @@ pub fn row(shared: &Shared, pid: i32) -> Option<ProcessRow> {
 
 /// A process's row made current: its parent now (as the node's last look saw it, or its
 /// own /proc files if the look did not see it) and, at home, why it cannot move (kept in
-/// `known` for [`CANTMOVE_FRESH`], or up to [`CANTMOVE_IDLE`] while it does not run);
+/// `known` for [`CANTMOVE_FRESH`], or up to [`idle_for`] while it does not run);
 /// None when it has ended since its actor looked.
 fn refresh(shared: &Shared, mut r: ProcessRow, start: u64, known: &mut HashMap<i32, Reasons>, look: &crate::sampler::Look) -> Option<ProcessRow> {
     // At home, or its deputy's (the same process: the same start time).
@@ -555,7 +559,7 @@ fn refresh(shared: &Shared, mut r: ProcessRow, start: u64, known: &mut HashMap<i
         }
         let idle = |before: &Option<crate::sampler::Seen>| matches!((seen, before), (Some(now), Some(b)) if !now.ran_since(b));
         r.cantmove = match known.get(&r.pid) {
-            Some((s, at, before, why)) if *s == start && (at.elapsed() < CANTMOVE_FRESH || (idle(before) && at.elapsed() < CANTMOVE_IDLE)) => why.clone(),
+            Some((s, at, before, why)) if *s == start && (at.elapsed() < CANTMOVE_FRESH || (idle(before) && at.elapsed() < idle_for(r.pid))) => why.clone(),
             _ => {
                 let why = cannot_move(r.pid);
                 known.insert(r.pid, (start, Instant::now(), seen, why.clone()));

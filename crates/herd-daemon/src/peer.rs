@@ -123,23 +123,77 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<Node
 /// does not answer within `within`, or answers garbage is an error saying so.
 pub async fn control(shared: &Shared, name: &str, addr: std::net::SocketAddr, uid: u32, request: &Request, within: Duration) -> Result<Response, String> {
     let ask = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        let mut stream = SecureStream::connect(tcp, &shared.key, &shared.keypair).await.map_err(|e| e.to_string())?;
-        let body = serde_json::to_vec(request).expect("requests serialize");
-        stream.send(&proto::encode_request(&PeerRequest::Control { uid, request: body })).await.map_err(|e| e.to_string())?;
-        let reply = stream.recv().await.map_err(|e| e.to_string())?;
+        let mut stream = open(shared, addr).await?;
+        let r = ask(&mut stream, uid, request).await;
         let _ = stream.shutdown().await;
-        match proto::decode::<PeerResponse>(&reply) {
-            Ok(PeerResponse::Control(json)) => serde_json::from_slice::<Response>(&json).map_err(|e| format!("garbled answer: {e}")),
-            Ok(PeerResponse::Refused(r)) => Err(format!("refused: {r}")),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(format!("garbled answer: {e}")),
-        }
+        r
     };
     match tokio::time::timeout(within, ask).await {
         Ok(r) => r.map_err(|why| format!("node {name} at {addr}: {why}")),
         Err(_) => Err(format!("node {name} at {addr}: no answer within {:.0} s", within.as_secs_f64())),
+    }
+}
+
+type Kept = Arc<tokio::sync::Mutex<Option<SecureStream<tokio::net::TcpStream>>>>;
+
+/// A stream kept open to each other node for its process list: `herd top`, the
+/// dashboard and `herd ps --all` ask every node for it every second, and a Noise
+/// handshake each time cost both nodes more than the answer.
+#[derive(Default)]
+pub struct Views(std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Kept>>);
+
+/// Node `name`'s migratable processes ([`Request::Processes`], as root), asked on the
+/// stream kept open to it; a new stream if there is none or it has broken (the other
+/// node restarted). Errors as [`control`]'s.
+pub async fn processes(shared: &Shared, name: &str, addr: std::net::SocketAddr) -> Result<Response, String> {
+    let kept = shared.views.0.lock().expect("views lock").entry(addr).or_default().clone();
+    // One question at a time on it.
+    let mut held = kept.lock().await;
+    let within = ANSWER_WITHIN;
+    let timed_out = || format!("node {name} at {addr}: no answer within {:.0} s", within.as_secs_f64());
+    if let Some(mut stream) = held.take() {
+        match tokio::time::timeout(within, ask(&mut stream, 0, &Request::Processes)).await {
+            Ok(Ok(r)) => {
+                *held = Some(stream);
+                return Ok(r);
+            }
+            // Broken part way (not cancel safe): dropped.
+            Err(_) => return Err(timed_out()),
+            Ok(Err(why)) => tracing::debug!("the stream kept to {name} at {addr}: {why}; a new one"),
+        }
+    }
+    let fresh = async {
+        let mut stream = open(shared, addr).await?;
+        let r = ask(&mut stream, 0, &Request::Processes).await?;
+        Ok::<_, String>((stream, r))
+    };
+    match tokio::time::timeout(within, fresh).await {
+        Ok(Ok((stream, r))) => {
+            *held = Some(stream);
+            Ok(r)
+        }
+        Ok(Err(why)) => Err(format!("node {name} at {addr}: {why}")),
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// A new stream to the node at `addr`.
+async fn open(shared: &Shared, addr: std::net::SocketAddr) -> Result<SecureStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    SecureStream::connect(tcp, &shared.key, &shared.keypair).await.map_err(|e| e.to_string())
+}
+
+/// One `Control` request on `stream`, and its answer.
+async fn ask(stream: &mut SecureStream<tokio::net::TcpStream>, uid: u32, request: &Request) -> Result<Response, String> {
+    let body = serde_json::to_vec(request).expect("requests serialize");
+    stream.send(&proto::encode_request(&PeerRequest::Control { uid, request: body })).await.map_err(|e| e.to_string())?;
+    let reply = stream.recv().await.map_err(|e| e.to_string())?;
+    match proto::decode::<PeerResponse>(&reply) {
+        Ok(PeerResponse::Control(json)) => serde_json::from_slice::<Response>(&json).map_err(|e| format!("garbled answer: {e}")),
+        Ok(PeerResponse::Refused(r)) => Err(format!("refused: {r}")),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(format!("garbled answer: {e}")),
     }
 }
 

@@ -157,7 +157,7 @@ pub(crate) async fn cluster_processes(shared: &Arc<Shared>) -> ClusterProcesses 
     for (name, addr) in peers(shared) {
         let shared = shared.clone();
         asks.spawn(async move {
-            let r = crate::peer::control(&shared, &name, addr, 0, &Request::Processes, crate::peer::ANSWER_WITHIN).await;
+            let r = crate::peer::processes(&shared, &name, addr).await;
             (name, r)
         });
     }
