@@ -33,6 +33,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("shared_directory_verified_lookalike_not", shared_directory_verified_lookalike_not),
     ("files_used_directly_while_away", files_used_directly_while_away),
     ("lookalike_path_stays_forwarded", lookalike_path_stays_forwarded),
+    ("names_changed_directly_while_away", names_changed_directly_while_away),
     ("forwarded_files_read_ahead_and_written_behind", forwarded_files_read_ahead_and_written_behind),
     ("write_error_at_home_reaches_a_later_call", write_error_at_home_reaches_a_later_call),
     ("sha256sum_cp_xz_of_a_file_at_home_run_on_n2", sha256sum_cp_xz_of_a_file_at_home_run_on_n2),
@@ -267,6 +268,40 @@ fn files_used_directly_while_away(lab: &Lab) {
     expect_status(&direct, Some(0), None);
     let moved = moved_at_ready(lab, "dfsa_io check (herd run, on n3)", &check, "n3");
     same_result(&direct, &moved, same);
+}
+
+/// mkdir, rename, rmdir and unlink in the shared directory, on n2: made there (600 of
+/// them, and hardly a call goes home), with the same answers (EEXIST, ENOTEMPTY, EISDIR,
+/// ENOTDIR, ENOENT) and the same modes (the umask the program set while away) as a
+/// direct run.
+fn names_changed_directly_while_away(lab: &Lab) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = shared_dir(lab).join("names");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let prog = lab.program("dfsa_io").with_args(&["names", &dir.to_string_lossy()]);
+    let direct = lab.run_direct("dfsa_io names (direct)", &prog, &[Gate::Line("ready"), Gate::Line("names done")]);
+    expect_status(&direct, Some(0), None);
+    for line in ["mkdir, rename, rmdir: 200 of 200", "kept: ok, mode 750", "rmdir kept (not empty): ENOTEMPTY", "unlink victim again: ENOENT"] {
+        assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
+    }
+    let mut p = lab.start("dfsa_io names (herd run, on n2)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    p.wait_for_line(lab, "names done");
+    // What went home: its lines on stdout, the reads of its triggers, its umask.
+    let forwarded = forwarded_calls(lab, pid);
+    println!("dfsa_io names on n2: {forwarded} calls forwarded home");
+    if forwarded > 60 {
+        p.fail(lab, &format!("{forwarded} calls went home for 600 changes of names in the shared directory (at most 60 expected)"));
+    }
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "everything it made, it removed");
 }
 
 /// A file under the look-alike directory (each node its own /tmp) read on n2: the home

@@ -794,7 +794,12 @@ impl Actor {
         // At home, its figures come with the looks at the node ([`looked`]); away, each
         // second.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Its first figures and command line now (ended already: nothing more).
+        let mut ended_already = self.deputy.is_none() && !self.home_tick();
         loop {
+            if std::mem::take(&mut ended_already) {
+                break;
+            }
             tokio::select! {
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
@@ -1493,6 +1498,9 @@ impl Actor {
         if !why.is_empty() {
             return Err(err(ErrorKind::Refused, format!("process {pid} cannot move: {}", why.join("; "))));
         }
+        // What it runs now (a child adopted before its exec may not have shown it yet):
+        // away, its command line is this one's.
+        self.read_cmd();
         let remote = self.connect(name, addr, mode).await?;
         let (img_tx, me) = (remote.tx.clone(), self.me.clone());
         let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -231,6 +231,21 @@ pub enum Plan {
     /// readlink of `rel` in shared directory `dir` into `buf` (`len` bytes): answered
     /// here with [`Direct::readlink_here`]; forwarded when it cannot be.
     Readlink { dir: usize, rel: PathBuf, buf: u64, len: u64 },
+    /// A change of names in shared directory `dir` (unlink, rmdir, mkdir, rename within
+    /// it): made here by [`Direct::change_here`], whose result is the call's; forwarded
+    /// when it cannot be made here.
+    Change { dir: usize, change: Change },
+}
+
+/// A change of names within one shared directory (paths relative to it).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// unlink (rmdir with `dir`).
+    Unlink { rel: PathBuf, dir: bool },
+    /// mkdir with `mode` (the process's umask applies, as at home).
+    Mkdir { rel: PathBuf, mode: u32 },
+    /// rename (renameat2 with `flags`: RENAME_NOREPLACE, RENAME_EXCHANGE).
+    Rename { from: PathBuf, to: PathBuf, flags: u32 },
 }
 
 /// Direct file access of one guest.
@@ -244,12 +259,15 @@ pub struct Direct {
     cwd: Option<String>,
     creds: Option<FsCreds>,
     local: HashMap<i32, Local>,
+    /// The process's umask at home: the one it was restored with, then what its
+    /// (forwarded) umask calls set. None: read from the process.
+    umask: Option<u32>,
 }
 
 impl Direct {
     /// Nothing direct.
     pub fn none(pid: i32) -> Direct {
-        Direct { pid, dirs: Vec::new(), roots: Vec::new(), nested: Vec::new(), cwd: None, creds: None, local: HashMap::new() }
+        Direct { pid, dirs: Vec::new(), roots: Vec::new(), nested: Vec::new(), cwd: None, creds: None, local: HashMap::new(), umask: None }
     }
 
     /// For guest `pid` (restored, not running yet): home's `files`, limited to the
@@ -398,6 +416,9 @@ impl Direct {
                 None => Plan::Usual,
             };
         }
+        if let Some(plan) = self.plan_change(nr, a, mem) {
+            return plan;
+        }
         let (dirfd, path, flags) = match nr {
             libc::SYS_open => (libc::AT_FDCWD as i64, a[0], a[1] as i32),
             libc::SYS_creat => (libc::AT_FDCWD as i64, a[0], libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC),
@@ -420,6 +441,64 @@ impl Direct {
             Some((dir, rel)) => Plan::Open { dir, rel, flags },
             None => Plan::Usual,
         }
+    }
+
+    /// unlink, rmdir, mkdir and rename of names in one shared directory: a [`Plan::Change`];
+    /// None for any other call (or other paths: a rename from one directory to another,
+    /// a path ending in `/`, `.` or `..`, whose meaning the node leaves to home).
+    fn plan_change(&self, nr: i64, a: &[u64; 6], mem: &dyn MemRead) -> Option<Plan> {
+        let at_cwd = libc::AT_FDCWD as i64;
+        let dirfd = |x: u64| x as i32 as i64;
+        let change = match nr {
+            libc::SYS_unlink | libc::SYS_rmdir => {
+                let (dir, rel) = self.resolve_name(at_cwd, a[0], mem)?;
+                (dir, Change::Unlink { rel, dir: nr == libc::SYS_rmdir })
+            }
+            libc::SYS_unlinkat if a[2] & !(libc::AT_REMOVEDIR as u64) == 0 => {
+                let (dir, rel) = self.resolve_name(dirfd(a[0]), a[1], mem)?;
+                (dir, Change::Unlink { rel, dir: a[2] != 0 })
+            }
+            libc::SYS_mkdir => {
+                let (dir, rel) = self.resolve_name(at_cwd, a[0], mem)?;
+                (dir, Change::Mkdir { rel, mode: a[1] as u32 & 0o7777 })
+            }
+            libc::SYS_mkdirat => {
+                let (dir, rel) = self.resolve_name(dirfd(a[0]), a[1], mem)?;
+                (dir, Change::Mkdir { rel, mode: a[2] as u32 & 0o7777 })
+            }
+            libc::SYS_rename | libc::SYS_renameat | libc::SYS_renameat2 => {
+                let (from, to, flags) = match nr {
+                    libc::SYS_rename => ((at_cwd, a[0]), (at_cwd, a[1]), 0),
+                    libc::SYS_renameat => ((dirfd(a[0]), a[1]), (dirfd(a[2]), a[3]), 0),
+                    _ => ((dirfd(a[0]), a[1]), (dirfd(a[2]), a[3]), a[4] as u32),
+                };
+                // RENAME_WHITEOUT (overlay file systems') stays home's.
+                if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+                    return None;
+                }
+                let (dir, from) = self.resolve_name(from.0, from.1, mem)?;
+                let (to_dir, to) = self.resolve_name(to.0, to.1, mem)?;
+                if to_dir != dir {
+                    return None;
+                }
+                (dir, Change::Rename { from, to, flags })
+            }
+            _ => return None,
+        };
+        Some(Plan::Change { dir: change.0, change: change.1 })
+    }
+
+    /// [`Direct::resolve`] for a name to change: not the shared directory itself, nor a
+    /// path whose last component is `.` or `..` or that ends in `/` (those say "a
+    /// directory" or name another one; home answers them).
+    fn resolve_name(&self, dirfd: i64, path: u64, mem: &dyn MemRead) -> Option<(usize, PathBuf)> {
+        let raw = read_path(mem, path)?;
+        let last = raw.rsplit('/').next().unwrap_or("");
+        if last.is_empty() || last == "." || last == ".." {
+            return None;
+        }
+        let (dir, rel) = self.resolve(dirfd, path, mem)?;
+        (rel.file_name().is_some() && rel != Path::new(".")).then_some((dir, rel))
     }
 
     /// The shared directory and the path in it that a call's path argument (at `path`
@@ -463,6 +542,88 @@ impl Direct {
         .ok()?;
         use std::os::unix::ffi::OsStrExt;
         Some(link.as_bytes().to_vec())
+    }
+
+    /// Makes `change` in shared directory `dir` as the process's owner, in the parent
+    /// directory opened beneath the shared one (no symlink or `..` leads out of it, no
+    /// mount is crossed): the call's result (0 or -errno: the same file system, the same
+    /// owner, the same answer as home's). None when it cannot be made here — a parent
+    /// that is not there or leads out of the directory, no owner's identity — and home
+    /// makes it. mkdir applies the process's umask at home (its umask calls are
+    /// forwarded: [`Direct::umask`] follows them), on a thread of its own (a umask is a
+    /// whole process's).
+    pub fn change_here(&mut self, dir: usize, change: &Change) -> Option<i64> {
+        // A directory renamed or removed may be (above) the working directory, which the
+        // node follows by its path: it no longer can.
+        let gone = match change {
+            Change::Rename { from, .. } => Some(from),
+            Change::Unlink { rel, dir: true } => Some(rel),
+            _ => None,
+        };
+        if let (Some(rel), Some(cwd)) = (gone, self.cwd.as_ref()) {
+            if Path::new(cwd).starts_with(Path::new(&self.dirs[dir]).join(rel)) {
+                self.cwd = None;
+            }
+        }
+        let creds = self.creds.as_ref()?;
+        let root = self.roots.get(dir)?.as_fd();
+        let parent = |rel: &Path| -> Option<(OwnedFd, std::ffi::CString)> {
+            use std::os::unix::ffi::OsStrExt;
+            let up = rel.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let name = std::ffi::CString::new(rel.file_name()?.as_bytes()).ok()?;
+            let fd = herd_kernel::task::as_user(creds, || herd_kernel::task::open_beneath(root, up, O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC))
+                .ok()?
+                .ok()?;
+            Some((fd, name))
+        };
+        let result = |r: libc::c_long| if r < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64) } else { 0 };
+        match change {
+            Change::Unlink { rel, dir } => {
+                let (at, name) = parent(rel)?;
+                let flags = if *dir { libc::AT_REMOVEDIR } else { 0 };
+                // SAFETY: a NUL-terminated name that lives across the call; integers.
+                herd_kernel::task::as_user(creds, || result(unsafe { libc::syscall(libc::SYS_unlinkat, at.as_raw_fd(), name.as_ptr(), flags) })).ok()
+            }
+            Change::Rename { from, to, flags } => {
+                let ((from_at, from_name), (to_at, to_name)) = (parent(from)?, parent(to)?);
+                herd_kernel::task::as_user(creds, || {
+                    // SAFETY: NUL-terminated names that live across the call; integers.
+                    result(unsafe {
+                        libc::syscall(libc::SYS_renameat2, from_at.as_raw_fd(), from_name.as_ptr(), to_at.as_raw_fd(), to_name.as_ptr(), *flags)
+                    })
+                })
+                .ok()
+            }
+            Change::Mkdir { rel, mode } => {
+                let (at, name) = parent(rel)?;
+                let umask = match self.umask {
+                    Some(m) => m,
+                    // Restored with home's, unchanged since.
+                    None => procfs::process::Process::new(self.pid).and_then(|p| p.status()).ok()?.umask?,
+                };
+                let (creds, mode) = (creds.clone(), *mode);
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || {
+                            // SAFETY: integers only; this thread's own copy of the process's
+                            // file-system context (umask, cwd) from now on.
+                            if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+                                return None;
+                            }
+                            // SAFETY: integer in, integer out; this thread only (above).
+                            unsafe { libc::umask(umask) };
+                            herd_kernel::task::as_user(&creds, || {
+                                // SAFETY: a NUL-terminated name that lives across the call; integers.
+                                result(unsafe { libc::syscall(libc::SYS_mkdirat, at.as_raw_fd(), name.as_ptr(), mode) })
+                            })
+                            .ok()
+                        })
+                        .join()
+                        .ok()
+                        .flatten()
+                })
+            }
+        }
     }
 
     /// The stat (statx with its mask and flags) of `rel` in shared directory `dir`, as
@@ -605,6 +766,11 @@ impl Direct {
             nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(without)).map_err(|e| e.to_string())?;
         }
         Ok(fd)
+    }
+
+    /// A forwarded umask set the process's umask at home to `mask`.
+    pub fn umask(&mut self, mask: u32) {
+        self.umask = Some(mask & 0o777);
     }
 
     /// A forwarded chdir to `path` succeeded at home; fchdir (None) loses track.
@@ -871,6 +1037,86 @@ mod tests {
         assert_eq!(plan(libc::SYS_mmap, [0, 4096, 1, shared, 5, 0]), Plan::Here);
         assert_eq!(plan(libc::SYS_mmap, [0, 4096, 3, shared, 3, 0]), Plan::Demote(vec![3]));
         assert_eq!(plan(libc::SYS_mmap, [0, 4096, 1, private, 9, 0]), Plan::Usual);
+    }
+
+    /// unlink, rmdir, mkdir, rename of names in one shared directory: planned as changes
+    /// made here; what leaves the directory, or ends in `/`, `.` or `..`, is home's.
+    #[test]
+    fn plans_for_name_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let g = direct(&d);
+        let page = |s: &str| {
+            let mut v = s.as_bytes().to_vec();
+            v.resize(4096, 0);
+            v
+        };
+        let (a, b, slash, dot, out, rel) = (0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000);
+        let m = Mem(vec![
+            (a, page("/shared/a")),
+            (b, page("/shared/x/b")),
+            (slash, page("/shared/a/")),
+            (dot, page("/shared/a/..")),
+            (out, page("/etc/b")),
+            (rel, page("c")),
+        ]);
+        let plan = |nr: i64, args: [u64; 6]| g.plan(&notif(nr, args), &m);
+        let at = libc::AT_FDCWD as u64;
+        let change = |change| Plan::Change { dir: 0, change };
+        assert_eq!(plan(libc::SYS_unlink, [a, 0, 0, 0, 0, 0]), change(Change::Unlink { rel: "a".into(), dir: false }));
+        assert_eq!(plan(libc::SYS_rmdir, [b, 0, 0, 0, 0, 0]), change(Change::Unlink { rel: "x/b".into(), dir: true }));
+        assert_eq!(plan(libc::SYS_unlinkat, [at, rel, libc::AT_REMOVEDIR as u64, 0, 0, 0]), change(Change::Unlink { rel: "u/c".into(), dir: true }));
+        assert_eq!(plan(libc::SYS_unlinkat, [at, rel, 0x8000, 0, 0, 0]), Plan::Usual, "a flag it does not know");
+        assert_eq!(plan(libc::SYS_mkdir, [a, 0o40755, 0, 0, 0, 0]), change(Change::Mkdir { rel: "a".into(), mode: 0o755 }));
+        assert_eq!(plan(libc::SYS_mkdirat, [at, b, 0o700, 0, 0, 0]), change(Change::Mkdir { rel: "x/b".into(), mode: 0o700 }));
+        assert_eq!(plan(libc::SYS_rename, [a, b, 0, 0, 0, 0]), change(Change::Rename { from: "a".into(), to: "x/b".into(), flags: 0 }));
+        let noreplace = u64::from(libc::RENAME_NOREPLACE);
+        assert_eq!(
+            plan(libc::SYS_renameat2, [at, a, at, rel, noreplace, 0]),
+            change(Change::Rename { from: "a".into(), to: "u/c".into(), flags: libc::RENAME_NOREPLACE })
+        );
+        assert_eq!(plan(libc::SYS_renameat2, [at, a, at, b, u64::from(libc::RENAME_WHITEOUT), 0]), Plan::Usual, "whiteouts are home's");
+        assert_eq!(plan(libc::SYS_rename, [a, out, 0, 0, 0, 0]), Plan::Usual, "out of the directory");
+        assert_eq!(plan(libc::SYS_unlink, [out, 0, 0, 0, 0, 0]), Plan::Usual);
+        assert_eq!(plan(libc::SYS_rmdir, [slash, 0, 0, 0, 0, 0]), Plan::Usual, "a trailing slash");
+        assert_eq!(plan(libc::SYS_rmdir, [dot, 0, 0, 0, 0, 0]), Plan::Usual, "..");
+        assert_eq!(plan(libc::SYS_unlinkat, [4, rel, 0, 0, 0, 0]), Plan::Demote(vec![4]), "relative to a local directory");
+    }
+
+    /// The changes made here: as the owner, beneath the directory, with the process's
+    /// umask, answering what the call answers; what cannot be reached is home's.
+    #[test]
+    fn names_change_here_beneath_the_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/tmp", d.path().join("out")).unwrap();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        let mut g = Direct::none(std::process::id() as i32);
+        g.dirs = vec![d.path().to_string_lossy().into_owned()];
+        g.roots = vec![std::fs::File::open(d.path()).unwrap().into()];
+        g.creds = Some(FsCreds { uid: herd_kernel::task::euid(), gid: herd_kernel::task::egid(), groups: vec![] });
+        g.cwd = Some(format!("{}/a/deep", g.dirs[0]));
+        let umask = procfs::process::Process::myself().unwrap().status().unwrap().umask.unwrap();
+        let mkdir = |rel: &str, mode| Change::Mkdir { rel: rel.into(), mode };
+        assert_eq!(g.change_here(0, &mkdir("a", 0o777)), Some(0));
+        assert_eq!(std::fs::metadata(d.path().join("a")).unwrap().permissions().mode() & 0o7777, 0o777 & !umask, "the umask applies");
+        assert_eq!(g.change_here(0, &mkdir("a", 0o777)), Some(-i64::from(libc::EEXIST)));
+        g.umask(0o027);
+        assert_eq!(g.change_here(0, &mkdir("a/b", 0o777)), Some(0));
+        assert_eq!(std::fs::metadata(d.path().join("a/b")).unwrap().permissions().mode() & 0o7777, 0o750, "home's umask, as followed");
+        assert_eq!(g.change_here(0, &Change::Unlink { rel: "a".into(), dir: true }), Some(-i64::from(libc::ENOTEMPTY)));
+        assert_eq!(g.change_here(0, &Change::Unlink { rel: "a/b".into(), dir: false }), Some(-i64::from(libc::EISDIR)));
+        assert_eq!(g.change_here(0, &Change::Unlink { rel: "a/b".into(), dir: true }), Some(0));
+        let rename = |from: &str, to: &str, flags| Change::Rename { from: from.into(), to: to.into(), flags };
+        assert_eq!(g.change_here(0, &rename("a", "c", 0)), Some(0));
+        assert!(d.path().join("c").is_dir() && !d.path().join("a").exists());
+        assert_eq!(g.cwd, None, "the working directory was under the renamed one");
+        assert_eq!(g.change_here(0, &rename("f", "c", libc::RENAME_NOREPLACE)), Some(-i64::from(libc::EEXIST)));
+        assert_eq!(g.change_here(0, &Change::Unlink { rel: "f".into(), dir: false }), Some(0));
+        assert_eq!(g.change_here(0, &Change::Unlink { rel: "f".into(), dir: false }), Some(-i64::from(libc::ENOENT)));
+        // A parent that leads out of the directory, or is not there: home makes it.
+        assert_eq!(g.change_here(0, &mkdir("out/herd-test-not-made", 0o700)), None);
+        assert!(!Path::new("/tmp/herd-test-not-made").exists());
+        assert_eq!(g.change_here(0, &mkdir("nope/x", 0o700)), None);
     }
 
     #[test]

@@ -127,6 +127,8 @@ enum After {
     Close(Vec<i32>),
     /// The working directory changed (None: to where an fd was).
     Chdir(Option<String>),
+    /// The umask is this now (direct mkdir applies it).
+    Umask(u32),
 }
 
 struct Guest {
@@ -568,7 +570,8 @@ impl Guest {
         self.direct.demote(&self.listener, id, fds);
     }
 
-    /// What a forwarded call changes that direct access follows: the working directory.
+    /// What a forwarded call changes that direct access follows: the working directory, the
+    /// umask.
     fn follows(&self, n: &Notif) -> After {
         if !self.direct.active() {
             return After::Nothing;
@@ -576,6 +579,7 @@ impl Guest {
         match i64::from(n.nr) {
             libc::SYS_chdir => After::Chdir(crate::direct::read_path(&ProcMemory { pid: self.pid }, n.args[0])),
             libc::SYS_fchdir => After::Chdir(None),
+            libc::SYS_umask => After::Umask(n.args[0] as u32),
             _ => After::Nothing,
         }
     }
@@ -631,6 +635,13 @@ impl Guest {
                         self.answer(n.id, target.len() as i64);
                         return;
                     }
+                }
+                After::Nothing
+            }
+            Plan::Change { dir, change } => {
+                if let Some(r) = self.direct.change_here(dir, &change) {
+                    self.answer(n.id, r);
+                    return;
                 }
                 After::Nothing
             }
@@ -775,6 +786,10 @@ impl Guest {
                     }
                     After::Chdir(to) if ret == 0 => {
                         self.direct.chdir(to);
+                        self.answer(p.id, ret);
+                    }
+                    After::Umask(mask) => {
+                        self.direct.umask(mask);
                         self.answer(p.id, ret);
                     }
                     _ => self.answer(p.id, ret),

@@ -14,6 +14,11 @@
  *   dfsa_io check FILE "ready", trigger, then prints a checksum of FILE.
  *   dfsa_io fill FILE MIB  "ready", trigger, then writes up to MIB MiB to FILE in
  *                      32 KiB writes, fsync, close; says which call failed first.
+ *   dfsa_io names DIR  makes DIR/victim, "ready", trigger; then 200 times mkdir,
+ *                      rename and rmdir of a directory in DIR; mkdir with umask 027
+ *                      (the mode made), the failures of mkdir, rmdir, unlink, rename
+ *                      (EEXIST, ENOTEMPTY, EISDIR, ENOENT) by name; cleans up, "names
+ *                      done", trigger.
  *
  * Every step prints a checksum (FNV-1a) or a number: the same in a direct run.
  */
@@ -80,6 +85,54 @@ static uint64_t sum_file(const char *path, size_t *total)
     return h;
 }
 
+/* What a call that returns 0 or -1 with errno gave: "ok" or the errno's name. */
+static const char *res(int r)
+{
+    return r == 0 ? "ok" : strerrorname_np(errno);
+}
+
+static int names(const char *dir)
+{
+    char a[4096], b[4096], victim[4096], kept[4096], kept2[4096], inner[4096];
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    snprintf(kept, sizeof kept, "%s/kept", dir);
+    snprintf(kept2, sizeof kept2, "%s/kept2", dir);
+    snprintf(inner, sizeof inner, "%s/kept/inner", dir);
+    close(must_open(victim, O_WRONLY | O_CREAT | O_TRUNC));
+    say("ready");
+    mig_wait_trigger("names");
+
+    int ok = 0;
+    for (int i = 0; i < 200; i++) {
+        snprintf(a, sizeof a, "%s/d%d", dir, i);
+        snprintf(b, sizeof b, "%s/e%d", dir, i);
+        if (mkdir(a, 0777) == 0 && rename(a, b) == 0 && rmdir(b) == 0)
+            ok++;
+    }
+    say("mkdir, rename, rmdir: %d of 200", ok);
+    umask(027);
+    say("mkdir kept: %s", res(mkdir(kept, 0777)));
+    struct stat st;
+    const char *got = res(stat(kept, &st));
+    say("kept: %s, mode %o", got, (unsigned)st.st_mode & 07777);
+    say("mkdir kept again: %s", res(mkdir(kept, 0777)));
+    say("mkdir inner: %s", res(mkdir(inner, 0700)));
+    say("rmdir kept (not empty): %s", res(rmdir(kept)));
+    say("unlink kept (a directory): %s", res(unlink(kept)));
+    say("mkdir kept2: %s", res(mkdir(kept2, 0755)));
+    say("rename kept2 over kept (not empty): %s", res(rename(kept2, kept)));
+    say("rename kept2 to victim (a file): %s", res(rename(kept2, victim)));
+    say("unlink victim: %s", res(unlink(victim)));
+    say("unlink victim again: %s", res(unlink(victim)));
+    say("rename kept2 to victim: %s", res(rename(kept2, victim)));
+    say("rmdir victim: %s", res(rmdir(victim)));
+    say("rmdir inner: %s", res(rmdir(inner)));
+    say("rmdir kept: %s", res(rmdir(kept)));
+    say("names done");
+    mig_wait_trigger("end");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     mig_start();
@@ -113,6 +166,8 @@ int main(int argc, char **argv)
         say("filled");
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "names") == 0)
+        return names(argv[2]);
     int nomap = argc == 4 && strcmp(argv[3], "nomap") == 0;
     if ((argc != 3 && !nomap) || strcmp(argv[1], "io") != 0) {
         fprintf(stderr, "usage: dfsa_io io DIR [nomap] | dfsa_io check FILE | dfsa_io fill FILE MIB\n");
