@@ -96,6 +96,29 @@ fn forwarded_calls(lab: &Lab, pid: i32) -> u64 {
     row["forwarded_calls"].as_u64().unwrap_or_else(|| panic!("no forwarded_calls in {row}"))
 }
 
+/// Runs `prog` under `herd run`, moves it to n2 when it says "ready" and lets it go on
+/// there until it says `until`; returns it, running there, and its pid.
+fn on_n2_until(lab: &Lab, label: &str, prog: &Program, until: &str) -> (Proc, i32) {
+    let mut p = lab.start(label, How::Herd, prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    p.wait_for_line(lab, until);
+    (p, pid)
+}
+
+/// Fails `p` if more than `limit` of its calls went home since it arrived (`what`: while
+/// it did what).
+fn few_forwarded(lab: &Lab, p: &Proc, pid: i32, limit: u64, what: &str) {
+    let forwarded = forwarded_calls(lab, pid);
+    println!("{pid} on n2: {forwarded} calls forwarded home");
+    if forwarded > limit {
+        p.fail(lab, &format!("{forwarded} calls went home {what} (at most {limit} expected)"));
+    }
+}
+
 /// The steps of `dfsa_io io DIR` (without the mapping, with `nomap`) around moves to n2,
 /// n3 and home, against a direct run; the calls forwarded home while on n2.
 fn io_moved_about(lab: &Lab, dir: &std::path::Path, nomap: bool, limit: u64) {
@@ -112,23 +135,13 @@ fn io_moved_about(lab: &Lab, dir: &std::path::Path, nomap: bool, limit: u64) {
     assert!(direct.stdout.contains("out written: 4194304 bytes"), "{}", direct.describe());
     let _ = std::fs::remove_file(dir.join("out"));
 
-    let mut p = lab.start("dfsa_io (herd run, moved to n2, n3 and home)", How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    lab.expect_migrate(&p, pid, "n2");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    p.send(lab, "go\n");
-    p.wait_for_line(lab, "io done");
+    let (mut p, pid) = on_n2_until(lab, "dfsa_io (herd run, moved to n2, n3 and home)", &prog, "io done");
     // Still on n2 (a mapping of a shared file does not bring it home); its file calls
     // did not go home one by one: 3 MB read by 32 KiB reads (92), 4 MiB written and
     // read back (256), and more. What went home: its lines on stdout, the reads of its
     // trigger, and (forwarded files) a few windows and gathered writes.
     lab.expect_where(&p, pid, "n2", Some(1));
-    let forwarded = forwarded_calls(lab, pid);
-    println!("dfsa_io on n2: {forwarded} calls forwarded home");
-    if forwarded > limit {
-        p.fail(lab, &format!("{forwarded} calls went home while it used its files on n2 (at most {limit} expected)"));
-    }
+    few_forwarded(lab, &p, pid, limit, "while it used its files on n2");
     // On to n3 (a descriptor opened at home continues there at its offset), then home.
     lab.expect_migrate(&p, pid, "n3");
     lab.expect_where(&p, pid, "n3", Some(2));
@@ -285,19 +298,9 @@ fn names_changed_directly_while_away(lab: &Lab) {
     for line in ["mkdir, rename, rmdir: 200 of 200", "kept: ok, mode 750", "rmdir kept (not empty): ENOTEMPTY", "unlink victim again: ENOENT"] {
         assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
     }
-    let mut p = lab.start("dfsa_io names (herd run, on n2)", How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    lab.expect_migrate(&p, pid, "n2");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    p.send(lab, "go\n");
-    p.wait_for_line(lab, "names done");
+    let (mut p, pid) = on_n2_until(lab, "dfsa_io names (herd run, on n2)", &prog, "names done");
     // What went home: its lines on stdout, the reads of its triggers, its umask.
-    let forwarded = forwarded_calls(lab, pid);
-    println!("dfsa_io names on n2: {forwarded} calls forwarded home");
-    if forwarded > 60 {
-        p.fail(lab, &format!("{forwarded} calls went home for 600 changes of names in the shared directory (at most 60 expected)"));
-    }
+    few_forwarded(lab, &p, pid, 60, "for 600 changes of names in the shared directory");
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);

@@ -49,7 +49,7 @@ use serde_json::Value;
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
-    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "thr_work", "thr_omp"];
+    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "thr_work", "thr_omp", "thr_sig"];
 const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
@@ -66,6 +66,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
     ("signals_reach_it_and_sigkill_leaves_nothing", signals_reach_it_and_sigkill_leaves_nothing),
+    ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
     ("exit_status_3_reproduced", exit_status_3_reproduced),
     ("sigsegv_reproduced", sigsegv_reproduced),
     ("fork_and_exec_bring_it_home", fork_and_exec_bring_it_home),
@@ -448,6 +449,48 @@ fn signals_reach_it_and_sigkill_leaves_nothing(lab: &Lab) {
     same_result(&direct, &moved, same);
     lab.expect_gone_from(None, "n2", &prog);
     lab.expect_gone_from(None, "n1", &prog);
+}
+
+/// Signals from home to a process with threads, while it runs on n2: a SIGUSR1 sent to
+/// the process is handled by the one thread that does not block it (twice), a SIGUSR2
+/// sent with tgkill to one thread (by its id, the same at home as there) by that thread,
+/// though every worker takes it — as in a direct run.
+fn signals_from_home_reach_the_right_thread(lab: &Lab) {
+    let prog = lab.program("thr_sig");
+    let signal_it = |p: &mut Proc, pid: i32| {
+        p.wait_for_line(lab, "waiting");
+        for n in 1..=2 {
+            lab.kill_in_n1(pid, "USR1");
+            p.wait_for_prefix(lab, &format!("SIGUSR1 {n} handled by"));
+        }
+        let out = p.stdout();
+        let tid = out.lines().find_map(|l| l.strip_prefix("worker 2: tid=")).and_then(|t| t.parse::<i32>().ok());
+        let tid = tid.unwrap_or_else(|| p.fail(lab, "it did not say worker 2's thread id"));
+        // tgkill(pid, tid, SIGUSR2) from n1 (x86-64's call number 234).
+        lab.node_sh_ok("n1", &format!("python3 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).syscall(234, {pid}, {tid}, {}) != 0)'", libc::SIGUSR2));
+        p.wait_for_prefix(lab, "SIGUSR2 handled by");
+    };
+    let mut d = lab.start("thr_sig (direct)", How::Direct, &prog);
+    let dpid = d.home_pid(lab);
+    d.wait_for_line(lab, "ready");
+    d.send(lab, "go\n");
+    signal_it(&mut d, dpid);
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+    for line in ["SIGUSR1 1 handled by worker 1", "SIGUSR1 2 handled by worker 1", "SIGUSR2 handled by worker 2"] {
+        assert!(direct.stdout.lines().any(|l| l == line), "{line:?} in {}", direct.describe());
+    }
+
+    let mut p = lab.start("thr_sig (herd run, on n2)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    signal_it(&mut p, pid);
+    lab.expect_where(&p, pid, "n2", Some(1));
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, normalize_ids);
 }
 
 /// exit(3) while on n2: herd run exits with 3.

@@ -741,7 +741,7 @@ struct Actor {
 
 /// A process's end, noticed when it happens: its pidfd becomes readable. Each holds a
 /// descriptor: at most half of herdd's limit of open files are used so (beyond that, the
-/// actors' ticks notice ends).
+/// next look at the node notices an end: [`looked`]).
 struct EndWatch(tokio::io::unix::AsyncFd<herd_kernel::pidfd::PidFd>);
 
 static END_WATCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -786,10 +786,10 @@ impl Actor {
     async fn run(mut self, start: u64) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Its end, at home, is noticed when it happens: a pidfd becomes readable (without
-        // one — too many open files — the ticks notice it).
+        // one — too many open files — the next look at the node notices it).
         let mut ended = EndWatch::open(self.pid);
         if ended.is_some() && !procfs::process::Process::new(self.pid).and_then(|p| p.stat()).is_ok_and(|st| st.starttime == start) {
-            ended = None; // the pid is another process's already: the first tick ends this
+            ended = None; // the pid is another process's already: the first figures end this
         }
         // At home, its figures come with the looks at the node ([`looked`]); away, each
         // second.

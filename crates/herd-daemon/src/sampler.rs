@@ -94,7 +94,7 @@ pub struct Sampler {
     open: HashMap<i32, std::fs::File>,
 }
 
-/// A process with one thread that has neither run nor waited to since the last look has
+/// A process with one thread that has neither run nor waited to run since the last look has
 /// not changed what `stat` says of it, but for its parent (which changes when that ends)
 /// and its memory (reclaimed): its `stat` is read again only every this many looks.
 const STAT_AGAIN: u64 = 10;
