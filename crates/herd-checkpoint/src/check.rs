@@ -15,8 +15,10 @@ pub const PORTABLE_DEVICES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/urandom
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CantMove {
     OtherUser { uid: u32 },
-    Traced { by: i32 },
-    Seccomp,
+    /// Traced by another process (`thread`: only that thread of it).
+    Traced { by: i32, thread: Option<i32> },
+    /// Under a seccomp filter (`thread`: only that thread of it).
+    Seccomp { thread: Option<i32> },
     Children(Vec<i32>),
     NotRunning(String),
     Socket { fd: i32, what: String },
@@ -33,8 +35,10 @@ impl fmt::Display for CantMove {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CantMove::OtherUser { uid } => write!(f, "belongs to uid {uid}, not to you"),
-            CantMove::Traced { by } => write!(f, "is already being traced by process {by}"),
-            CantMove::Seccomp => write!(f, "runs under a seccomp filter"),
+            CantMove::Traced { by, thread: None } => write!(f, "is already being traced by process {by}"),
+            CantMove::Traced { by, thread: Some(tid) } => write!(f, "its thread {tid} is being traced by process {by}"),
+            CantMove::Seccomp { thread: None } => write!(f, "runs under a seccomp filter"),
+            CantMove::Seccomp { thread: Some(tid) } => write!(f, "its thread {tid} runs under a seccomp filter"),
             CantMove::Children(c) => write!(
                 f,
                 "has child processes ({}), which would not come along",
@@ -118,11 +122,27 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         why.push(CantMove::NotRunning(status.state.clone()));
         return Ok(why);
     }
+    // Tracing and seccomp filters are each thread's own: the main thread's stand for the
+    // process; another thread's are named.
+    let filtered = |st: &procfs::process::Status| st.seccomp.unwrap_or(0) != 0 && purpose != (Purpose::Migrate { own_filter: true });
     if status.tracerpid != 0 && status.tracerpid != tracer {
-        why.push(CantMove::Traced { by: status.tracerpid });
+        why.push(CantMove::Traced { by: status.tracerpid, thread: None });
     }
-    if status.seccomp.unwrap_or(0) != 0 && purpose != (Purpose::Migrate { own_filter: true }) {
-        why.push(CantMove::Seccomp);
+    if filtered(&status) {
+        why.push(CantMove::Seccomp { thread: None });
+    }
+    if status.threads > 1 {
+        let mut others: Vec<(i32, procfs::process::Status)> =
+            p.tasks().into_iter().flatten().flatten().filter(|t| t.tid != pid).filter_map(|t| Some((t.tid, t.status().ok()?))).collect();
+        others.sort_by_key(|(tid, _)| *tid);
+        for (tid, st) in others {
+            if st.tracerpid != 0 && st.tracerpid != tracer && st.tracerpid != status.tracerpid {
+                why.push(CantMove::Traced { by: st.tracerpid, thread: Some(tid) });
+            }
+            if filtered(&st) && !filtered(&status) {
+                why.push(CantMove::Seccomp { thread: Some(tid) });
+            }
+        }
     }
     // A migrating parent leaves its children at home with its deputy, which stays their
     // parent: they are waited for, signalled and reparented as before. A checkpoint image

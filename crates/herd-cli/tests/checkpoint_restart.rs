@@ -1206,7 +1206,7 @@ fn check_accepts_simple_process_and_lists_every_reason() {
     }
     let dir = tmp();
     let exe = build_c(dir.path(), "refuse", &["-pthread"]);
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 8] = [
         ("plain", &[]),
         ("threads", &[]),
         ("socket", &["socket"]),
@@ -1214,6 +1214,8 @@ fn check_accepts_simple_process_and_lists_every_reason() {
         ("lease", &["fd 3", "lease"]),
         ("gone-cwd", &["working directory", "deleted"]),
         ("epoll-reused", &["fd 3", "epoll watching fd 4", "another file"]),
+        // Named: the process's other thread, not the process.
+        ("thread-seccomp", &["its thread ", "runs under a seccomp filter"]),
     ];
     for (mode, reasons) in cases {
         let mut p = spawn_prog(dir.path(), &mode.replace('+', "-"), &argv![exe, mode, dir.path()], Out::File, false);

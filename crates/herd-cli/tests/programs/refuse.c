@@ -3,7 +3,8 @@
  * an established TCP connection to itself), "threads+socket", "lease" (a read lease on DIR/lease),
  * "gone-cwd" (its working directory DIR/gone is removed), "epoll-reused" (an
  * epoll watches fd N, whose file now lives at another fd while N holds
- * another file). Prints "ready", then "tick N" every 100 ms so the test can
+ * another file), "thread-seccomp" (a second thread, and only it, under a seccomp
+ * filter that allows everything). Prints "ready", then "tick N" every 100 ms so the test can
  * see it is still running; gives up by itself after about 60 s in case
  * nobody kills it.
  *
@@ -23,6 +24,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 static void nap(void)
 {
@@ -38,6 +43,24 @@ static void *other_thread(void *arg)
     return NULL;
 }
 
+static volatile int filtered;
+
+/* This thread alone under a filter that allows every call. */
+static void *filtered_thread(void *arg)
+{
+    (void)arg;
+    struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog prog = { .len = 1, .filter = &allow };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) {
+        perror("seccomp");
+        exit(2);
+    }
+    filtered = 1;
+    for (;;)
+        nap();
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "plain";
@@ -46,6 +69,13 @@ int main(int argc, char **argv)
         pthread_t t;
         if (pthread_create(&t, NULL, other_thread, NULL) != 0)
             return 2;
+    }
+    if (strcmp(mode, "thread-seccomp") == 0) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, filtered_thread, NULL) != 0)
+            return 2;
+        while (!filtered)
+            nap();
     }
     if (strstr(mode, "socket")) {
         /* An established TCP connection to itself over loopback: fds 3 (the
