@@ -511,12 +511,15 @@ pub fn counts(shared: &Shared) -> (usize, usize) {
 }
 
 /// `herd ps`: the rows, with why each process at home cannot move (read from /proc now,
-/// unless they were lately and it has not run since).
+/// unless they were lately and it has not run since) and their parents (read now, or with
+/// over [`crate::family::MANY`] processes from the node's last look).
 pub fn rows(shared: &Shared) -> Vec<ProcessRow> {
     let procs = shared.procs.procs.lock().expect("registry lock");
     let listed: Vec<(ProcessRow, u64)> = procs.values().map(|h| (h.row.lock().expect("row lock").clone(), h.start)).collect();
     drop(procs);
-    let look = shared.look();
+    // With few processes, each one's own /proc files (its parent at once when it
+    // changes); with many, the node's last look (at most a second old).
+    let look = if listed.len() > crate::family::MANY { shared.look() } else { Arc::default() };
     let mut known = shared.procs.cantmove.lock().expect("cantmove lock");
     let alive: std::collections::HashSet<(i32, u64)> = listed.iter().map(|(r, start)| (r.pid, *start)).collect();
     known.retain(|pid, (start, ..)| alive.contains(&(*pid, *start)));
@@ -739,6 +742,9 @@ struct Actor {
     quiesced: bool,
 }
 
+/// The least time between two figures of a process that rates are computed over.
+const MIN_SAMPLE: Duration = Duration::from_millis(500);
+
 /// A process's end, noticed when it happens: its pidfd becomes readable. Each holds a
 /// descriptor: at most half of herdd's limit of open files are used so (beyond that, the
 /// next look at the node notices an end: [`looked`]).
@@ -881,6 +887,11 @@ impl Actor {
     /// Takes new resource figures: CPU share, demand (smoothed with the policy's decay),
     /// I/O calls a second (`io` counts read/write calls at home, forwarded calls away).
     fn sample(&mut self, u: Usage, io: u64, now: Instant) {
+        // Figures less than half a second apart say little of rates (a look taken just
+        // before the figures read at adoption, nothing): the next ones are taken instead.
+        if self.last.is_some_and(|(_, _, at)| now < at + MIN_SAMPLE) {
+            return;
+        }
         let Some((last, last_io, at)) = self.last.replace((u, io, now)) else {
             self.set_row(|r| r.rss = u.rss);
             return;

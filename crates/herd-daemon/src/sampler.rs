@@ -95,8 +95,9 @@ pub struct Sampler {
 }
 
 /// A process with one thread that has neither run nor waited to run since the last look has
-/// not changed what `stat` says of it, but for its parent (which changes when that ends)
-/// and its memory (reclaimed): its `stat` is read again only every this many looks.
+/// not changed what `stat` says of it, but for its parent (which changes when that ends:
+/// read again then) and its memory (reclaimed): its `stat` is read again only every this
+/// many looks.
 const STAT_AGAIN: u64 = 10;
 
 impl Sampler {
@@ -166,6 +167,16 @@ impl Sampler {
                 count(pid, main);
             }
             procs.insert(pid, seen);
+        }
+        // A process whose parent has ended has another parent now: read again (herdd,
+        // not in the look, is the parent of its guests).
+        let orphans: Vec<i32> = procs.iter().filter(|(_, s)| s.ppid > 1 && s.ppid != me && !procs.contains_key(&s.ppid)).map(|(&pid, _)| pid).collect();
+        for pid in orphans {
+            if let Some(stat) = read(&mut self.buf, &format!("/proc/{pid}/stat")).and_then(|b| procfs::process::Stat::from_read(b).ok()) {
+                if let Some(s) = procs.get_mut(&pid).filter(|s| s.start == stat.starttime) {
+                    s.ppid = stat.ppid;
+                }
+            }
         }
         let load = (self.last.is_some() && dt_ns > 0).then(|| (busy_ns as f64 / dt_ns as f64) as f32);
         self.tasks = tasks;
