@@ -567,56 +567,44 @@ impl Direct {
         }
         let creds = self.creds.as_ref()?;
         let root = self.roots.get(dir)?.as_fd();
-        let parent = |rel: &Path| -> Option<(OwnedFd, std::ffi::CString)> {
-            use std::os::unix::ffi::OsStrExt;
+        // The parent directory of `rel`, opened beneath the shared one.
+        let parent = |rel: &Path| -> Option<OwnedFd> {
             let up = rel.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let name = std::ffi::CString::new(rel.file_name()?.as_bytes()).ok()?;
-            let fd = herd_kernel::task::as_user(creds, || herd_kernel::task::open_beneath(root, up, O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC))
-                .ok()?
-                .ok()?;
-            Some((fd, name))
+            herd_kernel::task::as_user(creds, || herd_kernel::task::open_beneath(root, up, O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)).ok()?.ok()
         };
-        let result = |r: libc::c_long| if r < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64) } else { 0 };
+        // The call's answer: 0, or -errno.
+        let answer = |r: nix::Result<()>| r.map_or_else(|e| -(e as i64), |()| 0);
         match change {
             Change::Unlink { rel, dir } => {
-                let (at, name) = parent(rel)?;
-                let flags = if *dir { libc::AT_REMOVEDIR } else { 0 };
-                // SAFETY: a NUL-terminated name that lives across the call; integers.
-                herd_kernel::task::as_user(creds, || result(unsafe { libc::syscall(libc::SYS_unlinkat, at.as_raw_fd(), name.as_ptr(), flags) })).ok()
+                let (at, name) = (parent(rel)?, rel.file_name()?);
+                let flags = if *dir { nix::unistd::UnlinkatFlags::RemoveDir } else { nix::unistd::UnlinkatFlags::NoRemoveDir };
+                herd_kernel::task::as_user(creds, || answer(nix::unistd::unlinkat(Some(at.as_raw_fd()), name, flags))).ok()
             }
             Change::Rename { from, to, flags } => {
-                let ((from_at, from_name), (to_at, to_name)) = (parent(from)?, parent(to)?);
+                let (from_at, from_name) = (parent(from)?, from.file_name()?);
+                let (to_at, to_name) = (parent(to)?, to.file_name()?);
+                let flags = nix::fcntl::RenameFlags::from_bits_truncate(*flags);
                 herd_kernel::task::as_user(creds, || {
-                    // SAFETY: NUL-terminated names that live across the call; integers.
-                    result(unsafe {
-                        libc::syscall(libc::SYS_renameat2, from_at.as_raw_fd(), from_name.as_ptr(), to_at.as_raw_fd(), to_name.as_ptr(), *flags)
-                    })
+                    answer(nix::fcntl::renameat2(Some(from_at.as_raw_fd()), from_name, Some(to_at.as_raw_fd()), to_name, flags))
                 })
                 .ok()
             }
             Change::Mkdir { rel, mode } => {
-                let (at, name) = parent(rel)?;
+                let (at, name) = (parent(rel)?, rel.file_name()?);
                 let umask = match self.umask {
                     Some(m) => m,
                     // Restored with home's, unchanged since.
                     None => procfs::process::Process::new(self.pid).and_then(|p| p.status()).ok()?.umask?,
                 };
-                let (creds, mode) = (creds.clone(), *mode);
+                let mode = nix::sys::stat::Mode::from_bits_truncate(*mode);
                 std::thread::scope(|scope| {
                     scope
-                        .spawn(move || {
-                            // SAFETY: integers only; this thread's own copy of the process's
-                            // file-system context (umask, cwd) from now on.
-                            if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
-                                return None;
-                            }
-                            // SAFETY: integer in, integer out; this thread only (above).
-                            unsafe { libc::umask(umask) };
-                            herd_kernel::task::as_user(&creds, || {
-                                // SAFETY: a NUL-terminated name that lives across the call; integers.
-                                result(unsafe { libc::syscall(libc::SYS_mkdirat, at.as_raw_fd(), name.as_ptr(), mode) })
-                            })
-                            .ok()
+                        .spawn(|| {
+                            // This thread's own copy of the file-system context (umask, cwd)
+                            // from now on: the process's umask applies to it alone.
+                            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).ok()?;
+                            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+                            herd_kernel::task::as_user(creds, || answer(nix::sys::stat::mkdirat(Some(at.as_raw_fd()), name, mode))).ok()
                         })
                         .join()
                         .ok()
