@@ -452,17 +452,16 @@ impl GossipLoop {
                         (s, look, load)
                     })
                     .await;
+                    let mut runnable = None;
                     if let Ok((s, look, load)) = looked {
                         sampler = Some(s);
                         let look = Arc::new(look);
                         self.shared.looks.send_replace(look.clone());
                         crate::migrate::looked(&self.shared, &look);
-                        if let Some(load) = load {
-                            meter.sample(load);
-                        }
+                        runnable = load;
                     }
                     let mut info = self.membership.info().clone();
-                    info.load = meter.second();
+                    info.load = meter.second(runnable);
                     (info.mem_total, info.mem_free) = stats::memory();
                     info.cpus = stats::cpus();
                     info.status = status;

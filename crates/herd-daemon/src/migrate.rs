@@ -755,11 +755,7 @@ static END_WATCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUs
 impl EndWatch {
     fn open(pid: i32) -> Option<EndWatch> {
         use std::sync::atomic::Ordering::Relaxed;
-        static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let budget = *BUDGET.get_or_init(|| {
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft as usize / 2)
-        });
-        if END_WATCHES.fetch_add(1, Relaxed) >= budget {
+        if END_WATCHES.fetch_add(1, Relaxed) >= crate::stats::open_files() / 2 {
             END_WATCHES.fetch_sub(1, Relaxed);
             return None;
         }
@@ -793,10 +789,9 @@ impl Actor {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Its end, at home, is noticed when it happens: a pidfd becomes readable (without
         // one — too many open files — the next look at the node notices it).
-        let mut ended = EndWatch::open(self.pid);
-        if ended.is_some() && !procfs::process::Process::new(self.pid).and_then(|p| p.stat()).is_ok_and(|st| st.starttime == start) {
-            ended = None; // the pid is another process's already: the first figures end this
-        }
+        // Opened before its first figures: if the pid were another process's already, they
+        // would say so (its start time) and end this.
+        let ended = EndWatch::open(self.pid);
         // At home, its figures come with the looks at the node ([`looked`]); away, each
         // second.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

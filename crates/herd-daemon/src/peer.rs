@@ -130,8 +130,12 @@ pub async fn control(shared: &Shared, name: &str, addr: std::net::SocketAddr, ui
     };
     match tokio::time::timeout(within, ask).await {
         Ok(r) => r.map_err(|why| format!("node {name} at {addr}: {why}")),
-        Err(_) => Err(format!("node {name} at {addr}: no answer within {:.0} s", within.as_secs_f64())),
+        Err(_) => Err(no_answer(name, addr, within)),
     }
+}
+
+fn no_answer(name: &str, addr: std::net::SocketAddr, within: Duration) -> String {
+    format!("node {name} at {addr}: no answer within {:.0} s", within.as_secs_f64())
 }
 
 type Kept = Arc<tokio::sync::Mutex<Option<SecureStream<tokio::net::TcpStream>>>>;
@@ -150,7 +154,6 @@ pub async fn processes(shared: &Shared, name: &str, addr: std::net::SocketAddr) 
     // One question at a time on it.
     let mut held = kept.lock().await;
     let within = ANSWER_WITHIN;
-    let timed_out = || format!("node {name} at {addr}: no answer within {:.0} s", within.as_secs_f64());
     if let Some(mut stream) = held.take() {
         match tokio::time::timeout(within, ask(&mut stream, 0, &Request::Processes)).await {
             Ok(Ok(r)) => {
@@ -158,7 +161,7 @@ pub async fn processes(shared: &Shared, name: &str, addr: std::net::SocketAddr) 
                 return Ok(r);
             }
             // Broken part way (not cancel safe): dropped.
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(no_answer(name, addr, within)),
             Ok(Err(why)) => tracing::debug!("the stream kept to {name} at {addr}: {why}; a new one"),
         }
     }
@@ -173,7 +176,7 @@ pub async fn processes(shared: &Shared, name: &str, addr: std::net::SocketAddr) 
             Ok(r)
         }
         Ok(Err(why)) => Err(format!("node {name} at {addr}: {why}")),
-        Err(_) => Err(timed_out()),
+        Err(_) => Err(no_answer(name, addr, within)),
     }
 }
 

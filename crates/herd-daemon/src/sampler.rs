@@ -127,7 +127,7 @@ impl Sampler {
             let seen = match still {
                 Some(b) => Seen { ran: false, ..b },
                 None => {
-                    let Some(stat) = read(&mut self.buf, &format!("/proc/{pid}/stat")).and_then(|b| procfs::process::Stat::from_read(b).ok()) else {
+                    let Some(stat) = stat(&mut self.buf, pid) else {
                         continue; // ended meanwhile
                     };
                     let mut seen = Seen {
@@ -172,7 +172,7 @@ impl Sampler {
         // not in the look, is the parent of its guests).
         let orphans: Vec<i32> = procs.iter().filter(|(_, s)| s.ppid > 1 && s.ppid != me && !procs.contains_key(&s.ppid)).map(|(&pid, _)| pid).collect();
         for pid in orphans {
-            if let Some(stat) = read(&mut self.buf, &format!("/proc/{pid}/stat")).and_then(|b| procfs::process::Stat::from_read(b).ok()) {
+            if let Some(stat) = stat(&mut self.buf, pid) {
                 if let Some(s) = procs.get_mut(&pid).filter(|s| s.start == stat.starttime) {
                     s.ppid = stat.ppid;
                 }
@@ -191,10 +191,6 @@ impl Sampler {
     /// The `schedstat` of process `pid`'s main thread, from its file kept open if it is.
     fn main_schedstat(&mut self, pid: i32) -> Option<(u64, u64)> {
         use std::os::unix::fs::FileExt;
-        static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let budget = *BUDGET.get_or_init(|| {
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft as usize / 4)
-        });
         self.buf.resize(256, 0);
         if let Some(f) = self.open.get(&pid) {
             match f.read_at(&mut self.buf, 0) {
@@ -206,7 +202,7 @@ impl Sampler {
         let f = std::fs::File::open(format!("/proc/{pid}/schedstat")).ok()?;
         let n = f.read_at(&mut self.buf, 0).ok().filter(|&n| n > 0)?;
         let out = schedstat(&self.buf[..n]);
-        if self.open.len() < budget {
+        if self.open.len() < crate::stats::open_files() / 4 {
             self.open.insert(pid, f);
         }
         out
@@ -219,6 +215,11 @@ fn read<'a>(buf: &'a mut Vec<u8>, path: &str) -> Option<&'a [u8]> {
     buf.clear();
     std::fs::File::open(path).and_then(|mut f| f.read_to_end(buf)).ok()?;
     Some(buf)
+}
+
+/// Process `pid`'s `stat`; None if it has ended.
+fn stat(buf: &mut Vec<u8>, pid: i32) -> Option<procfs::process::Stat> {
+    read(buf, &format!("/proc/{pid}/stat")).and_then(|b| procfs::process::Stat::from_read(b).ok())
 }
 
 /// `schedstat`'s first two fields: time on a CPU and time waiting for one, ns.

@@ -43,27 +43,25 @@ pub fn features() -> Features {
 /// attract or repel processes.
 #[derive(Default, Debug)]
 pub struct LoadMeter {
-    sum: f32,
-    samples: u32,
     load: f32,
 }
 
 impl LoadMeter {
-    pub fn sample(&mut self, runnable: f32) {
-        self.sum += runnable;
-        self.samples += 1;
-    }
-
-    /// Closes the current second and returns the smoothed load.
-    pub fn second(&mut self) -> f32 {
-        if self.samples > 0 {
-            let mean = self.sum / self.samples as f32;
+    /// Closes the current second with its mean number of runnable tasks (None: not
+    /// measured, the load stays) and returns the smoothed load.
+    pub fn second(&mut self, runnable: Option<f32>) -> f32 {
+        if let Some(mean) = runnable {
             self.load = if mean > self.load { (5.0 * self.load + 3.0 * mean) / 8.0 } else { mean };
         }
-        self.sum = 0.0;
-        self.samples = 0;
         self.load
     }
+}
+
+/// herdd's limit of open files (the soft limit, which herdd raises to the hard one as it
+/// starts), read once: what its descriptors kept per process may use a share of.
+pub fn open_files() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft as usize))
 }
 
 /// Work units of the calibration loop the reference CPU does per microsecond; chosen so
@@ -104,13 +102,11 @@ mod tests {
     #[test]
     fn load_rises_slowly_and_falls_at_once() {
         let mut m = LoadMeter::default();
-        m.sample(4.0);
-        let first = m.second();
+        let first = m.second(Some(4.0));
         assert!((first - 1.5).abs() < 1e-6, "{first}");
-        m.sample(4.0);
-        assert!(m.second() > first);
-        m.sample(0.0);
-        assert_eq!(m.second(), 0.0);
+        assert_eq!(m.second(None), first, "a second not measured keeps the load");
+        assert!(m.second(Some(4.0)) > first);
+        assert_eq!(m.second(Some(0.0)), 0.0);
     }
 
     #[test]
