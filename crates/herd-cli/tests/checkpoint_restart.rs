@@ -16,6 +16,8 @@
 
 #[path = "common/collector.rs"]
 mod collector;
+#[path = "common/gobuild.rs"]
+mod gobuild;
 use collector::Collector;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -51,6 +53,8 @@ enum Need {
     Root,
     /// A JDK (java running a source file needs its compiler).
     Java,
+    /// A Go toolchain (golang-go).
+    Go,
 }
 
 /// True when the test can run; otherwise prints `SKIP <test>: <reasons>`.
@@ -69,6 +73,7 @@ fn ready(test: &str, needs: &[Need]) -> bool {
             Need::Python if python3().is_none() => why.push("no python3".to_string()),
             Need::Avx2 if !cpu_has_flag("avx2") => why.push("the CPU has no avx2 (see /proc/cpuinfo)".to_string()),
             Need::Java if !tool_works("javac", &["-version"]) => why.push("no JDK (`javac`)".to_string()),
+            Need::Go if gobuild::go_version().is_none() => why.push("no Go toolchain (`go`, Debian's golang-go)".to_string()),
             Need::Root if !nix::unistd::geteuid().is_root() => {
                 why.push("not root: a restore gives threads their old ids (clone3 set_tid) only as root".to_string())
             }
@@ -805,9 +810,16 @@ fn image_threads(img: &Path) -> u64 {
     let run = herd(&argv!["inspect", "--json", img], None);
     run.assert_ok();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("herd inspect --json prints JSON");
-    let list = v["thread_list"].as_array().map_or(0, |l| l.len()) as u64;
-    assert_eq!(v["threads"].as_u64(), Some(list), "threads and thread_list disagree: {}", run.stdout);
-    list
+    // A job image (pipes or more than one process) lists its processes' images.
+    let images = v["images"].as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+    images
+        .iter()
+        .map(|image| {
+            let list = image["thread_list"].as_array().map_or(0, |l| l.len()) as u64;
+            assert_eq!(image["threads"].as_u64(), Some(list), "threads and thread_list disagree: {}", run.stdout);
+            list
+        })
+        .sum()
 }
 
 /// A C program with six threads (four workers meeting at barriers, one in a
@@ -865,6 +877,25 @@ fn threads_java_program_resumes() {
     assert_eq!(expected.status.code(), Some(6), "{}", expected.notes);
     let got = run_checkpointed(dir.path(), "ckpt", &cmd, Out::File, 10);
     assert!(image_threads(&dir.path().join("ckpt.img")) >= 8, "the checkpoint should hold the JVM's threads");
+    assert_same_run(&expected, &got);
+}
+
+/// A Go program (the runtime's threads: sysmon, the collector's workers, the
+/// netpoller's epoll wait and its pipe, SIGURG preemption by tgkill) with four
+/// goroutines hashing each round, checkpointed mid-run.
+#[test]
+fn threads_go_program_resumes() {
+    if !ready("threads_go_program_resumes", &[Need::Go, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = dir.path().join("thr_go");
+    gobuild::build_go(Path::new(&program_source("thr_go.go")), &exe, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let cmd = argv![exe, "80"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert_eq!(expected.status.code(), Some(7), "{}", expected.notes);
+    let got = run_checkpointed(dir.path(), "ckpt", &cmd, Out::File, 10);
+    assert!(image_threads(&dir.path().join("ckpt.img")) >= 3, "the checkpoint should hold the Go runtime's threads");
     assert_same_run(&expected, &got);
 }
 

@@ -33,6 +33,8 @@
 mod collector;
 #[path = "common/nodes.rs"]
 mod nodes;
+#[path = "common/gobuild.rs"]
+mod gobuild;
 #[path = "common/lab.rs"]
 mod lab;
 #[path = "common/scenarios.rs"]
@@ -62,6 +64,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("pthreads_move_while_computing", pthreads_move_while_computing),
     ("sort_parallel_moved_while_sorting", sort_parallel_moved_while_sorting),
     ("openmp_moved_while_computing", openmp_moved_while_computing),
+    ("go_program_moved_while_computing", go_program_moved_while_computing),
     ("filter_moved_in_the_middle_of_its_input", filter_moved_in_the_middle_of_its_input),
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
@@ -302,6 +305,26 @@ fn openmp_moved_while_computing(lab: &Lab) {
     let direct = lab.run_direct("thr_omp (direct)", &prog, &[]);
     expect_status(&direct, Some(4), None);
     let mut p = lab.start("thr_omp (herd run, four threads, moved n2, n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2), ("round 50:", "home", "n1", 3)]);
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// A Go program (golang-go: the runtime's threads, its netpoller's epoll wait and pipe,
+/// SIGURG preemption by tgkill, the garbage collector's workers) with four goroutines
+/// hashing each round, moved n2, n3, home while it computes.
+fn go_program_moved_while_computing(lab: &Lab) {
+    let prog = match lab.go_program("thr_go") {
+        Ok(prog) => prog.with_args(&["80"]),
+        Err(why) => {
+            println!("SKIP: go_program_moved_while_computing: {why}");
+            return;
+        }
+    };
+    let direct = lab.run_direct("thr_go (direct)", &prog, &[]);
+    expect_status(&direct, Some(7), None);
+    let mut p = lab.start("thr_go (herd run, the Go runtime's threads, moved n2, n3, home)", How::Herd, &prog);
     let pid = p.home_pid(lab);
     lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2), ("round 50:", "home", "n1", 3)]);
     let moved = p.finish(lab);

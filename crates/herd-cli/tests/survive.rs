@@ -19,6 +19,8 @@
 
 #[path = "common/collector.rs"]
 mod collector;
+#[path = "common/gobuild.rs"]
+mod gobuild;
 #[path = "common/lab.rs"]
 mod lab;
 #[path = "common/nodes.rs"]

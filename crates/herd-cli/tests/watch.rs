@@ -15,6 +15,8 @@
 mod collector;
 #[path = "common/nodes.rs"]
 mod nodes;
+#[path = "common/gobuild.rs"]
+mod gobuild;
 #[path = "common/lab.rs"]
 mod lab;
 #[path = "common/scenarios.rs"]

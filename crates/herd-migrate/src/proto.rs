@@ -25,8 +25,9 @@ use crate::syscalls::{Call, Reply};
 /// variant, reads as version 0 or 1). Version 2: version prefix, Accepted
 /// before the image, typed refusals, post-copy. Version 3: threads. Version 4:
 /// direct file access ([`ToRemote::Files`], [`ToHome::Offsets`]). Version 5:
-/// [`ToRemote::Freeze`] (`herd migrate PID freeze`).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// [`ToRemote::Freeze`] (`herd migrate PID freeze`). Version 6: epoll calls are
+/// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

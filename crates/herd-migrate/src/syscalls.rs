@@ -12,7 +12,7 @@
 //! - **forward**: run by the deputy at home, which owns the files, the cwd and
 //!   the terminal; pointer arguments are marshalled both ways.
 //! - **home**: the process must migrate home to make it (fork, execve,
-//!   mmap of a file, epoll, anything the table does not know).
+//!   mmap of a file, anything the table does not know).
 //!
 //! The table below is the only place this is decided: [`classify`] reads it
 //! for a trapped call, [`local_syscalls`] and [`filter`] derive the seccomp
@@ -62,6 +62,8 @@ const SYSINFO: u64 = 112;
 const TIMESPEC: u64 = 16;
 const TIMEVAL: u64 = 16;
 const POLLFD: u64 = 8;
+/// struct epoll_event (packed on x86_64: u32 events, u64 data).
+const EPOLL_EVENT: u64 = 12;
 /// The kernel's struct termios (TCGETS), not glibc's larger one.
 const TERMIOS: u64 = 36;
 const WINSIZE: u64 = 8;
@@ -146,11 +148,18 @@ pub enum Arg {
     Count,
     /// select's nfds (int): cut to [`MAX_SELECT_FDS`].
     Nfds,
+    /// A count (int) of `size`-byte items the kernel may fill in part (epoll_wait's
+    /// maxevents): cut so that they fit [`MAX_BUF`]. Fewer than asked is legal: the
+    /// process takes the rest at its next call.
+    Items(u64),
     /// Pointer to bytes the kernel reads.
     InBuf(Len),
     /// Pointer to bytes the kernel writes, `ret` of them: nothing is sent,
     /// `min(ret, len)` bytes come back when `ret >= 0`.
     OutRet(Len),
+    /// Pointer to an array of `size`-byte items the kernel writes, `ret` of them
+    /// (epoll_wait's events): nothing is sent, `min(ret * size, len)` bytes come back.
+    OutItems(Len, u64),
     /// Pointer to bytes the kernel may read and write (small structures):
     /// sent, and all of them come back, so that what the kernel did not
     /// write keeps its value.
@@ -398,6 +407,14 @@ const TABLE: &[Entry] = {
         e!(SYS_ppoll, Forward(&[InOut(Times(1, POLLFD)), Val, InOut(Fixed(TIMESPEC)), InBuf(Size(4)), Val])),
         e!(SYS_select, Forward(&[Nfds, InOut(FdSet(0)), InOut(FdSet(0)), InOut(FdSet(0)), InOut(Fixed(TIMEVAL))])),
         e!(SYS_pselect6, Forward(&[Nfds, InOut(FdSet(0)), InOut(FdSet(0)), InOut(FdSet(0)), InOut(Fixed(TIMESPEC)), SigsetPack])),
+        // Every descriptor is home's, so is an epoll and what it watches (a Go program's
+        // scheduler waits in epoll_pwait with a timeout: it waits at home).
+        e!(SYS_epoll_create, Forward(&[Val])),
+        e!(SYS_epoll_create1, Forward(&[Val])),
+        e!(SYS_epoll_ctl, Forward(&[Val, Val, Val, InBuf(Fixed(EPOLL_EVENT))])),
+        e!(SYS_epoll_wait, Forward(&[Val, OutItems(Times(2, EPOLL_EVENT), EPOLL_EVENT), Items(EPOLL_EVENT), Val])),
+        e!(SYS_epoll_pwait, Forward(&[Val, OutItems(Times(2, EPOLL_EVENT), EPOLL_EVENT), Items(EPOLL_EVENT), Val, InBuf(Size(5)), Val])),
+        e!(SYS_epoll_pwait2, Forward(&[Val, OutItems(Times(2, EPOLL_EVENT), EPOLL_EVENT), Items(EPOLL_EVENT), InBuf(Fixed(TIMESPEC)), InBuf(Size(5)), Val])),
         // ---- forward: sockets ----
         e!(SYS_socket, Forward(&[Val, Val, Val])),
         e!(SYS_socketpair, Forward(&[Val, Val, Val, InOut(Fixed(2 * INT))])),
@@ -426,12 +443,6 @@ const TABLE: &[Entry] = {
         e!(SYS_recvmsg, Home),
         e!(SYS_sendmmsg, Home),
         e!(SYS_recvmmsg, Home),
-        e!(SYS_epoll_create, Home),
-        e!(SYS_epoll_create1, Home),
-        e!(SYS_epoll_ctl, Home),
-        e!(SYS_epoll_wait, Home),
-        e!(SYS_epoll_pwait, Home),
-        e!(SYS_epoll_pwait2, Home),
         e!(SYS_eventfd, Home),
         e!(SYS_eventfd2, Home),
         e!(SYS_signalfd, Home),
@@ -697,6 +708,8 @@ pub enum OutKind {
     Whole,
     /// Part of an iovec list the kernel fills with `ret` bytes in order.
     Scatter,
+    /// `min(ret * size, len)` bytes, when `ret >= 0`: `ret` items of `size` bytes.
+    Items(u64),
 }
 
 /// The deputy's answer to a [`Call`].
@@ -900,7 +913,7 @@ fn u64_at(d: &[u8], off: usize) -> u64 {
 }
 
 fn is_deref(a: &Arg) -> bool {
-    matches!(a, Arg::InBuf(Len::DerefU32(_)) | Arg::OutRet(Len::DerefU32(_)) | Arg::InOut(Len::DerefU32(_)))
+    matches!(a, Arg::InBuf(Len::DerefU32(_)) | Arg::OutRet(Len::DerefU32(_)) | Arg::OutItems(Len::DerefU32(_), _) | Arg::InOut(Len::DerefU32(_)))
 }
 
 /// Walks a call's arguments: cuts the counts, then meets every buffer in
@@ -912,6 +925,8 @@ fn walk<'a>(args: [u64; 6], spec: &[Arg], src: &mut dyn Source<'a>) -> Result<Wa
         match a {
             Arg::Count => w.args[i] = w.args[i].min(MAX_IO),
             Arg::Nfds if i64::from(w.args[i] as i32) > MAX_SELECT_FDS as i64 => w.args[i] = MAX_SELECT_FDS,
+            // A count of 0 or less stays: the kernel's EINVAL.
+            Arg::Items(size) if i64::from(w.args[i] as i32) > (MAX_BUF / size) as i64 => w.args[i] = MAX_BUF / size,
             _ => {}
         }
     }
@@ -932,7 +947,7 @@ impl<'a> Walk<'a> {
             return Ok(()); // NULL (or a value): passed as it is
         }
         match a {
-            Arg::Val | Arg::Count | Arg::Nfds => {}
+            Arg::Val | Arg::Count | Arg::Nfds | Arg::Items(_) => {}
             Arg::InBuf(len) => {
                 let n = self.len(i, len)?;
                 let d = src.bytes(i, ptr, n, true)?;
@@ -942,6 +957,11 @@ impl<'a> Walk<'a> {
                 let n = self.len(i, len)?;
                 let d = src.bytes(i, ptr, n, false)?;
                 self.push(i, ptr, n, d, OutKind::Ret, Slot::Arg(i))?;
+            }
+            Arg::OutItems(len, size) => {
+                let n = self.len(i, len)?;
+                let d = src.bytes(i, ptr, n, false)?;
+                self.push(i, ptr, n, d, OutKind::Items(size), Slot::Arg(i))?;
             }
             Arg::InOut(len) => {
                 let n = self.len(i, len)?;
@@ -1143,6 +1163,8 @@ pub fn execute(
             OutKind::Whole => p.len,
             OutKind::Ret if ret >= 0 => p.len.min(ret as u64),
             OutKind::Ret => 0,
+            OutKind::Items(size) if ret >= 0 => p.len.min((ret as u64).saturating_mul(size)),
+            OutKind::Items(_) => 0,
             OutKind::Scatter => {
                 let n = p.len.min(left);
                 left -= n;
@@ -1179,6 +1201,7 @@ pub fn apply(call: &Call, reply: &Reply, mem: &dyn MemWrite) -> Result<i64, Mars
         let fits = match (b.out, written) {
             (OutKind::Whole, _) => n == b.len,
             (OutKind::Ret, Some(w)) => n <= b.len.min(w),
+            (OutKind::Items(size), Some(w)) => n <= b.len.min(w.saturating_mul(size)),
             (OutKind::Scatter, Some(w)) => {
                 scattered += n;
                 n <= b.len && scattered <= w
@@ -1357,7 +1380,7 @@ mod tests {
         assert_eq!(c(libc::SYS_fork, &[]).to_string_home(), "fork");
         assert_eq!(c(libc::SYS_execve, &[]).to_string_home(), "execve");
         assert_eq!(c(libc::SYS_personality, &[]).to_string_home(), "personality");
-        assert_eq!(c(libc::SYS_epoll_wait, &[]).to_string_home(), "epoll_wait");
+        assert_eq!(c(libc::SYS_eventfd2, &[]).to_string_home(), "eventfd2");
         assert_eq!(c(333, &[]).to_string_home(), "unknown system call 333");
         assert_eq!(c(-1, &[]).to_string_home(), "unknown system call -1");
         assert_eq!(c(1 << 40, &[]).to_string_home(), format!("unknown system call {}", 1u64 << 40));
@@ -1439,11 +1462,16 @@ mod tests {
         }
         for (what, spec) in all_specs() {
             assert!(spec.len() <= 6, "{what}");
-            let value = |j: usize| matches!(spec.get(j), Some(Arg::Val | Arg::Count | Arg::Nfds));
+            let value = |j: usize| matches!(spec.get(j), Some(Arg::Val | Arg::Count | Arg::Nfds | Arg::Items(_)));
             let mut iovs = 0;
             for a in spec {
                 let len = match a {
                     Arg::InBuf(l) | Arg::OutRet(l) | Arg::InOut(l) => Some(*l),
+                    Arg::OutItems(l, size) => {
+                        let Len::Times(j, each) = l else { panic!("{what}: items not counted") };
+                        assert_eq!((spec.get(*j), each), (Some(&Arg::Items(*size)), size), "{what}");
+                        Some(*l)
+                    }
                     Arg::IovIn { count_arg } | Arg::IovOut { count_arg } => {
                         iovs += 1;
                         assert_eq!(spec.get(*count_arg), Some(&Arg::Val), "{what}");
@@ -1478,6 +1506,7 @@ mod tests {
         assert_eq!(size_of::<libc::rusage>() as u64, RUSAGE);
         assert_eq!(size_of::<libc::siginfo_t>() as u64, SIGINFO);
         assert_eq!(size_of::<libc::iovec>() as u64, IOVEC);
+        assert_eq!(size_of::<libc::epoll_event>() as u64, EPOLL_EVENT);
         // The kernel's termios: 4 flags, c_line, NCCS = 19 control characters.
         assert_eq!(4 * 4 + 1 + 19, TERMIOS);
     }
@@ -1798,6 +1827,54 @@ mod tests {
         let call = marshal(libc::SYS_fstat, args(&[3, 0x4000]), &p).unwrap();
         assert!(apply(&call, &Reply { ret: 0, outs: vec![(0x4000, vec![1; 10])] }, &p).is_err());
         assert!(apply(&call, &Reply { ret: 0, outs: vec![(0x4000, vec![1; STAT as usize])] }, &p).is_ok());
+    }
+
+    #[test]
+    fn epoll_wait_brings_back_ret_events() {
+        let p = FakeMem::default();
+        p.map(0x7000, &[0xee; 128 * EPOLL_EVENT as usize]);
+        p.map(0x9000, &0x4000u64.to_ne_bytes()); // the mask during the wait
+        let (call, ret) = forward(libc::SYS_epoll_pwait, args(&[4, 0x7000, 128, 20, 0x9000, 8]), &p, |dep, a| {
+            assert_eq!((a[0], a[2], a[3], a[5]), (4, 128, 20, 8));
+            assert!(in_scratch(a[1]) && in_scratch(a[4]));
+            assert_eq!(dep.get(a[4], 8), 0x4000u64.to_ne_bytes(), "the mask is sent");
+            dep.write(a[1], &[0x11; 2 * EPOLL_EVENT as usize]).unwrap(); // two events
+            2
+        });
+        assert_eq!(ret, 2);
+        assert_eq!(call.bufs[0].out, OutKind::Items(EPOLL_EVENT));
+        assert!(call.bufs[0].data.is_empty(), "nothing of the events buffer is sent");
+        assert_eq!(p.get(0x7000, 24), [0x11; 24]);
+        assert_eq!(p.get(0x7000 + 24, 24), [0xee; 24], "only the events the kernel wrote come back");
+        // epoll_ctl sends its event; DEL may pass NULL.
+        p.map(0xa000, &[7; EPOLL_EVENT as usize]);
+        let (_, ret) = forward(libc::SYS_epoll_ctl, args(&[4, 1, 5, 0xa000]), &p, |dep, a| {
+            assert_eq!(dep.get(a[3], 12), [7; 12]);
+            0
+        });
+        assert_eq!(ret, 0);
+        let (call, _) = forward(libc::SYS_epoll_ctl, args(&[4, 2, 5, 0]), &p, |_, a| {
+            assert_eq!(a[3], 0);
+            0
+        });
+        assert!(call.bufs.is_empty());
+        // A huge maxevents is cut to what fits (fewer events is legal); 0 or less is
+        // the kernel's EINVAL, and a negative count never reads a buffer.
+        let call = marshal(libc::SYS_epoll_wait, args(&[4, 0x7000, i32::MAX as u64, 0]), &p).unwrap();
+        assert_eq!(call.args[2], MAX_BUF / EPOLL_EVENT);
+        assert_eq!(call.bufs[0].len, MAX_BUF / EPOLL_EVENT * EPOLL_EVENT);
+        let err = marshal(libc::SYS_epoll_wait, args(&[4, 0x7000, (-1i64) as u64, 0]), &p).unwrap_err();
+        assert_eq!(err.errno(), libc::EINVAL, "{err}");
+        let call = marshal(libc::SYS_epoll_wait, args(&[4, 0x7000, 0, 0]), &p).unwrap();
+        assert_eq!(call.bufs[0].len, 0);
+        // A reply may bring back no more than ret events.
+        let call = marshal(libc::SYS_epoll_wait, args(&[4, 0x7000, 4, 0]), &p).unwrap();
+        let before = p.snapshot();
+        for r in [Reply { ret: 1, outs: vec![(0x7000, vec![1; 24])] }, Reply { ret: 5, outs: vec![(0x7000, vec![1; 60])] }, Reply { ret: -4, outs: vec![(0x7000, vec![1; 12])] }] {
+            assert!(matches!(apply(&call, &r, &p), Err(MarshalError::BadReply { .. })), "{r:?}");
+            assert_eq!(p.snapshot(), before);
+        }
+        assert_eq!(apply(&call, &Reply { ret: 2, outs: vec![(0x7000, vec![1; 24])] }, &p).unwrap(), 2);
     }
 
     fn run(call: &Call) -> Result<Reply, MarshalError> {

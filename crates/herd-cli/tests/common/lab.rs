@@ -18,6 +18,7 @@ use herd_lab::{LocalCluster, UpOptions};
 use serde_json::Value;
 
 use crate::collector::Collector;
+use crate::gobuild;
 use crate::nodes::{build_c, c_compiler, cluster_dir, describe, herdd, nobody_can_run, prerequisites_or_skip, python_for_nobody, HERD, NOBODY, PROGRAMS};
 
 // ---------------------------------------------------------------------------
@@ -296,6 +297,18 @@ impl Lab {
             marker: path.to_string_lossy().into_owned(),
             comm: Some(name.chars().take(15).collect()),
         }
+    }
+
+    /// A Go program of tests/programs (`<name>.go`), built into DIR/bin with the `go` on
+    /// PATH; Err (why not) without a Go toolchain.
+    pub fn go_program(&self, name: &str) -> Result<Program, String> {
+        let version = gobuild::go_version().ok_or("no Go toolchain (`go`, Debian's golang-go)")?;
+        let exe = self.bin.join(name);
+        if !exe.exists() {
+            gobuild::build_go(&Path::new(PROGRAMS).join(format!("{name}.go")), &exe, &self.dir).map_err(|e| format!("{version}: {e}"))?;
+            fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        }
+        Ok(self.program(name))
     }
 
     /// A script of tests/programs run by bash (its processes have the script's path
