@@ -326,7 +326,15 @@ fn go_program_moved_while_computing(lab: &Lab) {
     expect_status(&direct, Some(7), None);
     let mut p = lab.start("thr_go (herd run, the Go runtime's threads, moved n2, n3, home)", How::Herd, &prog);
     let pid = p.home_pid(lab);
-    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1), ("round 25:", "n3", "n3", 2), ("round 50:", "home", "n1", 3)]);
+    // Each time it stays where it was sent, waiting in epoll_pwait at home between rounds
+    // (it once came home for that call at once).
+    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1)]);
+    p.wait_for_prefix(lab, "round 20:");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    lab.moves_at_lines(&mut p, pid, &[("round 25:", "n3", "n3", 2)]);
+    p.wait_for_prefix(lab, "round 45:");
+    lab.expect_where(&p, pid, "n3", Some(2));
+    lab.moves_at_lines(&mut p, pid, &[("round 50:", "home", "n1", 3)]);
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }
