@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs herd's whole test suite: installs what the tests need (a C compiler
 # and libc headers for the test programs, make, python3, bash, a JDK for the
-# Java checkpoint test, Go for the Go tests, xz for the file-streaming test, Chromium and chromedriver
+# Java tests, Go and node for theirs, xz for the file-streaming test, Chromium and chromedriver
 # for the dashboard test, iproute2 and util-linux for the local cluster), then
 # clippy with -D warnings, then every
 # test of the workspace, then the Debian package (scripts/package.sh --check).
@@ -20,6 +20,7 @@ command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 # Go programs (their runtime's threads, epoll and signals) checkpoint and migrate.
 command -v go >/dev/null 2>&1 || need+=(golang-go)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 # The web dashboard's test drives headless Chromium.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

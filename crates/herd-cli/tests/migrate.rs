@@ -65,6 +65,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("sort_parallel_moved_while_sorting", sort_parallel_moved_while_sorting),
     ("openmp_moved_while_computing", openmp_moved_while_computing),
     ("go_program_moved_while_computing", go_program_moved_while_computing),
+    ("java_program_moved_while_computing", java_program_moved_while_computing),
+    ("node_program_moved_while_computing", node_program_moved_while_computing),
     ("filter_moved_in_the_middle_of_its_input", filter_moved_in_the_middle_of_its_input),
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
@@ -328,6 +330,56 @@ fn go_program_moved_while_computing(lab: &Lab) {
     let pid = p.home_pid(lab);
     // Each time it stays where it was sent, waiting in epoll_pwait at home between rounds
     // (it once came home for that call at once).
+    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1)]);
+    p.wait_for_prefix(lab, "round 20:");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    lab.moves_at_lines(&mut p, pid, &[("round 25:", "n3", "n3", 2)]);
+    p.wait_for_prefix(lab, "round 45:");
+    lab.expect_where(&p, pid, "n3", Some(2));
+    lab.moves_at_lines(&mut p, pid, &[("round 50:", "home", "n1", 3)]);
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// A JVM (about fifteen threads: the program's three at a CyclicBarrier, the JIT
+/// compilers, the garbage collector, ...) moved n2, n3, home while it computes.
+fn java_program_moved_while_computing(lab: &Lab) {
+    let prog = match lab.java_program("ThrJava") {
+        Ok(prog) => prog.with_args(&["80"]),
+        Err(why) => {
+            println!("SKIP: java_program_moved_while_computing: {why}");
+            return;
+        }
+    };
+    let direct = lab.run_direct("ThrJava (direct)", &prog, &[]);
+    expect_status(&direct, Some(6), None);
+    let mut p = lab.start("ThrJava (herd run, a JVM's threads, moved n2, n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1)]);
+    p.wait_for_prefix(lab, "round 20:");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    lab.moves_at_lines(&mut p, pid, &[("round 25:", "n3", "n3", 2)]);
+    p.wait_for_prefix(lab, "round 45:");
+    lab.expect_where(&p, pid, "n3", Some(2));
+    lab.moves_at_lines(&mut p, pid, &[("round 50:", "home", "n1", 3)]);
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// A node program (libuv's event loop in epoll_pwait, its eventfd and thread pool, two
+/// worker_threads) moved n2, n3, home while it computes.
+fn node_program_moved_while_computing(lab: &Lab) {
+    let prog = match lab.node_program("thr_node.js") {
+        Ok(prog) => prog.with_args(&["80"]),
+        Err(why) => {
+            println!("SKIP: node_program_moved_while_computing: {why}");
+            return;
+        }
+    };
+    let direct = lab.run_direct("thr_node.js (direct)", &prog, &[]);
+    expect_status(&direct, Some(8), None);
+    let mut p = lab.start("thr_node.js (herd run, node's threads, moved n2, n3, home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
     lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1)]);
     p.wait_for_prefix(lab, "round 20:");
     lab.expect_where(&p, pid, "n2", Some(1));

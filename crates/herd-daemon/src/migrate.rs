@@ -1729,7 +1729,7 @@ impl Actor {
     fn resume(&mut self) {
         self.quiesced = false;
         if let Some(d) = &self.deputy {
-            d.send_parked(Cmd::Resume);
+            d.resume();
         }
         self.route();
     }

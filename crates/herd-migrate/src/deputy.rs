@@ -148,6 +148,18 @@ impl Link {
         self.cmds.send(cmd).is_ok()
     }
 
+    /// After [`Event::Quiesced`]: every deputy serves again. The threads' deputies are
+    /// told here, before any call of the process's new node can be routed to them: a
+    /// deputy still holding still drops the calls it meets (those of the node it left),
+    /// so a new call queued ahead of its `Resume` would be lost and its thread would wait
+    /// forever. (The main thread's deputy tells them again, which they ignore.)
+    pub fn resume(&self) {
+        for t in self.threads.lock().expect("thread routes").values() {
+            let _ = t.cmds.send(Cmd::Resume);
+        }
+        let _ = self.cmds.send(Cmd::Resume);
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }

@@ -311,6 +311,45 @@ impl Lab {
         Ok(self.program(name))
     }
 
+    /// A Java program of tests/programs (`<class>.java`), compiled into DIR/bin/java with
+    /// the `javac` on PATH and run by `java -XX:-UsePerfData` (no shared writable perf-data
+    /// mapping); Err (why not) without a JDK.
+    pub fn java_program(&self, class: &str) -> Result<Program, String> {
+        let classes = self.bin.join("java");
+        if !classes.join(format!("{class}.class")).exists() {
+            fs::create_dir_all(&classes).map_err(|e| e.to_string())?;
+            fs::set_permissions(&classes, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+            let out = Command::new("javac")
+                .arg("-d")
+                .arg(&classes)
+                .arg(Path::new(PROGRAMS).join(format!("{class}.java")))
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("no JDK (`javac`): {e}"))?;
+            if !out.status.success() {
+                return Err(format!("javac {class}.java: {}\n{}", describe(&out.status), String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        let marker = classes.to_string_lossy().into_owned();
+        Ok(Program {
+            argv: ["java", "-XX:-UsePerfData", "-cp", &marker, class].iter().map(OsString::from).collect(),
+            marker,
+            comm: Some("java".into()),
+        })
+    }
+
+    /// A JavaScript program of tests/programs run by the `node` on PATH (copied into
+    /// DIR/bin, mode 0644); Err (why not) without node.
+    pub fn node_program(&self, name: &str) -> Result<Program, String> {
+        let node = crate::nodes::find_in_path("node").ok_or("no node (Debian's nodejs)")?;
+        let path = self.bin.join(name);
+        if !path.exists() {
+            fs::copy(Path::new(PROGRAMS).join(name), &path).map_err(|e| format!("copying {name}: {e}"))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
+        }
+        Ok(Program { argv: vec![node.into_os_string(), path.clone().into_os_string()], marker: path.to_string_lossy().into_owned(), comm: None })
+    }
+
     /// A script of tests/programs run by bash (its processes have the script's path
     /// as an argument).
     pub fn script(&self, name: &str) -> Program {

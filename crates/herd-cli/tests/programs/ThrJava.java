@@ -20,6 +20,7 @@ public class ThrJava {
 
     public static void main(String[] args) throws Exception {
         int rounds = args.length > 0 ? Integer.parseInt(args[0]) : 40;
+        System.err.println("mig-pid: " + ProcessHandle.current().pid()); // for the migration tests
         long[] state = new long[3];
         CyclicBarrier start = new CyclicBarrier(4), end = new CyclicBarrier(4);
         Thread[] workers = new Thread[3];
