@@ -29,6 +29,12 @@ pub enum CantMove {
     UnknownMapping { name: String },
     DeletedCwd { path: String },
     TooLarge { what: String },
+    /// Uses io_uring: its rings and the requests in flight live in the kernel (`fd`: the
+    /// ring's descriptor, when the check looked at descriptors; otherwise its mapping).
+    IoUring { fd: Option<i32> },
+    /// A thread waits in io_uring_enter, or (`worker`: its name) is one of the kernel's
+    /// io_uring workers, which run in the process but cannot be stopped or traced.
+    IoUringThread { thread: i32, worker: Option<String> },
 }
 
 impl fmt::Display for CantMove {
@@ -53,6 +59,10 @@ impl fmt::Display for CantMove {
             CantMove::UnknownMapping { name } => write!(f, "has a special mapping [{name}] herd does not know"),
             CantMove::DeletedCwd { path } => write!(f, "its working directory {path} has been deleted"),
             CantMove::TooLarge { what } => write!(f, "cannot be carried whole: {what}"),
+            CantMove::IoUring { fd: Some(fd) } => write!(f, "fd {fd} is an io_uring, whose rings and requests in flight live in the kernel"),
+            CantMove::IoUring { fd: None } => write!(f, "uses io_uring (its rings are mapped), whose requests in flight live in the kernel"),
+            CantMove::IoUringThread { thread, worker: None } => write!(f, "its thread {thread} waits in io_uring_enter"),
+            CantMove::IoUringThread { thread, worker: Some(name) } => write!(f, "its thread {thread} ({name}) is one of the kernel's io_uring workers"),
         }
     }
 }
@@ -90,6 +100,24 @@ fn carried_socket_inodes(pid: i32) -> Vec<u64> {
         all.extend(read(n, 9));
     }
     all
+}
+
+/// How /proc/PID/maps names a mapping of an io_uring's rings.
+const IO_URING_MAPPING: &str = "anon_inode:[io_uring]";
+/// io_uring_enter(2) on x86_64.
+const SYS_IO_URING_ENTER: i64 = 426;
+
+/// Why thread `tid` of `pid` (named `name`) stops the process moving, if it waits in
+/// io_uring_enter or is one of the kernel's io_uring workers (io-wq's "iou-wrk-N", the
+/// submission-queue poller "iou-sqp-N"), which ptrace cannot stop.
+fn io_uring_thread(pid: i32, tid: i32, name: &str) -> Option<CantMove> {
+    if name.starts_with("iou-wrk-") || name.starts_with("iou-sqp-") {
+        return Some(CantMove::IoUringThread { thread: tid, worker: Some(name.to_string()) });
+    }
+    // "NR args..." while blocked in a call, "running" or "-1 ..." otherwise.
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let nr: i64 = syscall.split_whitespace().next()?.parse().ok()?;
+    (nr == SYS_IO_URING_ENTER).then_some(CantMove::IoUringThread { thread: tid, worker: None })
 }
 
 /// Every reason process `pid` cannot be captured by the calling user; empty
@@ -131,11 +159,17 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
     if filtered(&status) {
         why.push(CantMove::Seccomp { thread: None });
     }
+    if let Some(r) = io_uring_thread(pid, pid, &status.name) {
+        why.push(r);
+    }
     if status.threads > 1 {
         let mut others: Vec<(i32, procfs::process::Status)> =
             p.tasks().into_iter().flatten().flatten().filter(|t| t.tid != pid).filter_map(|t| Some((t.tid, t.status().ok()?))).collect();
         others.sort_by_key(|(tid, _)| *tid);
         for (tid, st) in others {
+            if let Some(r) = io_uring_thread(pid, tid, &st.name) {
+                why.push(r);
+            }
             if st.tracerpid != 0 && st.tracerpid != tracer && st.tracerpid != status.tracerpid {
                 why.push(CantMove::Traced { by: st.tracerpid, thread: Some(tid) });
             }
@@ -185,6 +219,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
             // A pidfd of another process of the tree (its analysis checks which).
             FDTarget::AnonInode(kind) if purpose == Purpose::Tree && kind == "[pidfd]" => {}
             FDTarget::AnonInode(kind) if kind == "[eventpoll]" => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
+            FDTarget::AnonInode(kind) if kind == "[io_uring]" => why.push(CantMove::IoUring { fd: Some(fd.fd) }),
             FDTarget::AnonInode(kind) if state::ANON_KINDS.contains(&kind.as_str()) => {}
             FDTarget::Path(path) => {
                 let s = path.to_string_lossy();
@@ -212,7 +247,11 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         match &m.pathname {
             MMapPath::Path(path) => {
                 let s = path.to_string_lossy().to_string();
-                if s.starts_with("/SYSV") {
+                if s == IO_URING_MAPPING {
+                    if !why.iter().any(|w| matches!(w, CantMove::IoUring { .. })) {
+                        why.push(CantMove::IoUring { fd: None });
+                    }
+                } else if s.starts_with("/SYSV") {
                     why.push(CantMove::SysvShm);
                 } else if (s.ends_with(" (deleted)") && !(shared && s.starts_with("/dev/zero"))) || s.starts_with("/memfd:") {
                     why.push(CantMove::DeletedFile { path: s });

@@ -1237,7 +1237,11 @@ fn check_accepts_simple_process_and_lists_every_reason() {
     }
     let dir = tmp();
     let exe = build_c(dir.path(), "refuse", &["-pthread"]);
-    let cases: [(&str, &[&str]); 8] = [
+    let io_uring = fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |v| v.trim() == "0");
+    if !io_uring {
+        eprintln!("SKIP check_accepts_simple_process_and_lists_every_reason, case io_uring-wait: io_uring is disabled (kernel.io_uring_disabled)");
+    }
+    let cases: [(&str, &[&str]); 9] = [
         ("plain", &[]),
         ("threads", &[]),
         ("socket", &["socket"]),
@@ -1247,8 +1251,10 @@ fn check_accepts_simple_process_and_lists_every_reason() {
         ("epoll-reused", &["fd 3", "epoll watching fd 4", "another file"]),
         // Named: the process's other thread, not the process.
         ("thread-seccomp", &["its thread ", "runs under a seccomp filter"]),
+        // The ring, the thread waiting for it, and the kernel's worker in the process.
+        ("io_uring-wait", &["fd 3 is an io_uring", "waits in io_uring_enter", "(iou-wrk-", "io_uring workers"]),
     ];
-    for (mode, reasons) in cases {
+    for (mode, reasons) in cases.into_iter().filter(|(mode, _)| io_uring || *mode != "io_uring-wait") {
         let mut p = spawn_prog(dir.path(), &mode.replace('+', "-"), &argv![exe, mode, dir.path()], Out::File, false);
         p.wait_for_lines(1);
         let run = herd(&argv!["checkpoint", "--check", p.pid().to_string()], None);

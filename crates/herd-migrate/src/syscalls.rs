@@ -443,6 +443,10 @@ const TABLE: &[Entry] = {
         e!(SYS_recvmsg, Home),
         e!(SYS_sendmmsg, Home),
         e!(SYS_recvmmsg, Home),
+        // The rings are shared with the kernel where the process runs.
+        e!(SYS_io_uring_setup, Home),
+        e!(SYS_io_uring_enter, Home),
+        e!(SYS_io_uring_register, Home),
         e!(SYS_eventfd, Home),
         e!(SYS_eventfd2, Home),
         e!(SYS_signalfd, Home),

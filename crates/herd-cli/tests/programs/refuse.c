@@ -4,7 +4,11 @@
  * "gone-cwd" (its working directory DIR/gone is removed), "epoll-reused" (an
  * epoll watches fd N, whose file now lives at another fd while N holds
  * another file), "thread-seccomp" (a second thread, and only it, under a seccomp
- * filter that allows everything). Prints "ready", then "tick N" every 100 ms so the test can
+ * filter that allows everything), "io_uring-wait" (an io_uring whose rings are
+ * mapped, a read of an empty pipe submitted to it with IOSQE_ASYNC, which one of
+ * the kernel's io_uring workers (a thread "iou-wrk-N" of the process) waits in,
+ * and a second thread waiting in io_uring_enter for its completion, which never
+ * comes). Prints "ready", then "tick N" every 100 ms so the test can
  * see it is still running; gives up by itself after about 60 s in case
  * nobody kills it.
  *
@@ -25,6 +29,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <linux/filter.h>
+#include <linux/io_uring.h>
+#include <sys/mman.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -61,10 +67,24 @@ static void *filtered_thread(void *arg)
     return NULL;
 }
 
+static int ring_fd = -1;
+static volatile int waiting;
+
+/* Waits for one completion of an io_uring nothing was submitted to: forever. */
+static void *ring_waiter(void *arg)
+{
+    (void)arg;
+    waiting = 1;
+    for (;;)
+        syscall(SYS_io_uring_enter, ring_fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "plain";
     setvbuf(stdout, NULL, _IOLBF, 0);
+    fprintf(stderr, "mig-pid: %d\n", (int)getpid()); /* for the migration tests */
     if (strstr(mode, "threads")) {
         pthread_t t;
         if (pthread_create(&t, NULL, other_thread, NULL) != 0)
@@ -76,6 +96,45 @@ int main(int argc, char **argv)
             return 2;
         while (!filtered)
             nap();
+    }
+    if (strcmp(mode, "io_uring-wait") == 0) {
+        struct io_uring_params params;
+        memset(&params, 0, sizeof params);
+        ring_fd = (int)syscall(SYS_io_uring_setup, 4, &params);
+        if (ring_fd < 0) {
+            perror("io_uring_setup");
+            return 3; /* the test says why it skips */
+        }
+        size_t len = params.sq_off.array + params.sq_entries * sizeof(unsigned);
+        char *sq = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring_fd, IORING_OFF_SQ_RING);
+        struct io_uring_sqe *sqes = mmap(NULL, params.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                                         MAP_SHARED | MAP_POPULATE, ring_fd, IORING_OFF_SQES);
+        int p[2];
+        if (sq == MAP_FAILED || sqes == MAP_FAILED || pipe(p)) {
+            perror("mmap of the ring");
+            return 2;
+        }
+        static char buf[16];
+        memset(&sqes[0], 0, sizeof sqes[0]);
+        sqes[0].opcode = IORING_OP_READ;
+        sqes[0].fd = p[0];
+        sqes[0].addr = (unsigned long)buf;
+        sqes[0].len = sizeof buf;
+        sqes[0].flags = IOSQE_ASYNC;
+        unsigned *tail = (unsigned *)(sq + params.sq_off.tail);
+        unsigned mask = *(unsigned *)(sq + params.sq_off.ring_mask);
+        ((unsigned *)(sq + params.sq_off.array))[*tail & mask] = 0;
+        __atomic_store_n(tail, *tail + 1, __ATOMIC_RELEASE);
+        if (syscall(SYS_io_uring_enter, ring_fd, 1, 0, 0, NULL, 0) != 1) {
+            perror("io_uring_enter");
+            return 2;
+        }
+        pthread_t t;
+        if (pthread_create(&t, NULL, ring_waiter, NULL) != 0)
+            return 2;
+        while (!waiting)
+            nap();
+        nap(); /* it is in the wait by now */
     }
     if (strstr(mode, "socket")) {
         /* An established TCP connection to itself over loopback: fds 3 (the
