@@ -35,6 +35,10 @@ pub enum CantMove {
     /// A thread waits in io_uring_enter, or (`worker`: its name) is one of the kernel's
     /// io_uring workers, which run in the process but cannot be stopped or traced.
     IoUringThread { thread: i32, worker: Option<String> },
+    /// Shares its address space with another process (a vfork child before its exec,
+    /// or clone with CLONE_VM but not CLONE_THREAD): moved or restored apart, the two
+    /// would no longer see each other's writes.
+    SharedVm { with: i32 },
 }
 
 impl fmt::Display for CantMove {
@@ -62,6 +66,7 @@ impl fmt::Display for CantMove {
             CantMove::IoUring { fd: Some(fd) } => write!(f, "fd {fd} is an io_uring, whose rings and requests in flight live in the kernel"),
             CantMove::IoUring { fd: None } => write!(f, "uses io_uring (its rings are mapped), whose requests in flight live in the kernel"),
             CantMove::IoUringThread { thread, worker: None } => write!(f, "its thread {thread} waits in io_uring_enter"),
+            CantMove::SharedVm { with } => write!(f, "shares its memory with process {with} (vfork, or clone with CLONE_VM)"),
             CantMove::IoUringThread { thread, worker: Some(name) } => write!(f, "its thread {thread} ({name}) is one of the kernel's io_uring workers"),
         }
     }
@@ -182,11 +187,16 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
     // parent: they are waited for, signalled and reparented as before. A checkpoint image
     // would lose them.
     let whole = matches!(purpose, Purpose::Checkpoint | Purpose::Tree);
-    if purpose == Purpose::Checkpoint {
-        let kids = procinfo::children(pid);
-        if !kids.is_empty() {
-            why.push(CantMove::Children(kids));
+    let kids = procinfo::children(pid);
+    // Memory shared with the parent or a child (kcmp needs ptrace access to both: a
+    // relative we may not look at is not one we could share memory with by ourselves).
+    for other in std::iter::once(status.ppid).chain(kids.iter().copied()).filter(|&o| o > 1) {
+        if herd_kernel::task::same_vm(pid, other).unwrap_or(false) {
+            why.push(CantMove::SharedVm { with: other });
         }
+    }
+    if purpose == Purpose::Checkpoint && !kids.is_empty() {
+        why.push(CantMove::Children(kids));
     }
     let fds: Vec<_> = if whole { p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect() } else { Vec::new() };
     let socket_inodes = if purpose == Purpose::Tree { carried_socket_inodes(pid) } else { Vec::new() };

@@ -1241,7 +1241,7 @@ fn check_accepts_simple_process_and_lists_every_reason() {
     if !io_uring {
         eprintln!("SKIP check_accepts_simple_process_and_lists_every_reason, case io_uring-wait: io_uring is disabled (kernel.io_uring_disabled)");
     }
-    let cases: [(&str, &[&str]); 9] = [
+    let cases: [(&str, &[&str]); 10] = [
         ("plain", &[]),
         ("threads", &[]),
         ("socket", &["socket"]),
@@ -1253,6 +1253,7 @@ fn check_accepts_simple_process_and_lists_every_reason() {
         ("thread-seccomp", &["its thread ", "runs under a seccomp filter"]),
         // The ring, the thread waiting for it, and the kernel's worker in the process.
         ("io_uring-wait", &["fd 3 is an io_uring", "waits in io_uring_enter", "(iou-wrk-", "io_uring workers"]),
+        ("clone-vm", &["shares its memory with process ", "clone with clone_vm"]),
     ];
     for (mode, reasons) in cases.into_iter().filter(|(mode, _)| io_uring || *mode != "io_uring-wait") {
         let mut p = spawn_prog(dir.path(), &mode.replace('+', "-"), &argv![exe, mode, dir.path()], Out::File, false);

@@ -722,25 +722,28 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     let ended = t.finish(lab);
     expect_status(&ended, Some(0), None);
     // A process using io_uring (its rings mapped, a thread waiting in io_uring_enter, one
-    // of the kernel's workers in it): refused, naming each, and it runs on at home.
-    if fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |v| v.trim() == "0") {
-        let uprog = lab.program("refuse").with_args(&["io_uring-wait"]);
-        let mut u = lab.start("refuse io_uring-wait (herd run, io_uring)", How::Herd, &uprog);
+    // of the kernel's workers in it), and one sharing its memory with a child (clone with
+    // CLONE_VM): refused, naming each part, and each runs on at home.
+    let io_uring = fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |v| v.trim() == "0");
+    if !io_uring {
+        println!("SKIP: refused_moves_leave_it_running, io_uring part: io_uring is disabled (kernel.io_uring_disabled)");
+    }
+    let cases: [(&str, &[&str]); 2] = [("io_uring-wait", &["uses io_uring", "waits in io_uring_enter", "io_uring workers"]), ("clone-vm", &["shares its memory with process"])];
+    for (mode, reasons) in cases.into_iter().filter(|(mode, _)| io_uring || *mode != "io_uring-wait") {
+        let uprog = lab.program("refuse").with_args(&[mode]);
+        let mut u = lab.start(&format!("refuse {mode} (herd run)"), How::Herd, &uprog);
         let upid = u.home_pid(lab);
         u.wait_for_line(lab, "ready");
         let out = lab.migrate(upid, "n2");
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        let named = ["uses io_uring", "waits in io_uring_enter", "io_uring workers"].iter().all(|w| err.contains(w));
-        if out.status.code() != Some(1) || !named {
-            u.fail(lab, &format!("herd migrate of a process using io_uring: expected a refusal naming the ring and both threads, got {}: {err:?}", describe(&out.status)));
+        if out.status.code() != Some(1) || !reasons.iter().all(|w| err.contains(w)) {
+            u.fail(lab, &format!("herd migrate of refuse {mode}: expected a refusal saying {reasons:?}, got {}: {err:?}", describe(&out.status)));
         }
         lab.expect_where(&u, upid, "n1", Some(0));
         u.wait_for_line(lab, "tick 3");
         lab.kill_in_n1(upid, "KILL");
         let ended = u.finish(lab);
         expect_status(&ended, None, Some(libc::SIGKILL));
-    } else {
-        println!("SKIP: refused_moves_leave_it_running, io_uring part: io_uring is disabled (kernel.io_uring_disabled)");
     }
     lab.expect_where(&p, pid, "n1", Some(0));
     // n2 blocks, and the move is asked at once: n1 may not know yet, and then n2 itself

@@ -205,6 +205,19 @@ pub fn same_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool
     Ok(r == 0)
 }
 
+/// Whether processes `pid1` and `pid2` share one address space (kcmp KCMP_VM: a vfork
+/// child before its exec, or a child made by clone with CLONE_VM but not CLONE_THREAD).
+/// Needs ptrace access to both; an error when either is gone or not accessible.
+pub fn same_vm(pid1: i32, pid2: i32) -> Result<bool> {
+    const KCMP_VM: i32 = 1;
+    // SAFETY: kcmp takes integers only and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_VM, 0u64, 0u64) };
+    if r < 0 {
+        return Err(KernelError::last("kcmp", pid2));
+    }
+    Ok(r == 0)
+}
+
 /// The bytes waiting in a pipe, read without taking them out (tee(2) into a
 /// pipe of ours), and the pipe's capacity. `pipe` is any open file of the
 /// pipe that can be read (a reopening of /proc/PID/fd/N with O_RDONLY will do).

@@ -8,7 +8,8 @@
  * mapped, a read of an empty pipe submitted to it with IOSQE_ASYNC, which one of
  * the kernel's io_uring workers (a thread "iou-wrk-N" of the process) waits in,
  * and a second thread waiting in io_uring_enter for its completion, which never
- * comes). Prints "ready", then "tick N" every 100 ms so the test can
+ * comes), "clone-vm" (a child made by clone with CLONE_VM and not CLONE_THREAD:
+ * the two share their memory). Prints "ready", then "tick N" every 100 ms so the test can
  * see it is still running; gives up by itself after about 60 s in case
  * nobody kills it.
  *
@@ -30,6 +31,8 @@
 #include <time.h>
 #include <linux/filter.h>
 #include <linux/io_uring.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
@@ -78,6 +81,18 @@ static void *ring_waiter(void *arg)
     for (;;)
         syscall(SYS_io_uring_enter, ring_fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
     return NULL;
+}
+
+static char vm_child_stack[64 * 1024] __attribute__((aligned(16)));
+
+/* Runs in the parent's memory; ends with it. */
+static int vm_child(void *arg)
+{
+    (void)arg;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (int i = 0; i < 6000; i++)
+        nap();
+    _exit(0);
 }
 
 int main(int argc, char **argv)
@@ -135,6 +150,10 @@ int main(int argc, char **argv)
         while (!waiting)
             nap();
         nap(); /* it is in the wait by now */
+    }
+    if (strcmp(mode, "clone-vm") == 0 && clone(vm_child, vm_child_stack + sizeof vm_child_stack, CLONE_VM | SIGCHLD, NULL) < 0) {
+        perror("clone");
+        return 2;
     }
     if (strstr(mode, "socket")) {
         /* An established TCP connection to itself over loopback: fds 3 (the
