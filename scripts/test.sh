@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs herd's whole test suite: installs what the tests need (a C compiler
 # and libc headers for the test programs, make, python3, bash, a JDK for the
-# Java tests, Go and node for theirs, xz for the file-streaming test, Chromium and chromedriver
+# Java tests, Go and node for theirs, xz and zstd (threads; xz streams files), Chromium and chromedriver
 # for the dashboard test, iproute2 and util-linux for the local cluster), then
 # clippy with -D warnings, then every
 # test of the workspace, then the Debian package (scripts/package.sh --check).
@@ -18,6 +18,7 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 # Go programs (their runtime's threads, epoll and signals) checkpoint and migrate.
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v node >/dev/null 2>&1 || need+=(nodejs)

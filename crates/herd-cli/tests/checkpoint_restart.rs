@@ -969,6 +969,74 @@ fn threads_sort_parallel_output_identical() {
     assert!(got == expected.out, "restarted sort wrote {} bytes, the direct run {}; they differ\n{err}", got.len(), expected.out.len());
 }
 
+/// `xz -2 -T2` (three threads: two compress blocks, the main one reads and writes)
+/// checkpointed while it compresses 36 MB: the restarted xz writes the same bytes.
+#[test]
+fn threads_xz_t2_output_identical() {
+    compressed_output_identical("threads_xz_t2_output_identical", "xz", &["-2", "-T2", "-c"]);
+}
+
+/// `zstd -12 -T2` (a pool of two workers) checkpointed while it compresses 36 MB: the
+/// restarted zstd writes the same bytes.
+#[test]
+fn threads_zstd_t2_output_identical() {
+    compressed_output_identical("threads_zstd_t2_output_identical", "zstd", &["-12", "-T2", "-q", "-c"]);
+}
+
+/// About `bytes` of text: lines of eight words of a 5,000-word vocabulary (xorshift).
+fn words_text(bytes: usize) -> String {
+    let mut x: u64 = 88172645463325252;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let words: Vec<String> = (0..5000).map(|_| (0..2 + next() % 8).map(|_| (b'a' + (next() % 26) as u8) as char).collect()).collect();
+    let mut text = String::with_capacity(bytes + 100);
+    while text.len() < bytes {
+        for k in 0..8 {
+            text.push_str(&words[(next() % 5000) as usize]);
+            text.push(if k == 7 { '\n' } else { ' ' });
+        }
+    }
+    text
+}
+
+/// `tool ARGS INPUT > OUT`, checkpointed (--kill) once it runs three threads and then
+/// restarted: OUT has the direct run's bytes.
+fn compressed_output_identical(test: &str, tool: &str, args: &[&str]) {
+    if !ready(test, &[]) {
+        return;
+    }
+    if !tool_works(tool, &["--version"]) {
+        eprintln!("SKIP {test}: no {tool}");
+        return;
+    }
+    let dir = tmp();
+    let input = dir.path().join("words.txt");
+    fs::write(&input, words_text(36 << 20)).unwrap();
+    let mut cmd: Vec<OsString> = std::iter::once(tool).chain(args.iter().copied()).map(OsString::from).collect();
+    cmd.push(input.into_os_string());
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(expected.status.success(), "{}", expected.notes);
+
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::File, false);
+    let pid = p.pid();
+    let threads = || fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    wait_until(&format!("{tool} runs three threads"), TIMEOUT, || threads() >= 3, || p.context());
+    thread::sleep(Duration::from_millis(300));
+    let img = dir.path().join("compress.img");
+    checkpoint_ok(pid, &img, true, &p.context());
+    p.reap_killed();
+    assert!(image_threads(&img) >= 3, "the checkpoint should hold {tool}'s threads");
+    let mut r = restart(&img, false);
+    let (status, _, err) = r.wait();
+    assert!(status.success(), "restarted {tool}: {}\n{err}", describe(&status));
+    let got = fs::read(p.out_path()).unwrap();
+    assert!(got == expected.out, "restarted {tool} wrote {} bytes, the direct run {}; they differ\n{err}", got.len(), expected.out.len());
+}
+
 /// Checkpointed while asleep in nanosleep: after restart the sleep goes on
 /// for the time that was left, and the program never sees EINTR.
 #[test]

@@ -64,6 +64,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("pthreads_move_while_computing", pthreads_move_while_computing),
     ("sort_parallel_moved_while_sorting", sort_parallel_moved_while_sorting),
     ("openmp_moved_while_computing", openmp_moved_while_computing),
+    ("zstd_t2_moved_while_compressing", zstd_t2_moved_while_compressing),
     ("go_program_moved_while_computing", go_program_moved_while_computing),
     ("java_program_moved_while_computing", java_program_moved_while_computing),
     ("node_program_moved_while_computing", node_program_moved_while_computing),
@@ -297,6 +298,68 @@ fn sort_parallel_moved_while_sorting(lab: &Lab) {
     lab.expect_migrate(&p, pid, "n2");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
+}
+
+/// `zstd -12 -T2` (a pool of two workers) compressing 36 MB moved n2, n3, home while it
+/// runs: its file, written at home, has the direct run's bytes.
+fn zstd_t2_moved_while_compressing(lab: &Lab) {
+    if nodes::find_in_path("zstd").is_none() {
+        println!("SKIP: zstd_t2_moved_while_compressing: no zstd");
+        return;
+    }
+    let input = lab.bin.join("zstd-input.txt");
+    let mut text = String::with_capacity(37 << 20);
+    let mut x: u64 = 88172645463325252;
+    while text.len() < 36 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{:x} {} {}\n", x % 1_000_000_007, x % 97, "herd ".repeat((x % 7) as usize)));
+    }
+    fs::write(&input, text).unwrap();
+    let input = input.to_string_lossy().into_owned();
+    // In n1's own /tmp: its files are home's.
+    let (direct_out, moved_out) = ("/tmp/herd-zstd-direct.zst", "/tmp/herd-zstd-moved.zst");
+    let prog = |out: &str| Program {
+        argv: ["zstd", "-12", "-T2", "-q", "-f", &input, "-o", out].iter().map(OsString::from).collect(),
+        marker: out.to_string(),
+        comm: Some("zstd".into()),
+    };
+    let direct = lab.run_direct("zstd -T2 (direct)", &prog(direct_out), &[]);
+    expect_status(&direct, Some(0), None);
+    let mut p = lab.start("zstd -T2 (herd run, moved n2, n3, home while it compresses)", How::Herd, &prog(moved_out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let row = lab.ps().into_iter().find(|r| r["cmd"].as_str().is_some_and(|c| c.contains(moved_out)));
+        if let Some(pid) = row.and_then(|r| r["pid"].as_i64()) {
+            break pid as i32;
+        }
+        if Instant::now() > deadline {
+            p.fail(lab, "herd ps does not list it");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    p.pid = Some(pid);
+    // Its workers are made once it has read the first job's input.
+    let threads = || String::from_utf8_lossy(&lab.node_sh("n1", &format!("ls /proc/{pid}/task | wc -l")).stdout).trim().parse::<usize>().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads() < 3 {
+        if Instant::now() > deadline {
+            p.fail(lab, "it does not run three threads");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (target, node, nmigs) in [("n2", "n2", 1), ("n3", "n3", 2), ("home", "n1", 3)] {
+        lab.expect_migrate(&p, pid, target);
+        lab.expect_where(&p, pid, node, Some(nmigs));
+        thread::sleep(Duration::from_millis(300));
+    }
+    let moved = p.finish(lab);
+    expect_status(&moved, Some(0), None);
+    let same = lab.node_sh("n1", &format!("cmp {direct_out} {moved_out} && rm -f {direct_out} {moved_out}"));
+    if !same.status.success() {
+        panic!("the moved zstd's file differs from the direct run's: {}{}", String::from_utf8_lossy(&same.stdout), String::from_utf8_lossy(&same.stderr));
+    }
 }
 
 /// An OpenMP kernel (gcc -fopenmp: libgomp's pool of four threads meeting at barriers,
