@@ -295,6 +295,12 @@ fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
                         flags: *flags,
                     }
                 }
+                SharedOfd::Event(FileKind::EventFd { count, flags }) => restorer::OfdPlan::EventFd { count: *count, flags: *flags },
+                SharedOfd::Event(FileKind::TimerFd { clockid, flags, interval_ns, value_ns, ticks }) => {
+                    restorer::OfdPlan::TimerFd { clockid: *clockid, flags: *flags, interval_ns: *interval_ns, value_ns: *value_ns, ticks: *ticks }
+                }
+                SharedOfd::Event(FileKind::SignalFd { mask, flags }) => restorer::OfdPlan::SignalFd { mask: *mask, flags: *flags },
+                SharedOfd::Event(_) => return Err(FormatError::Corrupt("a shared event file of a kind that is not made shared".into()).into()),
                 SharedOfd::Contents { kind, flags, offset, mode, contents } => restorer::OfdPlan::Contents {
                     make: match kind {
                         NamelessKind::Unlinked { dir, .. } => restorer::Nameless::Tmpfile { dir: cstring(dir)? },

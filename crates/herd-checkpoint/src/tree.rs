@@ -419,6 +419,18 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
         if c.len() < 2 {
             continue;
         }
+        // An eventfd, timerfd or signalfd shared by several descriptors: made once.
+        if let Some(anon @ ("[eventfd]" | "[timerfd]" | "[signalfd]")) = r.link.strip_prefix("anon_inode:") {
+            match state::anon_kind(anon, r.fd, &state::read_fdinfo(r.pid, r.fd)?) {
+                Ok(kind) => {
+                    ofds.push(SharedOfd::Event(kind));
+                    let ofd = ofds.len() as u32 - 1;
+                    c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+                }
+                Err(why) => refused.extend(c.iter().map(|d| (d.pid, why.clone()))),
+            }
+            continue;
+        }
         if r.link.starts_with("anon_inode:") {
             for d in c {
                 refused.push((d.pid, CantMove::UnsupportedFd { fd: d.fd, what: format!("{} shared with another fd or process", r.link) }));

@@ -133,6 +133,23 @@ struct PipeSummary {
     fifo: Option<String>,
 }
 
+/// An eventfd, timerfd or signalfd: its kind and what it holds.
+fn event_file(k: &FileKind) -> Option<(&'static str, String)> {
+    Some(match k {
+        FileKind::EventFd { count, flags } => ("eventfd", format!("count {count}{}", if flags & libc::EFD_SEMAPHORE != 0 { ", semaphore" } else { "" })),
+        FileKind::TimerFd { clockid, interval_ns, value_ns, ticks, .. } => (
+            "timerfd",
+            if *value_ns == 0 {
+                format!("clock {clockid}, disarmed, {ticks} unread")
+            } else {
+                format!("clock {clockid}, fires in {:.3} s, every {:.3} s, {ticks} unread", *value_ns as f64 / 1e9, *interval_ns as f64 / 1e9)
+            },
+        ),
+        FileKind::SignalFd { mask, .. } => ("signalfd", format!("signals {:?}", signals_of(*mask))),
+        _ => return None,
+    })
+}
+
 fn describe_ofd(o: &SharedOfd) -> String {
     match o {
         SharedOfd::File(k) => match k {
@@ -161,6 +178,10 @@ fn describe_ofd(o: &SharedOfd) -> String {
             }
             s
         }
+        SharedOfd::Event(k) => match event_file(k) {
+            Some((kind, what)) => format!("{kind}, {what}"),
+            None => format!("{k:?}"),
+        },
         SharedOfd::Contents { kind, offset, contents, .. } => match kind {
             NamelessKind::Unlinked { dir, name } => format!("{dir}/{name} (deleted), {} bytes carried, at offset {offset}", contents.len()),
             NamelessKind::Memfd { name, seals } => format!("memfd:{name}, {} bytes carried, seals {seals:#x}, at offset {offset}", contents.len()),
@@ -292,23 +313,10 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
             FileKind::Inherited { what } => Fd { fd: f.fd, kind: "inherited".into(), target: what.clone(), offset: None },
             FileKind::Directory { path, offset, .. } => Fd { fd: f.fd, kind: "directory".into(), target: path.clone(), offset: Some(*offset) },
             FileKind::PathOnly { path, .. } => Fd { fd: f.fd, kind: "O_PATH".into(), target: path.clone(), offset: None },
-            FileKind::EventFd { count, flags } => Fd {
-                fd: f.fd,
-                kind: "eventfd".into(),
-                target: format!("count {count}{}", if flags & libc::EFD_SEMAPHORE != 0 { ", semaphore" } else { "" }),
-                offset: None,
-            },
-            FileKind::TimerFd { clockid, interval_ns, value_ns, ticks, .. } => Fd {
-                fd: f.fd,
-                kind: "timerfd".into(),
-                target: if *value_ns == 0 {
-                    format!("clock {clockid}, disarmed, {ticks} unread")
-                } else {
-                    format!("clock {clockid}, fires in {:.3} s, every {:.3} s, {ticks} unread", *value_ns as f64 / 1e9, *interval_ns as f64 / 1e9)
-                },
-                offset: None,
-            },
-            FileKind::SignalFd { mask, .. } => Fd { fd: f.fd, kind: "signalfd".into(), target: format!("signals {:?}", signals_of(*mask)), offset: None },
+            k @ (FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. }) => {
+                let (kind, target) = event_file(k).expect("an event file");
+                Fd { fd: f.fd, kind: kind.into(), target, offset: None }
+            }
             FileKind::Epoll { targets, .. } => Fd {
                 fd: f.fd,
                 kind: "epoll".into(),

@@ -1393,6 +1393,30 @@ fn tree_with_pipe_zombie_group_and_session_restores_exactly() {
     assert_same_run(&expected, &got);
 }
 
+/// An eventfd (with a dup), a timerfd and a signalfd shared by a parent and its child,
+/// checkpointed as a tree: after restart each is still one object of both (the child
+/// reads what the parent put in each), as in an uninterrupted run.
+#[test]
+fn tree_sharing_event_timer_and_signal_fds_restores_them_shared() {
+    if !ready("tree_sharing_event_timer_and_signal_fds_restores_them_shared", &[Need::Cc, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "ckpt_events", &[]);
+    let cmd = argv![exe, "20"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    for want in ["eventfd holds 7", "timerfd fired 1 time(s)", "signalfd read signal SIGUSR1", "child ended: exit 4"] {
+        assert!(text(&expected.out).contains(want), "ckpt_events does not say {want:?} uninterrupted:\n{}", text(&expected.out));
+    }
+    let got = run_checkpointed(dir.path(), "tree", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("tree.img")], None);
+    shown.assert_ok();
+    for what in ["eventfd, count 5", "timerfd, clock 1, fires in", "signalfd, signals"] {
+        assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
+    }
+}
+
 /// `seq | while read; do ...; sleep; done | sort -n | uniq -c` run by bash,
 /// checkpointed as a tree mid-stream (five or six processes, lines waiting
 /// in the pipes) and restarted: the same counts, the same exit status.

@@ -23,7 +23,10 @@ use crate::format::FormatError;
 use crate::model::{FileKind, OpenFile, Rlimit};
 
 pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
-pub const TREE_VERSION: u32 = 1;
+/// Version 2: [`SharedOfd::Event`]. Version 1 images are read as well.
+pub const TREE_VERSION: u32 = 2;
+/// The oldest tree version this herd reads.
+pub const MIN_TREE_VERSION: u32 = 1;
 /// Largest tree header a reader accepts (pipe contents are in it).
 pub const MAX_TREE_LEN: u64 = 256 << 20;
 /// Largest file carried with its contents.
@@ -113,6 +116,10 @@ pub enum SharedOfd {
     /// A file that has no name any more, carried with its contents: made
     /// again as an unnamed file (O_TMPFILE in `dir`, or a memfd).
     Contents { kind: NamelessKind, flags: i32, offset: u64, mode: u32, contents: Vec<u8> },
+    /// An eventfd, timerfd or signalfd ([`FileKind::EventFd`], `TimerFd`, `SignalFd`)
+    /// shared by several descriptors or processes (inherited, dup'd): made once, with its
+    /// count, time left and unread expirations, or mask.
+    Event(FileKind),
 }
 
 /// A socket address.
@@ -183,9 +190,9 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     let mut hdr = [0u8; 20];
     input.read_exact(&mut hdr).map_err(eof)?;
     let version = u32::from_le_bytes(hdr[0..4].try_into().expect("4"));
-    if version != TREE_VERSION {
+    if !(MIN_TREE_VERSION..=TREE_VERSION).contains(&version) {
         return Err(FormatError::Corrupt(format!(
-            "tree image version {version} is not supported (this herd reads version {TREE_VERSION}{})",
+            "tree image version {version} is not supported (this herd reads versions {MIN_TREE_VERSION} to {TREE_VERSION}{})",
             if version > TREE_VERSION { "; it was made by a newer herd" } else { "" }
         )));
     }
@@ -278,6 +285,8 @@ impl TreeImage {
                 SharedOfd::Contents { .. } => {}
                 SharedOfd::Socket { family, .. } if ![1, 2, 10].contains(family) => return bad(format!("shared file {i} is a socket of family {family}")),
                 SharedOfd::Socket { .. } => {}
+                SharedOfd::Event(FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. }) => {}
+                SharedOfd::Event(_) => return bad(format!("shared file {i} is an event file of a kind that is not made again shared")),
             }
         }
         for (i, p) in self.socket_pairs.iter().enumerate() {
@@ -360,6 +369,7 @@ mod tests {
             ("overfull pipe", Box::new(|t| t.pipes[0].capacity = 2)),
             ("outer fd 7", Box::new(|t| t.ofds.push(SharedOfd::Outer { fd: 7, what: "x".into() }))),
             ("shared eventfd", Box::new(|t| t.ofds.push(SharedOfd::File(FileKind::EventFd { count: 0, flags: 0 })))),
+            ("shared event file of a path", Box::new(|t| t.ofds.push(SharedOfd::Event(FileKind::Device { path: "/dev/null".into(), flags: 0 })))),
             ("socket end 2", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 0, end: 2, flags: 0 }))),
             ("socket pair out of range", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 1, end: 0, flags: 0 }))),
             ("raw socket pair", Box::new(|t| t.socket_pairs[0].kind = 3)),

@@ -119,6 +119,13 @@ pub enum OfdPlan {
     /// A nameless file made again with its contents, then opened again (through
     /// /proc/self/fd) with `flags` and placed at `offset`.
     Contents { make: Nameless, flags: i32, offset: u64, mode: u32, contents: Vec<u8> },
+    /// An eventfd with this count (EFD_SEMAPHORE and O_NONBLOCK in `flags`).
+    EventFd { count: u64, flags: i32 },
+    /// A timerfd of clock `clockid`, armed with the time left and interval (0: disarmed),
+    /// holding `ticks` expirations not read yet (TFD_IOC_SET_TICKS).
+    TimerFd { clockid: i32, flags: i32, interval_ns: u64, value_ns: u64, ticks: u64 },
+    /// A signalfd for the signals of `mask`.
+    SignalFd { mask: u64, flags: i32 },
 }
 
 /// How a nameless file is made.
@@ -669,6 +676,34 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                         fail(rs, 0, 10, i);
                     }
                     r
+                }
+                OfdPlan::EventFd { count, flags } => {
+                    // The count is written, not given to eventfd (an unsigned int).
+                    let t = libc::eventfd(0, *flags & (libc::EFD_SEMAPHORE | libc::O_NONBLOCK));
+                    if t < 0 || (*count > 0 && libc::write(t, (count as *const u64).cast(), 8) != 8) {
+                        fail(rs, 0, 10, i);
+                    }
+                    t
+                }
+                OfdPlan::TimerFd { clockid, flags, interval_ns, value_ns, ticks } => {
+                    let t = libc::timerfd_create(*clockid, *flags & libc::O_NONBLOCK);
+                    if t < 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    if *value_ns > 0 {
+                        let ts = |ns: u64| libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long };
+                        let spec = libc::itimerspec { it_interval: ts(*interval_ns), it_value: ts(*value_ns) };
+                        if libc::timerfd_settime(t, 0, &spec, std::ptr::null_mut()) != 0 {
+                            fail(rs, 0, 10, i);
+                        }
+                    }
+                    if *ticks > 0 && libc::ioctl(t, crate::abi::TFD_IOC_SET_TICKS as _, ticks as *const u64) != 0 {
+                        fail(rs, 0, 10, i);
+                    }
+                    t
+                }
+                OfdPlan::SignalFd { mask, flags } => {
+                    libc::syscall(libc::SYS_signalfd4, -1, mask as *const u64, 8usize, *flags & libc::O_NONBLOCK) as i32
                 }
                 // Made with their pipe or pair, below.
                 OfdPlan::PipeEnd { .. } | OfdPlan::SocketEnd { .. } => continue,

@@ -1,0 +1,81 @@
+// An eventfd (count 5, and a dup of it), a timerfd (armed for an hour) and a
+// signalfd (SIGUSR1, blocked) made by the parent and shared with its child.
+// After the checkpoint (it lands while the parent ticks) the parent adds 2 to
+// the eventfd through its dup, re-arms the timer to fire in 50 ms, sends the
+// child SIGUSR1 and tells it to go: the child reads 7 from the eventfd, one
+// expiration from the timerfd and SIGUSR1 from the signalfd — only if each is
+// still one object shared by both. Same output when uninterrupted.
+//
+// usage: ckpt_events TICKS
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void nap(void) {
+    struct timespec t = {0, 100 * 1000 * 1000};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {}
+}
+
+int main(int argc, char **argv) {
+    int ticks = argc > 1 ? atoi(argv[1]) : 20;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
+    int efd = eventfd(0, 0);
+    uint64_t five = 5;
+    int tfd = timerfd_create(CLOCK_MONOTONIC, 0);
+    struct itimerspec hour = {{3600, 0}, {3600, 0}};
+    int sfd = signalfd(-1, &usr1, 0);
+    int go[2];
+    if (efd < 0 || write(efd, &five, 8) != 8 || tfd < 0 || timerfd_settime(tfd, 0, &hour, NULL) || sfd < 0 || pipe(go)) {
+        perror("setting up");
+        return 2;
+    }
+    int edup = dup(efd);
+    pid_t child = fork();
+    if (child == 0) {
+        close(go[1]);
+        char c;
+        if (read(go[0], &c, 1) != 1) return 3;
+        uint64_t n = 0;
+        if (read(efd, &n, 8) != 8) return 3;
+        printf("child: eventfd holds %llu\n", (unsigned long long)n);
+        struct pollfd p = {tfd, POLLIN, 0};
+        uint64_t exp = 0;
+        if (poll(&p, 1, 5000) == 1 && read(tfd, &exp, 8) == 8)
+            printf("child: timerfd fired %llu time(s)\n", (unsigned long long)exp);
+        else
+            printf("child: timerfd did not fire\n");
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) == sizeof si)
+            printf("child: signalfd read signal %s\n", si.ssi_signo == SIGUSR1 ? "SIGUSR1" : "another");
+        return 4;
+    }
+    close(go[0]);
+    for (int i = 1; i <= ticks; i++) {
+        printf("tick %d\n", i);
+        nap();
+    }
+    uint64_t two = 2;
+    struct itimerspec soon = {{0, 0}, {0, 50 * 1000 * 1000}};
+    if (write(edup, &two, 8) != 8 || timerfd_settime(tfd, 0, &soon, NULL) || kill(child, SIGUSR1) || write(go[1], "g", 1) != 1) {
+        perror("after the ticks");
+        return 2;
+    }
+    int status;
+    waitpid(child, &status, 0);
+    printf("child ended: exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return 0;
+}
