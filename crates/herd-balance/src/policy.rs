@@ -16,7 +16,8 @@
 //!    [`Params::stability`] (MOSIX used 1.3), is still below S's load, and the process
 //!    would get more CPU on T than on S. It must have run long enough to pay for its own
 //!    move (resident size over the measured transfer rate, times [`Params::pay_factor`])
-//!    and must have stayed [`Params::min_residence`] seconds where it is (no ping-pong).
+//!    and must have stayed [`Params::min_residence`] seconds where it is (no ping-pong) —
+//!    except before its first move, with [`Params::birth_placement`] (MOSIX's `mosrun -b`).
 //!    The move with the largest gain is made first; the loads are updated and the next
 //!    one is chosen, up to [`Params::max_moves`] a round.
 //!
@@ -47,6 +48,11 @@ pub struct Params {
     /// Seconds a process stays where it arrived (or was started) before balancing may
     /// move it again.
     pub min_residence: f64,
+    /// Placement at birth (MOSIX's `mosrun -b`): a process that has never moved is not
+    /// held at home by `min_residence`. Young, it is at its smallest and cheapest to move,
+    /// and a short job (a compiler run) that waited out the residence would be half
+    /// over; it still must have run long enough to pay for its move.
+    pub birth_placement: bool,
     /// A process must have run `pay_factor` × (its resident size / transfer rate) seconds
     /// before it moves, and as long again after each move.
     pub pay_factor: f64,
@@ -82,6 +88,7 @@ impl Default for Params {
         Params {
             stability: 1.3,
             min_residence: 2.0,
+            birth_placement: true,
             pay_factor: 1.0,
             min_demand: 0.25,
             io_calls: 200.0,
@@ -328,7 +335,8 @@ pub fn decide(snap: &Snapshot, p: &Params) -> Vec<Move> {
                 continue;
             }
             let pay = p.pay_factor * pr.rss as f64 / rate;
-            if pr.since_move < residence(pr, p).max(pay) || pr.age < pay {
+            let held = if p.birth_placement && pr.moves == 0 { 0.0 } else { residence(pr, p) };
+            if pr.since_move < held.max(pay) || pr.age < pay {
                 continue;
             }
             if let Some((gain, t)) = w.best_target(snap, pr, p) {
@@ -626,8 +634,15 @@ mod tests {
         let mut s = Snapshot { home: 0, nodes: vec![node(1, 4.0), node(2, 0.0)], procs: (0..4).map(|i| job(i, 0)).collect(), transfer_rate: 0.0 };
         for p in &mut s.procs {
             p.since_move = 1.0;
+            p.moves = 1;
         }
         assert!(decide(&s, &Params::default()).is_empty(), "residence");
+        // One that never moved is placed at birth (unless that is turned off).
+        for p in &mut s.procs {
+            (p.moves, p.age) = (0, 1.0);
+        }
+        assert!(!decide(&s, &Params::default()).is_empty(), "placement at birth");
+        assert!(decide(&s, &Params { birth_placement: false, ..Params::default() }).is_empty(), "residence, without placement at birth");
         for p in &mut s.procs {
             p.since_move = 60.0;
             p.rss = 40 * GIB;

@@ -142,13 +142,13 @@ fn params_from(min_residence_floor: f64) -> impl Strategy<Value = Params> {
     (
         (1.0f64..=3.0, min_residence_floor..=30.0, prop_oneof![1 => Just(0.0f64), 3 => 0.0f64..=3.0], 0.0f64..=1.0),
         (1.0f64..=1_000.0, 0.0f64..0.5, 0.0f64..1.0, 0.0f64..=600.0, 1usize..=8),
-        (0.0f64..=20.0, 0.0f64..1.0, (1.0 * MIB as f64)..(1.0 * GIB as f64)),
+        (0.0f64..=20.0, 0.0f64..1.0, (1.0 * MIB as f64)..(1.0 * GIB as f64), any::<bool>()),
     )
         .prop_map(
             |(
                 (stability, min_residence, pay_factor, min_demand),
                 (io_calls, mem_low, target, usher_horizon, max_moves),
-                (settle, decay, default_rate),
+                (settle, decay, default_rate, birth_placement),
             )| {
                 let p = Params {
                     stability,
@@ -164,6 +164,7 @@ fn params_from(min_residence_floor: f64) -> impl Strategy<Value = Params> {
                     settle,
                     decay,
                     default_rate,
+                    birth_placement,
                     // Keys `decide` does not read keep their defaults.
                     ..Params::default()
                 };
@@ -238,8 +239,11 @@ fn ahead(pr: &Proc, p: &Params) -> f64 {
 }
 
 /// Seconds a process must stay where it is before a load move: `min_residence`, doubled
-/// with each move it made, up to 64×.
+/// with each move it made, up to 64×; none before its first move with placement at birth.
 fn residence(pr: &Proc, p: &Params) -> f64 {
+    if p.birth_placement && pr.moves == 0 {
+        return 0.0;
+    }
     p.min_residence * f64::from(1u32 << pr.moves.min(6))
 }
 
@@ -676,10 +680,15 @@ fn swap_back_is_smaller() {
 }
 
 /// A process that has moved `k` times stays `min_residence` × 2^k seconds (at most 64×)
-/// before it moves for load again.
+/// before it moves for load again; one that never moved is placed at birth (without
+/// placement at birth, it stays `min_residence`).
 #[test]
 fn residence_doubles_with_each_move() {
-    let p = Params::default(); // min_residence 2 s
+    let born = Params::default(); // min_residence 2 s
+    let mut snap = Snapshot { home: 0, nodes: vec![plain_node(1, 2.0), plain_node(2, 0.0)], procs: vec![job(1, 0, 1.0)], transfer_rate: 0.0 };
+    snap.procs[0].since_move = 0.5;
+    assert_eq!(summary(&decide(&snap, &born)), vec![(1, 0, 1)], "placed at birth");
+    let p = Params { birth_placement: false, ..Params::default() };
     for (moves, stay) in [(0u32, 2.0), (1, 4.0), (3, 16.0), (6, 128.0), (20, 128.0)] {
         let mut snap = Snapshot { home: 0, nodes: vec![plain_node(1, 2.0), plain_node(2, 0.0)], procs: vec![job(1, 0, 1.0)], transfer_rate: 0.0 };
         snap.procs[0].moves = moves;

@@ -12,6 +12,9 @@ pub struct Config {
     pub seconds: f64,
     pub utilisation: f64,
     pub seed: u64,
+    /// Lifetimes of 0.3 to 10 s and sizes up to 256 MiB (compiler runs).
+    pub short_jobs: bool,
+    pub birth_placement: bool,
     pub json: bool,
 }
 
@@ -19,7 +22,11 @@ pub fn run(c: Config) -> anyhow::Result<bool> {
     anyhow::ensure!(c.nodes >= 2, "--nodes must be at least 2");
     anyhow::ensure!(c.seconds > 0.0 && c.seconds.is_finite(), "--seconds must be > 0");
     anyhow::ensure!(c.utilisation > 0.0 && c.utilisation.is_finite(), "--utilisation must be > 0");
-    let cfg = SimConfig { nodes: c.nodes, seconds: c.seconds, utilisation: c.utilisation, seed: c.seed, ..SimConfig::default() };
+    let mut cfg = SimConfig { nodes: c.nodes, seconds: c.seconds, utilisation: c.utilisation, seed: c.seed, ..SimConfig::default() };
+    if c.short_jobs {
+        (cfg.min_life, cfg.max_life, cfg.max_rss) = (0.3, 10.0, 256 << 20);
+    }
+    cfg.params.birth_placement = c.birth_placement;
     cfg.params.validate()?;
     let started = Instant::now();
     // The placements are independent runs of the same trace: one thread each.
@@ -44,7 +51,7 @@ fn print(cfg: &SimConfig, outcomes: &[Outcome], elapsed: f64) {
     crate::report::print_machine();
     println!(
         "{} nodes (speed 0.5/1/2x, 1/2/4 CPUs, {:.0} reference CPUs), jobs arriving for {:.0} s at {:.0} % of capacity \
-         ({:.1} jobs/s, lifetime {:.0}-{:.0} s, mean {:.2} s), seed {}",
+         ({:.1} jobs/s, lifetime {}-{} s, mean {:.2} s), seed {}; herd with placement at birth {}",
         cfg.nodes,
         cfg.capacity(),
         cfg.seconds,
@@ -53,7 +60,8 @@ fn print(cfg: &SimConfig, outcomes: &[Outcome], elapsed: f64) {
         cfg.min_life,
         cfg.max_life,
         cfg.mean_life(),
-        cfg.seed
+        cfg.seed,
+        if cfg.params.birth_placement { "on" } else { "off" }
     );
     println!();
     println!(

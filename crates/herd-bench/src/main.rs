@@ -256,6 +256,14 @@ enum Cmd {
         /// Seed of the job trace and of every random choice.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Short jobs, as a build farm's compiler runs: lifetimes of 0.3 to 10 s (not 1 to
+        /// 1,000), resident sizes up to 256 MiB (not 2 GiB).
+        #[arg(long)]
+        short_jobs: bool,
+        /// herd's policy without placement at birth (`birth_placement = false`: a new
+        /// process waits out `min_residence` before its first move).
+        #[arg(long)]
+        no_birth_placement: bool,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -303,8 +311,8 @@ fn main() -> ExitCode {
         Cmd::Survive { mib, every, cpu_secs, reps, rounds, seed, keep } => {
             survive::run(survive::Config { mib, every, cpu_secs, reps, rounds, seed, keep })
         }
-        Cmd::BalanceSim { nodes, seconds, utilisation, seed, json } => {
-            balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, json })
+        Cmd::BalanceSim { nodes, seconds, utilisation, seed, short_jobs, no_birth_placement, json } => {
+            balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, short_jobs, birth_placement: !no_birth_placement, json })
         }
         Cmd::Hold { mib, threads, procs, member } => hold::run(mib, threads, procs, member).map(|()| true),
         Cmd::Stream { mib, reps } => stream::run(mib, reps),

@@ -22,6 +22,7 @@
 //! [policy]                            # the balancing policy; every key optional
 //! stability = 1.3                     # target load + 1.3 × the process < source load
 //! min_residence = 2.0                 # seconds a process stays after it arrives
+//! birth_placement = true              # a process never moved yet is not held by min_residence
 //! pay_factor = 1.0                    # runs ≥ pay_factor × size/transfer rate before a move
 //! min_demand = 0.25                   # wants less of a CPU than this: not moved for load
 //! io_calls = 200.0                    # forwarded calls/s from which a process comes home
