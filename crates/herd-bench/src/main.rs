@@ -23,6 +23,7 @@
 mod balance;
 mod balance_sim;
 mod bench;
+mod build;
 mod gossip;
 mod hold;
 mod files;
@@ -186,6 +187,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A make -j build on the local cluster (2 nodes × 1 CPU): confined to n1, under
+    /// `herd run` with the sources on a shared directory (direct access), and with the
+    /// sources at home only (needs root). docs/benchmarks.md, "A make -j build".
+    Build {
+        /// Translation units (each about 1.5-2 s of cc -O2 alone).
+        #[arg(long, default_value_t = 12)]
+        units: usize,
+        /// make -j.
+        #[arg(long, default_value_t = 6)]
+        jobs: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Keep the cluster's directory (logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// What watching costs herdd: 1,000 migratable processes on n1 of a local cluster,
     /// herdd's CPU with and without a dashboard page and `herd top` watching, bytes a
     /// second to the page (needs root). docs/benchmarks.md, "Watching".
@@ -307,6 +324,7 @@ fn main() -> ExitCode {
             migrate::run(migrate::Config { sizes, reps, calls, tcp_mib, cpu_secs, parts, modes, dirty, keep, file_mib })
         }
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
+        Cmd::Build { units, jobs, reps, keep } => build::run(build::Config { units, jobs, reps, keep }),
         Cmd::Watch { procs, window, reps, keep } => watch::run(watch::Config { procs, window, reps, keep }),
         Cmd::Survive { mib, every, cpu_secs, reps, rounds, seed, keep } => {
             survive::run(survive::Config { mib, every, cpu_secs, reps, rounds, seed, keep })

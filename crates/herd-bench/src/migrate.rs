@@ -111,7 +111,7 @@ pub const FORWARD_GOAL: f64 = 2.0;
 /// Goal: CPU-bound work runs remote at most this much slower than at home.
 pub const CPU_GOAL: f64 = 1.02;
 
-const NOBODY: u32 = 65534;
+pub(crate) const NOBODY: u32 = 65534;
 /// How long a program may take to answer one command (CPU work, 20000
 /// forwarded calls, checking 2 GiB) or a helper to start listening.
 const ANSWER: Duration = Duration::from_secs(120);
