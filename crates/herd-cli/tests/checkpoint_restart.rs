@@ -951,22 +951,28 @@ fn threads_sort_parallel_output_identical() {
     }
     fs::write(&input, text_in).unwrap();
     let cmd = argv!["/usr/bin/sort", "--parallel=2", "-S", "64M", "-k2,2n", "-k1,1", input];
-    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
-    assert!(expected.status.success(), "{}", expected.notes);
+    same_output_checkpointed_with_threads(dir.path(), "sort", &cmd, 2, Duration::ZERO);
+}
 
-    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::File, false);
+/// `cmd` (named `tool`) run uninterrupted, then again checkpointed (--kill) once it runs
+/// `threads` threads and `settle` more, and restarted: its output file has the same bytes.
+fn same_output_checkpointed_with_threads(dir: &Path, tool: &str, cmd: &[OsString], threads: usize, settle: Duration) {
+    let expected = run_uninterrupted(dir, "plain", cmd, Out::File);
+    assert!(expected.status.success(), "{}", expected.notes);
+    let mut p = spawn_prog(dir, "ckpt", cmd, Out::File, false);
     let pid = p.pid();
-    let threads = || fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
-    wait_until("sort runs two threads", TIMEOUT, || threads() >= 2, || p.context());
-    let img = dir.path().join("sort.img");
+    let running = || fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    wait_until(&format!("{tool} runs {threads} threads"), TIMEOUT, || running() >= threads, || p.context());
+    thread::sleep(settle);
+    let img = dir.join(format!("{tool}.img"));
     checkpoint_ok(pid, &img, true, &p.context());
     p.reap_killed();
-    assert!(image_threads(&img) >= 2, "the checkpoint should hold sort's threads");
+    assert!(image_threads(&img) >= threads as u64, "the checkpoint should hold {tool}'s threads");
     let mut r = restart(&img, false);
     let (status, _, err) = r.wait();
-    assert!(status.success(), "restarted sort: {}\n{err}", describe(&status));
+    assert!(status.success(), "restarted {tool}: {}\n{err}", describe(&status));
     let got = fs::read(p.out_path()).unwrap();
-    assert!(got == expected.out, "restarted sort wrote {} bytes, the direct run {}; they differ\n{err}", got.len(), expected.out.len());
+    assert!(got == expected.out, "restarted {tool} wrote {} bytes, the direct run {}; they differ\n{err}", got.len(), expected.out.len());
 }
 
 /// `xz -2 -T2` (three threads: two compress blocks, the main one reads and writes)
@@ -1018,23 +1024,7 @@ fn compressed_output_identical(test: &str, tool: &str, args: &[&str]) {
     fs::write(&input, words_text(36 << 20)).unwrap();
     let mut cmd: Vec<OsString> = std::iter::once(tool).chain(args.iter().copied()).map(OsString::from).collect();
     cmd.push(input.into_os_string());
-    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
-    assert!(expected.status.success(), "{}", expected.notes);
-
-    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::File, false);
-    let pid = p.pid();
-    let threads = || fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
-    wait_until(&format!("{tool} runs three threads"), TIMEOUT, || threads() >= 3, || p.context());
-    thread::sleep(Duration::from_millis(300));
-    let img = dir.path().join("compress.img");
-    checkpoint_ok(pid, &img, true, &p.context());
-    p.reap_killed();
-    assert!(image_threads(&img) >= 3, "the checkpoint should hold {tool}'s threads");
-    let mut r = restart(&img, false);
-    let (status, _, err) = r.wait();
-    assert!(status.success(), "restarted {tool}: {}\n{err}", describe(&status));
-    let got = fs::read(p.out_path()).unwrap();
-    assert!(got == expected.out, "restarted {tool} wrote {} bytes, the direct run {}; they differ\n{err}", got.len(), expected.out.len());
+    same_output_checkpointed_with_threads(dir.path(), tool, &cmd, 3, Duration::from_millis(300));
 }
 
 /// Checkpointed while asleep in nanosleep: after restart the sleep goes on

@@ -380,76 +380,44 @@ fn openmp_moved_while_computing(lab: &Lab) {
 /// SIGURG preemption by tgkill, the garbage collector's workers) with four goroutines
 /// hashing each round, moved n2, n3, home while it computes.
 fn go_program_moved_while_computing(lab: &Lab) {
-    let prog = match lab.go_program("thr_go") {
-        Ok(prog) => prog.with_args(&["80"]),
-        Err(why) => {
-            println!("SKIP: go_program_moved_while_computing: {why}");
-            return;
-        }
-    };
-    let direct = lab.run_direct("thr_go (direct)", &prog, &[]);
-    expect_status(&direct, Some(7), None);
-    let mut p = lab.start("thr_go (herd run, the Go runtime's threads, moved n2, n3, home)", How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    // Each time it stays where it was sent, waiting in epoll_pwait at home between rounds
-    // (it once came home for that call at once).
-    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1)]);
-    p.wait_for_prefix(lab, "round 20:");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    lab.moves_at_lines(&mut p, pid, &[("round 25:", "n3", "n3", 2)]);
-    p.wait_for_prefix(lab, "round 45:");
-    lab.expect_where(&p, pid, "n3", Some(2));
-    lab.moves_at_lines(&mut p, pid, &[("round 50:", "home", "n1", 3)]);
-    let moved = p.finish(lab);
-    same_result(&direct, &moved, same);
+    runtime_moved_while_computing(lab, "go_program_moved_while_computing", "thr_go (the Go runtime's threads)", lab.go_program("thr_go"), 7);
 }
 
 /// A JVM (about fifteen threads: the program's three at a CyclicBarrier, the JIT
 /// compilers, the garbage collector, ...) moved n2, n3, home while it computes.
 fn java_program_moved_while_computing(lab: &Lab) {
-    let prog = match lab.java_program("ThrJava") {
-        Ok(prog) => prog.with_args(&["80"]),
-        Err(why) => {
-            println!("SKIP: java_program_moved_while_computing: {why}");
-            return;
-        }
-    };
-    let direct = lab.run_direct("ThrJava (direct)", &prog, &[]);
-    expect_status(&direct, Some(6), None);
-    let mut p = lab.start("ThrJava (herd run, a JVM's threads, moved n2, n3, home)", How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1)]);
-    p.wait_for_prefix(lab, "round 20:");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    lab.moves_at_lines(&mut p, pid, &[("round 25:", "n3", "n3", 2)]);
-    p.wait_for_prefix(lab, "round 45:");
-    lab.expect_where(&p, pid, "n3", Some(2));
-    lab.moves_at_lines(&mut p, pid, &[("round 50:", "home", "n1", 3)]);
-    let moved = p.finish(lab);
-    same_result(&direct, &moved, same);
+    runtime_moved_while_computing(lab, "java_program_moved_while_computing", "ThrJava (a JVM's threads)", lab.java_program("ThrJava"), 6);
 }
 
 /// A node program (libuv's event loop in epoll_pwait, its eventfd and thread pool, two
 /// worker_threads) moved n2, n3, home while it computes.
 fn node_program_moved_while_computing(lab: &Lab) {
-    let prog = match lab.node_program("thr_node.js") {
+    runtime_moved_while_computing(lab, "node_program_moved_while_computing", "thr_node.js (node's threads)", lab.node_program("thr_node.js"), 8);
+}
+
+/// A program of a language runtime (`prog`, or why it cannot run here: SKIP) that prints
+/// "round N: ..." 80 times and ends with `status`, moved n2 at round 5, n3 at round 25 and
+/// home at round 50; each time it stays where it was sent (checked 15 rounds later: such
+/// runtimes wait in epoll_pwait between rounds, which once brought them home at once).
+fn runtime_moved_while_computing(lab: &Lab, scenario: &str, what: &str, prog: Result<Program, String>, status: i32) {
+    let prog = match prog {
         Ok(prog) => prog.with_args(&["80"]),
         Err(why) => {
-            println!("SKIP: node_program_moved_while_computing: {why}");
+            println!("SKIP: {scenario}: {why}");
             return;
         }
     };
-    let direct = lab.run_direct("thr_node.js (direct)", &prog, &[]);
-    expect_status(&direct, Some(8), None);
-    let mut p = lab.start("thr_node.js (herd run, node's threads, moved n2, n3, home)", How::Herd, &prog);
+    let direct = lab.run_direct(&format!("{what} (direct)"), &prog, &[]);
+    expect_status(&direct, Some(status), None);
+    let mut p = lab.start(&format!("{what} (herd run, moved n2, n3, home)"), How::Herd, &prog);
     let pid = p.home_pid(lab);
-    lab.moves_at_lines(&mut p, pid, &[("round 5:", "n2", "n2", 1)]);
-    p.wait_for_prefix(lab, "round 20:");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    lab.moves_at_lines(&mut p, pid, &[("round 25:", "n3", "n3", 2)]);
-    p.wait_for_prefix(lab, "round 45:");
-    lab.expect_where(&p, pid, "n3", Some(2));
-    lab.moves_at_lines(&mut p, pid, &[("round 50:", "home", "n1", 3)]);
+    for (at, target, node, nmigs, later) in [("round 5:", "n2", "n2", 1, Some("round 20:")), ("round 25:", "n3", "n3", 2, Some("round 45:")), ("round 50:", "home", "n1", 3, None)] {
+        lab.moves_at_lines(&mut p, pid, &[(at, target, node, nmigs)]);
+        if let Some(later) = later {
+            p.wait_for_prefix(lab, later);
+            lab.expect_where(&p, pid, node, Some(nmigs));
+        }
+    }
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }
