@@ -66,8 +66,8 @@ impl fmt::Display for CantMove {
             CantMove::IoUring { fd: Some(fd) } => write!(f, "fd {fd} is an io_uring, whose rings and requests in flight live in the kernel"),
             CantMove::IoUring { fd: None } => write!(f, "uses io_uring (its rings are mapped), whose requests in flight live in the kernel"),
             CantMove::IoUringThread { thread, worker: None } => write!(f, "its thread {thread} waits in io_uring_enter"),
-            CantMove::SharedVm { with } => write!(f, "shares its memory with process {with} (vfork, or clone with CLONE_VM)"),
             CantMove::IoUringThread { thread, worker: Some(name) } => write!(f, "its thread {thread} ({name}) is one of the kernel's io_uring workers"),
+            CantMove::SharedVm { with } => write!(f, "shares its memory with process {with} (vfork, or clone with CLONE_VM)"),
         }
     }
 }

@@ -805,6 +805,15 @@ fn python_hash_chain_to_regular_file() {
     assert_same_run(&expected, &got);
 }
 
+/// `herd inspect IMG` succeeds and its text says each of `whats`.
+fn assert_inspect_shows(img: impl AsRef<OsStr>, whats: &[&str]) {
+    let shown = herd(&argv!["inspect", img], None);
+    shown.assert_ok();
+    for what in whats {
+        assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
+    }
+}
+
 /// How many threads the image at `img` holds (herd inspect --json).
 fn image_threads(img: &Path) -> u64 {
     let run = herd(&argv!["inspect", "--json", img], None);
@@ -1351,11 +1360,7 @@ fn process_state_and_fds_survive_with_the_same_pid() {
     assert_same_run(&expected, &got);
     // The image says what it holds.
     let img = dir.path().join("ckpt.img");
-    let shown = herd(&argv!["inspect", &img], None);
-    shown.assert_ok();
-    for what in ["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled", "every 30.000 s, signal 10 to the process", "disarmed, signal 10 to thread", "ghost (deleted), 5000 bytes carried, at offset 100", "memfd:herdtest, 3000 bytes carried, seals 0x6, at offset 7"] {
-        assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
-    }
+    assert_inspect_shows(&img, &["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled", "every 30.000 s, signal 10 to the process", "disarmed, signal 10 to thread", "ghost (deleted), 5000 bytes carried, at offset 100", "memfd:herdtest, 3000 bytes carried, seals 0x6, at offset 7"]);
 }
 
 /// A tree: a pipe to child A holding 50,000 unread bytes, A in its own process
@@ -1374,11 +1379,7 @@ fn tree_with_pipe_zombie_group_and_session_restores_exactly() {
     assert!(text(&expected.out).contains("A (pipe, own group): exit 7"), "ckpt_tree fails uninterrupted:\n{}", text(&expected.out));
     let got = run_checkpointed(dir.path(), "tree", &cmd, Out::File, 3);
     assert_same_run(&expected, &got);
-    let shown = herd(&argv!["inspect", dir.path().join("tree.img")], None);
-    shown.assert_ok();
-    for what in ["tree image", "4 processes", "zombie (exit 3)", "pipe 0      50000 bytes waiting", "pipe 0, read end", "pidfd"] {
-        assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
-    }
+    assert_inspect_shows(dir.path().join("tree.img"), &["tree image", "4 processes", "zombie (exit 3)", "pipe 0      50000 bytes waiting", "pipe 0, read end", "pidfd"]);
     let got = run_checkpointed_with(dir.path(), "treens", &cmd, Out::File, 3, Some(&["--new-pidns"]));
     assert_same_run(&expected, &got);
 }
@@ -1400,11 +1401,7 @@ fn tree_sharing_event_timer_and_signal_fds_restores_them_shared() {
     }
     let got = run_checkpointed(dir.path(), "tree", &cmd, Out::File, 3);
     assert_same_run(&expected, &got);
-    let shown = herd(&argv!["inspect", dir.path().join("tree.img")], None);
-    shown.assert_ok();
-    for what in ["eventfd, count 5", "timerfd, clock 1, fires in", "signalfd, signals"] {
-        assert!(shown.stdout.contains(what), "herd inspect does not show {what:?}:\n{}", shown.stdout);
-    }
+    assert_inspect_shows(dir.path().join("tree.img"), &["eventfd, count 5", "timerfd, clock 1, fires in", "signalfd, signals"]);
 }
 
 /// `seq | while read; do ...; sleep; done | sort -n | uniq -c` run by bash,

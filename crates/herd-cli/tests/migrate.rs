@@ -238,16 +238,12 @@ fn pthreads_move_while_computing(lab: &Lab) {
     p.wait_for_prefix(lab, "short-lived threads:");
     lab.expect_where(&p, pid, "n3", Some(2));
     // Their twins at home ended with them: the deputy has six threads again.
-    let threads_at_home = || {
-        let out = lab.node_sh("n1", &format!("ls /proc/{pid}/task | wc -l"));
-        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0)
-    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while threads_at_home() != 6 && Instant::now() < deadline {
+    while lab.threads_in_n1(pid) != 6 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
-    if threads_at_home() != 6 {
-        p.fail(lab, &format!("the deputy at home has {} threads, not the process's six", threads_at_home()));
+    if lab.threads_in_n1(pid) != 6 {
+        p.fail(lab, &format!("the deputy at home has {} threads, not the process's six", lab.threads_in_n1(pid)));
     }
     p.wait_for_prefix(lab, "round 50:");
     lab.expect_migrate(&p, pid, "n2");
@@ -283,18 +279,7 @@ fn sort_parallel_moved_while_sorting(lab: &Lab) {
     let direct = lab.run_direct("sort --parallel=2 (direct)", &prog, &[]);
     expect_status(&direct, Some(0), None);
     let mut p = lab.start("sort --parallel=2 (herd run, moved to n2 while it sorts)", How::Herd, &prog);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid = loop {
-        let row = lab.ps().into_iter().find(|r| r["cmd"].as_str().is_some_and(|c| c.contains(&marker)));
-        if let Some(pid) = row.and_then(|r| r["pid"].as_i64()) {
-            break pid as i32;
-        }
-        if Instant::now() > deadline {
-            p.fail(lab, "herd ps does not list it");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    p.pid = Some(pid);
+    let pid = lab.pid_listed(&mut p, &marker);
     lab.expect_migrate(&p, pid, "n2");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
@@ -328,22 +313,10 @@ fn zstd_t2_moved_while_compressing(lab: &Lab) {
     let direct = lab.run_direct("zstd -T2 (direct)", &prog(direct_out), &[]);
     expect_status(&direct, Some(0), None);
     let mut p = lab.start("zstd -T2 (herd run, moved n2, n3, home while it compresses)", How::Herd, &prog(moved_out));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid = loop {
-        let row = lab.ps().into_iter().find(|r| r["cmd"].as_str().is_some_and(|c| c.contains(moved_out)));
-        if let Some(pid) = row.and_then(|r| r["pid"].as_i64()) {
-            break pid as i32;
-        }
-        if Instant::now() > deadline {
-            p.fail(lab, "herd ps does not list it");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    p.pid = Some(pid);
+    let pid = lab.pid_listed(&mut p, moved_out);
     // Its workers are made once it has read the first job's input.
-    let threads = || String::from_utf8_lossy(&lab.node_sh("n1", &format!("ls /proc/{pid}/task | wc -l")).stdout).trim().parse::<usize>().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while threads() < 3 {
+    while lab.threads_in_n1(pid) < 3 {
         if Instant::now() > deadline {
             p.fail(lab, "it does not run three threads");
         }

@@ -495,6 +495,30 @@ impl Lab {
     /// Moves `pid` (of `p`) at lines it prints: for each step, once a line starts with
     /// `prefix`, `herd migrate` to `target`; then it must run on `node`, moved `nmigs`
     /// times in all.
+    /// The home pid of `p`, a program that does not print it: the row of `herd ps` whose
+    /// command has `marker` (within 10 s; it is also set in `p`).
+    pub fn pid_listed(&self, p: &mut Proc, marker: &str) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            let row = self.ps().into_iter().find(|r| r["cmd"].as_str().is_some_and(|c| c.contains(marker)));
+            if let Some(pid) = row.and_then(|r| r["pid"].as_i64()) {
+                break pid as i32;
+            }
+            if Instant::now() > deadline {
+                p.fail(self, "herd ps does not list it");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        p.pid = Some(pid);
+        pid
+    }
+
+    /// How many threads process `pid` of n1 has now (0 when it is gone).
+    pub fn threads_in_n1(&self, pid: i32) -> usize {
+        let out = self.node_sh("n1", &format!("ls /proc/{pid}/task | wc -l"));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+
     pub fn moves_at_lines(&self, p: &mut Proc, pid: i32, steps: &[(&str, &str, &str, u64)]) {
         for &(prefix, target, node, nmigs) in steps {
             p.wait_for_prefix(self, prefix);
