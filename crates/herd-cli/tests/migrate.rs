@@ -760,9 +760,12 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     let out = lab.migrate(pid, "n2");
     ctl(herd_daemon::control::CtlOp::NoBlock);
     // The next scenarios need n1 to know n2 takes processes again: a state of n2's
-    // published after the noblock, and up.
+    // received after the noblock, up, and not blocked (gossip may still bring a state
+    // made before the noblock after it: fresh by its age, blocked by its flags).
     let t = Instant::now();
-    let fresh = |r: &Value| r["state"] == "up" && r["info_age_secs"].as_f64().is_some_and(|age| age < t.elapsed().as_secs_f64());
+    let fresh = |r: &Value| {
+        r["state"] == "up" && r["status"]["blocked"] == false && r["info_age_secs"].as_f64().is_some_and(|age| age < t.elapsed().as_secs_f64())
+    };
     while !lab.nodes("n1").iter().any(|r| r["name"] == "n2" && fresh(r)) {
         assert!(t.elapsed() < SETTLE, "n1 has not heard n2's noblock {SETTLE:?} after it");
         thread::sleep(POLL);
