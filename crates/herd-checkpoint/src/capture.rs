@@ -218,9 +218,10 @@ impl Frozen {
         pid: i32,
         hashes: &mut FileHashes,
         decided: &HashMap<i32, FileKind>,
+        mapped: &crate::tree::Mapped,
         stopped_at: Instant,
     ) -> Result<Frozen> {
-        let (image, plans) = capture_with(&mut held, pid, hashes, Purpose::Tree, decided)?;
+        let (image, plans) = capture_with(&mut held, pid, hashes, Purpose::Tree, decided, mapped)?;
         Ok(Frozen { held, image, plans, stopped_at })
     }
 }
@@ -228,7 +229,7 @@ impl Frozen {
 /// Reads everything about the held process except page contents, and plans
 /// which pages go into the image.
 fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose) -> Result<(ProcessImage, Vec<PagePlan>)> {
-    capture_with(held, pid, hashes, purpose, &HashMap::new())
+    capture_with(held, pid, hashes, purpose, &HashMap::new(), &HashMap::new())
 }
 
 /// [`capture`], with the kinds of some fds decided by the caller (a tree's
@@ -239,6 +240,7 @@ fn capture_with(
     hashes: &mut FileHashes,
     purpose: Purpose,
     decided: &HashMap<i32, FileKind>,
+    mapped: &crate::tree::Mapped,
 ) -> Result<(ProcessImage, Vec<PagePlan>)> {
     // Threads may have been created between the check and the stop.
     let t0 = Instant::now();
@@ -372,6 +374,13 @@ fn capture_with(
             prot |= PROT_EXEC;
         }
         let shared = m.perms.contains(MMPermissions::SHARED);
+        // Memory without a name, a memory object of the tree: its runs were planned with it.
+        if let Some((object, offset, runs)) = mapped.get(&start) {
+            let stored_bytes = runs.iter().map(|r| r.1).sum();
+            vmas.push(Vma { start, end, prot, shared, kind: VmaKind::Memory { object: *object, offset: *offset }, stored_bytes });
+            plans.push(PagePlan { runs: runs.clone(), force: prot & PROT_READ == 0 });
+            continue;
+        }
         let kind = match &m.pathname {
             MMapPath::Vsyscall => continue,
             MMapPath::Heap => VmaKind::Heap,

@@ -263,6 +263,8 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
                     }
                 } else if s.starts_with("/SYSV") {
                     why.push(CantMove::SysvShm);
+                } else if purpose == Purpose::Tree && (s.ends_with(" (deleted)") || s.starts_with("/memfd:")) {
+                    // A tree carries it as a memory object (shared memory, a memfd, a deleted file).
                 } else if (s.ends_with(" (deleted)") && !(shared && s.starts_with("/dev/zero"))) || s.starts_with("/memfd:") {
                     why.push(CantMove::DeletedFile { path: s });
                 } else if shared && writable && !s.starts_with("/dev/zero") {

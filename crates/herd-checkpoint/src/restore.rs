@@ -20,7 +20,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
+use herd_image::tree::{read_tree_after_magic, MemoryKind, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
 use herd_kernel::sockdiag;
 use herd_image::{
     FileKind, FormatError, ImageReader, OwnedSection, PendingSignal, ProcessImage, Rseq, Sched, Section, SigAltStack, VmaKind, PROT_WRITE,
@@ -93,8 +93,9 @@ struct PageStream {
 /// Where a restored image goes.
 enum Into<'a> {
     /// A new process, a child of the caller, with the image's open files and
-    /// the pid `pid` says.
-    Fresh { pid: PidMode },
+    /// the pid `pid` says; `memory` holds the tree's memory objects, made by
+    /// [`make_memory`], which its `VmaKind::Memory` regions map.
+    Fresh { pid: PidMode, memory: &'a [Object] },
     /// A new process that runs as a migrated guest: no open files (they stay
     /// with the deputy at home), cwd `/`, and `filter` (a seccomp program,
     /// `struct sock_filter` array) installed last with a user-notification
@@ -155,7 +156,7 @@ pub fn restore<R: Read + Send>(mut input: R, hashes: &mut FileHashes, pid: PidMo
         let tree = read_tree_after_magic(&mut input)?;
         return restore_tree(tree, &mut input, hashes, pid);
     }
-    restore_new((&magic[..got]).chain(input), hashes, Into::Fresh { pid }).map(|(r, _, _)| r)
+    restore_new((&magic[..got]).chain(input), hashes, Into::Fresh { pid, memory: &[] }).map(|(r, _, _)| r)
 }
 
 /// Restores a tree image (its header already read) from `input`: every
@@ -166,7 +167,8 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
     let root_pid = tree.members[0].pid;
     let others = tree.members.iter().skip(1).map(|m| (m.pid, true));
     check_pids(root_pid, others, mode)?;
-    let plan = tree_plan(&tree, mode)?;
+    let memory = make_memory(&tree)?;
+    let plan = tree_plan(&tree, mode, &memory)?;
     let mut child = restorer::spawn_tree(&plan)?;
     let init = child.init.take();
     let top = init.as_ref().map_or(child.pid, |i| i.pid);
@@ -195,13 +197,14 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
             }
             preflight(&image, hashes)?;
             made.push(Made::default());
-            let b = stream_build(tracee, Some(&child), &image, reader, &mut warnings, Into::Fresh { pid: mode }, made.last_mut().expect("pushed"))?;
+            let b = stream_build(tracee, Some(&child), &image, reader, &mut warnings, Into::Fresh { pid: mode, memory: &memory }, made.last_mut().expect("pushed"))?;
             page_bytes += b.page_bytes;
         }
         Ok(page_bytes)
     })();
     match built {
         Ok(page_bytes) => {
+            seal_memory(&tree, &memory, &mut warnings);
             let mut tids = Vec::new();
             // Children first, so that a parent that runs finds them all. Past this
             // point the tree is whole: a member that cannot be let go (killed from
@@ -242,8 +245,91 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
     }
 }
 
+/// A memory object of a tree made again, held by the restoring process: members
+/// open it through /proc/<our pid>/fd.
+pub(crate) struct Object {
+    file: std::fs::File,
+    /// Its seals forbid writing: members map it from a read-only descriptor.
+    write_sealed: bool,
+}
+
+impl Object {
+    fn path(&self) -> String {
+        format!("/proc/{}/fd/{}", std::process::id(), std::os::fd::AsRawFd::as_raw_fd(&self.file))
+    }
+}
+
+/// Makes every memory object of `tree`: a memfd of its size, or, for one a
+/// descriptor holds, the file that descriptor had (a memfd or an unnamed file in
+/// its directory) with its contents.
+fn make_memory(tree: &TreeImage) -> Result<Vec<Object>> {
+    use std::os::fd::FromRawFd;
+    let sys = |what: String| move |e: std::io::Error| CheckpointError::Incompatible(format!("{what}: {e}"));
+    let mut out = Vec::new();
+    for (i, m) in tree.memory.iter().enumerate() {
+        let carried = m.ofd.and_then(|o| match &tree.ofds[o as usize] {
+            SharedOfd::Contents { kind, mode, contents, .. } => Some((kind, *mode, contents)),
+            _ => None,
+        });
+        let name = match (&m.kind, carried) {
+            (_, Some((NamelessKind::Memfd { name, .. }, ..))) => name.clone(),
+            (MemoryKind::Memfd { name, .. }, _) => name.clone(),
+            (MemoryKind::Anonymous, _) => "herd-shared-memory".into(),
+            (MemoryKind::Deleted { path }, _) => path.rsplit('/').next().unwrap_or("deleted").to_string(),
+        };
+        let raw = match carried {
+            Some((NamelessKind::Unlinked { dir, .. }, mode, _)) => {
+                let dir = cstring(dir)?;
+                // SAFETY: a valid C string; the result is checked.
+                unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, mode & 0o7777) }
+            }
+            _ => {
+                let name = cstring(&name)?;
+                // SAFETY: a valid C string; the result is checked.
+                unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) }
+            }
+        };
+        if raw < 0 {
+            return Err(sys(format!("making memory object {i} ({name})"))(std::io::Error::last_os_error()));
+        }
+        // SAFETY: a new descriptor, ours alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let file = std::fs::File::from(fd);
+        if let Some((_, mode, contents)) = carried {
+            std::io::Write::write_all(&mut &file, contents).map_err(sys(format!("filling memory object {i} ({name})")))?;
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777)).map_err(sys(format!("giving memory object {i} ({name}) its mode")))?;
+        }
+        file.set_len(m.size).map_err(sys(format!("sizing memory object {i} ({name}) to {} bytes", m.size)))?;
+        let seals = match (&m.kind, carried) {
+            (_, Some((NamelessKind::Memfd { seals, .. }, ..))) | (MemoryKind::Memfd { seals, .. }, _) => *seals,
+            _ => 0,
+        };
+        out.push(Object { file, write_sealed: seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0 });
+    }
+    Ok(out)
+}
+
+/// Gives the memfd objects their seals, once their contents are in.
+fn seal_memory(tree: &TreeImage, memory: &[Object], warnings: &mut Vec<String>) {
+    for (m, o) in tree.memory.iter().zip(memory) {
+        let carried = m.ofd.and_then(|i| match &tree.ofds[i as usize] {
+            SharedOfd::Contents { kind: NamelessKind::Memfd { seals, .. }, .. } => Some(*seals),
+            _ => None,
+        });
+        let seals = match (&m.kind, carried) {
+            (_, Some(s)) => s,
+            (MemoryKind::Memfd { seals, .. }, None) => *seals,
+            _ => continue,
+        };
+        // SAFETY: fcntl on our own descriptor.
+        if seals != 0 && unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&o.file), libc::F_ADD_SEALS, seals) } != 0 {
+            warnings.push(format!("the seals {seals:#x} of memfd {:?} could not be set again: {}", m.kind, std::io::Error::last_os_error()));
+        }
+    }
+}
+
 /// The restorer plan of a tree: each member's files, the shared files, the pipes.
-fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
+fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<restorer::TreePlan> {
     let mut members = Vec::new();
     for m in &tree.members {
         let (plan, shared) = match &m.prepare {
@@ -262,7 +348,13 @@ fn tree_plan(tree: &TreeImage, mode: PidMode) -> Result<restorer::TreePlan> {
     let ofds = tree
         .ofds
         .iter()
-        .map(|o| {
+        .enumerate()
+        .map(|(i, o)| {
+            // A file that is a memory object too: opened on the object, made already.
+            let object = tree.memory.iter().position(|m| m.ofd == Some(i as u32));
+            if let (Some(k), SharedOfd::Contents { flags, offset, .. }) = (object, o) {
+                return Ok(restorer::OfdPlan::Open { path: cstring(&memory[k].path())?, flags: *flags, offset: *offset });
+            }
             Ok(match o {
                 SharedOfd::File(FileKind::Regular { path, flags, offset } | FileKind::Directory { path, flags, offset }) => {
                     restorer::OfdPlan::Open { path: cstring(path)?, flags: *flags, offset: *offset }
@@ -477,7 +569,7 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
     }
     let remote = matches!(into, Into::Remote { .. });
     let choice = match into {
-        Into::Fresh { pid } => pid_choice(&image, pid)?,
+        Into::Fresh { pid, .. } => pid_choice(&image, pid)?,
         _ => PidChoice::Any,
     };
     let mut child = restorer::spawn(&child_plan(&image, remote, choice)?)?;
@@ -894,12 +986,21 @@ fn build(
     }
 
     // Memory regions.
+    let memory: &[Object] = match into {
+        Into::Fresh { memory, .. } => memory,
+        _ => &[],
+    };
     let mut file_fds: HashMap<&str, u64> = HashMap::new();
+    let mut object_fds: HashMap<(u32, bool), u64> = HashMap::new();
+    // Shared regions of memory objects: (start, end, object, offset); their pages go
+    // into the object itself.
+    let mut object_regions: Vec<(u64, u64, &Object, u64)> = Vec::new();
     let mut vdso_lo: Option<u64> = None;
     let mut reprotect = Vec::new();
     for v in &image.vmas {
         let mut prot = prot_bits(v.prot);
-        if v.stored_bytes > 0 && v.prot & PROT_WRITE == 0 {
+        let object_shared = v.shared && matches!(v.kind, VmaKind::Memory { .. });
+        if v.stored_bytes > 0 && v.prot & PROT_WRITE == 0 && !object_shared {
             prot |= libc::PROT_WRITE as u64;
             reprotect.push(v);
         }
@@ -922,6 +1023,26 @@ fn build(
                 };
                 inj.call_ok("mmap a file region", abi::SYS_MMAP, &[v.start, v.len(), prot, share | fixed, fd, *offset])?
             }
+            VmaKind::Memory { object, offset } => {
+                let o = memory.get(*object as usize).ok_or_else(|| {
+                    FormatError::Corrupt(format!("region {:#x} maps memory object {object}, which the image does not have (only a tree image has them)", v.start))
+                })?;
+                let write = v.shared && !o.write_sealed;
+                let fd = match object_fds.get(&(*object, write)) {
+                    Some(fd) => *fd,
+                    None => {
+                        let path = scratch.put_str(&o.path())?;
+                        let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
+                        let fd = inj.call_ok("open a memory object", abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, path, (mode | libc::O_CLOEXEC) as u64, 0])? as u64;
+                        object_fds.insert((*object, write), fd);
+                        fd
+                    }
+                };
+                if v.shared {
+                    object_regions.push((v.start, v.end, o, *offset));
+                }
+                inj.call_ok("mmap a memory object", abi::SYS_MMAP, &[v.start, v.len(), prot, share | fixed, fd, *offset])?
+            }
             VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
                 let grows = if matches!(v.kind, VmaKind::Stack) { libc::MAP_GROWSDOWN as u64 } else { 0 };
                 inj.call_ok("mmap an anonymous region", abi::SYS_MMAP, &[v.start, v.len(), prot, share | fixed | libc::MAP_ANONYMOUS as u64 | grows, u64::MAX, 0])?
@@ -931,7 +1052,7 @@ fn build(
             return Err(CheckpointError::Incompatible(format!("region {:#x} was mapped at {got:#x}", v.start)));
         }
     }
-    for fd in file_fds.values() {
+    for fd in file_fds.values().chain(object_fds.values()) {
         inj.call_ok("close a mapped file", abi::SYS_CLOSE, &[*fd])?;
     }
 
@@ -943,7 +1064,11 @@ fn build(
         match next? {
             Some(section @ OwnedSection::Pages { addr, .. }) => {
                 let data = section.pages();
-                if mem::write(pid, addr, data).is_err() {
+                if let Some((start, _, o, offset)) = object_regions.iter().find(|r| r.0 <= addr && addr < r.1) {
+                    let at = offset + (addr - start);
+                    std::os::unix::fs::FileExt::write_all_at(&o.file, data, at)
+                        .map_err(|e| CheckpointError::Incompatible(format!("writing {} bytes into a memory object at byte {at}: {e}", data.len())))?;
+                } else if mem::write(pid, addr, data).is_err() {
                     if procmem.is_none() {
                         procmem = Some(ProcMem::open(pid, true)?);
                     }
@@ -995,7 +1120,7 @@ fn build(
     set_mm(&mut inj, &scratch, image, warnings, !deputy)?;
     set_signals(&mut inj, &scratch, image)?;
     let fresh = match into {
-        Into::Fresh { pid } => Some(pid),
+        Into::Fresh { pid, .. } => Some(pid),
         _ => None,
     };
     if fresh.is_some() {

@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Instant;
 
-use herd_image::tree::{write_tree, Member, NamelessKind, PipeImage, Prepare, SharedOfd, SockAddr, SocketPairImage, TreeImage, MAX_CONTENTS};
+use herd_image::tree::{write_tree, Member, MemoryKind, MemoryObject, NamelessKind, PipeImage, Prepare, SharedOfd, SockAddr, SocketPairImage, TreeImage, MAX_CONTENTS, MAX_OBJECT};
 use herd_image::FileKind;
 use herd_kernel::pidfd::PidFd;
 use herd_kernel::sockdiag::{self, UnixSock};
@@ -112,14 +112,16 @@ impl FrozenTree {
             i += 1;
         }
         let pids: Vec<i32> = members.iter().map(|m| m.0).collect();
-        let (ofds, pipes, socket_pairs, decided) = share(&pids, &members.iter().map(|m| m.3.is_none()).collect::<Vec<_>>())?;
-        let mut tree = TreeImage { members: Vec::new(), ofds, pipes, socket_pairs };
+        let alive: Vec<bool> = members.iter().map(|m| m.3.is_none()).collect();
+        let (ofds, pipes, socket_pairs, decided, contents_of) = share(&pids, &alive)?;
+        let (memory, mapped) = memory_objects(&pids, &alive, &ofds, &contents_of)?;
+        let mut tree = TreeImage { members: Vec::new(), ofds, pipes, socket_pairs, memory };
         let mut live = Vec::new();
         for (idx, (p, parent, held, zombie)) in members.into_iter().enumerate() {
             let (pgid, sid) = ids(p).unwrap_or((p, 0));
             let prepare = match held {
                 Some(h) => {
-                    let frozen = Frozen::capture_held(h, p, hashes, decided.get(&idx).unwrap_or(&HashMap::new()), stopped_at)?;
+                    let frozen = Frozen::capture_held(h, p, hashes, decided.get(&idx).unwrap_or(&HashMap::new()), mapped.get(&idx).unwrap_or(&HashMap::new()), stopped_at)?;
                     let img = frozen.image();
                     let t = &img.task;
                     let prep = Prepare { files: img.files.clone(), cwd: t.cwd.clone(), umask: t.umask, rlimits: t.rlimits.clone(), personality: t.personality };
@@ -136,7 +138,7 @@ impl FrozenTree {
     /// Whether the image is a single process image (one member, nothing
     /// shared): then it is written as one, without a tree header.
     pub fn is_single(&self) -> bool {
-        self.tree.members.len() == 1 && self.tree.ofds.is_empty()
+        self.tree.members.len() == 1 && self.tree.ofds.is_empty() && self.tree.memory.is_empty()
     }
 
     /// The root's image.
@@ -201,9 +203,163 @@ impl FrozenTree {
     }
 }
 
-/// What the members share: the table of shared open files, the pipes, and
-/// for each member the kinds of the fds that are decided by it.
-type Shares = (Vec<SharedOfd>, Vec<PipeImage>, Vec<SocketPairImage>, HashMap<usize, HashMap<i32, FileKind>>);
+/// What the members share: the table of shared open files, the pipes, for
+/// each member the kinds of the fds that are decided by it, and the
+/// [`SharedOfd::Contents`] entries by (device, inode) of their file.
+type Shares = (Vec<SharedOfd>, Vec<PipeImage>, Vec<SocketPairImage>, HashMap<usize, HashMap<i32, FileKind>>, HashMap<(u64, u64), u32>);
+
+/// How a member maps a memory object: by the start of its region, the object,
+/// the offset in it, and the runs of pages (address, length) its image stores.
+pub(crate) type Mapped = HashMap<u64, (u32, u64, Vec<(u64, u64)>)>;
+
+/// One mapping of memory without a name, as [`memory_objects`] sees it.
+struct NamelessMap {
+    member: usize,
+    pid: i32,
+    start: u64,
+    end: u64,
+    offset: u64,
+    shared: bool,
+    path: String,
+}
+
+/// Bytes of `[start, end)` of process `pid` that can be read: all of it, or the
+/// part before the end of the file it maps (a page beyond it faults).
+fn readable(pid: i32, start: u64, end: u64) -> Result<u64> {
+    let pm = herd_kernel::mem::ProcMem::open(pid, false).map_err(|e| CheckpointError::Proc { pid, what: format!("reading its memory: {e}") })?;
+    let page = herd_kernel::mem::PAGE;
+    let mut buf = vec![0u8; page as usize];
+    let ok = |k: u64, buf: &mut [u8]| pm.read(start + k * page, buf).is_ok();
+    let pages = (end - start) / page;
+    if pages == 0 || ok(pages - 1, &mut buf) {
+        return Ok(end - start);
+    }
+    // The readable pages are a prefix: find its length.
+    let (mut lo, mut hi) = (0u64, pages - 1);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if ok(mid, &mut buf) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo * page)
+}
+
+/// `[lo, hi)` less the sorted, disjoint ranges `covered`.
+fn uncovered(lo: u64, hi: u64, covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = lo;
+    for &(a, b) in covered {
+        if b <= at || a >= hi {
+            continue;
+        }
+        if a > at {
+            out.push((at, a));
+        }
+        at = at.max(b);
+    }
+    if at < hi {
+        out.push((at, hi));
+    }
+    out
+}
+
+/// Adds `[lo, hi)` to the sorted, disjoint ranges `covered`.
+fn cover(covered: &mut Vec<(u64, u64)>, lo: u64, hi: u64) {
+    covered.push((lo, hi));
+    covered.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(covered.len());
+    for &(a, b) in covered.iter() {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    *covered = merged;
+}
+
+/// The memory objects of the tree: every memfd or deleted file a member maps,
+/// and shared anonymous memory mapped more than once (by a parent and its child
+/// after fork; a region mapped once is stored as any anonymous memory), each
+/// with the regions that map it. A shared region stores the object's bytes it
+/// shows that no earlier one stored (none when a descriptor of the tree holds
+/// the file: its contents are in the tree header); a private one stores all it
+/// can read (its copies on write, and the object's bytes as it sees them).
+fn memory_objects(pids: &[i32], live: &[bool], ofds: &[SharedOfd], contents_of: &HashMap<(u64, u64), u32>) -> Result<(Vec<MemoryObject>, HashMap<usize, Mapped>)> {
+    let mut groups: Vec<((u64, u64), Vec<NamelessMap>)> = Vec::new();
+    for (member, (&pid, &alive)) in pids.iter().zip(live).enumerate() {
+        if !alive {
+            continue;
+        }
+        for m in procinfo::maps(&procinfo::open(pid)?)? {
+            let procfs::process::MMapPath::Path(path) = &m.pathname else { continue };
+            let path = path.to_string_lossy().into_owned();
+            if !(path.ends_with(" (deleted)") || path.starts_with("/memfd:")) {
+                continue;
+            }
+            let key = (libc::makedev(m.dev.0 as u32, m.dev.1 as u32), m.inode);
+            let shared = m.perms.contains(procfs::process::MMPermissions::SHARED);
+            let map = NamelessMap { member, pid, start: m.address.0, end: m.address.1, offset: m.offset, shared, path };
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => g.1.push(map),
+                None => groups.push((key, vec![map])),
+            }
+        }
+    }
+    let mut objects = Vec::new();
+    let mut mapped: HashMap<usize, Mapped> = HashMap::new();
+    for (key, maps) in groups {
+        let first = &maps[0];
+        let anonymous = first.path.starts_with("/dev/zero");
+        let ofd = contents_of.get(&key).copied();
+        if anonymous && maps.len() == 1 && ofd.is_none() {
+            continue;
+        }
+        let object = objects.len() as u32;
+        let name = first.path.trim_end_matches(" (deleted)");
+        let carried = ofd.and_then(|o| match &ofds[o as usize] {
+            SharedOfd::Contents { kind, contents, .. } => Some((kind, contents.len() as u64)),
+            _ => None,
+        });
+        let kind = if anonymous {
+            MemoryKind::Anonymous
+        } else if let Some(memfd) = name.strip_prefix("/memfd:") {
+            let seals = match carried {
+                Some((NamelessKind::Memfd { seals, .. }, _)) => *seals,
+                _ => 0,
+            };
+            MemoryKind::Memfd { name: memfd.to_string(), seals }
+        } else {
+            MemoryKind::Deleted { path: name.to_string() }
+        };
+        // What is known of the object: all of it when a descriptor carries it.
+        let mut covered: Vec<(u64, u64)> = carried.map(|(_, len)| vec![(0, len)]).unwrap_or_default();
+        let mut size = carried.map_or(0, |(_, len)| len);
+        for m in &maps {
+            let len = if anonymous { m.end - m.start } else { readable(m.pid, m.start, m.end)? };
+            if carried.is_none() {
+                size = size.max(m.offset + len);
+            }
+            let runs = if m.shared {
+                let runs: Vec<(u64, u64)> = uncovered(m.offset, m.offset + len, &covered).into_iter().map(|(a, b)| (m.start + (a - m.offset), b - a)).collect();
+                cover(&mut covered, m.offset, m.offset + len);
+                runs
+            } else if len > 0 {
+                vec![(m.start, len)]
+            } else {
+                Vec::new()
+            };
+            mapped.entry(m.member).or_default().insert(m.start, (object, m.offset, runs));
+        }
+        if size > MAX_OBJECT {
+            return Err(CheckpointError::CantMove { pid: first.pid, reasons: vec![CantMove::TooLarge { what: format!("{} maps {name}, {} GiB", first.pid, size >> 30) }] });
+        }
+        objects.push(MemoryObject { kind, size, ofd });
+    }
+    Ok((objects, mapped))
+}
 
 fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
     let mut descs = Vec::new();
@@ -269,6 +425,7 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
     let mut pair_of: HashMap<u64, (u32, u8)> = HashMap::new();
     let mut pipe_of: HashMap<(u64, u64), u32> = HashMap::new();
     let mut decided: HashMap<usize, HashMap<i32, FileKind>> = HashMap::new();
+    let mut contents_of: HashMap<(u64, u64), u32> = HashMap::new();
     let mut refused = Vec::new();
     let mut decide = |d: &Desc, k: FileKind| {
         decided.entry(d.member).or_default().insert(d.fd, k);
@@ -402,6 +559,7 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
                 Ok(o) => {
                     ofds.push(o);
                     let ofd = ofds.len() as u32 - 1;
+                    contents_of.insert((r.dev, r.ino), ofd);
                     c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
                 }
                 Err(what) => refused.extend(c.iter().map(|d| (d.pid, CantMove::UnsupportedFd { fd: d.fd, what: what.clone() }))),
@@ -455,7 +613,7 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
         let reasons = refused.iter().filter(|(p, _)| *p == pid).map(|(_, r)| r.clone()).collect();
         return Err(CheckpointError::CantMove { pid, reasons });
     }
-    Ok((ofds, pipes, socket_pairs, decided))
+    Ok((ofds, pipes, socket_pairs, decided, contents_of))
 }
 
 use std::os::unix::fs::OpenOptionsExt;

@@ -5,7 +5,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use herd_image::tree::{read_tree_after_magic, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
+use herd_image::tree::{read_tree_after_magic, MemoryKind, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
 use herd_image::{FileKind, ImageReader, Section, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use serde::Serialize;
 
@@ -112,6 +112,8 @@ struct TreeSummary {
     pipes: Vec<PipeSummary>,
     socket_pairs: Vec<String>,
     shared_files: Vec<String>,
+    /// Memory without a name that members map (made once, mapped by each).
+    memory: Vec<String>,
     /// Each live member's image, in order.
     images: Vec<Summary>,
 }
@@ -235,6 +237,19 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
             })
             .collect(),
         shared_files: tree.ofds.iter().map(describe_ofd).collect(),
+        memory: tree
+            .memory
+            .iter()
+            .map(|m| {
+                let what = match &m.kind {
+                    MemoryKind::Anonymous => "shared anonymous memory".to_string(),
+                    MemoryKind::Memfd { name, seals } => format!("memfd {name} (seals {seals:#x})"),
+                    MemoryKind::Deleted { path } => format!("deleted file {path}"),
+                };
+                let fd = m.ofd.map(|o| format!(", also open as shared file {o}")).unwrap_or_default();
+                format!("{what}, {} bytes{fd}", m.size)
+            })
+            .collect(),
         images,
     };
     if json {
@@ -262,6 +277,9 @@ pub fn run(path: &Path, json: bool) -> Result<i32> {
     }
     for (i, f) in t.shared_files.iter().enumerate() {
         println!("shared {i}    {f}");
+    }
+    for (i, m) in t.memory.iter().enumerate() {
+        println!("memory {i}    {m}");
     }
     for s in &t.images {
         println!();
@@ -299,6 +317,7 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
                 VmaKind::Vdso => "[vdso]".into(),
                 VmaKind::Vvar => "[vvar]".into(),
                 VmaKind::File { file, .. } => file.path.clone(),
+                VmaKind::Memory { object, offset } => format!("memory object {object} from byte {offset}"),
             },
             size: v.len(),
             stored: v.stored_bytes,

@@ -27,7 +27,7 @@ use crate::model::{ProcessImage, ProcessState};
 
 pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
 /// The version this herd writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest version this herd reads (version 2 has no extensions).
 pub const MIN_FORMAT_VERSION: u32 = 2;
 /// Process-section extension: [`ProcessState`].
@@ -533,6 +533,17 @@ impl<R: Read> ImageReader<R> {
             // Kinds added in version 3 cannot appear in an older image.
             if let Some(f) = image.files.iter().find(|f| !matches!(f.kind, FileKind::Regular { .. } | FileKind::Device { .. } | FileKind::Inherited { .. })) {
                 return Err(FormatError::Corrupt(format!("fd {} has a kind that format version {} does not have", f.fd, self.version)));
+            }
+        }
+        for v in &image.vmas {
+            match v.kind {
+                crate::model::VmaKind::Memory { .. } if self.version < 4 => {
+                    return Err(FormatError::Corrupt(format!("memory region {:#x}-{:#x} has a kind that format version {} does not have", v.start, v.end, self.version)));
+                }
+                crate::model::VmaKind::Memory { offset, .. } if !page_aligned(offset) || offset.checked_add(v.len()).is_none() => {
+                    return Err(FormatError::Corrupt(format!("memory region {:#x}-{:#x} maps a memory object from byte {offset}", v.start, v.end)));
+                }
+                _ => {}
             }
         }
         crate::model::check_files(&image.files).map_err(|why| FormatError::Corrupt(format!("open files: {why}")))?;

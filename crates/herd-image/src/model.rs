@@ -310,6 +310,12 @@ pub enum VmaKind {
     /// A file mapping. Pages still identical to the file are not stored;
     /// the restore maps them from the file after checking `file.hash`.
     File { file: FileRef, offset: u64 },
+    /// Added in format version 4: a mapping (shared or private, as [`Vma::shared`])
+    /// of memory object `object` of the tree image (`crate::tree::TreeImage::memory`:
+    /// shared anonymous memory, a memfd or a deleted file, made once for every
+    /// process that maps it) from byte `offset` of it. A shared mapping's stored
+    /// pages are the object's contents there; a private one's are its own.
+    Memory { object: u32, offset: u64 },
 }
 
 /// A file on the capturing machine, identified by content.

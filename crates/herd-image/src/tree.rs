@@ -23,8 +23,10 @@ use crate::format::FormatError;
 use crate::model::{FileKind, OpenFile, Rlimit};
 
 pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
-/// Version 2: [`SharedOfd::Event`]. Version 1 images are read as well.
-pub const TREE_VERSION: u32 = 2;
+/// Version 2: [`SharedOfd::Event`]. Version 3: [`TreeImage::memory`] (and the
+/// members' `VmaKind::Memory` regions, process image format version 4). Versions 1
+/// and 2 are read as well.
+pub const TREE_VERSION: u32 = 3;
 /// The oldest tree version this herd reads.
 pub const MIN_TREE_VERSION: u32 = 1;
 /// Largest tree header a reader accepts (pipe contents are in it).
@@ -33,6 +35,8 @@ pub const MAX_TREE_LEN: u64 = 256 << 20;
 pub const MAX_CONTENTS: u64 = 64 << 20;
 /// Most members a tree may have.
 pub const MAX_MEMBERS: usize = 1 << 15;
+/// Largest memory object (shared memory, memfd, deleted file mapped).
+pub const MAX_OBJECT: u64 = 1 << 40;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TreeImage {
@@ -44,6 +48,47 @@ pub struct TreeImage {
     pub pipes: Vec<PipeImage>,
     /// Connected pairs of unix sockets with both ends inside the tree.
     pub socket_pairs: Vec<SocketPairImage>,
+    /// Version 3: memory the members map that has no name to map it by again
+    /// (`VmaKind::Memory` regions refer to it by index): made once, before any
+    /// member, and mapped by each.
+    pub memory: Vec<MemoryObject>,
+}
+
+/// A tree image of version 1 or 2 (no memory objects).
+#[derive(Deserialize)]
+struct TreeImageV2 {
+    members: Vec<Member>,
+    ofds: Vec<SharedOfd>,
+    pipes: Vec<PipeImage>,
+    socket_pairs: Vec<SocketPairImage>,
+}
+
+/// Memory without a name: shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, shared
+/// by a parent and its children after fork), a memfd, or a file deleted while mapped.
+/// It is made again as a memfd of `size` bytes (a file of [`SharedOfd::Contents`]
+/// when `ofd` says a descriptor holds it too). Its bytes are the stored pages of the
+/// members' shared mappings of it (each byte stored once), or that file's contents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryObject {
+    pub kind: MemoryKind,
+    /// Its size: a mapping beyond it faults (SIGBUS) as it did.
+    pub size: u64,
+    /// The [`SharedOfd::Contents`] entry of `ofds` that is this same file, open in a
+    /// member: the object is that file (made with its contents), and the descriptor
+    /// is opened on it.
+    pub ofd: Option<u32>,
+}
+
+/// What a [`MemoryObject`] was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MemoryKind {
+    /// Shared anonymous memory.
+    Anonymous,
+    /// memfd_create(name); its seals are set once every member is built (those
+    /// of a memfd no descriptor holds cannot be read without privilege: 0).
+    Memfd { name: String, seals: i32 },
+    /// A file deleted while mapped, at `path`.
+    Deleted { path: String },
 }
 
 /// A connected pair of unix sockets (socketpair, or connected to each other).
@@ -213,8 +258,13 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     if crc(&[&hdr[0..4], &hdr[4..8], &hdr[8..16], &payload]) != sum {
         return Err(FormatError::Checksum { kind: "tree", offset: 0 });
     }
-    let (tree, rest): (TreeImage, &[u8]) =
-        postcard::take_from_bytes(&payload).map_err(|e| FormatError::Corrupt(format!("tree header: {e}")))?;
+    let corrupt = |e: postcard::Error| FormatError::Corrupt(format!("tree header: {e}"));
+    let (tree, rest): (TreeImage, &[u8]) = if version >= 3 {
+        postcard::take_from_bytes(&payload).map_err(corrupt)?
+    } else {
+        let (t, rest): (TreeImageV2, &[u8]) = postcard::take_from_bytes(&payload).map_err(corrupt)?;
+        (TreeImage { members: t.members, ofds: t.ofds, pipes: t.pipes, socket_pairs: t.socket_pairs, memory: Vec::new() }, rest)
+    };
     if !rest.is_empty() {
         return Err(FormatError::Corrupt(format!("tree header has {} bytes after the tree", rest.len())));
     }
@@ -289,6 +339,20 @@ impl TreeImage {
                 SharedOfd::Event(_) => return bad(format!("shared file {i} is an event file of a kind that is not made again shared")),
             }
         }
+        for (i, m) in self.memory.iter().enumerate() {
+            if m.size > MAX_OBJECT {
+                return bad(format!("memory object {i} is {} bytes", m.size));
+            }
+            if let Some(o) = m.ofd {
+                match self.ofds.get(o as usize) {
+                    Some(SharedOfd::Contents { contents, .. }) if contents.len() as u64 <= m.size => {}
+                    _ => return bad(format!("memory object {i} is shared file {o}, which is not a file carried with its contents (or is larger)")),
+                }
+                if self.memory[..i].iter().any(|p| p.ofd == Some(o)) {
+                    return bad(format!("shared file {o} is two memory objects"));
+                }
+            }
+        }
         for (i, p) in self.socket_pairs.iter().enumerate() {
             let bytes: usize = p.queued.iter().flatten().map(|m| m.len()).sum();
             if ![1, 2, 5].contains(&p.kind) || bytes > 64 << 20 || p.shutdown.iter().any(|s| *s > 3) {
@@ -324,6 +388,7 @@ mod tests {
             ofds: vec![SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 }, SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 }],
             pipes: vec![PipeImage { contents: b"hello".to_vec(), capacity: 65536, fifo: None }],
             socket_pairs: vec![SocketPairImage { kind: 2, queued: [vec![b"a".to_vec(), b"bc".to_vec()], vec![]], shutdown: [0, 2] }],
+            memory: vec![MemoryObject { kind: MemoryKind::Anonymous, size: 1 << 20, ofd: None }, MemoryObject { kind: MemoryKind::Memfd { name: "m".into(), seals: 0 }, size: 4096, ofd: None }],
         }
     }
 
@@ -354,6 +419,28 @@ mod tests {
     }
 
     #[test]
+    fn version_2_trees_are_read_without_memory() {
+        let mut t = sample();
+        t.memory.clear();
+        let old = TreeImageV2Out { members: t.members.clone(), ofds: t.ofds.clone(), pipes: t.pipes.clone(), socket_pairs: t.socket_pairs.clone() };
+        let payload = postcard::to_stdvec(&old).unwrap();
+        let (version, reserved, len) = (2u32.to_le_bytes(), 0u32.to_le_bytes(), (payload.len() as u64).to_le_bytes());
+        let mut b = TREE_MAGIC.to_vec();
+        for part in [&version[..], &reserved, &len, &crc(&[&version, &reserved, &len, &payload]).to_le_bytes(), &payload] {
+            b.extend_from_slice(part);
+        }
+        assert_eq!(read(&b).unwrap(), t);
+    }
+
+    #[derive(Serialize)]
+    struct TreeImageV2Out {
+        members: Vec<Member>,
+        ofds: Vec<SharedOfd>,
+        pipes: Vec<PipeImage>,
+        socket_pairs: Vec<SocketPairImage>,
+    }
+
+    #[test]
     fn bad_structure_is_refused() {
         type Change = Box<dyn Fn(&mut TreeImage)>;
         let cases: Vec<(&str, Change)> = vec![
@@ -373,6 +460,9 @@ mod tests {
             ("socket end 2", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 0, end: 2, flags: 0 }))),
             ("socket pair out of range", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 1, end: 0, flags: 0 }))),
             ("raw socket pair", Box::new(|t| t.socket_pairs[0].kind = 3)),
+            ("huge memory object", Box::new(|t| t.memory[0].size = MAX_OBJECT + 1)),
+            ("memory object of a pipe end", Box::new(|t| t.memory[1].ofd = Some(0))),
+            ("memory object of no file", Box::new(|t| t.memory[1].ofd = Some(9))),
             ("zombie that is stopped", Box::new(|t| t.members[2].zombie = Some(0x137f))),
             ("zombie by signal 99", Box::new(|t| t.members[2].zombie = Some(99))),
             ("an fd twice", Box::new(|t| {

@@ -1204,3 +1204,19 @@ fn malformed_threads_are_corrupt() {
         }
     }
 }
+
+/// Memory-object regions (version 4) round-trip, are refused in a version 3 image,
+/// and must start at a page of the object.
+#[test]
+fn memory_object_regions_are_version_4() {
+    let (mut image, _) = sample_v3();
+    image.vmas = vec![Vma { start: 0x10000, end: 0x12000, prot: PROT_READ | PROT_WRITE, shared: true, kind: VmaKind::Memory { object: 1, offset: 0x3000 }, stored_bytes: 0x1000 }];
+    let pages = vec![(0x11000, pattern(9, 1))];
+    let d = decode(&encode(&image, &pages)).unwrap();
+    assert_eq!(d.image, image);
+    let v3 = concat(&[&header(3), &process_section(&image), &pages_section(0x11000, &pattern(9, 1)), &end_section(4096)]);
+    let msg = expect_corrupt(&v3, "a version 4 region kind in a version 3 image");
+    assert!(msg.contains("format version 3"), "{msg}");
+    image.vmas[0].kind = VmaKind::Memory { object: 1, offset: 0x3001 };
+    expect_corrupt(&encode(&image, &pages), "a memory object mapped from an unaligned offset");
+}
