@@ -353,7 +353,8 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
             // A file that is a memory object too: opened on the object, made already.
             let object = tree.memory.iter().position(|m| m.ofd == Some(i as u32));
             if let (Some(k), SharedOfd::Contents { flags, offset, .. }) = (object, o) {
-                return Ok(restorer::OfdPlan::Open { path: cstring(&memory[k].path())?, flags: *flags, offset: *offset });
+                // Through a magic link, which O_NOFOLLOW (mkstemp's) would refuse.
+                return Ok(restorer::OfdPlan::Open { path: cstring(&memory[k].path())?, flags: *flags & !libc::O_NOFOLLOW, offset: *offset });
             }
             Ok(match o {
                 SharedOfd::File(FileKind::Regular { path, flags, offset } | FileKind::Directory { path, flags, offset }) => {

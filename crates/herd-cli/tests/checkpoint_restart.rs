@@ -1430,6 +1430,23 @@ fn tree_sharing_memory_without_a_name_restores_it_shared() {
     );
 }
 
+/// Python's multiprocessing: three forked workers adding to a shared Value and Array
+/// under a Lock (deleted files of /dev/shm mapped by all four processes, one of them
+/// still open), checkpointed as a tree: the same totals after restart.
+#[test]
+fn python_multiprocessing_shared_value_and_lock_resume() {
+    if !ready("python_multiprocessing_shared_value_and_lock_resume", &[Need::Python, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_mp.py"), "40"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).contains("total 4680 counts [40, 40, 40] exits [0, 0, 0]"), "{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "tree", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    assert_inspect_shows(dir.path().join("tree.img"), &["4 processes", "deleted file /dev/shm/sem.", "also open as shared file"]);
+}
+
 /// `seq | while read; do ...; sleep; done | sort -n | uniq -c` run by bash,
 /// checkpointed as a tree mid-stream (five or six processes, lines waiting
 /// in the pipes) and restarted: the same counts, the same exit status.

@@ -665,12 +665,13 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                             fail(rs, 0, 10, i);
                         }
                     }
-                    // Opened again as it was opened (read-only, appending, ...).
+                    // Opened again as it was opened (read-only, appending, ...), through a
+                    // magic link (which O_NOFOLLOW, as mkstemp opens, would refuse).
                     if libc::dup2(t, slot(ctx, i)) < 0 {
                         fail(rs, 0, 10, i);
                     }
                     libc::close(t);
-                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_TMPFILE);
+                    let fl = *flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_TMPFILE | libc::O_NOFOLLOW);
                     let r = libc::open(ctx.reopen[i].as_ptr(), fl);
                     if r < 0 || libc::lseek(r, *offset as i64, libc::SEEK_SET) < 0 {
                         fail(rs, 0, 10, i);
