@@ -39,6 +39,9 @@ pub enum CantMove {
     /// or clone with CLONE_VM but not CLONE_THREAD): moved or restored apart, the two
     /// would no longer see each other's writes.
     SharedVm { with: i32 },
+    /// Maps shared anonymous memory that another process maps too (made before a fork):
+    /// apart, the two would no longer see each other's writes.
+    SharedMemory { with: i32 },
 }
 
 impl fmt::Display for CantMove {
@@ -68,6 +71,7 @@ impl fmt::Display for CantMove {
             CantMove::IoUringThread { thread, worker: None } => write!(f, "its thread {thread} waits in io_uring_enter"),
             CantMove::IoUringThread { thread, worker: Some(name) } => write!(f, "its thread {thread} ({name}) is one of the kernel's io_uring workers"),
             CantMove::SharedVm { with } => write!(f, "shares its memory with process {with} (vfork, or clone with CLONE_VM)"),
+            CantMove::SharedMemory { with } => write!(f, "shares memory with process {with} (a shared mapping made before a fork); checkpoint them together"),
         }
     }
 }
@@ -196,7 +200,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         }
     }
     if purpose == Purpose::Checkpoint && !kids.is_empty() {
-        why.push(CantMove::Children(kids));
+        why.push(CantMove::Children(kids.clone()));
     }
     let fds: Vec<_> = if whole { p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect() } else { Vec::new() };
     let socket_inodes = if purpose == Purpose::Tree { carried_socket_inodes(pid) } else { Vec::new() };
@@ -251,7 +255,25 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
             _ => why.push(CantMove::UnsupportedFd { fd: fd.fd, what }),
         }
     }
-    for m in procinfo::maps(&p)? {
+    let maps = procinfo::maps(&p)?;
+    // Shared anonymous memory a parent or child maps too stays shared only in a tree.
+    if purpose != Purpose::Tree {
+        let anon_shm = |m: &procfs::process::MemoryMap| match &m.pathname {
+            MMapPath::Path(path) if m.perms.contains(procfs::process::MMPermissions::SHARED) && path.to_string_lossy().starts_with("/dev/zero") => Some((m.dev, m.inode)),
+            _ => None,
+        };
+        let mine: Vec<_> = maps.iter().filter_map(anon_shm).collect();
+        if !mine.is_empty() {
+            for other in std::iter::once(status.ppid).chain(kids.iter().copied()).filter(|&o| o > 1) {
+                // A relative whose memory map we may not read is not one we share with by ourselves.
+                let theirs = procinfo::open(other).and_then(|o| procinfo::maps(&o)).unwrap_or_default();
+                if theirs.iter().filter_map(anon_shm).any(|k| mine.contains(&k)) {
+                    why.push(CantMove::SharedMemory { with: other });
+                }
+            }
+        }
+    }
+    for m in maps {
         let shared = m.perms.contains(procfs::process::MMPermissions::SHARED);
         let writable = m.perms.contains(procfs::process::MMPermissions::WRITE);
         match &m.pathname {

@@ -726,13 +726,18 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     let ended = t.finish(lab);
     expect_status(&ended, Some(0), None);
     // A process using io_uring (its rings mapped, a thread waiting in io_uring_enter, one
-    // of the kernel's workers in it), and one sharing its memory with a child (clone with
-    // CLONE_VM): refused, naming each part, and each runs on at home.
+    // of the kernel's workers in it), one sharing its memory with a child (clone with
+    // CLONE_VM) and one sharing shared anonymous memory with a child it forked: refused,
+    // naming each part, and each runs on at home.
     let io_uring = fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |v| v.trim() == "0");
     if !io_uring {
         println!("SKIP: refused_moves_leave_it_running, io_uring part: io_uring is disabled (kernel.io_uring_disabled)");
     }
-    let cases: [(&str, &[&str]); 2] = [("io_uring-wait", &["uses io_uring", "waits in io_uring_enter", "io_uring workers"]), ("clone-vm", &["shares its memory with process"])];
+    let cases: [(&str, &[&str]); 3] = [
+        ("io_uring-wait", &["uses io_uring", "waits in io_uring_enter", "io_uring workers"]),
+        ("clone-vm", &["shares its memory with process"]),
+        ("shared-fork", &["shares memory with process", "a shared mapping made before a fork"]),
+    ];
     for (mode, reasons) in cases.into_iter().filter(|(mode, _)| io_uring || *mode != "io_uring-wait") {
         let uprog = lab.program("refuse").with_args(&[mode]);
         let mut u = lab.start(&format!("refuse {mode} (herd run)"), How::Herd, &uprog);

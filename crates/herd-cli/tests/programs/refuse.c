@@ -9,7 +9,8 @@
  * the kernel's io_uring workers (a thread "iou-wrk-N" of the process) waits in,
  * and a second thread waiting in io_uring_enter for its completion, which never
  * comes), "clone-vm" (a child made by clone with CLONE_VM and not CLONE_THREAD:
- * the two share their memory). Prints "ready", then "tick N" every 100 ms so the test can
+ * the two share their memory), "shared-fork" (shared anonymous memory mapped, then a
+ * child forked: the two map it both). Prints "ready", then "tick N" every 100 ms so the test can
  * see it is still running; gives up by itself after about 60 s in case
  * nobody kills it.
  *
@@ -154,6 +155,21 @@ int main(int argc, char **argv)
     if (strcmp(mode, "clone-vm") == 0 && clone(vm_child, vm_child_stack + sizeof vm_child_stack, CLONE_VM | SIGCHLD, NULL) < 0) {
         perror("clone");
         return 2;
+    }
+    if (strcmp(mode, "shared-fork") == 0) {
+        volatile int *shm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (shm == MAP_FAILED) {
+            perror("mmap");
+            return 2;
+        }
+        *shm = 1;
+        pid_t kid = fork();
+        if (kid < 0) {
+            perror("fork");
+            return 2;
+        }
+        if (kid == 0)
+            vm_child(NULL);
     }
     if (strstr(mode, "socket")) {
         /* An established TCP connection to itself over loopback: fds 3 (the
