@@ -457,6 +457,7 @@ fn capture_with(
         files,
         threads,
         state,
+        increment: None,
     };
     Ok((image, plans))
 }

@@ -23,7 +23,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::model::{ProcessImage, ProcessState};
+use crate::model::{Increment, ProcessImage, ProcessState};
 
 pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
 /// The version this herd writes.
@@ -32,6 +32,9 @@ pub const FORMAT_VERSION: u32 = 4;
 pub const MIN_FORMAT_VERSION: u32 = 2;
 /// Process-section extension: [`ProcessState`].
 pub const EXT_STATE: u16 = 1;
+/// Process-section extension (version 4): [`crate::model::Increment`], in an
+/// incremental checkpoint only.
+pub const EXT_INCREMENT: u16 = 2;
 pub const PAGE_SIZE: u64 = 4096;
 /// Largest Process section a reader accepts.
 pub const MAX_PROCESS_LEN: u64 = 16 << 20;
@@ -127,6 +130,12 @@ impl<W: Write> ImageWriter<W> {
         bytes.extend_from_slice(&EXT_STATE.to_le_bytes());
         bytes.extend_from_slice(&(ext.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&ext);
+        if let Some(inc) = &image.increment {
+            let ext = postcard::to_stdvec(inc).map_err(io::Error::other)?;
+            bytes.extend_from_slice(&EXT_INCREMENT.to_le_bytes());
+            bytes.extend_from_slice(&(ext.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&ext);
+        }
         self.section(KIND_PROCESS, &[&bytes])?;
         self.wrote_process = true;
         Ok(())
@@ -163,6 +172,28 @@ impl<W: Write> ImageWriter<W> {
 /// all advice that takes pages offline.
 const ADVICE_ALLOWED: [i32; 8] = [10, 12, 14, 15, 16, 18, 1, 2];
 
+/// An increment's ranges: ascending, disjoint, page-aligned, each inside one private
+/// anonymous region of the image.
+fn check_increment(image: &ProcessImage, inc: &Increment) -> Result<(), FormatError> {
+    use crate::model::VmaKind;
+    let mut prev = 0u64;
+    for &(at, len) in &inc.inherit {
+        let end = at.checked_add(len).filter(|_| len > 0 && page_aligned(at) && page_aligned(len) && at >= prev);
+        let Some(end) = end else {
+            return Err(FormatError::Corrupt(format!("increment: range {at:#x}+{len:#x} is empty, misaligned or out of order")));
+        };
+        let inside = image.vmas.iter().any(|v| v.contains(at, end) && !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack));
+        if !inside {
+            return Err(FormatError::Corrupt(format!("increment: range {at:#x}-{end:#x} is not inside one private anonymous region")));
+        }
+        prev = end;
+    }
+    if inc.id == inc.parent {
+        return Err(FormatError::Corrupt(format!("increment {} names itself as its parent", inc.id)));
+    }
+    Ok(())
+}
+
 /// Bounds of the process state a restore acts on.
 fn check_state(st: &ProcessState) -> Result<(), FormatError> {
     let bad = |why: String| Err(FormatError::Corrupt(format!("process state: {why}")));
@@ -189,9 +220,11 @@ fn check_state(st: &ProcessState) -> Result<(), FormatError> {
 }
 
 /// The extensions after the process description (version 3): the state
-/// extension exactly once; an unknown one is refused, not skipped.
-fn read_extensions(mut rest: &[u8]) -> Result<Option<ProcessState>, FormatError> {
+/// extension exactly once, from version 4 an increment at most once; an unknown
+/// one is refused, not skipped.
+fn read_extensions(mut rest: &[u8], version: u32) -> Result<(Option<ProcessState>, Option<Increment>), FormatError> {
     let mut state: Option<Option<ProcessState>> = None;
+    let mut increment: Option<Increment> = None;
     while !rest.is_empty() {
         if rest.len() < 6 {
             return Err(FormatError::Corrupt(format!(
@@ -214,6 +247,14 @@ fn read_extensions(mut rest: &[u8]) -> Result<Option<ProcessState>, FormatError>
                 state = Some(s);
             }
             EXT_STATE => return Err(FormatError::Corrupt("second process state extension".into())),
+            EXT_INCREMENT if version >= 4 && increment.is_none() => {
+                let (inc, extra): (Increment, &[u8]) =
+                    postcard::take_from_bytes(body).map_err(|e| FormatError::Corrupt(format!("increment extension: {e}")))?;
+                if !extra.is_empty() {
+                    return Err(FormatError::Corrupt(format!("increment extension has {} bytes after it", extra.len())));
+                }
+                increment = Some(inc);
+            }
             _ => {
                 return Err(FormatError::Corrupt(format!(
                     "the image holds state this herd does not know (extension {tag}); it was made by a newer herd"
@@ -222,7 +263,8 @@ fn read_extensions(mut rest: &[u8]) -> Result<Option<ProcessState>, FormatError>
         }
         rest = &rest[6 + len..];
     }
-    state.ok_or_else(|| FormatError::Corrupt("the process section lacks its state extension (version 3 has one)".into()))
+    let state = state.ok_or_else(|| FormatError::Corrupt("the process section lacks its state extension (version 3 has one)".into()))?;
+    Ok((state, increment))
 }
 
 /// A section that owns its bytes (see [`ImageReader::next_owned`]).
@@ -458,7 +500,7 @@ impl<R: Read> ImageReader<R> {
                     )));
                 }
                 if self.version >= 3 {
-                    image.state = read_extensions(rest)?;
+                    (image.state, image.increment) = read_extensions(rest, self.version)?;
                 }
                 self.accept_process(&image)?;
                 self.seen_process = true;
@@ -593,6 +635,9 @@ impl<R: Read> ImageReader<R> {
             if t.pending.iter().any(|p| p.shared) {
                 return Err(FormatError::Corrupt(format!("thread {} holds a process-wide pending signal", t.tid)));
             }
+        }
+        if let Some(inc) = &image.increment {
+            check_increment(image, inc)?;
         }
         self.stored_ranges = ranges;
         self.expected_page_bytes = expected;

@@ -23,6 +23,25 @@ pub struct ProcessImage {
     /// restore leaves these things as the restorer has them.
     #[serde(skip)]
     pub state: Option<ProcessState>,
+    /// Format version 4, an incremental checkpoint: what it leaves to the image
+    /// before it (an extension of the Process section, see `format.rs`); `None` in
+    /// an image that stands on its own.
+    #[serde(skip)]
+    pub increment: Option<Increment>,
+}
+
+/// What an incremental checkpoint leaves to its parent, the checkpoint before it:
+/// the pages of `inherit` (address ranges of private anonymous memory not written
+/// since the parent was captured) are the parent's. Restored only through its chain
+/// (`crate::chain::merge`), never alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Increment {
+    /// The id of this checkpoint and of its parent (given by whoever keeps the chain).
+    pub id: u64,
+    pub parent: u64,
+    /// Ascending, disjoint, page-aligned (address, length) ranges, each inside one
+    /// private anonymous region.
+    pub inherit: Vec<(u64, u64)>,
 }
 
 /// Process-wide state beyond the core image (format version 3).

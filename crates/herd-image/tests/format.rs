@@ -149,6 +149,7 @@ fn image_with(vmas: Vec<Vma>) -> ProcessImage {
             sched: Sched { policy: 3, priority: 0, nice: 19 },
         }],
         state: None,
+        increment: None,
     }
 }
 
@@ -1219,4 +1220,56 @@ fn memory_object_regions_are_version_4() {
     assert!(msg.contains("format version 3"), "{msg}");
     image.vmas[0].kind = VmaKind::Memory { object: 1, offset: 0x3001 };
     expect_corrupt(&encode(&image, &pages), "a memory object mapped from an unaligned offset");
+}
+
+/// A chain of a full image and two increments merges into the image the last one
+/// stands for: each page from the newest image that stored it, inherited pages
+/// from older ones, pages nobody stored left out (zero); a broken chain is refused.
+#[test]
+fn chains_of_increments_merge_into_one_image() {
+    let dir = std::env::temp_dir().join(format!("herd-chain-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = |n: u64| 0x10000 + n * PAGE as u64;
+    let image = |stored: u64, inc: Option<Increment>| {
+        let mut i = image_with(vec![vma(0x10000, 0x20000, VmaKind::Anonymous, stored), vma(0x30000, 0x31000, VmaKind::Vvar, 0)]);
+        i.state = Some(ProcessState::default());
+        i.increment = inc;
+        i
+    };
+    let file = |name: &str, img: &ProcessImage, pages: &[(u64, Vec<u8>)]| {
+        let path = dir.join(name);
+        std::fs::write(&path, encode(img, pages)).unwrap();
+        std::fs::File::open(path).unwrap()
+    };
+    // Base: pages 0-7 (A). Increment 1: page 2 (B); 0-1 and 3-7 inherited; page 9 written then
+    // emptied: neither. Increment 2: page 4 (C); 0-3 and 5-7 inherited.
+    let a = pattern(1, 8);
+    let base = file("0", &image(8 * 4096, None), &[(page(0), a.clone())]);
+    let inc1 = Increment { id: 11, parent: 10, inherit: vec![(page(0), 2 * 4096), (page(3), 5 * 4096)] };
+    let one = file("1", &image(4096, Some(inc1)), &[(page(2), pattern(2, 1))]);
+    let inc2 = Increment { id: 12, parent: 11, inherit: vec![(page(0), 4 * 4096), (page(5), 3 * 4096)] };
+    let two = file("2", &image(4096, Some(inc2.clone())), &[(page(4), pattern(3, 1))]);
+    let (bytes, n) = chain::merge(vec![(10, base.try_clone().unwrap()), (11, one.try_clone().unwrap()), (12, two.try_clone().unwrap())], Vec::new()).unwrap();
+    assert_eq!(n, 8 * 4096);
+    let d = decode(&bytes).unwrap();
+    assert_eq!(d.image.increment, None);
+    assert_eq!(d.image.vmas[0].stored_bytes, 8 * 4096);
+    let mut want = a.clone();
+    want[2 * PAGE..3 * PAGE].copy_from_slice(&pattern(2, 1));
+    want[4 * PAGE..5 * PAGE].copy_from_slice(&pattern(3, 1));
+    let got: Vec<u8> = d.pages.iter().flat_map(|(_, p)| p.clone()).collect();
+    assert_eq!(d.pages.first().map(|p| p.0), Some(page(0)));
+    assert_eq!(got, want);
+    // A wrong parent, an increment first, a full image in the middle: refused.
+    for (what, files) in [
+        ("wrong ids", vec![(10, base.try_clone().unwrap()), (12, one.try_clone().unwrap())]),
+        ("increment first", vec![(11, one.try_clone().unwrap())]),
+        ("full image in the middle", vec![(10, base.try_clone().unwrap()), (11, base.try_clone().unwrap())]),
+    ] {
+        assert!(matches!(chain::merge(files, Vec::new()), Err(FormatError::Corrupt(_))), "{what} was merged");
+    }
+    // An increment whose range is outside every anonymous region is refused when read.
+    let bad = Increment { inherit: vec![(0x30000, 4096)], ..inc2 };
+    expect_corrupt(&encode(&image(4096, Some(bad)), &[(page(4), pattern(3, 1))]), "an increment range in the vvar");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -109,13 +109,19 @@ impl ProcMem {
 
 // include/uapi/linux/fs.h: PAGEMAP_SCAN.
 const PAGEMAP_SCAN: u64 = 0xC060_6610;
+const PM_SCAN_WP_MATCHING: u64 = 1;
+const PM_SCAN_CHECK_WPASYNC: u64 = 2;
+/// In a region registered for asynchronous write-protection (`uffd::WpTracker`).
+pub const PAGE_IS_WPALLOWED: u64 = 1;
+/// Written since it was last write-protected (or not protected at all).
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 const PAGE_IS_FILE: u64 = 1 << 2;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_SWAPPED: u64 = 1 << 4;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 /// A guard region marker (MADV_GUARD_INSTALL; Linux 6.14). It reads as
 /// swapped too, but holds nothing.
-const PAGE_IS_GUARD: u64 = 1 << 8;
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
 /// Whether PAGEMAP_SCAN knows PAGE_IS_GUARD (cleared on the first EINVAL).
 static SCAN_KNOWS_GUARD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -195,16 +201,42 @@ impl Pagemap {
         }
     }
 
+    /// The pages of `[start, end)` as runs (start, end, categories) of the
+    /// categories in `of` (PAGE_IS_* above), each with at least one of them; pages
+    /// with none are left out.
+    pub fn categories(&self, start: u64, end: u64, of: u64) -> Result<Vec<(u64, u64, u64)>> {
+        let mut out = Vec::new();
+        self.scan_with(start, end, 0, [0, 0, of, of], |r| out.push((r.start, r.end, r.categories)))?;
+        Ok(out)
+    }
+
+    /// Write-protects again the pages of `[start, end)` written since they last
+    /// were (in regions a `uffd::WpTracker` tracks; others are left alone).
+    pub fn protect_written(&self, start: u64, end: u64) -> Result<()> {
+        self.scan_with(start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, [0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN], |_| {})
+    }
+
     /// PAGEMAP_SCAN of `[start, end)`: pages whose `mask` categories equal
     /// `inverted` (those bits clear) and that have any of `anyof`, as runs.
     fn scan(&self, start: u64, end: u64, inverted: u64, mask: u64, anyof: u64) -> Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
+        self.scan_with(start, end, 0, [inverted, mask, anyof, anyof], |r| match out.last_mut() {
+            Some((a, l)) if *a + *l == r.start => *l += r.end - r.start,
+            _ => out.push((r.start, r.end - r.start)),
+        })?;
+        Ok(out)
+    }
+
+    /// PAGEMAP_SCAN of `[start, end)` with `flags` and the masks (inverted, mask,
+    /// anyof, return), each region found given to `each`.
+    fn scan_with(&self, start: u64, end: u64, flags: u64, masks: [u64; 4], mut each: impl FnMut(&PageRegion)) -> Result<()> {
+        let [inverted, mask, anyof, ret] = masks;
         let mut regions = vec![PageRegion::default(); 512];
         let mut at = start;
         while at < end {
             let mut arg = PmScanArg {
                 size: std::mem::size_of::<PmScanArg>() as u64,
-                flags: 0,
+                flags,
                 start: at,
                 end,
                 walk_end: 0,
@@ -214,7 +246,7 @@ impl Pagemap {
                 category_inverted: inverted,
                 category_mask: mask,
                 category_anyof_mask: anyof,
-                return_mask: anyof,
+                return_mask: ret,
             };
             // SAFETY: PAGEMAP_SCAN reads `arg` (a repr(C) pm_scan_arg of the size it
             // states) and writes at most `vec_len` page_region structures into
@@ -224,18 +256,13 @@ impl Pagemap {
             if n < 0 {
                 return Err(KernelError::last("ioctl(PAGEMAP_SCAN)", self.pid));
             }
-            for r in &regions[..n as usize] {
-                match out.last_mut() {
-                    Some((a, l)) if *a + *l == r.start => *l += r.end - r.start,
-                    _ => out.push((r.start, r.end - r.start)),
-                }
-            }
+            regions[..n as usize].iter().for_each(&mut each);
             if arg.walk_end <= at {
                 break;
             }
             at = arg.walk_end;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Entries for the pages of `[start, end)`.

@@ -29,6 +29,15 @@ pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
 pub const POSTCOPY_FEATURES: u64 = FEATURE_EVENT_REMAP | FEATURE_EVENT_REMOVE | FEATURE_EVENT_UNMAP;
 
 pub const REGISTER_MODE_MISSING: u64 = 1;
+/// Write-protect mode (dirty tracking, below).
+pub const REGISTER_MODE_WP: u64 = 2;
+/// Write faults on write-protected pages are resolved by the kernel itself, which
+/// only marks the page written (PAGEMAP_SCAN's PAGE_IS_WRITTEN): nobody has to
+/// read the descriptor.
+pub const FEATURE_WP_ASYNC: u64 = 1 << 15;
+/// `userfaultfd(2)` flag: only faults from user mode (allowed without privilege;
+/// with WP_ASYNC the kernel's own writes are resolved and marked all the same).
+pub const USER_MODE_ONLY: u64 = 1;
 
 // _IOC(dir, 0xAA, nr, size): dir << 30 | size << 16 | 0xAA << 8 | nr.
 pub const UFFDIO_API: u64 = 0xC018_AA3F;
@@ -36,6 +45,8 @@ pub const UFFDIO_REGISTER: u64 = 0xC020_AA00;
 pub const UFFDIO_WAKE: u64 = 0x8010_AA02;
 pub const UFFDIO_COPY: u64 = 0xC028_AA03;
 pub const UFFDIO_ZEROPAGE: u64 = 0xC020_AA04;
+pub const UFFDIO_WRITEPROTECT: u64 = 0xC018_AA06;
+const WRITEPROTECT_MODE_WP: u64 = 1;
 
 pub const EVENT_PAGEFAULT: u8 = 0x12;
 pub const EVENT_FORK: u8 = 0x13;
@@ -92,6 +103,14 @@ struct UffdioZeropage {
 struct UffdioRange {
     start: u64,
     len: u64,
+}
+
+/// `struct uffdio_writeprotect`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
 }
 
 /// The argument of the injected UFFDIO_API.
@@ -233,6 +252,38 @@ impl Uffd {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Dirty tracking of another process's memory: a userfaultfd made in it (with
+/// [`USER_MODE_ONLY`]) in asynchronous write-protect mode. Regions registered with
+/// [`WpTracker::track`] are write-protected; a write to a page un-protects it and marks
+/// it written, which `Pagemap::written` reports (and protects again). Dropping the
+/// tracker (herdd's copy being the only one) unregisters everything.
+#[derive(Debug)]
+pub struct WpTracker {
+    uffd: Uffd,
+}
+
+impl WpTracker {
+    /// Sets up the descriptor herdd took from process `pid` (made there by an
+    /// injected `userfaultfd(O_CLOEXEC | O_NONBLOCK | USER_MODE_ONLY)`).
+    pub fn new(fd: OwnedFd, pid: i32) -> Result<WpTracker> {
+        let uffd = Uffd::from_fd(fd, pid);
+        let mut api = UffdioApi { api: UFFD_API, features: FEATURE_WP_ASYNC, ioctls: 0 };
+        uffd.ioctl("UFFDIO_API", UFFDIO_API, &mut api)
+            .map_err(|e| KernelError::Sys { op: "UFFDIO_API (write-protect, asynchronous)", pid, source: std::io::Error::from_raw_os_error(e) })?;
+        Ok(WpTracker { uffd })
+    }
+
+    /// Registers `[start, start + len)` (whole regions of anonymous memory) and
+    /// write-protects it: from now on its writes are tracked. Err(errno) when the
+    /// kernel will not (a region registered elsewhere, of a kind it cannot track).
+    pub fn track(&self, start: u64, len: u64) -> std::result::Result<(), i32> {
+        let mut reg = UffdioRegister { start, len, mode: REGISTER_MODE_WP, ioctls: 0 };
+        self.uffd.ioctl("UFFDIO_REGISTER", UFFDIO_REGISTER, &mut reg)?;
+        let mut wp = UffdioWriteprotect { range: UffdioRange { start, len }, mode: WRITEPROTECT_MODE_WP };
+        self.uffd.ioctl("UFFDIO_WRITEPROTECT", UFFDIO_WRITEPROTECT, &mut wp)
     }
 }
 
