@@ -48,8 +48,8 @@ struct PostcopyPlan {
 }
 
 /// Which pages of one VMA go into the image.
-struct PagePlan {
-    runs: Vec<(u64, u64)>,
+pub(crate) struct PagePlan {
+    pub(crate) runs: Vec<(u64, u64)>,
     /// Not readable by process_vm_readv (no PROT_READ): use /proc/PID/mem.
     force: bool,
 }
@@ -490,6 +490,15 @@ fn gadget_in(pid: i32, maps: &[procfs::process::MemoryMap], own_vdso: &[u8]) -> 
 impl Frozen {
     pub fn image(&self) -> &ProcessImage {
         &self.image
+    }
+
+    pub(crate) fn image_mut(&mut self) -> &mut ProcessImage {
+        &mut self.image
+    }
+
+    /// The regions and the plan of each (same order).
+    pub(crate) fn parts_mut(&mut self) -> (&mut Vec<Vma>, &mut Vec<PagePlan>) {
+        (&mut self.image.vmas, &mut self.plans)
     }
 
     /// Renames the threads in the image (a migrated process's threads go by

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod dirty;
 pub mod filehash;
 mod procinfo;
 mod state;
@@ -14,6 +15,7 @@ pub mod tree;
 
 pub use capture::{CaptureStats, Frozen, LazyPages, Runs};
 pub use check::{check, check_for, CantMove, Purpose};
+pub use dirty::Dirty;
 pub use procinfo::children;
 pub use tree::{check_tree, FrozenTree};
 pub use restore::{restore, restore_into, restore_remote, PidMode, RemoteRestore, Restored, RestoreStats};

@@ -81,6 +81,9 @@ pub struct RemoteRestore {
     pub restored: Restored,
     pub listener: OwnedFd,
     pub uffd: Option<OwnedFd>,
+    /// A userfaultfd of the process for its write tracking (`crate::Dirty::new`);
+    /// None when this kernel cannot make one (then every checkpoint is whole).
+    pub wp: Option<OwnedFd>,
 }
 
 /// Page sections arriving from the image-reading thread, and the way back
@@ -136,6 +139,8 @@ struct Built {
     listener_fd: Option<i32>,
     /// The userfaultfd of a post-copy restore (herdd's copy; the process has none).
     uffd: Option<OwnedFd>,
+    /// A guest's userfaultfd for write tracking (incremental checkpoints, `Dirty`).
+    wp: Option<OwnedFd>,
 }
 
 /// Reads an image from `input` and starts the process it holds. The image
@@ -156,7 +161,7 @@ pub fn restore<R: Read + Send>(mut input: R, hashes: &mut FileHashes, pid: PidMo
         let tree = read_tree_after_magic(&mut input)?;
         return restore_tree(tree, &mut input, hashes, pid);
     }
-    restore_new((&magic[..got]).chain(input), hashes, Into::Fresh { pid, memory: &[] }).map(|(r, _, _)| r)
+    restore_new((&magic[..got]).chain(input), hashes, Into::Fresh { pid, memory: &[] }).map(|(r, ..)| r)
 }
 
 /// Restores a tree image (its header already read) from `input`: every
@@ -464,8 +469,8 @@ fn set_groups(tree: &TreeImage, tracees: &mut [(usize, Tracee)], mode: PidMode, 
 /// later, as [`crate::Frozen::write_postcopy`] returned them) the
 /// userfaultfd that must fill them.
 pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8], lazy: Option<&[(u64, u64)]>) -> Result<RemoteRestore> {
-    let (restored, listener, uffd) = restore_new(input, hashes, Into::Remote { filter, lazy })?;
-    Ok(RemoteRestore { restored, listener: listener.expect("a remote restore installs a listener"), uffd })
+    let (restored, listener, uffd, wp) = restore_new(input, hashes, Into::Remote { filter, lazy })?;
+    Ok(RemoteRestore { restored, listener: listener.expect("a remote restore installs a listener"), uffd, wp })
 }
 
 /// A failed [`restore_into`]: the deputy is left holding only the restore's
@@ -557,7 +562,9 @@ fn deputy_regs_or_default(t: &Tracee) -> Regs {
     t.regs().unwrap_or_default()
 }
 
-fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<(Restored, Option<OwnedFd>, Option<OwnedFd>)> {
+type NewRestore = (Restored, Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>);
+
+fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<NewRestore> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let image = match reader.next_section()? {
@@ -593,10 +600,10 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 Some(fd) => Some(PidFd::open(child.pid)?.get_fd(fd)?),
                 None => None,
             };
-            Ok((b.page_bytes, listener, b.uffd))
+            Ok((b.page_bytes, listener, b.uffd, b.wp))
         });
     match built {
-        Ok((page_bytes, listener, uffd)) => {
+        Ok((page_bytes, listener, uffd, wp)) => {
             let pid = tracee.pid();
             let mut tids = vec![(image.task.pid, pid)];
             for (th, t) in image.threads.iter().zip(made.threads.drain(..)) {
@@ -604,7 +611,7 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 t.detach()?;
             }
             tracee.detach()?;
-            Ok((Restored { pid, init, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd))
+            Ok((Restored { pid, init, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd, wp))
         }
         Err(e) => {
             made.kill_threads();
@@ -699,6 +706,12 @@ fn register_lazy(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage
 
 /// Checks that this machine can run the image before anything is started.
 fn preflight(image: &ProcessImage, hashes: &mut FileHashes) -> Result<()> {
+    if let Some(inc) = &image.increment {
+        return Err(CheckpointError::Incompatible(format!(
+            "it is an incremental checkpoint ({} of {}): only the chain it ends, merged (herd_image::chain), is a process",
+            inc.id, inc.parent
+        )));
+    }
     if image.origin.vdso_hash != host::vdso_hash() {
         return Err(CheckpointError::Incompatible(format!(
             "its vDSO differs from this machine's (image made on kernel {}, this is {})",
@@ -1195,6 +1208,21 @@ fn build(
         queue_own_signal(&mut inj, &scratch, pid, s)?;
     }
 
+    // A guest's userfaultfd for write tracking, made before its filter would send the
+    // call home; without it every checkpoint of it is whole.
+    let mut wp = None;
+    if let Into::Remote { .. } = into {
+        // User-mode faults only: allowed without privilege (its credentials may be the
+        // user's already); the kernel's own writes are tracked all the same.
+        let fd = inj.call(herd_kernel::uffd::SYS_USERFAULTFD, &[herd_kernel::uffd::CREATE_FLAGS | herd_kernel::uffd::USER_MODE_ONLY])?;
+        if fd >= 0 {
+            wp = PidFd::open(pid).and_then(|p| p.get_fd(fd as i32)).ok();
+            inj.call_ok("close the write-tracking userfaultfd", abi::SYS_CLOSE, &[fd as u64])?;
+        } else {
+            tracing::info!(pid, "no userfaultfd for write tracking (every checkpoint of it is whole): errno {}", -fd);
+        }
+    }
+
     // A guest's filter goes in last: from here on its calls are screened.
     // Without privileges, installing a filter needs no_new_privs (which only
     // matters to execve, and execve brings a guest home).
@@ -1232,7 +1260,7 @@ fn build(
     tracee.set_regs(&regs)?;
     tracee.set_xstate(&image.regs.xstate)?;
     tracee.set_sigmask(image.signals.blocked)?;
-    Ok(Built { page_bytes, listener_fd, uffd })
+    Ok(Built { page_bytes, listener_fd, uffd, wp })
 }
 
 /// What the kernel keeps per thread and a thread sets for itself: rseq area,

@@ -158,6 +158,16 @@ fn freeze_continue_checkpoint_chkstop_chkexit(lab: &Lab) {
     let imgs = images(lab, pid, ".img");
     assert_eq!(imgs.len(), 1, "one image of {pid} in n1/checkpoints: {imgs:?}");
     assert!(fs::metadata(&imgs[0]).unwrap().len() > 4 << 20, "the image holds its 4 MiB: {imgs:?}");
+    // The next one is an increment of it: only what the job wrote since (its 4 MiB stay
+    // in the first), kept beside it.
+    p.wait_for_lines(lab, lines(&p) + 3);
+    let said = verb(lab, &p, pid, "checkpoint");
+    assert!(said.starts_with(&format!("checkpointed process {pid} on n2 to ")), "{said}");
+    let mut imgs = images(lab, pid, ".img");
+    imgs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    assert_eq!(imgs.len(), 2, "a whole image and an increment of {pid} in n1/checkpoints: {imgs:?}");
+    let small = fs::metadata(&imgs[0]).unwrap().len();
+    assert!(small < 2 << 20, "the increment holds less than 2 MiB, not the job's 4 MiB again: {small} bytes, {imgs:?}");
 
     let said = verb(lab, &p, pid, "freeze");
     assert!(said.contains("frozen"), "{said}");
@@ -331,11 +341,18 @@ fn node_killed_job_resumes_on_home_replays_and_comes_home(lab: &Lab) {
     let pid = p.home_pid(lab);
     p.wait_for_lines(lab, 10);
     lab.expect_migrate(&p, pid, "n3");
-    checkpointed_then(lab, &mut p, pid, 0, 5);
+    // A few checkpoints on: the last ones are increments (of a whole one taken on n3),
+    // which the resume merges.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    checkpointed_then(lab, &mut p, pid, now + 2, 5);
     assert!(lab.cluster.kill_node("n3").unwrap(), "n3 was running");
     let r = wait_row(lab, &p, pid, "a resume", EVENT, |r| r["resumed"].as_u64() >= Some(1));
     println!("herd ps says: {}", r["survival"]);
     assert!(r["survival"].as_str().unwrap().starts_with("resumed on n1 from its checkpoint of "), "{r}");
+    let log = fs::read_to_string(lab.dir.join("n1").join("herdd.log")).unwrap_or_default();
+    let merged = log.lines().find(|l| l.contains("merged its checkpoint of") && l.contains(&format!("pid={pid}")));
+    assert!(merged.is_some(), "the resume merged a chain of increments (n1's log says nothing of it)");
+    println!("n1: {}", merged.unwrap_or_default());
     // Replayed, it comes home by itself.
     wait_row(lab, &p, pid, "it back home", EVENT, |r| r["where"] == "n1" && r["state"] == "home");
     let moved = p.finish(lab);

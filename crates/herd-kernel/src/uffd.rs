@@ -46,6 +46,7 @@ pub const UFFDIO_WAKE: u64 = 0x8010_AA02;
 pub const UFFDIO_COPY: u64 = 0xC028_AA03;
 pub const UFFDIO_ZEROPAGE: u64 = 0xC020_AA04;
 pub const UFFDIO_WRITEPROTECT: u64 = 0xC018_AA06;
+pub const UFFDIO_UNREGISTER: u64 = 0x8010_AA01;
 const WRITEPROTECT_MODE_WP: u64 = 1;
 
 pub const EVENT_PAGEFAULT: u8 = 0x12;
@@ -284,6 +285,13 @@ impl WpTracker {
         self.uffd.ioctl("UFFDIO_REGISTER", UFFDIO_REGISTER, &mut reg)?;
         let mut wp = UffdioWriteprotect { range: UffdioRange { start, len }, mode: WRITEPROTECT_MODE_WP };
         self.uffd.ioctl("UFFDIO_WRITEPROTECT", UFFDIO_WRITEPROTECT, &mut wp)
+    }
+
+    /// Unregisters `[start, start + len)`: its pages lose their protection and the
+    /// kernel's marks.
+    pub fn untrack(&self, start: u64, len: u64) -> std::result::Result<(), i32> {
+        let mut range = UffdioRange { start, len };
+        self.uffd.ioctl("UFFDIO_UNREGISTER", UFFDIO_UNREGISTER, &mut range)
     }
 }
 

@@ -161,6 +161,21 @@ struct Guest {
     direct: Direct,
     /// Forwarded files read ahead.
     ahead: Ahead,
+    /// Its writes since its last checkpoint (None: not trackable here; every
+    /// checkpoint is whole).
+    dirty: Option<herd_checkpoint::Dirty>,
+}
+
+/// What a capture is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Capture {
+    /// A move (home or on), stop-and-copy.
+    Move,
+    /// A move on by post-copy.
+    PostCopy,
+    /// A checkpoint `id` kept at home; an increment of `base` when the writes since it
+    /// were tracked here.
+    Checkpoint { id: u64, base: Option<u64> },
 }
 
 impl Guest {
@@ -180,6 +195,13 @@ impl Guest {
         let rr = restore_remote(image, hashes, &filter, runs.as_deref()).map_err(|e| e.to_string())?;
         let (restored, listener) = (rr.restored, rr.listener);
         let pid = restored.pid;
+        let dirty = rr.wp.and_then(|fd| match herd_checkpoint::Dirty::new(fd, pid) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::info!(pid, "no write tracking (every checkpoint of it is whole): {e}");
+                None
+            }
+        });
         let mut tids: HashMap<i32, i32> = restored.tids.iter().map(|&(home, here)| (here, home)).collect();
         // The main thread's home id is the home pid, whatever the image calls it (an image
         // captured on another node, or on the way to a checkpoint, names it by that node's id).
@@ -272,6 +294,7 @@ impl Guest {
             restore_ms: restore_ms(&restored),
             direct,
             ahead,
+            dirty,
         })
     }
 
@@ -864,8 +887,9 @@ impl Guest {
                 tracing::debug!(pid = self.pid, caller, tid, "makes a thread");
                 let _ = self.listener.continue_(id);
             }
-            ToRemote::Capture => return self.capture(false, cmds, out, image_out, hashes),
-            ToRemote::CapturePostCopy => return self.capture(true, cmds, out, image_out, hashes),
+            ToRemote::Capture => return self.capture(Capture::Move, cmds, out, image_out, hashes),
+            ToRemote::CapturePostCopy => return self.capture(Capture::PostCopy, cmds, out, image_out, hashes),
+            ToRemote::Checkpoint { id, base } => return self.capture(Capture::Checkpoint { id, base }, cmds, out, image_out, hashes),
             ToRemote::Kill => {
                 tracing::info!(pid = self.pid, home = self.home, "ending the guest (home asked)");
                 let _ = task::kill_and_reap(self.pid);
@@ -882,7 +906,7 @@ impl Guest {
     /// verdict: Commit ends it here, Abort lets it run on.
     fn capture(
         &mut self,
-        postcopy: bool,
+        kind: Capture,
         cmds: &Receiver<GuestCmd>,
         out: &Out,
         image_out: impl FnMut(Vec<u8>) -> bool + Send,
@@ -891,6 +915,18 @@ impl Guest {
         if !self.shared.pages_done.load(Ordering::SeqCst) {
             out(ToHome::CaptureFailed { reason: "its memory is still arriving (post-copy)".into() });
             return Flow::Go;
+        }
+        let postcopy = kind == Capture::PostCopy;
+        // An increment only of the checkpoint the tracking started at; anything else
+        // is a whole image, captured untracked.
+        let increment = match (kind, &self.dirty) {
+            (Capture::Checkpoint { id, base: Some(base) }, Some(d)) if d.since() == Some(base) => Some(id),
+            _ => None,
+        };
+        if increment.is_none() {
+            if let Some(d) = &mut self.dirty {
+                d.disarm();
+            }
         }
         // A call waiting here is interrupted by the freeze and made again
         // wherever the process continues (a thread's birth too: the twin home made
@@ -904,6 +940,12 @@ impl Guest {
                 return Flow::Go;
             }
         };
+        if let (Some(id), Some(d)) = (increment, &self.dirty) {
+            if let Err(e) = frozen.make_increment(d, id) {
+                out(ToHome::CaptureFailed { reason: format!("finding what it wrote since its last checkpoint: {e}") });
+                return Flow::Go;
+            }
+        }
         // Its threads are made again by their home ids (the ids glibc keeps for them).
         frozen.rename_threads(|tid| self.home_tid(tid));
         // Files it used here directly or read ahead: home's descriptors take their offsets.
@@ -934,6 +976,13 @@ impl Guest {
                     return Flow::End;
                 }
                 Ok(GuestCmd::Home(ToRemote::Abort)) if pusher.is_none() => {
+                    // A checkpoint: its writes are tracked from here, for the next one.
+                    if let (Capture::Checkpoint { id, .. }, Some(d)) = (kind, &mut self.dirty) {
+                        if let Err(e) = frozen.arm(d, id) {
+                            tracing::warn!(pid = self.pid, "write tracking stopped (the next checkpoint is whole): {e}");
+                            d.disarm();
+                        }
+                    }
                     drop(frozen);
                     // Signals held meanwhile: no call of the process is pending any more.
                     for (tid, held) in std::mem::take(&mut self.held_signals) {

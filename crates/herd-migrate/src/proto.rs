@@ -27,7 +27,7 @@ use crate::syscalls::{Call, Reply};
 /// direct file access ([`ToRemote::Files`], [`ToHome::Offsets`]). Version 5:
 /// [`ToRemote::Freeze`] (`herd migrate PID freeze`). Version 6: epoll calls are
 /// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items).
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,6 +173,12 @@ pub enum ToRemote {
     /// go on (false: `continue`). Not job control: its deputy, its parent and its calls
     /// at home do not see it.
     Freeze(bool),
+    /// Tag 19 (version 7): As [`ToRemote::Capture`], for checkpoint `id` kept at home:
+    /// when the node has tracked the process's writes since checkpoint `base`, the
+    /// image is an increment of it (only the pages written since; see
+    /// `herd_checkpoint::dirty`), else whole. Home answers with Abort, the frozen copy
+    /// runs on and its writes are tracked from this checkpoint on.
+    Checkpoint { id: u64, base: Option<u64> },
 }
 
 /// Home's files a process may use directly on the node it goes to: the directories
@@ -329,6 +335,7 @@ mod tests {
             ToRemote::Files(Files::default()),
             ToRemote::WriteFailed { fd: 0, errno: 0 },
             ToRemote::Freeze(true),
+            ToRemote::Checkpoint { id: 2, base: Some(1) },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -425,11 +432,11 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_naming_both() {
-        let msg = encode(&(7u32, "hello"));
+        let msg = encode(&(99u32, "hello"));
         let r = decode_request::<String>(&msg).unwrap_err();
-        assert_eq!(r, Refusal::Version { ours: PROTOCOL_VERSION, theirs: 7 });
+        assert_eq!(r, Refusal::Version { ours: PROTOCOL_VERSION, theirs: 99 });
         let text = r.to_string();
-        assert!(text.contains('7') && text.contains(&PROTOCOL_VERSION.to_string()), "{text}");
+        assert!(text.contains("99") && text.contains(&PROTOCOL_VERSION.to_string()), "{text}");
         assert_eq!(decode_request::<String>(&encode_request(&"hi")).unwrap(), "hi");
         assert!(matches!(decode_request::<String>(&[]), Err(Refusal::BadRequest { .. })));
     }

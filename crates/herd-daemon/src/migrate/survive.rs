@@ -34,16 +34,29 @@ pub(super) struct Keep {
     pub frozen: Option<bool>,
     /// A failed periodic checkpoint was reported (once until one succeeds).
     pub warned: bool,
+    /// The id of the last checkpoint asked for (each is one more).
+    pub last_id: u64,
 }
 
-/// One kept checkpoint.
+/// One kept checkpoint: a whole image, or the last of a chain of a whole image and
+/// increments of it (`herd_image::chain`), merged when it is needed.
 pub(super) struct Kept {
+    /// Its image (the last of `chain`).
     path: PathBuf,
+    /// Its id, which an increment names as its parent.
+    id: u64,
+    /// Every image it takes, the whole one first, each with its size.
+    chain: Vec<(u64, PathBuf, u64)>,
     unix: u64,
     /// Home's descriptors the process's own offsets follow (`Files::own`) as they were at
     /// the checkpoint: a resumed guest starts from those, not from where home's are now.
     own: Vec<(i32, u64, i32)>,
 }
+
+/// A chain of increments is started again by a whole image after this many...
+const MAX_CHAIN: usize = 8;
+/// ...or when its increments add up to more than this many times the whole one.
+const MAX_CHAIN_GROWTH: u64 = 2;
 
 /// The journal may hold this much before a checkpoint is taken early to empty it.
 const JOURNAL_MAX: usize = 64 << 20;
@@ -65,7 +78,9 @@ impl Keep {
     /// Forgets its checkpoint (the process came home or ended): the image goes.
     pub fn drop_image(&mut self) {
         if let Some(k) = self.last.take() {
-            let _ = std::fs::remove_file(&k.path);
+            for (_, p, _) in &k.chain {
+                let _ = std::fs::remove_file(p);
+            }
         }
         self.due = None;
         self.home_after_replay = false;
@@ -107,20 +122,38 @@ impl Actor {
         (dir.join(format!("{}-{}.img", self.pid, self.start)), dir.join(format!("{}-{}.img.part", self.pid, self.start)))
     }
 
+    /// The image of checkpoint `id` (a periodic one, or asked for), and where it is
+    /// written first.
+    fn id_paths(&self, id: u64) -> (PathBuf, PathBuf) {
+        let dir = &self.shared.config.checkpoint_dir;
+        (dir.join(format!("{}-{}.{id}.img", self.pid, self.start)), dir.join(format!("{}-{}.{id}.img.part", self.pid, self.start)))
+    }
+
     /// The file a new image is written to (`checkpoint_dir` made if need be), only for herdd.
-    fn open_part(&self) -> std::io::Result<std::fs::File> {
-        let (_, part) = self.image_paths();
+    fn open_part(&self, part: &std::path::Path) -> std::io::Result<std::fs::File> {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.shared.config.checkpoint_dir)?;
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(part)
     }
 
-    /// The image at `path` (`bytes` long) is now the process's checkpoint, with home's
-    /// offsets of its own descriptors as they are now.
-    fn keep_image(&mut self, path: PathBuf, bytes: u64) {
+    /// The image at `path` (`bytes` long) is now the process's checkpoint `id`, with
+    /// home's offsets of its own descriptors as they are now: an increment of the last
+    /// one (`increment`), or a whole image that replaces its chain.
+    fn keep_image(&mut self, path: PathBuf, bytes: u64, id: u64, increment: bool) {
         let pid = self.pid;
         let own = tokio::task::block_in_place(|| direct::files_of(pid, &[]).own);
         let unix = unix_now();
-        self.keep.last = Some(Kept { path, unix, own });
+        let mut chain = match self.keep.last.take() {
+            Some(k) if increment => k.chain,
+            Some(k) => {
+                for (_, p, _) in k.chain.iter().filter(|(_, p, _)| *p != path) {
+                    let _ = std::fs::remove_file(p);
+                }
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        chain.push((id, path.clone(), bytes));
+        self.keep.last = Some(Kept { path, id, chain, unix, own });
         self.keep.warned = false;
         self.set_row(|r| {
             r.checkpoint_unix = unix;
@@ -142,7 +175,7 @@ impl Actor {
     /// A file for the image of the move about to start (None if it cannot be made: the
     /// first checkpoint is then taken at the next tick).
     pub(super) fn image_tee(&self) -> Option<Tee> {
-        match self.open_part() {
+        match self.open_part(&self.image_paths().1) {
             Ok(f) => Some(Tee { out: Some(std::io::BufWriter::with_capacity(1 << 20, f)), failed: Default::default() }),
             Err(e) => {
                 tracing::warn!(pid = self.pid, "cannot keep the image of its move as a checkpoint ({}: {e})", self.image_paths().1.display());
@@ -165,7 +198,9 @@ impl Actor {
         }
         self.journal.restart();
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-        self.keep_image(path, bytes);
+        self.keep.last_id += 1;
+        let id = self.keep.last_id;
+        self.keep_image(path, bytes, id, false);
         self.keep.due = self.keep.every.map(|e| Instant::now() + e);
     }
 
@@ -204,13 +239,21 @@ impl Actor {
         if self.replaying() {
             return Err(err(ErrorKind::Busy, "it is replaying its journal after a resume; try again in a moment"));
         }
-        let (path, part) = self.image_paths();
+        self.keep.last_id += 1;
+        let id = self.keep.last_id;
+        let (path, part) = self.id_paths(id);
+        // An increment of the last one, unless its chain is long enough.
+        let base = self.keep.last.as_ref().and_then(|k| {
+            let whole = k.chain.first().map_or(0, |c| c.2);
+            let grown: u64 = k.chain.iter().skip(1).map(|c| c.2).sum();
+            (k.chain.len() < MAX_CHAIN && grown <= MAX_CHAIN_GROWTH * whole).then_some(k.id)
+        });
         // The file is made before anything stops.
-        let file = tokio::task::block_in_place(|| self.open_part())
+        let file = tokio::task::block_in_place(|| self.open_part(&part))
             .map_err(|e| err(ErrorKind::Failed, format!("cannot write its checkpoint {}: {e}", part.display())))?;
         self.quiesce().await?;
         let gen = self.remote.as_ref().map_or(0, |r| r.gen);
-        self.to_remote(ToRemote::Capture).await;
+        self.to_remote(ToRemote::Checkpoint { id, base }).await;
         let t0 = Instant::now();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         // The image is held in memory (up to HELD) while the process is stopped, and
@@ -288,25 +331,38 @@ impl Actor {
             Err(e) => Err(e),
             Ok(()) => {
                 let (from, to) = (part.clone(), path.clone());
-                let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let written = tokio::task::spawn_blocking(move || -> std::io::Result<Option<herd_image::Increment>> {
                     for c in held {
                         out.write_all(&c)?;
                     }
                     out.flush()?;
-                    std::fs::rename(&from, &to)
+                    drop(out);
+                    // Whole, or an increment (of which checkpoint): its process section says.
+                    let mut reader = herd_image::ImageReader::new(std::io::BufReader::new(std::fs::File::open(&from)?)).map_err(std::io::Error::other)?;
+                    let increment = match reader.next_section().map_err(std::io::Error::other)? {
+                        Some(herd_image::Section::Process(p)) => p.increment,
+                        _ => return Err(std::io::Error::other("the image has no process section")),
+                    };
+                    std::fs::rename(&from, &to)?;
+                    Ok(increment)
                 })
                 .await;
                 match written {
-                    Ok(Ok(())) => Ok(()),
+                    Ok(Ok(None)) => Ok(false),
+                    Ok(Ok(Some(inc))) if Some(inc.parent) == base && inc.id == id => Ok(true),
+                    Ok(Ok(Some(inc))) => {
+                        let _ = std::fs::remove_file(&path);
+                        Err(err(ErrorKind::Failed, format!("the node sent an increment {} of checkpoint {}, not of {base:?}", inc.id, inc.parent)))
+                    }
                     Ok(Err(e)) => Err(err(ErrorKind::Failed, format!("writing {}: {e}", part.display()))),
                     Err(e) => Err(err(ErrorKind::Internal, e.to_string())),
                 }
             }
         };
         match kept {
-            Ok(()) => {
+            Ok(increment) => {
                 self.journal.commit();
-                self.keep_image(path.clone(), bytes);
+                self.keep_image(path.clone(), bytes, id, increment);
                 tracing::info!(pid = self.pid, "checkpointed on {node}: {} bytes to {} (stopped {frozen_ms:.1} ms)", bytes, path.display());
                 Ok(Checkpointed { pid: self.pid, path: path.display().to_string(), bytes, frozen_ms, node })
             }
@@ -371,6 +427,11 @@ impl Actor {
     pub(super) async fn recover(&mut self, lost_node: String, why: String) {
         let Some((path, unix, own)) = self.keep.last.as_ref().map(|k| (k.path.clone(), k.unix, k.own.clone())) else { return };
         let t0 = Instant::now();
+        // A chain of increments is made one image first.
+        let path = match self.merge_chain() {
+            Ok(p) => p.unwrap_or(path),
+            Err(e) => return self.give_up(format!("its checkpoint cannot be read: {e}")),
+        };
         tracing::warn!(pid = self.pid, "node {lost_node} was lost ({why}); resuming the process from its checkpoint of {}", clock(unix));
         self.set_row(|r| r.state = "resuming".into());
         // The deputy finishes or abandons the call it served.
@@ -410,6 +471,39 @@ impl Actor {
             }
         }
         self.give_up(format!("no node could take it ({})", tried.join("; ")));
+    }
+
+    /// Merges the kept chain of increments into one whole image, which replaces it;
+    /// its path (None when the checkpoint is one whole image already).
+    fn merge_chain(&mut self) -> Result<Option<PathBuf>, String> {
+        let Some(k) = self.keep.last.as_mut() else { return Ok(None) };
+        if k.chain.len() < 2 {
+            return Ok(None);
+        }
+        let dir = &self.shared.config.checkpoint_dir;
+        let merged = dir.join(format!("{}-{}.{}.merged.img", self.pid, self.start, k.id));
+        let part = merged.with_extension("img.part");
+        let t0 = Instant::now();
+        let files = k.chain.iter().map(|(id, p, _)| std::fs::File::open(p).map(|f| (*id, f)).map_err(|e| format!("{}: {e}", p.display()))).collect::<Result<Vec<_>, String>>()?;
+        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+        let bytes = tokio::task::block_in_place(|| -> Result<u64, String> {
+            let out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let (out, bytes) = herd_image::chain::merge(files, out).map_err(|e| e.to_string())?;
+            out.into_inner().map_err(|e| e.to_string())?;
+            std::fs::rename(&part, &merged).map_err(|e| e.to_string())?;
+            Ok(bytes)
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&part);
+        })?;
+        tracing::info!(pid = self.pid, "merged its checkpoint of {} images into {} ({bytes} page bytes) in {:.0} ms", k.chain.len(), merged.display(), t0.elapsed().as_secs_f64() * 1e3);
+        for (_, p, _) in &k.chain {
+            let _ = std::fs::remove_file(p);
+        }
+        let size = std::fs::metadata(&merged).map_or(0, |m| m.len());
+        k.chain = vec![(k.id, merged.clone(), size)];
+        k.path = merged.clone();
+        Ok(Some(merged))
     }
 
     fn give_up(&mut self, why: String) {
