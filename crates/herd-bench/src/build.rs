@@ -6,7 +6,10 @@
 //! both nodes share (verified by herdd: direct file access); and `herd run make -jJ` with
 //! the sources in a directory only home offers (every file call of a moved compiler is
 //! forwarded). Every build's program must print the same line. The table gives wall-clock
-//! medians and spreads, the speed-up over confined, and the moves herdd made.
+//! medians and spreads, the speed-up over confined, and the moves herdd made. Side by
+//! side, when distcc is installed, the same build with distcc (`make CC="distcc cc"`,
+//! `DISTCC_HOSTS` naming n1 and n2, where distccd runs as uid 65534): what a build farm
+//! gets today by configuring each host.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -33,6 +36,7 @@ enum Way {
     Confined,
     Shared,
     HomeOnly,
+    Distcc,
 }
 
 impl Way {
@@ -41,6 +45,7 @@ impl Way {
             Way::Confined => "confined to n1 (make, no herd)",
             Way::Shared => "herd run, sources shared (direct)",
             Way::HomeOnly => "herd run, sources at home only",
+            Way::Distcc => "distcc (n1 and n2's distccd)",
         }
     }
 }
@@ -73,21 +78,65 @@ fn measure(lab: &Lab, cfg: &Config) -> Result<bool> {
     for dir in [&shared, &home_only] {
         write_project(dir, cfg.units)?;
     }
-    let ways = [Way::Confined, Way::Shared, Way::HomeOnly];
+    // distcc, when it is installed: distccd in n2, as uid 65534, one job (one CPU).
+    let distccd = match (which("distcc"), which("distccd")) {
+        (Some(_), Some(d)) => {
+            let n2 = lab.cluster.node_address("n2")?.to_string();
+            let argv: Vec<OsString> = vec![
+                d.into(),
+                "--no-detach".into(),
+                "--daemon".into(),
+                "--user".into(),
+                "nobody".into(),
+                "--listen".into(),
+                n2.clone().into(),
+                "--allow".into(),
+                "10.0.0.0/8".into(),
+                "--jobs".into(),
+                "1".into(),
+                "--log-stderr".into(),
+            ];
+            let mut cmd = lab.node_cmd("n2", argv)?;
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            Some((cmd.spawn().context("starting distccd in n2")?, n2))
+        }
+        _ => {
+            println!("distcc is not installed (apt-get install distcc): its row is left out");
+            None
+        }
+    };
+    let result = ways_measured(lab, cfg, &shared, &home_only, distccd.as_ref().map(|d| d.1.as_str()));
+    if let Some((mut child, _)) = distccd {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
+/// Where `tool` is on the PATH.
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|f| f.is_file()))
+}
+
+fn ways_measured(lab: &Lab, cfg: &Config, shared: &Path, home_only: &Path, distcc: Option<&str>) -> Result<bool> {
+    let mut ways = vec![Way::Confined, Way::Shared, Way::HomeOnly];
+    if distcc.is_some() {
+        ways.push(Way::Distcc);
+    }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
     let mut moves: Vec<Vec<u64>> = vec![Vec::new(); ways.len()];
     let mut printed: Option<String> = None;
     let log = lab.work_dir().join("n1").join("herdd.log");
     // A warm-up build (page cache, the compiler's files), not counted.
-    build(lab, &shared, cfg.jobs, Way::Confined)?;
+    build(lab, shared, cfg.jobs, Way::Confined, distcc)?;
     for rep in 0..cfg.reps {
         // Interleaved, starting each rep at another way.
         for k in 0..ways.len() {
             let i = (k + rep) % ways.len();
             let way = ways[i];
-            let dir = if way == Way::HomeOnly { &home_only } else { &shared };
+            let dir = if way == Way::HomeOnly { home_only } else { shared };
             let before = moves_in(&log);
-            let secs = build(lab, dir, cfg.jobs, way)?;
+            let secs = build(lab, dir, cfg.jobs, way, distcc)?;
             moves[i].push(moves_in(&log) - before);
             times[i].push(secs);
             let out = run_prog(lab, dir)?;
@@ -152,7 +201,7 @@ fn write_project(dir: &Path, units: usize) -> Result<()> {
     let objs: Vec<String> = (0..units).map(|i| format!("u{i}.o")).collect();
     std::fs::write(
         dir.join("Makefile"),
-        format!("prog: main.o {}\n\tcc -o $@ $^\n%.o: %.c\n\tcc -O2 -c -o $@ $<\nclean:\n\trm -f *.o prog\n", objs.join(" ")),
+        format!("CC ?= cc\nprog: main.o {}\n\tcc -o $@ $^\n%.o: %.c\n\t$(CC) -O2 -c -o $@ $<\nclean:\n\trm -f *.o prog\n", objs.join(" ")),
     )?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let nobody = nix::unistd::Uid::from_raw(NOBODY);
@@ -164,13 +213,28 @@ fn write_project(dir: &Path, units: usize) -> Result<()> {
     Ok(())
 }
 
-/// `make clean`, then the build `way`: its wall-clock seconds.
-fn build(lab: &Lab, dir: &Path, jobs: usize, way: Way) -> Result<f64> {
+/// `make clean`, then the build `way` (distcc's: with distccd at `distcc`): its
+/// wall-clock seconds.
+fn build(lab: &Lab, dir: &Path, jobs: usize, way: Way, distcc: Option<&str>) -> Result<f64> {
     let d = dir.to_str().context("a path that is not UTF-8")?;
     run_in_n1(lab, false, &["make", "-s", "-C", d, "clean"])?;
     let j = format!("-j{jobs}");
     let start = Instant::now();
-    run_in_n1(lab, way != Way::Confined, &["make", "-s", "-C", d, &j])?;
+    match (way, distcc) {
+        (Way::Distcc, Some(n2)) => {
+            // One job here, one on n2 (each node has one CPU), as a distcc user writes it.
+            let hosts = format!("DISTCC_HOSTS=localhost/1 {n2}/1");
+            // Its state directory, which distcc does not make itself.
+            let state = dir.with_file_name("distcc-state");
+            std::fs::create_dir_all(&state)?;
+            nix::unistd::chown(&state, Some(nix::unistd::Uid::from_raw(NOBODY)), Some(nix::unistd::Gid::from_raw(NOBODY)))?;
+            let state = format!("DISTCC_DIR={}", state.display());
+            run_in_n1(lab, false, &["env", &hosts, &state, "DISTCC_FALLBACK=0", "make", "-s", "-C", d, &j, "CC=distcc cc"])?;
+        }
+        _ => {
+            run_in_n1(lab, way != Way::Confined && way != Way::Distcc, &["make", "-s", "-C", d, &j])?;
+        }
+    }
     Ok(start.elapsed().as_secs_f64())
 }
 

@@ -243,6 +243,9 @@ enum Cmd {
         /// Seconds of CPU work per run (part 1).
         #[arg(long, default_value_t = 30.0)]
         cpu_secs: f64,
+        /// MB/s of its memory the process rewrites while it works (part 1; 0: none).
+        #[arg(long, default_value_t = 0)]
+        dirty: u64,
         /// Repetitions of parts 1 and 2.
         #[arg(long, default_value_t = 3)]
         reps: usize,
@@ -326,8 +329,8 @@ fn main() -> ExitCode {
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
         Cmd::Build { units, jobs, reps, keep } => build::run(build::Config { units, jobs, reps, keep }),
         Cmd::Watch { procs, window, reps, keep } => watch::run(watch::Config { procs, window, reps, keep }),
-        Cmd::Survive { mib, every, cpu_secs, reps, rounds, seed, keep } => {
-            survive::run(survive::Config { mib, every, cpu_secs, reps, rounds, seed, keep })
+        Cmd::Survive { mib, every, cpu_secs, dirty, reps, rounds, seed, keep } => {
+            survive::run(survive::Config { mib, every, cpu_secs, dirty, reps, rounds, seed, keep })
         }
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, short_jobs, no_birth_placement, json } => {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, short_jobs, birth_placement: !no_birth_placement, json })

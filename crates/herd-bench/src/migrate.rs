@@ -1420,6 +1420,9 @@ const TARGET_C: &str = r##"
  *                     (mean microseconds per call)
  *   cpu N             N rounds of dependent integer work, no system call:
  *                     "cpu secs=S x=..." (wall-clock seconds)
+ *   cpu N R           the same work, rewriting its memory meanwhile at R MB/s
+ *                     (the same values, from the start, wrapping; checked every
+ *                     2^20 rounds), then the rest of that pass: "cpu secs=S x=..." 
  *   check             compares its memory with what it wrote:
  *                     "checked pages=P bad=B"
  *   dirty R           rewrites its memory (the same values, from the start,
@@ -1594,7 +1597,7 @@ int main(int argc, char **argv)
 
     char line[256];
     while (fgets(line, sizeof line, stdin)) {
-        unsigned long long n = 0;
+        unsigned long long n = 0, r = 0;
         if (strcmp(line, "ping\n") == 0) {
             say("pong");
         } else if (sscanf(line, "calls %llu", &n) == 1 && n > 0) {
@@ -1634,6 +1637,32 @@ int main(int argc, char **argv)
                 pthread_cond_wait(&done_cv, &work_lock);
             pthread_mutex_unlock(&work_lock);
             say("tcalls threads=%d secs=%.6f", active, now() - t0);
+        } else if (sscanf(line, "cpu %llu %llu", &n, &r) == 2 && n > 0 && words) {
+            uint64_t x = SEED, s = SEED;
+            size_t i = 0;
+            double t0 = now(), rate = (double)r * 1e6, written = 0;
+            for (unsigned long long k = 0; k < n; k++) {
+                x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+                x ^= x >> 29;
+                if ((k & 0xFFFFF) == 0) {
+                    double due = rate * (now() - t0);
+                    for (; written < due; written += PAGE) {
+                        for (size_t j = 0; j < PAGE / sizeof(uint64_t); j++) {
+                            mem[i] = next(&s);
+                            if (++i == words) {
+                                i = 0;
+                                s = SEED;
+                            }
+                        }
+                    }
+                }
+            }
+            while (i != 0) {
+                mem[i] = next(&s);
+                if (++i == words)
+                    i = 0;
+            }
+            say("cpu secs=%.6f x=%016llx", now() - t0, (unsigned long long)x);
         } else if (sscanf(line, "cpu %llu", &n) == 1 && n > 0) {
             uint64_t x = SEED;
             double t0 = now();

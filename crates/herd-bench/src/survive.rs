@@ -25,6 +25,8 @@ pub struct Config {
     pub mib: u64,
     pub every: f64,
     pub cpu_secs: f64,
+    /// MB/s of its memory the process rewrites during its CPU work (part 1).
+    pub dirty: u64,
     pub reps: usize,
     pub rounds: usize,
     pub seed: u64,
@@ -131,10 +133,11 @@ fn cost(lab: &Lab, cfg: &Config) -> Result<()> {
     let (mut without, mut with, mut frozen, mut bytes, mut taken) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0usize);
     for rep in 0..cfg.reps {
         eprintln!("herd-bench:   rep {}/{}", rep + 1, cfg.reps);
-        let line = t.p.ask(&format!("cpu {rounds}"), "cpu")?;
+        let work = if cfg.dirty > 0 { format!("cpu {rounds} {}", cfg.dirty) } else { format!("cpu {rounds}") };
+        let line = t.p.ask(&work, "cpu")?;
         without.push(field(&line, "secs")?);
         // The same work while the bench asks for a checkpoint every `every` seconds.
-        t.p.send(&format!("cpu {rounds}"))?;
+        t.p.send(&work)?;
         let start = Instant::now();
         let mut next = cfg.every;
         let line = loop {
@@ -167,7 +170,8 @@ fn cost(lab: &Lab, cfg: &Config) -> Result<()> {
     t.quit()?;
     let slow: Vec<f64> = with.iter().zip(&without).map(|(w, o)| (w / o - 1.0) * 100.0).collect();
     println!();
-    println!("1. Periodic checkpoints: {} MiB on n2, a checkpoint every {} s, {} reps of {:.1} s of CPU work (interleaved)", cfg.mib, cfg.every, cfg.reps, cfg.cpu_secs);
+    let dirtying = if cfg.dirty > 0 { format!(", rewriting {} MB/s of its memory", cfg.dirty) } else { String::new() };
+    println!("1. Periodic checkpoints: {} MiB on n2, a checkpoint every {} s, {} reps of {:.1} s of CPU work{dirtying} (interleaved)", cfg.mib, cfg.every, cfg.reps, cfg.cpu_secs);
     let mut rows = vec![row(&["", "median", "spread"])];
     rows.push(vec!["work without checkpoints, s".into(), fmt(med(without.iter().copied()), 2), spread(without.iter().copied(), 2)]);
     rows.push(vec!["work with checkpoints, s".into(), fmt(med(with.iter().copied()), 2), spread(with.iter().copied(), 2)]);
