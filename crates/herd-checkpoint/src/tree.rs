@@ -753,3 +753,24 @@ pub fn check_tree(pid: i32) -> Result<Vec<(i32, CantMove)>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_stored_once() {
+        let mut covered = Vec::new();
+        assert_eq!(uncovered(0, 100, &covered), vec![(0, 100)]);
+        cover(&mut covered, 20, 40);
+        cover(&mut covered, 60, 80);
+        assert_eq!(uncovered(0, 100, &covered), vec![(0, 20), (40, 60), (80, 100)]);
+        assert_eq!(uncovered(30, 70, &covered), vec![(40, 60)]);
+        assert_eq!(uncovered(20, 40, &covered), vec![]);
+        cover(&mut covered, 35, 65);
+        assert_eq!(covered, vec![(20, 80)]);
+        cover(&mut covered, 80, 90);
+        assert_eq!(covered, vec![(20, 90)]);
+        assert_eq!(uncovered(0, 100, &covered), vec![(0, 20), (90, 100)]);
+    }
+}
