@@ -37,7 +37,7 @@ use lab::*;
 use nodes::HERD;
 use serde_json::Value;
 
-const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick"];
+const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask"];
 const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
@@ -58,6 +58,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("background_jobs_spread_over_the_nodes", background_jobs_spread_over_the_nodes),
     ("xargs_parallel_jobs_spread_over_the_nodes", xargs_parallel_jobs_spread_over_the_nodes),
     ("make_j4_compiles_on_several_nodes", make_j4_compiles_on_several_nodes),
+    ("waits_with_a_mask_of_their_own_end_when_children_do", waits_with_a_mask_of_their_own_end_when_children_do),
+    ("make_moved_away_while_its_jobs_run", make_moved_away_while_its_jobs_run),
 ];
 
 #[test]
@@ -300,6 +302,59 @@ fn make_j4_compiles_on_several_nodes(lab: &Lab) {
         let (a, b) = (fs::read(direct_dir.join(f)), fs::read(herd_dir.join(f)));
         assert!(a.is_ok() && a.as_ref().ok() == b.as_ref().ok(), "{f} differs from the direct build's (or is missing)\n{}", moved.logs);
     }
+}
+
+/// A parent whose waits let SIGCHLD in for their duration only (pselect6, ppoll,
+/// epoll_pwait: as GNU make waits for its jobs) is moved to n2, away from its children:
+/// each wait ends when a child does (its signal in before the wait, and during it), the
+/// handler runs, and SIGCHLD is blocked again afterwards, as in a direct run.
+fn waits_with_a_mask_of_their_own_end_when_children_do(lab: &Lab) {
+    let prog = lab.program("fam_sigmask");
+    let direct = lab.run_direct("fam_sigmask (direct)", &prog, &[Gate::Line("ready 1")]);
+    expect_status(&direct, Some(0), None);
+    let mut expected = String::from("ready 1\n");
+    for (i, call) in ["pselect", "ppoll", "epoll_pwait"].iter().enumerate() {
+        expected += &format!("{call}: -1 EINTR, handler ran {}, SIGCHLD blocked after: yes\nchild: exited {}\n", i + 1, i + 3);
+    }
+    assert_eq!(direct.stdout, expected, "{}", direct.describe());
+
+    let mut p = lab.start("fam_sigmask (herd run --lock, moved away from its children)", How::HerdLocked, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready 1");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// `make -j4` of eight three-second jobs, moved to n2 while its first four run: it waits
+/// for them away from them (in pselect, which lets SIGCHLD in), wakes as they end and
+/// starts the next ones (a fork brings it home): every job ran, as in a direct run.
+fn make_moved_away_while_its_jobs_run(lab: &Lab) {
+    let dir = lab.bin.join("mk-jobs");
+    fs::create_dir_all(&dir).unwrap();
+    let targets: Vec<String> = (1..=8).map(|i| format!("job{i}")).collect();
+    let mut makefile = format!(".PHONY: all {0}\nall: {0}\n", targets.join(" "));
+    for t in &targets {
+        makefile += &format!("{t}:\n\t@sleep 3; echo $@ done\n");
+    }
+    fs::write(dir.join("Makefile"), makefile).unwrap();
+    let make = Program {
+        argv: ["make", "-s", "-j4", "-f"].iter().map(OsString::from).chain([dir.join("Makefile").into_os_string()]).collect(),
+        marker: dir.join("Makefile").to_string_lossy().into_owned(),
+        comm: None,
+    };
+    let direct = lab.run_direct("make -j4 of sleeps (direct)", &make, &[]);
+    expect_status(&direct, Some(0), None);
+    assert_eq!(direct.stdout.lines().count(), 8, "{}", direct.describe());
+    let mut p = lab.start("make -j4 of sleeps (herd run --lock, make moved while its jobs run)", How::HerdLocked, &make);
+    let job = job_of(lab, &mut p, &make.marker);
+    // Its first four jobs have started (each a shell running sleep).
+    wait_job(lab, &mut p, job, |rows| rows.iter().filter(|r| r["ppid"].as_i64() == Some(job.into())).count() >= 4);
+    lab.expect_migrate(&p, job, "n2");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, sorted);
 }
 
 // ---------------------------------------------------------------------------

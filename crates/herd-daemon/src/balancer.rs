@@ -60,13 +60,27 @@ pub async fn run(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut b = Balancer { shared, ledger: Ledger::default(), start: Instant::now(), rate: None, moving: HashMap::new(), backoff: HashMap::new(), done: done_tx };
+    let mut last = Instant::now();
     loop {
         tokio::select! {
-            _ = tick.tick() => b.round().await,
+            _ = tick.tick() => {
+                b.round().await;
+                last = Instant::now();
+            }
+            // A new process has its first figures: placed at once (at most every
+            // BORN_ROUNDS, for a burst of births).
+            _ = b.shared.born.notified() => {
+                tokio::time::sleep_until((last + BORN_ROUNDS).into()).await;
+                b.round().await;
+                last = Instant::now();
+            }
             Some((pid, nodes, result)) = done_rx.recv() => b.finished(pid, nodes, result),
         }
     }
 }
+
+/// The least time between two rounds that births start.
+const BORN_ROUNDS: Duration = Duration::from_millis(200);
 
 struct Balancer {
     shared: Arc<Shared>,

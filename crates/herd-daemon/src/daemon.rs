@@ -140,6 +140,9 @@ pub struct Shared {
     pub looks: watch::Sender<Arc<Look>>,
     /// Streams kept open to the other nodes for their process lists.
     pub views: crate::peer::Views,
+    /// A new process has its first figures: the balancer may place it now rather than
+    /// at its next round (placement at birth).
+    pub born: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -298,6 +301,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         dfsa,
         dashboard: Default::default(),
         looks: watch::Sender::new(Arc::default()),
+        born: tokio::sync::Notify::new(),
         views: Default::default(),
     });
     let gossip = GossipLoop {

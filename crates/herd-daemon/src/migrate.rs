@@ -26,6 +26,7 @@ use herd_migrate::postcopy::{self, PagerInput, Push, Pusher, Pushed};
 use herd_migrate::proto::{self, Adopt, MoveMode, Refusal, ToHome, ToRemote, Usage};
 use herd_migrate::journal::{Journal, Verdict};
 use herd_wire::stream::SecureStream;
+use procfs::Current;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::control::{ControlError, ErrorKind, Migrated, MoveProgress, ProcessRow, Verb};
@@ -745,6 +746,10 @@ struct Actor {
 /// The least time between two figures of a process that rates are computed over.
 const MIN_SAMPLE: Duration = Duration::from_millis(500);
 
+/// The least age at which a new process's figures are those of its life so far (younger,
+/// a compiler's driver that has not yet started the compiler looks busy).
+const BIRTH_LOOK: Duration = Duration::from_millis(300);
+
 /// A process's end, noticed when it happens: its pidfd becomes readable. Each holds a
 /// descriptor: at most half of herdd's limit of open files are used so (beyond that, the
 /// next look at the node notices an end: [`looked`]).
@@ -797,11 +802,25 @@ impl Actor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Its first figures and command line now (ended already: nothing more).
         let mut ended_already = self.deputy.is_none() && !self.home_tick();
+        // A new process at home is judged by its life once it is BIRTH_LOOK old (unless a
+        // look has measured it first).
+        let birth = tokio::time::sleep(self.until_birth_look());
+        tokio::pin!(birth);
+        let mut judged = self.measured;
         loop {
             if std::mem::take(&mut ended_already) {
                 break;
             }
             tokio::select! {
+                _ = &mut birth, if !judged && self.deputy.is_none() => {
+                    judged = true;
+                    if let Some(u) = Usage::of(self.pid) {
+                        self.judged_by_its_life(&u);
+                        if self.measured {
+                            self.shared.born.notify_one();
+                        }
+                    }
+                }
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
                     if !self.handle(input).await {
@@ -885,10 +904,12 @@ impl Actor {
         // Figures less than half a second apart say little of rates (a look taken just
         // before the figures read at adoption, nothing): the next ones are taken instead.
         if self.last.is_some_and(|(_, _, at)| now < at + MIN_SAMPLE) {
+            self.judged_by_its_life(&u);
             return;
         }
         let Some((last, last_io, at)) = self.last.replace((u, io, now)) else {
             self.set_row(|r| r.rss = u.rss);
+            self.judged_by_its_life(&u);
             return;
         };
         let dt = now.duration_since(at).as_secs_f64().max(0.001);
@@ -915,6 +936,33 @@ impl Actor {
             r.forwarded_calls = if away { io } else { 0 };
             r.rss_growth = smooth(r.rss_growth, growth).round();
         });
+    }
+
+    /// A process at home that has never moved and has no figures yet, at least
+    /// [`BIRTH_LOOK`] old: its CPU share and demand are those of its life so far (a
+    /// compiler just started wants most of a CPU, the make that started it almost none),
+    /// so that placement at birth need not wait for a second look.
+    fn judged_by_its_life(&mut self, u: &Usage) {
+        if self.measured || self.remote.is_some() || self.row.lock().expect("row lock").nmigs > 0 {
+            return;
+        }
+        let Some(age) = procfs::Uptime::current().ok().map(|up| up.uptime - self.start as f64 / procfs::ticks_per_second() as f64) else { return };
+        if age < BIRTH_LOOK.as_secs_f64() {
+            return;
+        }
+        let want = if u.runnable_ns > 0 { u.runnable_ns as f64 / 1e9 / age } else { u.cpu_ticks as f64 / procfs::ticks_per_second() as f64 / age };
+        let cpu = u.cpu_ticks as f64 / procfs::ticks_per_second() as f64 / age;
+        self.measured = true;
+        self.set_row(|r| {
+            r.cpu = (cpu.min(1.0) * 1000.0).round() / 10.0;
+            r.demand = (want.min(1.0) * 1000.0).round() / 10.0;
+        });
+    }
+
+    /// How long until it is [`BIRTH_LOOK`] old (a little more).
+    fn until_birth_look(&self) -> Duration {
+        let age = procfs::Uptime::current().map(|up| up.uptime - self.start as f64 / procfs::ticks_per_second() as f64).unwrap_or(0.0);
+        Duration::from_secs_f64((BIRTH_LOOK.as_secs_f64() - age).max(0.0)) + Duration::from_millis(20)
     }
 
     /// Sets where it runs now: the figures start again there.
@@ -1132,6 +1180,11 @@ impl Actor {
             ToHome::ThreadEnd { tid } => {
                 if let Some(d) = &self.deputy {
                     d.end_thread(tid);
+                }
+            }
+            ToHome::Interrupt { seq, tid } => {
+                if let Some(d) = &self.deputy {
+                    d.send(Cmd::Interrupt { seq, tid });
                 }
             }
             ToHome::Exited(how) => {
@@ -1431,6 +1484,17 @@ impl Actor {
                                 let _ = back.send(ToRemote::WriteFailed { fd, errno }).await;
                             }
                         }
+                        // Straight to the deputy thread too, as the call it interrupts.
+                        Ok(ToHome::Interrupt { seq, tid }) => match path.deputy(gen) {
+                            Some(d) => {
+                                d.send(Cmd::Interrupt { seq, tid });
+                            }
+                            None => {
+                                if me.send(Input::Remote { gen, msg: ToHome::Interrupt { seq, tid } }).is_err() {
+                                    return;
+                                }
+                            }
+                        },
                         Ok(ToHome::Call { seq, tid, call }) => match path.deputy(gen) {
                             // The fast path: straight to the deputy thread (or answered
                             // from the journal: it ran before the process was resumed).

@@ -6,6 +6,8 @@
 //! - [`ptrace`]: a seized, stopped tracee ([`ptrace::Tracee`]) and the requests
 //!   that are only valid while it is stopped.
 //! - [`inject`]: running system calls inside a stopped tracee.
+//! - [`maskwait`]: ending a wait that swaps in a signal mask, for a process
+//!   whose wait runs elsewhere.
 //! - [`mem`]: reading and writing another process's memory, and its pagemap.
 //! - [`restorer`]: the child process a restore is built in.
 //! - [`abi`]: kernel constants and structure layouts herd depends on.
@@ -15,6 +17,7 @@
 pub mod abi;
 pub mod host;
 pub mod inject;
+pub mod maskwait;
 pub mod mem;
 pub mod ns;
 pub mod pidfd;

@@ -78,6 +78,12 @@ impl PidFd {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
+                // Reaped by a tracer's wait as it ended while traced.
+                if e.raw_os_error() == Some(libc::ECHILD) {
+                    if let Some(status) = crate::ptrace::take_reaped(self.pid) {
+                        return Ok(Some(if libc::WIFEXITED(status) { Exit::Code(libc::WEXITSTATUS(status)) } else { Exit::Signal(libc::WTERMSIG(status)) }));
+                    }
+                }
                 return Err(KernelError::from_io("waitid(P_PIDFD)", self.pid, e));
             }
             // SAFETY: waitid filled in the SIGCHLD-shaped union (or left it

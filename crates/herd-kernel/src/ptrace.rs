@@ -39,6 +39,7 @@ pub(crate) fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::R
             | abi::PTRACE_INTERRUPT
             | libc::PTRACE_CONT
             | libc::PTRACE_SYSCALL
+            | libc::PTRACE_SINGLESTEP
             | libc::PTRACE_DETACH
             | abi::PTRACE_LISTEN
             | libc::PTRACE_SETOPTIONS
@@ -62,6 +63,20 @@ unsafe fn ptrace_ptr(req: u32, pid: i32, addr: u64, data: u64) -> std::result::R
     }
 }
 
+/// Wait statuses of tracees that [`wait_stop`] reaped, newest last: a tracee
+/// that is also a child of ours and ends while traced is reaped by the
+/// tracer's wait, and [`crate::pidfd::PidFd::try_wait`] takes its status from
+/// here. At most [`REAPED_KEPT`].
+static REAPED: std::sync::Mutex<Vec<(i32, i32)>> = std::sync::Mutex::new(Vec::new());
+const REAPED_KEPT: usize = 64;
+
+/// The wait status of `pid` if [`wait_stop`] reaped it (taken once).
+pub(crate) fn take_reaped(pid: i32) -> Option<i32> {
+    let mut kept = REAPED.lock().unwrap_or_else(|p| p.into_inner());
+    let at = kept.iter().rposition(|(p, _)| *p == pid)?;
+    Some(kept.remove(at).1)
+}
+
 /// Waits for the next state change of `pid`.
 pub(crate) fn wait_stop(pid: i32) -> Result<Stop> {
     loop {
@@ -79,6 +94,11 @@ pub(crate) fn wait_stop(pid: i32) -> Result<Stop> {
             return Err(KernelError::from_io("waitpid", pid, e));
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            let mut kept = REAPED.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.len() == REAPED_KEPT {
+                kept.remove(0);
+            }
+            kept.push((pid, status));
             return Err(KernelError::Died { pid });
         }
         if !libc::WIFSTOPPED(status) {
@@ -291,10 +311,25 @@ impl Tracee {
         }
     }
 
+    /// Lets the tracee run one instruction (delivering `sig` first, 0 for none)
+    /// and waits for its next stop: after a handler's frame is built for `sig`,
+    /// the kernel reports a SIGTRAP stop at the handler's first instruction.
+    pub(crate) fn step(&mut self, sig: i32) -> Result<Stop> {
+        ptrace(libc::PTRACE_SINGLESTEP, self.pid, 0, sig as u64).map_err(|e| KernelError::from_io("PTRACE_SINGLESTEP", self.pid, e))?;
+        self.stop = wait_stop(self.pid)?;
+        Ok(self.stop)
+    }
+
     /// Lets the tracee go, re-sending any signal that arrived while it was held.
     pub fn detach(self) -> Result<()> {
+        self.detach_with(0)
+    }
+
+    /// Lets the tracee go; at a signal-delivery-stop, `sig` is delivered as
+    /// it goes (0: none). Signals that arrived while it was held are re-sent.
+    pub fn detach_with(self, sig: i32) -> Result<()> {
         let pid = self.pid;
-        ptrace(libc::PTRACE_DETACH, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_DETACH", pid, e))?;
+        ptrace(libc::PTRACE_DETACH, pid, 0, sig as u64).map_err(|e| KernelError::from_io("PTRACE_DETACH", pid, e))?;
         for sig in &self.deferred {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid, *sig) };

@@ -67,6 +67,9 @@ pub enum Cmd {
     /// Thread `tid` (home id) makes a thread on the remote node: the deputy of
     /// `tid` makes its twin here and reports [`Event::ThreadBorn`].
     GrowThread { seq: u64, tid: i32 },
+    /// End forwarded call `seq` of thread `tid` (home id) with EINTR if it runs now
+    /// (see [`crate::proto::ToHome::Interrupt`]); nothing otherwise.
+    Interrupt { seq: u64, tid: i32 },
 }
 
 /// What a deputy's thread reports.
@@ -119,7 +122,7 @@ impl Link {
     /// Queues `cmd` and wakes the thread if it waits on the deputy. A call
     /// goes to the deputy of the thread that made it, if it has one.
     pub fn send(&self, cmd: Cmd) -> bool {
-        if let Cmd::Call { tid, .. } | Cmd::GrowThread { tid, .. } = &cmd {
+        if let Cmd::Call { tid, .. } | Cmd::GrowThread { tid, .. } | Cmd::Interrupt { tid, .. } = &cmd {
             let route = self.threads.lock().expect("thread routes").get(tid).cloned();
             if let Some(t) = route {
                 let tid = *tid;
@@ -693,7 +696,8 @@ impl Deputy {
                     Err(e) => tracing::warn!(pid = self.pid, "releasing the deputy's memory: {e}"),
                 },
                 Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
-                Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) | Cmd::EndThread => {}
+                // An interrupt that came after its call ended: nothing to end.
+                Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) | Cmd::EndThread | Cmd::Interrupt { .. } => {}
             }
         }
     }
@@ -788,6 +792,13 @@ impl Deputy {
     /// the call abandoned; our own wake-up abandons it only if a command that
     /// needs the deputy is waiting (otherwise the call is simply run again).
     fn call(&mut self, seq: u64, call: &Call, cmds: &Receiver<Cmd>, events: &dyn Fn(Event)) -> Result<(), Woken> {
+        // Interrupted before it began (see `Cmd::Interrupt`).
+        self.pending.extend(cmds.try_iter());
+        if let Some(at) = self.pending.iter().position(|c| matches!(c, Cmd::Interrupt { seq: s, .. } if *s == seq)) {
+            self.pending.remove(at);
+            events(Event::Reply { seq, reply: Reply { ret: -(libc::EINTR as i64), outs: Vec::new() } });
+            return Ok(());
+        }
         loop {
             let mut interrupted = None;
             let mut died = false;
@@ -824,6 +835,14 @@ impl Deputy {
                     self.pending.extend(cmds.try_iter());
                 }
                 let abandon = self.pending.iter().any(|c| matches!(c, Cmd::Quiesce | Cmd::Exit(_) | Cmd::Kill));
+                // Ended with EINTR for the guest, which ends the wait there.
+                if let Some(at) = self.pending.iter().position(|c| matches!(c, Cmd::Interrupt { seq: s, .. } if *s == seq)) {
+                    self.pending.remove(at);
+                    if !abandon {
+                        events(Event::Reply { seq, reply: Reply { ret: -(libc::EINTR as i64), outs: Vec::new() } });
+                        return Ok(());
+                    }
+                }
                 match woken {
                     Some(Woken::Wake) if !abandon => continue, // nothing needs the deputy: run it again
                     Some(Woken::Wake) | Some(Woken::Died) => return Ok(()), // abandoned for the command

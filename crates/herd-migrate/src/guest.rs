@@ -20,7 +20,8 @@ use herd_checkpoint::filehash::FileHashes;
 use herd_checkpoint::{restore_remote, Frozen, Purpose};
 use herd_kernel::pidfd::PidFd;
 use herd_kernel::seccomp::{Listener, Notif};
-use herd_kernel::task::{self, Exit};
+use herd_kernel::maskwait::{self, Interrupted};
+use herd_kernel::task::{self, Exit, SigMasks};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::pipe::{ChunkReader, ChunkWriter};
@@ -708,6 +709,11 @@ impl Guest {
                         p.id = n.id;
                     }
                 }
+                // A wait whose mask lets in a signal pending here (it came from home
+                // while the thread blocked it): it ends here at once, as it would at home.
+                Ok(call)
+                    if syscalls::wait_mask(call.nr, &call.args, &ProcMemory { pid: self.pid })
+                        .is_some_and(|m| SigMasks::of(caller).is_some_and(|s| !s.pending_let_in(m).is_empty()) && self.end_masked_wait(caller, call.nr, m)) => {}
                 Ok(call) => {
                     self.settle_for_call(&call, out);
                     self.seq += 1;
@@ -727,6 +733,40 @@ impl Guest {
                 out(ToHome::WantHome { why: why.to_string() });
             }
         }
+    }
+
+    /// Sends thread `thread`'s pending call (its home id `tid`) home again: a
+    /// signal ended its run there that the process would not have noticed.
+    fn call_again(&mut self, thread: i32, tid: i32, out: &dyn Fn(ToHome) -> bool) {
+        let Some(p) = self.pending.get_mut(&thread) else { return };
+        self.seq += 1;
+        p.seq = self.seq;
+        out(ToHome::Call { seq: self.seq, tid, call: p.call.clone() });
+    }
+
+    /// Ends thread `thread`'s wait in call `nr` here as the kernel ends it when
+    /// a signal that the call's `mask` lets in is pending (see
+    /// [`herd_kernel::maskwait`]): EINTR, the handler runs. False if it could
+    /// not (the call is still waiting).
+    fn end_masked_wait(&mut self, thread: i32, nr: i64, mask: u64) -> bool {
+        match maskwait::interrupt_wait(thread, nr, mask) {
+            Ok(Interrupted::NotWaiting) => {
+                tracing::debug!(pid = self.pid, tid = thread, nr, "not waiting in the call: its wait is not ended here");
+                return false;
+            }
+            Ok(how) => tracing::debug!(pid = self.pid, tid = thread, nr, ?how, "a signal ended a wait with a mask of its own"),
+            Err(herd_kernel::KernelError::Died { .. }) => {}
+            Err(e) => {
+                tracing::warn!(pid = self.pid, tid = thread, nr, "cannot end a wait with a mask of its own: {e}");
+                return false;
+            }
+        }
+        // The notification is gone: the process has its answer (EINTR).
+        self.pending.remove(&thread);
+        for (sig, directed) in self.held_signals.remove(&thread).unwrap_or_default() {
+            self.deliver(sig, directed.then_some(thread));
+        }
+        true
     }
 
     /// Delivers `sig` to the process, or with `tid` (an id here) to that thread.
@@ -790,6 +830,21 @@ impl Guest {
                     libc::SYS_close => self.ahead.take_orphan_error(fd).map_or(ret, |e| -(e as i64)),
                     _ => ret,
                 };
+                // A wait with a mask of its own, asked to end at home because a signal
+                // its mask lets in came first (`ToHome::Interrupt`): ended here as the
+                // kernel would, the signal delivered under the call's mask. Had it ended
+                // by itself first, it takes its answer, and the signal waits for the next.
+                if let Some(mask) = syscalls::wait_mask(p.call.nr, &p.call.args, &ProcMemory { pid: self.pid }) {
+                    let held = self.held_signals.remove(&caller).unwrap_or_default();
+                    let lets_in = SigMasks::of(caller).is_some_and(|m| held.iter().any(|&(sig, _)| m.lets_in(sig, mask)));
+                    for &(sig, directed) in &held {
+                        self.deliver(sig, (directed || lets_in).then_some(caller));
+                    }
+                    if !(lets_in && ret == -(libc::EINTR as i64) && self.end_masked_wait(caller, p.call.nr, mask)) {
+                        self.answer(p.id, ret);
+                    }
+                    return Flow::Go;
+                }
                 let opened = open_flags(&p.call).filter(|_| ret >= 0);
                 match p.after {
                     After::Open { dir, rel, flags } if ret >= 0 => {
@@ -833,26 +888,43 @@ impl Guest {
                 }
                 let target = directed.then_some(thread);
                 match (self.pending.get(&thread), during_call) {
-                    (Some(p), true) => {
+                    // A wait with a mask of its own (make's pselect letting SIGCHLD in):
+                    // judged and ended with that mask, which never reaches the thread here.
+                    (Some(p), true) if let Some(mask) = syscalls::wait_mask(p.call.nr, &p.call.args, &ProcMemory { pid: self.pid }) => {
+                        let nr = p.call.nr;
+                        if SigMasks::of(thread).is_none_or(|m| m.lets_in(sig, mask)) {
+                            // For this thread: home's kernel chose it.
+                            self.deliver(sig, Some(thread));
+                            if self.end_masked_wait(thread, nr, mask) {
+                                return Flow::Go;
+                            }
+                        }
+                        self.call_again(thread, tid, &**out);
+                    }
+                    (Some(_), true) => {
                         if interrupts(thread, sig) {
                             self.pending.remove(&thread);
                             self.deliver(sig, target);
                         } else {
                             // The process would not have noticed: home runs the call again.
-                            let call = p.call.clone();
-                            self.seq += 1;
-                            out(ToHome::Call { seq: self.seq, tid, call });
-                            if let Some(p) = self.pending.get_mut(&thread) {
-                                p.seq = self.seq;
-                            }
+                            self.call_again(thread, tid, &**out);
                         }
                     }
                     // Stopping or continuing the process does not wait for the call (at
                     // home the deputy is stopped too, and would never answer it): the
                     // kernel restarts its wait, which takes the answer when it comes.
                     (Some(_), false) if stops_or_continues(self.pid, sig) => self.deliver(sig, target),
-                    // Home is about to answer the pending call: deliver after it.
-                    (Some(_), false) => self.held_signals.entry(thread).or_default().push_back((sig, directed)),
+                    // Home is about to answer the pending call: deliver after it. A wait
+                    // with a mask of its own that lets the signal in began at home after
+                    // the signal came: home ends it (`Interrupt`), and its answer ends it here.
+                    (Some(p), false) => {
+                        if syscalls::wait_mask(p.call.nr, &p.call.args, &ProcMemory { pid: self.pid })
+                            .is_some_and(|mask| SigMasks::of(thread).is_none_or(|m| m.lets_in(sig, mask)))
+                        {
+                            out(ToHome::Interrupt { seq: p.seq, tid });
+                        }
+                        self.held_signals.entry(thread).or_default().push_back((sig, directed));
+                    }
                     (None, _) => self.deliver(sig, target),
                 }
             }
@@ -1061,7 +1133,7 @@ enum Flow {
 fn stops_or_continues(pid: i32, sig: i32) -> bool {
     match sig {
         libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT => true,
-        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => SigMasks::of(pid as u32).is_none_or(|m| m.caught & (1u64 << (sig - 1)) == 0),
+        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => SigMasks::of(pid).is_none_or(|m| m.caught & (1u64 << (sig - 1)) == 0),
         _ => false,
     }
 }
@@ -1069,25 +1141,7 @@ fn stops_or_continues(pid: i32, sig: i32) -> bool {
 /// Whether `sig` sent to `pid` now would interrupt a system call it waits in:
 /// not blocked and not ignored (explicitly, or by default).
 fn interrupts(pid: i32, sig: i32) -> bool {
-    let Some(m) = SigMasks::of(pid as u32) else { return true };
-    let bit = 1u64 << (sig - 1);
-    let default_ignored = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT].contains(&sig);
-    m.blocked & bit == 0 && m.ignored & bit == 0 && (m.caught & bit != 0 || !default_ignored)
-}
-
-/// A thread's signal masks, from /proc/TID/status.
-struct SigMasks {
-    blocked: u64,
-    caught: u64,
-    ignored: u64,
-}
-
-impl SigMasks {
-    fn of(tid: u32) -> Option<SigMasks> {
-        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-        let mask = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
-        Some(SigMasks { blocked: mask("SigBlk:")?, caught: mask("SigCgt:")?, ignored: mask("SigIgn:")? })
-    }
+    SigMasks::of(pid).is_none_or(|m| m.lets_in(sig, m.blocked))
 }
 
 /// Whether signal `sig` sent to thread `tid` now takes effect without running a handler
@@ -1097,7 +1151,7 @@ fn acts_before_return(tid: u32, sig: i32) -> bool {
     if !(1..=64).contains(&sig) {
         return false;
     }
-    let Some(m) = SigMasks::of(tid) else { return false };
+    let Some(m) = SigMasks::of(tid as i32) else { return false };
     let bit = 1u64 << (sig - 1);
     m.blocked & bit != 0 || (m.caught | m.ignored) & bit == 0
 }

@@ -27,7 +27,7 @@ use crate::syscalls::{Call, Reply};
 /// direct file access ([`ToRemote::Files`], [`ToHome::Offsets`]). Version 5:
 /// [`ToRemote::Freeze`] (`herd migrate PID freeze`). Version 6: epoll calls are
 /// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -273,6 +273,11 @@ pub enum ToHome {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Tag 19 (version 8): End call `seq` of thread `tid` (home id) with EINTR if it still
+    /// runs: a signal its mask lets in came before the call began waiting at home (a
+    /// wait with a mask of its own: pselect6, ppoll, epoll_pwait). Its answer comes as
+    /// usual (the call's own result if it ended first).
+    Interrupt { seq: u64, tid: i32 },
 }
 
 /// Largest image chunk per message.
@@ -360,6 +365,7 @@ mod tests {
             ToHome::ThreadEnd { tid: 0 },
             ToHome::Offsets(vec![]),
             ToHome::Write { fd: 0, at: 0, data: vec![] },
+            ToHome::Interrupt { seq: 0, tid: 0 },
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -401,6 +407,7 @@ mod tests {
             })),
             encode(&ToHome::Offsets(vec![(3, 4096), (4, 1)])),
             encode(&ToHome::Write { fd: 3, at: 4096, data: vec![7; 300] }),
+            encode(&ToHome::Interrupt { seq: 12, tid: 4 }),
             encode(&ToRemote::WriteFailed { fd: 3, errno: 28 }),
             encode(&ToRemote::Reply { seq: 1, reply: Reply { ret: 4, outs: vec![(0x10, vec![1, 2, 3, 4])] } }),
             encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy }),

@@ -1089,6 +1089,28 @@ pub fn marshal(nr: i64, args: [u64; 6], mem: &dyn MemRead) -> Result<Call, Marsh
     Ok(Call { nr, args: w.args, bufs })
 }
 
+/// The signal mask that wait `nr` (pselect6, ppoll, epoll_pwait, epoll_pwait2)
+/// swaps in for its duration, read from the process; None for other calls, a
+/// wait without one (a null pointer), or a mask that cannot be read (the call
+/// fails at home with EFAULT or EINVAL, as it would here).
+pub fn wait_mask(nr: i64, args: &[u64; 6], mem: &dyn MemRead) -> Option<u64> {
+    let word = |addr: u64| {
+        let mut b = [0u8; 8];
+        mem.read(addr, &mut b).ok().map(|()| u64::from_ne_bytes(b))
+    };
+    let (set, size) = match nr {
+        // A pointer to { const sigset_t *ss; size_t ss_len }.
+        libc::SYS_pselect6 if args[5] != 0 => (word(args[5])?, word(args[5] + 8)?),
+        libc::SYS_ppoll => (args[3], args[4]),
+        libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => (args[4], args[5]),
+        _ => return None,
+    };
+    if set == 0 || size != 8 {
+        return None;
+    }
+    word(set)
+}
+
 fn align8(n: u64) -> u64 {
     n.div_ceil(8) * 8
 }
@@ -1749,6 +1771,26 @@ mod tests {
         });
         assert_eq!((call.bufs.len(), ret), (2, 0));
         assert_eq!(p.get(0x9000, 8), 0x9100u64.to_ne_bytes(), "the process's pair is untouched");
+    }
+
+    #[test]
+    fn the_masks_waits_swap_in() {
+        let p = FakeMem::default();
+        let chld = 1u64 << (libc::SIGCHLD - 1);
+        let mut pack = 0x9100u64.to_ne_bytes().to_vec();
+        pack.extend_from_slice(&8u64.to_ne_bytes());
+        p.map(0x9000, &pack);
+        p.map(0x9100, &chld.to_ne_bytes());
+        p.map(0x9200, &[0; 16]);
+        assert_eq!(wait_mask(libc::SYS_pselect6, &[5, 0, 0, 0, 0, 0x9000], &p), Some(chld));
+        assert_eq!(wait_mask(libc::SYS_pselect6, &[5, 0, 0, 0, 0, 0], &p), None, "no pair");
+        assert_eq!(wait_mask(libc::SYS_pselect6, &[5, 0, 0, 0, 0, 0x9200], &p), None, "a null set");
+        assert_eq!(wait_mask(libc::SYS_pselect6, &[5, 0, 0, 0, 0, 0x5000], &p), None, "unreadable pair");
+        assert_eq!(wait_mask(libc::SYS_ppoll, &[0x7000, 1, 0, 0x9100, 8, 0], &p), Some(chld));
+        assert_eq!(wait_mask(libc::SYS_ppoll, &[0x7000, 1, 0, 0x9100, 16, 0], &p), None, "the kernel refuses another size");
+        assert_eq!(wait_mask(libc::SYS_epoll_pwait, &[4, 0x7000, 8, 20, 0x9200, 8], &p), Some(0));
+        assert_eq!(wait_mask(libc::SYS_epoll_pwait2, &[4, 0x7000, 8, 0, 0x9100, 8], &p), Some(chld));
+        assert_eq!(wait_mask(libc::SYS_epoll_wait, &[4, 0x7000, 8, 20, 0x9100, 8], &p), None, "no mask");
     }
 
     #[test]
