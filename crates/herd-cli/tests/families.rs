@@ -308,6 +308,8 @@ fn make_j4_compiles_on_several_nodes(lab: &Lab) {
 /// epoll_pwait: as GNU make waits for its jobs) is moved to n2, away from its children:
 /// each wait ends when a child does (its signal in before the wait, and during it), the
 /// handler runs, and SIGCHLD is blocked again afterwards, as in a direct run.
+/// Last, a signal that comes during a forwarded wait (poll) while the thread blocks it
+/// is pending afterwards, not lost.
 fn waits_with_a_mask_of_their_own_end_when_children_do(lab: &Lab) {
     let prog = lab.program("fam_sigmask");
     let direct = lab.run_direct("fam_sigmask (direct)", &prog, &[Gate::Line("ready 1")]);
@@ -316,6 +318,7 @@ fn waits_with_a_mask_of_their_own_end_when_children_do(lab: &Lab) {
     for (i, call) in ["pselect", "ppoll", "epoll_pwait"].iter().enumerate() {
         expected += &format!("{call}: -1 EINTR, handler ran {}, SIGCHLD blocked after: yes\nchild: exited {}\n", i + 1, i + 3);
     }
+    expected += "poll: 0, SIGCHLD pending after: yes\nunblocked: 0 -, handler ran 4, SIGCHLD blocked after: no\nchild: exited 6\n";
     assert_eq!(direct.stdout, expected, "{}", direct.describe());
 
     let mut p = lab.start("fam_sigmask (herd run --lock, moved away from its children)", How::HerdLocked, &prog);

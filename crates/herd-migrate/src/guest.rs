@@ -898,6 +898,9 @@ impl Guest {
                             if self.end_masked_wait(thread, nr, mask) {
                                 return Flow::Go;
                             }
+                        } else {
+                            // Blocked by the wait's mask: pending until the wait ends.
+                            self.held_signals.entry(thread).or_default().push_back((sig, directed));
                         }
                         self.call_again(thread, tid, &**out);
                     }
@@ -906,7 +909,10 @@ impl Guest {
                             self.pending.remove(&thread);
                             self.deliver(sig, target);
                         } else {
-                            // The process would not have noticed: home runs the call again.
+                            // The process would not have noticed: home runs the call again,
+                            // and the signal is what it would be at home: pending while the
+                            // thread blocks it, or discarded if ignored.
+                            self.deliver(sig, target);
                             self.call_again(thread, tid, &**out);
                         }
                     }

@@ -12,7 +12,12 @@
  *  3. likewise child c and epoll_pwait.
  * After each: the wait's result, how many times the handler ran, whether
  * SIGCHLD is blocked again (the wait's mask lasts only the wait), and the
- * child's status. Exit 0.
+ * child's status. Then
+ *  4. child d is woken (it exits 200 ms later) while the parent waits in a
+ *     plain poll of 1 s (SIGCHLD stays blocked): the poll times out, and the
+ *     signal that came meanwhile must be pending, not lost: unblocked, the
+ *     handler runs a fourth time.
+ * Exit 0.
  */
 #include "mig_common.h"
 #include <poll.h>
@@ -31,7 +36,7 @@ static void on_chld(int sig)
     chld++;
 }
 
-static pid_t child(int fd[2], int code)
+static pid_t child(int fd[2], int code, long delay_ms)
 {
     pid_t p = fork();
     if (p < 0) {
@@ -48,6 +53,8 @@ static pid_t child(int fd[2], int code)
     do
         n = read(fd[0], &c, 1);
     while (n < 0 && errno == EINTR);
+    struct timespec delay = {0, delay_ms * 1000 * 1000};
+    nanosleep(&delay, NULL);
     _exit(code);
 }
 
@@ -92,9 +99,15 @@ int main(void)
         say("pipe: %s", errname(errno));
         return 1;
     }
-    pid_t a = child(pa, 3);
-    pid_t b = child(pb, 4);
-    pid_t c = child(pc, 5);
+    pid_t a = child(pa, 3, 0);
+    pid_t b = child(pb, 4, 0);
+    pid_t c = child(pc, 5, 0);
+    int pd[2];
+    if (pipe(pd)) {
+        say("pipe: %s", errname(errno));
+        return 1;
+    }
+    pid_t d = child(pd, 6, 200);
     int ep = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLIN};
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, never[0], &ev)) {
@@ -125,5 +138,14 @@ int main(void)
     struct epoll_event out;
     r = epoll_pwait(ep, &out, 1, 20000, &during);
     report("epoll_pwait", r, errno, c);
+
+    /* 4: the signal comes during a wait that does not let it in. */
+    wake(pd[1]);
+    r = poll(&pfd, 1, 1000);
+    sigset_t pending;
+    sigpending(&pending);
+    say("poll: %d, SIGCHLD pending after: %s", r, sigismember(&pending, SIGCHLD) ? "yes" : "no");
+    sigprocmask(SIG_UNBLOCK, &blocked, NULL);
+    report("unblocked", 0, 0, d);
     return 0;
 }
