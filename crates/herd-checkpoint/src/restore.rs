@@ -518,15 +518,6 @@ pub fn restore_into<R: Read + Send>(
                     warnings.push(format!("a thread made at home could not be let go: {e}"));
                 }
             }
-            // Limits changed remotely come home too; only those (changing another
-            // process's limits needs CAP_SYS_RESOURCE).
-            let now = crate::procinfo::open(deputy.pid()).and_then(|p| crate::procinfo::rlimits(&p)).unwrap_or_default();
-            for r in image.task.rlimits.iter().filter(|r| !now.contains(r)) {
-                let lim = libc::rlimit { rlim_cur: r.cur, rlim_max: r.max };
-                if let Err(e) = task::prlimit(deputy.pid(), r.resource, lim) {
-                    warnings.push(format!("rlimit {} set remotely is not restored at home: {e}", r.resource));
-                }
-            }
             Ok((RestoreStats { total: t0.elapsed(), page_bytes: b.page_bytes }, warnings))
         }
         Err(error) => {
@@ -899,6 +890,23 @@ pub fn free_area(taken: &[(u64, u64)], len: u64) -> Option<u64> {
     None
 }
 
+/// Coming home: the limits the process changed where it ran, set by the process itself
+/// (it may lower its own limits, and raise a soft one up to the hard one; herdd setting
+/// another user's needs CAP_SYS_RESOURCE, which a node in a container may lack). Those it
+/// may not set (a hard limit raised away by a privileged process) are warnings.
+fn set_changed_rlimits(inj: &mut Injector<'_>, scratch: &Scratch, pid: i32, rlimits: &[herd_image::Rlimit], warnings: &mut Vec<String>) -> Result<()> {
+    let now = crate::procinfo::open(pid).and_then(|p| crate::procinfo::rlimits(&p)).unwrap_or_default();
+    for r in rlimits.iter().filter(|r| !now.contains(r)) {
+        let lim = libc::rlimit { rlim_cur: r.cur, rlim_max: r.max };
+        let at = scratch.put(0, abi::as_bytes(&lim))?;
+        let ret = inj.call(libc::SYS_prlimit64 as u64, &[0, u64::from(r.resource), at, 0])?;
+        if ret < 0 {
+            warnings.push(format!("rlimit {} set remotely is not restored at home: {}", r.resource, std::io::Error::from_raw_os_error(-ret as i32)));
+        }
+    }
+    Ok(())
+}
+
 /// Writes bytes into the trampoline's scratch area.
 pub(crate) struct Scratch {
     pid: i32,
@@ -1158,6 +1166,8 @@ fn build(
     set_thread_basics(&mut inj, &scratch, &t.comm, t.rseq, t.robust_list, t.clear_child_tid)?;
     if !deputy {
         set_sched(&mut inj, &scratch, t.sched, pid, warnings)?;
+    } else {
+        set_changed_rlimits(&mut inj, &scratch, pid, &t.rlimits, warnings)?;
     }
     // The other threads, made now: while the process still has the restorer's
     // credentials (choosing their ids may need them); each then takes the

@@ -37,7 +37,7 @@ use lab::*;
 use nodes::HERD;
 use serde_json::Value;
 
-const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask"];
+const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn"];
 const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
@@ -60,6 +60,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("make_j4_compiles_on_several_nodes", make_j4_compiles_on_several_nodes),
     ("waits_with_a_mask_of_their_own_end_when_children_do", waits_with_a_mask_of_their_own_end_when_children_do),
     ("make_moved_away_while_its_jobs_run", make_moved_away_while_its_jobs_run),
+    ("vfork_limit_and_orphan_from_away", vfork_limit_and_orphan_from_away),
 ];
 
 #[test]
@@ -327,6 +328,32 @@ fn waits_with_a_mask_of_their_own_end_when_children_do(lab: &Lab) {
     lab.expect_migrate(&p, pid, "n2");
     lab.expect_where(&p, pid, "n2", Some(1));
     p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// Started from away (moved to n2 before each step): a vfork + exec (the parent resumes
+/// once the child has exec'd, and gets its status), a fork refused by the `ulimit -u`
+/// limit (EAGAIN, nothing left behind), and a child that outlives its parent. The same
+/// output as a direct run.
+fn vfork_limit_and_orphan_from_away(lab: &Lab) {
+    let prog = lab.program("fam_spawn");
+    let gates = [Gate::Line("ready 1"), Gate::Line("ready 2"), Gate::Line("ready 3")];
+    let direct = lab.run_direct("fam_spawn (direct)", &prog, &gates);
+    expect_status(&direct, Some(0), None);
+    assert_eq!(
+        direct.stdout,
+        "ready 1\nvforked\nvfork child: exited 3\nready 2\nfork at the limit: EAGAIN\nready 3\nparent: ends first\norphan: parent gone\n",
+        "{}",
+        direct.describe()
+    );
+    let mut p = lab.start("fam_spawn (herd run --lock, each step from n2)", How::HerdLocked, &prog);
+    let pid = p.home_pid(lab);
+    for ready in ["ready 1", "ready 2", "ready 3"] {
+        p.wait_for_line(lab, ready);
+        lab.expect_migrate(&p, pid, "n2");
+        p.send(lab, "go\n");
+    }
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }

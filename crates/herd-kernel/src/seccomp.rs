@@ -214,6 +214,31 @@ pub fn install_in_self(filter: &Filter) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// For a test's child process under `filter`: installs it on the calling thread
+/// (with [`install_in_self`]) and reports the listener's number on stdout, a line
+/// `LISTENER <fd>` (the parent takes it with pidfd_getfd), written by a thread started
+/// before the filter: a write of the filtered thread would itself wait for the
+/// listener. If the filter cannot be installed: a line `SKIP: <reason>`, and the
+/// process exits 0.
+pub fn install_in_self_and_report(filter: &Filter) -> OwnedFd {
+    use std::io::Write;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reporter = std::thread::spawn(move || {
+        if let Ok(line) = rx.recv() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(line.as_bytes());
+            let _ = out.flush();
+        }
+    });
+    let listener = install_in_self(filter);
+    let _ = tx.send(match &listener {
+        Ok(fd) => format!("LISTENER {}\n", fd.as_raw_fd()),
+        Err(e) => format!("SKIP: {e}\n"),
+    });
+    let _ = reporter.join();
+    listener.unwrap_or_else(|_| std::process::exit(0))
+}
+
 fn own_pid() -> i32 {
     std::process::id() as i32
 }

@@ -69,17 +69,6 @@ pub fn sched(tid: i32) -> Result<Sched> {
     Ok(Sched { policy, priority: param.sched_priority, nice: 20 - r as i32 })
 }
 
-/// Sets resource limit `resource` of process `pid` (prlimit64).
-pub fn prlimit(pid: i32, resource: u32, lim: libc::rlimit) -> Result<()> {
-    // SAFETY: prlimit reads one rlimit from `lim` (a live local) and writes
-    // nothing (old_limit is null).
-    let r = unsafe { libc::prlimit(pid, resource as _, &lim, std::ptr::null_mut()) };
-    if r != 0 {
-        return Err(KernelError::last("prlimit", pid));
-    }
-    Ok(())
-}
-
 /// The calling thread's id (a tracer is a thread: /proc's TracerPid names it).
 pub fn gettid() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.

@@ -12,8 +12,7 @@
 //! user notification, pidfd_getfd and ptrace of a child; prints `SKIP:
 //! <reason>` otherwise.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -185,23 +184,7 @@ fn masked_wait_child() {
     // filter (so outside it) reports the listener.
     let local: Vec<u32> = (0..512).filter(|n| !WAITS.contains(&i64::from(*n))).collect();
     let filter = seccomp::build_filter(&local, libc::SYS_mmap as u32);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reporter = std::thread::spawn(move || {
-        let line = rx.recv().unwrap();
-        let mut out = std::io::stdout().lock();
-        out.write_all(line.as_bytes()).unwrap();
-        out.flush().unwrap();
-    });
-    let listener = match seccomp::install_in_self(&filter) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tx.send(format!("SKIP: {e}\n")).unwrap();
-            reporter.join().unwrap();
-            std::process::exit(0);
-        }
-    };
-    tx.send(format!("LISTENER {}\n", listener.as_raw_fd())).unwrap();
-    reporter.join().unwrap();
+    let _listener = seccomp::install_in_self_and_report(&filter);
 
     let empty: u64 = 0;
     let timeout = libc::timespec { tv_sec: 20, tv_nsec: 0 };

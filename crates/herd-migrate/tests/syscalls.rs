@@ -10,7 +10,7 @@
 //! pidfd_getfd; prints `SKIP: <reason>` otherwise.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -269,23 +269,7 @@ fn child_under_filter() {
 
     // A thread started before the filter, so outside it, reports the
     // listener: a write from this thread would itself wait for the parent.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reporter = std::thread::spawn(move || {
-        let line = rx.recv().unwrap();
-        let mut out = std::io::stdout().lock();
-        out.write_all(line.as_bytes()).unwrap();
-        out.flush().unwrap();
-    });
-    let listener = match seccomp::install_in_self(&filter) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tx.send(format!("SKIP: {e}\n")).unwrap();
-            reporter.join().unwrap();
-            std::process::exit(0);
-        }
-    };
-    tx.send(format!("LISTENER {}\n", listener.as_raw_fd())).unwrap();
-    reporter.join().unwrap();
+    let _listener = seccomp::install_in_self_and_report(&filter);
 
     let mut failed = 0;
     // Identity: the home pid.

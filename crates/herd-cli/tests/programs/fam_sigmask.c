@@ -36,28 +36,6 @@ static void on_chld(int sig)
     chld++;
 }
 
-static pid_t child(int fd[2], int code, long delay_ms)
-{
-    pid_t p = fork();
-    if (p < 0) {
-        say("fork: %s", errname(errno));
-        exit(1);
-    }
-    if (p > 0) {
-        close(fd[0]);
-        return p;
-    }
-    close(fd[1]);
-    char c;
-    ssize_t n;
-    do
-        n = read(fd[0], &c, 1);
-    while (n < 0 && errno == EINTR);
-    struct timespec delay = {0, delay_ms * 1000 * 1000};
-    nanosleep(&delay, NULL);
-    _exit(code);
-}
-
 static void wake(int fd)
 {
     if (write(fd, "x", 1) != 1) {
@@ -99,15 +77,15 @@ int main(void)
         say("pipe: %s", errname(errno));
         return 1;
     }
-    pid_t a = child(pa, 3, 0);
-    pid_t b = child(pb, 4, 0);
-    pid_t c = child(pc, 5, 0);
+    pid_t a = mig_child(pa, 3, 0);
+    pid_t b = mig_child(pb, 4, 0);
+    pid_t c = mig_child(pc, 5, 0);
     int pd[2];
     if (pipe(pd)) {
         say("pipe: %s", errname(errno));
         return 1;
     }
-    pid_t d = child(pd, 6, 200);
+    pid_t d = mig_child(pd, 6, 200);
     int ep = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLIN};
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, never[0], &ev)) {

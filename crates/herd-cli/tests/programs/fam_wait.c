@@ -20,30 +20,6 @@ static void on_chld(int sig)
     chld++;
 }
 
-static pid_t child(int fd[2], int code)
-{
-    pid_t p = fork();
-    if (p < 0) {
-        say("fork: %s", errname(errno));
-        exit(1);
-    }
-    if (p > 0) {
-        close(fd[0]);
-        return p;
-    }
-    close(fd[1]);
-    char c;
-    ssize_t n;
-    do
-        n = read(fd[0], &c, 1);
-    while (n < 0 && errno == EINTR);
-    if (code < 0) {
-        signal(-code, SIG_DFL);
-        raise(-code);
-    }
-    _exit(code);
-}
-
 static void report(const char *name, pid_t p)
 {
     int status;
@@ -73,8 +49,8 @@ int main(void)
         say("pipe: %s", errname(errno));
         return 1;
     }
-    pid_t a = child(pa, 7);
-    pid_t b = child(pb, -SIGTERM);
+    pid_t a = mig_child(pa, 7, 0);
+    pid_t b = mig_child(pb, -SIGTERM, 0);
     fprintf(stderr, "fam-children: %d %d\n", (int)a, (int)b);
     say("ready 1");
     mig_wait_trigger("wake the children");

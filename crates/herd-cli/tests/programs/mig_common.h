@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 /* No core files (a program that dies by SIGSEGV must not leave one in a
@@ -72,6 +74,7 @@ static inline const char *errname(int e)
     case ENOTDIR: return "ENOTDIR";
     case EISDIR: return "EISDIR";
     case EINTR: return "EINTR";
+    case EAGAIN: return "EAGAIN";
     case EBADF: return "EBADF";
     case EFAULT: return "EFAULT";
     case EINVAL: return "EINVAL";
@@ -81,6 +84,35 @@ static inline const char *errname(int e)
         snprintf(other, sizeof other, "errno %d", e);
         return other;
     }
+}
+
+/* A child that waits for a byte on its pipe `fd` (the parent keeps the write
+ * end), then after `delay_ms` exits with `code`, or, negative, dies by signal
+ * -code. Returns its pid in the parent. */
+static inline pid_t mig_child(int fd[2], int code, long delay_ms)
+{
+    pid_t p = fork();
+    if (p < 0) {
+        say("fork: %s", errname(errno));
+        exit(1);
+    }
+    if (p > 0) {
+        close(fd[0]);
+        return p;
+    }
+    close(fd[1]);
+    char c;
+    ssize_t n;
+    do
+        n = read(fd[0], &c, 1);
+    while (n < 0 && errno == EINTR);
+    struct timespec delay = {delay_ms / 1000, (delay_ms % 1000) * 1000 * 1000};
+    nanosleep(&delay, NULL);
+    if (code < 0) {
+        signal(-code, SIG_DFL);
+        raise(-code);
+    }
+    _exit(code);
 }
 
 #endif
