@@ -946,7 +946,7 @@ impl Actor {
         if self.measured || self.remote.is_some() || self.row.lock().expect("row lock").nmigs > 0 {
             return;
         }
-        let Some(age) = procfs::Uptime::current().ok().map(|up| up.uptime - self.start as f64 / procfs::ticks_per_second() as f64) else { return };
+        let Some(age) = self.age() else { return };
         if age < BIRTH_LOOK.as_secs_f64() {
             return;
         }
@@ -961,8 +961,12 @@ impl Actor {
 
     /// How long until it is [`BIRTH_LOOK`] old (a little more).
     fn until_birth_look(&self) -> Duration {
-        let age = procfs::Uptime::current().map(|up| up.uptime - self.start as f64 / procfs::ticks_per_second() as f64).unwrap_or(0.0);
-        Duration::from_secs_f64((BIRTH_LOOK.as_secs_f64() - age).max(0.0)) + Duration::from_millis(20)
+        Duration::from_secs_f64((BIRTH_LOOK.as_secs_f64() - self.age().unwrap_or(0.0)).max(0.0)) + Duration::from_millis(20)
+    }
+
+    /// Seconds since it started (its /proc start time against the node's uptime).
+    fn age(&self) -> Option<f64> {
+        procfs::Uptime::current().ok().map(|up| up.uptime - self.start as f64 / procfs::ticks_per_second() as f64)
     }
 
     /// Sets where it runs now: the figures start again there.
