@@ -114,12 +114,11 @@ fn end_wait(t: &mut Tracee, nr: i64, own: u64, during: u64) -> Result<Ended> {
         // A single step's trap: nothing was let in (another thread took it).
         _ => return no_handler(t),
     };
-    let caught = SigMasks::of(t.pid()).ok_or(KernelError::Died { pid: t.pid() })?;
-    let bit = 1u64 << (sig - 1);
-    if caught.ignored & bit != 0 {
+    let masks = SigMasks::of(t.pid()).ok_or(KernelError::Died { pid: t.pid() })?;
+    if masks.ignores(sig) {
         return no_handler(t);
     }
-    if caught.caught & bit == 0 {
+    if !masks.catches(sig) {
         return Ok(Ended::Release(sig));
     }
     match t.step(sig)? {

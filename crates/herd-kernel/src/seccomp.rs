@@ -239,6 +239,38 @@ pub fn install_in_self_and_report(filter: &Filter) -> OwnedFd {
     listener.unwrap_or_else(|_| std::process::exit(0))
 }
 
+/// What the child of [`listener_reported_by`] reported.
+pub enum Reported {
+    Listener(Listener),
+    /// The child could not install the filter, or its listener cannot be taken: the
+    /// reason, for a test's skip line.
+    Skip(String),
+}
+
+/// For the parent of a child that called [`install_in_self_and_report`]: reads the
+/// child's stdout `lines` up to its report and takes the listener (pidfd_getfd).
+/// `Err`: the child ended first, or its report is garbled.
+pub fn listener_reported_by(pid: i32, lines: &mut dyn Iterator<Item = std::io::Result<String>>) -> std::result::Result<Reported, String> {
+    let fd: i32 = loop {
+        let line = match lines.next() {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => return Err(format!("reading the child's report: {e}")),
+            None => return Err("the child ended before reporting its listener".into()),
+        };
+        // libtest may have printed "test NAME ... " first.
+        if let Some((_, reason)) = line.split_once("SKIP:") {
+            return Ok(Reported::Skip(format!("the child could not install the filter:{reason}")));
+        }
+        if let Some((_, fd)) = line.split_once("LISTENER ") {
+            break fd.trim().parse().map_err(|_| format!("a garbled report: {line}"))?;
+        }
+    };
+    Ok(match crate::pidfd::PidFd::open(pid).and_then(|p| p.get_fd(fd)) {
+        Ok(fd) => Reported::Listener(Listener::from_fd(fd)),
+        Err(e) => Reported::Skip(format!("pidfd_getfd of the child's listener: {e}")),
+    })
+}
+
 fn own_pid() -> i32 {
     std::process::id() as i32
 }

@@ -576,6 +576,25 @@ impl SigMasks {
         })
     }
 
+    /// Whether a handler of the process's is installed for `sig`.
+    pub fn catches(&self, sig: i32) -> bool {
+        Self::has(self.caught, sig)
+    }
+
+    /// Whether the process ignores `sig` explicitly (SIG_IGN).
+    pub fn ignores(&self, sig: i32) -> bool {
+        Self::has(self.ignored, sig)
+    }
+
+    /// Whether the thread blocks `sig`.
+    pub fn blocks(&self, sig: i32) -> bool {
+        Self::has(self.blocked, sig)
+    }
+
+    fn has(mask: u64, sig: i32) -> bool {
+        (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0
+    }
+
     /// Whether `sig`, with `blocked` as the thread's mask, would be noticed: not
     /// blocked and not ignored (explicitly, or by default: SIGCHLD, SIGURG,
     /// SIGWINCH and SIGCONT without a handler).
@@ -583,16 +602,15 @@ impl SigMasks {
         if !(1..=64).contains(&sig) {
             return false;
         }
-        let bit = 1u64 << (sig - 1);
         let default_ignored = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT].contains(&sig);
-        blocked & bit == 0 && self.ignored & bit == 0 && (self.caught & bit != 0 || !default_ignored)
+        !Self::has(blocked, sig) && !self.ignores(sig) && (self.catches(sig) || !default_ignored)
     }
 
     /// The pending signals (the thread's and the process's) that `blocked`
     /// would let in, lowest first.
     pub fn pending_let_in(&self, blocked: u64) -> Vec<i32> {
         let pending = self.pending | self.shared_pending;
-        (1..=64).filter(|&sig| pending & (1u64 << (sig - 1)) != 0 && self.lets_in(sig, blocked)).collect()
+        (1..=64).filter(|&sig| Self::has(pending, sig) && self.lets_in(sig, blocked)).collect()
     }
 }
 

@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use herd_kernel::maskwait::{interrupt_wait, Interrupted};
-use herd_kernel::pidfd::PidFd;
-use herd_kernel::seccomp::{self, Listener, Readiness};
+use herd_kernel::seccomp::{self, Readiness};
 
 const CHILD_ENV: &str = "HERD_MASKWAIT_CHILD";
 const WAITS: [i64; 3] = [libc::SYS_pselect6, libc::SYS_ppoll, libc::SYS_epoll_pwait];
@@ -68,26 +67,15 @@ fn run(mode: &str, nr: i64) -> Option<(Interrupted, std::process::ExitStatus)> {
         .unwrap();
     let pid = child.id() as i32;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listener_fd: i32 = loop {
-        let Some(line) = lines.next() else { panic!("{mode}: the child ended before reporting its listener: {:?}", child.wait()) };
-        let line = line.unwrap();
-        if let Some((_, reason)) = line.split_once("SKIP:") {
-            println!("SKIP: the child could not install the filter:{reason}");
-            let _ = child.wait();
-            return None;
-        }
-        if let Some((_, fd)) = line.split_once("LISTENER ") {
-            break fd.trim().parse().unwrap();
-        }
-    };
-    let listener = match PidFd::open(pid).and_then(|p| p.get_fd(listener_fd)) {
-        Ok(fd) => Listener::from_fd(fd),
-        Err(e) => {
-            println!("SKIP: pidfd_getfd of the child's listener: {e}");
+    let listener = match seccomp::listener_reported_by(pid, &mut lines) {
+        Ok(seccomp::Reported::Listener(l)) => l,
+        Ok(seccomp::Reported::Skip(reason)) => {
+            println!("SKIP: {reason}");
             let _ = child.kill();
             let _ = child.wait();
             return None;
         }
+        Err(e) => panic!("{e}"),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut outcome = None;

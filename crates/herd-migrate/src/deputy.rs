@@ -788,14 +788,24 @@ impl Deputy {
         }
     }
 
+    /// Takes the [`Cmd::Interrupt`] for call `seq` out of the queue, if one came.
+    fn take_interrupt(&mut self, seq: u64) -> bool {
+        match self.pending.iter().position(|c| matches!(c, Cmd::Interrupt { seq: s, .. } if *s == seq)) {
+            Some(at) => {
+                self.pending.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Runs one forwarded call. A signal that interrupts it is handed on and
     /// the call abandoned; our own wake-up abandons it only if a command that
     /// needs the deputy is waiting (otherwise the call is simply run again).
     fn call(&mut self, seq: u64, call: &Call, cmds: &Receiver<Cmd>, events: &dyn Fn(Event)) -> Result<(), Woken> {
         // Interrupted before it began (see `Cmd::Interrupt`).
         self.pending.extend(cmds.try_iter());
-        if let Some(at) = self.pending.iter().position(|c| matches!(c, Cmd::Interrupt { seq: s, .. } if *s == seq)) {
-            self.pending.remove(at);
+        if self.take_interrupt(seq) {
             events(Event::Reply { seq, reply: Reply { ret: -(libc::EINTR as i64), outs: Vec::new() } });
             return Ok(());
         }
@@ -836,12 +846,9 @@ impl Deputy {
                 }
                 let abandon = self.pending.iter().any(|c| matches!(c, Cmd::Quiesce | Cmd::Exit(_) | Cmd::Kill));
                 // Ended with EINTR for the guest, which ends the wait there.
-                if let Some(at) = self.pending.iter().position(|c| matches!(c, Cmd::Interrupt { seq: s, .. } if *s == seq)) {
-                    self.pending.remove(at);
-                    if !abandon {
-                        events(Event::Reply { seq, reply: Reply { ret: -(libc::EINTR as i64), outs: Vec::new() } });
-                        return Ok(());
-                    }
+                if self.take_interrupt(seq) && !abandon {
+                    events(Event::Reply { seq, reply: Reply { ret: -(libc::EINTR as i64), outs: Vec::new() } });
+                    return Ok(());
                 }
                 match woken {
                     Some(Woken::Wake) if !abandon => continue, // nothing needs the deputy: run it again

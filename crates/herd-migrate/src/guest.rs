@@ -563,6 +563,12 @@ impl Guest {
         }
     }
 
+    /// The signal mask call `call` waits with, if it is a wait with a mask of its own
+    /// (pselect6, ppoll, epoll_pwait[2]).
+    fn wait_mask(&self, call: &Call) -> Option<u64> {
+        syscalls::wait_mask(call.nr, &call.args, &ProcMemory { pid: self.pid })
+    }
+
     /// Forwards read `w` of `fd` as usual after all (home's offset is made the process's first).
     fn forward_read(&mut self, fd: i32, w: Waiting, out: &dyn Fn(ToHome) -> bool) {
         let mut s = self.ahead.settle(fd);
@@ -712,7 +718,7 @@ impl Guest {
                 // A wait whose mask lets in a signal pending here (it came from home
                 // while the thread blocked it): it ends here at once, as it would at home.
                 Ok(call)
-                    if syscalls::wait_mask(call.nr, &call.args, &ProcMemory { pid: self.pid })
+                    if self.wait_mask(&call)
                         .is_some_and(|m| SigMasks::of(caller).is_some_and(|s| !s.pending_let_in(m).is_empty()) && self.end_masked_wait(caller, call.nr, m)) => {}
                 Ok(call) => {
                     self.settle_for_call(&call, out);
@@ -834,7 +840,7 @@ impl Guest {
                 // its mask lets in came first (`ToHome::Interrupt`): ended here as the
                 // kernel would, the signal delivered under the call's mask. Had it ended
                 // by itself first, it takes its answer, and the signal waits for the next.
-                if let Some(mask) = syscalls::wait_mask(p.call.nr, &p.call.args, &ProcMemory { pid: self.pid }) {
+                if let Some(mask) = self.wait_mask(&p.call) {
                     let held = self.held_signals.remove(&caller).unwrap_or_default();
                     let lets_in = SigMasks::of(caller).is_some_and(|m| held.iter().any(|&(sig, _)| m.lets_in(sig, mask)));
                     for &(sig, directed) in &held {
@@ -890,7 +896,7 @@ impl Guest {
                 match (self.pending.get(&thread), during_call) {
                     // A wait with a mask of its own (make's pselect letting SIGCHLD in):
                     // judged and ended with that mask, which never reaches the thread here.
-                    (Some(p), true) if let Some(mask) = syscalls::wait_mask(p.call.nr, &p.call.args, &ProcMemory { pid: self.pid }) => {
+                    (Some(p), true) if let Some(mask) = self.wait_mask(&p.call) => {
                         let nr = p.call.nr;
                         if SigMasks::of(thread).is_none_or(|m| m.lets_in(sig, mask)) {
                             // For this thread: home's kernel chose it.
@@ -924,7 +930,7 @@ impl Guest {
                     // with a mask of its own that lets the signal in began at home after
                     // the signal came: home ends it (`Interrupt`), and its answer ends it here.
                     (Some(p), false) => {
-                        if syscalls::wait_mask(p.call.nr, &p.call.args, &ProcMemory { pid: self.pid })
+                        if self.wait_mask(&p.call)
                             .is_some_and(|mask| SigMasks::of(thread).is_none_or(|m| m.lets_in(sig, mask)))
                         {
                             out(ToHome::Interrupt { seq: p.seq, tid });
@@ -1139,7 +1145,7 @@ enum Flow {
 fn stops_or_continues(pid: i32, sig: i32) -> bool {
     match sig {
         libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT => true,
-        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => SigMasks::of(pid).is_none_or(|m| m.caught & (1u64 << (sig - 1)) == 0),
+        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => SigMasks::of(pid).is_none_or(|m| !m.catches(sig)),
         _ => false,
     }
 }
@@ -1158,8 +1164,7 @@ fn acts_before_return(tid: u32, sig: i32) -> bool {
         return false;
     }
     let Some(m) = SigMasks::of(tid as i32) else { return false };
-    let bit = 1u64 << (sig - 1);
-    m.blocked & bit != 0 || (m.caught | m.ignored) & bit == 0
+    m.blocks(sig) || !(m.catches(sig) || m.ignores(sig))
 }
 
 #[cfg(test)]

@@ -15,8 +15,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herd_kernel::pidfd::PidFd;
-use herd_kernel::seccomp::{self, Listener, Readiness};
+use herd_kernel::seccomp::{self, Readiness};
 use herd_migrate::syscalls::{self, Call, Class, HomeReason, Identity, MarshalError, MemRead, MemWrite, Reply};
 
 const CHILD_ENV: &str = "HERD_SYSCALLS_TEST_CHILD";
@@ -160,27 +159,13 @@ fn forwarded_calls_against_the_real_kernel() {
     let mut guard = ChildGuard(Some(child));
     let stdout = guard.0.as_mut().unwrap().stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let listener_fd: i32 = loop {
-        let line = match lines.next() {
-            Some(l) => l.unwrap(),
-            None => panic!("the child ended before reporting its listener"),
-        };
-        // libtest may have printed "test child_under_filter ... " first.
-        if let Some((_, reason)) = line.split_once("SKIP:") {
-            println!("SKIP: the child could not install the filter:{reason}");
+    let listener = match seccomp::listener_reported_by(child_pid, &mut lines) {
+        Ok(seccomp::Reported::Listener(l)) => l,
+        Ok(seccomp::Reported::Skip(reason)) => {
+            println!("SKIP: {reason}");
             return;
         }
-        if let Some((_, fd)) = line.split_once("LISTENER ") {
-            break fd.trim().parse().unwrap();
-        }
-    };
-    let pidfd = PidFd::open(child_pid).unwrap();
-    let listener = match pidfd.get_fd(listener_fd) {
-        Ok(fd) => Listener::from_fd(fd),
-        Err(e) => {
-            println!("SKIP: pidfd_getfd of the child's listener: {e}");
-            return;
-        }
+        Err(e) => panic!("{e}"),
     };
     // Best effort: the flag exists since 6.6.
     let _ = listener.set_sync_wake_up();
