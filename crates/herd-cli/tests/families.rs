@@ -38,7 +38,7 @@ use nodes::HERD;
 use serde_json::Value;
 
 const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn"];
-const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py"];
+const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
 const UNITS: &str = "4";
@@ -54,6 +54,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("pipeline_stages_moved_apart_mid_stream", pipeline_stages_moved_apart_mid_stream),
     ("kill_9_of_the_top_leaves_its_children_running", kill_9_of_the_top_leaves_its_children_running),
     ("whole_job_moved_then_its_process_group_signalled", whole_job_moved_then_its_process_group_signalled),
+    ("ctrl_c_on_its_terminal_ends_every_member_on_every_node", ctrl_c_on_its_terminal_ends_every_member_on_every_node),
     ("native_part_of_a_job_stays_out", native_part_of_a_job_stays_out),
     ("background_jobs_spread_over_the_nodes", background_jobs_spread_over_the_nodes),
     ("xargs_parallel_jobs_spread_over_the_nodes", xargs_parallel_jobs_spread_over_the_nodes),
@@ -195,6 +196,47 @@ fn whole_job_moved_then_its_process_group_signalled(lab: &Lab) {
     }
     lab.node_sh_ok("n1", &format!("kill -s TERM -- -{job}"));
     finish_tree(lab, p, &direct, &tick);
+}
+
+/// Ctrl-C typed on the job's terminal (a pty: fam_pty.py) while its parent and two
+/// children run on n2 and n3: every member ends by SIGINT wherever it runs, herd run
+/// with it; the same as a direct run on such a terminal.
+fn ctrl_c_on_its_terminal_ends_every_member_on_every_node(lab: &Lab) {
+    let prog = lab.program("fam_wait");
+    let on_pty = |argv: &[OsString]| {
+        let mut p = prog.clone();
+        p.argv = vec![lab.python.clone().into_os_string(), lab.bin.join("fam_pty.py").into_os_string()];
+        p.argv.extend(argv.iter().cloned());
+        p
+    };
+    let mut d = lab.start("fam_wait (direct, on a pty, Ctrl-C)", How::Direct, &on_pty(&prog.argv));
+    d.wait_for_line(lab, "ready 1");
+    d.send(lab, "intr\n");
+    let direct = d.finish(lab);
+    expect_status(&direct, Some(0), None);
+    assert_eq!(direct.stdout, "ready 1\n[ended by signal 2]\n", "{}", direct.describe());
+    for node in NODES {
+        lab.expect_gone_from(None, node, &prog);
+    }
+
+    let mut argv: Vec<OsString> = vec![HERD.into(), "run".into(), "--lock".into(), "--".into()];
+    argv.extend(prog.argv.iter().cloned());
+    let mut p = lab.start("fam_wait (herd run --lock on a pty, members apart, Ctrl-C)", How::Direct, &on_pty(&argv));
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready 1");
+    let kids = children_of(lab, &mut p);
+    wait_job(lab, &mut p, pid, |rows| kids.iter().all(|k| row_of(rows, *k).is_some()));
+    lab.expect_migrate(&p, kids[0], "n2");
+    lab.expect_migrate(&p, kids[1], "n3");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, kids[0], "n2", Some(1));
+    lab.expect_where(&p, kids[1], "n3", Some(1));
+    p.send(lab, "intr\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    for node in NODES {
+        lab.expect_gone_from(None, node, &prog);
+    }
 }
 
 /// Starts fam_tree.sh (`prog`) locked under herd run; returns it once its three jobs have

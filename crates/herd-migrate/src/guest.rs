@@ -116,6 +116,15 @@ struct Pending {
     after: After,
     /// When it went home.
     sent: std::time::Instant,
+    /// Home was asked to end it ([`ToHome::Interrupt`]): a signal that interrupts it
+    /// came before home began it.
+    interrupted: bool,
+}
+
+impl Pending {
+    fn new(id: u64, seq: u64, call: Call, after: After) -> Pending {
+        Pending { id, seq, call, after, sent: std::time::Instant::now(), interrupted: false }
+    }
 }
 
 /// What is done with home's answer besides writing it into the process.
@@ -578,7 +587,7 @@ impl Guest {
             Ok(call) => {
                 self.seq += 1;
                 out(ToHome::Call { seq: self.seq, tid: self.home_tid(w.tid), call: call.clone() });
-                self.pending.insert(w.tid, Pending { id: w.id, seq: self.seq, call, after: After::Nothing, sent: std::time::Instant::now() });
+                self.pending.insert(w.tid, Pending::new(w.id, self.seq, call, After::Nothing));
             }
             Err(_) => self.answer(w.id, -(libc::EFAULT as i64)),
         }
@@ -724,7 +733,7 @@ impl Guest {
                     self.settle_for_call(&call, out);
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
-                    self.pending.insert(caller, Pending { id: n.id, seq: self.seq, call, after, sent: std::time::Instant::now() });
+                    self.pending.insert(caller, Pending::new(n.id, self.seq, call, after));
                 }
                 Err(e) => {
                     tracing::debug!(pid = self.pid, "call {}: {e}", n.nr);
@@ -769,10 +778,16 @@ impl Guest {
         }
         // The notification is gone: the process has its answer (EINTR).
         self.pending.remove(&thread);
-        for (sig, directed) in self.held_signals.remove(&thread).unwrap_or_default() {
-            self.deliver(sig, directed.then_some(thread));
-        }
+        self.release_held(thread, false);
         true
+    }
+
+    /// Delivers the signals held for the end of `thread`'s call: to that thread if
+    /// `to_thread` (they are to interrupt its wait here), otherwise as they came.
+    fn release_held(&mut self, thread: i32, to_thread: bool) {
+        for (sig, directed) in self.held_signals.remove(&thread).unwrap_or_default() {
+            self.deliver(sig, (directed || to_thread).then_some(thread));
+        }
     }
 
     /// Delivers `sig` to the process, or with `tid` (an id here) to that thread.
@@ -820,6 +835,14 @@ impl Guest {
                 let p = self.pending.remove(&caller).expect("found");
                 if let Some(took) = &self.shared.call_took {
                     took(p.sent.elapsed());
+                }
+                // Ended at home for a signal that came before it began (see
+                // `interrupted`): the signal interrupts the wait here, unanswered, so that
+                // the kernel restarts the call after a handler with SA_RESTART, or fails
+                // it with EINTR, or the process ends, as it would have at home.
+                if p.interrupted && reply.ret == -(libc::EINTR as i64) {
+                    self.release_held(caller, true);
+                    return Flow::Go;
                 }
                 let ret = match syscalls::apply(&p.call, &reply, &ProcMemory { pid: self.pid }) {
                     Ok(r) => r,
@@ -878,9 +901,7 @@ impl Guest {
                     }
                     _ => self.answer(p.id, ret),
                 }
-                for (sig, directed) in self.held_signals.remove(&caller).unwrap_or_default() {
-                    self.deliver(sig, directed.then_some(caller));
-                }
+                self.release_held(caller, false);
             }
             ToRemote::Signal { sig, during_call, tid, directed } => {
                 // The thread here whose deputy caught it.
@@ -910,9 +931,12 @@ impl Guest {
                         }
                         self.call_again(thread, tid, &**out);
                     }
-                    (Some(_), true) => {
-                        if interrupts(thread, sig) {
+                    // It ends the call, as does a signal that came before the call began
+                    // and was held for its end (`interrupted`): those go first.
+                    (Some(p), true) => {
+                        if interrupts(thread, sig) || p.interrupted {
                             self.pending.remove(&thread);
+                            self.release_held(thread, true);
                             self.deliver(sig, target);
                         } else {
                             // The process would not have noticed: home runs the call again,
@@ -926,14 +950,22 @@ impl Guest {
                     // home the deputy is stopped too, and would never answer it): the
                     // kernel restarts its wait, which takes the answer when it comes.
                     (Some(_), false) if stops_or_continues(self.pid, sig) => self.deliver(sig, target),
-                    // Home is about to answer the pending call: deliver after it. A wait
-                    // with a mask of its own that lets the signal in began at home after
-                    // the signal came: home ends it (`Interrupt`), and its answer ends it here.
+                    // The deputy was not in the call: home has answered it, or has not
+                    // begun it yet (the call and the signal crossed). The signal waits for
+                    // the answer. If it interrupts the call (at home it came first), home
+                    // is asked to end the call (`Interrupt`): answered with EINTR if it had
+                    // not ended by itself, and then the signal interrupts it here too.
                     (Some(p), false) => {
-                        if self.wait_mask(&p.call)
-                            .is_some_and(|mask| SigMasks::of(thread).is_none_or(|m| m.lets_in(sig, mask)))
-                        {
-                            out(ToHome::Interrupt { seq: p.seq, tid });
+                        let (seq, mask) = (p.seq, self.wait_mask(&p.call));
+                        let lets_in = match mask {
+                            Some(mask) => SigMasks::of(thread).is_none_or(|m| m.lets_in(sig, mask)),
+                            None => interrupts(thread, sig),
+                        };
+                        if lets_in {
+                            out(ToHome::Interrupt { seq, tid });
+                            if let Some(p) = self.pending.get_mut(&thread) {
+                                p.interrupted = mask.is_none();
+                            }
                         }
                         self.held_signals.entry(thread).or_default().push_back((sig, directed));
                     }
