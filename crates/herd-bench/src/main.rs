@@ -228,8 +228,11 @@ enum Cmd {
     /// 2. from a fault on n2 (its herdd killed; its herdd stopped, which only membership
     ///    notices) to the process resumed and answering again (goal: within 5 s);
     /// 3. --rounds chaos rounds: moves n1 -> n2 -> home with n2's herdd killed during the
-    ///    move or while the process runs there, or stopped for 3 s; processes lost,
-    ///    running twice, memory checks failed and answers missing or twice (goal: 0).
+    ///    move or while the process runs there, or stopped for 3 s, or (a herdd built with
+    ///    failpoints: `cargo build --release -p herd-bench -p herd-daemon --features
+    ///    herd-bench/failpoints`) a fault at a random step of the move there or home;
+    ///    processes lost, running twice, memory checks failed and answers missing or
+    ///    twice (goal: 0).
     ///
     /// docs/benchmarks.md, "Survival".
     #[command(verbatim_doc_comment)]
@@ -255,6 +258,9 @@ enum Cmd {
         /// Seed of the chaos run's faults.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Only the chaos run (part 3).
+        #[arg(long)]
+        chaos_only: bool,
         /// Keep the cluster's directory (logs) afterwards.
         #[arg(long)]
         keep: bool,
@@ -329,8 +335,8 @@ fn main() -> ExitCode {
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
         Cmd::Build { units, jobs, reps, keep } => build::run(build::Config { units, jobs, reps, keep }),
         Cmd::Watch { procs, window, reps, keep } => watch::run(watch::Config { procs, window, reps, keep }),
-        Cmd::Survive { mib, every, cpu_secs, dirty, reps, rounds, seed, keep } => {
-            survive::run(survive::Config { mib, every, cpu_secs, dirty, reps, rounds, seed, keep })
+        Cmd::Survive { mib, every, cpu_secs, dirty, reps, rounds, seed, chaos_only, keep } => {
+            survive::run(survive::Config { mib, every, cpu_secs, dirty, reps, rounds, seed, chaos_only, keep })
         }
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, short_jobs, no_birth_placement, json } => {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, short_jobs, birth_placement: !no_birth_placement, json })

@@ -30,6 +30,8 @@ pub struct Config {
     pub reps: usize,
     pub rounds: usize,
     pub seed: u64,
+    /// Part 3 alone.
+    pub chaos_only: bool,
     pub keep: bool,
 }
 
@@ -41,11 +43,13 @@ pub fn run(cfg: Config) -> Result<bool> {
         cfg.mib
     );
     let mut failures = Vec::new();
-    if let Err(e) = cost(&lab, &cfg) {
-        failures.push(format!("part 1: {e:#}"));
-    }
-    if let Err(e) = recovery(&lab, &cfg) {
-        failures.push(format!("part 2: {e:#}"));
+    if !cfg.chaos_only {
+        if let Err(e) = cost(&lab, &cfg) {
+            failures.push(format!("part 1: {e:#}"));
+        }
+        if let Err(e) = recovery(&lab, &cfg) {
+            failures.push(format!("part 2: {e:#}"));
+        }
     }
     if cfg.rounds > 0 {
         if let Err(e) = chaos(&lab, &cfg) {
@@ -263,6 +267,9 @@ impl Rng {
 #[derive(Default)]
 struct Tally {
     moves: usize,
+    failpoints: usize,
+    /// Moves with a failpoint set on their path that succeeded: the point was not met.
+    unmet: usize,
     completed: usize,
     aborted: usize,
     faults: usize,
@@ -288,6 +295,43 @@ fn copies_on_n2(lab: &Lab) -> usize {
         .count()
 }
 
+/// Failpoints a move n1 -> n2 meets (the node whose herdd fails there, the point), and a
+/// move home from n2 (`herd_migrate::failpoint`).
+const AWAY_POINTS: [(&str, &str); 5] = [("n1", "out-connected"), ("n1", "out-image"), ("n1", "out-commit"), ("n2", "arrive-restore"), ("n2", "arrive-restored")];
+const BACK_POINTS: [(&str, &str); 3] = [("n2", "away-capture"), ("n2", "away-image"), ("n1", "home-restore")];
+
+/// Sets failpoint `name` of `node`'s herdd to `actions`.
+fn failpoint(lab: &Lab, node: &str, name: &str, actions: &str) -> Result<()> {
+    let request = Request::Failpoint { name: name.into(), actions: actions.into() };
+    Client::connect(&lab.cluster.node_socket(node)).and_then(|mut c| c.call(&request)).with_context(|| format!("failpoint {name} of {node}"))?;
+    Ok(())
+}
+
+/// A move of `t` to `target` with failpoint `at` set (an image point a few messages in);
+/// whether it succeeded anyway (it must not: the point is on its path).
+fn faulted_move(lab: &Lab, t: &Target, rng: &mut Rng, tally: &mut Tally, at: (&str, &str), target: &str, node: &str) -> Result<bool> {
+    let (where_, point) = at;
+    let actions = if point.ends_with("-image") { format!("{}*off->return", rng.below(6)) } else { "return".to_string() };
+    failpoint(lab, where_, point, &actions)?;
+    let moved = t.migrate(lab, target, node);
+    failpoint(lab, where_, point, "off")?;
+    tally.faults += 1;
+    tally.failpoints += 1;
+    match moved {
+        Ok(_) => {
+            // Its point was not met (an image shorter than the messages let pass).
+            eprintln!("herd-bench:   the move to {target} succeeded despite failpoint {point} ({actions}) of {where_}");
+            tally.completed += 1;
+            tally.unmet += 1;
+            Ok(true)
+        }
+        Err(_) => {
+            tally.aborted += 1;
+            Ok(false)
+        }
+    }
+}
+
 fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
     eprintln!("herd-bench: part 3, {} chaos rounds", cfg.rounds);
     // splitmix64 of the seed: small seeds give well-mixed faults from the first round.
@@ -300,8 +344,18 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
     lab.wait_all_up()?;
     let mut t = Target::start_run(lab, mib, 1, &["--checkpoint-every", "1s"])?;
     let mut pings = 0u64;
+    // Faults at the steps of a move, where herdd has its failpoints (`--features failpoints`).
+    let failpoints = match failpoint(lab, "n1", "out-commit", "off") {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("herd-bench:   no failpoint faults: {e:#}");
+            false
+        }
+    };
     for round in 0..cfg.rounds {
-        let fault = rng.below(4); // 0 none, 1 kill during the move, 2 kill while there, 3 stop 3 s
+        // 0 none, 1 kill during the move, 2 kill while there, 3 stop 3 s, 4 a failpoint of
+        // the move there, 5 a failpoint of the move home.
+        let fault = rng.below(if failpoints { 6 } else { 4 });
         eprintln!("herd-bench:   round {}/{} fault {fault}", round + 1, cfg.rounds);
         let herdd = herdd_of(lab, "n2")?;
         tally.moves += 1;
@@ -319,6 +373,12 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
                 Err(_) => tally.aborted += 1,
             }
             restart_n2(lab, herdd)?;
+        } else if fault == 4 {
+            let (node, point) = AWAY_POINTS[rng.below(AWAY_POINTS.len() as u64) as usize];
+            if faulted_move(lab, &t, &mut rng, &mut tally, (node, point), "n2", "n2")? {
+                // A move with a fault that succeeds anyway: home again for the next round.
+                t.migrate(lab, "home", "n1").context("home after a move that ignored its fault")?;
+            }
         } else {
             match t.migrate(lab, "n2", "n2") {
                 Ok(_) => tally.completed += 1,
@@ -327,7 +387,12 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
                     tally.aborted += 1;
                 }
             }
-            if fault >= 2 && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
+            if fault == 5 && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
+                let (node, point) = BACK_POINTS[rng.below(BACK_POINTS.len() as u64) as usize];
+                tally.moves += 1;
+                faulted_move(lab, &t, &mut rng, &mut tally, (node, point), "home", "n1")?;
+            }
+            if (fault == 2 || fault == 3) && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
                 wait_row(lab, t.pid, "checkpointed", Duration::from_secs(30), |r| r.checkpoint_unix > 0)?;
                 tally.faults += 1;
                 if fault == 2 {
@@ -402,6 +467,8 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
         ("completed", tally.completed, ""),
         ("aborted (the process ran on where it was)", tally.aborted, ""),
         ("faults injected", tally.faults, ""),
+        ("  of them at a failpoint of a move", tally.failpoints, ""),
+        ("  failpoints not met (the move succeeded)", tally.unmet, ""),
         ("resumes from a checkpoint (last process)", tally.resumed as usize, ""),
         ("processes lost", tally.lost, "0"),
         ("processes running twice", tally.twice, "0"),

@@ -79,6 +79,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("read_blocked_on_stdin_gets_its_input", read_blocked_on_stdin_gets_its_input),
     ("run_with_node_starts_it_remote", run_with_node_starts_it_remote),
     ("refused_moves_leave_it_running", refused_moves_leave_it_running),
+    ("a_fault_at_each_step_of_a_move_leaves_it_running_once", a_fault_at_each_step_of_a_move_leaves_it_running_once),
     ("churning_memory_moves_by_postcopy_then_on", churning_memory_moves_by_postcopy_then_on),
     ("idle_heap_moves_by_postcopy_then_on", idle_heap_moves_by_postcopy_then_on),
     ("stop_and_copy_on_request", stop_and_copy_on_request),
@@ -676,6 +677,68 @@ fn run_with_node_starts_it_remote(lab: &Lab) {
 
 /// `herd migrate` of a pid that is no migratable process, and to a node that does not
 /// exist: exit 1 with a message; the process runs on at home, undisturbed.
+/// A fault injected at each step of a move (herdd's failpoints, `herd_migrate::failpoint`):
+/// away from home, home from a node, and on from node to node. Each move fails; the
+/// process runs on where it was, once (one copy of it on its node, none elsewhere), with
+/// its move count unchanged. At the end its memory is what it wrote and it ends as a
+/// direct run does.
+fn a_fault_at_each_step_of_a_move_leaves_it_running_once(lab: &Lab) {
+    let prog = lab.program("mig_bigmem").with_args(&["16"]);
+    let mut p = lab.start("mig_bigmem 16 MiB (herd run --lock, a fault at each step of its moves)", How::HerdLocked, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_prefix(lab, "ready ");
+    if let Err(why) = lab.failpoint("n1", "out-commit", "off") {
+        assert!(why.contains("without failpoints"), "herdd refused to clear a failpoint: {why}");
+        println!("SKIP: a fault at each step of a move: {why} (`cargo test --workspace` builds it with them)");
+        p.send(lab, "go\n");
+        expect_status(&p.finish(lab), Some(0), None);
+        return;
+    }
+    // (node whose herdd fails, failpoint, actions, the move's target); the image points
+    // fail a few messages in.
+    let away = [
+        ("n1", "out-connected", "return", "n2"),
+        ("n1", "out-image", "2*off->return", "n2"),
+        ("n1", "out-commit", "return", "n2"),
+        ("n2", "arrive-restore", "return", "n2"),
+        ("n2", "arrive-restored", "return", "n2"),
+    ];
+    let back = [("n2", "away-capture", "return", "home"), ("n2", "away-image", "2*off->return", "home"), ("n1", "home-restore", "return", "home")];
+    let on = [("n2", "away-capture", "return", "n3"), ("n2", "away-image", "2*off->return", "n3"), ("n3", "arrive-restore", "return", "n3"), ("n3", "arrive-restored", "return", "n3")];
+    let faulted = |steps: &[(&str, &str, &str, &str)], at: &str, nmigs: u64| {
+        for &(node, point, actions, target) in steps {
+            lab.failpoint(node, point, actions).unwrap_or_else(|e| p.fail(lab, &format!("failpoint {point} of {node}: {e}")));
+            let out = lab.migrate(pid, target);
+            lab.failpoint(node, point, "off").unwrap_or_else(|e| p.fail(lab, &format!("failpoint {point} of {node}: {e}")));
+            if out.status.success() {
+                p.fail(lab, &format!("with failpoint {point} of {node}, the move to {target} succeeded: {}", String::from_utf8_lossy(&out.stdout)));
+            }
+            println!("{point} of {node}, move to {target}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            lab.expect_where(&p, pid, at, Some(nmigs));
+            // One where it runs, none on the other nodes (home's deputy, its memory
+            // released, has no command line to be known by).
+            for n in NODES.into_iter().filter(|&n| n == at || n != "n1") {
+                let want = usize::from(n == at);
+                let found: Vec<_> = lab.procs_on(n, &prog).into_iter().filter(|(_, d)| d.contains(&format!("cmdline \"{}", prog.marker))).collect();
+                if found.len() != want {
+                    p.fail(lab, &format!("after failpoint {point} of {node}: {} processes of it on {n}, not {want}: {found:?}", found.len()));
+                }
+            }
+        }
+    };
+    faulted(&away, "n1", 0);
+    lab.expect_migrate(&p, pid, "n2");
+    faulted(&back, "n2", 1);
+    faulted(&on, "n2", 1);
+    lab.expect_migrate(&p, pid, "n3");
+    lab.expect_migrate(&p, pid, "home");
+    lab.expect_where(&p, pid, "n1", Some(3));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    expect_status(&moved, Some(0), None);
+    assert!(moved.stdout.contains(" bad=0 "), "{}", moved.describe());
+}
+
 fn refused_moves_leave_it_running(lab: &Lab) {
     let out = lab.migrate(3_999_999, "n2");
     assert!(

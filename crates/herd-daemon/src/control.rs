@@ -77,6 +77,10 @@ pub enum Request {
     /// A one-time login link for the web dashboard (`herd dashboard`): the browser that
     /// opens it acts as the caller.
     DashboardLogin,
+    /// Sets failpoint `name` of this herdd to `actions` (`off` clears it), for the tests
+    /// and the chaos benchmark (`herd_migrate::failpoint`); refused by a herdd built
+    /// without them. Root only.
+    Failpoint { name: String, actions: String },
 }
 
 /// What `herd migrate PID VERB` does besides moving (MOSIX's verbs).

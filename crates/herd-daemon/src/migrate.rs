@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use herd_migrate::deputy::{self, Cmd, Event};
 use herd_migrate::direct;
+use herd_migrate::failpoint;
 use herd_migrate::guest::{self, GuestCmd};
 use herd_migrate::pipe::{self, Piece};
 use herd_migrate::postcopy::{self, PagerInput, Push, Pusher, Pushed};
@@ -1576,6 +1577,9 @@ impl Actor {
         // away, its command line is this one's.
         self.read_cmd();
         let remote = self.connect(name, addr, mode).await?;
+        if failpoint::fires("out-connected") {
+            return Err(err(ErrorKind::Failed, "failpoint out-connected"));
+        }
         let (img_tx, me) = (remote.tx.clone(), self.me.clone());
         let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = bytes.clone();
@@ -1589,6 +1593,9 @@ impl Actor {
             mode,
             self.direct_dirs(name),
             move |m| {
+                if failpoint::fires("out-image") {
+                    return false;
+                }
                 if let ToRemote::Image(chunk) = &m {
                     let n = counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed) + chunk.len() as u64;
                     if let Some(p) = row.lock().expect("row lock").moving.as_mut() {
@@ -1659,6 +1666,11 @@ impl Actor {
                 break Ok(());
             }
         };
+        // Everything done but the commit.
+        let outcome = outcome.and_then(|()| match failpoint::fires("out-commit") {
+            true => Err(err(ErrorKind::Failed, "failpoint out-commit")),
+            false => Ok(()),
+        });
         if let Err(e) = outcome {
             if teed.is_some() {
                 let _ = std::fs::remove_file(self.image_paths().1);
@@ -1823,6 +1835,9 @@ impl Actor {
         let mut feeding = true;
         let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
         let mut broken = None;
+        // The capture's stream has ended (ImageEnd or CaptureFailed), and why it failed there.
+        let mut ended = false;
+        let mut failed_there = None;
         loop {
             match self.next().await {
                 Some(Input::Remote { gen: g, msg }) if g == gen => match msg {
@@ -1831,10 +1846,13 @@ impl Actor {
                         feeding = feed(Piece::Data(chunk));
                     }
                     ToHome::ImageEnd => {
+                        ended = true;
                         feed(Piece::End);
                     }
                     ToHome::CaptureFailed { reason } => {
+                        ended = true;
                         feed(Piece::Failed(reason.clone()));
+                        failed_there = Some(reason);
                         // The deputy reports HomeFailed below; the remote copy runs on.
                     }
                     ToHome::Exited(how) => {
@@ -1869,8 +1887,12 @@ impl Actor {
                         return Err(self.lost_error());
                     }
                     if self.is_current(gen) {
+                        if !ended {
+                            failed_there = self.rest_of_capture(gen).await.or(failed_there);
+                        }
                         self.to_remote(ToRemote::Abort).await;
                         self.route();
+                        let why = failed_there.map_or(why, |r| format!("it cannot move now: {r}"));
                         return Err(err(ErrorKind::Failed, format!("bringing it home failed: {why}; it runs on {node}")));
                     }
                     // The remote node is gone, and so is the process.
@@ -1887,6 +1909,46 @@ impl Actor {
                 }
                 Some(_) => {}
                 None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
+            }
+        }
+    }
+
+    /// After a move from the remote node (stream `gen`) failed elsewhere before its
+    /// capture there ended: waits for the rest of the capture (up to its ImageEnd or
+    /// CaptureFailed, the image dropped), so that nothing of it is taken for the next
+    /// one's. Why it failed there, if it did.
+    async fn rest_of_capture(&mut self, gen: u64) -> Option<String> {
+        let limit = tokio::time::sleep(CAPTURE_REST);
+        tokio::pin!(limit);
+        loop {
+            let input = tokio::select! {
+                i = self.next() => i,
+                () = &mut limit => {
+                    tracing::warn!(pid = self.pid, "the rest of a failed move's capture did not come within {CAPTURE_REST:?}");
+                    return None;
+                }
+            };
+            match input {
+                Some(Input::Remote { gen: g, msg }) if g == gen => match msg {
+                    ToHome::ImageEnd => return None,
+                    ToHome::CaptureFailed { reason } => return Some(reason),
+                    ToHome::Exited(how) => {
+                        self.on_remote(ToHome::Exited(how)).await;
+                        return None;
+                    }
+                    _ => {}
+                },
+                Some(Input::RemoteClosed { gen: g, why }) if g == gen => {
+                    self.lost(why);
+                    return None;
+                }
+                Some(Input::Deputy(ev)) => {
+                    if !self.on_deputy(ev).await {
+                        return None;
+                    }
+                }
+                Some(_) => {}
+                None => return None,
             }
         }
     }
@@ -1909,6 +1971,7 @@ impl Actor {
         let t_capture = Instant::now();
         let mut bytes = 0u64;
         let mut lazy_bytes = 0u64;
+        let mut ended = false;
         self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "capture".into(), sent_bytes: 0, total_bytes: 0 }));
         let result: Result<(), ControlError> = loop {
             match self.next().await {
@@ -1918,6 +1981,7 @@ impl Actor {
                         let _ = new.tx.send(ToRemote::Image(chunk)).await;
                     }
                     ToHome::ImageEnd => {
+                        ended = true;
                         let dirs = self.direct_dirs(name);
                         let pid = self.pid;
                         let files = tokio::task::block_in_place(|| direct::files_of(pid, &dirs));
@@ -1928,7 +1992,10 @@ impl Actor {
                         lazy_bytes = runs.iter().map(|r| r.1).sum();
                         let _ = new.tx.send(ToRemote::Lazy(runs)).await;
                     }
-                    ToHome::CaptureFailed { reason } => break Err(err(ErrorKind::Refused, format!("it cannot move now: {reason}"))),
+                    ToHome::CaptureFailed { reason } => {
+                        ended = true;
+                        break Err(err(ErrorKind::Refused, format!("it cannot move now: {reason}")));
+                    }
                     ToHome::Exited(how) => {
                         self.on_remote(ToHome::Exited(how)).await;
                         return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended during the move", self.pid)));
@@ -1972,10 +2039,17 @@ impl Actor {
                 }
                 Ok((frozen_ms, bytes))
             }
-            Err(e) => {
+            Err(mut e) => {
                 let _ = new.tx.send(ToRemote::Cancel { reason: e.to_string() }).await;
                 drop(new);
                 self.early.clear();
+                if !ended {
+                    // The target gave up first: why the capture failed, if it did, is the
+                    // better reason.
+                    if let Some(r) = self.rest_of_capture(old_gen).await {
+                        e = err(ErrorKind::Refused, format!("it cannot move now: {r}"));
+                    }
+                }
                 self.to_remote(ToRemote::Abort).await;
                 self.resume();
                 Err(e)
@@ -1983,6 +2057,10 @@ impl Actor {
         }
     }
 }
+
+/// How long the rest of a failed move's capture may take to come (see
+/// `Actor::rest_of_capture`).
+const CAPTURE_REST: Duration = Duration::from_secs(60);
 
 /// The other side: a process of another node's arrives on `stream`.
 pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, shared: Arc<Shared>) {

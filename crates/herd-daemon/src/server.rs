@@ -89,6 +89,15 @@ pub async fn handle(request: Request, uid: u32, shared: &Arc<Shared>) -> Respons
             }
         }
         Request::OnNode { node, ask } => return on_node(shared, &node, *ask, uid).await,
+        Request::Failpoint { name, actions } => {
+            return match herd_migrate::failpoint::set(&name, &actions) {
+                Ok(()) => {
+                    tracing::warn!("failpoint {name} set to {actions:?}");
+                    Response::Done
+                }
+                Err(e) => error(ErrorKind::BadRequest, e),
+            }
+        }
         Request::DashboardLogin => {
             let Some(mut addr) = shared.http else {
                 return error(ErrorKind::BadRequest, "herdd serves no HTTP here (`http = \"off\"` in its configuration)".into());

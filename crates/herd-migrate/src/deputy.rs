@@ -951,6 +951,14 @@ impl Deputy {
     fn come_home(mut self, reader: ChunkReader, events: &dyn Fn(Event)) -> Option<Deputy> {
         let gadget = self.gadget;
         let for_later = self.drain_signals();
+        // As if the image could not be taken in before anything changed.
+        if crate::failpoint::fires("home-restore") {
+            for sig in for_later {
+                let _ = herd_kernel::task::kill(self.pid, sig);
+            }
+            events(Event::HomeFailed("failpoint home-restore".into()));
+            return Some(self);
+        }
         match restore_into(&mut self.tracee, gadget, reader, &mut self.hashes) {
             Ok((stats, warnings)) => {
                 self.hashes.save();

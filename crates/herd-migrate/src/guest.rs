@@ -202,9 +202,16 @@ impl Guest {
             MoveMode::PostCopy => Some(lazy.recv().map_err(|_| "the stream from home ended before the image".to_string())?),
             MoveMode::StopAndCopy => None,
         };
+        if crate::failpoint::fires("arrive-restore") {
+            return Err("failpoint arrive-restore".into());
+        }
         let rr = restore_remote(image, hashes, &filter, runs.as_deref()).map_err(|e| e.to_string())?;
         let (restored, listener) = (rr.restored, rr.listener);
         let pid = restored.pid;
+        if crate::failpoint::fires("arrive-restored") {
+            let _ = task::kill_and_reap(pid);
+            return Err("failpoint arrive-restored".into());
+        }
         let dirty = rr.wp.and_then(|fd| match herd_checkpoint::Dirty::new(fd, pid) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -1056,6 +1063,10 @@ impl Guest {
                 return Flow::Go;
             }
         };
+        if crate::failpoint::fires("away-capture") {
+            out(ToHome::CaptureFailed { reason: "failpoint away-capture".into() });
+            return Flow::Go;
+        }
         if let (Some(id), Some(d)) = (increment, &self.dirty) {
             if let Err(e) = frozen.make_increment(d, id) {
                 out(ToHome::CaptureFailed { reason: format!("finding what it wrote since its last checkpoint: {e}") });
@@ -1070,7 +1081,10 @@ impl Guest {
         if postcopy {
             out(ToHome::Lazy(lazy.clone()));
         }
-        let writer = ChunkWriter::new(image_out);
+        let mut image_out = image_out;
+        let writer = ChunkWriter::new(move |chunk| {
+            !crate::failpoint::fires("away-image") && image_out(chunk)
+        });
         let written = if postcopy { frozen.write_postcopy(writer) } else { frozen.write(writer) };
         let written = written.and_then(|(mut w, _)| {
             std::io::Write::flush(&mut w).map_err(|e| herd_checkpoint::CheckpointError::Io { what: "sending the image".into(), source: e })

@@ -10,11 +10,13 @@
 //! - [`pipe`]: image bytes between the capture/restore threads and the node stream.
 //! - [`postcopy`]: memory that follows a process already running on its target.
 //! - [`journal`]: its effects at home since its last checkpoint, for exactly-once replay.
+//! - [`failpoint`]: faults injected at the steps of a move, for the tests.
 
 pub mod ahead;
 pub mod syscalls;
 pub mod deputy;
 pub mod direct;
+pub mod failpoint;
 pub mod guest;
 pub mod journal;
 pub mod pipe;

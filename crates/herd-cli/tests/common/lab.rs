@@ -449,6 +449,19 @@ impl Lab {
         cmd
     }
 
+    /// Sets failpoint `name` of `node`'s herdd to `actions` (`off` clears it); herdd's
+    /// refusal otherwise (a herdd built without failpoints says so).
+    #[allow(dead_code)] // not every test file injects faults
+    pub fn failpoint(&self, node: &str, name: &str, actions: &str) -> Result<(), String> {
+        use herd_daemon::control::{Client, ClientError, Request};
+        let request = Request::Failpoint { name: name.into(), actions: actions.into() };
+        match Client::connect(&self.cluster.node_socket(node)).and_then(|mut c| c.call(&request)) {
+            Ok(_) => Ok(()),
+            Err(ClientError::Daemon(e)) => Err(e.message),
+            Err(e) => panic!("failpoint {name} of {node}: {e}"),
+        }
+    }
+
     pub fn migrate(&self, pid: i32, target: &str) -> Output {
         self.migrate_with(pid, target, &[])
     }
