@@ -458,8 +458,11 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
     t.quit()?;
     println!();
     println!(
-        "3. Chaos: {} rounds (seed {}) of a move n1 -> n2 and home, a fault in about three of four: n2's herdd killed during the move, killed while the process runs there, or stopped for 3 s; {pings} pings",
-        cfg.rounds, cfg.seed
+        "3. Chaos: {} rounds (seed {}) of a move n1 -> n2 and home, a fault in about {}: n2's herdd killed during the move, killed while the process runs there, or stopped for 3 s{}; {pings} pings",
+        cfg.rounds,
+        cfg.seed,
+        if failpoints { "five of six" } else { "three of four" },
+        if failpoints { ", or a failpoint at a random step of the move there or home (`herd_migrate::failpoint`)" } else { " (herdd without failpoints)" }
     );
     let mut rows = vec![row(&["", "count", "goal"])];
     for (name, v, goal) in [

@@ -10,6 +10,10 @@
 //! to the parent image (the increment's `inherit` ranges); then everything is
 //! protected again.
 //!
+//! A process that arrives by a move whose image home keeps as its checkpoint is tracked
+//! from its restore on, before it runs ([`Dirty::arm_restored`]); once home names that
+//! image ([`Dirty::image_kept`]), its first checkpoint on the node is an increment of it.
+//!
 //! Why the rules are safe: a page is inherited only when it is in a region still
 //! registered (mremap drops the registration of what it moves, and new regions are
 //! registered only at a capture, fully stored then), write-protected since the last
@@ -32,6 +36,8 @@ pub struct Dirty {
     tracker: WpTracker,
     pid: i32,
     since: Option<u64>,
+    /// Regions are registered and protected (since a capture, or since the restore).
+    armed: bool,
 }
 
 /// Whether region `v` is memory the tracker follows: private, anonymous, writable.
@@ -42,7 +48,27 @@ fn trackable(v: &herd_image::Vma) -> bool {
 impl Dirty {
     /// Takes the userfaultfd made in process `pid` for it (`RemoteRestore::wp`).
     pub fn new(fd: OwnedFd, pid: i32) -> Result<Dirty> {
-        Ok(Dirty { tracker: WpTracker::new(fd, pid)?, pid, since: None })
+        Ok(Dirty { tracker: WpTracker::new(fd, pid)?, pid, since: None, armed: false })
+    }
+
+    /// Right after a restore, before the process runs: its writes are tracked from here
+    /// (the regions of `vmas`, the image's, that the tracker follows), for an increment of
+    /// the image it was restored from, once home names it ([`Dirty::image_kept`]).
+    pub fn arm_restored(&mut self, vmas: &[herd_image::Vma]) {
+        for v in vmas.iter().filter(|v| trackable(v)) {
+            if let Err(e) = self.tracker.track(v.start, v.len()) {
+                tracing::debug!(pid = self.pid, "region {:#x}-{:#x} is not write-tracked (errno {e}): stored whole", v.start, v.end);
+            }
+        }
+        self.armed = true;
+    }
+
+    /// Home kept the image the process was restored from as checkpoint `id`: what was
+    /// written since the restore is what was written since `id`.
+    pub fn image_kept(&mut self, id: u64) {
+        if self.armed && self.since.is_none() {
+            self.since = Some(id);
+        }
     }
 
     /// The checkpoint whose capture last protected the memory: the only one the next
@@ -55,7 +81,8 @@ impl Dirty {
     /// capture that is not an increment (the tracker's marks on pages never touched
     /// read as swapped-out pages, which a whole capture would read as zeroes).
     pub fn disarm(&mut self) {
-        if self.since.take().is_none() {
+        self.since = None;
+        if !std::mem::take(&mut self.armed) {
             return;
         }
         let Ok(pm) = Pagemap::open(self.pid) else { return };
@@ -122,6 +149,7 @@ impl Frozen {
             }
         }
         dirty.since = Some(id);
+        dirty.armed = true;
         Ok(())
     }
 }

@@ -81,9 +81,9 @@ pub struct RemoteRestore {
     pub restored: Restored,
     pub listener: OwnedFd,
     pub uffd: Option<OwnedFd>,
-    /// A userfaultfd of the process for its write tracking (`crate::Dirty::new`);
-    /// None when this kernel cannot make one (then every checkpoint is whole).
-    pub wp: Option<OwnedFd>,
+    /// The write tracking of the process (armed if asked); None when this kernel
+    /// cannot make its userfaultfd (then every checkpoint is whole).
+    pub dirty: Option<crate::Dirty>,
 }
 
 /// Page sections arriving from the image-reading thread, and the way back
@@ -104,8 +104,9 @@ enum Into<'a> {
     /// `struct sock_filter` array) installed last with a user-notification
     /// listener. With `lazy` (post-copy), those runs of pages (address,
     /// length) are not in the image: the anonymous VMAs holding them are
-    /// registered with a userfaultfd, handed back in [`Built::uffd`].
-    Remote { filter: &'a [u8], lazy: Option<&'a [(u64, u64)]> },
+    /// registered with a userfaultfd, handed back in [`Built::uffd`]. With `track`,
+    /// its writes are tracked from before it runs (`crate::Dirty::arm_restored`).
+    Remote { filter: &'a [u8], lazy: Option<&'a [(u64, u64)]>, track: bool },
     /// The deputy at home, already seized and stopped, which keeps its pid,
     /// files and credentials; `gadget` is a `syscall` instruction in it.
     Deputy { gadget: u64 },
@@ -139,8 +140,8 @@ struct Built {
     listener_fd: Option<i32>,
     /// The userfaultfd of a post-copy restore (herdd's copy; the process has none).
     uffd: Option<OwnedFd>,
-    /// A guest's userfaultfd for write tracking (incremental checkpoints, `Dirty`).
-    wp: Option<OwnedFd>,
+    /// A guest's write tracking (incremental checkpoints).
+    dirty: Option<crate::Dirty>,
 }
 
 /// Reads an image from `input` and starts the process it holds. The image
@@ -468,9 +469,9 @@ fn set_groups(tree: &TreeImage, tracees: &mut [(usize, Tracee)], mode: PidMode, 
 /// system calls, and with `lazy` (post-copy: the runs of pages that come
 /// later, as [`crate::Frozen::write_postcopy`] returned them) the
 /// userfaultfd that must fill them.
-pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8], lazy: Option<&[(u64, u64)]>) -> Result<RemoteRestore> {
-    let (restored, listener, uffd, wp) = restore_new(input, hashes, Into::Remote { filter, lazy })?;
-    Ok(RemoteRestore { restored, listener: listener.expect("a remote restore installs a listener"), uffd, wp })
+pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8], lazy: Option<&[(u64, u64)]>, track: bool) -> Result<RemoteRestore> {
+    let (restored, listener, uffd, dirty) = restore_new(input, hashes, Into::Remote { filter, lazy, track })?;
+    Ok(RemoteRestore { restored, listener: listener.expect("a remote restore installs a listener"), uffd, dirty })
 }
 
 /// A failed [`restore_into`]: the deputy is left holding only the restore's
@@ -553,7 +554,7 @@ fn deputy_regs_or_default(t: &Tracee) -> Regs {
     t.regs().unwrap_or_default()
 }
 
-type NewRestore = (Restored, Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>);
+type NewRestore = (Restored, Option<OwnedFd>, Option<OwnedFd>, Option<crate::Dirty>);
 
 fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<NewRestore> {
     let t0 = Instant::now();
@@ -591,10 +592,10 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 Some(fd) => Some(PidFd::open(child.pid)?.get_fd(fd)?),
                 None => None,
             };
-            Ok((b.page_bytes, listener, b.uffd, b.wp))
+            Ok((b.page_bytes, listener, b.uffd, b.dirty))
         });
     match built {
-        Ok((page_bytes, listener, uffd, wp)) => {
+        Ok((page_bytes, listener, uffd, dirty)) => {
             let pid = tracee.pid();
             let mut tids = vec![(image.task.pid, pid)];
             for (th, t) in image.threads.iter().zip(made.threads.drain(..)) {
@@ -602,7 +603,7 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 t.detach()?;
             }
             tracee.detach()?;
-            Ok((Restored { pid, init, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd, wp))
+            Ok((Restored { pid, init, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd, dirty))
         }
         Err(e) => {
             made.kill_threads();
@@ -1220,14 +1221,28 @@ fn build(
 
     // A guest's userfaultfd for write tracking, made before its filter would send the
     // call home; without it every checkpoint of it is whole.
-    let mut wp = None;
-    if let Into::Remote { .. } = into {
+    let mut dirty = None;
+    if let Into::Remote { track, lazy, .. } = into {
         // User-mode faults only: allowed without privilege (its credentials may be the
         // user's already); the kernel's own writes are tracked all the same.
         let fd = inj.call(herd_kernel::uffd::SYS_USERFAULTFD, &[herd_kernel::uffd::CREATE_FLAGS | herd_kernel::uffd::USER_MODE_ONLY])?;
         if fd >= 0 {
-            wp = PidFd::open(pid).and_then(|p| p.get_fd(fd as i32)).ok();
+            let taken = PidFd::open(pid).and_then(|p| p.get_fd(fd as i32)).ok();
             inj.call_ok("close the write-tracking userfaultfd", abi::SYS_CLOSE, &[fd as u64])?;
+            dirty = match taken.map(|f| crate::Dirty::new(f, pid)) {
+                Some(Ok(mut d)) => {
+                    // (Post-copy regions belong to the pager's userfaultfd.)
+                    if track && lazy.is_none() {
+                        d.arm_restored(&image.vmas);
+                    }
+                    Some(d)
+                }
+                Some(Err(e)) => {
+                    tracing::info!(pid, "no write tracking (every checkpoint of it is whole): {e}");
+                    None
+                }
+                None => None,
+            };
         } else {
             tracing::info!(pid, "no userfaultfd for write tracking (every checkpoint of it is whole): errno {}", -fd);
         }
@@ -1270,7 +1285,7 @@ fn build(
     tracee.set_regs(&regs)?;
     tracee.set_xstate(&image.regs.xstate)?;
     tracee.set_sigmask(image.signals.blocked)?;
-    Ok(Built { page_bytes, listener_fd, uffd, wp })
+    Ok(Built { page_bytes, listener_fd, uffd, dirty })
 }
 
 /// What the kernel keeps per thread and a thread sets for itself: rseq area,

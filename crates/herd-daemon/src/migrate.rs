@@ -1428,7 +1428,7 @@ impl Actor {
 
     /// Opens a migration stream to `addr`, announces the process and waits
     /// for the node to accept it (nothing of the process is touched before).
-    async fn connect(&mut self, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<Remote, ControlError> {
+    async fn connect(&mut self, name: &str, addr: SocketAddr, mode: MoveMode, track_writes: bool) -> Result<Remote, ControlError> {
         let fail = |why: String| err(ErrorKind::Failed, format!("cannot reach node {name} at {addr}: {why}"));
         let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
             .await
@@ -1436,7 +1436,7 @@ impl Actor {
             .map_err(|e| fail(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let mut stream = SecureStream::connect(tcp, &self.shared.key, &self.shared.keypair).await.map_err(|e| fail(e.to_string()))?;
-        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode };
+        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode, track_writes };
         stream.send(&proto::encode_request(&PeerRequest::Adopt(adopt))).await.map_err(|e| fail(e.to_string()))?;
         let first = tokio::time::timeout(Duration::from_secs(10), stream.recv())
             .await
@@ -1576,7 +1576,10 @@ impl Actor {
         // What it runs now (a child adopted before its exec may not have shown it yet):
         // away, its command line is this one's.
         self.read_cmd();
-        let remote = self.connect(name, addr, mode).await?;
+        // A process with checkpoints keeps the image of a stop-and-copy move as its first,
+        // and the node tracks its writes from the restore on: its next is an increment.
+        let keeps_image = self.keep.every.is_some() && mode == MoveMode::StopAndCopy;
+        let remote = self.connect(name, addr, mode, keeps_image).await?;
         if failpoint::fires("out-connected") {
             return Err(err(ErrorKind::Failed, "failpoint out-connected"));
         }
@@ -1585,8 +1588,7 @@ impl Actor {
         let counted = bytes.clone();
         let row = self.row.clone();
         self.set_row(|r| r.moving = Some(MoveProgress { mode, phase: "capture".into(), sent_bytes: 0, total_bytes: 0 }));
-        // A process with checkpoints keeps the image of a stop-and-copy move as its first.
-        let mut tee = (self.keep.every.is_some() && mode == MoveMode::StopAndCopy).then(|| self.image_tee()).flatten();
+        let mut tee = keeps_image.then(|| self.image_tee()).flatten();
         let teed = tee.as_ref().map(|t| t.failed.clone());
         let link = deputy::start(
             self.pid,
@@ -1751,7 +1753,9 @@ impl Actor {
         // Its image, kept: the first checkpoint, from which the journal starts (before
         // any call it made there is looked at).
         if let Some(failed) = teed {
-            self.keep_teed(failed);
+            if let Some(id) = self.keep_teed(failed) {
+                self.to_remote(ToRemote::ImageKept { id }).await;
+            }
         }
         self.arrived();
         if let Some(why) = broke {
@@ -1958,7 +1962,7 @@ impl Actor {
     /// home too, until C has them all (`self.postcopy`, source `PageSource::Node`).
     async fn relay(&mut self, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<(f64, u64), ControlError> {
         self.quiesce().await?;
-        let new = match self.connect(name, addr, mode).await {
+        let new = match self.connect(name, addr, mode, false).await {
             Ok(r) => r,
             Err(e) => {
                 self.resume();

@@ -205,20 +205,14 @@ impl Guest {
         if crate::failpoint::fires("arrive-restore") {
             return Err("failpoint arrive-restore".into());
         }
-        let rr = restore_remote(image, hashes, &filter, runs.as_deref()).map_err(|e| e.to_string())?;
+        let rr = restore_remote(image, hashes, &filter, runs.as_deref(), adopt.track_writes).map_err(|e| e.to_string())?;
         let (restored, listener) = (rr.restored, rr.listener);
         let pid = restored.pid;
         if crate::failpoint::fires("arrive-restored") {
             let _ = task::kill_and_reap(pid);
             return Err("failpoint arrive-restored".into());
         }
-        let dirty = rr.wp.and_then(|fd| match herd_checkpoint::Dirty::new(fd, pid) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::info!(pid, "no write tracking (every checkpoint of it is whole): {e}");
-                None
-            }
-        });
+        let dirty = rr.dirty;
         let mut tids: HashMap<i32, i32> = restored.tids.iter().map(|&(home, here)| (here, home)).collect();
         // The main thread's home id is the home pid, whatever the image calls it (an image
         // captured on another node, or on the way to a checkpoint, names it by that node's id).
@@ -1017,6 +1011,11 @@ impl Guest {
                 tracing::info!(pid = self.pid, home = self.home, "ending the guest (home asked)");
                 let _ = task::kill_and_reap(self.pid);
                 return Flow::End;
+            }
+            ToRemote::ImageKept { id } => {
+                if let Some(d) = &mut self.dirty {
+                    d.image_kept(id);
+                }
             }
             ToRemote::Commit | ToRemote::Abort => {}
             // Image and pages go to the restore and the pager, not here.

@@ -26,8 +26,10 @@ use crate::syscalls::{Call, Reply};
 /// before the image, typed refusals, post-copy. Version 3: threads. Version 4:
 /// direct file access ([`ToRemote::Files`], [`ToHome::Offsets`]). Version 5:
 /// [`ToRemote::Freeze`] (`herd migrate PID freeze`). Version 6: epoll calls are
-/// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items).
-pub const PROTOCOL_VERSION: u32 = 8;
+/// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items). Version 9:
+/// [`Adopt::track_writes`] and [`ToRemote::ImageKept`] (the image of a move from home
+/// is the base of the first incremental checkpoint).
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,6 +63,10 @@ pub struct Adopt {
     pub uid: u32,
     pub cmd: String,
     pub mode: MoveMode,
+    /// Version 9: home keeps the image of this move as the process's checkpoint: the
+    /// node tracks its writes from the restore on, so that its first checkpoint there
+    /// can be an increment of that image ([`ToRemote::ImageKept`] names it).
+    pub track_writes: bool,
 }
 
 /// Why a node does not take a process. Sent as a value, shown as a sentence.
@@ -179,6 +185,9 @@ pub enum ToRemote {
     /// `herd_checkpoint::dirty`), else whole. Home answers with Abort, the frozen copy
     /// runs on and its writes are tracked from this checkpoint on.
     Checkpoint { id: u64, base: Option<u64> },
+    /// Tag 20 (version 9): after a move with [`Adopt::track_writes`], home kept its image
+    /// as checkpoint `id`: the writes tracked since the restore are those since `id`.
+    ImageKept { id: u64 },
 }
 
 /// Home's files a process may use directly on the node it goes to: the directories
@@ -341,6 +350,7 @@ mod tests {
             ToRemote::WriteFailed { fd: 0, errno: 0 },
             ToRemote::Freeze(true),
             ToRemote::Checkpoint { id: 2, base: Some(1) },
+            ToRemote::ImageKept { id: 1 },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -410,7 +420,7 @@ mod tests {
             encode(&ToHome::Interrupt { seq: 12, tid: 4 }),
             encode(&ToRemote::WriteFailed { fd: 3, errno: 28 }),
             encode(&ToRemote::Reply { seq: 1, reply: Reply { ret: 4, outs: vec![(0x10, vec![1, 2, 3, 4])] } }),
-            encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy }),
+            encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy, track_writes: false }),
         ];
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {

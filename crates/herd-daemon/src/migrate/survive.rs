@@ -185,16 +185,16 @@ impl Actor {
     }
 
     /// The move succeeded: its image (written by the [`Tee`], closed with the deputy's
-    /// send function) is the process's checkpoint.
-    pub(super) fn keep_teed(&mut self, failed: Arc<std::sync::atomic::AtomicBool>) {
+    /// send function) is the process's checkpoint, whose id is returned.
+    pub(super) fn keep_teed(&mut self, failed: Arc<std::sync::atomic::AtomicBool>) -> Option<u64> {
         let (path, part) = self.image_paths();
         if failed.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = std::fs::remove_file(&part);
-            return;
+            return None;
         }
         if let Err(e) = std::fs::rename(&part, &path) {
             tracing::warn!(pid = self.pid, "cannot keep the image of its move ({e})");
-            return;
+            return None;
         }
         self.journal.restart();
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -202,6 +202,7 @@ impl Actor {
         let id = self.keep.last_id;
         self.keep_image(path, bytes, id, false);
         self.keep.due = self.keep.every.map(|e| Instant::now() + e);
+        Some(id)
     }
 
     /// The directories a move to `node` may use directly: none for a process with
@@ -538,7 +539,7 @@ impl Actor {
     /// Restores the checkpoint at `path` on node `name` as a move would, and makes it
     /// the process's node.
     async fn resume_on(&mut self, name: &str, addr: SocketAddr, path: &std::path::Path, own: &[(i32, u64, i32)]) -> Result<(), ControlError> {
-        let new = self.connect(name, addr, MoveMode::StopAndCopy).await?;
+        let new = self.connect(name, addr, MoveMode::StopAndCopy, false).await?;
         let mut file = std::fs::File::open(path).map_err(|e| err(ErrorKind::Failed, format!("cannot read {}: {e}", path.display())))?;
         loop {
             let mut chunk = vec![0u8; 1 << 20];
