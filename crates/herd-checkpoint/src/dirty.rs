@@ -46,7 +46,7 @@ fn trackable(v: &herd_image::Vma) -> bool {
 }
 
 impl Dirty {
-    /// Takes the userfaultfd made in process `pid` for it (`RemoteRestore::wp`).
+    /// Takes the userfaultfd made in process `pid` for it (by a guest's restore).
     pub fn new(fd: OwnedFd, pid: i32) -> Result<Dirty> {
         Ok(Dirty { tracker: WpTracker::new(fd, pid)?, pid, since: None, armed: false })
     }
