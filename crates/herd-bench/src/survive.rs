@@ -10,9 +10,11 @@
 //!    its guests die with it, the stream breaks) and n2's herdd stopped (SIGSTOP: only
 //!    membership sees it); "running again" is the process answering a ping;
 //! 3. a chaos run: rounds of moves n1 → n2 → home with a fault injected at a random
-//!    point in some (n2's herdd killed during the move, or while the process runs there;
-//!    stopped for 3 s), then a check of the process: it answers, its memory is what it
-//!    wrote, no copy of it is left on n2, no answer came twice or went missing.
+//!    point in some (n2's herdd killed during the move there, while the process runs
+//!    there, or during the move home, whose source it is; stopped for 3 s; with a herdd
+//!    built with failpoints, a failpoint at a random step of either move), then a check
+//!    of the process: it answers, its memory is what it wrote, no copy of it is left on
+//!    n2, no answer came twice or went missing.
 
 use std::time::{Duration, Instant};
 
@@ -353,9 +355,10 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
         }
     };
     for round in 0..cfg.rounds {
-        // 0 none, 1 kill during the move, 2 kill while there, 3 stop 3 s, 4 a failpoint of
-        // the move there, 5 a failpoint of the move home.
-        let fault = rng.below(if failpoints { 6 } else { 4 });
+        // 0 none, 1 kill during the move, 2 kill while there, 3 stop 3 s, 4 kill (the
+        // source) during the move home, 5 a failpoint of the move there, 6 a failpoint of
+        // the move home.
+        let fault = rng.below(if failpoints { 7 } else { 5 });
         eprintln!("herd-bench:   round {}/{} fault {fault}", round + 1, cfg.rounds);
         let herdd = herdd_of(lab, "n2")?;
         tally.moves += 1;
@@ -373,7 +376,7 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
                 Err(_) => tally.aborted += 1,
             }
             restart_n2(lab, herdd)?;
-        } else if fault == 4 {
+        } else if fault == 5 {
             let (node, point) = AWAY_POINTS[rng.below(AWAY_POINTS.len() as u64) as usize];
             if faulted_move(lab, &t, &mut rng, &mut tally, (node, point), "n2", "n2")? {
                 // A move with a fault that succeeds anyway: home again for the next round.
@@ -387,7 +390,27 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
                     tally.aborted += 1;
                 }
             }
-            if fault == 5 && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
+            if fault == 4 && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
+                // n2's herdd, the move's source, killed 0-40 ms into the move home: before
+                // the commit the process is lost there and resumed from its checkpoint,
+                // after it the process is home.
+                wait_row(lab, t.pid, "checkpointed", Duration::from_secs(30), |r| r.checkpoint_unix > 0)?;
+                let herdd = herdd_of(lab, "n2")?;
+                let delay = Duration::from_millis(rng.below(40));
+                let killer = std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = signal(herdd, nix::sys::signal::Signal::SIGKILL);
+                });
+                tally.moves += 1;
+                tally.faults += 1;
+                match t.migrate(lab, "home", "n1") {
+                    Ok(_) => tally.completed += 1,
+                    Err(_) => tally.aborted += 1,
+                }
+                let _ = killer.join();
+                restart_n2(lab, herdd)?;
+            }
+            if fault == 6 && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
                 let (node, point) = BACK_POINTS[rng.below(BACK_POINTS.len() as u64) as usize];
                 tally.moves += 1;
                 faulted_move(lab, &t, &mut rng, &mut tally, (node, point), "home", "n1")?;
@@ -458,10 +481,10 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
     t.quit()?;
     println!();
     println!(
-        "3. Chaos: {} rounds (seed {}) of a move n1 -> n2 and home, a fault in about {}: n2's herdd killed during the move, killed while the process runs there, or stopped for 3 s{}; {pings} pings",
+        "3. Chaos: {} rounds (seed {}) of a move n1 -> n2 and home, a fault in about {}: n2's herdd killed during the move there, killed while the process runs there, stopped for 3 s, or killed during the move home (the source){}; {pings} pings",
         cfg.rounds,
         cfg.seed,
-        if failpoints { "five of six" } else { "three of four" },
+        if failpoints { "six of seven" } else { "four of five" },
         if failpoints { ", or a failpoint at a random step of the move there or home (`herd_migrate::failpoint`)" } else { " (herdd without failpoints)" }
     );
     let mut rows = vec![row(&["", "count", "goal"])];
