@@ -940,9 +940,9 @@ impl Actor {
     }
 
     /// A process at home that has never moved and has no figures yet, at least
-    /// [`BIRTH_LOOK`] old: its CPU share and demand are those of its life so far (a
-    /// compiler just started wants most of a CPU, the make that started it almost none),
-    /// so that placement at birth need not wait for a second look.
+    /// [`BIRTH_LOOK`] old: its CPU share, demand and I/O rate are those of its life so
+    /// far (a compiler just started wants most of a CPU, the make that started it almost
+    /// none), so that placement at birth need not wait for a second look.
     fn judged_by_its_life(&mut self, u: &Usage) {
         if self.measured || self.remote.is_some() || self.row.lock().expect("row lock").nmigs > 0 {
             return;
@@ -953,10 +953,15 @@ impl Actor {
         }
         let want = if u.runnable_ns > 0 { u.runnable_ns as f64 / 1e9 / age } else { u.cpu_ticks as f64 / procfs::ticks_per_second() as f64 / age };
         let cpu = u.cpu_ticks as f64 / procfs::ticks_per_second() as f64 / age;
+        // Its read/write calls too: an I/O-bound process wants a CPU while it waits for
+        // one among busy neighbours, and placed away for that it would only be brought
+        // home again for its I/O.
+        let io_rate = u.io_calls as f64 / age;
         self.measured = true;
         self.set_row(|r| {
             r.cpu = (cpu.min(1.0) * 1000.0).round() / 10.0;
             r.demand = (want.min(1.0) * 1000.0).round() / 10.0;
+            r.io_rate = (io_rate * 10.0).round() / 10.0;
         });
     }
 
