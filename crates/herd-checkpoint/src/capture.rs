@@ -189,6 +189,13 @@ impl Frozen {
     /// [`Frozen::freeze`] for a purpose: a migration leaves the process's open
     /// files out of the image (they stay with the deputy at home).
     pub fn freeze_for(pid: i32, hashes: &mut FileHashes, purpose: Purpose) -> Result<Frozen> {
+        Self::freeze_away(pid, hashes, purpose, &[])
+    }
+
+    /// [`Frozen::freeze_for`] a migration of a process away from home, whose regions
+    /// `at_home` are placeholders of memory kept at home (see [`HomeRegion`]): they go in
+    /// the image as such again, without contents.
+    pub fn freeze_away(pid: i32, hashes: &mut FileHashes, purpose: Purpose, at_home: &[HomeRegion]) -> Result<Frozen> {
         let reasons = check::check_for(pid, purpose)?;
         if !reasons.is_empty() {
             return Err(CheckpointError::CantMove { pid, reasons });
@@ -198,7 +205,7 @@ impl Frozen {
         let mut held = Held { threads: vec![main] };
         // On any error below, `held` is dropped and the process released.
         hold_every_thread(&mut held, pid)?;
-        let (image, plans) = capture(&mut held, pid, hashes, purpose)?;
+        let (image, plans) = capture_with(&mut held, pid, hashes, purpose, &HashMap::new(), &HashMap::new(), at_home)?;
         Ok(Frozen { held, image, plans, stopped_at })
     }
 
@@ -221,19 +228,42 @@ impl Frozen {
         mapped: &crate::tree::Mapped,
         stopped_at: Instant,
     ) -> Result<Frozen> {
-        let (image, plans) = capture_with(&mut held, pid, hashes, Purpose::Tree, decided, mapped)?;
+        let (image, plans) = capture_with(&mut held, pid, hashes, Purpose::Tree, decided, mapped, &[])?;
         Ok(Frozen { held, image, plans, stopped_at })
     }
 }
 
-/// Reads everything about the held process except page contents, and plans
-/// which pages go into the image.
-fn capture(held: &mut Held, pid: i32, hashes: &mut FileHashes, purpose: Purpose) -> Result<(ProcessImage, Vec<PagePlan>)> {
-    capture_with(held, pid, hashes, purpose, &HashMap::new(), &HashMap::new())
+/// A region of a process away from home that stands for memory kept at home
+/// (`VmaKind::AtHome`): the range it had in the image it was restored from, and
+/// what home called it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HomeRegion {
+    pub start: u64,
+    pub end: u64,
+    pub name: String,
 }
 
-/// [`capture`], with the kinds of some fds decided by the caller (a tree's
-/// analysis of what its members share).
+impl HomeRegion {
+    /// The regions of `vmas` kept at home.
+    pub fn of(vmas: &[herd_image::Vma]) -> Vec<HomeRegion> {
+        vmas.iter()
+            .filter_map(|v| match &v.kind {
+                VmaKind::AtHome { name } => Some(HomeRegion { start: v.start, end: v.end, name: name.clone() }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `[start, end)` overlaps one of `regions`.
+    pub fn touched(regions: &[HomeRegion], start: u64, end: u64) -> bool {
+        regions.iter().any(|r| start < r.end && r.start < end)
+    }
+}
+
+/// Reads everything about the held process except page contents, and plans
+/// which pages go into the image; with the kinds of some fds decided by the caller
+/// (a tree's analysis of what its members share), and for a process away from home,
+/// the regions that are placeholders of memory kept at home.
 fn capture_with(
     held: &mut Held,
     pid: i32,
@@ -241,6 +271,7 @@ fn capture_with(
     purpose: Purpose,
     decided: &HashMap<i32, FileKind>,
     mapped: &crate::tree::Mapped,
+    away: &[HomeRegion],
 ) -> Result<(ProcessImage, Vec<PagePlan>)> {
     // Threads may have been created between the check and the stop.
     let t0 = Instant::now();
@@ -361,6 +392,16 @@ fn capture_with(
     let pagemap = Pagemap::open(pid)?;
     let mut vmas = Vec::new();
     let mut plans = Vec::new();
+    // A migration's memory shared with processes at home stays there: at home, what
+    // the check lets stay; away, the placeholders of it.
+    let at_home: Vec<HomeRegion> = match purpose {
+        Purpose::Migrate { own_filter: false } => {
+            let kept = check::kept_home(pid, &maps);
+            maps.iter().filter(|m| kept.contains(&m.address)).map(|m| HomeRegion { start: m.address.0, end: m.address.1, name: procinfo::describe_mapping(&m.pathname) }).collect()
+        }
+        Purpose::Migrate { own_filter: true } => away.to_vec(),
+        _ => Vec::new(),
+    };
     for m in &maps {
         let (start, end) = m.address;
         let mut prot = 0u8;
@@ -379,6 +420,17 @@ fn capture_with(
             let stored_bytes = runs.iter().map(|r| r.1).sum();
             vmas.push(Vma { start, end, prot, shared, kind: VmaKind::Memory { object: *object, offset: *offset }, stored_bytes });
             plans.push(PagePlan { runs: runs.clone(), force: prot & PROT_READ == 0 });
+            continue;
+        }
+        // (Away, neighbouring placeholders may have merged into one region: each goes as
+        // the home region it stands for.)
+        let parts: Vec<&HomeRegion> = at_home.iter().filter(|r| r.start < end && start < r.end).collect();
+        if !parts.is_empty() && parts.iter().map(|r| r.end.min(end) - r.start.max(start)).sum::<u64>() == end - start {
+            for r in parts {
+                let (lo, hi) = (r.start.max(start), r.end.min(end));
+                vmas.push(Vma { start: lo, end: hi, prot, shared, kind: VmaKind::AtHome { name: r.name.clone() }, stored_bytes: 0 });
+                plans.push(PagePlan { runs: Vec::new(), force: false });
+            }
             continue;
         }
         let kind = match &m.pathname {

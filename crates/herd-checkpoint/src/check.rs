@@ -4,7 +4,7 @@
 use std::fmt;
 use std::ops::Not;
 
-use procfs::process::{FDTarget, MMapPath};
+use procfs::process::{FDTarget, MMapPath, MemoryMap};
 
 use crate::{procinfo, state};
 use crate::Result;
@@ -256,26 +256,21 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         }
     }
     let maps = procinfo::maps(&p)?;
-    // Shared anonymous memory a parent or child maps too stays shared only in a tree.
-    if purpose != Purpose::Tree {
-        let anon_shm = |m: &procfs::process::MemoryMap| match &m.pathname {
-            MMapPath::Path(path) if m.perms.contains(procfs::process::MMPermissions::SHARED) && path.to_string_lossy().starts_with("/dev/zero") => Some((m.dev, m.inode)),
-            _ => None,
-        };
-        let mine: Vec<_> = maps.iter().filter_map(anon_shm).collect();
-        if !mine.is_empty() {
-            for other in std::iter::once(status.ppid).chain(kids.iter().copied()).filter(|&o| o > 1) {
-                // A relative whose memory map we may not read is not one we share with by ourselves.
-                let theirs = procinfo::open(other).and_then(|o| procinfo::maps(&o)).unwrap_or_default();
-                if theirs.iter().filter_map(anon_shm).any(|k| mine.contains(&k)) {
-                    why.push(CantMove::SharedMemory { with: other });
-                }
-            }
+    let migrate = matches!(purpose, Purpose::Migrate { .. });
+    // Shared anonymous memory a parent or child maps too stays shared only in a tree
+    // (or at home, for a migration: see [`stays_home`]).
+    if purpose != Purpose::Tree && !migrate {
+        for other in relatives_sharing(status.ppid, &kids, &maps).1 {
+            why.push(CantMove::SharedMemory { with: other });
         }
     }
+    let with_relatives = if migrate { relatives_sharing(status.ppid, &kids, &maps).0 } else { Vec::new() };
     for m in maps {
         let shared = m.perms.contains(procfs::process::MMPermissions::SHARED);
         let writable = m.perms.contains(procfs::process::MMPermissions::WRITE);
+        if migrate && stays_home(&m, &with_relatives) {
+            continue;
+        }
         match &m.pathname {
             MMapPath::Path(path) => {
                 let s = path.to_string_lossy().to_string();
@@ -305,4 +300,96 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
     }
     why.dedup();
     Ok(why)
+}
+
+/// Which shared anonymous mappings (/dev/zero, by device and inode) of `maps` the
+/// parent `ppid` or a child of `kids` maps too, and which of those relatives do.
+fn relatives_sharing(ppid: i32, kids: &[i32], maps: &[MemoryMap]) -> (Vec<MapKey>, Vec<i32>) {
+    let anon_shm = |m: &MemoryMap| match &m.pathname {
+        MMapPath::Path(path) if m.perms.contains(procfs::process::MMPermissions::SHARED) && path.to_string_lossy().starts_with("/dev/zero") => Some((m.dev, m.inode)),
+        _ => None,
+    };
+    let mine: Vec<MapKey> = maps.iter().filter_map(anon_shm).collect();
+    let (mut keys, mut who) = (Vec::new(), Vec::new());
+    if mine.is_empty() {
+        return (keys, who);
+    }
+    for other in std::iter::once(ppid).chain(kids.iter().copied()).filter(|&o| o > 1) {
+        // A relative whose memory map we may not read is not one we share with by ourselves.
+        let theirs = procinfo::open(other).and_then(|o| procinfo::maps(&o)).unwrap_or_default();
+        let common: Vec<MapKey> = theirs.iter().filter_map(anon_shm).filter(|k| mine.contains(k)).collect();
+        if !common.is_empty() {
+            who.push(other);
+            keys.extend(common);
+        }
+    }
+    (keys, who)
+}
+
+/// A mapping by device and inode.
+type MapKey = ((i32, i32), u64);
+
+/// For a migration: whether mapping `m` is memory the process shares with processes at
+/// home, which stays there, mapped in its deputy, instead of travelling
+/// (`VmaKind::AtHome`): a shared mapping of a deleted file, a memfd or SysV shared
+/// memory, a shared writable file (its writes must reach the file at home), or shared
+/// anonymous memory that a relative maps too (`with_relatives`, from
+/// [`relatives_sharing`]); not a device's memory, nor the kernel's (an io_uring's
+/// rings). Away, the process's first touch of it brings it home.
+pub(crate) fn stays_home(m: &MemoryMap, with_relatives: &[MapKey]) -> bool {
+    if !m.perms.contains(procfs::process::MMPermissions::SHARED) {
+        return false;
+    }
+    match &m.pathname {
+        MMapPath::Vsys(_) => true,
+        MMapPath::Path(path) => {
+            let s = path.to_string_lossy();
+            if s.starts_with("/dev/zero") {
+                with_relatives.contains(&(m.dev, m.inode))
+            } else if !s.starts_with('/') || (s.starts_with("/dev/") && !s.starts_with("/dev/shm/")) {
+                // The kernel's own objects (an io_uring's rings) and devices are not memory.
+                false
+            } else {
+                s.starts_with("/SYSV") || s.starts_with("/memfd:") || s.ends_with(" (deleted)") || m.perms.contains(procfs::process::MMPermissions::WRITE)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// For a migration: the ranges of process `pid`'s mappings that stay at home ([`stays_home`]).
+pub(crate) fn kept_home(pid: i32, maps: &[MemoryMap]) -> Vec<(u64, u64)> {
+    let ppid = procinfo::open(pid).and_then(|p| p.stat().map_err(|e| procinfo::map_err(pid, e))).map_or(0, |s| s.ppid);
+    let with_relatives = relatives_sharing(ppid, &procinfo::children(pid), maps).0;
+    maps.iter().filter(|m| stays_home(m, &with_relatives)).map(|m| m.address).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stays_home, MemoryMap};
+    use procfs::FromBufRead;
+
+    fn maps(text: &str) -> Vec<MemoryMap> {
+        procfs::process::MemoryMaps::from_buf_read(text.as_bytes()).expect("maps").0
+    }
+
+    #[test]
+    fn memory_shared_with_home_stays_there() {
+        let m = maps(
+            "7f0000000000-7f0000001000 rw-s 00000000 00:1a 42 /dev/shm/sem.x (deleted)\n\
+             7f0000001000-7f0000002000 rw-s 00000000 00:01 7 /memfd:pool (deleted)\n\
+             7f0000002000-7f0000003000 rw-s 00000000 00:01 9 /dev/zero (deleted)\n\
+             7f0000003000-7f0000004000 rw-s 00000000 00:01 10 /dev/zero (deleted)\n\
+             7f0000004000-7f0000005000 rw-s 00000000 08:01 11 /home/u/data\n\
+             7f0000005000-7f0000006000 r--s 00000000 08:01 12 /usr/share/db\n\
+             7f0000006000-7f0000007000 rw-p 00000000 08:01 13 /tmp/#13 (deleted)\n\
+             7f0000007000-7f0000008000 rw-s 00000000 00:0e 14 anon_inode:[io_uring]\n\
+             7f0000008000-7f0000009000 rw-s 00000000 00:05 15 /dev/dri/card0\n\
+             7f0000009000-7f000000a000 rw-s 00000000 00:01 16 /SYSV00001234\n",
+        );
+        // Only the second shared anonymous mapping is mapped by a relative too.
+        let with_relatives = [((0, 1), 10)];
+        let home: Vec<bool> = m.iter().map(|m| stays_home(m, &with_relatives)).collect();
+        assert_eq!(home, [true, true, false, true, true, false, false, false, false, true]);
+    }
 }

@@ -13,7 +13,7 @@ mod state;
 pub mod restore;
 pub mod tree;
 
-pub use capture::{CaptureStats, Frozen, LazyPages, Runs};
+pub use capture::{CaptureStats, Frozen, HomeRegion, LazyPages, Runs};
 pub use check::{check, check_for, CantMove, Purpose};
 pub use dirty::Dirty;
 pub use procinfo::children;

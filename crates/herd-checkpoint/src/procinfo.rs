@@ -62,6 +62,15 @@ pub(crate) fn special_name(path: &MMapPath) -> Option<&str> {
     }
 }
 
+/// What /proc/PID/maps calls a mapping (a path, or SysV shared memory by its key).
+pub(crate) fn describe_mapping(path: &MMapPath) -> String {
+    match path {
+        MMapPath::Path(p) => p.to_string_lossy().into_owned(),
+        MMapPath::Vsys(key) => format!("SysV shared memory {key:#x}"),
+        other => format!("{other:?}"),
+    }
+}
+
 /// Live children of `pid` (from every thread's children list).
 pub fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();

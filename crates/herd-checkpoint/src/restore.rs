@@ -84,6 +84,10 @@ pub struct RemoteRestore {
     /// The write tracking of the process (armed if asked); None when this kernel
     /// cannot make its userfaultfd (then every checkpoint is whole).
     pub dirty: Option<crate::Dirty>,
+    /// Its placeholders of memory kept at home, if it has any: the userfaultfd they are
+    /// registered with (missing pages, user-mode faults only) and the regions. The
+    /// first touch of one waits on it; its reader must bring the process home.
+    pub at_home: Option<(OwnedFd, Vec<crate::HomeRegion>)>,
 }
 
 /// Page sections arriving from the image-reading thread, and the way back
@@ -142,6 +146,9 @@ struct Built {
     uffd: Option<OwnedFd>,
     /// A guest's write tracking (incremental checkpoints).
     dirty: Option<crate::Dirty>,
+    /// The userfaultfd of a guest's placeholders of memory kept at home, and those.
+    home_uffd: Option<OwnedFd>,
+    home: Vec<crate::HomeRegion>,
 }
 
 /// Reads an image from `input` and starts the process it holds. The image
@@ -470,8 +477,14 @@ fn set_groups(tree: &TreeImage, tracees: &mut [(usize, Tracee)], mode: PidMode, 
 /// later, as [`crate::Frozen::write_postcopy`] returned them) the
 /// userfaultfd that must fill them.
 pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8], lazy: Option<&[(u64, u64)]>, track: bool) -> Result<RemoteRestore> {
-    let (restored, listener, uffd, dirty) = restore_new(input, hashes, Into::Remote { filter, lazy, track })?;
-    Ok(RemoteRestore { restored, listener: listener.expect("a remote restore installs a listener"), uffd, dirty })
+    let (restored, listener, b) = restore_new(input, hashes, Into::Remote { filter, lazy, track })?;
+    Ok(RemoteRestore {
+        restored,
+        listener: listener.expect("a remote restore installs a listener"),
+        uffd: b.uffd,
+        dirty: b.dirty,
+        at_home: b.home_uffd.map(|fd| (fd, b.home)),
+    })
 }
 
 /// A failed [`restore_into`]: the deputy is left holding only the restore's
@@ -532,29 +545,44 @@ pub fn restore_into<R: Read + Send>(
                     let _ = inj.call(abi::SYS_EXIT, &[0]);
                 }
             }
+            // (Memory kept at home stays: the process still runs away.)
             let shell = tramp.and_then(|(at, len)| {
                 let mut inj = Injector::new(deputy, at, deputy_regs_or_default(deputy));
                 inj.set_stack(at + len - 64);
-                unmap_all_but(&mut inj, at, len).is_ok().then_some((at, len))
+                let keep: Vec<(u64, u64)> = std::iter::once((at, len)).chain(home_ranges(&image.vmas)).collect();
+                unmap_all_but(&mut inj, &keep).is_ok().then_some((at, len))
             });
             Err(IntoFailed { error, shell, untouched: false })
         }
     }
 }
 
-/// Unmaps everything of the tracee but `[at, at + len)` (where its gadget is).
-pub fn unmap_all_but(inj: &mut Injector<'_>, at: u64, len: u64) -> herd_kernel::Result<()> {
-    inj.call_ok("munmap below the trampoline", abi::SYS_MUNMAP, &[0, at])?;
-    let above = at + len;
-    inj.call_ok("munmap above the trampoline", abi::SYS_MUNMAP, &[above, abi::TASK_SIZE_4L - above])?;
+/// Unmaps everything of the tracee but the ranges of `keep` (address, length; one
+/// holds the gadget the injector uses).
+pub fn unmap_all_but(inj: &mut Injector<'_>, keep: &[(u64, u64)]) -> herd_kernel::Result<()> {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from = 0u64;
+    for (at, len) in keep {
+        if at > from {
+            inj.call_ok("munmap between kept regions", abi::SYS_MUNMAP, &[from, at - from])?;
+        }
+        from = from.max(at + len);
+    }
+    inj.call_ok("munmap above the kept regions", abi::SYS_MUNMAP, &[from, abi::TASK_SIZE_4L - from])?;
     Ok(())
+}
+
+/// The ranges (address, length) of `vmas` that are memory kept at home.
+fn home_ranges(vmas: &[herd_image::Vma]) -> Vec<(u64, u64)> {
+    vmas.iter().filter(|v| matches!(v.kind, VmaKind::AtHome { .. })).map(|v| (v.start, v.len())).collect()
 }
 
 fn deputy_regs_or_default(t: &Tracee) -> Regs {
     t.regs().unwrap_or_default()
 }
 
-type NewRestore = (Restored, Option<OwnedFd>, Option<OwnedFd>, Option<crate::Dirty>);
+type NewRestore = (Restored, Option<OwnedFd>, Built);
 
 fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<NewRestore> {
     let t0 = Instant::now();
@@ -592,10 +620,11 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 Some(fd) => Some(PidFd::open(child.pid)?.get_fd(fd)?),
                 None => None,
             };
-            Ok((b.page_bytes, listener, b.uffd, b.dirty))
+            Ok((listener, b))
         });
     match built {
-        Ok((page_bytes, listener, uffd, dirty)) => {
+        Ok((listener, b)) => {
+            let page_bytes = b.page_bytes;
             let pid = tracee.pid();
             let mut tids = vec![(image.task.pid, pid)];
             for (th, t) in image.threads.iter().zip(made.threads.drain(..)) {
@@ -603,7 +632,7 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
                 t.detach()?;
             }
             tracee.detach()?;
-            Ok((Restored { pid, init, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, uffd, dirty))
+            Ok((Restored { pid, init, tids, stats: RestoreStats { total: t0.elapsed(), page_bytes }, warnings }, listener, b))
         }
         Err(e) => {
             made.kill_threads();
@@ -673,12 +702,20 @@ fn check_lazy(image: &ProcessImage, runs: &[(u64, u64)]) -> Result<()> {
 /// userfaultfd made inside the process (see `herd_kernel::uffd`), takes it
 /// and closes the process's own copy.
 fn register_lazy(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, runs: &[(u64, u64)]) -> Result<OwnedFd> {
+    let ranges: Vec<(u64, u64)> = image.vmas.iter().filter(|v| runs.iter().any(|&(a, l)| v.contains(a, a + l))).map(|v| (v.start, v.len())).collect();
+    register_missing(inj, scratch, &ranges, herd_kernel::uffd::CREATE_FLAGS, "this node cannot take a process by post-copy")
+}
+
+/// Registers `ranges` (address, length) for missing-page faults with a new
+/// userfaultfd made inside the process with `flags`, takes it and closes the
+/// process's own copy. `cannot` says what fails without one.
+fn register_missing(inj: &mut Injector<'_>, scratch: &Scratch, ranges: &[(u64, u64)], flags: u64, cannot: &str) -> Result<OwnedFd> {
     use herd_kernel::uffd;
     let pid = inj.tracee().pid();
-    let fd = inj.call(uffd::SYS_USERFAULTFD, &[uffd::CREATE_FLAGS])?;
+    let fd = inj.call(uffd::SYS_USERFAULTFD, &[flags])?;
     if fd < 0 {
         return Err(CheckpointError::Incompatible(format!(
-            "this node cannot take a process by post-copy: userfaultfd: {} (herdd must run as root, or vm.unprivileged_userfaultfd = 1)",
+            "{cannot}: userfaultfd: {} (herdd must run as root, or vm.unprivileged_userfaultfd = 1)",
             std::io::Error::from_raw_os_error(-fd as i32)
         )));
     }
@@ -686,8 +723,8 @@ fn register_lazy(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage
     let result = (|| -> Result<OwnedFd> {
         let api = scratch.put(0, abi::as_bytes(&uffd::api_args()))?;
         inj.call_ok("ioctl(UFFDIO_API)", uffd::SYS_IOCTL, &[fd, uffd::UFFDIO_API, api])?;
-        for v in image.vmas.iter().filter(|v| runs.iter().any(|&(a, l)| v.contains(a, a + l))) {
-            let reg = scratch.put(0, abi::as_bytes(&uffd::register_args(v.start, v.len())))?;
+        for &(start, len) in ranges {
+            let reg = scratch.put(0, abi::as_bytes(&uffd::register_args(start, len)))?;
             inj.call_ok("ioctl(UFFDIO_REGISTER)", uffd::SYS_IOCTL, &[fd, uffd::UFFDIO_REGISTER, reg])?;
         }
         Ok(PidFd::open(pid)?.get_fd(fd as i32)?)
@@ -875,6 +912,19 @@ pub fn mapped_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
         .collect())
 }
 
+/// Whether `ranges` ([start, end) each) cover every byte of `[start, end)`.
+fn covered(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let mut ranges = ranges.to_vec();
+    ranges.sort_unstable();
+    let mut at = start;
+    for (a, b) in ranges {
+        if a <= at && at < b {
+            at = b;
+        }
+    }
+    at >= end
+}
+
 /// A free, page-aligned area of `len` bytes below the top of user memory
 /// that overlaps none of `taken` (with a page of margin on each side).
 pub fn free_area(taken: &[(u64, u64)], len: u64) -> Option<u64> {
@@ -959,6 +1009,16 @@ fn build(
 ) -> Result<Built> {
     let pid = tracee.pid();
     let deputy = matches!(into, Into::Deputy { .. });
+    if let (Into::Fresh { .. }, Some(v)) = (&into, image.vmas.iter().find(|v| matches!(v.kind, VmaKind::AtHome { .. }))) {
+        let name = match &v.kind {
+            VmaKind::AtHome { name } => name.as_str(),
+            _ => "",
+        };
+        return Err(CheckpointError::Incompatible(format!(
+            "it maps memory its home keeps ({name} at {:#x}, shared with processes there): only the home of the migrated process it was taken from can restore it",
+            v.start
+        )));
+    }
     let base = tracee.regs()?;
     tracee.set_sigmask(!0)?;
     if tracee.xstate()?.len() != image.regs.xstate.len() {
@@ -998,8 +1058,11 @@ fn build(
     inj.set_stack(tramp + tramp_len - 64);
     let scratch = Scratch { pid, base: tramp + PAGE, len: 2 * PAGE - 128 };
 
-    // Everything of the child but the trampoline goes.
-    unmap_all_but(&mut inj, tramp, tramp_len)?;
+    // Everything of the child but the trampoline goes (and of a deputy, but the memory
+    // kept at home, which the process maps again as it is).
+    let home = home_ranges(&image.vmas);
+    let keep: Vec<(u64, u64)> = std::iter::once((tramp, tramp_len)).chain(if deputy { home.clone() } else { Vec::new() }).collect();
+    unmap_all_but(&mut inj, &keep)?;
     let t_build = std::time::Instant::now();
     tracing::debug!(pid, "restore: address space emptied");
     for fd in child.map_or([-1; 2], |c| c.child_fds) {
@@ -1066,6 +1129,21 @@ fn build(
                 }
                 inj.call_ok("mmap a memory object", abi::SYS_MMAP, &[v.start, v.len(), prot, share | fixed, fd, *offset])?
             }
+            // Memory kept at home: the deputy's own mapping is it (checked, with the
+            // protection it has now); elsewhere a placeholder, registered below.
+            VmaKind::AtHome { name } => match into {
+                Into::Deputy { .. } => {
+                    if !covered(&mapped_ranges(pid)?, v.start, v.end) {
+                        return Err(CheckpointError::Incompatible(format!("region {:#x}-{:#x} ({name}) should be kept at home, but the deputy does not map it", v.start, v.end)));
+                    }
+                    inj.call_ok("mprotect memory kept at home", abi::SYS_MPROTECT, &[v.start, v.len(), prot])?;
+                    continue;
+                }
+                _ => {
+                    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE;
+                    inj.call_ok("mmap a placeholder of memory kept at home", abi::SYS_MMAP, &[v.start, v.len(), prot, flags as u64, u64::MAX, 0])?
+                }
+            },
             VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
                 let grows = if matches!(v.kind, VmaKind::Stack) { libc::MAP_GROWSDOWN as u64 } else { 0 };
                 inj.call_ok("mmap an anonymous region", abi::SYS_MMAP, &[v.start, v.len(), prot, share | fixed | libc::MAP_ANONYMOUS as u64 | grows, u64::MAX, 0])?
@@ -1123,6 +1201,15 @@ fn build(
         if !runs.is_empty() {
             uffd = Some(register_lazy(&mut inj, &scratch, image, runs)?);
         }
+    }
+    // Placeholders of memory kept at home: a touch from the process waits on this
+    // userfaultfd, whose reader brings the process home. User-mode faults only: the
+    // kernel's own accesses (a call run here with a buffer there) fail at once with
+    // EFAULT instead of waiting, and herd's guest checks a forwarded call's buffers
+    // first (it sends the process home instead).
+    let mut home_uffd = None;
+    if matches!(into, Into::Remote { .. }) && !home.is_empty() {
+        home_uffd = Some(register_missing(&mut inj, &scratch, &home, herd_kernel::uffd::CREATE_FLAGS | herd_kernel::uffd::USER_MODE_ONLY, "this node cannot take a process that maps memory kept at home")?);
     }
 
     // vDSO and vvar at their old place.
@@ -1285,7 +1372,7 @@ fn build(
     tracee.set_regs(&regs)?;
     tracee.set_xstate(&image.regs.xstate)?;
     tracee.set_sigmask(image.signals.blocked)?;
-    Ok(Built { page_bytes, listener_fd, uffd, dirty })
+    Ok(Built { page_bytes, listener_fd, uffd, dirty, home_uffd, home: crate::HomeRegion::of(&image.vmas) })
 }
 
 /// What the kernel keeps per thread and a thread sets for itself: rseq area,

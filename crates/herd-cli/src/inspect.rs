@@ -318,6 +318,7 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
                 VmaKind::Vvar => "[vvar]".into(),
                 VmaKind::File { file, .. } => file.path.clone(),
                 VmaKind::Memory { object, offset } => format!("memory object {object} from byte {offset}"),
+                VmaKind::AtHome { name } => format!("kept at home: {name}"),
             },
             size: v.len(),
             stored: v.stored_bytes,

@@ -38,12 +38,14 @@ use nodes::HERD;
 use serde_json::Value;
 
 const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn"];
-const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py"];
+const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py", "fam_pool.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
 const UNITS: &str = "4";
 /// Rounds of a CPU-bound job: about 2.5 s of one CPU.
 const ROUNDS: &str = "800000";
+/// Rounds of a python pool task: about 2 s of one CPU.
+const POOL_ROUNDS: &str = "20000000";
 /// How long a job's processes may take to be seen (adopted) by herdd.
 const ADOPTED: Duration = Duration::from_secs(10);
 
@@ -58,6 +60,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("native_part_of_a_job_stays_out", native_part_of_a_job_stays_out),
     ("background_jobs_spread_over_the_nodes", background_jobs_spread_over_the_nodes),
     ("xargs_parallel_jobs_spread_over_the_nodes", xargs_parallel_jobs_spread_over_the_nodes),
+    ("python_pool_spreads_over_the_nodes", python_pool_spreads_over_the_nodes),
     ("make_j4_compiles_on_several_nodes", make_j4_compiles_on_several_nodes),
     ("waits_with_a_mask_of_their_own_end_when_children_do", waits_with_a_mask_of_their_own_end_when_children_do),
     ("make_moved_away_while_its_jobs_run", make_moved_away_while_its_jobs_run),
@@ -298,6 +301,18 @@ fn xargs_parallel_jobs_spread_over_the_nodes(lab: &Lab) {
     let direct = lab.run_direct("fam_xargs (direct)", &prog, &[]);
     expect_status(&direct, Some(0), None);
     let p = lab.start("fam_xargs (herd run)", How::Herd, &prog);
+    spread_and_same(lab, p, &prog, &direct);
+}
+
+/// python3 `multiprocessing.Pool(4)` of eight CPU-bound tasks under plain `herd run`: its
+/// workers share the pool's semaphores (deleted /dev/shm files) with the parent, which
+/// stay at home; the balancer sends workers out while they compute, and each comes back
+/// by itself to hand in its result. Work seen on n2 and n3; the same results.
+fn python_pool_spreads_over_the_nodes(lab: &Lab) {
+    let prog = lab.python_program("fam_pool.py").with_args(&["8", POOL_ROUNDS]);
+    let direct = lab.run_direct("fam_pool (direct)", &prog, &[]);
+    expect_status(&direct, Some(0), None);
+    let p = lab.start("fam_pool (herd run)", How::Herd, &prog);
     spread_and_same(lab, p, &prog, &direct);
 }
 

@@ -1,7 +1,7 @@
 //! The image byte format. See docs/image-format.md for the full description.
 //!
 //! ```text
-//! header:  "HERDIMG\0" | version u32 LE | reserved u32 (0)
+//! header:  "HERDIMG\0" | version u32 LE | check u32 LE (0; from version 5, !version)
 //! section: kind u32 LE | len u64 LE | crc32 u32 LE | payload[len]
 //!          crc32 covers kind, len and payload
 //! order:   Process, Pages*, End
@@ -27,7 +27,7 @@ use crate::model::{Increment, ProcessImage, ProcessState};
 
 pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
 /// The version this herd writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest version this herd reads (version 2 has no extensions).
 pub const MIN_FORMAT_VERSION: u32 = 2;
 /// Process-section extension: [`ProcessState`].
@@ -42,6 +42,17 @@ pub const MAX_PROCESS_LEN: u64 = 16 << 20;
 pub const MAX_PAGES_LEN: u64 = (64 << 20) + 8;
 /// Pages sections a writer produces are cut at this many bytes.
 pub const WRITE_CHUNK: usize = 8 << 20;
+
+/// The header's word after the version: 0 up to version 4; from version 5 the
+/// version's complement, so that a version damaged into another readable one (5 and
+/// 4 differ in one bit) is noticed.
+pub fn header_check(version: u32) -> u32 {
+    if version >= 5 {
+        !version
+    } else {
+        0
+    }
+}
 
 const KIND_PROCESS: u32 = 1;
 const KIND_PAGES: u32 = 2;
@@ -106,7 +117,7 @@ impl<W: Write> ImageWriter<W> {
     pub fn new(mut out: W) -> io::Result<Self> {
         out.write_all(&MAGIC)?;
         out.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        out.write_all(&0u32.to_le_bytes())?;
+        out.write_all(&header_check(FORMAT_VERSION).to_le_bytes())?;
         Ok(Self { out, page_bytes: 0, wrote_process: false })
     }
 
@@ -355,12 +366,13 @@ impl<R: Read> ImageReader<R> {
         if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::Version { found: version });
         }
-        // The header is not checksummed; the reserved word must be exactly 0
-        // so that no bit of the header can change unnoticed.
+        // The header is not checksummed; the word after the version must be exactly
+        // what that version puts there so that no bit of the header can change unnoticed.
         let reserved = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if reserved != 0 {
+        if reserved != header_check(version) {
             return Err(FormatError::Corrupt(format!(
-                "reserved header field is {reserved:#x}, expected 0"
+                "reserved header field is {reserved:#x}, expected {:#x} in version {version}",
+                header_check(version)
             )));
         }
         Ok(Self::over(input, version))
@@ -582,6 +594,12 @@ impl<R: Read> ImageReader<R> {
                 crate::model::VmaKind::Memory { .. } if self.version < 4 => {
                     return Err(FormatError::Corrupt(format!("memory region {:#x}-{:#x} has a kind that format version {} does not have", v.start, v.end, self.version)));
                 }
+                crate::model::VmaKind::AtHome { .. } if self.version < 5 => {
+                    return Err(FormatError::Corrupt(format!("region {:#x}-{:#x} is kept at home, which format version {} does not have", v.start, v.end, self.version)));
+                }
+                crate::model::VmaKind::AtHome { .. } if v.stored_bytes != 0 => {
+                    return Err(FormatError::Corrupt(format!("region {:#x}-{:#x} is kept at home but stores {} bytes", v.start, v.end, v.stored_bytes)));
+                }
                 crate::model::VmaKind::Memory { offset, .. } if !page_aligned(offset) || offset.checked_add(v.len()).is_none() => {
                     return Err(FormatError::Corrupt(format!("memory region {:#x}-{:#x} maps a memory object from byte {offset}", v.start, v.end)));
                 }
@@ -732,7 +750,7 @@ mod tests {
         let bytes = out.finish().unwrap();
         assert_eq!(&bytes[..8], &MAGIC);
         assert_eq!(bytes[8..12], FORMAT_VERSION.to_le_bytes());
-        assert_eq!(bytes[12..16], [0; 4]);
+        assert_eq!(bytes[12..16], (!FORMAT_VERSION).to_le_bytes());
         assert_eq!(bytes[16..20], KIND_END.to_le_bytes());
         assert_eq!(bytes[20..28], 8u64.to_le_bytes());
         assert_eq!(bytes[28..32], section_crc(KIND_END, 8, &[&0u64.to_le_bytes()]).to_le_bytes());

@@ -335,6 +335,14 @@ pub enum VmaKind {
     /// process that maps it) from byte `offset` of it. A shared mapping's stored
     /// pages are the object's contents there; a private one's are its own.
     Memory { object: u32, offset: u64 },
+    /// Added in format version 5, only in a migration's image (and a checkpoint of a
+    /// migrated process, which its home restores): memory the process shares with
+    /// processes at its home (a shared mapping of a deleted file, a memfd, shared
+    /// anonymous memory a relative maps too, a shared writable file), which stays
+    /// mapped at home in its deputy; `name` is what /proc/PID/maps called it there.
+    /// No contents travel: on another node it is a placeholder whose first touch
+    /// brings the process home, where the deputy's mapping is its memory again.
+    AtHome { name: String },
 }
 
 /// A file on the capturing machine, identified by content.

@@ -233,7 +233,7 @@ fn encode(image: &ProcessImage, pages: &[(u64, Vec<u8>)]) -> Vec<u8> {
 fn header(version: u32) -> Vec<u8> {
     let mut v = MAGIC.to_vec();
     v.extend_from_slice(&version.to_le_bytes());
-    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&herd_image::format::header_check(version).to_le_bytes());
     v
 }
 
@@ -350,7 +350,7 @@ fn round_trip() {
     // The header is what the documentation says it is.
     assert_eq!(&bytes[..8], b"HERDIMG\0");
     assert_eq!(bytes[8..12], FORMAT_VERSION.to_le_bytes());
-    assert_eq!(bytes[12..16], [0, 0, 0, 0]);
+    assert_eq!(bytes[12..16], (!FORMAT_VERSION).to_le_bytes());
     // And the writer's framing is the hand-built one.
     let mut expected = header(FORMAT_VERSION);
     expected.extend(process_section(&image));
@@ -1220,6 +1220,26 @@ fn memory_object_regions_are_version_4() {
     assert!(msg.contains("format version 3"), "{msg}");
     image.vmas[0].kind = VmaKind::Memory { object: 1, offset: 0x3001 };
     expect_corrupt(&encode(&image, &pages), "a memory object mapped from an unaligned offset");
+}
+
+/// Regions kept at home (version 5) round-trip, are refused in a version 4 image,
+/// and store no contents.
+#[test]
+fn regions_kept_at_home_are_version_5() {
+    let (mut image, _) = sample_v3();
+    image.vmas = vec![
+        Vma { start: 0x10000, end: 0x11000, prot: PROT_READ | PROT_WRITE, shared: false, kind: VmaKind::Anonymous, stored_bytes: 0x1000 },
+        Vma { start: 0x20000, end: 0x22000, prot: PROT_READ | PROT_WRITE, shared: true, kind: VmaKind::AtHome { name: "/dev/shm/sem.x (deleted)".into() }, stored_bytes: 0 },
+    ];
+    let pages = vec![(0x10000, pattern(3, 1))];
+    let d = decode(&encode(&image, &pages)).unwrap();
+    assert_eq!(d.image, image);
+    let v4 = concat(&[&header(4), &process_section(&image), &pages_section(0x10000, &pattern(3, 1)), &end_section(4096)]);
+    let msg = expect_corrupt(&v4, "a version 5 region kind in a version 4 image");
+    assert!(msg.contains("format version 4"), "{msg}");
+    image.vmas[1].stored_bytes = 0x1000;
+    let msg = expect_corrupt(&encode(&image, &[(0x10000, pattern(3, 1)), (0x20000, pattern(4, 1))]), "a region kept at home with contents");
+    assert!(msg.contains("kept at home"), "{msg}");
 }
 
 /// A chain of a full image and two increments merges into the image the last one

@@ -251,6 +251,8 @@ pub fn start(
                     Ok(_) => continue, // nothing else is meaningful before the commit
                 }
             }
+            // Memory shared with processes here stays mapped in the deputy.
+            let at_home: Vec<(u64, u64)> = herd_checkpoint::HomeRegion::of(&frozen.image().vmas).iter().map(|r| (r.start, r.end - r.start)).collect();
             let (mut tracee, _mask, mut others) = frozen.into_held();
             let deferred = tracee.take_deferred();
             // Every thread's rseq goes before its memory does.
@@ -261,7 +263,7 @@ pub fn start(
                     .map_err(|e| KernelError::Unexpected { pid, what: e.to_string() })
                     .and_then(|gadget| others.iter_mut().try_for_each(|t| forget_rseq(t, gadget)))
             };
-            let made = forgotten.and_then(|()| Deputy::make(tracee, cookie, postcopy, Team::new(pid, routes, events.clone()))).and_then(|d| {
+            let made = forgotten.and_then(|()| Deputy::make(tracee, cookie, postcopy, Team::new(pid, routes, events.clone()), at_home)).and_then(|d| {
                 for t in others {
                     let tid = t.pid();
                     d.park(t)?;
@@ -450,6 +452,9 @@ struct Deputy {
     team: Team,
     /// Made a thread already (PTRACE_O_TRACECLONE is set).
     traces_clones: bool,
+    /// The process's memory shared with processes here, which stays mapped (address,
+    /// length): its placeholders away bring it home when touched.
+    at_home: Vec<(u64, u64)>,
 }
 
 /// Why a wait on the deputy ended.
@@ -463,9 +468,9 @@ enum Woken {
 impl Deputy {
     /// Turns the stopped original process into a deputy: unregisters rseq,
     /// maps the shell, resets every signal action to the default, unmaps
-    /// everything else (unless `keep_memory`: post-copy still reads it) and
-    /// unblocks every signal.
-    fn make(mut tracee: Tracee, cookie: u64, keep_memory: bool, team: Team) -> Result<Deputy, KernelError> {
+    /// everything else (unless `keep_memory`: post-copy still reads it) but the
+    /// memory kept at home (`at_home`), and unblocks every signal.
+    fn make(mut tracee: Tracee, cookie: u64, keep_memory: bool, team: Team, at_home: Vec<(u64, u64)>) -> Result<Deputy, KernelError> {
         let pid = tracee.pid();
         let unexpected = |what: &str| KernelError::Unexpected { pid, what: what.into() };
         let gadget = herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| unexpected(&e.to_string()))?;
@@ -490,6 +495,7 @@ impl Deputy {
             pending: Default::default(),
             team,
             traces_clones: false,
+            at_home,
         };
         d.team.0.gadget.store(shell, Ordering::SeqCst);
         d.empty(!keep_memory)?;
@@ -505,8 +511,8 @@ impl Deputy {
         self.empty(true)
     }
 
-    /// Default signal actions, nothing mapped but the shell (with `unmap`),
-    /// nothing blocked.
+    /// Default signal actions, nothing mapped but the shell and the memory kept at
+    /// home (with `unmap`), nothing blocked.
     fn empty(&mut self, unmap: bool) -> Result<(), KernelError> {
         let (gadget, scratch) = (self.gadget, self.scratch.0);
         let pid = self.pid;
@@ -520,30 +526,23 @@ impl Deputy {
             }
         }
         if unmap {
-            unmap_all_but(&mut inj, gadget, SHELL_LEN)?;
+            let keep: Vec<(u64, u64)> = std::iter::once((gadget, SHELL_LEN)).chain(self.at_home.iter().copied()).collect();
+            unmap_all_but(&mut inj, &keep)?;
         }
         self.tracee.set_sigmask(0)?;
         Ok(())
     }
 
-    /// After post-copy: the memory kept for the target goes (but the shell and
-    /// the scratch of the threads' deputies).
+    /// After post-copy: the memory kept for the target goes (but the shell, the
+    /// scratch of the threads' deputies and the memory kept at home).
     fn release_memory(&mut self) -> Result<(), KernelError> {
         let gadget = self.gadget;
         self.big = None;
         let mut keep = self.team.0.kept.lock().expect("kept regions").clone();
         keep.push((gadget, SHELL_LEN));
-        keep.sort_unstable();
+        keep.extend(self.at_home.iter().copied());
         let mut inj = self.injector()?;
-        let mut from = 0u64;
-        for (at, len) in keep {
-            if at > from {
-                inj.call_ok("munmap between kept regions", abi::SYS_MUNMAP, &[from, at - from])?;
-            }
-            from = from.max(at + len);
-        }
-        inj.call_ok("munmap above the kept regions", abi::SYS_MUNMAP, &[from, abi::TASK_SIZE_4L - from])?;
-        Ok(())
+        unmap_all_but(&mut inj, &keep)
     }
 
     fn injector(&mut self) -> Result<Injector<'_>, KernelError> {
@@ -934,6 +933,7 @@ impl Deputy {
             pending: Default::default(),
             team,
             traces_clones: false,
+            at_home: Vec::new(),
         };
         let len = SHELL_LEN - PAGE;
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;

@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use herd_checkpoint::filehash::FileHashes;
-use herd_checkpoint::{restore_remote, Frozen, Purpose};
+use herd_checkpoint::{restore_remote, Frozen, HomeRegion, Purpose};
 use herd_kernel::pidfd::PidFd;
 use herd_kernel::seccomp::{Listener, Notif};
 use herd_kernel::maskwait::{self, Interrupted};
 use herd_kernel::task::{self, Exit, SigMasks};
+use herd_kernel::uffd::{Event as MemEvent, Uffd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::pipe::{ChunkReader, ChunkWriter};
@@ -174,6 +175,78 @@ struct Guest {
     /// Its writes since its last checkpoint (None: not trackable here; every
     /// checkpoint is whole).
     dirty: Option<herd_checkpoint::Dirty>,
+    /// Its placeholders of memory kept at home, if any.
+    at_home: Option<AtHome>,
+}
+
+/// The placeholders of a guest's memory kept at home (memory it shares with processes
+/// there, `VmaKind::AtHome`): a thread that touches one waits on the userfaultfd they
+/// are registered with, and the process goes home, where that memory is.
+struct AtHome {
+    uffd: Uffd,
+    marks: Placeholders,
+}
+
+/// Where a guest's placeholders of memory kept at home are, and whether it asked to go
+/// home for a touch of one (pure: unit-tested).
+#[derive(Debug, Default)]
+struct Placeholders {
+    /// Where they are now (the process may unmap or move them).
+    regions: Vec<HomeRegion>,
+    /// Home was asked to take the process back since the last capture.
+    asked: bool,
+}
+
+impl Placeholders {
+    /// Follows what the process did to its placeholders; the first touch of one
+    /// since the last capture is a reason to go home.
+    fn follow(&mut self, events: &[MemEvent]) -> Option<String> {
+        let mut why = None;
+        for e in events {
+            match *e {
+                MemEvent::PageFault { addr } => {
+                    if !self.asked {
+                        let name = self.regions.iter().find(|r| r.start <= addr && addr < r.end).map_or("?", |r| r.name.as_str());
+                        why = Some(format!("touching memory kept at home ({name})"));
+                        self.asked = true;
+                    }
+                }
+                MemEvent::Unmap { start, end } => self.regions = cut(&self.regions, start, end),
+                MemEvent::Remap { from, to, len } => {
+                    let moved: Vec<HomeRegion> = self
+                        .regions
+                        .iter()
+                        .filter(|r| r.start < from + len && from < r.end)
+                        .map(|r| HomeRegion { start: r.start.max(from) - from + to, end: r.end.min(from + len) - from + to, name: r.name.clone() })
+                        .collect();
+                    self.regions = cut(&self.regions, from, from + len);
+                    self.regions = cut(&self.regions, to, to + len);
+                    self.regions.extend(moved);
+                    self.regions.sort_by_key(|r| r.start);
+                }
+                MemEvent::Remove { .. } | MemEvent::Other(_) => {}
+            }
+        }
+        why
+    }
+}
+
+/// `regions` without `[start, end)`.
+fn cut(regions: &[HomeRegion], start: u64, end: u64) -> Vec<HomeRegion> {
+    let mut out = Vec::new();
+    for r in regions {
+        if r.end <= start || end <= r.start {
+            out.push(r.clone());
+            continue;
+        }
+        if r.start < start {
+            out.push(HomeRegion { start: r.start, end: start, name: r.name.clone() });
+        }
+        if end < r.end {
+            out.push(HomeRegion { start: end, end: r.end, name: r.name.clone() });
+        }
+    }
+    out
 }
 
 /// What a capture is for.
@@ -213,6 +286,7 @@ impl Guest {
             return Err("failpoint arrive-restored".into());
         }
         let dirty = rr.dirty;
+        let at_home = rr.at_home.map(|(fd, regions)| AtHome { uffd: Uffd::from_fd(fd, pid), marks: Placeholders { regions, asked: false } });
         let mut tids: HashMap<i32, i32> = restored.tids.iter().map(|&(home, here)| (here, home)).collect();
         // The main thread's home id is the home pid, whatever the image calls it (an image
         // captured on another node, or on the way to a checkpoint, names it by that node's id).
@@ -306,6 +380,7 @@ impl Guest {
             direct,
             ahead,
             dirty,
+            at_home,
         })
     }
 
@@ -317,12 +392,15 @@ impl Guest {
         mut hashes: FileHashes,
     ) {
         loop {
-            let (notif_ready, exited, woken) = {
-                let mut fds = [
+            let (notif_ready, exited, woken, touched) = {
+                let mut fds = vec![
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(cmds.as_fd(), PollFlags::POLLIN),
                 ];
+                if let Some(h) = &self.at_home {
+                    fds.push(PollFd::new(h.uffd.as_fd(), PollFlags::POLLIN));
+                }
                 match poll(&mut fds, PollTimeout::from(1000u16)) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -333,8 +411,11 @@ impl Guest {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]))
+                (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]), fds.get(3).is_some_and(ready))
             };
+            if touched {
+                self.memory_events(&**out);
+            }
             if exited {
                 if let Ok(Some(exit)) = self.pidfd.try_wait() {
                     let ending = match exit {
@@ -369,6 +450,35 @@ impl Guest {
                     out(ToHome::Stats(usage));
                 }
             }
+        }
+    }
+
+    /// Reads what the process did to its placeholders of memory kept at home; a touch
+    /// sends it home.
+    fn memory_events(&mut self, out: &dyn Fn(ToHome) -> bool) {
+        let Some(h) = &mut self.at_home else { return };
+        let mut events = Vec::new();
+        if let Err(e) = h.uffd.events(&mut events) {
+            tracing::warn!(pid = self.pid, "memory kept at home: {e}");
+        }
+        if let Some(why) = h.marks.follow(&events) {
+            tracing::info!(pid = self.pid, home = self.home, "goes home for {why}");
+            out(ToHome::WantHome { why });
+        }
+    }
+
+    /// Whether call `n` reads or writes memory kept at home (its placeholder here has
+    /// nothing): then it must be made at home.
+    fn touches_home_memory(&self, n: &Notif) -> bool {
+        let Some(h) = self.at_home.as_ref().map(|h| &h.marks.regions).filter(|r| !r.is_empty()) else { return false };
+        let (nr, args) = (i64::from(n.nr), n.args);
+        if syscalls::spec(nr, &args).is_none() {
+            return false;
+        }
+        match syscalls::marshal(nr, args, &ProcMemory { pid: self.pid }) {
+            Ok(call) => call.bufs.iter().any(|b| HomeRegion::touched(h, b.addr, b.addr.saturating_add(b.len.max(1)))),
+            Err(syscalls::MarshalError::Fault { addr, len, .. }) => HomeRegion::touched(h, addr, addr.saturating_add(len.max(1))),
+            Err(_) => false,
         }
     }
 
@@ -637,6 +747,12 @@ impl Guest {
         }
         if let Some((tid, sig)) = self.signal_to_own_thread(&n) {
             return self.signal_self(n.id, n.pid, sig, Some(tid));
+        }
+        if self.touches_home_memory(&n) {
+            // No answer, as for any call made at home (see Class::Home below).
+            tracing::info!(pid = self.pid, home = self.home, nr = n.nr, "goes home for a call whose buffer is memory kept at home");
+            out(ToHome::WantHome { why: format!("call {} with a buffer in memory kept at home", syscalls::name(i64::from(n.nr)).unwrap_or("?")) });
+            return;
         }
         let after = match self.direct.plan(&n, &ProcMemory { pid: self.pid }) {
             Plan::Usual if i64::from(n.nr) == libc::SYS_read && self.read_ahead(&n, out) => return,
@@ -1055,7 +1171,15 @@ impl Guest {
         // for it ends when its answer finds no birth here).
         self.pending.clear();
         self.births.clear();
-        let mut frozen = match Frozen::freeze_for(self.pid, hashes, Purpose::Migrate { own_filter: true }) {
+        // A touch of memory kept at home during or after this capture asks again.
+        let at_home = match &mut self.at_home {
+            Some(h) => {
+                h.marks.asked = false;
+                h.marks.regions.clone()
+            }
+            None => Vec::new(),
+        };
+        let mut frozen = match Frozen::freeze_away(self.pid, hashes, Purpose::Migrate { own_filter: true }, &at_home) {
             Ok(f) => f,
             Err(e) => {
                 out(ToHome::CaptureFailed { reason: e.to_string() });
@@ -1214,7 +1338,7 @@ fn acts_before_return(tid: u32, sig: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::acts_before_return;
+    use super::{acts_before_return, HomeRegion, MemEvent, Placeholders};
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
@@ -1246,5 +1370,23 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn placeholders_follow_unmaps_and_moves_and_ask_once() {
+        let r = |start: u64, end: u64, name: &str| HomeRegion { start, end, name: name.into() };
+        let mut p = Placeholders { regions: vec![r(0x10000, 0x14000, "a"), r(0x20000, 0x22000, "b")], asked: false };
+        // The middle of "a" unmapped; "b" moved (mremap) over part of where "a" was.
+        assert_eq!(p.follow(&[MemEvent::Unmap { start: 0x11000, end: 0x12000 }]), None);
+        assert_eq!(p.regions, vec![r(0x10000, 0x11000, "a"), r(0x12000, 0x14000, "a"), r(0x20000, 0x22000, "b")]);
+        assert_eq!(p.follow(&[MemEvent::Remap { from: 0x20000, to: 0x13000, len: 0x2000 }]), None);
+        assert_eq!(p.regions, vec![r(0x10000, 0x11000, "a"), r(0x12000, 0x13000, "a"), r(0x13000, 0x15000, "b")]);
+        // A touch asks once, naming the memory; a second touch does not ask again.
+        let why = p.follow(&[MemEvent::PageFault { addr: 0x14010 }, MemEvent::PageFault { addr: 0x10000 }]);
+        assert_eq!(why.as_deref(), Some("touching memory kept at home (b)"));
+        assert!(p.asked);
+        assert_eq!(p.follow(&[MemEvent::PageFault { addr: 0x10000 }]), None);
+        assert!(HomeRegion::touched(&p.regions, 0x12ff8, 0x13008));
+        assert!(!HomeRegion::touched(&p.regions, 0x11000, 0x12000));
     }
 }
