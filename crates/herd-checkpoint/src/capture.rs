@@ -165,6 +165,11 @@ pub struct Frozen {
     image: ProcessImage,
     plans: Vec<PagePlan>,
     stopped_at: Instant,
+    /// A copy-on-write copy of the process's memory made at the capture
+    /// ([`Frozen::snapshot`]), stopped; its pages are read instead of the process's.
+    snapshot: Option<Tracee>,
+    /// When the process was let go (after a snapshot): the end of its stop.
+    released_at: Option<Instant>,
 }
 
 fn seize_error(pid: i32, e: KernelError) -> CheckpointError {
@@ -206,7 +211,7 @@ impl Frozen {
         // On any error below, `held` is dropped and the process released.
         hold_every_thread(&mut held, pid)?;
         let (image, plans) = capture_with(&mut held, pid, hashes, purpose, &HashMap::new(), &HashMap::new(), at_home)?;
-        Ok(Frozen { held, image, plans, stopped_at })
+        Ok(Frozen { held, image, plans, stopped_at, snapshot: None, released_at: None })
     }
 
     /// Stops every thread of process `pid` and nothing more (a tree holds all
@@ -229,7 +234,7 @@ impl Frozen {
         stopped_at: Instant,
     ) -> Result<Frozen> {
         let (image, plans) = capture_with(&mut held, pid, hashes, Purpose::Tree, decided, mapped, &[])?;
-        Ok(Frozen { held, image, plans, stopped_at })
+        Ok(Frozen { held, image, plans, stopped_at, snapshot: None, released_at: None })
     }
 }
 
@@ -656,7 +661,8 @@ impl Frozen {
     }
 
     fn write_with<W: Write + Send>(&mut self, out: W, postcopy: bool) -> Result<(W, CaptureStats)> {
-        let pid = self.image.task.pid;
+        // The pages come from the snapshot when there is one (the process runs on meanwhile).
+        let pid = self.snapshot.as_ref().map_or(self.image.task.pid, |t| t.pid());
         let mut w = ImageWriter::new(out).map_err(io_err("writing the image"))?;
         let split;
         let mut eager: Vec<&PagePlan> = Vec::new();
@@ -724,12 +730,96 @@ impl Frozen {
         tracing::debug!(pid, "capture: {} page bytes written at {:.1} ms", w.page_bytes(), self.stopped_at.elapsed().as_secs_f64() * 1e3);
         let bytes = w.page_bytes();
         let out = w.finish().map_err(io_err("writing the image"))?;
-        Ok((out, CaptureStats { frozen_for: self.stopped_at.elapsed(), page_bytes: bytes }))
+        let frozen_for = self.released_at.unwrap_or_else(Instant::now).saturating_duration_since(self.stopped_at);
+        Ok((out, CaptureStats { frozen_for, page_bytes: bytes }))
     }
 
     /// Lets the process continue as if nothing happened.
     pub fn release(mut self) -> Result<()> {
+        self.end_snapshot();
         self.held.release()
+    }
+
+    /// For a checkpoint of a process that runs on: copies its memory as it is now,
+    /// copy on write (a `clone` injected in its main thread, the copy made a child of
+    /// the process's parent, stopped and never run), and lets the process go on at
+    /// once. [`Frozen::write`] then reads the pages from the copy, while the process
+    /// runs; it is stopped only for the capture and the clone, whatever its size.
+    /// `listener`: the process's seccomp listener, if it runs under herd's filter
+    /// (which sends a clone to it: the injected one is let through).
+    ///
+    /// `Ok(false)` when a copy would not be the process's memory (a region that
+    /// fork does not copy, or wipes: MADV_DONTFORK, MADV_WIPEONFORK) or the clone
+    /// failed: the process stays stopped and the image is written as usual.
+    pub fn snapshot(&mut self, listener: Option<&herd_kernel::seccomp::Listener>) -> Result<bool> {
+        let pid = self.image.task.pid;
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).map_err(|e| CheckpointError::Proc { pid, what: format!("smaps: {e}") })?;
+        if smaps.lines().filter(|l| l.starts_with("VmFlags:")).any(|l| l.split_whitespace().any(|f| f == "dc" || f == "wf")) {
+            tracing::debug!(pid, "no snapshot: a region is not copied, or is wiped, by fork");
+            return Ok(false);
+        }
+        let gadget = syscall_gadget(pid)?;
+        let main = self.held.main();
+        let regs = main.regs;
+        main.tracee.set_options(abi::PTRACE_O_TRACECLONE)?;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        // A thread without CLONE_THREAD, whose exit signal is none: its parent is the
+        // process's (CLONE_PARENT: herd, which reaps it), the process never hears of it.
+        let flags = abi::CLONE_PARENT;
+        let made = std::thread::scope(|s| {
+            if let Some(l) = listener {
+                let done = &done;
+                s.spawn(move || {
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        if !matches!(l.wait(20), Ok(herd_kernel::seccomp::Readiness::Notification)) {
+                            continue;
+                        }
+                        match l.recv() {
+                            Ok(n) if n.pid as i32 == pid && i64::from(n.nr) == abi::SYS_CLONE as i64 => {
+                                let _ = l.continue_(n.id);
+                                return;
+                            }
+                            Ok(n) => {
+                                // (Every thread is held: no other call can be made now.)
+                                tracing::warn!(pid, tid = n.pid, nr = n.nr, "a call while the process is held: failed with EINTR");
+                                let _ = l.respond(n.id, -1, libc::EINTR);
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                });
+            }
+            let r = Injector::new(&mut main.tracee, gadget, regs).call_clone(abi::SYS_CLONE, &[flags, 0, 0, 0, 0]);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        main.tracee.set_options(0)?;
+        let child = match made {
+            Ok((_, Some(child))) => child,
+            Ok((ret, None)) => {
+                tracing::debug!(pid, "no snapshot: clone failed ({ret})");
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.snapshot = Some(child);
+        self.held.release()?;
+        self.released_at = Some(Instant::now());
+        Ok(true)
+    }
+
+    /// Whether the process was let go after a snapshot ([`Frozen::snapshot`]).
+    pub fn released(&self) -> bool {
+        self.released_at.is_some()
+    }
+
+    /// Ends the snapshot, if any (it is herd's child: reaped here).
+    fn end_snapshot(&mut self) {
+        if let Some(t) = self.snapshot.take() {
+            let child = t.pid();
+            t.kill();
+            let _ = task::reap(child);
+        }
     }
 
     /// Keeps the process stopped and hands it over: the main thread's tracee
@@ -744,11 +834,23 @@ impl Frozen {
 
     /// Ends the process (SIGKILL). Call only once the image is safe.
     pub fn kill(mut self) {
+        self.end_snapshot();
+        // Let go after a snapshot, it runs: a plain SIGKILL (the caller reaps it).
+        if self.released_at.is_some() {
+            let _ = task::kill(self.image.task.pid, libc::SIGKILL);
+        }
         // The other threads first: the main thread is reported dead (and can be
         // reaped) only once they are.
         for t in std::mem::take(&mut self.held.threads).into_iter().rev() {
             t.tracee.kill();
         }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // (The process itself is released by `held`'s drop, if it is still held.)
+        self.end_snapshot();
     }
 }
 

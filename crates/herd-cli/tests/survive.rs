@@ -45,6 +45,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("herdd_stopped_membership_resumes_within_5s_input_read_once", herdd_stopped_membership_resumes_within_5s_input_read_once),
     ("herdd_killed_three_times_nothing_lost_or_twice", herdd_killed_three_times_nothing_lost_or_twice),
     ("clock_reading_job_diverges_is_reported_and_finishes", clock_reading_job_diverges_is_reported_and_finishes),
+    ("memory_rewritten_while_checkpointed_resumes_intact", memory_rewritten_while_checkpointed_resumes_intact),
+    // Last: it kills n3 for good.
     ("node_killed_job_resumes_on_home_replays_and_comes_home", node_killed_job_resumes_on_home_replays_and_comes_home),
 ];
 
@@ -54,7 +56,7 @@ const EVERY_SECOND: &[&str] = &["--checkpoint-every", "1s"];
 fn survival_scenarios() {
     let spec = Spec {
         name: "surv",
-        c_programs: &[],
+        c_programs: &["mig_churn"],
         py_programs: &["surv_job.py"],
         scripts: &[],
         quiet_n1: true,
@@ -361,4 +363,41 @@ fn node_killed_job_resumes_on_home_replays_and_comes_home(lab: &Lab) {
     let (a, b) = (fs::read_to_string(&fd).unwrap(), fs::read_to_string(&fh).unwrap());
     assert_eq!(a.lines().count(), 300);
     assert!(a == b, "the file written through the resume differs from the direct run's:\n{}", tail(&b, 5));
+}
+
+/// 128 MiB rewritten as fast as it can (every page each pass, each pass checking the last:
+/// mig_churn) while it is checkpointed every second on n2, each checkpoint from a
+/// copy-on-write snapshot of its memory that is sent while it goes on rewriting; n2's herdd
+/// killed during its passes: it resumes from its last checkpoint, finds every page as the
+/// checkpoint left it (its own checks), and ends with the direct run's digest.
+fn memory_rewritten_while_checkpointed_resumes_intact(lab: &Lab) {
+    let prog = lab.program("mig_churn").with_args(&["128", "2", "2000"]);
+    let direct = lab.run_direct("mig_churn 128 MiB (direct)", &prog, &[Gate::Line("gate 0"), Gate::Line("gate 1")]);
+    expect_status(&direct, Some(0), None);
+    let mut p = lab.start("mig_churn 128 MiB (checkpointed on n2, whose herdd is killed)", How::HerdWith(EVERY_SECOND), &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "gate 0");
+    lab.expect_migrate(&p, pid, "n2");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    p.send(lab, "go\n");
+    // Two checkpoints taken while it rewrites (the second an increment of the first).
+    let r = wait_row(lab, &p, pid, "two checkpoints", EVENT, |r| r["checkpoint_unix"].as_u64() > Some(now + 1));
+    println!("checkpointed while rewriting: {}", r["survival"]);
+    if p.stdout().contains("phase 0 done") {
+        println!("(its first phase ended before n2's herdd was killed: it resumes from a checkpoint of a later point)");
+    }
+    let host_pid = lab.daemon_host_pid("n2");
+    DaemonGuard { lab, node: "n2", host_pid, started: start_time(host_pid), restarted: false }.restart();
+    let r = wait_row(lab, &p, pid, "a resume", EVENT, |r| r["resumed"].as_u64() >= Some(1));
+    println!("resumed: {}", r["survival"]);
+    // Its checkpoints there were read from snapshots while it ran.
+    let log = fs::read_to_string(lab.dir.join("n1").join("herdd.log")).unwrap_or_default();
+    let snapshots: Vec<&str> = log.lines().filter(|l| l.contains("checkpointed on n2") && l.contains("from a snapshot") && l.contains(&format!("pid={pid}"))).collect();
+    assert!(!snapshots.is_empty(), "no checkpoint of it on n2 was made from a snapshot (n1's log)");
+    println!("n1: {}", snapshots[snapshots.len() - 1]);
+    lab.wait_all_up("n1", Duration::from_secs(30));
+    p.wait_for_line(lab, "gate 1");
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
 }

@@ -77,6 +77,9 @@ pub const SYS_PRLIMIT64: u64 = 302;
 pub const SYS_EXIT: u64 = 60;
 pub const SYS_FUTEX: u64 = 202;
 pub const SYS_CLONE3: u64 = 435;
+pub const SYS_CLONE: u64 = 56;
+/// clone(2): the new process's parent is the caller's parent.
+pub const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
 pub const SYS_SCHED_SETSCHEDULER: u64 = 144;
 pub const SYS_SETPRIORITY: u64 = 141;
 pub const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;

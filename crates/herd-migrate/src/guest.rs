@@ -1196,6 +1196,24 @@ impl Guest {
                 return Flow::Go;
             }
         }
+        // A checkpoint: the process runs on from a copy-on-write snapshot of its memory,
+        // its writes tracked from that instant for the next one (if this one is not kept,
+        // the next is whole: home names the one it has). Its calls wait until the
+        // checkpoint is over (this thread serves them), so that every call it makes
+        // after the snapshot is journaled after the checkpoint.
+        if let Capture::Checkpoint { id, .. } = kind {
+            if let Some(d) = &mut self.dirty {
+                if let Err(e) = frozen.arm(d, id) {
+                    tracing::warn!(pid = self.pid, "write tracking stopped (the next checkpoint is whole): {e}");
+                    d.disarm();
+                }
+            }
+            match frozen.snapshot(Some(&self.listener)) {
+                Ok(true) => tracing::debug!(pid = self.pid, "checkpoint from a snapshot"),
+                Ok(false) => {}
+                Err(e) => tracing::info!(pid = self.pid, "no snapshot for this checkpoint ({e}): it stays stopped until its image is written"),
+            }
+        }
         // Its threads are made again by their home ids (the ids glibc keeps for them).
         frozen.rename_threads(|tid| self.home_tid(tid));
         // Files it used here directly or read ahead: home's descriptors take their offsets.
@@ -1209,12 +1227,19 @@ impl Guest {
             !crate::failpoint::fires("away-image") && image_out(chunk)
         });
         let written = if postcopy { frozen.write_postcopy(writer) } else { frozen.write(writer) };
-        let written = written.and_then(|(mut w, _)| {
-            std::io::Write::flush(&mut w).map_err(|e| herd_checkpoint::CheckpointError::Io { what: "sending the image".into(), source: e })
+        let written = written.and_then(|(mut w, stats)| {
+            std::io::Write::flush(&mut w).map_err(|e| herd_checkpoint::CheckpointError::Io { what: "sending the image".into(), source: e })?;
+            Ok(stats)
         });
-        if let Err(e) = written {
-            out(ToHome::CaptureFailed { reason: e.to_string() });
-            return Flow::Go; // `frozen` is released on drop
+        let stats = match written {
+            Ok(stats) => stats,
+            Err(e) => {
+                out(ToHome::CaptureFailed { reason: e.to_string() });
+                return Flow::Go; // `frozen` is released on drop
+            }
+        };
+        if matches!(kind, Capture::Checkpoint { .. }) {
+            out(ToHome::Stopped { micros: stats.frozen_for.as_micros() as u64, snapshot: frozen.released() });
         }
         out(ToHome::ImageEnd);
         // Post-copy: once the process runs on the next node, its pages go from here.
@@ -1229,13 +1254,7 @@ impl Guest {
                     return Flow::End;
                 }
                 Ok(GuestCmd::Home(ToRemote::Abort)) if pusher.is_none() => {
-                    // A checkpoint: its writes are tracked from here, for the next one.
-                    if let (Capture::Checkpoint { id, .. }, Some(d)) = (kind, &mut self.dirty) {
-                        if let Err(e) = frozen.arm(d, id) {
-                            tracing::warn!(pid = self.pid, "write tracking stopped (the next checkpoint is whole): {e}");
-                            d.disarm();
-                        }
-                    }
+                    // (A checkpoint's tracking was armed at the capture.)
                     drop(frozen);
                     // Signals held meanwhile: no call of the process is pending any more.
                     for (tid, held) in std::mem::take(&mut self.held_signals) {

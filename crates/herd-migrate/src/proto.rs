@@ -29,7 +29,7 @@ use crate::syscalls::{Call, Reply};
 /// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items). Version 9:
 /// [`Adopt::track_writes`] and [`ToRemote::ImageKept`] (the image of a move from home
 /// is the base of the first incremental checkpoint).
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -287,6 +287,11 @@ pub enum ToHome {
     /// wait with a mask of its own: pselect6, ppoll, epoll_pwait). Its answer comes as
     /// usual (the call's own result if it ended first).
     Interrupt { seq: u64, tid: i32 },
+    /// Tag 20 (version 10): Before [`ToHome::ImageEnd`] of a checkpoint: how long the
+    /// capture stopped the process, in microseconds, and whether the image was read from
+    /// a copy-on-write snapshot (then the process ran on while it was sent, and this is
+    /// less than the capture takes).
+    Stopped { micros: u64, snapshot: bool },
 }
 
 /// Largest image chunk per message.
@@ -376,6 +381,7 @@ mod tests {
             ToHome::Offsets(vec![]),
             ToHome::Write { fd: 0, at: 0, data: vec![] },
             ToHome::Interrupt { seq: 0, tid: 0 },
+            ToHome::Stopped { micros: 0, snapshot: false },
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");

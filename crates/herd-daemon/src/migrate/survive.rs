@@ -263,6 +263,9 @@ impl Actor {
         let mut held_bytes = 0usize;
         let mut bytes = 0u64;
         let mut failed: Option<String> = None;
+        // How long the node stopped it, and whether from a snapshot (then less than the
+        // capture takes).
+        let mut stopped: Option<(u64, bool)> = None;
         let captured: Result<(), ControlError> = loop {
             match self.next().await {
                 Some(Input::Remote { gen: g, msg }) if g == gen => match msg {
@@ -287,6 +290,7 @@ impl Actor {
                             failed = Some(format!("writing {}: {e}", part.display()));
                         }
                     }
+                    ToHome::Stopped { micros, snapshot } => stopped = Some((micros, snapshot)),
                     ToHome::ImageEnd => break Ok(()),
                     ToHome::CaptureFailed { reason } => break Err(err(ErrorKind::Refused, format!("it cannot be checkpointed now: {reason}"))),
                     ToHome::Exited(how) => {
@@ -325,7 +329,8 @@ impl Actor {
         // it already does, and this is ignored).
         self.to_remote(ToRemote::Abort).await;
         self.resume();
-        let frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let frozen_ms = stopped.map_or_else(|| t0.elapsed().as_secs_f64() * 1e3, |(us, _)| us as f64 / 1e3);
+        let how = if stopped.is_some_and(|(_, snapshot)| snapshot) { ", from a snapshot" } else { "" };
         // Not synced: the image must outlive the node running the process, not home
         // (whose loss ends the process anyway); the page cache is enough.
         let kept = match captured {
@@ -364,7 +369,7 @@ impl Actor {
             Ok(increment) => {
                 self.journal.commit();
                 self.keep_image(path.clone(), bytes, id, increment);
-                tracing::info!(pid = self.pid, "checkpointed on {node}: {} bytes to {} (stopped {frozen_ms:.1} ms)", bytes, path.display());
+                tracing::info!(pid = self.pid, "checkpointed on {node}: {} bytes to {} (stopped {frozen_ms:.1} ms{how})", bytes, path.display());
                 Ok(Checkpointed { pid: self.pid, path: path.display().to_string(), bytes, frozen_ms, node })
             }
             Err(e) => {
