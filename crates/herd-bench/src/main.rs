@@ -262,6 +262,10 @@ enum Cmd {
         /// Only the chaos run (part 3).
         #[arg(long)]
         chaos_only: bool,
+        /// The nodes share every CPU of the machine instead of one each (herdd then has a
+        /// CPU besides the process's: a node with more than one).
+        #[arg(long)]
+        shared_cpus: bool,
         /// Keep the cluster's directory (logs) afterwards.
         #[arg(long)]
         keep: bool,
@@ -336,8 +340,8 @@ fn main() -> ExitCode {
         Cmd::Balance { jobs, job_secs, keep, json } => balance::run(balance::Config { jobs, job_secs, keep, json }),
         Cmd::Build { units, jobs, reps, keep } => build::run(build::Config { units, jobs, reps, keep }),
         Cmd::Watch { procs, window, reps, keep } => watch::run(watch::Config { procs, window, reps, keep }),
-        Cmd::Survive { mib, every, cpu_secs, dirty, reps, rounds, seed, chaos_only, keep } => {
-            survive::run(survive::Config { mib, every, cpu_secs, dirty, reps, rounds, seed, chaos_only, keep })
+        Cmd::Survive { mib, every, cpu_secs, dirty, reps, rounds, seed, chaos_only, shared_cpus, keep } => {
+            survive::run(survive::Config { mib, every, cpu_secs, dirty, reps, rounds, seed, chaos_only, shared_cpus, keep })
         }
         Cmd::BalanceSim { nodes, seconds, utilisation, seed, short_jobs, no_birth_placement, json } => {
             balance_sim::run(balance_sim::Config { nodes, seconds, utilisation, seed, short_jobs, birth_placement: !no_birth_placement, json })

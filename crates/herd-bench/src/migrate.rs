@@ -256,6 +256,11 @@ const NODES: [&str; 2] = ["n1", "n2"];
 
 impl Lab {
     pub(crate) fn up(keep: bool) -> Result<Lab> {
+        Self::up_with(keep, true)
+    }
+
+    /// [`Lab::up`]; with `pinned` false the nodes share every CPU (no cpuset each).
+    pub(crate) fn up_with(keep: bool, pinned: bool) -> Result<Lab> {
         let bench = std::env::current_exe().context("cannot find herd-bench's own executable")?;
         let herd = bench.with_file_name("herd");
         let herdd = bench.with_file_name("herdd");
@@ -304,7 +309,9 @@ impl Lab {
         opts.daemon = Some(herdd);
         opts.timeout = Duration::from_secs(60);
         let mut no_cpusets = None;
-        if sys::cpus() >= 2 {
+        if !pinned {
+            no_cpusets = Some("asked for (--shared-cpus)".to_string());
+        } else if sys::cpus() >= 2 {
             opts.cpus_per_node = Some(1);
         } else {
             no_cpusets = Some("this machine has one CPU".to_string());

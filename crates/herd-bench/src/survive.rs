@@ -34,11 +34,13 @@ pub struct Config {
     pub seed: u64,
     /// Part 3 alone.
     pub chaos_only: bool,
+    /// The nodes share the machine's CPUs instead of one each.
+    pub shared_cpus: bool,
     pub keep: bool,
 }
 
 pub fn run(cfg: Config) -> Result<bool> {
-    let lab = Lab::up(cfg.keep)?;
+    let lab = Lab::up_with(cfg.keep, !cfg.shared_cpus)?;
     lab.print_header("herd-bench survive");
     println!(
         "process under test: {} MiB of pseudo-random words, started in n1 as uid 65534 under `herd run --checkpoint-every`, run on n2",

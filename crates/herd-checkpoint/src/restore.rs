@@ -106,11 +106,12 @@ enum Into<'a> {
     /// A new process that runs as a migrated guest: no open files (they stay
     /// with the deputy at home), cwd `/`, and `filter` (a seccomp program,
     /// `struct sock_filter` array) installed last with a user-notification
-    /// listener. With `lazy` (post-copy), those runs of pages (address,
+    /// listener (`filter_at_home` instead for a process that maps memory kept at
+    /// home). With `lazy` (post-copy), those runs of pages (address,
     /// length) are not in the image: the anonymous VMAs holding them are
     /// registered with a userfaultfd, handed back in [`Built::uffd`]. With `track`,
     /// its writes are tracked from before it runs (`crate::Dirty::arm_restored`).
-    Remote { filter: &'a [u8], lazy: Option<&'a [(u64, u64)]>, track: bool },
+    Remote { filter: &'a [u8], filter_at_home: &'a [u8], lazy: Option<&'a [(u64, u64)]>, track: bool },
     /// The deputy at home, already seized and stopped, which keeps its pid,
     /// files and credentials; `gadget` is a `syscall` instruction in it.
     Deputy { gadget: u64 },
@@ -471,13 +472,14 @@ fn set_groups(tree: &TreeImage, tracees: &mut [(usize, Tracee)], mode: PidMode, 
     Ok(())
 }
 
-/// Restores a migrated process as a guest of this node: see `Into::Remote`.
-/// Returns it running, the seccomp listener that receives its trapped
+/// Restores a migrated process as a guest of this node: see `Into::Remote`
+/// (`filters`: its seccomp filter, and the one for a process that maps memory kept at
+/// home). Returns it running, the seccomp listener that receives its trapped
 /// system calls, and with `lazy` (post-copy: the runs of pages that come
 /// later, as [`crate::Frozen::write_postcopy`] returned them) the
 /// userfaultfd that must fill them.
-pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filter: &[u8], lazy: Option<&[(u64, u64)]>, track: bool) -> Result<RemoteRestore> {
-    let (restored, listener, b) = restore_new(input, hashes, Into::Remote { filter, lazy, track })?;
+pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filters: (&[u8], &[u8]), lazy: Option<&[(u64, u64)]>, track: bool) -> Result<RemoteRestore> {
+    let (restored, listener, b) = restore_new(input, hashes, Into::Remote { filter: filters.0, filter_at_home: filters.1, lazy, track })?;
     Ok(RemoteRestore {
         restored,
         listener: listener.expect("a remote restore installs a listener"),
@@ -1339,7 +1341,9 @@ fn build(
     // Without privileges, installing a filter needs no_new_privs (which only
     // matters to execve, and execve brings a guest home).
     let mut listener_fd = None;
-    if let Into::Remote { filter, .. } = into {
+    if let Into::Remote { filter, filter_at_home, .. } = into {
+        // A process with memory kept at home gets the filter that shows the guest its futex calls.
+        let filter = if home.is_empty() { filter } else { filter_at_home };
         if filter.is_empty() || filter.len() % 8 != 0 || filter.len() / 8 > u16::MAX as usize {
             return Err(CheckpointError::Incompatible("malformed seccomp filter".into()));
         }

@@ -270,7 +270,7 @@ impl Guest {
         out: &Out,
         shared: &Arc<Shared>,
     ) -> Result<Guest, String> {
-        let filter = syscalls::filter().to_bytes();
+        let (filter, filter_at_home) = (syscalls::filter().to_bytes(), syscalls::filter_with_memory_at_home().to_bytes());
         let runs = match adopt.mode {
             MoveMode::PostCopy => Some(lazy.recv().map_err(|_| "the stream from home ended before the image".to_string())?),
             MoveMode::StopAndCopy => None,
@@ -278,7 +278,7 @@ impl Guest {
         if crate::failpoint::fires("arrive-restore") {
             return Err("failpoint arrive-restore".into());
         }
-        let rr = restore_remote(image, hashes, &filter, runs.as_deref(), adopt.track_writes).map_err(|e| e.to_string())?;
+        let rr = restore_remote(image, hashes, (&filter, &filter_at_home), runs.as_deref(), adopt.track_writes).map_err(|e| e.to_string())?;
         let (restored, listener) = (rr.restored, rr.listener);
         let pid = restored.pid;
         if crate::failpoint::fires("arrive-restored") {
@@ -472,6 +472,10 @@ impl Guest {
     fn touches_home_memory(&self, n: &Notif) -> bool {
         let Some(h) = self.at_home.as_ref().map(|h| &h.marks.regions).filter(|r| !r.is_empty()) else { return false };
         let (nr, args) = (i64::from(n.nr), n.args);
+        if syscalls::FUTEX_CALLS.contains(&nr) {
+            // A word it cannot name (an unreadable futex_waitv list) is one home can.
+            return syscalls::futex_words(nr, &args, &ProcMemory { pid: self.pid }).is_none_or(|words| words.iter().any(|&w| HomeRegion::touched(h, w, w + 4)));
+        }
         if syscalls::spec(nr, &args).is_none() {
             return false;
         }
@@ -752,6 +756,11 @@ impl Guest {
             // No answer, as for any call made at home (see Class::Home below).
             tracing::info!(pid = self.pid, home = self.home, nr = n.nr, "goes home for a call whose buffer is memory kept at home");
             out(ToHome::WantHome { why: format!("call {} with a buffer in memory kept at home", syscalls::name(i64::from(n.nr)).unwrap_or("?")) });
+            return;
+        }
+        // (Futex calls trap only for a process with memory kept at home: any other runs here.)
+        if syscalls::FUTEX_CALLS.contains(&i64::from(n.nr)) {
+            let _ = self.listener.continue_(n.id);
             return;
         }
         let after = match self.direct.plan(&n, &ProcMemory { pid: self.pid }) {

@@ -656,6 +656,35 @@ pub fn filter() -> Filter {
     seccomp::build_filter(&local_syscalls(), libc::SYS_mmap as u32)
 }
 
+/// The futex calls, which the filter of a process with memory kept at home shows the
+/// guest ([`filter_with_memory_at_home`]).
+pub const FUTEX_CALLS: [i64; 2] = [libc::SYS_futex, libc::SYS_futex_waitv];
+
+/// The filter of a migrated process that maps memory kept at home: as [`filter`], but
+/// its futex calls trap too, so that the guest can send the process home for one on
+/// that memory (the kernel's access to a placeholder would fail the call with EFAULT;
+/// a semaphore's wait interrupted by a move restarts there).
+pub fn filter_with_memory_at_home() -> Filter {
+    let local: Vec<u32> = local_syscalls().into_iter().filter(|&nr| !FUTEX_CALLS.contains(&i64::from(nr))).collect();
+    seccomp::build_filter(&local, libc::SYS_mmap as u32)
+}
+
+/// The futex words call `nr` (futex, futex_waitv) names, read from the process for
+/// futex_waitv's list; None if that list cannot be read.
+pub fn futex_words(nr: i64, args: &[u64; 6], mem: &dyn MemRead) -> Option<Vec<u64>> {
+    if nr == libc::SYS_futex {
+        // FUTEX_REQUEUE, CMP_REQUEUE, WAKE_OP, WAIT_REQUEUE_PI, CMP_REQUEUE_PI name a second word.
+        let op = (args[1] as i32) & libc::FUTEX_CMD_MASK;
+        let two = [libc::FUTEX_REQUEUE, libc::FUTEX_CMP_REQUEUE, libc::FUTEX_WAKE_OP, libc::FUTEX_WAIT_REQUEUE_PI, libc::FUTEX_CMP_REQUEUE_PI].contains(&op);
+        return Some(if two { vec![args[0], args[4]] } else { vec![args[0]] });
+    }
+    // futex_waitv(waiters, nr_futexes, ...): struct futex_waitv { u64 val, uaddr; u32 flags, reserved }.
+    let n = args[1].min(128) as usize;
+    let mut buf = vec![0u8; n * 24];
+    mem.read(args[0], &mut buf).ok()?;
+    Some(buf.chunks_exact(24).map(|w| u64::from_ne_bytes(w[8..16].try_into().expect("8 bytes"))).collect())
+}
+
 // ---------------------------------------------------------------------------
 // Marshalling
 
@@ -1458,6 +1487,32 @@ mod tests {
                 assert_eq!(x32, Some(libc::SECCOMP_RET_USER_NOTIF));
             }
         }
+    }
+
+    #[test]
+    fn futex_calls_trap_only_with_memory_at_home() {
+        let (plain, at_home) = (filter(), filter_with_memory_at_home());
+        let notif = |f: &Filter, nr: i64| f.evaluate(seccomp::AUDIT_ARCH_X86_64, nr as i32, 0, &[0; 6]) == Some(libc::SECCOMP_RET_USER_NOTIF);
+        for nr in FUTEX_CALLS {
+            assert!(!notif(&plain, nr) && notif(&at_home, nr), "{nr}");
+        }
+        for nr in [libc::SYS_brk, libc::SYS_nanosleep, libc::SYS_rt_sigprocmask] {
+            assert!(!notif(&at_home, nr), "{nr} still runs here");
+        }
+        // The words each names: one, two for a requeue, each of a futex_waitv list.
+        let mem = FakeMem::default();
+        let a = |v: &[u64]| args(v);
+        assert_eq!(futex_words(libc::SYS_futex, &a(&[0x1000, (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64, 1]), &mem), Some(vec![0x1000]));
+        assert_eq!(futex_words(libc::SYS_futex, &a(&[0x1000, libc::FUTEX_CMP_REQUEUE as u64, 1, 1, 0x2000, 0]), &mem), Some(vec![0x1000, 0x2000]));
+        let mut list = Vec::new();
+        for w in [0x3000u64, 0x4008] {
+            list.extend(7u64.to_ne_bytes());
+            list.extend(w.to_ne_bytes());
+            list.extend([0u8; 8]);
+        }
+        mem.map(0x9000, &list);
+        assert_eq!(futex_words(libc::SYS_futex_waitv, &a(&[0x9000, 2]), &mem), Some(vec![0x3000, 0x4008]));
+        assert_eq!(futex_words(libc::SYS_futex_waitv, &a(&[0x7000, 2]), &mem), None, "an unreadable list");
     }
 
     /// Every specification the table can produce.
