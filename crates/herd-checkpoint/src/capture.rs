@@ -763,8 +763,8 @@ impl Frozen {
         let regs = main.regs;
         main.tracee.set_options(abi::PTRACE_O_TRACECLONE)?;
         let done = std::sync::atomic::AtomicBool::new(false);
-        // A thread without CLONE_THREAD, whose exit signal is none: its parent is the
-        // process's (CLONE_PARENT: herd, which reaps it), the process never hears of it.
+        // A child process (no CLONE_THREAD) without an exit signal, whose parent is the
+        // process's (CLONE_PARENT: herdd, which reaps it): the process never hears of it.
         let flags = abi::CLONE_PARENT;
         let made = std::thread::scope(|s| {
             if let Some(l) = listener {

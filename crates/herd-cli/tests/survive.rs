@@ -366,38 +366,62 @@ fn node_killed_job_resumes_on_home_replays_and_comes_home(lab: &Lab) {
 }
 
 /// 128 MiB rewritten as fast as it can (every page each pass, each pass checking the last:
-/// mig_churn) while it is checkpointed every second on n2, each checkpoint from a
-/// copy-on-write snapshot of its memory that is sent while it goes on rewriting; n2's herdd
-/// killed during its passes: it resumes from its last checkpoint, finds every page as the
+/// mig_churn) while it is checkpointed every second on n3 (n2 is gone: the scenario before
+/// killed it), each checkpoint from a copy-on-write snapshot of its memory that is sent
+/// while it goes on rewriting; n3's herdd killed during its passes: it resumes from its last checkpoint, finds every page as the
 /// checkpoint left it (its own checks), and ends with the direct run's digest.
 fn memory_rewritten_while_checkpointed_resumes_intact(lab: &Lab) {
     let prog = lab.program("mig_churn").with_args(&["128", "2", "2000"]);
     let direct = lab.run_direct("mig_churn 128 MiB (direct)", &prog, &[Gate::Line("gate 0"), Gate::Line("gate 1")]);
     expect_status(&direct, Some(0), None);
-    let mut p = lab.start("mig_churn 128 MiB (checkpointed on n2, whose herdd is killed)", How::HerdWith(EVERY_SECOND), &prog);
+    let mut p = lab.start("mig_churn 128 MiB (checkpointed on n3, whose herdd is killed)", How::HerdWith(EVERY_SECOND), &prog);
     let pid = p.home_pid(lab);
     p.wait_for_line(lab, "gate 0");
-    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_migrate(&p, pid, "n3");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     p.send(lab, "go\n");
     // Two checkpoints taken while it rewrites (the second an increment of the first).
     let r = wait_row(lab, &p, pid, "two checkpoints", EVENT, |r| r["checkpoint_unix"].as_u64() > Some(now + 1));
     println!("checkpointed while rewriting: {}", r["survival"]);
     if p.stdout().contains("phase 0 done") {
-        println!("(its first phase ended before n2's herdd was killed: it resumes from a checkpoint of a later point)");
+        println!("(its first phase ended before n3's herdd was killed: it resumes from a checkpoint of a later point)");
     }
-    let host_pid = lab.daemon_host_pid("n2");
-    DaemonGuard { lab, node: "n2", host_pid, started: start_time(host_pid), restarted: false }.restart();
+    let host_pid = lab.daemon_host_pid("n3");
+    // Each snapshot was a child of n3's herdd: ended and reaped, none left a zombie.
+    let zombies = zombie_children(host_pid);
+    assert!(zombies.is_empty(), "n3's herdd (pid {host_pid}) has zombie children {zombies:?}: snapshots not reaped");
+    DaemonGuard { lab, node: "n3", host_pid, started: start_time(host_pid), restarted: false }.restart();
     let r = wait_row(lab, &p, pid, "a resume", EVENT, |r| r["resumed"].as_u64() >= Some(1));
     println!("resumed: {}", r["survival"]);
     // Its checkpoints there were read from snapshots while it ran.
     let log = fs::read_to_string(lab.dir.join("n1").join("herdd.log")).unwrap_or_default();
-    let snapshots: Vec<&str> = log.lines().filter(|l| l.contains("checkpointed on n2") && l.contains("from a snapshot") && l.contains(&format!("pid={pid}"))).collect();
-    assert!(!snapshots.is_empty(), "no checkpoint of it on n2 was made from a snapshot (n1's log)");
+    let snapshots: Vec<&str> = log.lines().filter(|l| l.contains("checkpointed on n3") && l.contains("from a snapshot") && l.contains(&format!("pid={pid}"))).collect();
+    assert!(!snapshots.is_empty(), "no checkpoint of it on n3 was made from a snapshot (n1's log)");
     println!("n1: {}", snapshots[snapshots.len() - 1]);
-    lab.wait_all_up("n1", Duration::from_secs(30));
+    // (n2 is gone for good: only n3's herdd, started again, is waited for.)
+    let t = Instant::now();
+    while !lab.nodes("n1").iter().any(|r| r["name"] == "n3" && r["state"] == "up") {
+        assert!(t.elapsed() < Duration::from_secs(30), "n1 does not list n3 up again within 30 s");
+        thread::sleep(Duration::from_millis(100));
+    }
     p.wait_for_line(lab, "gate 1");
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
+}
+
+/// The children of process `pid` (every thread's) that are zombies.
+fn zombie_children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let kids = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for kid in kids.split_whitespace().filter_map(|k| k.parse::<i32>().ok()) {
+            let stat = fs::read_to_string(format!("/proc/{kid}/stat")).unwrap_or_default();
+            // "pid (comm) S ...": the state follows the last ')'.
+            if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
+                out.push(kid);
+            }
+        }
+    }
+    out
 }
