@@ -709,7 +709,9 @@ fn a_fault_at_each_step_of_a_move_leaves_it_running_once(lab: &Lab) {
     let faulted = |steps: &[(&str, &str, &str, &str)], at: &str, nmigs: u64| {
         for &(node, point, actions, target) in steps {
             lab.failpoint(node, point, actions).unwrap_or_else(|e| p.fail(lab, &format!("failpoint {point} of {node}: {e}")));
-            let out = lab.migrate(pid, target);
+            // Stop-and-copy, whatever herdd would choose (post-copy once n2 has reported the
+            // process's 16 MiB: then its image is too short for the `2*off` of away-image).
+            let out = lab.migrate_with(pid, target, &["--stop-and-copy"]);
             lab.failpoint(node, point, "off").unwrap_or_else(|e| p.fail(lab, &format!("failpoint {point} of {node}: {e}")));
             if out.status.success() {
                 p.fail(lab, &format!("with failpoint {point} of {node}, the move to {target} succeeded: {}", String::from_utf8_lossy(&out.stdout)));
