@@ -259,6 +259,11 @@ impl HomeRegion {
             .collect()
     }
 
+    /// The ranges (address, length) of `vmas` kept at home.
+    pub fn ranges(vmas: &[herd_image::Vma]) -> Vec<(u64, u64)> {
+        vmas.iter().filter(|v| matches!(v.kind, VmaKind::AtHome { .. })).map(|v| (v.start, v.len())).collect()
+    }
+
     /// Whether `[start, end)` overlaps one of `regions`.
     pub fn touched(regions: &[HomeRegion], start: u64, end: u64) -> bool {
         regions.iter().any(|r| start < r.end && r.start < end)
@@ -281,9 +286,9 @@ fn capture_with(
     // Threads may have been created between the check and the stop.
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-    let reasons = check::check_held(pid, purpose)?;
-    if !reasons.is_empty() {
-        return Err(CheckpointError::CantMove { pid, reasons });
+    let checked = check::check_held(pid, purpose)?;
+    if !checked.why.is_empty() {
+        return Err(CheckpointError::CantMove { pid, reasons: checked.why });
     }
     let p = procinfo::open(pid)?;
     let maps = procinfo::maps(&p)?;
@@ -401,8 +406,7 @@ fn capture_with(
     // the check lets stay; away, the placeholders of it.
     let at_home: Vec<HomeRegion> = match purpose {
         Purpose::Migrate { own_filter: false } => {
-            let kept = check::kept_home(pid, &maps);
-            maps.iter().filter(|m| kept.contains(&m.address)).map(|m| HomeRegion { start: m.address.0, end: m.address.1, name: procinfo::describe_mapping(&m.pathname) }).collect()
+            maps.iter().filter(|m| checked.kept_home.contains(&m.address)).map(|m| HomeRegion { start: m.address.0, end: m.address.1, name: procinfo::describe_mapping(&m.pathname) }).collect()
         }
         Purpose::Migrate { own_filter: true } => away.to_vec(),
         _ => Vec::new(),

@@ -137,27 +137,34 @@ pub fn check(pid: i32) -> Result<Vec<CantMove>> {
 
 /// [`check`] for a given purpose.
 pub fn check_for(pid: i32, purpose: Purpose) -> Result<Vec<CantMove>> {
-    check_inner(pid, 0, purpose)
+    Ok(check_inner(pid, 0, purpose)?.why)
+}
+
+/// What [`check_held`] found: the reasons the process cannot be captured, and for a
+/// migration, the ranges (start, end) of its mappings that stay at home ([`stays_home`]).
+pub(crate) struct Checked {
+    pub why: Vec<CantMove>,
+    pub kept_home: Vec<(u64, u64)>,
 }
 
 /// [`check`] for a process this thread is tracing.
-pub(crate) fn check_held(pid: i32, purpose: Purpose) -> Result<Vec<CantMove>> {
+pub(crate) fn check_held(pid: i32, purpose: Purpose) -> Result<Checked> {
     check_inner(pid, herd_kernel::task::gettid(), purpose)
 }
 
-fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>> {
+fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
     let p = procinfo::open(pid)?;
     let status = p.status().map_err(|e| procinfo::map_err(pid, e))?;
     let mut why = Vec::new();
     let me = herd_kernel::task::euid();
     if me != 0 && status.ruid != me {
         why.push(CantMove::OtherUser { uid: status.ruid });
-        return Ok(why); // nothing else of it is ours to read
+        return Ok(Checked { why, kept_home: Vec::new() }); // nothing else of it is ours to read
     }
     let state = status.state.chars().next().unwrap_or('?');
     if matches!(state, 'Z' | 'X') {
         why.push(CantMove::NotRunning(status.state.clone()));
-        return Ok(why);
+        return Ok(Checked { why, kept_home: Vec::new() });
     }
     // Tracing and seccomp filters are each thread's own: the main thread's stand for the
     // process; another thread's are named.
@@ -265,10 +272,12 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         }
     }
     let with_relatives = if migrate { relatives_sharing(status.ppid, &kids, &maps).0 } else { Vec::new() };
+    let mut kept_home = Vec::new();
     for m in maps {
         let shared = m.perms.contains(procfs::process::MMPermissions::SHARED);
         let writable = m.perms.contains(procfs::process::MMPermissions::WRITE);
         if migrate && stays_home(&m, &with_relatives) {
+            kept_home.push(m.address);
             continue;
         }
         match &m.pathname {
@@ -299,7 +308,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Vec<CantMove>>
         }
     }
     why.dedup();
-    Ok(why)
+    Ok(Checked { why, kept_home })
 }
 
 /// Which shared anonymous mappings (/dev/zero, by device and inode) of `maps` the
@@ -355,13 +364,6 @@ pub(crate) fn stays_home(m: &MemoryMap, with_relatives: &[MapKey]) -> bool {
         }
         _ => false,
     }
-}
-
-/// For a migration: the ranges of process `pid`'s mappings that stay at home ([`stays_home`]).
-pub(crate) fn kept_home(pid: i32, maps: &[MemoryMap]) -> Vec<(u64, u64)> {
-    let ppid = procinfo::open(pid).and_then(|p| p.stat().map_err(|e| procinfo::map_err(pid, e))).map_or(0, |s| s.ppid);
-    let with_relatives = relatives_sharing(ppid, &procinfo::children(pid), maps).0;
-    maps.iter().filter(|m| stays_home(m, &with_relatives)).map(|m| m.address).collect()
 }
 
 #[cfg(test)]

@@ -551,7 +551,7 @@ pub fn restore_into<R: Read + Send>(
             let shell = tramp.and_then(|(at, len)| {
                 let mut inj = Injector::new(deputy, at, deputy_regs_or_default(deputy));
                 inj.set_stack(at + len - 64);
-                let keep: Vec<(u64, u64)> = std::iter::once((at, len)).chain(home_ranges(&image.vmas)).collect();
+                let keep: Vec<(u64, u64)> = std::iter::once((at, len)).chain(crate::HomeRegion::ranges(&image.vmas)).collect();
                 unmap_all_but(&mut inj, &keep).is_ok().then_some((at, len))
             });
             Err(IntoFailed { error, shell, untouched: false })
@@ -573,11 +573,6 @@ pub fn unmap_all_but(inj: &mut Injector<'_>, keep: &[(u64, u64)]) -> herd_kernel
     }
     inj.call_ok("munmap above the kept regions", abi::SYS_MUNMAP, &[from, abi::TASK_SIZE_4L - from])?;
     Ok(())
-}
-
-/// The ranges (address, length) of `vmas` that are memory kept at home.
-fn home_ranges(vmas: &[herd_image::Vma]) -> Vec<(u64, u64)> {
-    vmas.iter().filter(|v| matches!(v.kind, VmaKind::AtHome { .. })).map(|v| (v.start, v.len())).collect()
 }
 
 fn deputy_regs_or_default(t: &Tracee) -> Regs {
@@ -1062,7 +1057,7 @@ fn build(
 
     // Everything of the child but the trampoline goes (and of a deputy, but the memory
     // kept at home, which the process maps again as it is).
-    let home = home_ranges(&image.vmas);
+    let home = crate::HomeRegion::ranges(&image.vmas);
     let keep: Vec<(u64, u64)> = std::iter::once((tramp, tramp_len)).chain(if deputy { home.clone() } else { Vec::new() }).collect();
     unmap_all_but(&mut inj, &keep)?;
     let t_build = std::time::Instant::now();
@@ -1208,7 +1203,8 @@ fn build(
     // userfaultfd, whose reader brings the process home. User-mode faults only: the
     // kernel's own accesses (a call run here with a buffer there) fail at once with
     // EFAULT instead of waiting, and herd's guest checks a forwarded call's buffers
-    // first (it sends the process home instead).
+    // first (it sends the process home instead), as it checks the futex calls its
+    // filter traps (a futex word there goes home too: the kernel's wait would fail).
     let mut home_uffd = None;
     if matches!(into, Into::Remote { .. }) && !home.is_empty() {
         home_uffd = Some(register_missing(&mut inj, &scratch, &home, herd_kernel::uffd::CREATE_FLAGS | herd_kernel::uffd::USER_MODE_ONLY, "this node cannot take a process that maps memory kept at home")?);

@@ -252,7 +252,7 @@ pub fn start(
                 }
             }
             // Memory shared with processes here stays mapped in the deputy.
-            let at_home: Vec<(u64, u64)> = herd_checkpoint::HomeRegion::of(&frozen.image().vmas).iter().map(|r| (r.start, r.end - r.start)).collect();
+            let at_home: Vec<(u64, u64)> = herd_checkpoint::HomeRegion::ranges(&frozen.image().vmas);
             let (mut tracee, _mask, mut others) = frozen.into_held();
             let deferred = tracee.take_deferred();
             // Every thread's rseq goes before its memory does.
@@ -951,15 +951,14 @@ impl Deputy {
     fn come_home(mut self, reader: ChunkReader, events: &dyn Fn(Event)) -> Option<Deputy> {
         let gadget = self.gadget;
         let for_later = self.drain_signals();
-        // As if the image could not be taken in before anything changed.
-        if crate::failpoint::fires("home-restore") {
-            for sig in for_later {
-                let _ = herd_kernel::task::kill(self.pid, sig);
-            }
-            events(Event::HomeFailed("failpoint home-restore".into()));
-            return Some(self);
-        }
-        match restore_into(&mut self.tracee, gadget, reader, &mut self.hashes) {
+        // The failpoint: as if the image could not be taken in before anything changed.
+        let restored = if crate::failpoint::fires("home-restore") {
+            let error = herd_checkpoint::CheckpointError::Io { what: "failpoint home-restore".into(), source: std::io::Error::other("injected") };
+            Err(IntoFailed { error, shell: None, untouched: true })
+        } else {
+            restore_into(&mut self.tracee, gadget, reader, &mut self.hashes)
+        };
+        match restored {
             Ok((stats, warnings)) => {
                 self.hashes.save();
                 // Our wake-ups must not reach the process; real signals must.
