@@ -113,8 +113,11 @@ enum Into<'a> {
     /// its writes are tracked from before it runs (`crate::Dirty::arm_restored`).
     Remote { filter: &'a [u8], filter_at_home: &'a [u8], lazy: Option<&'a [(u64, u64)]>, track: bool },
     /// The deputy at home, already seized and stopped, which keeps its pid,
-    /// files and credentials; `gadget` is a `syscall` instruction in it.
-    Deputy { gadget: u64 },
+    /// files and credentials; `gadget` is a `syscall` instruction in it. With `lazy`
+    /// (post-copy home: the runs, and /dev/userfaultfd opened by herdd), those runs
+    /// are registered with a userfaultfd that takes the kernel's faults too
+    /// ([`register_lazy_home`]), handed back in [`Built::uffd`].
+    Deputy { gadget: u64, lazy: Option<(&'a [(u64, u64)], std::os::fd::BorrowedFd<'a>)> },
 }
 
 /// What [`build`] has made so far in the process, for its caller to undo
@@ -489,6 +492,15 @@ pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filters
     })
 }
 
+/// A [`restore_into`] done: the process is ready to run at home.
+#[derive(Debug)]
+pub struct IntoDone {
+    pub stats: RestoreStats,
+    pub warnings: Vec<String>,
+    /// Post-copy: the userfaultfd of the pages still to come.
+    pub uffd: Option<OwnedFd>,
+}
+
 /// A failed [`restore_into`]: the deputy is left holding only the restore's
 /// trampoline (`shell`: address and length; its first bytes are `syscall;
 /// int3`, the rest is scratch), from which it can be made a deputy again.
@@ -505,12 +517,16 @@ pub struct IntoFailed {
 /// and signal state of `deputy` (the original process, stopped), which keeps
 /// its pid, parent, open files, cwd and credentials. On success the deputy is
 /// at an interrupt stop with the image's registers, ready to be detached.
+/// With `lazy` (post-copy home: the runs of pages that come later, and
+/// /dev/userfaultfd opened by the caller), the userfaultfd that must fill them
+/// comes back in [`IntoDone::uffd`].
 pub fn restore_into<R: Read + Send>(
     deputy: &mut Tracee,
     gadget: u64,
     input: R,
     hashes: &mut FileHashes,
-) -> std::result::Result<(RestoreStats, Vec<String>), IntoFailed> {
+    lazy: Option<(&[(u64, u64)], std::os::fd::BorrowedFd<'_>)>,
+) -> std::result::Result<IntoDone, IntoFailed> {
     let t0 = Instant::now();
     let fail = |error| IntoFailed { error, shell: None, untouched: true };
     let mut reader = ImageReader::new(input).map_err(|e| fail(e.into()))?;
@@ -519,13 +535,16 @@ pub fn restore_into<R: Read + Send>(
         _ => return Err(fail(FormatError::Corrupt("image does not start with a process section".into()).into())),
     };
     preflight(&image, hashes).map_err(fail)?;
+    if let Some((runs, _)) = lazy {
+        check_lazy(&image, runs).map_err(fail)?;
+    }
     let mut warnings = Vec::new();
     if !image.threads.is_empty() {
         // Its other threads are made again here, by clone3 in the deputy.
         deputy.set_options(abi::PTRACE_O_TRACECLONE).map_err(|e| fail(e.into()))?;
     }
     let mut made = Made::default();
-    let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget }, &mut made);
+    let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget, lazy }, &mut made);
     let tramp = made.tramp;
     match built {
         Ok(b) => {
@@ -534,7 +553,7 @@ pub fn restore_into<R: Read + Send>(
                     warnings.push(format!("a thread made at home could not be let go: {e}"));
                 }
             }
-            Ok((RestoreStats { total: t0.elapsed(), page_bytes: b.page_bytes }, warnings))
+            Ok(IntoDone { stats: RestoreStats { total: t0.elapsed(), page_bytes: b.page_bytes }, warnings, uffd: b.uffd })
         }
         Err(error) => {
             // The threads made so far end (alone: a SIGKILL would end the deputy too),
@@ -701,6 +720,71 @@ fn check_lazy(image: &ProcessImage, runs: &[(u64, u64)]) -> Result<()> {
 fn register_lazy(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, runs: &[(u64, u64)]) -> Result<OwnedFd> {
     let ranges: Vec<(u64, u64)> = image.vmas.iter().filter(|v| runs.iter().any(|&(a, l)| v.contains(a, a + l))).map(|v| (v.start, v.len())).collect();
     register_missing(inj, scratch, &ranges, herd_kernel::uffd::CREATE_FLAGS, "this node cannot take a process by post-copy")
+}
+
+/// Registers the VMAs of `image` that hold lazily sent runs with a userfaultfd of
+/// the deputy's memory that takes the kernel's faults too (the process runs natively
+/// at home, its calls touch missing pages): the deputy cannot make one by
+/// userfaultfd(2) without CAP_SYS_PTRACE, so herdd hands it `dev` (/dev/userfaultfd,
+/// opened by root) over a socketpair made in it, and the deputy asks the device for
+/// one (USERFAULTFD_IOC_NEW). herdd takes it and does the rest itself (UFFDIO_API with
+/// fork events, which need herdd's CAP_SYS_PTRACE, and the registrations); the
+/// deputy's copies are closed.
+fn register_lazy_home(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, runs: &[(u64, u64)], dev: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd> {
+    use herd_kernel::uffd;
+    use std::os::fd::AsRawFd;
+    let pid = inj.tracee().pid();
+    let ranges: Vec<(u64, u64)> = image.vmas.iter().filter(|v| runs.iter().any(|&(a, l)| v.contains(a, a + l))).map(|v| (v.start, v.len())).collect();
+    let sv = scratch.put(0, &[0u8; 8])?;
+    let unix = libc::AF_UNIX as u64;
+    inj.call_ok("socketpair for /dev/userfaultfd", abi::SYS_SOCKETPAIR, &[unix, (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64, 0, sv])?;
+    let mut pair = [0u8; 8];
+    mem::read_ranges(pid, &[(sv, 8)], &mut pair)?;
+    let ends = [i32::from_ne_bytes(pair[0..4].try_into().expect("4 bytes")), i32::from_ne_bytes(pair[4..8].try_into().expect("4 bytes"))];
+    let mut theirs: Vec<u64> = ends.iter().map(|&e| e as u64).collect();
+    let result = (|| -> Result<OwnedFd> {
+        // herdd's end of the pair sends the device.
+        let ours = PidFd::open(pid)?.get_fd(ends[1])?;
+        let byte = [0u8; 1];
+        let fds = [dev.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(ours.as_raw_fd(), &[std::io::IoSlice::new(&byte)], &[nix::sys::socket::ControlMessage::ScmRights(&fds)], nix::sys::socket::MsgFlags::empty(), None)
+            .map_err(|e| CheckpointError::Io { what: "handing /dev/userfaultfd to the deputy".into(), source: e.into() })?;
+        // The deputy receives it: struct msghdr, one iovec of one byte, a control buffer
+        // of CMSG_SPACE(sizeof(int)).
+        let (msg, iov, data, control) = (scratch.base, scratch.base + 64, scratch.base + 80, scratch.base + 96);
+        let mut hdr = [0u8; 56];
+        hdr[16..24].copy_from_slice(&iov.to_ne_bytes());
+        hdr[24..32].copy_from_slice(&1u64.to_ne_bytes());
+        hdr[32..40].copy_from_slice(&control.to_ne_bytes());
+        hdr[40..48].copy_from_slice(&24u64.to_ne_bytes());
+        let mut vec = [0u8; 16];
+        vec[0..8].copy_from_slice(&data.to_ne_bytes());
+        vec[8..16].copy_from_slice(&1u64.to_ne_bytes());
+        scratch.put(0, &hdr)?;
+        scratch.put(64, &vec)?;
+        scratch.put(96, &[0u8; 24])?;
+        inj.call_ok("recvmsg /dev/userfaultfd", abi::SYS_RECVMSG, &[ends[0] as u64, msg, libc::MSG_CMSG_CLOEXEC as u64])?;
+        let mut cmsg = [0u8; 24];
+        mem::read_ranges(pid, &[(control, 24)], &mut cmsg)?;
+        let (level, kind) = (i32::from_ne_bytes(cmsg[8..12].try_into().expect("4 bytes")), i32::from_ne_bytes(cmsg[12..16].try_into().expect("4 bytes")));
+        if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS {
+            return Err(CheckpointError::Incompatible("the deputy did not receive /dev/userfaultfd".into()));
+        }
+        let devfd = i32::from_ne_bytes(cmsg[16..20].try_into().expect("4 bytes")) as u64;
+        theirs.push(devfd);
+        let fd = inj.call_ok("ioctl(USERFAULTFD_IOC_NEW)", uffd::SYS_IOCTL, &[devfd, uffd::USERFAULTFD_IOC_NEW, uffd::CREATE_FLAGS])? as u64;
+        theirs.push(fd);
+        let taken = uffd::Uffd::from_fd(PidFd::open(pid)?.get_fd(fd as i32)?, pid);
+        taken.handshake(uffd::POSTCOPY_FEATURES | uffd::FEATURE_EVENT_FORK)?;
+        for &(start, len) in &ranges {
+            taken.register_missing(start, len)?;
+        }
+        Ok(taken.into())
+    })();
+    for fd in theirs {
+        inj.call_ok("close a descriptor of the userfaultfd's set-up", abi::SYS_CLOSE, &[fd])?;
+    }
+    result
 }
 
 /// Registers `ranges` (address, length) for missing-page faults with a new
@@ -1026,7 +1110,7 @@ fn build(
         )));
     }
     let gadget = match into {
-        Into::Deputy { gadget } => gadget,
+        Into::Deputy { gadget, .. } => gadget,
         // The child is a fork of us: its vDSO is ours, at our address.
         Into::Fresh { .. } | Into::Remote { .. } => {
             let (vdso_at, vdso) = host::own_vdso().ok_or_else(|| CheckpointError::Incompatible("herd has no vDSO".into()))?;
@@ -1194,6 +1278,11 @@ fn build(
     // our credentials (an unprivileged userfaultfd could not take the faults the
     // kernel itself makes, e.g. a read(2) into a missing page).
     let mut uffd = None;
+    if let Into::Deputy { lazy: Some((runs, dev)), .. } = into {
+        if !runs.is_empty() {
+            uffd = Some(register_lazy_home(&mut inj, &scratch, image, runs, dev)?);
+        }
+    }
     if let Into::Remote { lazy: Some(runs), .. } = into {
         if !runs.is_empty() {
             uffd = Some(register_lazy(&mut inj, &scratch, image, runs)?);

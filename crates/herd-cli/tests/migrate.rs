@@ -51,7 +51,7 @@ use serde_json::Value;
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
-    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "thr_work", "thr_omp", "thr_sig", "refuse"];
+    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "mig_forkheap", "thr_work", "thr_omp", "thr_sig", "refuse"];
 const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
@@ -83,11 +83,13 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("a_fault_at_each_step_of_a_move_leaves_it_running_once", a_fault_at_each_step_of_a_move_leaves_it_running_once),
     ("churning_memory_moves_by_postcopy_then_on", churning_memory_moves_by_postcopy_then_on),
     ("idle_heap_moves_by_postcopy_then_on", idle_heap_moves_by_postcopy_then_on),
+    ("forks_while_memory_comes_home", forks_while_memory_comes_home),
     ("stop_and_copy_on_request", stop_and_copy_on_request),
     ("layout_changes_while_memory_arrives", layout_changes_while_memory_arrives),
     ("ends_while_memory_arrives", ends_while_memory_arrives),
     ("target_daemon_killed_during_postcopy", target_daemon_killed_during_postcopy),
     ("source_node_killed_during_postcopy_onwards", source_node_killed_during_postcopy_onwards),
+    ("source_node_killed_during_postcopy_home", source_node_killed_during_postcopy_home),
     ("target_daemon_killed_during_transfer", target_daemon_killed_during_transfer),
 ];
 
@@ -979,24 +981,49 @@ fn layout_changes_while_memory_arrives(lab: &Lab) {
 /// post-copy: most of its memory still on its way) sends it "go"; then the move must end
 /// well, by post-copy (else `p` fails, saying `what`).
 fn go_during_postcopy_to_n2(lab: &Lab, p: &mut Proc, pid: i32, what: &str) {
-    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), "n2"]));
+    go_during_postcopy(lab, p, pid, ("n2", "n2"), what);
+}
+
+/// [`go_during_postcopy_to_n2`] to `target`, where the process runs on `node`.
+fn go_during_postcopy(lab: &Lab, p: &mut Proc, pid: i32, (target, node): (&str, &str), what: &str) {
+    let mut migrate = Background::start(lab.herd_cmd(&["migrate", "--postcopy", &pid.to_string(), target]));
     let start = Instant::now();
     loop {
-        // `where` is n2 from the moment it runs there (state "post-copy").
+        // `where` is the node from the moment it runs there (state "post-copy").
         let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
-        if row.as_ref().is_some_and(|r| r["where"] == "n2") || migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
+        if row.as_ref().is_some_and(|r| r["where"] == node) || migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
             break;
         }
         thread::sleep(Duration::from_millis(1));
     }
     p.send(lab, "go\n");
     let Some(status) = migrate.wait(MIGRATE_LIMIT) else {
-        p.fail(lab, &format!("herd migrate --postcopy {pid} n2 still runs after {MIGRATE_LIMIT:?}"));
+        p.fail(lab, &format!("herd migrate --postcopy {pid} {target} still runs after {MIGRATE_LIMIT:?}"));
     };
     let (out, err) = migrate.output();
     if !status.success() || !out.contains("by post-copy") {
         p.fail(lab, &format!("{what}: {} {out:?} {err:?}", describe(&status)));
     }
+}
+
+/// On n2, brought home by post-copy, and as soon as it runs at home — most of its 512 MiB
+/// still on its way — it forks a child, which forks a grandchild at once, and later another
+/// child: the pager at home fills their memory too (userfaultfd fork events). Every page
+/// each of them checks holds what it should; same output as a direct run.
+fn forks_while_memory_comes_home(lab: &Lab) {
+    let prog = lab.program("mig_forkheap").with_args(&["512"]);
+    let direct = lab.run_direct("mig_forkheap 512 MiB (direct)", &prog, &[Gate::Prefix("ready ")]);
+    expect_status(&direct, Some(0), None);
+    let mut p = lab.start("mig_forkheap 512 MiB (herd run, to n2, home by post-copy, forks during it)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_prefix(lab, "ready ");
+    lab.expect_migrate_with(&p, pid, "n2", &[]);
+    lab.expect_where(&p, pid, "n2", Some(1));
+    go_during_postcopy(lab, &mut p, pid, ("home", "n1"), "herd migrate --postcopy home of a process that forks during it");
+    let moved = p.finish(lab);
+    assert!(moved.stdout.contains(" bad=0 ") && moved.stdout.contains("ended 0, child B ended 0"), "after coming home:\n{}", moved.describe());
+    same_result(&direct, &moved, same);
+    lab.expect_gone_from(None, "n2", &prog);
 }
 
 /// Moved to n2 by post-copy, it exits (status 7) while most of its 512 MiB is still on its
@@ -1014,8 +1041,8 @@ fn ends_while_memory_arrives(lab: &Lab) {
     lab.expect_gone_from(None, "n2", &prog);
 }
 
-/// `--stop-and-copy` is honoured for a process that herdd would move by post-copy; asked to
-/// come home by post-copy, herd refuses and says why.
+/// `--stop-and-copy` is honoured for a process that herdd would move by post-copy, away
+/// and home.
 fn stop_and_copy_on_request(lab: &Lab) {
     let prog = lab.program("mig_bigmem").with_args(&["64"]);
     let mut p = lab.start("mig_bigmem 64 MiB (herd run, stop-and-copy to n2)", How::Herd, &prog);
@@ -1025,13 +1052,11 @@ fn stop_and_copy_on_request(lab: &Lab) {
     if !out.contains("by stop-and-copy") {
         p.fail(lab, &format!("herd migrate --stop-and-copy: {out:?}"));
     }
-    // A process comes home by stop-and-copy: asked for post-copy, herd says why not.
-    let again = lab.migrate_with(pid, "home", &["--postcopy"]);
-    let err = String::from_utf8_lossy(&again.stderr);
-    if again.status.success() || !err.contains("post-copy") {
-        p.fail(lab, &format!("herd migrate --postcopy from n2: expected a refusal naming post-copy, got {} {err:?}", describe(&again.status)));
+    let out = lab.expect_migrate_with(&p, pid, "home", &["--stop-and-copy"]);
+    if !out.contains("by stop-and-copy") {
+        p.fail(lab, &format!("herd migrate --stop-and-copy {pid} home: {out:?}"));
     }
-    lab.expect_where(&p, pid, "n2", Some(1));
+    lab.expect_where(&p, pid, "n1", Some(2));
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     expect_status(&moved, Some(0), None);
@@ -1049,7 +1074,7 @@ fn target_daemon_killed_during_postcopy(lab: &Lab) {
     let pid = p.home_pid(lab);
     p.wait_for_line(lab, "gate 0");
     p.send(lab, "go\n");
-    kill_during_postcopy(lab, p, &prog, pid, "n2", "n2");
+    kill_during_postcopy(lab, p, &prog, pid, ("n2", "n2"), "n2");
 }
 
 /// On n2, moved on to n3 by post-copy (its pages come from its frozen copy on n2, through
@@ -1062,14 +1087,27 @@ fn source_node_killed_during_postcopy_onwards(lab: &Lab) {
     p.wait_for_line(lab, "gate 0");
     lab.expect_migrate_with(&p, pid, "n2", &["--stop-and-copy"]);
     p.send(lab, "go\n");
-    kill_during_postcopy(lab, p, &prog, pid, "n3", "n2");
+    kill_during_postcopy(lab, p, &prog, pid, ("n3", "n3"), "n2");
+}
+
+/// On n2, brought home by post-copy (its pages come from its frozen copy on n2), and n2's
+/// herdd is killed meanwhile: the process runs at home without all of its memory, so it is
+/// lost — the same outcome as above — and nothing of it is left on n2 or at home.
+fn source_node_killed_during_postcopy_home(lab: &Lab) {
+    let prog = lab.program("mig_churn").with_args(&["1024", "2", "400"]);
+    let mut p = lab.start("mig_churn 1 GiB (herd run; n2's herdd killed during post-copy home)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "gate 0");
+    lab.expect_migrate_with(&p, pid, "n2", &["--stop-and-copy"]);
+    p.send(lab, "go\n");
+    kill_during_postcopy(lab, p, &prog, pid, ("home", "n1"), "n2");
 }
 
 /// Moves `pid` to `target` by post-copy in the background, kills `victim`'s herdd once
-/// `herd ps` shows it running on `target` while its memory follows, and checks the
-/// documented outcome: `herd migrate` fails saying the process was lost, `herd run` dies by
-/// SIGKILL, nothing of it is left on `target` or `victim`. `victim`'s herdd is started again.
-fn kill_during_postcopy(lab: &Lab, p: Proc, prog: &Program, pid: i32, target: &str, victim: &str) {
+/// `herd ps` shows it running on `node` (the target's) while its memory follows, and checks
+/// the documented outcome: `herd migrate` fails saying the process was lost, `herd run` dies
+/// by SIGKILL, nothing of it is left on `node` or `victim`. `victim`'s herdd is started again.
+fn kill_during_postcopy(lab: &Lab, p: Proc, prog: &Program, pid: i32, (target, node): (&str, &str), victim: &str) {
     let boot_before = lab.boot_of("n1", victim);
     let host_pid = lab.daemon_host_pid(victim);
     let mut guard = DaemonGuard { lab, node: victim, host_pid, started: start_time(host_pid), restarted: false };
@@ -1078,7 +1116,7 @@ fn kill_during_postcopy(lab: &Lab, p: Proc, prog: &Program, pid: i32, target: &s
     loop {
         let row = lab.ps().into_iter().find(|r| r["pid"] == pid);
         let state = row.as_ref().map(|r| (r["state"].as_str().unwrap_or_default().to_string(), r["where"].as_str().unwrap_or_default().to_string()));
-        if state.as_ref().is_some_and(|(s, w)| s == "post-copy" && w == target) {
+        if state.as_ref().is_some_and(|(s, w)| s == "post-copy" && w == node) {
             break;
         }
         if migrate.exited().is_some() || start.elapsed() > MIGRATE_LIMIT {
@@ -1098,7 +1136,7 @@ fn kill_during_postcopy(lab: &Lab, p: Proc, prog: &Program, pid: i32, target: &s
     println!("herd migrate to {target} when {victim} died during post-copy: {} with {:?}", describe(&status), err.trim());
     let ended = p.finish(lab);
     expect_status(&ended, None, Some(libc::SIGKILL));
-    lab.expect_gone_from(None, target, prog);
+    lab.expect_gone_from(None, node, prog);
     lab.expect_gone_from(None, victim, prog);
     guard.restart();
     lab.wait_node_back(victim, boot_before);

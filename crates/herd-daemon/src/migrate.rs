@@ -146,6 +146,8 @@ enum Input {
     RemoteClosed { gen: u64, why: String },
     /// Post-copy: the pusher has sent every page (or failed to).
     PagesSent(Result<Pushed, String>),
+    /// Post-copy home: the pager has ended.
+    HomePaged(postcopy::PagerEnd),
     /// `herd migrate PID checkpoint|freeze|…`.
     Act { verb: Verb, reply: oneshot::Sender<Result<Option<crate::control::Checkpointed>, ControlError>> },
     /// Membership says this node is down.
@@ -164,6 +166,10 @@ enum PageSource {
     /// The node the process left (B, on a move B → C): its frozen copy sends them,
     /// relayed by home; it ends on Commit once C has them all.
     Node(Remote),
+    /// The node the process left to come home: its frozen copy sends them to the
+    /// pager here, which fills the process (and children it forks meanwhile); it ends
+    /// on Commit once they have them all.
+    ToHome { node: Remote, pager: postcopy::PagerLink },
 }
 
 /// A post-copy under way: the process runs on the target, its memory follows.
@@ -357,6 +363,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         early_pages: None,
         refusal: None,
         postcopy: None,
+        ended_home: false,
         journal: Default::default(),
         keep: survive::Keep { every: kin.every, ..Default::default() },
         quiesced: false,
@@ -736,6 +743,9 @@ struct Actor {
     /// mode may be made again on `NoPostCopy`).
     refusal: Option<Refusal>,
     postcopy: Option<PostCopy>,
+    /// It ended at home while its memory was still coming there: the actor stays until
+    /// the pager is done (children it forked meanwhile may still lack pages).
+    ended_home: bool,
     /// Its effects at home since its last checkpoint (recording only while one is kept).
     journal: Arc<Journal>,
     /// Its checkpoints, and what to do if the node running it is lost.
@@ -824,12 +834,22 @@ impl Actor {
                 }
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
-                    if !self.handle(input).await {
+                    if !self.handle(input).await || (self.ended_home && !self.pages_come_home()) {
                         break;
                     }
                 }
-                _ = async { ended.as_ref().expect("guarded").0.readable().await }, if ended.is_some() && self.deputy.is_none() => {
-                    break;
+                _ = async { ended.as_ref().expect("guarded").0.readable().await }, if ended.is_some() && self.deputy.is_none() && !self.ended_home => {
+                    if !self.pages_come_home() {
+                        break;
+                    }
+                    // The move itself succeeded; the pages still come for its children.
+                    self.ended_home = true;
+                    if let Some(pc) = self.postcopy.as_mut() {
+                        if let Some((reply, mut m)) = pc.answer.take() {
+                            m.total_ms = pc.t0.elapsed().as_secs_f64() * 1e3;
+                            let _ = reply.send(Ok(m));
+                        }
+                    }
                 }
                 _ = tick.tick(), if self.deputy.is_some() => {
                     self.survive_tick().await;
@@ -1029,6 +1049,36 @@ impl Actor {
             }
             Input::Deputy(ev) => self.on_deputy(ev).await,
             Input::Remote { gen, msg } if self.is_current(gen) => self.on_remote(msg).await,
+            Input::Remote { gen, msg } if self.is_page_source(gen) && self.pages_come_home() => {
+                let pager = match self.postcopy.as_ref().map(|pc| &pc.source) {
+                    Some(PageSource::ToHome { pager, .. }) => pager,
+                    _ => return true,
+                };
+                match msg {
+                    ToHome::Pages { addr, data } => {
+                        let n = data.len() as u64;
+                        self.set_row(|r| {
+                            if let Some(p) = r.moving.as_mut() {
+                                p.sent_bytes += n;
+                            }
+                        });
+                        let _ = pager.send(PagerInput::Pages { addr, data });
+                    }
+                    ToHome::PagesEnd => {
+                        let _ = pager.send(PagerInput::End);
+                    }
+                    other => tracing::debug!(pid = self.pid, "unexpected from the node it left: {other:?}"),
+                }
+                true
+            }
+            Input::RemoteClosed { gen, why } if self.is_page_source(gen) && self.pages_come_home() => {
+                self.home_pages_lost(format!("the node it left broke off while its memory came home: {why}"));
+                true
+            }
+            Input::HomePaged(end) => {
+                self.home_paged(end).await;
+                true
+            }
             Input::Remote { gen, msg } if self.is_page_source(gen) => {
                 let m = match msg {
                     ToHome::Pages { addr, data } => {
@@ -1071,7 +1121,9 @@ impl Actor {
                 !gone
             }
             Input::NodeDown(node) => {
-                if self.remote.as_ref().is_some_and(|r| r.node == node) {
+                if matches!(self.postcopy.as_ref().map(|pc| &pc.source), Some(PageSource::ToHome { node: b, .. }) if b.node == node) {
+                    self.home_pages_lost(format!("membership marks node {node} down while its memory came home"));
+                } else if self.remote.as_ref().is_some_and(|r| r.node == node) {
                     self.lost(format!("membership marks node {node} down"));
                 }
                 true
@@ -1088,7 +1140,7 @@ impl Actor {
                 let _ = reply.send(r);
                 !home
             }
-            Input::Look => self.deputy.is_some() || self.home_tick(),
+            Input::Look => self.deputy.is_some() || self.ended_home || self.home_tick(),
         }
     }
 
@@ -1133,7 +1185,50 @@ impl Actor {
 
     /// Whether `gen` is the stream of the node a post-copy takes its pages from.
     fn is_page_source(&self, gen: u64) -> bool {
-        matches!(self.postcopy.as_ref().map(|pc| &pc.source), Some(PageSource::Node(b)) if b.gen == gen)
+        matches!(self.postcopy.as_ref().map(|pc| &pc.source), Some(PageSource::Node(b) | PageSource::ToHome { node: b, .. }) if b.gen == gen)
+    }
+
+    /// A post-copy home is under way.
+    fn pages_come_home(&self) -> bool {
+        matches!(self.postcopy.as_ref().map(|pc| &pc.source), Some(PageSource::ToHome { .. }))
+    }
+
+    /// Post-copy home: the pages can no longer come (the node it left is gone). The
+    /// process at home cannot run on without them: the pager, its link dropped, ends
+    /// it (a loss, as for a node that dies under a process).
+    fn home_pages_lost(&mut self, why: String) {
+        tracing::error!(pid = self.pid, "post-copy home: {why}; the process is lost");
+        self.shared.counters.processes_lost.inc();
+        if let Some(pc) = self.postcopy.take() {
+            if let Some((reply, _)) = pc.answer {
+                let _ = reply.send(Err(err(ErrorKind::Lost, format!("the process was lost while its memory came home: {why}"))));
+            }
+        }
+        self.set_row(|r| r.moving = None);
+    }
+
+    /// Post-copy home: the pager has ended.
+    async fn home_paged(&mut self, end: postcopy::PagerEnd) {
+        if !self.pages_come_home() {
+            return;
+        }
+        match end {
+            postcopy::PagerEnd::Complete { pages, faults, requested, layout, forks } => {
+                tracing::debug!(pid = self.pid, pages, faults, requested, layout, forks, "post-copy home: every page in place");
+                self.postcopy_done().await;
+            }
+            postcopy::PagerEnd::Gone => {
+                tracing::debug!(pid = self.pid, "post-copy home: the process's memory went before its pages (it ended or ran another program)");
+                self.postcopy_done().await;
+            }
+            postcopy::PagerEnd::Stopped(why) => {
+                // The pager ended the process.
+                if let Some(PostCopy { source: PageSource::ToHome { node, .. }, .. }) = &self.postcopy {
+                    let _ = node.tx.send(ToRemote::Kill).await;
+                }
+                self.home_pages_lost(format!("filling its memory stopped: {why}"));
+            }
+        }
     }
 
     async fn to_remote(&self, msg: ToRemote) {
@@ -1220,7 +1315,8 @@ impl Actor {
                 Some(PageSource::Node(b)) => {
                     let _ = b.tx.send(ToRemote::PageRequest { addr }).await;
                 }
-                None => {}
+                // (The process is home: no node asks for pages.)
+                Some(PageSource::ToHome { .. }) | None => {}
             },
             ToHome::PagesDone => self.postcopy_done().await,
             ToHome::WantHome { why } if self.postcopy.is_some() => {
@@ -1258,10 +1354,11 @@ impl Actor {
                 }
             }
             // B's frozen copy ends; its stream closes.
-            PageSource::Node(b) => {
+            PageSource::Node(b) | PageSource::ToHome { node: b, .. } => {
                 let _ = b.tx.send(ToRemote::Commit).await;
             }
         }
+        let home = self.remote.is_none();
         tokio::task::spawn_blocking(herd_kernel::host::release_free_memory);
         let secs = pc.started.elapsed().as_secs_f64();
         tracing::info!(pid = self.pid, "post-copy complete: {} MiB in {:.2} s", pc.lazy_bytes >> 20, secs);
@@ -1270,7 +1367,7 @@ impl Actor {
             self.shared.counters.move_bytes.observe((m.bytes + pc.lazy_bytes) as f64);
         }
         self.set_row(|r| {
-            r.state = "remote".into();
+            r.state = if home { "home" } else { "remote" }.into();
             r.moving = None;
         });
         if let Some((reply, mut m)) = pc.answer {
@@ -1357,10 +1454,6 @@ impl Actor {
         let result = match (&here, dest) {
             (None, Dest::Home) => Err(err(ErrorKind::Refused, format!("process {} is already at home", self.pid))),
             (Some(n), Dest::Node { name, .. }) if *n == name => Err(err(ErrorKind::Refused, format!("process {} already runs on {name}", self.pid))),
-            (Some(_), Dest::Home) if asked == Some(MoveMode::PostCopy) => Err(err(
-                ErrorKind::BadRequest,
-                "a process comes home by stop-and-copy: post-copy into the deputy is not done yet",
-            )),
             (None, Dest::Node { .. }) if self.uid == 0 && !self.shared.config.allow_root_guests => {
                 return Err(err(ErrorKind::Refused, "root's processes do not migrate (set allow_root_guests = true to allow it)"));
             }
@@ -1369,7 +1462,22 @@ impl Actor {
             }
             (Some(_), Dest::Home) => {
                 self.set_row(|r| r.state = "migrating".into());
-                self.back_home().await
+                mode = self.mode_for(asked);
+                let device = match mode {
+                    MoveMode::PostCopy => match std::fs::OpenOptions::new().read(true).write(true).open(herd_kernel::uffd::DEVICE) {
+                        Ok(f) => Some(std::os::fd::OwnedFd::from(f)),
+                        Err(e) if asked.is_none() => {
+                            tracing::info!(pid = self.pid, "{}: {e}; it comes home by stop-and-copy", herd_kernel::uffd::DEVICE);
+                            mode = MoveMode::StopAndCopy;
+                            None
+                        }
+                        Err(e) => {
+                            return Err(err(ErrorKind::Refused, format!("this node cannot take it home by post-copy: {}: {e}", herd_kernel::uffd::DEVICE)));
+                        }
+                    },
+                    MoveMode::StopAndCopy => None,
+                };
+                self.back_home(device).await
             }
             (here, Dest::Node { name, addr }) => {
                 let from_home = here.is_none();
@@ -1830,15 +1938,25 @@ impl Actor {
         }
     }
 
-    /// Remote → home: the image is restored into the deputy.
-    async fn back_home(&mut self) -> Result<(f64, u64), ControlError> {
+    /// Remote → home: the image is restored into the deputy. With `device`
+    /// (/dev/userfaultfd: post-copy), the process runs at home before its private
+    /// anonymous memory is there; the node it left sends it to a pager here
+    /// (`self.postcopy`, source `PageSource::ToHome`) until the process has it all.
+    async fn back_home(&mut self, device: Option<std::os::fd::OwnedFd>) -> Result<(f64, u64), ControlError> {
         self.quiesce().await?;
         let remote = self.remote.as_ref().expect("remote");
         let (gen, node) = (remote.gen, remote.node.clone());
         let (pieces, reader) = pipe::channel();
-        self.deputy.as_ref().expect("deputy").send_parked(Cmd::ComeHome(reader));
+        let postcopy = device.is_some();
+        // The runs come first on the stream; the deputy waits for them (a failure
+        // before them drops the sender, which ends its wait).
+        let (runs_tx, runs_rx) = std::sync::mpsc::channel();
+        let mut runs_tx = Some(runs_tx);
+        let lazy = device.map(|device| deputy::LazyHome { runs: runs_rx, device });
+        self.deputy.as_ref().expect("deputy").send_parked(Cmd::ComeHome(reader, lazy));
         self.quiesced = false;
-        self.to_remote(ToRemote::Capture).await;
+        self.to_remote(if postcopy { ToRemote::CapturePostCopy } else { ToRemote::Capture }).await;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         let t_capture = Instant::now();
         let mut bytes = 0u64;
         let mut feeding = true;
@@ -1854,17 +1972,26 @@ impl Actor {
                         bytes += chunk.len() as u64;
                         feeding = feed(Piece::Data(chunk));
                     }
+                    ToHome::Lazy(r) if postcopy => {
+                        if let Some(tx) = runs_tx.take() {
+                            let _ = tx.send(r.clone());
+                        }
+                        runs = r;
+                    }
                     ToHome::ImageEnd => {
                         ended = true;
+                        runs_tx = None;
                         feed(Piece::End);
                     }
                     ToHome::CaptureFailed { reason } => {
                         ended = true;
+                        runs_tx = None;
                         feed(Piece::Failed(reason.clone()));
                         failed_there = Some(reason);
                         // The deputy reports HomeFailed below; the remote copy runs on.
                     }
                     ToHome::Exited(how) => {
+                        drop(runs_tx.take());
                         feed(Piece::Failed("it ended".into()));
                         self.on_remote(ToHome::Exited(how)).await;
                         return Err(err(ErrorKind::NoSuchProcess, format!("process {} ended during the move", self.pid)));
@@ -1872,22 +1999,29 @@ impl Actor {
                     _ => {}
                 },
                 Some(Input::RemoteClosed { gen: g, why }) if g == gen => {
+                    drop(runs_tx.take());
                     feed(Piece::Failed(format!("the connection to node {node} broke: {why}")));
                     broken = Some(why);
                 }
-                Some(Input::Deputy(Event::Home { stats, warnings })) => {
+                Some(Input::Deputy(Event::Home { stats, warnings, uffd })) => {
                     for w in warnings {
                         tracing::debug!(pid = self.pid, "restore at home: {w}");
                     }
-                    self.to_remote(ToRemote::Commit).await;
-                    self.remote = None;
+                    let frozen_ms = t_capture.elapsed().as_secs_f64() * 1e3;
+                    let _ = stats;
+                    let old = self.remote.take().expect("remote");
                     self.deputy = None;
                     self.arrived();
                     // At home it runs natively: nothing of it is journaled, its checkpoint
                     // is of no use any more (the next is taken when it leaves again).
                     self.forget_checkpoint();
-                    let _ = stats;
-                    return Ok((t_capture.elapsed().as_secs_f64() * 1e3, bytes));
+                    match uffd {
+                        Some(uffd) => self.pages_home(old, uffd, &runs).await,
+                        None => {
+                            let _ = old.tx.send(ToRemote::Commit).await;
+                        }
+                    }
+                    return Ok((frozen_ms, bytes));
                 }
                 Some(Input::Deputy(Event::HomeFailed(why))) => {
                     // The node was lost before its image came: the deputy is intact.
@@ -1918,6 +2052,48 @@ impl Actor {
                 }
                 Some(_) => {}
                 None => return Err(err(ErrorKind::Internal, "herdd is stopping")),
+            }
+        }
+    }
+
+    /// Post-copy home: the process runs here; `uffd` (its lazy memory, `runs`) is
+    /// filled by a pager from the pages `node` sends. If the pager cannot start, the
+    /// process, lacking memory, is ended (a loss).
+    async fn pages_home(&mut self, node: Remote, uffd: std::os::fd::OwnedFd, runs: &[(u64, u64)]) {
+        let lazy_bytes = runs.iter().map(|r| r.1).sum();
+        let (to_node, me, pid) = (node.tx.clone(), self.me.clone(), self.pid);
+        // A pager that stops before every page is in place must not leave the process
+        // running: its missing pages would read as zeroes.
+        let own = herd_kernel::pidfd::PidFd::open(pid);
+        let started = Instant::now();
+        let pager = postcopy::start_pager(
+            pid,
+            uffd,
+            runs,
+            move |addr| to_node.blocking_send(ToRemote::PageRequest { addr }).is_ok(),
+            move |end| {
+                match &end {
+                    postcopy::PagerEnd::Stopped(why) => {
+                        tracing::warn!(pid, "post-copy home stopped before every page was in place ({why}); ending the process");
+                        if let Ok(p) = &own {
+                            let _ = p.send_signal(libc::SIGKILL);
+                        }
+                    }
+                    _ => tracing::info!(pid, "post-copy home over in {:.1} ms", started.elapsed().as_secs_f64() * 1e3),
+                }
+                let _ = me.send(Input::HomePaged(end));
+            },
+        );
+        match pager {
+            Ok(link) => {
+                let _ = node.tx.send(ToRemote::PushPages).await;
+                self.start_postcopy(PageSource::ToHome { node, pager: link }, MoveMode::PostCopy, lazy_bytes);
+            }
+            Err(e) => {
+                tracing::error!(pid, "post-copy home: cannot start the pager ({e}); the process is lost");
+                let _ = herd_kernel::task::kill(pid, libc::SIGKILL);
+                let _ = node.tx.send(ToRemote::Kill).await;
+                self.shared.counters.processes_lost.inc();
             }
         }
     }

@@ -23,6 +23,10 @@ pub const UFFD_API: u64 = 0xAA;
 /// The process is told about mremap (pages move), madvise(DONTNEED) and
 /// munmap: herdd's idea of which pages are still missing must follow them.
 pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
+/// A fork of the process gives its child a userfaultfd of its own, read from
+/// this one ([`Event::Fork`]); the fork waits until herdd has read it. Asking
+/// for it takes CAP_SYS_PTRACE in the caller of UFFDIO_API (herdd).
+pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
 pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
 /// The features post-copy asks for.
@@ -47,6 +51,12 @@ pub const UFFDIO_COPY: u64 = 0xC028_AA03;
 pub const UFFDIO_ZEROPAGE: u64 = 0xC020_AA04;
 pub const UFFDIO_WRITEPROTECT: u64 = 0xC018_AA06;
 pub const UFFDIO_UNREGISTER: u64 = 0x8010_AA01;
+/// ioctl of /dev/userfaultfd: a new userfaultfd of the caller's memory, with the
+/// flags given as argument. Whoever may open the device (root) makes one that also
+/// takes the kernel's own faults, without CAP_SYS_PTRACE in the process.
+pub const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
+/// The device.
+pub const DEVICE: &str = "/dev/userfaultfd";
 const WRITEPROTECT_MODE_WP: u64 = 1;
 
 pub const EVENT_PAGEFAULT: u8 = 0x12;
@@ -135,6 +145,9 @@ pub enum Event {
     Remove { start: u64, end: u64 },
     /// `[start, end)` was unmapped.
     Unmap { start: u64, end: u64 },
+    /// The process forked: `fd`, a descriptor the kernel installed in the reader's
+    /// table, is the child's userfaultfd ([`Uffd::forked`] takes it).
+    Fork { fd: i32 },
     /// Anything else (not asked for).
     Other(u8),
 }
@@ -147,6 +160,7 @@ pub fn decode(msg: &[u8; 32]) -> Event {
         EVENT_REMAP => Event::Remap { from: word(0), to: word(1), len: word(2) },
         EVENT_REMOVE => Event::Remove { start: word(0), end: word(1) },
         EVENT_UNMAP => Event::Unmap { start: word(0), end: word(1) },
+        EVENT_FORK => Event::Fork { fd: u32::from_ne_bytes(msg[8..12].try_into().expect("4 bytes")) as i32 },
         other => Event::Other(other),
     }
 }
@@ -175,6 +189,31 @@ impl Uffd {
     /// Wraps the descriptor herdd took from process `pid`.
     pub fn from_fd(fd: OwnedFd, pid: i32) -> Uffd {
         Uffd { fd, pid }
+    }
+
+    /// Takes the descriptor of an [`Event::Fork`] read from a userfaultfd of
+    /// process `pid` (its child's; the child's pid is not in the event).
+    pub fn forked(fd: i32, pid: i32) -> Uffd {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the kernel installed `fd` in this process's table when the fork
+        // event was read, for the reader alone; nothing else owns or closes it.
+        Uffd { fd: unsafe { OwnedFd::from_raw_fd(fd) }, pid }
+    }
+
+    /// UFFDIO_API, by herdd (a descriptor made without it, by [`USERFAULTFD_IOC_NEW`]
+    /// in the process): `features` asked for ([`FEATURE_EVENT_FORK`] takes herdd's
+    /// CAP_SYS_PTRACE).
+    pub fn handshake(&self, features: u64) -> Result<()> {
+        let mut api = UffdioApi { api: UFFD_API, features, ioctls: 0 };
+        self.ioctl("UFFDIO_API", UFFDIO_API, &mut api)
+            .map_err(|e| KernelError::Sys { op: "UFFDIO_API", pid: self.pid, source: std::io::Error::from_raw_os_error(e) })
+    }
+
+    /// Registers `[start, start + len)` of the process's memory for missing-page faults.
+    pub fn register_missing(&self, start: u64, len: u64) -> Result<()> {
+        let mut reg = register_args(start, len);
+        self.ioctl("UFFDIO_REGISTER", UFFDIO_REGISTER, &mut reg)
+            .map_err(|e| KernelError::Sys { op: "UFFDIO_REGISTER", pid: self.pid, source: std::io::Error::from_raw_os_error(e) })
     }
 
     fn ioctl<T>(&self, op: &'static str, req: u64, arg: &mut T) -> std::result::Result<(), i32> {
@@ -295,6 +334,12 @@ impl WpTracker {
     }
 }
 
+impl From<Uffd> for OwnedFd {
+    fn from(u: Uffd) -> OwnedFd {
+        u.fd
+    }
+}
+
 impl AsFd for Uffd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -331,5 +376,9 @@ mod tests {
         assert_eq!(decode(&m), Event::Unmap { start: 0x1000, end: 0x9000 });
         m[0] = 0x77;
         assert_eq!(decode(&m), Event::Other(0x77));
+        let mut m = [0u8; 32];
+        m[0] = EVENT_FORK;
+        m[8..12].copy_from_slice(&17u32.to_ne_bytes());
+        assert_eq!(decode(&m), Event::Fork { fd: 17 });
     }
 }

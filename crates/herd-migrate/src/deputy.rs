@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,7 @@ pub enum Cmd {
     /// After `Quiesce`: serve calls again (the capture failed).
     Resume,
     /// After `Quiesce`: the process comes home; its image arrives here.
-    ComeHome(ChunkReader),
+    ComeHome(ChunkReader, Option<LazyHome>),
     /// The remote copy ended: end the same way at home.
     Exit(Ending),
     /// The remote copy is lost: end with SIGKILL.
@@ -70,6 +71,14 @@ pub enum Cmd {
     /// End forwarded call `seq` of thread `tid` (home id) with EINTR if it runs now
     /// (see [`crate::proto::ToHome::Interrupt`]); nothing otherwise.
     Interrupt { seq: u64, tid: i32 },
+}
+
+/// Post-copy home ([`Cmd::ComeHome`]): the runs of pages that come after the image
+/// (they arrive on the stream first), and /dev/userfaultfd, opened by herdd, for the
+/// deputy to make a userfaultfd that takes the kernel's faults too.
+pub struct LazyHome {
+    pub runs: std::sync::mpsc::Receiver<Vec<(u64, u64)>>,
+    pub device: OwnedFd,
 }
 
 /// What a deputy's thread reports.
@@ -92,7 +101,9 @@ pub enum Event {
     /// Holding still (after `Quiesce`).
     Quiesced,
     /// The process runs at home again (the thread has ended).
-    Home { stats: RestoreStats, warnings: Vec<String> },
+    /// With post-copy, `uffd` is the userfaultfd of the pages still to come (a
+    /// pager must fill them: the process waits on it when it touches one).
+    Home { stats: RestoreStats, warnings: Vec<String>, uffd: Option<OwnedFd> },
     /// Bringing it home failed; it is a deputy again and the remote copy must go on.
     HomeFailed(String),
     /// The process (the deputy) has ended; the thread has ended.
@@ -662,10 +673,10 @@ impl Deputy {
                         }
                     };
                     match next {
-                        Ok(Cmd::ComeHome(reader)) => {
+                        Ok(Cmd::ComeHome(reader, lazy)) => {
                             // The other threads are made again by the restore.
                             self.team.end_threads();
-                            match self.come_home(reader, events) {
+                            match self.come_home(reader, lazy, events) {
                                 Some(d) => self = d,
                                 None => return,
                             }
@@ -696,7 +707,7 @@ impl Deputy {
                 },
                 Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
                 // An interrupt that came after its call ended: nothing to end.
-                Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(_) | Cmd::EndThread | Cmd::Interrupt { .. } => {}
+                Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(..) | Cmd::EndThread | Cmd::Interrupt { .. } => {}
             }
         }
     }
@@ -948,7 +959,7 @@ impl Deputy {
     /// Restores the image arriving on `reader` into the deputy and lets the
     /// process run at home. Returns the deputy if that failed and it is a
     /// deputy again.
-    fn come_home(mut self, reader: ChunkReader, events: &dyn Fn(Event)) -> Option<Deputy> {
+    fn come_home(mut self, reader: ChunkReader, lazy: Option<LazyHome>, events: &dyn Fn(Event)) -> Option<Deputy> {
         let gadget = self.gadget;
         let for_later = self.drain_signals();
         // The failpoint: as if the image could not be taken in before anything changed.
@@ -956,10 +967,22 @@ impl Deputy {
             let error = herd_checkpoint::CheckpointError::Io { what: "failpoint home-restore".into(), source: std::io::Error::other("injected") };
             Err(IntoFailed { error, shell: None, untouched: true })
         } else {
-            restore_into(&mut self.tracee, gadget, reader, &mut self.hashes)
+            // Post-copy: the runs come first on the stream, before the image.
+            let runs = lazy.as_ref().map(|l| l.runs.recv().map_err(|_| "the stream ended before the image".to_string()));
+            match runs {
+                Some(Err(why)) => {
+                    let error = herd_checkpoint::CheckpointError::Io { what: why, source: std::io::Error::other("no post-copy runs") };
+                    Err(IntoFailed { error, shell: None, untouched: true })
+                }
+                Some(Ok(runs)) => {
+                    let dev = lazy.as_ref().map(|l| l.device.as_fd()).expect("post-copy");
+                    restore_into(&mut self.tracee, gadget, reader, &mut self.hashes, Some((&runs, dev)))
+                }
+                None => restore_into(&mut self.tracee, gadget, reader, &mut self.hashes, None),
+            }
         };
         match restored {
-            Ok((stats, warnings)) => {
+            Ok(herd_checkpoint::restore::IntoDone { stats, warnings, uffd }) => {
                 self.hashes.save();
                 // Our wake-ups must not reach the process; real signals must.
                 let deferred = self.tracee.take_deferred();
@@ -971,7 +994,7 @@ impl Deputy {
                 if let Err(e) = self.tracee.detach() {
                     tracing::error!(pid = self.pid, "releasing the process at home: {e}");
                 }
-                events(Event::Home { stats, warnings });
+                events(Event::Home { stats, warnings, uffd });
                 None
             }
             // Nothing was changed (say, the process ended where it ran before its image

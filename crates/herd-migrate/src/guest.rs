@@ -224,7 +224,8 @@ impl Placeholders {
                     self.regions.extend(moved);
                     self.regions.sort_by_key(|r| r.start);
                 }
-                MemEvent::Remove { .. } | MemEvent::Other(_) => {}
+                // (Fork events are not asked for here.)
+                MemEvent::Remove { .. } | MemEvent::Fork { .. } | MemEvent::Other(_) => {}
             }
         }
         why
@@ -318,8 +319,14 @@ impl Guest {
                     }
                 };
                 let pager = postcopy::start_pager(pid, uffd, &runs, move |addr| ask(ToHome::PageRequest { addr }), move |end| match end {
-                    PagerEnd::Complete { pages, faults, requested, layout } => {
+                    PagerEnd::Complete { pages, faults, requested, layout, .. } => {
                         tracing::info!(pid, home, pages, faults, requested, layout, "post-copy complete in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+                        flag.pages_done.store(true, Ordering::SeqCst);
+                        done(ToHome::PagesDone);
+                    }
+                    // Its memory is gone (it ended, or replaced it): nothing waits for pages.
+                    PagerEnd::Gone => {
+                        tracing::debug!(pid, home, "post-copy: the process's memory went before its pages");
                         flag.pages_done.store(true, Ordering::SeqCst);
                         done(ToHome::PagesDone);
                     }

@@ -17,10 +17,10 @@
 //!   [`LazyMap`]). When no page is missing it closes the userfaultfd and says
 //!   [`crate::proto::ToHome::PagesDone`]; the source may then let go of its copy.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{Sender, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herd_kernel::mem::{self, PAGE};
 use herd_kernel::uffd::{Event, Fill, Uffd};
@@ -168,6 +168,23 @@ impl LazyMap {
         }
     }
 
+    /// Marks `[cur, cur + len)` missing again (where it is a lazy run).
+    pub fn unsettle(&mut self, cur: u64, len: u64) {
+        for s in &mut self.segs {
+            let lo = cur.max(s.cur);
+            let hi = (cur + len).min(s.cur + s.len);
+            let mut a = lo;
+            while a < hi {
+                let i = ((a - s.cur) / PAGE) as usize;
+                if !s.is_missing(i) {
+                    s.missing[i / 64] |= 1 << (i % 64);
+                    self.missing += 1;
+                }
+                a += PAGE;
+            }
+        }
+    }
+
     /// `[from, from + len)` moved to `to` (mremap): its missing pages with it.
     /// Whatever was at `[to, to + len)` before is gone.
     pub fn remap(&mut self, from: u64, to: u64, len: u64) {
@@ -232,15 +249,25 @@ pub type PagerLink = WakeSender<PagerInput>;
 #[derive(Debug, PartialEq, Eq)]
 pub enum PagerEnd {
     /// Every page is in place; the userfaultfd is closed.
-    /// `layout`: mremap/madvise/munmap events followed meanwhile.
-    Complete { pages: usize, faults: u64, requested: u64, layout: u64 },
-    /// The process ended (or the stream did) before that.
+    /// `layout`: mremap/madvise/munmap events followed meanwhile; `forks`: children
+    /// the process made meanwhile, whose pages it filled too.
+    Complete { pages: usize, faults: u64, requested: u64, layout: u64, forks: u64 },
+    /// No process waits for pages any more: the process (and every child it made
+    /// meanwhile) ended or replaced its memory (execve).
+    Gone,
+    /// The stream stopped (or something failed) before that.
     Stopped(String),
 }
 
+/// How long before a fork event pages placed in the parent count as perhaps not
+/// in the child (see [`Pager::forked`]).
+const FORK_RACE: Duration = Duration::from_secs(2);
+
 /// Starts the pager of process `pid` (see the module documentation).
 /// `request` asks the source for the page at a source address; `end` is
-/// called once, when the pager ends.
+/// called once, when the pager ends. A userfaultfd made with fork events
+/// (`herd_kernel::uffd::FEATURE_EVENT_FORK`: at home, where the process runs
+/// natively and may fork) has the pager fill its children too.
 pub fn start_pager(
     pid: i32,
     uffd: OwnedFd,
@@ -252,46 +279,90 @@ pub fn start_pager(
     let map = LazyMap::new(runs);
     let uffd = Uffd::from_fd(uffd, pid);
     std::thread::Builder::new().name(format!("pager-{pid}")).spawn(move || {
-        let mut p = Pager { uffd, map, pid, requested: HashSet::new(), faults: 0, asked: 0, pages: 0, layout: 0 };
+        let mut p = Pager { members: vec![Member { id: 0, uffd, map }], pid, requested: HashSet::new(), recent: VecDeque::new(), faults: 0, asked: 0, pages: 0, layout: 0, forks: 0 };
         let outcome = p.run(&rx, &request);
         end(outcome);
     })?;
     Ok(tx)
 }
 
-struct Pager {
+/// A process whose memory the pager fills: the one restored, or a child it forked
+/// meanwhile (its own userfaultfd, its own layout).
+struct Member {
+    /// Its number, in the order the pager met them (the process is 0).
+    id: u64,
     uffd: Uffd,
     map: LazyMap,
+}
+
+struct Pager {
+    /// The process first; members whose memory is gone are dropped.
+    members: Vec<Member>,
     pid: i32,
     /// Source pages asked for and not yet arrived.
     requested: HashSet<u64>,
+    /// Pages placed lately (when, in which member, where, how much): a child that
+    /// member forked at about that time may lack them.
+    recent: VecDeque<(Instant, u64, u64, u64)>,
     faults: u64,
     asked: u64,
     pages: usize,
     layout: u64,
+    forks: u64,
+}
+
+/// Why a pager stops.
+enum Stop {
+    /// Every member is gone.
+    Gone,
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(s: String) -> Stop {
+        Stop::Failed(s)
+    }
 }
 
 impl Pager {
     fn run(&mut self, rx: &WakeReceiver<PagerInput>, request: &dyn Fn(u64) -> bool) -> PagerEnd {
-        self.pages = self.map.missing();
+        match self.serve(rx, request) {
+            Ok(()) => PagerEnd::Complete { pages: self.pages, faults: self.faults, requested: self.asked, layout: self.layout, forks: self.forks },
+            Err(Stop::Gone) => PagerEnd::Gone,
+            Err(Stop::Failed(why)) => PagerEnd::Stopped(why),
+        }
+    }
+
+    fn missing(&self) -> usize {
+        self.members.iter().map(|m| m.map.missing()).sum()
+    }
+
+    fn serve(&mut self, rx: &WakeReceiver<PagerInput>, request: &dyn Fn(u64) -> bool) -> Result<(), Stop> {
+        self.pages = self.missing();
         let mut ended = false;
         let mut events = Vec::new();
         loop {
-            if ended && self.map.missing() == 0 {
-                return PagerEnd::Complete { pages: self.pages, faults: self.faults, requested: self.asked, layout: self.layout };
+            if self.members.is_empty() {
+                return Err(Stop::Gone);
             }
-            let (fault_ready, woken) = {
-                let mut fds = [PollFd::new(self.uffd.as_fd(), PollFlags::POLLIN), PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+            if ended && self.missing() == 0 {
+                return Ok(());
+            }
+            let (ready, woken) = {
+                let mut fds: Vec<PollFd> = self.members.iter().map(|m| PollFd::new(m.uffd.as_fd(), PollFlags::POLLIN)).collect();
+                fds.push(PollFd::new(rx.as_fd(), PollFlags::POLLIN));
                 match poll(&mut fds, PollTimeout::from(1000u16)) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return PagerEnd::Stopped(format!("poll: {e}")),
+                    Err(e) => return Err(Stop::Failed(format!("poll: {e}"))),
                 }
-                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
+                let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+                let woken = ready[ready.len() - 1];
+                (ready[..ready.len() - 1].to_vec(), woken)
             };
-            if fault_ready {
-                if let Err(e) = self.events(&mut events, request) {
-                    return PagerEnd::Stopped(e);
+            // Newest first: a member dropped meanwhile does not shift the ones still to see.
+            for k in (0..ready.len()).rev() {
+                if ready[k] {
+                    let _ = self.events(k, &mut events, request, ended)?;
                 }
             }
             if woken {
@@ -299,111 +370,187 @@ impl Pager {
             }
             loop {
                 match rx.rx.try_recv() {
-                    Ok(PagerInput::Pages { addr, data }) => {
-                        if let Err(e) = self.fill(addr, &data, &mut events, request) {
-                            return PagerEnd::Stopped(e);
-                        }
-                    }
+                    Ok(PagerInput::Pages { addr, data }) => self.fill(addr, &data, &mut events, request, ended)?,
                     Ok(PagerInput::End) => {
                         ended = true;
                         // Whatever is still missing (lost to a race with the process's
                         // own changes) is asked for again.
-                        for src in self.map.missing_sources() {
-                            if self.requested.insert(src) {
-                                self.asked += 1;
-                                if !request(src) {
-                                    return PagerEnd::Stopped("the stream to the source is gone".into());
-                                }
-                            }
-                        }
+                        self.ask_missing(request)?;
                     }
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return PagerEnd::Stopped("the stream to the source is gone".into()),
+                    Err(TryRecvError::Disconnected) => return Err(Stop::Failed("the stream to the source is gone".into())),
                 }
             }
         }
     }
 
-    /// Handles the userfaultfd's pending events.
-    fn events(&mut self, events: &mut Vec<Event>, request: &dyn Fn(u64) -> bool) -> Result<(), String> {
-        events.clear();
-        self.uffd.events(events).map_err(|e| e.to_string())?;
-        for ev in events.drain(..) {
-            match ev {
-                Event::PageFault { addr } => {
-                    self.faults += 1;
-                    let page = addr & !(PAGE - 1);
-                    match self.map.on_fault(page) {
-                        OnFault::Fetch { src } => {
-                            if self.requested.insert(src) {
-                                self.asked += 1;
-                                if !request(src) {
-                                    return Err("the stream to the source is gone".into());
-                                }
-                            }
-                        }
-                        OnFault::Zero => match self.uffd.zero(page, PAGE).map_err(|e| e.to_string())? {
-                            Fill::Done | Fill::Gone => {}
-                            Fill::Partial { .. } => self.uffd.wake(page, PAGE).map_err(|e| e.to_string())?,
-                            // The layout changes under us: the fault comes again after the event.
-                            Fill::Again { .. } => {}
-                        },
-                    }
-                }
-                Event::Remap { from, to, len } => {
-                    self.layout += 1;
-                    self.map.remap(from, to, len);
-                }
-                Event::Remove { start, end } | Event::Unmap { start, end } => {
-                    self.layout += 1;
-                    self.map.settle(start, end.saturating_sub(start));
-                }
-                Event::Other(e) => tracing::debug!(pid = self.pid, "userfaultfd event {e:#x}"),
+    /// Asks again for every page a member still lacks (after the source's end).
+    fn ask_missing(&mut self, request: &dyn Fn(u64) -> bool) -> Result<(), Stop> {
+        let wanted: Vec<u64> = self.members.iter().flat_map(|m| m.map.missing_sources()).collect();
+        for src in wanted {
+            self.ask(src, request)?;
+        }
+        Ok(())
+    }
+
+    fn ask(&mut self, src: u64, request: &dyn Fn(u64) -> bool) -> Result<(), Stop> {
+        if self.requested.insert(src) {
+            self.asked += 1;
+            if !request(src) {
+                return Err(Stop::Failed("the stream to the source is gone".into()));
             }
         }
         Ok(())
     }
 
-    /// Places pages that arrived for source address `src`.
-    fn fill(&mut self, src: u64, data: &[u8], events: &mut Vec<Event>, request: &dyn Fn(u64) -> bool) -> Result<(), String> {
+    /// Member `k`'s memory is gone (it ended, or replaced it by execve).
+    fn drop_member(&mut self, k: usize) {
+        let id = self.members.remove(k).id;
+        tracing::debug!(pid = self.pid, member = id, "post-copy: a process's memory is gone");
+        self.recent.retain(|r| r.1 != id);
+    }
+
+    /// Handles member `k`'s pending events; false when its memory turned out gone
+    /// (it is dropped).
+    fn events(&mut self, k: usize, events: &mut Vec<Event>, request: &dyn Fn(u64) -> bool, ended: bool) -> Result<bool, Stop> {
+        events.clear();
+        let gone = |e: herd_kernel::KernelError| match e {
+            herd_kernel::KernelError::Died { .. } => Stop::Gone,
+            e => Stop::Failed(e.to_string()),
+        };
+        let read = self.members[k].uffd.events(events).map_err(gone);
+        // Events read before the memory went are still followed (a fork among them).
+        let mut alive = read.is_ok();
+        for ev in events.drain(..) {
+            match ev {
+                Event::PageFault { addr } if alive => {
+                    self.faults += 1;
+                    let page = addr & !(PAGE - 1);
+                    let m = &self.members[k];
+                    match m.map.on_fault(page) {
+                        OnFault::Fetch { src } => self.ask(src, request)?,
+                        OnFault::Zero => match m.uffd.zero(page, PAGE).map_err(gone) {
+                            Ok(Fill::Done | Fill::Gone) => {}
+                            Ok(Fill::Partial { .. }) => m.uffd.wake(page, PAGE).map_err(gone).or_else(|e| if matches!(e, Stop::Gone) { alive = false; Ok(()) } else { Err(e) })?,
+                            // The layout changes under us: the fault comes again after the event.
+                            Ok(Fill::Again { .. }) => {}
+                            Err(Stop::Gone) => alive = false,
+                            Err(e) => return Err(e),
+                        },
+                    }
+                }
+                Event::Remap { from, to, len } => {
+                    self.layout += 1;
+                    self.members[k].map.remap(from, to, len);
+                }
+                Event::Remove { start, end } | Event::Unmap { start, end } => {
+                    self.layout += 1;
+                    self.members[k].map.settle(start, end.saturating_sub(start));
+                }
+                Event::Fork { fd } => {
+                    let child = self.forked(k, fd);
+                    self.members.push(child);
+                    if ended {
+                        self.ask_missing(request)?;
+                    }
+                }
+                Event::PageFault { .. } => {}
+                Event::Other(e) => tracing::debug!(pid = self.pid, "userfaultfd event {e:#x}"),
+            }
+        }
+        match read {
+            Err(Stop::Failed(e)) => Err(Stop::Failed(e)),
+            _ if !alive => {
+                self.drop_member(k);
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// Member `k` forked; `fd` is its child's userfaultfd. The child lacks what the
+    /// parent lacked when its memory was copied — and perhaps pages placed in the
+    /// parent a moment before the event was read (the fork copies the memory, lets go
+    /// of it, then queues the event: a page placed in between is the parent's alone).
+    /// Those are taken as missing in the child too; placing one the child has already
+    /// fails harmlessly (EEXIST). (The moment between the copy and the event is short:
+    /// [`FORK_RACE`] is far longer than that moment can be.)
+    fn forked(&mut self, k: usize, fd: i32) -> Member {
+        self.forks += 1;
+        let uffd = Uffd::forked(fd, self.pid);
+        let parent = self.members[k].id;
+        let mut map = self.members[k].map.clone();
+        let since = Instant::now() - FORK_RACE;
+        while self.recent.front().is_some_and(|r| r.0 < since) {
+            self.recent.pop_front();
+        }
+        for &(_, _, cur, len) in self.recent.iter().filter(|r| r.1 == parent) {
+            map.unsettle(cur, len);
+        }
+        tracing::debug!(pid = self.pid, missing = map.missing(), "post-copy: the process forked; its child's pages are filled too");
+        Member { id: self.forks, uffd, map }
+    }
+
+    /// Places pages that arrived for source address `src` in every member that lacks them.
+    fn fill(&mut self, src: u64, data: &[u8], events: &mut Vec<Event>, request: &dyn Fn(u64) -> bool, ended: bool) -> Result<(), Stop> {
         if !src.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
-            return Err(format!("pages at {src:#x} ({} bytes) are not whole pages", data.len()));
+            return Err(Stop::Failed(format!("pages at {src:#x} ({} bytes) are not whole pages", data.len())));
         }
         let mut a = src;
         while a < src + data.len() as u64 {
             self.requested.remove(&a);
             a += PAGE;
         }
+        for k in (0..self.members.len()).rev() {
+            let id = self.members[k].id;
+            match self.fill_member(k, src, data, events, request, ended) {
+                // (Unless its events dropped it already.)
+                Err(Stop::Gone) if self.members.get(k).is_some_and(|m| m.id == id) => self.drop_member(k),
+                Err(Stop::Gone) => {}
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Pager::fill`] for member `k`; `Stop::Gone` when its memory is gone.
+    fn fill_member(&mut self, k: usize, src: u64, data: &[u8], events: &mut Vec<Event>, request: &dyn Fn(u64) -> bool, ended: bool) -> Result<(), Stop> {
+        let died = |e: herd_kernel::KernelError| match e {
+            herd_kernel::KernelError::Died { .. } => Stop::Gone,
+            e => Stop::Failed(e.to_string()),
+        };
         // The process changes its layout while we place pages (UFFDIO_COPY says EAGAIN
         // from the moment a remap starts until its event has been read): take the events
         // and try again where the pages are now. The event may not be queued yet when the
         // copy fails (the process may be off the CPU in between, on a busy node): then
         // wait a moment. Give up only after a long time of it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let wanted = self.map.wanted(src, data.len() as u64);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let wanted = self.members[k].map.wanted(src, data.len() as u64);
             if wanted.is_empty() {
                 return Ok(());
             }
             let mut again = false;
             for (cur, off, len) in wanted {
+                let m = &mut self.members[k];
                 let mut done = 0u64;
                 while done < len {
                     let at = cur + done;
                     let piece = &data[off + done as usize..off + len as usize];
-                    match self.uffd.copy(at, piece).map_err(|e| e.to_string())? {
+                    match m.uffd.copy(at, piece).map_err(died)? {
                         Fill::Done => {
-                            self.map.settle(at, piece.len() as u64);
+                            m.map.settle(at, piece.len() as u64);
                             done = len;
                         }
                         Fill::Partial { bytes } => {
                             // The page after `bytes` is there already (the process
-                            // emptied and refilled it itself): it stays as it is.
-                            self.map.settle(at, bytes + PAGE);
+                            // emptied and refilled it itself, or a child has it from
+                            // its parent): it stays as it is.
+                            m.map.settle(at, bytes + PAGE);
                             done += bytes + PAGE;
                         }
                         Fill::Again { bytes } => {
-                            self.map.settle(at, bytes);
+                            m.map.settle(at, bytes);
                             again = true;
                             break;
                         }
@@ -413,13 +560,13 @@ impl Pager {
                         // so that the pages still mapped are not taken for gone.
                         Fill::Gone if piece.len() as u64 > PAGE => {
                             for page in piece.chunks(PAGE as usize) {
-                                match self.uffd.copy(cur + done, page).map_err(|e| e.to_string())? {
+                                match m.uffd.copy(cur + done, page).map_err(died)? {
                                     Fill::Again { .. } => {
                                         again = true;
                                         break;
                                     }
                                     Fill::Done | Fill::Partial { .. } | Fill::Gone => {
-                                        self.map.settle(cur + done, PAGE);
+                                        m.map.settle(cur + done, PAGE);
                                         done += PAGE;
                                     }
                                 }
@@ -429,10 +576,14 @@ impl Pager {
                             }
                         }
                         Fill::Gone => {
-                            self.map.settle(at, piece.len() as u64);
+                            m.map.settle(at, piece.len() as u64);
                             done = len;
                         }
                     }
+                }
+                if done > 0 {
+                    let id = self.members[k].id;
+                    self.recent.push_back((Instant::now(), id, cur, done.min(len)));
                 }
                 if again {
                     break;
@@ -442,12 +593,14 @@ impl Pager {
                 return Ok(());
             }
             let layout = self.layout;
-            self.events(events, request)?;
+            if !self.events(k, events, request, ended)? {
+                return Ok(()); // dropped already
+            }
             if self.layout == layout {
-                std::thread::sleep(std::time::Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
-        Err(format!("pages at {src:#x} could not be placed: the process keeps changing its memory layout"))
+        Err(Stop::Failed(format!("pages at {src:#x} could not be placed: the process keeps changing its memory layout")))
     }
 }
 
