@@ -964,7 +964,8 @@ fn move_size(lab: &Lab, mib: u64, cfg: &Config, tcp_bytes: u64, failures: &mut V
                 // Untimed: it answers from n2 (its stdin and stdout are at home).
                 target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, on n2"))?;
                 sys::warm_up(bytes);
-                let b = target.migrate(lab, "home", "n1").with_context(|| format!("rep {rep}, n2 -> home"))?;
+                // Home by the same mode as the move out.
+                let b = target.migrate_by(lab, "home", "n1", Some(case.mode)).with_context(|| format!("rep {rep}, n2 -> home by {}", case.mode))?;
                 case.back.push(Move { frozen_ms: b.frozen_ms, total_ms: b.total_ms, bytes: b.bytes, tcp });
                 target.p.ask("ping", "pong").with_context(|| format!("rep {rep}, back home"))?;
                 eprintln!(
@@ -1180,7 +1181,7 @@ fn met(ratio: Option<f64>, goal: f64) -> &'static str {
 fn print_moves(results: &[SizeResult], tcp_mib: u64) {
     println!();
     let reps = results.first().map_or(0, |r| r.reps);
-    println!("1. Moving a process of N MiB n1 -> n2 (by each mode, idle or rewriting its memory) and back home ({}; medians)", reps_text(reps, " per case"));
+    println!("1. Moving a process of N MiB n1 -> n2 (by each mode, idle or rewriting its memory) and back home by the same mode ({}; medians)", reps_text(reps, " per case"));
     println!();
     let mut rows = vec![row(&["size", "move", "by", "dirtying", "frozen ms", "total ms", "sent MiB", "move MiB/s", "TCP MiB/s", "move/TCP"])];
     for r in results {
@@ -1191,7 +1192,7 @@ fn print_moves(results: &[SizeResult], tcp_mib: u64) {
                 _ => format!("{} MB/s", fmt(med(c.dirtied.iter().copied()), 0)),
             };
             for (dir, by, dirty, moves) in
-                [("n1 -> n2", c.mode.to_string(), dirty, &c.out), ("n2 -> home", MoveMode::StopAndCopy.to_string(), "idle".to_string(), &c.back)]
+                [("n1 -> n2", c.mode.to_string(), dirty, &c.out), ("n2 -> home", c.mode.to_string(), "idle".to_string(), &c.back)]
             {
                 rows.push(vec![
                     size_label(r.mib),

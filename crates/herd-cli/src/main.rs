@@ -179,10 +179,10 @@ enum Command {
                             prints how long the process was stopped; if the move is refused or fails, it says why, \
                             exits with status 1, and the process runs on where it was.\n\n\
                             How: by default herdd picks the fastest way that keeps the process stopped briefly: \
-                            a small process moves by stop-and-copy, a larger one to another node by post-copy (it runs \
-                            on the target within milliseconds and its memory follows; `herd ps` shows the move until \
+                            a small process moves by stop-and-copy, a larger one by post-copy (it runs on the target \
+                            — or at home — within milliseconds and its memory follows; `herd ps` shows the move until \
                             the last page is there, and herd migrate returns then). --stop-and-copy or --postcopy \
-                            choose. A process comes home by stop-and-copy.\n\
+                            choose.\n\
                             With -j, PID is a job (the pid of the command herd run started; herd ps shows each \
                             process's JOB): every process of the job moves, one line each; the exit status is 1 if \
                             any move failed.\n\

@@ -1477,7 +1477,16 @@ impl Actor {
                     },
                     MoveMode::StopAndCopy => None,
                 };
-                self.back_home(device).await
+                match self.back_home(device).await {
+                    // herdd chose post-copy, and it failed before anything changed (the
+                    // process runs on there): by stop-and-copy, then.
+                    Err(e) if asked.is_none() && mode == MoveMode::PostCopy && e.kind == ErrorKind::Failed && self.remote.is_some() && self.deputy.is_some() => {
+                        tracing::info!(pid = self.pid, "coming home by post-copy failed ({}); by stop-and-copy then", e.message);
+                        mode = MoveMode::StopAndCopy;
+                        self.back_home(None).await
+                    }
+                    r => r,
+                }
             }
             (here, Dest::Node { name, addr }) => {
                 let from_home = here.is_none();

@@ -10,6 +10,12 @@
 //! and closing it unregisters everything (missing pages are then filled with
 //! zeroes by the kernel as for any anonymous memory).
 //!
+//! At home the process is the deputy, which runs as its user: `userfaultfd(2)` would
+//! give it only a descriptor of user-mode faults. There herdd hands it [`DEVICE`]
+//! (opened by root), the deputy asks the device for a descriptor
+//! ([`USERFAULTFD_IOC_NEW`]), and herdd, once it has taken it, does the handshake
+//! ([`Uffd::handshake`], with fork events) and the registrations itself.
+//!
 //! Layouts and numbers: include/uapi/linux/userfaultfd.h.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -310,9 +316,7 @@ impl WpTracker {
     /// injected `userfaultfd(O_CLOEXEC | O_NONBLOCK | USER_MODE_ONLY)`).
     pub fn new(fd: OwnedFd, pid: i32) -> Result<WpTracker> {
         let uffd = Uffd::from_fd(fd, pid);
-        let mut api = UffdioApi { api: UFFD_API, features: FEATURE_WP_ASYNC, ioctls: 0 };
-        uffd.ioctl("UFFDIO_API", UFFDIO_API, &mut api)
-            .map_err(|e| KernelError::Sys { op: "UFFDIO_API (write-protect, asynchronous)", pid, source: std::io::Error::from_raw_os_error(e) })?;
+        uffd.handshake(FEATURE_WP_ASYNC)?;
         Ok(WpTracker { uffd })
     }
 
