@@ -46,7 +46,6 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("herdd_killed_three_times_nothing_lost_or_twice", herdd_killed_three_times_nothing_lost_or_twice),
     ("clock_reading_job_diverges_is_reported_and_finishes", clock_reading_job_diverges_is_reported_and_finishes),
     ("memory_rewritten_while_checkpointed_resumes_intact", memory_rewritten_while_checkpointed_resumes_intact),
-    // Last: it kills n3 for good.
     ("node_killed_job_resumes_on_home_replays_and_comes_home", node_killed_job_resumes_on_home_replays_and_comes_home),
 ];
 
@@ -316,7 +315,7 @@ fn clock_reading_job_diverges_is_reported_and_finishes(lab: &Lab) {
     p.wait_for_lines(lab, 10);
     lab.expect_migrate(&p, pid, "n2");
     checkpointed_then(lab, &mut p, pid, 0, 5);
-    assert!(lab.cluster.kill_node("n2").unwrap(), "n2 was running");
+    let boot = lab.kill_node("n2");
     let r = wait_row(lab, &p, pid, "a resume whose replay diverged", EVENT, |r| {
         r["resumed"].as_u64() >= Some(1) && r["survival"].as_str().is_some_and(|s| s.contains("replay diverged"))
     });
@@ -326,12 +325,14 @@ fn clock_reading_job_diverges_is_reported_and_finishes(lab: &Lab) {
     expect_status(&f, Some(0), None);
     assert!(f.stdout.ends_with("299 ") || f.stdout.contains("\n299 "), "it ran to its end: {}", tail(&f.stdout, 3));
     assert!(f.stdout.ends_with("done\n"), "{}", f.describe());
+    // Made again (herd-lab's revive): the next scenarios have every node.
+    lab.revive("n2", boot);
 }
 
 /// The job of the issue: python3 with checkpoints every second, moved to n3, and n3
-/// killed whole (n2 is gone already): it is resumed on a guest on n1 itself, replays its
-/// journal there (nothing written twice: stdout and its file equal a direct run's), and
-/// comes home once replayed.
+/// killed whole (n2 killed before: no other node can take it): it is resumed on a guest on
+/// n1 itself, replays its journal there (nothing written twice: stdout and its file equal
+/// a direct run's), and comes home once replayed. Both nodes are made again afterwards.
 fn node_killed_job_resumes_on_home_replays_and_comes_home(lab: &Lab) {
     let work = lab.dir.join("work");
     let (fd, fh) = (work.join("direct.txt"), work.join("herd.txt"));
@@ -340,6 +341,7 @@ fn node_killed_job_resumes_on_home_replays_and_comes_home(lab: &Lab) {
     expect_status(&direct, Some(0), None);
 
     let prog = lab.python_program("surv_job.py").with_args(&["lines", "300", fh.to_str().unwrap()]);
+    let boot2 = lab.kill_node("n2");
     let mut p = lab.start("surv_job lines 300 FILE (n3 killed)", How::HerdWith(EVERY_SECOND), &prog);
     let pid = p.home_pid(lab);
     p.wait_for_lines(lab, 10);
@@ -348,7 +350,7 @@ fn node_killed_job_resumes_on_home_replays_and_comes_home(lab: &Lab) {
     // which the resume merges.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     checkpointed_then(lab, &mut p, pid, now + 2, 5);
-    assert!(lab.cluster.kill_node("n3").unwrap(), "n3 was running");
+    let boot = lab.kill_node("n3");
     let r = wait_row(lab, &p, pid, "a resume", EVENT, |r| r["resumed"].as_u64() >= Some(1));
     println!("herd ps says: {}", r["survival"]);
     assert!(r["survival"].as_str().unwrap().starts_with("resumed on n1 from its checkpoint of "), "{r}");
@@ -363,11 +365,12 @@ fn node_killed_job_resumes_on_home_replays_and_comes_home(lab: &Lab) {
     let (a, b) = (fs::read_to_string(&fd).unwrap(), fs::read_to_string(&fh).unwrap());
     assert_eq!(a.lines().count(), 300);
     assert!(a == b, "the file written through the resume differs from the direct run's:\n{}", tail(&b, 5));
+    lab.revive("n3", boot);
+    lab.revive("n2", boot2);
 }
 
 /// 128 MiB rewritten as fast as it can (every page each pass, each pass checking the last:
-/// mig_churn) while it is checkpointed every second on n3 (n2 is gone: the scenario before
-/// killed it), each checkpoint from a copy-on-write snapshot of its memory that is sent
+/// mig_churn) while it is checkpointed every second on n3, each checkpoint from a copy-on-write snapshot of its memory that is sent
 /// while it goes on rewriting; n3's herdd killed during its passes: it resumes from its last checkpoint, finds every page as the
 /// checkpoint left it (its own checks), and ends with the direct run's digest.
 fn memory_rewritten_while_checkpointed_resumes_intact(lab: &Lab) {
@@ -398,12 +401,7 @@ fn memory_rewritten_while_checkpointed_resumes_intact(lab: &Lab) {
     let snapshots: Vec<&str> = log.lines().filter(|l| l.contains("checkpointed on n3") && l.contains("from a snapshot") && l.contains(&format!("pid={pid}"))).collect();
     assert!(!snapshots.is_empty(), "no checkpoint of it on n3 was made from a snapshot (n1's log)");
     println!("n1: {}", snapshots[snapshots.len() - 1]);
-    // (n2 is gone for good: only n3's herdd, started again, is waited for.)
-    let t = Instant::now();
-    while !lab.nodes("n1").iter().any(|r| r["name"] == "n3" && r["state"] == "up") {
-        assert!(t.elapsed() < Duration::from_secs(30), "n1 does not list n3 up again within 30 s");
-        thread::sleep(Duration::from_millis(100));
-    }
+    lab.wait_all_up("n1", Duration::from_secs(30));
     p.wait_for_line(lab, "gate 1");
     p.send(lab, "go\n");
     let moved = p.finish(lab);

@@ -116,9 +116,18 @@ pub enum ClusterCommand {
     },
     /// Kill a whole node at once, as a power cut would (every process in it; its network goes)
     #[command(after_help = "For trying what herd does when a node dies: its guests are lost there, and their \
-                            homes resume those that have a checkpoint (herd run --checkpoint-every). The node \
-                            cannot be started again.\n\nExample:\n  herd cluster kill n2")]
+                            homes resume those that have a checkpoint (herd run --checkpoint-every). \
+                            `herd cluster revive` makes it again.\n\nExample:\n  herd cluster kill n2")]
     Kill {
+        /// The node (n1, n2, ...)
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Make a killed node again: same name, address and CPUs, a fresh herdd (as after a reboot)
+    #[command(after_help = "Its logs are appended to. It waits until the node's herdd takes requests.\n\n\
+                            Example:\n  herd cluster kill n2\n  herd cluster revive n2")]
+    Revive {
         /// The node (n1, n2, ...)
         node: String,
         #[command(flatten)]
@@ -216,6 +225,7 @@ impl ClusterArgs {
             | ClusterCommand::Start { dir, .. }
             | ClusterCommand::Stop { dir, .. }
             | ClusterCommand::Kill { dir, .. }
+            | ClusterCommand::Revive { dir, .. }
             | ClusterCommand::Exec { dir, .. } => dir,
         };
         arg.dir.get_or_insert(dir);
@@ -296,6 +306,15 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
                 println!("{node}: killed (every process in it)");
             } else {
                 println!("{node}: was gone already");
+            }
+            Ok(0)
+        }
+        ClusterCommand::Revive { node, dir } => {
+            let dir = dir.resolve();
+            if cluster::revive_node(&dir, &node, Duration::from_secs(30))? {
+                println!("{node}: made again; herdd is running");
+            } else {
+                println!("{node}: is alive (`herd cluster kill` it first, or `start` its herdd)");
             }
             Ok(0)
         }

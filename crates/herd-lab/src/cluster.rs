@@ -214,8 +214,8 @@ fn node_error(node: &NodeRecord, how: String) -> LabError {
 
 /// Kills a whole node as a power cut would: SIGKILL to its node-init (pid 1 of its pid
 /// namespace), so that every process in it ends at once and its network goes, without a
-/// word to the other nodes. Ok(false) if the node was gone already. It cannot be
-/// started again (`herd cluster down` and `up` make a new cluster).
+/// word to the other nodes. Ok(false) if the node was gone already. [`revive_node`]
+/// makes it again.
 pub fn kill_node(dir: &Path, name: &str) -> Result<bool> {
     let st = load(dir)?;
     let node = st.node(name)?;
@@ -231,6 +231,35 @@ pub fn kill_node(dir: &Path, name: &str) -> Result<bool> {
         std::thread::sleep(POLL);
     }
     Ok(true)
+}
+
+/// Makes a node killed by [`kill_node`] again — same name, address and cgroups, a fresh
+/// node-init and herdd (logs appended) — and waits until its herdd's control socket
+/// accepts connections. Ok(false) if the node was alive.
+pub fn revive_node(dir: &Path, name: &str, timeout: Duration) -> Result<bool> {
+    let st = load(dir)?;
+    let node = st.node(name)?;
+    if node.init.is_live() {
+        return Ok(false);
+    }
+    if !st.supervisor.is_live() {
+        return Err(LabError::NoCluster { dir: dir.to_path_buf() });
+    }
+    let old = node.init.pid;
+    std::fs::write(dir.join(state::REVIVE_FILE), format!("{name}\n")).map_err(|e| node_error(node, format!("asking for it again: {e}")))?;
+    st.supervisor.signal(libc::SIGUSR2).context(|| format!("sending SIGUSR2 to the supervisor (pid {})", st.supervisor.pid))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = load(dir)?;
+        let node = now.node(name)?;
+        if node.init.pid != old && node.init.is_live() && daemon_pid(node).is_some() && socket_accepts(&node.control_socket) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Err(node_error(node, format!("it was not made again within {timeout:?} (see the supervisor's log)")));
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Sends SIGTERM to the node's herdd and waits until node-init has reaped
@@ -746,6 +775,11 @@ impl LocalCluster {
     /// See [`start_node`] (waits up to 30 s).
     pub fn start_node(&self, name: &str) -> Result<bool> {
         start_node(&self.dir, name, Duration::from_secs(30))
+    }
+
+    /// See [`revive_node`] (waits up to 30 s).
+    pub fn revive_node(&self, name: &str) -> Result<bool> {
+        revive_node(&self.dir, name, Duration::from_secs(30))
     }
 
     /// See [`node_exec`].

@@ -25,6 +25,8 @@ pub const STATE_FILE: &str = "cluster.json";
 pub const KEY_FILE: &str = "cluster.key";
 pub const LOCK_FILE: &str = "cluster.lock";
 pub const SUPERVISOR_LOG: &str = "supervisor.log";
+/// Names of nodes to make again, for the supervisor (see `supervisor`).
+pub const REVIVE_FILE: &str = "revive";
 
 pub const NODE_CONFIG: &str = "herd.toml";
 pub const NODE_SOCKET: &str = "herdd.sock";

@@ -15,6 +15,11 @@
 //!    byte on the pipe lets it go on;
 //! 6. the state file with every node.
 //!
+//! A node killed as a whole (`cluster::kill_node`) can be started again
+//! (`cluster::revive_node`): the caller writes its name into `DIR/revive` and sends
+//! SIGUSR2; the supervisor makes it as in step 5, with the same name, address and
+//! cgroups, and its logs are appended to.
+//!
 //! Everything the supervisor makes goes away with it: node-init processes
 //! get SIGTERM (and SIGKILL after 8 s; each was also started with
 //! PR_SET_PDEATHSIG = SIGKILL, so even a killed supervisor takes its nodes
@@ -68,6 +73,7 @@ struct NodeCgroups {
 }
 
 struct Supervisor {
+    opts: SuperviseOptions,
     state: ClusterState,
     signals: Signals,
     /// Live node-init pids, to their index in state.nodes.
@@ -91,7 +97,7 @@ pub fn supervise(opts: SuperviseOptions) -> anyhow::Result<i32> {
             return Ok(EXIT_ALREADY_RUNNING);
         }
     };
-    let signals = Signals::block(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD])?;
+    let signals = Signals::block(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD, Signal::SIGUSR2])?;
     let euid = herd_kernel::task::euid();
     log!("supervisor {me}: starting {} node(s) in {} as uid {euid}", opts.nodes, opts.dir.display());
     let state = ClusterState {
@@ -103,8 +109,8 @@ pub fn supervise(opts: SuperviseOptions) -> anyhow::Result<i32> {
         nodes: Vec::new(),
     };
     state.save()?;
-    let mut sup = Supervisor { state, signals, live: HashMap::new(), stopping: false };
-    if let Err(e) = sup.build(&opts) {
+    let mut sup = Supervisor { opts, state, signals, live: HashMap::new(), stopping: false };
+    if let Err(e) = sup.build() {
         log!("setting up the cluster failed: {e:#}");
         sup.teardown();
         return Ok(1);
@@ -116,9 +122,9 @@ pub fn supervise(opts: SuperviseOptions) -> anyhow::Result<i32> {
 }
 
 impl Supervisor {
-    fn build(&mut self, opts: &SuperviseOptions) -> anyhow::Result<()> {
-        let names: Vec<String> = (1..=opts.nodes).map(state::node_name).collect();
-        let node_cgroups = self.make_cgroups(opts, &names)?;
+    fn build(&mut self) -> anyhow::Result<()> {
+        let names: Vec<String> = (1..=self.opts.nodes).map(state::node_name).collect();
+        let node_cgroups = self.make_cgroups(&names)?;
         if self.state.user_namespace {
             let uid = nix::unistd::getuid();
             enter_user_namespace()?;
@@ -127,14 +133,15 @@ impl Supervisor {
         ns::unshare(ns::CLONE_NEWNET).context("unshare(CLONE_NEWNET) for the hub network namespace")?;
         net::make_hub()?;
         for (i, (name, cgroups)) in names.iter().zip(node_cgroups).enumerate() {
-            self.start_node(opts, i as u32 + 1, name, cgroups).with_context(|| format!("starting node {name}"))?;
+            self.start_node(i as u32 + 1, name, cgroups, None).with_context(|| format!("starting node {name}"))?;
         }
         Ok(self.state.save()?)
     }
 
     /// The cpuset and memory cgroups of every node, as the options ask;
     /// recorded in the state file as soon as they exist.
-    fn make_cgroups(&mut self, opts: &SuperviseOptions, names: &[String]) -> anyhow::Result<Vec<NodeCgroups>> {
+    fn make_cgroups(&mut self, names: &[String]) -> anyhow::Result<Vec<NodeCgroups>> {
+        let opts = &self.opts;
         let mut controllers = Vec::new();
         if opts.cpus_per_node.is_some() {
             controllers.push(cgroup::CPUSET);
@@ -192,15 +199,19 @@ impl Supervisor {
         Ok(out)
     }
 
-    fn start_node(&mut self, opts: &SuperviseOptions, k: u32, name: &str, cgroups: NodeCgroups) -> anyhow::Result<()> {
+    /// Starts node `name` (the k-th); `again`: the index of its record, when a node that
+    /// was killed is made again (its logs are appended to, its record replaced).
+    fn start_node(&mut self, k: u32, name: &str, cgroups: NodeCgroups, again: Option<usize>) -> anyhow::Result<()> {
+        let opts = &self.opts;
         let dir = state::node_dir(&opts.dir, name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join(state::NODE_CONFIG), state::node_config(&opts.dir, name, &opts.shared, opts.allow_root_guests))?;
         for stale in [state::NODE_SOCKET, state::NODE_DAEMON_PID, state::NODE_DAEMON_EXITED] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        std::fs::File::create(dir.join(state::NODE_DAEMON_LOG))?;
-        let init_log = std::fs::File::create(dir.join(state::NODE_INIT_LOG))?;
+        let log_file = |name: &str| OpenOptions::new().create(true).write(true).append(again.is_some()).truncate(again.is_none()).open(dir.join(name));
+        log_file(state::NODE_DAEMON_LOG)?;
+        let init_log = log_file(state::NODE_INIT_LOG)?;
         let address = state::node_address(k);
 
         let exe = std::env::current_exe().context("finding our own executable")?;
@@ -229,8 +240,9 @@ impl Supervisor {
         let pid = ns::clone_exec(flags, &spec).context("clone of node-init into new namespaces")?;
         drop(spec);
         let init = ProcRef::of(pid).ok_or_else(|| anyhow!("node-init (pid {pid}) vanished at once"))?;
-        self.live.insert(pid, self.state.nodes.len());
-        self.state.nodes.push(NodeRecord {
+        let slot = again.unwrap_or(self.state.nodes.len());
+        self.live.insert(pid, slot);
+        let record = NodeRecord {
             name: name.to_string(),
             address,
             prefix_len: state::PREFIX_LEN,
@@ -241,9 +253,14 @@ impl Supervisor {
             cpus: cgroups.cpus.clone(),
             memory_cgroup: cgroups.memory,
             mem_limit: cgroups.mem_limit,
-        });
+        };
+        if again.is_some() {
+            self.state.nodes[slot] = record;
+        } else {
+            self.state.nodes.push(record);
+        }
         // Before node-init goes on: herdd and everything else of the node inherit them.
-        for d in self.state.nodes.last().expect("just pushed").cgroups() {
+        for d in self.state.nodes[slot].cgroups() {
             cgroup::add_process(d, pid)?;
         }
         net::plug_node(name, pid)?;
@@ -261,11 +278,55 @@ impl Supervisor {
         loop {
             match self.signals.next(None) {
                 Some(Signal::SIGCHLD) => self.reap(),
+                Some(Signal::SIGUSR2) => self.revive(),
                 Some(sig @ (Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) => {
                     log!("{sig}: taking the cluster down");
                     return;
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Makes again the nodes named in `DIR/revive` whose init has died (see the module
+    /// documentation), then removes the file.
+    fn revive(&mut self) {
+        self.reap();
+        let request = self.opts.dir.join(state::REVIVE_FILE);
+        let names = std::fs::read_to_string(&request).unwrap_or_default();
+        let _ = std::fs::remove_file(&request);
+        for name in names.split_whitespace() {
+            let Some(i) = self.state.nodes.iter().position(|n| n.name == name) else {
+                log!("revive {name}: no such node");
+                continue;
+            };
+            if self.live.values().any(|&j| j == i) {
+                log!("revive {name}: it is alive");
+                continue;
+            }
+            let old = &self.state.nodes[i];
+            let cgroups = NodeCgroups { cpuset: old.cgroup.clone(), cpus: old.cpus.clone(), memory: old.memory_cgroup.clone(), mem_limit: old.mem_limit };
+            // The old node's network namespace (and with it both ends of its veth) goes
+            // away shortly after its last process: until then its port name is taken.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let made = loop {
+                match self.start_node(i as u32 + 1, name, cgroups.clone(), Some(i)) {
+                    Ok(()) => break Ok(()),
+                    Err(e) if Instant::now() < deadline => {
+                        log!("revive {name}: {e:#}; trying again");
+                        // The half-made node-init ends with the namespaces it made.
+                        if let Some((&pid, _)) = self.live.iter().find(|(_, &j)| j == i) {
+                            let _ = herd_kernel::task::kill(pid, libc::SIGKILL);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                        self.reap();
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match made.and_then(|()| Ok(self.state.save()?)) {
+                Ok(()) => log!("node {name}: made again"),
+                Err(e) => log!("revive {name}: {e:#}"),
             }
         }
     }

@@ -658,6 +658,20 @@ impl Lab {
         }
     }
 
+    /// Kills `node` whole (`herd_lab::kill_node`); [`Lab::revive`] makes it again.
+    pub fn kill_node(&self, node: &str) -> u64 {
+        let boot = self.boot_of("n1", node);
+        assert!(self.cluster.kill_node(node).unwrap(), "{node} was running");
+        boot
+    }
+
+    /// Makes `node`, killed by [`Lab::kill_node`] (its boot then was `boot_before`),
+    /// again, and waits until every node lists it up with a new boot.
+    pub fn revive(&self, node: &str, boot_before: u64) {
+        assert!(self.cluster.revive_node(node).unwrap_or_else(|e| panic!("making {node} again: {e}")), "{node} was alive");
+        self.wait_node_back(node, boot_before);
+    }
+
     pub fn daemon_host_pid(&self, node: &str) -> i32 {
         let nodes = self.cluster.status().expect("cluster status");
         nodes.iter().find(|n| n.name == node).and_then(|n| n.pid).unwrap_or_else(|| panic!("{node}'s herdd does not run"))
