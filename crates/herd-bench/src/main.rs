@@ -227,13 +227,14 @@ enum Cmd {
     ///    the stop and size of each checkpoint;
     /// 2. from a fault on n2 (its herdd killed; its herdd stopped, which only membership
     ///    notices) to the process resumed and answering again (goal: within 5 s);
-    /// 3. --rounds chaos rounds: moves n1 -> n2 -> home with n2's herdd killed during the
-    ///    move there, while the process runs there or during the move home (whose source
-    ///    it is), or stopped for 3 s, or (a herdd built with
-    ///    failpoints: `cargo build --release -p herd-bench -p herd-daemon --features
-    ///    herd-bench/failpoints`) a fault at a random step of the move there or home;
-    ///    processes lost, running twice, memory checks failed and answers missing or
-    ///    twice (goal: 0).
+    /// 3. --rounds chaos rounds on a 3-node cluster of their own: moves n1 -> n2 or n3
+    ///    (sometimes on to the other) -> home, with the target's herdd killed during the
+    ///    move there or on, while the process runs there or during the move home (whose
+    ///    source it is), or stopped for 3 s, or its whole node killed (and made again),
+    ///    or (a herdd built with failpoints: `cargo build --release -p herd-bench -p
+    ///    herd-daemon --features herd-bench/failpoints`) a fault at a random step of the
+    ///    move there or home; processes lost, running twice, memory checks failed and
+    ///    answers missing or twice (goal: 0).
     ///
     /// docs/benchmarks.md, "Survival".
     #[command(verbatim_doc_comment)]

@@ -245,14 +245,16 @@ pub(crate) struct Lab {
     pub(crate) setpriv: PathBuf,
     /// The compiled program under test.
     pub(crate) target: PathBuf,
-    /// Per node (n1, n2): the node's CPUs for `taskset -c`, when it has a cpuset.
-    pin: [Option<String>; 2],
+    /// The nodes: n1 (home of the processes under test), n2, and n3 in a 3-node lab.
+    nodes: &'static [&'static str],
+    /// Per node: the node's CPUs for `taskset -c`, when it has a cpuset.
+    pin: Vec<Option<String>>,
     taskset: Option<PathBuf>,
     /// Why the nodes have no cpusets, when they have none.
     no_cpusets: Option<String>,
 }
 
-const NODES: [&str; 2] = ["n1", "n2"];
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
 impl Lab {
     pub(crate) fn up(keep: bool) -> Result<Lab> {
@@ -261,6 +263,12 @@ impl Lab {
 
     /// [`Lab::up`]; with `pinned` false the nodes share every CPU (no cpuset each).
     pub(crate) fn up_with(keep: bool, pinned: bool) -> Result<Lab> {
+        Self::up_nodes(keep, pinned, 2)
+    }
+
+    /// [`Lab::up_with`] of `count` nodes (2 or 3).
+    pub(crate) fn up_nodes(keep: bool, pinned: bool, count: usize) -> Result<Lab> {
+        let nodes = &NODES[..count.clamp(2, NODES.len())];
         let bench = std::env::current_exe().context("cannot find herd-bench's own executable")?;
         let herd = bench.with_file_name("herd");
         let herdd = bench.with_file_name("herdd");
@@ -301,7 +309,7 @@ impl Lab {
             bail!("uid {NOBODY} cannot run {} (is every directory above it open to other users?)", target.display());
         }
 
-        let mut opts = UpOptions::new(2);
+        let mut opts = UpOptions::new(nodes.len() as u32);
         opts.dir = Some(work.path.clone());
         // Offered by both nodes for direct file access: verified shared (the files part).
         opts.shared = vec![work.path.join("shared")];
@@ -335,13 +343,13 @@ impl Lab {
         };
         let up_secs = started.elapsed().as_secs_f64();
         let state = cluster.state()?;
-        let pin = NODES
-            .map(|n| state.node(n).ok().and_then(|r| r.cpus.as_ref()).map(|c| c.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+        let pin: Vec<Option<String>> =
+            nodes.iter().map(|n| state.node(n).ok().and_then(|r| r.cpus.as_ref()).map(|c| c.iter().map(u32::to_string).collect::<Vec<_>>().join(","))).collect();
         let taskset = find_in_path("taskset");
         if taskset.is_none() && pin.iter().any(Option::is_some) {
             eprintln!("herd-bench: no taskset: the programs started in the nodes are not pinned to the nodes' CPUs");
         }
-        let lab = Lab { cluster, work, up_secs, bench, herd, setpriv, target, pin, taskset, no_cpusets };
+        let lab = Lab { cluster, work, up_secs, bench, herd, setpriv, target, nodes, pin, taskset, no_cpusets };
         lab.wait_all_up().inspect_err(|_| eprintln!("{}", lab.logs()))?;
         Ok(lab)
     }
@@ -359,19 +367,19 @@ impl Lab {
         Ok(())
     }
 
-    /// Until each node lists both as up: a node moves processes only to nodes it knows.
+    /// Until each node lists every node as up: a node moves processes only to nodes it knows.
     pub(crate) fn wait_all_up(&self) -> Result<()> {
         let start = Instant::now();
         loop {
-            let all = NODES.iter().all(|viewer| {
+            let all = self.nodes.iter().all(|viewer| {
                 let rows = Client::connect(&self.cluster.node_socket(viewer)).and_then(|mut c| c.call(&Request::Nodes));
-                matches!(rows, Ok(Response::Nodes(rows)) if NODES.iter().all(|n| rows.iter().any(|r| r.name == *n && r.state == "up")))
+                matches!(rows, Ok(Response::Nodes(rows)) if self.nodes.iter().all(|n| rows.iter().any(|r| r.name == *n && r.state == "up")))
             });
             if all {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(60) {
-                bail!("the two nodes did not list each other as up within 60 s");
+                bail!("the {} nodes did not list each other as up within 60 s", self.nodes.len());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -380,7 +388,8 @@ impl Lab {
     pub(crate) fn print_header(&self, title: &str) {
         println!("{title}");
         crate::report::print_machine();
-        let nodes: Vec<String> = NODES
+        let nodes: Vec<String> = self
+            .nodes
             .iter()
             .zip(&self.pin)
             .map(|(n, pin)| {
@@ -391,7 +400,7 @@ impl Lab {
                 }
             })
             .collect();
-        println!("cluster: 2 nodes up in {:.2} s, each in its own namespaces with its own herdd: {}", self.up_secs, nodes.join(", "));
+        println!("cluster: {} nodes up in {:.2} s, each in its own namespaces with its own herdd: {}", self.nodes.len(), self.up_secs, nodes.join(", "));
         match (&self.no_cpusets, &self.taskset) {
             (Some(why), _) => println!("no cpuset per node ({why}): the nodes share the CPUs"),
             (None, Some(_)) => println!("programs and TCP helpers started in a node are pinned to its CPU (taskset)"),
@@ -399,15 +408,15 @@ impl Lab {
         }
     }
 
-    fn node_index(node: &str) -> usize {
-        NODES.iter().position(|n| *n == node).expect("a node of the lab")
+    fn node_index(&self, node: &str) -> usize {
+        self.nodes.iter().position(|n| *n == node).expect("a node of the lab")
     }
 
     /// A command inside `node`, pinned to its CPUs, with a clean environment in which
     /// `herd` talks to that node's herdd.
     pub(crate) fn node_cmd(&self, node: &str, argv: Vec<OsString>) -> Result<Command> {
         let mut full = Vec::new();
-        if let (Some(taskset), Some(cpus)) = (&self.taskset, &self.pin[Self::node_index(node)]) {
+        if let (Some(taskset), Some(cpus)) = (&self.taskset, &self.pin[self.node_index(node)]) {
             full.extend([taskset.clone().into_os_string(), "-c".into(), cpus.into()]);
         }
         full.extend(argv);
@@ -436,7 +445,7 @@ impl Lab {
     /// The end of each node's herdd.log, for errors.
     pub(crate) fn logs(&self) -> String {
         let mut s = String::new();
-        for node in NODES {
+        for node in self.nodes {
             let path = self.work.path.join(node).join("herdd.log");
             let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({e})"));
             let lines: Vec<&str> = text.lines().collect();

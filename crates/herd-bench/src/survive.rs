@@ -1,6 +1,7 @@
 //! `herd-bench survive`: what surviving a node's death costs and how well it works, on
-//! the two-node local cluster of `herd-bench migrate` (the same program under test,
-//! started in n1 as uid 65534 under `herd run --checkpoint-every`, running on n2):
+//! the local cluster of `herd-bench migrate` (the same program under test, started in n1
+//! as uid 65534 under `herd run --checkpoint-every`, running on n2; two nodes for parts 1
+//! and 2, three for part 3):
 //!
 //! 1. the cost of periodic checkpoints: the same CPU-bound work on n2 without
 //!    checkpoints and with one every `--every` seconds (asked by the bench through the
@@ -9,12 +10,13 @@
 //! 2. the time from a fault to the process running again: n2's herdd killed (SIGKILL:
 //!    its guests die with it, the stream breaks) and n2's herdd stopped (SIGSTOP: only
 //!    membership sees it); "running again" is the process answering a ping;
-//! 3. a chaos run: rounds of moves n1 → n2 → home with a fault injected at a random
-//!    point in some (n2's herdd killed during the move there, while the process runs
-//!    there, or during the move home, whose source it is; stopped for 3 s; with a herdd
-//!    built with failpoints, a failpoint at a random step of either move), then a check
-//!    of the process: it answers, its memory is what it wrote, no copy of it is left on
-//!    n2, no answer came twice or went missing.
+//! 3. a chaos run, on a cluster of three nodes of its own: rounds of moves n1 → n2 or n3
+//!    (sometimes on to the other) → home with a fault injected at a random point in most
+//!    (`FAULTS`: a herdd killed during a move there, on or home, or while the process runs
+//!    there; stopped for 3 s; a whole node killed — its namespace init — and made again;
+//!    with a herdd built with failpoints, a failpoint at a random step of a move), then a
+//!    check of the process: it answers, its memory is what it wrote, no copy of it is left
+//!    on a node it does not run on, no answer came twice or went missing.
 
 use std::time::{Duration, Instant};
 
@@ -40,26 +42,34 @@ pub struct Config {
 }
 
 pub fn run(cfg: Config) -> Result<bool> {
-    let lab = Lab::up_with(cfg.keep, !cfg.shared_cpus)?;
-    lab.print_header("herd-bench survive");
-    println!(
-        "process under test: {} MiB of pseudo-random words, started in n1 as uid 65534 under `herd run --checkpoint-every`, run on n2",
-        cfg.mib
-    );
-    let mut failures = Vec::new();
+    let mut ok = true;
     if !cfg.chaos_only {
-        if let Err(e) = cost(&lab, &cfg) {
-            failures.push(format!("part 1: {e:#}"));
-        }
-        if let Err(e) = recovery(&lab, &cfg) {
-            failures.push(format!("part 2: {e:#}"));
-        }
+        ok &= on_lab(&cfg, 2, |lab| {
+            let mut failures = Vec::new();
+            if let Err(e) = cost(lab, &cfg) {
+                failures.push(format!("part 1: {e:#}"));
+            }
+            if let Err(e) = recovery(lab, &cfg) {
+                failures.push(format!("part 2: {e:#}"));
+            }
+            failures
+        })?;
     }
     if cfg.rounds > 0 {
-        if let Err(e) = chaos(&lab, &cfg) {
-            failures.push(format!("part 3: {e:#}"));
-        }
+        ok &= on_lab(&cfg, 3, |lab| chaos(lab, &cfg).err().map(|e| format!("part 3: {e:#}")).into_iter().collect())?;
     }
+    Ok(ok)
+}
+
+/// Runs `parts` on a local cluster of `nodes` nodes, taken down after; whether nothing failed.
+fn on_lab(cfg: &Config, nodes: usize, parts: impl FnOnce(&Lab) -> Vec<String>) -> Result<bool> {
+    let lab = Lab::up_nodes(cfg.keep, !cfg.shared_cpus, nodes)?;
+    lab.print_header("herd-bench survive");
+    println!(
+        "process under test: {} MiB of pseudo-random words, started in n1 as uid 65534 under `herd run --checkpoint-every`",
+        cfg.mib
+    );
+    let failures = parts(&lab);
     if !failures.is_empty() {
         println!();
         println!("FAILED ({}):", failures.len());
@@ -114,17 +124,17 @@ fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).with_context(|| format!("{sig} to {pid}"))
 }
 
-/// n2's herdd again after it was killed (`killed`: its pid), and both nodes up.
-fn restart_n2(lab: &Lab, killed: i32) -> Result<()> {
+/// `node`'s herdd again after it was killed (`killed`: its pid), and every node up.
+fn restart_node(lab: &Lab, node: &str, killed: i32) -> Result<()> {
     // Its node-init reaps it first; until then the node says it runs.
     let start = Instant::now();
-    while herdd_of(lab, "n2").is_ok_and(|p| p == killed) {
+    while herdd_of(lab, node).is_ok_and(|p| p == killed) {
         if start.elapsed() > Duration::from_secs(10) {
-            bail!("n2's killed herdd (pid {killed}) is still listed after 10 s");
+            bail!("{node}'s killed herdd (pid {killed}) is still listed after 10 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    lab.cluster.start_node("n2")?;
+    lab.cluster.start_node(node)?;
     lab.wait_all_up()
 }
 
@@ -220,7 +230,7 @@ fn fault_to_running(lab: &Lab, cfg: &Config, stop: bool) -> Result<(f64, f64)> {
     if stop {
         lab.wait_all_up()?;
     } else {
-        restart_n2(lab, herdd)?;
+        restart_node(lab, "n2", herdd)?;
     }
     Ok((resumed, answered))
 }
@@ -277,6 +287,7 @@ struct Tally {
     completed: usize,
     aborted: usize,
     faults: usize,
+    nodes_killed: usize,
     resumed: u32,
     lost: usize,
     twice: usize,
@@ -284,25 +295,37 @@ struct Tally {
     answers_wrong: usize,
 }
 
-fn copies_on_n2(lab: &Lab) -> usize {
-    let Ok(st) = herd_lab::status(lab.work_dir()) else { return 0 };
-    let Some(init) = st.nodes.iter().find(|n| n.name == "n2").map(|n| n.init_pid) else { return 0 };
-    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else { return 0 };
+/// Copies of the program under test in `node` (in its pid namespace) that may run: not
+/// a checkpoint's snapshot (a copy-on-write clone herdd holds in a tracing stop, never
+/// run). Each as (host pid, state, parent's host pid).
+fn copies_on(lab: &Lab, node: &str) -> Vec<(i32, char, i32)> {
+    let Ok(st) = herd_lab::status(lab.work_dir()) else { return Vec::new() };
+    let Some(init) = st.nodes.iter().find(|n| n.name == node).map(|n| n.init_pid) else { return Vec::new() };
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else { return Vec::new() };
     let target = lab.target.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|s| s.parse::<i32>().is_ok()))
-        .filter(|e| std::fs::read_link(e.path().join("ns/pid")).ok().as_ref() == Some(&ns))
-        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).starts_with(&target)))
-        .count()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<i32>().ok()?, e.path())))
+        .filter(|(_, p)| std::fs::read_link(p.join("ns/pid")).ok().as_ref() == Some(&ns))
+        .filter(|(_, p)| std::fs::read(p.join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).starts_with(&target)))
+        .filter_map(|(pid, p)| {
+            let stat = std::fs::read_to_string(p.join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut f = rest.split_whitespace();
+            let state = f.next()?.chars().next()?;
+            let ppid = f.next()?.parse().ok()?;
+            Some((pid, state, ppid))
+        })
+        .filter(|&(_, state, _)| state != 't')
+        .collect()
 }
 
-/// Failpoints a move n1 -> n2 meets (the node whose herdd fails there, the point), and a
-/// move home from n2 (`herd_migrate::failpoint`).
-const AWAY_POINTS: [(&str, &str); 5] = [("n1", "out-connected"), ("n1", "out-image"), ("n1", "out-commit"), ("n2", "arrive-restore"), ("n2", "arrive-restored")];
-const BACK_POINTS: [(&str, &str); 3] = [("n2", "away-capture"), ("n2", "away-image"), ("n1", "home-restore")];
+/// Failpoints a move n1 -> X meets (whose herdd fails there: home, or the target X;
+/// the point), and a move home from X (`herd_migrate::failpoint`).
+const AWAY_POINTS: [(bool, &str); 5] = [(true, "out-connected"), (true, "out-image"), (true, "out-commit"), (false, "arrive-restore"), (false, "arrive-restored")];
+const BACK_POINTS: [(bool, &str); 3] = [(false, "away-capture"), (false, "away-image"), (true, "home-restore")];
 
 /// Sets failpoint `name` of `node`'s herdd to `actions`.
 fn failpoint(lab: &Lab, node: &str, name: &str, actions: &str) -> Result<()> {
@@ -336,8 +359,50 @@ fn faulted_move(lab: &Lab, t: &Target, rng: &mut Rng, tally: &mut Tally, at: (&s
     }
 }
 
+/// A move of `t` to `target` (where it runs on `node`) with `node`'s herdd SIGKILLed
+/// 0-40 ms into it.
+fn move_with_kill(lab: &Lab, t: &Target, rng: &mut Rng, tally: &mut Tally, target: &str, node: &str, victim: &str) -> Result<()> {
+    let herdd = herdd_of(lab, victim)?;
+    let delay = Duration::from_millis(rng.below(40));
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let _ = signal(herdd, nix::sys::signal::Signal::SIGKILL);
+    });
+    tally.moves += 1;
+    tally.faults += 1;
+    match t.migrate(lab, target, node) {
+        Ok(_) => tally.completed += 1,
+        Err(_) => tally.aborted += 1,
+    }
+    let _ = killer.join();
+    restart_node(lab, victim, herdd)
+}
+
+/// Where the process runs now (its home's view), if it is known.
+fn where_of(lab: &Lab, pid: i32) -> Result<Option<String>> {
+    Ok(row_of(lab, pid)?.map(|r| r.where_))
+}
+
+/// The kinds of fault of a chaos round.
+const FAULTS: [&str; 11] = [
+    "none",
+    "the target's herdd killed during the move there",
+    "its herdd killed while it runs there",
+    "its herdd stopped for 3 s while it runs there",
+    "its herdd killed during the move home (the source)",
+    "its whole node killed while it runs there (then made again)",
+    "on to the other node, whose herdd is killed during the move",
+    "on to the other node, then that whole node killed",
+    "a failpoint of the move there",
+    "a failpoint of the move home",
+    "a byte flipped on the wire by home, during the move there or while it runs there",
+];
+
+/// The kinds of [`FAULTS`] that need a herdd with failpoints.
+const FAILPOINT_KINDS: usize = 3;
+
 fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
-    eprintln!("herd-bench: part 3, {} chaos rounds", cfg.rounds);
+    eprintln!("herd-bench: part 3, {} chaos rounds on 3 nodes", cfg.rounds);
     // splitmix64 of the seed: small seeds give well-mixed faults from the first round.
     let mut z = cfg.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -356,91 +421,126 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
             false
         }
     };
+    let kinds = if failpoints { FAULTS.len() } else { FAULTS.len() - FAILPOINT_KINDS };
     for round in 0..cfg.rounds {
-        // 0 none, 1 kill during the move, 2 kill while there, 3 stop 3 s, 4 kill (the
-        // source) during the move home, 5 a failpoint of the move there, 6 a failpoint of
-        // the move home.
-        let fault = rng.below(if failpoints { 7 } else { 5 });
-        eprintln!("herd-bench:   round {}/{} fault {fault}", round + 1, cfg.rounds);
-        let herdd = herdd_of(lab, "n2")?;
-        tally.moves += 1;
-        if fault == 1 {
-            let delay = Duration::from_millis(rng.below(40));
-            let killer = std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                let _ = signal(herdd, nix::sys::signal::Signal::SIGKILL);
-            });
-            let moved = t.migrate(lab, "n2", "n2");
-            let _ = killer.join();
-            tally.faults += 1;
-            match moved {
-                Ok(_) => tally.completed += 1,
-                Err(_) => tally.aborted += 1,
-            }
-            restart_n2(lab, herdd)?;
-        } else if fault == 5 {
-            let (node, point) = AWAY_POINTS[rng.below(AWAY_POINTS.len() as u64) as usize];
-            if faulted_move(lab, &t, &mut rng, &mut tally, (node, point), "n2", "n2")? {
-                // A move with a fault that succeeds anyway: home again for the next round.
-                t.migrate(lab, "home", "n1").context("home after a move that ignored its fault")?;
-            }
-        } else {
-            match t.migrate(lab, "n2", "n2") {
-                Ok(_) => tally.completed += 1,
-                Err(e) => {
-                    eprintln!("herd-bench:   move failed: {e:#}");
-                    tally.aborted += 1;
+        let fault = rng.below(kinds as u64) as usize;
+        let (away, other) = if rng.below(2) == 0 { ("n2", "n3") } else { ("n3", "n2") };
+        eprintln!("herd-bench:   round {}/{}: to {away}, fault {fault} ({})", round + 1, cfg.rounds, FAULTS[fault]);
+        let there = |lab: &Lab, node: &str| -> Result<bool> { Ok(where_of(lab, t.pid)?.as_deref() == Some(node)) };
+        match fault {
+            1 => move_with_kill(lab, &t, &mut rng, &mut tally, away, away, away)?,
+            10 => {
+                // A frame home sends is corrupted: one of the move's image (64 KiB each:
+                // the move fails, the process runs on at home), or, set once it runs
+                // there, one of the next few (checkpoint requests and the like: the stream
+                // breaks and the process resumes from its checkpoint).
+                let before = row_of(lab, t.pid)?.map_or(0, |r| r.resumed);
+                let during_move = rng.below(2) == 0;
+                let flip = |lab: &Lab, frames: u64| failpoint(lab, "n1", "wire-flip", &format!("{frames}*off->1*return"));
+                if during_move {
+                    flip(lab, rng.below(((mib << 20) / (64 << 10)).max(1)))?;
                 }
-            }
-            if fault == 4 && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
-                // n2's herdd, the move's source, killed 0-40 ms into the move home: before
-                // the commit the process is lost there and resumed from its checkpoint,
-                // after it the process is home.
-                wait_row(lab, t.pid, "checkpointed", Duration::from_secs(30), |r| r.checkpoint_unix > 0)?;
-                let herdd = herdd_of(lab, "n2")?;
-                let delay = Duration::from_millis(rng.below(40));
-                let killer = std::thread::spawn(move || {
-                    std::thread::sleep(delay);
-                    let _ = signal(herdd, nix::sys::signal::Signal::SIGKILL);
-                });
                 tally.moves += 1;
                 tally.faults += 1;
-                match t.migrate(lab, "home", "n1") {
+                tally.failpoints += 1;
+                match t.migrate(lab, away, away) {
                     Ok(_) => tally.completed += 1,
                     Err(_) => tally.aborted += 1,
                 }
-                let _ = killer.join();
-                restart_n2(lab, herdd)?;
+                if !during_move && there(lab, away)? {
+                    flip(lab, rng.below(3))?;
+                }
+                std::thread::sleep(Duration::from_secs(3));
+                failpoint(lab, "n1", "wire-flip", "off")?;
+                // A broken stream while it ran there: it is resumed (or was home already).
+                if row_of(lab, t.pid)?.is_some_and(|r| r.state == "resuming" || r.resumed > before) {
+                    wait_row(lab, t.pid, "running again after its stream broke", Duration::from_secs(30), |r| r.state != "resuming")?;
+                }
             }
-            if fault == 6 && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
-                let (node, point) = BACK_POINTS[rng.below(BACK_POINTS.len() as u64) as usize];
+            8 => {
                 tally.moves += 1;
-                faulted_move(lab, &t, &mut rng, &mut tally, (node, point), "home", "n1")?;
+                let (home_side, point) = AWAY_POINTS[rng.below(AWAY_POINTS.len() as u64) as usize];
+                if faulted_move(lab, &t, &mut rng, &mut tally, (if home_side { "n1" } else { away }, point), away, away)? {
+                    // A move with a fault that succeeds anyway: home again for the next round.
+                    tally.moves += 1;
+                    t.migrate(lab, "home", "n1").context("home after a move that ignored its fault")?;
+                    tally.completed += 1;
+                }
             }
-            if (fault == 2 || fault == 3) && row_of(lab, t.pid)?.is_some_and(|r| r.where_ == "n2") {
-                wait_row(lab, t.pid, "checkpointed", Duration::from_secs(30), |r| r.checkpoint_unix > 0)?;
-                tally.faults += 1;
-                if fault == 2 {
-                    signal(herdd, nix::sys::signal::Signal::SIGKILL)?;
-                } else {
-                    signal(herdd, nix::sys::signal::Signal::SIGSTOP)?;
+            _ => {
+                tally.moves += 1;
+                match t.migrate(lab, away, away) {
+                    Ok(_) => tally.completed += 1,
+                    Err(e) => {
+                        eprintln!("herd-bench:   move failed: {e:#}");
+                        tally.aborted += 1;
+                    }
                 }
-                let before = row_of(lab, t.pid)?.map_or(0, |r| r.resumed);
-                let resumed = wait_row(lab, t.pid, "resumed", Duration::from_secs(30), |r| r.resumed > before);
-                if fault == 3 {
-                    std::thread::sleep(Duration::from_secs(3).saturating_sub(Duration::from_millis(100)));
-                    signal(herdd, nix::sys::signal::Signal::SIGCONT)?;
-                    lab.wait_all_up()?;
-                } else {
-                    restart_n2(lab, herdd)?;
-                }
-                if resumed.is_err() {
-                    tally.lost += 1;
+                if !there(lab, away)? {
+                    // (Nothing more to do to it this round.)
+                } else if fault == 4 {
+                    // The source killed 0-40 ms into the move home: before the commit the
+                    // process is lost there and resumed from its checkpoint, after it the
+                    // process is home.
+                    wait_row(lab, t.pid, "checkpointed", Duration::from_secs(30), |r| r.checkpoint_unix > 0)?;
+                    move_with_kill(lab, &t, &mut rng, &mut tally, "home", "n1", away)?;
+                } else if fault == 6 {
+                    move_with_kill(lab, &t, &mut rng, &mut tally, other, other, other)?;
+                } else if fault == 9 {
+                    let (home_side, point) = BACK_POINTS[rng.below(BACK_POINTS.len() as u64) as usize];
+                    tally.moves += 1;
+                    faulted_move(lab, &t, &mut rng, &mut tally, (if home_side { "n1" } else { away }, point), "home", "n1")?;
+                } else if matches!(fault, 2 | 3 | 5 | 7) {
+                    let mut node = away;
+                    if fault == 7 {
+                        tally.moves += 1;
+                        match t.migrate(lab, other, other) {
+                            Ok(_) => {
+                                tally.completed += 1;
+                                node = other;
+                            }
+                            Err(e) => {
+                                eprintln!("herd-bench:   move on failed: {e:#}");
+                                tally.aborted += 1;
+                            }
+                        }
+                    }
+                    wait_row(lab, t.pid, "checkpointed", Duration::from_secs(30), |r| r.checkpoint_unix > 0)?;
+                    let before = row_of(lab, t.pid)?.map_or(0, |r| r.resumed);
+                    let herdd = herdd_of(lab, node)?;
+                    tally.faults += 1;
+                    match fault {
+                        2 => signal(herdd, nix::sys::signal::Signal::SIGKILL)?,
+                        3 => signal(herdd, nix::sys::signal::Signal::SIGSTOP)?,
+                        _ => {
+                            tally.nodes_killed += 1;
+                            if !lab.cluster.kill_node(node)? {
+                                bail!("{node} was dead already");
+                            }
+                        }
+                    }
+                    let resumed = wait_row(lab, t.pid, "resumed", Duration::from_secs(30), |r| r.resumed > before);
+                    match fault {
+                        2 => restart_node(lab, node, herdd)?,
+                        3 => {
+                            std::thread::sleep(Duration::from_secs(3).saturating_sub(Duration::from_millis(100)));
+                            signal(herdd, nix::sys::signal::Signal::SIGCONT)?;
+                            lab.wait_all_up()?;
+                        }
+                        _ => {
+                            lab.cluster.revive_node(node).with_context(|| format!("making {node} again"))?;
+                            lab.wait_all_up()?;
+                        }
+                    }
+                    if let Err(e) = resumed {
+                        eprintln!("herd-bench:   {e:#}");
+                        tally.lost += 1;
+                    }
                 }
             }
         }
-        // The process answers each ping once, its memory is intact, no copy is left on n2
-        // unless it runs there.
+        // The process answers each ping once, its memory is intact, no copy is left on a
+        // node unless it runs there.
         pings += 1;
         match t.p.ask("ping", "pong") {
             Ok(_) => {}
@@ -461,18 +561,24 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(300));
         let r = row_of(lab, t.pid)?;
-        let there = r.as_ref().is_some_and(|r| r.where_ == "n2");
-        let copies = copies_on_n2(lab);
-        if copies > usize::from(there) {
+        let at = r.as_ref().map(|r| r.where_.clone()).unwrap_or_default();
+        let copies: Vec<(&str, (i32, char, i32))> = ["n2", "n3"].into_iter().flat_map(|n| copies_on(lab, n).into_iter().map(move |c| (n, c))).collect();
+        if copies.len() > usize::from(at == "n2" || at == "n3") {
+            eprintln!("herd-bench:   copies on n2 and n3 while it runs on {at} (node, (host pid, state, parent)): {copies:?}");
             tally.twice += 1;
         }
         if let Some(r) = r {
             tally.resumed = tally.resumed.max(r.resumed);
         }
         // Home again for the next round.
-        if there {
-            if let Err(e) = t.migrate(lab, "home", "n1") {
-                eprintln!("herd-bench:   coming home failed: {e:#}");
+        if at != "n1" && !at.is_empty() {
+            tally.moves += 1;
+            match t.migrate(lab, "home", "n1") {
+                Ok(_) => tally.completed += 1,
+                Err(e) => {
+                    eprintln!("herd-bench:   coming home failed: {e:#}");
+                    tally.aborted += 1;
+                }
             }
         }
     }
@@ -483,12 +589,15 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
     t.quit()?;
     println!();
     println!(
-        "3. Chaos: {} rounds (seed {}) of a move n1 -> n2 and home, a fault in about {}: n2's herdd killed during the move there, killed while the process runs there, stopped for 3 s, or killed during the move home (the source){}; {pings} pings",
-        cfg.rounds,
-        cfg.seed,
-        if failpoints { "six of seven" } else { "four of five" },
-        if failpoints { ", or a failpoint at a random step of the move there or home (`herd_migrate::failpoint`)" } else { " (herdd without failpoints)" }
+        "3. Chaos on 3 nodes: {} rounds (seed {}) of a move n1 -> n2 or n3 (and sometimes on to the other) and home, {pings} pings; a fault in most rounds, each kind about as often:",
+        cfg.rounds, cfg.seed
     );
+    for (k, f) in FAULTS.iter().enumerate().take(kinds).skip(1) {
+        println!("   {k}. {f}{}", if k >= FAULTS.len() - FAILPOINT_KINDS { " (`herd_migrate::failpoint`)" } else { "" });
+    }
+    if !failpoints {
+        println!("   (herdd without failpoints: kinds 8 to 10 left out)");
+    }
     let mut rows = vec![row(&["", "count", "goal"])];
     for (name, v, goal) in [
         ("moves tried", tally.moves, ""),
@@ -497,6 +606,7 @@ fn chaos(lab: &Lab, cfg: &Config) -> Result<()> {
         ("faults injected", tally.faults, ""),
         ("  of them at a failpoint of a move", tally.failpoints, ""),
         ("  failpoints not met (the move succeeded)", tally.unmet, ""),
+        ("  of them a whole node killed", tally.nodes_killed, ""),
         ("resumes from a checkpoint (last process)", tally.resumed as usize, ""),
         ("processes lost", tally.lost, "0"),
         ("processes running twice", tally.twice, "0"),

@@ -123,6 +123,9 @@ pub struct Output {
     pub timers: Vec<(Duration, Timer)>,
     /// Membership changes worth a log line.
     pub events: Vec<String>,
+    /// The others declared this node down (it has rejoined since, or will): they have
+    /// given up what ran here for them.
+    pub declared_down: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -425,12 +428,16 @@ impl Membership {
                 }
                 OwnedNotification::Rejoin(id) => {
                     out.events.push(format!("this node was declared down; rejoined as {id}"));
+                    out.declared_down = true;
                     self.table.lock().expect("state table poisoned").own_addr = id.addr;
                     republish = true;
                 }
                 OwnedNotification::Active => out.events.push("joined the cluster".into()),
                 OwnedNotification::Idle => out.events.push("no other node is up".into()),
-                OwnedNotification::Defunct => out.events.push("this node was declared down".into()),
+                OwnedNotification::Defunct => {
+                    out.events.push("this node was declared down".into());
+                    out.declared_down = true;
+                }
                 #[allow(unreachable_patterns)]
                 _ => {}
             }

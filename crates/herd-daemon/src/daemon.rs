@@ -568,6 +568,9 @@ impl GossipLoop {
                 let _ = tx.send(timer);
             });
         }
+        if out.declared_down {
+            crate::migrate::declared_down(&self.shared);
+        }
         if !out.events.is_empty() {
             for e in &out.events {
                 tracing::info!("{e}");

@@ -53,6 +53,8 @@ pub struct Registry {
     /// start time and when): `herd ps`, `herd top` and the dashboard ask every second,
     /// and reading a thousand processes' /proc files that often costs a CPU.
     cantmove: Mutex<HashMap<i32, Reasons>>,
+    /// Times this node was declared down by the others ([`declared_down`]).
+    declared_down: tokio::sync::watch::Sender<u64>,
 }
 
 /// A process's reasons not to move: its start time (pids are reused), when they were read
@@ -409,6 +411,16 @@ pub async fn act(shared: &Arc<Shared>, pid: i32, verb: Verb, caller: u32) -> Res
     let (reply, rx) = oneshot::channel();
     tx.send(Input::Act { verb, reply }).map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} has ended")))?;
     rx.await.map_err(|_| err(ErrorKind::NoSuchProcess, format!("process {pid} ended meanwhile")))?
+}
+
+/// The others declared this node down: the homes of its guests have given them up (each
+/// resumes its process from a checkpoint elsewhere, or ends it), so every guest here ends
+/// now — even one whose stream home still looks open (this herdd was stopped, say) —
+/// and none runs twice.
+pub fn declared_down(shared: &Shared) {
+    let guests = shared.procs.guests.lock().expect("guests lock").len();
+    tracing::warn!(guests, "this node was declared down: ending its guests, whose homes have given them up");
+    shared.procs.declared_down.send_modify(|n| *n += 1);
 }
 
 /// Membership says node `node` is down: every process of this home running there
@@ -2327,8 +2339,16 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         Some(p) => p.send(input),
         None => false,
     };
+    let mut down = shared.procs.declared_down.subscribe();
     loop {
-        let msg = match rx.recv().await {
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            _ = down.changed() => {
+                tracing::warn!(home = adopt.home, pid = adopt.pid, "ending the guest: this node was declared down");
+                break;
+            }
+        };
+        let msg = match next {
             Ok(bytes) => match proto::decode::<ToRemote>(&bytes) {
                 Ok(m) => m,
                 Err(e) => {

@@ -18,9 +18,10 @@
 //! | `away-capture` | a node it runs on | frozen for a move or a checkpoint, nothing sent |
 //! | `away-image` | a node it runs on | each chunk of its image (mid-way) |
 //! | `home-restore` | home | its image arrives home; the deputy has not taken it in |
+//! | `wire-flip` | any | each encrypted frame this herdd sends (any stream): one byte of it flipped, which the receiver's AEAD rejects (herd-wire) |
 
 /// Every failpoint, by name (see the module documentation).
-pub const POINTS: [&str; 8] = ["out-connected", "out-image", "out-commit", "arrive-restore", "arrive-restored", "away-capture", "away-image", "home-restore"];
+pub const POINTS: [&str; 9] = ["out-connected", "out-image", "out-commit", "arrive-restore", "arrive-restored", "away-capture", "away-image", "home-restore", "wire-flip"];
 
 /// Whether failpoint `name` fires now: its step is to fail.
 pub fn fires(name: &str) -> bool {

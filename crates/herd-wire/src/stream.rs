@@ -622,8 +622,21 @@ impl Sender {
             .write_message(self.nonce, plaintext, &mut self.out[at + 2..])
             .map_err(StreamError::Noise)?;
         self.nonce = self.nonce.saturating_add(1);
+        // A byte flipped on the wire (herdd built with failpoints only): the receiver's
+        // AEAD rejects the frame and the stream ends there.
+        if wire_flip() {
+            let last = self.out.len() - 1;
+            self.out[last] ^= 0x40;
+        }
         Ok(())
     }
+}
+
+/// Whether failpoint `wire-flip` fires for this frame (`herd_migrate::failpoint` sets it;
+/// never in a build without failpoints).
+fn wire_flip() -> bool {
+    fail::fail_point!("wire-flip", |_| true);
+    false
 }
 
 /// Which plaintext `Sender::seal` encrypts: the prepared first frame or a
