@@ -13,6 +13,7 @@
 //! - [`abi`]: kernel constants and structure layouts herd depends on.
 //! - [`host`]: facts about this machine (vDSO, xsave features).
 //! - [`uffd`]: userfaultfd of another process, for post-copy migration.
+//! - [`tcprepair`]: established TCP connections dumped and made again (TCP_REPAIR).
 
 pub mod abi;
 pub mod host;
@@ -26,6 +27,7 @@ pub mod restorer;
 pub mod seccomp;
 pub mod sockdiag;
 pub mod task;
+pub mod tcprepair;
 pub mod uffd;
 
 /// An error from a system call herd made on a process's behalf.
