@@ -326,7 +326,7 @@ fn touch_baseline(bytes: u64) -> f64 {
 /// image, as `Frozen` would.
 fn checkpoint(holder: &mut Holder, image: &Path, hashes: &mut FileHashes, procs: usize) -> Result<(f64, u64)> {
     let t = Instant::now();
-    let mut tree = FrozenTree::freeze(holder.pid(), hashes)?;
+    let mut tree = FrozenTree::freeze(holder.pid(), hashes, false)?;
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)

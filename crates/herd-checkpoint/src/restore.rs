@@ -184,6 +184,11 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
     let root_pid = tree.members[0].pid;
     let others = tree.members.iter().skip(1).map(|m| (m.pid, true));
     check_pids(root_pid, others, mode)?;
+    if let Some(SharedOfd::Tcp(c)) = tree.ofds.iter().find(|o| matches!(o, SharedOfd::Tcp(_))) {
+        if effective_caps() & (1 << 12) == 0 {
+            return Err(CheckpointError::Incompatible(format!("it holds a TCP connection ({} -> {}), which is made again with TCP_REPAIR: that needs CAP_NET_ADMIN (run herd restart as root)", c.local, c.remote)));
+        }
+    }
     let memory = make_memory(&tree)?;
     let plan = tree_plan(&tree, mode, &memory)?;
     let mut child = restorer::spawn_tree(&plan)?;
@@ -411,6 +416,23 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
                 }
                 SharedOfd::Event(FileKind::SignalFd { mask, flags }) => restorer::OfdPlan::SignalFd { mask: *mask, flags: *flags },
                 SharedOfd::Event(_) => return Err(FormatError::Corrupt("a shared event file of a kind that is not made shared".into()).into()),
+                SharedOfd::Tcp(c) => {
+                    let dump = herd_kernel::tcprepair::TcpDump {
+                        send_seq: c.send_seq,
+                        recv_seq: c.recv_seq,
+                        sent: c.sent.clone(),
+                        unsent: c.unsent.clone(),
+                        received: c.received.clone(),
+                        mss: c.mss,
+                        wscale: c.wscale,
+                        sack: c.sack,
+                        timestamp: c.timestamp,
+                        window: c.window,
+                    };
+                    let domain = if c.local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+                    let plan = herd_kernel::tcprepair::TcpPlan::new(domain, sockdiag::sockaddr_bytes(&c.local), sockdiag::sockaddr_bytes(&c.remote), c.options.clone(), dump);
+                    restorer::OfdPlan::Tcp { plan: Box::new(plan), flags: c.flags }
+                }
                 SharedOfd::Contents { kind, flags, offset, mode, contents } => restorer::OfdPlan::Contents {
                     make: match kind {
                         NamelessKind::Unlinked { dir, .. } => restorer::Nameless::Tmpfile { dir: cstring(dir)? },
@@ -881,6 +903,14 @@ fn pid_choice(image: &ProcessImage, mode: PidMode) -> Result<PidChoice> {
     })
 }
 
+/// This process's effective capabilities (a bit per capability number).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())))
+        .unwrap_or(0)
+}
+
 /// Whether the ids of a restore (the root's pid `pid`, then other ids, each
 /// marked when it is a process's pid rather than a thread's) can be had as
 /// `mode` asks: privileges, and (in the caller's namespace) each id free.
@@ -891,10 +921,7 @@ fn check_pids(pid: i32, others: impl Iterator<Item = (i32, bool)>, mode: PidMode
         PidMode::Same => (40, "CAP_CHECKPOINT_RESTORE"),
         PidMode::NewNamespace => (21, "CAP_SYS_ADMIN"),
     };
-    let caps = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())))
-        .unwrap_or(0);
+    let caps = effective_caps();
     // CAP_SYS_ADMIN also allows choosing pids.
     if caps & (1 << cap) == 0 && caps & (1 << 21) == 0 {
         return unavailable(format!("choosing pids needs {name} (run herd restart as root)"));

@@ -16,11 +16,11 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Instant;
 
-use herd_image::tree::{write_tree, Member, MemoryKind, MemoryObject, NamelessKind, PipeImage, Prepare, SharedOfd, SockAddr, SocketPairImage, TreeImage, MAX_CONTENTS, MAX_OBJECT};
+use herd_image::tree::{write_tree, Member, MemoryKind, MemoryObject, NamelessKind, PipeImage, Prepare, SharedOfd, SockAddr, SocketPairImage, TcpConnection, TreeImage, MAX_CONTENTS, MAX_OBJECT};
 use herd_image::FileKind;
 use herd_kernel::pidfd::PidFd;
 use herd_kernel::sockdiag::{self, UnixSock};
-use herd_kernel::task;
+use herd_kernel::{task, tcprepair};
 
 use crate::capture::{CaptureStats, Frozen, Held};
 use crate::check::{self, CantMove, Purpose, PORTABLE_DEVICES};
@@ -30,8 +30,61 @@ use crate::{io_err, procinfo, state, CheckpointError, Result};
 /// A process and its descendants, held stopped and captured.
 pub struct FrozenTree {
     tree: TreeImage,
+    /// Their TCP connections in repair mode (`--tcp-established`); before `live`,
+    /// so that a tree dropped lets them go on before it releases the processes.
+    connections: Connections,
     /// The live members, in the tree's order.
     live: Vec<Frozen>,
+}
+
+/// What the capture does with an established TCP connection.
+enum TcpMode<'a> {
+    /// Refuses it (a checkpoint without `--tcp-established`).
+    Refuse,
+    /// Accepts it without touching it (`--check --tcp-established`).
+    Accept,
+    /// Reads it in repair mode and keeps it so in `Connections`.
+    Dump(&'a mut Connections),
+}
+
+/// The tree's TCP connections held in repair mode (so they send nothing) while
+/// the tree is captured, each with where its peer's bytes stood then. Dropped,
+/// they leave repair mode and go on; [`Connections::close_silently`] ends them
+/// without a packet instead, once their processes are gone.
+#[derive(Default)]
+struct Connections {
+    socks: Vec<(std::os::fd::OwnedFd, u32, String)>,
+}
+
+impl Connections {
+    /// Whether a peer's bytes arrived since the capture (a checkpoint that ends
+    /// the processes would lose them).
+    fn check_unchanged(&self) -> std::result::Result<(), String> {
+        for (s, seq, what) in &self.socks {
+            match tcprepair::recv_seq(s.as_fd()) {
+                Ok(now) if now == *seq => {}
+                Ok(now) => return Err(format!("{what} received {} bytes while it was checkpointed (herd does not hold the network still): checkpoint again", now.wrapping_sub(*seq))),
+                Err(e) => return Err(format!("{what}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes them still in repair mode: once the processes holding them are
+    /// gone too, they end without a FIN or a reset.
+    fn close_silently(mut self) {
+        self.socks.clear();
+    }
+}
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        for (s, _, what) in &self.socks {
+            if let Err(e) = tcprepair::set_repair(s.as_fd(), false) {
+                tracing::warn!("{what}: leaving repair mode: {e}");
+            }
+        }
+    }
 }
 
 /// One descriptor of one member, as the sharing analysis sees it.
@@ -74,7 +127,9 @@ fn ids(pid: i32) -> Result<(i32, i32)> {
 impl FrozenTree {
     /// Stops process `pid` and every descendant of it and captures them all.
     /// On any error every process is released as it was.
-    pub fn freeze(pid: i32, hashes: &mut FileHashes) -> Result<FrozenTree> {
+    /// With `tcp`, established TCP connections are carried (TCP_REPAIR; needs
+    /// CAP_NET_ADMIN) instead of refused.
+    pub fn freeze(pid: i32, hashes: &mut FileHashes, tcp: bool) -> Result<FrozenTree> {
         let reasons = check::check_for(pid, Purpose::Tree)?;
         if !reasons.is_empty() {
             return Err(CheckpointError::CantMove { pid, reasons });
@@ -113,10 +168,12 @@ impl FrozenTree {
         }
         let pids: Vec<i32> = members.iter().map(|m| m.0).collect();
         let alive: Vec<bool> = members.iter().map(|m| m.3.is_none()).collect();
-        let (ofds, pipes, socket_pairs, decided, contents_of) = share(&pids, &alive)?;
+        // Dropped in reverse: on an error, the connections go on before the processes do.
+        let mut live = Vec::new();
+        let mut connections = Connections::default();
+        let (ofds, pipes, socket_pairs, decided, contents_of) = share(&pids, &alive, &mut if tcp { TcpMode::Dump(&mut connections) } else { TcpMode::Refuse })?;
         let (memory, mapped) = memory_objects(&pids, &alive, &ofds, &contents_of)?;
         let mut tree = TreeImage { members: Vec::new(), ofds, pipes, socket_pairs, memory };
-        let mut live = Vec::new();
         for (idx, (p, parent, held, zombie)) in members.into_iter().enumerate() {
             let (pgid, sid) = ids(p).unwrap_or((p, 0));
             let prepare = match held {
@@ -132,7 +189,7 @@ impl FrozenTree {
             };
             tree.members.push(Member { pid: p, parent: parent.map(|x| x as u32), pgid, sid, zombie, prepare });
         }
-        Ok(FrozenTree { tree, live })
+        Ok(FrozenTree { tree, connections, live })
     }
 
     /// Whether the image is a single process image (one member, nothing
@@ -174,10 +231,18 @@ impl FrozenTree {
         Ok((out, stats))
     }
 
+    /// Before the processes are ended: fails if a TCP connection carried
+    /// received bytes since it was captured (they would be lost).
+    pub fn check_connections(&self) -> Result<()> {
+        self.connections.check_unchanged().map_err(|what| CheckpointError::CantMove { pid: self.tree.members[0].pid, reasons: vec![CantMove::Socket { fd: -1, what }] })
+    }
+
     /// Lets every process continue as if nothing happened.
     pub fn release(self) -> Result<()> {
+        let FrozenTree { connections, live, .. } = self;
+        drop(connections);
         let mut first = Ok(());
-        for f in self.live.into_iter().rev() {
+        for f in live.into_iter().rev() {
             if let Err(e) = f.release() {
                 if first.is_ok() {
                     first = Err(e);
@@ -192,10 +257,13 @@ impl FrozenTree {
     /// whoever adopts it, or after a few seconds): the root is its parent's to
     /// reap, but the others' pids must be free for a restart right away.
     pub fn kill(self) {
-        let others: Vec<i32> = self.tree.members.iter().skip(1).map(|m| m.pid).collect();
-        for f in self.live.into_iter().rev() {
+        let FrozenTree { tree, connections, live } = self;
+        let others: Vec<i32> = tree.members.iter().skip(1).map(|m| m.pid).collect();
+        for f in live.into_iter().rev() {
             f.kill();
         }
+        // The killed processes' descriptors are closed (the root's as it dies): ours are the last.
+        connections.close_silently();
         let until = Instant::now() + std::time::Duration::from_secs(5);
         while others.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) && Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -361,7 +429,7 @@ fn memory_objects(pids: &[i32], live: &[bool], ofds: &[SharedOfd], contents_of: 
     Ok((objects, mapped))
 }
 
-fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
+fn share(pids: &[i32], live: &[bool], tcp: &mut TcpMode<'_>) -> Result<Shares> {
     let mut descs = Vec::new();
     for (member, (&pid, &alive)) in pids.iter().zip(live).enumerate() {
         if !alive {
@@ -467,7 +535,7 @@ fn share(pids: &[i32], live: &[bool]) -> Result<Shares> {
         if let Some(ino) = r.link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u32>().ok()) {
             if !unix.contains_key(&ino) || unix[&ino].peer.is_none() {
                 // A socket made again as it was: a listener, a bound or unconnected one.
-                match lone_socket(r, unix.get(&ino), inet.get(&ino)) {
+                match lone_socket(r, unix.get(&ino), inet.get(&ino), tcp) {
                     Ok(o) => {
                         ofds.push(o);
                         let ofd = ofds.len() as u32 - 1;
@@ -622,7 +690,7 @@ use std::os::unix::fs::OpenOptionsExt;
 /// was: a TCP listener with no connection waiting, a TCP socket not yet
 /// connected, a UDP socket (bound, connected) with nothing waiting, a unix
 /// listener with no connection waiting, an unbound unix socket. Else why not.
-fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSock>) -> std::result::Result<SharedOfd, String> {
+fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSock>, tcp_mode: &mut TcpMode<'_>) -> std::result::Result<SharedOfd, String> {
     let sock = PidFd::open(d.pid).and_then(|p| p.get_fd(d.fd)).map_err(|e| format!("it cannot be looked at: {e}"))?;
     let opt = |level, name| sockdiag::sockopt(sock.as_fd(), level, name).map_err(|e| format!("getsockopt: {e}"));
     let family = opt(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
@@ -657,11 +725,14 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
             }
             let bound = (s.local.port() != 0).then_some(SockAddr::Inet(s.local));
             let tcp = s.protocol == libc::IPPROTO_TCP as u8;
+            if tcp && s.state == 1 {
+                return connection(d, s, sock, options, flags, tcp_mode);
+            }
             match (tcp, s.state) {
                 (true, 10) if s.recv_queue > 0 => Err(format!("a TCP listener on {} with {} connections waiting to be accepted", s.local, s.recv_queue)),
                 (true, 10) => Ok(SharedOfd::Socket { family, kind, protocol, bound, connected: None, backlog: Some(s.send_queue), options, flags }),
                 (true, 7) => Ok(SharedOfd::Socket { family, kind, protocol, bound, connected: None, backlog: None, options, flags }),
-                (true, _) => Err(format!("a TCP connection {} -> {} (herd does not carry established connections yet)", s.local, s.remote)),
+                (true, st) => Err(format!("a TCP connection {} -> {} that is closing (state {st}); established ones are carried with --tcp-established", s.local, s.remote)),
                 (false, _) if s.recv_queue > 0 => Err(format!("a UDP socket on {} with {} bytes of datagrams waiting", s.local, s.recv_queue)),
                 (false, _) => {
                     let connected = (s.remote.port() != 0).then_some(SockAddr::Inet(s.remote));
@@ -670,6 +741,45 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
             }
         }
         (None, None) => Err(format!("a socket of family {family} that herd does not carry")),
+    }
+}
+
+/// An established TCP connection: refused, accepted as it is (a check), or
+/// read in repair mode and kept so ([`TcpMode`]).
+fn connection(d: &Desc, s: &sockdiag::InetSock, sock: std::os::fd::OwnedFd, mut options: Vec<(i32, i32, i32)>, flags: i32, mode: &mut TcpMode<'_>) -> std::result::Result<SharedOfd, String> {
+    let what = format!("a TCP connection {} -> {}", s.local, s.remote);
+    let nodelay = sockdiag::sockopt(sock.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY).map_err(|e| format!("getsockopt: {e}"))?;
+    if nodelay != 0 {
+        options.push((libc::IPPROTO_TCP, libc::TCP_NODELAY, nodelay));
+    }
+    let mut c = TcpConnection {
+        local: s.local,
+        remote: s.remote,
+        options,
+        flags,
+        send_seq: 0,
+        recv_seq: 0,
+        sent: Vec::new(),
+        unsent: Vec::new(),
+        received: Vec::new(),
+        mss: 0,
+        wscale: None,
+        sack: false,
+        timestamp: None,
+        window: [0; 5],
+    };
+    match mode {
+        TcpMode::Refuse => Err(format!("{what} (herd checkpoint --tcp-established carries it)")),
+        // What a check says: it would be carried (its state is read only by a checkpoint).
+        TcpMode::Accept => Ok(SharedOfd::Tcp(Box::new(c))),
+        TcpMode::Dump(held) => {
+            let t = tcprepair::dump(sock.as_fd()).map_err(|e| format!("{what}: {e}"))?;
+            (c.send_seq, c.recv_seq, c.sent, c.unsent, c.received) = (t.send_seq, t.recv_seq, t.sent, t.unsent, t.received);
+            (c.mss, c.wscale, c.sack, c.timestamp, c.window) = (t.mss, t.wscale, t.sack, t.timestamp, t.window);
+            tracing::debug!(pid = d.pid, fd = d.fd, "{what}: {} bytes received, {} sent, {} not sent", c.received.len(), c.sent.len(), c.unsent.len());
+            held.socks.push((sock, t.recv_seq, what));
+            Ok(SharedOfd::Tcp(Box::new(c)))
+        }
     }
 }
 
@@ -731,7 +841,7 @@ fn held_outside(d: &Desc, tree: &[i32]) -> bool {
 /// Every reason the tree of process `pid` cannot be checkpointed, by process
 /// (empty when it can). Processes are not stopped: a tree that changes while
 /// it is looked at may be judged on what it was.
-pub fn check_tree(pid: i32) -> Result<Vec<(i32, CantMove)>> {
+pub fn check_tree(pid: i32, tcp: bool) -> Result<Vec<(i32, CantMove)>> {
     let mut out = Vec::new();
     let mut todo = vec![pid];
     let mut all = Vec::new();
@@ -747,7 +857,7 @@ pub fn check_tree(pid: i32) -> Result<Vec<(i32, CantMove)>> {
     }
     if out.is_empty() {
         let live = vec![true; all.len()];
-        if let Err(CheckpointError::CantMove { pid, reasons }) = share(&all, &live) {
+        if let Err(CheckpointError::CantMove { pid, reasons }) = share(&all, &live, &mut if tcp { TcpMode::Accept } else { TcpMode::Refuse }) {
             out.extend(reasons.into_iter().map(|r| (pid, r)));
         }
     }

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use herd_checkpoint::filehash::FileHashes;
 use herd_checkpoint::FrozenTree;
 
-pub fn check(pid: i32) -> Result<i32> {
-    let reasons = herd_checkpoint::check_tree(pid)?;
+pub fn check(pid: i32, tcp: bool) -> Result<i32> {
+    let reasons = herd_checkpoint::check_tree(pid, tcp)?;
     let kids = herd_checkpoint::children(pid).len();
     let with = if kids > 0 { " with its descendants" } else { "" };
     if reasons.is_empty() {
@@ -31,9 +31,9 @@ pub fn check(pid: i32) -> Result<i32> {
 /// Writes the image next to `output` under a temporary name and renames it
 /// into place when complete, so a failed checkpoint never leaves a partial
 /// image under the requested name.
-pub fn run(pid: i32, output: &Path, kill: bool) -> Result<i32> {
+pub fn run(pid: i32, output: &Path, kill: bool, tcp: bool) -> Result<i32> {
     let mut hashes = FileHashes::load();
-    let mut frozen = FrozenTree::freeze(pid, &mut hashes)?;
+    let mut frozen = FrozenTree::freeze(pid, &mut hashes, tcp)?;
     hashes.save();
     let name = output.file_name().context("--output must name a file")?.to_string_lossy();
     let tmp = output.with_file_name(format!(".{name}.herd-tmp.{}", std::process::id()));
@@ -59,6 +59,8 @@ pub fn run(pid: i32, output: &Path, kill: bool) -> Result<i32> {
         let file = out.inner.into_inner().map_err(|e| e.into_error()).context("writing the image")?;
         if kill {
             file.sync_all().context("syncing the image")?;
+            // What a peer sent meanwhile is not in the image: the processes must run on.
+            frozen.check_connections()?;
         }
         std::fs::rename(&tmp, output).with_context(|| format!("cannot rename image to {}", output.display()))?;
         if kill {

@@ -180,6 +180,18 @@ fn describe_ofd(o: &SharedOfd) -> String {
             }
             s
         }
+        SharedOfd::Tcp(c) => format!(
+            "TCP connection {} -> {}: {} bytes received and not read, {} sent and not acknowledged, {} not sent; mss {}{}{}{}",
+            c.local,
+            c.remote,
+            c.received.len(),
+            c.sent.len(),
+            c.unsent.len(),
+            c.mss,
+            c.wscale.map(|(s, r)| format!(", window scale {s}/{r}")).unwrap_or_default(),
+            if c.sack { ", SACK" } else { "" },
+            if c.timestamp.is_some() { ", timestamps" } else { "" }
+        ),
         SharedOfd::Event(k) => match event_file(k) {
             Some((kind, what)) => format!("{kind}, {what}"),
             None => format!("{k:?}"),

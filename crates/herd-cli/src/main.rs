@@ -54,7 +54,14 @@ enum Command {
     /// Write the image of a running process and all its descendants to a file (they keep running unless --kill)
     #[command(after_help = "The whole tree comes along: children, pipes, FIFOs and socket pairs among them, \
                             shared files, zombies, process groups and sessions. What cannot be carried is \
-                            refused, with every reason, before any process is touched.\n\nExamples:\n  herd checkpoint 4242 --output job.img\n  herd checkpoint 4242 --output job.img --kill\n  herd checkpoint --check 4242")]
+                            refused, with every reason, before any process is touched.\n\n\
+                            --tcp-established carries established TCP connections too (as CRIU's option of that \
+                            name): read with TCP_REPAIR, which needs root, and made again by herd restart without \
+                            a handshake, their unread and unacknowledged bytes with them. herd does not hold the \
+                            network still meanwhile: what the peer sends between the checkpoint and the restart \
+                            is lost to the restored process or resets the connection, so restart soon, at a quiet \
+                            moment of the protocol; a checkpoint with --kill fails (and the processes run on) if \
+                            bytes arrive while it is taken.\n\nExamples:\n  herd checkpoint 4242 --output job.img\n  herd checkpoint 4242 --output job.img --kill\n  herd checkpoint 4242 --output server.img --kill --tcp-established\n  herd checkpoint --check 4242")]
     Checkpoint {
         /// The process to capture (with its descendants)
         pid: i32,
@@ -67,6 +74,9 @@ enum Command {
         /// Only say whether PID (with its descendants) can be checkpointed, and if not every reason why
         #[arg(long)]
         check: bool,
+        /// Carry established TCP connections (TCP_REPAIR; needs root) instead of refusing them
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Continue a process from an image, in the foreground, as a child of this command
     #[command(after_help = "The process gets its own pid and thread ids back, which needs root \
@@ -348,11 +358,11 @@ fn main() {
         .init();
     let cli = Cli::parse_from(expand_alias(std::env::args_os().collect()));
     let result = match cli.command {
-        Command::Checkpoint { pid, output, kill, check } => {
+        Command::Checkpoint { pid, output, kill, check, tcp_established } => {
             if check {
-                checkpoint::check(pid)
+                checkpoint::check(pid, tcp_established)
             } else {
-                checkpoint::run(pid, &output.expect("clap requires --output"), kill)
+                checkpoint::run(pid, &output.expect("clap requires --output"), kill, tcp_established)
             }
         }
         Command::Restart { image, new_pidns, any_pid } => {

@@ -24,9 +24,9 @@ use crate::model::{FileKind, OpenFile, Rlimit};
 
 pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
 /// Version 2: [`SharedOfd::Event`]. Version 3: [`TreeImage::memory`] (and the
-/// members' `VmaKind::Memory` regions, process image format version 4). Versions 1
-/// and 2 are read as well.
-pub const TREE_VERSION: u32 = 3;
+/// members' `VmaKind::Memory` regions, process image format version 4). Version 4:
+/// [`SharedOfd::Tcp`]. Versions 1 to 3 are read as well.
+pub const TREE_VERSION: u32 = 4;
 /// The oldest tree version this herd reads.
 pub const MIN_TREE_VERSION: u32 = 1;
 /// Largest tree header a reader accepts (pipe contents are in it).
@@ -165,6 +165,39 @@ pub enum SharedOfd {
     /// shared by several descriptors or processes (inherited, dup'd): made once, with its
     /// count, time left and unread expirations, or mask.
     Event(FileKind),
+    /// Version 4: an established TCP connection, carried with TCP_REPAIR (`herd checkpoint
+    /// --tcp-established`): made again with its sequence numbers, queues and options,
+    /// without a handshake.
+    Tcp(Box<TcpConnection>),
+}
+
+/// An established TCP connection ([`SharedOfd::Tcp`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpConnection {
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    /// Options set again before connecting: (level, name, int value).
+    pub options: Vec<(i32, i32, i32)>,
+    /// File status flags (O_NONBLOCK).
+    pub flags: i32,
+    /// The sequence number after the last byte queued to send.
+    pub send_seq: u32,
+    /// The next sequence number expected from the peer.
+    pub recv_seq: u32,
+    /// Sent, not yet acknowledged.
+    pub sent: Vec<u8>,
+    /// Queued, not sent yet.
+    pub unsent: Vec<u8>,
+    /// Received, not yet read by the process.
+    pub received: Vec<u8>,
+    pub mss: u32,
+    /// Window scaling (sending, receiving), when negotiated.
+    pub wscale: Option<(u8, u8)>,
+    pub sack: bool,
+    /// The timestamp value at the checkpoint, when timestamps were negotiated.
+    pub timestamp: Option<u32>,
+    /// snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup (struct tcp_repair_window).
+    pub window: [u32; 5],
 }
 
 /// A socket address.
@@ -268,6 +301,9 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     if !rest.is_empty() {
         return Err(FormatError::Corrupt(format!("tree header has {} bytes after the tree", rest.len())));
     }
+    if version < 4 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Tcp(_))) {
+        return Err(FormatError::Corrupt(format!("tree image version {version} holds a TCP connection (version 4 and later may)")));
+    }
     tree.validate()?;
     Ok(tree)
 }
@@ -337,6 +373,15 @@ impl TreeImage {
                 SharedOfd::Socket { .. } => {}
                 SharedOfd::Event(FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. }) => {}
                 SharedOfd::Event(_) => return bad(format!("shared file {i} is an event file of a kind that is not made again shared")),
+                SharedOfd::Tcp(c) => {
+                    let queued = c.sent.len() + c.unsent.len() + c.received.len();
+                    if c.local.is_ipv4() != c.remote.is_ipv4() || c.remote.port() == 0 || c.local.port() == 0 {
+                        return bad(format!("shared file {i}: a TCP connection {} -> {}", c.local, c.remote));
+                    }
+                    if queued as u64 > 2 * MAX_CONTENTS || c.mss == 0 || c.wscale.is_some_and(|(s, r)| s > 14 || r > 14) {
+                        return bad(format!("shared file {i}: a TCP connection with {queued} bytes queued, mss {}, window scaling {:?}", c.mss, c.wscale));
+                    }
+                }
             }
         }
         for (i, m) in self.memory.iter().enumerate() {

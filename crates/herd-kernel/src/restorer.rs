@@ -126,6 +126,8 @@ pub enum OfdPlan {
     TimerFd { clockid: i32, flags: i32, interval_ns: u64, value_ns: u64, ticks: u64 },
     /// A signalfd for the signals of `mask`.
     SignalFd { mask: u64, flags: i32 },
+    /// An established TCP connection made again with TCP_REPAIR, with these status flags.
+    Tcp { plan: Box<crate::tcprepair::TcpPlan>, flags: i32 },
 }
 
 /// How a nameless file is made.
@@ -201,7 +203,7 @@ impl Drop for RestorerChild {
 }
 
 /// What failed in a child, by step.
-const STEPS: [&str; 12] = [
+const STEPS: [&str; 13] = [
     "ok",
     "moving sync fds",
     "opening a file",
@@ -214,6 +216,7 @@ const STEPS: [&str; 12] = [
     "making a process with its pid",
     "making a shared file or pipe",
     "starting a session",
+    "making a TCP connection again (TCP_REPAIR)",
 ];
 
 /// The size of one report: member index, step, errno (or pid), item index.
@@ -706,6 +709,14 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                 OfdPlan::SignalFd { mask, flags } => {
                     libc::syscall(libc::SYS_signalfd4, -1, mask as *const u64, 8usize, *flags & libc::O_NONBLOCK) as i32
                 }
+                // Left in repair mode until every connection is made (below).
+                OfdPlan::Tcp { plan, flags } => {
+                    let t = crate::tcprepair::restore(plan);
+                    if t < 0 || libc::fcntl(t, libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
+                        fail(rs, 0, 12, i);
+                    }
+                    t
+                }
                 // Made with their pipe or pair, below.
                 OfdPlan::PipeEnd { .. } | OfdPlan::SocketEnd { .. } => continue,
             };
@@ -713,6 +724,14 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                 fail(rs, 0, 10, i);
             }
             libc::close(fd);
+        }
+        // Every connection of the tree exists now: they may speak.
+        for (i, o) in ctx.plan.ofds.iter().enumerate() {
+            if let OfdPlan::Tcp { plan, .. } = o {
+                if !crate::tcprepair::finish(slot(ctx, i), plan) {
+                    fail(rs, 0, 12, i);
+                }
+            }
         }
         for (p, pipe) in ctx.plan.pipes.iter().enumerate() {
             // ends[0] reads, ends[1] writes. A FIFO is opened for both first (that

@@ -268,9 +268,11 @@ unsafe fn send_all(fd: i32, data: &[u8], flags: i32) -> bool {
 
 /// Makes the connection of `p` again: a new socket in repair mode, its
 /// sequence numbers, bound and connected without a handshake, its options,
-/// timestamp, queues and window, then out of repair mode; the bytes that had
-/// not been sent are sent last. Returns the socket, or -1 with errno set
-/// (the socket closed in repair mode: nothing reaches the peer).
+/// timestamp, queues and window. It stays in repair mode, silent, until
+/// [`finish`]: the other end, when it is made in the same restore, must exist
+/// before either speaks (a packet to a connection not made yet is answered by
+/// a reset). Returns the socket, or -1 with errno set (the socket closed in
+/// repair mode: nothing reaches the peer).
 ///
 /// # Safety
 /// Makes only async-signal-safe calls and does not allocate: callable in a
@@ -329,13 +331,7 @@ pub unsafe fn restore(p: &TcpPlan) -> i32 {
             if !int(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE) || !send_all(t, &d.sent, 0) {
                 return false;
             }
-            if !raw_set(t, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, d.window.as_ptr().cast(), 20) {
-                return false;
-            }
-            if !int(libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE) || !int(libc::TCP_REPAIR, 0) {
-                return false;
-            }
-            send_all(t, &d.unsent, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            raw_set(t, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, d.window.as_ptr().cast(), 20) && int(libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
         })();
         if !ok {
             let e = *libc::__errno_location();
@@ -345,6 +341,18 @@ pub unsafe fn restore(p: &TcpPlan) -> i32 {
         }
         t
     }
+}
+
+/// Takes socket `t`, made by [`restore`] from `p`, out of repair mode (the
+/// connection goes on: the kernel sends a window probe) and sends the bytes
+/// that had not been sent. False on failure, errno set.
+///
+/// # Safety
+/// As [`restore`]: async-signal-safe calls only.
+pub unsafe fn finish(t: i32, p: &TcpPlan) -> bool {
+    let off: i32 = 0;
+    // SAFETY: setsockopt reads the int on our stack; send_all is async-signal-safe.
+    unsafe { raw_set(t, libc::SOL_TCP, libc::TCP_REPAIR, (&off as *const i32).cast(), 4) && send_all(t, &p.dump.unsent, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) }
 }
 
 #[cfg(test)]
@@ -391,6 +399,8 @@ mod tests {
         // SAFETY: called in a plain thread; restore only makes system calls.
         let fd = unsafe { restore(&plan) };
         assert!(fd >= 0, "restore: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        assert!(unsafe { finish(fd, &plan) }, "finish: {}", io::Error::last_os_error());
         // SAFETY: restore returned a socket we now own.
         let mut a2 = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let mut got = [0u8; 14];
@@ -438,6 +448,8 @@ mod tests {
         // SAFETY: called in a plain thread; restore only makes system calls.
         let fd = unsafe { restore(&plan) };
         assert!(fd >= 0, "restore: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        assert!(unsafe { finish(fd, &plan) }, "finish: {}", io::Error::last_os_error());
         // SAFETY: restore returned a socket we now own.
         let a2 = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
         b.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
