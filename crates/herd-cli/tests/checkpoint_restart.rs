@@ -571,16 +571,27 @@ fn run_tool(exe: impl AsRef<OsStr>, args: &[OsString], input: Option<&[u8]>) -> 
 
 /// `herd checkpoint PID --output IMG [--kill]`
 fn checkpoint(pid: u32, img: &Path, kill: bool) -> HerdRun {
+    checkpoint_with(pid, img, kill, &[])
+}
+
+/// [`checkpoint`] with more options for `herd checkpoint`.
+fn checkpoint_with(pid: u32, img: &Path, kill: bool, options: &[&str]) -> HerdRun {
     let mut args = argv!["checkpoint", pid.to_string(), "--output", img].to_vec();
     if kill {
         args.push("--kill".into());
     }
+    args.extend(options.iter().map(OsString::from));
     herd(&args, None)
 }
 
 /// A checkpoint that must succeed and leave a non-empty image.
 fn checkpoint_ok(pid: u32, img: &Path, kill: bool, context: &str) {
-    let run = checkpoint(pid, img, kill);
+    checkpoint_ok_with(pid, img, kill, &[], context)
+}
+
+/// [`checkpoint_ok`] with more options for `herd checkpoint`.
+fn checkpoint_ok_with(pid: u32, img: &Path, kill: bool, options: &[&str], context: &str) {
+    let run = checkpoint_with(pid, img, kill, options);
     assert!(run.status.success(), "checkpoint failed: {}\n{context}", run.report());
     run.assert_no_panic();
     let len = fs::metadata(img).map(|m| m.len()).unwrap_or(0);
@@ -718,15 +729,16 @@ fn run_uninterrupted(dir: &Path, label: &str, cmd: &[OsString], out: Out) -> Run
 /// (the restored process reopens it at its saved offset) or, for a pipe,
 /// what came before the checkpoint followed by herd restart's stdout.
 fn run_checkpointed(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize) -> Run {
-    run_checkpointed_with(dir, label, cmd, out, lines, None)
+    run_checkpointed_with(dir, label, cmd, out, lines, None, &[])
 }
 
-/// [`run_checkpointed`], restarting with `options` for `herd restart` when given.
-fn run_checkpointed_with(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize, options: Option<&[&str]>) -> Run {
+/// [`run_checkpointed`], restarting with `options` for `herd restart` when
+/// given, and checkpointing with `checkpoint_options`.
+fn run_checkpointed_with(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize, options: Option<&[&str]>, checkpoint_options: &[&str]) -> Run {
     let mut p = spawn_prog(dir, label, cmd, out, false);
     p.wait_for_lines(lines);
     let img = dir.join(format!("{label}.img"));
-    checkpoint_ok(p.pid(), &img, true, &p.context());
+    checkpoint_ok_with(p.pid(), &img, true, checkpoint_options, &p.context());
     p.reap_killed();
     let before = p.final_output();
 
@@ -1380,7 +1392,7 @@ fn tree_with_pipe_zombie_group_and_session_restores_exactly() {
     let got = run_checkpointed(dir.path(), "tree", &cmd, Out::File, 3);
     assert_same_run(&expected, &got);
     assert_inspect_shows(dir.path().join("tree.img"), &["tree image", "4 processes", "zombie (exit 3)", "pipe 0      50000 bytes waiting", "pipe 0, read end", "pidfd"]);
-    let got = run_checkpointed_with(dir.path(), "treens", &cmd, Out::File, 3, Some(&["--new-pidns"]));
+    let got = run_checkpointed_with(dir.path(), "treens", &cmd, Out::File, 3, Some(&["--new-pidns"]), &[]);
     assert_same_run(&expected, &got);
 }
 
@@ -1510,6 +1522,90 @@ fn listening_tcp_udp_and_unix_sockets_restore_on_their_ports() {
     assert_same_run(&expected, &got);
     let shown = herd(&argv!["inspect", dir.path().join("srv.img")], None);
     assert!(shown.stdout.contains("socket listening (backlog 5) on 127.0.0.1:") && shown.stdout.contains("srv.sock"), "{}", shown.stdout);
+}
+
+/// An echo server outside the tree (`ckpt_tcp.py peer`) for one connection; its
+/// port is in the file it names. Killed (by pid) and reaped when dropped.
+struct TcpPeer {
+    child: Child,
+    port_file: PathBuf,
+}
+
+impl TcpPeer {
+    fn start(dir: &Path, label: &str) -> TcpPeer {
+        let port_file = dir.join(format!("{label}.port"));
+        let child = Command::new("bash")
+            .args(["-c", CLOSE_FDS_AND_EXEC, "herd-test-exec"])
+            .arg(python3().unwrap())
+            .args([OsString::from("-I"), program_source("ckpt_tcp.py"), "peer".into(), port_file.clone().into()])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the TCP peer");
+        let until = Instant::now() + Duration::from_secs(20);
+        while !port_file.exists() {
+            assert!(Instant::now() < until, "the TCP peer did not write its port");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TcpPeer { child, port_file }
+    }
+}
+
+impl Drop for TcpPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client's established TCP connection to a server outside the tree, with
+/// the server's answer waiting unread in it: `herd checkpoint --kill
+/// --tcp-established`, then `herd restart` a moment later; the client reads
+/// that answer and talks on over the same connection, the server never knew,
+/// and the output is the uninterrupted run's.
+#[test]
+fn tcp_connection_to_a_server_outside_goes_on_after_restart() {
+    if !ready("tcp_connection_to_a_server_outside_goes_on_after_restart", &[Need::Python, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let plain_peer = TcpPeer::start(dir.path(), "plain");
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_tcp.py"), "client", &plain_peer.port_file, "30"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).ends_with("echo tick 29\nend of stream\n"), "{}", text(&expected.out));
+    let peer = TcpPeer::start(dir.path(), "tcp");
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_tcp.py"), "client", &peer.port_file, "30"];
+    let got = run_checkpointed_with(dir.path(), "tcp", &cmd, Out::File, 3, None, &["--tcp-established"]);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("tcp.img")], None);
+    shown.assert_ok();
+    assert!(shown.stdout.contains("TCP connection 127.0.0.1:") && shown.stdout.contains("bytes received and not read"), "{}", shown.stdout);
+}
+
+/// Both ends of a TCP connection in the tree (python3 and the echo server
+/// it forked, whose listener is restored too): made again together, neither
+/// speaks before the other exists, and the pair talks on as uninterrupted.
+/// Without `--tcp-established` the checkpoint is refused, saying so, and the
+/// processes run on untouched.
+#[test]
+fn tcp_connection_inside_the_tree_goes_on_after_restart() {
+    if !ready("tcp_connection_inside_the_tree_goes_on_after_restart", &[Need::Python, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_tcp.py"), "pair", "30"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).ends_with("echo tick 29\nend of stream\nserver 0\n"), "{}", text(&expected.out));
+
+    let mut p = spawn_prog(dir.path(), "refused", &cmd, Out::File, false);
+    p.wait_for_lines(2);
+    let run = checkpoint(p.pid(), &dir.path().join("refused.img"), true);
+    run.assert_clean_failure();
+    assert!(run.stderr.contains("a TCP connection 127.0.0.1:") && run.stderr.contains("--tcp-established"), "{}", run.report());
+    p.assert_still_running(&format!("the refused `{}`", run.cmd));
+    drop(p);
+
+    let got = run_checkpointed_with(dir.path(), "pair", &cmd, Out::File, 3, None, &["--tcp-established"]);
+    assert_same_run(&expected, &got);
 }
 
 /// `tail -f` of a growing log, started by a bash script: its inotify watch

@@ -430,10 +430,29 @@ mod tests {
                 Member { pid: 11, parent: Some(0), pgid: 10, sid: 1, zombie: None, prepare: Some(prepare) },
                 Member { pid: 12, parent: Some(0), pgid: 10, sid: 1, zombie: Some(3 << 8), prepare: None },
             ],
-            ofds: vec![SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 }, SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 }],
+            ofds: vec![SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 }, SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 }, SharedOfd::Tcp(Box::new(tcp()))],
             pipes: vec![PipeImage { contents: b"hello".to_vec(), capacity: 65536, fifo: None }],
             socket_pairs: vec![SocketPairImage { kind: 2, queued: [vec![b"a".to_vec(), b"bc".to_vec()], vec![]], shutdown: [0, 2] }],
             memory: vec![MemoryObject { kind: MemoryKind::Anonymous, size: 1 << 20, ofd: None }, MemoryObject { kind: MemoryKind::Memfd { name: "m".into(), seals: 0 }, size: 4096, ofd: None }],
+        }
+    }
+
+    fn tcp() -> TcpConnection {
+        TcpConnection {
+            local: "127.0.0.1:4000".parse().unwrap(),
+            remote: "127.0.0.1:5000".parse().unwrap(),
+            options: vec![(6, 1, 1)],
+            flags: 0,
+            send_seq: 7,
+            recv_seq: u32::MAX,
+            sent: b"s".to_vec(),
+            unsent: b"uu".to_vec(),
+            received: b"rrr".to_vec(),
+            mss: 1460,
+            wscale: Some((7, 9)),
+            sack: true,
+            timestamp: Some(12345),
+            window: [1, 2, 3, 4, 5],
         }
     }
 
@@ -467,6 +486,7 @@ mod tests {
     fn version_2_trees_are_read_without_memory() {
         let mut t = sample();
         t.memory.clear();
+        t.ofds.truncate(2);
         let old = TreeImageV2Out { members: t.members.clone(), ofds: t.ofds.clone(), pipes: t.pipes.clone(), socket_pairs: t.socket_pairs.clone() };
         let payload = postcard::to_stdvec(&old).unwrap();
         let (version, reserved, len) = (2u32.to_le_bytes(), 0u32.to_le_bytes(), (payload.len() as u64).to_le_bytes());
@@ -475,6 +495,28 @@ mod tests {
             b.extend_from_slice(part);
         }
         assert_eq!(read(&b).unwrap(), t);
+    }
+
+    /// A TCP connection appeared in version 4: one in an older tree is corrupt.
+    #[test]
+    fn a_tcp_connection_needs_version_4() {
+        let t = sample();
+        let payload = postcard::to_stdvec(&t).unwrap();
+        let (version, reserved, len) = (3u32.to_le_bytes(), 0u32.to_le_bytes(), (payload.len() as u64).to_le_bytes());
+        let mut b = TREE_MAGIC.to_vec();
+        for part in [&version[..], &reserved, &len, &crc(&[&version, &reserved, &len, &payload]).to_le_bytes(), &payload] {
+            b.extend_from_slice(part);
+        }
+        assert!(matches!(read(&b), Err(FormatError::Corrupt(m)) if m.contains("TCP")));
+        let mut t3 = t.clone();
+        t3.ofds.truncate(2);
+        let payload = postcard::to_stdvec(&t3).unwrap();
+        let len = (payload.len() as u64).to_le_bytes();
+        let mut b = TREE_MAGIC.to_vec();
+        for part in [&version[..], &reserved, &len, &crc(&[&version, &reserved, &len, &payload]).to_le_bytes(), &payload] {
+            b.extend_from_slice(part);
+        }
+        assert_eq!(read(&b).unwrap(), t3);
     }
 
     #[derive(Serialize)]
@@ -515,6 +557,11 @@ mod tests {
                 p.files.push(p.files[0].clone());
             })),
             ("a negative fd", Box::new(|t| t.members[1].prepare.as_mut().unwrap().files[0].fd = -1)),
+            ("TCP to port 0", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { remote: "127.0.0.1:0".parse().unwrap(), ..tcp() }))))),
+            ("TCP from v4 to v6", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { remote: "[::1]:80".parse().unwrap(), ..tcp() }))))),
+            ("TCP with mss 0", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { mss: 0, ..tcp() }))))),
+            ("TCP window scale 15", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { wscale: Some((15, 0)), ..tcp() }))))),
+            ("TCP queues too long", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { received: vec![0; (2 * MAX_CONTENTS + 1) as usize], ..tcp() }))))),
         ];
         for (what, change) in cases {
             let mut t = sample();

@@ -416,6 +416,25 @@ mod tests {
         assert_eq!(&got, b"and back\n");
     }
 
+    /// Bytes that arrive while a connection is held in repair mode are taken
+    /// in (the capture would miss them): [`recv_seq`] shows it.
+    #[test]
+    fn bytes_arriving_in_repair_mode_move_recv_seq() {
+        if !can_repair() {
+            eprintln!("SKIP bytes_arriving_in_repair_mode_move_recv_seq: TCP_REPAIR needs CAP_NET_ADMIN");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut b, _) = l.accept().unwrap();
+        let d = dump(a.as_fd()).unwrap();
+        assert_eq!(recv_seq(a.as_fd()).unwrap(), d.recv_seq);
+        b.write_all(b"late").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(recv_seq(a.as_fd()).unwrap(), d.recv_seq.wrapping_add(4));
+        set_repair(a.as_fd(), false).unwrap();
+    }
+
     /// A sender whose peer does not read fills its send queue (bytes sent and
     /// not acknowledged, bytes not sent at all): the copy delivers every byte,
     /// in order, once the peer reads.
