@@ -396,7 +396,11 @@ fn memory_objects(pids: &[i32], live: &[bool], ofds: &[SharedOfd], contents_of: 
         } else if let Some(memfd) = name.strip_prefix("/memfd:") {
             let seals = match carried {
                 Some((NamelessKind::Memfd { seals, .. }, _)) => *seals,
-                _ => 0,
+                // No descriptor holds it: its mapping opens it (map_files, as root), else 0.
+                _ => std::fs::File::open(format!("/proc/{}/map_files/{:x}-{:x}", first.pid, first.start, first.end))
+                    .ok()
+                    .and_then(|f| task::seals(f.as_fd()).ok())
+                    .unwrap_or(0),
             };
             MemoryKind::Memfd { name: memfd.to_string(), seals }
         } else {

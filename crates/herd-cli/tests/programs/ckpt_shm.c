@@ -137,5 +137,10 @@ int main(int argc, char **argv) {
         printf("beyond B's end: SIGBUS\n");
     }
     printf("C's seals: %#x\n", fcntl(cfd, F_GET_SEALS));
+    // B has no descriptor left: its mapping opens it (as root).
+    char mf[64];
+    snprintf(mf, sizeof mf, "/proc/self/map_files/%lx-%lx", (unsigned long)b, (unsigned long)(b + 4 * PAGE));
+    int bf = open(mf, O_RDONLY);
+    printf("B's seals: %#x\n", bf < 0 ? -1 : fcntl(bf, F_GET_SEALS));
     return 0;
 }
