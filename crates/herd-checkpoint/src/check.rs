@@ -248,7 +248,7 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
                 let regular = meta.as_ref().is_some_and(|m| m.is_file());
                 let dir = meta.as_ref().is_some_and(|m| m.is_dir());
                 let fifo = meta.as_ref().is_some_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
-                let tty = s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console";
+                let tty = s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console" || s == "/dev/ptmx";
                 let o_path = info.flags & libc::O_PATH != 0;
                 // A tree carries a deleted regular file or a memfd with its contents
                 // (its analysis checks size and links).

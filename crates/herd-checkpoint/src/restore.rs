@@ -364,6 +364,14 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
             parent: m.parent.map(|p| p as usize),
             pid: m.pid,
             setsid: m.sid == m.pid && m.zombie.is_none(),
+            // A slave of the pseudo-terminal its session has as controlling terminal.
+            ctty: tree.ofds.iter().enumerate().find_map(|(i, o)| match o {
+                SharedOfd::PtySlave { master, .. } => match tree.ofds.get(*master as usize) {
+                    Some(SharedOfd::PtyMaster(p)) if p.session == Some(m.pid) => Some(i),
+                    _ => None,
+                },
+                _ => None,
+            }),
             zombie: m.zombie,
         });
     }
@@ -416,6 +424,17 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
                 }
                 SharedOfd::Event(FileKind::SignalFd { mask, flags }) => restorer::OfdPlan::SignalFd { mask: *mask, flags: *flags },
                 SharedOfd::Event(_) => return Err(FormatError::Corrupt("a shared event file of a kind that is not made shared".into()).into()),
+                SharedOfd::PtyMaster(p) => {
+                    // SAFETY: termios2 is plain integers; zeroed is a valid value, filled below.
+                    let mut termios: libc::termios2 = unsafe { std::mem::zeroed() };
+                    (termios.c_iflag, termios.c_oflag, termios.c_cflag, termios.c_lflag, termios.c_line) = (p.iflag, p.oflag, p.cflag, p.lflag, p.line);
+                    termios.c_cc.copy_from_slice(&p.cc);
+                    (termios.c_ispeed, termios.c_ospeed) = (p.ispeed, p.ospeed);
+                    let [ws_row, ws_col, ws_xpixel, ws_ypixel] = p.winsize;
+                    let winsize = libc::winsize { ws_row, ws_col, ws_xpixel, ws_ypixel };
+                    restorer::OfdPlan::PtyMaster(herd_kernel::pty::PtyPlan { flags: p.flags, termios, winsize, locked: p.locked, packet: p.packet })
+                }
+                SharedOfd::PtySlave { master, flags } => restorer::OfdPlan::PtySlave { master: *master as usize, flags: *flags },
                 SharedOfd::Tcp(c) => {
                     let dump = herd_kernel::tcprepair::TcpDump {
                         send_seq: c.send_seq,

@@ -502,8 +502,36 @@ fn share(pids: &[i32], live: &[bool], tcp: &mut TcpMode<'_>) -> Result<Shares> {
     let mut decide = |d: &Desc, k: FileKind| {
         decided.entry(d.member).or_default().insert(d.fd, k);
     };
+    // Pseudo-terminals whose master is in the tree, first: their slaves' master
+    // entries, by the slave's (device, inode).
+    let mut pty_of: HashMap<(u64, u64), u32> = HashMap::new();
+    for c in classes.iter().filter(|c| is_ptmx(&c[0].link)) {
+        let r = &c[0];
+        match pty_master(r, pids, live) {
+            Ok((img, slave)) => {
+                ofds.push(SharedOfd::PtyMaster(Box::new(img)));
+                let ofd = ofds.len() as u32 - 1;
+                pty_of.insert(slave, ofd);
+                c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+            }
+            Err(what) => refused.extend(c.iter().map(|d| (d.pid, CantMove::UnsupportedFd { fd: d.fd, what: format!("{} ({what})", d.link) }))),
+        }
+    }
     for c in &classes {
         let r = &c[0];
+        if is_ptmx(&r.link) {
+            continue;
+        }
+        if let Some(&master) = pty_of.get(&(r.dev, r.ino)) {
+            if held_outside(r, pids) {
+                refused.extend(c.iter().map(|d| (d.pid, CantMove::UnsupportedFd { fd: d.fd, what: format!("{} (the slave of a pseudo-terminal of the tree, held by a process outside it too)", d.link) })));
+            } else {
+                ofds.push(SharedOfd::PtySlave { master, flags: r.flags & (libc::O_ACCMODE | libc::O_NONBLOCK) });
+                let ofd = ofds.len() as u32 - 1;
+                c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+            }
+            continue;
+        }
         let root_std = c.iter().filter(|d| d.member == 0 && d.fd <= 2).map(|d| d.fd).min();
         let outward = r.pipe || r.fifo || (!r.regular_or_dir && !PORTABLE_DEVICES.contains(&r.link.as_str()) && !r.link.starts_with("anon_inode:") && r.flags & libc::O_PATH == 0);
         if r.pipe || (r.fifo && !r.link.ends_with(" (deleted)")) {
@@ -746,6 +774,61 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
         }
         (None, None) => Err(format!("a socket of family {family} that herd does not carry")),
     }
+}
+
+/// Whether `link` names a pseudo-terminal master.
+fn is_ptmx(link: &str) -> bool {
+    link == "/dev/ptmx" || link == "/dev/pts/ptmx"
+}
+
+/// The pseudo-terminal whose master is open at `d`, made again on restore as a
+/// new pair with its settings; with the slave's (device, inode). Refused when a
+/// process outside the tree holds it, when bytes wait in it either way, or when
+/// it is the controlling terminal of a session the tree does not lead or whose
+/// foreground group is not the leader's.
+fn pty_master(d: &Desc, pids: &[i32], live: &[bool]) -> std::result::Result<(herd_image::tree::PtyImage, (u64, u64)), String> {
+    if held_outside(d, pids) {
+        return Err("a pseudo-terminal master held by a process outside the tree too".into());
+    }
+    let master = PidFd::open(d.pid).and_then(|p| p.get_fd(d.fd)).map_err(|e| format!("it cannot be looked at: {e}"))?;
+    let st = herd_kernel::pty::inspect(master.as_fd()).map_err(|e| format!("reading its pseudo-terminal: {e}"))?;
+    if st.to_master > 0 || st.to_slave > 0 {
+        return Err(format!("a pseudo-terminal with bytes waiting in it: {} for the master, {} for the slave", st.to_master, st.to_slave));
+    }
+    let mut session = None;
+    for (&pid, _) in pids.iter().zip(live).filter(|(_, &l)| l) {
+        let stat = procfs::process::Process::new(pid).and_then(|p| p.stat()).map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+        if stat.tty_nr as u64 != st.slave.2 {
+            continue;
+        }
+        let leader = stat.session;
+        if !pids.contains(&leader) {
+            return Err(format!("the controlling terminal of session {leader}, which the tree does not lead"));
+        }
+        if stat.tpgid > 0 && stat.tpgid != leader {
+            return Err(format!("the controlling terminal of session {leader}, whose foreground process group is {} (herd sets only the leader's)", stat.tpgid));
+        }
+        session = Some(leader);
+    }
+    let t = &st.termios;
+    let w = &st.winsize;
+    let img = herd_image::tree::PtyImage {
+        flags: d.flags & libc::O_NONBLOCK,
+        number: st.number,
+        iflag: t.c_iflag,
+        oflag: t.c_oflag,
+        cflag: t.c_cflag,
+        lflag: t.c_lflag,
+        line: t.c_line,
+        cc: t.c_cc.to_vec(),
+        ispeed: t.c_ispeed,
+        ospeed: t.c_ospeed,
+        winsize: [w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel],
+        locked: st.locked,
+        packet: st.packet,
+        session,
+    };
+    Ok((img, (st.slave.0, st.slave.1)))
 }
 
 /// An established TCP connection: refused, accepted as it is (a check), or

@@ -180,6 +180,16 @@ fn describe_ofd(o: &SharedOfd) -> String {
             }
             s
         }
+        SharedOfd::PtyMaster(p) => format!(
+            "pseudo-terminal master (was /dev/pts/{}), {}x{}{}{}{}",
+            p.number,
+            p.winsize[1],
+            p.winsize[0],
+            if p.lflag & libc::ECHO != 0 { ", echo" } else { ", no echo" },
+            if p.lflag & libc::ICANON != 0 { ", canonical" } else { ", raw" },
+            p.session.map(|s| format!(", controlling terminal of session {s}")).unwrap_or_default()
+        ),
+        SharedOfd::PtySlave { master, .. } => format!("pseudo-terminal slave of shared file {master}"),
         SharedOfd::Tcp(c) => format!(
             "TCP connection {} -> {}: {} bytes received and not read, {} sent and not acknowledged, {} not sent; mss {}{}{}{}",
             c.local,

@@ -1609,6 +1609,40 @@ fn tcp_connection_inside_the_tree_goes_on_after_restart() {
     assert_same_run(&expected, &got);
 }
 
+/// A pseudo-terminal inside the tree (python3 and a child on a pty it forked,
+/// `pty.fork`): made again as a new pair with the child's settings (echo off,
+/// the window size), the child leading its session with the new slave as its
+/// controlling terminal and in the foreground, so that Ctrl-C typed on the
+/// master after the restart reaches it: the uninterrupted run's output.
+#[test]
+fn pseudo_terminal_inside_the_tree_restores_with_its_settings_and_session() {
+    if !ready("pseudo_terminal_inside_the_tree_restores_with_its_settings_and_session", &[Need::Python, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_pty.py"), "30"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    for want in ["got tick 29 echo=False size=100x30 leader=True fg=True", "child says child: interrupted\nchild says child: end of input\nchild exit 3\n"] {
+        assert!(text(&expected.out).contains(want), "ckpt_pty does not say {want:?} uninterrupted:\n{}", text(&expected.out));
+    }
+    let got = run_checkpointed(dir.path(), "pty", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    let shown = herd(&argv!["inspect", dir.path().join("pty.img")], None);
+    shown.assert_ok();
+    assert!(shown.stdout.contains("pseudo-terminal master (was /dev/pts/") && shown.stdout.contains("100x30, no echo, canonical, controlling terminal of session"), "{}", shown.stdout);
+
+    // A line typed that the child has not read: refused (it cannot be read without
+    // taking it), the processes left running.
+    let stuck = argv![python3().unwrap(), "-I", program_source("ckpt_pty.py"), "1", "stuck"];
+    let mut p = spawn_prog(dir.path(), "stuck", &stuck, Out::File, false);
+    p.wait_for_lines(1);
+    let run = checkpoint(p.pid(), &dir.path().join("stuck.img"), true);
+    run.assert_clean_failure();
+    // 7 bytes for the child; 8 for the master: their echo, "unread\r\n".
+    assert!(run.stderr.contains("a pseudo-terminal with bytes waiting in it: 8 for the master, 7 for the slave"), "{}", run.report());
+    p.assert_still_running(&format!("the refused `{}`", run.cmd));
+}
+
 /// `tail -f` of a growing log, started by a bash script: its inotify watch
 /// (found again by file handle), its poll and the script's `kill $!` all work
 /// after a restart in the middle of the wait.

@@ -25,7 +25,8 @@ use crate::model::{FileKind, OpenFile, Rlimit};
 pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
 /// Version 2: [`SharedOfd::Event`]. Version 3: [`TreeImage::memory`] (and the
 /// members' `VmaKind::Memory` regions, process image format version 4). Version 4:
-/// [`SharedOfd::Tcp`]. Versions 1 to 3 are read as well.
+/// [`SharedOfd::Tcp`], [`SharedOfd::PtyMaster`] and [`SharedOfd::PtySlave`]. Versions
+/// 1 to 3 are read as well.
 pub const TREE_VERSION: u32 = 4;
 /// The oldest tree version this herd reads.
 pub const MIN_TREE_VERSION: u32 = 1;
@@ -169,6 +170,39 @@ pub enum SharedOfd {
     /// --tcp-established`): made again with its sequence numbers, queues and options,
     /// without a handshake.
     Tcp(Box<TcpConnection>),
+    /// Version 4: the master of a pseudo-terminal, made again as a new pair with
+    /// the same settings.
+    PtyMaster(Box<PtyImage>),
+    /// Version 4: a descriptor of the slave of the pair whose master is shared
+    /// file `master`, with its status flags (access mode, O_NONBLOCK).
+    PtySlave { master: u32, flags: i32 },
+}
+
+/// A pseudo-terminal whose master is in the tree ([`SharedOfd::PtyMaster`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PtyImage {
+    /// The master's status flags.
+    pub flags: i32,
+    /// Its number then (the slave was /dev/pts/N); the new pair has its own.
+    pub number: u32,
+    /// struct termios2 of the slave: c_iflag, c_oflag, c_cflag, c_lflag, c_line,
+    /// c_cc (19 bytes), c_ispeed, c_ospeed.
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    pub cc: Vec<u8>,
+    pub ispeed: u32,
+    pub ospeed: u32,
+    /// Rows, columns, x and y pixels.
+    pub winsize: [u16; 4],
+    /// Not unlocked yet (unlockpt).
+    pub locked: bool,
+    /// Packet mode on.
+    pub packet: bool,
+    /// The member leading the session whose controlling terminal it is (pid).
+    pub session: Option<i32>,
 }
 
 /// An established TCP connection ([`SharedOfd::Tcp`]).
@@ -301,8 +335,8 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     if !rest.is_empty() {
         return Err(FormatError::Corrupt(format!("tree header has {} bytes after the tree", rest.len())));
     }
-    if version < 4 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Tcp(_))) {
-        return Err(FormatError::Corrupt(format!("tree image version {version} holds a TCP connection (version 4 and later may)")));
+    if version < 4 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Tcp(_) | SharedOfd::PtyMaster(_) | SharedOfd::PtySlave { .. })) {
+        return Err(FormatError::Corrupt(format!("tree image version {version} holds a TCP connection or a pseudo-terminal (version 4 and later may)")));
     }
     tree.validate()?;
     Ok(tree)
@@ -373,6 +407,21 @@ impl TreeImage {
                 SharedOfd::Socket { .. } => {}
                 SharedOfd::Event(FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. }) => {}
                 SharedOfd::Event(_) => return bad(format!("shared file {i} is an event file of a kind that is not made again shared")),
+                SharedOfd::PtyMaster(p) => {
+                    if p.cc.len() != 19 {
+                        return bad(format!("shared file {i}: a pseudo-terminal with {} control characters (19)", p.cc.len()));
+                    }
+                    if let Some(s) = p.session {
+                        if !self.members.iter().any(|m| m.pid == s && m.sid == s && m.zombie.is_none()) {
+                            return bad(format!("shared file {i}: a pseudo-terminal of the session of {s}, which leads none of the tree"));
+                        }
+                    }
+                }
+                SharedOfd::PtySlave { master, .. } => {
+                    if !matches!(self.ofds.get(*master as usize), Some(SharedOfd::PtyMaster(_))) {
+                        return bad(format!("shared file {i}: the slave of shared file {master}, which is not a pseudo-terminal's master"));
+                    }
+                }
                 SharedOfd::Tcp(c) => {
                     let queued = c.sent.len() + c.unsent.len() + c.received.len();
                     if c.local.is_ipv4() != c.remote.is_ipv4() || c.remote.port() == 0 || c.local.port() == 0 {
@@ -430,11 +479,21 @@ mod tests {
                 Member { pid: 11, parent: Some(0), pgid: 10, sid: 1, zombie: None, prepare: Some(prepare) },
                 Member { pid: 12, parent: Some(0), pgid: 10, sid: 1, zombie: Some(3 << 8), prepare: None },
             ],
-            ofds: vec![SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 }, SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 }, SharedOfd::Tcp(Box::new(tcp()))],
+            ofds: vec![
+                SharedOfd::PipeEnd { pipe: 0, write: false, flags: 0 },
+                SharedOfd::PipeEnd { pipe: 0, write: true, flags: 0 },
+                SharedOfd::Tcp(Box::new(tcp())),
+                SharedOfd::PtyMaster(Box::new(pty())),
+                SharedOfd::PtySlave { master: 3, flags: 2 },
+            ],
             pipes: vec![PipeImage { contents: b"hello".to_vec(), capacity: 65536, fifo: None }],
             socket_pairs: vec![SocketPairImage { kind: 2, queued: [vec![b"a".to_vec(), b"bc".to_vec()], vec![]], shutdown: [0, 2] }],
             memory: vec![MemoryObject { kind: MemoryKind::Anonymous, size: 1 << 20, ofd: None }, MemoryObject { kind: MemoryKind::Memfd { name: "m".into(), seals: 0 }, size: 4096, ofd: None }],
         }
+    }
+
+    fn pty() -> PtyImage {
+        PtyImage { flags: 2, number: 4, iflag: 1, oflag: 2, cflag: 3, lflag: 4, line: 0, cc: vec![3; 19], ispeed: 38400, ospeed: 38400, winsize: [24, 80, 0, 0], locked: false, packet: true, session: None }
     }
 
     fn tcp() -> TcpConnection {
@@ -561,6 +620,9 @@ mod tests {
             ("TCP from v4 to v6", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { remote: "[::1]:80".parse().unwrap(), ..tcp() }))))),
             ("TCP with mss 0", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { mss: 0, ..tcp() }))))),
             ("TCP window scale 15", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { wscale: Some((15, 0)), ..tcp() }))))),
+            ("pty with 18 control characters", Box::new(|t| t.ofds.push(SharedOfd::PtyMaster(Box::new(PtyImage { cc: vec![0; 18], ..pty() }))))),
+            ("pty of a session no member leads", Box::new(|t| t.ofds.push(SharedOfd::PtyMaster(Box::new(PtyImage { session: Some(11), ..pty() }))))),
+            ("slave of a pipe", Box::new(|t| t.ofds.push(SharedOfd::PtySlave { master: 0, flags: 2 }))),
             ("TCP queues too long", Box::new(|t| t.ofds.push(SharedOfd::Tcp(Box::new(TcpConnection { received: vec![0; (2 * MAX_CONTENTS + 1) as usize], ..tcp() }))))),
         ];
         for (what, change) in cases {

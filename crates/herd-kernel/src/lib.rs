@@ -13,6 +13,7 @@
 //! - [`abi`]: kernel constants and structure layouts herd depends on.
 //! - [`host`]: facts about this machine (vDSO, xsave features).
 //! - [`uffd`]: userfaultfd of another process, for post-copy migration.
+//! - [`pty`]: pseudo-terminals read and made again with their settings.
 //! - [`tcprepair`]: established TCP connections dumped and made again (TCP_REPAIR).
 
 pub mod abi;
@@ -23,6 +24,7 @@ pub mod mem;
 pub mod ns;
 pub mod pidfd;
 pub mod ptrace;
+pub mod pty;
 pub mod restorer;
 pub mod seccomp;
 pub mod sockdiag;

@@ -128,6 +128,10 @@ pub enum OfdPlan {
     SignalFd { mask: u64, flags: i32 },
     /// An established TCP connection made again with TCP_REPAIR, with these status flags.
     Tcp { plan: Box<crate::tcprepair::TcpPlan>, flags: i32 },
+    /// A pseudo-terminal's master, a new pair with these settings.
+    PtyMaster(crate::pty::PtyPlan),
+    /// The slave of the pair whose master is shared file `master`, with these status flags.
+    PtySlave { master: usize, flags: i32 },
 }
 
 /// How a nameless file is made.
@@ -171,6 +175,9 @@ pub struct MemberPlan {
     pub setsid: bool,
     /// A zombie: it ends at once with this raw wait status.
     pub zombie: Option<i32>,
+    /// The session it leads has this shared file (a pseudo-terminal's slave) as
+    /// its controlling terminal.
+    pub ctty: Option<usize>,
 }
 
 pub struct TreePlan {
@@ -203,7 +210,7 @@ impl Drop for RestorerChild {
 }
 
 /// What failed in a child, by step.
-const STEPS: [&str; 13] = [
+const STEPS: [&str; 15] = [
     "ok",
     "moving sync fds",
     "opening a file",
@@ -217,6 +224,8 @@ const STEPS: [&str; 13] = [
     "making a shared file or pipe",
     "starting a session",
     "making a TCP connection again (TCP_REPAIR)",
+    "making a pseudo-terminal again",
+    "taking its controlling terminal again (TIOCSCTTY)",
 ];
 
 /// The size of one report: member index, step, errno (or pid), item index.
@@ -291,7 +300,7 @@ pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
         personality: plan.personality,
         pid: plan.pid,
     };
-    let member = MemberPlan { plan: one, shared: Vec::new(), parent: None, pid, setsid: false, zombie: None };
+    let member = MemberPlan { plan: one, shared: Vec::new(), parent: None, pid, setsid: false, zombie: None, ctty: None };
     spawn_tree(&TreePlan { members: vec![member], ofds: Vec::new(), pipes: Vec::new(), socket_pairs: Vec::new(), mode })
 }
 
@@ -717,20 +726,33 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     }
                     t
                 }
-                // Made with their pipe or pair, below.
-                OfdPlan::PipeEnd { .. } | OfdPlan::SocketEnd { .. } => continue,
+                OfdPlan::PtyMaster(p) => {
+                    let t = crate::pty::make_master(p);
+                    if t < 0 {
+                        fail(rs, 0, 13, i);
+                    }
+                    t
+                }
+                // Made with their pipe or pair, or once their master is (below).
+                OfdPlan::PipeEnd { .. } | OfdPlan::SocketEnd { .. } | OfdPlan::PtySlave { .. } => continue,
             };
             if fd < 0 || libc::dup2(fd, slot(ctx, i)) < 0 {
                 fail(rs, 0, 10, i);
             }
             libc::close(fd);
         }
-        // Every connection of the tree exists now: they may speak.
+        // Every connection of the tree exists now: they may speak. Every master too.
         for (i, o) in ctx.plan.ofds.iter().enumerate() {
-            if let OfdPlan::Tcp { plan, .. } = o {
-                if !crate::tcprepair::finish(slot(ctx, i), plan) {
-                    fail(rs, 0, 12, i);
+            match o {
+                OfdPlan::Tcp { plan, .. } if !crate::tcprepair::finish(slot(ctx, i), plan) => fail(rs, 0, 12, i),
+                OfdPlan::PtySlave { master, flags } => {
+                    let t = crate::pty::open_peer(slot(ctx, *master), *flags);
+                    if t < 0 || libc::dup2(t, slot(ctx, i)) < 0 {
+                        fail(rs, 0, 13, i);
+                    }
+                    libc::close(t);
                 }
+                _ => {}
             }
         }
         for (p, pipe) in ctx.plan.pipes.iter().enumerate() {
@@ -854,6 +876,11 @@ fn member_main(ctx: &Ctx<'_>, idx: usize, rs: i32, hs: i32) -> ! {
         }
         if m.setsid && libc::setsid() < 0 {
             fail(rs, idx, 11, 0);
+        }
+        if let Some(o) = m.ctty {
+            if libc::ioctl(slot(ctx, o), libc::TIOCSCTTY as _, 0) < 0 {
+                fail(rs, idx, 14, o);
+            }
         }
         let me = libc::getpid();
         for (j, kid) in ctx.plan.members.iter().enumerate() {
