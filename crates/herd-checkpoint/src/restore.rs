@@ -423,6 +423,10 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
                     restorer::OfdPlan::TimerFd { clockid: *clockid, flags: *flags, interval_ns: *interval_ns, value_ns: *value_ns, ticks: *ticks }
                 }
                 SharedOfd::Event(FileKind::SignalFd { mask, flags }) => restorer::OfdPlan::SignalFd { mask: *mask, flags: *flags },
+                SharedOfd::Event(FileKind::Inotify { flags, watches }) => restorer::OfdPlan::Inotify {
+                    flags: *flags,
+                    watches: watches.iter().map(|w| Ok((w.wd, cstring(&w.path)?, w.mask))).collect::<Result<_>>()?,
+                },
                 SharedOfd::Event(_) => return Err(FormatError::Corrupt("a shared event file of a kind that is not made shared".into()).into()),
                 SharedOfd::PtyMaster(p) => {
                     // SAFETY: termios2 is plain integers; zeroed is a valid value, filled below.

@@ -569,6 +569,9 @@ pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenF
                             }
                             let d = made.ok_or_else(|| CheckpointError::Incompatible(format!("inotify watch {} cannot be given its number back", w.wd)))?;
                             inj.call_ok("inotify_rm_watch", abi::SYS_INOTIFY_RM_WATCH, &[fd as u64, d as u64])?;
+                            // The event that says so (IN_IGNORED), queued at once: read, so the process never sees it.
+                            let buf = scratch.put(4300, &[0u8; 256])?;
+                            inj.call_ok("read(inotify)", abi::SYS_READ, &[fd as u64, buf, 256])?;
                             next = d as i32 + 1;
                         }
                         let got = inj.call_ok("inotify_add_watch", abi::SYS_INOTIFY_ADD_WATCH, &[fd as u64, path, u64::from(w.mask)])?;

@@ -677,8 +677,8 @@ fn share(pids: &[i32], live: &[bool], tcp: &mut TcpMode<'_>) -> Result<Shares> {
         if c.len() < 2 {
             continue;
         }
-        // An eventfd, timerfd or signalfd shared by several descriptors: made once.
-        if let Some(anon @ ("[eventfd]" | "[timerfd]" | "[signalfd]")) = r.link.strip_prefix("anon_inode:") {
+        // An eventfd, timerfd, signalfd or inotify instance shared by several descriptors: made once.
+        if let Some(anon @ ("[eventfd]" | "[timerfd]" | "[signalfd]" | "inotify")) = r.link.strip_prefix("anon_inode:") {
             match state::anon_kind(anon, r.fd, &state::read_fdinfo(r.pid, r.fd)?) {
                 Ok(kind) => {
                     ofds.push(SharedOfd::Event(kind));

@@ -148,6 +148,7 @@ fn event_file(k: &FileKind) -> Option<(&'static str, String)> {
             },
         ),
         FileKind::SignalFd { mask, .. } => ("signalfd", format!("signals {:?}", signals_of(*mask))),
+        FileKind::Inotify { watches, .. } => ("inotify", watches.iter().map(|w| format!("watch {} on {} (mask {:#x})", w.wd, w.path, w.mask)).collect::<Vec<_>>().join(", ")),
         _ => return None,
     })
 }

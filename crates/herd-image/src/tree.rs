@@ -25,8 +25,8 @@ use crate::model::{FileKind, OpenFile, Rlimit};
 pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
 /// Version 2: [`SharedOfd::Event`]. Version 3: [`TreeImage::memory`] (and the
 /// members' `VmaKind::Memory` regions, process image format version 4). Version 4:
-/// [`SharedOfd::Tcp`], [`SharedOfd::PtyMaster`] and [`SharedOfd::PtySlave`]. Versions
-/// 1 to 3 are read as well.
+/// [`SharedOfd::Tcp`], [`SharedOfd::PtyMaster`] and [`SharedOfd::PtySlave`], and an
+/// inotify instance as [`SharedOfd::Event`]. Versions 1 to 3 are read as well.
 pub const TREE_VERSION: u32 = 4;
 /// The oldest tree version this herd reads.
 pub const MIN_TREE_VERSION: u32 = 1;
@@ -335,8 +335,9 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     if !rest.is_empty() {
         return Err(FormatError::Corrupt(format!("tree header has {} bytes after the tree", rest.len())));
     }
-    if version < 4 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Tcp(_) | SharedOfd::PtyMaster(_) | SharedOfd::PtySlave { .. })) {
-        return Err(FormatError::Corrupt(format!("tree image version {version} holds a TCP connection or a pseudo-terminal (version 4 and later may)")));
+    let new_in_4 = |o: &SharedOfd| matches!(o, SharedOfd::Tcp(_) | SharedOfd::PtyMaster(_) | SharedOfd::PtySlave { .. } | SharedOfd::Event(FileKind::Inotify { .. }));
+    if version < 4 && tree.ofds.iter().any(new_in_4) {
+        return Err(FormatError::Corrupt(format!("tree image version {version} holds a TCP connection, a pseudo-terminal or a shared inotify instance (version 4 and later may)")));
     }
     tree.validate()?;
     Ok(tree)
@@ -405,7 +406,7 @@ impl TreeImage {
                 SharedOfd::Contents { .. } => {}
                 SharedOfd::Socket { family, .. } if ![1, 2, 10].contains(family) => return bad(format!("shared file {i} is a socket of family {family}")),
                 SharedOfd::Socket { .. } => {}
-                SharedOfd::Event(FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. }) => {}
+                SharedOfd::Event(FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Inotify { .. }) => {}
                 SharedOfd::Event(_) => return bad(format!("shared file {i} is an event file of a kind that is not made again shared")),
                 SharedOfd::PtyMaster(p) => {
                     if p.cc.len() != 19 {

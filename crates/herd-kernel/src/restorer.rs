@@ -128,6 +128,9 @@ pub enum OfdPlan {
     SignalFd { mask: u64, flags: i32 },
     /// An established TCP connection made again with TCP_REPAIR, with these status flags.
     Tcp { plan: Box<crate::tcprepair::TcpPlan>, flags: i32 },
+    /// An inotify instance with these watches (number, path, mask), each given its
+    /// number again.
+    Inotify { flags: i32, watches: Vec<(i32, CString, u32)> },
     /// A pseudo-terminal's master, a new pair with these settings.
     PtyMaster(crate::pty::PtyPlan),
     /// The slave of the pair whose master is shared file `master`, with these status flags.
@@ -210,7 +213,7 @@ impl Drop for RestorerChild {
 }
 
 /// What failed in a child, by step.
-const STEPS: [&str; 15] = [
+const STEPS: [&str; 16] = [
     "ok",
     "moving sync fds",
     "opening a file",
@@ -226,6 +229,7 @@ const STEPS: [&str; 15] = [
     "making a TCP connection again (TCP_REPAIR)",
     "making a pseudo-terminal again",
     "taking its controlling terminal again (TIOCSCTTY)",
+    "making an inotify instance again with its watch numbers",
 ];
 
 /// The size of one report: member index, step, errno (or pid), item index.
@@ -592,6 +596,36 @@ fn root_main(ctx: &Ctx<'_>) -> ! {
     }
 }
 
+/// Adds `watches` to inotify instance `t`, each with its number: numbers are
+/// handed out one after the other and never again once given up, so a gap is
+/// made by a watch taken (on a directory not watched yet) and given up, and
+/// the event that says so (IN_IGNORED) read at once, so the process never sees it.
+///
+/// # Safety
+/// In a restorer child only (async-signal-safe calls).
+unsafe fn inotify_watches(t: i32, watches: &[(i32, CString, u32)]) -> bool {
+    let mut next = 1;
+    // SAFETY: inotify calls on our own descriptor with paths prepared before the fork.
+    unsafe {
+        for (wd, path, mask) in watches {
+            while next < *wd {
+                let gap = [c"/", c"/proc", c"/dev", c"/sys"].iter().map(|g| libc::inotify_add_watch(t, g.as_ptr(), libc::IN_ATTRIB | libc::IN_MASK_CREATE)).find(|&d| d >= 0);
+                let Some(d) = gap else { return false };
+                let mut ignored = [0u8; 256];
+                if libc::inotify_rm_watch(t, d) != 0 || libc::read(t, ignored.as_mut_ptr().cast(), ignored.len()) <= 0 {
+                    return false;
+                }
+                next = d + 1;
+            }
+            if libc::inotify_add_watch(t, path.as_ptr(), *mask) != *wd {
+                return false;
+            }
+            next = wd + 1;
+        }
+    }
+    true
+}
+
 /// The fd number of shared file `i`.
 fn slot(ctx: &Ctx<'_>, i: usize) -> i32 {
     ctx.high + 2 + i as i32
@@ -723,6 +757,13 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     let t = crate::tcprepair::restore(plan);
                     if t < 0 || libc::fcntl(t, libc::F_SETFL, *flags & libc::O_NONBLOCK) < 0 {
                         fail(rs, 0, 12, i);
+                    }
+                    t
+                }
+                OfdPlan::Inotify { flags, watches } => {
+                    let t = libc::inotify_init1(*flags & libc::O_NONBLOCK);
+                    if t < 0 || !inotify_watches(t, watches) {
+                        fail(rs, 0, 15, i);
                     }
                     t
                 }

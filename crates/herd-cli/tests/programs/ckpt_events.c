@@ -4,9 +4,12 @@
 // the eventfd through its dup, re-arms the timer to fire in 50 ms, sends the
 // child SIGUSR1 and tells it to go: the child reads 7 from the eventfd, one
 // expiration from the timerfd and SIGUSR1 from the signalfd — only if each is
-// still one object shared by both. Same output when uninterrupted.
+// still one object shared by both. With DIR, an inotify instance too, watching
+// DIR (its watch 2: watch 1, on DIR/gone, was given up), shared the same way:
+// the parent makes DIR/new after the ticks, the child reads that event.
+// Same output when uninterrupted.
 //
-// usage: ckpt_events TICKS
+// usage: ckpt_events TICKS [DIR]
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -15,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -44,6 +49,23 @@ int main(int argc, char **argv) {
         return 2;
     }
     int edup = dup(efd);
+    const char *dir = argc > 2 ? argv[2] : NULL;
+    int ifd = -1;
+    char path[4096];
+    if (dir) {
+        snprintf(path, sizeof path, "%s/gone", dir);
+        ifd = inotify_init1(0);
+        if (ifd < 0 || mkdir(path, 0700) || inotify_add_watch(ifd, path, IN_CREATE) != 1 || inotify_rm_watch(ifd, 1) || inotify_add_watch(ifd, dir, IN_CREATE) != 2) {
+            perror("inotify");
+            return 2;
+        }
+        // The IN_IGNORED of watch 1, read now: only DIR/new is left to come.
+        char ev[4096];
+        if (read(ifd, ev, sizeof ev) <= 0) {
+            perror("inotify read");
+            return 2;
+        }
+    }
     pid_t child = fork();
     if (child == 0) {
         close(go[1]);
@@ -61,6 +83,16 @@ int main(int argc, char **argv) {
         struct signalfd_siginfo si;
         if (read(sfd, &si, sizeof si) == sizeof si)
             printf("child: signalfd read signal %s\n", si.ssi_signo == SIGUSR1 ? "SIGUSR1" : "another");
+        if (ifd >= 0) {
+            char ev[4096] __attribute__((aligned(8)));
+            struct pollfd q = {ifd, POLLIN, 0};
+            if (poll(&q, 1, 5000) == 1 && read(ifd, ev, sizeof ev) > 0) {
+                struct inotify_event *e = (struct inotify_event *)ev;
+                printf("child: inotify watch %d saw %s\n", e->wd, e->len ? e->name : "?");
+            } else {
+                printf("child: inotify saw nothing\n");
+            }
+        }
         return 4;
     }
     close(go[0]);
@@ -70,6 +102,13 @@ int main(int argc, char **argv) {
     }
     uint64_t two = 2;
     struct itimerspec soon = {{0, 0}, {0, 50 * 1000 * 1000}};
+    if (dir) {
+        snprintf(path, sizeof path, "%s/new", dir);
+        if (mkdir(path, 0700)) {
+            perror("mkdir new");
+            return 2;
+        }
+    }
     if (write(edup, &two, 8) != 8 || timerfd_settime(tfd, 0, &soon, NULL) || kill(child, SIGUSR1) || write(go[1], "g", 1) != 1) {
         perror("after the ticks");
         return 2;
