@@ -361,12 +361,39 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
-    fn can_repair() -> bool {
-        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(s.local_addr().unwrap()).unwrap();
+    /// A loopback connection: (the end that connected, the end that accepted).
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    /// Whether TCP_REPAIR may be used here; prints the skip line when not.
+    fn can_repair(test: &str) -> bool {
+        let (c, _) = pair();
         let ok = set_repair(c.as_fd(), true).is_ok();
         let _ = set_repair(c.as_fd(), false);
+        if !ok {
+            eprintln!("SKIP {test}: TCP_REPAIR needs CAP_NET_ADMIN");
+        }
         ok
+    }
+
+    /// Closes `a` (dumped as `d`) in repair mode and makes it again.
+    fn remake(a: std::net::TcpStream, d: TcpDump, options: Vec<(i32, i32, i32)>) -> std::net::TcpStream {
+        let local = crate::sockdiag::sockaddr_bytes(&a.local_addr().unwrap());
+        let remote = crate::sockdiag::sockaddr_bytes(&a.peer_addr().unwrap());
+        // Closed in repair mode: no FIN, no reset.
+        drop(a);
+        let plan = TcpPlan::new(libc::AF_INET, local, remote, options, d);
+        // SAFETY: called in a plain thread; restore only makes system calls.
+        let fd = unsafe { restore(&plan) };
+        assert!(fd >= 0, "restore: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        assert!(unsafe { finish(fd, &plan) }, "finish: {}", io::Error::last_os_error());
+        // SAFETY: restore returned a socket we now own.
+        std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// A loopback connection with bytes waiting both ways is dumped, closed
@@ -374,13 +401,10 @@ mod tests {
     /// on from where it was and the copy reads what waited in the old one.
     #[test]
     fn a_connection_dumped_and_made_again_goes_on() {
-        if !can_repair() {
-            eprintln!("SKIP a_connection_dumped_and_made_again_goes_on: TCP_REPAIR needs CAP_NET_ADMIN");
+        if !can_repair("a_connection_dumped_and_made_again_goes_on") {
             return;
         }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut b, _) = l.accept().unwrap();
+        let (mut a, mut b) = pair();
         a.set_nodelay(true).unwrap();
         a.write_all(b"from a, read before\n").unwrap();
         let mut buf = [0u8; 20];
@@ -391,18 +415,7 @@ mod tests {
         assert_eq!(d.received, b"waiting for a\n");
         assert!(d.sent.is_empty() && d.unsent.is_empty(), "{d:?}");
         assert!(d.mss > 0);
-        let local = crate::sockdiag::sockaddr_bytes(&a.local_addr().unwrap());
-        let remote = crate::sockdiag::sockaddr_bytes(&a.peer_addr().unwrap());
-        // Closed in repair mode: no FIN, no reset.
-        drop(a);
-        let plan = TcpPlan::new(libc::AF_INET, local, remote, vec![(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)], d);
-        // SAFETY: called in a plain thread; restore only makes system calls.
-        let fd = unsafe { restore(&plan) };
-        assert!(fd >= 0, "restore: {}", io::Error::last_os_error());
-        // SAFETY: as above.
-        assert!(unsafe { finish(fd, &plan) }, "finish: {}", io::Error::last_os_error());
-        // SAFETY: restore returned a socket we now own.
-        let mut a2 = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut a2 = remake(a, d, vec![(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)]);
         let mut got = [0u8; 14];
         a2.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"waiting for a\n");
@@ -420,13 +433,10 @@ mod tests {
     /// in (the capture would miss them): [`recv_seq`] shows it.
     #[test]
     fn bytes_arriving_in_repair_mode_move_recv_seq() {
-        if !can_repair() {
-            eprintln!("SKIP bytes_arriving_in_repair_mode_move_recv_seq: TCP_REPAIR needs CAP_NET_ADMIN");
+        if !can_repair("bytes_arriving_in_repair_mode_move_recv_seq") {
             return;
         }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut b, _) = l.accept().unwrap();
+        let (a, mut b) = pair();
         let d = dump(a.as_fd()).unwrap();
         assert_eq!(recv_seq(a.as_fd()).unwrap(), d.recv_seq);
         b.write_all(b"late").unwrap();
@@ -440,13 +450,10 @@ mod tests {
     /// in order, once the peer reads.
     #[test]
     fn a_full_send_queue_is_delivered_by_the_copy() {
-        if !can_repair() {
-            eprintln!("SKIP a_full_send_queue_is_delivered_by_the_copy: TCP_REPAIR needs CAP_NET_ADMIN");
+        if !can_repair("a_full_send_queue_is_delivered_by_the_copy") {
             return;
         }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut b, _) = l.accept().unwrap();
+        let (mut a, mut b) = pair();
         a.set_nonblocking(true).unwrap();
         let pattern: Vec<u8> = (0..1u32 << 16).map(|i| (i % 251) as u8).collect();
         let mut written = 0usize;
@@ -460,17 +467,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let d = dump(a.as_fd()).unwrap();
         assert!(!d.sent.is_empty() || !d.unsent.is_empty(), "nothing waits to be sent after {written} bytes");
-        let local = crate::sockdiag::sockaddr_bytes(&a.local_addr().unwrap());
-        let remote = crate::sockdiag::sockaddr_bytes(&a.peer_addr().unwrap());
-        drop(a);
-        let plan = TcpPlan::new(libc::AF_INET, local, remote, Vec::new(), d);
-        // SAFETY: called in a plain thread; restore only makes system calls.
-        let fd = unsafe { restore(&plan) };
-        assert!(fd >= 0, "restore: {}", io::Error::last_os_error());
-        // SAFETY: as above.
-        assert!(unsafe { finish(fd, &plan) }, "finish: {}", io::Error::last_os_error());
-        // SAFETY: restore returned a socket we now own.
-        let a2 = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let a2 = remake(a, d, Vec::new());
         b.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
         let mut got = vec![0u8; written];
         b.read_exact(&mut got).unwrap();
