@@ -53,19 +53,22 @@ enum TcpMode<'a> {
 /// without a packet instead, once their processes are gone.
 #[derive(Default)]
 struct Connections {
-    socks: Vec<(std::os::fd::OwnedFd, u32, String)>,
+    /// A copy of the socket, its peer's next sequence number then, the process and
+    /// fd that hold it, and what it is.
+    socks: Vec<(std::os::fd::OwnedFd, u32, (i32, i32), String)>,
 }
 
 impl Connections {
     /// Whether a peer's bytes arrived since the capture (a checkpoint that ends
     /// the processes would lose them).
-    fn check_unchanged(&self) -> std::result::Result<(), String> {
-        for (s, seq, what) in &self.socks {
-            match tcprepair::recv_seq(s.as_fd()) {
-                Ok(now) if now == *seq => {}
-                Ok(now) => return Err(format!("{what} received {} bytes while it was checkpointed (herd does not hold the network still): checkpoint again", now.wrapping_sub(*seq))),
-                Err(e) => return Err(format!("{what}: {e}")),
-            }
+    fn check_unchanged(&self) -> std::result::Result<(), (i32, CantMove)> {
+        for (s, seq, (pid, fd), what) in &self.socks {
+            let why = match tcprepair::recv_seq(s.as_fd()) {
+                Ok(now) if now == *seq => continue,
+                Ok(now) => format!("{what} received {} bytes while it was checkpointed (herd does not hold the network still): checkpoint again", now.wrapping_sub(*seq)),
+                Err(e) => format!("{what}: {e}"),
+            };
+            return Err((*pid, CantMove::Socket { fd: *fd, what: why }));
         }
         Ok(())
     }
@@ -79,7 +82,7 @@ impl Connections {
 
 impl Drop for Connections {
     fn drop(&mut self) {
-        for (s, _, what) in &self.socks {
+        for (s, _, _, what) in &self.socks {
             if let Err(e) = tcprepair::set_repair(s.as_fd(), false) {
                 tracing::warn!("{what}: leaving repair mode: {e}");
             }
@@ -234,7 +237,7 @@ impl FrozenTree {
     /// Before the processes are ended: fails if a TCP connection carried
     /// received bytes since it was captured (they would be lost).
     pub fn check_connections(&self) -> Result<()> {
-        self.connections.check_unchanged().map_err(|what| CheckpointError::CantMove { pid: self.tree.members[0].pid, reasons: vec![CantMove::Socket { fd: -1, what }] })
+        self.connections.check_unchanged().map_err(|(pid, why)| CheckpointError::CantMove { pid, reasons: vec![why] })
     }
 
     /// Lets every process continue as if nothing happened.
@@ -864,7 +867,7 @@ fn connection(d: &Desc, s: &sockdiag::InetSock, sock: std::os::fd::OwnedFd, mut 
             (c.send_seq, c.recv_seq, c.sent, c.unsent, c.received) = (t.send_seq, t.recv_seq, t.sent, t.unsent, t.received);
             (c.mss, c.wscale, c.sack, c.timestamp, c.window) = (t.mss, t.wscale, t.sack, t.timestamp, t.window);
             tracing::debug!(pid = d.pid, fd = d.fd, "{what}: {} bytes received, {} sent, {} not sent", c.received.len(), c.sent.len(), c.unsent.len());
-            held.socks.push((sock, t.recv_seq, what));
+            held.socks.push((sock, t.recv_seq, (d.pid, d.fd), what));
             Ok(SharedOfd::Tcp(Box::new(c)))
         }
     }
