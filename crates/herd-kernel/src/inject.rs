@@ -187,6 +187,38 @@ impl Injector<'_> {
     }
 }
 
+impl Injector<'_> {
+    /// Runs syscall `nr`, one that blocks until a signal comes (`pause`), without
+    /// stopping at its entry and exit: the tracee is let run (PTRACE_CONT) and
+    /// the next stop reported, as [`Injector::call_interruptible`] reports it — two
+    /// stops fewer for an idle deputy. At that stop the call is made not to be
+    /// restarted (it was at its exit in `call_interruptible`).
+    pub fn wait_in(&mut self, nr: u64, args: &[u64]) -> Result<Outcome> {
+        let r = self.regs_for(nr, args);
+        let pid = self.tracee.pid;
+        self.tracee.set_regs(&r)?;
+        loop {
+            ptrace(libc::PTRACE_CONT, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_CONT", pid, e))?;
+            let stop = wait_stop(pid)?;
+            self.tracee.stop = stop;
+            let outcome = match stop {
+                Stop::Signal { sig } => Outcome::Signal { sig },
+                Stop::Event { sig } => Outcome::Interrupted { sig },
+                // Not asked for; a call ended at its exit.
+                Stop::Syscall => return Ok(Outcome::Done(self.tracee.regs()?.ret())),
+                Stop::Ptrace { .. } => continue,
+            };
+            let mut regs = self.tracee.regs()?;
+            if regs.rip == self.gadget + 2 && regs.orig_rax == nr && is_restart(regs.ret()) {
+                regs.orig_rax = u64::MAX;
+                regs.rax = (-(libc::EINTR as i64)) as u64;
+                self.tracee.set_regs(&regs)?;
+            }
+            return Ok(outcome);
+        }
+    }
+}
+
 impl Tracee {
     /// At a signal-delivery-stop: lets the tracee go on *with* the signal
     /// (its default action then applies: end, stop, core), and waits for the

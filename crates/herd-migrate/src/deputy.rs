@@ -608,7 +608,7 @@ impl Deputy {
     fn idle(&mut self, events: &dyn Fn(Event)) -> Woken {
         loop {
             let outcome = match self.injector() {
-                Ok(mut inj) => inj.call_interruptible(abi::SYS_PAUSE, &[]),
+                Ok(mut inj) => inj.wait_in(abi::SYS_PAUSE, &[]),
                 Err(e) => Err(e),
             };
             let r = match outcome {
