@@ -37,7 +37,7 @@ use lab::*;
 use nodes::HERD;
 use serde_json::Value;
 
-const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn"];
+const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn", "fam_forkaway"];
 const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py", "fam_pool.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
@@ -65,6 +65,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("waits_with_a_mask_of_their_own_end_when_children_do", waits_with_a_mask_of_their_own_end_when_children_do),
     ("make_moved_away_while_its_jobs_run", make_moved_away_while_its_jobs_run),
     ("vfork_limit_and_orphan_from_away", vfork_limit_and_orphan_from_away),
+    ("forks_away_make_their_children_there", forks_away_make_their_children_there),
 ];
 
 #[test]
@@ -397,8 +398,8 @@ fn waits_with_a_mask_of_their_own_end_when_children_do(lab: &Lab) {
 
 /// Started from away (moved to n2 before each step): a vfork + exec (the parent resumes
 /// once the child has exec'd, and gets its status), a fork refused by the `ulimit -u`
-/// limit (EAGAIN, nothing left behind), and a child that outlives its parent. The same
-/// output as a direct run.
+/// limit (EAGAIN, nothing left behind: refused on n2, where the process stays), and a
+/// child that outlives its parent (forked on n2). The same output as a direct run.
 fn vfork_limit_and_orphan_from_away(lab: &Lab) {
     let prog = lab.program("fam_spawn");
     let gates = [Gate::Line("ready 1"), Gate::Line("ready 2"), Gate::Line("ready 3")];
@@ -414,7 +415,14 @@ fn vfork_limit_and_orphan_from_away(lab: &Lab) {
     let pid = p.home_pid(lab);
     for ready in ["ready 1", "ready 2", "ready 3"] {
         p.wait_for_line(lab, ready);
-        lab.expect_migrate(&p, pid, "n2");
+        if ready == "ready 3" {
+            // The fork the limit refused failed on n2 (a fork is made where the process
+            // runs): it did not come home; the orphan is forked there too.
+            lab.expect_where(&p, pid, "n2", Some(3));
+        } else {
+            // (The vfork + exec brought it home.)
+            lab.expect_migrate(&p, pid, "n2");
+        }
         p.send(lab, "go\n");
     }
     let moved = p.finish(lab);
@@ -448,6 +456,39 @@ fn make_moved_away_while_its_jobs_run(lab: &Lab) {
     lab.expect_migrate(&p, job, "n2");
     let moved = p.finish(lab);
     same_result(&direct, &moved, sorted);
+}
+
+/// A process moved to n2 forks three children there (and one of them a grandchild): the
+/// children are born on n2 (never moved: nmigs 0), with their deputies at home as its
+/// children; pids, parent, exact wait statuses and SIGCHLD as in a direct run.
+fn forks_away_make_their_children_there(lab: &Lab) {
+    let prog = lab.program("fam_forkaway");
+    let gates = [Gate::Line("ready 1"), Gate::Line("ready 2")];
+    let direct = lab.run_direct("fam_forkaway (direct)", &prog, &gates);
+    expect_status(&direct, Some(0), None);
+    assert_eq!(
+        direct.stdout,
+        "ready 1\nchild 0: pid matches, parent matches, its child exited 5\nchild 1: pid matches, parent matches\nchild 2: pid matches, parent matches\nready 2\nchild 0: exited 10\nchild 1: exited 11\nchild 2: killed by signal 15\nsigchld handled: yes\n",
+        "{}",
+        direct.describe()
+    );
+    let mut p = lab.start("fam_forkaway (herd run --lock, forks on n2)", How::HerdLocked, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready 1");
+    lab.expect_migrate(&p, pid, "n2");
+    p.send(lab, "go\n");
+    p.wait_for_line(lab, "ready 2");
+    let kids = children_of(lab, &mut p);
+    // The parent did not come home to fork: it is still on n2, moved once.
+    lab.expect_where(&p, pid, "n2", Some(1));
+    for k in &kids {
+        let r = lab.expect_where(&p, *k, "n2", Some(0));
+        assert_eq!((r["ppid"].as_i64(), r["job"].as_i64(), r["lock"].as_bool()), (Some(pid.into()), Some(pid.into()), Some(true)), "child {k}: {r}");
+    }
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    lab.expect_gone_from(None, "n2", &prog);
 }
 
 // ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ use herd_migrate::failpoint;
 use herd_migrate::guest::{self, GuestCmd};
 use herd_migrate::pipe::{self, Piece};
 use herd_migrate::postcopy::{self, PagerInput, Push, Pusher, Pushed};
-use herd_migrate::proto::{self, Adopt, MoveMode, Refusal, ToHome, ToRemote, Usage};
+use herd_migrate::proto::{self, Adopt, ForkOf, MoveMode, Refusal, ToHome, ToRemote, Usage};
 use herd_migrate::journal::{Journal, Verdict};
 use herd_wire::stream::SecureStream;
 use procfs::Current;
@@ -78,6 +78,20 @@ struct Handle {
     /// When it was adopted and when it last arrived somewhere.
     times: Arc<Mutex<(Instant, Instant)>>,
     tx: mpsc::UnboundedSender<Input>,
+    /// Forks of it on their way (see [`Actor::forking`]).
+    forking: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A child made on a remote node by its parent's fork ([`ToHome::Fork`]): its deputy,
+/// forked from the parent's, and where it runs.
+struct Birth {
+    twin: deputy::Twin,
+    parent: i32,
+    seq: u64,
+    node: String,
+    addr: SocketAddr,
+    /// The parent's actor, told if the child cannot be made after all.
+    parent_tx: mpsc::UnboundedSender<Input>,
 }
 
 /// What a process passes on to the children it makes (at adoption).
@@ -97,6 +111,8 @@ struct GuestEntry {
     pid: i32,
     /// Its stream home: `expel` asks home to take it back on it.
     tx: mpsc::Sender<ToHome>,
+    /// Its guest's thread: the child of a fork made here is handed to it.
+    link: Arc<guest::GuestLink>,
 }
 
 /// What the balancer is told of one of this home's processes, besides its row.
@@ -156,6 +172,9 @@ enum Input {
     NodeDown(String),
     /// `herd run --native`: no longer migratable, if it is at home.
     Release { reply: oneshot::Sender<Result<(), ControlError>> },
+    /// The child of fork `seq` could not be made on the node (its stream failed): its
+    /// deputy, `child`, is undone and the fork fails there.
+    ForkGivenUp { seq: u64, child: i32 },
     /// The node's new look ([`crate::sampler`]) has something new of it: at home, its
     /// figures are taken from it ([`looked`]).
     Look,
@@ -231,7 +250,7 @@ pub fn adopt(shared: &Arc<Shared>, pid: i32, lock: bool, every: Option<Duration>
     if shared.procs.is_native(pid, facts.start) {
         return Err(err(ErrorKind::Refused, format!("process {pid} runs natively (herd run --native)")));
     }
-    insert(shared, pid, facts, Kin { job: pid, uid, lock, every: every.or(shared.config.checkpoint_every) });
+    insert(shared, pid, facts, Kin { job: pid, uid, lock, every: every.or(shared.config.checkpoint_every) }, None);
     Ok(())
 }
 
@@ -246,6 +265,10 @@ pub fn adopt_child(shared: &Arc<Shared>, pid: i32, parent: i32) -> bool {
             return false;
         }
         let Some(h) = procs.get(&parent) else { return false };
+        // A child of its deputy made for a fork away is registered by the fork itself.
+        if h.forking.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return false;
+        }
         let row = h.row.lock().expect("row lock");
         let every = row.checkpoint_every.map(Duration::from_secs_f64);
         Kin { job: if row.job > 0 { row.job } else { parent }, uid: h.uid, lock: row.lock, every }
@@ -255,7 +278,7 @@ pub fn adopt_child(shared: &Arc<Shared>, pid: i32, parent: i32) -> bool {
     if facts.ppid != parent || facts.uid != kin.uid || !facts.plain_ids || shared.procs.is_native(pid, facts.start) {
         return false;
     }
-    insert(shared, pid, facts, kin)
+    insert(shared, pid, facts, kin, None)
 }
 
 /// The pids of every migratable process of this home (their children are looked for).
@@ -296,7 +319,7 @@ impl Registry {
 
 /// Registers `pid` and starts its actor; false if it was there already (then only
 /// `lock` is added).
-fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
+fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin, birth: Option<Birth>) -> bool {
     let Facts { uid, start, ppid, cmd, .. } = facts;
     let lock = kin.lock;
     let mut procs = shared.procs.procs.lock().expect("registry lock");
@@ -335,9 +358,12 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
     let (tx, rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let times = Arc::new(Mutex::new((now, now)));
-    procs.insert(pid, Handle { uid, start, row: row.clone(), times: times.clone(), tx: tx.clone() });
+    let forking = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    procs.insert(pid, Handle { uid, start, row: row.clone(), times: times.clone(), tx: tx.clone(), forking: forking.clone() });
     drop(procs);
-    if kin.job == pid {
+    if let Some(b) = &birth {
+        tracing::info!(pid, uid, job = kin.job, ppid, node = b.node, cmd, "adopted (a child forked on {})", b.node);
+    } else if kin.job == pid {
         tracing::info!(pid, uid, cmd, "adopted");
     } else {
         tracing::info!(pid, uid, job = kin.job, ppid, cmd, "adopted (a child)");
@@ -369,6 +395,8 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin) -> bool {
         journal: Default::default(),
         keep: survive::Keep { every: kin.every, ..Default::default() },
         quiesced: false,
+        forking,
+        birth,
     };
     tokio::spawn(actor.run(start));
     true
@@ -764,6 +792,12 @@ struct Actor {
     keep: survive::Keep,
     /// Its deputy holds still (after `quiesce`, until `resume` or the move home).
     quiesced: bool,
+    /// Its forks on their way, from its node's [`ToHome::Fork`] until the child is
+    /// registered (or the fork failed): the families' scan leaves its deputy's new
+    /// children alone meanwhile.
+    forking: Arc<std::sync::atomic::AtomicUsize>,
+    /// A child forked away: made there first ([`Actor::born_away`]).
+    birth: Option<Birth>,
 }
 
 /// The least time between two figures of a process that rates are computed over.
@@ -814,6 +848,12 @@ impl Actor {
     }
 
     async fn run(mut self, start: u64) {
+        if let Some(b) = self.birth.take() {
+            if !self.born_away(b).await {
+                self.unregister(start);
+                return;
+            }
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Its end, at home, is noticed when it happens: a pidfd becomes readable (without
         // one — too many open files — the next look at the node notices it).
@@ -873,6 +913,10 @@ impl Actor {
         }
         self.keep.drop_image();
         tracing::debug!(pid = self.pid, "no longer migratable (ended or released)");
+        self.unregister(start);
+    }
+
+    fn unregister(&self, start: u64) {
         let mut procs = self.shared.procs.procs.lock().expect("registry lock");
         // Not a new process that has the pid now.
         if procs.get(&self.pid).is_some_and(|h| h.start == start) {
@@ -1152,6 +1196,13 @@ impl Actor {
                 let _ = reply.send(r);
                 !home
             }
+            Input::ForkGivenUp { seq, child } => {
+                if let Some(d) = &self.deputy {
+                    d.send(Cmd::Unfork { pid: child });
+                }
+                self.to_remote(ToRemote::Forked { seq, errno: libc::EAGAIN }).await;
+                true
+            }
             Input::Look => self.deputy.is_some() || self.ended_home || self.home_tick(),
         }
     }
@@ -1258,6 +1309,7 @@ impl Actor {
             }
             Event::Signal { sig, during_call, tid, directed } => self.to_remote(ToRemote::Signal { sig, during_call, tid, directed }).await,
             Event::ThreadBorn { seq, tid } => self.to_remote(ToRemote::ThreadBorn { seq, tid }).await,
+            Event::Forked { seq, result } => self.forked(seq, result).await,
             Event::Gone(why) => {
                 tracing::info!(pid = self.pid, "ended ({why})");
                 self.path.set(None);
@@ -1292,6 +1344,17 @@ impl Actor {
                         d.send(Cmd::GrowThread { seq, tid });
                     }
                     None => self.to_remote(ToRemote::ThreadBorn { seq, tid: -1 }).await,
+                }
+            }
+            ToHome::Fork { seq, tid, nproc } => {
+                // A replay could not make the same child again.
+                self.journal.break_off("a process was forked after the checkpoint");
+                match &self.deputy {
+                    Some(d) => {
+                        self.forking.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        d.send(Cmd::Fork { seq, tid, nproc });
+                    }
+                    None => self.to_remote(ToRemote::Forked { seq, errno: libc::EAGAIN }).await,
                 }
             }
             ToHome::ThreadEnd { tid } => {
@@ -1562,7 +1625,7 @@ impl Actor {
 
     /// Opens a migration stream to `addr`, announces the process and waits
     /// for the node to accept it (nothing of the process is touched before).
-    async fn connect(&mut self, name: &str, addr: SocketAddr, mode: MoveMode, track_writes: bool) -> Result<Remote, ControlError> {
+    async fn connect(&mut self, name: &str, addr: SocketAddr, mode: MoveMode, track_writes: bool, fork_of: Option<ForkOf>) -> Result<Remote, ControlError> {
         let fail = |why: String| err(ErrorKind::Failed, format!("cannot reach node {name} at {addr}: {why}"));
         let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
             .await
@@ -1570,7 +1633,7 @@ impl Actor {
             .map_err(|e| fail(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let mut stream = SecureStream::connect(tcp, &self.shared.key, &self.shared.keypair).await.map_err(|e| fail(e.to_string()))?;
-        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode, track_writes };
+        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode, track_writes, fork_of };
         stream.send(&proto::encode_request(&PeerRequest::Adopt(adopt))).await.map_err(|e| fail(e.to_string()))?;
         let first = tokio::time::timeout(Duration::from_secs(10), stream.recv())
             .await
@@ -1689,6 +1752,9 @@ impl Actor {
                     }
                 }
                 Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed), Instant::now()),
+                // A fork's child is made whatever the process does meanwhile (its node
+                // refuses to capture it while the fork is on its way).
+                Input::Deputy(Event::Forked { seq, result }) => Box::pin(self.forked(seq, result)).await,
                 // Its figures while it moves are the remote copy's.
                 Input::Look => {}
                 other => return Some(other),
@@ -1713,11 +1779,11 @@ impl Actor {
         // A process with checkpoints keeps the image of a stop-and-copy move as its first,
         // and the node tracks its writes from the restore on: its next is an increment.
         let keeps_image = self.keep.every.is_some() && mode == MoveMode::StopAndCopy;
-        let remote = self.connect(name, addr, mode, keeps_image).await?;
+        let remote = self.connect(name, addr, mode, keeps_image, None).await?;
         if failpoint::fires("out-connected") {
             return Err(err(ErrorKind::Failed, "failpoint out-connected"));
         }
-        let (img_tx, me) = (remote.tx.clone(), self.me.clone());
+        let img_tx = remote.tx.clone();
         let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = bytes.clone();
         let row = self.row.clone();
@@ -1747,31 +1813,7 @@ impl Actor {
                 }
                 img_tx.blocking_send(m).is_ok()
             },
-            {
-                let path = self.path.clone();
-                let journal = self.journal.clone();
-                move |ev| {
-                    if let Event::Reply { seq, reply } = &ev {
-                        journal.reply(*seq, reply);
-                    }
-                    // Answers and signals take the fast path when it is open.
-                    let fast = match &ev {
-                        Event::Reply { .. } | Event::Signal { .. } => path.remote(),
-                        _ => None,
-                    };
-                    match (fast, ev) {
-                        (Some(tx), Event::Reply { seq, reply }) => {
-                            let _ = tx.blocking_send(ToRemote::Reply { seq, reply });
-                        }
-                        (Some(tx), Event::Signal { sig, during_call, tid, directed }) => {
-                            let _ = tx.blocking_send(ToRemote::Signal { sig, during_call, tid, directed });
-                        }
-                        (_, ev) => {
-                            let _ = me.send(Input::Deputy(ev));
-                        }
-                    }
-                }
-            },
+            self.deputy_events(),
         );
         let gen = remote.gen;
         let mut captured = None;
@@ -1903,6 +1945,130 @@ impl Actor {
         }
         self.route();
         Ok((frozen_ms, bytes.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    /// What the deputy thread reports: answers and signals straight to the stream when
+    /// the fast path is open (journaled first), the rest to the actor.
+    fn deputy_events(&self) -> impl Fn(Event) + Send + Sync + 'static {
+        let (path, journal, me) = (self.path.clone(), self.journal.clone(), self.me.clone());
+        move |ev| {
+            if let Event::Reply { seq, reply } = &ev {
+                journal.reply(*seq, reply);
+            }
+            let fast = match &ev {
+                Event::Reply { .. } | Event::Signal { .. } => path.remote(),
+                _ => None,
+            };
+            match (fast, ev) {
+                (Some(tx), Event::Reply { seq, reply }) => {
+                    let _ = tx.blocking_send(ToRemote::Reply { seq, reply });
+                }
+                (Some(tx), Event::Signal { sig, during_call, tid, directed }) => {
+                    let _ = tx.blocking_send(ToRemote::Signal { sig, during_call, tid, directed });
+                }
+                (_, ev) => {
+                    let _ = me.send(Input::Deputy(ev));
+                }
+            }
+        }
+    }
+
+    /// The deputy made (or failed to make) the child's deputy for fork `seq` made on the
+    /// node: the child is registered (a process of this home, in its parent's job, born
+    /// on that node: [`Actor::born_away`]), or the fork fails there.
+    async fn forked(&mut self, seq: u64, result: Result<deputy::Twin, i32>) {
+        let twin = match result {
+            Ok(t) => t,
+            Err(errno) => {
+                self.forking.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                self.to_remote(ToRemote::Forked { seq, errno }).await;
+                return;
+            }
+        };
+        let node = self.remote.as_ref().map(|r| r.node.clone());
+        let addr = node.as_ref().and_then(|n| {
+            let snap = self.shared.snapshot.borrow();
+            snap.nodes.iter().find(|v| v.info.as_ref().is_some_and(|i| &i.name == n)).map(|v| v.id.addr)
+        });
+        let start = procfs::process::Process::new(twin.pid).and_then(|p| p.stat()).map(|st| st.starttime);
+        let (Some(node), Some(addr), Ok(start)) = (node, addr, start) else {
+            tracing::warn!(pid = self.pid, child = twin.pid, "a fork away is given up: its node is not known any more");
+            if let Some(d) = &self.deputy {
+                d.send(Cmd::Unfork { pid: twin.pid });
+            }
+            self.forking.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.to_remote(ToRemote::Forked { seq, errno: libc::EAGAIN }).await;
+            return;
+        };
+        let kin = {
+            let row = self.row.lock().expect("row lock");
+            Kin { job: if row.job > 0 { row.job } else { self.pid }, uid: self.uid, lock: row.lock, every: row.checkpoint_every.map(Duration::from_secs_f64) }
+        };
+        let pid = twin.pid;
+        let facts = Facts { uid: self.uid, start, ppid: self.pid, cmd: self.cmd.clone(), plain_ids: true };
+        let birth = Birth { twin, parent: self.pid, seq, node, addr, parent_tx: self.me.clone() };
+        insert(&self.shared, pid, facts, kin, Some(birth));
+        self.forking.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A child forked on a remote node: its stream to that node (no image: the parent's
+    /// guest there makes it run) and its deputy, forked from the parent's. False if it
+    /// could not be made: the parent's fork then fails there with EAGAIN and the deputy
+    /// is undone, unseen by the parent.
+    async fn born_away(&mut self, b: Birth) -> bool {
+        let Birth { twin, parent, seq, node, addr, parent_tx } = b;
+        let child = twin.pid;
+        self.set_row(|r| {
+            r.where_ = node.clone();
+            r.state = "remote".into();
+        });
+        let remote = match self.connect(&node, addr, MoveMode::StopAndCopy, false, Some(ForkOf { parent, seq })).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(pid = self.pid, parent, "the child of a fork on {node} cannot be made there: {e}");
+                let _ = parent_tx.send(Input::ForkGivenUp { seq, child });
+                return false;
+            }
+        };
+        let link = deputy::adopt_forked(twin, self.deputy_events());
+        let gen = remote.gen;
+        let (mut running, mut ready) = (false, false);
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let Some(input) = self.next().await else { return Err("herdd is stopping".to_string()) };
+                match input {
+                    Input::Remote { gen: g, msg: ToHome::Running { .. } } if g == gen => running = true,
+                    Input::Remote { gen: g, msg: ToHome::Refused(r) } if g == gen => return Err(r.to_string()),
+                    Input::RemoteClosed { gen: g, why } if g == gen => return Err(why),
+                    Input::Remote { gen: g, msg } if g == gen => self.early.push(msg),
+                    Input::Deputy(Event::Deputy) => ready = true,
+                    Input::Deputy(Event::Gone(why)) => return Err(why),
+                    _ => {}
+                }
+                if running && ready {
+                    return Ok(());
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err("it did not start within 10 s".into()));
+        if let Err(why) = waited {
+            tracing::warn!(pid = self.pid, parent, "the child of a fork on {node} could not run there: {why}");
+            link.send(Cmd::Kill);
+            drop(remote);
+            self.early.clear();
+            let _ = parent_tx.send(Input::ForkGivenUp { seq, child });
+            return false;
+        }
+        self.deputy = Some(link);
+        self.remote = Some(remote);
+        self.arrived();
+        for msg in std::mem::take(&mut self.early) {
+            self.on_remote(msg).await;
+        }
+        self.route();
+        tracing::debug!(pid = self.pid, parent, "forked on {node}");
+        true
     }
 
     /// Has the deputy finish or abandon the call it serves and hold still.
@@ -2164,7 +2330,7 @@ impl Actor {
     /// home too, until C has them all (`self.postcopy`, source `PageSource::Node`).
     async fn relay(&mut self, name: &str, addr: SocketAddr, mode: MoveMode) -> Result<(f64, u64), ControlError> {
         self.quiesce().await?;
-        let new = match self.connect(name, addr, mode, false).await {
+        let new = match self.connect(name, addr, mode, false, None).await {
             Ok(r) => r,
             Err(e) => {
                 self.resume();
@@ -2281,7 +2447,9 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         let _ = wx.shutdown().await;
     });
     // Refused before anything of the process is sent.
-    let refusal = if shared.snapshot.borrow().status.blocked {
+    // (A child born here by its parent's fork is not refused for a blocked node: it is
+    // expelled with the others.)
+    let refusal = if shared.snapshot.borrow().status.blocked && adopt.fork_of.is_none() {
         Some(Refusal::Blocked { node: shared.config.name.clone() })
     } else if adopt.uid == 0 && !shared.config.allow_root_guests {
         Some(Refusal::RootGuest)
@@ -2298,7 +2466,6 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         return;
     }
     let _ = out_tx.send(ToHome::Accepted { version: proto::PROTOCOL_VERSION }).await;
-    tracing::info!(home = adopt.home, pid = adopt.pid, cmd = adopt.cmd, mode = %adopt.mode, "a process arrives");
     let (pieces, reader) = pipe::channel();
     let (lazy_tx, lazy_rx) = std::sync::mpsc::channel();
     let out = out_tx.clone();
@@ -2309,16 +2476,33 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         call_took: Some(Arc::new(move |d: Duration| latency.observe(d.as_secs_f64()))),
         ..Default::default()
     });
-    let link = guest::start(
-        adopt.clone(),
-        reader,
-        lazy_rx,
-        Arc::new(move |m| out.blocking_send(m).is_ok()),
-        move |chunk| images.blocking_send(ToHome::Image(chunk)).is_ok(),
-        common.clone(),
-    );
+    let out: guest::Out = Arc::new(move |m| out.blocking_send(m).is_ok());
+    let image_out: guest::ImageOut = Arc::new(move |chunk| images.blocking_send(ToHome::Image(chunk)).is_ok());
+    let link = match adopt.fork_of {
+        // The child of a fork made here: its parent's guest makes it run.
+        Some(f) => {
+            let parent = shared.procs.guests.lock().expect("guests lock").values().find(|g| g.home == adopt.home && g.pid == f.parent).map(|g| g.link.clone());
+            tracing::debug!(home = adopt.home, pid = adopt.pid, parent = f.parent, "a child made here by a fork");
+            match (parent, guest::channel()) {
+                (Some(parent), Ok((tx, rx))) => {
+                    let child = guest::ForkChild { seq: f.seq, adopt: adopt.clone(), out, image_out, shared: common.clone(), cmds: rx };
+                    if parent.send(GuestCmd::Child(child)) {
+                        Ok(tx)
+                    } else {
+                        Err(std::io::Error::other(format!("process {} has ended here", f.parent)))
+                    }
+                }
+                (None, _) => Err(std::io::Error::other(format!("process {} does not run here", f.parent))),
+                (_, Err(e)) => Err(e),
+            }
+        }
+        None => {
+            tracing::info!(home = adopt.home, pid = adopt.pid, cmd = adopt.cmd, mode = %adopt.mode, "a process arrives");
+            guest::start(adopt.clone(), reader, lazy_rx, out, move |chunk| image_out(chunk), common.clone())
+        }
+    };
     let link = match link {
-        Ok(l) => l,
+        Ok(l) => Arc::new(l),
         Err(e) => {
             let _ = out_tx.send(ToHome::Refused(Refusal::Restore { why: format!("cannot start a guest: {e}") })).await;
             return;
@@ -2327,13 +2511,14 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     shared.counters.guests_received.inc();
     let id = shared.procs.next_guest.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let recheck = out_tx.clone();
-    shared.procs.guests.lock().expect("guests lock").insert(id, GuestEntry { home: adopt.home.clone(), pid: adopt.pid, tx: out_tx });
+    shared.procs.guests.lock().expect("guests lock").insert(id, GuestEntry { home: adopt.home.clone(), pid: adopt.pid, tx: out_tx, link: link.clone() });
     // Blocked (expel) while it was arriving: it goes back as soon as it runs.
     if shared.snapshot.borrow().status.blocked {
         let _ = recheck.send(ToHome::WantHome { why: format!("node {} expels its guests", shared.config.name) }).await;
     }
     drop(recheck);
-    let mut image_done = false;
+    // (No image comes for the child of a fork.)
+    let mut image_done = adopt.fork_of.is_some();
     let feed = |p: Piece| tokio::task::block_in_place(|| pieces.send(p).is_ok());
     let pager = |input: PagerInput| match common.pager.get() {
         Some(p) => p.send(input),

@@ -17,6 +17,8 @@ pub const PTRACE_O_TRACESYSGOOD: u64 = 1;
 pub const PTRACE_O_EXITKILL: u64 = 1 << 20;
 pub const PTRACE_O_TRACECLONE: u64 = 1 << 3;
 pub const PTRACE_EVENT_CLONE: i32 = 3;
+pub const PTRACE_O_TRACEFORK: u64 = 1 << 1;
+pub const PTRACE_EVENT_FORK: i32 = 1;
 
 // include/uapi/linux/elf.h
 pub const NT_PRSTATUS: u32 = 1;
@@ -78,6 +80,7 @@ pub const SYS_EXIT: u64 = 60;
 pub const SYS_FUTEX: u64 = 202;
 pub const SYS_CLONE3: u64 = 435;
 pub const SYS_CLONE: u64 = 56;
+pub const SYS_WAIT4: u64 = 61;
 /// clone(2): the new process's parent is the caller's parent.
 pub const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
 pub const SYS_SCHED_SETSCHEDULER: u64 = 144;

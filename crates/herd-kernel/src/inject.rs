@@ -76,10 +76,11 @@ impl<'a> Injector<'a> {
         Ok(self.tracee.regs()?.ret())
     }
 
-    /// Runs a `clone`/`clone3` that makes a thread (the tracee must have been
-    /// seized with PTRACE_O_TRACECLONE). Returns the call's raw result and, when
-    /// it made a thread, that thread: attached, stopped before its first
-    /// instruction, its registers those of the tracee at the call's return.
+    /// Runs a `clone`/`clone3` that makes a thread or a process (the tracee must have
+    /// been seized with PTRACE_O_TRACECLONE, and PTRACE_O_TRACEFORK for a child whose
+    /// exit signal is SIGCHLD). Returns the call's raw result and, when it made one,
+    /// the new thread or process: attached, stopped before its first instruction,
+    /// its registers those of the tracee at the call's return.
     pub fn call_clone(&mut self, nr: u64, args: &[u64]) -> Result<(i64, Option<Tracee>)> {
         let r = self.regs_for(nr, args);
         let pid = self.tracee.pid;
@@ -95,7 +96,7 @@ impl<'a> Injector<'a> {
             self.tracee.stop = wait_stop(pid)?;
             match self.tracee.stop {
                 Stop::Syscall => break,
-                Stop::Ptrace { event } if event == abi::PTRACE_EVENT_CLONE => made = Some(self.tracee.event_msg()? as i32),
+                Stop::Ptrace { event } if event == abi::PTRACE_EVENT_CLONE || event == abi::PTRACE_EVENT_FORK => made = Some(self.tracee.event_msg()? as i32),
                 Stop::Signal { sig } => self.tracee.deferred.push(sig),
                 Stop::Event { .. } | Stop::Ptrace { .. } => {}
             }

@@ -92,12 +92,13 @@ pub enum Exit {
     Signal(i32),
 }
 
-/// Waits for child `pid` to end and reaps it.
+/// Waits for child `pid` to end and reaps it (also a child without an exit signal, as
+/// the child of a guest's fork is: `__WALL`).
 pub fn reap(pid: i32) -> Result<Exit> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes one int to `status` on our stack.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {

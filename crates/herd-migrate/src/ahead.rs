@@ -497,6 +497,26 @@ impl Ahead {
         out
     }
 
+    /// Whether no read waits for a window and none is on its way (a fork may be made
+    /// away then: see [`Ahead::forget_all`]).
+    pub fn idle(&self) -> bool {
+        self.asked.is_empty() && self.files.values().all(|f| f.waiting.is_none() && !f.asking)
+    }
+
+    /// Before a fork: the descriptors are shared with the child from now on, so none
+    /// has an offset of its own any more. What home must do first (as [`Ahead::settle_all`]);
+    /// nothing is followed afterwards, and errors not reported yet wait for the call that
+    /// would have had them.
+    pub fn forget_all(&mut self) -> Settle {
+        let out = self.settle_all();
+        for (fd, f) in self.files.drain() {
+            if let Some(e) = f.error {
+                self.orphan_errors.insert(fd, e);
+            }
+        }
+        out
+    }
+
     /// What home must do before a read of `fd` is forwarded after all.
     pub fn settle(&mut self, fd: i32) -> Settle {
         let mut out = Settle::default();

@@ -71,6 +71,24 @@ pub enum Cmd {
     /// End forwarded call `seq` of thread `tid` (home id) with EINTR if it runs now
     /// (see [`crate::proto::ToHome::Interrupt`]); nothing otherwise.
     Interrupt { seq: u64, tid: i32 },
+    /// Thread `tid` (home id) forks on the remote node: the deputy of `tid` forks here
+    /// (the child's deputy: same parent, fds, cwd, limits as a fork at home) and
+    /// reports [`Event::Forked`].
+    Fork { seq: u64, tid: i32, nproc: (u64, u64) },
+    /// The child made by [`Cmd::Fork`] is given up (its node could not take it): it ends
+    /// here and is reaped by the deputy, its SIGCHLD not handed on: the process never
+    /// sees it.
+    Unfork { pid: i32 },
+}
+
+/// The deputy of a child made by [`Cmd::Fork`]: parked asleep, every signal blocked,
+/// until [`adopt_forked`] takes it over.
+#[derive(Debug, Clone)]
+pub struct Twin {
+    pub pid: i32,
+    /// Its shell (the parent deputy's, copied by the fork).
+    shell: u64,
+    at_home: Vec<(u64, u64)>,
 }
 
 /// Post-copy home ([`Cmd::ComeHome`]): the runs of pages that come after the image
@@ -110,6 +128,8 @@ pub enum Event {
     Gone(String),
     /// For [`Cmd::GrowThread`] `seq`: the twin is thread `tid` (negative: it could not be made).
     ThreadBorn { seq: u64, tid: i32 },
+    /// For [`Cmd::Fork`] `seq`: the child's deputy, or the errno the fork failed with.
+    Forked { seq: u64, result: Result<Twin, i32> },
 }
 
 /// The handle the rest of herdd keeps: commands in, and the wake-up.
@@ -133,7 +153,7 @@ impl Link {
     /// Queues `cmd` and wakes the thread if it waits on the deputy. A call
     /// goes to the deputy of the thread that made it, if it has one.
     pub fn send(&self, cmd: Cmd) -> bool {
-        if let Cmd::Call { tid, .. } | Cmd::GrowThread { tid, .. } | Cmd::Interrupt { tid, .. } = &cmd {
+        if let Cmd::Call { tid, .. } | Cmd::GrowThread { tid, .. } | Cmd::Interrupt { tid, .. } | Cmd::Fork { tid, .. } = &cmd {
             let route = self.threads.lock().expect("thread routes").get(tid).cloned();
             if let Some(t) = route {
                 let tid = *tid;
@@ -297,6 +317,32 @@ pub fn start(
                 events(Event::Signal { sig, during_call: false, tid: pid, directed: false });
             }
             deputy.serve(&rx, &*events);
+        })
+        .expect("spawn a deputy thread");
+    link
+}
+
+/// Starts the deputy of a child made on a remote node ([`Cmd::Fork`] of its parent's
+/// deputy): a thread takes the parked twin over, reports [`Event::Deputy`] (or
+/// [`Event::Gone`]) and serves it as any deputy. Returns the link at once.
+pub fn adopt_forked(twin: Twin, events: impl Fn(Event) + Send + Sync + 'static) -> Link {
+    let pid = twin.pid;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let link = Link { pid, cookie: cookie(), cmds: tx, threads: Default::default() };
+    let cookie = link.cookie;
+    let routes = link.threads.clone();
+    let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(events);
+    std::thread::Builder::new()
+        .name(format!("deputy-{pid}"))
+        .spawn(move || match Deputy::adopt_forked(twin, cookie, Team::new(pid, routes, events.clone())) {
+            Ok(d) => {
+                events(Event::Deputy);
+                d.serve(&rx, &*events);
+            }
+            Err(e) => {
+                let _ = herd_kernel::task::kill(pid, libc::SIGKILL);
+                events(Event::Gone(format!("the deputy of a child made away could not take it over: {e}")));
+            }
         })
         .expect("spawn a deputy thread");
     link
@@ -706,6 +752,12 @@ impl Deputy {
                     Err(e) => tracing::warn!(pid = self.pid, "releasing the deputy's memory: {e}"),
                 },
                 Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
+                Cmd::Fork { seq, nproc, .. } => self.fork(seq, nproc, events),
+                Cmd::Unfork { pid } => {
+                    if let Err(KernelError::Died { .. }) = self.unfork(pid, events) {
+                        return events(Event::Gone("ended at home".into()));
+                    }
+                }
                 // An interrupt that came after its call ended: nothing to end.
                 Cmd::Commit | Cmd::Abort | Cmd::Resume | Cmd::ComeHome(..) | Cmd::EndThread | Cmd::Interrupt { .. } => {}
             }
@@ -756,6 +808,87 @@ impl Deputy {
         events(Event::ThreadBorn { seq, tid });
     }
 
+    /// Makes the deputy of a child the process made on the remote node: a fork injected
+    /// in this deputy's thread (the one that forked there), so that the child's pid,
+    /// parent, descriptors, working directory and limits are those a fork at home gives
+    /// (and `ulimit -u` refuses it as at home: EAGAIN). Attached as it is made, every
+    /// signal blocked, parked asleep at its copy of the shell for its own deputy
+    /// ([`adopt_forked`]); reported as [`Event::Forked`].
+    fn fork(&mut self, seq: u64, nproc: (u64, u64), events: &dyn Fn(Event)) {
+        let made = (|| -> Result<Result<Twin, i32>, KernelError> {
+            self.limit_processes(nproc)?;
+            self.tracee.set_options(abi::PTRACE_O_TRACECLONE | abi::PTRACE_O_TRACEFORK)?;
+            self.traces_clones = true;
+            let (r, t) = self.injector()?.call_clone(abi::SYS_CLONE, &[libc::SIGCHLD as u64, 0, 0, 0, 0])?;
+            let mut t = match (r, t) {
+                (r, Some(t)) if r > 0 => t,
+                (r, _) if r < 0 => return Ok(Err(-r as i32)),
+                (r, _) => return Err(KernelError::Unexpected { pid: self.pid, what: format!("fork of a deputy: {r}") }),
+            };
+            t.set_sigmask(!0)?;
+            self.park(t)?;
+            Ok(Ok(Twin { pid: r as i32, shell: self.gadget, at_home: self.team_at_home() }))
+        })();
+        let result = match made {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(pid = self.pid, tid = self.tid, "a child's deputy could not be made at home: {e}");
+                Err(libc::EAGAIN)
+            }
+        };
+        events(Event::Forked { seq, result });
+    }
+
+    /// Sets the deputy's RLIMIT_NPROC to the process's (`nproc`: soft, hard) if it differs
+    /// (set by the process itself, a prlimit64 injected: herdd setting another user's
+    /// limit needs CAP_SYS_RESOURCE).
+    fn limit_processes(&mut self, nproc: (u64, u64)) -> Result<(), KernelError> {
+        use procfs::process::LimitValue;
+        let v = |x: LimitValue| match x {
+            LimitValue::Unlimited => u64::MAX,
+            LimitValue::Value(n) => n,
+        };
+        let now = procfs::process::Process::new(self.pid).and_then(|p| p.limits()).map(|l| (v(l.max_processes.soft_limit), v(l.max_processes.hard_limit)));
+        if now.as_ref().is_ok_and(|n| *n == nproc) {
+            return Ok(());
+        }
+        let lim = libc::rlimit { rlim_cur: nproc.0, rlim_max: nproc.1 };
+        let at = self.scratch.0;
+        mem::write(self.pid, at, abi::as_bytes(&lim))?;
+        let r = self.injector()?.call(abi::SYS_PRLIMIT64, &[0, libc::RLIMIT_NPROC as u64, at, 0])?;
+        if r < 0 {
+            tracing::debug!(pid = self.pid, "the deputy cannot take the process's RLIMIT_NPROC {nproc:?}: {r}");
+        }
+        Ok(())
+    }
+
+    /// The memory kept at home (the main deputy's list; a thread's deputy has none of
+    /// its own).
+    fn team_at_home(&self) -> Vec<(u64, u64)> {
+        self.at_home.clone()
+    }
+
+    /// Ends child `pid` made by [`Deputy::fork`] and reaps it here (a wait4 injected),
+    /// passing over the SIGCHLD of its end: the process never hears of it.
+    fn unfork(&mut self, pid: i32, events: &dyn Fn(Event)) -> Result<(), KernelError> {
+        let _ = herd_kernel::task::kill(pid, libc::SIGKILL);
+        let mut swallowed = false;
+        for _ in 0..1024 {
+            match self.injector()?.call_interruptible(abi::SYS_WAIT4, &[pid as u64, 0, libc::__WALL as u64, 0])? {
+                Outcome::Done(r) => {
+                    tracing::debug!(pid = self.pid, child = pid, "a child given up: reaped ({r})");
+                    return Ok(());
+                }
+                Outcome::Signal { sig } if sig == libc::SIGCHLD && !swallowed => swallowed = true,
+                Outcome::Signal { sig } => {
+                    self.on_signal(sig, false, events)?;
+                }
+                Outcome::Interrupted { .. } => {}
+            }
+        }
+        Err(KernelError::Unexpected { pid: self.pid, what: format!("child {pid} given up could not be reaped") })
+    }
+
     /// A thread's deputy serves the calls its thread makes, and hands on the
     /// signals sent to it, until the process ends or comes home.
     fn serve_thread(mut self, cmds: &Receiver<Cmd>, events: &dyn Fn(Event), quiesced: &Sender<i32>) {
@@ -776,6 +909,7 @@ impl Deputy {
                     }
                 }
                 Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
+                Cmd::Fork { seq, nproc, .. } => self.fork(seq, nproc, events),
                 // Its twin ended on the remote node.
                 Cmd::EndThread => return self.end_own_thread(),
                 Cmd::Quiesce => {
@@ -952,6 +1086,29 @@ impl Deputy {
         let at = d.injector()?.call_ok("mmap a thread's scratch", abi::SYS_MMAP, &[0, len, rw, anon, u64::MAX, 0])? as u64;
         d.scratch = (at, len);
         d.team.0.kept.lock().expect("kept regions").push(d.scratch);
+        d.tracee.set_sigmask(0)?;
+        Ok(d)
+    }
+
+    /// The deputy of a child made by [`Deputy::fork`]: seized by the calling thread, its
+    /// copy of the shell as its own, nothing blocked.
+    fn adopt_forked(twin: Twin, cookie: u64, team: Team) -> Result<Deputy, KernelError> {
+        let tracee = Tracee::seize(twin.pid, 0)?;
+        let mut d = Deputy {
+            tracee,
+            pid: twin.pid,
+            tid: twin.pid,
+            cookie,
+            gadget: twin.shell,
+            scratch: (twin.shell + PAGE, SHELL_LEN - PAGE),
+            big: None,
+            hashes: FileHashes::load(),
+            pending: Default::default(),
+            team,
+            traces_clones: false,
+            at_home: twin.at_home,
+        };
+        d.team.0.gadget.store(twin.shell, Ordering::SeqCst);
         d.tracee.set_sigmask(0)?;
         Ok(d)
     }

@@ -30,6 +30,7 @@ use crate::postcopy::{self, PagerEnd, PagerLink, Push};
 use crate::wake::{WakeReceiver, WakeSender};
 use crate::ahead::{Ahead, Ask, Filled, Read, Settle, Waiting, Write, WINDOW_BUF};
 use crate::direct::{Direct, Plan};
+use crate::fork::{self, Forking, Hub};
 use crate::proto::{Adopt, Ending, Files, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
 use crate::ProcMemory;
@@ -39,6 +40,24 @@ use crate::ProcMemory;
 pub enum GuestCmd {
     Home(ToRemote),
     HomeLost,
+    /// Home made the deputy of the child this guest's process makes by fork `seq`
+    /// ([`ToHome::Fork`]) and opened its stream: the child runs, served by a guest of
+    /// its own.
+    Child(ForkChild),
+}
+
+/// How the images of a guest's captures leave it (chunks, in order).
+pub type ImageOut = Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>;
+
+/// The child of a fork made here ([`GuestCmd::Child`]): its stream home.
+pub struct ForkChild {
+    pub seq: u64,
+    /// Who it is (its home pid: what its fork returns to the parent).
+    pub adopt: Adopt,
+    pub out: Out,
+    pub image_out: ImageOut,
+    pub shared: Arc<Shared>,
+    pub cmds: WakeReceiver<GuestCmd>,
 }
 
 /// How messages for home leave the guest's threads (in order).
@@ -68,6 +87,11 @@ pub struct Shared {
 
 /// The handle the stream task keeps.
 pub type GuestLink = WakeSender<GuestCmd>;
+
+/// A channel to a guest's thread (for the child of a fork: [`ForkChild::cmds`]).
+pub fn channel() -> std::io::Result<(GuestLink, WakeReceiver<GuestCmd>)> {
+    crate::wake::channel()
+}
 
 /// Starts a guest: a thread restores the image read from `image` and
 /// serves the process. Messages for home go to `out` (in order); the image,
@@ -108,6 +132,53 @@ pub fn start(
     Ok(tx)
 }
 
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(h) = &self.hub {
+            h.leave(self.pid);
+        }
+    }
+}
+
+/// Starts the guest of a child made here (see [`GuestCmd::Child`]): a thread serves
+/// process `pid`, which runs already.
+fn start_child(c: ForkChild, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>) {
+    let spawned = std::thread::Builder::new().name(format!("guest-{}", c.adopt.pid)).spawn(move || {
+        let ForkChild { adopt, out, image_out, shared, cmds, .. } = c;
+        let guest = match Guest::forked(&adopt, pid, hub, calls, &shared) {
+            Ok(g) => g,
+            Err(why) => {
+                let _ = task::kill_and_reap(pid);
+                out(ToHome::Refused(Refusal::Restore { why }));
+                return;
+            }
+        };
+        tracing::info!(home = adopt.home, home_pid = adopt.pid, pid, cmd = adopt.cmd, "guest running (forked here)");
+        if !out(ToHome::Running { pid }) {
+            let _ = task::kill_and_reap(pid);
+            return;
+        }
+        guest.serve(cmds, &out, move |chunk| image_out(chunk), FileHashes::load());
+    });
+    if let Err(e) = spawned {
+        tracing::error!(pid, "cannot start the guest of a child made here: {e}; ending it");
+        let _ = task::kill_and_reap(pid);
+    }
+}
+
+/// Process `pid`'s RLIMIT_NPROC (soft, hard; unlimited if it cannot be read).
+fn nproc_limit(pid: i32) -> (u64, u64) {
+    use procfs::process::LimitValue;
+    let v = |x: LimitValue| match x {
+        LimitValue::Unlimited => u64::MAX,
+        LimitValue::Value(n) => n,
+    };
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.limits())
+        .map(|l| (v(l.max_processes.soft_limit), v(l.max_processes.hard_limit)))
+        .unwrap_or((u64::MAX, u64::MAX))
+}
+
 /// A forwarded call waiting for home's reply.
 struct Pending {
     /// The seccomp notification to answer.
@@ -146,7 +217,11 @@ struct Guest {
     pid: i32,
     home_pid: i32,
     home: String,
-    listener: Listener,
+    listener: Arc<Listener>,
+    /// From its first fork here on, its calls come from the [`Hub`] that reads the
+    /// listener it shares with its children here.
+    calls: Option<WakeReceiver<Notif>>,
+    hub: Option<Arc<Hub>>,
     pidfd: PidFd,
     seq: u64,
     /// Every thread: its id here → its id at home (the main thread: `pid` →
@@ -177,6 +252,11 @@ struct Guest {
     dirty: Option<herd_checkpoint::Dirty>,
     /// Its placeholders of memory kept at home, if any.
     at_home: Option<AtHome>,
+    /// Children being made here by its forks, held until home has made their deputies
+    /// (by the `seq` of [`ToHome::Fork`]).
+    forks: HashMap<u64, Forking>,
+    /// A fork could not be made here once: its forks go home from now on.
+    no_fork_here: bool,
 }
 
 /// The placeholders of a guest's memory kept at home (memory it shares with processes
@@ -352,7 +432,7 @@ impl Guest {
             }
             _ => shared.pages_done.store(true, Ordering::SeqCst),
         }
-        let listener = Listener::from_fd(listener);
+        let listener = Arc::new(Listener::from_fd(listener));
         // The process and this thread hand the CPU to each other directly at every
         // trapped call (Linux 6.6; without it, only slower).
         if let Err(e) = listener.set_sync_wake_up() {
@@ -374,6 +454,8 @@ impl Guest {
             home_pid: adopt.pid,
             home: adopt.home.clone(),
             listener,
+            calls: None,
+            hub: None,
             pidfd,
             seq: 0,
             tids,
@@ -388,6 +470,39 @@ impl Guest {
             ahead,
             dirty,
             at_home,
+            forks: HashMap::new(),
+            no_fork_here: false,
+        })
+    }
+
+    /// The guest of a child made here by a fork ([`Forking::finish`]): process `pid`,
+    /// running already, its calls from `hub` (`calls`).
+    fn forked(adopt: &Adopt, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, shared: &Arc<Shared>) -> Result<Guest, String> {
+        let pidfd = PidFd::open(pid).map_err(|e| e.to_string())?;
+        shared.pages_done.store(true, Ordering::SeqCst);
+        Ok(Guest {
+            pid,
+            home_pid: adopt.pid,
+            home: adopt.home.clone(),
+            listener: hub.listener().clone(),
+            calls: Some(calls),
+            hub: Some(hub),
+            pidfd,
+            seq: 0,
+            tids: HashMap::from([(pid, adopt.pid)]),
+            pending: HashMap::new(),
+            held_signals: HashMap::new(),
+            births: HashMap::new(),
+            unplaced: VecDeque::new(),
+            last_stats: Instant::now(),
+            shared: shared.clone(),
+            restore_ms: 0.0,
+            direct: Direct::none(pid),
+            ahead: Ahead::default(),
+            dirty: None,
+            at_home: None,
+            forks: HashMap::new(),
+            no_fork_here: false,
         })
     }
 
@@ -400,8 +515,12 @@ impl Guest {
     ) {
         loop {
             let (notif_ready, exited, woken, touched) = {
+                let calls = match &self.calls {
+                    Some(rx) => rx.as_fd(),
+                    None => self.listener.as_fd(),
+                };
                 let mut fds = vec![
-                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(calls, PollFlags::POLLIN),
                     PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(cmds.as_fd(), PollFlags::POLLIN),
                 ];
@@ -430,6 +549,7 @@ impl Guest {
                         Exit::Signal(s) => Ending::Signal(s),
                     };
                     tracing::info!(pid = self.pid, home = self.home, "guest ended: {ending:?}");
+                    self.drop_forks();
                     // The files it used here: their offsets are home's again.
                     self.settle_all(&**out);
                     out(ToHome::Exited(ending));
@@ -446,9 +566,18 @@ impl Guest {
                 }
             }
             if notif_ready {
-                match self.listener.recv() {
-                    Ok(n) => self.notification(n, &**out),
-                    Err(e) => tracing::debug!(pid = self.pid, "notification: {e}"),
+                match &self.calls {
+                    Some(rx) => {
+                        rx.drain();
+                        let calls: Vec<Notif> = rx.rx.try_iter().collect();
+                        for n in calls {
+                            self.notification(n, &**out);
+                        }
+                    }
+                    None => match self.listener.recv() {
+                        Ok(n) => self.notification(n, &**out),
+                        Err(e) => tracing::debug!(pid = self.pid, "notification: {e}"),
+                    },
                 }
             }
             if self.last_stats.elapsed() >= Duration::from_secs(1) {
@@ -745,10 +874,97 @@ impl Guest {
         }
     }
 
+    /// Whether a fork can be made here: not for a process with memory kept at home (a
+    /// fork would not carry its placeholders' registration), whose memory is still
+    /// arriving, that uses files directly (their descriptors here), or that waits for
+    /// a window of a file read ahead.
+    fn may_fork_here(&self) -> bool {
+        !self.no_fork_here && self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && !self.direct.active() && self.ahead.idle()
+    }
+
+    /// A fork made here ([`crate::fork`]): the child is made and held, home makes its
+    /// deputy ([`ToHome::Fork`]). If it cannot be made here, the call is made again and
+    /// goes home.
+    fn fork_here(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
+        let caller = n.pid as i32;
+        // Its calls and its children's come through a hub from now on (they share the
+        // listener); it lets the injected clone through.
+        if self.hub.is_none() {
+            match Hub::start(self.listener.clone()).and_then(|h| h.join(self.pid).map(|rx| (h, rx))) {
+                Ok((h, rx)) => {
+                    self.hub = Some(h);
+                    self.calls = Some(rx);
+                }
+                Err(e) => {
+                    tracing::info!(pid = self.pid, home = self.home, "its forks are made at home: {e}");
+                    self.no_fork_here = true;
+                    return self.notification(n, out);
+                }
+            }
+        }
+        // The child shares the parent's descriptors: none has an offset of its own now.
+        send_settle(self.ahead.forget_all(), out);
+        match Forking::begin(self.pid, &n) {
+            Ok(f) => {
+                self.seq += 1;
+                tracing::debug!(pid = self.pid, tid = caller, child = f.child(), seq = self.seq, "forks here");
+                out(ToHome::Fork { seq: self.seq, tid: self.home_tid(caller), nproc: nproc_limit(self.pid) });
+                self.forks.insert(self.seq, f);
+            }
+            Err(e @ fork::NotHere::Failed(_)) => tracing::debug!(pid = self.pid, tid = caller, "{e}"),
+            Err(e) => {
+                // Its call is made again, and goes home.
+                tracing::info!(pid = self.pid, home = self.home, "its forks are made at home: {e}");
+                self.no_fork_here = true;
+            }
+        }
+    }
+
+    /// Home made the deputy of the child of fork `c.seq`: the child runs here, with a
+    /// guest of its own, and the parent's call returns its home pid.
+    fn child_arrives(&mut self, c: ForkChild) {
+        let Some(f) = self.forks.remove(&c.seq) else {
+            (c.out)(ToHome::Refused(Refusal::Restore { why: format!("no fork {} of process {} waits here", c.seq, self.home_pid) }));
+            return;
+        };
+        let pid = f.child();
+        let Some(hub) = self.hub.clone() else { return f.abandon(None) };
+        let calls = match hub.join(pid) {
+            Ok(rx) => rx,
+            Err(e) => {
+                f.abandon(None);
+                (c.out)(ToHome::Refused(Refusal::Restore { why: format!("the child's calls: {e}") }));
+                return;
+            }
+        };
+        match f.finish(c.adopt.pid) {
+            Ok(()) => {
+                tracing::debug!(pid = self.pid, child = pid, home_pid = c.adopt.pid, "a child made here runs");
+                start_child(c, pid, hub, calls);
+            }
+            Err(e) => {
+                hub.leave(pid);
+                tracing::warn!(pid = self.pid, home = self.home, "a child made here could not run ({e}); its forks are made at home");
+                self.no_fork_here = true;
+                (c.out)(ToHome::Refused(Refusal::Restore { why: format!("the child could not run: {e}") }));
+            }
+        }
+    }
+
+    /// Children still held end (the process ends, or leaves: its forks are made again).
+    fn drop_forks(&mut self) {
+        for (_, f) in self.forks.drain() {
+            f.abandon(None);
+        }
+    }
+
     fn notification(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
         let args = n.args;
         let caller = n.pid as i32;
         self.place(caller);
+        if fork::is_plain_fork(i64::from(n.nr), &n.args) && self.may_fork_here() {
+            return self.fork_here(n, out);
+        }
         if self.makes_thread(&n) {
             // Made here, once home has made its twin (whose id it is to have).
             self.seq += 1;
@@ -946,8 +1162,13 @@ impl Guest {
             GuestCmd::Home(m) => m,
             GuestCmd::HomeLost => {
                 tracing::info!(pid = self.pid, home = self.home, "ending the guest: the stream to home is lost");
+                self.drop_forks();
                 let _ = task::kill_and_reap(self.pid);
                 return Flow::End;
+            }
+            GuestCmd::Child(c) => {
+                self.child_arrives(c);
+                return Flow::Go;
             }
         };
         match cmd {
@@ -1139,8 +1360,15 @@ impl Guest {
             ToRemote::Capture => return self.capture(Capture::Move, cmds, out, image_out, hashes),
             ToRemote::CapturePostCopy => return self.capture(Capture::PostCopy, cmds, out, image_out, hashes),
             ToRemote::Checkpoint { id, base } => return self.capture(Capture::Checkpoint { id, base }, cmds, out, image_out, hashes),
+            ToRemote::Forked { seq, errno } => {
+                if let Some(f) = self.forks.remove(&seq) {
+                    tracing::debug!(pid = self.pid, seq, errno, "a fork failed at home");
+                    f.abandon(Some(errno));
+                }
+            }
             ToRemote::Kill => {
                 tracing::info!(pid = self.pid, home = self.home, "ending the guest (home asked)");
+                self.drop_forks();
                 let _ = task::kill_and_reap(self.pid);
                 return Flow::End;
             }
@@ -1168,6 +1396,10 @@ impl Guest {
     ) -> Flow {
         if !self.shared.pages_done.load(Ordering::SeqCst) {
             out(ToHome::CaptureFailed { reason: "its memory is still arriving (post-copy)".into() });
+            return Flow::Go;
+        }
+        if !self.forks.is_empty() {
+            out(ToHome::CaptureFailed { reason: "it is forking".into() });
             return Flow::Go;
         }
         let postcopy = kind == Capture::PostCopy;
@@ -1224,7 +1456,9 @@ impl Guest {
                     d.disarm();
                 }
             }
-            match frozen.snapshot(Some(&self.listener)) {
+            // (A hub lets the snapshot's clone through itself.)
+            let listener = if self.hub.is_some() { None } else { Some(&*self.listener) };
+            match frozen.snapshot(listener) {
                 Ok(true) => tracing::debug!(pid = self.pid, "checkpoint from a snapshot"),
                 Ok(false) => {}
                 Err(e) => tracing::info!(pid = self.pid, "no snapshot for this checkpoint ({e}): it stays stopped until its image is written"),

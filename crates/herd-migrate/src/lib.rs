@@ -6,6 +6,7 @@
 //!   and the marshalling of forwarded calls.
 //! - [`deputy`]: the home side: the original process kept as the deputy, its thread.
 //! - [`guest`]: the remote side: a migrated process running on this node, its thread.
+//! - [`fork`]: a guest's fork made on its node (the child's deputy is forked at home).
 //! - [`proto`]: what home and the remote node say about a process.
 //! - [`pipe`]: image bytes between the capture/restore threads and the node stream.
 //! - [`postcopy`]: memory that follows a process already running on its target.
@@ -17,6 +18,7 @@ pub mod syscalls;
 pub mod deputy;
 pub mod direct;
 pub mod failpoint;
+pub mod fork;
 pub mod guest;
 pub mod journal;
 pub mod pipe;

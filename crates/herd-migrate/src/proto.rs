@@ -28,8 +28,9 @@ use crate::syscalls::{Call, Reply};
 /// [`ToRemote::Freeze`] (`herd migrate PID freeze`). Version 6: epoll calls are
 /// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items). Version 9:
 /// [`Adopt::track_writes`] and [`ToRemote::ImageKept`] (the image of a move from home
-/// is the base of the first incremental checkpoint).
-pub const PROTOCOL_VERSION: u32 = 10;
+/// is the base of the first incremental checkpoint). Version 11: a process forks where
+/// it runs ([`ToHome::Fork`], [`ToRemote::Forked`], [`Adopt::fork_of`]).
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,6 +68,18 @@ pub struct Adopt {
     /// node tracks its writes from the restore on, so that its first checkpoint there
     /// can be an increment of that image ([`ToRemote::ImageKept`] names it).
     pub track_writes: bool,
+    /// Version 11: no image follows: the process is the child that process `parent` (a
+    /// home pid) makes on the node by its fork `seq` ([`ToHome::Fork`]), once home has
+    /// made its deputy (by forking the parent's). The node answers Accepted and then
+    /// [`ToHome::Running`] as for any arrival.
+    pub fork_of: Option<ForkOf>,
+}
+
+/// Whose fork a process is ([`Adopt::fork_of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkOf {
+    pub parent: i32,
+    pub seq: u64,
 }
 
 /// Why a node does not take a process. Sent as a value, shown as a sentence.
@@ -188,6 +201,10 @@ pub enum ToRemote {
     /// Tag 20 (version 9): after a move with [`Adopt::track_writes`], home kept its image
     /// as checkpoint `id`: the writes tracked since the restore are those since `id`.
     ImageKept { id: u64 },
+    /// Tag 21 (version 11): fork `seq` ([`ToHome::Fork`]) is not made here: home could not
+    /// make the child's deputy (`errno`: EAGAIN for `ulimit -u`, as a fork at home), or
+    /// gave it up. The fork returns -`errno`; nothing of the child is left anywhere.
+    Forked { seq: u64, errno: i32 },
 }
 
 /// Home's files a process may use directly on the node it goes to: the directories
@@ -292,6 +309,14 @@ pub enum ToHome {
     /// a copy-on-write snapshot (then the process ran on while it was sent, and this is
     /// less than the capture takes).
     Stopped { micros: u64, snapshot: bool },
+    /// Tag 21 (version 11): thread `tid` (home id) of the process forks (fork, or clone of
+    /// a process that shares nothing with it) and waits in the call; the child is made
+    /// here already, not yet running. Home makes the child's deputy by forking the
+    /// thread's deputy, and opens the child's stream ([`Adopt::fork_of`]), or answers
+    /// [`ToRemote::Forked`]. `nproc`: the process's RLIMIT_NPROC (soft, hard), which it
+    /// may have changed here (setrlimit runs where it is): the deputy forks under it, so
+    /// that `ulimit -u` counts the user's processes at home, as for a fork at home.
+    Fork { seq: u64, tid: i32, nproc: (u64, u64) },
 }
 
 /// Largest image chunk per message.
@@ -356,6 +381,7 @@ mod tests {
             ToRemote::Freeze(true),
             ToRemote::Checkpoint { id: 2, base: Some(1) },
             ToRemote::ImageKept { id: 1 },
+            ToRemote::Forked { seq: 1, errno: 11 },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -382,6 +408,7 @@ mod tests {
             ToHome::Write { fd: 0, at: 0, data: vec![] },
             ToHome::Interrupt { seq: 0, tid: 0 },
             ToHome::Stopped { micros: 0, snapshot: false },
+            ToHome::Fork { seq: 0, tid: 0, nproc: (1, 2) },
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -426,7 +453,10 @@ mod tests {
             encode(&ToHome::Interrupt { seq: 12, tid: 4 }),
             encode(&ToRemote::WriteFailed { fd: 3, errno: 28 }),
             encode(&ToRemote::Reply { seq: 1, reply: Reply { ret: 4, outs: vec![(0x10, vec![1, 2, 3, 4])] } }),
-            encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy, track_writes: false }),
+            encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::PostCopy, track_writes: false, fork_of: None }),
+            encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::StopAndCopy, track_writes: false, fork_of: Some(ForkOf { parent: 3, seq: 9 }) }),
+            encode(&ToHome::Fork { seq: 3, tid: 8, nproc: (u64::MAX, u64::MAX) }),
+            encode(&ToRemote::Forked { seq: 3, errno: 11 }),
         ];
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {

@@ -544,7 +544,7 @@ impl Actor {
     /// Restores the checkpoint at `path` on node `name` as a move would, and makes it
     /// the process's node.
     async fn resume_on(&mut self, name: &str, addr: SocketAddr, path: &std::path::Path, own: &[(i32, u64, i32)]) -> Result<(), ControlError> {
-        let new = self.connect(name, addr, MoveMode::StopAndCopy, false).await?;
+        let new = self.connect(name, addr, MoveMode::StopAndCopy, false, None).await?;
         let mut file = std::fs::File::open(path).map_err(|e| err(ErrorKind::Failed, format!("cannot read {}: {e}", path.display())))?;
         loop {
             let mut chunk = vec![0u8; 1 << 20];

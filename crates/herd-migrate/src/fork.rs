@@ -1,0 +1,321 @@
+//! A fork where the process runs: the child of a guest is made on this node.
+//!
+//! A guest's fork traps (the filter sends every clone to the guest). Instead of
+//! going home for it, the guest makes the child here and home makes the child's
+//! deputy by forking the parent's (`deputy::Cmd::Fork`), so that the child's pid,
+//! parent, descriptors and wait status are those of a fork at home:
+//!
+//! 1. [`Forking::begin`]: the forking thread is seized alone; PTRACE_INTERRUPT ends
+//!    its wait at the notification (the call would restart). A `clone` injected in it
+//!    makes the child — with `CLONE_PARENT` and no exit signal, so that the child is
+//!    herdd's, as every guest is, and the parent never hears of it here — attached
+//!    and stopped before its first instruction.
+//! 2. Home makes the deputy and opens the child's stream (`Adopt::fork_of`).
+//! 3. [`Forking::finish`]: the child gets the parent's registers with 0 as the
+//!    call's result (and the home pid where CLONE_CHILD_SETTID asks), and runs; the
+//!    parent's call returns the child's home pid. Or [`Forking::abandon`]: the child
+//!    ends here, unseen, and the parent's call fails or is made again.
+//!
+//! The child keeps the parent's seccomp filter (a fork copies it; a filter with a
+//! listener of its own cannot be added where one has one: EBUSY), so its calls reach
+//! the parent's listener. From a process's first fork here on, a [`Hub`] thread reads
+//! that listener and hands each call to the guest of the process that made it (the
+//! parent's, a child's, a grandchild's); the injected clones (here and for a
+//! checkpoint's snapshot) it lets through itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use herd_kernel::abi::{self, Regs};
+use herd_kernel::inject::Injector;
+use herd_kernel::ptrace::Tracee;
+use herd_kernel::seccomp::{Listener, Notif, Readiness};
+use herd_kernel::{mem, task, KernelError};
+
+use crate::wake::{WakeReceiver, WakeSender};
+
+/// The clone flags a fork made here may carry (glibc's fork: the child's and the
+/// parent's tid words); anything else (shared memory or files, vfork, a thread, other
+/// namespaces) is made at home.
+const ALLOWED: u64 = (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::CLONE_PARENT_SETTID) as u64;
+
+/// Whether call `nr` with `args` is a fork this node can make: `fork`, or a `clone`
+/// whose exit signal is SIGCHLD and whose other flags are among [`ALLOWED`].
+pub fn is_plain_fork(nr: i64, args: &[u64; 6]) -> bool {
+    match nr {
+        libc::SYS_fork => true,
+        libc::SYS_clone => {
+            let flags = args[0];
+            flags & 0xff == libc::SIGCHLD as u64 && flags & !0xff & !ALLOWED == 0
+        }
+        _ => false,
+    }
+}
+
+/// A child being made here, held until home has made its deputy.
+pub struct Forking {
+    /// The forking thread, held at the stop that ended its wait.
+    parent: Tracee,
+    /// Its registers there: the call's, waiting to return.
+    regs: Regs,
+    /// The child, stopped before its first instruction.
+    child: Tracee,
+    /// The call's clone flags and tid words (0 for `fork`).
+    flags: u64,
+    ptid: u64,
+    ctid: u64,
+}
+
+/// Why a fork is not made here.
+#[derive(Debug, thiserror::Error)]
+pub enum NotHere {
+    /// It cannot be made here; the thread makes the call again (it goes home).
+    #[error("{0}")]
+    Cannot(String),
+    /// It failed as a fork here fails (EAGAIN: this node's `ulimit -u`; ENOMEM): the
+    /// call returned this errno, as it would have at home.
+    #[error("the fork failed: {}", std::io::Error::from_raw_os_error(*.0))]
+    Failed(i32),
+}
+
+impl Forking {
+    /// Makes the child of thread `tid` of process `pid`, waiting in fork call `n` (its
+    /// calls are read by a [`Hub`], which lets the injected clone through).
+    pub fn begin(pid: i32, n: &Notif) -> Result<Forking, NotHere> {
+        let tid = n.pid as i32;
+        let (nr, args) = (i64::from(n.nr), n.args);
+        let mut parent = Tracee::seize(tid, abi::PTRACE_O_TRACECLONE).map_err(|e| NotHere::Cannot(format!("seizing the thread: {e}")))?;
+        let regs = match parent.regs() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = parent.detach();
+                return Err(NotHere::Cannot(format!("its registers: {e}")));
+            }
+        };
+        if regs.orig_rax as i64 != nr || regs.rax as i64 != -abi::ERESTARTSYS {
+            // Not in the call's wait (a signal ended it first): it goes on as it was.
+            let _ = parent.detach();
+            return Err(NotHere::Cannot("the thread was not waiting in its fork".into()));
+        }
+        let (flags, ptid, ctid) = match nr {
+            libc::SYS_clone => (args[0], args[2], args[3]),
+            _ => (libc::SIGCHLD as u64, 0, 0),
+        };
+        match make_child(pid, &mut parent, regs, ctid, flags) {
+            Ok(child) => Ok(Forking { parent, regs, child, flags, ptid, ctid }),
+            Err(NotHere::Failed(errno)) => {
+                let mut failed = regs;
+                failed.rax = -(errno as i64) as u64;
+                let _ = parent.set_regs(&failed);
+                let _ = parent.detach();
+                Err(NotHere::Failed(errno))
+            }
+            Err(e) => {
+                // The thread makes its call again; the guest sends it home then.
+                restart(parent, regs);
+                Err(e)
+            }
+        }
+    }
+
+    /// The child's id here.
+    pub fn child(&self) -> i32 {
+        self.child.pid()
+    }
+
+    /// Home made the deputy: the child (home pid `home_pid`) runs, its call returning 0,
+    /// and the parent's returns `home_pid`.
+    pub fn finish(self, home_pid: i32) -> Result<(), KernelError> {
+        let Forking { mut parent, regs, mut child, flags, ptid, ctid } = self;
+        let word = home_pid.to_ne_bytes();
+        let r = (|| -> Result<(), KernelError> {
+            if flags & libc::CLONE_CHILD_SETTID as u64 != 0 && ctid != 0 {
+                mem::write(child.pid(), ctid, &word)?;
+            }
+            if flags & libc::CLONE_PARENT_SETTID as u64 != 0 && ptid != 0 {
+                mem::write(child.pid(), ptid, &word)?;
+                mem::write(parent.pid(), ptid, &word)?;
+            }
+            let mut c = regs;
+            c.rax = 0;
+            c.orig_rax = u64::MAX;
+            child.set_regs(&c)?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let pid = child.pid();
+            child.kill();
+            let _ = task::reap(pid);
+            restart(parent, regs);
+            return Err(e);
+        }
+        child.detach()?;
+        let mut p = regs;
+        p.rax = home_pid as u64;
+        let _ = parent.set_regs(&p);
+        parent.detach()?;
+        Ok(())
+    }
+
+    /// The child is not made after all: it ends here (herdd's child, reaped), and the
+    /// parent's call fails with `errno`, or (None) is made again.
+    pub fn abandon(self, errno: Option<i32>) {
+        let Forking { parent, mut regs, child, .. } = self;
+        let pid = child.pid();
+        child.kill();
+        let _ = task::reap(pid);
+        match errno {
+            Some(e) => {
+                let mut parent = parent;
+                regs.rax = -(e as i64) as u64;
+                let _ = parent.set_regs(&regs);
+                let _ = parent.detach();
+            }
+            None => restart(parent, regs),
+        }
+    }
+}
+
+/// Lets the forking thread go with its call to be made again (-ERESTARTNOINTR: even
+/// after a handler, as the kernel restarts a fork a signal interrupted).
+fn restart(mut parent: Tracee, mut regs: Regs) {
+    regs.rax = -abi::ERESTARTNOINTR as u64;
+    let _ = parent.set_regs(&regs);
+    let _ = parent.detach();
+}
+
+/// The child: a clone injected in the forking thread.
+fn make_child(pid: i32, parent: &mut Tracee, regs: Regs, ctid: u64, flags: u64) -> Result<Tracee, NotHere> {
+    let gadget = herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| NotHere::Cannot(e.to_string()))?;
+    let err = |what: &str, e: KernelError| NotHere::Cannot(format!("{what}: {e}"));
+    // A child process of the process's parent (herdd), without an exit signal.
+    let (ret, child) = Injector::new(parent, gadget, regs).call_clone(abi::SYS_CLONE, &[abi::CLONE_PARENT, 0, 0, 0, 0]).map_err(|e| err("clone", e))?;
+    let mut child = match child {
+        Some(c) => c,
+        None if ret == -(libc::EAGAIN as i64) || ret == -(libc::ENOMEM as i64) => return Err(NotHere::Failed(-ret as i32)),
+        None => return Err(NotHere::Cannot(format!("clone failed ({ret})"))),
+    };
+    if flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 && ctid != 0 {
+        let cpid = child.pid();
+        let r = child.regs().and_then(|base| Injector::new(&mut child, gadget, base).call_ok("set_tid_address", abi::SYS_SET_TID_ADDRESS, &[ctid]));
+        if let Err(e) = r {
+            child.kill();
+            let _ = task::reap(cpid);
+            return Err(err("set_tid_address", e));
+        }
+    }
+    Ok(child)
+}
+
+/// Whether notification `n` is a clone herd injected (a fork's child made here, a
+/// checkpoint's snapshot): `clone(CLONE_PARENT)`, no exit signal, nothing else.
+pub fn is_injected_clone(n: &Notif) -> bool {
+    i64::from(n.nr) == libc::SYS_clone && n.args[0] == abi::CLONE_PARENT
+}
+
+/// Reads the seccomp listener shared by a process and the children it forked here, and
+/// hands each call to the guest of the process that made it ([`Hub::join`]). Injected
+/// clones ([`is_injected_clone`]) are let through here: the guest that injects one
+/// waits for it. A call of a process no guest serves (it has ended, or left) fails
+/// with ENOSYS. The thread ends once no process uses the filter any more.
+pub struct Hub {
+    listener: Arc<Listener>,
+    members: Mutex<HashMap<i32, WakeSender<Notif>>>,
+}
+
+impl Hub {
+    /// Starts reading `listener` (a guest's, which then reads [`Hub::join`]'s receiver
+    /// instead).
+    pub fn start(listener: Arc<Listener>) -> std::io::Result<Arc<Hub>> {
+        let hub = Arc::new(Hub { listener, members: Mutex::new(HashMap::new()) });
+        let h = hub.clone();
+        std::thread::Builder::new().name("guest-calls".into()).spawn(move || h.run())?;
+        Ok(hub)
+    }
+
+    pub fn listener(&self) -> &Arc<Listener> {
+        &self.listener
+    }
+
+    /// The calls of process `pid` (every thread of it) from now on.
+    pub fn join(&self, pid: i32) -> std::io::Result<WakeReceiver<Notif>> {
+        let (tx, rx) = crate::wake::channel()?;
+        self.members.lock().expect("hub members").insert(pid, tx);
+        Ok(rx)
+    }
+
+    /// Process `pid`'s guest ends.
+    pub fn leave(&self, pid: i32) {
+        self.members.lock().expect("hub members").remove(&pid);
+    }
+
+    fn run(&self) {
+        // Each calling thread's process (a thread's id → its process's, read once).
+        let mut tgids: HashMap<i32, i32> = HashMap::new();
+        loop {
+            match self.listener.wait(1000) {
+                Ok(Readiness::Notification) => {}
+                Ok(Readiness::Timeout) => {
+                    tgids.retain(|tid, _| std::path::Path::new(&format!("/proc/{tid}")).exists());
+                    continue;
+                }
+                Ok(Readiness::Gone) | Err(_) => break,
+            }
+            let n = match self.listener.recv() {
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            if is_injected_clone(&n) {
+                let _ = self.listener.continue_(n.id);
+                continue;
+            }
+            let tid = n.pid as i32;
+            let pid = match tgids.get(&tid) {
+                Some(p) => *p,
+                None => {
+                    let p = tgid_of(tid).unwrap_or(tid);
+                    tgids.insert(tid, p);
+                    p
+                }
+            };
+            let member = self.members.lock().expect("hub members").get(&pid).map(|m| m.send(n));
+            if member != Some(true) {
+                if member == Some(false) {
+                    self.leave(pid);
+                }
+                tracing::debug!(pid, tid, nr = n.nr, "a call of a process no guest serves: ENOSYS");
+                let _ = self.listener.respond(n.id, -1, libc::ENOSYS);
+            }
+        }
+        tracing::debug!("a shared listener has no process left");
+    }
+}
+
+/// The process thread `tid` belongs to (/proc/TID/status `Tgid:`).
+fn tgid_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_forks_only() {
+        let a = |flags: u64| [flags, 0, 0, 0, 0, 0];
+        let glibc = (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
+        assert!(is_plain_fork(libc::SYS_clone, &a(glibc)));
+        assert!(is_plain_fork(libc::SYS_fork, &a(0)));
+        assert!(is_plain_fork(libc::SYS_clone, &a(libc::SIGCHLD as u64)));
+        // vfork, posix_spawn, threads, shared files, no exit signal, new namespaces: at home.
+        assert!(!is_plain_fork(libc::SYS_vfork, &a(0)));
+        assert!(!is_plain_fork(libc::SYS_clone, &a((libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as u64)));
+        assert!(!is_plain_fork(libc::SYS_clone, &a((libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64)));
+        assert!(!is_plain_fork(libc::SYS_clone, &a((libc::CLONE_FILES | libc::SIGCHLD) as u64)));
+        assert!(!is_plain_fork(libc::SYS_clone, &a(0)));
+        assert!(!is_plain_fork(libc::SYS_clone, &a((libc::CLONE_NEWPID | libc::SIGCHLD) as u64)));
+        assert!(!is_plain_fork(libc::SYS_clone, &a(abi::CLONE_PARENT)));
+        assert!(!is_plain_fork(libc::SYS_clone3, &a(glibc)));
+    }
+}
