@@ -75,7 +75,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
     ("exit_status_3_reproduced", exit_status_3_reproduced),
     ("sigsegv_reproduced", sigsegv_reproduced),
-    ("fork_and_exec_bring_it_home", fork_and_exec_bring_it_home),
+    ("fork_on_its_node_exec_at_home", fork_on_its_node_exec_at_home),
     ("read_blocked_on_stdin_gets_its_input", read_blocked_on_stdin_gets_its_input),
     ("run_with_node_starts_it_remote", run_with_node_starts_it_remote),
     ("refused_moves_leave_it_running", refused_moves_leave_it_running),
@@ -612,8 +612,9 @@ fn ends_while_remote(lab: &Lab, mode: &str, code: Option<i32>, signal: Option<i3
     lab.expect_gone_from(None, "n2", &prog);
 }
 
-/// fork + exec while on n2: it comes home for them; the child runs; both end well.
-fn fork_and_exec_bring_it_home(lab: &Lab) {
+/// fork + exec while on n2: the child is made on n2 and comes home to exec; the parent
+/// stays on n2; both end well.
+fn fork_on_its_node_exec_at_home(lab: &Lab) {
     let prog = lab.program("mig_forkexec");
     let direct = lab.run_direct("mig_forkexec (direct)", &prog, &[Gate::Line("ready 1"), Gate::Line("ready 2")]);
     expect_status(&direct, Some(0), None);
@@ -627,12 +628,13 @@ fn fork_and_exec_bring_it_home(lab: &Lab) {
     lab.expect_runs_on(&p, "n2", &prog);
     p.send(lab, "go\n");
     p.wait_for_line(lab, "ready 2");
-    // Going home is a move of its own.
-    lab.expect_where(&p, pid, "n1", Some(2));
-    lab.expect_gone_from(Some(&p), "n2", &prog);
+    // The fork was made on n2 (the parent did not move); the child came home to exec.
+    lab.expect_where(&p, pid, "n2", Some(1));
+    lab.expect_runs_on(&p, "n2", &prog);
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
+    lab.expect_gone_from(None, "n2", &prog);
 }
 
 /// Blocked in read(0) when moved to n2; the input arrives 0.5 s later and is read there.

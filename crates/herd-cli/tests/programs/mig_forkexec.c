@@ -1,8 +1,8 @@
 /* fork + exec after a trigger: the child execs /bin/echo child-ran (on the
  * same stdout), the parent waits and prints how the child ended. Then
- * "ready 2", a second trigger, "done", exit 0. A migrated process must go
- * home to fork; the test looks at where it is while it waits the second
- * time.
+ * "ready 2", a second trigger, "done", exit 0. A migrated process forks where
+ * it runs and its child goes home to exec; the test looks at where the parent
+ * is while it waits the second time.
  */
 #include "mig_common.h"
 #include <sys/wait.h>
