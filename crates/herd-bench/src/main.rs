@@ -132,6 +132,10 @@ enum Cmd {
     ///    (32 KiB writes, fsync) on n2 (`herd run --node n2`): in a directory both nodes
     ///    share (direct file access), in one they do not (forwarded), and at home; interleaved.
     ///
+    /// 6. (only with `--parts forks`) forks of a small process at home and on n2 (goal: n2
+    ///    forks at least 1/4 as fast), and its forwarded getppid() on n2 before and after its
+    ///    first fork there.
+    ///
     /// Must run as root (the cluster, uid 65534 for the moved process) from a release build:
     /// `cargo build --release --workspace`, then `target/release/herd-bench migrate`; herd
     /// and herdd are taken from herd-bench's own directory, gcc, setpriv and ip (iproute2)

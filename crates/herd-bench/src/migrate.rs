@@ -104,7 +104,15 @@ pub enum Part {
     /// both nodes share (direct file access) and in one they do not (forwarded), beside
     /// the same at home.
     Files,
+    /// Forks of a small process at home and on n2 (the child made on n2, its deputy at
+    /// home), and its forwarded getppid() on n2 before and after its first fork there.
+    Forks,
 }
+
+/// Goal: a remote process forks at least this fraction as fast as at home.
+pub const FORK_GOAL: f64 = 0.25;
+/// Forks per measurement of the forks part.
+const FORKS: u64 = 200;
 
 /// Goal: a forwarded system call costs at most this many TCP round trips.
 pub const FORWARD_GOAL: f64 = 2.0;
@@ -197,6 +205,9 @@ pub fn run(cfg: Config) -> Result<bool> {
     }
     if cfg.parts.contains(&Part::Files) {
         crate::files::files_part(&lab, cfg.reps, cfg.file_mib, &mut failures);
+    }
+    if cfg.parts.contains(&Part::Forks) {
+        forks_part(&lab, &cfg, &mut failures);
     }
     if let Some(s) = &small {
         print_goals(s, &cfg);
@@ -1369,6 +1380,102 @@ fn threads_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
     println!("The VM has {} CPUs: scaling beyond them is not expected.", std::thread::available_parallelism().map_or(0, |n| n.get()));
 }
 
+/// One repetition of the forks part: µs per fork (fork, the child's `_exit(7)`, waitpid)
+/// at home and on n2, and µs per forwarded getppid() on n2 before and after its first fork
+/// there (after it, the calls of the process and its children reach their guests through
+/// the hub that reads the listener they share).
+#[derive(Default)]
+struct ForkRep {
+    home_us: Option<f64>,
+    remote_us: Option<f64>,
+    calls_before_us: Option<f64>,
+    calls_after_us: Option<f64>,
+}
+
+fn forks_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
+    let n = FORKS;
+    let calls = cfg.calls.min(5000);
+    let mut reps: Vec<ForkRep> = Vec::new();
+    let r = (|| -> Result<()> {
+        let mut t = Target::start(lab, 0)?;
+        let forks = |t: &mut Target| -> Result<f64> { field(&t.p.ask(&format!("forks {n}"), "forks ")?, "us") };
+        let getppid = |t: &mut Target| -> Result<f64> { field(&t.p.ask(&format!("calls {calls}"), "calls ")?, "getppid_us") };
+        // Warm up both sides once.
+        forks(&mut t)?;
+        for rep in 1..=cfg.reps {
+            let mut r = ForkRep::default();
+            // Alternate the order, so that a drift of the machine favours neither side.
+            let remote_first = rep % 2 == 0;
+            if !remote_first {
+                r.home_us = Some(forks(&mut t)?);
+            }
+            t.migrate(lab, "n2", "n2")?;
+            r.calls_before_us = Some(getppid(&mut t)?);
+            r.remote_us = Some(forks(&mut t)?);
+            r.calls_after_us = Some(getppid(&mut t)?);
+            t.migrate(lab, "home", "n1")?;
+            if remote_first {
+                r.home_us = Some(forks(&mut t)?);
+            }
+            eprintln!(
+                "forks, rep {rep}/{}: home {} µs, n2 {} µs per fork; getppid on n2 {} µs before its first fork, {} after",
+                cfg.reps,
+                fmt(r.home_us, 1),
+                fmt(r.remote_us, 1),
+                fmt(r.calls_before_us, 1),
+                fmt(r.calls_after_us, 1)
+            );
+            reps.push(r);
+        }
+        t.quit()
+    })();
+    if let Err(e) = r {
+        eprintln!("forks: FAILED: {e:#}");
+        failures.push(format!("forks part: {e:#}"));
+    }
+    println!();
+    println!("6. Forks: {n} forks of a small process (the child _exit(7)s, the parent waits for it), at home and on n2");
+    println!();
+    let mut rows = vec![row(&["rep", "home µs/fork", "n2 µs/fork", "home forks/s", "n2 forks/s", "n2/home", "n2 getppid µs before", "after"])];
+    let rate = |us: Option<f64>| us.map(|u| 1e6 / u);
+    for (i, r) in reps.iter().enumerate() {
+        let ratio = r.home_us.zip(r.remote_us).map(|(h, n)| h / n);
+        rows.push(vec![
+            (i + 1).to_string(),
+            fmt(r.home_us, 1),
+            fmt(r.remote_us, 1),
+            fmt(rate(r.home_us), 0),
+            fmt(rate(r.remote_us), 0),
+            fmt(ratio, 3),
+            fmt(r.calls_before_us, 1),
+            fmt(r.calls_after_us, 1),
+        ]);
+    }
+    let ratio = med(reps.iter().filter_map(|r| Some(r.home_us? / r.remote_us?)));
+    let home = med(reps.iter().filter_map(|r| r.home_us));
+    let remote = med(reps.iter().filter_map(|r| r.remote_us));
+    rows.push(vec![
+        "median".into(),
+        fmt(home, 1),
+        fmt(remote, 1),
+        fmt(rate(home), 0),
+        fmt(rate(remote), 0),
+        fmt(ratio, 3),
+        fmt(med(reps.iter().filter_map(|r| r.calls_before_us)), 1),
+        fmt(med(reps.iter().filter_map(|r| r.calls_after_us)), 1),
+    ]);
+    print_table(&rows, 1);
+    println!();
+    println!("n2/home: forks per second on n2 over those at home (median of the per-repetition ratios); goal >= {FORK_GOAL}: {}.", match ratio {
+        Some(r) if r >= FORK_GOAL => "met",
+        Some(_) => "NOT met",
+        None => "not measured",
+    });
+    println!("On n2 each fork makes the child there and its deputy at home (a fork of the parent's deputy), opens the child's");
+    println!("stream and runs it; the child's end is reproduced by its deputy, whose parent the wait runs in. getppid before/after:");
+    println!("{calls} forwarded calls before its first fork on n2 and after it (a hub thread hands the calls on from then).");
+}
+
 fn cpu_ratio(s: &Small) -> Option<f64> {
     med(s.reps.iter().filter_map(|r| Some(r.remote_cpu? / r.home_cpu?)))
 }
@@ -1450,6 +1557,8 @@ const TARGET_C: &str = r##"
  *   tcalls T N        T threads (the main one and T-1 of the THREADS-1 started at
  *                     the beginning, which wait for work) each make N getppid()
  *                     at once: "tcalls threads=T secs=S" (wall-clock seconds)
+ *   forks N           N times: fork, the child _exit(7)s, waitpid checks it:
+ *                     "forks us=X" (mean microseconds per fork)
  *   quit, or EOF      exits 0
  *
  * Errors are answered "error ...", so the bench never waits for nothing.
@@ -1465,6 +1574,7 @@ const TARGET_C: &str = r##"
 #include <poll.h>
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1636,6 +1746,19 @@ int main(int argc, char **argv)
                 continue;
             }
             say("calls write_us=%.4f getppid_us=%.4f", (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n);
+        } else if (sscanf(line, "forks %llu", &n) == 1 && n > 0) {
+            double t0 = now();
+            for (unsigned long long i = 0; i < n; i++) {
+                pid_t p = fork();
+                if (p == 0)
+                    _exit(7);
+                int st = 0;
+                if (p < 0 || waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 7) {
+                    say("error fork %llu: pid %d status %#x: %s", i, (int)p, st, strerror(errno));
+                    goto next_command;
+                }
+            }
+            say("forks us=%.2f", (now() - t0) * 1e6 / (double)n);
         } else if (sscanf(line, "tcalls %d %llu", &active, &n) == 2 && n > 0) {
             if (active < 1 || active > threads) {
                 say("error tcalls wants 1 to %d threads", threads);

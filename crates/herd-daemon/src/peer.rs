@@ -57,6 +57,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, keypair: Arc<Node
                 continue;
             }
         };
+        // Small messages go at once (a guest's Accepted then Running, calls, pages asked
+        // for): Nagle's wait for the peer's delayed ACK would hold the second for 40 ms.
+        let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let keypair = keypair.clone();
         tokio::spawn(async move {

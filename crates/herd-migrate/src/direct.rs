@@ -316,6 +316,27 @@ impl Direct {
     }
 
     /// Whether anything is direct at all.
+    /// For the child process `pid` of a fork made here: the same directories, working
+    /// directory and umask, and the same local descriptors (the child has those installed
+    /// already at their numbers, sharing their open file descriptions, as at home).
+    pub fn for_child(&self, pid: i32) -> std::io::Result<Direct> {
+        let roots = self.roots.iter().map(|r| r.try_clone()).collect::<std::io::Result<Vec<_>>>()?;
+        let mut local = HashMap::new();
+        for (&fd, l) in &self.local {
+            local.insert(fd, Local { file: l.file.try_clone()?, installed: l.installed, cloexec: l.cloexec, dir: l.dir, read_only: l.read_only });
+        }
+        Ok(Direct {
+            pid,
+            dirs: self.dirs.clone(),
+            roots,
+            nested: self.nested.clone(),
+            cwd: self.cwd.clone(),
+            creds: self.creds.clone(),
+            local,
+            umask: self.umask,
+        })
+    }
+
     pub fn active(&self) -> bool {
         !self.dirs.is_empty()
     }

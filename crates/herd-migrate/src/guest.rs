@@ -142,10 +142,10 @@ impl Drop for Guest {
 
 /// Starts the guest of a child made here (see [`GuestCmd::Child`]): a thread serves
 /// process `pid`, which runs already.
-fn start_child(c: ForkChild, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>) {
+fn start_child(c: ForkChild, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct) {
     let spawned = std::thread::Builder::new().name(format!("guest-{}", c.adopt.pid)).spawn(move || {
         let ForkChild { adopt, out, image_out, shared, cmds, .. } = c;
-        let guest = match Guest::forked(&adopt, pid, hub, calls, &shared) {
+        let guest = match Guest::forked(&adopt, pid, hub, calls, direct, &shared) {
             Ok(g) => g,
             Err(why) => {
                 let _ = task::kill_and_reap(pid);
@@ -476,8 +476,9 @@ impl Guest {
     }
 
     /// The guest of a child made here by a fork ([`Forking::finish`]): process `pid`,
-    /// running already, its calls from `hub` (`calls`).
-    fn forked(adopt: &Adopt, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, shared: &Arc<Shared>) -> Result<Guest, String> {
+    /// running already, its calls from `hub` (`calls`), its direct files `direct` (its
+    /// parent's).
+    fn forked(adopt: &Adopt, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct, shared: &Arc<Shared>) -> Result<Guest, String> {
         let pidfd = PidFd::open(pid).map_err(|e| e.to_string())?;
         shared.pages_done.store(true, Ordering::SeqCst);
         Ok(Guest {
@@ -497,7 +498,7 @@ impl Guest {
             last_stats: Instant::now(),
             shared: shared.clone(),
             restore_ms: 0.0,
-            direct: Direct::none(pid),
+            direct,
             ahead: Ahead::default(),
             dirty: None,
             at_home: None,
@@ -876,10 +877,9 @@ impl Guest {
 
     /// Whether a fork can be made here: not for a process with memory kept at home (a
     /// fork would not carry its placeholders' registration), whose memory is still
-    /// arriving, that uses files directly (their descriptors here), or that waits for
-    /// a window of a file read ahead.
+    /// arriving, or that waits for a window of a file read ahead.
     fn may_fork_here(&self) -> bool {
-        !self.no_fork_here && self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && !self.direct.active() && self.ahead.idle()
+        !self.no_fork_here && self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && self.ahead.idle()
     }
 
     /// A fork made here ([`crate::fork`]): the child is made and held, home makes its
@@ -937,10 +937,20 @@ impl Guest {
                 return;
             }
         };
+        let direct = match self.direct.for_child(pid) {
+            Ok(d) => d,
+            Err(e) => {
+                hub.leave(pid);
+                f.abandon(None);
+                self.no_fork_here = true;
+                (c.out)(ToHome::Refused(Refusal::Restore { why: format!("the child's direct files: {e}") }));
+                return;
+            }
+        };
         match f.finish(c.adopt.pid) {
             Ok(()) => {
                 tracing::debug!(pid = self.pid, child = pid, home_pid = c.adopt.pid, "a child made here runs");
-                start_child(c, pid, hub, calls);
+                start_child(c, pid, hub, calls, direct);
             }
             Err(e) => {
                 hub.leave(pid);
