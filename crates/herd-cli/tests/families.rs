@@ -38,7 +38,7 @@ use nodes::HERD;
 use serde_json::Value;
 
 const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn", "fam_forkaway"];
-const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py", "fam_pool.py"];
+const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py", "fam_pool.py", "fam_forkaway.sh", "fam_forkaway.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
 const UNITS: &str = "4";
@@ -66,6 +66,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("make_moved_away_while_its_jobs_run", make_moved_away_while_its_jobs_run),
     ("vfork_limit_and_orphan_from_away", vfork_limit_and_orphan_from_away),
     ("forks_away_make_their_children_there", forks_away_make_their_children_there),
+    ("bash_and_python_fork_on_their_node", bash_and_python_fork_on_their_node),
 ];
 
 #[test]
@@ -489,6 +490,31 @@ fn forks_away_make_their_children_there(lab: &Lab) {
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
     lab.expect_gone_from(None, "n2", &prog);
+}
+
+/// bash (subshells started with `&`, computing without exec) and python3 (`os.fork`)
+/// moved to n2 fork there: the children run on n2 from birth (nmigs 0), their exit
+/// statuses reach the parent; the same (sorted) output as a direct run.
+fn bash_and_python_fork_on_their_node(lab: &Lab) {
+    for prog in [lab.script("fam_forkaway.sh"), lab.python_program("fam_forkaway.py")] {
+        let gates = [Gate::Line("ready 1"), Gate::Line("ready 2")];
+        let direct = lab.run_direct(&format!("{} (direct)", prog.marker), &prog, &gates);
+        expect_status(&direct, Some(0), None);
+        let mut p = lab.start(&format!("{} (herd run --lock, forks on n2)", prog.marker), How::HerdLocked, &prog);
+        let pid = p.home_pid(lab);
+        p.wait_for_line(lab, "ready 1");
+        lab.expect_migrate(&p, pid, "n2");
+        p.send(lab, "go\n");
+        p.wait_for_line(lab, "ready 2");
+        let kids = children_of(lab, &mut p);
+        for k in &kids {
+            let r = lab.expect_where(&p, *k, "n2", Some(0));
+            assert_eq!(r["ppid"].as_i64(), Some(pid.into()), "child {k}: {r}");
+        }
+        lab.expect_where(&p, pid, "n2", Some(1));
+        let moved = p.finish(lab);
+        same_result(&direct, &moved, sorted);
+    }
 }
 
 // ---------------------------------------------------------------------------

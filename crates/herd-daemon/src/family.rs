@@ -1,9 +1,11 @@
 //! Families: every process that a migratable process starts is migratable too, in the
 //! same job (MOSIX's `mosrun` made a process *and all its children* migratable).
 //!
-//! A process forks at home: a remote process that forks comes home for it (the call is
-//! home-only), so every new process of a job is born on its home node, as a child of a
-//! process — or of the deputy of a process — that herdd knows. herdd looks for them
+//! A process at home forks at home; a remote process forks where it runs, and its child's
+//! deputy is made at home by the fork itself, which registers the child
+//! (`migrate::Actor::forked`). So every new process of a job has its pid on its home node,
+//! as a child of a process — or of the deputy of a process — that herdd knows. herdd
+//! looks for the ones born at home
 //! every [`SCAN`] in `/proc/PID/task/*/children` of each migratable process while it has
 //! up to [`MANY`] of them; with more, at each look of [`crate::sampler`] (every second),
 //! by their parent pid, which that look has read of every process anyway. Each new one

@@ -257,6 +257,9 @@ struct Guest {
     forks: HashMap<u64, Forking>,
     /// A fork could not be made here once: its forks go home from now on.
     no_fork_here: bool,
+    /// Home's answers to forwarded calls whose wait a signal ended before they came, by
+    /// thread: the same call again (the kernel's restart) takes it.
+    unclaimed: HashMap<i32, (Call, i64)>,
 }
 
 /// The placeholders of a guest's memory kept at home (memory it shares with processes
@@ -472,6 +475,7 @@ impl Guest {
             at_home,
             forks: HashMap::new(),
             no_fork_here: false,
+            unclaimed: HashMap::new(),
         })
     }
 
@@ -504,6 +508,7 @@ impl Guest {
             at_home: None,
             forks: HashMap::new(),
             no_fork_here: false,
+            unclaimed: HashMap::new(),
         })
     }
 
@@ -572,7 +577,10 @@ impl Guest {
                         rx.drain();
                         let calls: Vec<Notif> = rx.rx.try_iter().collect();
                         for n in calls {
-                            self.notification(n, &**out);
+                            // One that a signal ended meanwhile is made again as a new one.
+                            if self.listener.id_valid(n.id) {
+                                self.notification(n, &**out);
+                            }
                         }
                     }
                     None => match self.listener.recv() {
@@ -624,9 +632,27 @@ impl Guest {
     }
 
     fn answer(&self, id: u64, ret: i64) {
+        self.deliver_answer(id, ret);
+    }
+
+    /// Answers call `id`; false if it no longer waits (a signal ended its wait).
+    fn deliver_answer(&self, id: u64, ret: i64) -> bool {
         let r = if (-4095..0).contains(&ret) { self.listener.respond(id, 0, -ret as i32) } else { self.listener.respond(id, ret, 0) };
-        if let Err(e) = r {
-            tracing::debug!(pid = self.pid, "answering a call: {e}");
+        match r {
+            Ok(waited) => waited,
+            Err(e) => {
+                tracing::debug!(pid = self.pid, "answering a call: {e}");
+                false
+            }
+        }
+    }
+
+    /// Answers forwarded call `call` of thread `caller` (`id`) with home's result `ret`. If
+    /// a signal ended its wait meanwhile, the answer is kept: the kernel makes the call
+    /// again after the handler (SA_RESTART), and that call takes it — home ran it once.
+    fn answer_forwarded(&mut self, caller: i32, id: u64, call: Call, ret: i64) {
+        if !self.deliver_answer(id, ret) {
+            self.unclaimed.insert(caller, (call, ret));
         }
     }
 
@@ -1077,6 +1103,13 @@ impl Guest {
                 // EINTR): home may have run it already (a write written, a child
                 // reaped), so home's answer to it is this call's answer — run twice, it
                 // would write twice or lose the child.
+                // Home answered it once already, after a signal had ended its wait: the
+                // kernel's restart of it takes that answer.
+                Ok(call) if self.unclaimed.get(&caller).is_some_and(|(c, _)| *c == call) => {
+                    let (_, ret) = self.unclaimed.remove(&caller).expect("checked");
+                    tracing::debug!(pid = self.pid, tid = caller, nr = n.nr, "a call answered after its wait ended, made again: home's answer");
+                    self.answer_forwarded(caller, n.id, call, ret);
+                }
                 Ok(call) if self.pending.get(&caller).is_some_and(|p| p.call == call) => {
                     tracing::debug!(pid = self.pid, tid = caller, nr = n.nr, "the pending call again (restarted): home's answer is its answer");
                     if let Some(p) = self.pending.get_mut(&caller) {
@@ -1089,6 +1122,8 @@ impl Guest {
                     if self.wait_mask(&call)
                         .is_some_and(|m| SigMasks::of(caller).is_some_and(|s| !s.pending_let_in(m).is_empty()) && self.end_masked_wait(caller, call.nr, m)) => {}
                 Ok(call) => {
+                    // An answer kept for a call the thread did not make again: past.
+                    self.unclaimed.remove(&caller);
                     self.settle_for_call(&call, out);
                     self.seq += 1;
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
@@ -1234,7 +1269,7 @@ impl Guest {
                         self.deliver(sig, (directed || lets_in).then_some(caller));
                     }
                     if !(lets_in && ret == -(libc::EINTR as i64) && self.end_masked_wait(caller, p.call.nr, mask)) {
-                        self.answer(p.id, ret);
+                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
                     }
                     return Flow::Go;
                 }
@@ -1244,12 +1279,12 @@ impl Guest {
                         if !self.direct.opened(&self.listener, p.id, dir, &rel, flags, ret as i32) {
                             self.ahead.own(ret as i32, 0, Some(flags));
                         }
-                        self.answer(p.id, ret);
+                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
                     }
                     _ if opened.is_some() => {
                         // A new open file description: its offset is this descriptor's alone.
                         self.ahead.own(ret as i32, 0, opened.flatten());
-                        self.answer(p.id, ret);
+                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
                     }
                     // The process closes its own copies: the call runs here now.
                     After::Close(fds) if ret >= 0 && self.direct.closed(&fds) => {
@@ -1257,13 +1292,13 @@ impl Guest {
                     }
                     After::Chdir(to) if ret == 0 => {
                         self.direct.chdir(to);
-                        self.answer(p.id, ret);
+                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
                     }
                     After::Umask(mask) => {
                         self.direct.umask(mask);
-                        self.answer(p.id, ret);
+                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
                     }
-                    _ => self.answer(p.id, ret),
+                    _ => self.answer_forwarded(caller, p.id, p.call.clone(), ret),
                 }
                 self.release_held(caller, false);
             }
