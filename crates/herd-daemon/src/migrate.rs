@@ -1752,9 +1752,17 @@ impl Actor {
                     }
                 }
                 Input::Remote { gen, msg: ToHome::Stats(u) } if self.is_current(gen) => self.sample(u, self.forwarded.load(std::sync::atomic::Ordering::Relaxed), Instant::now()),
-                // A fork's child is made whatever the process does meanwhile (its node
-                // refuses to capture it while the fork is on its way).
+                // A fork's child is made whatever the process does meanwhile (a capture on
+                // its node gives the fork up there: the child's stream is then refused and
+                // the deputy made for it undone).
                 Input::Deputy(Event::Forked { seq, result }) => Box::pin(self.forked(seq, result)).await,
+                // A fork asked for while the process moves: not now, its call is made again
+                // (after the move, wherever it runs).
+                Input::Remote { gen, msg: ToHome::Fork { seq, .. } } if self.is_current(gen) => {
+                    if let Some(r) = &self.remote {
+                        let _ = r.tx.send(ToRemote::Forked { seq, errno: 0 }).await;
+                    }
+                }
                 // Its figures while it moves are the remote copy's.
                 Input::Look => {}
                 other => return Some(other),

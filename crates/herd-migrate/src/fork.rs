@@ -149,11 +149,16 @@ impl Forking {
             restart(parent, regs);
             return Err(e);
         }
-        child.detach()?;
+        if let Err(e) = child.detach() {
+            // (It died meanwhile: the parent's call is made again.)
+            restart(parent, regs);
+            return Err(e);
+        }
         let mut p = regs;
         p.rax = home_pid as u64;
         let _ = parent.set_regs(&p);
-        parent.detach()?;
+        // (If the parent died meanwhile, the child runs on as an orphan would.)
+        let _ = parent.detach();
         Ok(())
     }
 
@@ -220,14 +225,22 @@ pub fn is_injected_clone(n: &Notif) -> bool {
 /// with ENOSYS. The thread ends once no process uses the filter any more.
 pub struct Hub {
     listener: Arc<Listener>,
-    members: Mutex<HashMap<i32, WakeSender<Notif>>>,
+    members: Mutex<Members>,
+}
+
+#[derive(Default)]
+struct Members {
+    /// Each process's guest, by its pid here.
+    guests: HashMap<i32, WakeSender<Notif>>,
+    /// The process of each other thread seen (forgotten with its process, or once gone).
+    threads: HashMap<i32, i32>,
 }
 
 impl Hub {
     /// Starts reading `listener` (a guest's, which then reads [`Hub::join`]'s receiver
     /// instead).
     pub fn start(listener: Arc<Listener>) -> std::io::Result<Arc<Hub>> {
-        let hub = Arc::new(Hub { listener, members: Mutex::new(HashMap::new()) });
+        let hub = Arc::new(Hub { listener, members: Mutex::new(Members::default()) });
         let h = hub.clone();
         std::thread::Builder::new().name("guest-calls".into()).spawn(move || h.run())?;
         Ok(hub)
@@ -240,23 +253,24 @@ impl Hub {
     /// The calls of process `pid` (every thread of it) from now on.
     pub fn join(&self, pid: i32) -> std::io::Result<WakeReceiver<Notif>> {
         let (tx, rx) = crate::wake::channel()?;
-        self.members.lock().expect("hub members").insert(pid, tx);
+        self.members.lock().expect("hub members").guests.insert(pid, tx);
         Ok(rx)
     }
 
     /// Process `pid`'s guest ends.
     pub fn leave(&self, pid: i32) {
-        self.members.lock().expect("hub members").remove(&pid);
+        let mut m = self.members.lock().expect("hub members");
+        m.guests.remove(&pid);
+        m.threads.retain(|_, p| *p != pid);
     }
 
     fn run(&self) {
-        // Each calling thread's process (a thread's id → its process's, read once).
-        let mut tgids: HashMap<i32, i32> = HashMap::new();
         loop {
             match self.listener.wait(1000) {
                 Ok(Readiness::Notification) => {}
                 Ok(Readiness::Timeout) => {
-                    tgids.retain(|tid, _| std::path::Path::new(&format!("/proc/{tid}")).exists());
+                    let mut m = self.members.lock().expect("hub members");
+                    m.threads.retain(|tid, _| std::path::Path::new(&format!("/proc/{tid}")).exists());
                     continue;
                 }
                 Ok(Readiness::Gone) | Err(_) => break,
@@ -270,20 +284,29 @@ impl Hub {
                 continue;
             }
             let tid = n.pid as i32;
-            let pid = match tgids.get(&tid) {
-                Some(p) => *p,
-                None => {
+            let sent = {
+                let mut m = self.members.lock().expect("hub members");
+                // A main thread is its process; another thread's process is read once.
+                let pid = if m.guests.contains_key(&tid) {
+                    tid
+                } else if let Some(p) = m.threads.get(&tid) {
+                    *p
+                } else {
                     let p = tgid_of(tid).unwrap_or(tid);
-                    tgids.insert(tid, p);
+                    m.threads.insert(tid, p);
                     p
+                };
+                match m.guests.get(&pid).map(|g| g.send(n)) {
+                    Some(true) => true,
+                    Some(false) => {
+                        m.guests.remove(&pid);
+                        false
+                    }
+                    None => false,
                 }
             };
-            let member = self.members.lock().expect("hub members").get(&pid).map(|m| m.send(n));
-            if member != Some(true) {
-                if member == Some(false) {
-                    self.leave(pid);
-                }
-                tracing::debug!(pid, tid, nr = n.nr, "a call of a process no guest serves: ENOSYS");
+            if !sent {
+                tracing::debug!(tid, nr = n.nr, "a call of a process no guest serves: ENOSYS");
                 let _ = self.listener.respond(n.id, -1, libc::ENOSYS);
             }
         }

@@ -1405,10 +1405,11 @@ impl Guest {
             ToRemote::Capture => return self.capture(Capture::Move, cmds, out, image_out, hashes),
             ToRemote::CapturePostCopy => return self.capture(Capture::PostCopy, cmds, out, image_out, hashes),
             ToRemote::Checkpoint { id, base } => return self.capture(Capture::Checkpoint { id, base }, cmds, out, image_out, hashes),
+            // errno 0: home was busy moving the process; the call is made again.
             ToRemote::Forked { seq, errno } => {
                 if let Some(f) = self.forks.remove(&seq) {
                     tracing::debug!(pid = self.pid, seq, errno, "a fork failed at home");
-                    f.abandon(Some(errno));
+                    f.abandon((errno != 0).then_some(errno));
                 }
             }
             ToRemote::Kill => {
@@ -1443,10 +1444,10 @@ impl Guest {
             out(ToHome::CaptureFailed { reason: "its memory is still arriving (post-copy)".into() });
             return Flow::Go;
         }
-        if !self.forks.is_empty() {
-            out(ToHome::CaptureFailed { reason: "it is forking".into() });
-            return Flow::Go;
-        }
+        // A fork on its way is given up: its call is made again wherever the process goes
+        // on (home undoes the deputy it made, if any, when the child's stream finds no fork
+        // here).
+        self.drop_forks();
         let postcopy = kind == Capture::PostCopy;
         // An increment only of the checkpoint the tracking started at; anything else
         // is a whole image, captured untracked.
@@ -1587,6 +1588,9 @@ impl Guest {
                     return Flow::End;
                 }
                 Ok(GuestCmd::Home(ToRemote::Signal { sig, .. })) => self.held_signals.entry(self.pid).or_default().push_back((sig, false)),
+                // A fork given up for this capture (its call is made again wherever the
+                // process goes on): its child's stream is refused, home undoes its deputy.
+                Ok(GuestCmd::Child(c)) => self.child_arrives(c),
                 Ok(_) => {}
             }
         }

@@ -204,6 +204,8 @@ pub enum ToRemote {
     /// Tag 21 (version 11): fork `seq` ([`ToHome::Fork`]) is not made here: home could not
     /// make the child's deputy (`errno`: EAGAIN for `ulimit -u`, as a fork at home), or
     /// gave it up. The fork returns -`errno`; nothing of the child is left anywhere.
+    /// `errno` 0: home is moving the process (or checkpointing it) and cannot fork its
+    /// deputy now: the call is made again.
     Forked { seq: u64, errno: i32 },
 }
 
