@@ -37,7 +37,7 @@ use lab::*;
 use nodes::HERD;
 use serde_json::Value;
 
-const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn", "fam_forkaway"];
+const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn", "fam_forkaway", "fam_forkloop"];
 const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py", "fam_pool.py", "fam_forkaway.sh", "fam_forkaway.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
@@ -67,6 +67,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("vfork_limit_and_orphan_from_away", vfork_limit_and_orphan_from_away),
     ("forks_away_make_their_children_there", forks_away_make_their_children_there),
     ("bash_and_python_fork_on_their_node", bash_and_python_fork_on_their_node),
+    ("forking_in_a_loop_while_moved_around", forking_in_a_loop_while_moved_around),
 ];
 
 #[test]
@@ -514,6 +515,47 @@ fn bash_and_python_fork_on_their_node(lab: &Lab) {
         lab.expect_where(&p, pid, "n2", Some(1));
         let moved = p.finish(lab);
         same_result(&direct, &moved, sorted);
+    }
+}
+
+/// A process that forks 600 children one after the other (each exits with a status of
+/// its own, the parent checks it) is moved between n2, n3 and home every 150 ms while it
+/// forks:
+/// moves meet forks on their way (given up by the capture and made again after it, or
+/// answered "not now" at home); every child ran once, every status and pid is right.
+fn forking_in_a_loop_while_moved_around(lab: &Lab) {
+    let prog = lab.program("fam_forkloop").with_args(&["600"]);
+    let direct = lab.run_direct("fam_forkloop (direct)", &prog, &[Gate::Line("ready 1")]);
+    expect_status(&direct, Some(0), None);
+    assert_eq!(direct.stdout, "ready 1\nforks: 600, statuses right: 600, pids right: 600\n", "{}", direct.describe());
+    let mut p = lab.start("fam_forkloop (herd run --lock, moved while it forks)", How::HerdLocked, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready 1");
+    lab.expect_migrate(&p, pid, "n2");
+    p.send(lab, "go\n");
+    let mut moved_while_forking = 0;
+    for to in ["n3", "n2", "home", "n3", "home", "n2", "n3", "n2", "home"] {
+        thread::sleep(Duration::from_millis(150));
+        if p.stdout().contains("forks:") {
+            break;
+        }
+        // A move may find the process between two forks or in one; either way it moves
+        // (or, if it ended meanwhile, says so).
+        let (ok, said) = run_herd(lab, &["migrate", &pid.to_string(), to]);
+        if ok {
+            moved_while_forking += 1;
+        } else {
+            assert!(
+                ["ended", "does not exist", "no migratable", "already"].iter().any(|w| said.contains(w)),
+                "herd migrate {pid} {to}: {said}"
+            );
+        }
+    }
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    println!("{}: moved {moved_while_forking} times while it forked", moved.label);
+    for node in ["n2", "n3"] {
+        lab.expect_gone_from(None, node, &prog);
     }
 }
 

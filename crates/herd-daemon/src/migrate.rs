@@ -397,6 +397,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin, birth: Option<
         quiesced: false,
         forking,
         birth,
+        fork_give_ups: Vec::new(),
     };
     tokio::spawn(actor.run(start));
     true
@@ -798,7 +799,13 @@ struct Actor {
     forking: Arc<std::sync::atomic::AtomicUsize>,
     /// A child forked away: made there first ([`Actor::born_away`]).
     birth: Option<Birth>,
+    /// When the children of its forks away could not be made there, lately.
+    fork_give_ups: Vec<Instant>,
 }
+
+/// Children of forks away that could not be made (their stream failed) this many times
+/// within this long: the next fails with EAGAIN instead of being made again.
+const FORK_GIVE_UPS: (usize, Duration) = (3, Duration::from_secs(10));
 
 /// The least time between two figures of a process that rates are computed over.
 const MIN_SAMPLE: Duration = Duration::from_millis(500);
@@ -1200,7 +1207,13 @@ impl Actor {
                 if let Some(d) = &self.deputy {
                     d.send(Cmd::Unfork { pid: child });
                 }
-                self.to_remote(ToRemote::Forked { seq, errno: libc::EAGAIN }).await;
+                // The call is made again, unless children keep failing to be made there:
+                // then it fails as a fork short of resources does.
+                let now = Instant::now();
+                self.fork_give_ups.retain(|t| now.duration_since(*t) < FORK_GIVE_UPS.1);
+                self.fork_give_ups.push(now);
+                let errno = if self.fork_give_ups.len() >= FORK_GIVE_UPS.0 { libc::EAGAIN } else { 0 };
+                self.to_remote(ToRemote::Forked { seq, errno }).await;
                 true
             }
             Input::Look => self.deputy.is_some() || self.ended_home || self.home_tick(),
@@ -1759,6 +1772,7 @@ impl Actor {
                 // A fork asked for while the process moves: not now, its call is made again
                 // (after the move, wherever it runs).
                 Input::Remote { gen, msg: ToHome::Fork { seq, .. } } if self.is_current(gen) => {
+                    tracing::debug!(pid = self.pid, seq, "a fork while it moves: made again later");
                     if let Some(r) = &self.remote {
                         let _ = r.tx.send(ToRemote::Forked { seq, errno: 0 }).await;
                     }
@@ -2489,7 +2503,17 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     let link = match adopt.fork_of {
         // The child of a fork made here: its parent's guest makes it run.
         Some(f) => {
-            let parent = shared.procs.guests.lock().expect("guests lock").values().find(|g| g.home == adopt.home && g.pid == f.parent).map(|g| g.link.clone());
+            // The newest guest of that process here (an older one, which moved on, may not
+            // have been dropped yet).
+            let parent = shared
+                .procs
+                .guests
+                .lock()
+                .expect("guests lock")
+                .iter()
+                .filter(|(_, g)| g.home == adopt.home && g.pid == f.parent)
+                .max_by_key(|(id, _)| **id)
+                .map(|(_, g)| g.link.clone());
             tracing::debug!(home = adopt.home, pid = adopt.pid, parent = f.parent, "a child made here by a fork");
             match (parent, guest::channel()) {
                 (Some(parent), Ok((tx, rx))) => {

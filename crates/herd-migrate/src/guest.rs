@@ -989,7 +989,8 @@ impl Guest {
 
     /// Children still held end (the process ends, or leaves: its forks are made again).
     fn drop_forks(&mut self) {
-        for (_, f) in self.forks.drain() {
+        for (seq, f) in self.forks.drain() {
+            tracing::debug!(pid = self.pid, seq, child = f.child(), "a fork on its way is given up (its call is made again)");
             f.abandon(None);
         }
     }

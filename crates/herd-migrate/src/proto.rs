@@ -203,9 +203,9 @@ pub enum ToRemote {
     ImageKept { id: u64 },
     /// Tag 21 (version 11): fork `seq` ([`ToHome::Fork`]) is not made here: home could not
     /// make the child's deputy (`errno`: EAGAIN for `ulimit -u`, as a fork at home), or
-    /// gave it up. The fork returns -`errno`; nothing of the child is left anywhere.
-    /// `errno` 0: home is moving the process (or checkpointing it) and cannot fork its
-    /// deputy now: the call is made again.
+    /// gave the child up three times in 10 s (EAGAIN). The fork returns -`errno`; nothing
+    /// of the child is left anywhere. `errno` 0: the call is made again (home is moving or
+    /// checkpointing the process, or gave this child up: its stream failed).
     Forked { seq: u64, errno: i32 },
 }
 
