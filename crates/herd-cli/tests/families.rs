@@ -37,7 +37,7 @@ use lab::*;
 use nodes::HERD;
 use serde_json::Value;
 
-const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn", "fam_forkaway", "fam_forkloop"];
+const C_PROGRAMS: &[&str] = &["fam_wait", "fam_gen", "fam_tick", "fam_sigmask", "fam_spawn", "fam_forkaway", "fam_forkloop", "fam_threadfork"];
 const SCRIPTS: &[&str] = &["fam_jobs.sh", "fam_spin.sh", "fam_xargs.sh", "fam_pipe.sh", "fam_tree.sh", "fam_native.sh", "fam_project.py", "fam_pty.py", "fam_pool.py", "fam_forkaway.sh", "fam_forkaway.py"];
 /// Translation units of the generated C project (about 4 s of -O2 each: time to move
 /// two compilers while they run).
@@ -68,6 +68,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("forks_away_make_their_children_there", forks_away_make_their_children_there),
     ("bash_and_python_fork_on_their_node", bash_and_python_fork_on_their_node),
     ("forking_in_a_loop_while_moved_around", forking_in_a_loop_while_moved_around),
+    ("a_thread_forks_away", a_thread_forks_away),
 ];
 
 #[test]
@@ -462,7 +463,8 @@ fn make_moved_away_while_its_jobs_run(lab: &Lab) {
 
 /// A process moved to n2 forks three children there (and one of them a grandchild): the
 /// children are born on n2 (never moved: nmigs 0), with their deputies at home as its
-/// children; pids, parent, exact wait statuses and SIGCHLD as in a direct run.
+/// children; then one moves on to n3 and one home; pids, parent, exact wait statuses and
+/// SIGCHLD as in a direct run.
 fn forks_away_make_their_children_there(lab: &Lab) {
     let prog = lab.program("fam_forkaway");
     let gates = [Gate::Line("ready 1"), Gate::Line("ready 2")];
@@ -487,6 +489,12 @@ fn forks_away_make_their_children_there(lab: &Lab) {
         let r = lab.expect_where(&p, *k, "n2", Some(0));
         assert_eq!((r["ppid"].as_i64(), r["job"].as_i64(), r["lock"].as_bool()), (Some(pid.into()), Some(pid.into()), Some(true)), "child {k}: {r}");
     }
+    // Children born away move like any other: one on to n3, one home (each waiting in a
+    // read of its pipe, at home).
+    lab.expect_migrate(&p, kids[1], "n3");
+    lab.expect_migrate(&p, kids[2], "home");
+    lab.expect_where(&p, kids[1], "n3", Some(1));
+    lab.expect_where(&p, kids[2], "n1", Some(1));
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
@@ -557,6 +565,28 @@ fn forking_in_a_loop_while_moved_around(lab: &Lab) {
     for node in ["n2", "n3"] {
         lab.expect_gone_from(None, node, &prog);
     }
+}
+
+/// A thread other than the main one forks on n2 while the main thread makes calls: the
+/// child (its deputy a fork of that thread's deputy) reports its parent and exits 9; the
+/// same output as a direct run, and the child was made on n2 (the process never came home).
+fn a_thread_forks_away(lab: &Lab) {
+    let prog = lab.program("fam_threadfork");
+    let direct = lab.run_direct("fam_threadfork (direct)", &prog, &[Gate::Line("ready 1")]);
+    expect_status(&direct, Some(0), None);
+    assert_eq!(direct.stdout, "ready 1\nthread's child: parent matches, exited 9\nmain thread: 200 calls\n", "{}", direct.describe());
+    let mut p = lab.start("fam_threadfork (herd run --lock, a thread forks on n2)", How::HerdLocked, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready 1");
+    lab.expect_migrate(&p, pid, "n2");
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+    // The child was born on n2: the parent did not come home to fork.
+    let home_log = fs::read_to_string(lab.dir.join("n1/herdd.log")).unwrap_or_default();
+    assert!(home_log.contains(&format!("ppid={pid} node=\"n2\"")), "no child of {pid} forked on n2 in n1's log:\n{}", moved.logs);
+    let came_home = home_log.lines().any(|l| l.contains("moved to n1 (stopped") && l.ends_with(&format!(" pid={pid}")));
+    assert!(!came_home, "the process came home:\n{}", moved.logs);
 }
 
 // ---------------------------------------------------------------------------
