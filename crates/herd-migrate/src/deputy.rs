@@ -150,6 +150,12 @@ struct ThreadLink {
 }
 
 impl Link {
+    /// The link of a new deputy thread for process `pid`, and that thread's commands.
+    fn new(pid: i32) -> (Link, Receiver<Cmd>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Link { pid, cookie: cookie(), cmds: tx, threads: Default::default() }, rx)
+    }
+
     /// Queues `cmd` and wakes the thread if it waits on the deputy. A call
     /// goes to the deputy of the thread that made it, if it has one.
     pub fn send(&self, cmd: Cmd) -> bool {
@@ -231,10 +237,8 @@ pub fn start(
     mut send: impl FnMut(ToRemote) -> bool + Send + 'static,
     events: impl Fn(Event) + Send + Sync + 'static,
 ) -> Link {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let link = Link { pid, cookie: cookie(), cmds: tx, threads: Default::default() };
-    let cookie = link.cookie;
-    let routes = link.threads.clone();
+    let (link, rx) = Link::new(pid);
+    let (cookie, routes) = (link.cookie, link.threads.clone());
     let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(events);
     std::thread::Builder::new()
         .name(format!("deputy-{pid}"))
@@ -327,10 +331,8 @@ pub fn start(
 /// [`Event::Gone`]) and serves it as any deputy. Returns the link at once.
 pub fn adopt_forked(twin: Twin, events: impl Fn(Event) + Send + Sync + 'static) -> Link {
     let pid = twin.pid;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let link = Link { pid, cookie: cookie(), cmds: tx, threads: Default::default() };
-    let cookie = link.cookie;
-    let routes = link.threads.clone();
+    let (link, rx) = Link::new(pid);
+    let (cookie, routes) = (link.cookie, link.threads.clone());
     let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(events);
     std::thread::Builder::new()
         .name(format!("deputy-{pid}"))

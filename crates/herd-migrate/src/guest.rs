@@ -452,46 +452,24 @@ impl Guest {
         for (fd, pos, flags) in own.into_iter().filter(|(fd, _, _)| !direct.has(*fd)) {
             ahead.own(fd, pos, Some(flags));
         }
-        Ok(Guest {
+        let mut g = Guest::new(adopt, pid, listener, pidfd, direct, shared);
+        g.tids = tids;
+        g.restore_ms = restore_ms(&restored);
+        g.ahead = ahead;
+        g.dirty = dirty;
+        g.at_home = at_home;
+        Ok(g)
+    }
+
+    /// A guest of process `pid` (home's `adopt.pid`) that has made no call yet.
+    fn new(adopt: &Adopt, pid: i32, listener: Arc<Listener>, pidfd: PidFd, direct: Direct, shared: &Arc<Shared>) -> Guest {
+        Guest {
             pid,
             home_pid: adopt.pid,
             home: adopt.home.clone(),
             listener,
             calls: None,
             hub: None,
-            pidfd,
-            seq: 0,
-            tids,
-            pending: HashMap::new(),
-            held_signals: HashMap::new(),
-            births: HashMap::new(),
-            unplaced: VecDeque::new(),
-            last_stats: Instant::now(),
-            shared: shared.clone(),
-            restore_ms: restore_ms(&restored),
-            direct,
-            ahead,
-            dirty,
-            at_home,
-            forks: HashMap::new(),
-            no_fork_here: false,
-            unclaimed: HashMap::new(),
-        })
-    }
-
-    /// The guest of a child made here by a fork ([`Forking::finish`]): process `pid`,
-    /// running already, its calls from `hub` (`calls`), its direct files `direct` (its
-    /// parent's).
-    fn forked(adopt: &Adopt, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct, shared: &Arc<Shared>) -> Result<Guest, String> {
-        let pidfd = PidFd::open(pid).map_err(|e| e.to_string())?;
-        shared.pages_done.store(true, Ordering::SeqCst);
-        Ok(Guest {
-            pid,
-            home_pid: adopt.pid,
-            home: adopt.home.clone(),
-            listener: hub.listener().clone(),
-            calls: Some(calls),
-            hub: Some(hub),
             pidfd,
             seq: 0,
             tids: HashMap::from([(pid, adopt.pid)]),
@@ -509,7 +487,19 @@ impl Guest {
             forks: HashMap::new(),
             no_fork_here: false,
             unclaimed: HashMap::new(),
-        })
+        }
+    }
+
+    /// The guest of a child made here by a fork ([`Forking::finish`]): process `pid`,
+    /// running already, its calls from `hub` (`calls`), its direct files `direct` (its
+    /// parent's).
+    fn forked(adopt: &Adopt, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct, shared: &Arc<Shared>) -> Result<Guest, String> {
+        let pidfd = PidFd::open(pid).map_err(|e| e.to_string())?;
+        shared.pages_done.store(true, Ordering::SeqCst);
+        let mut g = Guest::new(adopt, pid, hub.listener().clone(), pidfd, direct, shared);
+        g.calls = Some(calls);
+        g.hub = Some(hub);
+        Ok(g)
     }
 
     fn serve(
