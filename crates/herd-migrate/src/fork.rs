@@ -79,9 +79,10 @@ pub enum NotHere {
 }
 
 impl Forking {
-    /// Makes the child of thread `tid` of process `pid`, waiting in fork call `n` (its
-    /// calls are read by a [`Hub`], which lets the injected clone through).
-    pub fn begin(pid: i32, n: &Notif) -> Result<Forking, NotHere> {
+    /// Makes the child of the thread waiting in fork call `n` (its process's calls are
+    /// read by a [`Hub`], which lets the injected clone through), through the process's
+    /// `syscall` instruction at `gadget` (see [`gadget`]).
+    pub fn begin(n: &Notif, gadget: u64) -> Result<Forking, NotHere> {
         let tid = n.pid as i32;
         let (nr, args) = (i64::from(n.nr), n.args);
         let mut parent = Tracee::seize(tid, abi::PTRACE_O_TRACECLONE).map_err(|e| NotHere::Cannot(format!("seizing the thread: {e}")))?;
@@ -101,7 +102,7 @@ impl Forking {
             libc::SYS_clone => (args[0], args[2], args[3]),
             _ => (libc::SIGCHLD as u64, 0, 0),
         };
-        match make_child(pid, &mut parent, regs, ctid, flags) {
+        match make_child(gadget, &mut parent, regs, ctid, flags) {
             Ok(child) => Ok(Forking { parent, regs, child, flags, ptid, ctid }),
             Err(NotHere::Failed(errno)) => {
                 let mut failed = regs;
@@ -189,9 +190,14 @@ fn restart(mut parent: Tracee, mut regs: Regs) {
     let _ = parent.detach();
 }
 
+/// Process `pid`'s `syscall` instruction to inject calls through (in its vDSO, which
+/// stays where it is for the process's life; its children have it at the same place).
+pub fn gadget(pid: i32) -> Result<u64, NotHere> {
+    herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| NotHere::Cannot(e.to_string()))
+}
+
 /// The child: a clone injected in the forking thread.
-fn make_child(pid: i32, parent: &mut Tracee, regs: Regs, ctid: u64, flags: u64) -> Result<Tracee, NotHere> {
-    let gadget = herd_checkpoint::capture::syscall_gadget(pid).map_err(|e| NotHere::Cannot(e.to_string()))?;
+fn make_child(gadget: u64, parent: &mut Tracee, regs: Regs, ctid: u64, flags: u64) -> Result<Tracee, NotHere> {
     let err = |what: &str, e: KernelError| NotHere::Cannot(format!("{what}: {e}"));
     // A child process of the process's parent (herdd), without an exit signal.
     let (ret, child) = Injector::new(parent, gadget, regs).call_clone(abi::SYS_CLONE, &[abi::CLONE_PARENT, 0, 0, 0, 0]).map_err(|e| err("clone", e))?;

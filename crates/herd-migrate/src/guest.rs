@@ -142,10 +142,10 @@ impl Drop for Guest {
 
 /// Starts the guest of a child made here (see [`GuestCmd::Child`]): a thread serves
 /// process `pid`, which runs already.
-fn start_child(c: ForkChild, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct) {
+fn start_child(c: ForkChild, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct, gadget: Option<u64>) {
     let spawned = std::thread::Builder::new().name(format!("guest-{}", c.adopt.pid)).spawn(move || {
         let ForkChild { adopt, out, image_out, shared, cmds, .. } = c;
-        let guest = match Guest::forked(&adopt, pid, hub, calls, direct, &shared) {
+        let guest = match Guest::forked(&adopt, pid, hub, calls, direct, gadget, &shared) {
             Ok(g) => g,
             Err(why) => {
                 let _ = task::kill_and_reap(pid);
@@ -260,6 +260,9 @@ struct Guest {
     /// Home's answers to forwarded calls whose wait a signal ended before they came, by
     /// thread: the same call again (the kernel's restart) takes it.
     unclaimed: HashMap<i32, (Call, i64)>,
+    /// Where its vDSO's `syscall` instruction is, once a fork looked (its children have
+    /// it at the same place).
+    gadget: Option<u64>,
 }
 
 /// The placeholders of a guest's memory kept at home (memory it shares with processes
@@ -487,18 +490,20 @@ impl Guest {
             forks: HashMap::new(),
             no_fork_here: false,
             unclaimed: HashMap::new(),
+            gadget: None,
         }
     }
 
     /// The guest of a child made here by a fork ([`Forking::finish`]): process `pid`,
     /// running already, its calls from `hub` (`calls`), its direct files `direct` (its
     /// parent's).
-    fn forked(adopt: &Adopt, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct, shared: &Arc<Shared>) -> Result<Guest, String> {
+    fn forked(adopt: &Adopt, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>, direct: Direct, gadget: Option<u64>, shared: &Arc<Shared>) -> Result<Guest, String> {
         let pidfd = PidFd::open(pid).map_err(|e| e.to_string())?;
         shared.pages_done.store(true, Ordering::SeqCst);
         let mut g = Guest::new(adopt, pid, hub.listener().clone(), pidfd, direct, shared);
         g.calls = Some(calls);
         g.hub = Some(hub);
+        g.gadget = gadget;
         Ok(g)
     }
 
@@ -920,7 +925,11 @@ impl Guest {
         }
         // The child shares the parent's descriptors: none has an offset of its own now.
         send_settle(self.ahead.forget_all(), out);
-        match Forking::begin(self.pid, &n) {
+        let gadget = match self.gadget {
+            Some(g) => Ok(g),
+            None => fork::gadget(self.pid).inspect(|g| self.gadget = Some(*g)),
+        };
+        match gadget.and_then(|g| Forking::begin(&n, g)) {
             Ok(f) => {
                 self.seq += 1;
                 tracing::debug!(pid = self.pid, tid = caller, child = f.child(), seq = self.seq, "forks here");
@@ -966,7 +975,7 @@ impl Guest {
         match f.finish(c.adopt.pid) {
             Ok(()) => {
                 tracing::debug!(pid = self.pid, child = pid, home_pid = c.adopt.pid, "a child made here runs");
-                start_child(c, pid, hub, calls, direct);
+                start_child(c, pid, hub, calls, direct, self.gadget);
             }
             Err(e) => {
                 hub.leave(pid);
