@@ -92,6 +92,8 @@ struct Birth {
     addr: SocketAddr,
     /// The parent's actor, told if the child cannot be made after all.
     parent_tx: mpsc::UnboundedSender<Input>,
+    /// The parent's stream the fork came on.
+    parent_gen: u64,
 }
 
 /// What a process passes on to the children it makes (at adoption).
@@ -174,7 +176,9 @@ enum Input {
     Release { reply: oneshot::Sender<Result<(), ControlError>> },
     /// The child of fork `seq` could not be made on the node (its stream failed): its
     /// deputy, `child`, is undone and the fork fails there.
-    ForkGivenUp { seq: u64, child: i32 },
+    /// `gen`: the parent's stream the fork came on (a fork of an earlier stay elsewhere
+    /// has nothing to answer).
+    ForkGivenUp { seq: u64, child: i32, gen: u64 },
     /// The node's new look ([`crate::sampler`]) has something new of it: at home, its
     /// figures are taken from it ([`looked`]).
     Look,
@@ -1203,17 +1207,8 @@ impl Actor {
                 let _ = reply.send(r);
                 !home
             }
-            Input::ForkGivenUp { seq, child } => {
-                if let Some(d) = &self.deputy {
-                    d.send(Cmd::Unfork { pid: child });
-                }
-                // The call is made again, unless children keep failing to be made there:
-                // then it fails as a fork short of resources does.
-                let now = Instant::now();
-                self.fork_give_ups.retain(|t| now.duration_since(*t) < FORK_GIVE_UPS.1);
-                self.fork_give_ups.push(now);
-                let errno = if self.fork_give_ups.len() >= FORK_GIVE_UPS.0 { libc::EAGAIN } else { 0 };
-                self.to_remote(ToRemote::Forked { seq, errno }).await;
+            Input::ForkGivenUp { seq, child, gen } => {
+                self.fork_given_up(seq, child, gen).await;
                 true
             }
             Input::Look => self.deputy.is_some() || self.ended_home || self.home_tick(),
@@ -1769,6 +1764,9 @@ impl Actor {
                 // its node gives the fork up there: the child's stream is then refused and
                 // the deputy made for it undone).
                 Input::Deputy(Event::Forked { seq, result }) => Box::pin(self.forked(seq, result)).await,
+                // A child that could not be made: undone now (the deputy does it even while
+                // it holds still for the move).
+                Input::ForkGivenUp { seq, child, gen } => Box::pin(self.fork_given_up(seq, child, gen)).await,
                 // A fork asked for while the process moves: not now, its call is made again
                 // (after the move, wherever it runs).
                 Input::Remote { gen, msg: ToHome::Fork { seq, .. } } if self.is_current(gen) => {
@@ -2015,11 +2013,9 @@ impl Actor {
         let start = procfs::process::Process::new(twin.pid).and_then(|p| p.stat()).map(|st| st.starttime);
         let (Some(node), Some(addr), Ok(start)) = (node, addr, start) else {
             tracing::warn!(pid = self.pid, child = twin.pid, "a fork away is given up: its node is not known any more");
-            if let Some(d) = &self.deputy {
-                d.send(Cmd::Unfork { pid: twin.pid });
-            }
             self.forking.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            self.to_remote(ToRemote::Forked { seq, errno: libc::EAGAIN }).await;
+            let gen = self.remote.as_ref().map_or(0, |r| r.gen);
+            Box::pin(self.fork_given_up(seq, twin.pid, gen)).await;
             return;
         };
         let kin = {
@@ -2028,9 +2024,33 @@ impl Actor {
         };
         let pid = twin.pid;
         let facts = Facts { uid: self.uid, start, ppid: self.pid, cmd: self.cmd.clone(), plain_ids: true };
-        let birth = Birth { twin, parent: self.pid, seq, node, addr, parent_tx: self.me.clone() };
+        let parent_gen = self.remote.as_ref().map_or(0, |r| r.gen);
+        let birth = Birth { twin, parent: self.pid, seq, node, addr, parent_tx: self.me.clone(), parent_gen };
         insert(&self.shared, pid, facts, kin, Some(birth));
         self.forking.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The child of fork `seq` (on stream `gen`) could not be made: its deputy `child` is
+    /// undone unseen by the parent's deputy, and the fork is made again — or fails with
+    /// EAGAIN, as one short of resources, when children keep failing to be made there.
+    async fn fork_given_up(&mut self, seq: u64, child: i32, gen: u64) {
+        match &self.deputy {
+            Some(d) => {
+                d.send(Cmd::Unfork { pid: child });
+            }
+            None => {
+                // Home already (a child given up late): the process reaps it, killed.
+                tracing::warn!(pid = self.pid, child, "a child given up after its parent came home: killed");
+                let _ = herd_kernel::task::kill(child, libc::SIGKILL);
+            }
+        }
+        let now = Instant::now();
+        self.fork_give_ups.retain(|t| now.duration_since(*t) < FORK_GIVE_UPS.1);
+        self.fork_give_ups.push(now);
+        let errno = if self.fork_give_ups.len() >= FORK_GIVE_UPS.0 { libc::EAGAIN } else { 0 };
+        if self.is_current(gen) {
+            self.to_remote(ToRemote::Forked { seq, errno }).await;
+        }
     }
 
     /// A child forked on a remote node: its stream to that node (no image: the parent's
@@ -2038,53 +2058,81 @@ impl Actor {
     /// could not be made: the parent's fork then fails there with EAGAIN and the deputy
     /// is undone, unseen by the parent.
     async fn born_away(&mut self, b: Birth) -> bool {
-        let Birth { twin, parent, seq, node, addr, parent_tx } = b;
+        let Birth { twin, parent, seq, node, addr, parent_tx, parent_gen } = b;
         let child = twin.pid;
         self.set_row(|r| {
             r.where_ = node.clone();
             r.state = "remote".into();
         });
+        let given_up = |why: String| {
+            tracing::warn!(parent, "the child of a fork on {node} cannot be made there: {why}");
+            let _ = parent_tx.send(Input::ForkGivenUp { seq, child, gen: parent_gen });
+        };
         let remote = match self.connect(&node, addr, MoveMode::StopAndCopy, false, Some(ForkOf { parent, seq })).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(pid = self.pid, parent, "the child of a fork on {node} cannot be made there: {e}");
-                let _ = parent_tx.send(Input::ForkGivenUp { seq, child });
+                given_up(e.to_string());
                 return false;
             }
         };
-        let link = deputy::adopt_forked(twin, self.deputy_events());
+        // Until the child runs there, its deputy stays parked: if it does not, the
+        // parent's deputy undoes it unseen (ForkGivenUp).
         let gen = remote.gen;
-        let (mut running, mut ready) = (false, false);
-        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        let ran = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let Some(input) = self.next().await else { return Err("herdd is stopping".to_string()) };
                 match input {
-                    Input::Remote { gen: g, msg: ToHome::Running { .. } } if g == gen => running = true,
+                    Input::Remote { gen: g, msg: ToHome::Running { .. } } if g == gen => return Ok(()),
                     Input::Remote { gen: g, msg: ToHome::Refused(r) } if g == gen => return Err(r.to_string()),
                     Input::RemoteClosed { gen: g, why } if g == gen => return Err(why),
                     Input::Remote { gen: g, msg } if g == gen => self.early.push(msg),
-                    Input::Deputy(Event::Deputy) => ready = true,
-                    Input::Deputy(Event::Gone(why)) => return Err(why),
                     _ => {}
-                }
-                if running && ready {
-                    return Ok(());
                 }
             }
         })
         .await
         .unwrap_or_else(|_| Err("it did not start within 10 s".into()));
-        if let Err(why) = waited {
-            tracing::warn!(pid = self.pid, parent, "the child of a fork on {node} could not run there: {why}");
-            link.send(Cmd::Kill);
+        if let Err(why) = ran {
             drop(remote);
             self.early.clear();
-            let _ = parent_tx.send(Input::ForkGivenUp { seq, child });
+            given_up(why);
+            return false;
+        }
+        // It runs: its deputy takes over the twin. What the deputy reports meanwhile (a
+        // signal sent to the child at once) is handed on once the stream is its.
+        let link = deputy::adopt_forked(twin, self.deputy_events());
+        let mut reported = Vec::new();
+        let ready = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match self.next().await {
+                    None => return Err("herdd is stopping".to_string()),
+                    Some(Input::Deputy(Event::Deputy)) => return Ok(()),
+                    Some(Input::Deputy(Event::Gone(why))) => return Err(why),
+                    Some(Input::Deputy(ev)) => reported.push(ev),
+                    Some(Input::Remote { gen: g, msg }) if g == gen => self.early.push(msg),
+                    Some(Input::RemoteClosed { gen: g, why }) if g == gen => return Err(why),
+                    Some(_) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err("its deputy did not take it over within 10 s".into()));
+        if let Err(why) = ready {
+            // It ran there, and its parent knows its pid: it is lost, as on a node that
+            // died (its deputy, killed, is reaped by the parent as a child killed).
+            tracing::error!(pid = self.pid, parent, "the child of a fork on {node} is lost: {why}");
+            link.send(Cmd::Kill);
+            let _ = remote.tx.send(ToRemote::Kill).await;
+            self.early.clear();
+            self.shared.counters.processes_lost.inc();
             return false;
         }
         self.deputy = Some(link);
         self.remote = Some(remote);
         self.arrived();
+        for ev in reported {
+            self.on_deputy(ev).await;
+        }
         for msg in std::mem::take(&mut self.early) {
             self.on_remote(msg).await;
         }

@@ -337,6 +337,16 @@ impl Tracee {
         Ok(())
     }
 
+    /// Whether the tracee (held at a stop) has ended meanwhile — killed with its process,
+    /// say — in which case its end is taken here (a tracer must, or the thread stays a
+    /// zombie and its process is never reported ended).
+    pub fn ended(&self) -> bool {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int to `status` on our stack; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        r == self.pid && (libc::WIFEXITED(status) || libc::WIFSIGNALED(status))
+    }
+
     /// Ends the tracee with SIGKILL and reaps the ptrace side of it.
     pub fn kill(self) {
         // SAFETY: kill takes plain integers; the pid is our tracee, which

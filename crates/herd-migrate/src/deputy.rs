@@ -716,6 +716,13 @@ impl Deputy {
                             Some(c) => Ok(c),
                             None => cmds.recv(),
                         };
+                        // A child given up meanwhile is undone here too (the move goes on).
+                        if let Ok(Cmd::Unfork { pid }) = next {
+                            if let Err(KernelError::Died { .. }) = self.unfork(pid, events) {
+                                return events(Event::Gone("ended at home".into()));
+                            }
+                            continue;
+                        }
                         if !matches!(next, Ok(Cmd::Call { .. }) | Ok(Cmd::Quiesce)) {
                             break next;
                         }
@@ -821,9 +828,22 @@ impl Deputy {
             self.limit_processes(nproc)?;
             self.tracee.set_options(abi::PTRACE_O_TRACECLONE | abi::PTRACE_O_TRACEFORK)?;
             self.traces_clones = true;
-            let (r, t) = self.injector()?.call_clone(abi::SYS_CLONE, &[libc::SIGCHLD as u64, 0, 0, 0, 0])?;
+            let mut tries = 0;
+            let (r, t) = loop {
+                let (r, t) = self.injector()?.call_clone(abi::SYS_CLONE, &[libc::SIGCHLD as u64, 0, 0, 0, 0])?;
+                self.hand_on_deferred(events);
+                // A signal came first (a child's SIGCHLD): the kernel makes such a fork
+                // again (-ERESTARTNOINTR) once the signal is taken: handed on, then again.
+                if t.is_some() || r != -abi::ERESTARTNOINTR || tries >= 100 {
+                    break (r, t);
+                }
+                tries += 1;
+                self.hand_on_pending(events)?;
+            };
             let mut t = match (r, t) {
                 (r, Some(t)) if r > 0 => t,
+                // (Still a signal first after a hundred tries: short of a better answer.)
+                (r, _) if r == -abi::ERESTARTNOINTR => return Ok(Err(libc::EAGAIN)),
                 (r, _) if r < 0 => return Ok(Err(-r as i32)),
                 (r, _) => return Err(KernelError::Unexpected { pid: self.pid, what: format!("fork of a deputy: {r}") }),
             };
@@ -864,10 +884,37 @@ impl Deputy {
         Ok(())
     }
 
+    /// Signals that came while an injected call ran (kept aside by it), handed on.
+    fn hand_on_deferred(&mut self, events: &dyn Fn(Event)) {
+        for sig in self.tracee.take_deferred().into_iter().filter(|s| *s != WAKE_SIGNAL) {
+            events(Event::Signal { sig, during_call: false, tid: self.tid, directed: false });
+        }
+    }
+
+    /// Takes the signals pending for the deputy (each at a signal-delivery-stop before an
+    /// injected getpid) and hands them on; our wake-ups are passed over.
+    fn hand_on_pending(&mut self, events: &dyn Fn(Event)) -> Result<(), KernelError> {
+        for _ in 0..64 {
+            match self.injector()?.call_interruptible(abi::SYS_GETPID, &[])? {
+                Outcome::Signal { sig } => {
+                    self.on_signal(sig, false, events)?;
+                }
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
     /// The memory kept at home (the main deputy's list; a thread's deputy has none of
     /// its own).
     fn team_at_home(&self) -> Vec<(u64, u64)> {
         self.at_home.clone()
+    }
+
+    /// Whether the signal this stop is about was sent by process `pid` (its SIGCHLD: the
+    /// kernel's, with the child's pid as sender).
+    fn signal_from(&self, pid: i32) -> bool {
+        self.tracee.siginfo().is_ok_and(|info| pidfd::siginfo_queue_value(&info).1 == pid)
     }
 
     /// Ends child `pid` made by [`Deputy::fork`] and reaps it here (a wait4 injected),
@@ -881,7 +928,7 @@ impl Deputy {
                     tracing::debug!(pid = self.pid, child = pid, "a child given up: reaped ({r})");
                     return Ok(());
                 }
-                Outcome::Signal { sig } if sig == libc::SIGCHLD && !swallowed => swallowed = true,
+                Outcome::Signal { sig } if sig == libc::SIGCHLD && !swallowed && self.signal_from(pid) => swallowed = true,
                 Outcome::Signal { sig } => {
                     self.on_signal(sig, false, events)?;
                 }

@@ -315,7 +315,6 @@ impl Direct {
         d
     }
 
-    /// Whether anything is direct at all.
     /// For the child process `pid` of a fork made here: the same directories, working
     /// directory and umask, and the same local descriptors (the child has those installed
     /// already at their numbers, sharing their open file descriptions, as at home).
@@ -337,6 +336,7 @@ impl Direct {
         })
     }
 
+    /// Whether anything is direct at all.
     pub fn active(&self) -> bool {
         !self.dirs.is_empty()
     }

@@ -7,9 +7,10 @@
 //!
 //! 1. [`Forking::begin`]: the forking thread is seized alone; PTRACE_INTERRUPT ends
 //!    its wait at the notification (the call would restart). A `clone` injected in it
-//!    makes the child — with `CLONE_PARENT` and no exit signal, so that the child is
-//!    herdd's, as every guest is, and the parent never hears of it here — attached
-//!    and stopped before its first instruction.
+//!    makes the child — with `CLONE_PARENT`, so that the child is herdd's, as every
+//!    guest is, and the parent never hears of it here (it takes the parent's own exit
+//!    signal: herdd gets the SIGCHLD) — attached and stopped before its first
+//!    instruction.
 //! 2. Home makes the deputy and opens the child's stream (`Adopt::fork_of`).
 //! 3. [`Forking::finish`]: the child gets the parent's registers with 0 as the
 //!    call's result (and the home pid where CLONE_CHILD_SETTID asks), and runs; the
@@ -40,13 +41,14 @@ use crate::wake::{WakeReceiver, WakeSender};
 const ALLOWED: u64 = (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::CLONE_PARENT_SETTID) as u64;
 
 /// Whether call `nr` with `args` is a fork this node can make: `fork`, or a `clone`
-/// whose exit signal is SIGCHLD and whose other flags are among [`ALLOWED`].
+/// whose exit signal is SIGCHLD, whose other flags are among [`ALLOWED`] and that gives
+/// the child no stack of its own (`clone(fn, stack, SIGCHLD, arg)` is made at home).
 pub fn is_plain_fork(nr: i64, args: &[u64; 6]) -> bool {
     match nr {
         libc::SYS_fork => true,
         libc::SYS_clone => {
             let flags = args[0];
-            flags & 0xff == libc::SIGCHLD as u64 && flags & !0xff & !ALLOWED == 0
+            flags & 0xff == libc::SIGCHLD as u64 && flags & !0xff & !ALLOWED == 0 && args[1] == 0
         }
         _ => false,
     }
@@ -76,6 +78,10 @@ pub enum NotHere {
     /// call returned this errno, as it would have at home.
     #[error("the fork failed: {}", std::io::Error::from_raw_os_error(*.0))]
     Failed(i32),
+    /// A signal came first: the call is made again (as the kernel makes a fork again
+    /// after a signal), and may be made here then.
+    #[error("a signal came first; the fork is made again")]
+    Again,
 }
 
 impl Forking {
@@ -122,6 +128,17 @@ impl Forking {
     /// The child's id here.
     pub fn child(&self) -> i32 {
         self.child.pid()
+    }
+
+    /// The forking thread (its id here).
+    pub fn thread(&self) -> i32 {
+        self.parent.pid()
+    }
+
+    /// Whether the forking thread ended while held (its process was killed): its end is
+    /// taken; [`Forking::abandon`] then only ends the child.
+    pub fn parent_ended(&self) -> bool {
+        self.parent.ended()
     }
 
     /// Home made the deputy: the child (home pid `home_pid`) runs, its call returning 0,
@@ -199,11 +216,13 @@ pub fn gadget(pid: i32) -> Result<u64, NotHere> {
 /// The child: a clone injected in the forking thread.
 fn make_child(gadget: u64, parent: &mut Tracee, regs: Regs, ctid: u64, flags: u64) -> Result<Tracee, NotHere> {
     let err = |what: &str, e: KernelError| NotHere::Cannot(format!("{what}: {e}"));
-    // A child process of the process's parent (herdd), without an exit signal.
+    // A child process of the process's parent (herdd); its exit signal is the process's
+    // own (CLONE_PARENT), which herdd gets.
     let (ret, child) = Injector::new(parent, gadget, regs).call_clone(abi::SYS_CLONE, &[abi::CLONE_PARENT, 0, 0, 0, 0]).map_err(|e| err("clone", e))?;
     let mut child = match child {
         Some(c) => c,
         None if ret == -(libc::EAGAIN as i64) || ret == -(libc::ENOMEM as i64) => return Err(NotHere::Failed(-ret as i32)),
+        None if ret == -abi::ERESTARTNOINTR => return Err(NotHere::Again),
         None => return Err(NotHere::Cannot(format!("clone failed ({ret})"))),
     };
     if flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 && ctid != 0 {
@@ -226,8 +245,8 @@ pub fn is_injected_clone(n: &Notif) -> bool {
 
 /// Reads the seccomp listener shared by a process and the children it forked here, and
 /// hands each call to the guest of the process that made it ([`Hub::join`]). Injected
-/// clones ([`is_injected_clone`]) are let through here: the guest that injects one
-/// waits for it. A call of a process no guest serves (it has ended, or left) fails
+/// clones ([`is_injected_clone`], in a thread the guest announced: [`Hub::injecting`])
+/// are let through here: the guest that injects one waits for it. A call of a process no guest serves (it has ended, or left) fails
 /// with ENOSYS. The thread ends once no process uses the filter any more.
 pub struct Hub {
     listener: Arc<Listener>,
@@ -240,16 +259,29 @@ struct Members {
     guests: HashMap<i32, WakeSender<Notif>>,
     /// The process of each other thread seen (forgotten with its process, or once gone).
     threads: HashMap<i32, i32>,
+    /// Threads a clone is injected in now ([`Hub::injecting`]).
+    injecting: std::collections::HashSet<i32>,
 }
 
 impl Hub {
-    /// Starts reading `listener` (a guest's, which then reads [`Hub::join`]'s receiver
-    /// instead).
-    pub fn start(listener: Arc<Listener>) -> std::io::Result<Arc<Hub>> {
+    /// Starts reading `listener` (guest `pid`'s, which reads the returned receiver
+    /// instead from now on: it is a member before any call is read).
+    pub fn start(listener: Arc<Listener>, pid: i32) -> std::io::Result<(Arc<Hub>, WakeReceiver<Notif>)> {
         let hub = Arc::new(Hub { listener, members: Mutex::new(Members::default()) });
+        let rx = hub.join(pid)?;
         let h = hub.clone();
         std::thread::Builder::new().name("guest-calls".into()).spawn(move || h.run())?;
-        Ok(hub)
+        Ok((hub, rx))
+    }
+
+    /// A clone is about to be injected in thread `tid` (a fork's child, a snapshot): let
+    /// it through ([`Hub::injected`] when it is done). No other `clone(CLONE_PARENT)` is.
+    pub fn injecting(&self, tid: i32) {
+        self.members.lock().expect("hub members").injecting.insert(tid);
+    }
+
+    pub fn injected(&self, tid: i32) {
+        self.members.lock().expect("hub members").injecting.remove(&tid);
     }
 
     pub fn listener(&self) -> &Arc<Listener> {
@@ -285,13 +317,14 @@ impl Hub {
                 Ok(n) => n,
                 Err(_) => continue,
             };
-            if is_injected_clone(&n) {
-                let _ = self.listener.continue_(n.id);
-                continue;
-            }
             let tid = n.pid as i32;
             let sent = {
                 let mut m = self.members.lock().expect("hub members");
+                if is_injected_clone(&n) && m.injecting.contains(&tid) {
+                    drop(m);
+                    let _ = self.listener.continue_(n.id);
+                    continue;
+                }
                 // A main thread is its process; another thread's process is read once.
                 let pid = if m.guests.contains_key(&tid) {
                     tid
@@ -346,5 +379,7 @@ mod tests {
         assert!(!is_plain_fork(libc::SYS_clone, &a((libc::CLONE_NEWPID | libc::SIGCHLD) as u64)));
         assert!(!is_plain_fork(libc::SYS_clone, &a(abi::CLONE_PARENT)));
         assert!(!is_plain_fork(libc::SYS_clone3, &a(glibc)));
+        // A child on a stack of its own (clone(fn, stack, SIGCHLD, arg)).
+        assert!(!is_plain_fork(libc::SYS_clone, &[libc::SIGCHLD as u64, 0x7f00_0000_1000, 0, 0, 0, 0]));
     }
 }

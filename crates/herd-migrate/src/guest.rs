@@ -148,8 +148,11 @@ fn start_child(c: ForkChild, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>
         let guest = match Guest::forked(&adopt, pid, hub, calls, direct, gadget, &shared) {
             Ok(g) => g,
             Err(why) => {
+                // Its parent has its pid already: it ran, and ends killed (its deputy too).
+                tracing::warn!(home = adopt.home, home_pid = adopt.pid, pid, "a child made here cannot be served ({why}); ending it");
                 let _ = task::kill_and_reap(pid);
-                out(ToHome::Refused(Refusal::Restore { why }));
+                out(ToHome::Running { pid });
+                out(ToHome::Exited(Ending::Signal(libc::SIGKILL)));
                 return;
             }
         };
@@ -543,6 +546,15 @@ impl Guest {
             if touched {
                 self.memory_events(&**out);
             }
+            // A forking thread held here that died with its process: its end is taken (so
+            // that the process's end shows), its child ends.
+            let ended: Vec<u64> = self.forks.iter().filter(|(_, f)| f.parent_ended()).map(|(s, _)| *s).collect();
+            for seq in ended {
+                if let Some(f) = self.forks.remove(&seq) {
+                    tracing::debug!(pid = self.pid, seq, "a forking thread ended while its fork was on its way");
+                    f.abandon(None);
+                }
+            }
             if exited {
                 if let Ok(Some(exit)) = self.pidfd.try_wait() {
                     let ending = match exit {
@@ -911,7 +923,7 @@ impl Guest {
         // Its calls and its children's come through a hub from now on (they share the
         // listener); it lets the injected clone through.
         if self.hub.is_none() {
-            match Hub::start(self.listener.clone()).and_then(|h| h.join(self.pid).map(|rx| (h, rx))) {
+            match Hub::start(self.listener.clone(), self.pid) {
                 Ok((h, rx)) => {
                     self.hub = Some(h);
                     self.calls = Some(rx);
@@ -929,14 +941,18 @@ impl Guest {
             Some(g) => Ok(g),
             None => fork::gadget(self.pid).inspect(|g| self.gadget = Some(*g)),
         };
-        match gadget.and_then(|g| Forking::begin(&n, g)) {
+        let hub = self.hub.clone().expect("a hub reads its calls");
+        hub.injecting(caller);
+        let made = gadget.and_then(|g| Forking::begin(&n, g));
+        hub.injected(caller);
+        match made {
             Ok(f) => {
                 self.seq += 1;
                 tracing::debug!(pid = self.pid, tid = caller, child = f.child(), seq = self.seq, "forks here");
                 out(ToHome::Fork { seq: self.seq, tid: self.home_tid(caller), nproc: nproc_limit(self.pid) });
                 self.forks.insert(self.seq, f);
             }
-            Err(e @ fork::NotHere::Failed(_)) => tracing::debug!(pid = self.pid, tid = caller, "{e}"),
+            Err(e @ (fork::NotHere::Failed(_) | fork::NotHere::Again)) => tracing::debug!(pid = self.pid, tid = caller, "{e}"),
             Err(e) => {
                 // Its call is made again, and goes home.
                 tracing::info!(pid = self.pid, home = self.home, "its forks are made at home: {e}");
@@ -1408,7 +1424,7 @@ impl Guest {
             // errno 0: home was busy moving the process; the call is made again.
             ToRemote::Forked { seq, errno } => {
                 if let Some(f) = self.forks.remove(&seq) {
-                    tracing::debug!(pid = self.pid, seq, errno, "a fork failed at home");
+                    tracing::debug!(pid = self.pid, seq, errno, "home answered a fork: {}", if errno == 0 { "not now (made again)".to_string() } else { std::io::Error::from_raw_os_error(errno).to_string() });
                     f.abandon((errno != 0).then_some(errno));
                 }
             }
@@ -1504,7 +1520,14 @@ impl Guest {
             }
             // (A hub lets the snapshot's clone through itself.)
             let listener = if self.hub.is_some() { None } else { Some(&*self.listener) };
-            match frozen.snapshot(listener) {
+            if let Some(h) = &self.hub {
+                h.injecting(self.pid);
+            }
+            let snapshot = frozen.snapshot(listener);
+            if let Some(h) = &self.hub {
+                h.injected(self.pid);
+            }
+            match snapshot {
                 Ok(true) => tracing::debug!(pid = self.pid, "checkpoint from a snapshot"),
                 Ok(false) => {}
                 Err(e) => tracing::info!(pid = self.pid, "no snapshot for this checkpoint ({e}): it stays stopped until its image is written"),
