@@ -174,8 +174,9 @@ enum Input {
     NodeDown(String),
     /// `herd run --native`: no longer migratable, if it is at home.
     Release { reply: oneshot::Sender<Result<(), ControlError>> },
-    /// The child of fork `seq` could not be made on the node (its stream failed): its
-    /// deputy, `child`, is undone and the fork fails there.
+    /// The child of fork `seq` could not be made on the node (its stream failed, or the
+    /// node refused it): its deputy, `child`, is undone unseen and the fork is made again
+    /// there (see [`Actor::fork_given_up`]).
     /// `gen`: the parent's stream the fork came on (a fork of an earlier stay elsewhere
     /// has nothing to answer).
     ForkGivenUp { seq: u64, child: i32, gen: u64 },
