@@ -849,7 +849,7 @@ impl Deputy {
             };
             t.set_sigmask(!0)?;
             self.park(t)?;
-            Ok(Ok(Twin { pid: r as i32, shell: self.gadget, at_home: self.team_at_home() }))
+            Ok(Ok(Twin { pid: r as i32, shell: self.gadget, at_home: self.at_home.clone() }))
         })();
         let result = match made {
             Ok(r) => r,
@@ -865,13 +865,7 @@ impl Deputy {
     /// (set by the process itself, a prlimit64 injected: herdd setting another user's
     /// limit needs CAP_SYS_RESOURCE).
     fn limit_processes(&mut self, nproc: (u64, u64)) -> Result<(), KernelError> {
-        use procfs::process::LimitValue;
-        let v = |x: LimitValue| match x {
-            LimitValue::Unlimited => u64::MAX,
-            LimitValue::Value(n) => n,
-        };
-        let now = procfs::process::Process::new(self.pid).and_then(|p| p.limits()).map(|l| (v(l.max_processes.soft_limit), v(l.max_processes.hard_limit)));
-        if now.as_ref().is_ok_and(|n| *n == nproc) {
+        if crate::fork::nproc_limit(self.pid) == Some(nproc) {
             return Ok(());
         }
         let lim = libc::rlimit { rlim_cur: nproc.0, rlim_max: nproc.1 };
@@ -903,12 +897,6 @@ impl Deputy {
             }
         }
         Ok(())
-    }
-
-    /// The memory kept at home (the main deputy's list; a thread's deputy has none of
-    /// its own).
-    fn team_at_home(&self) -> Vec<(u64, u64)> {
-        self.at_home.clone()
     }
 
     /// Whether the signal this stop is about was sent by process `pid` (its SIGCHLD: the

@@ -355,8 +355,19 @@ impl Hub {
 
 /// The process thread `tid` belongs to (/proc/TID/status `Tgid:`).
 fn tgid_of(tid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    procfs::process::Process::new(tid).and_then(|p| p.status()).map(|s| s.tgid).ok()
+}
+
+/// Process `pid`'s RLIMIT_NPROC (soft, hard; unlimited as u64::MAX), as /proc shows it:
+/// what a fork away carries home ([`crate::proto::ToHome::Fork`]) and the deputy takes.
+pub fn nproc_limit(pid: i32) -> Option<(u64, u64)> {
+    use procfs::process::LimitValue;
+    let v = |x: LimitValue| match x {
+        LimitValue::Unlimited => u64::MAX,
+        LimitValue::Value(n) => n,
+    };
+    let l = procfs::process::Process::new(pid).and_then(|p| p.limits()).ok()?;
+    Some((v(l.max_processes.soft_limit), v(l.max_processes.hard_limit)))
 }
 
 #[cfg(test)]

@@ -169,19 +169,6 @@ fn start_child(c: ForkChild, pid: i32, hub: Arc<Hub>, calls: WakeReceiver<Notif>
     }
 }
 
-/// Process `pid`'s RLIMIT_NPROC (soft, hard; unlimited if it cannot be read).
-fn nproc_limit(pid: i32) -> (u64, u64) {
-    use procfs::process::LimitValue;
-    let v = |x: LimitValue| match x {
-        LimitValue::Unlimited => u64::MAX,
-        LimitValue::Value(n) => n,
-    };
-    procfs::process::Process::new(pid)
-        .and_then(|p| p.limits())
-        .map(|l| (v(l.max_processes.soft_limit), v(l.max_processes.hard_limit)))
-        .unwrap_or((u64::MAX, u64::MAX))
-}
-
 /// A forwarded call waiting for home's reply.
 struct Pending {
     /// The seccomp notification to answer.
@@ -949,7 +936,7 @@ impl Guest {
             Ok(f) => {
                 self.seq += 1;
                 tracing::debug!(pid = self.pid, tid = caller, child = f.child(), seq = self.seq, "forks here");
-                out(ToHome::Fork { seq: self.seq, tid: self.home_tid(caller), nproc: nproc_limit(self.pid) });
+                out(ToHome::Fork { seq: self.seq, tid: self.home_tid(caller), nproc: fork::nproc_limit(self.pid).unwrap_or((u64::MAX, u64::MAX)) });
                 self.forks.insert(self.seq, f);
             }
             Err(e @ (fork::NotHere::Failed(_) | fork::NotHere::Again)) => tracing::debug!(pid = self.pid, tid = caller, "{e}"),
