@@ -51,7 +51,7 @@ use serde_json::Value;
 
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
-    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "mig_forkheap", "thr_work", "thr_omp", "thr_sig", "refuse"];
+    &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "mig_forkheap", "thr_work", "thr_omp", "thr_sig", "refuse", "mig_sigcut"];
 const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
@@ -73,6 +73,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
     ("signals_reach_it_and_sigkill_leaves_nothing", signals_reach_it_and_sigkill_leaves_nothing),
     ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
+    ("signals_here_cut_forwarded_writes_short", signals_here_cut_forwarded_writes_short),
     ("exit_status_3_reproduced", exit_status_3_reproduced),
     ("sigsegv_reproduced", sigsegv_reproduced),
     ("fork_on_its_node_exec_at_home", fork_on_its_node_exec_at_home),
@@ -586,6 +587,29 @@ fn signals_from_home_reach_the_right_thread(lab: &Lab) {
 }
 
 /// exit(3) while on n2: herd run exits with 3.
+/// A timer on n2 (every 500 µs) interrupts a moved process while its writes run at
+/// home, and its handler makes a forwarded call of its own: a signal ends the wait of
+/// writes home has made (or is making), and the kernel then makes them again after the
+/// handler (SA_RESTART), or fails them with EINTR, which the program answers by writing
+/// again. Each of the 1,000 lines is written once, in order, as in a direct run.
+fn signals_here_cut_forwarded_writes_short(lab: &Lab) {
+    for mode in ["restart", "eintr"] {
+        let prog = lab.program("mig_sigcut").with_args(&[mode, "1000"]);
+        let direct = lab.run_direct(&format!("mig_sigcut {mode} (direct)"), &prog, &[Gate::Line("ready 1")]);
+        expect_status(&direct, Some(0), None);
+        let mut p = lab.start(&format!("mig_sigcut {mode} (herd run, moved to n2, a timer there)"), How::Herd, &prog);
+        let pid = p.home_pid(lab);
+        p.wait_for_line(lab, "ready 1");
+        lab.expect_migrate(&p, pid, "n2");
+        p.send(lab, "go\n");
+        let moved = p.finish(lab);
+        same_result(&direct, &moved, same);
+        // The timer did fire while it wrote (each write waits for home for a while).
+        let signals = moved.stderr.split("signals: ").nth(1).and_then(|t| t.split(',').next()).and_then(|n| n.parse::<u32>().ok());
+        assert!(signals.is_some_and(|n| n >= 50), "mig_sigcut {mode}: too few signals came to test anything: {signals:?}\n{}", moved.describe());
+    }
+}
+
 fn exit_status_3_reproduced(lab: &Lab) {
     ends_while_remote(lab, "exit3", Some(3), None);
 }

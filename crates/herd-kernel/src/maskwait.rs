@@ -32,6 +32,13 @@ const ERESTARTSYS: i64 = -512;
 /// link, 24-byte `uc_stack`, 256-byte `sigcontext`, then `uc_sigmask`).
 mod frame {
     const MCONTEXT: usize = 8 + 8 + 8 + 24;
+    pub const R8: usize = MCONTEXT;
+    pub const R9: usize = MCONTEXT + 8;
+    pub const R10: usize = MCONTEXT + 2 * 8;
+    pub const RDI: usize = MCONTEXT + 8 * 8;
+    pub const RSI: usize = MCONTEXT + 9 * 8;
+    pub const RDX: usize = MCONTEXT + 12 * 8;
+    pub const RCX: usize = MCONTEXT + 14 * 8;
     pub const RAX: usize = MCONTEXT + 13 * 8;
     pub const RSP: usize = MCONTEXT + 15 * 8;
     pub const RIP: usize = MCONTEXT + 16 * 8;
@@ -138,4 +145,100 @@ fn end_wait(t: &mut Tracee, nr: i64, own: u64, during: u64) -> Result<Ended> {
         other => KernelError::Unexpected { pid: t.pid(), what: format!("the handler's frame cannot take the thread's mask: {other}") },
     })?;
     Ok(Ended::As(Interrupted::Handler { sig }))
+}
+
+/// The frame a signal handler returns through, read at its `rt_sigreturn` (the thread
+/// waits at that call's seccomp notification): where the thread goes back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Returning {
+    pid: i32,
+    /// The frame's start (the stack pointer at the handler's first instruction).
+    at: u64,
+    rip: u64,
+    rax: u64,
+    /// rcx, where `syscall` leaves the address after itself.
+    rcx: u64,
+    args: [u64; 6],
+    /// The two bytes at the saved rip, and the two before it.
+    at_rip: [u8; 2],
+    before_rip: [u8; 2],
+}
+
+/// What the interrupted thread does once its handler returns, by the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumes {
+    /// It makes system call `nr` with `args` again (the kernel's restart: SA_RESTART).
+    Restart { nr: i64, args: [u64; 6] },
+    /// Its system call with `args` returns EINTR (a handler without SA_RESTART).
+    Eintr { args: [u64; 6] },
+    /// Anything else: the handler interrupted the thread outside a system call.
+    Other,
+}
+
+/// x86-64 `syscall`.
+const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
+
+impl Returning {
+    /// The frame thread `tid` of process `pid` returns through; None if the thread is not
+    /// in `rt_sigreturn`.
+    pub fn of(pid: i32, tid: i32) -> Result<Option<Returning>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).map_err(|e| KernelError::from_io("reading /proc/PID/task/TID/syscall", pid, e))?;
+        let mut words = text.split_whitespace();
+        if words.next() != Some(&libc::SYS_rt_sigreturn.to_string()) {
+            return Ok(None);
+        }
+        let hex = |w: Option<&str>| w.and_then(|w| u64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+        let Some(sp) = hex(words.nth(6)) else { return Ok(None) };
+        // The handler's `ret` took `pretcode`: the frame begins a word below.
+        let at = sp - 8;
+        let mut f = [0u8; frame::LEN];
+        mem::read_ranges(pid, &[(at, frame::LEN as u64)], &mut f)?;
+        let word = |off: usize| u64::from_ne_bytes(f[off..off + 8].try_into().expect("8 bytes"));
+        let (rip, rax, rcx) = (word(frame::RIP), word(frame::RAX), word(frame::RCX));
+        let args = [frame::RDI, frame::RSI, frame::RDX, frame::R10, frame::R8, frame::R9].map(word);
+        let mut code = [0u8; 4];
+        let (mut at_rip, mut before_rip) = ([0u8; 2], [0u8; 2]);
+        if mem::read_ranges(pid, &[(rip.wrapping_sub(2), 4)], &mut code).is_ok() {
+            before_rip.copy_from_slice(&code[..2]);
+            at_rip.copy_from_slice(&code[2..]);
+        }
+        Ok(Some(Returning { pid, at, rip, rax, rcx, args, at_rip, before_rip }))
+    }
+
+    /// Only a call the thread made is taken for one: `syscall` left rcx pointing after
+    /// itself (a thread about to make a call, its registers set, has not).
+    pub fn resumes(&self) -> Resumes {
+        if self.at_rip == SYSCALL_INSN && self.rax as i64 >= 0 && self.rcx == self.rip.wrapping_add(2) {
+            // The kernel's restart: rip back on the instruction, rax the number again.
+            Resumes::Restart { nr: self.rax as i64, args: self.args }
+        } else if self.before_rip == SYSCALL_INSN && self.rax as i64 == -(libc::EINTR as i64) && self.rcx == self.rip {
+            Resumes::Eintr { args: self.args }
+        } else {
+            Resumes::Other
+        }
+    }
+
+    /// True if the thread goes back to just after the system call that ends at `ip`, with
+    /// EINTR.
+    pub fn resumes_after(&self, ip: u64) -> bool {
+        self.rip == ip && matches!(self.resumes(), Resumes::Eintr { .. })
+    }
+
+    /// Makes the thread make system call `nr` again when the handler returns (the
+    /// kernel's restart), instead of taking EINTR from it.
+    pub fn make_again(&self, nr: i64) -> Result<()> {
+        mem::write(self.pid, self.at + frame::RAX as u64, &(nr as u64).to_ne_bytes())?;
+        mem::write(self.pid, self.at + frame::RIP as u64, &(self.rip - 2).to_ne_bytes())
+    }
+
+    /// Makes the interrupted call return `ret` when the handler returns, instead of
+    /// being made again or failing with EINTR.
+    pub fn complete(&self, ret: i64) -> Result<()> {
+        if self.resumes() == Resumes::Other {
+            return Err(KernelError::Unexpected { pid: self.pid, what: "the handler's frame is over no system call".into() });
+        }
+        let rip = if matches!(self.resumes(), Resumes::Restart { .. }) { self.rip + 2 } else { self.rip };
+        mem::write(self.pid, self.at + frame::RAX as u64, &(ret as u64).to_ne_bytes())?;
+        mem::write(self.pid, self.at + frame::RIP as u64, &rip.to_ne_bytes())
+    }
 }

@@ -189,6 +189,56 @@ impl Pending {
     }
 }
 
+/// At most this many [`Cut`]s are kept for a thread.
+const MAX_CUTS: usize = 8;
+
+/// How many of a thread's latest answered calls are remembered (`Guest::last_answered`).
+const LAST_ANSWERED: usize = 4;
+
+/// How many notification ids that break chains of calls are remembered (`Guest::breaks`).
+const BREAKS_KEPT: usize = 256;
+
+/// A forwarded call answered (the answer taken, as far as the guest can tell).
+#[derive(Clone, Copy)]
+struct Answered {
+    seq: u64,
+    /// Its notification.
+    id: u64,
+    nr: i64,
+    args: [u64; 6],
+    ret: i64,
+}
+
+/// A forwarded call whose wait here a signal ended (the thread went into a handler)
+/// while home ran it. Home's answer is the call's: run again, a write would be written
+/// twice, a child reaped twice. It reaches the thread when its handler returns (written
+/// into the handler's frame, as if the call had ended before the signal came), or when
+/// the thread makes the same call again (the kernel's restart after a signal without a
+/// handler).
+enum Cut {
+    /// Home has not answered yet.
+    Waiting(Pending),
+    /// Home's answer `ret` (`run_here`: the call is then to run here, as a close of a
+    /// file the process also has here).
+    Answered { seq: u64, call: Call, ret: i64, run_here: bool },
+}
+
+impl Cut {
+    fn seq(&self) -> u64 {
+        match self {
+            Cut::Waiting(p) => p.seq,
+            Cut::Answered { seq, .. } => *seq,
+        }
+    }
+
+    fn call(&self) -> &Call {
+        match self {
+            Cut::Waiting(p) => &p.call,
+            Cut::Answered { call, .. } => call,
+        }
+    }
+}
+
 /// What is done with home's answer besides writing it into the process.
 #[derive(Debug)]
 enum After {
@@ -247,9 +297,25 @@ struct Guest {
     forks: HashMap<u64, Forking>,
     /// A fork could not be made here once: its forks go home from now on.
     no_fork_here: bool,
-    /// Home's answers to forwarded calls whose wait a signal ended before they came, by
-    /// thread: the same call again (the kernel's restart) takes it.
-    unclaimed: HashMap<i32, (Call, i64)>,
+    /// Forwarded calls whose wait here a signal ended while home ran them, by thread,
+    /// oldest first (see [`Cut`]).
+    cuts: HashMap<i32, Vec<Cut>>,
+    /// Handlers' returns waiting for home's answer to the cut call they return over, by
+    /// its `seq`: the thread, the notification, its ip and the frame.
+    held_returns: HashMap<u64, (i32, u64, u64, maskwait::Returning)>,
+    /// Handlers' returns a signal interrupted, by thread: the ip after that
+    /// `rt_sigreturn`.
+    cut_returns: HashMap<i32, u64>,
+    /// The forwarded calls each thread was answered last ([`LAST_ANSWERED`]: its seq,
+    /// number, arguments and answer; the handlers' calls come after the call they
+    /// interrupted): the kernel may have dropped that answer (see
+    /// [`Guest::handler_returns`]).
+    last_answered: HashMap<i32, VecDeque<Answered>>,
+    /// The latest notification id seen, and those since that break a chain of a
+    /// thread's calls (see [`Guest::unbroken`]), the latest [`BREAKS_KEPT`]. Not kept in
+    /// hub mode, where other processes' ids come between.
+    seen_id: Option<u64>,
+    breaks: VecDeque<u64>,
     /// Where its vDSO's `syscall` instruction is, once a fork looked (its children have
     /// it at the same place).
     gadget: Option<u64>,
@@ -479,7 +545,12 @@ impl Guest {
             at_home: None,
             forks: HashMap::new(),
             no_fork_here: false,
-            unclaimed: HashMap::new(),
+            cuts: HashMap::new(),
+            held_returns: HashMap::new(),
+            cut_returns: HashMap::new(),
+            last_answered: HashMap::new(),
+            seen_id: None,
+            breaks: VecDeque::new(),
             gadget: None,
         }
     }
@@ -641,13 +712,222 @@ impl Guest {
         }
     }
 
-    /// Answers forwarded call `call` of thread `caller` (`id`) with home's result `ret`. If
-    /// a signal ended its wait meanwhile, the answer is kept: the kernel makes the call
-    /// again after the handler (SA_RESTART), and that call takes it — home ran it once.
-    fn answer_forwarded(&mut self, caller: i32, id: u64, call: Call, ret: i64) {
-        if !self.deliver_answer(id, ret) {
-            self.unclaimed.insert(caller, (call, ret));
+    /// Answers forwarded call `call` (`seq`) of thread `caller` (`id`) with home's result
+    /// `ret`. If a signal ended its wait meanwhile, the answer is kept for it ([`Cut`]):
+    /// home ran it once.
+    fn answer_forwarded(&mut self, caller: i32, seq: u64, id: u64, call: Call, ret: i64) {
+        let delivered = self.deliver_answer(id, ret);
+        tracing::trace!(pid = self.pid, tid = caller, nr = call.nr, seq, ret, delivered, "answered");
+        if delivered {
+            let last = self.last_answered.entry(caller).or_default();
+            if last.len() == LAST_ANSWERED {
+                last.pop_front();
+            }
+            last.push_back(Answered { seq, id, nr: call.nr, args: call.args, ret });
+        } else if !self.answer_held_return(seq, Some(ret)) {
+            self.keep_cut(caller, Cut::Answered { seq, call, ret, run_here: false });
         }
+    }
+
+    /// The [`Cut`] still waiting for home's answer `seq`, taken out, with its thread.
+    fn take_waiting_cut(&mut self, seq: u64) -> Option<(i32, Pending)> {
+        let (caller, cuts) = self.cuts.iter_mut().find(|(_, cuts)| cuts.iter().any(|c| matches!(c, Cut::Waiting(p) if p.seq == seq)))?;
+        let at = cuts.iter().position(|c| c.seq() == seq).expect("found");
+        let Cut::Waiting(p) = cuts.remove(at) else { unreachable!("a waiting cut") };
+        Some((*caller, p))
+    }
+
+    /// Notes notification `n`: the ids before it that the guest missed (a signal ended
+    /// their wait before it took them; the kernel gives ids in order) break chains, as
+    /// does a handler's return.
+    fn note_notification(&mut self, n: &Notif) {
+        if self.calls.is_some() {
+            return;
+        }
+        let from = self.seen_id.map_or(n.id, |s| s + 1);
+        let returns = i64::from(n.nr) == libc::SYS_rt_sigreturn;
+        for id in (from..n.id).take(BREAKS_KEPT).chain(returns.then_some(n.id)) {
+            if self.breaks.len() == BREAKS_KEPT {
+                self.breaks.pop_front();
+            }
+            self.breaks.push_back(id);
+        }
+        self.seen_id = Some(self.seen_id.map_or(n.id, |s| s.max(n.id)));
+    }
+
+    /// True if the calls of notifications `after` and `before` form an unbroken chain:
+    /// no notification between them was missed, and no handler returned (known only out
+    /// of hub mode, while the breaks since `after` are all remembered).
+    fn unbroken(&self, after: u64, before: u64) -> bool {
+        if self.calls.is_some() || (self.breaks.len() == BREAKS_KEPT && self.breaks.front().is_some_and(|&m| m > after)) {
+            return false;
+        }
+        !self.breaks.iter().any(|&m| after < m && m < before)
+    }
+
+    /// Keeps `cut` among thread `caller`'s, in the order the calls were made (a handler's
+    /// call comes after the call it interrupted).
+    fn keep_cut(&mut self, caller: i32, cut: Cut) {
+        let cuts = self.cuts.entry(caller).or_default();
+        let at = cuts.partition_point(|c| c.seq() < cut.seq());
+        cuts.insert(at, cut);
+        // Handlers within handlers are few; a longer list is of calls never made again
+        // (a handler that left with longjmp).
+        if cuts.len() > MAX_CUTS {
+            cuts.remove(0);
+        }
+    }
+
+    /// A new call from thread `caller`: a call of it still pending here was cut short by a
+    /// signal (a thread waits in one call at a time). Unless the new one is that call
+    /// again (`same`), the pending one is kept as a [`Cut`].
+    fn wait_ended(&mut self, caller: i32, same: impl FnOnce(&Call) -> bool) {
+        if self.pending.get(&caller).is_some_and(|p| !same(&p.call)) {
+            let p = self.pending.remove(&caller).expect("checked");
+            tracing::debug!(pid = self.pid, tid = caller, nr = p.call.nr, seq = p.seq, "a signal cut a forwarded call short here; home's answer is kept for it");
+            self.keep_cut(caller, Cut::Waiting(p));
+        }
+    }
+
+    /// Thread `caller` makes call `call` (notification `id`) again, the latest of its
+    /// [`Cut`]s: it takes home's answer, now or when it comes.
+    fn cut_made_again(&mut self, caller: i32, id: u64) {
+        let Some(cut) = self.cuts.get_mut(&caller).and_then(Vec::pop) else { return };
+        tracing::debug!(pid = self.pid, tid = caller, nr = cut.call().nr, "a call cut short by a signal, made again: home's answer");
+        match cut {
+            Cut::Waiting(mut p) => {
+                p.id = id;
+                self.pending.insert(caller, p);
+            }
+            Cut::Answered { run_here: true, seq, call, ret } => {
+                if !self.listener.continue_(id).unwrap_or(false) {
+                    self.keep_cut(caller, Cut::Answered { seq, call, ret, run_here: true });
+                }
+            }
+            Cut::Answered { seq, call, ret, .. } => self.answer_forwarded(caller, seq, id, call, ret),
+        }
+    }
+
+    /// Thread `caller`'s signal handler returns: its `rt_sigreturn` waits at notification
+    /// `n`. If the handler interrupted the latest of the thread's [`Cut`]s, home's answer
+    /// is written into the handler's frame, so that the call returns it, as it would have
+    /// at home, where the call ended first — at once, or when it comes if the call is to
+    /// fail with EINTR here (the return waits for it: `held_returns`). A call home has not
+    /// answered yet that the kernel makes again (SA_RESTART) takes its answer then
+    /// ([`Guest::cut_made_again`]).
+    fn handler_returns(&mut self, caller: i32, n: &Notif, out: &dyn Fn(ToHome) -> bool) {
+        let interrupted_return = self.cut_returns.remove(&caller);
+        if interrupted_return.is_none() && self.cuts.get(&caller).is_none_or(Vec::is_empty) && !self.last_answered.contains_key(&caller) {
+            self.continue_return(caller, n.id, n.ip);
+            return;
+        }
+        let frame = match maskwait::Returning::of(self.pid, caller) {
+            Ok(Some(f)) => Some(f),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(pid = self.pid, tid = caller, "the frame a handler returns through: {e}");
+                None
+            }
+        };
+        if let (Some(f), Some(ip)) = (&frame, interrupted_return) {
+            // A signal came while an earlier return waited here, and its handler has no
+            // SA_RESTART: the kernel made that return fail with EINTR, and this handler
+            // would go back to just after it. It is made again instead.
+            if f.resumes_after(ip) {
+                match f.make_again(libc::SYS_rt_sigreturn) {
+                    Ok(()) => tracing::debug!(pid = self.pid, tid = caller, "a handler's return that a signal interrupted is made again"),
+                    Err(e) => tracing::warn!(pid = self.pid, tid = caller, "cannot make a handler's interrupted return again: {e}"),
+                }
+            }
+        }
+        let Some(frame) = frame else {
+            self.continue_return(caller, n.id, n.ip);
+            return;
+        };
+        let over = |nr: i64, args: &[u64; 6]| match frame.resumes() {
+            maskwait::Resumes::Restart { nr: n, args: a } => n == nr && a == *args,
+            maskwait::Resumes::Eintr { args: a } => a == *args,
+            maskwait::Resumes::Other => false,
+        };
+        let eintr = matches!(frame.resumes(), maskwait::Resumes::Eintr { .. });
+        let top = self.cuts.get(&caller).and_then(|c| c.last());
+        // The kernel may drop an answer that a signal meets (the wait ended as it came,
+        // though the answer was taken): the call home answered last is then made again,
+        // or fails with EINTR.
+        // (The handler's own calls were answered after it: the latest that matches.) Not
+        // if the thread may have made a call with the same arguments after it that a
+        // signal ended before the guest saw it, or if a handler returned since: a
+        // notification missed, or a return, between that call and this return (any
+        // thread's: they are not told apart).
+        let dropped = self.last_answered.get(&caller).and_then(|l| l.iter().rev().find(|a| top.is_none_or(|c| c.seq() < a.seq) && over(a.nr, &a.args) && self.unbroken(a.id, n.id)));
+        if let Some(&Answered { seq, nr, ret, .. }) = dropped {
+            match frame.complete(ret) {
+                Ok(()) => tracing::debug!(pid = self.pid, tid = caller, nr, ret, "an answer the kernel dropped as a signal came is given after the handler"),
+                Err(e) => tracing::debug!(pid = self.pid, tid = caller, "cannot give a call its answer in the handler's frame: {e}"),
+            }
+            if let Some(l) = self.last_answered.get_mut(&caller) {
+                l.retain(|a| a.seq != seq);
+            }
+            self.continue_return(caller, n.id, n.ip);
+            return;
+        }
+        let Some(cut) = top.filter(|c| over(c.call().nr, &c.call().args)) else {
+            self.continue_return(caller, n.id, n.ip);
+            return;
+        };
+        let nr = cut.call().nr;
+        match cut {
+            Cut::Answered { ret, run_here: false, .. } => {
+                let ret = *ret;
+                match frame.complete(ret) {
+                    Ok(()) => {
+                        tracing::debug!(pid = self.pid, tid = caller, nr, ret, "a call cut short by a signal returns home's answer after the handler");
+                        self.cuts.get_mut(&caller).map(Vec::pop);
+                    }
+                    Err(e) => tracing::debug!(pid = self.pid, tid = caller, "cannot give a cut call its answer in the handler's frame: {e}"),
+                }
+            }
+            Cut::Waiting(p) if eintr => {
+                // At home the signal would have ended the call too: home is asked to end
+                // it (EINTR, unless it ended first).
+                tracing::debug!(pid = self.pid, tid = caller, nr, "a handler returns over a call cut short that is to fail with EINTR: its return waits for home's answer");
+                let seq = p.seq;
+                out(ToHome::Interrupt { seq, tid: self.home_tid(caller) });
+                self.held_returns.insert(seq, (caller, n.id, n.ip, frame));
+                return;
+            }
+            // The close of a file also open here fails with EINTR: home's close stands
+            // (the copy here stays open).
+            Cut::Answered { .. } if eintr => {
+                self.cuts.get_mut(&caller).map(Vec::pop);
+            }
+            // Made again by the kernel: `cut_made_again`.
+            _ => {}
+        }
+        self.continue_return(caller, n.id, n.ip);
+    }
+
+    /// Lets thread `caller`'s `rt_sigreturn` (notification `id`, `ip` after it) run. If a
+    /// signal ended its wait, the kernel restarts it after that signal's handler, or (a
+    /// handler without SA_RESTART) would fail it: that handler's own return sees to it.
+    fn continue_return(&mut self, caller: i32, id: u64, ip: u64) {
+        if !self.listener.continue_(id).unwrap_or(true) {
+            self.cut_returns.insert(caller, ip);
+        }
+    }
+
+    /// Home's answer `ret` to cut call `seq`, whose handler's return waits for it
+    /// ([`Guest::handler_returns`]): written into the frame, and the return goes on.
+    /// False if no return waits for it.
+    fn answer_held_return(&mut self, seq: u64, ret: Option<i64>) -> bool {
+        let Some((caller, id, ip, frame)) = self.held_returns.remove(&seq) else { return false };
+        if let Some(ret) = ret {
+            if let Err(e) = frame.complete(ret) {
+                tracing::debug!(pid = self.pid, tid = caller, "cannot give a cut call its answer in the handler's frame: {e}");
+            }
+        }
+        self.continue_return(caller, id, ip);
+        true
     }
 
     /// The home id of thread `tid` (an id here): a thread made here and not yet
@@ -1000,7 +1280,9 @@ impl Guest {
     fn notification(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
         let args = n.args;
         let caller = n.pid as i32;
+        self.note_notification(&n);
         self.place(caller);
+        self.wait_ended(caller, |c| c.nr == i64::from(n.nr) && c.args == n.args);
         if fork::is_plain_fork(i64::from(n.nr), &n.args) && self.may_fork_here() {
             return self.fork_here(n, out);
         }
@@ -1090,7 +1372,10 @@ impl Guest {
             Class::Identity(Identity::Getpid) => self.answer(n.id, self.home_pid as i64),
             Class::Identity(Identity::Gettid) => self.answer(n.id, self.home_tid(caller) as i64),
             Class::Identity(Identity::SignalSelf { sig }) => self.signal_self(n.id, n.pid, sig, None),
+            Class::Identity(Identity::SigReturn) => self.handler_returns(caller, &n, out),
             Class::Identity(Identity::ThreadExit) => {
+                self.cuts.remove(&caller);
+                self.last_answered.remove(&caller);
                 // A thread's end (not the last one's): its twin at home ends too.
                 if self.tids.len() > 1 {
                     if let Some(home) = self.tids.remove(&caller) {
@@ -1106,13 +1391,6 @@ impl Guest {
                 // EINTR): home may have run it already (a write written, a child
                 // reaped), so home's answer to it is this call's answer — run twice, it
                 // would write twice or lose the child.
-                // Home answered it once already, after a signal had ended its wait: the
-                // kernel's restart of it takes that answer.
-                Ok(call) if self.unclaimed.get(&caller).is_some_and(|(c, _)| *c == call) => {
-                    let (_, ret) = self.unclaimed.remove(&caller).expect("checked");
-                    tracing::debug!(pid = self.pid, tid = caller, nr = n.nr, "a call answered after its wait ended, made again: home's answer");
-                    self.answer_forwarded(caller, n.id, call, ret);
-                }
                 Ok(call) if self.pending.get(&caller).is_some_and(|p| p.call == call) => {
                     tracing::debug!(pid = self.pid, tid = caller, nr = n.nr, "the pending call again (restarted): home's answer is its answer");
                     if let Some(p) = self.pending.get_mut(&caller) {
@@ -1124,11 +1402,13 @@ impl Guest {
                 Ok(call)
                     if self.wait_mask(&call)
                         .is_some_and(|m| SigMasks::of(caller).is_some_and(|s| !s.pending_let_in(m).is_empty()) && self.end_masked_wait(caller, call.nr, m)) => {}
+                // The latest call a signal cut short, made again.
+                Ok(call) if self.cuts.get(&caller).and_then(|c| c.last()).is_some_and(|c| *c.call() == call) => self.cut_made_again(caller, n.id),
                 Ok(call) => {
-                    // An answer kept for a call the thread did not make again: past.
-                    self.unclaimed.remove(&caller);
+                    self.wait_ended(caller, |_| false);
                     self.settle_for_call(&call, out);
                     self.seq += 1;
+                    tracing::trace!(pid = self.pid, tid = caller, nr = n.nr, seq = self.seq, "forwarded");
                     out(ToHome::Call { seq: self.seq, tid: self.home_tid(caller), call: call.clone() });
                     self.pending.insert(caller, Pending::new(n.id, self.seq, call, after));
                 }
@@ -1233,8 +1513,18 @@ impl Guest {
                 }
             }
             ToRemote::Reply { seq, reply } => {
-                let Some(caller) = self.pending.iter().find(|(_, p)| p.seq == seq).map(|(t, _)| *t) else { return Flow::Go };
-                let p = self.pending.remove(&caller).expect("found");
+                // The call waiting for it, or one a signal cut short (whose answer is then
+                // kept: its notification is gone).
+                let (caller, p) = match self.pending.iter().find(|(_, p)| p.seq == seq).map(|(t, _)| *t) {
+                    Some(caller) => (caller, self.pending.remove(&caller).expect("found")),
+                    None => match self.take_waiting_cut(seq) {
+                        Some(found) => found,
+                        None => {
+                            tracing::trace!(pid = self.pid, seq, ret = reply.ret, "a reply to no pending call");
+                            return Flow::Go;
+                        }
+                    },
+                };
                 if let Some(took) = &self.shared.call_took {
                     took(p.sent.elapsed());
                 }
@@ -1243,6 +1533,7 @@ impl Guest {
                 // the kernel restarts the call after a handler with SA_RESTART, or fails
                 // it with EINTR, or the process ends, as it would have at home.
                 if p.interrupted && reply.ret == -(libc::EINTR as i64) {
+                    self.answer_held_return(p.seq, None);
                     self.release_held(caller, true);
                     return Flow::Go;
                 }
@@ -1272,7 +1563,7 @@ impl Guest {
                         self.deliver(sig, (directed || lets_in).then_some(caller));
                     }
                     if !(lets_in && ret == -(libc::EINTR as i64) && self.end_masked_wait(caller, p.call.nr, mask)) {
-                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
+                        self.answer_forwarded(caller, p.seq, p.id, p.call.clone(), ret);
                     }
                     return Flow::Go;
                 }
@@ -1282,32 +1573,35 @@ impl Guest {
                         if !self.direct.opened(&self.listener, p.id, dir, &rel, flags, ret as i32) {
                             self.ahead.own(ret as i32, 0, Some(flags));
                         }
-                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
+                        self.answer_forwarded(caller, p.seq, p.id, p.call.clone(), ret);
                     }
                     _ if opened.is_some() => {
                         // A new open file description: its offset is this descriptor's alone.
                         self.ahead.own(ret as i32, 0, opened.flatten());
-                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
+                        self.answer_forwarded(caller, p.seq, p.id, p.call.clone(), ret);
                     }
                     // The process closes its own copies: the call runs here now.
                     After::Close(fds) if ret >= 0 && self.direct.closed(&fds) => {
-                        let _ = self.listener.continue_(p.id);
+                        if !self.listener.continue_(p.id).unwrap_or(false) && !self.answer_held_return(p.seq, Some(ret)) {
+                            self.keep_cut(caller, Cut::Answered { seq: p.seq, call: p.call.clone(), ret, run_here: true });
+                        }
                     }
                     After::Chdir(to) if ret == 0 => {
                         self.direct.chdir(to);
-                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
+                        self.answer_forwarded(caller, p.seq, p.id, p.call.clone(), ret);
                     }
                     After::Umask(mask) => {
                         self.direct.umask(mask);
-                        self.answer_forwarded(caller, p.id, p.call.clone(), ret);
+                        self.answer_forwarded(caller, p.seq, p.id, p.call.clone(), ret);
                     }
-                    _ => self.answer_forwarded(caller, p.id, p.call.clone(), ret),
+                    _ => self.answer_forwarded(caller, p.seq, p.id, p.call.clone(), ret),
                 }
                 self.release_held(caller, false);
             }
             ToRemote::Signal { sig, during_call, tid, directed } => {
                 // The thread here whose deputy caught it.
                 let thread = self.local_tid(tid).unwrap_or(self.pid);
+                tracing::trace!(pid = self.pid, tid = thread, sig, during_call, pending = ?self.pending.get(&thread).map(|p| (p.seq, p.call.nr, p.interrupted)), "signal from home");
                 // What that deputy abandoned may have been a window read ahead for the
                 // thread (no answer will come): asked again (a late answer is dropped).
                 if during_call {
@@ -1467,6 +1761,10 @@ impl Guest {
         // wherever the process continues (a thread's birth too: the twin home made
         // for it ends when its answer finds no birth here).
         self.pending.clear();
+        self.cuts.clear();
+        self.held_returns.clear();
+        self.cut_returns.clear();
+        self.last_answered.clear();
         self.births.clear();
         // A touch of memory kept at home during or after this capture asks again.
         let at_home = match &mut self.at_home {

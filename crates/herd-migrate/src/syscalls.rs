@@ -108,6 +108,10 @@ pub enum Identity {
     /// `exit` of a thread: it runs here (the guest tells home, whose deputy of
     /// that thread ends too, unless it is the process's last thread).
     ThreadExit,
+    /// `rt_sigreturn`, the end of a signal handler: it runs here, once the guest has
+    /// seen where it returns to (a forwarded call the signal cut short takes home's
+    /// answer there).
+    SigReturn,
 }
 
 /// Why a call makes its process go home.
@@ -199,6 +203,7 @@ enum Rule {
     Gettid,
     /// `exit`: the end of a thread (of the process, when it is the last one).
     ThreadExit,
+    SigReturn,
     Forward(&'static [Arg]),
     Home,
     /// Decided by the arguments (and the home pid, when known).
@@ -271,7 +276,7 @@ const TABLE: &[Entry] = {
         // ---- local: signals ----
         e!(SYS_rt_sigaction, Local),
         e!(SYS_rt_sigprocmask, Local),
-        e!(SYS_rt_sigreturn, Local),
+        e!(SYS_rt_sigreturn, SigReturn),
         e!(SYS_rt_sigpending, Local),
         e!(SYS_rt_sigsuspend, Local),
         e!(SYS_rt_sigtimedwait, Local),
@@ -604,6 +609,7 @@ fn decide(nr: i64, args: &[u64; 6], home_pid: Option<i32>) -> Decision {
         Rule::Getpid => Decision::Identity(Identity::Getpid),
         Rule::Gettid => Decision::Identity(Identity::Gettid),
         Rule::ThreadExit => Decision::Identity(Identity::ThreadExit),
+        Rule::SigReturn => Decision::Identity(Identity::SigReturn),
         Rule::Forward(spec) => Decision::Forward(spec),
         Rule::Home => Decision::Home(HomeReason::Call(e.name())),
         Rule::By(f) => f(args, home_pid),
@@ -1402,6 +1408,7 @@ mod tests {
         assert_eq!(c(libc::SYS_getpid, &[]), Identity(super::Identity::Getpid));
         assert_eq!(c(libc::SYS_gettid, &[]), Identity(super::Identity::Gettid));
         assert_eq!(c(libc::SYS_exit, &[0]), Identity(super::Identity::ThreadExit));
+        assert_eq!(c(libc::SYS_rt_sigreturn, &[0; 6]), Identity(super::Identity::SigReturn));
         assert_eq!(c(libc::SYS_kill, &[home, 15]), Identity(super::Identity::SignalSelf { sig: 15 }));
         assert_eq!(c(libc::SYS_kill, &[home, 0]), Identity(super::Identity::SignalSelf { sig: 0 }));
         // Only the low 32 bits of a pid_t count.

@@ -198,8 +198,8 @@ fn forwarded_calls_against_the_real_kernel() {
         let nr = i64::from(n.nr);
         let class = syscalls::classify_notif(&n, HOME_PID);
         served.seen.push((nr, class));
-        if class == Class::Identity(Identity::ThreadExit) {
-            // A thread's end runs where the process is.
+        if matches!(class, Class::Identity(Identity::ThreadExit | Identity::SigReturn)) {
+            // A thread's end, a handler's return run where the process is.
             let _ = listener.continue_(n.id);
             continue;
         }
@@ -208,7 +208,7 @@ fn forwarded_calls_against_the_real_kernel() {
             Class::Forward => served.forward(nr, n.args, &target),
             // Nothing can go home in this test: the call fails instead.
             Class::Home(_) => (0, libc::ENOSYS),
-            Class::Local | Class::Identity(Identity::SignalSelf { .. } | Identity::ThreadExit) => {
+            Class::Local | Class::Identity(Identity::SignalSelf { .. } | Identity::ThreadExit | Identity::SigReturn) => {
                 served.refused.push(format!("unexpected {class:?} for {nr}"));
                 (0, libc::ENOSYS)
             }
