@@ -403,6 +403,7 @@ fn insert(shared: &Arc<Shared>, pid: i32, facts: Facts, kin: Kin, birth: Option<
         forking,
         birth,
         fork_give_ups: Vec::new(),
+        unforking: Vec::new(),
     };
     tokio::spawn(actor.run(start));
     true
@@ -806,6 +807,9 @@ struct Actor {
     birth: Option<Birth>,
     /// When the children of its forks away could not be made there, lately.
     fork_give_ups: Vec<Instant>,
+    /// Children of given-up forks the deputy was asked to undo during a move (pid, start
+    /// time): one still there when the process has come home is ended then.
+    unforking: Vec<(i32, u64)>,
 }
 
 /// Children of forks away that could not be made (their stream failed) this many times
@@ -1209,7 +1213,7 @@ impl Actor {
                 !home
             }
             Input::ForkGivenUp { seq, child, gen } => {
-                self.fork_given_up(seq, child, gen).await;
+                self.fork_given_up(seq, child, gen, false).await;
                 true
             }
             Input::Look => self.deputy.is_some() || self.ended_home || self.home_tick(),
@@ -1318,7 +1322,7 @@ impl Actor {
             }
             Event::Signal { sig, during_call, tid, directed } => self.to_remote(ToRemote::Signal { sig, during_call, tid, directed }).await,
             Event::ThreadBorn { seq, tid } => self.to_remote(ToRemote::ThreadBorn { seq, tid }).await,
-            Event::Forked { seq, result } => self.forked(seq, result).await,
+            Event::Forked { seq, result } => self.forked(seq, result, false).await,
             Event::Gone(why) => {
                 tracing::info!(pid = self.pid, "ended ({why})");
                 self.path.set(None);
@@ -1764,10 +1768,10 @@ impl Actor {
                 // A fork's child is made whatever the process does meanwhile (a capture on
                 // its node gives the fork up there: the child's stream is then refused and
                 // the deputy made for it undone).
-                Input::Deputy(Event::Forked { seq, result }) => Box::pin(self.forked(seq, result)).await,
+                Input::Deputy(Event::Forked { seq, result }) => Box::pin(self.forked(seq, result, true)).await,
                 // A child that could not be made: undone now (the deputy does it even while
                 // it holds still for the move).
-                Input::ForkGivenUp { seq, child, gen } => Box::pin(self.fork_given_up(seq, child, gen)).await,
+                Input::ForkGivenUp { seq, child, gen } => Box::pin(self.fork_given_up(seq, child, gen, true)).await,
                 // A fork asked for while the process moves: not now, its call is made again
                 // (after the move, wherever it runs).
                 Input::Remote { gen, msg: ToHome::Fork { seq, .. } } if self.is_current(gen) => {
@@ -1996,8 +2000,9 @@ impl Actor {
 
     /// The deputy made (or failed to make) the child's deputy for fork `seq` made on the
     /// node: the child is registered (a process of this home, in its parent's job, born
-    /// on that node: [`Actor::born_away`]), or the fork fails there.
-    async fn forked(&mut self, seq: u64, result: Result<deputy::Twin, i32>) {
+    /// on that node: [`Actor::born_away`]), or the fork fails there. `moving`: it came
+    /// while the process moves (see [`Actor::fork_given_up`]).
+    async fn forked(&mut self, seq: u64, result: Result<deputy::Twin, i32>, moving: bool) {
         let twin = match result {
             Ok(t) => t,
             Err(errno) => {
@@ -2016,7 +2021,7 @@ impl Actor {
             tracing::warn!(pid = self.pid, child = twin.pid, "a fork away is given up: its node is not known any more");
             self.forking.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             let gen = self.remote.as_ref().map_or(0, |r| r.gen);
-            Box::pin(self.fork_given_up(seq, twin.pid, gen)).await;
+            Box::pin(self.fork_given_up(seq, twin.pid, gen, moving)).await;
             return;
         };
         let kin = {
@@ -2034,8 +2039,21 @@ impl Actor {
     /// The child of fork `seq` (on stream `gen`) could not be made: its deputy `child` is
     /// undone unseen by the parent's deputy, and the fork is made again — or fails with
     /// EAGAIN, as one short of resources, when children keep failing to be made there.
-    async fn fork_given_up(&mut self, seq: u64, child: i32, gen: u64) {
+    /// `moving`: the process is moving (the deputy is not woken).
+    async fn fork_given_up(&mut self, seq: u64, child: i32, gen: u64, moving: bool) {
         match &self.deputy {
+            // While it moves the deputy holds still, or is about to (its Quiesce wakes it),
+            // or has left the process that came home: no wake-up signal, which would
+            // end a process released at home (SIGRTMAX terminates by default). Had it no
+            // time for the child before the process came home, the child is ended then
+            // (`end_unforked`).
+            Some(d) if moving => {
+                d.send_parked(Cmd::Unfork { pid: child });
+                self.unforking.retain(|(p, _)| std::path::Path::new(&format!("/proc/{p}")).exists());
+                if let Ok(st) = procfs::process::Process::new(child).and_then(|p| p.stat()) {
+                    self.unforking.push((child, st.starttime));
+                }
+            }
             Some(d) => {
                 d.send(Cmd::Unfork { pid: child });
             }
@@ -2051,6 +2069,20 @@ impl Actor {
         let errno = if self.fork_give_ups.len() >= FORK_GIVE_UPS.0 { libc::EAGAIN } else { 0 };
         if self.is_current(gen) {
             self.to_remote(ToRemote::Forked { seq, errno }).await;
+        }
+    }
+
+    /// Home again, its deputy gone: the children of forks given up during the move that
+    /// the deputy had no time to undo (parked, every signal blocked, they would sleep at
+    /// home for ever as children their parent never made) end now: the parent may see a
+    /// child of its own that died.
+    fn end_unforked(&mut self) {
+        for (child, start) in std::mem::take(&mut self.unforking) {
+            let still = procfs::process::Process::new(child).and_then(|p| p.stat()).is_ok_and(|st| st.starttime == start && st.ppid == self.pid);
+            if still {
+                tracing::warn!(pid = self.pid, child, "a child given up as the process came home: killed");
+                let _ = herd_kernel::task::kill(child, libc::SIGKILL);
+            }
         }
     }
 
@@ -2269,6 +2301,7 @@ impl Actor {
                     let _ = stats;
                     let old = self.remote.take().expect("remote");
                     self.deputy = None;
+                    self.end_unforked();
                     self.arrived();
                     // At home it runs natively: nothing of it is journaled, its checkpoint
                     // is of no use any more (the next is taken when it leaves again).
