@@ -227,8 +227,7 @@ impl Returning {
     /// Makes the thread make system call `nr` again when the handler returns (the
     /// kernel's restart), instead of taking EINTR from it.
     pub fn make_again(&self, nr: i64) -> Result<()> {
-        mem::write(self.pid, self.at + frame::RAX as u64, &(nr as u64).to_ne_bytes())?;
-        mem::write(self.pid, self.at + frame::RIP as u64, &(self.rip - 2).to_ne_bytes())
+        self.set(nr as u64, self.rip - 2)
     }
 
     /// Makes the interrupted call return `ret` when the handler returns, instead of
@@ -238,7 +237,12 @@ impl Returning {
             return Err(KernelError::Unexpected { pid: self.pid, what: "the handler's frame is over no system call".into() });
         }
         let rip = if matches!(self.resumes(), Resumes::Restart { .. }) { self.rip + 2 } else { self.rip };
-        mem::write(self.pid, self.at + frame::RAX as u64, &(ret as u64).to_ne_bytes())?;
+        self.set(ret as u64, rip)
+    }
+
+    /// Writes the rax and rip the frame restores.
+    fn set(&self, rax: u64, rip: u64) -> Result<()> {
+        mem::write(self.pid, self.at + frame::RAX as u64, &rax.to_ne_bytes())?;
         mem::write(self.pid, self.at + frame::RIP as u64, &rip.to_ne_bytes())
     }
 }

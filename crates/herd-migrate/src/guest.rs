@@ -817,7 +817,12 @@ impl Guest {
     /// ([`Guest::cut_made_again`]).
     fn handler_returns(&mut self, caller: i32, n: &Notif, out: &dyn Fn(ToHome) -> bool) {
         let interrupted_return = self.cut_returns.remove(&caller);
-        if interrupted_return.is_none() && self.cuts.get(&caller).is_none_or(Vec::is_empty) && !self.last_answered.contains_key(&caller) {
+        let top_seq = self.cuts.get(&caller).and_then(|c| c.last()).map(Cut::seq);
+        // An answered call the kernel may have dropped (see below): newer than the latest
+        // cut one, and no break since. The frame is read only if there is one to look for.
+        let may_drop = |a: &Answered| top_seq.is_none_or(|s| s < a.seq) && self.unbroken(a.id, n.id);
+        let maybe_dropped = self.last_answered.get(&caller).is_some_and(|l| l.iter().any(may_drop));
+        if interrupted_return.is_none() && top_seq.is_none() && !maybe_dropped {
             self.continue_return(caller, n.id, n.ip);
             return;
         }
@@ -859,7 +864,7 @@ impl Guest {
         // signal ended before the guest saw it, or if a handler returned since: a
         // notification missed, or a return, between that call and this return (any
         // thread's: they are not told apart).
-        let dropped = self.last_answered.get(&caller).and_then(|l| l.iter().rev().find(|a| top.is_none_or(|c| c.seq() < a.seq) && over(a.nr, &a.args) && self.unbroken(a.id, n.id)));
+        let dropped = self.last_answered.get(&caller).and_then(|l| l.iter().rev().find(|a| may_drop(a) && over(a.nr, &a.args)));
         if let Some(&Answered { seq, nr, ret, .. }) = dropped {
             match frame.complete(ret) {
                 Ok(()) => tracing::debug!(pid = self.pid, tid = caller, nr, ret, "an answer the kernel dropped as a signal came is given after the handler"),
