@@ -1668,7 +1668,8 @@ impl Actor {
         let (tx, mut out) = mpsc::channel::<ToRemote>(16);
         tokio::spawn(async move {
             while let Some(m) = out.recv().await {
-                if wx.send(&proto::encode(&m)).await.is_err() {
+                let (head, body) = proto::encode_parts(&m);
+                if wx.send_parts(&[&head, body]).await.is_err() {
                     break;
                 }
             }
@@ -1682,7 +1683,7 @@ impl Actor {
         let reader = tokio::spawn(async move {
             let why = loop {
                 match rx.recv().await {
-                    Ok(bytes) => match proto::decode::<ToHome>(&bytes) {
+                    Ok(bytes) => match proto::decode_owned::<ToHome>(bytes) {
                         // Before anything that follows uses home's descriptors. Applied
                         // already when a resumed process meets them again in its journal.
                         Ok(ToHome::Offsets(offsets)) => {
@@ -2544,7 +2545,8 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
     let (out_tx, mut out_rx) = mpsc::channel::<ToHome>(16);
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
-            if wx.send(&proto::encode(&m)).await.is_err() {
+            let (head, body) = proto::encode_parts(&m);
+            if wx.send_parts(&[&head, body]).await.is_err() {
                 break;
             }
         }
@@ -2581,7 +2583,7 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
         ..Default::default()
     });
     let out: guest::Out = Arc::new(move |m| out.blocking_send(m).is_ok());
-    let image_out: guest::ImageOut = Arc::new(move |chunk| images.blocking_send(ToHome::Image(chunk)).is_ok());
+    let image_out: guest::ImageOut = Arc::new(move |chunk| images.blocking_send(ToHome::Image(chunk.into())).is_ok());
     let link = match adopt.fork_of {
         // The child of a fork made here: its parent's guest makes it run.
         Some(f) => {
@@ -2648,7 +2650,7 @@ pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, sh
             }
         };
         let msg = match next {
-            Ok(bytes) => match proto::decode::<ToRemote>(&bytes) {
+            Ok(bytes) => match proto::decode_owned::<ToRemote>(bytes) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(home = adopt.home, "garbled message from home: {e}");

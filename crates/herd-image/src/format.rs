@@ -449,18 +449,23 @@ impl<R: Read> ImageReader<R> {
     }
 
     /// Reads exactly `len` payload bytes into `buf`, growing it only as data
-    /// arrives (never by more than what has arrived plus [`READ_STEP`]).
+    /// arrives (never by more than what has arrived plus [`READ_STEP`]). The bytes a
+    /// recycled buffer already holds are read over, not zeroed first.
     fn read_payload(&mut self, len: usize, name: &'static str) -> Result<(), FormatError> {
-        self.buf.clear();
-        while self.buf.len() < len {
-            let have = self.buf.len();
+        let mut have = 0;
+        while have < len {
             let step = (len - have).min(have.max(READ_STEP));
-            self.buf.reserve_exact(step);
-            self.buf.resize(have + step, 0);
+            if self.buf.len() < have + step {
+                self.buf.truncate(have);
+                self.buf.reserve_exact(step);
+                self.buf.resize(have + step, 0);
+            }
             self.input
-                .read_exact(&mut self.buf[have..])
+                .read_exact(&mut self.buf[have..have + step])
                 .map_err(|e| truncated_or_io(e, name))?;
+            have += step;
         }
+        self.buf.truncate(len);
         Ok(())
     }
 

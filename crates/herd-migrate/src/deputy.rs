@@ -258,7 +258,7 @@ pub fn start(
                 return fail(&mut send, "the connection to the other node is gone".into());
             }
             let written = {
-                let writer = ChunkWriter::new(|chunk| send(ToRemote::Image(chunk)));
+                let writer = ChunkWriter::new(|chunk| send(ToRemote::Image(chunk.into())));
                 let r = if postcopy { frozen.write_postcopy(writer) } else { frozen.write(writer) };
                 r.map_err(|e| e.to_string()).and_then(|(mut w, stats)| std::io::Write::flush(&mut w).map(|()| stats).map_err(|e| e.to_string()))
             };

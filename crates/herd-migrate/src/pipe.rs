@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use crate::proto::CHUNK;
+use crate::proto::{Chunk, CHUNK};
 
 /// Collects written bytes into chunks of [`CHUNK`] and passes each to `send`
 /// (which blocks while the stream is behind, and returns false once it is gone).
@@ -51,7 +51,7 @@ impl<F: FnMut(Vec<u8>) -> bool> Write for ChunkWriter<F> {
 
 /// What arrives for a [`ChunkReader`].
 pub enum Piece {
-    Data(Vec<u8>),
+    Data(Chunk),
     End,
     /// The sender gave up (connection lost, capture failed).
     Failed(String),
@@ -79,8 +79,7 @@ impl Read for ChunkReader {
             }
             match self.rx.recv() {
                 Ok(Piece::Data(d)) => {
-                    self.cur = d;
-                    self.pos = 0;
+                    (self.cur, self.pos) = d.into_parts();
                 }
                 Ok(Piece::End) => self.done = true,
                 Ok(Piece::Failed(why)) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, why)),
@@ -108,7 +107,7 @@ mod tests {
                 let mut sizes = Vec::new();
                 let mut w = ChunkWriter::new(|c: Vec<u8>| {
                     sizes.push(c.len());
-                    tx.send(Piece::Data(c)).is_ok()
+                    tx.send(Piece::Data(c.into())).is_ok()
                 });
                 w.write_all(&data).unwrap();
                 w.flush().unwrap();
@@ -124,9 +123,21 @@ mod tests {
     }
 
     #[test]
+    fn a_received_chunk_is_read_from_past_its_header() {
+        let msg = crate::proto::encode(&crate::proto::ToHome::Image(vec![5u8; 200].into()));
+        let crate::proto::ToHome::Image(c) = crate::proto::decode_owned(msg).unwrap() else { panic!("not an image") };
+        let (tx, mut rx) = channel();
+        tx.send(Piece::Data(c)).unwrap();
+        tx.send(Piece::End).unwrap();
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).unwrap();
+        assert_eq!(got, vec![5u8; 200]);
+    }
+
+    #[test]
     fn a_lost_sender_is_an_error_not_an_end() {
         let (tx, mut rx) = channel();
-        tx.send(Piece::Data(vec![1, 2, 3])).unwrap();
+        tx.send(Piece::Data(vec![1, 2, 3].into())).unwrap();
         drop(tx);
         let mut got = Vec::new();
         assert_eq!(rx.read_to_end(&mut got).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);

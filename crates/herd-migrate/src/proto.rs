@@ -136,7 +136,7 @@ pub enum Ending {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToRemote {
     /// Tag 0: Part of the image (after [`ToHome::Accepted`]).
-    Image(#[serde(with = "serde_bytes")] Vec<u8>),
+    Image(Chunk),
     /// Tag 1: The image is complete.
     ImageEnd,
     /// Tag 2: The result of forwarded call `seq`.
@@ -258,7 +258,7 @@ pub enum ToHome {
     /// to be brought home (home answers with [`ToRemote::Capture`]).
     WantHome { why: String },
     /// Tag 5: Part of the process's image, after [`ToRemote::Capture`].
-    Image(#[serde(with = "serde_bytes")] Vec<u8>),
+    Image(Chunk),
     /// Tag 6.
     ImageEnd,
     /// Tag 7: The capture failed; the process runs on here.
@@ -335,6 +335,125 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Er
     postcard::from_bytes(bytes)
 }
 
+/// Bytes of an image in a message ([`ToRemote::Image`], [`ToHome::Image`]): `buf[at..]`.
+/// On the wire a byte string like any other (postcard: varint length, the bytes). A
+/// received one is the message's own buffer, its header skipped ([`decode_owned`]), and a
+/// sent one goes out as header and bytes without being joined ([`encode_parts`]): image
+/// bytes are not copied between the stream and the capture or restore.
+#[derive(Clone, Debug, Default)]
+pub struct Chunk {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Chunk {
+    /// The buffer and where the chunk's bytes start in it.
+    pub fn into_parts(self) -> (Vec<u8>, usize) {
+        (self.buf, self.at)
+    }
+}
+
+/// Equal bytes, wherever they lie in their buffers.
+impl PartialEq for Chunk {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Chunk {}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(buf: Vec<u8>) -> Self {
+        Chunk { buf, at: 0 }
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+}
+
+impl Serialize for Chunk {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Chunk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(serde_bytes::ByteBuf::deserialize(d)?.into_vec().into())
+    }
+}
+
+/// A direction's message type, as far as its image chunks are concerned.
+pub trait Carries: Serialize + for<'de> Deserialize<'de> {
+    /// The tag of the variant that carries a [`Chunk`].
+    const IMAGE: u8;
+    fn chunk(&self) -> Option<&Chunk>;
+    fn of_chunk(c: Chunk) -> Self;
+}
+
+impl Carries for ToRemote {
+    const IMAGE: u8 = 0;
+    fn chunk(&self) -> Option<&Chunk> {
+        match self {
+            ToRemote::Image(c) => Some(c),
+            _ => None,
+        }
+    }
+    fn of_chunk(c: Chunk) -> Self {
+        ToRemote::Image(c)
+    }
+}
+
+impl Carries for ToHome {
+    const IMAGE: u8 = 5;
+    fn chunk(&self) -> Option<&Chunk> {
+        match self {
+            ToHome::Image(c) => Some(c),
+            _ => None,
+        }
+    }
+    fn of_chunk(c: Chunk) -> Self {
+        ToHome::Image(c)
+    }
+}
+
+/// `msg` as the two parts its encoding is made of: for an image chunk its header (tag,
+/// length) and its bytes, borrowed; for anything else the whole encoding and nothing.
+/// The stream sends them as one message (`send_parts`).
+pub fn encode_parts<T: Carries>(msg: &T) -> (Vec<u8>, &[u8]) {
+    match msg.chunk() {
+        Some(c) => {
+            let mut head = vec![T::IMAGE];
+            let mut len = c.len() as u64;
+            // postcard's varint: 7 bits a byte, low first, high bit = more
+            while len >= 0x80 {
+                head.push(len as u8 | 0x80);
+                len >>= 7;
+            }
+            head.push(len as u8);
+            (head, c)
+        }
+        None => (encode(msg), &[]),
+    }
+}
+
+/// Decodes a received message; an image chunk keeps `bytes` as its buffer (no copy).
+pub fn decode_owned<T: Carries>(bytes: Vec<u8>) -> Result<T, postcard::Error> {
+    if bytes.first() == Some(&T::IMAGE) {
+        if let Ok((len, rest)) = postcard::take_from_bytes::<u64>(&bytes[1..]) {
+            if len == rest.len() as u64 {
+                let at = bytes.len() - rest.len();
+                return Ok(T::of_chunk(Chunk { buf: bytes, at }));
+            }
+        }
+    }
+    decode(&bytes)
+}
+
 /// The first message of a node stream: the protocol version, then the request.
 pub fn encode_request<T: Serialize>(req: &T) -> Vec<u8> {
     encode(&(PROTOCOL_VERSION, req))
@@ -362,7 +481,7 @@ mod tests {
     #[test]
     fn tags_are_fixed() {
         let to_remote = [
-            ToRemote::Image(vec![]),
+            ToRemote::Image(Chunk::default()),
             ToRemote::ImageEnd,
             ToRemote::Reply { seq: 0, reply: Reply { ret: 0, outs: vec![] } },
             ToRemote::Signal { sig: 1, during_call: false, tid: 1, directed: false },
@@ -394,7 +513,7 @@ mod tests {
             ToHome::Running { pid: 1 },
             ToHome::Call { seq: 0, tid: 1, call: Call { nr: 0, args: [0; 6], bufs: vec![] } },
             ToHome::WantHome { why: String::new() },
-            ToHome::Image(vec![]),
+            ToHome::Image(Chunk::default()),
             ToHome::ImageEnd,
             ToHome::CaptureFailed { reason: String::new() },
             ToHome::Exited(Ending::Code(0)),
@@ -422,13 +541,47 @@ mod tests {
     #[test]
     fn byte_payloads_are_one_string() {
         let data: Vec<u8> = (0..CHUNK).map(|i| (i * 31) as u8).collect();
-        let bytes = encode(&ToRemote::Image(data.clone()));
+        let bytes = encode(&ToRemote::Image(data.clone().into()));
         // tag, varint length (3 bytes for 1 MiB), the bytes as they are
         assert_eq!(bytes.len(), 1 + 3 + CHUNK);
         assert_eq!(&bytes[4..], &data[..]);
-        assert_eq!(decode::<ToRemote>(&bytes).unwrap(), ToRemote::Image(data));
+        assert_eq!(decode::<ToRemote>(&bytes).unwrap(), ToRemote::Image(data.into()));
         let reply = ToRemote::Reply { seq: 9, reply: Reply { ret: 3, outs: vec![(0x1000, b"abc".to_vec())] } };
         assert_eq!(decode::<ToRemote>(&encode(&reply)).unwrap(), reply);
+    }
+
+    /// An image chunk sent in two parts and received in place is the message postcard
+    /// makes and reads, at every length where the varint changes size; other messages
+    /// pass through whole.
+    #[test]
+    fn chunks_go_without_copies_as_postcard_would() {
+        fn both<T: Carries + PartialEq + std::fmt::Debug>(m: T) {
+            let (head, body) = encode_parts(&m);
+            let joined = [&head[..], body].concat();
+            assert_eq!(joined, encode(&m), "{:?}", m.chunk().map(|c| c.len()));
+            let back: T = decode_owned(joined).unwrap();
+            assert_eq!(back, m);
+        }
+        for n in [0, 1, 127, 128, 16383, 16384, CHUNK, CHUNK + 5] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+            both(ToRemote::Image(data.clone().into()));
+            both(ToHome::Image(data.into()));
+        }
+        both(ToRemote::Reply { seq: 9, reply: Reply { ret: 3, outs: vec![(0x1000, b"abc".to_vec())] } });
+        both(ToHome::Exited(Ending::Code(3)));
+        // A received chunk is the message's buffer, past the header.
+        let (buf, at) = match decode_owned::<ToHome>(encode(&ToHome::Image(vec![9; 300].into()))).unwrap() {
+            ToHome::Image(c) => c.into_parts(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((buf.len(), at), (303, 3));
+        // A length that does not match the message is an error, as postcard says.
+        let mut bad = encode(&ToHome::Image(vec![1; 10].into()));
+        bad.pop();
+        assert!(decode_owned::<ToHome>(bad).is_err());
+        let mut long = encode(&ToRemote::Image(vec![1; 10].into()));
+        long.push(0);
+        assert_eq!(decode_owned::<ToRemote>(long.clone()).is_ok(), decode::<ToRemote>(&long).is_ok());
     }
 
     /// Garbled messages from the network are errors, never panics or huge allocations:

@@ -110,6 +110,22 @@ async fn messages_both_ways_over_tcp() {
             "message of {len} bytes came back different"
         );
     }
+    // A message sent in parts is the message of the parts joined, wherever the
+    // parts and the frames are cut.
+    let whole = pattern(3 * frame + 17, 99);
+    for cuts in [vec![], vec![0], vec![2], vec![frame - 4], vec![frame - 3, frame - 3], vec![5, frame, 2 * frame + 1, whole.len()]] {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &c in &cuts {
+            parts.push(&whole[from..c]);
+            from = c;
+        }
+        parts.push(&whole[from..]);
+        stream.send_parts(&parts).await.unwrap();
+        let mut back = stream.recv().await.unwrap();
+        back.reverse();
+        assert!(back == whole, "a message cut at {cuts:?} came back different");
+    }
     stream.shutdown().await.unwrap();
     assert_eq!(server.await.unwrap(), ck.public());
 }

@@ -259,7 +259,7 @@ impl Actor {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         // The image is held in memory (up to HELD) while the process is stopped, and
         // written to the file once it runs on: a slow disk does not stop the process.
-        let mut held: Vec<Vec<u8>> = Vec::new();
+        let mut held: Vec<proto::Chunk> = Vec::new();
         let mut held_bytes = 0usize;
         let mut bytes = 0u64;
         let mut failed: Option<String> = None;
@@ -553,7 +553,7 @@ impl Actor {
                 break;
             }
             chunk.truncate(n);
-            if new.tx.send(ToRemote::Image(chunk)).await.is_err() {
+            if new.tx.send(ToRemote::Image(chunk.into())).await.is_err() {
                 return Err(err(ErrorKind::Failed, format!("the connection to {name} broke")));
             }
         }
