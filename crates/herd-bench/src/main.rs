@@ -120,7 +120,7 @@ enum Cmd {
     ///    ms, MiB/s of the move, beside TCP throughput n1 -> n2 over the same bridge;
     ///
     /// 2. forwarded system calls: mean µs of write(/dev/null, 1 byte) and getppid() at home
-    ///    and on n2, beside a 1-byte TCP round trip n2 -> n1 (goal: forwarded <= 2x TCP);
+    ///    and on n2, beside a 1-byte TCP round trip n2 -> n1 (goal: forwarded <= 1.5x TCP);
     ///
     /// 3. CPU-bound work at home and on n2, interleaved (goal: n2/home <= 1.02);
     ///

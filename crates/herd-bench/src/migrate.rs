@@ -114,8 +114,9 @@ pub const FORK_GOAL: f64 = 0.25;
 /// Forks per measurement of the forks part.
 const FORKS: u64 = 200;
 
-/// Goal: a forwarded system call costs at most this many TCP round trips.
-pub const FORWARD_GOAL: f64 = 2.0;
+/// Goal (issue 11): a forwarded system call costs at most this many TCP round trips
+/// (the issue asks it of the median call; part 2 measures the mean of many).
+pub const FORWARD_GOAL: f64 = 1.5;
 /// Goal: CPU-bound work runs remote at most this much slower than at home.
 pub const CPU_GOAL: f64 = 1.02;
 
@@ -1890,8 +1891,8 @@ mod tests {
 
     #[test]
     fn goals() {
-        assert_eq!(met(Some(1.5), FORWARD_GOAL), "met");
-        assert_eq!(met(Some(2.5), FORWARD_GOAL), "NOT met");
+        assert_eq!(met(Some(1.4), FORWARD_GOAL), "met");
+        assert_eq!(met(Some(1.7), FORWARD_GOAL), "NOT met");
         assert_eq!(met(None, CPU_GOAL), "not measured");
         assert_eq!(fmt(Some(f64::NAN), 2), "-");
         assert_eq!(med([1.0, f64::NAN, 3.0]), Some(2.0));
