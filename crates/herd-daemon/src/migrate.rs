@@ -34,7 +34,10 @@ use crate::control::{ControlError, ErrorKind, Migrated, MoveProgress, ProcessRow
 use crate::daemon::Shared;
 use crate::peer::PeerRequest;
 
+mod outbox;
 mod survive;
+
+use outbox::Outbox;
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
@@ -112,7 +115,7 @@ struct GuestEntry {
     home: String,
     pid: i32,
     /// Its stream home: `expel` asks home to take it back on it.
-    tx: mpsc::Sender<ToHome>,
+    tx: Outbox<ToHome>,
     /// Its guest's thread: the child of a fork made here is handed to it.
     link: Arc<guest::GuestLink>,
 }
@@ -546,7 +549,7 @@ pub fn bring(shared: &Arc<Shared>) -> usize {
 /// `herd ctl expel`: asks the home of every guest here to take it back; returns how many
 /// were asked.
 pub async fn expel(shared: &Shared) -> usize {
-    let guests: Vec<(String, i32, mpsc::Sender<ToHome>)> =
+    let guests: Vec<(String, i32, Outbox<ToHome>)> =
         shared.procs.guests.lock().expect("guests lock").values().map(|g| (g.home.clone(), g.pid, g.tx.clone())).collect();
     let why = format!("node {} expels its guests", shared.config.name);
     let mut n = 0;
@@ -716,7 +719,7 @@ struct CallPath {
 struct Route {
     gen: u64,
     deputy: deputy::Link,
-    remote: mpsc::Sender<ToRemote>,
+    remote: Outbox<ToRemote>,
 }
 
 impl CallPath {
@@ -730,7 +733,7 @@ impl CallPath {
     }
 
     /// The stream the deputy's answers go straight to, if any.
-    fn remote(&self) -> Option<mpsc::Sender<ToRemote>> {
+    fn remote(&self) -> Option<Outbox<ToRemote>> {
         self.route.lock().expect("route lock").as_ref().map(|r| r.remote.clone())
     }
 }
@@ -744,7 +747,7 @@ enum Dest {
 struct Remote {
     node: String,
     gen: u64,
-    tx: mpsc::Sender<ToRemote>,
+    tx: Outbox<ToRemote>,
     /// The task reading its stream: ended with it, so that the stream closes once
     /// what was sent is written (a node that was given up on, and comes back, finds
     /// it closed and ends its copy).
@@ -1664,17 +1667,8 @@ impl Actor {
         }
         self.gen += 1;
         let gen = self.gen;
-        let (mut rx, mut wx) = stream.into_split();
-        let (tx, mut out) = mpsc::channel::<ToRemote>(16);
-        tokio::spawn(async move {
-            while let Some(m) = out.recv().await {
-                let (head, body) = proto::encode_parts(&m);
-                if wx.send_parts(&[&head, body]).await.is_err() {
-                    break;
-                }
-            }
-            let _ = wx.shutdown().await;
-        });
+        let (mut rx, direct) = stream.into_direct_split().map_err(|e| fail(e.to_string()))?;
+        let (tx, _writer) = Outbox::start(direct);
         let me = self.me.clone();
         let (path, forwarded, counter) = (self.path.clone(), self.forwarded.clone(), self.shared.counters.forwarded_calls.clone());
         let pid = self.pid;
@@ -2541,17 +2535,14 @@ const CAPTURE_REST: Duration = Duration::from_secs(60);
 
 /// The other side: a process of another node's arrives on `stream`.
 pub async fn guest(stream: SecureStream<tokio::net::TcpStream>, adopt: Adopt, shared: Arc<Shared>) {
-    let (mut rx, mut wx) = stream.into_split();
-    let (out_tx, mut out_rx) = mpsc::channel::<ToHome>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let (head, body) = proto::encode_parts(&m);
-            if wx.send_parts(&[&head, body]).await.is_err() {
-                break;
-            }
+    let (mut rx, direct) = match stream.into_direct_split() {
+        Ok(halves) => halves,
+        Err(e) => {
+            tracing::warn!(home = adopt.home, pid = adopt.pid, "stream from home: {e}");
+            return;
         }
-        let _ = wx.shutdown().await;
-    });
+    };
+    let (out_tx, writer) = Outbox::start(direct);
     // Refused before anything of the process is sent.
     // (A child born here by its parent's fork is not refused for a blocked node: it is
     // expelled with the others.)

@@ -41,6 +41,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ring::aead;
@@ -76,8 +77,6 @@ const MSG2_LEN: usize = DH_LEN + (DH_LEN + TAG_LEN) + (HELLO.len() + TAG_LEN);
 const MSG3_LEN: usize = (DH_LEN + TAG_LEN) + TAG_LEN;
 const CONFIRM_LEN: usize = TAG_LEN;
 const HANDSHAKE_BUF: usize = 128;
-/// Frames of one message are gathered up to this size per write.
-const WRITE_BATCH: usize = 256 << 10;
 
 /// This process's static Noise key pair (X25519).
 #[derive(Clone)]
@@ -341,6 +340,113 @@ impl<W> fmt::Debug for SecureSender<W> {
             .field("remote_static", &short_hex(&self.remote_static))
             .finish_non_exhaustive()
     }
+}
+
+impl SecureStream<tokio::net::TcpStream> {
+    /// Splits into a receiving half for a task and a sending half that threads and
+    /// tasks write with directly ([`DirectSender`]).
+    pub fn into_direct_split(
+        self,
+    ) -> Result<(SecureReceiver<ReadHalf<tokio::net::TcpStream>>, DirectSender), StreamError> {
+        use std::os::fd::AsFd;
+        let fd = self.io.as_fd().try_clone_to_owned().map_err(StreamError::Io)?;
+        let remote_static = self.remote_static;
+        let (read, _write) = tokio::io::split(self.io);
+        Ok((
+            SecureReceiver { io: read, rx: self.rx, remote_static },
+            DirectSender {
+                inner: Arc::new(Mutex::new(Direct { tx: self.tx, fd })),
+                remote_static,
+            },
+        ))
+    }
+}
+
+/// The sending half of a [`SecureStream`] over TCP, shared: whoever sends a message
+/// seals it and writes it to the socket itself, in the calling thread (blocking while
+/// the kernel's buffer is full), one message at a time. A thread that forwards a call
+/// or answers one thus writes it without waking a task to do so.
+#[derive(Clone)]
+pub struct DirectSender {
+    inner: Arc<Mutex<Direct>>,
+    remote_static: [u8; DH_LEN],
+}
+
+/// The state behind a [`DirectSender`]: the direction's sealing state and the socket (a
+/// duplicate of the stream's descriptor; non-blocking, as tokio set it).
+pub struct Direct {
+    tx: Sender,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl DirectSender {
+    /// Holds the sending direction: no other message goes out until the guard is dropped.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Direct> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends one message made of `parts`, blocking the calling thread until it is
+    /// written (not to be called on an async task's thread without `block_in_place`).
+    pub fn send_parts(&self, parts: &[&[u8]]) -> Result<(), StreamError> {
+        self.lock().send_parts(parts)
+    }
+
+    /// Closes the sending direction (the peer's `recv` then returns
+    /// [`StreamError::Closed`]); a thread blocked writing gets an error.
+    pub fn shutdown(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) on a socket descriptor this sender owns; no memory is passed.
+        unsafe { libc::shutdown(self.lock().fd.as_raw_fd(), libc::SHUT_WR) };
+    }
+
+    pub fn remote_static(&self) -> [u8; 32] {
+        self.remote_static
+    }
+}
+
+impl Direct {
+    /// As [`DirectSender::send_parts`], under a lock already held.
+    pub fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), StreamError> {
+        self.tx.seal_message(parts)?;
+        write_blocking(&self.fd, &self.tx.out).map_err(StreamError::Io)?;
+        self.tx.poisoned = false;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DirectSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectSender")
+            .field("remote_static", &short_hex(&self.remote_static))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes all of `buf` to a non-blocking socket, waiting in poll(2) while it is full.
+fn write_blocking(fd: &std::os::fd::OwnedFd, mut buf: &[u8]) -> io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a live slice of `buf.len()` bytes; MSG_NOSIGNAL turns a closed
+        // peer into EPIPE instead of SIGPIPE.
+        let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            buf = &buf[n as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) => {
+                let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLOUT)];
+                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The receiving half of a [`SecureStream`].
@@ -649,6 +755,16 @@ impl Sender {
         io: &mut W,
         parts: &[&[u8]],
     ) -> Result<(), StreamError> {
+        self.seal_message(parts)?;
+        io.write_all(&self.out).await.map_err(StreamError::Io)?;
+        io.flush().await.map_err(StreamError::Io)?;
+        self.poisoned = false;
+        Ok(())
+    }
+
+    /// Seals a message made of `parts` into `out`, as its frames. From here until the
+    /// frames are written the direction is `poisoned`.
+    fn seal_message(&mut self, parts: &[&[u8]]) -> Result<(), StreamError> {
         if self.poisoned {
             return Err(StreamError::Broken);
         }
@@ -672,10 +788,6 @@ impl Sender {
             while !rest.is_empty() {
                 if room == 0 {
                     self.end_frame(at)?;
-                    if self.out.len() >= WRITE_BATCH {
-                        io.write_all(&self.out).await.map_err(StreamError::Io)?;
-                        self.out.clear();
-                    }
                     at = self.begin_frame();
                     room = MAX_FRAME_PLAINTEXT;
                 }
@@ -685,11 +797,7 @@ impl Sender {
                 room -= n;
             }
         }
-        self.end_frame(at)?;
-        io.write_all(&self.out).await.map_err(StreamError::Io)?;
-        io.flush().await.map_err(StreamError::Io)?;
-        self.poisoned = false;
-        Ok(())
+        self.end_frame(at)
     }
 
     /// Starts a frame in `out`: room for its length prefix; returns where its

@@ -130,6 +130,46 @@ async fn messages_both_ways_over_tcp() {
     assert_eq!(server.await.unwrap(), ck.public());
 }
 
+/// Threads that write their messages themselves, at once, through one shared
+/// sender: every message arrives whole, each thread's in its order, and a
+/// shutdown ends the stream cleanly for the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_senders_from_threads_interleave_whole_messages() {
+    let (c, s) = handshake_over_tcp(&key(4), &key(4), &StreamOptions::default()).await;
+    let (mut rx, _unused) = s.unwrap().into_split();
+    let (_c_rx, direct) = c.unwrap().into_direct_split().unwrap();
+    let threads: Vec<_> = (0..3u8)
+        .map(|t| {
+            let direct = direct.clone();
+            std::thread::spawn(move || {
+                for i in 0..40u32 {
+                    // Small messages and ones of several frames (up to 1.5 MiB: the
+                    // socket's buffer fills and the writer waits in poll).
+                    let len = if i % 7 == 3 { 1_500_000 } else { 10 + i as usize * 997 };
+                    let mut m = vec![t];
+                    m.extend_from_slice(&i.to_be_bytes());
+                    m.extend_from_slice(&pattern(len, t ^ i as u8));
+                    direct.send_parts(&[&m[..5], &m[5..]]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 3];
+    for _ in 0..120 {
+        let m = tokio::time::timeout(NO_HANG, rx.recv()).await.expect("a message hung").unwrap();
+        let (t, i) = (m[0], u32::from_be_bytes(m[1..5].try_into().unwrap()));
+        assert_eq!(i, next[t as usize], "thread {t}'s messages out of order");
+        next[t as usize] += 1;
+        let len = if i % 7 == 3 { 1_500_000 } else { 10 + i as usize * 997 };
+        assert!(m[5..] == pattern(len, t ^ i as u8)[..], "message {i} of thread {t} damaged");
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    direct.shutdown();
+    assert!(matches!(rx.recv().await, Err(StreamError::Closed)));
+}
+
 #[tokio::test]
 async fn split_halves_work_concurrently() {
     let (c, s) = tokio::io::duplex(1 << 16);
