@@ -189,6 +189,35 @@ impl Injector<'_> {
 }
 
 impl Injector<'_> {
+    /// At the exit-stop of a call that returned EINTR (epoll_wait and others that do not
+    /// return a restart code): the signal that interrupted it, if one is about to be
+    /// delivered. The tracee is then let on to that signal's delivery-stop, the call's
+    /// EINTR left in place (nothing restarts it), as [`Injector::call_interruptible`]
+    /// leaves a call it reports cut by a signal; so a caller can report the call cut by
+    /// that signal rather than answered with EINTR and the signal after it. The gadget
+    /// must be `syscall; int3` (a deputy's shell): should another thread have taken the
+    /// signal meanwhile, the tracee stops at the breakpoint, and this says `None`.
+    pub fn signal_after_eintr(&mut self) -> Result<Option<i32>> {
+        let pid = self.tracee.pid;
+        let Some(m) = crate::task::SigMasks::of(pid) else { return Ok(None) };
+        if (m.pending | m.shared_pending) & !m.blocked == 0 {
+            return Ok(None);
+        }
+        loop {
+            ptrace(libc::PTRACE_CONT, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_CONT", pid, e))?;
+            let stop = wait_stop(pid)?;
+            self.tracee.stop = stop;
+            match stop {
+                Stop::Signal { sig: libc::SIGTRAP } if self.tracee.regs()?.rip == self.gadget + 3 => return Ok(None),
+                Stop::Signal { sig } => return Ok(Some(sig)),
+                Stop::Syscall | Stop::Ptrace { .. } => continue,
+                Stop::Event { .. } => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Injector<'_> {
     /// Runs syscall `nr`, one that blocks until a signal comes (`pause`), without
     /// stopping at its entry and exit: the tracee is let run (PTRACE_CONT) and
     /// the next stop reported, as [`Injector::call_interruptible`] reports it — two

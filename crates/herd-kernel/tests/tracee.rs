@@ -76,6 +76,51 @@ fn injected_calls_run_in_the_tracee_and_it_continues_unharmed() {
     assert!(started.elapsed() >= Duration::from_millis(600), "the sleep was cut short: {:?}", started.elapsed());
 }
 
+/// epoll_wait cut by a signal returns EINTR (no restart code): at its exit the signal
+/// that cut it is found, and the tracee is let on to its delivery-stop; after a call
+/// that nothing cut there is none, and the tracee goes on unharmed.
+#[test]
+fn the_signal_that_cut_an_eintr_call_is_found() {
+    if !can_ptrace("the_signal_that_cut_an_eintr_call_is_found") {
+        return;
+    }
+    use herd_kernel::inject::Outcome;
+    let mut child = Child(Command::new("sleep").arg("5").spawn().unwrap());
+    let pid = child.0.id() as i32;
+    std::thread::sleep(Duration::from_millis(100));
+    let mut t = Tracee::seize(pid, 0).unwrap();
+    let regs = t.regs().unwrap();
+    let mut inj = Injector::new(&mut t, gadget_in(pid), regs);
+    let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let shell = inj.call_ok("mmap", abi::SYS_MMAP, &[0, PAGE, rwx, flags, u64::MAX, 0]).unwrap() as u64;
+    mem::write(pid, shell, &[0x0f, 0x05, 0xcc]).unwrap();
+    inj.set_gadget(shell);
+    inj.set_stack(shell + PAGE - 64);
+    let ep = inj.call_ok("epoll_create1", libc::SYS_epoll_create1 as u64, &[0]).unwrap() as u64;
+    // Nothing cut a call that returned.
+    assert_eq!(inj.call_interruptible(abi::SYS_GETPID, &[]).unwrap(), Outcome::Done(pid as i64));
+    assert_eq!(inj.signal_after_eintr().unwrap(), None);
+    let kicker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        task::kill(pid, libc::SIGUSR1).unwrap();
+    });
+    // epoll_wait(ep, events in the scratch page, 1, 5 s)
+    let r = inj.call_interruptible(libc::SYS_epoll_wait as u64, &[ep, shell + 64, 1, 5000]).unwrap();
+    kicker.join().unwrap();
+    assert_eq!(r, Outcome::Done(-(libc::EINTR as i64)));
+    assert_eq!(inj.signal_after_eintr().unwrap(), Some(libc::SIGUSR1));
+    // The signal is suppressed by the next call, which runs normally.
+    assert_eq!(inj.call_interruptible(abi::SYS_GETPID, &[]).unwrap(), Outcome::Done(pid as i64));
+    inj.call_ok("close", abi::SYS_CLOSE, &[ep]).unwrap();
+    inj.call_ok("munmap", abi::SYS_MUNMAP, &[shell, PAGE]).unwrap();
+    t.resume_until_event().unwrap();
+    t.set_regs(&regs).unwrap();
+    t.detach().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(child.0.try_wait().unwrap().is_none(), "the process did not go on");
+}
+
 #[test]
 fn pagemap_sees_touched_pages_only() {
     if !can_ptrace("pagemap_sees_touched_pages_only") {

@@ -1001,7 +1001,26 @@ impl Deputy {
                     Err(_) => return Err(Woken::Died),
                 };
                 let mem = ProcMemory { pid };
+                let masked_epoll = matches!(call.nr, libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2) && call.args[4] != 0;
                 syscalls::execute(call, scratch, len, &mem, &mut |nr, args| match inj.call_interruptible(nr as u64, &args) {
+                    // An epoll wait with a mask of its own ends with EINTR (no restart
+                    // code) when a signal its mask lets in comes: that signal, about to be
+                    // delivered, is reported as cutting the call rather than after its
+                    // answer, so that the wait is ended on the process's node with the
+                    // handler run there (under the wait's mask), as at home. (A plain
+                    // epoll_wait keeps EINTR then the signal: cut, it would be restarted
+                    // on the node after a SA_RESTART handler.)
+                    Ok(Outcome::Done(r)) if r == -(libc::EINTR as i64) && masked_epoll => match inj.signal_after_eintr() {
+                        Ok(Some(sig)) => {
+                            interrupted = Some(sig);
+                            Err(io::Error::from_raw_os_error(libc::EINTR))
+                        }
+                        Ok(None) => Ok(r),
+                        Err(e) => {
+                            died = matches!(e, KernelError::Died { .. });
+                            Err(io::Error::other(e.to_string()))
+                        }
+                    },
                     Ok(Outcome::Done(r)) => Ok(r),
                     Ok(Outcome::Signal { sig }) => {
                         interrupted = Some(sig);
