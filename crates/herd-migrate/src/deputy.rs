@@ -597,7 +597,11 @@ impl Deputy {
     fn release_memory(&mut self) -> Result<(), KernelError> {
         let gadget = self.gadget;
         self.big = None;
-        let mut keep = self.team.0.kept.lock().expect("kept regions").clone();
+        // Held until the unmapping is done: a thread's deputy growing its scratch meanwhile
+        // waits (see `grow`).
+        let kept = self.team.0.kept.clone();
+        let regions = kept.lock().expect("kept regions");
+        let mut keep = regions.clone();
         keep.push((gadget, SHELL_LEN));
         keep.extend(self.at_home.iter().copied());
         let mut inj = self.injector()?;
@@ -1083,9 +1087,14 @@ impl Deputy {
         }
         let old = self.big.take();
         let kept = self.team.0.kept.clone();
+        // Held while the scratch changes: the main deputy releasing the process's memory
+        // after a post-copy unmaps all but the kept regions under this lock, and must not
+        // unmap a thread's new scratch mapped meanwhile (its call then failed with EFAULT:
+        // node.js aborted in epoll_pwait right after a post-copy move).
+        let mut regions = kept.lock().expect("kept regions");
         let mut inj = self.injector()?;
         if let Some((a, l)) = old {
-            kept.lock().expect("kept regions").retain(|r| *r != (a, l));
+            regions.retain(|r| *r != (a, l));
             inj.call_ok("munmap scratch", abi::SYS_MUNMAP, &[a, l])?;
         }
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
@@ -1093,7 +1102,7 @@ impl Deputy {
         let at = inj.call_ok("mmap scratch", abi::SYS_MMAP, &[0, len, rw, anon, u64::MAX, 0])? as u64;
         self.big = Some((at, len));
         if self.tid != self.pid {
-            kept.lock().expect("kept regions").push((at, len));
+            regions.push((at, len));
         }
         Ok(())
     }
