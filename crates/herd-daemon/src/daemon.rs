@@ -46,6 +46,10 @@ pub struct Snapshot {
     pub id: NodeId,
     pub nodes: Vec<NodeView>,
     pub status: NodeStatus,
+    /// When it was taken: the ages of the nodes' states in `nodes` are as of then (a
+    /// snapshot is taken on the load tick, status changes and membership events, not on
+    /// every gossiped state).
+    pub at: std::time::Instant,
 }
 
 /// Counters exported on /metrics.
@@ -161,6 +165,9 @@ impl Shared {
 }
 
 pub fn rows(s: &Snapshot) -> Vec<NodeRow> {
+    // Ages as of now, not as of the snapshot: a state shown as fresh was received after
+    // what the reader did before asking (the migrate suite waits so for a noblock).
+    let taken = s.at.elapsed();
     s.nodes
         .iter()
         .map(|v| {
@@ -182,7 +189,7 @@ pub fn rows(s: &Snapshot) -> Vec<NodeRow> {
                 mem_total: info.map_or(0, |i| i.mem_total),
                 is_self: v.is_self,
                 boot: v.id.boot,
-                info_age_secs: v.info_age.map(|a| a.as_secs_f64()),
+                info_age_secs: v.info_age.map(|a| (a + taken).as_secs_f64()),
                 kernel: info.map(|i| i.features.kernel.clone()),
                 version: info.map(|i| i.version.clone()),
                 status: info.map(|i| i.status).unwrap_or_default(),
@@ -283,7 +290,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
     let started = Instant::now();
     let membership = Membership::new(id, info, MembershipConfig::default(), rand::random(), Duration::ZERO);
-    let (snap_tx, snap_rx) = watch::channel(Snapshot { id, nodes: membership.view(Duration::ZERO), status: NodeStatus::default() });
+    let (snap_tx, snap_rx) = watch::channel(Snapshot { id, nodes: membership.view(Duration::ZERO), status: NodeStatus::default(), at: std::time::Instant::now() });
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let keypair = Arc::new(herd_wire::stream::NodeKeypair::generate()?);
     let shared = Arc::new(Shared {
@@ -544,7 +551,7 @@ impl GossipLoop {
     }
 
     fn publish(&self, status: NodeStatus) {
-        let snap = Snapshot { id: self.membership.id(), nodes: self.membership.view(self.now()), status };
+        let snap = Snapshot { id: self.membership.id(), nodes: self.membership.view(self.now()), status, at: std::time::Instant::now() };
         self.snapshot.send_replace(snap);
     }
 
