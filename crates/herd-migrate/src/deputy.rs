@@ -1005,7 +1005,7 @@ impl Deputy {
                     Err(_) => return Err(Woken::Died),
                 };
                 let mem = ProcMemory { pid };
-                let masked_epoll = matches!(call.nr, libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2) && call.args[4] != 0;
+                let masked_epoll = syscalls::is_masked_epoll_wait(call.nr, &call.args);
                 syscalls::execute(call, scratch, len, &mem, &mut |nr, args| match inj.call_interruptible(nr as u64, &args) {
                     // An epoll wait with a mask of its own ends with EINTR (no restart
                     // code) when a signal its mask lets in comes: that signal, about to be

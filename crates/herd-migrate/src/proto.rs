@@ -426,17 +426,8 @@ impl Carries for ToHome {
 /// The stream sends them as one message (`send_parts`).
 pub fn encode_parts<T: Carries>(msg: &T) -> (Vec<u8>, &[u8]) {
     match msg.chunk() {
-        Some(c) => {
-            let mut head = vec![T::IMAGE];
-            let mut len = c.len() as u64;
-            // postcard's varint: 7 bits a byte, low first, high bit = more
-            while len >= 0x80 {
-                head.push(len as u8 | 0x80);
-                len >>= 7;
-            }
-            head.push(len as u8);
-            (head, c)
-        }
+        // The variant's tag and the byte string's length, as postcard writes them (varints).
+        Some(c) => (encode(&(u32::from(T::IMAGE), c.len() as u64)), c),
         None => (encode(msg), &[]),
     }
 }

@@ -1128,6 +1128,12 @@ pub fn marshal(nr: i64, args: [u64; 6], mem: &dyn MemRead) -> Result<Call, Marsh
 /// swaps in for its duration, read from the process; None for other calls, a
 /// wait without one (a null pointer), or a mask that cannot be read (the call
 /// fails at home with EFAULT or EINVAL, as it would here).
+/// Whether call `nr` is an epoll wait with a sigmask of its own (which ends with a plain
+/// EINTR, no restart code, when a signal the mask lets in comes).
+pub fn is_masked_epoll_wait(nr: i64, args: &[u64; 6]) -> bool {
+    matches!(nr, libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2) && args[4] != 0
+}
+
 pub fn wait_mask(nr: i64, args: &[u64; 6], mem: &dyn MemRead) -> Option<u64> {
     let word = |addr: u64| {
         let mut b = [0u8; 8];

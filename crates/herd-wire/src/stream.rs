@@ -349,13 +349,14 @@ impl SecureStream<tokio::net::TcpStream> {
         self,
     ) -> Result<(SecureReceiver<ReadHalf<tokio::net::TcpStream>>, DirectSender), StreamError> {
         use std::os::fd::AsFd;
-        let fd = self.io.as_fd().try_clone_to_owned().map_err(StreamError::Io)?;
+        let fd = Arc::new(self.io.as_fd().try_clone_to_owned().map_err(StreamError::Io)?);
         let remote_static = self.remote_static;
         let (read, _write) = tokio::io::split(self.io);
         Ok((
             SecureReceiver { io: read, rx: self.rx, remote_static },
             DirectSender {
-                inner: Arc::new(Mutex::new(Direct { tx: self.tx, fd })),
+                inner: Arc::new(Mutex::new(Direct { tx: self.tx, fd: fd.clone() })),
+                fd,
                 remote_static,
             },
         ))
@@ -369,6 +370,9 @@ impl SecureStream<tokio::net::TcpStream> {
 #[derive(Clone)]
 pub struct DirectSender {
     inner: Arc<Mutex<Direct>>,
+    /// The socket, also outside the lock: a shutdown does not wait for a writer blocked
+    /// on a full socket.
+    fd: Arc<std::os::fd::OwnedFd>,
     remote_static: [u8; DH_LEN],
 }
 
@@ -376,7 +380,7 @@ pub struct DirectSender {
 /// duplicate of the stream's descriptor; non-blocking, as tokio set it).
 pub struct Direct {
     tx: Sender,
-    fd: std::os::fd::OwnedFd,
+    fd: Arc<std::os::fd::OwnedFd>,
 }
 
 impl DirectSender {
@@ -396,7 +400,7 @@ impl DirectSender {
     pub fn shutdown(&self) {
         use std::os::fd::AsRawFd;
         // SAFETY: shutdown(2) on a socket descriptor this sender owns; no memory is passed.
-        unsafe { libc::shutdown(self.lock().fd.as_raw_fd(), libc::SHUT_WR) };
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
     }
 
     pub fn remote_static(&self) -> [u8; 32] {
