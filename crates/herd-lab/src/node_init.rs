@@ -179,12 +179,12 @@ impl Node {
         match self.spawn_daemon() {
             Ok(pid) => {
                 log!("herdd started: pid {pid} in the node");
-                let _ = std::fs::write(self.file(state::NODE_DAEMON_PID), format!("{pid}\n"));
+                let _ = state::write_whole(&self.file(state::NODE_DAEMON_PID), &format!("{pid}\n"));
                 self.daemon = Some(pid);
             }
             Err(e) => {
                 log!("cannot start herdd: {e:#}");
-                let _ = std::fs::write(self.file(state::NODE_DAEMON_EXITED), format!("could not start: {e:#}\n"));
+                let _ = state::write_whole(&self.file(state::NODE_DAEMON_EXITED), &format!("could not start: {e:#}\n"));
             }
         }
     }
@@ -216,7 +216,7 @@ impl Node {
         log!("herdd (pid {pid}) ended: {how}");
         // How it ended first: while the pid file is there its end is not recorded yet
         // (start_node waits for that, so that this end is not taken for the next one's).
-        let _ = std::fs::write(self.file(state::NODE_DAEMON_EXITED), format!("{how}\n"));
+        let _ = state::write_whole(&self.file(state::NODE_DAEMON_EXITED), &format!("{how}\n"));
         let _ = std::fs::remove_file(self.file(state::NODE_DAEMON_PID));
         self.daemon = None;
     }

@@ -212,6 +212,15 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Writes a small record file whole: to a temporary name beside it, then renamed, so that a
+/// reader polling for it never sees it empty or half written.
+pub fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,3 +297,4 @@ mod tests {
         assert!(st.memory_cgroup.is_none() && st.nodes[0].mem_limit.is_none() && st.cgroups().is_empty());
     }
 }
+
