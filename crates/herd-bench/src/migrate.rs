@@ -1042,15 +1042,15 @@ struct Small {
     back: Vec<Migrated>,
 }
 
-/// Mean µs of (write, getppid).
-type Calls = (f64, f64);
+/// Mean µs of (write, getppid, fcntl).
+type Calls = (f64, f64, f64);
 
 /// Runs the system call and CPU measurements where the process is now.
 fn measure(t: &mut Target, calls: Option<u64>, iters: Option<u64>) -> Result<(Option<Calls>, Option<f64>)> {
     let mut c = None;
     if let Some(n) = calls {
         let line = t.p.ask(&format!("calls {n}"), "calls ")?;
-        c = Some((field(&line, "write_us")?, field(&line, "getppid_us")?));
+        c = Some((field(&line, "write_us")?, field(&line, "getppid_us")?, field(&line, "fcntl_us")?));
     }
     let mut secs = None;
     if let Some(n) = iters {
@@ -1114,12 +1114,14 @@ fn calls_and_cpu(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) -> Small {
             }
             let show = |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3} {unit}"));
             eprintln!(
-                "rep {rep}/{}: write home {} remote {}; getppid home {} remote {}; TCP RTT {}; cpu home {} remote {}",
+                "rep {rep}/{}: write home {} remote {}; getppid home {} remote {}; fcntl home {} remote {}; TCP RTT {}; cpu home {} remote {}",
                 cfg.reps,
                 show(r.home_calls.map(|c| c.0), "us"),
                 show(r.remote_calls.map(|c| c.0), "us"),
                 show(r.home_calls.map(|c| c.1), "us"),
                 show(r.remote_calls.map(|c| c.1), "us"),
+                show(r.home_calls.map(|c| c.2), "us"),
+                show(r.remote_calls.map(|c| c.2), "us"),
                 show(r.rtt, "us"),
                 show(r.home_cpu, "s"),
                 show(r.remote_cpu, "s"),
@@ -1260,9 +1262,9 @@ fn print_moves(results: &[SizeResult], tcp_mib: u64) {
     }
 }
 
-/// (native, forwarded, forwarded/TCP) medians of write (0) or getppid (1).
+/// (native, forwarded, forwarded/TCP) medians of write (0), getppid (1) or fcntl (2).
 fn call_medians(s: &Small, which: usize) -> (Option<f64>, Option<f64>, Option<f64>) {
-    let pick = |c: Option<Calls>| c.map(|c| if which == 0 { c.0 } else { c.1 });
+    let pick = |c: Option<Calls>| c.map(|c| [c.0, c.1, c.2][which]);
     let native = med(s.reps.iter().filter_map(|r| pick(r.home_calls)));
     let forwarded = med(s.reps.iter().filter_map(|r| pick(r.remote_calls)));
     let ratio = med(s.reps.iter().filter_map(|r| Some(pick(r.remote_calls)? / r.rtt?)));
@@ -1276,14 +1278,16 @@ fn print_syscalls(s: &Small, calls: u64) {
     let rtt = med(s.reps.iter().filter_map(|r| r.rtt));
     let goal = format!("goal <= {FORWARD_GOAL}");
     let mut rows = vec![row(&["call", "native µs", "forwarded µs", "TCP RTT µs", "forwarded/TCP", &goal])];
-    for (which, name) in [(0, "write(/dev/null, 1 byte)"), (1, "getppid()")] {
+    for (which, name) in [(0, "write(/dev/null, 1 byte)"), (1, "getppid()"), (2, "fcntl(F_GETFD) (by the deputy)")] {
         let (native, forwarded, ratio) = call_medians(s, which);
         rows.push(vec![name.into(), fmt(native, 3), fmt(forwarded, 2), fmt(rtt, 2), fmt(ratio, 2), met(ratio, FORWARD_GOAL).into()]);
     }
     print_table(&rows, 1);
     println!();
     println!("native: the process at home in n1 under herd run, not moved; forwarded: the same process on n2, each call");
-    println!("executed at home by its deputy. TCP RTT: 1-byte ping-pong (TCP_NODELAY) from herd-bench in n2 to herd-bench");
+    println!("made at home: write and getppid by herdd itself, on the deputy's descriptor and pidfd (herd_migrate::native),");
+    println!("fcntl(F_GETFD) (the descriptor's flags: the deputy's own) injected into the deputy by ptrace, as every call");
+    println!("herdd does not make itself. TCP RTT: 1-byte ping-pong (TCP_NODELAY) from herd-bench in n2 to herd-bench");
     println!("in n1, {calls} round trips, in the same repetition. forwarded/TCP: median of the per-repetition ratios.");
     println!("Repetitions alternate the order (home first, n2 first).");
     if !s.out.is_empty() {
@@ -1514,7 +1518,7 @@ fn print_goals(s: &Small, cfg: &Config) {
     println!();
     println!("Goals:");
     if cfg.parts.contains(&Part::Syscalls) {
-        for (which, name) in [(0, "write"), (1, "getppid")] {
+        for (which, name) in [(0, "write"), (1, "getppid"), (2, "fcntl (by the deputy)")] {
             let (_, _, ratio) = call_medians(s, which);
             println!("  forwarded {name} <= {FORWARD_GOAL} x TCP round trip: {} ({})", fmt(ratio, 2), met(ratio, FORWARD_GOAL));
         }
@@ -1540,8 +1544,9 @@ const TARGET_C: &str = r##"
  *                     "ready", then serves one command per line on stdin:
  *
  *   ping              "pong"
- *   calls N           times N write(fd of /dev/null, 1 byte) and N getppid()
- *                     with clock_gettime: "calls write_us=X getppid_us=Y"
+ *   calls N           times N write(fd of /dev/null, 1 byte), N getppid() and
+ *                     N fcntl(that fd, F_GETFD) with clock_gettime:
+ *                     "calls write_us=X getppid_us=Y fcntl_us=Z"
  *                     (mean microseconds per call)
  *   cpu N             N rounds of dependent integer work, no system call:
  *                     "cpu secs=S x=..." (wall-clock seconds)
@@ -1746,7 +1751,14 @@ int main(int argc, char **argv)
                 say("error getppid returned %ld in total", sum);
                 continue;
             }
-            say("calls write_us=%.4f getppid_us=%.4f", (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n);
+            for (unsigned long long i = 0; i < n; i++) {
+                if (fcntl(devnull, F_GETFD) < 0) {
+                    say("error fcntl F_GETFD: %s", strerror(errno));
+                    goto next_command;
+                }
+            }
+            double t3 = now();
+            say("calls write_us=%.4f getppid_us=%.4f fcntl_us=%.4f", (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n, (t3 - t2) * 1e6 / (double)n);
         } else if (sscanf(line, "forks %llu", &n) == 1 && n > 0) {
             double t0 = now();
             for (unsigned long long i = 0; i < n; i++) {

@@ -1715,9 +1715,17 @@ impl Actor {
                                     Verdict::Replay(reply) => {
                                         let _ = back.send(ToRemote::Reply { seq, reply }).await;
                                     }
-                                    Verdict::Run | Verdict::Diverged(_) => {
-                                        d.send(Cmd::Call { seq, tid, call });
-                                    }
+                                    // Made here if herdd can (a read or write of a file,
+                                    // getppid: herd_migrate::native), else by the deputy.
+                                    Verdict::Run | Verdict::Diverged(_) => match d.run_here(&call) {
+                                        Some(reply) => {
+                                            journal.reply(seq, &reply);
+                                            let _ = back.send(ToRemote::Reply { seq, reply }).await;
+                                        }
+                                        None => {
+                                            d.send(Cmd::Call { seq, tid, call });
+                                        }
+                                    },
                                 }
                             }
                             None => {

@@ -43,6 +43,24 @@ impl PidFd {
         Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
 
+    /// The process's ids as the kernel reports them for a pidfd (ioctl PIDFD_GET_INFO,
+    /// Linux 6.13): its pid, thread-group id and parent, as seen from the caller's pid
+    /// namespace. Fails with ESRCH once it has ended (or when its parent is not in
+    /// that namespace), ENOTTY on an older kernel.
+    pub fn ids(&self) -> Result<PidIds> {
+        let mut info = PidfdInfo { mask: PIDFD_INFO_PID, ..PidfdInfo::default() };
+        // SAFETY: PIDFD_GET_INFO writes at most size_of::<PidfdInfo>() bytes (the size
+        // encoded in the request) into `info`, which lives across the call.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+        if r < 0 {
+            return Err(KernelError::last("PIDFD_GET_INFO", self.pid));
+        }
+        if info.mask & PIDFD_INFO_PID == 0 {
+            return Err(KernelError::Died { pid: self.pid });
+        }
+        Ok(PidIds { pid: info.pid as i32, tgid: info.tgid as i32, ppid: info.ppid as i32 })
+    }
+
     /// pidfd_send_signal(sig), with the kernel's default siginfo (SI_USER).
     pub fn send_signal(&self, sig: i32) -> Result<()> {
         // SAFETY: a null siginfo pointer asks for the default one; the rest
@@ -114,6 +132,39 @@ impl AsFd for PidFd {
         self.fd.as_fd()
     }
 }
+
+/// A process's ids from [`PidFd::ids`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidIds {
+    pub pid: i32,
+    pub tgid: i32,
+    pub ppid: i32,
+}
+
+/// `struct pidfd_info` of linux/pidfd.h, its first version (64 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+}
+
+const PIDFD_INFO_PID: u64 = 1;
+/// _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info).
+const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as libc::c_ulong) << 16) | (0xFF << 8) | 11;
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
 
 // Offsets in the x86_64 siginfo_t (128 bytes).
 const SI_SIGNO: usize = 0;
@@ -213,11 +264,27 @@ mod child_tests {
         use std::os::unix::fs::FileTypeExt;
         assert!(meta.file_type().is_fifo());
 
+        // Its ids: our child, in our pid namespace.
+        let has_ids = match p.ids() {
+            Ok(ids) => {
+                assert_eq!(ids, PidIds { pid, tgid: pid, ppid: std::process::id() as i32 });
+                true
+            }
+            Err(KernelError::Sys { source, .. }) if source.raw_os_error() == Some(libc::ENOTTY) => {
+                println!("SKIP: PIDFD_GET_INFO needs Linux 6.13 (the ids part of this test)");
+                false
+            }
+            Err(e) => panic!("PIDFD_GET_INFO: {e}"),
+        };
+
         tgsigqueue(pid, pid, libc::SIGTERM, 7).unwrap();
         wait_readable(&p);
         assert_eq!(p.try_wait().unwrap(), Some(Exit::Signal(libc::SIGTERM)));
-        // Reaped: nothing left to wait for.
+        // Reaped: nothing left to wait for, no ids.
         assert!(p.try_wait().is_err());
+        if has_ids {
+            assert!(matches!(p.ids(), Err(KernelError::Died { .. })), "{:?}", p.ids());
+        }
         drop(child.stdin.take());
     }
 

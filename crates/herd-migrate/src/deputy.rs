@@ -29,6 +29,7 @@ use herd_kernel::mem::{self, PAGE};
 use herd_kernel::ptrace::{Stop, Tracee};
 use herd_kernel::{pidfd, KernelError};
 
+use crate::native::Native;
 use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::ProcMemory;
 use crate::proto::{Ending, MoveMode, ToRemote};
@@ -141,6 +142,8 @@ pub struct Link {
     /// The deputies of the process's other threads, by thread id: a call made
     /// by one of them is run there, concurrently with the others.
     threads: Arc<Mutex<HashMap<i32, ThreadLink>>>,
+    /// The calls herdd makes itself on the deputy's files.
+    native: Arc<Native>,
 }
 
 #[derive(Clone)]
@@ -153,7 +156,13 @@ impl Link {
     /// The link of a new deputy thread for process `pid`, and that thread's commands.
     fn new(pid: i32) -> (Link, Receiver<Cmd>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        (Link { pid, cookie: cookie(), cmds: tx, threads: Default::default() }, rx)
+        (Link { pid, cookie: cookie(), cmds: tx, threads: Default::default(), native: Arc::new(Native::new(pid)) }, rx)
+    }
+
+    /// Makes forwarded `call` here, without the deputy, if it is one herdd can make
+    /// itself ([`crate::native`]); None: [`Cmd::Call`] it (nothing of it was done).
+    pub fn run_here(&self, call: &Call) -> Option<Reply> {
+        self.native.run(call)
     }
 
     /// Queues `cmd` and wakes the thread if it waits on the deputy. A call

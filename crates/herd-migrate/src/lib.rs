@@ -11,6 +11,7 @@
 //! - [`pipe`]: image bytes between the capture/restore threads and the node stream.
 //! - [`postcopy`]: memory that follows a process already running on its target.
 //! - [`journal`]: its effects at home since its last checkpoint, for exactly-once replay.
+//! - [`native`]: forwarded calls herdd answers itself on the deputy's open files.
 //! - [`failpoint`]: faults injected at the steps of a move, for the tests.
 
 pub mod ahead;
@@ -21,6 +22,7 @@ pub mod failpoint;
 pub mod fork;
 pub mod guest;
 pub mod journal;
+pub mod native;
 pub mod pipe;
 pub mod postcopy;
 pub mod proto;

@@ -1,0 +1,487 @@
+//! Forwarded calls that herdd answers itself, without waking the deputy.
+//!
+//! The deputy runs a forwarded call by ptrace: it is woken from its `pause()`, the
+//! call is injected, and it stops again — four context switches and a handful of
+//! ptrace requests on the path of every call. For the calls below, the result does
+//! not depend on which process makes them, only on the open file, so herdd makes them
+//! itself on a duplicate of the deputy's descriptor (`pidfd_getfd`: the same open
+//! file, so the same offset, flags and locks) and the deputy sleeps on:
+//!
+//! - **read, write, pread64, pwrite64, readv, writev, lseek** on
+//!   - a *pipe or FIFO*: reads and writes with `RWF_NOWAIT` (a read that would
+//!     wait, and a write that would wait or is larger than `PIPE_BUF` — not atomic
+//!     then — go to the deputy, which can be interrupted by a signal);
+//!   - a *regular file* of a disk or memory file system (ext4, xfs, btrfs, tmpfs,
+//!     overlay, f2fs, bcachefs, zfs; not procfs, sysfs and the like, whose files
+//!     may check the caller at each read or write, nor FUSE or NFS, which tell the
+//!     server who calls or may wait on the network), not opened `O_DIRECT`: a read
+//!     only when `cachestat` says that every page it reads is in the page cache (it
+//!     cannot wait on the disk then), a write only while neither the process nor
+//!     herdd has a file-size limit (the kernel checks the caller's and signals it);
+//!   - `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/urandom`.
+//! - **getppid**: the deputy's parent, from its pidfd (`PIDFD_GET_INFO`), when herdd
+//!   and the deputy see the same pid namespace.
+//!
+//! A write that fails with `EPIPE` is given to the deputy too: the kernel raises
+//! SIGPIPE in the writer, and that must be the process. Anything else — a terminal,
+//! a socket, a descriptor the process does not have — goes to the deputy as before.
+//! What changes for the world outside: a fanotify listener sees herdd's pid as the
+//! reader or writer, and the bytes count in herdd's /proc/PID/io, not the deputy's.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use herd_kernel::pidfd::PidFd;
+
+use crate::syscalls::{self, Call, MemRead, MemWrite, OutKind, Reply};
+
+/// The largest call answered here (its buffers, all together); a larger one goes to
+/// the deputy, whose scratch grows for it.
+const MAX_BYTES: u64 = 4 << 20;
+
+/// cachestat(2) (Linux 6.5), not yet in the libc crate.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// File systems whose regular files behave the same whoever reads or writes them.
+const PLAIN_FILE_SYSTEMS: [i64; 8] = [
+    0xEF53,     // ext2/3/4
+    0x5846_5342, // xfs
+    0x9123_683E, // btrfs
+    0x0102_1994, // tmpfs
+    0x794C_7630, // overlay
+    0xF2F5_2010, // f2fs
+    0xCA45_1A4E, // bcachefs
+    0x2FC1_2FC1, // zfs
+];
+
+/// Calls herdd makes for a deputy (see the module's doc).
+pub struct Native {
+    /// The deputy, from when it was ours (a pid could be reused; a pidfd is not).
+    pidfd: Option<PidFd>,
+    /// herdd and the deputy see the same pid namespace: its parent's pid as herdd
+    /// sees it is the one it would see.
+    same_pid_ns: bool,
+    /// herdd has no file-size limit of its own (else a write past it would signal herdd).
+    unlimited_here: bool,
+}
+
+impl Native {
+    /// For the deputy `pid` (ours: traced by us, or a child being captured).
+    pub fn new(pid: i32) -> Native {
+        let ns = |who: &str| std::fs::metadata(format!("/proc/{who}/ns/pid")).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        let same_pid_ns = matches!((ns("self"), ns(&pid.to_string())), (Some(a), Some(b)) if a == b);
+        Native { pidfd: PidFd::open(pid).ok(), same_pid_ns, unlimited_here: fsize_unlimited(0) }
+    }
+
+    /// Makes `call` here and answers it, if it is one herdd can make (see the module's
+    /// doc); None: the deputy must, nothing of it was done.
+    pub fn run(&self, call: &Call) -> Option<Reply> {
+        let pidfd = self.pidfd.as_ref()?;
+        match call.nr {
+            libc::SYS_getppid if self.same_pid_ns => {
+                let ids = pidfd.ids().ok()?;
+                Some(Reply { ret: i64::from(ids.ppid), outs: Vec::new() })
+            }
+            libc::SYS_read | libc::SYS_write | libc::SYS_pread64 | libc::SYS_pwrite64 | libc::SYS_readv | libc::SYS_writev | libc::SYS_lseek => {
+                self.io(pidfd, call)
+            }
+            _ => None,
+        }
+    }
+
+    fn io(&self, pidfd: &PidFd, call: &Call) -> Option<Reply> {
+        let nr = call.nr;
+        // The kernel takes an fd as an unsigned int.
+        let fd = i32::try_from(call.args[0] as u32).ok()?;
+        let file = pidfd.get_fd(fd).ok()?;
+        let kind = Kind::of(&file)?;
+        let writes = matches!(nr, libc::SYS_write | libc::SYS_pwrite64 | libc::SYS_writev);
+        let bytes: u64 = call.bufs.iter().filter(|b| b.out != OutKind::In || writes).map(|b| b.len).sum();
+        if bytes > MAX_BYTES {
+            return None;
+        }
+        let how = match (kind, nr) {
+            (_, libc::SYS_lseek) => How::Plain,
+            (Kind::Device, _) => How::Plain,
+            (Kind::Pipe, libc::SYS_read | libc::SYS_readv) => How::NoWait,
+            (Kind::Pipe, libc::SYS_write) if call.args[2] <= libc::PIPE_BUF as u64 => How::NoWait,
+            (Kind::Pipe, libc::SYS_writev) => return None,
+            (Kind::Pipe, libc::SYS_write) => return None,
+            // pread64/pwrite64 on a pipe: ESPIPE at once.
+            (Kind::Pipe, _) => How::Plain,
+            (Kind::File, _) if writes => {
+                if !(self.unlimited_here && fsize_unlimited(pidfd.pid())) {
+                    return None;
+                }
+                How::Plain
+            }
+            (Kind::File, _) => {
+                let at = match nr {
+                    libc::SYS_pread64 => call.args[3] as i64,
+                    // SAFETY: lseek on a descriptor we own; SEEK_CUR with 0 changes nothing.
+                    _ => unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_CUR) },
+                };
+                if at < 0 || !cached(&file, at as u64, bytes) {
+                    return None;
+                }
+                How::Plain
+            }
+        };
+        let scratch = Scratch::new(call.bufs.iter().map(|b| (b.len + 7) & !7).sum());
+        let mut declined = false;
+        let result = syscalls::execute(call, scratch.base(), scratch.len(), &scratch, &mut |nr, mut args| {
+            args[0] = file.as_raw_fd() as u64;
+            let Some(ret) = scratch.make(nr, args, how) else {
+                declined = true;
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            };
+            // Would wait, or cannot be asked not to (EOPNOTSUPP); or a broken pipe,
+            // whose SIGPIPE is the process's: the deputy makes it.
+            let again = how == How::NoWait && (ret == -(libc::EAGAIN as i64) || ret == -(libc::EOPNOTSUPP as i64));
+            if again || (writes && ret == -(libc::EPIPE as i64)) {
+                declined = true;
+                return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            Ok(ret)
+        });
+        match result {
+            Ok(reply) if !declined => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+/// What a descriptor is, for [`Native::io`]; None: one herdd leaves to the deputy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Pipe,
+    File,
+    /// /dev/null, zero, full, urandom: nothing about the caller matters to them.
+    Device,
+}
+
+impl Kind {
+    fn of(file: &OwnedFd) -> Option<Kind> {
+        let st = nix::sys::stat::fstat(file.as_raw_fd()).ok()?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFIFO => Some(Kind::Pipe),
+            libc::S_IFCHR => {
+                let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+                (major == 1 && matches!(minor, 3 | 5 | 7 | 9)).then_some(Kind::Device)
+            }
+            libc::S_IFREG => {
+                let fs = nix::sys::statfs::fstatfs(file).ok()?;
+                let flags = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
+                let plain_fs = PLAIN_FILE_SYSTEMS.contains(&(fs.filesystem_type().0 as i64));
+                (plain_fs && flags & libc::O_DIRECT == 0).then_some(Kind::File)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum How {
+    /// The call itself.
+    Plain,
+    /// read/readv/write as preadv2/pwritev2 at the file's offset with RWF_NOWAIT.
+    NoWait,
+}
+
+/// RLIMIT_FSIZE of `pid` (0: herdd) is unlimited.
+fn fsize_unlimited(pid: i32) -> bool {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit writes one rlimit into `lim` and reads nothing (no new limit).
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut lim) };
+    r == 0 && lim.rlim_cur == libc::RLIM_INFINITY
+}
+
+/// Every page of `len` bytes of `file` from `at` (up to its end) is in the page cache.
+fn cached(file: &OwnedFd, at: u64, len: u64) -> bool {
+    let Ok(st) = nix::sys::stat::fstat(file.as_raw_fd()) else { return false };
+    let size = st.st_size as u64;
+    if at >= size || len == 0 {
+        return true; // end of file: nothing to wait for
+    }
+    let end = (at + len).min(size);
+    let pages = end.div_ceil(4096) - at / 4096;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    let range = Range { off: at, len: end - at };
+    let mut stat = Stat::default();
+    // SAFETY: cachestat reads one range and writes one cachestat struct, both live
+    // across the call; the descriptor is ours.
+    let r = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range as *const Range, &mut stat as *mut Stat, 0) };
+    r == 0 && stat.nr_cache >= pages
+}
+
+/// herdd's memory standing in for the deputy's scratch: [`syscalls::execute`] lays
+/// the call's buffers out in it, and the call is made on it.
+struct Scratch {
+    /// The memory (reached only through `base`).
+    _words: Vec<u64>,
+    base: *mut u8,
+    len: usize,
+}
+
+impl Scratch {
+    fn new(len: u64) -> Scratch {
+        let mut words = vec![0u64; (len as usize).div_ceil(8).max(1)];
+        let base = words.as_mut_ptr().cast::<u8>();
+        Scratch { len: words.len() * 8, _words: words, base }
+    }
+
+    fn base(&self) -> u64 {
+        self.base as u64
+    }
+
+    fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    /// `[addr, addr + len)` lies in the scratch.
+    fn holds(&self, addr: u64, len: u64) -> bool {
+        addr >= self.base() && addr.checked_add(len).is_some_and(|end| end <= self.base() + self.len())
+    }
+
+    /// Makes call `nr` with `args` (fd already ours) as `how` says; the raw result (a
+    /// value or a negative errno). None if a buffer is not in the scratch (never, for
+    /// a call [`syscalls::execute`] laid out; checked because a mistake here would
+    /// have the kernel write over herdd's memory rather than fault in the deputy).
+    fn make(&self, nr: i64, args: [u64; 6], how: How) -> Option<i64> {
+        let fd = args[0] as i32;
+        let iovecs = match nr {
+            libc::SYS_read | libc::SYS_write | libc::SYS_pread64 | libc::SYS_pwrite64 => {
+                if !self.holds(args[1], args[2]) {
+                    return None;
+                }
+                vec![libc::iovec { iov_base: args[1] as *mut libc::c_void, iov_len: args[2] as usize }]
+            }
+            libc::SYS_readv | libc::SYS_writev => {
+                let n = args[2] as usize;
+                if n > libc::UIO_MAXIOV as usize || !self.holds(args[1], (n * std::mem::size_of::<libc::iovec>()) as u64) {
+                    return None;
+                }
+                // SAFETY: `n` iovecs lie in the scratch (checked just above), which
+                // execute filled with them; iovec is plain data, and the scratch is 8-aligned.
+                let list = unsafe { std::slice::from_raw_parts(args[1] as *const libc::iovec, n) }.to_vec();
+                if !list.iter().all(|v| self.holds(v.iov_base as u64, v.iov_len as u64)) {
+                    return None;
+                }
+                list
+            }
+            libc::SYS_lseek => Vec::new(),
+            _ => return None,
+        };
+        // SAFETY: every buffer the call reads or writes lies in the scratch (checked
+        // above), which lives across the call; the other arguments are integers.
+        let r = unsafe {
+            match (nr, how) {
+                (libc::SYS_read | libc::SYS_readv, How::NoWait) => libc::preadv2(fd, iovecs.as_ptr(), iovecs.len() as i32, -1, libc::RWF_NOWAIT) as i64,
+                (libc::SYS_write, How::NoWait) => libc::pwritev2(fd, iovecs.as_ptr(), iovecs.len() as i32, -1, libc::RWF_NOWAIT) as i64,
+                (_, How::NoWait) => return None,
+                (libc::SYS_readv | libc::SYS_writev, How::Plain) => libc::syscall(nr, fd, iovecs.as_ptr(), iovecs.len()),
+                (_, How::Plain) => libc::syscall(nr, fd, args[1], args[2], args[3]),
+            }
+        };
+        Some(if r < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64) } else { r })
+    }
+}
+
+impl MemRead for Scratch {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if !self.holds(addr, buf.len() as u64) {
+            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        // SAFETY: the range lies in the scratch (checked), which `buf` cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+}
+
+impl MemWrite for Scratch {
+    fn write(&self, addr: u64, data: &[u8]) -> std::io::Result<()> {
+        if !self.holds(addr, data.len() as u64) {
+            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        // SAFETY: the range lies in the scratch (checked), which `data` cannot overlap;
+        // nothing holds a reference into the scratch (it is reached only by address).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscalls::Buf;
+    use std::io::{Read, Write};
+    use std::process::{Child, Command, Stdio};
+
+    /// A process whose stdin and stdout are what the test gives it, sleeping.
+    struct Sleeper(Child);
+
+    impl Sleeper {
+        fn new(stdin: impl Into<Stdio>, stdout: impl Into<Stdio>) -> Sleeper {
+            Sleeper(Command::new("sleep").arg("60").stdin(stdin).stdout(stdout).spawn().expect("spawn sleep"))
+        }
+        fn pid(&self) -> i32 {
+            self.0.id() as i32
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The process's addresses do not matter here: they only name the buffers.
+    const ADDR: u64 = 0x7000_0000;
+
+    fn write(fd: u64, data: &[u8]) -> Call {
+        let n = data.len() as u64;
+        Call { nr: libc::SYS_write, args: [fd, ADDR, n, 0, 0, 0], bufs: vec![Buf { arg: 1, addr: ADDR, len: n, data: data.to_vec(), out: OutKind::In }] }
+    }
+
+    fn read(fd: u64, n: u64) -> Call {
+        Call { nr: libc::SYS_read, args: [fd, ADDR, n, 0, 0, 0], bufs: vec![Buf { arg: 1, addr: ADDR, len: n, data: Vec::new(), out: OutKind::Ret }] }
+    }
+
+    fn lseek(fd: u64, off: i64, whence: i32) -> Call {
+        Call { nr: libc::SYS_lseek, args: [fd, off as u64, whence as u64, 0, 0, 0], bufs: Vec::new() }
+    }
+
+    /// None when this machine cannot take another process's descriptors (pidfd_getfd
+    /// needs ptrace access): the test prints why and passes nothing off as tested.
+    fn native_for(p: &Sleeper) -> Option<Native> {
+        let n = Native::new(p.pid());
+        match n.pidfd.as_ref().map(|f| f.get_fd(0)) {
+            Some(Ok(_)) => Some(n),
+            other => {
+                println!("SKIP: pidfd_getfd of a child's descriptor: {other:?}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn files_are_read_and_written_at_their_offset_without_the_deputy() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, b"abcdef").unwrap(); // just written: in the page cache
+        let output = dir.path().join("out");
+        let p = Sleeper::new(std::fs::File::open(&input).unwrap(), std::fs::File::create(&output).unwrap());
+        let Some(n) = native_for(&p) else { return };
+
+        assert_eq!(n.run(&write(1, b"hello ")), Some(Reply { ret: 6, outs: Vec::new() }));
+        assert_eq!(n.run(&write(1, b"world")).map(|r| r.ret), Some(5));
+        assert_eq!(std::fs::read(&output).unwrap(), b"hello world");
+        // The offset is the process's: shared with its descriptor.
+        assert_eq!(n.run(&lseek(1, 0, libc::SEEK_CUR)).map(|r| r.ret), Some(11));
+
+        assert_eq!(n.run(&read(0, 4)), Some(Reply { ret: 4, outs: vec![(ADDR, b"abcd".to_vec())] }));
+        assert_eq!(n.run(&read(0, 4)), Some(Reply { ret: 2, outs: vec![(ADDR, b"ef".to_vec())] }));
+        assert_eq!(n.run(&read(0, 4)), Some(Reply { ret: 0, outs: Vec::new() }));
+
+        // readv into two buffers, from the start again.
+        assert_eq!(n.run(&lseek(0, 1, libc::SEEK_SET)).map(|r| r.ret), Some(1));
+        let iov: Vec<u8> = [(ADDR + 0x100, 2u64), (ADDR + 0x200, 8u64)].iter().flat_map(|(a, l)| a.to_ne_bytes().into_iter().chain(l.to_ne_bytes())).collect();
+        let readv = Call {
+            nr: libc::SYS_readv,
+            args: [0, ADDR, 2, 0, 0, 0],
+            bufs: vec![
+                Buf { arg: 1, addr: ADDR, len: 32, data: iov, out: OutKind::In },
+                Buf { arg: 1, addr: ADDR + 0x100, len: 2, data: Vec::new(), out: OutKind::Scatter },
+                Buf { arg: 1, addr: ADDR + 0x200, len: 8, data: Vec::new(), out: OutKind::Scatter },
+            ],
+        };
+        assert_eq!(n.run(&readv), Some(Reply { ret: 5, outs: vec![(ADDR + 0x100, b"bc".to_vec()), (ADDR + 0x200, b"def".to_vec())] }));
+    }
+
+    #[test]
+    fn a_file_size_limit_of_the_process_leaves_writes_to_the_deputy() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out");
+        let p = Sleeper::new(Stdio::null(), std::fs::File::create(&output).unwrap());
+        let Some(n) = native_for(&p) else { return };
+        let lim = libc::rlimit { rlim_cur: 1 << 20, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: prlimit reads one rlimit (the new limit of our child) and writes nothing.
+        assert_eq!(unsafe { libc::prlimit(p.pid(), libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) }, 0);
+        assert_eq!(n.run(&write(1, b"x")), None);
+        assert_eq!(std::fs::read(&output).unwrap(), b"");
+    }
+
+    #[test]
+    fn pipes_are_used_only_when_no_call_would_wait() {
+        let (child_in, mut feed) = std::io::pipe().unwrap();
+        let (mut drain, child_out) = std::io::pipe().unwrap();
+        let p = Sleeper::new(child_in, child_out);
+        let Some(n) = native_for(&p) else { return };
+        // Nothing to read: the read would wait, so the deputy makes it.
+        assert_eq!(n.run(&read(0, 8)), None);
+        feed.write_all(b"xy").unwrap();
+        assert_eq!(n.run(&read(0, 8)), Some(Reply { ret: 2, outs: vec![(ADDR, b"xy".to_vec())] }));
+
+        // Writes up to PIPE_BUF (atomic) are made here, whole, until the pipe is full.
+        let mut made = 0;
+        while let Some(r) = n.run(&write(1, &[7u8; libc::PIPE_BUF])) {
+            assert_eq!(r.ret, libc::PIPE_BUF as i64);
+            made += 1;
+            assert!(made <= 1024, "a pipe that never fills");
+        }
+        assert!(made >= 1);
+        let mut got = vec![0u8; made * libc::PIPE_BUF];
+        drain.read_exact(&mut got).unwrap();
+        assert!(got.iter().all(|&b| b == 7));
+        // Larger ones are the deputy's.
+        assert_eq!(n.run(&write(1, &[1u8; libc::PIPE_BUF + 1])), None);
+        // A broken pipe: its SIGPIPE is the process's, so the deputy makes the write.
+        drop(drain);
+        assert_eq!(n.run(&write(1, b"z")), None);
+    }
+
+    #[test]
+    fn devices_sockets_and_unknown_descriptors() {
+        let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = Sleeper::new(std::fs::File::open("/dev/zero").unwrap(), std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap());
+        let Some(n) = native_for(&p) else { return };
+        assert_eq!(n.run(&write(1, b"gone")).map(|r| r.ret), Some(4));
+        assert_eq!(n.run(&read(0, 3)), Some(Reply { ret: 3, outs: vec![(ADDR, vec![0, 0, 0])] }));
+        // A descriptor it does not have: the deputy answers EBADF.
+        assert_eq!(n.run(&write(77, b"x")), None);
+        drop(p);
+        // A socket: the deputy's.
+        let p = Sleeper::new(Stdio::null(), std::os::fd::OwnedFd::from(sock));
+        let Some(n) = native_for(&p) else { return };
+        assert_eq!(n.run(&write(1, b"x")), None);
+    }
+
+    #[test]
+    fn getppid_is_the_deputys_parent() {
+        let p = Sleeper::new(Stdio::null(), Stdio::null());
+        let Some(n) = native_for(&p) else { return };
+        match n.run(&Call { nr: libc::SYS_getppid, args: [0; 6], bufs: Vec::new() }) {
+            Some(r) => assert_eq!(r, Reply { ret: i64::from(std::process::id()), outs: Vec::new() }),
+            // PIDFD_GET_INFO is Linux 6.13.
+            None => println!("SKIP: getppid from a pidfd: {:?}", n.pidfd.as_ref().map(|f| f.ids())),
+        }
+        // Anything else is the deputy's.
+        assert_eq!(n.run(&Call { nr: libc::SYS_getpgrp, args: [0; 6], bufs: Vec::new() }), None);
+    }
+}
