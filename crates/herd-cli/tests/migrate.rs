@@ -457,9 +457,14 @@ fn home_files_are_read_and_created_at_home(lab: &Lab) {
     lab.expect_migrate(&p, pid, "n2");
     lab.expect_where(&p, pid, "n2", Some(1));
     lab.expect_runs_on(&p, "n2", &prog);
+    let native_before = native_calls(lab, "n1");
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
+    // The reads of the (cached) home file and the write of the new one were made by
+    // herdd itself on the deputy's descriptors (herd_migrate::native), not by ptrace.
+    let native = native_calls(lab, "n1") - native_before;
+    assert!(native >= 2, "n1's herdd made {native} of the process's file calls itself, expected its reads and writes\n{}", lab.logs());
 
     let home = lab.node_sh("n1", &format!("cat {CREATED} && stat -c 'owner %u' {CREATED}"));
     let home_text = String::from_utf8_lossy(&home.stdout);
@@ -478,6 +483,16 @@ fn home_files_are_read_and_created_at_home(lab: &Lab) {
         lab.logs()
     );
     lab.node_sh_ok("n1", &format!("rm -f {CREATED} {HOME_ONLY}"));
+}
+
+/// How many forwarded calls `node`'s herdd made itself (herd_forwarded_calls_native_total).
+fn native_calls(lab: &Lab, node: &str) -> u64 {
+    let out = lab.node_sh(node, "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:4780/metrics', timeout=10).read().decode())\"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("herd_forwarded_calls_native_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no herd_forwarded_calls_native_total in {node}'s /metrics: {} {}", describe(&out.status), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// A file that only n2's /tmp has is not there for a process moved to n2: ENOENT.

@@ -68,6 +68,8 @@ pub struct Counters {
     pub migrations_failed: Counter,
     pub migrated_bytes: Counter,
     pub forwarded_calls: Counter,
+    /// Of those, the ones herdd made itself on the deputy's files (herd_migrate::native).
+    pub forwarded_calls_native: Counter,
     pub guests_received: Counter,
     pub processes_lost: Counter,
     /// Processes resumed from a checkpoint after the node running them was lost.
@@ -104,6 +106,7 @@ impl Default for Counters {
             migrations_failed: Counter::default(),
             migrated_bytes: Counter::default(),
             forwarded_calls: Counter::default(),
+            forwarded_calls_native: Counter::default(),
             guests_received: Counter::default(),
             processes_lost: Counter::default(),
             processes_resumed: Counter::default(),

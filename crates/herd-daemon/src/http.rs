@@ -112,6 +112,7 @@ pub fn render(shared: &Shared) -> String {
     reg.register("migrations_failed", "Moves that were refused or failed (the process ran on where it was)", c.migrations_failed.clone());
     reg.register("migrated_bytes", "Image bytes moved for this node's processes", c.migrated_bytes.clone());
     reg.register("forwarded_calls", "System calls of remote processes served by their deputies here", c.forwarded_calls.clone());
+    reg.register("forwarded_calls_native", "Of the forwarded calls, those herdd made itself on the deputy's open file (no ptrace)", c.forwarded_calls_native.clone());
     reg.register("guests_received", "Processes of other nodes that arrived here", c.guests_received.clone());
     reg.register("balancer_moves", "Moves the balancer started (load, memory ushering, I/O home)", c.balancer_moves.clone());
     reg.register("processes_lost", "Processes of this node lost with the node they ran on", c.processes_lost.clone());

@@ -1671,6 +1671,7 @@ impl Actor {
         let (tx, _writer) = Outbox::start(direct);
         let me = self.me.clone();
         let (path, forwarded, counter) = (self.path.clone(), self.forwarded.clone(), self.shared.counters.forwarded_calls.clone());
+        let native = self.shared.counters.forwarded_calls_native.clone();
         let pid = self.pid;
         let back = tx.clone();
         let journal = self.journal.clone();
@@ -1719,6 +1720,7 @@ impl Actor {
                                     // getppid: herd_migrate::native), else by the deputy.
                                     Verdict::Run | Verdict::Diverged(_) => match d.run_here(&call) {
                                         Some(reply) => {
+                                            native.inc();
                                             journal.reply(seq, &reply);
                                             let _ = back.send(ToRemote::Reply { seq, reply }).await;
                                         }
