@@ -730,8 +730,20 @@ fn stream_build<R: Read + Send>(
                 return;
             }
         });
+        // Tracer and tracee on one CPU while the image is built by injected calls (the
+        // reader, made above, keeps every CPU); then the process and its threads get
+        // the CPUs they had.
+        let pin = herd_kernel::task::OneCpu::pin(tracee.pid());
         // On an early error `pages` is dropped here, which ends the reader.
-        build(tracee, child, image, PageStream { rx, back }, warnings, into, made)
+        let built = build(tracee, child, image, PageStream { rx, back }, warnings, into, made)?;
+        if let Some(pin) = &pin {
+            for tid in std::iter::once(tracee.pid()).chain(made.threads.iter().map(|t| t.pid())) {
+                if let Err(e) = pin.release(tid) {
+                    warnings.push(format!("thread {tid} keeps running on one CPU: {e}"));
+                }
+            }
+        }
+        Ok(built)
     })
 }
 

@@ -69,6 +69,72 @@ pub fn sched(tid: i32) -> Result<Sched> {
     Ok(Sched { policy, priority: param.sched_priority, nice: 20 - r as i32 })
 }
 
+/// The calling thread and a tracee kept on one CPU — the one the caller runs on — while
+/// they hand control back and forth by ptrace, one stop after another. Waking a task on
+/// another CPU costs an inter-processor interrupt, which in a virtual machine is tens
+/// of µs (measured here: an injected call took 95 µs with tracer and tracee on two CPUs,
+/// 7 µs on one). Dropping it gives the caller its own CPUs back; [`OneCpu::release`]
+/// gives a task of the tracee (it, or a thread it made meanwhile, which inherited the
+/// pin) the CPUs the tracee had.
+pub struct OneCpu {
+    own: libc::cpu_set_t,
+    theirs: libc::cpu_set_t,
+}
+
+fn affinity(tid: i32) -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain bits; all zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `set`.
+    let r = unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(set)
+}
+
+fn set_affinity(tid: i32, set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: the kernel reads size_of::<cpu_set_t>() bytes of `set`.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl OneCpu {
+    /// Pins the calling thread and `tid`; None (nothing changed) when either cannot be
+    /// pinned or they do not share the caller's CPU.
+    pub fn pin(tid: i32) -> Option<OneCpu> {
+        // SAFETY: sched_getcpu has no arguments.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let (own, theirs) = (affinity(0)?, affinity(tid)?);
+        let cpu = usize::try_from(cpu).ok().filter(|&c| c < libc::CPU_SETSIZE as usize)?;
+        // SAFETY: CPU_ISSET reads one bit of a set; `cpu` is below CPU_SETSIZE.
+        if !unsafe { libc::CPU_ISSET(cpu, &own) && libc::CPU_ISSET(cpu, &theirs) } {
+            return None;
+        }
+        // SAFETY: as in `affinity`.
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: CPU_SET sets one bit of a set; `cpu` is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut one) };
+        set_affinity(tid, &one).ok()?;
+        if set_affinity(0, &one).is_err() {
+            let _ = set_affinity(tid, &theirs);
+            return None;
+        }
+        Some(OneCpu { own, theirs })
+    }
+
+    /// Gives task `tid` (the tracee, or a thread it made) the tracee's CPUs again.
+    pub fn release(&self, tid: i32) -> Result<()> {
+        set_affinity(tid, &self.theirs).map_err(|e| KernelError::from_io("sched_setaffinity", tid, e))
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        let _ = set_affinity(0, &self.own);
+    }
+}
+
 /// The calling thread's id (a tracer is a thread: /proc's TracerPid names it).
 pub fn gettid() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.

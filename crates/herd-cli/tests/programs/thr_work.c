@@ -13,7 +13,9 @@
  * at round ROUNDS*3/4 the main thread sends SIGUSR1 to worker 2 with pthread_kill and
  * the handler counts in TLS. At round ROUNDS/2 two short-lived threads are
  * made and joined. At the end every thread is joined, and the program exits
- * with status 3 (so that a restart that ends with 0 is noticed).
+ * with status 3 (so that a restart that ends with 0 is noticed), after printing
+ * how many CPUs each thread may run on (a restore must give them back the CPUs
+ * they had, though it builds the process pinned to one).
  *
  * pthread_kill addresses a thread by the id glibc keeps for it (in the
  * thread's memory), so after a restart it reaches the right thread only if
@@ -23,6 +25,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,6 +73,8 @@ static void on_usr1(int sig)
     usr1_seen++;
 }
 
+static int cpu_counts[WORKERS];
+
 static void *worker(void *arg)
 {
     int id = (int)(intptr_t)arg;
@@ -111,6 +116,8 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&lock);
         pthread_barrier_wait(&end_round);
     }
+    cpu_set_t cpus;
+    cpu_counts[id] = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : -1;
     return (void *)(uintptr_t)(*mine + acc % 7);
 }
 
@@ -185,5 +192,10 @@ int main(int argc, char **argv)
     void *v;
     pthread_join(wt, &v);
     printf("waiter returned %lu\n", (unsigned long)(uintptr_t)v);
+    cpu_set_t cpus;
+    printf("cpus: main %d, workers", sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : -1);
+    for (int i = 0; i < WORKERS; i++)
+        printf(" %d", cpu_counts[i]);
+    printf("\n");
     return 3;
 }
