@@ -15,8 +15,10 @@
 //! - [`uffd`]: userfaultfd of another process, for post-copy migration.
 //! - [`pty`]: pseudo-terminals read and made again with their settings.
 //! - [`tcprepair`]: established TCP connections dumped and made again (TCP_REPAIR).
+//! - [`fileio`]: file calls herdd makes itself on a duplicate of a process's descriptor.
 
 pub mod abi;
+pub mod fileio;
 pub mod host;
 pub mod inject;
 pub mod maskwait;

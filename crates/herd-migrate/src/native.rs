@@ -28,8 +28,9 @@
 //! What changes for the world outside: a fanotify listener sees herdd's pid as the
 //! reader or writer, and the bytes count in herdd's /proc/PID/io, not the deputy's.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+use herd_kernel::fileio::{self, CallBuf, How};
 use herd_kernel::pidfd::PidFd;
 
 use crate::syscalls::{self, Call, MemRead, MemWrite, OutKind, Reply};
@@ -37,9 +38,6 @@ use crate::syscalls::{self, Call, MemRead, MemWrite, OutKind, Reply};
 /// The largest call answered here (its buffers, all together); a larger one goes to
 /// the deputy, whose scratch grows for it.
 const MAX_BYTES: u64 = 4 << 20;
-
-/// cachestat(2) (Linux 6.5), not yet in the libc crate.
-const SYS_CACHESTAT: libc::c_long = 451;
 
 /// File systems whose regular files behave the same whoever reads or writes them.
 const PLAIN_FILE_SYSTEMS: [i64; 8] = [
@@ -72,7 +70,7 @@ impl Native {
             (m.dev(), m.ino())
         });
         let same_pid_ns = matches!((ns("self"), ns(&pid.to_string())), (Some(a), Some(b)) if a == b);
-        Native { pidfd: PidFd::open(pid).ok(), same_pid_ns, unlimited_here: fsize_unlimited(0) }
+        Native { pidfd: PidFd::open(pid).ok(), same_pid_ns, unlimited_here: fileio::fsize_unlimited(0) }
     }
 
     /// Makes `call` here and answers it, if it is one herdd can make (see the module's
@@ -112,7 +110,7 @@ impl Native {
             // pread64/pwrite64 on a pipe: ESPIPE at once.
             (Kind::Pipe, _) => How::Plain,
             (Kind::File, _) if writes => {
-                if !(self.unlimited_here && fsize_unlimited(pidfd.pid())) {
+                if !(self.unlimited_here && fileio::fsize_unlimited(pidfd.pid())) {
                     return None;
                 }
                 How::Plain
@@ -120,20 +118,19 @@ impl Native {
             (Kind::File, _) => {
                 let at = match nr {
                     libc::SYS_pread64 => call.args[3] as i64,
-                    // SAFETY: lseek on a descriptor we own; SEEK_CUR with 0 changes nothing.
-                    _ => unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_CUR) },
+                    _ => fileio::offset(file.as_fd())?,
                 };
-                if at < 0 || !cached(&file, at as u64, bytes) {
+                let size = nix::sys::stat::fstat(file.as_raw_fd()).ok()?.st_size as u64;
+                if at < 0 || !fileio::cached(file.as_fd(), size, at as u64, bytes) {
                     return None;
                 }
                 How::Plain
             }
         };
-        let scratch = Scratch::new(call.bufs.iter().map(|b| (b.len + 7) & !7).sum());
+        let scratch = Scratch(CallBuf::new(call.bufs.iter().map(|b| (b.len + 7) & !7).sum()));
         let mut declined = false;
-        let result = syscalls::execute(call, scratch.base(), scratch.len(), &scratch, &mut |nr, mut args| {
-            args[0] = file.as_raw_fd() as u64;
-            let Some(ret) = scratch.make(nr, args, how) else {
+        let result = syscalls::execute(call, scratch.0.base(), scratch.0.len(), &scratch, &mut |nr, args| {
+            let Some(ret) = scratch.0.make(file.as_fd(), nr, args, how) else {
                 declined = true;
                 return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
             };
@@ -182,146 +179,27 @@ impl Kind {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum How {
-    /// The call itself.
-    Plain,
-    /// read/readv/write as preadv2/pwritev2 at the file's offset with RWF_NOWAIT.
-    NoWait,
-}
 
-/// RLIMIT_FSIZE of `pid` (0: herdd) is unlimited.
-fn fsize_unlimited(pid: i32) -> bool {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: prlimit writes one rlimit into `lim` and reads nothing (no new limit).
-    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut lim) };
-    r == 0 && lim.rlim_cur == libc::RLIM_INFINITY
-}
-
-/// Every page of `len` bytes of `file` from `at` (up to its end) is in the page cache.
-fn cached(file: &OwnedFd, at: u64, len: u64) -> bool {
-    let Ok(st) = nix::sys::stat::fstat(file.as_raw_fd()) else { return false };
-    let size = st.st_size as u64;
-    if at >= size || len == 0 {
-        return true; // end of file: nothing to wait for
-    }
-    let end = (at + len).min(size);
-    let pages = end.div_ceil(4096) - at / 4096;
-    #[repr(C)]
-    struct Range {
-        off: u64,
-        len: u64,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        nr_cache: u64,
-        nr_dirty: u64,
-        nr_writeback: u64,
-        nr_evicted: u64,
-        nr_recently_evicted: u64,
-    }
-    let range = Range { off: at, len: end - at };
-    let mut stat = Stat::default();
-    // SAFETY: cachestat reads one range and writes one cachestat struct, both live
-    // across the call; the descriptor is ours.
-    let r = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range as *const Range, &mut stat as *mut Stat, 0) };
-    r == 0 && stat.nr_cache >= pages
-}
-
-/// herdd's memory standing in for the deputy's scratch: [`syscalls::execute`] lays
-/// the call's buffers out in it, and the call is made on it.
-struct Scratch {
-    /// The memory (reached only through `base`).
-    _words: Vec<u64>,
-    base: *mut u8,
-    len: usize,
-}
-
-impl Scratch {
-    fn new(len: u64) -> Scratch {
-        let mut words = vec![0u64; (len as usize).div_ceil(8).max(1)];
-        let base = words.as_mut_ptr().cast::<u8>();
-        Scratch { len: words.len() * 8, _words: words, base }
-    }
-
-    fn base(&self) -> u64 {
-        self.base as u64
-    }
-
-    fn len(&self) -> u64 {
-        self.len as u64
-    }
-
-    /// `[addr, addr + len)` lies in the scratch.
-    fn holds(&self, addr: u64, len: u64) -> bool {
-        addr >= self.base() && addr.checked_add(len).is_some_and(|end| end <= self.base() + self.len())
-    }
-
-    /// Makes call `nr` with `args` (fd already ours) as `how` says; the raw result (a
-    /// value or a negative errno). None if a buffer is not in the scratch (never, for
-    /// a call [`syscalls::execute`] laid out; checked because a mistake here would
-    /// have the kernel write over herdd's memory rather than fault in the deputy).
-    fn make(&self, nr: i64, args: [u64; 6], how: How) -> Option<i64> {
-        let fd = args[0] as i32;
-        let iovecs = match nr {
-            libc::SYS_read | libc::SYS_write | libc::SYS_pread64 | libc::SYS_pwrite64 => {
-                if !self.holds(args[1], args[2]) {
-                    return None;
-                }
-                vec![libc::iovec { iov_base: args[1] as *mut libc::c_void, iov_len: args[2] as usize }]
-            }
-            libc::SYS_readv | libc::SYS_writev => {
-                let n = args[2] as usize;
-                if n > libc::UIO_MAXIOV as usize || !self.holds(args[1], (n * std::mem::size_of::<libc::iovec>()) as u64) {
-                    return None;
-                }
-                // SAFETY: `n` iovecs lie in the scratch (checked just above), which
-                // execute filled with them; iovec is plain data, and the scratch is 8-aligned.
-                let list = unsafe { std::slice::from_raw_parts(args[1] as *const libc::iovec, n) }.to_vec();
-                if !list.iter().all(|v| self.holds(v.iov_base as u64, v.iov_len as u64)) {
-                    return None;
-                }
-                list
-            }
-            libc::SYS_lseek => Vec::new(),
-            _ => return None,
-        };
-        // SAFETY: every buffer the call reads or writes lies in the scratch (checked
-        // above), which lives across the call; the other arguments are integers.
-        let r = unsafe {
-            match (nr, how) {
-                (libc::SYS_read | libc::SYS_readv, How::NoWait) => libc::preadv2(fd, iovecs.as_ptr(), iovecs.len() as i32, -1, libc::RWF_NOWAIT) as i64,
-                (libc::SYS_write, How::NoWait) => libc::pwritev2(fd, iovecs.as_ptr(), iovecs.len() as i32, -1, libc::RWF_NOWAIT) as i64,
-                (_, How::NoWait) => return None,
-                (libc::SYS_readv | libc::SYS_writev, How::Plain) => libc::syscall(nr, fd, iovecs.as_ptr(), iovecs.len()),
-                (_, How::Plain) => libc::syscall(nr, fd, args[1], args[2], args[3]),
-            }
-        };
-        Some(if r < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64) } else { r })
-    }
-}
+/// [`CallBuf`] as the deputy's memory for [`syscalls::execute`].
+struct Scratch(CallBuf);
 
 impl MemRead for Scratch {
     fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        if !self.holds(addr, buf.len() as u64) {
-            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        if self.0.read(addr, buf) {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EFAULT))
         }
-        // SAFETY: the range lies in the scratch (checked), which `buf` cannot overlap.
-        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
     }
 }
 
 impl MemWrite for Scratch {
     fn write(&self, addr: u64, data: &[u8]) -> std::io::Result<()> {
-        if !self.holds(addr, data.len() as u64) {
-            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        if self.0.write(addr, data) {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EFAULT))
         }
-        // SAFETY: the range lies in the scratch (checked), which `data` cannot overlap;
-        // nothing holds a reference into the scratch (it is reached only by address).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
-        Ok(())
     }
 }
 
@@ -418,11 +296,17 @@ mod tests {
     fn a_file_size_limit_of_the_process_leaves_writes_to_the_deputy() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out");
-        let p = Sleeper::new(Stdio::null(), std::fs::File::create(&output).unwrap());
+        let child = Command::new("sh").args(["-c", "ulimit -f 2048 && exec sleep 60"]).stdout(std::fs::File::create(&output).unwrap()).spawn().unwrap();
+        let p = Sleeper(child);
+        // Once its limit is set (the shell runs ulimit before it execs sleep).
+        let limits = format!("/proc/{}/limits", p.pid());
+        let limited = || std::fs::read_to_string(&limits).is_ok_and(|t| t.lines().any(|l| l.starts_with("Max file size") && l.contains("1048576")));
+        let t0 = std::time::Instant::now();
+        while !limited() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "the shell never set its file-size limit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let Some(n) = native_for(&p) else { return };
-        let lim = libc::rlimit { rlim_cur: 1 << 20, rlim_max: libc::RLIM_INFINITY };
-        // SAFETY: prlimit reads one rlimit (the new limit of our child) and writes nothing.
-        assert_eq!(unsafe { libc::prlimit(p.pid(), libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) }, 0);
         assert_eq!(n.run(&write(1, b"x")), None);
         assert_eq!(std::fs::read(&output).unwrap(), b"");
     }
