@@ -700,3 +700,40 @@ mod sigmask_tests {
         assert!(!m.lets_in(0, 0) && !m.lets_in(65, 0));
     }
 }
+
+#[cfg(test)]
+mod one_cpu_tests {
+    use super::*;
+
+    fn count(tid: i32) -> usize {
+        let set = affinity(tid).expect("sched_getaffinity");
+        // SAFETY: CPU_COUNT reads a set.
+        unsafe { libc::CPU_COUNT(&set) as usize }
+    }
+
+    #[test]
+    fn pins_both_then_gives_each_its_cpus_back() {
+        // On a thread of its own: the pin is the calling thread's.
+        std::thread::spawn(|| {
+            let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+            let pid = child.id() as i32;
+            let (mine, theirs) = (count(0), count(pid));
+            if mine < 2 {
+                println!("SKIP: one CPU only: nothing to pin");
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            let pin = OneCpu::pin(pid).expect("pin");
+            assert_eq!((count(0), count(pid)), (1, 1));
+            pin.release(pid).unwrap();
+            assert_eq!(count(pid), theirs);
+            drop(pin);
+            assert_eq!(count(0), mine);
+            let _ = child.kill();
+            let _ = child.wait();
+        })
+        .join()
+        .unwrap();
+    }
+}
