@@ -289,6 +289,15 @@ fn capture_with(
     // Threads may have been created between the check and the stop.
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    // The capture injects calls into the held threads one after another: herd and
+    // they on one CPU meanwhile (see OneCpu), every thread's CPUs given back when
+    // `_pin` is dropped, before the process is released.
+    let mut _pin = herd_kernel::task::OneCpu::here();
+    if let Some(p) = _pin.as_mut() {
+        for t in &held.threads {
+            p.add(t.tracee.pid());
+        }
+    }
     let checked = check::check_held(pid, purpose)?;
     if !checked.why.is_empty() {
         return Err(CheckpointError::CantMove { pid, reasons: checked.why });

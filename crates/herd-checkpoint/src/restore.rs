@@ -733,12 +733,18 @@ fn stream_build<R: Read + Send>(
         // Tracer and tracee on one CPU while the image is built by injected calls (the
         // reader, made above, keeps every CPU); then the process and its threads get
         // the CPUs they had.
-        let pin = herd_kernel::task::OneCpu::pin(tracee.pid());
+        let mut pin = herd_kernel::task::OneCpu::here();
+        let main = tracee.pid();
+        if let Some(p) = pin.as_mut() {
+            p.add(main);
+        }
         // On an early error `pages` is dropped here, which ends the reader.
         let built = build(tracee, child, image, PageStream { rx, back }, warnings, into, made)?;
-        if let Some(pin) = &pin {
-            for tid in std::iter::once(tracee.pid()).chain(made.threads.iter().map(|t| t.pid())) {
-                if let Err(e) = pin.release(tid) {
+        if let Some(p) = &pin {
+            // The threads it made inherited the pin. (The main thread's CPUs come back
+            // when `pin` is dropped.)
+            for tid in made.threads.iter().map(|t| t.pid()) {
+                if let Err(e) = p.release_like(tid, main) {
                     warnings.push(format!("thread {tid} keeps running on one CPU: {e}"));
                 }
             }

@@ -864,6 +864,26 @@ fn threads_c_pthreads_every_thread_resumes() {
     assert_same_run(&expected, &got);
 }
 
+/// A checkpoint that leaves the process running gives every thread back the CPUs it
+/// had (the capture runs herd and the threads on one CPU while it injects calls): the
+/// rest of the run, whose last line counts each thread's CPUs, is as if uninterrupted.
+#[test]
+fn threads_keep_their_cpus_after_a_checkpoint() {
+    if !ready("threads_keep_their_cpus_after_a_checkpoint", &[Need::Cc, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "thr_work", &["-pthread"]);
+    let cmd = argv![exe, "30"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    let mut p = spawn_prog(dir.path(), "ckpt", &cmd, Out::File, false);
+    p.wait_for_lines(5);
+    checkpoint_ok_with(p.pid(), &dir.path().join("ckpt.img"), false, &[], &p.context());
+    let status = p.wait();
+    assert_eq!(status.code(), Some(3), "{}", p.context());
+    assert_eq!(text(&p.output()), text(&expected.out), "the run checkpointed on the way differs");
+}
+
 /// A restored multi-threaded process is checkpointed again and restored
 /// again: what the first restore set up (thread ids, rseq, robust lists,
 /// names, masks) is what the second capture reads.

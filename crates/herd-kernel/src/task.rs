@@ -69,16 +69,16 @@ pub fn sched(tid: i32) -> Result<Sched> {
     Ok(Sched { policy, priority: param.sched_priority, nice: 20 - r as i32 })
 }
 
-/// The calling thread and a tracee kept on one CPU — the one the caller runs on — while
-/// they hand control back and forth by ptrace, one stop after another. Waking a task on
-/// another CPU costs an inter-processor interrupt, which in a virtual machine is tens
-/// of µs (measured here: an injected call took 95 µs with tracer and tracee on two CPUs,
-/// 7 µs on one). Dropping it gives the caller its own CPUs back; [`OneCpu::release`]
-/// gives a task of the tracee (it, or a thread it made meanwhile, which inherited the
-/// pin) the CPUs the tracee had.
+/// The calling thread and the tasks it traces kept on one CPU — the one the caller runs
+/// on — while they hand control back and forth by ptrace, one stop after another. Waking
+/// a task on another CPU costs an inter-processor interrupt, which in a virtual machine
+/// is tens of µs (measured here: an injected call took 95 µs with tracer and tracee on
+/// two CPUs, 7 µs on one). Dropping it gives every task it pinned, and the caller, the
+/// CPUs they had.
 pub struct OneCpu {
+    cpu: usize,
     own: libc::cpu_set_t,
-    theirs: libc::cpu_set_t,
+    pinned: Vec<(i32, libc::cpu_set_t)>,
 }
 
 fn affinity(tid: i32) -> Option<libc::cpu_set_t> {
@@ -100,37 +100,52 @@ fn set_affinity(tid: i32, set: &libc::cpu_set_t) -> std::io::Result<()> {
 }
 
 impl OneCpu {
-    /// Pins the calling thread and `tid`; None (nothing changed) when either cannot be
-    /// pinned or they do not share the caller's CPU.
-    pub fn pin(tid: i32) -> Option<OneCpu> {
+    /// Pins the calling thread to the CPU it runs on; None when it cannot be.
+    pub fn here() -> Option<OneCpu> {
         // SAFETY: sched_getcpu has no arguments.
         let cpu = unsafe { libc::sched_getcpu() };
-        let (own, theirs) = (affinity(0)?, affinity(tid)?);
         let cpu = usize::try_from(cpu).ok().filter(|&c| c < libc::CPU_SETSIZE as usize)?;
-        // SAFETY: CPU_ISSET reads one bit of a set; `cpu` is below CPU_SETSIZE.
-        if !unsafe { libc::CPU_ISSET(cpu, &own) && libc::CPU_ISSET(cpu, &theirs) } {
-            return None;
-        }
-        // SAFETY: as in `affinity`.
-        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: CPU_SET sets one bit of a set; `cpu` is below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(cpu, &mut one) };
-        set_affinity(tid, &one).ok()?;
-        if set_affinity(0, &one).is_err() {
-            let _ = set_affinity(tid, &theirs);
-            return None;
-        }
-        Some(OneCpu { own, theirs })
+        let own = affinity(0)?;
+        set_affinity(0, &only(cpu)).ok()?;
+        Some(OneCpu { cpu, own, pinned: Vec::new() })
     }
 
-    /// Gives task `tid` (the tracee, or a thread it made) the tracee's CPUs again.
-    pub fn release(&self, tid: i32) -> Result<()> {
-        set_affinity(tid, &self.theirs).map_err(|e| KernelError::from_io("sched_setaffinity", tid, e))
+    /// Pins task `tid` to the same CPU, if it may run there (else it is left as it
+    /// is: slower, not wrong); whether it was.
+    pub fn add(&mut self, tid: i32) -> bool {
+        let Some(theirs) = affinity(tid) else { return false };
+        // SAFETY: CPU_ISSET reads one bit of a set; `cpu` is below CPU_SETSIZE.
+        if !unsafe { libc::CPU_ISSET(self.cpu, &theirs) } || set_affinity(tid, &only(self.cpu)).is_err() {
+            return false;
+        }
+        self.pinned.push((tid, theirs));
+        true
     }
+
+    /// Gives task `tid` the CPUs that task `like` had when it was pinned (a thread made
+    /// by a pinned task inherited the pin); nothing if `like` was not pinned.
+    pub fn release_like(&self, tid: i32, like: i32) -> Result<()> {
+        match self.pinned.iter().find(|(t, _)| *t == like) {
+            Some((_, mask)) => set_affinity(tid, mask).map_err(|e| KernelError::from_io("sched_setaffinity", tid, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The set of `cpu` alone.
+fn only(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain bits; all zero is the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET sets one bit of a set; `cpu` is below CPU_SETSIZE (checked by `here`).
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    one
 }
 
 impl Drop for OneCpu {
     fn drop(&mut self) {
+        for (tid, mask) in &self.pinned {
+            let _ = set_affinity(*tid, mask);
+        }
         let _ = set_affinity(0, &self.own);
     }
 }
@@ -724,12 +739,14 @@ mod one_cpu_tests {
                 let _ = child.wait();
                 return;
             }
-            let pin = OneCpu::pin(pid).expect("pin");
+            let mut pin = OneCpu::here().expect("pin");
+            assert!(pin.add(pid));
             assert_eq!((count(0), count(pid)), (1, 1));
-            pin.release(pid).unwrap();
+            pin.release_like(pid, pid).unwrap();
             assert_eq!(count(pid), theirs);
+            assert!(pin.add(pid));
             drop(pin);
-            assert_eq!(count(0), mine);
+            assert_eq!((count(0), count(pid)), (mine, theirs));
             let _ = child.kill();
             let _ = child.wait();
         })
