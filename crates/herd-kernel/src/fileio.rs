@@ -52,6 +52,26 @@ pub fn cached(fd: BorrowedFd<'_>, size: u64, at: u64, len: u64) -> bool {
     r == 0 && stat.nr_cache >= pages
 }
 
+/// SO_RCVLOWAT of socket `fd` (how many bytes a blocking read waits for).
+pub fn socket_rcvlowat(fd: BorrowedFd<'_>) -> Option<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`, and the length into `len`.
+    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&mut v as *mut libc::c_int).cast(), &mut len) };
+    (r == 0).then_some(v)
+}
+
+/// Sets SO_RCVLOWAT of socket `fd`.
+pub fn set_socket_rcvlowat(fd: BorrowedFd<'_>, bytes: i32) -> std::io::Result<()> {
+    // SAFETY: setsockopt reads one c_int.
+    let r = unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&bytes as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// How [`CallBuf::make`] makes a call.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum How {

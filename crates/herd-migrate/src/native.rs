@@ -18,13 +18,17 @@
 //!     only when `cachestat` says that every page it reads is in the page cache (it
 //!     cannot wait on the disk then), a write only while neither the process nor
 //!     herdd has a file-size limit (the kernel checks the caller's and signals it);
+//!   - a *socket*: read and readv only, with `RWF_NOWAIT` (`MSG_DONTWAIT`), when
+//!     its `SO_RCVLOWAT` is 1 (then a blocking read returns as soon as anything has
+//!     come, as this one does); a read that would wait goes to the deputy, and so do
+//!     writes, which on a socket may send part and wait for room for the rest;
 //!   - `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/urandom`.
 //! - **getppid**: the deputy's parent, from its pidfd (`PIDFD_GET_INFO`), when herdd
 //!   and the deputy see the same pid namespace.
 //!
 //! A write that fails with `EPIPE` is given to the deputy too: the kernel raises
 //! SIGPIPE in the writer, and that must be the process. Anything else — a terminal,
-//! a socket, a descriptor the process does not have — goes to the deputy as before.
+//! a socket's writes, a descriptor the process does not have — goes to the deputy.
 //! What changes for the world outside: a fanotify listener sees herdd's pid as the
 //! reader or writer, and the bytes count in herdd's /proc/PID/io, not the deputy's.
 
@@ -109,6 +113,10 @@ impl Native {
             (Kind::Pipe, libc::SYS_write) => return None,
             // pread64/pwrite64 on a pipe: ESPIPE at once.
             (Kind::Pipe, _) => How::Plain,
+            // A read returns what has come, as a blocking one does once something has
+            // (unless SO_RCVLOWAT asks for more: then it is the deputy's).
+            (Kind::Socket, libc::SYS_read | libc::SYS_readv) if fileio::socket_rcvlowat(file.as_fd()) == Some(1) => How::NoWait,
+            (Kind::Socket, _) => return None,
             (Kind::File, _) if writes => {
                 if !(self.unlimited_here && fileio::fsize_unlimited(pidfd.pid())) {
                     return None;
@@ -155,6 +163,8 @@ impl Native {
 enum Kind {
     Pipe,
     File,
+    /// Reads only (a write may send part and wait for the rest).
+    Socket,
     /// /dev/null, zero, full, urandom: nothing about the caller matters to them.
     Device,
 }
@@ -164,6 +174,7 @@ impl Kind {
         let st = nix::sys::stat::fstat(file.as_raw_fd()).ok()?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFIFO => Some(Kind::Pipe),
+            libc::S_IFSOCK => Some(Kind::Socket),
             libc::S_IFCHR => {
                 let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
                 (major == 1 && matches!(minor, 3 | 5 | 7 | 9)).then_some(Kind::Device)
@@ -350,10 +361,20 @@ mod tests {
         // A descriptor it does not have: the deputy answers EBADF.
         assert_eq!(n.run(&write(77, b"x")), None);
         drop(p);
-        // A socket: the deputy's.
-        let p = Sleeper::new(Stdio::null(), std::os::fd::OwnedFd::from(sock));
+        // A socket: writes are the deputy's; reads are made here once something has
+        // come (and while SO_RCVLOWAT is 1).
+        let p = Sleeper::new(std::os::fd::OwnedFd::from(sock.try_clone().unwrap()), std::os::fd::OwnedFd::from(sock));
         let Some(n) = native_for(&p) else { return };
         assert_eq!(n.run(&write(1, b"x")), None);
+        assert_eq!(n.run(&read(0, 8)), None);
+        let mut peer = _peer;
+        peer.write_all(b"abc").unwrap();
+        assert_eq!(n.run(&read(0, 8)), Some(Reply { ret: 3, outs: vec![(ADDR, b"abc".to_vec())] }));
+        peer.write_all(b"def").unwrap();
+        let theirs = p.pid();
+        let fd = n.pidfd.as_ref().unwrap().get_fd(0).unwrap();
+        fileio::set_socket_rcvlowat(fd.as_fd(), 10).unwrap();
+        assert_eq!(n.run(&read(0, 8)), None, "process {theirs}: SO_RCVLOWAT 10, 3 bytes waiting: a blocking read would wait");
     }
 
     #[test]
