@@ -783,8 +783,8 @@ fn tcp_throughput(lab: &Lab, from: &str, to: &str, bytes: u64) -> Result<f64> {
     Ok(bytes as f64 / MIB as f64 / secs)
 }
 
-/// Mean µs of a 1-byte TCP round trip from `from` to `to` (`n` round trips).
-fn tcp_rtt(lab: &Lab, from: &str, to: &str, n: u64) -> Result<f64> {
+/// µs of a 1-byte TCP round trip from `from` to `to` (`n` round trips).
+fn tcp_rtt(lab: &Lab, from: &str, to: &str, n: u64) -> Result<Timed> {
     let port = next_port();
     let addr = SocketAddr::from((lab.cluster.node_address(to)?, port));
     let mut pong = lab.helper(to, &["__pong".into(), port.to_string()])?;
@@ -793,7 +793,7 @@ fn tcp_rtt(lab: &Lab, from: &str, to: &str, n: u64) -> Result<f64> {
     let line = ping.expect("rtt ", ANSWER)?;
     ping.finish()?;
     pong.finish()?;
-    field(&line, "us")
+    Ok(Timed { mean: field(&line, "us")?, p50: field(&line, "p50")?, p99: field(&line, "p99")? })
 }
 
 fn connect(addr: SocketAddr) -> Result<TcpStream> {
@@ -877,8 +877,8 @@ pub fn pong(port: u16) -> Result<()> {
     }
 }
 
-/// `herd-bench __ping ADDR N`: N round trips of one byte (TCP_NODELAY) after a warm-up;
-/// prints "rtt us=MEAN".
+/// `herd-bench __ping ADDR N`: N round trips of one byte (TCP_NODELAY) after a warm-up,
+/// each timed; prints "rtt us=MEAN p50=MEDIAN p99=P99".
 pub fn ping(addr: SocketAddr, n: u64) -> Result<()> {
     let mut s = connect(addr)?;
     s.set_nodelay(true)?;
@@ -891,13 +891,21 @@ pub fn ping(addr: SocketAddr, n: u64) -> Result<()> {
     for _ in 0..n.clamp(1, 1000) {
         trip(&mut s)?;
     }
+    let n = n.max(1);
+    let mut each = Vec::with_capacity(n as usize);
     let t = Instant::now();
+    let mut last = t;
     for _ in 0..n {
         trip(&mut s)?;
+        let now = Instant::now();
+        each.push((now - last).as_secs_f64() * 1e6);
+        last = now;
     }
     let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     s.shutdown(Shutdown::Both)?;
-    println!("rtt us={us:.3}");
+    each.sort_by(f64::total_cmp);
+    let (p50, p99) = (each[each.len() / 2], each[each.len() * 99 / 100]);
+    println!("rtt us={us:.3} p50={p50:.3} p99={p99:.3}");
     Ok(())
 }
 
@@ -1026,7 +1034,7 @@ struct Rep {
     /// Whether the remote measurements came first this time.
     remote_first: bool,
     /// Mean µs of a TCP round trip n2 → n1.
-    rtt: Option<f64>,
+    rtt: Option<Timed>,
     home_calls: Option<Calls>,
     remote_calls: Option<Calls>,
     /// Seconds of the CPU work.
@@ -1042,15 +1050,28 @@ struct Small {
     back: Vec<Migrated>,
 }
 
-/// Mean µs of (write, getppid, fcntl).
-type Calls = (f64, f64, f64);
+/// µs per call or round trip: mean, median, 99th percentile.
+#[derive(Clone, Copy, Debug)]
+struct Timed {
+    mean: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// write, getppid, fcntl.
+type Calls = [Timed; 3];
+
+/// `NAME_us`, `NAME_p50`, `NAME_p99` of an answer line.
+fn timed(line: &str, name: &str) -> Result<Timed> {
+    Ok(Timed { mean: field(line, &format!("{name}_us"))?, p50: field(line, &format!("{name}_p50"))?, p99: field(line, &format!("{name}_p99"))? })
+}
 
 /// Runs the system call and CPU measurements where the process is now.
 fn measure(t: &mut Target, calls: Option<u64>, iters: Option<u64>) -> Result<(Option<Calls>, Option<f64>)> {
     let mut c = None;
     if let Some(n) = calls {
         let line = t.p.ask(&format!("calls {n}"), "calls ")?;
-        c = Some((field(&line, "write_us")?, field(&line, "getppid_us")?, field(&line, "fcntl_us")?));
+        c = Some([timed(&line, "write")?, timed(&line, "getppid")?, timed(&line, "fcntl")?]);
     }
     let mut secs = None;
     if let Some(n) = iters {
@@ -1116,13 +1137,13 @@ fn calls_and_cpu(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) -> Small {
             eprintln!(
                 "rep {rep}/{}: write home {} remote {}; getppid home {} remote {}; fcntl home {} remote {}; TCP RTT {}; cpu home {} remote {}",
                 cfg.reps,
-                show(r.home_calls.map(|c| c.0), "us"),
-                show(r.remote_calls.map(|c| c.0), "us"),
-                show(r.home_calls.map(|c| c.1), "us"),
-                show(r.remote_calls.map(|c| c.1), "us"),
-                show(r.home_calls.map(|c| c.2), "us"),
-                show(r.remote_calls.map(|c| c.2), "us"),
-                show(r.rtt, "us"),
+                show(r.home_calls.map(|c| c[0].mean), "us"),
+                show(r.remote_calls.map(|c| c[0].p50), "us p50"),
+                show(r.home_calls.map(|c| c[1].mean), "us"),
+                show(r.remote_calls.map(|c| c[1].p50), "us p50"),
+                show(r.home_calls.map(|c| c[2].mean), "us"),
+                show(r.remote_calls.map(|c| c[2].p50), "us p50"),
+                show(r.rtt.map(|t| t.p50), "us p50"),
                 show(r.home_cpu, "s"),
                 show(r.remote_cpu, "s"),
             );
@@ -1262,33 +1283,60 @@ fn print_moves(results: &[SizeResult], tcp_mib: u64) {
     }
 }
 
-/// (native, forwarded, forwarded/TCP) medians of write (0), getppid (1) or fcntl (2).
-fn call_medians(s: &Small, which: usize) -> (Option<f64>, Option<f64>, Option<f64>) {
-    let pick = |c: Option<Calls>| c.map(|c| [c.0, c.1, c.2][which]);
-    let native = med(s.reps.iter().filter_map(|r| pick(r.home_calls)));
-    let forwarded = med(s.reps.iter().filter_map(|r| pick(r.remote_calls)));
-    let ratio = med(s.reps.iter().filter_map(|r| Some(pick(r.remote_calls)? / r.rtt?)));
-    (native, forwarded, ratio)
+/// Medians over the repetitions of write (0), getppid (1) or fcntl (2).
+struct CallMedians {
+    /// Mean µs per call at home.
+    native: Option<f64>,
+    /// Forwarded: mean, p50, p99 µs per call.
+    mean: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    /// Forwarded p50 / TCP round trip p50 (the issue's goal), per repetition.
+    ratio: Option<f64>,
+}
+
+fn call_medians(s: &Small, which: usize) -> CallMedians {
+    let pick = |c: Option<Calls>| c.map(|c| c[which]);
+    let remote = |f: fn(Timed) -> f64| med(s.reps.iter().filter_map(|r| pick(r.remote_calls).map(f)));
+    CallMedians {
+        native: med(s.reps.iter().filter_map(|r| pick(r.home_calls).map(|t| t.mean))),
+        mean: remote(|t| t.mean),
+        p50: remote(|t| t.p50),
+        p99: remote(|t| t.p99),
+        ratio: med(s.reps.iter().filter_map(|r| Some(pick(r.remote_calls)?.p50 / r.rtt?.p50))),
+    }
 }
 
 fn print_syscalls(s: &Small, calls: u64) {
     println!();
-    println!("2. Forwarded system calls: mean µs per call over {calls} calls ({}; medians)", reps_text(s.reps.len(), ""));
+    println!("2. Forwarded system calls: µs per call over {calls} calls ({}; medians)", reps_text(s.reps.len(), ""));
     println!();
-    let rtt = med(s.reps.iter().filter_map(|r| r.rtt));
+    let rtt = |f: fn(Timed) -> f64| med(s.reps.iter().filter_map(|r| r.rtt.map(f)));
     let goal = format!("goal <= {FORWARD_GOAL}");
-    let mut rows = vec![row(&["call", "native µs", "forwarded µs", "TCP RTT µs", "forwarded/TCP", &goal])];
+    let mut rows = vec![row(&["call", "native µs", "fwd mean µs", "fwd p50 µs", "fwd p99 µs", "TCP RTT p50 µs", "p99 µs", "p50/TCP p50", &goal])];
     for (which, name) in [(0, "write(/dev/null, 1 byte)"), (1, "getppid()"), (2, "fcntl(F_GETFD) (by the deputy)")] {
-        let (native, forwarded, ratio) = call_medians(s, which);
-        rows.push(vec![name.into(), fmt(native, 3), fmt(forwarded, 2), fmt(rtt, 2), fmt(ratio, 2), met(ratio, FORWARD_GOAL).into()]);
+        let m = call_medians(s, which);
+        rows.push(vec![
+            name.into(),
+            fmt(m.native, 3),
+            fmt(m.mean, 2),
+            fmt(m.p50, 2),
+            fmt(m.p99, 2),
+            fmt(rtt(|t| t.p50), 2),
+            fmt(rtt(|t| t.p99), 2),
+            fmt(m.ratio, 2),
+            met(m.ratio, FORWARD_GOAL).into(),
+        ]);
     }
+    println!("TCP RTT mean {} µs.", fmt(rtt(|t| t.mean), 2));
     print_table(&rows, 1);
     println!();
     println!("native: the process at home in n1 under herd run, not moved; forwarded: the same process on n2, each call");
     println!("made at home: write and getppid by herdd itself, on the deputy's descriptor and pidfd (herd_migrate::native),");
     println!("fcntl(F_GETFD) (the descriptor's flags: the deputy's own) injected into the deputy by ptrace, as every call");
     println!("herdd does not make itself. TCP RTT: 1-byte ping-pong (TCP_NODELAY) from herd-bench in n2 to herd-bench");
-    println!("in n1, {calls} round trips, in the same repetition. forwarded/TCP: median of the per-repetition ratios.");
+    println!("in n1, {calls} round trips, in the same repetition. Each call and round trip is timed (CLOCK_MONOTONIC, vDSO);");
+    println!("p50/TCP p50: median of the per-repetition ratios of the medians (the issue's goal).");
     println!("Repetitions alternate the order (home first, n2 first).");
     if !s.out.is_empty() {
         println!(
@@ -1519,8 +1567,8 @@ fn print_goals(s: &Small, cfg: &Config) {
     println!("Goals:");
     if cfg.parts.contains(&Part::Syscalls) {
         for (which, name) in [(0, "write"), (1, "getppid"), (2, "fcntl (by the deputy)")] {
-            let (_, _, ratio) = call_medians(s, which);
-            println!("  forwarded {name} <= {FORWARD_GOAL} x TCP round trip: {} ({})", fmt(ratio, 2), met(ratio, FORWARD_GOAL));
+            let ratio = call_medians(s, which).ratio;
+            println!("  forwarded {name} p50 <= {FORWARD_GOAL} x TCP round trip p50: {} ({})", fmt(ratio, 2), met(ratio, FORWARD_GOAL));
         }
     }
     if cfg.parts.contains(&Part::Cpu) {
@@ -1545,9 +1593,9 @@ const TARGET_C: &str = r##"
  *
  *   ping              "pong"
  *   calls N           times N write(fd of /dev/null, 1 byte), N getppid() and
- *                     N fcntl(that fd, F_GETFD) with clock_gettime:
- *                     "calls write_us=X getppid_us=Y fcntl_us=Z"
- *                     (mean microseconds per call)
+ *                     N fcntl(that fd, F_GETFD), each call with clock_gettime:
+ *                     "calls write_us=X write_p50=P write_p99=Q getppid_us=..."
+ *                     (microseconds per call: mean, median, 99th percentile)
  *   cpu N             N rounds of dependent integer work, no system call:
  *                     "cpu secs=S x=..." (wall-clock seconds)
  *   cpu N R           the same work, rewriting its memory meanwhile at R MB/s
@@ -1592,6 +1640,34 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* N calls of one kind (0: write(fd, 1 byte), 1: getppid, 2: fcntl(fd, F_GETFD)), each
+ * timed from the end of the one before (one clock read per call, vDSO): mean, p50 and
+ * p99 in microseconds. 0, or the errno of a failed call. */
+static int timed_calls(int which, int fd, unsigned long long n, double *d, double *mean, double *p50, double *p99)
+{
+    char c = 'x';
+    double t0 = now(), t = t0;
+    for (unsigned long long i = 0; i < n; i++) {
+        long r = which == 0 ? (long)write(fd, &c, 1) : which == 1 ? syscall(SYS_getppid) : (long)fcntl(fd, F_GETFD);
+        if (r < 0 || (which == 0 && r != 1) || (which == 1 && r == 0))
+            return errno ? errno : EIO;
+        double u = now();
+        d[i] = u - t;
+        t = u;
+    }
+    *mean = (t - t0) * 1e6 / (double)n;
+    qsort(d, n, sizeof *d, cmp_double);
+    *p50 = d[n / 2] * 1e6;
+    *p99 = d[(n * 99) / 100] * 1e6;
+    return 0;
 }
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1734,31 +1810,26 @@ int main(int argc, char **argv)
         if (strcmp(line, "ping\n") == 0) {
             say("pong");
         } else if (sscanf(line, "calls %llu", &n) == 1 && n > 0) {
-            char c = 'x';
-            double t0 = now();
-            for (unsigned long long i = 0; i < n; i++) {
-                if (write(devnull, &c, 1) != 1) {
-                    say("error write to /dev/null: %s", strerror(errno));
-                    goto next_command;
-                }
-            }
-            double t1 = now();
-            long sum = 0;
-            for (unsigned long long i = 0; i < n; i++)
-                sum += syscall(SYS_getppid);
-            double t2 = now();
-            if (sum <= 0) {
-                say("error getppid returned %ld in total", sum);
+            static const char *names[3] = {"write", "getppid", "fcntl"};
+            char out[512];
+            size_t len = 0;
+            double *d = malloc(n * sizeof *d);
+            if (!d) {
+                say("error no memory for %llu timings", n);
                 continue;
             }
-            for (unsigned long long i = 0; i < n; i++) {
-                if (fcntl(devnull, F_GETFD) < 0) {
-                    say("error fcntl F_GETFD: %s", strerror(errno));
+            for (int which = 0; which < 3; which++) {
+                double mean, p50, p99;
+                int err = timed_calls(which, devnull, n, d, &mean, &p50, &p99);
+                if (err) {
+                    say("error %s: %s", names[which], strerror(err));
+                    free(d);
                     goto next_command;
                 }
+                len += (size_t)snprintf(out + len, sizeof out - len, " %s_us=%.4f %s_p50=%.4f %s_p99=%.4f", names[which], mean, names[which], p50, names[which], p99);
             }
-            double t3 = now();
-            say("calls write_us=%.4f getppid_us=%.4f fcntl_us=%.4f", (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n, (t3 - t2) * 1e6 / (double)n);
+            free(d);
+            say("calls%s", out);
         } else if (sscanf(line, "forks %llu", &n) == 1 && n > 0) {
             double t0 = now();
             for (unsigned long long i = 0; i < n; i++) {
