@@ -1803,7 +1803,8 @@ fn set_mm(inj: &mut Injector<'_>, scratch: &Scratch, image: &ProcessImage, warni
     Ok(())
 }
 
-fn same_file(a: &str, b: &str) -> bool {
+/// `a` and `b` name the same file (device and inode).
+pub fn same_file(a: &str, b: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),

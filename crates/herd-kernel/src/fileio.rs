@@ -4,6 +4,8 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use crate::mem::PAGE;
+
 /// cachestat(2) (Linux 6.5), not yet in the libc crate.
 const SYS_CACHESTAT: libc::c_long = 451;
 
@@ -15,13 +17,6 @@ pub fn fsize_unlimited(pid: i32) -> bool {
     r == 0 && lim.rlim_cur == libc::RLIM_INFINITY
 }
 
-/// The file offset of `fd` (lseek SEEK_CUR).
-pub fn offset(fd: BorrowedFd<'_>) -> Option<i64> {
-    // SAFETY: lseek takes integers; SEEK_CUR with 0 changes nothing.
-    let r = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_CUR) };
-    (r >= 0).then_some(r)
-}
-
 /// Every page of `len` bytes of regular file `fd` from `at` (up to the file's end) is
 /// in the page cache (cachestat): reading them cannot wait on a disk.
 pub fn cached(fd: BorrowedFd<'_>, size: u64, at: u64, len: u64) -> bool {
@@ -29,7 +24,7 @@ pub fn cached(fd: BorrowedFd<'_>, size: u64, at: u64, len: u64) -> bool {
         return true; // end of file: nothing to wait for
     }
     let end = at.saturating_add(len).min(size);
-    let pages = end.div_ceil(4096) - at / 4096;
+    let pages = end.div_ceil(PAGE) - at / PAGE;
     #[repr(C)]
     struct Range {
         off: u64,

@@ -127,10 +127,8 @@ impl ClusterState {
     /// Writes the state file atomically (a reader sees the old or the new one).
     pub fn save(&self) -> Result<()> {
         let path = Self::path(&self.dir);
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).expect("the state serialises");
-        std::fs::write(&tmp, text + "\n").context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).context(|| format!("writing {}", path.display()))
+        write_whole(&path, &(text + "\n")).context(|| format!("writing {}", path.display()))
     }
 
     /// Every cluster cgroup made (cpuset, memory), to be removed at the end.

@@ -69,11 +69,7 @@ pub struct Native {
 impl Native {
     /// For the deputy `pid` (ours: traced by us, or a child being captured).
     pub fn new(pid: i32) -> Native {
-        let ns = |who: &str| std::fs::metadata(format!("/proc/{who}/ns/pid")).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino())
-        });
-        let same_pid_ns = matches!((ns("self"), ns(&pid.to_string())), (Some(a), Some(b)) if a == b);
+        let same_pid_ns = herd_checkpoint::restore::same_file("/proc/self/ns/pid", &format!("/proc/{pid}/ns/pid"));
         Native { pidfd: PidFd::open(pid).ok(), same_pid_ns, unlimited_here: fileio::fsize_unlimited(0) }
     }
 
@@ -109,33 +105,31 @@ impl Native {
             (Kind::Device, _) => How::Plain,
             (Kind::Pipe, libc::SYS_read | libc::SYS_readv) => How::NoWait,
             (Kind::Pipe, libc::SYS_write) if call.args[2] <= libc::PIPE_BUF as u64 => How::NoWait,
-            (Kind::Pipe, libc::SYS_writev) => return None,
-            (Kind::Pipe, libc::SYS_write) => return None,
+            (Kind::Pipe, libc::SYS_write | libc::SYS_writev) => return None,
             // pread64/pwrite64 on a pipe: ESPIPE at once.
             (Kind::Pipe, _) => How::Plain,
             // A read returns what has come, as a blocking one does once something has
             // (unless SO_RCVLOWAT asks for more: then it is the deputy's).
             (Kind::Socket, libc::SYS_read | libc::SYS_readv) if fileio::socket_rcvlowat(file.as_fd()) == Some(1) => How::NoWait,
             (Kind::Socket, _) => return None,
-            (Kind::File, _) if writes => {
+            (Kind::File { .. }, _) if writes => {
                 if !(self.unlimited_here && fileio::fsize_unlimited(pidfd.pid())) {
                     return None;
                 }
                 How::Plain
             }
-            (Kind::File, _) => {
+            (Kind::File { size }, _) => {
                 let at = match nr {
                     libc::SYS_pread64 => call.args[3] as i64,
-                    _ => fileio::offset(file.as_fd())?,
+                    _ => nix::unistd::lseek(file.as_raw_fd(), 0, nix::unistd::Whence::SeekCur).ok()?,
                 };
-                let size = nix::sys::stat::fstat(file.as_raw_fd()).ok()?.st_size as u64;
                 if at < 0 || !fileio::cached(file.as_fd(), size, at as u64, bytes) {
                     return None;
                 }
                 How::Plain
             }
         };
-        let scratch = Scratch(CallBuf::new(call.bufs.iter().map(|b| (b.len + 7) & !7).sum()));
+        let scratch = Scratch(CallBuf::new(call.bufs.iter().map(|b| syscalls::align8(b.len)).sum()));
         let mut declined = false;
         let result = syscalls::execute(call, scratch.0.base(), scratch.0.len(), &scratch, &mut |nr, args| {
             let Some(ret) = scratch.0.make(file.as_fd(), nr, args, how) else {
@@ -162,7 +156,8 @@ impl Native {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Pipe,
-    File,
+    /// A regular file, and its size when it was looked at.
+    File { size: u64 },
     /// Reads only (a write may send part and wait for the rest).
     Socket,
     /// /dev/null, zero, full, urandom: nothing about the caller matters to them.
@@ -183,7 +178,7 @@ impl Kind {
                 let fs = nix::sys::statfs::fstatfs(file).ok()?;
                 let flags = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
                 let plain_fs = PLAIN_FILE_SYSTEMS.contains(&(fs.filesystem_type().0 as i64));
-                (plain_fs && flags & libc::O_DIRECT == 0).then_some(Kind::File)
+                (plain_fs && flags & libc::O_DIRECT == 0).then_some(Kind::File { size: st.st_size as u64 })
             }
             _ => None,
         }

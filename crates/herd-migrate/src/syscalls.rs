@@ -1152,7 +1152,7 @@ pub fn wait_mask(nr: i64, args: &[u64; 6], mem: &dyn MemRead) -> Option<u64> {
     word(set)
 }
 
-fn align8(n: u64) -> u64 {
+pub(crate) fn align8(n: u64) -> u64 {
     n.div_ceil(8) * 8
 }
 
