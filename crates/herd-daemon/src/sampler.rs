@@ -253,17 +253,23 @@ mod tests {
 
     #[test]
     fn a_look_sees_a_child_and_a_busy_thread_counts_about_one() {
-        let child = spawn(&["sleep", "5"]);
+        // Long enough to outlast a slow machine's test (ended on drop).
+        let child = spawn(&["sleep", "600"]);
         let pid = child.0.id() as i32;
         let mut s = Sampler::default();
-        // Until it has exec'd and sleeps.
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        // Until it has exec'd and sleeps: seen asleep by two looks in a row with the same
+        // time on a CPU (a look reads `schedstat` before `stat`: one that saw it fall asleep
+        // between the two has a time it ran on from).
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let mut last: Option<Seen> = None;
         let seen = loop {
             let look = s.look().0;
             let seen = look.procs.get(&pid).copied().expect("the child is seen");
-            if seen.state == 'S' || Instant::now() > deadline {
+            if last.is_some_and(|l| l.state == 'S' && seen.state == 'S' && l.exec_ns == seen.exec_ns) {
                 break seen;
             }
+            assert!(Instant::now() < deadline, "the child never seen asleep: {seen:?}");
+            last = Some(seen);
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
         assert_eq!(seen.ppid, std::process::id() as i32);
