@@ -883,16 +883,24 @@ fn refused_moves_leave_it_running(lab: &Lab) {
     };
     ctl(herd_daemon::control::CtlOp::Block);
     let out = lab.migrate(pid, "n2");
+    // (Taken before: the noblock's state may reach n1 before the command's answer does.)
+    let t = Instant::now();
     ctl(herd_daemon::control::CtlOp::NoBlock);
     // The next scenarios need n1 to know n2 takes processes again: a state of n2's
     // received after the noblock, up, and not blocked (gossip may still bring a state
     // made before the noblock after it: fresh by its age, blocked by its flags).
-    let t = Instant::now();
     let fresh = |r: &Value| {
         r["state"] == "up" && r["status"]["blocked"] == false && r["info_age_secs"].as_f64().is_some_and(|age| age < t.elapsed().as_secs_f64())
     };
-    while !lab.nodes("n1").iter().any(|r| r["name"] == "n2" && fresh(r)) {
-        assert!(t.elapsed() < SETTLE, "n1 has not heard n2's noblock {SETTLE:?} after it");
+    loop {
+        let view = lab.nodes("n1");
+        if view.iter().any(|r| r["name"] == "n2" && fresh(r)) {
+            break;
+        }
+        // (herdd publishes an operator's change at once, whatever the gap between
+        // publications: a block undone within it would otherwise be heard of only at the
+        // next periodic publication, 5 s later.)
+        assert!(t.elapsed() < SETTLE, "n1 has not heard n2's noblock {SETTLE:?} after it: n1 sees {view:?}\n{}", lab.logs());
         thread::sleep(POLL);
     }
     if out.status.code() != Some(1) || !String::from_utf8_lossy(&out.stderr).contains("blocked") {

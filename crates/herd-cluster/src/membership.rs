@@ -304,6 +304,21 @@ impl Membership {
         self.drain(now)
     }
 
+    /// Updates this node's own state at an operator's command (block, stay, quiet, a
+    /// speed): published at once if it differs from what was last published, without
+    /// waiting out the gap between publications. Operators act rarely and mean it now:
+    /// a node being drained must stop receiving processes, an unblocked one take them
+    /// again; and a block undone within the gap would otherwise never be published, so
+    /// that others could not tell its end from its absence for `publish_every`.
+    pub fn set_info_now(&mut self, info: NodeInfo, now: Duration) -> Output {
+        self.info = info;
+        self.tick_clock(now);
+        if self.last_published.as_ref().is_none_or(|(_, last)| last.differs_noticeably(&self.info)) {
+            self.publish(now);
+        }
+        self.drain(now)
+    }
+
     /// Leaves the cluster politely (others mark us down at once).
     pub fn leave(&mut self, now: Duration) -> Output {
         let _ = self.foca.leave_cluster(&mut self.runtime);
@@ -458,5 +473,36 @@ impl Membership {
             out.timers.push((after, timer));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{addr, Sim};
+
+    #[test]
+    fn an_operators_change_is_published_at_once_a_loads_waits_for_the_gap() {
+        let t0 = Duration::from_secs(10);
+        let mut m = Membership::new(NodeId::new(addr(0), 1), Sim::info(0), MembershipConfig::default(), 1, t0);
+        let _ = m.set_info(Sim::info(0), t0);
+        assert_eq!(m.seq, 1, "the first state is published");
+        // Within the gap (1 s at this size): a load change waits.
+        let mut busy = Sim::info(0);
+        busy.load = 3.0;
+        let _ = m.set_info(busy.clone(), t0 + Duration::from_millis(100));
+        assert_eq!(m.seq, 1, "a load change within the gap is not published");
+        // A block, then its end, each at once.
+        let mut blocked = busy.clone();
+        blocked.status.blocked = true;
+        let _ = m.set_info_now(blocked, t0 + Duration::from_millis(200));
+        assert_eq!(m.seq, 2);
+        assert!(m.last_published.as_ref().is_some_and(|(_, i)| i.status.blocked));
+        let _ = m.set_info_now(busy.clone(), t0 + Duration::from_millis(250));
+        assert_eq!(m.seq, 3);
+        assert!(m.last_published.as_ref().is_some_and(|(_, i)| !i.status.blocked));
+        // The same state again: nothing new to say.
+        let _ = m.set_info_now(busy, t0 + Duration::from_millis(300));
+        assert_eq!(m.seq, 3);
     }
 }

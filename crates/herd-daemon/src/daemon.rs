@@ -536,7 +536,7 @@ impl GossipLoop {
                     };
                     tracing::info!("node status now {status:?}, speed {}", info.speed);
                     info.status = status;
-                    let out = self.membership.set_info(info, self.now());
+                    let out = self.membership.set_info_now(info, self.now());
                     self.apply(out, &timer_tx).await;
                     self.publish(status);
                     if let Some(reply) = reply {
