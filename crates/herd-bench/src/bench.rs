@@ -355,7 +355,7 @@ fn restart(image: &Path, hashes: &mut FileHashes, expect: &Expect) -> Result<f64
     let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     // With its own pid, as `herd restart` does, when allowed (root).
     let pid = if herd_kernel::task::euid() == 0 { PidMode::Same } else { PidMode::Any };
-    let restored = herd_checkpoint::restore(BufReader::with_capacity(IO_BUF, file), hashes, pid)?;
+    let restored = herd_checkpoint::restore_file(&file, hashes, pid)?;
     let secs = t.elapsed().as_secs_f64();
     let mut tree = RestoredTree::new(restored.pid, true);
     for w in &restored.warnings {

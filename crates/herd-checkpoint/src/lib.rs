@@ -18,7 +18,7 @@ pub use check::{check, check_for, CantMove, Purpose};
 pub use dirty::Dirty;
 pub use procinfo::children;
 pub use tree::{check_tree, FrozenTree};
-pub use restore::{restore, restore_into, restore_remote, PidMode, RemoteRestore, Restored, RestoreStats};
+pub use restore::{restore, restore_file, restore_into, restore_remote, PidMode, RemoteRestore, Restored, RestoreStats};
 
 use herd_image::FormatError;
 use herd_kernel::KernelError;

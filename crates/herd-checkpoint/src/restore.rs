@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use herd_image::tree::{read_tree_after_magic, MemoryKind, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
 use herd_kernel::sockdiag;
 use herd_image::{
-    FileKind, FormatError, ImageReader, OwnedSection, PendingSignal, ProcessImage, Rseq, Sched, Section, SigAltStack, VmaKind, PROT_WRITE,
+    FileKind, FormatError, ImageReader, InPlaceSection, OwnedSection, PagesInPlace, PendingSignal, ProcessImage, Rseq, Sched, Section, SigAltStack, VmaKind, PROT_WRITE,
 };
 use std::sync::mpsc::{Receiver, Sender};
 use herd_kernel::abi::{self, Regs};
@@ -92,9 +92,149 @@ pub struct RemoteRestore {
 
 /// Page sections arriving from the image-reading thread, and the way back
 /// for their buffers.
-struct PageStream {
-    rx: Receiver<Result<Option<OwnedSection>>>,
+struct PageStream<'w, 'm> {
+    rx: Receiver<Result<Option<Piece<'m>>>>,
     back: Sender<Vec<u8>>,
+    /// With an image restored in place: the threads that write its pages.
+    writers: Option<&'w Writers<'m>>,
+}
+
+/// A section of a process image after its Process section, as the tracer receives it.
+enum Piece<'m> {
+    /// Read from a stream (checksum verified).
+    Owned(OwnedSection),
+    /// Pages of a mapped image, in place: their checksum is verified by whoever writes
+    /// them.
+    InPlace(PagesInPlace<'m>),
+}
+
+/// The sections of one process image after its Process section.
+trait Sections<'m>: Send {
+    fn next_piece(&mut self) -> Result<Option<Piece<'m>>>;
+    /// A buffer of an [`Piece::Owned`] Pages section, given back for reuse.
+    fn recycle(&mut self, _buf: Vec<u8>) {}
+}
+
+impl<'m, R: Read + Send> Sections<'m> for ImageReader<R> {
+    fn next_piece(&mut self) -> Result<Option<Piece<'m>>> {
+        Ok(self.next_owned()?.map(Piece::Owned))
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        ImageReader::recycle(self, buf);
+    }
+}
+
+impl<'m, S: Sections<'m> + ?Sized> Sections<'m> for Box<S> {
+    fn next_piece(&mut self) -> Result<Option<Piece<'m>>> {
+        (**self).next_piece()
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        (**self).recycle(buf);
+    }
+}
+
+/// A process image in a mapped file: its pages are taken in place.
+struct InPlaceSections<'r, 'm>(ImageReader<&'r mut &'m [u8]>);
+
+impl<'m> Sections<'m> for InPlaceSections<'_, 'm> {
+    fn next_piece(&mut self) -> Result<Option<Piece<'m>>> {
+        Ok(self.0.next_in_place()?.map(|s| match s {
+            InPlaceSection::Pages(p) => Piece::InPlace(p),
+            InPlaceSection::End { page_bytes } => Piece::Owned(OwnedSection::End { page_bytes }),
+            InPlaceSection::Process(p) => Piece::Owned(OwnedSection::Process(p)),
+        }))
+    }
+}
+
+/// A [`Source::InPlace`] (its stream type unused).
+type InPlaceSource<'r, 'm> = Source<'r, 'm, std::io::Empty>;
+
+/// Where the process images of a restore are read from.
+enum Source<'r, 'm, R> {
+    Stream(&'r mut R),
+    /// A mapped image file (what is left of it): pages are written from it in place by
+    /// `writers`.
+    InPlace { rest: &'r mut &'m [u8], writers: &'r Writers<'m> },
+}
+
+impl<'r, 'm, R: Read + Send> Source<'r, 'm, R> {
+    /// The next process image: its Process section, and the rest of it.
+    fn member(&mut self) -> Result<(ProcessImage, Box<dyn Sections<'m> + '_>)> {
+        let not_process = || CheckpointError::from(FormatError::Corrupt("an image does not start with a process section".into()));
+        match self {
+            Source::Stream(input) => {
+                let mut reader = ImageReader::new(&mut **input)?;
+                match reader.next_section()? {
+                    Some(Section::Process(p)) => Ok((*p, Box::new(reader))),
+                    _ => Err(not_process()),
+                }
+            }
+            Source::InPlace { rest, .. } => {
+                let mut reader = ImageReader::new(&mut **rest)?;
+                match reader.next_in_place()? {
+                    Some(InPlaceSection::Process(p)) => Ok((*p, Box::new(InPlaceSections(reader)))),
+                    _ => Err(not_process()),
+                }
+            }
+        }
+    }
+
+    fn writers(&self) -> Option<&'r Writers<'m>> {
+        match self {
+            Source::InPlace { writers, .. } => Some(*writers),
+            Source::Stream(_) => None,
+        }
+    }
+}
+
+/// Threads that verify pages of a mapped image and write them into the processes being
+/// restored, while the tracer goes on (process_vm_writev needs no ptrace stop: any
+/// thread may write): page writing, most of a restore, then uses every CPU, as a
+/// CRIU restore does with a process per CPU.
+struct Writers<'m> {
+    jobs: Sender<WriteJob<'m>>,
+}
+
+struct WriteJob<'m> {
+    pid: i32,
+    pages: PagesInPlace<'m>,
+    done: Sender<Result<()>>,
+}
+
+impl<'m> Writers<'m> {
+    /// Runs `f` with writers on `n` threads of their own, ended when it returns.
+    fn with<T>(n: usize, f: impl FnOnce(&Writers<'m>) -> T) -> T {
+        let (jobs, rx) = std::sync::mpsc::channel::<WriteJob<'m>>();
+        let rx = std::sync::Mutex::new(rx);
+        std::thread::scope(|s| {
+            for _ in 0..n {
+                let rx = &rx;
+                s.spawn(move || loop {
+                    let Ok(job) = rx.lock().expect("writers' queue").recv() else { return };
+                    let written = job.pages.verify().map_err(CheckpointError::from).and_then(|()| write_pages(job.pid, job.pages.addr, job.pages.data()));
+                    let _ = job.done.send(written);
+                });
+            }
+            f(&Writers { jobs })
+        })
+    }
+
+    /// Queues `pages` for process `pid`; its outcome comes on `done`. False if the
+    /// writers are gone.
+    fn send(&self, pid: i32, pages: PagesInPlace<'m>, done: &Sender<Result<()>>) -> bool {
+        self.jobs.send(WriteJob { pid, pages, done: done.clone() }).is_ok()
+    }
+}
+
+/// Writes `data` at `addr` in process `pid`: process_vm_writev, or /proc/PID/mem where
+/// that cannot (a page the process may not write).
+fn write_pages(pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+    if mem::write(pid, addr, data).is_err() {
+        ProcMem::open(pid, true)?.write(addr, data)?;
+    }
+    Ok(())
 }
 
 /// Where a restored image goes.
@@ -171,15 +311,39 @@ pub fn restore<R: Read + Send>(mut input: R, hashes: &mut FileHashes, pid: PidMo
     }
     if got == magic.len() && magic == TREE_MAGIC {
         let tree = read_tree_after_magic(&mut input)?;
-        return restore_tree(tree, &mut input, hashes, pid);
+        return restore_tree(tree, Source::Stream(&mut input), hashes, pid);
     }
-    restore_new((&magic[..got]).chain(input), hashes, Into::Fresh { pid, memory: &[] }).map(|(r, ..)| r)
+    restore_new(Source::Stream(&mut (&magic[..got]).chain(input)), hashes, Into::Fresh { pid, memory: &[] }).map(|(r, ..)| r)
+}
+
+/// Restores the image in `file`, as [`restore`] does, but in place: the file is mapped,
+/// and its pages go into the processes straight from the page cache, written by a
+/// thread per CPU while this one (the tracer) builds the rest. A file that cannot be
+/// mapped (a pipe) is read as a stream.
+pub fn restore_file(file: &std::fs::File, hashes: &mut FileHashes, pid: PidMode) -> Result<Restored> {
+    let map = match mem::MappedFile::map(file) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!("the image is read as a stream: {e}");
+            return restore(std::io::BufReader::with_capacity(1 << 20, file), hashes, pid);
+        }
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    Writers::with(cpus, |writers| {
+        let mut rest = map.bytes();
+        if let Some(after) = rest.strip_prefix(&TREE_MAGIC[..]) {
+            rest = after;
+            let tree = read_tree_after_magic(&mut rest)?;
+            return restore_tree(tree, InPlaceSource::InPlace { rest: &mut rest, writers }, hashes, pid);
+        }
+        restore_new(InPlaceSource::InPlace { rest: &mut rest, writers }, hashes, Into::Fresh { pid, memory: &[] }).map(|(r, ..)| r)
+    })
 }
 
 /// Restores a tree image (its header already read) from `input`: every
 /// member is forked first, by its parent, then each is built from its image
 /// in turn; they are let go together once all are built.
-fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut FileHashes, mode: PidMode) -> Result<Restored> {
+fn restore_tree<R: Read + Send>(tree: TreeImage, mut src: Source<'_, '_, R>, hashes: &mut FileHashes, mode: PidMode) -> Result<Restored> {
     let t0 = Instant::now();
     let root_pid = tree.members[0].pid;
     let others = tree.members.iter().skip(1).map(|m| (m.pid, true));
@@ -207,11 +371,8 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
         let mut page_bytes = 0;
         for (n, (idx, tracee)) in tracees.iter_mut().enumerate() {
             let m = &tree.members[*idx];
-            let mut reader = ImageReader::new(&mut *input)?;
-            let image = match reader.next_section()? {
-                Some(Section::Process(p)) => *p,
-                _ => return Err(FormatError::Corrupt("a member image does not start with a process section".into()).into()),
-            };
+            let writers = src.writers();
+            let (image, reader) = src.member()?;
             let prep = m.prepare.as_ref().expect("a live member has one");
             let t = &image.task;
             if t.pid != m.pid || image.files != prep.files || t.cwd != prep.cwd || t.umask != prep.umask || t.rlimits != prep.rlimits || t.personality != prep.personality {
@@ -219,7 +380,7 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, input: &mut R, hashes: &mut Fil
             }
             preflight(&image, hashes)?;
             made.push(Made::default());
-            let b = stream_build(tracee, Some(&child), &image, reader, &mut warnings, Into::Fresh { pid: mode, memory: &memory }, made.last_mut().expect("pushed"))?;
+            let b = stream_build(tracee, Some(&child), &image, reader, writers, &mut warnings, Into::Fresh { pid: mode, memory: &memory }, made.last_mut().expect("pushed"))?;
             page_bytes += b.page_bytes;
         }
         Ok(page_bytes)
@@ -526,8 +687,8 @@ fn set_groups(tree: &TreeImage, tracees: &mut [(usize, Tracee)], mode: PidMode, 
 /// system calls, and with `lazy` (post-copy: the runs of pages that come
 /// later, as [`crate::Frozen::write_postcopy`] returned them) the
 /// userfaultfd that must fill them.
-pub fn restore_remote<R: Read + Send>(input: R, hashes: &mut FileHashes, filters: (&[u8], &[u8]), lazy: Option<&[(u64, u64)]>, track: bool) -> Result<RemoteRestore> {
-    let (restored, listener, b) = restore_new(input, hashes, Into::Remote { filter: filters.0, filter_at_home: filters.1, lazy, track })?;
+pub fn restore_remote<R: Read + Send>(mut input: R, hashes: &mut FileHashes, filters: (&[u8], &[u8]), lazy: Option<&[(u64, u64)]>, track: bool) -> Result<RemoteRestore> {
+    let (restored, listener, b) = restore_new(Source::Stream(&mut input), hashes, Into::Remote { filter: filters.0, filter_at_home: filters.1, lazy, track })?;
     Ok(RemoteRestore {
         restored,
         listener: listener.expect("a remote restore installs a listener"),
@@ -589,7 +750,7 @@ pub fn restore_into<R: Read + Send>(
         deputy.set_options(abi::PTRACE_O_TRACECLONE).map_err(|e| fail(e.into()))?;
     }
     let mut made = Made::default();
-    let built = stream_build(deputy, None, &image, reader, &mut warnings, Into::Deputy { gadget, lazy }, &mut made);
+    let built = stream_build(deputy, None, &image, reader, None, &mut warnings, Into::Deputy { gadget, lazy }, &mut made);
     let tramp = made.tramp;
     match built {
         Ok(b) => {
@@ -645,13 +806,10 @@ fn deputy_regs_or_default(t: &Tracee) -> Regs {
 
 type NewRestore = (Restored, Option<OwnedFd>, Built);
 
-fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>) -> Result<NewRestore> {
+fn restore_new<R: Read + Send>(mut src: Source<'_, '_, R>, hashes: &mut FileHashes, into: Into<'_>) -> Result<NewRestore> {
     let t0 = Instant::now();
-    let mut reader = ImageReader::new(input)?;
-    let image = match reader.next_section()? {
-        Some(Section::Process(p)) => *p,
-        _ => return Err(FormatError::Corrupt("image does not start with a process section".into()).into()),
-    };
+    let writers = src.writers();
+    let (image, reader) = src.member()?;
     preflight(&image, hashes)?;
     if let Into::Remote { lazy: Some(runs), .. } = into {
         check_lazy(&image, runs)?;
@@ -675,7 +833,7 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
     };
     let mut warnings = Vec::new();
     let mut made = Made::default();
-    let built = stream_build(&mut tracee, Some(&child), &image, reader, &mut warnings, into, &mut made)
+    let built = stream_build(&mut tracee, Some(&child), &image, reader, writers, &mut warnings, into, &mut made)
         .and_then(|b| {
             let listener = match b.listener_fd {
                 Some(fd) => Some(PidFd::open(child.pid)?.get_fd(fd)?),
@@ -708,11 +866,12 @@ fn restore_new<R: Read + Send>(input: R, hashes: &mut FileHashes, into: Into<'_>
 
 /// Runs [`build`] while a second thread reads and checksums the page sections.
 #[allow(clippy::too_many_arguments)]
-fn stream_build<R: Read + Send>(
+fn stream_build<'m, S: Sections<'m>>(
     tracee: &mut Tracee,
     child: Option<&RestorerChild>,
     image: &ProcessImage,
-    mut reader: ImageReader<R>,
+    mut reader: S,
+    writers: Option<&Writers<'m>>,
     warnings: &mut Vec<String>,
     into: Into<'_>,
     made: &mut Made,
@@ -724,8 +883,8 @@ fn stream_build<R: Read + Send>(
             while let Ok(buf) = back_rx.try_recv() {
                 reader.recycle(buf);
             }
-            let next = reader.next_owned().map_err(CheckpointError::from);
-            let more = matches!(next, Ok(Some(OwnedSection::Pages { .. })));
+            let next = reader.next_piece();
+            let more = matches!(next, Ok(Some(Piece::Owned(OwnedSection::Pages { .. }) | Piece::InPlace(_))));
             if tx.send(next).is_err() || !more {
                 return;
             }
@@ -739,7 +898,7 @@ fn stream_build<R: Read + Send>(
             p.add(main);
         }
         // On an early error `pages` is dropped here, which ends the reader.
-        let built = build(tracee, child, image, PageStream { rx, back }, warnings, into, made)?;
+        let built = build(tracee, child, image, PageStream { rx, back, writers }, warnings, into, made)?;
         if let Some(p) = &pin {
             // The threads it made inherited the pin. (The main thread's CPUs come back
             // when `pin` is dropped.)
@@ -1151,7 +1310,7 @@ fn build(
     tracee: &mut Tracee,
     child: Option<&RestorerChild>,
     image: &ProcessImage,
-    pages: PageStream,
+    pages: PageStream<'_, '_>,
     warnings: &mut Vec<String>,
     into: Into<'_>,
     made: &mut Made,
@@ -1307,17 +1466,21 @@ fn build(
     }
 
     tracing::debug!(pid, "restore: {} regions mapped in {:.1} ms", image.vmas.len(), t_build.elapsed().as_secs_f64() * 1e3);
-    // Page contents, as they stream in.
+    // Page contents, as they stream in (or, from a mapped image, by the writers).
     let mut procmem: Option<ProcMem> = None;
+    let object_at = |addr: u64| object_regions.iter().find(|r| r.0 <= addr && addr < r.1).map(|(start, _, o, offset)| (&o.file, offset + (addr - start)));
+    let into_object = |file: &std::fs::File, at: u64, data: &[u8]| {
+        std::os::unix::fs::FileExt::write_all_at(file, data, at).map_err(|e| CheckpointError::Incompatible(format!("writing {} bytes into a memory object at byte {at}: {e}", data.len())))
+    };
+    let (done, written) = std::sync::mpsc::channel::<Result<()>>();
+    let mut queued = 0usize;
     let page_bytes = loop {
         let next = pages.rx.recv().map_err(|_| FormatError::Corrupt("the image reader stopped".into()))?;
         match next? {
-            Some(section @ OwnedSection::Pages { addr, .. }) => {
+            Some(Piece::Owned(section @ OwnedSection::Pages { addr, .. })) => {
                 let data = section.pages();
-                if let Some((start, _, o, offset)) = object_regions.iter().find(|r| r.0 <= addr && addr < r.1) {
-                    let at = offset + (addr - start);
-                    std::os::unix::fs::FileExt::write_all_at(&o.file, data, at)
-                        .map_err(|e| CheckpointError::Incompatible(format!("writing {} bytes into a memory object at byte {at}: {e}", data.len())))?;
+                if let Some((file, at)) = object_at(addr) {
+                    into_object(file, at, data)?;
                 } else if mem::write(pid, addr, data).is_err() {
                     if procmem.is_none() {
                         procmem = Some(ProcMem::open(pid, true)?);
@@ -1328,12 +1491,31 @@ fn build(
                     let _ = pages.back.send(buf);
                 }
             }
-            Some(OwnedSection::End { page_bytes }) => break page_bytes,
-            Some(OwnedSection::Process(_)) | None => {
+            Some(Piece::InPlace(p)) => match (object_at(p.addr), pages.writers) {
+                (None, Some(w)) => {
+                    if !w.send(pid, p, &done) {
+                        return Err(FormatError::Corrupt("the page writers stopped".into()).into());
+                    }
+                    queued += 1;
+                }
+                (Some((file, at)), _) => {
+                    p.verify()?;
+                    into_object(file, at, p.data())?;
+                }
+                (None, None) => {
+                    p.verify()?;
+                    write_pages(pid, p.addr, p.data())?;
+                }
+            },
+            Some(Piece::Owned(OwnedSection::End { page_bytes })) => break page_bytes,
+            Some(Piece::Owned(OwnedSection::Process(_))) | None => {
                 return Err(FormatError::Corrupt("unexpected section order".into()).into());
             }
         }
     };
+    for _ in 0..queued {
+        written.recv().map_err(|_| FormatError::Corrupt("a page writer stopped".into()))??;
+    }
     tracing::debug!(pid, "restore: pages written at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     for v in reprotect {
         inj.call_ok("mprotect", abi::SYS_MPROTECT, &[v.start, v.len(), prot_bits(v.prot)])?;

@@ -1,7 +1,6 @@
 //! `herd restart`.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -12,7 +11,7 @@ use herd_kernel::task::{self, Exit};
 pub fn run(image: &Path, pid: PidMode) -> Result<i32> {
     let file = File::open(image).with_context(|| format!("cannot open image {}", image.display()))?;
     let mut hashes = FileHashes::load();
-    let restored = match herd_checkpoint::restore(BufReader::with_capacity(1 << 20, file), &mut hashes, pid) {
+    let restored = match herd_checkpoint::restore_file(&file, &mut hashes, pid) {
         Ok(r) => r,
         Err(e @ CheckpointError::PidUnavailable { .. }) => {
             let hint = match pid {

@@ -312,6 +312,119 @@ enum Decoded {
     End { page_bytes: u64 },
 }
 
+/// A section's header, its kind and length checked.
+struct Header {
+    kind: u32,
+    len: u64,
+    crc: u32,
+    /// Where the section starts in the stream.
+    offset: u64,
+}
+
+impl Header {
+    fn verify(&self, payload: &[u8]) -> Result<(), FormatError> {
+        if section_crc(self.kind, self.len, &[payload]) != self.crc {
+            return Err(FormatError::Checksum { kind: kind_name(self.kind), offset: self.offset });
+        }
+        Ok(())
+    }
+}
+
+/// An image held in memory (a mapped file), from which Pages sections can be taken in
+/// place, without copying ([`ImageReader::next_in_place`]).
+pub trait InPlace<'a>: Read {
+    /// The next `n` bytes, consumed; None if fewer are left.
+    fn take_in_place(&mut self, n: usize) -> Option<&'a [u8]>;
+}
+
+impl<'a> InPlace<'a> for &'a [u8] {
+    fn take_in_place(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.split_at_checked(n)?;
+        *self = rest;
+        Some(taken)
+    }
+}
+
+impl<'a> InPlace<'a> for &mut &'a [u8] {
+    fn take_in_place(&mut self, n: usize) -> Option<&'a [u8]> {
+        (**self).take_in_place(n)
+    }
+}
+
+/// A Pages section read in place ([`ImageReader::next_in_place`]): checked against the
+/// image's regions like any, but its checksum is left to whoever uses its bytes (on
+/// another thread, say): [`PagesInPlace::verify`] before [`PagesInPlace::data`] is
+/// trusted.
+#[derive(Debug)]
+pub struct PagesInPlace<'a> {
+    pub addr: u64,
+    payload: &'a [u8],
+    crc: u32,
+    offset: u64,
+}
+
+impl<'a> PagesInPlace<'a> {
+    /// The page bytes (not verified by this call).
+    pub fn data(&self) -> &'a [u8] {
+        &self.payload[8..]
+    }
+
+    /// Whether the section's checksum is right.
+    pub fn verify(&self) -> Result<(), FormatError> {
+        Header { kind: KIND_PAGES, len: self.payload.len() as u64, crc: self.crc, offset: self.offset }.verify(self.payload)
+    }
+}
+
+/// A section of an image held in memory ([`ImageReader::next_in_place`]).
+#[derive(Debug)]
+pub enum InPlaceSection<'a> {
+    Process(Box<ProcessImage>),
+    Pages(PagesInPlace<'a>),
+    End { page_bytes: u64 },
+}
+
+impl<'a, R: InPlace<'a>> ImageReader<R> {
+    /// Like [`ImageReader::next_section`] for an image held in memory, but a Pages
+    /// section is not copied: its bytes are the input's, their checksum for the caller
+    /// to verify ([`PagesInPlace::verify`]). Everything else is checked as by
+    /// `next_section`.
+    pub fn next_in_place(&mut self) -> Result<Option<InPlaceSection<'a>>, FormatError> {
+        if self.failed {
+            return Err(FormatError::Corrupt(
+                "the image reader already failed; no further sections can be read".into(),
+            ));
+        }
+        let next = self.in_place();
+        if next.is_err() {
+            self.failed = true;
+        }
+        next
+    }
+
+    fn in_place(&mut self) -> Result<Option<InPlaceSection<'a>>, FormatError> {
+        let Some(h) = self.header()? else { return Ok(None) };
+        if h.kind != KIND_PAGES {
+            self.read_payload(h.len as usize, kind_name(h.kind))?;
+            self.offset += 16 + h.len;
+            h.verify(&self.buf)?;
+            let payload = std::mem::take(&mut self.buf);
+            let decoded = self.decode(&h, &payload);
+            self.buf = payload;
+            return Ok(decoded?.map(|d| match d {
+                Decoded::Process(p) => InPlaceSection::Process(p),
+                Decoded::End { page_bytes } => InPlaceSection::End { page_bytes },
+                Decoded::Pages { .. } => unreachable!("not a pages section"),
+            }));
+        }
+        let payload = self.input.take_in_place(h.len as usize).ok_or(FormatError::Truncated("a pages section"))?;
+        self.offset += 16 + h.len;
+        match self.decode(&h, payload)? {
+            Some(Decoded::Pages { addr }) => Ok(Some(InPlaceSection::Pages(PagesInPlace { addr, payload, crc: h.crc, offset: h.offset }))),
+            _ => unreachable!("a pages section decodes as pages"),
+        }
+    }
+}
+
 /// A VMA that has stored pages, and how many of them the stream has carried.
 #[derive(Clone, Copy, Debug)]
 struct StoredRange {
@@ -470,10 +583,23 @@ impl<R: Read> ImageReader<R> {
     }
 
     fn advance(&mut self) -> Result<Option<Decoded>, FormatError> {
+        let Some(h) = self.header()? else { return Ok(None) };
+        self.read_payload(h.len as usize, kind_name(h.kind))?;
+        self.offset += 16 + h.len;
+        h.verify(&self.buf)?;
+        let payload = std::mem::take(&mut self.buf);
+        let decoded = self.decode(&h, &payload);
+        self.buf = payload;
+        decoded
+    }
+
+    /// The next section's header, checked (a known kind, a length within its limit);
+    /// None after End.
+    fn header(&mut self) -> Result<Option<Header>, FormatError> {
         if self.seen_end {
             return Ok(None);
         }
-        let section_offset = self.offset;
+        let offset = self.offset;
         let mut hdr = [0u8; 16];
         self.input
             .read_exact(&mut hdr)
@@ -488,27 +614,29 @@ impl<R: Read> ImageReader<R> {
             KIND_END => 8,
             _ => {
                 return Err(FormatError::Corrupt(format!(
-                    "unknown section kind {kind} at byte {section_offset}"
+                    "unknown section kind {kind} at byte {offset}"
                 )))
             }
         };
         if len > max {
             return Err(FormatError::Corrupt(format!(
-                "{name} section at byte {section_offset} claims {len} bytes (limit {max})"
+                "{name} section at byte {offset} claims {len} bytes (limit {max})"
             )));
         }
         // `len` is bounded above (at most 64 MiB + 8), so it fits a usize.
-        self.read_payload(len as usize, name)?;
-        self.offset += 16 + len;
-        if section_crc(kind, len, &[&self.buf]) != crc {
-            return Err(FormatError::Checksum { kind: name, offset: section_offset });
-        }
+        Ok(Some(Header { kind, len, crc, offset }))
+    }
+
+    /// Decodes section `h` from its `payload` (checksum verified, or, for pages read in
+    /// place, to be verified by the caller) and checks it against what came before.
+    fn decode(&mut self, h: &Header, payload: &[u8]) -> Result<Option<Decoded>, FormatError> {
+        let (kind, len, section_offset) = (h.kind, h.len, h.offset);
         match kind {
             KIND_PROCESS => {
                 if self.seen_process {
                     return Err(FormatError::Corrupt("second process section".into()));
                 }
-                let (mut image, rest): (ProcessImage, &[u8]) = postcard::take_from_bytes(&self.buf)
+                let (mut image, rest): (ProcessImage, &[u8]) = postcard::take_from_bytes(payload)
                     .map_err(|e| FormatError::Corrupt(format!("process section: {e}")))?;
                 if self.version < 3 && !rest.is_empty() {
                     return Err(FormatError::Corrupt(format!(
@@ -533,7 +661,7 @@ impl<R: Read> ImageReader<R> {
                     )));
                 }
                 let n = len - 8;
-                let addr = u64::from_le_bytes(self.buf[..8].try_into().expect("8 bytes"));
+                let addr = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
                 let end = addr.checked_add(n).ok_or_else(|| {
                     FormatError::Corrupt(format!("pages at {addr:#x} overflow the address space"))
                 })?;
@@ -570,7 +698,7 @@ impl<R: Read> ImageReader<R> {
                 if !self.seen_process {
                     return Err(FormatError::Corrupt("end before the process section".into()));
                 }
-                let total: [u8; 8] = self.buf[..]
+                let total: [u8; 8] = payload
                     .try_into()
                     .map_err(|_| FormatError::Corrupt(format!("end section is {len} bytes, expected 8")))?;
                 let total = u64::from_le_bytes(total);

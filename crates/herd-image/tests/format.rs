@@ -323,8 +323,40 @@ fn decode_from<R: Read>(input: R) -> Result<Decoded, FormatError> {
     Ok(Decoded { image, pages, total, offset: r.offset() })
 }
 
+/// Like [`decode_from`], with pages taken in place ([`ImageReader::next_in_place`]), each
+/// verified as it comes.
+fn decode_in_place(bytes: &[u8]) -> Result<Decoded, FormatError> {
+    let mut r = ImageReader::new(bytes)?;
+    let mut image: Option<ProcessImage> = None;
+    let mut pages = Vec::new();
+    let total = loop {
+        match r.next_in_place()? {
+            Some(InPlaceSection::Process(p)) => image = Some(*p),
+            Some(InPlaceSection::Pages(p)) => {
+                p.verify()?;
+                pages.push((p.addr, p.data().to_vec()));
+            }
+            Some(InPlaceSection::End { page_bytes }) => break page_bytes,
+            None => panic!("reader returned None before End"),
+        }
+    };
+    assert!(matches!(r.next_in_place(), Ok(None)), "a section after End");
+    let image = image.expect("End without a process section");
+    Ok(Decoded { image, pages, total, offset: r.offset() })
+}
+
+/// Decodes `bytes` both ways, streamed and in place: they must agree on the image, or
+/// both refuse it (the streamed error is returned: the in-place reader checks a pages
+/// section's place before its checksum, so its error may name another fault).
 fn decode(bytes: &[u8]) -> Result<Decoded, FormatError> {
-    decode_from(bytes)
+    let streamed = decode_from(bytes);
+    let in_place = decode_in_place(bytes);
+    match (&streamed, &in_place) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "in place and streamed decode differently"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("streamed: {streamed:?}; in place: {in_place:?}"),
+    }
+    streamed
 }
 
 fn expect_corrupt(bytes: &[u8], what: &str) -> String {

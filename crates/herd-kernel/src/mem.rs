@@ -82,6 +82,56 @@ pub fn write(pid: i32, addr: u64, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A file mapped whole into this process, read-only and shared: its bytes are the page
+/// cache's own, read without a copy (an image restored in place).
+///
+/// The file must not shrink while it is mapped: a read beyond its new end raises
+/// SIGBUS, which ends this process (and, through `PTRACE_O_EXITKILL`, what it was
+/// restoring). A file written meanwhile shows the new bytes; an image's checksums
+/// catch that as they would a damaged file.
+pub struct MappedFile {
+    addr: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone: sharing or sending it
+// shares only reads of memory that lives until it is dropped.
+unsafe impl Send for MappedFile {}
+// SAFETY: as above: `&MappedFile` gives only `&[u8]` of a read-only mapping.
+unsafe impl Sync for MappedFile {}
+
+impl MappedFile {
+    /// Maps `file` whole; an error for an empty file or one that cannot be mapped (a
+    /// pipe, a socket, some special files).
+    pub fn map(file: &File) -> Result<MappedFile> {
+        use std::os::fd::AsRawFd;
+        let pid = std::process::id() as i32;
+        let len = file.metadata().map_err(|e| KernelError::from_io("fstat", pid, e))?.len();
+        let len = usize::try_from(len).ok().filter(|&l| l > 0).ok_or_else(|| KernelError::Unexpected { pid, what: format!("a file of {len} bytes cannot be mapped") })?;
+        // SAFETY: a new read-only shared mapping the kernel places (no fixed address); its
+        // result is checked before use. Its soundness as `&[u8]` is the type's contract
+        // above (the file not shrunk while mapped).
+        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        if addr == libc::MAP_FAILED {
+            return Err(KernelError::last("mmap", pid));
+        }
+        let addr = std::ptr::NonNull::new(addr).ok_or_else(|| KernelError::Unexpected { pid, what: "mmap gave address 0".into() })?;
+        Ok(MappedFile { addr, len })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `addr` is a live mapping of `len` readable bytes until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.addr.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.addr.as_ptr(), self.len) };
+    }
+}
+
 /// /proc/PID/mem: reaches pages whatever their protection.
 pub struct ProcMem {
     pid: i32,
