@@ -200,7 +200,37 @@ struct Writers<'m> {
 struct WriteJob<'m> {
     pid: i32,
     pages: PagesInPlace<'m>,
+    fill: Option<std::sync::Arc<Fill>>,
     done: Sender<Result<()>>,
+}
+
+/// A userfaultfd of a process being restored, and the regions registered with it (for
+/// missing pages): pages there are put in place by UFFDIO_COPY.
+struct Fill {
+    uffd: herd_kernel::uffd::Uffd,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl WriteJob<'_> {
+    fn run(&self) -> Result<()> {
+        self.pages.verify()?;
+        let (addr, data) = (self.pages.addr, self.pages.data());
+        let end = addr + data.len() as u64;
+        let Some(f) = self.fill.as_ref().filter(|f| f.ranges.iter().any(|&(start, len)| start <= addr && end <= start + len)) else {
+            return write_pages(self.pid, addr, data);
+        };
+        // (process_vm_writev cannot reach a registered region's missing pages: they
+        // are the userfaultfd's, and it takes no fault from the kernel.)
+        let mut off = 0;
+        loop {
+            match f.uffd.copy(addr + off as u64, &data[off..])? {
+                herd_kernel::uffd::Fill::Done => return Ok(()),
+                // The layout changed meanwhile (it cannot, the process is stopped): again.
+                herd_kernel::uffd::Fill::Again { bytes } => off += bytes as usize,
+                other => return Err(CheckpointError::Incompatible(format!("filling memory at {:#x}: {other:?}", addr + off as u64))),
+            }
+        }
+    }
 }
 
 impl<'m> Writers<'m> {
@@ -213,8 +243,10 @@ impl<'m> Writers<'m> {
                 let rx = &rx;
                 s.spawn(move || loop {
                     let Ok(job) = rx.lock().expect("writers' queue").recv() else { return };
-                    let written = job.pages.verify().map_err(CheckpointError::from).and_then(|()| write_pages(job.pid, job.pages.addr, job.pages.data()));
-                    let _ = job.done.send(written);
+                    let written = job.run();
+                    let WriteJob { done, fill, .. } = job;
+                    drop(fill);
+                    let _ = done.send(written);
                 });
             }
             f(&Writers { jobs })
@@ -223,8 +255,8 @@ impl<'m> Writers<'m> {
 
     /// Queues `pages` for process `pid`; its outcome comes on `done`. False if the
     /// writers are gone.
-    fn send(&self, pid: i32, pages: PagesInPlace<'m>, done: &Sender<Result<()>>) -> bool {
-        self.jobs.send(WriteJob { pid, pages, done: done.clone() }).is_ok()
+    fn send(&self, pid: i32, pages: PagesInPlace<'m>, fill: Option<std::sync::Arc<Fill>>, done: &Sender<Result<()>>) -> bool {
+        self.jobs.send(WriteJob { pid, pages, fill, done: done.clone() }).is_ok()
     }
 }
 
@@ -1466,6 +1498,26 @@ fn build(
     }
 
     tracing::debug!(pid, "restore: {} regions mapped in {:.1} ms", image.vmas.len(), t_build.elapsed().as_secs_f64() * 1e3);
+    // From a mapped image, the writers fill private anonymous regions by UFFDIO_COPY,
+    // which puts each page in place without zeroing it first as a fault does (about
+    // 1.5 times process_vm_writev's rate). The userfaultfd (user-mode faults only: the
+    // process runs nothing meanwhile) is released once the pages are in, before the
+    // rest of the state is set; where the kernel refuses one, process_vm_writev does.
+    let fill = match pages.writers {
+        Some(_) if matches!(into, Into::Fresh { .. }) => {
+            let ranges: Vec<(u64, u64)> = image.vmas.iter().filter(|v| v.stored_bytes > 0 && !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack)).map(|v| (v.start, v.len())).collect();
+            let flags = herd_kernel::uffd::CREATE_FLAGS | herd_kernel::uffd::USER_MODE_ONLY;
+            match (!ranges.is_empty()).then(|| register_missing(&mut inj, &scratch, &ranges, flags, "filling its memory")) {
+                Some(Ok(fd)) => Some(std::sync::Arc::new(Fill { uffd: herd_kernel::uffd::Uffd::from_fd(fd, pid), ranges })),
+                Some(Err(e)) => {
+                    tracing::debug!(pid, "restore: pages written by process_vm_writev: {e}");
+                    None
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
     // Page contents, as they stream in (or, from a mapped image, by the writers).
     let mut procmem: Option<ProcMem> = None;
     let object_at = |addr: u64| object_regions.iter().find(|r| r.0 <= addr && addr < r.1).map(|(start, _, o, offset)| (&o.file, offset + (addr - start)));
@@ -1493,7 +1545,7 @@ fn build(
             }
             Some(Piece::InPlace(p)) => match (object_at(p.addr), pages.writers) {
                 (None, Some(w)) => {
-                    if !w.send(pid, p, &done) {
+                    if !w.send(pid, p, fill.clone(), &done) {
                         return Err(FormatError::Corrupt("the page writers stopped".into()).into());
                     }
                     queued += 1;
@@ -1516,6 +1568,8 @@ fn build(
     for _ in 0..queued {
         written.recv().map_err(|_| FormatError::Corrupt("a page writer stopped".into()))??;
     }
+    // (Every job's handle is gone with its answer: this closes the userfaultfd.)
+    drop(fill);
     tracing::debug!(pid, "restore: pages written at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     for v in reprotect {
         inj.call_ok("mprotect", abi::SYS_MPROTECT, &[v.start, v.len(), prot_bits(v.prot)])?;
