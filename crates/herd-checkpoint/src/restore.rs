@@ -211,24 +211,36 @@ struct Fill {
     ranges: Vec<(u64, u64)>,
 }
 
+impl Fill {
+    /// Puts `data` (whole pages) at `addr` if that lies in a registered region; None if
+    /// not (another way must write it).
+    fn put(&self, addr: u64, data: &[u8]) -> Option<Result<()>> {
+        let end = addr + data.len() as u64;
+        if !self.ranges.iter().any(|&(start, len)| start <= addr && end <= start + len) {
+            return None;
+        }
+        // (process_vm_writev cannot reach a registered region's missing pages: they
+        // are the userfaultfd's, and it takes no fault from the kernel.)
+        let mut off = 0;
+        Some(loop {
+            match self.uffd.copy(addr + off as u64, &data[off..]) {
+                Ok(herd_kernel::uffd::Fill::Done) => break Ok(()),
+                // The layout changed meanwhile (it cannot, the process is stopped): again.
+                Ok(herd_kernel::uffd::Fill::Again { bytes }) => off += bytes as usize,
+                Ok(other) => break Err(CheckpointError::Incompatible(format!("filling memory at {:#x}: {other:?}", addr + off as u64))),
+                Err(e) => break Err(e.into()),
+            }
+        })
+    }
+}
+
 impl WriteJob<'_> {
     fn run(&self) -> Result<()> {
         self.pages.verify()?;
         let (addr, data) = (self.pages.addr, self.pages.data());
-        let end = addr + data.len() as u64;
-        let Some(f) = self.fill.as_ref().filter(|f| f.ranges.iter().any(|&(start, len)| start <= addr && end <= start + len)) else {
-            return write_pages(self.pid, addr, data);
-        };
-        // (process_vm_writev cannot reach a registered region's missing pages: they
-        // are the userfaultfd's, and it takes no fault from the kernel.)
-        let mut off = 0;
-        loop {
-            match f.uffd.copy(addr + off as u64, &data[off..])? {
-                herd_kernel::uffd::Fill::Done => return Ok(()),
-                // The layout changed meanwhile (it cannot, the process is stopped): again.
-                herd_kernel::uffd::Fill::Again { bytes } => off += bytes as usize,
-                other => return Err(CheckpointError::Incompatible(format!("filling memory at {:#x}: {other:?}", addr + off as u64))),
-            }
+        match self.fill.as_ref().and_then(|f| f.put(addr, data)) {
+            Some(put) => put,
+            None => write_pages(self.pid, addr, data),
         }
     }
 }
@@ -1498,25 +1510,23 @@ fn build(
     }
 
     tracing::debug!(pid, "restore: {} regions mapped in {:.1} ms", image.vmas.len(), t_build.elapsed().as_secs_f64() * 1e3);
-    // From a mapped image, the writers fill private anonymous regions by UFFDIO_COPY,
-    // which puts each page in place without zeroing it first as a fault does (about
-    // 1.5 times process_vm_writev's rate). The userfaultfd (user-mode faults only: the
-    // process runs nothing meanwhile) is released once the pages are in, before the
-    // rest of the state is set; where the kernel refuses one, process_vm_writev does.
-    let fill = match pages.writers {
-        Some(_) if matches!(into, Into::Fresh { .. }) => {
-            let ranges: Vec<(u64, u64)> = image.vmas.iter().filter(|v| v.stored_bytes > 0 && !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack)).map(|v| (v.start, v.len())).collect();
-            let flags = herd_kernel::uffd::CREATE_FLAGS | herd_kernel::uffd::USER_MODE_ONLY;
-            match (!ranges.is_empty()).then(|| register_missing(&mut inj, &scratch, &ranges, flags, "filling its memory")) {
-                Some(Ok(fd)) => Some(std::sync::Arc::new(Fill { uffd: herd_kernel::uffd::Uffd::from_fd(fd, pid), ranges })),
-                Some(Err(e)) => {
-                    tracing::debug!(pid, "restore: pages written by process_vm_writev: {e}");
-                    None
-                }
-                None => None,
+    // Private anonymous regions (fresh: every one was mapped just now) are filled by
+    // UFFDIO_COPY, which puts each page in place without zeroing it first as a fault
+    // does (about 1.5 times process_vm_writev's rate). The userfaultfd (user-mode faults
+    // only: the process runs nothing meanwhile) is released once the pages are in,
+    // before the rest of the state is set and before any userfaultfd of post-copy or
+    // write tracking is registered; where the kernel refuses one, process_vm_writev does.
+    let fill = {
+        let ranges: Vec<(u64, u64)> = image.vmas.iter().filter(|v| v.stored_bytes > 0 && !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack)).map(|v| (v.start, v.len())).collect();
+        let flags = herd_kernel::uffd::CREATE_FLAGS | herd_kernel::uffd::USER_MODE_ONLY;
+        match (!ranges.is_empty()).then(|| register_missing(&mut inj, &scratch, &ranges, flags, "filling its memory")) {
+            Some(Ok(fd)) => Some(std::sync::Arc::new(Fill { uffd: herd_kernel::uffd::Uffd::from_fd(fd, pid), ranges })),
+            Some(Err(e)) => {
+                tracing::debug!(pid, "restore: pages written by process_vm_writev: {e}");
+                None
             }
+            None => None,
         }
-        _ => None,
     };
     // Page contents, as they stream in (or, from a mapped image, by the writers).
     let mut procmem: Option<ProcMem> = None;
@@ -1533,6 +1543,8 @@ fn build(
                 let data = section.pages();
                 if let Some((file, at)) = object_at(addr) {
                     into_object(file, at, data)?;
+                } else if let Some(put) = fill.as_ref().and_then(|f| f.put(addr, data)) {
+                    put?;
                 } else if mem::write(pid, addr, data).is_err() {
                     if procmem.is_none() {
                         procmem = Some(ProcMem::open(pid, true)?);
