@@ -404,13 +404,7 @@ impl<'a, R: InPlace<'a>> ImageReader<R> {
     fn in_place(&mut self) -> Result<Option<InPlaceSection<'a>>, FormatError> {
         let Some(h) = self.header()? else { return Ok(None) };
         if h.kind != KIND_PAGES {
-            self.read_payload(h.len as usize, kind_name(h.kind))?;
-            self.offset += 16 + h.len;
-            h.verify(&self.buf)?;
-            let payload = std::mem::take(&mut self.buf);
-            let decoded = self.decode(&h, &payload);
-            self.buf = payload;
-            return Ok(decoded?.map(|d| match d {
+            return Ok(self.read_decode(&h)?.map(|d| match d {
                 Decoded::Process(p) => InPlaceSection::Process(p),
                 Decoded::End { page_bytes } => InPlaceSection::End { page_bytes },
                 Decoded::Pages { .. } => unreachable!("not a pages section"),
@@ -584,11 +578,16 @@ impl<R: Read> ImageReader<R> {
 
     fn advance(&mut self) -> Result<Option<Decoded>, FormatError> {
         let Some(h) = self.header()? else { return Ok(None) };
+        self.read_decode(&h)
+    }
+
+    /// Reads the payload of section `h` into the buffer, verifies and decodes it.
+    fn read_decode(&mut self, h: &Header) -> Result<Option<Decoded>, FormatError> {
         self.read_payload(h.len as usize, kind_name(h.kind))?;
         self.offset += 16 + h.len;
         h.verify(&self.buf)?;
         let payload = std::mem::take(&mut self.buf);
-        let decoded = self.decode(&h, &payload);
+        let decoded = self.decode(h, &payload);
         self.buf = payload;
         decoded
     }
