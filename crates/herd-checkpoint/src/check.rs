@@ -239,7 +239,8 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
             FDTarget::MemFD(_) if purpose == Purpose::Tree => {}
             // A pidfd of another process of the tree (its analysis checks which).
             FDTarget::AnonInode(kind) if purpose == Purpose::Tree && kind == "[pidfd]" => {}
-            FDTarget::AnonInode(kind) if kind == "[eventpoll]" => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
+            // In a tree, its analysis checks what an epoll watches (it may be shared).
+            FDTarget::AnonInode(kind) if kind == "[eventpoll]" && purpose != Purpose::Tree => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
             FDTarget::AnonInode(kind) if kind == "[io_uring]" => why.push(CantMove::IoUring { fd: Some(fd.fd) }),
             FDTarget::AnonInode(kind) if state::ANON_KINDS.contains(&kind.as_str()) => {}
             FDTarget::Path(path) => {

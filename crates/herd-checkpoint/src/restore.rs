@@ -285,8 +285,10 @@ fn write_pages(pid: i32, addr: u64, data: &[u8]) -> Result<()> {
 enum Into<'a> {
     /// A new process, a child of the caller, with the image's open files and
     /// the pid `pid` says; `memory` holds the tree's memory objects, made by
-    /// [`make_memory`], which its `VmaKind::Memory` regions map.
-    Fresh { pid: PidMode, memory: &'a [Object] },
+    /// [`make_memory`], which its `VmaKind::Memory` regions map; `epolls` the tree's
+    /// shared epolls it fills (its fd holding one, what it watches), once its own
+    /// descriptors are in place.
+    Fresh { pid: PidMode, memory: &'a [Object], epolls: &'a [(i32, Vec<herd_image::EpollTarget>)] },
     /// A new process that runs as a migrated guest: no open files (they stay
     /// with the deputy at home), cwd `/`, and `filter` (a seccomp program,
     /// `struct sock_filter` array) installed last with a user-notification
@@ -357,7 +359,7 @@ pub fn restore<R: Read + Send>(mut input: R, hashes: &mut FileHashes, pid: PidMo
         let tree = read_tree_after_magic(&mut input)?;
         return restore_tree(tree, Source::Stream(&mut input), hashes, pid);
     }
-    restore_new(Source::Stream(&mut (&magic[..got]).chain(input)), hashes, Into::Fresh { pid, memory: &[] }).map(|(r, ..)| r)
+    restore_new(Source::Stream(&mut (&magic[..got]).chain(input)), hashes, Into::Fresh { pid, memory: &[], epolls: &[] }).map(|(r, ..)| r)
 }
 
 /// Restores the image in `file`, as [`restore`] does, but in place: the file is mapped,
@@ -380,7 +382,7 @@ pub fn restore_file(file: &std::fs::File, hashes: &mut FileHashes, pid: PidMode)
             let tree = read_tree_after_magic(&mut rest)?;
             return restore_tree(tree, InPlaceSource::InPlace { rest: &mut rest, writers }, hashes, pid);
         }
-        restore_new(InPlaceSource::InPlace { rest: &mut rest, writers }, hashes, Into::Fresh { pid, memory: &[] }).map(|(r, ..)| r)
+        restore_new(InPlaceSource::InPlace { rest: &mut rest, writers }, hashes, Into::Fresh { pid, memory: &[], epolls: &[] }).map(|(r, ..)| r)
     })
 }
 
@@ -424,7 +426,18 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, mut src: Source<'_, '_, R>, has
             }
             preflight(&image, hashes)?;
             made.push(Made::default());
-            let b = stream_build(tracee, Some(&child), &image, reader, writers, &mut warnings, Into::Fresh { pid: mode, memory: &memory }, made.last_mut().expect("pushed"))?;
+            // The shared epolls this member fills: at its fds that hold them.
+            let mut epolls = Vec::new();
+            for (o, ofd) in tree.ofds.iter().enumerate() {
+                if let SharedOfd::Epoll { owner, targets } = ofd {
+                    if *owner as usize == *idx {
+                        let f = image.files.iter().find(|f| matches!(f.kind, FileKind::Shared { ofd } if ofd as usize == o));
+                        let f = f.ok_or_else(|| FormatError::Corrupt(format!("process {} fills shared epoll {o} but holds it at no fd", m.pid)))?;
+                        epolls.push((f.fd, targets.clone()));
+                    }
+                }
+            }
+            let b = stream_build(tracee, Some(&child), &image, reader, writers, &mut warnings, Into::Fresh { pid: mode, memory: &memory, epolls: &epolls }, made.last_mut().expect("pushed"))?;
             page_bytes += b.page_bytes;
         }
         Ok(page_bytes)
@@ -644,6 +657,7 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
                     restorer::OfdPlan::PtyMaster(herd_kernel::pty::PtyPlan { flags: p.flags, termios, winsize, locked: p.locked, packet: p.packet })
                 }
                 SharedOfd::PtySlave { master, flags } => restorer::OfdPlan::PtySlave { master: *master as usize, flags: *flags },
+                SharedOfd::Epoll { .. } => restorer::OfdPlan::Epoll,
                 SharedOfd::Tcp(c) => {
                     let dump = herd_kernel::tcprepair::TcpDump {
                         send_seq: c.send_seq,
@@ -1647,6 +1661,11 @@ fn build(
         }
         let same_pids = matches!(fresh, Some(PidMode::Same | PidMode::NewNamespace));
         state::make_fds(&mut inj, &scratch, &image.files, same_pids, warnings)?;
+        if let Into::Fresh { epolls, .. } = &into {
+            for (fd, targets) in epolls.iter() {
+                state::epoll_add(&mut inj, &scratch, i64::from(*fd), targets)?;
+            }
+        }
         if let Some(st) = &image.state {
             state::take_locks(&mut inj, &scratch, &st.locks)?;
             state::set_state(&mut inj, &scratch, pid, st, warnings)?;

@@ -599,17 +599,23 @@ pub(crate) fn make_fds(inj: &mut Injector<'_>, scratch: &Scratch, files: &[OpenF
                 }
                 FileKind::Epoll { targets, .. } => {
                     let fd = inj.call_ok("epoll_create1", abi::SYS_EPOLL_CREATE1, &[cloexec])?;
-                    for t in targets {
-                        let ev = EpollEvent { events: t.events, data: t.data };
-                        let at = scratch.put(0, abi::as_bytes(&ev))?;
-                        inj.call_ok("epoll_ctl(EPOLL_CTL_ADD)", abi::SYS_EPOLL_CTL, &[fd as u64, abi::EPOLL_CTL_ADD, t.fd as u64, at])?;
-                    }
+                    epoll_add(inj, scratch, fd, targets)?;
                     fd
                 }
                 _ => continue,
             };
             place(inj, got, f.fd, f.cloexec)?;
         }
+    }
+    Ok(())
+}
+
+/// Gives the process's epoll at `epfd` the interest list `targets` (fds of the process).
+pub(crate) fn epoll_add(inj: &mut Injector<'_>, scratch: &Scratch, epfd: i64, targets: &[EpollTarget]) -> Result<()> {
+    for t in targets {
+        let ev = EpollEvent { events: t.events, data: t.data };
+        let at = scratch.put(0, abi::as_bytes(&ev))?;
+        inj.call_ok("epoll_ctl(EPOLL_CTL_ADD)", abi::SYS_EPOLL_CTL, &[epfd as u64, abi::EPOLL_CTL_ADD, t.fd as u64, at])?;
     }
     Ok(())
 }

@@ -677,6 +677,33 @@ fn share(pids: &[i32], live: &[bool], tcp: &mut TcpMode<'_>) -> Result<Shares> {
                 continue;
             }
         }
+        // An epoll names what it watches by the fd numbers of the process that added
+        // each: alone, its holder must hold those files at those numbers still; shared
+        // by several descriptors, one holder that does fills it after the restore
+        // made it once, empty.
+        if r.link == "anon_inode:[eventpoll]" {
+            let info = state::read_fdinfo(r.pid, r.fd)?;
+            let owner = c.iter().find(|d| state::epoll_refusals(d.pid, d.fd, &info).is_empty());
+            match owner {
+                Some(o) if c.len() > 1 => {
+                    let targets = info.tfds.iter().map(|&(fd, events, data, _)| herd_image::EpollTarget { fd, events, data }).collect();
+                    ofds.push(SharedOfd::Epoll { owner: o.member as u32, targets });
+                    let ofd = ofds.len() as u32 - 1;
+                    c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+                }
+                Some(_) => {}
+                None => {
+                    for d in c {
+                        let mut why = state::epoll_refusals(d.pid, d.fd, &info);
+                        if c.len() > 1 {
+                            why = vec![CantMove::UnsupportedFd { fd: d.fd, what: "an epoll shared by processes (or descriptors) none of which holds every file it watches at the number it was added with".into() }];
+                        }
+                        refused.extend(why.into_iter().map(|w| (d.pid, w)));
+                    }
+                }
+            }
+            continue;
+        }
         if c.len() < 2 {
             continue;
         }

@@ -203,6 +203,10 @@ fn describe_ofd(o: &SharedOfd) -> String {
             if c.sack { ", SACK" } else { "" },
             if c.timestamp.is_some() { ", timestamps" } else { "" }
         ),
+        SharedOfd::Epoll { owner, targets } => {
+            let watched: Vec<String> = targets.iter().map(|t| format!("fd {} (events {:#x}, data {:#x})", t.fd, t.events, t.data)).collect();
+            format!("epoll, watching {} of member {owner}", if watched.is_empty() { "nothing".to_string() } else { watched.join(", ") })
+        }
         SharedOfd::Event(k) => match event_file(k) {
             Some((kind, what)) => format!("{kind}, {what}"),
             None => format!("{k:?}"),

@@ -1416,10 +1416,12 @@ fn tree_with_pipe_zombie_group_and_session_restores_exactly() {
     assert_same_run(&expected, &got);
 }
 
-/// An eventfd (with a dup), a timerfd, a signalfd and an inotify instance (watch 2:
-/// watch 1 was given up) shared by a parent and its child, checkpointed as a tree:
-/// after restart each is still one object of both (the child reads what the parent
-/// put in each, and the event of the directory the parent made), as uninterrupted.
+/// An eventfd (with a dup), a timerfd, a signalfd, an inotify instance (watch 2:
+/// watch 1 was given up) and an epoll (filled by the child: only it holds every file
+/// the epoll watches) shared by a parent and its child, checkpointed as a tree: after
+/// restart each is still one object of both (the child reads what the parent put in
+/// each, and the event of the directory the parent made; its epoll no longer watches
+/// what the parent took out of it), as uninterrupted.
 #[test]
 fn tree_sharing_event_timer_and_signal_fds_restores_them_shared() {
     if !ready("tree_sharing_event_timer_and_signal_fds_restores_them_shared", &[Need::Cc, Need::Root]) {
@@ -1431,12 +1433,12 @@ fn tree_sharing_event_timer_and_signal_fds_restores_them_shared() {
     fs::create_dir(&plain).unwrap();
     fs::create_dir(&watched).unwrap();
     let expected = run_uninterrupted(dir.path(), "plain", &argv![&exe, "20", &plain], Out::File);
-    for want in ["eventfd holds 7", "timerfd fired 1 time(s)", "signalfd read signal SIGUSR1", "inotify watch 2 saw new", "child ended: exit 4"] {
+    for want in ["epoll sees 0x77\n", "eventfd holds 7", "timerfd fired 1 time(s)", "signalfd read signal SIGUSR1", "inotify watch 2 saw new", "child ended: exit 4"] {
         assert!(text(&expected.out).contains(want), "ckpt_events does not say {want:?} uninterrupted:\n{}", text(&expected.out));
     }
     let got = run_checkpointed(dir.path(), "tree", &argv![&exe, "20", &watched], Out::File, 3);
     assert_same_run(&expected, &got);
-    assert_inspect_shows(dir.path().join("tree.img"), &["eventfd, count 5", "timerfd, clock 1, fires in", "signalfd, signals", "inotify, watch 2 on"]);
+    assert_inspect_shows(dir.path().join("tree.img"), &["eventfd, count 5", "timerfd, clock 1, fires in", "signalfd, signals", "inotify, watch 2 on", "epoll, watching fd ", "(events 0x19, data 0xe1)", "(events 0x19, data 0x77)", " of member 1"]);
 }
 
 /// Memory without a name shared by a parent and its child (shared anonymous memory

@@ -26,8 +26,9 @@ pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
 /// Version 2: [`SharedOfd::Event`]. Version 3: [`TreeImage::memory`] (and the
 /// members' `VmaKind::Memory` regions, process image format version 4). Version 4:
 /// [`SharedOfd::Tcp`], [`SharedOfd::PtyMaster`] and [`SharedOfd::PtySlave`], and an
-/// inotify instance as [`SharedOfd::Event`]. Versions 1 to 3 are read as well.
-pub const TREE_VERSION: u32 = 4;
+/// inotify instance as [`SharedOfd::Event`]. Version 5: [`SharedOfd::Epoll`]. Versions
+/// 1 to 4 are read as well.
+pub const TREE_VERSION: u32 = 5;
 /// The oldest tree version this herd reads.
 pub const MIN_TREE_VERSION: u32 = 1;
 /// Largest tree header a reader accepts (pipe contents are in it).
@@ -176,6 +177,11 @@ pub enum SharedOfd {
     /// Version 4: a descriptor of the slave of the pair whose master is shared
     /// file `master`, with its status flags (access mode, O_NONBLOCK).
     PtySlave { master: u32, flags: i32 },
+    /// Version 5: an epoll instance shared by several descriptors or processes: made
+    /// once, empty, then given its interest list by member `owner` (an index into
+    /// [`TreeImage::members`], a live one), whose descriptors `targets` name, once
+    /// that member's own descriptors are in place.
+    Epoll { owner: u32, targets: Vec<crate::model::EpollTarget> },
 }
 
 /// A pseudo-terminal whose master is in the tree ([`SharedOfd::PtyMaster`]).
@@ -339,6 +345,9 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     if version < 4 && tree.ofds.iter().any(new_in_4) {
         return Err(FormatError::Corrupt(format!("tree image version {version} holds a TCP connection, a pseudo-terminal or a shared inotify instance (version 4 and later may)")));
     }
+    if version < 5 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Epoll { .. })) {
+        return Err(FormatError::Corrupt(format!("tree image version {version} holds a shared epoll instance (version 5 and later may)")));
+    }
     tree.validate()?;
     Ok(tree)
 }
@@ -416,6 +425,11 @@ impl TreeImage {
                         if !self.members.iter().any(|m| m.pid == s && m.sid == s && m.zombie.is_none()) {
                             return bad(format!("shared file {i}: a pseudo-terminal of the session of {s}, which leads none of the tree"));
                         }
+                    }
+                }
+                SharedOfd::Epoll { owner, .. } => {
+                    if self.members.get(*owner as usize).is_none_or(|m| m.zombie.is_some()) {
+                        return bad(format!("shared file {i}: an epoll filled by member {owner}, which is not a live member"));
                     }
                 }
                 SharedOfd::PtySlave { master, .. } => {
@@ -557,6 +571,24 @@ mod tests {
         assert_eq!(read(&b).unwrap(), t);
     }
 
+    /// A shared epoll appeared in version 5: it round-trips in version 5, one in an older
+    /// tree is corrupt.
+    #[test]
+    fn a_shared_epoll_needs_version_5() {
+        let mut t = sample();
+        t.ofds.push(SharedOfd::Epoll { owner: 1, targets: vec![crate::model::EpollTarget { fd: 3, events: 0x19, data: 0xe1 }] });
+        let mut b = Vec::new();
+        write_tree(&mut b, &t).unwrap();
+        assert_eq!(read(&b).unwrap(), t);
+        let payload = postcard::to_stdvec(&t).unwrap();
+        let (version, reserved, len) = (4u32.to_le_bytes(), 0u32.to_le_bytes(), (payload.len() as u64).to_le_bytes());
+        let mut b = TREE_MAGIC.to_vec();
+        for part in [&version[..], &reserved, &len, &crc(&[&version, &reserved, &len, &payload]).to_le_bytes(), &payload] {
+            b.extend_from_slice(part);
+        }
+        assert!(matches!(read(&b), Err(FormatError::Corrupt(m)) if m.contains("epoll")));
+    }
+
     /// A TCP connection appeared in version 4: one in an older tree is corrupt.
     #[test]
     fn a_tcp_connection_needs_version_4() {
@@ -604,6 +636,8 @@ mod tests {
             ("outer fd 7", Box::new(|t| t.ofds.push(SharedOfd::Outer { fd: 7, what: "x".into() }))),
             ("shared eventfd", Box::new(|t| t.ofds.push(SharedOfd::File(FileKind::EventFd { count: 0, flags: 0 })))),
             ("shared event file of a path", Box::new(|t| t.ofds.push(SharedOfd::Event(FileKind::Device { path: "/dev/null".into(), flags: 0 })))),
+            ("epoll filled by a zombie", Box::new(|t| t.ofds.push(SharedOfd::Epoll { owner: 2, targets: Vec::new() }))),
+            ("epoll filled by no member", Box::new(|t| t.ofds.push(SharedOfd::Epoll { owner: 9, targets: Vec::new() }))),
             ("socket end 2", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 0, end: 2, flags: 0 }))),
             ("socket pair out of range", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 1, end: 0, flags: 0 }))),
             ("raw socket pair", Box::new(|t| t.socket_pairs[0].kind = 3)),

@@ -135,6 +135,9 @@ pub enum OfdPlan {
     PtyMaster(crate::pty::PtyPlan),
     /// The slave of the pair whose master is shared file `master`, with these status flags.
     PtySlave { master: usize, flags: i32 },
+    /// An epoll instance, empty: the member that owns it fills its interest list later
+    /// (by injected `epoll_ctl`, once its descriptors are in place).
+    Epoll,
 }
 
 /// How a nameless file is made.
@@ -760,6 +763,7 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     }
                     t
                 }
+                OfdPlan::Epoll => libc::epoll_create1(0),
                 OfdPlan::Inotify { flags, watches } => {
                     let t = libc::inotify_init1(*flags & libc::O_NONBLOCK);
                     if t < 0 || !inotify_watches(t, watches) {

@@ -7,6 +7,12 @@
 // still one object shared by both. With DIR, an inotify instance too, watching
 // DIR (its watch 2: watch 1, on DIR/gone, was given up), shared the same way:
 // the parent makes DIR/new after the ticks, the child reads that event.
+// And an epoll watching the eventfd (data 0xe1) and a pipe (0x77), shared too: the
+// child holds the pipe's read end, the parent only its write end (so only the child
+// holds every file the epoll watches at its number). After the ticks the parent
+// takes the eventfd out of the epoll and writes to the pipe: the child's epoll_wait
+// sees the pipe alone — only if the epoll is still one object of both, with its
+// interest list.
 // Same output when uninterrupted.
 //
 // usage: ckpt_events TICKS [DIR]
@@ -17,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -49,6 +56,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     int edup = dup(efd);
+    int pp[2];
+    int ep = epoll_create1(0);
+    struct epoll_event ee = {EPOLLIN, {.u64 = 0xe1}}, pe = {EPOLLIN, {.u64 = 0x77}};
+    if (pipe(pp) || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ee) || epoll_ctl(ep, EPOLL_CTL_ADD, pp[0], &pe)) {
+        perror("epoll");
+        return 2;
+    }
     const char *dir = argc > 2 ? argv[2] : NULL;
     int ifd = -1;
     char path[4096];
@@ -69,8 +83,14 @@ int main(int argc, char **argv) {
     pid_t child = fork();
     if (child == 0) {
         close(go[1]);
+        close(pp[1]);
         char c;
         if (read(go[0], &c, 1) != 1) return 3;
+        struct epoll_event evs[4];
+        int got = epoll_wait(ep, evs, 4, 5000);
+        printf("child: epoll sees");
+        for (int k = 0; k < got; k++) printf(" %#llx", (unsigned long long)evs[k].data.u64);
+        printf("%s\n", got > 0 ? "" : " nothing");
         uint64_t n = 0;
         if (read(efd, &n, 8) != 8) return 3;
         printf("child: eventfd holds %llu\n", (unsigned long long)n);
@@ -96,6 +116,7 @@ int main(int argc, char **argv) {
         return 4;
     }
     close(go[0]);
+    close(pp[0]);
     for (int i = 1; i <= ticks; i++) {
         printf("tick %d\n", i);
         nap();
@@ -108,6 +129,10 @@ int main(int argc, char **argv) {
             perror("mkdir new");
             return 2;
         }
+    }
+    if (epoll_ctl(ep, EPOLL_CTL_DEL, efd, NULL) || write(pp[1], "p", 1) != 1) {
+        perror("epoll after the ticks");
+        return 2;
     }
     if (write(edup, &two, 8) != 8 || timerfd_settime(tfd, 0, &soon, NULL) || kill(child, SIGUSR1) || write(go[1], "g", 1) != 1) {
         perror("after the ticks");
