@@ -577,38 +577,29 @@ mod tests {
     fn a_shared_epoll_needs_version_5() {
         let mut t = sample();
         t.ofds.push(SharedOfd::Epoll { owner: 1, targets: vec![crate::model::EpollTarget { fd: 3, events: 0x19, data: 0xe1 }] });
-        let mut b = Vec::new();
-        write_tree(&mut b, &t).unwrap();
-        assert_eq!(read(&b).unwrap(), t);
-        let payload = postcard::to_stdvec(&t).unwrap();
-        let (version, reserved, len) = (4u32.to_le_bytes(), 0u32.to_le_bytes(), (payload.len() as u64).to_le_bytes());
+        assert_eq!(read(&bytes(&t)).unwrap(), t);
+        assert!(matches!(read(&as_version(&t, 4)), Err(FormatError::Corrupt(m)) if m.contains("epoll")));
+    }
+
+    /// Tree `t` written with header version `version` (its payload as this herd encodes it).
+    fn as_version(t: &TreeImage, version: u32) -> Vec<u8> {
+        let payload = postcard::to_stdvec(t).unwrap();
+        let (version, reserved, len) = (version.to_le_bytes(), 0u32.to_le_bytes(), (payload.len() as u64).to_le_bytes());
         let mut b = TREE_MAGIC.to_vec();
         for part in [&version[..], &reserved, &len, &crc(&[&version, &reserved, &len, &payload]).to_le_bytes(), &payload] {
             b.extend_from_slice(part);
         }
-        assert!(matches!(read(&b), Err(FormatError::Corrupt(m)) if m.contains("epoll")));
+        b
     }
 
     /// A TCP connection appeared in version 4: one in an older tree is corrupt.
     #[test]
     fn a_tcp_connection_needs_version_4() {
         let t = sample();
-        let payload = postcard::to_stdvec(&t).unwrap();
-        let (version, reserved, len) = (3u32.to_le_bytes(), 0u32.to_le_bytes(), (payload.len() as u64).to_le_bytes());
-        let mut b = TREE_MAGIC.to_vec();
-        for part in [&version[..], &reserved, &len, &crc(&[&version, &reserved, &len, &payload]).to_le_bytes(), &payload] {
-            b.extend_from_slice(part);
-        }
-        assert!(matches!(read(&b), Err(FormatError::Corrupt(m)) if m.contains("TCP")));
+        assert!(matches!(read(&as_version(&t, 3)), Err(FormatError::Corrupt(m)) if m.contains("TCP")));
         let mut t3 = t.clone();
         t3.ofds.truncate(2);
-        let payload = postcard::to_stdvec(&t3).unwrap();
-        let len = (payload.len() as u64).to_le_bytes();
-        let mut b = TREE_MAGIC.to_vec();
-        for part in [&version[..], &reserved, &len, &crc(&[&version, &reserved, &len, &payload]).to_le_bytes(), &payload] {
-            b.extend_from_slice(part);
-        }
-        assert_eq!(read(&b).unwrap(), t3);
+        assert_eq!(read(&as_version(&t3, 3)).unwrap(), t3);
     }
 
     #[derive(Serialize)]
