@@ -239,6 +239,8 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
             FDTarget::MemFD(_) if purpose == Purpose::Tree => {}
             // A pidfd of another process of the tree (its analysis checks which).
             FDTarget::AnonInode(kind) if purpose == Purpose::Tree && kind == "[pidfd]" => {}
+            // A fanotify group: a tree carries it (its analysis decides).
+            FDTarget::AnonInode(kind) if purpose == Purpose::Tree && kind == "[fanotify]" => {}
             // In a tree, its analysis checks what an epoll watches (it may be shared).
             FDTarget::AnonInode(kind) if kind == "[eventpoll]" && purpose != Purpose::Tree => why.extend(state::epoll_refusals(pid, fd.fd, &info)),
             FDTarget::AnonInode(kind) if kind == "[io_uring]" => why.push(CantMove::IoUring { fd: Some(fd.fd) }),

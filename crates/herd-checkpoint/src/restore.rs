@@ -658,6 +658,18 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
                 }
                 SharedOfd::PtySlave { master, flags } => restorer::OfdPlan::PtySlave { master: *master as usize, flags: *flags },
                 SharedOfd::Epoll { .. } => restorer::OfdPlan::Epoll,
+                SharedOfd::Fanotify(f) => {
+                    use herd_image::tree::FanotifyOn;
+                    let marks = f.marks.iter().map(|m| {
+                        let on = match m.on {
+                            FanotifyOn::Inode => 0,
+                            FanotifyOn::Mount => libc::FAN_MARK_MOUNT,
+                            FanotifyOn::Filesystem => libc::FAN_MARK_FILESYSTEM,
+                        };
+                        Ok((on | m.flags, m.mask, m.ignored, cstring(&m.path)?))
+                    });
+                    restorer::OfdPlan::Fanotify { flags: f.flags, event_flags: f.event_flags, marks: marks.collect::<Result<_>>()? }
+                }
                 SharedOfd::Tcp(c) => {
                     let dump = herd_kernel::tcprepair::TcpDump {
                         send_seq: c.send_seq,

@@ -47,6 +47,31 @@ pub(crate) struct FdInfo {
     /// epoll targets: (fd, events, data, inode of the target).
     pub tfds: Vec<(i32, u32, u64, u64)>,
     pub locks: Vec<LockLine>,
+    /// A fanotify group's `fanotify_init` flags and event flags.
+    pub fanotify: Option<(u32, u32)>,
+    /// Its marks.
+    pub fanotify_marks: Vec<FanMark>,
+}
+
+/// A mark of a fanotify group as fdinfo shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FanMark {
+    pub on: FanOn,
+    /// The mark's own flags (FAN_MARK_IGNORED_SURV_MODIFY, ...).
+    pub mflags: u32,
+    pub mask: u64,
+    pub ignored: u64,
+}
+
+/// What a fanotify mark is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FanOn {
+    /// A file or directory: its file system's device (kernel encoding) and handle.
+    Inode { sdev: u64, ty: i32, handle: Vec<u8> },
+    /// A mount, by its id.
+    Mount { id: u64 },
+    /// A whole file system, by its device (kernel encoding).
+    Filesystem { sdev: u64 },
 }
 
 /// `(a, b)` as in `it_value: (2, 995010449)`.
@@ -104,6 +129,34 @@ impl FdInfo {
                         (hex("wd:"), hex("mask:"), hex("sdev:"), field("fhandle-type:").and_then(|v| v.parse().ok()), handle)
                     {
                         f.inotify.push((wd as i32, mask as u32, sdev, ty, handle));
+                    }
+                }
+                "fanotify flags" | "fanotify ino" | "fanotify mnt_id" | "fanotify sdev" => {
+                    // fanotify flags:10 event-flags:0
+                    // fanotify ino:3c4a7 sdev:fe00000 mflags:0 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4...
+                    // fanotify mnt_id:1f mflags:0 mask:2 ignored_mask:0
+                    // fanotify sdev:fe00000 mflags:0 mask:2 ignored_mask:0
+                    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name));
+                    let hex = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+                    if key == "fanotify flags" {
+                        if let (Some(flags), Some(ev)) = (hex("flags:"), hex("event-flags:")) {
+                            f.fanotify = Some((flags as u32, ev as u32));
+                        }
+                        continue;
+                    }
+                    let on = match key {
+                        "fanotify ino" => {
+                            let handle = field("f_handle:").and_then(|h| (0..h.len() / 2).map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>());
+                            match (hex("sdev:"), field("fhandle-type:").and_then(|v| i32::from_str_radix(v, 16).ok()), handle) {
+                                (Some(sdev), Some(ty), Some(handle)) => Some(FanOn::Inode { sdev, ty, handle }),
+                                _ => None,
+                            }
+                        }
+                        "fanotify mnt_id" => hex("mnt_id:").map(|id| FanOn::Mount { id }),
+                        _ => hex("sdev:").map(|sdev| FanOn::Filesystem { sdev }),
+                    };
+                    if let (Some(on), Some(mflags), Some(mask), Some(ignored)) = (on, hex("mflags:"), hex("mask:"), hex("ignored_mask:")) {
+                        f.fanotify_marks.push(FanMark { on, mflags: mflags as u32, mask, ignored });
                     }
                 }
                 "lock" => {
@@ -751,6 +804,12 @@ mod tests {
             FileKind::Epoll { targets, .. } => assert_eq!(targets[1], EpollTarget { fd: 12, events: 0x19, data: 0xc }),
             other => panic!("{other:?}"),
         }
+        let fan = FdInfo::parse("pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\nfanotify flags:10 event-flags:8002\nfanotify ino:3c4a7 sdev:fe00000 mflags:40 mask:a ignored_mask:20 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4030000000000\nfanotify mnt_id:1f mflags:0 mask:8 ignored_mask:0\nfanotify sdev:fe00001 mflags:0 mask:2 ignored_mask:0\n");
+        assert_eq!(fan.fanotify, Some((0x10, 0x8002)));
+        assert_eq!(fan.fanotify_marks.len(), 3);
+        assert_eq!(fan.fanotify_marks[0], FanMark { on: FanOn::Inode { sdev: 0xfe00000, ty: 1, handle: vec![0xa7, 0xc4, 3, 0, 0, 0, 0, 0] }, mflags: 0x40, mask: 0xa, ignored: 0x20 });
+        assert_eq!(fan.fanotify_marks[1].on, FanOn::Mount { id: 0x1f });
+        assert_eq!(fan.fanotify_marks[2].on, FanOn::Filesystem { sdev: 0xfe00001 });
         let ino = FdInfo::parse("pos:\t0\nflags:\t04000\ninotify wd:3 ino:3c4a7 sdev:fe00000 mask:fff ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4030000000000\ninotify wd:1f ino:331 sdev:fe00000 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:310300007c8fb2a2\n");
         assert_eq!(ino.inotify.len(), 2);
         assert_eq!(ino.inotify[0], (3, 0xfff, 0xfe00000, 1, vec![0xa7, 0xc4, 3, 0, 0, 0, 0, 0]));

@@ -677,6 +677,18 @@ fn share(pids: &[i32], live: &[bool], tcp: &mut TcpMode<'_>) -> Result<Shares> {
                 continue;
             }
         }
+        // A fanotify group, held by one descriptor or more: made again by the restorer.
+        if r.link == "anon_inode:[fanotify]" {
+            match fanotify_group(r) {
+                Ok(o) => {
+                    ofds.push(o);
+                    let ofd = ofds.len() as u32 - 1;
+                    c.iter().for_each(|d| decide(d, FileKind::Shared { ofd }));
+                }
+                Err(what) => refused.extend(c.iter().map(|d| (d.pid, CantMove::UnsupportedFd { fd: d.fd, what: what.clone() }))),
+            }
+            continue;
+        }
         // An epoll names what it watches by the fd numbers of the process that added
         // each: alone, its holder must hold those files at those numbers still; shared
         // by several descriptors, one holder that does fills it after the restore
@@ -804,6 +816,51 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
         }
         (None, None) => Err(format!("a socket of family {family} that herd does not carry")),
     }
+}
+
+/// The fanotify group open at `d`, with its marks found again by path. Refused: a
+/// group of permission events (a process may be waiting for an answer), events waiting
+/// in it (they cannot be read without taking them), a mark on a deleted file or one
+/// whose file or mount cannot be found, marks of kinds herd does not make again.
+fn fanotify_group(d: &Desc) -> std::result::Result<SharedOfd, String> {
+    use herd_image::tree::{FanotifyImage, FanotifyMark, FanotifyOn};
+    use state::FanOn;
+    let info = state::read_fdinfo(d.pid, d.fd).map_err(|e| e.to_string())?;
+    let (flags, event_flags) = info.fanotify.ok_or("a fanotify group whose flags /proc does not show")?;
+    // FAN_CLASS_CONTENT, FAN_CLASS_PRE_CONTENT.
+    if flags & 0xc != 0 {
+        return Err("a fanotify group of permission events (a process may be waiting for its answer)".into());
+    }
+    let group = PidFd::open(d.pid).and_then(|p| p.get_fd(d.fd)).map_err(|e| format!("a fanotify group that cannot be looked at: {e}"))?;
+    let waiting = herd_kernel::task::bytes_waiting(group.as_fd()).map_err(|e| format!("a fanotify group that cannot be looked at: {e}"))?;
+    if waiting > 0 {
+        return Err(format!("a fanotify group with {waiting} bytes of events waiting to be read"));
+    }
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", d.pid)).map_err(|e| format!("its mounts: {e}"))?;
+    // Field 0 is the mount id, 2 the device (major:minor), 4 the mount point.
+    let mount_where = |pick: &dyn Fn(&[&str]) -> bool| mountinfo.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.len() > 4 && pick(f)).map(|f| f[4].to_string());
+    let dev = |sdev: u64| format!("{}:{}", sdev >> 20, sdev & 0xf_ffff);
+    let mut marks = Vec::new();
+    for m in &info.fanotify_marks {
+        // FAN_MARK_IGNORED_SURV_MODIFY is made again; evictable and ignore-style marks are not.
+        if m.mflags & !0x40 != 0 {
+            return Err(format!("a fanotify mark with flags {:#x}", m.mflags));
+        }
+        let (on, path) = match &m.on {
+            FanOn::Inode { sdev, ty, handle } => {
+                let path = herd_kernel::task::path_of_handle(*sdev, *ty, handle).map_err(|e| format!("a fanotify mark whose file cannot be found ({e})"))?;
+                let path = path.to_string_lossy().into_owned();
+                if path.ends_with(" (deleted)") {
+                    return Err(format!("a fanotify mark on a deleted file ({path})"));
+                }
+                (FanotifyOn::Inode, path)
+            }
+            FanOn::Mount { id } => (FanotifyOn::Mount, mount_where(&|f| f[0].parse::<u64>().ok() == Some(*id)).ok_or(format!("a fanotify mark on mount {id}, which is not among the process's mounts"))?),
+            FanOn::Filesystem { sdev } => (FanotifyOn::Filesystem, mount_where(&|f| f[2] == dev(*sdev)).ok_or(format!("a fanotify mark on file system {}, which is not mounted", dev(*sdev)))?),
+        };
+        marks.push(FanotifyMark { on, path, flags: m.mflags, mask: m.mask, ignored: m.ignored });
+    }
+    Ok(SharedOfd::Fanotify(Box::new(FanotifyImage { flags, event_flags, marks })))
 }
 
 /// Whether `link` names a pseudo-terminal master.

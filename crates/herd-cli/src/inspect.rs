@@ -203,6 +203,10 @@ fn describe_ofd(o: &SharedOfd) -> String {
             if c.sack { ", SACK" } else { "" },
             if c.timestamp.is_some() { ", timestamps" } else { "" }
         ),
+        SharedOfd::Fanotify(f) => {
+            let marks: Vec<String> = f.marks.iter().map(|m| format!("{} {} (mask {:#x}, ignored {:#x})", format!("{:?}", m.on).to_lowercase(), m.path, m.mask, m.ignored)).collect();
+            format!("fanotify, flags {:#x}, event flags {:#x}, marks: {}", f.flags, f.event_flags, if marks.is_empty() { "none".to_string() } else { marks.join(", ") })
+        }
         SharedOfd::Epoll { owner, targets } => {
             let watched: Vec<String> = targets.iter().map(|t| format!("fd {} (events {:#x}, data {:#x})", t.fd, t.events, t.data)).collect();
             format!("epoll, watching {} of member {owner}", if watched.is_empty() { "nothing".to_string() } else { watched.join(", ") })

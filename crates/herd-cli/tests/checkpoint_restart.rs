@@ -1441,6 +1441,35 @@ fn tree_sharing_event_timer_and_signal_fds_restores_them_shared() {
     assert_inspect_shows(dir.path().join("tree.img"), &["eventfd, count 5", "timerfd, clock 1, fires in", "signalfd, signals", "inotify, watch 2 on", "epoll, watching fd ", "(events 0x19, data 0xe1)", "(events 0x19, data 0x77)", " of member 1"]);
 }
 
+/// A fanotify group with a mark on a file, checkpointed (the group is made again by
+/// the restorer, its mark found again by the file's handle): after the restart the
+/// program's write to the file is what the group reports, as uninterrupted. With an
+/// event waiting in the group, the checkpoint is refused and the program runs on.
+#[test]
+fn fanotify_group_keeps_its_mark() {
+    if !ready("fanotify_group_keeps_its_mark", &[Need::Cc, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "ckpt_fanotify", &[]);
+    let (plain, watched) = (dir.path().join("plain.txt"), dir.path().join("watched.txt"));
+    fs::write(&plain, "x\n").unwrap();
+    fs::write(&watched, "x\n").unwrap();
+    let expected = run_uninterrupted(dir.path(), "plain", &argv![&exe, "20", &plain], Out::File);
+    assert!(text(&expected.out).contains("event MODIFY CLOSE_WRITE on the marked file\n1 event(s)"), "ckpt_fanotify uninterrupted:\n{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "tree", &argv![&exe, "20", &watched], Out::File, 3);
+    assert_same_run(&expected, &got);
+    assert_inspect_shows(dir.path().join("tree.img"), &["fanotify, flags ", "marks: inode /", "watched.txt (mask 0x"]);
+    // An event waiting in the group (it cannot be read without taking it): refused, and
+    // the program runs on and reads it.
+    let mut p = spawn_prog(dir.path(), "early", &argv![&exe, "20", &watched, "early"], Out::File, false);
+    p.wait_for_lines(2);
+    let run = checkpoint(p.pid(), &dir.path().join("early.img"), true);
+    run.assert_clean_failure();
+    assert!(run.stderr.contains("fanotify group with") && run.stderr.contains("events waiting"), "the refusal should name the events waiting: {}", run.report());
+    p.assert_still_running("the refused checkpoint");
+}
+
 /// Memory without a name shared by a parent and its child (shared anonymous memory
 /// they take turns through, a memfd mapped over its end with its fd closed, a sealed
 /// memfd written through its fd and read through a mapping, a deleted file mapped

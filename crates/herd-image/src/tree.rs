@@ -182,6 +182,38 @@ pub enum SharedOfd {
     /// [`TreeImage::members`], a live one), whose descriptors `targets` name, once
     /// that member's own descriptors are in place.
     Epoll { owner: u32, targets: Vec<crate::model::EpollTarget> },
+    /// Version 5: a fanotify group (held by one descriptor or more), made again by the
+    /// restorer with its marks. None of its events may be waiting at the checkpoint.
+    Fanotify(Box<FanotifyImage>),
+}
+
+/// A fanotify group ([`SharedOfd::Fanotify`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FanotifyImage {
+    /// `fanotify_init` flags (its class, FAN_REPORT_*, FAN_NONBLOCK, ...) and the event
+    /// files' open flags, as fdinfo shows them.
+    pub flags: u32,
+    pub event_flags: u32,
+    pub marks: Vec<FanotifyMark>,
+}
+
+/// One mark of a fanotify group: on a file or directory (`Inode`), a mount or a file
+/// system, found again by `path`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FanotifyMark {
+    pub on: FanotifyOn,
+    pub path: String,
+    /// The mark's own flags (FAN_MARK_IGNORED_SURV_MODIFY).
+    pub flags: u32,
+    pub mask: u64,
+    pub ignored: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FanotifyOn {
+    Inode,
+    Mount,
+    Filesystem,
 }
 
 /// A pseudo-terminal whose master is in the tree ([`SharedOfd::PtyMaster`]).
@@ -345,8 +377,8 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     if version < 4 && tree.ofds.iter().any(new_in_4) {
         return Err(FormatError::Corrupt(format!("tree image version {version} holds a TCP connection, a pseudo-terminal or a shared inotify instance (version 4 and later may)")));
     }
-    if version < 5 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Epoll { .. })) {
-        return Err(FormatError::Corrupt(format!("tree image version {version} holds a shared epoll instance (version 5 and later may)")));
+    if version < 5 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Epoll { .. } | SharedOfd::Fanotify(_))) {
+        return Err(FormatError::Corrupt(format!("tree image version {version} holds a shared epoll instance or a fanotify group (version 5 and later may)")));
     }
     tree.validate()?;
     Ok(tree)
@@ -425,6 +457,11 @@ impl TreeImage {
                         if !self.members.iter().any(|m| m.pid == s && m.sid == s && m.zombie.is_none()) {
                             return bad(format!("shared file {i}: a pseudo-terminal of the session of {s}, which leads none of the tree"));
                         }
+                    }
+                }
+                SharedOfd::Fanotify(f) => {
+                    if let Some(m) = f.marks.iter().find(|m| m.path.is_empty() || m.path.contains('\0') || m.flags & !0x40 != 0) {
+                        return bad(format!("shared file {i}: a fanotify mark on {:?} with flags {:#x}", m.path, m.flags));
                     }
                 }
                 SharedOfd::Epoll { owner, .. } => {
@@ -581,6 +618,20 @@ mod tests {
         assert!(matches!(read(&as_version(&t, 4)), Err(FormatError::Corrupt(m)) if m.contains("epoll")));
     }
 
+    fn fanotify(path: &str, flags: u32) -> SharedOfd {
+        let mark = FanotifyMark { on: FanotifyOn::Inode, path: path.into(), flags, mask: 0xa, ignored: 0 };
+        SharedOfd::Fanotify(Box::new(FanotifyImage { flags: 1, event_flags: 0x8000, marks: vec![mark] }))
+    }
+
+    /// A fanotify group appeared in version 5 too.
+    #[test]
+    fn a_fanotify_group_needs_version_5() {
+        let mut t = sample();
+        t.ofds.push(fanotify("/tmp/watched", 0x40));
+        assert_eq!(read(&bytes(&t)).unwrap(), t);
+        assert!(matches!(read(&as_version(&t, 4)), Err(FormatError::Corrupt(m)) if m.contains("fanotify")));
+    }
+
     /// Tree `t` written with header version `version` (its payload as this herd encodes it).
     fn as_version(t: &TreeImage, version: u32) -> Vec<u8> {
         let payload = postcard::to_stdvec(t).unwrap();
@@ -628,6 +679,8 @@ mod tests {
             ("shared eventfd", Box::new(|t| t.ofds.push(SharedOfd::File(FileKind::EventFd { count: 0, flags: 0 })))),
             ("shared event file of a path", Box::new(|t| t.ofds.push(SharedOfd::Event(FileKind::Device { path: "/dev/null".into(), flags: 0 })))),
             ("epoll filled by a zombie", Box::new(|t| t.ofds.push(SharedOfd::Epoll { owner: 2, targets: Vec::new() }))),
+            ("fanotify mark on no path", Box::new(|t| t.ofds.push(fanotify("", 0)))),
+            ("evictable fanotify mark", Box::new(|t| t.ofds.push(fanotify("/tmp", 0x200)))),
             ("epoll filled by no member", Box::new(|t| t.ofds.push(SharedOfd::Epoll { owner: 9, targets: Vec::new() }))),
             ("socket end 2", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 0, end: 2, flags: 0 }))),
             ("socket pair out of range", Box::new(|t| t.ofds.push(SharedOfd::SocketEnd { pair: 1, end: 0, flags: 0 }))),

@@ -138,6 +138,10 @@ pub enum OfdPlan {
     /// An epoll instance, empty: the member that owns it fills its interest list later
     /// (by injected `epoll_ctl`, once its descriptors are in place).
     Epoll,
+    /// A fanotify group (`fanotify_init` flags and event flags) with its marks: each
+    /// (`fanotify_mark` flags — the kind of mark and its own flags —, mask, ignored mask,
+    /// path).
+    Fanotify { flags: u32, event_flags: u32, marks: Vec<(u32, u64, u64, CString)> },
 }
 
 /// How a nameless file is made.
@@ -216,7 +220,7 @@ impl Drop for RestorerChild {
 }
 
 /// What failed in a child, by step.
-const STEPS: [&str; 16] = [
+const STEPS: [&str; 17] = [
     "ok",
     "moving sync fds",
     "opening a file",
@@ -233,6 +237,7 @@ const STEPS: [&str; 16] = [
     "making a pseudo-terminal again",
     "taking its controlling terminal again (TIOCSCTTY)",
     "making an inotify instance again with its watch numbers",
+    "making a fanotify group again with its marks",
 ];
 
 /// The size of one report: member index, step, errno (or pid), item index.
@@ -764,6 +769,20 @@ unsafe fn make_shared(ctx: &Ctx<'_>, rs: i32) {
                     t
                 }
                 OfdPlan::Epoll => libc::epoll_create1(0),
+                OfdPlan::Fanotify { flags, event_flags, marks } => {
+                    let t = libc::fanotify_init(*flags, *event_flags);
+                    if t < 0 {
+                        fail(rs, 0, 16, i);
+                    }
+                    for (how, mask, ignored, path) in marks {
+                        if (*mask != 0 && libc::fanotify_mark(t, libc::FAN_MARK_ADD | how, *mask, libc::AT_FDCWD, path.as_ptr()) != 0)
+                            || (*ignored != 0 && libc::fanotify_mark(t, libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_MASK | how, *ignored, libc::AT_FDCWD, path.as_ptr()) != 0)
+                        {
+                            fail(rs, 0, 16, i);
+                        }
+                    }
+                    t
+                }
                 OfdPlan::Inotify { flags, watches } => {
                     let t = libc::inotify_init1(*flags & libc::O_NONBLOCK);
                     if t < 0 || !inotify_watches(t, watches) {

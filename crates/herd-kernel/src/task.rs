@@ -289,6 +289,17 @@ pub fn same_vm(pid1: i32, pid2: i32) -> Result<bool> {
     Ok(r == 0)
 }
 
+/// How many bytes a read of `fd` would find waiting (FIONREAD).
+pub fn bytes_waiting(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(FIONREAD) on a descriptor we hold writes one int into `n`.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
 /// The bytes waiting in a pipe, read without taking them out (tee(2) into a
 /// pipe of ours), and the pipe's capacity. `pipe` is any open file of the
 /// pipe that can be read (a reopening of /proc/PID/fd/N with O_RDONLY will do).
