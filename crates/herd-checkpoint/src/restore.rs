@@ -237,11 +237,7 @@ impl Fill {
 impl WriteJob<'_> {
     fn run(&self) -> Result<()> {
         self.pages.verify()?;
-        let (addr, data) = (self.pages.addr, self.pages.data());
-        match self.fill.as_ref().and_then(|f| f.put(addr, data)) {
-            Some(put) => put,
-            None => write_pages(self.pid, addr, data),
-        }
+        write_pages(self.pid, self.fill.as_deref(), self.pages.addr, self.pages.data())
     }
 }
 
@@ -272,9 +268,13 @@ impl<'m> Writers<'m> {
     }
 }
 
-/// Writes `data` at `addr` in process `pid`: process_vm_writev, or /proc/PID/mem where
-/// that cannot (a page the process may not write).
-fn write_pages(pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+/// Writes `data` at `addr` in process `pid`: by UFFDIO_COPY in a region registered with
+/// `fill`, else by process_vm_writev, or /proc/PID/mem where that cannot (a page the
+/// process may not write).
+fn write_pages(pid: i32, fill: Option<&Fill>, addr: u64, data: &[u8]) -> Result<()> {
+    if let Some(put) = fill.and_then(|f| f.put(addr, data)) {
+        return put;
+    }
     if mem::write(pid, addr, data).is_err() {
         ProcMem::open(pid, true)?.write(addr, data)?;
     }
@@ -1555,10 +1555,14 @@ fn build(
         }
     };
     // Page contents, as they stream in (or, from a mapped image, by the writers).
-    let mut procmem: Option<ProcMem> = None;
     let object_at = |addr: u64| object_regions.iter().find(|r| r.0 <= addr && addr < r.1).map(|(start, _, o, offset)| (&o.file, offset + (addr - start)));
-    let into_object = |file: &std::fs::File, at: u64, data: &[u8]| {
-        std::os::unix::fs::FileExt::write_all_at(file, data, at).map_err(|e| CheckpointError::Incompatible(format!("writing {} bytes into a memory object at byte {at}: {e}", data.len())))
+    // Pages of a memory object go into the object, those of a registered region by
+    // UFFDIO_COPY, the others by process_vm_writev.
+    let place = |addr: u64, data: &[u8]| -> Result<()> {
+        if let Some((file, at)) = object_at(addr) {
+            return std::os::unix::fs::FileExt::write_all_at(file, data, at).map_err(|e| CheckpointError::Incompatible(format!("writing {} bytes into a memory object at byte {at}: {e}", data.len())));
+        }
+        write_pages(pid, fill.as_deref(), addr, data)
     };
     let (done, written) = std::sync::mpsc::channel::<Result<()>>();
     let mut queued = 0usize;
@@ -1566,35 +1570,21 @@ fn build(
         let next = pages.rx.recv().map_err(|_| FormatError::Corrupt("the image reader stopped".into()))?;
         match next? {
             Some(Piece::Owned(section @ OwnedSection::Pages { addr, .. })) => {
-                let data = section.pages();
-                if let Some((file, at)) = object_at(addr) {
-                    into_object(file, at, data)?;
-                } else if let Some(put) = fill.as_ref().and_then(|f| f.put(addr, data)) {
-                    put?;
-                } else if mem::write(pid, addr, data).is_err() {
-                    if procmem.is_none() {
-                        procmem = Some(ProcMem::open(pid, true)?);
-                    }
-                    procmem.as_ref().expect("opened").write(addr, data)?;
-                }
+                place(addr, section.pages())?;
                 if let OwnedSection::Pages { buf, .. } = section {
                     let _ = pages.back.send(buf);
                 }
             }
-            Some(Piece::InPlace(p)) => match (object_at(p.addr), pages.writers) {
-                (None, Some(w)) => {
+            Some(Piece::InPlace(p)) => match pages.writers.filter(|_| object_at(p.addr).is_none()) {
+                Some(w) => {
                     if !w.send(pid, p, fill.clone(), &done) {
                         return Err(FormatError::Corrupt("the page writers stopped".into()).into());
                     }
                     queued += 1;
                 }
-                (Some((file, at)), _) => {
+                None => {
                     p.verify()?;
-                    into_object(file, at, p.data())?;
-                }
-                (None, None) => {
-                    p.verify()?;
-                    write_pages(pid, p.addr, p.data())?;
+                    place(p.addr, p.data())?;
                 }
             },
             Some(Piece::Owned(OwnedSection::End { page_bytes })) => break page_bytes,

@@ -74,6 +74,28 @@ pub(crate) enum FanOn {
     Filesystem { sdev: u64 },
 }
 
+/// The `name:value` words of an fdinfo line (an inotify watch, a fanotify mark).
+struct Words<'a>(&'a str);
+
+impl<'a> Words<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.split_whitespace().find_map(|w| w.strip_prefix(name))
+    }
+
+    /// A value the kernel prints in hex.
+    fn hex(&self, name: &str) -> Option<u64> {
+        self.get(name).and_then(|v| u64::from_str_radix(v, 16).ok())
+    }
+
+    /// A mark's file handle: its type and bytes (both printed in hex, for inotify and
+    /// fanotify alike: fs/notify/fdinfo.c).
+    fn handle(&self) -> Option<(i32, Vec<u8>)> {
+        let h = self.get("f_handle:")?;
+        let bytes = (0..h.len() / 2).map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()?;
+        Some((self.hex("fhandle-type:")? as i32, bytes))
+    }
+}
+
 /// `(a, b)` as in `it_value: (2, 995010449)`.
 fn pair(v: &str) -> Option<(u64, u64)> {
     let (a, b) = v.trim().strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
@@ -122,12 +144,8 @@ impl FdInfo {
                 }
                 "inotify wd" => {
                     // inotify wd:3 ino:3c4a7 sdev:fe00000 mask:fff ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4...
-                    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name));
-                    let hex = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
-                    let handle = field("f_handle:").and_then(|h| (0..h.len() / 2).map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>());
-                    if let (Some(wd), Some(mask), Some(sdev), Some(ty), Some(handle)) =
-                        (hex("wd:"), hex("mask:"), hex("sdev:"), field("fhandle-type:").and_then(|v| v.parse().ok()), handle)
-                    {
+                    let w = Words(line);
+                    if let (Some(wd), Some(mask), Some(sdev), Some((ty, handle))) = (w.hex("wd:"), w.hex("mask:"), w.hex("sdev:"), w.handle()) {
                         f.inotify.push((wd as i32, mask as u32, sdev, ty, handle));
                     }
                 }
@@ -136,26 +154,22 @@ impl FdInfo {
                     // fanotify ino:3c4a7 sdev:fe00000 mflags:0 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4...
                     // fanotify mnt_id:1f mflags:0 mask:2 ignored_mask:0
                     // fanotify sdev:fe00000 mflags:0 mask:2 ignored_mask:0
-                    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name));
-                    let hex = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+                    let w = Words(line);
                     if key == "fanotify flags" {
-                        if let (Some(flags), Some(ev)) = (hex("flags:"), hex("event-flags:")) {
+                        if let (Some(flags), Some(ev)) = (w.hex("flags:"), w.hex("event-flags:")) {
                             f.fanotify = Some((flags as u32, ev as u32));
                         }
                         continue;
                     }
                     let on = match key {
-                        "fanotify ino" => {
-                            let handle = field("f_handle:").and_then(|h| (0..h.len() / 2).map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>());
-                            match (hex("sdev:"), field("fhandle-type:").and_then(|v| i32::from_str_radix(v, 16).ok()), handle) {
-                                (Some(sdev), Some(ty), Some(handle)) => Some(FanOn::Inode { sdev, ty, handle }),
-                                _ => None,
-                            }
-                        }
-                        "fanotify mnt_id" => hex("mnt_id:").map(|id| FanOn::Mount { id }),
-                        _ => hex("sdev:").map(|sdev| FanOn::Filesystem { sdev }),
+                        "fanotify ino" => match (w.hex("sdev:"), w.handle()) {
+                            (Some(sdev), Some((ty, handle))) => Some(FanOn::Inode { sdev, ty, handle }),
+                            _ => None,
+                        },
+                        "fanotify mnt_id" => w.hex("mnt_id:").map(|id| FanOn::Mount { id }),
+                        _ => w.hex("sdev:").map(|sdev| FanOn::Filesystem { sdev }),
                     };
-                    if let (Some(on), Some(mflags), Some(mask), Some(ignored)) = (on, hex("mflags:"), hex("mask:"), hex("ignored_mask:")) {
+                    if let (Some(on), Some(mflags), Some(mask), Some(ignored)) = (on, w.hex("mflags:"), w.hex("mask:"), w.hex("ignored_mask:")) {
                         f.fanotify_marks.push(FanMark { on, mflags: mflags as u32, mask, ignored });
                     }
                 }

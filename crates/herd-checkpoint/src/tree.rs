@@ -836,7 +836,12 @@ fn fanotify_group(d: &Desc) -> std::result::Result<SharedOfd, String> {
     if waiting > 0 {
         return Err(format!("a fanotify group with {waiting} bytes of events waiting to be read"));
     }
-    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", d.pid)).map_err(|e| format!("its mounts: {e}"))?;
+    // (Read only for marks on mounts or file systems.)
+    let mountinfo = if info.fanotify_marks.iter().any(|m| !matches!(m.on, FanOn::Inode { .. })) {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", d.pid)).map_err(|e| format!("its mounts: {e}"))?
+    } else {
+        String::new()
+    };
     // Field 0 is the mount id, 2 the device (major:minor), 4 the mount point.
     let mount_where = |pick: &dyn Fn(&[&str]) -> bool| mountinfo.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.len() > 4 && pick(f)).map(|f| f[4].to_string());
     let dev = |sdev: u64| format!("{}:{}", sdev >> 20, sdev & 0xf_ffff);

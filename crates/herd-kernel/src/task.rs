@@ -307,12 +307,12 @@ pub fn pipe_peek(pipe: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(Vec<u8>,
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let err = std::io::Error::last_os_error;
     let src = pipe.as_raw_fd();
-    // SAFETY: fcntl and ioctl(FIONREAD) on a descriptor we hold; FIONREAD writes one int.
-    let (cap, mut queued) = unsafe { (libc::fcntl(src, libc::F_GETPIPE_SZ), 0 as libc::c_int) };
-    // SAFETY: as above.
-    if cap < 0 || unsafe { libc::ioctl(src, libc::FIONREAD, &mut queued) } < 0 {
+    // SAFETY: fcntl(F_GETPIPE_SZ) on a descriptor we hold; it takes no pointer.
+    let cap = unsafe { libc::fcntl(src, libc::F_GETPIPE_SZ) };
+    if cap < 0 {
         return Err(err());
     }
+    let queued = bytes_waiting(pipe)?;
     if queued == 0 {
         return Ok((Vec::new(), cap as u32));
     }
@@ -328,11 +328,11 @@ pub fn pipe_peek(pipe: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(Vec<u8>,
         return Err(err());
     }
     // SAFETY: tee between two pipes we hold; no memory of ours is touched.
-    let n = unsafe { libc::tee(src, w.as_raw_fd(), queued as usize, libc::SPLICE_F_NONBLOCK) };
+    let n = unsafe { libc::tee(src, w.as_raw_fd(), queued, libc::SPLICE_F_NONBLOCK) };
     if n < 0 {
         return Err(err());
     }
-    if n as usize != queued as usize {
+    if n as usize != queued {
         return Err(std::io::Error::other(format!("the pipe holds {queued} bytes but only {n} could be copied")));
     }
     let mut data = vec![0u8; n as usize];

@@ -129,10 +129,10 @@ impl Native {
                 How::Plain
             }
         };
-        let scratch = Scratch(CallBuf::new(call.bufs.iter().map(|b| syscalls::align8(b.len)).sum()));
+        let scratch = CallBuf::new(call.bufs.iter().map(|b| syscalls::align8(b.len)).sum());
         let mut declined = false;
-        let result = syscalls::execute(call, scratch.0.base(), scratch.0.len(), &scratch, &mut |nr, args| {
-            let Some(ret) = scratch.0.make(file.as_fd(), nr, args, how) else {
+        let result = syscalls::execute(call, scratch.base(), scratch.len(), &scratch, &mut |nr, args| {
+            let Some(ret) = scratch.make(file.as_fd(), nr, args, how) else {
                 declined = true;
                 return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
             };
@@ -185,13 +185,10 @@ impl Kind {
     }
 }
 
-
-/// [`CallBuf`] as the deputy's memory for [`syscalls::execute`].
-struct Scratch(CallBuf);
-
-impl MemRead for Scratch {
+/// herdd's buffer as the deputy's memory for [`syscalls::execute`] (a fault outside it).
+impl MemRead for CallBuf {
     fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        if self.0.read(addr, buf) {
+        if CallBuf::read(self, addr, buf) {
             Ok(())
         } else {
             Err(std::io::Error::from_raw_os_error(libc::EFAULT))
@@ -199,9 +196,9 @@ impl MemRead for Scratch {
     }
 }
 
-impl MemWrite for Scratch {
+impl MemWrite for CallBuf {
     fn write(&self, addr: u64, data: &[u8]) -> std::io::Result<()> {
-        if self.0.write(addr, data) {
+        if CallBuf::write(self, addr, data) {
             Ok(())
         } else {
             Err(std::io::Error::from_raw_os_error(libc::EFAULT))
