@@ -247,12 +247,14 @@ fn ctrl_c_on_its_terminal_ends_every_member_on_every_node(lab: &Lab) {
 }
 
 /// Starts fam_tree.sh (`prog`) locked under herd run; returns it once its three jobs have
-/// started and herdd has adopted them, with its job and the job's rows.
+/// started and herdd has adopted them, with its job and the job's rows. A child adopted
+/// between its fork and its exec shows the shell's command line until herdd's next look
+/// (once a second) at it: wait for the three jobs' own.
 fn start_tree(lab: &Lab, label: &str, prog: &Program) -> (Proc, i32, Vec<Value>) {
     let mut p = lab.start(label, How::HerdLocked, prog);
     p.wait_for_lines(lab, 4);
     let job = job_of(lab, &mut p, &prog.marker);
-    let rows = wait_job(lab, &mut p, job, |rows| rows.len() >= 4);
+    let rows = wait_job(lab, &mut p, job, |rows| rows.len() >= 4 && ["a", "b", "c"].iter().all(|name| rows.iter().any(|r| is_tick(r, name))));
     (p, job, rows)
 }
 
@@ -694,11 +696,18 @@ fn children_of(lab: &Lab, p: &mut Proc) -> Vec<i32> {
     parse(&p.stderr()).unwrap()
 }
 
+/// Whether `herd ps`'s row is that of fam_tick NAME (the shell's row names fam_tick too,
+/// as its argument, and a job adopted before its exec shows the shell's until herdd's next
+/// look at it).
+fn is_tick(row: &Value, name: &str) -> bool {
+    let words: Vec<&str> = row["cmd"].as_str().unwrap_or("").split_whitespace().collect();
+    matches!(words[..], [program, arg] if program.ends_with("/fam_tick") && arg == name)
+}
+
 /// The home pid of fam_tick NAME in the rows.
 fn tick_pid(rows: &[Value], name: &str) -> i32 {
-    let end = format!(" {name}");
     rows.iter()
-        .find(|r| r["cmd"].as_str().is_some_and(|c| c.contains("fam_tick") && c.ends_with(&end)))
+        .find(|r| is_tick(r, name))
         .and_then(|r| r["pid"].as_i64())
         .unwrap_or_else(|| panic!("no fam_tick {name} in {rows:?}")) as i32
 }
