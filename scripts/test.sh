@@ -2,7 +2,8 @@
 # Runs herd's whole test suite: installs what the tests need (a C compiler
 # and libc headers for the test programs, make, python3, bash, a JDK for the
 # Java tests, Go and node for theirs, xz and zstd (threads; xz streams files), Chromium and chromedriver
-# for the dashboard test, iproute2 and util-linux for the local cluster), then
+# for the dashboard test, iproute2 and util-linux for the local cluster, nftables for
+# the network lock of --tcp-established, tmux for the tmux test), then
 # clippy with -D warnings, then every
 # test of the workspace, then the Debian package (scripts/package.sh --check).
 set -euo pipefail
@@ -19,6 +20,8 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 # Go programs (their runtime's threads, epoll and signals) checkpoint and migrate.
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v node >/dev/null 2>&1 || need+=(nodejs)

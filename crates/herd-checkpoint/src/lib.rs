@@ -8,6 +8,7 @@ pub mod capture;
 pub mod check;
 pub mod dirty;
 pub mod filehash;
+pub mod netlock;
 mod procinfo;
 mod state;
 pub mod restore;

@@ -445,6 +445,14 @@ fn restore_tree<R: Read + Send>(tree: TreeImage, mut src: Source<'_, '_, R>, has
     match built {
         Ok(page_bytes) => {
             seal_memory(&tree, &memory, &mut warnings);
+            // The network lock a checkpoint with --kill left for the connections
+            // (crate::netlock): lifted now that they exist again, before anyone runs.
+            let conns: Vec<_> = tree.ofds.iter().filter_map(|o| if let SharedOfd::Tcp(c) = o { Some((c.local, c.remote)) } else { None }).collect();
+            if !conns.is_empty() {
+                if let Err(e) = crate::netlock::unlock(&conns) {
+                    warnings.push(format!("the network lock of its TCP connections could not be lifted ({e}): their peers' packets may still be dropped (nft list tables: herd_tcp_*)"));
+                }
+            }
             let mut tids = Vec::new();
             // Children first, so that a parent that runs finds them all. Past this
             // point the tree is whole: a member that cannot be let go (killed from

@@ -25,6 +25,7 @@ use herd_kernel::{task, tcprepair};
 use crate::capture::{CaptureStats, Frozen, Held};
 use crate::check::{self, CantMove, Purpose, PORTABLE_DEVICES};
 use crate::filehash::FileHashes;
+use crate::netlock::NetLock;
 use crate::{io_err, procinfo, state, CheckpointError, Result};
 
 /// A process and its descendants, held stopped and captured.
@@ -48,14 +49,18 @@ enum TcpMode<'a> {
 }
 
 /// The tree's TCP connections held in repair mode (so they send nothing) while
-/// the tree is captured, each with where its peer's bytes stood then. Dropped,
-/// they leave repair mode and go on; [`Connections::close_silently`] ends them
-/// without a packet instead, once their processes are gone.
+/// the tree is captured, each with where its peer's bytes stood then, and the
+/// network held still for them ([`NetLock`]: what their peers send is dropped, not
+/// answered with a reset). Dropped, they leave repair mode and go on, the lock
+/// lifted; [`Connections::close_silently`] ends them without a packet instead,
+/// once their processes are gone, and leaves the lock for `herd restart`.
 #[derive(Default)]
 struct Connections {
     /// A copy of the socket, its peer's next sequence number then, the process and
     /// fd that hold it, and what it is.
     socks: Vec<(std::os::fd::OwnedFd, u32, (i32, i32), String)>,
+    /// Taken in the network namespace of the first connection's process.
+    lock: Option<NetLock>,
 }
 
 impl Connections {
@@ -65,7 +70,7 @@ impl Connections {
         for (s, seq, (pid, fd), what) in &self.socks {
             let why = match tcprepair::recv_seq(s.as_fd()) {
                 Ok(now) if now == *seq => continue,
-                Ok(now) => format!("{what} received {} bytes while it was checkpointed (herd does not hold the network still): checkpoint again", now.wrapping_sub(*seq)),
+                Ok(now) => format!("{what} received {} bytes while it was checkpointed (in flight when the network was held still): checkpoint again", now.wrapping_sub(*seq)),
                 Err(e) => format!("{what}: {e}"),
             };
             return Err((*pid, CantMove::Socket { fd: *fd, what: why }));
@@ -77,6 +82,19 @@ impl Connections {
     /// gone too, they end without a FIN or a reset.
     fn close_silently(mut self) {
         self.socks.clear();
+        if let Some(lock) = self.lock.take() {
+            lock.keep();
+        }
+    }
+
+    /// Holds the network still for the connection from `local` to `remote` of
+    /// process `pid`.
+    fn lock(&mut self, pid: i32, local: &std::net::SocketAddr, remote: &std::net::SocketAddr) -> std::result::Result<(), String> {
+        let lock = match &mut self.lock {
+            Some(l) => l,
+            None => self.lock.insert(NetLock::new(pid)?),
+        };
+        lock.add(local, remote)
     }
 }
 
@@ -949,9 +967,13 @@ fn connection(d: &Desc, s: &sockdiag::InetSock, sock: std::os::fd::OwnedFd, mut 
     };
     match mode {
         TcpMode::Refuse => Err(format!("{what} (herd checkpoint --tcp-established carries it)")),
-        // What a check says: it would be carried (its state is read only by a checkpoint).
-        TcpMode::Accept => Ok(SharedOfd::Tcp(Box::new(c))),
+        // What a check says: it would be carried (its state is read only by a
+        // checkpoint), if the network can be held still for it.
+        TcpMode::Accept => crate::netlock::available().map(|()| SharedOfd::Tcp(Box::new(c))).map_err(|e| format!("{what}: {e}")),
         TcpMode::Dump(held) => {
+            // Nothing of it comes or goes from now until it goes on (or, if the
+            // processes end, until herd restart has made it again).
+            held.lock(d.pid, &s.local, &s.remote).map_err(|e| format!("{what}: {e}"))?;
             let t = tcprepair::dump(sock.as_fd()).map_err(|e| format!("{what}: {e}"))?;
             (c.send_seq, c.recv_seq, c.sent, c.unsent, c.received) = (t.send_seq, t.recv_seq, t.sent, t.unsent, t.received);
             (c.mss, c.wscale, c.sack, c.timestamp, c.window) = (t.mss, t.wscale, t.sack, t.timestamp, t.window);
@@ -992,9 +1014,15 @@ fn nameless(d: &Desc) -> std::result::Result<SharedOfd, String> {
 /// Whether a process outside `tree` (and other than this one) has the pipe
 /// or FIFO of `d` open.
 fn held_outside(d: &Desc, tree: &[i32]) -> bool {
+    // Every pseudo-terminal master is the same file (/dev/pts/ptmx): its own is
+    // its index.
+    let index = is_ptmx(&d.link).then(|| tty_index(&format!("/proc/{}/fdinfo/{}", d.pid, d.fd)));
     let same = |path: &std::path::Path| match std::fs::read_link(path) {
         Ok(l) if d.pipe => l.as_os_str() == d.link.as_str(),
-        Ok(_) => std::fs::metadata(path).is_ok_and(|m| m.dev() == d.dev && m.ino() == d.ino),
+        Ok(l) => {
+            std::fs::metadata(path).is_ok_and(|m| m.dev() == d.dev && m.ino() == d.ino)
+                && index.as_ref().is_none_or(|i| is_ptmx(&l.to_string_lossy()) && tty_index(&path.to_string_lossy().replacen("/fd/", "/fdinfo/", 1)) == *i)
+        }
         Err(_) => false,
     };
     let me = std::process::id() as i32;
@@ -1015,6 +1043,11 @@ fn held_outside(d: &Desc, tree: &[i32]) -> bool {
         }
     }
     false
+}
+
+/// The `tty-index` of a pseudo-terminal master in fdinfo file `path`.
+fn tty_index(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| l.strip_prefix("tty-index:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Every reason the tree of process `pid` cannot be checkpointed, by process

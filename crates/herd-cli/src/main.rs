@@ -57,11 +57,13 @@ enum Command {
                             refused, with every reason, before any process is touched.\n\n\
                             --tcp-established carries established TCP connections too (as CRIU's option of that \
                             name): read with TCP_REPAIR, which needs root, and made again by herd restart without \
-                            a handshake, their unread and unacknowledged bytes with them. herd does not hold the \
-                            network still meanwhile: what the peer sends between the checkpoint and the restart \
-                            is lost to the restored process or resets the connection, so restart soon, at a quiet \
-                            moment of the protocol; a checkpoint with --kill fails (and the processes run on) if \
-                            bytes arrive while it is taken.\n\nExamples:\n  herd checkpoint 4242 --output job.img\n  herd checkpoint 4242 --output job.img --kill\n  herd checkpoint 4242 --output server.img --kill --tcp-established\n  herd checkpoint --check 4242")]
+                            a handshake, their unread and unacknowledged bytes with them. The network is held still for \
+                            them meanwhile, as CRIU's network lock: their packets are dropped (a netfilter table \
+                            herd_tcp_... per connection, made with nft, Debian package nftables) from the checkpoint \
+                            until herd restart has made them again in the same network namespace (or, without \
+                            --kill, until they go on), so that what a peer sends meanwhile is retransmitted to the \
+                            restored process instead of resetting the connection. A lock left behind (no restart \
+                            there) is removed with nft delete table inet herd_tcp_....\n\nExamples:\n  herd checkpoint 4242 --output job.img\n  herd checkpoint 4242 --output job.img --kill\n  herd checkpoint 4242 --output server.img --kill --tcp-established\n  herd checkpoint --check 4242")]
     Checkpoint {
         /// The process to capture (with its descendants)
         pid: i32,

@@ -55,6 +55,8 @@ enum Need {
     Java,
     /// A Go toolchain (golang-go).
     Go,
+    /// tmux.
+    Tmux,
 }
 
 /// True when the test can run; otherwise prints `SKIP <test>: <reasons>`.
@@ -74,6 +76,7 @@ fn ready(test: &str, needs: &[Need]) -> bool {
             Need::Avx2 if !cpu_has_flag("avx2") => why.push("the CPU has no avx2 (see /proc/cpuinfo)".to_string()),
             Need::Java if !tool_works("javac", &["-version"]) => why.push("no JDK (`javac`)".to_string()),
             Need::Go if gobuild::go_version().is_none() => why.push("no Go toolchain (`go`, Debian's golang-go)".to_string()),
+            Need::Tmux if !tool_works("tmux", &["-V"]) => why.push("no tmux".to_string()),
             Need::Root if !nix::unistd::geteuid().is_root() => {
                 why.push("not root: a restore gives threads their old ids (clone3 set_tid) only as root".to_string())
             }
@@ -735,12 +738,19 @@ fn run_checkpointed(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: 
 /// [`run_checkpointed`], restarting with `options` for `herd restart` when
 /// given, and checkpointing with `checkpoint_options`.
 fn run_checkpointed_with(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize, options: Option<&[&str]>, checkpoint_options: &[&str]) -> Run {
+    run_checkpointed_then(dir, label, cmd, out, lines, options, checkpoint_options, || {})
+}
+
+/// [`run_checkpointed_with`], calling `meanwhile` between the checkpoint and the restart.
+#[allow(clippy::too_many_arguments)]
+fn run_checkpointed_then(dir: &Path, label: &str, cmd: &[OsString], out: Out, lines: usize, options: Option<&[&str]>, checkpoint_options: &[&str], meanwhile: impl FnOnce()) -> Run {
     let mut p = spawn_prog(dir, label, cmd, out, false);
     p.wait_for_lines(lines);
     let img = dir.join(format!("{label}.img"));
     checkpoint_ok_with(p.pid(), &img, true, checkpoint_options, &p.context());
     p.reap_killed();
     let before = p.final_output();
+    meanwhile();
 
     let mut r = match options {
         Some(o) => restart_with(&img, false, o),
@@ -1588,11 +1598,17 @@ struct TcpPeer {
 
 impl TcpPeer {
     fn start(dir: &Path, label: &str) -> TcpPeer {
+        TcpPeer::holding(dir, label, None)
+    }
+
+    /// With `held`, its answer to `tick HELD` waits for [`TcpPeer::go`].
+    fn holding(dir: &Path, label: &str, held: Option<usize>) -> TcpPeer {
         let port_file = dir.join(format!("{label}.port"));
         let child = Command::new("bash")
             .args(["-c", CLOSE_FDS_AND_EXEC, "herd-test-exec"])
             .arg(python3().unwrap())
             .args([OsString::from("-I"), program_source("ckpt_tcp.py"), "peer".into(), port_file.clone().into()])
+            .args(held.map(|k| k.to_string()))
             .stdin(Stdio::null())
             .spawn()
             .expect("starting the TCP peer");
@@ -1602,6 +1618,13 @@ impl TcpPeer {
             std::thread::sleep(Duration::from_millis(20));
         }
         TcpPeer { child, port_file }
+    }
+
+    /// Lets it send its held answer.
+    fn go(&self) {
+        let mut go = self.port_file.clone().into_os_string();
+        go.push(".go");
+        fs::write(go, b"").expect("writing the peer's go file");
     }
 }
 
@@ -1634,6 +1657,126 @@ fn tcp_connection_to_a_server_outside_goes_on_after_restart() {
     let shown = herd(&argv!["inspect", dir.path().join("tcp.img")], None);
     shown.assert_ok();
     assert!(shown.stdout.contains("TCP connection 127.0.0.1:") && shown.stdout.contains("bytes received and not read"), "{}", shown.stdout);
+}
+
+/// The network held still (netfilter, herd_checkpoint::netlock) from the
+/// checkpoint of a client with `--kill --tcp-established` until its restart: the
+/// server outside speaks while the client is gone (its answer to tick 3, held
+/// until then); its segments are dropped, not answered with a reset, and the
+/// restored client gets them when the peer retransmits: the uninterrupted run's
+/// output. Without the lock the peer's connection is reset and the client waits
+/// for that answer forever.
+#[test]
+fn tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart() {
+    if !ready("tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart", &[Need::Python, Need::Root]) {
+        return;
+    }
+    if Command::new("nft").arg("--version").stdout(Stdio::null()).status().is_err() {
+        println!("SKIP tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart: nft is not installed (Debian package nftables)");
+        return;
+    }
+    let dir = tmp();
+    let plain_peer = TcpPeer::holding(dir.path(), "plain", Some(3));
+    plain_peer.go();
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_tcp.py"), "client", &plain_peer.port_file, "8"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).ends_with("echo tick 7\nend of stream\n"), "{}", text(&expected.out));
+    let peer = TcpPeer::holding(dir.path(), "held", Some(3));
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_tcp.py"), "client", &peer.port_file, "8"];
+    let got = run_checkpointed_then(dir.path(), "held", &cmd, Out::File, 3, None, &["--tcp-established"], || {
+        peer.go();
+        // Its answer goes out now and meets the lock (and so do its retransmissions meanwhile).
+        std::thread::sleep(Duration::from_millis(700));
+    });
+    assert_same_run(&expected, &got);
+    let locks = Command::new("nft").args(["list", "tables"]).output().expect("nft list tables");
+    assert!(!String::from_utf8_lossy(&locks.stdout).contains("herd_tcp_"), "a lock is left after the restart: {}", String::from_utf8_lossy(&locks.stdout));
+}
+
+/// A tmux server on a socket of its own in the test's directory, ended (kill-server,
+/// then SIGKILL by pid) when dropped.
+struct Tmux {
+    dir: PathBuf,
+    server: Option<i32>,
+}
+
+impl Tmux {
+    /// `tmux ARGS` on this server: its stdout, or a panic with what it said.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.try_run(args);
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn try_run(&self, args: &[&str]) -> std::process::Output {
+        // Through bash with only fds 0-2: the first command forks the server, which keeps what it inherits.
+        Command::new("bash")
+            .args(["-c", CLOSE_FDS_AND_EXEC, "herd-test-exec", "tmux", "-L", "herd-test"])
+            .args(args)
+            .env("TMUX_TMPDIR", &self.dir)
+            .env_remove("TMUX")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tmux")
+    }
+
+    /// Waits until the pane shows `text`; its contents.
+    fn wait_for_pane(&self, text: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pane = self.run(&["capture-pane", "-p", "-t", "t"]);
+            if pane.contains(text) {
+                return pane;
+            }
+            assert!(Instant::now() < until, "the pane never showed {text:?}:\n{pane}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.try_run(&["kill-server"]);
+        if let Some(pid) = self.server {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// A tmux session (the server, a daemon, and the shell in its pane on a pty whose
+/// master the server holds; its listening unix socket; libevent's epoll and signal
+/// pipe) checkpointed with --kill and restarted: `tmux` commands reach it again
+/// at its socket, the shell has its pid and its screen, and runs what is typed.
+#[test]
+fn tmux_session_comes_back_with_its_shell_and_screen() {
+    if !ready("tmux_session_comes_back_with_its_shell_and_screen", &[Need::Tmux, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let mut tmux = Tmux { dir: dir.path().to_path_buf(), server: None };
+    tmux.run(&["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "bash --norc --noprofile"]);
+    let server: i32 = tmux.run(&["display-message", "-p", "-t", "t", "#{pid}"]).trim().parse().expect("the server's pid");
+    tmux.server = Some(server);
+    let shell = tmux.run(&["display-message", "-p", "-t", "t", "#{pane_pid}"]).trim().to_string();
+    tmux.run(&["send-keys", "-t", "t", "echo before $$", "Enter"]);
+    tmux.wait_for_pane(&format!("before {shell}"));
+
+    let img = dir.path().join("tmux.img");
+    checkpoint_ok_with(server as u32, &img, true, &[], "the tmux server");
+    assert!(!tmux.try_run(&["has-session", "-t", "t"]).status.success(), "the tmux server still answers after checkpoint --kill");
+    let mut r = restart(&img, false);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !tmux.try_run(&["has-session", "-t", "t"]).status.success() {
+        assert!(Instant::now() < until, "the restored tmux server does not answer at its socket:\n{}", r.context());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tmux.run(&["display-message", "-p", "-t", "t", "#{pid} #{pane_pid}"]).trim(), format!("{server} {shell}"));
+    tmux.run(&["send-keys", "-t", "t", "echo after $$", "Enter"]);
+    let pane = tmux.wait_for_pane(&format!("after {shell}"));
+    assert!(pane.contains(&format!("before {shell}")), "the screen before the checkpoint is gone:\n{pane}");
+    tmux.run(&["kill-server"]);
+    let (status, _, err) = r.wait();
+    assert!(status.success(), "herd restart of the tmux server: {status:?}\n{err}");
 }
 
 /// Both ends of a TCP connection in the tree (python3 and the echo server

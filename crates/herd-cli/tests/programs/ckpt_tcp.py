@@ -1,8 +1,11 @@
 # An established TCP connection checkpointed with `--tcp-established`.
 #
-#   ckpt_tcp.py peer PORTFILE       an echo server outside the checkpointed tree:
+#   ckpt_tcp.py peer PORTFILE [K]   an echo server outside the checkpointed tree:
 #                                   writes its port to PORTFILE, takes one
-#                                   connection, answers each line "echo LINE"
+#                                   connection, answers each line "echo LINE";
+#                                   with K, answers "tick K" only once the file
+#                                   PORTFILE.go exists (the test makes it while
+#                                   the client is checkpointed and gone)
 #   ckpt_tcp.py client PORTFILE N   the program under test: N ticks, each sends
 #                                   "tick I", sleeps 0.1 s (the checkpoint lands
 #                                   there, the answer waiting unread in its
@@ -15,9 +18,12 @@
 import os, socket, sys, time
 
 
-def serve(conn):
+def serve(conn, held=None, go=None):
     f = conn.makefile("rb")
     for line in f:
+        if line == held:
+            while not os.path.exists(go):
+                time.sleep(0.01)
         conn.sendall(b"echo " + line)
 
 
@@ -42,7 +48,10 @@ if mode == "peer":
         f.write(str(ls.getsockname()[1]))
     os.rename(tmp, sys.argv[2])
     conn, _ = ls.accept()
-    serve(conn)
+    if len(sys.argv) > 3:
+        serve(conn, b"tick %d\n" % int(sys.argv[3]), sys.argv[2] + ".go")
+    else:
+        serve(conn)
 elif mode == "client":
     port = int(open(sys.argv[2]).read())
     client(socket.create_connection(("127.0.0.1", port)), int(sys.argv[3]))
