@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Instant;
 
@@ -586,9 +587,13 @@ fn share(pids: &[i32], live: &[bool], tcp: &mut TcpMode<'_>) -> Result<Shares> {
             }
         }
         if let Some(ino) = r.link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u32>().ok()) {
-            if !unix.contains_key(&ino) || unix[&ino].peer.is_none() {
+            // An unnamed datagram socket connected to a named one outside the tree
+            // (a syslog(3) client's, connected to /dev/log): connected to that name again.
+            let to_outside = unix.get(&ino).filter(|s| s.kind == libc::SOCK_DGRAM && s.name.is_none()).and_then(|s| s.peer).filter(|p| !classes.iter().any(|o| o[0].link == format!("socket:[{p}]")));
+            if !unix.contains_key(&ino) || unix[&ino].peer.is_none() || to_outside.is_some() {
                 // A socket made again as it was: a listener, a bound or unconnected one.
-                match lone_socket(r, unix.get(&ino), inet.get(&ino), tcp) {
+                let peer = to_outside.map(|p| unix.get(&p).and_then(|s| s.name.as_deref()));
+                match lone_socket(r, unix.get(&ino), inet.get(&ino), peer, tcp) {
                     Ok(o) => {
                         ofds.push(o);
                         let ofd = ofds.len() as u32 - 1;
@@ -781,8 +786,12 @@ use std::os::unix::fs::OpenOptionsExt;
 /// A socket that is not one end of a pair inside the tree, made again as it
 /// was: a TCP listener with no connection waiting, a TCP socket not yet
 /// connected, a UDP socket (bound, connected) with nothing waiting, a unix
-/// listener with no connection waiting, an unbound unix socket. Else why not.
-fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSock>, tcp_mode: &mut TcpMode<'_>) -> std::result::Result<SharedOfd, String> {
+/// listener with no connection waiting, an unbound unix socket, an unbound unix
+/// datagram socket connected to a named socket outside the tree. Else why not.
+///
+/// `peer`: for a unix datagram socket connected outside the tree, the name of the
+/// socket it is connected to (`Some(None)`: one without a name, or not found).
+fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSock>, peer: Option<Option<&[u8]>>, tcp_mode: &mut TcpMode<'_>) -> std::result::Result<SharedOfd, String> {
     let sock = PidFd::open(d.pid).and_then(|p| p.get_fd(d.fd)).map_err(|e| format!("it cannot be looked at: {e}"))?;
     let opt = |level, name| sockdiag::sockopt(sock.as_fd(), level, name).map_err(|e| format!("getsockopt: {e}"));
     let family = opt(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
@@ -800,6 +809,30 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
         (Some(u), _) => {
             if u.pending > 0 {
                 return Err(format!("a unix listener with {} connections waiting to be accepted", u.pending));
+            }
+            if let Some(peer) = peer {
+                let Some(name) = peer else {
+                    return Err("a unix datagram socket connected to a socket without a name outside the process tree".into());
+                };
+                let shown = unix_name(name);
+                // The name the peer was bound at: a path must still lead to a socket (the
+                // restore connects to whatever socket is there then, as a syslog client
+                // reconnects to /dev/log).
+                if name.first() != Some(&0) {
+                    if name.first() != Some(&b'/') {
+                        return Err(format!("a unix datagram socket connected to a socket bound at a relative name ({shown})"));
+                    }
+                    let at = std::path::Path::new(&format!("/proc/{}/root", d.pid)).join(std::ffi::OsStr::from_bytes(&name[1..]));
+                    if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_socket()) {
+                        return Err(format!("a unix datagram socket connected to the socket bound at {shown}, a name that no longer leads to a socket"));
+                    }
+                }
+                // Only the socket it is connected to can send to it (it has no name), and it is outside.
+                let waiting = sockdiag::socket_peek(sock.as_fd(), false).map_err(|e| format!("reading its queue: {e}"))?;
+                if !waiting.is_empty() {
+                    return Err(format!("a unix datagram socket connected to {shown} with {} datagrams waiting", waiting.len()));
+                }
+                return Ok(SharedOfd::Socket { family, kind, protocol, bound: None, connected: Some(SockAddr::Unix(name.to_vec())), backlog: None, options, flags });
             }
             if u.state != 10 && u.state != 7 {
                 return Err("a unix socket in a state herd does not carry".into());
@@ -833,6 +866,14 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
             }
         }
         (None, None) => Err(format!("a socket of family {family} that herd does not carry")),
+    }
+}
+
+/// A unix socket's name as people write it: its path, or `@` and an abstract name.
+fn unix_name(name: &[u8]) -> String {
+    match name.split_first() {
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        _ => String::from_utf8_lossy(name).into_owned(),
     }
 }
 

@@ -1589,6 +1589,97 @@ fn listening_tcp_udp_and_unix_sockets_restore_on_their_ports() {
     assert!(shown.stdout.contains("socket listening (backlog 5) on 127.0.0.1:") && shown.stdout.contains("srv.sock"), "{}", shown.stdout);
 }
 
+/// Starts python test program `program` with `args`, outside any tree a test
+/// checkpoints, and returns once it has made file `ready`.
+fn start_outsider(program: &str, args: &[OsString], ready: &Path) -> Child {
+    let child = Command::new("bash")
+        .args(["-c", CLOSE_FDS_AND_EXEC, "herd-test-exec"])
+        .arg(python3().unwrap())
+        .arg("-I")
+        .arg(program_source(program))
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    let until = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < until, "{program} did not make {}", ready.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// A logger outside the tree (`ckpt_syslog.py server`): a unix datagram socket
+/// bound at `path`, what it receives written to `out`. Killed (by pid) and reaped
+/// when dropped.
+struct Logger {
+    child: Child,
+    path: PathBuf,
+    out: PathBuf,
+}
+
+impl Logger {
+    fn start(dir: &Path, label: &str) -> Logger {
+        let (path, out) = (dir.join(format!("{label}.log.sock")), dir.join(format!("{label}.log")));
+        Logger { child: start_outsider("ckpt_syslog.py", &argv!["server", &path, &out], &path), path, out }
+    }
+
+    /// What it has written, once `lines` lines (or after 10 s).
+    fn lines(&self, lines: usize) -> String {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = fs::read_to_string(&self.out).unwrap_or_default();
+            if count_lines(got.as_bytes()) >= lines || Instant::now() > until {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// python3 logging through `logging.handlers.SysLogHandler` to a logger's socket
+/// outside the tree (an unnamed unix datagram socket connected to a named one, as
+/// syslog(3) to /dev/log): restored connected to that name again, so the logger
+/// receives every message, as from the uninterrupted run. When the logger's name
+/// no longer leads to a socket, refused, and the program runs on.
+#[test]
+fn syslog_style_socket_to_a_logger_outside_is_connected_again() {
+    if !ready("syslog_style_socket_to_a_logger_outside_is_connected_again", &[Need::Python]) {
+        return;
+    }
+    let dir = tmp();
+    let plain = Logger::start(dir.path(), "plain");
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_syslog.py"), "client", &plain.path, "12"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    let logged = plain.lines(12);
+    assert_eq!(logged, (0..12).map(|i| format!("<14>tick {i}\n")).collect::<String>());
+    let logger = Logger::start(dir.path(), "ckpt");
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_syslog.py"), "client", &logger.path, "12"];
+    let got = run_checkpointed(dir.path(), "syslog", &cmd, Out::File, 4);
+    assert_same_run(&expected, &got);
+    assert_eq!(logger.lines(12), logged, "what the logger received from the restored program\n{}", got.notes);
+    let shown = herd(&argv!["inspect", dir.path().join("syslog.img")], None);
+    shown.assert_ok();
+    assert!(shown.stdout.contains(&logger.path.display().to_string()), "{}", shown.stdout);
+
+    let gone = Logger::start(dir.path(), "gone");
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_syslog.py"), "client", &gone.path, "30"];
+    let mut p = spawn_prog(dir.path(), "gone", &cmd, Out::File, false);
+    p.wait_for_lines(2);
+    fs::remove_file(&gone.path).unwrap();
+    let run = checkpoint(p.pid(), &dir.path().join("gone.img"), true);
+    run.assert_clean_failure();
+    assert!(run.stderr.contains("a name that no longer leads to a socket"), "{}", run.report());
+    p.assert_still_running(&format!("the refused `{}`", run.cmd));
+}
+
 /// An echo server outside the tree (`ckpt_tcp.py peer`) for one connection; its
 /// port is in the file it names. Killed (by pid) and reaped when dropped.
 struct TcpPeer {
@@ -1604,20 +1695,9 @@ impl TcpPeer {
     /// With `held`, its answer to `tick HELD` waits for [`TcpPeer::go`].
     fn holding(dir: &Path, label: &str, held: Option<usize>) -> TcpPeer {
         let port_file = dir.join(format!("{label}.port"));
-        let child = Command::new("bash")
-            .args(["-c", CLOSE_FDS_AND_EXEC, "herd-test-exec"])
-            .arg(python3().unwrap())
-            .args([OsString::from("-I"), program_source("ckpt_tcp.py"), "peer".into(), port_file.clone().into()])
-            .args(held.map(|k| k.to_string()))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting the TCP peer");
-        let until = Instant::now() + Duration::from_secs(20);
-        while !port_file.exists() {
-            assert!(Instant::now() < until, "the TCP peer did not write its port");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        TcpPeer { child, port_file }
+        let mut args = argv!["peer", &port_file].to_vec();
+        args.extend(held.map(|k| k.to_string().into()));
+        TcpPeer { child: start_outsider("ckpt_tcp.py", &args, &port_file), port_file }
     }
 
     /// Lets it send its held answer.
