@@ -464,8 +464,8 @@ fn capture_with(
             MMapPath::Anonymous => VmaKind::Anonymous,
             MMapPath::Path(path) if shared && path.to_string_lossy().starts_with("/dev/zero") => VmaKind::Anonymous,
             MMapPath::Path(path) => {
-                let (hash, size) = hashes
-                    .hash(path)
+                let written = shared && prot & PROT_WRITE != 0;
+                let (hash, size) = if written { hashes.hash_fresh(path) } else { hashes.hash(path) }
                     .map_err(io_err(format!("hashing mapped file {}", path.display())))?;
                 VmaKind::File {
                     file: FileRef { path: path.to_string_lossy().into_owned(), size, hash },

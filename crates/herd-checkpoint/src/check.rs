@@ -23,7 +23,6 @@ pub enum CantMove {
     NotRunning(String),
     Socket { fd: i32, what: String },
     UnsupportedFd { fd: i32, what: String },
-    SharedWritable { path: String },
     SysvShm,
     DeletedFile { path: String },
     UnknownMapping { name: String },
@@ -60,7 +59,6 @@ impl fmt::Display for CantMove {
             CantMove::NotRunning(s) => write!(f, "is not a running process (state {s})"),
             CantMove::Socket { fd, what } => write!(f, "fd {fd} is a socket ({what})"),
             CantMove::UnsupportedFd { fd, what } => write!(f, "fd {fd} is {what}, which cannot be checkpointed"),
-            CantMove::SharedWritable { path } => write!(f, "has a shared writable mapping of {path}"),
             CantMove::SysvShm => write!(f, "uses SysV shared memory"),
             CantMove::DeletedFile { path } => write!(f, "maps a deleted or anonymous file ({path})"),
             CantMove::UnknownMapping { name } => write!(f, "has a special mapping [{name}] herd does not know"),
@@ -278,7 +276,6 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
     let mut kept_home = Vec::new();
     for m in maps {
         let shared = m.perms.contains(procfs::process::MMPermissions::SHARED);
-        let writable = m.perms.contains(procfs::process::MMPermissions::WRITE);
         if migrate && stays_home(&m, &with_relatives) {
             kept_home.push(m.address);
             continue;
@@ -296,9 +293,9 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
                     // A tree carries it as a memory object (shared memory, a memfd, a deleted file).
                 } else if (s.ends_with(" (deleted)") && !(shared && s.starts_with("/dev/zero"))) || s.starts_with("/memfd:") {
                     why.push(CantMove::DeletedFile { path: s });
-                } else if shared && writable && !s.starts_with("/dev/zero") {
-                    why.push(CantMove::SharedWritable { path: s });
                 }
+                // A shared writable mapping of a file with a name is carried: its
+                // contents are the file's, mapped again from it.
             }
             MMapPath::Vsys(_) => why.push(CantMove::SysvShm),
             MMapPath::Other(_) => {

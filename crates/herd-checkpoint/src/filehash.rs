@@ -56,10 +56,21 @@ impl FileHashes {
 
     /// blake3 of the file's whole contents, and its size.
     pub fn hash(&mut self, path: &Path) -> std::io::Result<([u8; 32], u64)> {
+        self.hash_with(path, true)
+    }
+
+    /// [`FileHashes::hash`] read from the file whatever the cache says: for a file
+    /// written through a shared mapping, whose times change only at the first write
+    /// to a page after it was written back, not at every write.
+    pub fn hash_fresh(&mut self, path: &Path) -> std::io::Result<([u8; 32], u64)> {
+        self.hash_with(path, false)
+    }
+
+    fn hash_with(&mut self, path: &Path, cached: bool) -> std::io::Result<([u8; 32], u64)> {
         let mut f = File::open(path)?;
         let m = f.metadata()?;
         let k = key(&m);
-        if let Some(h) = self.known.get(&k) {
+        if let Some(h) = self.known.get(&k).filter(|_| cached) {
             return Ok((*h, m.size()));
         }
         let mut hasher = blake3::Hasher::new();

@@ -1462,7 +1462,8 @@ fn build(
         Into::Fresh { memory, .. } => memory,
         _ => &[],
     };
-    let mut file_fds: HashMap<&str, u64> = HashMap::new();
+    // A mapped file open once for reading, once for writing (a shared writable mapping).
+    let mut file_fds: HashMap<(&str, bool), u64> = HashMap::new();
     let mut object_fds: HashMap<(u32, bool), u64> = HashMap::new();
     // Shared regions of memory objects: (start, end, object, offset); their pages go
     // into the object itself.
@@ -1484,12 +1485,14 @@ fn build(
                 continue;
             }
             VmaKind::File { file, offset } => {
-                let fd = match file_fds.get(file.path.as_str()) {
+                let write = v.shared && v.prot & PROT_WRITE != 0;
+                let fd = match file_fds.get(&(file.path.as_str(), write)) {
                     Some(fd) => *fd,
                     None => {
                         let path = scratch.put_str(&file.path)?;
-                        let fd = inj.call_ok("open a mapped file", abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0])? as u64;
-                        file_fds.insert(&file.path, fd);
+                        let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
+                        let fd = inj.call_ok("open a mapped file", abi::SYS_OPENAT, &[abi::AT_FDCWD as u64, path, (mode | libc::O_CLOEXEC) as u64, 0])? as u64;
+                        file_fds.insert((&file.path, write), fd);
                         fd
                     }
                 };

@@ -1773,6 +1773,25 @@ fn tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart() {
     assert!(!String::from_utf8_lossy(&locks.stdout).contains("herd_tcp_"), "a lock is left after the restart: {}", String::from_utf8_lossy(&locks.stdout));
 }
 
+/// A shared writable mapping of a file (MAP_SHARED, PROT_WRITE) is mapped again
+/// from the file: the program's writes after the restart reach the file, its
+/// counter goes on from where it was, and read(2) of the file at the end sees
+/// what the mapping holds: the uninterrupted run's output and file.
+#[test]
+fn shared_writable_mapping_of_a_file_writes_on_into_it() {
+    if !ready("shared_writable_mapping_of_a_file_writes_on_into_it", &[Need::Cc]) {
+        return;
+    }
+    let dir = tmp();
+    let exe = build_c(dir.path(), "ckpt_mapfile", &[]);
+    let (plain, ckpt) = (dir.path().join("plain.data"), dir.path().join("ckpt.data"));
+    let expected = run_uninterrupted(dir.path(), "plain", &argv![&exe, &plain, "20"], Out::File);
+    assert!(text(&expected.out).contains("file: counter 210, t0 t1 "), "{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "mapfile", &argv![&exe, &ckpt, "20"], Out::File, 5);
+    assert_same_run(&expected, &got);
+    assert_eq!(fs::read(&ckpt).unwrap(), fs::read(&plain).unwrap(), "the file after the restart");
+}
+
 /// A tmux server on a socket of its own in the test's directory, ended (kill-server,
 /// then SIGKILL by pid) when dropped.
 struct Tmux {
