@@ -403,8 +403,8 @@ fn capture_with(
 
     let (files, state) = match purpose {
         Purpose::Checkpoint | Purpose::Tree => {
-            let (files, locks) = capture_files(&p, decided)?;
-            let state = query_state(held, gadget, pid)?;
+            let (files, mut locks) = capture_files(&p, decided)?;
+            let state = query_state(held, gadget, pid, &mut locks)?;
             (files, Some(ProcessState { locks, ..state }))
         }
         // A migrated process's files, locks and attributes stay with its deputy.
@@ -992,13 +992,13 @@ fn inject_queries(held: &mut Held, gadget: u64) -> Result<(Vec<SigAction>, u64, 
 
 /// The open files of a process, and the locks it holds on them.
 /// [`state::query_state`] with a scratch page mapped in the process.
-fn query_state(held: &mut Held, gadget: u64, pid: i32) -> Result<ProcessState> {
+fn query_state(held: &mut Held, gadget: u64, pid: i32, locks: &mut [herd_image::FileLock]) -> Result<ProcessState> {
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
     let regs = held.main().regs;
     let mut inj = Injector::new(held.tracee(), gadget, regs);
     let scratch = inj.call_ok("mmap scratch", abi::SYS_MMAP, &[0, PAGE, prot, flags, u64::MAX, 0])? as u64;
-    let result = state::query_state(&mut inj, scratch, pid);
+    let result = state::query_state(&mut inj, scratch, pid, locks);
     inj.call_ok("munmap scratch", abi::SYS_MUNMAP, &[scratch, PAGE])?;
     result
 }

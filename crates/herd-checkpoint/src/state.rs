@@ -21,6 +21,8 @@ use crate::{CheckpointError, Result};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LockLine {
     pub class: String,
+    /// ADVISORY or MANDATORY for a lock; ACTIVE, BREAKING or BREAKER for a lease.
+    pub mode: String,
     pub write: bool,
     pub start: u64,
     /// Last byte, inclusive; `None` for EOF.
@@ -179,6 +181,7 @@ impl FdInfo {
                     if w.len() >= 8 && w[1] != "->" {
                         f.locks.push(LockLine {
                             class: w[1].to_string(),
+                            mode: w[2].to_string(),
                             write: w[3] == "WRITE",
                             start: w[6].parse().unwrap_or(0),
                             end: if w[7] == "EOF" { None } else { w[7].parse().ok() },
@@ -205,7 +208,9 @@ pub(crate) const ANON_KINDS: [&str; 5] = ["[eventfd]", "[timerfd]", "[signalfd]"
 pub(crate) fn lock_refusal(l: &LockLine) -> Option<String> {
     match l.class.as_str() {
         "FLOCK" | "POSIX" | "OFDLCK" => None,
-        "LEASE" | "DELEG" => Some("a file with a lease (F_SETLEASE) on it".into()),
+        "LEASE" if l.mode == "ACTIVE" => None,
+        "LEASE" => Some("a file whose lease (F_SETLEASE) is being broken (another process waits for it)".into()),
+        "DELEG" => Some("a file with an NFS delegation on it".into()),
         other => Some(format!("a file with a {other} lock on it")),
     }
 }
@@ -297,8 +302,14 @@ pub(crate) fn locks_of(fd: i32, info: &FdInfo, seen: &mut Vec<(u64, LockKind, u6
             "FLOCK" => LockKind::Flock,
             "POSIX" => LockKind::Posix,
             "OFDLCK" => LockKind::Ofd,
+            // Its signal (F_GETSIG) is asked for by `query_state`.
+            "LEASE" => LockKind::Lease,
             _ => continue,
         };
+        if kind == LockKind::Lease {
+            out.push(FileLock { fd, kind, write: l.write, start: 0, len: 0 });
+            continue;
+        }
         let len = l.end.map_or(0, |e| e.saturating_sub(l.start).saturating_add(1));
         // A POSIX lock is the process's: shown at every fd of the file, kept once.
         // flock and OFD locks belong to one open file each (a dup shows it again,
@@ -315,7 +326,11 @@ pub(crate) fn locks_of(fd: i32, info: &FdInfo, seen: &mut Vec<(u64, LockKind, u6
 
 /// Asks the held process (through `inj`, stopped at its main thread) for the
 /// state /proc does not show. `scratch` is a page of its memory to use.
-pub(crate) fn query_state(inj: &mut Injector<'_>, scratch: u64, pid: i32) -> Result<ProcessState> {
+/// `locks`: the leases among them are given the signal their break sends (F_GETSIG).
+pub(crate) fn query_state(inj: &mut Injector<'_>, scratch: u64, pid: i32, locks: &mut [FileLock]) -> Result<ProcessState> {
+    for l in locks.iter_mut().filter(|l| l.kind == LockKind::Lease) {
+        l.start = inj.call_ok("fcntl(F_GETSIG)", abi::SYS_FCNTL, &[l.fd as u64, abi::F_GETSIG])? as u64;
+    }
     let mut itimers = Vec::new();
     for which in 0..3 {
         inj.call_ok("getitimer", abi::SYS_GETITIMER, &[which as u64, scratch])?;
@@ -698,6 +713,13 @@ pub(crate) fn take_locks(inj: &mut Injector<'_>, scratch: &Scratch, locks: &[Fil
                 let op = if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
                 inj.call(abi::SYS_FLOCK, &[l.fd as u64, op as u64])?
             }
+            LockKind::Lease => {
+                if l.start != 0 {
+                    inj.call_ok("fcntl(F_SETSIG)", abi::SYS_FCNTL, &[l.fd as u64, abi::F_SETSIG, l.start])?;
+                }
+                let kind = if l.write { libc::F_WRLCK } else { libc::F_RDLCK };
+                inj.call(abi::SYS_FCNTL, &[l.fd as u64, libc::F_SETLEASE as u64, kind as u64])?
+            }
             LockKind::Posix | LockKind::Ofd => {
                 let fl = Flock {
                     l_type: if l.write { libc::F_WRLCK } else { libc::F_RDLCK } as i16,
@@ -711,12 +733,21 @@ pub(crate) fn take_locks(inj: &mut Injector<'_>, scratch: &Scratch, locks: &[Fil
                 inj.call(abi::SYS_FCNTL, &[l.fd as u64, cmd, at])?
             }
         };
+        if r < 0 && l.kind == LockKind::Lease {
+            return Err(CheckpointError::Incompatible(format!(
+                "the {} lease on fd {} cannot be taken again (is the file open elsewhere?): {}",
+                if l.write { "write" } else { "read" },
+                l.fd,
+                std::io::Error::from_raw_os_error(-r as i32)
+            )));
+        }
         if r < 0 {
             let range = if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start.saturating_add(l.len - 1)) };
             let kind = match l.kind {
                 LockKind::Flock => "flock",
                 LockKind::Posix => "POSIX",
                 LockKind::Ofd => "OFD",
+                LockKind::Lease => unreachable!("said above"),
             };
             return Err(CheckpointError::Incompatible(format!(
                 "the {kind} lock on fd {} (bytes {range}) cannot be taken again (does another process hold it?): {}",
@@ -881,7 +912,10 @@ mod tests {
         let again = locks_of(9, &info, &mut seen);
         assert_eq!(again.iter().map(|l| l.kind).collect::<Vec<_>>(), vec![LockKind::Flock, LockKind::Ofd]);
         let lease = FdInfo::parse("lock:\t1: LEASE  ACTIVE    READ 17122 fe:00:77 0 EOF\n");
-        assert!(lock_refusal(&lease.locks[0]).is_some());
+        assert!(lock_refusal(&lease.locks[0]).is_none());
+        assert_eq!(locks_of(5, &lease, &mut seen), vec![FileLock { fd: 5, kind: LockKind::Lease, write: false, start: 0, len: 0 }]);
+        let breaking = FdInfo::parse("lock:\t1: LEASE  BREAKING  READ 17122 fe:00:77 0 EOF\n");
+        assert!(lock_refusal(&breaking.locks[0]).is_some());
         assert!(lock_refusal(&info.locks[0]).is_none());
     }
 }

@@ -419,7 +419,12 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
                 fd: l.fd,
                 kind: format!("{:?}", l.kind).to_lowercase(),
                 mode: if l.write { "write" } else { "read" }.into(),
-                range: if l.len == 0 { format!("{}-EOF", l.start) } else { format!("{}-{}", l.start, l.start.saturating_add(l.len - 1)) },
+                range: match l.kind {
+                    herd_image::LockKind::Lease if l.start == 0 => "whole file, break signal SIGIO".into(),
+                    herd_image::LockKind::Lease => format!("whole file, break signal {}", l.start),
+                    _ if l.len == 0 => format!("{}-EOF", l.start),
+                    _ => format!("{}-{}", l.start, l.start.saturating_add(l.len - 1)),
+                },
             })
             .collect(),
     });

@@ -1385,7 +1385,7 @@ fn check_accepts_simple_process_and_lists_every_reason() {
 
 /// Every piece of process state `ckpt_state` sets up (its pid, eventfd,
 /// timerfd, signalfd, epoll, directory and O_PATH fds, flock / POSIX / OFD
-/// locks, interval timer, subreaper, THP-disable, no_new_privs,
+/// locks, a read lease and its break signal, interval timer, subreaper, THP-disable, no_new_privs,
 /// oom_score_adj) is there after a restart: the program checks each itself
 /// and prints PASS or what differs, exactly as in an uninterrupted run.
 #[test]
@@ -1402,7 +1402,7 @@ fn process_state_and_fds_survive_with_the_same_pid() {
     assert_same_run(&expected, &got);
     // The image says what it holds.
     let img = dir.path().join("ckpt.img");
-    assert_inspect_shows(&img, &["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled", "every 30.000 s, signal 10 to the process", "disarmed, signal 10 to thread", "ghost (deleted), 5000 bytes carried, at offset 100", "memfd:herdtest, 3000 bytes carried, seals 0x6, at offset 7"]);
+    assert_inspect_shows(&img, &["eventfd", "timerfd", "signalfd", "epoll", "directory", "O_PATH", "flock write lock", "posix write lock on fd", "(10-14)", "ofd read lock", "lease read lock", "break signal 36", "real in", "oom_score_adj 500", "child-subreaper", "no_new_privs", "THP disabled", "every 30.000 s, signal 10 to the process", "disarmed, signal 10 to thread", "ghost (deleted), 5000 bytes carried, at offset 100", "memfd:herdtest, 3000 bytes carried, seals 0x6, at offset 7"]);
 }
 
 /// A tree: a pipe to child A holding 50,000 unread bytes, A in its own process

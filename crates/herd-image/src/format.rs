@@ -27,7 +27,7 @@ use crate::model::{Increment, ProcessImage, ProcessState};
 
 pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
 /// The version this herd writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest version this herd reads (version 2 has no extensions).
 pub const MIN_FORMAT_VERSION: u32 = 2;
 /// Process-section extension: [`ProcessState`].
@@ -226,6 +226,9 @@ fn check_state(st: &ProcessState) -> Result<(), FormatError> {
     }
     if let Some(l) = st.locks.iter().find(|l| l.start > i64::MAX as u64 || l.len > i64::MAX as u64) {
         return bad(format!("a lock at {} of {} bytes", l.start, l.len));
+    }
+    if let Some(l) = st.locks.iter().find(|l| l.kind == crate::model::LockKind::Lease && (l.len != 0 || l.start > 64)) {
+        return bad(format!("a lease at fd {} with signal {} and length {}", l.fd, l.start, l.len));
     }
     Ok(())
 }
@@ -740,6 +743,9 @@ impl<R: Read> ImageReader<R> {
         }
         crate::model::check_files(&image.files).map_err(|why| FormatError::Corrupt(format!("open files: {why}")))?;
         if let Some(st) = &image.state {
+            if self.version < 6 && st.locks.iter().any(|l| l.kind == crate::model::LockKind::Lease) {
+                return Err(FormatError::Corrupt(format!("a lease, which format version {} does not have", self.version)));
+            }
             check_state(st)?;
         }
         let mut ranges = Vec::new();

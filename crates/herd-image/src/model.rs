@@ -132,6 +132,10 @@ pub enum LockKind {
     Posix,
     /// fcntl F_OFD_SETLK: belongs to the open file.
     Ofd,
+    /// fcntl F_SETLEASE (format version 6): a lease on the open file, a write
+    /// lease if `write`, else a read lease. Its `start` is the signal the process
+    /// asked for when the lease is broken (F_SETSIG; 0: SIGIO); `len` is 0.
+    Lease,
 }
 
 /// A lock held on the file open at `fd`.

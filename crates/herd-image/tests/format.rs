@@ -1274,6 +1274,28 @@ fn regions_kept_at_home_are_version_5() {
     assert!(msg.contains("kept at home"), "{msg}");
 }
 
+/// Leases (version 6) round-trip, are refused in a version 5 image, and carry a
+/// signal (at most 64) and no length.
+#[test]
+fn leases_are_version_6() {
+    let (mut image, pages) = sample_v3();
+    let mut st = image.state.clone().unwrap();
+    st.locks.push(FileLock { fd: 4, kind: LockKind::Lease, write: true, start: 36, len: 0 });
+    image.state = Some(st.clone());
+    let d = decode(&encode(&image, &pages)).unwrap();
+    assert_eq!(d.image, image);
+    let mut v5 = header(5);
+    v5.extend(&encode(&image, &pages)[header(6).len()..]);
+    let msg = expect_corrupt(&v5, "a lease in a version 5 image");
+    assert!(msg.contains("format version 5"), "{msg}");
+    for (what, start, len) in [("a lease with a length", 36, 1), ("a lease with signal 65", 65, 0)] {
+        st.locks.last_mut().unwrap().start = start;
+        st.locks.last_mut().unwrap().len = len;
+        image.state = Some(st.clone());
+        expect_corrupt(&encode(&image, &pages), what);
+    }
+}
+
 /// A chain of a full image and two increments merges into the image the last one
 /// stands for: each page from the newest image that stored it, inherited pages
 /// from older ones, pages nobody stored left out (zero); a broken chain is refused.

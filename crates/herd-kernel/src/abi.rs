@@ -137,6 +137,9 @@ pub const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 pub const SYS_RT_SIGTIMEDWAIT: u64 = 128;
 pub const F_SETLK: u64 = 6;
 pub const F_OFD_SETLK: u64 = 37;
+/// fcntl: the signal sent for I/O readiness and lease breaks (libc lacks them).
+pub const F_SETSIG: u64 = 10;
+pub const F_GETSIG: u64 = 11;
 pub const EPOLL_CTL_ADD: u64 = 1;
 /// `_IOW('T', 0, __u64)`: sets a timerfd's count of expirations not read yet.
 pub const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;

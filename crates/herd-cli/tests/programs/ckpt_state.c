@@ -1,6 +1,6 @@
 // Sets up process state a checkpoint must carry (its own pid, an eventfd,
 // a timerfd, a signalfd, an epoll watching them, a directory fd, an O_PATH
-// fd, flock / POSIX / OFD locks, an interval timer, child-subreaper,
+// fd, flock / POSIX / OFD locks, a read lease, an interval timer, child-subreaper,
 // THP-disable, no_new_privs, oom_score_adj), prints "ready", ticks for a
 // while (the checkpoint lands here), then checks every piece of it and
 // prints PASS or FAIL with what differs. Output is the same for an
@@ -96,6 +96,10 @@ int main(int argc, char **argv) {
     if (fcntl(b, F_SETLK, &pl)) die("F_SETLK");
     struct flock ol = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
     if (fcntl(c, F_OFD_SETLK, &ol)) die("F_OFD_SETLK");
+    // A read lease (on a file nobody has open for writing), whose break would send SIGRTMIN+2.
+    close(open_in(dir, "lease.file", O_WRONLY | O_CREAT));
+    int lfd = open_in(dir, "lease.file", O_RDONLY);
+    if (fcntl(lfd, F_SETSIG, SIGRTMIN + 2) || fcntl(lfd, F_SETLEASE, F_RDLCK)) die("F_SETLEASE");
 
     // Two POSIX timers: one signalling the process, armed; one to the main
     // thread, disarmed (created after a gap in ids: the ids must come back).
@@ -227,6 +231,10 @@ int main(int argc, char **argv) {
     snprintf(detail, sizeof detail, "conflicting lock type %d", q.l_type);
     check(q.l_type == F_RDLCK, "OFD lock", detail);
     close(c2);
+
+    int lease = fcntl(lfd, F_GETLEASE), lsig = fcntl(lfd, F_GETSIG);
+    snprintf(detail, sizeof detail, "lease %d, break signal %d", lease, lsig);
+    check(lease == F_RDLCK && lsig == SIGRTMIN + 2, "lease", detail);
 
     struct itimerval it;
     getitimer(ITIMER_REAL, &it);
