@@ -73,8 +73,20 @@ struct HeldThread {
 }
 
 impl HeldThread {
-    fn seize(tid: i32) -> herd_kernel::Result<HeldThread> {
-        let tracee = Tracee::seize(tid, 0)?;
+    /// `whole`: for a checkpoint, which carries the process's own seccomp filters: a
+    /// thread under filters, held by root, has them suspended while it is held, so that
+    /// they screen none of the calls the capture injects (a filter that kills on a call
+    /// the program never makes would kill it). Where the kernel does not allow that (a
+    /// herd itself under seccomp), it is held as any other.
+    fn seize(tid: i32, whole: bool) -> herd_kernel::Result<HeldThread> {
+        let suspend = whole && status_seccomp(tid) == Some(2) && herd_kernel::task::euid() == 0;
+        let tracee = match Tracee::seize(tid, if suspend { herd_kernel::abi::PTRACE_O_SUSPEND_SECCOMP } else { 0 }) {
+            Err(e) if suspend && matches!(e.errno(), Some(libc::EPERM | libc::EINVAL)) => {
+                tracing::info!(tid, "its seccomp filters cannot be suspended while it is held: {e}");
+                Tracee::seize(tid, 0)?
+            }
+            t => t?,
+        };
         let regs = tracee.regs()?;
         let mask = tracee.sigmask()?;
         Ok(HeldThread { tracee, regs, mask })
@@ -140,14 +152,14 @@ fn thread_ids(pid: i32) -> Result<Vec<i32>> {
 /// one). A thread running meanwhile may create another, so the list is read
 /// again until a reading finds no thread that is not held: held threads create
 /// none. A thread that ends before it is held is passed over.
-fn hold_every_thread(held: &mut Held, pid: i32) -> Result<()> {
+fn hold_every_thread(held: &mut Held, pid: i32, whole: bool) -> Result<()> {
     loop {
         let mut grew = false;
         for tid in thread_ids(pid)? {
             if held.threads.iter().any(|t| t.tracee.pid() == tid) {
                 continue;
             }
-            match HeldThread::seize(tid) {
+            match HeldThread::seize(tid, whole) {
                 Ok(t) => {
                     held.threads.push(t);
                     grew = true;
@@ -208,11 +220,12 @@ impl Frozen {
         if !reasons.is_empty() {
             return Err(CheckpointError::CantMove { pid, reasons });
         }
-        let main = HeldThread::seize(pid).map_err(|e| seize_error(pid, e))?;
+        let whole = matches!(purpose, Purpose::Checkpoint | Purpose::Tree);
+        let main = HeldThread::seize(pid, whole).map_err(|e| seize_error(pid, e))?;
         let stopped_at = Instant::now();
         let mut held = Held { threads: vec![main] };
         // On any error below, `held` is dropped and the process released.
-        hold_every_thread(&mut held, pid)?;
+        hold_every_thread(&mut held, pid, whole)?;
         let (image, plans) = capture_with(&mut held, pid, hashes, purpose, &HashMap::new(), &HashMap::new(), at_home)?;
         Ok(Frozen { held, image, plans, stopped_at, snapshot: None, released_at: None })
     }
@@ -220,9 +233,9 @@ impl Frozen {
     /// Stops every thread of process `pid` and nothing more (a tree holds all
     /// its members before it captures any). Dropping the result releases it.
     pub(crate) fn hold(pid: i32) -> Result<Held> {
-        let main = HeldThread::seize(pid).map_err(|e| seize_error(pid, e))?;
+        let main = HeldThread::seize(pid, true).map_err(|e| seize_error(pid, e))?;
         let mut held = Held { threads: vec![main] };
-        hold_every_thread(&mut held, pid)?;
+        hold_every_thread(&mut held, pid, true)?;
         Ok(held)
     }
 
@@ -513,6 +526,11 @@ fn capture_with(
     tracing::debug!(pid, "capture: {} regions planned at {:.1} ms", maps.len(), ms(t0));
     let mut handlers = handlers;
     handlers.retain(|h| h.handler != 0 || h.flags != 0 || h.mask != 0);
+    // A migration's guest runs under herd's own filter; its deputy keeps the process's.
+    let seccomp = match purpose {
+        Purpose::Checkpoint | Purpose::Tree if status_seccomp(pid) == Some(2) => seccomp_of(held, pid)?,
+        _ => Vec::new(),
+    };
     let image = ProcessImage {
         origin: Origin {
             hostname: host::hostname(),
@@ -531,8 +549,45 @@ fn capture_with(
         threads,
         state,
         increment: None,
+        seccomp,
     };
     Ok((image, plans))
+}
+
+/// The Seccomp: field of /proc/PID/status (0 none, 1 strict, 2 filters).
+fn status_seccomp(pid: i32) -> Option<u32> {
+    procfs::process::Process::new(pid).and_then(|p| p.status()).ok()?.seccomp
+}
+
+/// The seccomp filters of the held process, the first installed first. Refused
+/// (the capture fails, the process runs on) when its threads run under different
+/// ones, or when a filter hands calls to a supervisor (SECCOMP_RET_USER_NOTIF: its
+/// listener is another process's, and it would wait for answers that never come).
+fn seccomp_of(held: &Held, pid: i32) -> Result<Vec<herd_image::SeccompFilter>> {
+    let refuse = |why: String| CheckpointError::CantMove { pid, reasons: vec![crate::CantMove::SeccompFilters { why }] };
+    let mut chain: Option<Vec<herd_kernel::ptrace::SeccompFilter>> = None;
+    for t in &held.threads {
+        let tid = t.tracee.pid();
+        let filters = t.tracee.seccomp_filters().map_err(|e| CheckpointError::Proc { pid, what: format!("reading the seccomp filters of thread {tid}: {e}") })?;
+        match &chain {
+            None => chain = Some(filters),
+            Some(c) if *c == filters => {}
+            Some(_) => return Err(refuse(format!("its threads run under different seccomp filters (thread {tid}'s differ from the main thread's)"))),
+        }
+    }
+    let chain = chain.unwrap_or_default();
+    for (i, f) in chain.iter().enumerate() {
+        let n = f.insns.len() / 8;
+        if n == 0 || n > herd_image::MAX_FILTER_INSNS {
+            return Err(refuse(format!("seccomp filter {i} has {n} instructions")));
+        }
+        // BPF_RET | BPF_K with SECCOMP_RET_USER_NOTIF (0x7fc00000) as its action.
+        let notifies = f.insns.chunks_exact(8).any(|s| u16::from_le_bytes([s[0], s[1]]) == 0x06 && u32::from_le_bytes([s[4], s[5], s[6], s[7]]) & 0xffff_0000 == 0x7fc0_0000);
+        if notifies {
+            return Err(refuse(format!("seccomp filter {i} hands calls to a supervisor (SECCOMP_RET_USER_NOTIF), which would not answer the restored process")));
+        }
+    }
+    Ok(chain.into_iter().map(|f| herd_image::SeccompFilter { flags: f.flags, insns: f.insns }).collect())
 }
 
 /// A `syscall` instruction in process `pid` to inject calls through: the

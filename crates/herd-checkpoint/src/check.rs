@@ -19,6 +19,8 @@ pub enum CantMove {
     Traced { by: i32, thread: Option<i32> },
     /// Under a seccomp filter (`thread`: only that thread of it).
     Seccomp { thread: Option<i32> },
+    /// Under seccomp filters a checkpoint cannot carry, and why.
+    SeccompFilters { why: String },
     Children(Vec<i32>),
     NotRunning(String),
     Socket { fd: i32, what: String },
@@ -51,6 +53,7 @@ impl fmt::Display for CantMove {
             CantMove::Traced { by, thread: Some(tid) } => write!(f, "its thread {tid} is being traced by process {by}"),
             CantMove::Seccomp { thread: None } => write!(f, "runs under a seccomp filter"),
             CantMove::Seccomp { thread: Some(tid) } => write!(f, "its thread {tid} runs under a seccomp filter"),
+            CantMove::SeccompFilters { why } => f.write_str(why),
             CantMove::Children(c) => write!(
                 f,
                 "has child processes ({}), which would not come along",
@@ -165,13 +168,21 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
         return Ok(Checked { why, kept_home: Vec::new() });
     }
     // Tracing and seccomp filters are each thread's own: the main thread's stand for the
-    // process; another thread's are named.
-    let filtered = |st: &procfs::process::Status| st.seccomp.unwrap_or(0) != 0 && purpose != (Purpose::Migrate { own_filter: true });
+    // process; another thread's are named. A checkpoint carries filters (mode 2) when it
+    // can read them (root: PTRACE_SECCOMP_GET_FILTER), the capture checks them.
+    let whole = matches!(purpose, Purpose::Checkpoint | Purpose::Tree);
+    let carried = |st: &procfs::process::Status| whole && st.seccomp == Some(2) && herd_kernel::task::euid() == 0;
+    let filtered = |st: &procfs::process::Status| st.seccomp.unwrap_or(0) != 0 && purpose != (Purpose::Migrate { own_filter: true }) && !carried(st);
+    let seccomp_why = |st: &procfs::process::Status| match st.seccomp {
+        Some(1) if whole => Some(CantMove::SeccompFilters { why: "runs in seccomp's strict mode".into() }),
+        Some(2) if whole => Some(CantMove::SeccompFilters { why: "runs under a seccomp filter, which only root can read (herd checkpoint as root carries it)".into() }),
+        _ => None,
+    };
     if status.tracerpid != 0 && status.tracerpid != tracer {
         why.push(CantMove::Traced { by: status.tracerpid, thread: None });
     }
     if filtered(&status) {
-        why.push(CantMove::Seccomp { thread: None });
+        why.push(seccomp_why(&status).unwrap_or(CantMove::Seccomp { thread: None }));
     }
     if let Some(r) = io_uring_thread(pid, pid, &status.name) {
         why.push(r);
@@ -190,12 +201,16 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
             if filtered(&st) && !filtered(&status) {
                 why.push(CantMove::Seccomp { thread: Some(tid) });
             }
+            // A checkpoint carries the filters every thread shares (the capture
+            // compares them); a thread under filters the main thread lacks is named.
+            if carried(&st) && status.seccomp != Some(2) {
+                why.push(CantMove::SeccompFilters { why: format!("its thread {tid} runs under a seccomp filter the main thread does not (a checkpoint carries the filters every thread shares)") });
+            }
         }
     }
     // A migrating parent leaves its children at home with its deputy, which stays their
     // parent: they are waited for, signalled and reparented as before. A checkpoint image
     // would lose them.
-    let whole = matches!(purpose, Purpose::Checkpoint | Purpose::Tree);
     let kids = procinfo::children(pid);
     // Memory shared with the parent or a child (kcmp needs ptrace access to both: a
     // relative we may not look at is not one we could share memory with by ourselves).

@@ -1799,6 +1799,10 @@ fn build(
     tracing::debug!(pid, "restore: state set at {:.1} ms", t_build.elapsed().as_secs_f64() * 1e3);
     inj.call_ok("munmap trampoline", abi::SYS_MUNMAP, &[tramp, tramp_len])?;
     made.tramp = None;
+    // Its own seccomp filters: the last calls made in it (a filter may forbid any other).
+    if !image.seccomp.is_empty() {
+        install_seccomp(&mut inj, pid, image)?;
+    }
 
     // Registers last, at an interrupt stop (see Tracee::resume_until_event).
     let tracee = inj.tracee();
@@ -1810,6 +1814,45 @@ fn build(
     tracee.set_xstate(&image.regs.xstate)?;
     tracee.set_sigmask(image.signals.blocked)?;
     Ok(Built { page_bytes, listener_fd, uffd, dirty, home_uffd, home: crate::HomeRegion::of(&image.vmas) })
+}
+
+/// Installs the image's seccomp filters in the process, the first installed first, on
+/// every thread (TSYNC): the calls herd makes in it after this one would be screened by
+/// them, so they come last, once the trampoline is gone. Each is made through the
+/// `syscall` instruction of the process's vDSO, its program put for the time of the
+/// call at the start of its largest writable region, whose bytes are then put back.
+fn install_seccomp(inj: &mut Injector<'_>, pid: i32, image: &ProcessImage) -> Result<()> {
+    let no = |why: &str| CheckpointError::Incompatible(format!("its seccomp filters cannot be installed: {why}"));
+    let vdso = image.vmas.iter().find(|v| matches!(v.kind, VmaKind::Vdso)).ok_or_else(|| no("it has no vDSO to make the call through"))?;
+    let (_, own) = host::own_vdso().ok_or_else(|| no("herd has no vDSO"))?;
+    inj.set_gadget(vdso.start + host::syscall_offset(&own).ok_or_else(|| no("no syscall instruction in the vDSO"))?);
+    let need = 16 + image.seccomp.iter().map(|f| f.insns.len() as u64).max().unwrap_or(0);
+    let room = image
+        .vmas
+        .iter()
+        .filter(|v| !v.shared && v.prot & (herd_image::PROT_READ | PROT_WRITE) == herd_image::PROT_READ | PROT_WRITE && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack))
+        .max_by_key(|v| v.len())
+        .filter(|v| v.len() >= need)
+        .ok_or_else(|| no(&format!("no writable region of {need} bytes to put a program in for the call")))?;
+    let at = room.start;
+    inj.set_stack(room.end - 64);
+    let mut saved = vec![0u8; need as usize];
+    mem::read_ranges(pid, &[(at, need)], &mut saved)?;
+    for (i, f) in image.seccomp.iter().enumerate() {
+        // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+        let mut prog = Vec::with_capacity(16 + f.insns.len());
+        prog.extend_from_slice(&((f.insns.len() / 8) as u64).to_ne_bytes());
+        prog.extend_from_slice(&(at + 16).to_ne_bytes());
+        prog.extend_from_slice(&f.insns);
+        mem::write(pid, at, &prog)?;
+        let flags = f.flags | if image.threads.is_empty() { 0 } else { abi::SECCOMP_FILTER_FLAG_TSYNC | abi::SECCOMP_FILTER_FLAG_TSYNC_ESRCH };
+        let r = inj.call(abi::SYS_SECCOMP, &[abi::SECCOMP_SET_MODE_FILTER, flags, at])?;
+        if r != 0 {
+            return Err(no(&format!("filter {i} of {}: {}", image.seccomp.len(), std::io::Error::from_raw_os_error(-r as i32))));
+        }
+    }
+    mem::write(pid, at, &saved)?;
+    Ok(())
 }
 
 /// What the kernel keeps per thread and a thread sets for itself: rseq area,

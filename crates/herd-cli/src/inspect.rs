@@ -35,6 +35,14 @@ struct Summary {
     /// Timers, locks and process attributes (format version 3; absent in older
     /// images and in migration images).
     state: Option<State>,
+    /// Its seccomp filters, the first installed first: instructions and flags of each.
+    seccomp_filters: Vec<Filter>,
+}
+
+#[derive(Serialize)]
+struct Filter {
+    instructions: usize,
+    flags: u64,
 }
 
 #[derive(Serialize)]
@@ -465,6 +473,7 @@ fn summarize<R: Read>(path: &Path, input: R, tree: Option<&TreeImage>) -> Result
         pending_signals: image.signals.pending.iter().map(|p| p.signo).collect(),
         blocked_signals: image.signals.blocked,
         state,
+        seccomp_filters: image.seccomp.iter().map(|f| Filter { instructions: f.insns.len() / 8, flags: f.flags }).collect(),
     };
     Ok(s)
 }
@@ -487,6 +496,10 @@ fn print_summary(path: &Path, s: &Summary) {
     println!("cwd         {}", s.cwd);
     println!("memory      {:.1} MiB mapped, {:.1} MiB stored in the image", mib(s.memory_bytes), mib(s.stored_bytes));
     println!("signals     handlers for {:?}, pending {:?}, blocked mask {:#x}", s.signal_handlers, s.pending_signals, s.blocked_signals);
+    if !s.seccomp_filters.is_empty() {
+        let each: Vec<String> = s.seccomp_filters.iter().map(|f| if f.flags == 0 { format!("{} instructions", f.instructions) } else { format!("{} instructions (flags {:#x})", f.instructions, f.flags) }).collect();
+        println!("seccomp     {} filters on every thread, first installed first: {}", each.len(), each.join(", "));
+    }
     if let Some(st) = &s.state {
         let timers: Vec<String> = st
             .itimers

@@ -23,7 +23,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::model::{Increment, ProcessImage, ProcessState};
+use crate::model::{Increment, ProcessImage, ProcessState, SeccompFilter};
 
 pub const MAGIC: [u8; 8] = *b"HERDIMG\0";
 /// The version this herd writes.
@@ -35,6 +35,13 @@ pub const EXT_STATE: u16 = 1;
 /// Process-section extension (version 4): [`crate::model::Increment`], in an
 /// incremental checkpoint only.
 pub const EXT_INCREMENT: u16 = 2;
+/// Process-section extension (version 6): the process's seccomp filters
+/// (`Vec<SeccompFilter>`), only when it has some.
+pub const EXT_SECCOMP: u16 = 3;
+/// Instructions of one seccomp filter, and of a whole chain (each filter counting
+/// 4 more), as the kernel bounds them (BPF_MAXINSNS, MAX_INSNS_PER_PATH).
+pub const MAX_FILTER_INSNS: usize = 4096;
+pub const MAX_CHAIN_INSNS: usize = 32768;
 pub const PAGE_SIZE: u64 = 4096;
 /// Largest Process section a reader accepts.
 pub const MAX_PROCESS_LEN: u64 = 16 << 20;
@@ -147,6 +154,12 @@ impl<W: Write> ImageWriter<W> {
             bytes.extend_from_slice(&(ext.len() as u32).to_le_bytes());
             bytes.extend_from_slice(&ext);
         }
+        if !image.seccomp.is_empty() {
+            let ext = postcard::to_stdvec(&image.seccomp).map_err(io::Error::other)?;
+            bytes.extend_from_slice(&EXT_SECCOMP.to_le_bytes());
+            bytes.extend_from_slice(&(ext.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&ext);
+        }
         self.section(KIND_PROCESS, &[&bytes])?;
         self.wrote_process = true;
         Ok(())
@@ -233,12 +246,16 @@ fn check_state(st: &ProcessState) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// What the extensions after the process description hold.
+type Extensions = (Option<ProcessState>, Option<Increment>, Vec<SeccompFilter>);
+
 /// The extensions after the process description (version 3): the state
-/// extension exactly once, from version 4 an increment at most once; an unknown
-/// one is refused, not skipped.
-fn read_extensions(mut rest: &[u8], version: u32) -> Result<(Option<ProcessState>, Option<Increment>), FormatError> {
+/// extension exactly once, from version 4 an increment at most once, from version
+/// 6 seccomp filters at most once; an unknown one is refused, not skipped.
+fn read_extensions(mut rest: &[u8], version: u32) -> Result<Extensions, FormatError> {
     let mut state: Option<Option<ProcessState>> = None;
     let mut increment: Option<Increment> = None;
+    let mut seccomp: Option<Vec<SeccompFilter>> = None;
     while !rest.is_empty() {
         if rest.len() < 6 {
             return Err(FormatError::Corrupt(format!(
@@ -269,6 +286,15 @@ fn read_extensions(mut rest: &[u8], version: u32) -> Result<(Option<ProcessState
                 }
                 increment = Some(inc);
             }
+            EXT_SECCOMP if version >= 6 && seccomp.is_none() => {
+                let (filters, extra): (Vec<SeccompFilter>, &[u8]) =
+                    postcard::take_from_bytes(body).map_err(|e| FormatError::Corrupt(format!("seccomp extension: {e}")))?;
+                if !extra.is_empty() {
+                    return Err(FormatError::Corrupt(format!("seccomp extension has {} bytes after it", extra.len())));
+                }
+                check_seccomp(&filters)?;
+                seccomp = Some(filters);
+            }
             _ => {
                 return Err(FormatError::Corrupt(format!(
                     "the image holds state this herd does not know (extension {tag}); it was made by a newer herd"
@@ -278,7 +304,28 @@ fn read_extensions(mut rest: &[u8], version: u32) -> Result<(Option<ProcessState
         rest = &rest[6 + len..];
     }
     let state = state.ok_or_else(|| FormatError::Corrupt("the process section lacks its state extension (version 3 has one)".into()))?;
-    Ok((state, increment))
+    Ok((state, increment, seccomp.unwrap_or_default()))
+}
+
+/// A chain of seccomp filters a kernel would take: none empty, each whole
+/// instructions, within the kernel's bounds.
+fn check_seccomp(filters: &[SeccompFilter]) -> Result<(), FormatError> {
+    let bad = |why: String| Err(FormatError::Corrupt(format!("seccomp filters: {why}")));
+    if filters.is_empty() {
+        return bad("an extension without a filter".into());
+    }
+    let mut total = 0usize;
+    for (i, f) in filters.iter().enumerate() {
+        let n = f.insns.len() / 8;
+        if f.insns.len() % 8 != 0 || n == 0 || n > MAX_FILTER_INSNS {
+            return bad(format!("filter {i} is {} bytes (1 to {MAX_FILTER_INSNS} instructions of 8 bytes)", f.insns.len()));
+        }
+        total += n + 4;
+    }
+    if total > MAX_CHAIN_INSNS {
+        return bad(format!("{total} instructions in all (at most {MAX_CHAIN_INSNS})"));
+    }
+    Ok(())
 }
 
 /// A section that owns its bytes (see [`ImageReader::next_owned`]).
@@ -647,7 +694,7 @@ impl<R: Read> ImageReader<R> {
                     )));
                 }
                 if self.version >= 3 {
-                    (image.state, image.increment) = read_extensions(rest, self.version)?;
+                    (image.state, image.increment, image.seccomp) = read_extensions(rest, self.version)?;
                 }
                 self.accept_process(&image)?;
                 self.seen_process = true;

@@ -10,5 +10,5 @@ pub mod format;
 pub mod model;
 pub mod tree;
 
-pub use format::{ImageReader, ImageWriter, InPlace, InPlaceSection, OwnedSection, PagesInPlace, Section, FormatError, FORMAT_VERSION, MIN_FORMAT_VERSION, MAGIC, PAGE_SIZE};
+pub use format::{ImageReader, ImageWriter, InPlace, InPlaceSection, OwnedSection, PagesInPlace, Section, FormatError, FORMAT_VERSION, MIN_FORMAT_VERSION, MAGIC, PAGE_SIZE, MAX_FILTER_INSNS, MAX_CHAIN_INSNS};
 pub use model::*;

@@ -28,6 +28,22 @@ pub struct ProcessImage {
     /// an image that stands on its own.
     #[serde(skip)]
     pub increment: Option<Increment>,
+    /// Format version 6: the process's seccomp filters, the first installed first
+    /// (every thread runs under the same ones); an extension of the Process section,
+    /// absent when empty.
+    #[serde(skip)]
+    pub seccomp: Vec<SeccompFilter>,
+}
+
+/// A seccomp filter (`seccomp(SECCOMP_SET_MODE_FILTER)`), format version 6.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompFilter {
+    /// SECCOMP_FILTER_FLAG_* it was installed with that stay with it (LOG,
+    /// SPEC_ALLOW), as PTRACE_SECCOMP_GET_METADATA tells them.
+    pub flags: u64,
+    /// Its classic BPF program: `struct sock_filter`s (code u16, jt u8, jf u8,
+    /// k u32; little-endian), 8 bytes each, 1 to 4,096 of them.
+    pub insns: Vec<u8>,
 }
 
 /// What an incremental checkpoint leaves to its parent, the checkpoint before it:

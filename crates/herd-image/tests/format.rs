@@ -150,6 +150,7 @@ fn image_with(vmas: Vec<Vma>) -> ProcessImage {
         }],
         state: None,
         increment: None,
+        seccomp: Vec::new(),
     }
 }
 
@@ -1294,6 +1295,27 @@ fn leases_are_version_6() {
         image.state = Some(st.clone());
         expect_corrupt(&encode(&image, &pages), what);
     }
+}
+
+/// Seccomp filters (version 6, an extension) round-trip, are refused in a version 5
+/// image, and must be whole instructions within the kernel's bounds.
+#[test]
+fn seccomp_filters_are_version_6() {
+    let (mut image, pages) = sample_v3();
+    let allow = [6u8, 0, 0, 0, 0, 0, 0xff, 0x7f].repeat(3);
+    image.seccomp = vec![SeccompFilter { flags: 0, insns: allow.clone() }, SeccompFilter { flags: 2, insns: allow[..8].to_vec() }];
+    let d = decode(&encode(&image, &pages)).unwrap();
+    assert_eq!(d.image, image);
+    let mut v5 = header(5);
+    v5.extend(&encode(&image, &pages)[header(6).len()..]);
+    let msg = expect_corrupt(&v5, "seccomp filters in a version 5 image");
+    assert!(msg.contains("extension 3"), "{msg}");
+    for (what, insns) in [("a filter without an instruction", vec![]), ("half an instruction", allow[..4].to_vec()), ("4,097 instructions", allow[..8].repeat(4097))] {
+        image.seccomp = vec![SeccompFilter { flags: 0, insns }];
+        expect_corrupt(&encode(&image, &pages), what);
+    }
+    image.seccomp = vec![SeccompFilter { flags: 0, insns: allow[..8].repeat(4096) }; 8];
+    expect_corrupt(&encode(&image, &pages), "32,800 instructions in all");
 }
 
 /// A chain of a full image and two increments merges into the image the last one

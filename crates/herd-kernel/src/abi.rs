@@ -11,10 +11,15 @@ pub const PTRACE_PEEKSIGINFO: u32 = 0x4209;
 pub const PTRACE_GETSIGMASK: u32 = 0x420a;
 pub const PTRACE_SETSIGMASK: u32 = 0x420b;
 pub const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
+pub const PTRACE_SECCOMP_GET_FILTER: u32 = 0x420c;
+pub const PTRACE_SECCOMP_GET_METADATA: u32 = 0x420d;
 pub const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 pub const PTRACE_EVENT_STOP: i32 = 128;
 pub const PTRACE_O_TRACESYSGOOD: u64 = 1;
 pub const PTRACE_O_EXITKILL: u64 = 1 << 20;
+/// The tracee's seccomp filters do not screen its calls while it is traced (needs
+/// CAP_SYS_ADMIN): the calls a capture injects are not the program's to refuse.
+pub const PTRACE_O_SUSPEND_SECCOMP: u64 = 1 << 21;
 pub const PTRACE_O_TRACECLONE: u64 = 1 << 3;
 pub const PTRACE_EVENT_CLONE: i32 = 3;
 pub const PTRACE_O_TRACEFORK: u64 = 1 << 1;

@@ -32,6 +32,19 @@ pub struct Tracee {
 }
 
 /// A ptrace request whose `addr` and `data` are plain integers.
+/// One seccomp filter of a thread ([`Tracee::seccomp_filters`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeccompFilter {
+    /// Its flags as PTRACE_SECCOMP_GET_METADATA tells them.
+    pub flags: u64,
+    /// Its program: `struct sock_filter`s (code u16, jt u8, jf u8, k u32), native order.
+    pub insns: Vec<u8>,
+}
+
+/// The most seccomp filters a thread's chain is read to (the kernel bounds a
+/// chain by its instructions, 32,768 in all, each filter costing 4 more).
+pub const MAX_SECCOMP_FILTERS: usize = 8192;
+
 pub(crate) fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
     debug_assert!(matches!(
         req,
@@ -257,6 +270,37 @@ impl Tracee {
                 return Err(KernelError::Unexpected { pid: self.pid, what: "too many pending signals".into() });
             }
         }
+    }
+
+    /// The thread's seccomp filters, the first installed first: each its classic
+    /// BPF program (`struct sock_filter`s, 8 bytes each) and its flags
+    /// (`SECCOMP_FILTER_FLAG_LOG` and the like). Needs CAP_SYS_ADMIN and the
+    /// thread stopped; none when it runs under no filter.
+    pub fn seccomp_filters(&self) -> Result<Vec<SeccompFilter>> {
+        let err = |what, e| KernelError::from_io(what, self.pid, e);
+        let mut out = Vec::new();
+        for index in 0..=MAX_SECCOMP_FILTERS as u64 {
+            // SAFETY: with a null buffer the kernel only returns the filter's length.
+            let n = match unsafe { ptrace_ptr(abi::PTRACE_SECCOMP_GET_FILTER, self.pid, index, 0) } {
+                Ok(n) => n as usize,
+                // Past the oldest filter; or no filter at all.
+                // (Index 0 is the oldest filter of the chain.)
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) || (index == 0 && e.raw_os_error() == Some(libc::EINVAL)) => return Ok(out),
+                Err(e) => return Err(err("PTRACE_SECCOMP_GET_FILTER", e)),
+            };
+            let mut insns = vec![0u8; n * 8];
+            // SAFETY: `insns` has room for the n instructions of 8 bytes the kernel writes.
+            let got = unsafe { ptrace_ptr(abi::PTRACE_SECCOMP_GET_FILTER, self.pid, index, insns.as_mut_ptr() as u64) }.map_err(|e| err("PTRACE_SECCOMP_GET_FILTER", e))?;
+            if got as usize != n {
+                return Err(KernelError::Unexpected { pid: self.pid, what: format!("seccomp filter {index} was {n} instructions, then {got}") });
+            }
+            // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+            let mut md = [index, 0u64];
+            // SAFETY: `md` is a seccomp_metadata of the size passed as addr.
+            unsafe { ptrace_ptr(abi::PTRACE_SECCOMP_GET_METADATA, self.pid, 16, md.as_mut_ptr() as u64) }.map_err(|e| err("PTRACE_SECCOMP_GET_METADATA", e))?;
+            out.push(SeccompFilter { flags: md[1], insns });
+        }
+        Err(KernelError::Unexpected { pid: self.pid, what: format!("more than {MAX_SECCOMP_FILTERS} seccomp filters") })
     }
 
     /// The rseq area registered by the thread, if any.

@@ -1,4 +1,5 @@
-/* A process herd must refuse (or, in mode "plain", accept) to checkpoint.
+/* A process herd must refuse (or, in modes "plain", "threads" and "lease", accept)
+ * to checkpoint.
  * Modes: "plain", "threads" (a second thread, both looping), "socket" (holds
  * an established TCP connection to itself), "threads+socket", "lease" (a read lease on DIR/lease),
  * "gone-cwd" (its working directory DIR/gone is removed), "epoll-reused" (an
