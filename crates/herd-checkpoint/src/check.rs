@@ -28,7 +28,6 @@ pub enum CantMove {
     SysvShm,
     DeletedFile { path: String },
     UnknownMapping { name: String },
-    DeletedCwd { path: String },
     TooLarge { what: String },
     /// Uses io_uring: its rings and the requests in flight live in the kernel (`fd`: the
     /// ring's descriptor, when the check looked at descriptors; otherwise its mapping).
@@ -65,7 +64,6 @@ impl fmt::Display for CantMove {
             CantMove::SysvShm => write!(f, "uses SysV shared memory"),
             CantMove::DeletedFile { path } => write!(f, "maps a deleted or anonymous file ({path})"),
             CantMove::UnknownMapping { name } => write!(f, "has a special mapping [{name}] herd does not know"),
-            CantMove::DeletedCwd { path } => write!(f, "its working directory {path} has been deleted"),
             CantMove::TooLarge { what } => write!(f, "cannot be carried whole: {what}"),
             CantMove::IoUring { fd: Some(fd) } => write!(f, "fd {fd} is an io_uring, whose rings and requests in flight live in the kernel"),
             CantMove::IoUring { fd: None } => write!(f, "uses io_uring (its rings are mapped), whose requests in flight live in the kernel"),
@@ -224,14 +222,6 @@ fn check_inner(pid: i32, tracer: i32, purpose: Purpose) -> Result<Checked> {
     }
     let fds: Vec<_> = if whole { p.fd().map_err(|e| procinfo::map_err(pid, e))?.collect() } else { Vec::new() };
     let socket_inodes = if purpose == Purpose::Tree { carried_socket_inodes(pid) } else { Vec::new() };
-    if whole {
-        if let Ok(cwd) = p.cwd() {
-            let s = cwd.to_string_lossy();
-            if s.ends_with(" (deleted)") {
-                why.push(CantMove::DeletedCwd { path: s.trim_end_matches(" (deleted)").to_string() });
-            }
-        }
-    }
     for fd in fds {
         let fd = fd.map_err(|e| procinfo::map_err(pid, e))?;
         let what = procinfo::describe(&fd.target);

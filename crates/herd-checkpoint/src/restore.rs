@@ -1232,6 +1232,7 @@ fn child_plan(image: &ProcessImage, remote: bool, pid: PidChoice) -> Result<Chil
             fds: Vec::new(),
             close_std: vec![0, 1, 2],
             cwd: cstring("/")?,
+            cwd_gone: false,
             umask: image.task.umask & 0o777,
             rlimits: image.task.rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
             personality: image.task.personality,
@@ -1274,10 +1275,24 @@ pub(crate) fn plan_files(
         fds.push(FdPlan { fd: f.fd, path: cstring(path)?, flags, offset, cloexec: f.cloexec });
     }
     let close_std = (0..=2).filter(|n| !files.iter().any(|f| f.fd == *n)).collect();
+    // A working directory deleted while it was the process's (the kernel calls it
+    // "PATH (deleted)"): it was empty and nothing can be made in it. It is made again
+    // as a new directory beside where it was (so that `..` is what it was), which
+    // the restorer enters and removes.
+    let (cwd, cwd_gone) = match cwd.strip_suffix(" (deleted)") {
+        Some(gone) if !Path::new(cwd).is_dir() => {
+            static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let parent = Path::new(gone).parent().filter(|p| p.is_dir()).unwrap_or(Path::new("/tmp"));
+            let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (parent.join(format!(".herd-deleted-cwd-{}-{n}", std::process::id())).to_string_lossy().into_owned(), true)
+        }
+        _ => (cwd.to_string(), false),
+    };
     let plan = ChildPlan {
         fds,
         close_std,
-        cwd: cstring(cwd)?,
+        cwd: cstring(&cwd)?,
+        cwd_gone,
         umask: umask & 0o777,
         rlimits: rlimits.iter().map(|r| (r.resource, r.cur, r.max)).collect(),
         personality,

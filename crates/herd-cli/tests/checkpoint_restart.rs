@@ -1357,7 +1357,8 @@ fn check_accepts_simple_process_and_lists_every_reason() {
         ("threads+socket", &["socket"]),
         // A read lease: carried (a lease being broken is refused).
         ("lease", &[]),
-        ("gone-cwd", &["working directory", "deleted"]),
+        // A deleted working directory: carried (made again, entered and removed).
+        ("gone-cwd", &[]),
         ("epoll-reused", &["fd 3", "epoll watching fd 4", "another file"]),
         // Named: the process's other thread, not the process.
         ("thread-seccomp", &["its thread ", "runs under a seccomp filter"]),
@@ -1812,6 +1813,28 @@ fn process_under_its_own_seccomp_filters_keeps_them() {
     let got = run_checkpointed(dir.path(), "seccomp", &cmd, Out::File, 3);
     assert_same_run(&expected, &got);
     assert_inspect_shows(dir.path().join("seccomp.img"), &["seccomp     2 filters on every thread, first installed first: 6 instructions, 6 instructions (flags 0x2)"]);
+}
+
+/// A working directory deleted while the program is in it comes back deleted: a
+/// new empty directory beside where it was, entered and removed by the restorer;
+/// getcwd fails, nothing can be made in it, its parent is the same: the
+/// uninterrupted run's output.
+#[test]
+fn deleted_working_directory_comes_back_deleted() {
+    if !ready("deleted_working_directory_comes_back_deleted", &[Need::Python]) {
+        return;
+    }
+    let dir = tmp();
+    let (plain, ckpt) = (dir.path().join("plain"), dir.path().join("ckpt"));
+    fs::create_dir(&plain).unwrap();
+    fs::create_dir(&ckpt).unwrap();
+    let cmd = |d: &Path| argv![python3().unwrap(), "-I", program_source("ckpt_gonecwd.py"), d, "20"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd(&plain), Out::File);
+    assert!(text(&expected.out).ends_with("getcwd: ENOENT\nlinks: 0 entries: []\nmaking a file: ENOENT\nparent is DIR: True\n"), "{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "gonecwd", &cmd(&ckpt), Out::File, 3);
+    assert_same_run(&expected, &got);
+    let left: Vec<_> = fs::read_dir(&ckpt).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the restore left {left:?} in the directory");
 }
 
 /// A tmux server on a socket of its own in the test's directory, ended (kill-server,

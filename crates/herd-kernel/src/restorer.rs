@@ -88,6 +88,9 @@ pub struct ChildPlan {
     /// Of fds 0-2, those the image did not have open.
     pub close_std: Vec<i32>,
     pub cwd: CString,
+    /// The working directory was deleted: `cwd` is a new directory's path, made,
+    /// entered and removed again (a deleted directory is empty and stays so).
+    pub cwd_gone: bool,
     pub umask: u32,
     pub rlimits: Vec<(u32, u64, u64)>,
     pub personality: u32,
@@ -307,6 +310,7 @@ pub fn spawn(plan: &ChildPlan) -> Result<RestorerChild> {
             .collect(),
         close_std: plan.close_std.clone(),
         cwd: plan.cwd.clone(),
+        cwd_gone: plan.cwd_gone,
         umask: plan.umask,
         rlimits: plan.rlimits.clone(),
         personality: plan.personality,
@@ -994,7 +998,13 @@ fn member_main(ctx: &Ctx<'_>, idx: usize, rs: i32, hs: i32) -> ! {
         for fd in &plan.close_std {
             libc::close(*fd);
         }
+        if plan.cwd_gone && libc::mkdir(plan.cwd.as_ptr(), 0o755) != 0 {
+            fail(rs, idx, 6, 0);
+        }
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
+            fail(rs, idx, 6, 0);
+        }
+        if plan.cwd_gone && libc::rmdir(plan.cwd.as_ptr()) != 0 {
             fail(rs, idx, 6, 0);
         }
         libc::umask(plan.umask);

@@ -2,7 +2,7 @@
  * to checkpoint.
  * Modes: "plain", "threads" (a second thread, both looping), "socket" (holds
  * an established TCP connection to itself), "threads+socket", "lease" (a read lease on DIR/lease),
- * "gone-cwd" (its working directory DIR/gone is removed), "epoll-reused" (an
+ * "gone-cwd" (its working directory DIR/gone is removed; accepted), "epoll-reused" (an
  * epoll watches fd N, whose file now lives at another fd while N holds
  * another file), "thread-seccomp" (a second thread, and only it, under a seccomp
  * filter that allows everything), "io_uring-wait" (an io_uring whose rings are
