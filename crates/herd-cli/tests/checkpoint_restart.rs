@@ -1591,9 +1591,20 @@ fn listening_tcp_udp_and_unix_sockets_restore_on_their_ports() {
     assert!(shown.stdout.contains("socket listening (backlog 5) on 127.0.0.1:") && shown.stdout.contains("srv.sock"), "{}", shown.stdout);
 }
 
+/// A process outside any tree a test checkpoints ([`start_outsider`]): killed (by
+/// pid) and reaped when dropped.
+struct Outsider(Child);
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts python test program `program` with `args`, outside any tree a test
 /// checkpoints, and returns once it has made file `ready`.
-fn start_outsider(program: &str, args: &[OsString], ready: &Path) -> Child {
+fn start_outsider(program: &str, args: &[OsString], ready: &Path) -> Outsider {
     let child = Command::new("bash")
         .args(["-c", CLOSE_FDS_AND_EXEC, "herd-test-exec"])
         .arg(python3().unwrap())
@@ -1603,6 +1614,7 @@ fn start_outsider(program: &str, args: &[OsString], ready: &Path) -> Child {
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    let child = Outsider(child);
     let until = Instant::now() + Duration::from_secs(20);
     while !ready.exists() {
         assert!(Instant::now() < until, "{program} did not make {}", ready.display());
@@ -1612,10 +1624,9 @@ fn start_outsider(program: &str, args: &[OsString], ready: &Path) -> Child {
 }
 
 /// A logger outside the tree (`ckpt_syslog.py server`): a unix datagram socket
-/// bound at `path`, what it receives written to `out`. Killed (by pid) and reaped
-/// when dropped.
+/// bound at `path`, what it receives written to `out`.
 struct Logger {
-    child: Child,
+    _child: Outsider,
     path: PathBuf,
     out: PathBuf,
 }
@@ -1623,7 +1634,7 @@ struct Logger {
 impl Logger {
     fn start(dir: &Path, label: &str) -> Logger {
         let (path, out) = (dir.join(format!("{label}.log.sock")), dir.join(format!("{label}.log")));
-        Logger { child: start_outsider("ckpt_syslog.py", &argv!["server", &path, &out], &path), path, out }
+        Logger { _child: start_outsider("ckpt_syslog.py", &argv!["server", &path, &out], &path), path, out }
     }
 
     /// What it has written, once `lines` lines (or after 10 s).
@@ -1636,13 +1647,6 @@ impl Logger {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Logger {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1683,9 +1687,9 @@ fn syslog_style_socket_to_a_logger_outside_is_connected_again() {
 }
 
 /// An echo server outside the tree (`ckpt_tcp.py peer`) for one connection; its
-/// port is in the file it names. Killed (by pid) and reaped when dropped.
+/// port is in the file it names.
 struct TcpPeer {
-    child: Child,
+    _child: Outsider,
     port_file: PathBuf,
 }
 
@@ -1699,7 +1703,7 @@ impl TcpPeer {
         let port_file = dir.join(format!("{label}.port"));
         let mut args = argv!["peer", &port_file].to_vec();
         args.extend(held.map(|k| k.to_string().into()));
-        TcpPeer { child: start_outsider("ckpt_tcp.py", &args, &port_file), port_file }
+        TcpPeer { _child: start_outsider("ckpt_tcp.py", &args, &port_file), port_file }
     }
 
     /// Lets it send its held answer.
@@ -1707,13 +1711,6 @@ impl TcpPeer {
         let mut go = self.port_file.clone().into_os_string();
         go.push(".go");
         fs::write(go, b"").expect("writing the peer's go file");
-    }
-}
-
-impl Drop for TcpPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1275,6 +1275,16 @@ fn regions_kept_at_home_are_version_5() {
     assert!(msg.contains("kept at home"), "{msg}");
 }
 
+/// Checks that `image` round-trips, and that the same bytes under a version 5
+/// header are Corrupt (`what`); returns what the refusal says.
+fn version_6_only(image: &ProcessImage, pages: &[(u64, Vec<u8>)], what: &str) -> String {
+    let bytes = encode(image, pages);
+    assert_eq!(&decode(&bytes).unwrap().image, image);
+    let mut v5 = header(5);
+    v5.extend(&bytes[header(6).len()..]);
+    expect_corrupt(&v5, what)
+}
+
 /// Leases (version 6) round-trip, are refused in a version 5 image, and carry a
 /// signal (at most 64) and no length.
 #[test]
@@ -1283,11 +1293,7 @@ fn leases_are_version_6() {
     let mut st = image.state.clone().unwrap();
     st.locks.push(FileLock { fd: 4, kind: LockKind::Lease, write: true, start: 36, len: 0 });
     image.state = Some(st.clone());
-    let d = decode(&encode(&image, &pages)).unwrap();
-    assert_eq!(d.image, image);
-    let mut v5 = header(5);
-    v5.extend(&encode(&image, &pages)[header(6).len()..]);
-    let msg = expect_corrupt(&v5, "a lease in a version 5 image");
+    let msg = version_6_only(&image, &pages, "a lease in a version 5 image");
     assert!(msg.contains("format version 5"), "{msg}");
     for (what, start, len) in [("a lease with a length", 36, 1), ("a lease with signal 65", 65, 0)] {
         st.locks.last_mut().unwrap().start = start;
@@ -1304,11 +1310,7 @@ fn seccomp_filters_are_version_6() {
     let (mut image, pages) = sample_v3();
     let allow = [6u8, 0, 0, 0, 0, 0, 0xff, 0x7f].repeat(3);
     image.seccomp = vec![SeccompFilter { flags: 0, insns: allow.clone() }, SeccompFilter { flags: 2, insns: allow[..8].to_vec() }];
-    let d = decode(&encode(&image, &pages)).unwrap();
-    assert_eq!(d.image, image);
-    let mut v5 = header(5);
-    v5.extend(&encode(&image, &pages)[header(6).len()..]);
-    let msg = expect_corrupt(&v5, "seccomp filters in a version 5 image");
+    let msg = version_6_only(&image, &pages, "seccomp filters in a version 5 image");
     assert!(msg.contains("extension 3"), "{msg}");
     for (what, insns) in [("a filter without an instruction", vec![]), ("half an instruction", allow[..4].to_vec()), ("4,097 instructions", allow[..8].repeat(4097))] {
         image.seccomp = vec![SeccompFilter { flags: 0, insns }];
