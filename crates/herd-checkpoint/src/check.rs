@@ -102,9 +102,10 @@ fn carried_socket_inodes(pid: i32) -> Vec<u64> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
         text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(column)?.parse().ok()).collect()
     };
-    // unix: Num RefCount Protocol Flags Type St Inode Path; tcp/udp: inode is the 10th column.
+    // unix: Num RefCount Protocol Flags Type St Inode Path; tcp/udp: inode is the 10th
+    // column; netlink: sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode.
     let mut all = read("unix", 6);
-    for n in ["tcp", "tcp6", "udp", "udp6"] {
+    for n in ["tcp", "tcp6", "udp", "udp6", "netlink"] {
         all.extend(read(n, 9));
     }
     all

@@ -627,6 +627,7 @@ fn tree_plan(tree: &TreeImage, mode: PidMode, memory: &[Object]) -> Result<resto
                     let addr = |a: &SockAddr| match a {
                         SockAddr::Inet(i) => sockdiag::sockaddr_bytes(i),
                         SockAddr::Unix(n) => sockdiag::unix_sockaddr_bytes(n),
+                        SockAddr::Netlink { portid, groups } => sockdiag::netlink_sockaddr_bytes(*portid, *groups),
                     };
                     let unlink = match bound {
                         Some(SockAddr::Unix(n)) if n.first() != Some(&0) => Some(CString::new(n.clone()).map_err(|_| FormatError::Corrupt("a unix socket path with a NUL byte".into()))?),

@@ -865,8 +865,37 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
                 }
             }
         }
+        (None, None) if family == libc::AF_NETLINK => netlink_socket(d, sock.as_fd(), (family, kind, protocol), flags),
         (None, None) => Err(format!("a socket of family {family} that herd does not carry")),
     }
+}
+
+/// A netlink socket (`(family, type, protocol)`), made again with its port id, its
+/// multicast groups, where it sends and its options. Refused with bytes waiting in it
+/// (answers or events not read yet) or in a group above 32 (a bind names groups 1-32).
+fn netlink_socket(d: &Desc, sock: std::os::fd::BorrowedFd<'_>, (family, kind, protocol): (i32, i32, i32), flags: i32) -> std::result::Result<SharedOfd, String> {
+    let ino = d.link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse().ok()).unwrap_or(0);
+    match sockdiag::netlink_queued(d.pid, ino) {
+        Ok(Some(0)) => {}
+        Ok(Some(n)) => return Err(format!("a netlink socket (protocol {protocol}) with {n} bytes waiting to be read")),
+        Ok(None) => return Err(format!("a netlink socket (protocol {protocol}) that /proc/{}/net/netlink does not list", d.pid)),
+        Err(e) => return Err(format!("a netlink socket (protocol {protocol}): /proc/{}/net/netlink: {e}", d.pid)),
+    }
+    let n = sockdiag::netlink_sock(sock).map_err(|e| format!("a netlink socket (protocol {protocol}) that cannot be read: {e}"))?;
+    if let Some(g) = n.groups.iter().find(|&&g| g > 32) {
+        return Err(format!("a netlink socket (protocol {protocol}) in multicast group {g} (groups above 32 are not carried)"));
+    }
+    let mask = |g: u32| if g == 0 { 0 } else { 1u32 << (g - 1) };
+    let groups = n.groups.iter().fold(0, |m, &g| m | mask(g));
+    let mut options = Vec::new();
+    for name in sockdiag::NETLINK_INT_OPTIONS {
+        let v = sockdiag::sockopt(sock, sockdiag::SOL_NETLINK, name).map_err(|e| format!("a netlink socket: getsockopt {name}: {e}"))?;
+        if v != 0 {
+            options.push((sockdiag::SOL_NETLINK, name, v));
+        }
+    }
+    let connected = (n.dst_portid != 0 || n.dst_group != 0).then_some(SockAddr::Netlink { portid: n.dst_portid, groups: mask(n.dst_group) });
+    Ok(SharedOfd::Socket { family, kind, protocol, bound: Some(SockAddr::Netlink { portid: n.portid, groups }), connected, backlog: None, options, flags })
 }
 
 /// A unix socket's name as people write it: its path, or `@` and an abstract name.

@@ -176,6 +176,7 @@ fn describe_ofd(o: &SharedOfd) -> String {
                 SockAddr::Inet(i) => i.to_string(),
                 SockAddr::Unix(n) if n.first() == Some(&0) => format!("@{}", String::from_utf8_lossy(&n[1..])),
                 SockAddr::Unix(n) => String::from_utf8_lossy(n).into_owned(),
+                SockAddr::Netlink { portid, groups } => format!("netlink port {portid}, groups {groups:#x}"),
             };
             let mut s = match backlog {
                 Some(b) => format!("socket listening (backlog {b})"),

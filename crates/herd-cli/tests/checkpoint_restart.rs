@@ -1834,6 +1834,32 @@ fn deleted_working_directory_comes_back_deleted() {
     assert!(left.is_empty(), "the restore left {left:?} in the directory");
 }
 
+/// A netlink socket (NETLINK_ROUTE, bound to a multicast group) comes back with
+/// its port id and groups and still answers: python3 dumps the network links
+/// through it after the restart, as uninterrupted. With answers waiting in it,
+/// refused, and the program runs on.
+#[test]
+fn netlink_socket_keeps_its_port_and_groups() {
+    if !ready("netlink_socket_keeps_its_port_and_groups", &[Need::Python, Need::Root]) {
+        return;
+    }
+    let dir = tmp();
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_netlink.py"), "20"];
+    let expected = run_uninterrupted(dir.path(), "plain", &cmd, Out::File);
+    assert!(text(&expected.out).ends_with("same port: True groups 0x80\nlinks include lo: True\n"), "{}", text(&expected.out));
+    let got = run_checkpointed(dir.path(), "netlink", &cmd, Out::File, 3);
+    assert_same_run(&expected, &got);
+    assert_inspect_shows(dir.path().join("netlink.img"), &["socket on netlink port ", "groups 0x80"]);
+
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_netlink.py"), "30", "unread"];
+    let mut p = spawn_prog(dir.path(), "unread", &cmd, Out::File, false);
+    p.wait_for_lines(2);
+    let run = checkpoint(p.pid(), &dir.path().join("unread.img"), true);
+    run.assert_clean_failure();
+    assert!(run.stderr.contains("a netlink socket (protocol 0) with") && run.stderr.contains("bytes waiting to be read"), "{}", run.report());
+    p.assert_still_running(&format!("the refused `{}`", run.cmd));
+}
+
 /// A tmux server on a socket of its own in the test's directory, ended (kill-server,
 /// then SIGKILL by pid) when dropped.
 struct Tmux {

@@ -26,9 +26,10 @@ pub const TREE_MAGIC: [u8; 8] = *b"HERDTREE";
 /// Version 2: [`SharedOfd::Event`]. Version 3: [`TreeImage::memory`] (and the
 /// members' `VmaKind::Memory` regions, process image format version 4). Version 4:
 /// [`SharedOfd::Tcp`], [`SharedOfd::PtyMaster`] and [`SharedOfd::PtySlave`], and an
-/// inotify instance as [`SharedOfd::Event`]. Version 5: [`SharedOfd::Epoll`]. Versions
-/// 1 to 4 are read as well.
-pub const TREE_VERSION: u32 = 5;
+/// inotify instance as [`SharedOfd::Event`]. Version 5: [`SharedOfd::Epoll`] and
+/// [`SharedOfd::Fanotify`]. Version 6: [`SockAddr::Netlink`]. Versions 1 to 5 are read
+/// as well.
+pub const TREE_VERSION: u32 = 6;
 /// The oldest tree version this herd reads.
 pub const MIN_TREE_VERSION: u32 = 1;
 /// Largest tree header a reader accepts (pipe contents are in it).
@@ -278,6 +279,10 @@ pub enum SockAddr {
     Inet(std::net::SocketAddr),
     /// A unix socket's name: a path, or an abstract name (first byte 0).
     Unix(Vec<u8>),
+    /// Tree version 6: a netlink address (struct sockaddr_nl): a port id, and
+    /// multicast groups as a bind takes them (group g is bit g-1) or the one group
+    /// a connect sends to.
+    Netlink { portid: u32, groups: u32 },
 }
 
 /// What kind of nameless file a [`SharedOfd::Contents`] is.
@@ -380,6 +385,10 @@ pub fn read_tree_after_magic<R: Read>(input: &mut R) -> Result<TreeImage, Format
     if version < 5 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Epoll { .. } | SharedOfd::Fanotify(_))) {
         return Err(FormatError::Corrupt(format!("tree image version {version} holds a shared epoll instance or a fanotify group (version 5 and later may)")));
     }
+    let netlink = |a: &Option<SockAddr>| matches!(a, Some(SockAddr::Netlink { .. }));
+    if version < 6 && tree.ofds.iter().any(|o| matches!(o, SharedOfd::Socket { bound, connected, .. } if netlink(bound) || netlink(connected))) {
+        return Err(FormatError::Corrupt(format!("tree image version {version} holds a netlink socket (version 6 and later may)")));
+    }
     tree.validate()?;
     Ok(tree)
 }
@@ -445,7 +454,10 @@ impl TreeImage {
                     return bad(format!("shared file {i} holds {} bytes", contents.len()))
                 }
                 SharedOfd::Contents { .. } => {}
-                SharedOfd::Socket { family, .. } if ![1, 2, 10].contains(family) => return bad(format!("shared file {i} is a socket of family {family}")),
+                SharedOfd::Socket { family, .. } if ![1, 2, 10, 16].contains(family) => return bad(format!("shared file {i} is a socket of family {family}")),
+                SharedOfd::Socket { family, bound, connected, .. } if [bound, connected].iter().any(|a| matches!(a, Some(SockAddr::Netlink { .. }))) != (*family == 16) => {
+                    return bad(format!("shared file {i}: a socket of family {family} with a netlink address, or the reverse"))
+                }
                 SharedOfd::Socket { .. } => {}
                 SharedOfd::Event(FileKind::EventFd { .. } | FileKind::TimerFd { .. } | FileKind::SignalFd { .. } | FileKind::Inotify { .. }) => {}
                 SharedOfd::Event(_) => return bad(format!("shared file {i} is an event file of a kind that is not made again shared")),
@@ -630,6 +642,20 @@ mod tests {
         t.ofds.push(fanotify("/tmp/watched", 0x40));
         assert_eq!(read(&bytes(&t)).unwrap(), t);
         assert!(matches!(read(&as_version(&t, 4)), Err(FormatError::Corrupt(m)) if m.contains("fanotify")));
+    }
+
+    /// A netlink socket appeared in version 6: it round-trips, one in an older tree is
+    /// corrupt, and so is a netlink address on a socket of another family.
+    #[test]
+    fn a_netlink_socket_needs_version_6() {
+        let mut t = sample();
+        let bound = Some(SockAddr::Netlink { portid: 4242, groups: 0x80 });
+        t.ofds.push(SharedOfd::Socket { family: 16, kind: 3, protocol: 0, bound: bound.clone(), connected: None, backlog: None, options: vec![(270, 11, 1)], flags: 0 });
+        assert_eq!(read(&bytes(&t)).unwrap(), t);
+        assert!(matches!(read(&as_version(&t, 5)), Err(FormatError::Corrupt(m)) if m.contains("netlink")));
+        t.ofds.pop();
+        t.ofds.push(SharedOfd::Socket { family: 1, kind: 2, protocol: 0, bound, connected: None, backlog: None, options: vec![], flags: 0 });
+        assert!(matches!(read(&bytes(&t)), Err(FormatError::Corrupt(m)) if m.contains("netlink address")));
     }
 
     /// Tree `t` written with header version `version` (its payload as this herd encodes it).

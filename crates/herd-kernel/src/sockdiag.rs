@@ -150,6 +150,75 @@ pub fn sockopt(sock: BorrowedFd<'_>, level: i32, name: i32) -> std::io::Result<i
     Ok(v)
 }
 
+/// A netlink socket's addresses (its own and where it sends) and the multicast
+/// groups it listens to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetlinkSock {
+    /// Its port id (bound or given by the kernel; 0 if neither yet).
+    pub portid: u32,
+    /// Its multicast groups, by number (group g is bit g-1 of a bind's nl_groups).
+    pub groups: Vec<u32>,
+    /// Where it sends by default (connect): a port id and a group (0: the kernel).
+    pub dst_portid: u32,
+    pub dst_group: u32,
+}
+
+/// Reads netlink socket `sock` (getsockname, getpeername, NETLINK_LIST_MEMBERSHIPS).
+pub fn netlink_sock(sock: BorrowedFd<'_>) -> std::io::Result<NetlinkSock> {
+    let fd = sock.as_raw_fd();
+    // struct sockaddr_nl: family u16, pad u16, pid u32, groups u32.
+    let name = |peer: bool| -> std::io::Result<(u32, u32)> {
+        let mut a = [0u8; 12];
+        let mut len = a.len() as libc::socklen_t;
+        let p = a.as_mut_ptr().cast();
+        // SAFETY: the kernel writes at most `len` bytes into `a`, on our stack.
+        let r = unsafe { if peer { libc::getpeername(fd, p, &mut len) } else { libc::getsockname(fd, p, &mut len) } };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let word = |at: usize| u32::from_ne_bytes(a[at..at + 4].try_into().expect("4 bytes"));
+        Ok((word(4), word(8)))
+    };
+    let (portid, _) = name(false)?;
+    let (dst_portid, dst_mask) = name(true)?;
+    let mut words = [0u32; 32];
+    let mut len = std::mem::size_of_val(&words) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes of group bitmap into `words`, on our stack.
+    if unsafe { libc::getsockopt(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, words.as_mut_ptr().cast(), &mut len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // `len` says how many bytes the whole bitmap needs; what did not fit is not read.
+    let have = (len as usize / 4).min(words.len());
+    let groups = (0..have * 32).filter(|&b| words[b / 32] & (1 << (b % 32)) != 0).map(|b| b as u32 + 1).collect();
+    Ok(NetlinkSock { portid, groups, dst_portid, dst_group: if dst_mask == 0 { 0 } else { dst_mask.trailing_zeros() + 1 } })
+}
+
+/// `SOL_NETLINK` and its options a checkpoint reads (linux/netlink.h).
+pub const SOL_NETLINK: i32 = 270;
+pub const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
+/// The int options of a netlink socket: PKTINFO, BROADCAST_ERROR, NO_ENOBUFS,
+/// LISTEN_ALL_NSID, CAP_ACK, EXT_ACK, GET_STRICT_CHK.
+pub const NETLINK_INT_OPTIONS: [i32; 7] = [3, 4, 5, 8, 10, 11, 12];
+
+/// A netlink socket address as the kernel takes it (struct sockaddr_nl).
+pub fn netlink_sockaddr_bytes(portid: u32, groups: u32) -> Vec<u8> {
+    let mut b = (libc::AF_NETLINK as u16).to_ne_bytes().to_vec();
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&portid.to_ne_bytes());
+    b.extend_from_slice(&groups.to_ne_bytes());
+    b
+}
+
+/// The bytes waiting in netlink socket `inode` of the network namespace of process
+/// `pid` (the Rmem column of /proc/PID/net/netlink); `None` if it is not there.
+pub fn netlink_queued(pid: i32, inode: u64) -> std::io::Result<Option<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/netlink"))?;
+    Ok(text.lines().skip(1).find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.len() >= 10 && w[9].parse::<u64>().ok() == Some(inode)).then(|| w[4].parse().ok()).flatten()
+    }))
+}
+
 /// A socket address as the kernel takes it (struct sockaddr_in / sockaddr_in6).
 pub fn sockaddr_bytes(a: &std::net::SocketAddr) -> Vec<u8> {
     match a {
