@@ -1654,7 +1654,8 @@ impl Logger {
 /// outside the tree (an unnamed unix datagram socket connected to a named one, as
 /// syslog(3) to /dev/log): restored connected to that name again, so the logger
 /// receives every message, as from the uninterrupted run. When the logger's name
-/// no longer leads to a socket, refused, and the program runs on.
+/// no longer leads to a socket, refused, and the program runs on; when it is gone
+/// at the restart, the restart fails saying so.
 #[test]
 fn syslog_style_socket_to_a_logger_outside_is_connected_again() {
     if !ready("syslog_style_socket_to_a_logger_outside_is_connected_again", &[Need::Python]) {
@@ -1684,6 +1685,18 @@ fn syslog_style_socket_to_a_logger_outside_is_connected_again() {
     run.assert_clean_failure();
     assert!(run.stderr.contains("a name that no longer leads to a socket"), "{}", run.report());
     p.assert_still_running(&format!("the refused `{}`", run.cmd));
+    drop(p);
+
+    let late = Logger::start(dir.path(), "late");
+    let cmd = argv![python3().unwrap(), "-I", program_source("ckpt_syslog.py"), "client", &late.path, "30"];
+    let mut p = spawn_prog(dir.path(), "late", &cmd, Out::File, false);
+    p.wait_for_lines(2);
+    let img = dir.path().join("late.img");
+    checkpoint_ok_with(p.pid(), &img, true, &[], &p.context());
+    p.reap_killed();
+    fs::remove_file(&late.path).unwrap();
+    let (status, _, err) = restart(&img, false).wait();
+    assert!(!status.success() && err.contains(&format!("a socket connected to {}", late.path.display())), "herd restart without the logger: {status:?}\n{err}");
 }
 
 /// An echo server outside the tree (`ckpt_tcp.py peer`) for one connection; its

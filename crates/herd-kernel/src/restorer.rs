@@ -97,6 +97,21 @@ pub struct ChildPlan {
     pub pid: PidChoice,
 }
 
+impl OfdPlan {
+    /// What a failure to make it names: the file, or the unix path a socket is
+    /// bound or connected to ("" for the rest).
+    fn describe(&self) -> String {
+        // sockaddr_un: family u16, then the path (NUL-terminated; abstract: a NUL first).
+        let unix = |a: &Vec<u8>| (a.len() > 2 && a[..2] == (libc::AF_UNIX as u16).to_ne_bytes()).then(|| String::from_utf8_lossy(&a[2..]).trim_end_matches('\0').replace('\0', "@"));
+        match self {
+            OfdPlan::Open { path, .. } => format!(" ({})", path.to_string_lossy()),
+            OfdPlan::Socket { connect: Some(a), .. } if unix(a).is_some() => format!(" (a socket connected to {})", unix(a).unwrap_or_default()),
+            OfdPlan::Socket { bind: Some(a), .. } if unix(a).is_some() => format!(" (a socket bound at {})", unix(a).unwrap_or_default()),
+            _ => String::new(),
+        }
+    }
+}
+
 /// An open file made once, in the root, for the members that share it.
 pub enum OfdPlan {
     Open { path: CString, flags: i32, offset: u64 },
@@ -412,6 +427,7 @@ pub fn spawn_tree(plan: &TreePlan) -> Result<RestorerChild> {
                 (2..=5, Some(m)) => m.plan.fds.get(index as usize).map(|f| format!(" fd {} ({})", f.fd, f.path.to_string_lossy())).unwrap_or_default(),
                 (7, Some(m)) => format!(" (resource {})", m.plan.rlimits.get(index as usize).map_or(0, |r| r.0)),
                 (6, Some(m)) => format!(" ({})", m.plan.cwd.to_string_lossy()),
+                (10, _) => plan.ofds.get(index as usize).map(OfdPlan::describe).unwrap_or_default(),
                 _ => String::new(),
             };
             let whose = if plan.members.len() > 1 { format!(" for process {}", member.map_or(0, |m| m.pid)) } else { String::new() };
