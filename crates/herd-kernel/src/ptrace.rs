@@ -31,7 +31,6 @@ pub struct Tracee {
     pub(crate) deferred: Vec<i32>,
 }
 
-/// A ptrace request whose `addr` and `data` are plain integers.
 /// One seccomp filter of a thread ([`Tracee::seccomp_filters`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeccompFilter {
@@ -45,6 +44,7 @@ pub struct SeccompFilter {
 /// chain by its instructions, 32,768 in all, each filter costing 4 more).
 pub const MAX_SECCOMP_FILTERS: usize = 8192;
 
+/// A ptrace request whose `addr` and `data` are plain integers.
 pub(crate) fn ptrace(req: u32, pid: i32, addr: u64, data: u64) -> std::result::Result<i64, std::io::Error> {
     debug_assert!(matches!(
         req,

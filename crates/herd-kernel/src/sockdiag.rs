@@ -181,15 +181,23 @@ pub fn netlink_sock(sock: BorrowedFd<'_>) -> std::io::Result<NetlinkSock> {
     };
     let (portid, _) = name(false)?;
     let (dst_portid, dst_mask) = name(true)?;
-    let mut words = [0u32; 32];
-    let mut len = std::mem::size_of_val(&words) as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes of group bitmap into `words`, on our stack.
-    if unsafe { libc::getsockopt(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, words.as_mut_ptr().cast(), &mut len) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    // The group bitmap, as long as the family's groups need: the kernel fills what fits
+    // and says how long the whole is (asked again with that room if it did not fit).
+    let mut words = vec![0u32; 32];
+    loop {
+        let room = (words.len() * 4) as libc::socklen_t;
+        let mut len = room;
+        // SAFETY: the kernel writes at most `len` bytes of group bitmap into `words`.
+        if unsafe { libc::getsockopt(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, words.as_mut_ptr().cast(), &mut len) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if len <= room {
+            words.truncate(len as usize / 4);
+            break;
+        }
+        words = vec![0u32; (len as usize).div_ceil(4)];
     }
-    // `len` says how many bytes the whole bitmap needs; what did not fit is not read.
-    let have = (len as usize / 4).min(words.len());
-    let groups = (0..have * 32).filter(|&b| words[b / 32] & (1 << (b % 32)) != 0).map(|b| b as u32 + 1).collect();
+    let groups = (0..words.len() * 32).filter(|&b| words[b / 32] & (1 << (b % 32)) != 0).map(|b| b as u32 + 1).collect();
     Ok(NetlinkSock { portid, groups, dst_portid, dst_group: if dst_mask == 0 { 0 } else { dst_mask.trailing_zeros() + 1 } })
 }
 
@@ -301,4 +309,32 @@ pub fn socket_peek(sock: BorrowedFd<'_>, stream: bool) -> std::io::Result<Vec<Ve
     };
     set_peek(before);
     result.map(|()| out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    /// A NETLINK_ROUTE socket bound to group 8 and added to group 33 (past a bind's 32):
+    /// its port id is the kernel's, its groups both, and it sends to the kernel.
+    #[test]
+    fn a_netlink_socket_reads_back() {
+        // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a new descriptor nobody else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let addr = netlink_sockaddr_bytes(0, 1 << 7);
+        // SAFETY: bind reads `addr.len()` bytes of a sockaddr_nl from `addr`.
+        assert_eq!(unsafe { libc::bind(raw, addr.as_ptr().cast(), addr.len() as libc::socklen_t) }, 0, "bind: {}", std::io::Error::last_os_error());
+        let group: libc::c_int = 33;
+        // SAFETY: setsockopt reads an int from `group`, on our stack.
+        let added = unsafe { libc::setsockopt(raw, SOL_NETLINK, 1, (&group as *const libc::c_int).cast(), 4) };
+        assert_eq!(added, 0, "NETLINK_ADD_MEMBERSHIP: {}", std::io::Error::last_os_error());
+        let n = netlink_sock(sock.as_fd()).unwrap();
+        assert_ne!(n.portid, 0);
+        assert_eq!(n.groups, vec![8, 33]);
+        assert_eq!((n.dst_portid, n.dst_group), (0, 0));
+    }
 }
