@@ -814,7 +814,7 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
                 let Some(name) = peer else {
                     return Err("a unix datagram socket connected to a socket without a name outside the process tree".into());
                 };
-                let shown = unix_name(name);
+                let shown = SockAddr::Unix(name.to_vec());
                 // The name the peer was bound at: a path must still lead to a socket (the
                 // restore connects to whatever socket is there then, as a syslog client
                 // reconnects to /dev/log).
@@ -832,7 +832,7 @@ fn lone_socket(d: &Desc, unix: Option<&UnixSock>, inet: Option<&sockdiag::InetSo
                 if !waiting.is_empty() {
                     return Err(format!("a unix datagram socket connected to {shown} with {} datagrams waiting", waiting.len()));
                 }
-                return Ok(SharedOfd::Socket { family, kind, protocol, bound: None, connected: Some(SockAddr::Unix(name.to_vec())), backlog: None, options, flags });
+                return Ok(SharedOfd::Socket { family, kind, protocol, bound: None, connected: Some(shown), backlog: None, options, flags });
             }
             if u.state != 10 && u.state != 7 {
                 return Err("a unix socket in a state herd does not carry".into());
@@ -896,14 +896,6 @@ fn netlink_socket(d: &Desc, sock: std::os::fd::BorrowedFd<'_>, (family, kind, pr
     }
     let connected = (n.dst_portid != 0 || n.dst_group != 0).then_some(SockAddr::Netlink { portid: n.dst_portid, groups: mask(n.dst_group) });
     Ok(SharedOfd::Socket { family, kind, protocol, bound: Some(SockAddr::Netlink { portid: n.portid, groups }), connected, backlog: None, options, flags })
-}
-
-/// A unix socket's name as people write it: its path, or `@` and an abstract name.
-fn unix_name(name: &[u8]) -> String {
-    match name.split_first() {
-        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-        _ => String::from_utf8_lossy(name).into_owned(),
-    }
 }
 
 /// The fanotify group open at `d`, with its marks found again by path. Refused: a

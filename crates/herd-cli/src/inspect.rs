@@ -5,7 +5,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use herd_image::tree::{read_tree_after_magic, MemoryKind, NamelessKind, SharedOfd, SockAddr, TreeImage, TREE_MAGIC};
+use herd_image::tree::{read_tree_after_magic, MemoryKind, NamelessKind, SharedOfd, TreeImage, TREE_MAGIC};
 use herd_image::{FileKind, ImageReader, Section, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use serde::Serialize;
 
@@ -172,21 +172,15 @@ fn describe_ofd(o: &SharedOfd) -> String {
         SharedOfd::Outer { fd, what } => format!("herd restart's fd {fd} (was {what})"),
         SharedOfd::SocketEnd { pair, end, .. } => format!("socket pair {pair}, end {end}"),
         SharedOfd::Socket { bound, connected, backlog, .. } => {
-            let name = |a: &SockAddr| match a {
-                SockAddr::Inet(i) => i.to_string(),
-                SockAddr::Unix(n) if n.first() == Some(&0) => format!("@{}", String::from_utf8_lossy(&n[1..])),
-                SockAddr::Unix(n) => String::from_utf8_lossy(n).into_owned(),
-                SockAddr::Netlink { portid, groups } => format!("netlink port {portid}, groups {groups:#x}"),
-            };
             let mut s = match backlog {
                 Some(b) => format!("socket listening (backlog {b})"),
                 None => "socket".to_string(),
             };
             if let Some(b) = bound {
-                s += &format!(" on {}", name(b));
+                s += &format!(" on {b}");
             }
             if let Some(c) = connected {
-                s += &format!(" connected to {}", name(c));
+                s += &format!(" connected to {c}");
             }
             s
         }

@@ -285,6 +285,21 @@ pub enum SockAddr {
     Netlink { portid: u32, groups: u32 },
 }
 
+impl std::fmt::Display for SockAddr {
+    /// As people write it: `host:port`, a unix path, `@` and an abstract name, a
+    /// netlink port and groups.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SockAddr::Inet(i) => write!(f, "{i}"),
+            SockAddr::Unix(n) => match n.split_first() {
+                Some((0, rest)) => write!(f, "@{}", String::from_utf8_lossy(rest)),
+                _ => f.write_str(&String::from_utf8_lossy(n)),
+            },
+            SockAddr::Netlink { portid, groups } => write!(f, "netlink port {portid}, groups {groups:#x}"),
+        }
+    }
+}
+
 /// What kind of nameless file a [`SharedOfd::Contents`] is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum NamelessKind {
