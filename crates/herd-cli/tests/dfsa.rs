@@ -39,11 +39,12 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("forwarded_files_read_ahead_and_written_behind", forwarded_files_read_ahead_and_written_behind),
     ("write_error_at_home_reaches_a_later_call", write_error_at_home_reaches_a_later_call),
     ("sha256sum_cp_xz_of_a_file_at_home_run_on_n2", sha256sum_cp_xz_of_a_file_at_home_run_on_n2),
+    ("identical_files_mapped_where_it_runs", identical_files_mapped_where_it_runs),
 ];
 
 #[test]
 fn dfsa_scenarios() {
-    let spec = Spec { name: "dfsa", c_programs: C_PROGRAMS, py_programs: &[], scripts: &[], quiet_n1: true, cpus_per_node: None, shared: true };
+    let spec = Spec { name: "dfsa", c_programs: C_PROGRAMS, py_programs: &["dfsa_map.py"], scripts: &[], quiet_n1: true, cpus_per_node: None, shared: true };
     let Some(lab) = Lab::new(&spec) else { return };
     let (ran, failed) = scenarios::run(SCENARIOS, "HERD_DFSA_ONLY", &lab, Lab::wait_healthy, |_| {});
     let dir = lab.finish(failed.is_empty());
@@ -320,5 +321,43 @@ fn lookalike_path_stays_forwarded(lab: &Lab) {
     expect_status(&direct, Some(0), None);
     assert!(direct.stdout.contains(&format!("{file}: 16 bytes")), "{}", direct.describe());
     let moved = moved_at_ready(lab, "dfsa_io check look-alike (herd run, on n2)", &check, "n2");
+    same_result(&direct, &moved, same);
+}
+
+/// Private mappings of files home has open, on n2: a data file in a directory the nodes
+/// do not share but that holds the same file on n2, and the C extension modules python
+/// loads there (ld.so opens them at home and maps them): n2's identical copies are
+/// mapped, and the process stays on n2 (it went home for each mapping before). A file at
+/// the same path whose contents differ on n2 (the look-alike directory, same size) is
+/// mapped at home: the process goes home for it and sees home's contents. Same output
+/// as a direct run.
+fn identical_files_mapped_where_it_runs(lab: &Lab) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = lab.dir.join("maps");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.join("data");
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let other = format!("{LOOKALIKE}/mapped");
+    lab.node_sh_ok("n1", &format!("printf 'home contents\\n' > {other} && chmod 644 {other}"));
+    lab.node_sh_ok("n2", &format!("printf 'node contents\\n' > {other} && chmod 644 {other}"));
+    let prog = lab.python_program("dfsa_map.py").with_args(&[file.to_str().unwrap(), &other]);
+    let direct = lab.run_direct("dfsa_map.py (direct)", &prog, &[Gate::Line("ready"), Gate::Line("mapped"), Gate::Line("done")]);
+    expect_status(&direct, Some(0), None);
+    for line in ["private write: b'XXXXX'", "C scanner: True", "decimal 0.1428571428571428571428571428571428571429", "lzma 40000", "other: home contents"] {
+        assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
+    }
+
+    let (mut p, pid) = on_n2_until(lab, "dfsa_map.py (herd run, on n2)", &prog, "mapped");
+    // Still on n2, never home: the file and the modules were mapped from n2's copies.
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    p.wait_for_line(lab, "done");
+    // Home for the look-alike, whose contents on n2 are not home's.
+    lab.expect_where(&p, pid, "n1", Some(2));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
     same_result(&direct, &moved, same);
 }

@@ -39,6 +39,13 @@ mod survive;
 
 use outbox::Outbox;
 
+/// Content hashes of the files this node's processes have open, for nodes that would map
+/// their own copies ([`ToHome::Identify`]); in memory, one for every stream.
+fn file_hashes() -> &'static Mutex<herd_checkpoint::filehash::FileHashes> {
+    static HASHES: std::sync::OnceLock<Mutex<herd_checkpoint::filehash::FileHashes>> = std::sync::OnceLock::new();
+    HASHES.get_or_init(|| Mutex::new(herd_checkpoint::filehash::FileHashes::ephemeral()))
+}
+
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
 }
@@ -1694,6 +1701,12 @@ impl Actor {
                                 tracing::debug!(pid, fd, errno, "gathered writes failed");
                                 let _ = back.send(ToRemote::WriteFailed { fd, errno }).await;
                             }
+                        }
+                        // Answered here, at once: what home's descriptor is, for a node
+                        // that would map its own copy of the file.
+                        Ok(ToHome::Identify { seq, fd }) => {
+                            let file = tokio::task::block_in_place(|| direct::identify(pid, fd, &mut file_hashes().lock().unwrap_or_else(|p| p.into_inner())));
+                            let _ = back.send(ToRemote::Identity { seq, file }).await;
                         }
                         // Straight to the deputy thread too, as the call it interrupts.
                         Ok(ToHome::Interrupt { seq, tid }) => match path.deputy(gen) {

@@ -42,7 +42,8 @@ use herd_kernel::seccomp::{Listener, Notif};
 use herd_kernel::task::FsCreds;
 use nix::fcntl::OFlag;
 
-use crate::proto::{Files, OpenFile};
+use crate::proto::{FileIdentity, Files, OpenFile};
+use herd_checkpoint::filehash::FileHashes;
 use crate::syscalls::MemRead;
 
 const O_PATH: i32 = libc::O_PATH;
@@ -166,6 +167,35 @@ pub fn write_at(pid: i32, fd: i32, at: u64, data: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
+/// The largest file a node maps from its own copy ([`ToHome::Identify`]): both sides
+/// read the whole file once to compare it (then the hash is cached); a larger one is
+/// mapped at home.
+pub const MAX_COPY: u64 = 512 << 20;
+
+/// Home's side of [`ToHome::Identify`](crate::proto::ToHome::Identify): what `pid`'s
+/// descriptor `fd` is, if a node may map an identical copy of it instead: a regular
+/// file open for reading, still at the path it was opened by, of at most [`MAX_COPY`]
+/// bytes. None otherwise (the process then maps it at home, as before).
+pub fn identify(pid: i32, fd: i32, hashes: &mut FileHashes) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let pidfd = herd_kernel::pidfd::PidFd::open(pid).ok()?;
+    let file = std::fs::File::from(pidfd.get_fd(fd).ok()?);
+    let flags = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
+    let m = file.metadata().ok()?;
+    if flags & libc::O_ACCMODE == libc::O_WRONLY || !m.is_file() || m.size() > MAX_COPY {
+        return None;
+    }
+    let ours = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let path = std::fs::read_link(&ours).ok()?.into_os_string().into_string().ok()?;
+    // Still the file at that path (not deleted or renamed since).
+    let at = std::fs::metadata(&path).ok()?;
+    if !path.starts_with('/') || (at.dev(), at.ino()) != (m.dev(), m.ino()) {
+        return None;
+    }
+    let (hash, size) = hashes.hash(Path::new(&ours)).ok()?;
+    Some(FileIdentity { path, size, hash })
+}
+
 /// Mount points under `dir` (not `dir` itself) in this node's mount table: another
 /// file system inside a shared directory is not shared by being there.
 pub fn mounts_under(dir: &str) -> Vec<String> {
@@ -206,6 +236,10 @@ struct Local {
     dir: bool,
     /// Opened for reading only: a shared mapping of it can never be written.
     read_only: bool,
+    /// Not the file home has open but this node's identical copy of it, for private
+    /// mappings only ([`Direct::map_copy`]): any other use of the descriptor demotes
+    /// it first, and its offset is never home's.
+    copy: bool,
 }
 
 /// What the guest does with a trapped call, as far as direct access goes.
@@ -235,6 +269,15 @@ pub enum Plan {
     /// it): made here by [`Direct::change_here`], whose result is the call's; forwarded
     /// when it cannot be made here.
     Change { dir: usize, change: Change },
+}
+
+/// Why a private mapping of a file home has open is not made from this node's copy.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoCopy {
+    /// Not here (the reason): the process maps it at home.
+    Not(String),
+    /// The call no longer waits.
+    Gone,
 }
 
 /// A change of names within one shared directory (paths relative to it).
@@ -301,7 +344,7 @@ impl Direct {
                     let at = nix::unistd::lseek(local.as_raw_fd(), f.pos as i64, nix::unistd::Whence::SeekSet);
                     if same && at.is_ok() {
                         let read_only = f.flags & libc::O_ACCMODE == libc::O_RDONLY;
-                        d.local.insert(f.fd, Local { file: local, installed: false, cloexec: f.flags & libc::O_CLOEXEC != 0, dir: f.dir, read_only });
+                        d.local.insert(f.fd, Local { file: local, installed: false, cloexec: f.flags & libc::O_CLOEXEC != 0, dir: f.dir, read_only, copy: false });
                     } else {
                         tracing::debug!(pid, fd = f.fd, path = f.path, "not the same file here: stays forwarded");
                     }
@@ -322,7 +365,7 @@ impl Direct {
         let roots = self.roots.iter().map(|r| r.try_clone()).collect::<std::io::Result<Vec<_>>>()?;
         let mut local = HashMap::new();
         for (&fd, l) in &self.local {
-            local.insert(fd, Local { file: l.file.try_clone()?, installed: l.installed, cloexec: l.cloexec, dir: l.dir, read_only: l.read_only });
+            local.insert(fd, Local { file: l.file.try_clone()?, installed: l.installed, cloexec: l.cloexec, dir: l.dir, read_only: l.read_only, copy: l.copy });
         }
         Ok(Direct {
             pid,
@@ -352,7 +395,7 @@ impl Direct {
 
     /// Decides what to do with trapped call `n` (`mem`: the process's memory, for paths).
     pub fn plan(&self, n: &Notif, mem: &dyn MemRead) -> Plan {
-        if !self.active() {
+        if !self.active() && self.local.is_empty() {
             return Plan::Usual;
         }
         let nr = i64::from(n.nr);
@@ -377,10 +420,17 @@ impl Direct {
                 }
                 let shared = a[3] & libc::MAP_SHARED as u64 != 0;
                 let l = &self.local[&(a[4] as i32)];
+                if l.copy {
+                    // The node's copy is no file home knows: a shared mapping is home's.
+                    return if shared { Plan::Demote(vec![a[4] as i32]) } else { Plan::Here };
+                }
                 // A shared writable mapping could not move with the process.
                 return if !shared || l.read_only { Plan::Here } else { Plan::Demote(vec![a[4] as i32]) };
             }
             _ => {}
+        }
+        if named.iter().any(|fd| self.local[fd].copy) {
+            return Plan::Demote(named);
         }
         if !named.is_empty() {
             let all = fd_args(nr).iter().all(|&i| self.is_local(a[i]));
@@ -682,7 +732,8 @@ impl Direct {
         fd_args(nr).iter().map(|&i| n.args[i]).collect()
     }
 
-    /// The offsets of `fds` (every local one with None), for home.
+    /// The offsets of `fds` (every local one with None), for home (a copy for mappings
+    /// has none of home's).
     pub fn offsets(&self, fds: Option<&[i32]>) -> Vec<(i32, u64)> {
         let pick: Vec<i32> = match fds {
             Some(f) => f.to_vec(),
@@ -690,7 +741,7 @@ impl Direct {
         };
         pick.into_iter()
             .filter_map(|fd| {
-                let l = self.local.get(&fd)?;
+                let l = self.local.get(&fd).filter(|l| !l.copy)?;
                 let pos = nix::unistd::lseek(l.file.as_raw_fd(), 0, nix::unistd::Whence::SeekCur).ok()?;
                 Some((fd, pos as u64))
             })
@@ -750,7 +801,7 @@ impl Direct {
             return false;
         }
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
-        self.local.insert(fd, Local { file: local, installed: true, cloexec, dir: dir_fd, read_only });
+        self.local.insert(fd, Local { file: local, installed: true, cloexec, dir: dir_fd, read_only, copy: false });
         true
     }
 
@@ -775,6 +826,39 @@ impl Direct {
             nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(without)).map_err(|e| e.to_string())?;
         }
         Ok(fd)
+    }
+
+    /// A private mapping of home's descriptor `fd`, which home says is `file`, waits in
+    /// call `id`: if this node has the same contents at the same path, opens that (as
+    /// the process's owner, for reading) and installs it in the process at `fd`, a copy
+    /// for mappings only; the call then runs here. [`NoCopy::Gone`]: the call is no
+    /// longer waiting (a signal or a capture ended it; it is made again).
+    pub fn map_copy(&mut self, listener: &Listener, id: u64, fd: i32, file: &FileIdentity, hashes: &mut FileHashes) -> Result<(), NoCopy> {
+        use std::os::unix::fs::MetadataExt;
+        if self.creds.is_none() {
+            self.creds = owner_creds(self.pid);
+        }
+        let creds = self.creds.as_ref().ok_or_else(|| NoCopy::Not("its owner is not known here".into()))?;
+        let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(&file.path);
+        let local = herd_kernel::task::as_user(creds, open)
+            .map_err(|e| NoCopy::Not(e.to_string()))?
+            .map_err(|e| NoCopy::Not(format!("{} here: {e}", file.path)))?;
+        let m = local.metadata().map_err(|e| NoCopy::Not(e.to_string()))?;
+        if !m.is_file() || m.size() != file.size {
+            return Err(NoCopy::Not(format!("{} here is not the same file (size {} against {} at home)", file.path, m.size(), file.size)));
+        }
+        let (hash, _) = hashes.hash(Path::new(&format!("/proc/self/fd/{}", local.as_raw_fd()))).map_err(|e| NoCopy::Not(e.to_string()))?;
+        if hash != file.hash {
+            return Err(NoCopy::Not(format!("{} here differs from home's", file.path)));
+        }
+        if !listener.id_valid(id) {
+            return Err(NoCopy::Gone);
+        }
+        if let Err(e) = listener.add_fd(id, local.as_fd(), Some(fd), true) {
+            return Err(if listener.id_valid(id) { NoCopy::Not(format!("cannot install it: {e}")) } else { NoCopy::Gone });
+        }
+        self.local.insert(fd, Local { file: local.into(), installed: true, cloexec: true, dir: false, read_only: true, copy: true });
+        Ok(())
     }
 
     /// A forwarded umask set the process's umask at home to `mask`.
@@ -995,14 +1079,65 @@ mod tests {
         g.nested = vec!["/shared/mnt".into()];
         g.cwd = Some("/shared/u".into());
         let file = || -> OwnedFd { std::fs::File::open(d.path()).unwrap().into() };
-        g.local.insert(3, Local { file: file(), installed: true, cloexec: false, dir: false, read_only: false });
-        g.local.insert(4, Local { file: file(), installed: true, cloexec: false, dir: true, read_only: true });
-        g.local.insert(5, Local { file: file(), installed: false, cloexec: false, dir: false, read_only: true });
+        g.local.insert(3, Local { file: file(), installed: true, cloexec: false, dir: false, read_only: false, copy: false });
+        g.local.insert(4, Local { file: file(), installed: true, cloexec: false, dir: true, read_only: true, copy: false });
+        g.local.insert(5, Local { file: file(), installed: false, cloexec: false, dir: false, read_only: true, copy: false });
         g
     }
 
     fn notif(nr: i64, args: [u64; 6]) -> Notif {
         Notif { id: 1, pid: 1, nr: nr as i32, arch: 0, ip: 0, args }
+    }
+
+    /// A copy for mappings (no shared directory at all): private mappings run here,
+    /// anything else demotes it first; close is home's then the process's; it has no
+    /// offset of home's.
+    #[test]
+    fn plans_for_a_copy_for_mappings() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = Direct::none(1);
+        g.local.insert(6, Local { file: std::fs::File::open(d.path()).unwrap().into(), installed: true, cloexec: true, dir: false, read_only: true, copy: true });
+        let m = mem();
+        let plan = |nr: i64, args: [u64; 6]| g.plan(&notif(nr, args), &m);
+        let (private, shared) = (libc::MAP_PRIVATE as u64, libc::MAP_SHARED as u64);
+        assert_eq!(plan(libc::SYS_mmap, [0, 4096, 1, private, 6, 0]), Plan::Here);
+        assert_eq!(plan(libc::SYS_mmap, [0, 4096, 3, private, 6, 4096]), Plan::Here, "written privately: still the copy's pages");
+        assert_eq!(plan(libc::SYS_mmap, [0, 4096, 1, shared, 6, 0]), Plan::Demote(vec![6]), "a shared mapping is home's file's");
+        assert_eq!(plan(libc::SYS_read, [6, 0, 10, 0, 0, 0]), Plan::Demote(vec![6]));
+        assert_eq!(plan(libc::SYS_fstat, [6, 0, 0, 0, 0, 0]), Plan::Demote(vec![6]));
+        assert_eq!(plan(libc::SYS_fcntl, [6, libc::F_GETFL as u64, 0, 0, 0, 0]), Plan::Demote(vec![6]));
+        assert_eq!(plan(libc::SYS_dup2, [8, 6, 0, 0, 0, 0]), Plan::Demote(vec![6]), "replacing the copy");
+        assert_eq!(plan(libc::SYS_close, [6, 0, 0, 0, 0, 0]), Plan::Close(vec![6]));
+        assert_eq!(plan(libc::SYS_read, [7, 0, 10, 0, 0, 0]), Plan::Usual);
+        assert_eq!(plan(libc::SYS_stat, [ABS_IN, 0, 0, 0, 0, 0]), Plan::Usual, "no shared directory");
+        assert_eq!(g.offsets(None), vec![]);
+        assert_eq!(g.offsets(Some(&[6])), vec![]);
+    }
+
+    /// Home's side: a file open for reading is named by its path, size and hash; one
+    /// open for writing only, deleted or not a regular file is not.
+    #[test]
+    fn identify_names_readable_regular_files_only() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("lib.so");
+        std::fs::File::create(&path).unwrap().write_all(b"contents of a library").unwrap();
+        let me = std::process::id() as i32;
+        let mut hashes = FileHashes::ephemeral();
+        let read = std::fs::File::open(&path).unwrap();
+        let id = identify(me, read.as_raw_fd(), &mut hashes).expect("a readable regular file");
+        assert_eq!(id.path, path.to_str().unwrap());
+        assert_eq!(id.size, 21);
+        assert_eq!(id.hash, *blake3::hash(b"contents of a library").as_bytes());
+        let write_only = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert_eq!(identify(me, write_only.as_raw_fd(), &mut hashes), None, "open for writing only");
+        let dir = std::fs::File::open(d.path()).unwrap();
+        assert_eq!(identify(me, dir.as_raw_fd(), &mut hashes), None, "a directory");
+        std::fs::rename(&path, d.path().join("moved.so")).unwrap();
+        assert_eq!(identify(me, read.as_raw_fd(), &mut hashes).map(|i| i.path), Some(d.path().join("moved.so").to_str().unwrap().to_string()), "renamed: its new path");
+        std::fs::remove_file(d.path().join("moved.so")).unwrap();
+        assert_eq!(identify(me, read.as_raw_fd(), &mut hashes), None, "deleted");
+        assert_eq!(identify(me, 9999, &mut hashes), None, "no such descriptor");
     }
 
     #[test]

@@ -29,9 +29,9 @@ use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::postcopy::{self, PagerEnd, PagerLink, Push};
 use crate::wake::{WakeReceiver, WakeSender};
 use crate::ahead::{Ahead, Ask, Filled, Read, Settle, Waiting, Write, WINDOW_BUF};
-use crate::direct::{Direct, Plan};
+use crate::direct::{Direct, NoCopy, Plan};
 use crate::fork::{self, Forking, Hub};
-use crate::proto::{Adopt, Ending, Files, MoveMode, Refusal, ToHome, ToRemote};
+use crate::proto::{Adopt, Ending, FileIdentity, Files, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
 use crate::ProcMemory;
 
@@ -297,6 +297,9 @@ struct Guest {
     forks: HashMap<u64, Forking>,
     /// A fork could not be made here once: its forks go home from now on.
     no_fork_here: bool,
+    /// Private mappings of files home has open, waiting for home to say what the file is
+    /// ([`ToHome::Identify`]): by its `seq`, the call's notification, caller and fd.
+    identifying: HashMap<u64, (u64, i32, i32)>,
     /// Forwarded calls whose wait here a signal ended while home ran them, by thread,
     /// oldest first (see [`Cut`]).
     cuts: HashMap<i32, Vec<Cut>>,
@@ -545,6 +548,7 @@ impl Guest {
             at_home: None,
             forks: HashMap::new(),
             no_fork_here: false,
+            identifying: HashMap::new(),
             cuts: HashMap::new(),
             held_returns: HashMap::new(),
             cut_returns: HashMap::new(),
@@ -1370,6 +1374,14 @@ impl Guest {
                 After::Nothing
             }
         };
+        if let Some(fd) = private_file_mapping(&n).filter(|fd| !self.direct.has(*fd)) {
+            // Mapped here from the node's own copy if it has the same file (the answer
+            // decides, in `mapped_from_copy`); else the process goes home for it.
+            self.seq += 1;
+            out(ToHome::Identify { seq: self.seq, fd });
+            self.identifying.insert(self.seq, (n.id, caller, fd));
+            return;
+        }
         match syscalls::classify_notif(&n, self.home_pid) {
             Class::Local => {
                 let _ = self.listener.continue_(n.id);
@@ -1430,6 +1442,26 @@ impl Guest {
                 out(ToHome::WantHome { why: why.to_string() });
             }
         }
+    }
+
+    /// Home said what file descriptor `fd` is, whose private mapping waits in call `id`
+    /// of thread `caller`: mapped from this node's copy when it has the same file at the
+    /// same path ([`Direct::map_copy`]); else the process goes home for the mapping.
+    fn mapped_from_copy(&mut self, id: u64, caller: i32, fd: i32, file: Option<FileIdentity>, hashes: &mut FileHashes, out: &dyn Fn(ToHome) -> bool) {
+        let why = match file {
+            None => "not a regular file that can be mapped from a copy here".to_string(),
+            Some(file) => match self.direct.map_copy(&self.listener, id, fd, &file, hashes) {
+                Ok(()) => {
+                    tracing::debug!(pid = self.pid, tid = caller, fd, path = file.path, "maps its own copy of home's file");
+                    let _ = self.listener.continue_(id);
+                    return;
+                }
+                Err(NoCopy::Gone) => return,
+                Err(NoCopy::Not(why)) => why,
+            },
+        };
+        tracing::info!(pid = self.pid, home = self.home, tid = caller, fd, "goes home for mmap of a file: {why}");
+        out(ToHome::WantHome { why: format!("mmap of a file ({why})") });
     }
 
     /// Sends thread `thread`'s pending call (its home id `tid`) home again: a
@@ -1679,6 +1711,11 @@ impl Guest {
                     tracing::warn!(pid = self.pid, home = self.home, "cannot {} the guest: {e}", if stop { "freeze" } else { "continue" });
                 }
             }
+            ToRemote::Identity { seq, file } => {
+                if let Some((id, caller, fd)) = self.identifying.remove(&seq) {
+                    self.mapped_from_copy(id, caller, fd, file, hashes, &**out);
+                }
+            }
             ToRemote::WriteFailed { fd, errno } => {
                 tracing::debug!(pid = self.pid, fd, errno, "gathered writes failed at home");
                 self.ahead.write_failed(fd, errno);
@@ -1911,6 +1948,13 @@ impl Guest {
 }
 
 /// Sends home what it must do first: gathered writes, then offsets.
+/// The descriptor of a private mapping of a file (mmap with MAP_PRIVATE of an fd).
+fn private_file_mapping(n: &Notif) -> Option<i32> {
+    let flags = n.args[3] as u32 as i32;
+    let private = flags & libc::MAP_ANONYMOUS == 0 && flags & 0x0f == libc::MAP_PRIVATE;
+    (i64::from(n.nr) == libc::SYS_mmap && private).then_some(n.args[4] as i32).filter(|fd| *fd >= 0)
+}
+
 fn send_settle(s: Settle, out: &dyn Fn(ToHome) -> bool) {
     for f in s.writes {
         out(ToHome::Write { fd: f.fd, at: f.at, data: f.data });

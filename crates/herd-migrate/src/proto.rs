@@ -29,8 +29,10 @@ use crate::syscalls::{Call, Reply};
 /// forwarded (`OutKind::Items`, a reply of `ret` fixed-size items). Version 9:
 /// [`Adopt::track_writes`] and [`ToRemote::ImageKept`] (the image of a move from home
 /// is the base of the first incremental checkpoint). Version 11: a process forks where
-/// it runs ([`ToHome::Fork`], [`ToRemote::Forked`], [`Adopt::fork_of`]).
-pub const PROTOCOL_VERSION: u32 = 11;
+/// it runs ([`ToHome::Fork`], [`ToRemote::Forked`], [`Adopt::fork_of`]). Version 12: a
+/// file home has open is mapped from an identical copy where the process runs
+/// ([`ToHome::Identify`], [`ToRemote::Identity`]).
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -207,6 +209,21 @@ pub enum ToRemote {
     /// of the child is left anywhere. `errno` 0: the call is made again (home is moving or
     /// checkpointing the process, or gave this child up: its stream failed).
     Forked { seq: u64, errno: i32 },
+    /// Tag 22 (version 12): the answer to [`ToHome::Identify`] `seq`: what home's
+    /// descriptor is, or None when it is nothing the node may map from a copy of its own
+    /// (not a regular file, deleted, not readable, too large).
+    Identity { seq: u64, file: Option<FileIdentity> },
+}
+
+/// A file home has open, as far as a node needs it to map an identical copy of its own
+/// ([`ToHome::Identify`]): where it is and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// Its absolute path at home.
+    pub path: String,
+    pub size: u64,
+    /// blake3 of its contents (as for the clean file pages of an image).
+    pub hash: [u8; 32],
 }
 
 /// Home's files a process may use directly on the node it goes to: the directories
@@ -319,6 +336,11 @@ pub enum ToHome {
     /// may have changed here (setrlimit runs where it is): the deputy forks under it, so
     /// that `ulimit -u` counts the user's processes at home, as for a fork at home.
     Fork { seq: u64, tid: i32, nproc: (u64, u64) },
+    /// Tag 22 (version 12): the process maps descriptor `fd` privately (mmap,
+    /// MAP_PRIVATE), a file home has open; if the node has the same file at the same
+    /// path, it maps its own copy instead of going home. Home answers
+    /// [`ToRemote::Identity`] at once (from the stream's reader, not the deputy).
+    Identify { seq: u64, fd: i32 },
 }
 
 /// Largest image chunk per message.
@@ -494,6 +516,7 @@ mod tests {
             ToRemote::Checkpoint { id: 2, base: Some(1) },
             ToRemote::ImageKept { id: 1 },
             ToRemote::Forked { seq: 1, errno: 11 },
+            ToRemote::Identity { seq: 1, file: Some(FileIdentity { path: "/l".into(), size: 2, hash: [3; 32] }) },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -521,6 +544,7 @@ mod tests {
             ToHome::Interrupt { seq: 0, tid: 0 },
             ToHome::Stopped { micros: 0, snapshot: false },
             ToHome::Fork { seq: 0, tid: 0, nproc: (1, 2) },
+            ToHome::Identify { seq: 0, fd: 3 },
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -603,6 +627,8 @@ mod tests {
             encode_request(&Adopt { home: "n1".into(), pid: 4, uid: 5, cmd: "x".into(), mode: MoveMode::StopAndCopy, track_writes: false, fork_of: Some(ForkOf { parent: 3, seq: 9 }) }),
             encode(&ToHome::Fork { seq: 3, tid: 8, nproc: (u64::MAX, u64::MAX) }),
             encode(&ToRemote::Forked { seq: 3, errno: 11 }),
+            encode(&ToHome::Identify { seq: 4, fd: 5 }),
+            encode(&ToRemote::Identity { seq: 4, file: Some(FileIdentity { path: "/usr/lib/x.so".into(), size: 9000, hash: [7; 32] }) }),
         ];
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {

@@ -12,7 +12,8 @@
 //! - **forward**: run by the deputy at home, which owns the files, the cwd and
 //!   the terminal; pointer arguments are marshalled both ways.
 //! - **home**: the process must migrate home to make it (fork, execve,
-//!   mmap of a file, anything the table does not know).
+//!   mmap of a file (a private one is first tried from the node's identical copy,
+//!   `Direct::map_copy`), anything the table does not know).
 //!
 //! The table below is the only place this is decided: [`classify`] reads it
 //! for a trapped call, [`local_syscalls`] and [`filter`] derive the seccomp
