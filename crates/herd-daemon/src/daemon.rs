@@ -147,6 +147,8 @@ pub struct Shared {
     pub looks: watch::Sender<Arc<Look>>,
     /// Streams kept open to the other nodes for their process lists.
     pub views: crate::peer::Views,
+    /// Streams opened ahead to other nodes for the next fork there.
+    pub spares: crate::peer::Spares,
     /// A new process has its first figures: the balancer may place it now rather than
     /// at its next round (placement at birth).
     pub born: tokio::sync::Notify,
@@ -313,6 +315,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         looks: watch::Sender::new(Arc::default()),
         born: tokio::sync::Notify::new(),
         views: Default::default(),
+        spares: Default::default(),
     });
     let gossip = GossipLoop {
         shared: shared.clone(),

@@ -1650,18 +1650,31 @@ impl Actor {
     /// for the node to accept it (nothing of the process is touched before).
     async fn connect(&mut self, name: &str, addr: SocketAddr, mode: MoveMode, track_writes: bool, fork_of: Option<ForkOf>) -> Result<Remote, ControlError> {
         let fail = |why: String| err(ErrorKind::Failed, format!("cannot reach node {name} at {addr}: {why}"));
-        let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| fail("timed out".into()))?
-            .map_err(|e| fail(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let mut stream = SecureStream::connect(tcp, &self.shared.key, &self.shared.keypair).await.map_err(|e| fail(e.to_string()))?;
-        let adopt = Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode, track_writes, fork_of };
-        stream.send(&proto::encode_request(&PeerRequest::Adopt(adopt))).await.map_err(|e| fail(e.to_string()))?;
-        let first = tokio::time::timeout(Duration::from_secs(10), stream.recv())
-            .await
-            .map_err(|_| fail("no answer to the move within 10 s".into()))?
-            .map_err(|e| fail(e.to_string()))?;
+        let fresh = || async {
+            tokio::time::timeout(Duration::from_secs(3), crate::peer::open(&self.shared, addr)).await.map_err(|_| fail("timed out".into()))?.map_err(fail)
+        };
+        // A child's stream was opened ahead (a fork waits for it).
+        let spare = if fork_of.is_some() { crate::peer::Spares::take(&self.shared, addr) } else { None };
+        let opened_ahead = spare.is_some();
+        let mut stream = match spare {
+            Some(s) => s,
+            None => fresh().await?,
+        };
+        let adopt = proto::encode_request(&PeerRequest::Adopt(Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode, track_writes, fork_of }));
+        let mut sent = stream.send(&adopt).await;
+        let mut first = match sent {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(10), stream.recv()).await.map_err(|_| fail("no answer to the move within 10 s".into()))?,
+            Err(e) => Err(e),
+        };
+        if first.is_err() && opened_ahead {
+            // Closed at the other end since it was opened (that herdd restarted): a new one.
+            tracing::debug!(pid = self.pid, "the stream opened ahead to {name} is gone; a new one");
+            stream = fresh().await?;
+            sent = stream.send(&adopt).await;
+            sent.map_err(|e| fail(e.to_string()))?;
+            first = tokio::time::timeout(Duration::from_secs(10), stream.recv()).await.map_err(|_| fail("no answer to the move within 10 s".into()))?;
+        }
+        let first = first.map_err(|e| fail(e.to_string()))?;
         match proto::decode::<ToHome>(&first) {
             Ok(ToHome::Accepted { .. }) => {}
             Ok(ToHome::Refused(r)) => {
