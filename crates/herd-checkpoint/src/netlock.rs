@@ -29,6 +29,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 
+/// Why nothing can be held still without nft.
+const NO_NFT: &str = "nft is not installed (Debian package nftables)";
+
 /// The netfilter table that holds the lock of the connection from `local` to
 /// `remote` (an IPv4 address mapped into IPv6 is named as the IPv4 one).
 pub fn table_name(local: &SocketAddr, remote: &SocketAddr) -> String {
@@ -79,7 +82,7 @@ fn nft(script: &str, netns: Option<&OwnedFd>) -> Result<(), String> {
     }
     herd_kernel::ns::clean_start(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "nft is not installed (Debian package nftables)".to_string(),
+        std::io::ErrorKind::NotFound => NO_NFT.to_string(),
         _ => format!("starting nft: {e}"),
     })?;
     let written = child.stdin.take().expect("piped").write_all(script.as_bytes());
@@ -95,7 +98,7 @@ pub fn available() -> Result<(), String> {
     match Command::new("nft").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(format!("holding the network still: nft --version: {s}")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("holding the network still: nft is not installed (Debian package nftables)".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("holding the network still: {NO_NFT}")),
         Err(e) => Err(format!("holding the network still: starting nft: {e}")),
     }
 }
@@ -177,7 +180,7 @@ mod tests {
             return;
         }
         if Command::new("nft").arg("--version").stdout(Stdio::null()).status().is_err() {
-            println!("SKIP a_locked_connection_hears_nothing_until_unlocked: nft is not installed (Debian package nftables)");
+            println!("SKIP a_locked_connection_hears_nothing_until_unlocked: {NO_NFT}");
             return;
         }
         // A thread of our own in a new network namespace, with loopback up.

@@ -52,7 +52,7 @@ use serde_json::Value;
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
     &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "mig_forkheap", "thr_work", "thr_omp", "thr_sig", "refuse", "mig_sigcut"];
-const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py"];
+const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py", "mig_sockmsg.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
 
@@ -71,6 +71,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("filter_moved_in_the_middle_of_its_input", filter_moved_in_the_middle_of_its_input),
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
+    ("socket_messages_while_away", socket_messages_while_away),
     ("signals_reach_it_and_sigkill_leaves_nothing", signals_reach_it_and_sigkill_leaves_nothing),
     ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
     ("signals_here_cut_forwarded_writes_short", signals_here_cut_forwarded_writes_short),
@@ -432,6 +433,41 @@ const CREATED_TEXT: &str = "written-by-mig_files";
 const REMOTE_ONLY: &str = "/tmp/herd-mig-remote-only.txt";
 
 /// Moved to n2, it reads a file that only n1's /tmp has and creates one: in n1's /tmp.
+/// sendmsg and recvmsg while away (three buffers and an address, a descriptor passed
+/// with SCM_RIGHTS and read through, a control buffer too small, recvmsg_into): made at
+/// home, where the sockets are, with a direct run's results; the process never goes home
+/// for them (it did before: they were calls only home could make).
+fn socket_messages_while_away(lab: &Lab) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = lab.dir.join("sockmsg");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let prog = lab.python_program("mig_sockmsg.py").with_args(&[dir.to_str().unwrap()]);
+    let direct = lab.run_direct("mig_sockmsg.py (direct)", &prog, &[Gate::Line("ready"), Gate::Line("done")]);
+    expect_status(&direct, Some(0), None);
+    for line in [
+        "sent 20",
+        "got b'three buffers in one' from the client: True flags 0 control []",
+        "got b'fd' with 1 descriptor(s), a new one: True",
+        "it reads: passed along",
+        "got b'again' control cut: True control []",
+        "into 10 [b'0123', b'456', b'789\\x00\\x00\\x00\\x00\\x00']",
+    ] {
+        assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
+    }
+    let mut p = lab.start("mig_sockmsg.py (herd run, moved to n2)", How::Herd, &prog);
+    let pid = p.home_pid(lab);
+    p.wait_for_line(lab, "ready");
+    lab.expect_migrate(&p, pid, "n2");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    p.wait_for_line(lab, "done");
+    lab.expect_where(&p, pid, "n2", Some(1));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
 fn home_files_are_read_and_created_at_home(lab: &Lab) {
     lab.node_sh_ok("n1", &format!("printf 'home-only content 42\\n' > {HOME_ONLY} && chmod 644 {HOME_ONLY} && rm -f {CREATED}"));
     lab.node_sh_ok("n2", &format!("rm -f {HOME_ONLY} {CREATED}"));

@@ -74,6 +74,8 @@ const SIGINFO: u64 = 128;
 const INT: u64 = 4;
 const LOFF: u64 = 8;
 const IOVEC: u64 = 16;
+/// `struct msghdr` (x86_64): name, namelen, iov, iovlen, control, controllen, flags.
+const MSGHDR: u64 = 56;
 const SIGSET: u64 = 8;
 
 // asm-generic/socket.h: options whose value holds a pointer (a classic BPF
@@ -177,6 +179,15 @@ pub enum Arg {
     IovOut { count_arg: usize },
     /// pselect6's last argument: pointer to `{ const sigset_t *ss; size_t ss_len }`.
     SigsetPack,
+    /// sendmsg's `struct msghdr`: the header, the address, the iovec list and the
+    /// control messages (SCM_RIGHTS names the process's descriptors, which are home's),
+    /// all read by the kernel.
+    MsgIn,
+    /// recvmsg's `struct msghdr`: the kernel fills the address, the iovec list (`ret`
+    /// bytes in order) and the control messages (descriptors received land in home's
+    /// table, the process's), and sets the header's lengths and flags
+    /// ([`OutKind::MsgHdr`]).
+    MsgOut,
 }
 
 /// The length of a pointer argument's buffer.
@@ -445,8 +456,8 @@ const TABLE: &[Entry] = {
         e!(SYS_execveat, Home),
         e!(SYS_ptrace, Home),
         e!(SYS_personality, Home),
-        e!(SYS_sendmsg, Home),
-        e!(SYS_recvmsg, Home),
+        e!(SYS_sendmsg, Forward(&[Val, MsgIn, Val])),
+        e!(SYS_recvmsg, By(by_recvmsg)),
         e!(SYS_sendmmsg, Home),
         e!(SYS_recvmmsg, Home),
         // The rings are shared with the kernel where the process runs.
@@ -566,6 +577,15 @@ fn by_fcntl(a: &[u64; 6], _: Option<i32>) -> Decision {
         Some((_, spec)) => Decision::Forward(spec),
         None => Decision::Home(HomeReason::Fcntl(cmd)),
     }
+}
+
+fn by_recvmsg(a: &[u64; 6], _: Option<i32>) -> Decision {
+    use Arg::*;
+    // As for recvfrom.
+    if a[2] as u32 & libc::MSG_TRUNC as u32 != 0 {
+        return Decision::Home(HomeReason::Call("recvmsg with MSG_TRUNC"));
+    }
+    Decision::Forward(&[Val, MsgOut, Val])
 }
 
 fn by_recvfrom(a: &[u64; 6], _: Option<i32>) -> Decision {
@@ -750,6 +770,9 @@ pub enum OutKind {
     Scatter,
     /// `min(ret * size, len)` bytes, when `ret >= 0`: `ret` items of `size` bytes.
     Items(u64),
+    /// A `struct msghdr` the kernel read and updated (recvmsg): it comes back whole with
+    /// the process's own pointers and the lengths and flags the kernel set.
+    MsgHdr,
 }
 
 /// The deputy's answer to a [`Call`].
@@ -1014,6 +1037,8 @@ impl<'a> Walk<'a> {
             }
             Arg::IovIn { count_arg } => self.iovecs(i, ptr, count_arg, false, src)?,
             Arg::IovOut { count_arg } => self.iovecs(i, ptr, count_arg, true, src)?,
+            Arg::MsgIn => self.msghdr(i, ptr, false, src)?,
+            Arg::MsgOut => self.msghdr(i, ptr, true, src)?,
             Arg::SigsetPack => {
                 let d = src.bytes(i, ptr, 16, true)?;
                 let (ss, ss_len) = (u64_at(&d, 0), u64_at(&d, 8));
@@ -1033,7 +1058,42 @@ impl<'a> Walk<'a> {
     /// all (fewer iovecs, the last one shorter) and its count argument
     /// rewritten; its bases are rewritten on the home side.
     fn iovecs(&mut self, i: usize, ptr: u64, count_arg: usize, out: bool, src: &mut dyn Source<'a>) -> Result<(), MarshalError> {
-        let count = self.args[count_arg];
+        self.args[count_arg] = self.iov_list(i, ptr, self.args[count_arg], out, Slot::Arg(i), src)?;
+        Ok(())
+    }
+
+    /// A `struct msghdr` (sendmsg with `!out`, recvmsg with `out`) and what it points to:
+    /// the address, the iovec list (cut as for readv/writev: its count in the header is
+    /// rewritten), the control messages; their pointers are rewritten on the home side.
+    fn msghdr(&mut self, i: usize, ptr: u64, out: bool, src: &mut dyn Source<'a>) -> Result<(), MarshalError> {
+        let raw = src.bytes(i, ptr, MSGHDR, true)?;
+        let (name, namelen, iov, iovlen, control, controllen) =
+            (u64_at(&raw, 0), u64_at(&raw, 8) & 0xffff_ffff, u64_at(&raw, 16), u64_at(&raw, 24), u64_at(&raw, 32), u64_at(&raw, 40));
+        let parent = self.pieces.len();
+        self.push(i, ptr, MSGHDR, raw, if out { OutKind::MsgHdr } else { OutKind::In }, Slot::Arg(i))?;
+        let kind = if out { OutKind::Whole } else { OutKind::In };
+        if name != 0 && namelen > 0 {
+            let n = self.len(i, Len::Fixed(namelen))?;
+            let d = src.bytes(i, name, n, true)?;
+            self.push(i, name, n, d, kind, Slot::Within { buf: parent, offset: 0 })?;
+        }
+        if iov != 0 {
+            let kept = self.iov_list(i, iov, iovlen, out, Slot::Within { buf: parent, offset: 16 }, src)?;
+            if kept != iovlen {
+                self.pieces[parent].data.to_mut()[24..32].copy_from_slice(&kept.to_ne_bytes());
+            }
+        }
+        if control != 0 && controllen > 0 {
+            let n = self.len(i, Len::Fixed(controllen))?;
+            let d = src.bytes(i, control, n, true)?;
+            self.push(i, control, n, d, kind, Slot::Within { buf: parent, offset: 32 })?;
+        }
+        Ok(())
+    }
+
+    /// An iovec array of `count` at `ptr` (its own pointer goes into `slot`) and its
+    /// buffers, cut to [`MAX_IO`] bytes in all; returns how many iovecs are kept.
+    fn iov_list(&mut self, i: usize, ptr: u64, count: u64, out: bool, slot: Slot, src: &mut dyn Source<'a>) -> Result<u64, MarshalError> {
         if count > MAX_IOVECS {
             return Err(MarshalError::TooManyIovecs { arg: i as u8, count });
         }
@@ -1063,10 +1123,10 @@ impl<'a> Walk<'a> {
             array.extend_from_slice(&base.to_ne_bytes());
             array.extend_from_slice(&len.to_ne_bytes());
         }
-        self.args[count_arg] = kept.len() as u64;
+        let n_kept = kept.len() as u64;
         let array = if array.as_slice() == raw.as_ref() { raw } else { Cow::Owned(array) };
         let parent = self.pieces.len();
-        self.push(i, ptr, kept.len() as u64 * IOVEC, array, OutKind::In, Slot::Arg(i))?;
+        self.push(i, ptr, kept.len() as u64 * IOVEC, array, OutKind::In, slot)?;
         for (k, (base, len)) in kept.into_iter().enumerate() {
             if base == 0 {
                 continue; // stays NULL: the kernel faults on it at home, as here
@@ -1075,7 +1135,7 @@ impl<'a> Walk<'a> {
             let kind = if out { OutKind::Scatter } else { OutKind::In };
             self.push(i, base, len, d, kind, Slot::Within { buf: parent, offset: k * IOVEC as usize })?;
         }
-        Ok(())
+        Ok(n_kept)
     }
 
     fn len(&self, arg: usize, len: Len) -> Result<u64, MarshalError> {
@@ -1216,7 +1276,7 @@ pub fn execute(
         }
     }
     for (k, p) in w.pieces.iter().enumerate() {
-        if matches!(p.out, OutKind::In | OutKind::Whole) && p.len > 0 {
+        if matches!(p.out, OutKind::In | OutKind::Whole | OutKind::MsgHdr) && p.len > 0 {
             mem.write(at(k), &data[k]).map_err(MarshalError::Deputy)?;
         }
     }
@@ -1238,6 +1298,18 @@ pub fn execute(
                 left -= n;
                 n
             }
+            OutKind::MsgHdr => {
+                // The process's own header, with what the kernel set: msg_namelen,
+                // msg_controllen, msg_flags (the pointers in scratch are home's).
+                let mut set = vec![0u8; MSGHDR as usize];
+                mem.read(at(k), &mut set).map_err(MarshalError::Deputy)?;
+                let mut v = p.data.to_vec();
+                for (from, to) in [(8, 12), (40, 48), (48, 52)] {
+                    v[from..to].copy_from_slice(&set[from..to]);
+                }
+                outs.push((p.addr, v));
+                0
+            }
         };
         if n > 0 {
             let mut v = vec![0u8; n as usize];
@@ -1257,6 +1329,7 @@ pub fn apply(call: &Call, reply: &Reply, mem: &dyn MemWrite) -> Result<i64, Mars
     let ret = reply.ret;
     let refuse = |what: String| MarshalError::BadReply { nr: call.nr, what };
     let mut used = vec![false; call.bufs.len()];
+    let mut headers = Vec::new();
     let mut scattered = 0u64;
     let written = u64::try_from(ret).ok();
     for (addr, data) in &reply.outs {
@@ -1266,8 +1339,11 @@ pub fn apply(call: &Call, reply: &Reply, mem: &dyn MemWrite) -> Result<i64, Mars
             .ok_or_else(|| refuse(format!("{n} bytes for {addr:#x}, which is no output buffer of the call")))?;
         used[k] = true;
         let b = &call.bufs[k];
+        headers.push(b.out == OutKind::MsgHdr);
         let fits = match (b.out, written) {
             (OutKind::Whole, _) => n == b.len,
+            // Its pointers must be the process's own, as sent.
+            (OutKind::MsgHdr, _) => n == b.len && [(0, 8), (16, 24), (32, 40)].iter().all(|&(f, t)| data.get(f..t) == b.data.get(f..t)),
             (OutKind::Ret, Some(w)) => n <= b.len.min(w),
             (OutKind::Items(size), Some(w)) => n <= b.len.min(w.saturating_mul(size)),
             (OutKind::Scatter, Some(w)) => {
@@ -1280,8 +1356,14 @@ pub fn apply(call: &Call, reply: &Reply, mem: &dyn MemWrite) -> Result<i64, Mars
             return Err(refuse(format!("{n} bytes for the {}-byte buffer at {addr:#x} (argument {}), result {ret}", b.len, b.arg)));
         }
     }
-    for (addr, data) in &reply.outs {
-        mem.write(*addr, data).map_err(|_| MarshalError::WriteFault { addr: *addr, len: data.len() as u64 })?;
+    for ((addr, data), header) in reply.outs.iter().zip(headers) {
+        // Of a msghdr only what the kernel sets: msg_namelen, msg_controllen and msg_flags
+        // (its iovec count may have been cut on the way).
+        let parts: &[(usize, usize)] = if header { &[(8, 12), (40, 52)] } else { &[(0, data.len())] };
+        for &(from, to) in parts {
+            let at = *addr + from as u64;
+            mem.write(at, &data[from..to]).map_err(|_| MarshalError::WriteFault { addr: at, len: (to - from) as u64 })?;
+        }
     }
     Ok(ret)
 }
@@ -1728,6 +1810,96 @@ mod tests {
 
     fn read_iovecs(m: &FakeMem, at: u64, n: usize) -> Vec<(u64, u64)> {
         m.get(at, n * 16).chunks(16).map(|c| (u64_at(c, 0), u64_at(c, 8))).collect()
+    }
+
+    /// A `struct msghdr` at `at`: name, iov and control as (pointer, length), flags.
+    fn msghdr(m: &FakeMem, at: u64, name: (u64, u32), iov: (u64, u64), control: (u64, u64), flags: u32) {
+        let mut raw = vec![0u8; MSGHDR as usize];
+        raw[0..8].copy_from_slice(&name.0.to_ne_bytes());
+        raw[8..12].copy_from_slice(&name.1.to_ne_bytes());
+        raw[16..24].copy_from_slice(&iov.0.to_ne_bytes());
+        raw[24..32].copy_from_slice(&iov.1.to_ne_bytes());
+        raw[32..40].copy_from_slice(&control.0.to_ne_bytes());
+        raw[40..48].copy_from_slice(&control.1.to_ne_bytes());
+        raw[48..52].copy_from_slice(&flags.to_ne_bytes());
+        m.map(at, &raw);
+    }
+
+    /// (name, namelen, iov, iovlen, control, controllen, flags) of a msghdr.
+    fn read_msghdr(m: &FakeMem, at: u64) -> (u64, u64, u64, u64, u64, u64, u64) {
+        let h = m.get(at, MSGHDR as usize);
+        (u64_at(&h, 0), u64_at(&h, 8) & 0xffff_ffff, u64_at(&h, 16), u64_at(&h, 24), u64_at(&h, 32), u64_at(&h, 40), u64_at(&h, 48) & 0xffff_ffff)
+    }
+
+    /// sendmsg: the header, the address, the iovec list and the control messages are
+    /// all carried to the deputy (pointers into its scratch); nothing comes back.
+    #[test]
+    fn sendmsg_carries_address_iovecs_and_control() {
+        let p = FakeMem::default();
+        p.map(0x6000, b"hello ");
+        p.map(0x7000, b"world");
+        p.map(0x8000, &[1; 16]);
+        p.map(0x9000, &[2; 24]);
+        iovecs(&p, 0x5000, &[(0x6000, 6), (0x7000, 5)]);
+        msghdr(&p, 0x4000, (0x8000, 16), (0x5000, 2), (0x9000, 24), 0);
+        let before = p.snapshot();
+        let (call, ret) = forward(libc::SYS_sendmsg, args(&[3, 0x4000, libc::MSG_DONTWAIT as u64]), &p, |dep, a| {
+            assert!(in_scratch(a[1]));
+            assert_eq!(a[2], libc::MSG_DONTWAIT as u64);
+            let (name, namelen, iov, iovlen, control, controllen, _) = read_msghdr(dep, a[1]);
+            assert!(in_scratch(name) && in_scratch(iov) && in_scratch(control));
+            assert_eq!((namelen, iovlen, controllen), (16, 2, 24));
+            assert_eq!(dep.get(name, 16), [1; 16]);
+            assert_eq!(dep.get(control, 24), [2; 24]);
+            let iovs = read_iovecs(dep, iov, 2);
+            assert_eq!((dep.get(iovs[0].0, 6), dep.get(iovs[1].0, 5)), (b"hello ".to_vec(), b"world".to_vec()));
+            11
+        });
+        assert_eq!(ret, 11);
+        assert_eq!(call.bufs.len(), 6, "header, address, array, two buffers, control");
+        assert_eq!(p.snapshot(), before, "nothing written into the process");
+    }
+
+    /// recvmsg: the kernel's bytes land in the process's buffers (`ret` of them across
+    /// the iovecs), its address and control messages too, and the header gets the
+    /// lengths and flags the kernel set while keeping the process's own pointers. A
+    /// reply that would change a pointer of the header is refused.
+    #[test]
+    fn recvmsg_fills_buffers_and_sets_lengths_and_flags() {
+        let p = FakeMem::default();
+        p.map(0x6000, &[0xaa; 4]);
+        p.map(0x7000, &[0xbb; 8]);
+        p.map(0x8000, &[0; 16]);
+        p.map(0x9000, &[0; 32]);
+        iovecs(&p, 0x5000, &[(0x6000, 4), (0x7000, 8)]);
+        msghdr(&p, 0x4000, (0x8000, 16), (0x5000, 2), (0x9000, 32), 0);
+        let kernel = |dep: &FakeMem, a: [u64; 6]| {
+            let (name, _, iov, _, control, _, _) = read_msghdr(dep, a[1]);
+            let iovs = read_iovecs(dep, iov, 2);
+            dep.write(iovs[0].0, b"abcd").unwrap();
+            dep.write(iovs[1].0, b"efg").unwrap();
+            dep.write(name, &[7; 6]).unwrap();
+            dep.write(control, &[9; 20]).unwrap();
+            dep.write(a[1] + 8, &6u32.to_ne_bytes()).unwrap();
+            dep.write(a[1] + 40, &20u64.to_ne_bytes()).unwrap();
+            dep.write(a[1] + 48, &(libc::MSG_CTRUNC as u32).to_ne_bytes()).unwrap();
+            7
+        };
+        let (call, ret) = forward(libc::SYS_recvmsg, args(&[3, 0x4000, 0]), &p, kernel);
+        assert_eq!(ret, 7);
+        assert_eq!(p.get(0x6000, 4), b"abcd");
+        assert_eq!(p.get(0x7000, 8), b"efg\xbb\xbb\xbb\xbb\xbb");
+        assert_eq!(p.get(0x8000, 16), [7, 7, 7, 7, 7, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&p.get(0x9000, 32)[..21], &[9; 20].iter().copied().chain([0]).collect::<Vec<u8>>()[..]);
+        assert_eq!(read_msghdr(&p, 0x4000), (0x8000, 6, 0x5000, 2, 0x9000, 20, libc::MSG_CTRUNC as u64));
+        assert_eq!(classify(libc::SYS_recvmsg, &args(&[3, 0x4000, libc::MSG_TRUNC as u64]), HOME), Class::Home(HomeReason::Call("recvmsg with MSG_TRUNC")));
+
+        // Home cannot point the process's header elsewhere.
+        let dep = deputy();
+        let mut reply = execute(&call, SCRATCH, SCRATCH_LEN, &dep, &mut |_, a| Ok(kernel(&dep, a))).unwrap();
+        let header = reply.outs.iter_mut().find(|(addr, _)| *addr == 0x4000).expect("the header comes back");
+        header.1[16..24].copy_from_slice(&0x1234u64.to_ne_bytes());
+        assert!(matches!(apply(&call, &reply, &p), Err(MarshalError::BadReply { .. })));
     }
 
     #[test]
