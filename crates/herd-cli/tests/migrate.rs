@@ -434,7 +434,8 @@ const REMOTE_ONLY: &str = "/tmp/herd-mig-remote-only.txt";
 
 /// Moved to n2, it reads a file that only n1's /tmp has and creates one: in n1's /tmp.
 /// sendmsg and recvmsg while away (three buffers and an address, a descriptor passed
-/// with SCM_RIGHTS and read through, a control buffer too small, recvmsg_into): made at
+/// with SCM_RIGHTS and read through, a control buffer too small, recvmsg_into), sendmmsg
+/// and recvmmsg (three datagrams each way): made at
 /// home, where the sockets are, with a direct run's results; the process never goes home
 /// for them (it did before: they were calls only home could make).
 fn socket_messages_while_away(lab: &Lab) {
@@ -452,6 +453,8 @@ fn socket_messages_while_away(lab: &Lab) {
         "it reads: passed along",
         "got b'again' control cut: True control []",
         "into 10 [b'0123', b'456', b'789\\x00\\x00\\x00\\x00\\x00']",
+        "sendmmsg 3 [5, 6, 3]",
+        "recvmmsg 3 [(5, b'first'), (6, b'second'), (3, b'3rd')] the fourth untouched: 0xdead",
     ] {
         assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
     }

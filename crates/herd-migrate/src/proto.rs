@@ -31,8 +31,8 @@ use crate::syscalls::{Call, Reply};
 /// is the base of the first incremental checkpoint). Version 11: a process forks where
 /// it runs ([`ToHome::Fork`], [`ToRemote::Forked`], [`Adopt::fork_of`]). Version 12: a
 /// file home has open is mapped from an identical copy where the process runs
-/// ([`ToHome::Identify`], [`ToRemote::Identity`]); sendmsg and recvmsg are forwarded
-/// (`OutKind::MsgHdr`).
+/// ([`ToHome::Identify`], [`ToRemote::Identity`]); sendmsg, recvmsg, sendmmsg and
+/// recvmmsg are forwarded (`OutKind::MsgHdr`, `OutKind::Mmsg`).
 pub const PROTOCOL_VERSION: u32 = 12;
 
 /// How a move is made.

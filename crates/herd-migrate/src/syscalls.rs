@@ -76,6 +76,16 @@ const LOFF: u64 = 8;
 const IOVEC: u64 = 16;
 /// `struct msghdr` (x86_64): name, namelen, iov, iovlen, control, controllen, flags.
 const MSGHDR: u64 = 56;
+/// `struct mmsghdr`: a msghdr, then `msg_len` (u32), padded.
+const MMSGHDR: u64 = 64;
+/// The most messages one forwarded sendmmsg or recvmmsg carries (the kernel may send or
+/// receive fewer than asked: the process takes the rest at its next call).
+pub const MAX_MMSG: u64 = 64;
+/// The parts of a `struct msghdr` the kernel sets: msg_namelen, then msg_controllen and
+/// msg_flags.
+const MSGHDR_SET: [(usize, usize); 2] = [(8, 12), (40, 52)];
+/// Its pointers: msg_name, msg_iov, msg_control.
+const MSGHDR_POINTERS: [(usize, usize); 3] = [(0, 8), (16, 24), (32, 40)];
 const SIGSET: u64 = 8;
 
 // asm-generic/socket.h: options whose value holds a pointer (a classic BPF
@@ -188,6 +198,13 @@ pub enum Arg {
     /// table, the process's), and sets the header's lengths and flags
     /// ([`OutKind::MsgHdr`]).
     MsgOut,
+    /// sendmmsg's array of `struct mmsghdr` (its count is argument `count_arg`, cut to
+    /// [`MAX_MMSG`]): each message as for [`Arg::MsgIn`]; the kernel sets each sent
+    /// one's `msg_len` ([`OutKind::Mmsg`]).
+    MmsgIn { count_arg: usize },
+    /// recvmmsg's: each message as for [`Arg::MsgOut`], except that its buffers come back
+    /// whole (each message has its own length); [`OutKind::Mmsg`].
+    MmsgOut { count_arg: usize },
 }
 
 /// The length of a pointer argument's buffer.
@@ -458,8 +475,8 @@ const TABLE: &[Entry] = {
         e!(SYS_personality, Home),
         e!(SYS_sendmsg, Forward(&[Val, MsgIn, Val])),
         e!(SYS_recvmsg, By(by_recvmsg)),
-        e!(SYS_sendmmsg, Home),
-        e!(SYS_recvmmsg, Home),
+        e!(SYS_sendmmsg, Forward(&[Val, MmsgIn { count_arg: 2 }, Val, Val])),
+        e!(SYS_recvmmsg, By(by_recvmmsg)),
         // The rings are shared with the kernel where the process runs.
         e!(SYS_io_uring_setup, Home),
         e!(SYS_io_uring_enter, Home),
@@ -586,6 +603,15 @@ fn by_recvmsg(a: &[u64; 6], _: Option<i32>) -> Decision {
         return Decision::Home(HomeReason::Call("recvmsg with MSG_TRUNC"));
     }
     Decision::Forward(&[Val, MsgOut, Val])
+}
+
+fn by_recvmmsg(a: &[u64; 6], _: Option<i32>) -> Decision {
+    use Arg::*;
+    use Len::*;
+    if a[3] as u32 & libc::MSG_TRUNC as u32 != 0 {
+        return Decision::Home(HomeReason::Call("recvmmsg with MSG_TRUNC"));
+    }
+    Decision::Forward(&[Val, MmsgOut { count_arg: 2 }, Val, Val, InOut(Fixed(TIMESPEC))])
 }
 
 fn by_recvfrom(a: &[u64; 6], _: Option<i32>) -> Decision {
@@ -773,6 +799,9 @@ pub enum OutKind {
     /// A `struct msghdr` the kernel read and updated (recvmsg): it comes back whole with
     /// the process's own pointers and the lengths and flags the kernel set.
     MsgHdr,
+    /// An array of `struct mmsghdr` (sendmmsg, recvmmsg): of its first `ret` messages the
+    /// lengths and flags the kernel set, `msg_len` included, come back.
+    Mmsg,
 }
 
 /// The deputy's answer to a [`Call`].
@@ -1039,6 +1068,8 @@ impl<'a> Walk<'a> {
             Arg::IovOut { count_arg } => self.iovecs(i, ptr, count_arg, true, src)?,
             Arg::MsgIn => self.msghdr(i, ptr, false, src)?,
             Arg::MsgOut => self.msghdr(i, ptr, true, src)?,
+            Arg::MmsgIn { count_arg } => self.mmsghdrs(i, ptr, count_arg, false, src)?,
+            Arg::MmsgOut { count_arg } => self.mmsghdrs(i, ptr, count_arg, true, src)?,
             Arg::SigsetPack => {
                 let d = src.bytes(i, ptr, 16, true)?;
                 let (ss, ss_len) = (u64_at(&d, 0), u64_at(&d, 8));
@@ -1058,7 +1089,7 @@ impl<'a> Walk<'a> {
     /// all (fewer iovecs, the last one shorter) and its count argument
     /// rewritten; its bases are rewritten on the home side.
     fn iovecs(&mut self, i: usize, ptr: u64, count_arg: usize, out: bool, src: &mut dyn Source<'a>) -> Result<(), MarshalError> {
-        self.args[count_arg] = self.iov_list(i, ptr, self.args[count_arg], out, Slot::Arg(i), src)?;
+        self.args[count_arg] = self.iov_list(i, ptr, self.args[count_arg], if out { OutKind::Scatter } else { OutKind::In }, Slot::Arg(i), src)?;
         Ok(())
     }
 
@@ -1067,33 +1098,55 @@ impl<'a> Walk<'a> {
     /// rewritten), the control messages; their pointers are rewritten on the home side.
     fn msghdr(&mut self, i: usize, ptr: u64, out: bool, src: &mut dyn Source<'a>) -> Result<(), MarshalError> {
         let raw = src.bytes(i, ptr, MSGHDR, true)?;
-        let (name, namelen, iov, iovlen, control, controllen) =
-            (u64_at(&raw, 0), u64_at(&raw, 8) & 0xffff_ffff, u64_at(&raw, 16), u64_at(&raw, 24), u64_at(&raw, 32), u64_at(&raw, 40));
         let parent = self.pieces.len();
         self.push(i, ptr, MSGHDR, raw, if out { OutKind::MsgHdr } else { OutKind::In }, Slot::Arg(i))?;
+        self.msg_parts(i, parent, 0, out, if out { OutKind::Scatter } else { OutKind::In }, src)
+    }
+
+    /// An array of `struct mmsghdr` (sendmmsg with `!out`, recvmmsg with `out`), cut to
+    /// [`MAX_MMSG`] messages (its count argument rewritten), and what each points to.
+    fn mmsghdrs(&mut self, i: usize, ptr: u64, count_arg: usize, out: bool, src: &mut dyn Source<'a>) -> Result<(), MarshalError> {
+        let count = u64::from(self.args[count_arg] as u32).min(MAX_MMSG);
+        self.args[count_arg] = count;
+        let raw = src.bytes(i, ptr, count * MMSGHDR, true)?;
+        let parent = self.pieces.len();
+        self.push(i, ptr, count * MMSGHDR, raw, OutKind::Mmsg, Slot::Arg(i))?;
+        for k in 0..count as usize {
+            self.msg_parts(i, parent, k * MMSGHDR as usize, out, if out { OutKind::Whole } else { OutKind::In }, src)?;
+        }
+        Ok(())
+    }
+
+    /// What the `struct msghdr` at `base` of piece `parent` points to: the address, the
+    /// iovec list (its buffers `iov_kind`; cut as for readv/writev, its count in the header
+    /// rewritten), the control messages. Read by the kernel, or (`out`) filled by it.
+    fn msg_parts(&mut self, i: usize, parent: usize, base: usize, out: bool, iov_kind: OutKind, src: &mut dyn Source<'a>) -> Result<(), MarshalError> {
+        let h = &self.pieces[parent].data[base..base + MSGHDR as usize];
+        let (name, namelen, iov, iovlen, control, controllen) = (u64_at(h, 0), u64_at(h, 8) & 0xffff_ffff, u64_at(h, 16), u64_at(h, 24), u64_at(h, 32), u64_at(h, 40));
         let kind = if out { OutKind::Whole } else { OutKind::In };
         if name != 0 && namelen > 0 {
             let n = self.len(i, Len::Fixed(namelen))?;
             let d = src.bytes(i, name, n, true)?;
-            self.push(i, name, n, d, kind, Slot::Within { buf: parent, offset: 0 })?;
+            self.push(i, name, n, d, kind, Slot::Within { buf: parent, offset: base })?;
         }
         if iov != 0 {
-            let kept = self.iov_list(i, iov, iovlen, out, Slot::Within { buf: parent, offset: 16 }, src)?;
+            let kept = self.iov_list(i, iov, iovlen, iov_kind, Slot::Within { buf: parent, offset: base + 16 }, src)?;
             if kept != iovlen {
-                self.pieces[parent].data.to_mut()[24..32].copy_from_slice(&kept.to_ne_bytes());
+                self.pieces[parent].data.to_mut()[base + 24..base + 32].copy_from_slice(&kept.to_ne_bytes());
             }
         }
         if control != 0 && controllen > 0 {
             let n = self.len(i, Len::Fixed(controllen))?;
             let d = src.bytes(i, control, n, true)?;
-            self.push(i, control, n, d, kind, Slot::Within { buf: parent, offset: 32 })?;
+            self.push(i, control, n, d, kind, Slot::Within { buf: parent, offset: base + 32 })?;
         }
         Ok(())
     }
 
     /// An iovec array of `count` at `ptr` (its own pointer goes into `slot`) and its
-    /// buffers, cut to [`MAX_IO`] bytes in all; returns how many iovecs are kept.
-    fn iov_list(&mut self, i: usize, ptr: u64, count: u64, out: bool, slot: Slot, src: &mut dyn Source<'a>) -> Result<u64, MarshalError> {
+    /// buffers (`kind`: In, Scatter or Whole), cut to [`MAX_IO`] bytes in all; returns how
+    /// many iovecs are kept.
+    fn iov_list(&mut self, i: usize, ptr: u64, count: u64, kind: OutKind, slot: Slot, src: &mut dyn Source<'a>) -> Result<u64, MarshalError> {
         if count > MAX_IOVECS {
             return Err(MarshalError::TooManyIovecs { arg: i as u8, count });
         }
@@ -1131,8 +1184,7 @@ impl<'a> Walk<'a> {
             if base == 0 {
                 continue; // stays NULL: the kernel faults on it at home, as here
             }
-            let d = src.bytes(i, base, len, !out)?;
-            let kind = if out { OutKind::Scatter } else { OutKind::In };
+            let d = src.bytes(i, base, len, kind != OutKind::Scatter)?;
             self.push(i, base, len, d, kind, Slot::Within { buf: parent, offset: k * IOVEC as usize })?;
         }
         Ok(n_kept)
@@ -1276,7 +1328,7 @@ pub fn execute(
         }
     }
     for (k, p) in w.pieces.iter().enumerate() {
-        if matches!(p.out, OutKind::In | OutKind::Whole | OutKind::MsgHdr) && p.len > 0 {
+        if matches!(p.out, OutKind::In | OutKind::Whole | OutKind::MsgHdr | OutKind::Mmsg) && p.len > 0 {
             mem.write(at(k), &data[k]).map_err(MarshalError::Deputy)?;
         }
     }
@@ -1298,13 +1350,13 @@ pub fn execute(
                 left -= n;
                 n
             }
-            OutKind::MsgHdr => {
-                // The process's own header, with what the kernel set: msg_namelen,
-                // msg_controllen, msg_flags (the pointers in scratch are home's).
-                let mut set = vec![0u8; MSGHDR as usize];
+            OutKind::MsgHdr | OutKind::Mmsg => {
+                // The process's own headers, with what the kernel set (the pointers in
+                // scratch are home's).
+                let mut set = vec![0u8; p.len as usize];
                 mem.read(at(k), &mut set).map_err(MarshalError::Deputy)?;
                 let mut v = p.data.to_vec();
-                for (from, to) in [(8, 12), (40, 48), (48, 52)] {
+                for (from, to) in header_sets(p.out, p.len, ret) {
                     v[from..to].copy_from_slice(&set[from..to]);
                 }
                 outs.push((p.addr, v));
@@ -1320,6 +1372,19 @@ pub fn execute(
     Ok(Reply { ret, outs })
 }
 
+/// The byte ranges of a `struct msghdr` (`MsgHdr`) or of an array of `struct mmsghdr`
+/// (`Mmsg`, `len` bytes, of which the first `ret` messages) that the kernel sets.
+fn header_sets(kind: OutKind, len: u64, ret: i64) -> Vec<(usize, usize)> {
+    match kind {
+        OutKind::MsgHdr => MSGHDR_SET.to_vec(),
+        _ => {
+            let n = (len / MMSGHDR).min(u64::try_from(ret).unwrap_or(0)) as usize;
+            let size = MMSGHDR as usize;
+            (0..n).flat_map(|m| MSGHDR_SET.iter().chain(&[(56, 60)]).map(move |&(f, t)| (m * size + f, m * size + t))).collect()
+        }
+    }
+}
+
 /// Remote side: writes a reply's outputs into the process and returns the
 /// call's result. Every output must be one of the buffers `call` (as
 /// [`marshal`] built it) lets the kernel write, within its length (for
@@ -1329,7 +1394,7 @@ pub fn apply(call: &Call, reply: &Reply, mem: &dyn MemWrite) -> Result<i64, Mars
     let ret = reply.ret;
     let refuse = |what: String| MarshalError::BadReply { nr: call.nr, what };
     let mut used = vec![false; call.bufs.len()];
-    let mut headers = Vec::new();
+    let mut kinds = Vec::new();
     let mut scattered = 0u64;
     let written = u64::try_from(ret).ok();
     for (addr, data) in &reply.outs {
@@ -1339,11 +1404,14 @@ pub fn apply(call: &Call, reply: &Reply, mem: &dyn MemWrite) -> Result<i64, Mars
             .ok_or_else(|| refuse(format!("{n} bytes for {addr:#x}, which is no output buffer of the call")))?;
         used[k] = true;
         let b = &call.bufs[k];
-        headers.push(b.out == OutKind::MsgHdr);
+        kinds.push(b.out);
         let fits = match (b.out, written) {
             (OutKind::Whole, _) => n == b.len,
-            // Its pointers must be the process's own, as sent.
-            (OutKind::MsgHdr, _) => n == b.len && [(0, 8), (16, 24), (32, 40)].iter().all(|&(f, t)| data.get(f..t) == b.data.get(f..t)),
+            // Their pointers must be the process's own, as sent.
+            (OutKind::MsgHdr | OutKind::Mmsg, _) => {
+                let size = if b.out == OutKind::Mmsg { MMSGHDR as usize } else { MSGHDR as usize };
+                n == b.len && (0..b.len as usize / size).all(|m| MSGHDR_POINTERS.iter().all(|&(f, t)| data.get(m * size + f..m * size + t) == b.data.get(m * size + f..m * size + t)))
+            }
             (OutKind::Ret, Some(w)) => n <= b.len.min(w),
             (OutKind::Items(size), Some(w)) => n <= b.len.min(w.saturating_mul(size)),
             (OutKind::Scatter, Some(w)) => {
@@ -1356,11 +1424,14 @@ pub fn apply(call: &Call, reply: &Reply, mem: &dyn MemWrite) -> Result<i64, Mars
             return Err(refuse(format!("{n} bytes for the {}-byte buffer at {addr:#x} (argument {}), result {ret}", b.len, b.arg)));
         }
     }
-    for ((addr, data), header) in reply.outs.iter().zip(headers) {
-        // Of a msghdr only what the kernel sets: msg_namelen, msg_controllen and msg_flags
-        // (its iovec count may have been cut on the way).
-        let parts: &[(usize, usize)] = if header { &[(8, 12), (40, 52)] } else { &[(0, data.len())] };
-        for &(from, to) in parts {
+    for ((addr, data), kind) in reply.outs.iter().zip(kinds) {
+        // Of a msghdr only what the kernel sets (its iovec count may have been cut on the
+        // way).
+        let parts = match kind {
+            OutKind::MsgHdr | OutKind::Mmsg => header_sets(kind, data.len() as u64, ret),
+            _ => vec![(0, data.len())],
+        };
+        for (from, to) in parts {
             let at = *addr + from as u64;
             mem.write(at, &data[from..to]).map_err(|_| MarshalError::WriteFault { addr: at, len: (to - from) as u64 })?;
         }
@@ -1900,6 +1971,56 @@ mod tests {
         let header = reply.outs.iter_mut().find(|(addr, _)| *addr == 0x4000).expect("the header comes back");
         header.1[16..24].copy_from_slice(&0x1234u64.to_ne_bytes());
         assert!(matches!(apply(&call, &reply, &p), Err(MarshalError::BadReply { .. })));
+    }
+
+    /// sendmmsg and recvmmsg: each message carried as for sendmsg/recvmsg; of the
+    /// first `ret` messages the kernel's `msg_len` (and lengths, flags) come back, not
+    /// of the others; a received message's buffer comes back whole.
+    #[test]
+    fn mmsg_calls_set_the_lengths_of_ret_messages() {
+        let p = FakeMem::default();
+        p.map(0x6000, b"one");
+        p.map(0x7000, b"four");
+        iovecs(&p, 0x5000, &[(0x6000, 3)]);
+        iovecs(&p, 0x5100, &[(0x7000, 4)]);
+        // Two mmsghdr at 0x4000 and 0x4040, msg_len 0xdead each.
+        msghdr(&p, 0x4000, (0, 0), (0x5000, 1), (0, 0), 0);
+        let mut second = vec![0u8; 64];
+        second[16..24].copy_from_slice(&0x5100u64.to_ne_bytes());
+        second[24..32].copy_from_slice(&1u64.to_ne_bytes());
+        second[56..60].copy_from_slice(&0xdeadu32.to_ne_bytes());
+        p.write(0x4040, &second).unwrap();
+        p.write(0x4038, &0xdeadu32.to_ne_bytes()).unwrap();
+        let (call, ret) = forward(libc::SYS_sendmmsg, args(&[3, 0x4000, 2, 0]), &p, |dep, a| {
+            assert_eq!(a[2], 2);
+            for (m, want) in [(0u64, &b"one"[..]), (1, &b"four"[..])] {
+                let (_, _, iov, iovlen, _, _, _) = read_msghdr(dep, a[1] + m * 64);
+                let iovs = read_iovecs(dep, iov, iovlen as usize);
+                assert_eq!(dep.get(iovs[0].0, want.len()), want);
+                dep.write(a[1] + m * 64 + 56, &(want.len() as u32).to_ne_bytes()).unwrap();
+            }
+            2
+        });
+        assert_eq!(ret, 2);
+        assert_eq!(call.bufs.len(), 5, "the array, and an iovec array and a buffer each");
+        assert_eq!((p.get(0x4038, 4), p.get(0x4078, 4)), (3u32.to_ne_bytes().to_vec(), 4u32.to_ne_bytes().to_vec()));
+        assert_eq!(read_msghdr(&p, 0x4040).2, 0x5100, "the process's pointers");
+
+        // recvmmsg: one message of two received.
+        p.write(0x4038, &0xdeadu32.to_ne_bytes()).unwrap();
+        p.write(0x4078, &0xdeadu32.to_ne_bytes()).unwrap();
+        let (_, ret) = forward(libc::SYS_recvmmsg, args(&[3, 0x4000, 2, 0, 0]), &p, |dep, a| {
+            let (_, _, iov, _, _, _, _) = read_msghdr(dep, a[1]);
+            dep.write(read_iovecs(dep, iov, 1)[0].0, b"ab").unwrap();
+            dep.write(a[1] + 48, &(libc::MSG_TRUNC as u32).to_ne_bytes()).unwrap();
+            dep.write(a[1] + 56, &2u32.to_ne_bytes()).unwrap();
+            dep.write(a[1] + 64 + 56, &9u32.to_ne_bytes()).unwrap(); // not received: not back
+            1
+        });
+        assert_eq!(ret, 1);
+        assert_eq!(p.get(0x6000, 3), b"abe", "a buffer comes back whole");
+        assert_eq!(read_msghdr(&p, 0x4000).6, libc::MSG_TRUNC as u64);
+        assert_eq!((p.get(0x4038, 4), p.get(0x4078, 4)), (2u32.to_ne_bytes().to_vec(), 0xdeadu32.to_ne_bytes().to_vec()));
     }
 
     #[test]

@@ -7,9 +7,35 @@
 #                        a unix stream pair passes an open file's descriptor (SCM_RIGHTS)
 #                        and reads the file through the one received; again with a
 #                        control buffer too small (MSG_CTRUNC, nothing received); fills
-#                        three buffers with recvmsg_into; says what it got at each step,
-#                        "done", waits for a line and ends.
-import array, os, socket, sys
+#                        three buffers with recvmsg_into; sends three datagrams with one
+#                        sendmmsg and receives them with one recvmmsg (libc, by ctypes);
+#                        says what it got at each step, "done", waits for a line and ends.
+import array, ctypes, os, socket, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class Msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(Iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
+
+
+class Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint)]
+
+
+def mmsgs(bufs):
+    msgs = (Mmsghdr * len(bufs))()
+    iovs = [Iovec(ctypes.cast(b, ctypes.c_void_p), len(b)) for b in bufs]
+    for m, iov in zip(msgs, iovs):
+        m.hdr.iov = ctypes.pointer(iov)
+        m.hdr.iovlen = 1
+        m.len = 0xDEAD
+    return msgs, iovs
 
 d = sys.argv[1]
 print(f"mig-pid: {os.getpid()}", file=sys.stderr, flush=True)
@@ -48,6 +74,14 @@ a.sendall(b"0123456789")
 bufs = [bytearray(4), bytearray(3), bytearray(8)]
 nbytes, anc, flags, addr = b.recvmsg_into(bufs)
 print("into", nbytes, [bytes(x) for x in bufs])
+x, y = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+out = [ctypes.create_string_buffer(t, len(t)) for t in (b"first", b"second", b"3rd")]
+msgs, keep = mmsgs(out)
+print("sendmmsg", libc.sendmmsg(x.fileno(), msgs, 3, 0), [m.len for m in msgs])
+into = [ctypes.create_string_buffer(8) for _ in range(4)]
+msgs, keep = mmsgs(into)
+n = libc.recvmmsg(y.fileno(), msgs, 4, socket.MSG_DONTWAIT, None)
+print("recvmmsg", n, [(m.len, into[k].raw[: m.len]) for k, m in enumerate(msgs[:n])], "the fourth untouched:", hex(msgs[3].len))
 for p in (srv_path, cli_path, passed):
     os.unlink(p)
 print("done", flush=True)
