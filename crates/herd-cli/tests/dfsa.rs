@@ -122,15 +122,12 @@ fn few_forwarded(lab: &Lab, p: &Proc, pid: i32, limit: u64, what: &str) {
     }
 }
 
-/// The steps of `dfsa_io io DIR` (without the mapping, with `nomap`) around moves to n2,
-/// n3 and home, against a direct run; the calls forwarded home while on n2.
-fn io_moved_about(lab: &Lab, dir: &std::path::Path, nomap: bool, limit: u64) {
+/// The steps of `dfsa_io io DIR` around moves to n2, n3 and home, against a direct run;
+/// the calls forwarded home while on n2.
+fn io_moved_about(lab: &Lab, dir: &std::path::Path, limit: u64) {
     let input: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(dir.join("input"), &input).unwrap();
-    let mut args = vec!["io".to_string(), dir.to_string_lossy().into_owned()];
-    if nomap {
-        args.push("nomap".into());
-    }
+    let args = vec!["io".to_string(), dir.to_string_lossy().into_owned()];
     let prog = lab.program("dfsa_io").with_args(&args);
     let gates = [Gate::Line("ready"), Gate::Line("io done"), Gate::Line("again")];
     let direct = lab.run_direct("dfsa_io (direct)", &prog, &gates);
@@ -139,10 +136,11 @@ fn io_moved_about(lab: &Lab, dir: &std::path::Path, nomap: bool, limit: u64) {
     let _ = std::fs::remove_file(dir.join("out"));
 
     let (mut p, pid) = on_n2_until(lab, "dfsa_io (herd run, moved to n2, n3 and home)", &prog, "io done");
-    // Still on n2 (a mapping of a shared file does not bring it home); its file calls
-    // did not go home one by one: 3 MB read by 32 KiB reads (92), 4 MiB written and
-    // read back (256), and more. What went home: its lines on stdout, the reads of its
-    // trigger, and (forwarded files) a few windows and gathered writes.
+    // Still on n2 (its mappings, of a shared file or of a file n2 has the same, do not
+    // bring it home); its file calls did not go home one by one: 3 MB read by 32 KiB
+    // reads (92), 4 MiB written and read back (256), and more. What went home: its lines
+    // on stdout, the reads of its trigger, and (forwarded files) a few windows and
+    // gathered writes.
     lab.expect_where(&p, pid, "n2", Some(1));
     few_forwarded(lab, &p, pid, limit, "while it used its files on n2");
     // On to n3 (a descriptor opened at home continues there at its offset), then home.
@@ -158,12 +156,14 @@ fn io_moved_about(lab: &Lab, dir: &std::path::Path, nomap: bool, limit: u64) {
 }
 
 /// Files of a directory the nodes do not share, used on n2: read ahead in windows and
-/// written behind, with the same results as at home and few calls forwarded.
+/// written behind, with the same results as at home and few calls forwarded; mapped from
+/// n2's copies (the same files: this machine's directory), the file just written too
+/// (its gathered writes reach home before home says what the file is).
 fn forwarded_files_read_ahead_and_written_behind(lab: &Lab) {
     let dir = lab.dir.join("plain");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
-    io_moved_about(lab, &dir, true, 60);
+    io_moved_about(lab, &dir, 60);
 }
 
 /// A file system at home that fills up (a 1 MiB tmpfs in n1) while the process writes
@@ -275,7 +275,7 @@ fn sha256sum_cp_xz_of_a_file_at_home_run_on_n2(lab: &Lab) {
 /// any call goes home for it. Then a process on n3 reads the file written on n2.
 fn files_used_directly_while_away(lab: &Lab) {
     let dir = shared_dir(lab);
-    io_moved_about(lab, &dir, false, 60);
+    io_moved_about(lab, &dir, 60);
 
     // Written on n2, read on n3.
     let out = dir.join("out").to_string_lossy().into_owned();

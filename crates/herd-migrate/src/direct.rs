@@ -167,7 +167,7 @@ pub fn write_at(pid: i32, fd: i32, at: u64, data: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
-/// The largest file a node maps from its own copy ([`ToHome::Identify`]): both sides
+/// The largest file a node maps from its own copy ([`ToHome::Identify`](crate::proto::ToHome::Identify)): both sides
 /// read the whole file once to compare it (then the hash is cached); a larger one is
 /// mapped at home.
 pub const MAX_COPY: u64 = 512 << 20;

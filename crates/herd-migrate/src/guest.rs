@@ -1376,7 +1376,9 @@ impl Guest {
         };
         if let Some(fd) = private_file_mapping(&n).filter(|fd| !self.direct.has(*fd)) {
             // Mapped here from the node's own copy if it has the same file (the answer
-            // decides, in `mapped_from_copy`); else the process goes home for it.
+            // decides, in `mapped_from_copy`); else the process goes home for it. Home's
+            // file first gets what the process wrote to it (gathered writes).
+            send_settle(Settle { writes: self.ahead.flush_all(), ..Settle::default() }, out);
             self.seq += 1;
             out(ToHome::Identify { seq: self.seq, fd });
             self.identifying.insert(self.seq, (n.id, caller, fd));
@@ -1947,7 +1949,6 @@ impl Guest {
     }
 }
 
-/// Sends home what it must do first: gathered writes, then offsets.
 /// The descriptor of a private mapping of a file (mmap with MAP_PRIVATE of an fd).
 fn private_file_mapping(n: &Notif) -> Option<i32> {
     let flags = n.args[3] as u32 as i32;
@@ -1955,6 +1956,7 @@ fn private_file_mapping(n: &Notif) -> Option<i32> {
     (i64::from(n.nr) == libc::SYS_mmap && private).then_some(n.args[4] as i32).filter(|fd| *fd >= 0)
 }
 
+/// Sends home what it must do first: gathered writes, then offsets.
 fn send_settle(s: Settle, out: &dyn Fn(ToHome) -> bool) {
     for f in s.writes {
         out(ToHome::Write { fd: f.fd, at: f.at, data: f.data });

@@ -5,12 +5,11 @@
  *                      its first 1000 bytes; "ready", trigger (the test moves it).
  *                      Then: reads 1000 more of A; reads DIR/input whole by a new
  *                      descriptor in 32 KiB reads; writes DIR/out (4 MiB in 32 KiB
- *                      writes), fsync, reads it back; fstat; pread; maps DIR/input
- *                      (MAP_PRIVATE) and sums it; "io done", trigger (the test
+ *                      writes; its 100th block mapped privately just after it is
+ *                      written, by the descriptor written through), fsync, reads it back; fstat; pread;
+ *                      maps DIR/input (MAP_PRIVATE) and sums it; "io done", trigger (the test
  *                      moves it on); reads 1000 more of A, "again", trigger (the
  *                      test moves it home); reads 1000 more of A.
- *   dfsa_io io DIR nomap   the same without the mapping (a file not in a shared
- *                      directory: its mapping would bring the process home).
  *   dfsa_io check FILE "ready", trigger, then prints a checksum of FILE.
  *   dfsa_io fill FILE MIB  "ready", trigger, then writes up to MIB MiB to FILE in
  *                      32 KiB writes, fsync, close; says which call failed first.
@@ -168,9 +167,8 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "names") == 0)
         return names(argv[2]);
-    int nomap = argc == 4 && strcmp(argv[3], "nomap") == 0;
-    if ((argc != 3 && !nomap) || strcmp(argv[1], "io") != 0) {
-        fprintf(stderr, "usage: dfsa_io io DIR [nomap] | dfsa_io check FILE | dfsa_io fill FILE MIB\n");
+    if (argc != 3 || strcmp(argv[1], "io") != 0) {
+        fprintf(stderr, "usage: dfsa_io io DIR | dfsa_io check FILE | dfsa_io fill FILE MIB | dfsa_io names DIR\n");
         return 2;
     }
     char input[4096], out[4096], link[4096], missing[4096];
@@ -205,6 +203,18 @@ int main(int argc, char **argv)
             return 2;
         }
         wh = fnv(wh, block, sizeof block);
+        if (i == 99) {
+            /* Mapped before any other call names the file: the mapping holds what was
+             * just written (away: written behind, not sent home yet). */
+            unsigned char *last = mmap(NULL, sizeof block, PROT_READ, MAP_PRIVATE, w, 99 * (off_t)sizeof block);
+            if (last == MAP_FAILED) {
+                fprintf(stderr, "mmap %s: %s\n", out, strerror(errno));
+                return 2;
+            }
+            say("block 99 mapped: %016llx, written: %016llx", (unsigned long long)fnv(FNV0, last, sizeof block),
+                (unsigned long long)fnv(FNV0, block, sizeof block));
+            munmap(last, sizeof block);
+        }
     }
     if (fsync(w) != 0)
         say("fsync: %s", strerror(errno));
@@ -226,18 +236,15 @@ int main(int argc, char **argv)
     say("pread: %zd %016llx", pr, (unsigned long long)fnv(FNV0, p, pr > 0 ? (size_t)pr : 0));
     close(w);
 
-    unsigned char *map = NULL;
-    if (!nomap) {
-        int m = must_open(input, O_RDONLY);
-        fstat(m, &st);
-        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, m, 0);
-        if (map == MAP_FAILED) {
-            fprintf(stderr, "mmap: %s\n", strerror(errno));
-            return 2;
-        }
-        close(m);
-        say("input mapped: %016llx", (unsigned long long)fnv(FNV0, map, (size_t)st.st_size));
+    int m = must_open(input, O_RDONLY);
+    fstat(m, &st);
+    unsigned char *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, m, 0);
+    if (map == MAP_FAILED) {
+        fprintf(stderr, "mmap: %s\n", strerror(errno));
+        return 2;
     }
+    close(m);
+    say("input mapped: %016llx", (unsigned long long)fnv(FNV0, map, (size_t)st.st_size));
     struct stat ls;
     int r1 = stat(input, &st), r2 = lstat(link, &ls);
     say("stat input: %d, %lld bytes, mode %o, uid %d", r1, (long long)st.st_size, (int)st.st_mode, (int)st.st_uid);
@@ -252,8 +259,7 @@ int main(int argc, char **argv)
     mig_wait_trigger("on");
 
     read_part(a, 1000, "A later");
-    if (map)
-        say("still mapped: %016llx", (unsigned long long)fnv(FNV0, map, 4096));
+    say("still mapped: %016llx", (unsigned long long)fnv(FNV0, map, 4096));
     say("again");
     mig_wait_trigger("home");
 
