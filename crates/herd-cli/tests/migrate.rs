@@ -52,7 +52,7 @@ use serde_json::Value;
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
     &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "mig_forkheap", "thr_work", "thr_omp", "thr_sig", "refuse", "mig_sigcut"];
-const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py", "mig_sockmsg.py"];
+const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py", "mig_sockmsg.py", "mig_eventfds.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
 
@@ -72,6 +72,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("home_files_are_read_and_created_at_home", home_files_are_read_and_created_at_home),
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
     ("socket_messages_while_away", socket_messages_while_away),
+    ("eventfd_timerfd_inotify_while_away", eventfd_timerfd_inotify_while_away),
     ("signals_reach_it_and_sigkill_leaves_nothing", signals_reach_it_and_sigkill_leaves_nothing),
     ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
     ("signals_here_cut_forwarded_writes_short", signals_here_cut_forwarded_writes_short),
@@ -435,18 +436,11 @@ const REMOTE_ONLY: &str = "/tmp/herd-mig-remote-only.txt";
 /// Moved to n2, it reads a file that only n1's /tmp has and creates one: in n1's /tmp.
 /// sendmsg and recvmsg while away (three buffers and an address, a descriptor passed
 /// with SCM_RIGHTS and read through, a control buffer too small, recvmsg_into), sendmmsg
-/// and recvmmsg (three datagrams each way): made at
-/// home, where the sockets are, with a direct run's results; the process never goes home
-/// for them (it did before: they were calls only home could make).
+/// and recvmmsg (three datagrams each way): made at home, where the sockets are, with a
+/// direct run's results; the process never goes home for them (it did before: they were
+/// calls only home could make).
 fn socket_messages_while_away(lab: &Lab) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = lab.dir.join("sockmsg");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let prog = lab.python_program("mig_sockmsg.py").with_args(&[dir.to_str().unwrap()]);
-    let direct = lab.run_direct("mig_sockmsg.py (direct)", &prog, &[Gate::Line("ready"), Gate::Line("done")]);
-    expect_status(&direct, Some(0), None);
-    for line in [
+    stays_away_for(lab, "mig_sockmsg.py", &[
         "sent 20",
         "got b'three buffers in one' from the client: True flags 0 control []",
         "got b'fd' with 1 descriptor(s), a new one: True",
@@ -455,10 +449,39 @@ fn socket_messages_while_away(lab: &Lab) {
         "into 10 [b'0123', b'456', b'789\\x00\\x00\\x00\\x00\\x00']",
         "sendmmsg 3 [5, 6, 3]",
         "recvmmsg 3 [(5, b'first'), (6, b'second'), (3, b'3rd')] the fourth untouched: 0xdead",
-    ] {
+    ]);
+}
+
+/// An eventfd, a timerfd (set, read back, waited for with select) and inotify watching a
+/// directory at home, made and used while away: at home, with a direct run's results;
+/// the process never goes home for them (they were calls only home could make).
+fn eventfd_timerfd_inotify_while_away(lab: &Lab) {
+    stays_away_for(lab, "mig_eventfds.py", &[
+        "eventfd read 12",
+        "eventfd empty: EAGAIN",
+        "timer set 0 it was disarmed: True",
+        "timer armed, under 50 ms to go: True",
+        "timer fired: True expirations 1",
+        "inotify: its watch True mask 0x100 the file made: True",
+        "rm_watch 0",
+    ]);
+}
+
+/// Python program `name DIR` (DIR a fresh directory anyone may write): run directly, its
+/// output has `lines`; under `herd run`, moved to n2 at "ready", it says the same and is
+/// still on n2, never moved again, when it says "done".
+fn stays_away_for(lab: &Lab, name: &str, lines: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = lab.dir.join(name.trim_end_matches(".py"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let prog = lab.python_program(name).with_args(&[dir.to_str().unwrap()]);
+    let direct = lab.run_direct(&format!("{name} (direct)"), &prog, &[Gate::Line("ready"), Gate::Line("done")]);
+    expect_status(&direct, Some(0), None);
+    for line in lines {
         assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
     }
-    let mut p = lab.start("mig_sockmsg.py (herd run, moved to n2)", How::Herd, &prog);
+    let mut p = lab.start(&format!("{name} (herd run, moved to n2)"), How::Herd, &prog);
     let pid = p.home_pid(lab);
     p.wait_for_line(lab, "ready");
     lab.expect_migrate(&p, pid, "n2");

@@ -61,6 +61,8 @@ const STATFS: u64 = 120;
 const UTSNAME: u64 = 390;
 const SYSINFO: u64 = 112;
 const TIMESPEC: u64 = 16;
+/// `struct itimerspec`: interval and value.
+const ITIMERSPEC: u64 = 32;
 const TIMEVAL: u64 = 16;
 const POLLFD: u64 = 8;
 /// struct epoll_event (packed on x86_64: u32 events, u64 data).
@@ -481,17 +483,21 @@ const TABLE: &[Entry] = {
         e!(SYS_io_uring_setup, Home),
         e!(SYS_io_uring_enter, Home),
         e!(SYS_io_uring_register, Home),
-        e!(SYS_eventfd, Home),
-        e!(SYS_eventfd2, Home),
+        // Descriptors made at home like any other, and used there: an eventfd, a timer
+        // (its clock is home's: an absolute CLOCK_MONOTONIC deadline read here is the
+        // node's), inotify watches on home's files.
+        e!(SYS_eventfd, Forward(&[Val])),
+        e!(SYS_eventfd2, Forward(&[Val, Val])),
+        e!(SYS_timerfd_create, Forward(&[Val, Val])),
+        e!(SYS_timerfd_settime, Forward(&[Val, Val, InBuf(Fixed(ITIMERSPEC)), InOut(Fixed(ITIMERSPEC))])),
+        e!(SYS_timerfd_gettime, Forward(&[Val, InOut(Fixed(ITIMERSPEC))])),
+        e!(SYS_inotify_init, Forward(&[])),
+        e!(SYS_inotify_init1, Forward(&[Val])),
+        e!(SYS_inotify_add_watch, Forward(&[Val, Path, Val])),
+        e!(SYS_inotify_rm_watch, Forward(&[Val, Val])),
+        // The signals a signalfd reads are the process's, which reach it here.
         e!(SYS_signalfd, Home),
         e!(SYS_signalfd4, Home),
-        e!(SYS_timerfd_create, Home),
-        e!(SYS_timerfd_settime, Home),
-        e!(SYS_timerfd_gettime, Home),
-        e!(SYS_inotify_init, Home),
-        e!(SYS_inotify_init1, Home),
-        e!(SYS_inotify_add_watch, Home),
-        e!(SYS_inotify_rm_watch, Home),
         e!(SYS_memfd_create, Home),
         e!(SYS_setuid, Home),
         e!(SYS_setgid, Home),
@@ -1602,7 +1608,8 @@ mod tests {
         assert_eq!(c(libc::SYS_fork, &[]).to_string_home(), "fork");
         assert_eq!(c(libc::SYS_execve, &[]).to_string_home(), "execve");
         assert_eq!(c(libc::SYS_personality, &[]).to_string_home(), "personality");
-        assert_eq!(c(libc::SYS_eventfd2, &[]).to_string_home(), "eventfd2");
+        assert_eq!(c(libc::SYS_signalfd4, &[]).to_string_home(), "signalfd4");
+        assert_eq!(c(libc::SYS_eventfd2, &[]), Forward);
         assert_eq!(c(333, &[]).to_string_home(), "unknown system call 333");
         assert_eq!(c(-1, &[]).to_string_home(), "unknown system call -1");
         assert_eq!(c(1 << 40, &[]).to_string_home(), format!("unknown system call {}", 1u64 << 40));
