@@ -57,6 +57,8 @@ enum Need {
     Go,
     /// tmux.
     Tmux,
+    /// nft (Debian nftables): `--tcp-established` holds the connections still with it.
+    Nft,
 }
 
 /// True when the test can run; otherwise prints `SKIP <test>: <reasons>`.
@@ -77,6 +79,7 @@ fn ready(test: &str, needs: &[Need]) -> bool {
             Need::Java if !tool_works("javac", &["-version"]) => why.push("no JDK (`javac`)".to_string()),
             Need::Go if gobuild::go_version().is_none() => why.push("no Go toolchain (`go`, Debian's golang-go)".to_string()),
             Need::Tmux if !tool_works("tmux", &["-V"]) => why.push("no tmux".to_string()),
+            Need::Nft if !tool_works("nft", &["--version"]) => why.push("nft is not installed (Debian package nftables): --tcp-established needs it".to_string()),
             Need::Root if !nix::unistd::geteuid().is_root() => {
                 why.push("not root: a restore gives threads their old ids (clone3 set_tid) only as root".to_string())
             }
@@ -1734,7 +1737,7 @@ impl TcpPeer {
 /// and the output is the uninterrupted run's.
 #[test]
 fn tcp_connection_to_a_server_outside_goes_on_after_restart() {
-    if !ready("tcp_connection_to_a_server_outside_goes_on_after_restart", &[Need::Python, Need::Root]) {
+    if !ready("tcp_connection_to_a_server_outside_goes_on_after_restart", &[Need::Python, Need::Root, Need::Nft]) {
         return;
     }
     let dir = tmp();
@@ -1760,11 +1763,7 @@ fn tcp_connection_to_a_server_outside_goes_on_after_restart() {
 /// for that answer forever.
 #[test]
 fn tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart() {
-    if !ready("tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart", &[Need::Python, Need::Root]) {
-        return;
-    }
-    if Command::new("nft").arg("--version").stdout(Stdio::null()).status().is_err() {
-        println!("SKIP tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart: nft is not installed (Debian package nftables)");
+    if !ready("tcp_peer_that_speaks_while_the_client_is_gone_is_heard_after_restart", &[Need::Python, Need::Root, Need::Nft]) {
         return;
     }
     let dir = tmp();
@@ -1966,7 +1965,7 @@ fn tmux_session_comes_back_with_its_shell_and_screen() {
 /// processes run on untouched.
 #[test]
 fn tcp_connection_inside_the_tree_goes_on_after_restart() {
-    if !ready("tcp_connection_inside_the_tree_goes_on_after_restart", &[Need::Python, Need::Root]) {
+    if !ready("tcp_connection_inside_the_tree_goes_on_after_restart", &[Need::Python, Need::Root, Need::Nft]) {
         return;
     }
     let dir = tmp();

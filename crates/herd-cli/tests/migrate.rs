@@ -52,7 +52,7 @@ use serde_json::Value;
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
     &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "mig_forkheap", "thr_work", "thr_omp", "thr_sig", "refuse", "mig_sigcut"];
-const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py", "mig_sockmsg.py", "mig_eventfds.py"];
+const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py", "mig_sockmsg.py", "mig_eventfds.py", "mig_fscalls.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
 
@@ -73,6 +73,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
     ("socket_messages_while_away", socket_messages_while_away),
     ("eventfd_timerfd_inotify_while_away", eventfd_timerfd_inotify_while_away),
+    ("xattrs_fifo_sync_affinity_while_away", xattrs_fifo_sync_affinity_while_away),
     ("signals_reach_it_and_sigkill_leaves_nothing", signals_reach_it_and_sigkill_leaves_nothing),
     ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
     ("signals_here_cut_forwarded_writes_short", signals_here_cut_forwarded_writes_short),
@@ -464,6 +465,24 @@ fn eventfd_timerfd_inotify_while_away(lab: &Lab) {
         "timer fired: True expirations 1",
         "inotify: its watch True mask 0x100 the file made: True",
         "rm_watch 0",
+    ]);
+}
+
+/// Extended attributes (set, read, listed and removed by path, descriptor and without
+/// following a symlink), mkfifo, sync, syncfs, its own CPU affinity and nice value, while
+/// away: the file calls at home, the affinity and nice value where it runs, with a direct
+/// run's results; the
+/// process never goes home for them (they were calls only home could make).
+fn xattrs_fifo_sync_affinity_while_away(lab: &Lab) {
+    stays_away_for(lab, "mig_fscalls.py", &[
+        "getxattr b'first value' b'2'",
+        "listxattr ['user.herd', 'user.second'] ['user.herd', 'user.second']",
+        "through the link b'first value' of the link itself []",
+        "removed: ENODATA",
+        "mkfifo: a FIFO True mode 0o600",
+        "syncfs 0",
+        "affinity kept: True",
+        "nice raised by 3",
     ]);
 }
 

@@ -332,6 +332,9 @@ const TABLE: &[Entry] = {
         // ---- local: scheduling, randomness, credentials, limits ----
         e!(SYS_sched_yield, Local),
         e!(SYS_sched_getaffinity, Local),
+        e!(SYS_sched_setaffinity, By(by_setaffinity)),
+        e!(SYS_getpriority, By(by_priority)),
+        e!(SYS_setpriority, By(by_priority)),
         e!(SYS_sched_getparam, Local),
         e!(SYS_sched_getscheduler, Local),
         e!(SYS_sched_get_priority_max, Local),
@@ -410,11 +413,32 @@ const TABLE: &[Entry] = {
         e!(SYS_fchownat, Forward(&[Val, Path, Val, Val, Val])),
         e!(SYS_truncate, Forward(&[Path, Val])),
         e!(SYS_utimensat, Forward(&[Val, Path, InBuf(Fixed(2 * TIMESPEC)), Val])),
+        // Extended attributes (`ls -l` asks for ACLs; `cp -p`, tar and python's copystat
+        // copy them).
+        e!(SYS_getxattr, Forward(&[Path, Path, OutRet(Size(3)), Val])),
+        e!(SYS_lgetxattr, Forward(&[Path, Path, OutRet(Size(3)), Val])),
+        e!(SYS_fgetxattr, Forward(&[Val, Path, OutRet(Size(3)), Val])),
+        e!(SYS_listxattr, Forward(&[Path, OutRet(Size(2)), Val])),
+        e!(SYS_llistxattr, Forward(&[Path, OutRet(Size(2)), Val])),
+        e!(SYS_flistxattr, Forward(&[Val, OutRet(Size(2)), Val])),
+        e!(SYS_setxattr, Forward(&[Path, Path, InBuf(Size(3)), Val, Val])),
+        e!(SYS_lsetxattr, Forward(&[Path, Path, InBuf(Size(3)), Val, Val])),
+        e!(SYS_fsetxattr, Forward(&[Val, Path, InBuf(Size(3)), Val, Val])),
+        e!(SYS_removexattr, Forward(&[Path, Path])),
+        e!(SYS_lremovexattr, Forward(&[Path, Path])),
+        e!(SYS_fremovexattr, Forward(&[Val, Path])),
+        e!(SYS_sync, Forward(&[])),
+        e!(SYS_syncfs, Forward(&[Val])),
+        e!(SYS_sync_file_range, Forward(&[Val, Val, Val, Val])),
+        e!(SYS_readahead, Forward(&[Val, Val, Val])),
         // ---- forward: the name space ----
         e!(SYS_unlink, Forward(&[Path])),
         e!(SYS_unlinkat, Forward(&[Val, Path, Val])),
         e!(SYS_mkdir, Forward(&[Path, Val])),
         e!(SYS_mkdirat, Forward(&[Val, Path, Val])),
+        // mkfifo, and device nodes where the owner may make them.
+        e!(SYS_mknod, Forward(&[Path, Val, Val])),
+        e!(SYS_mknodat, Forward(&[Val, Path, Val, Val])),
         e!(SYS_rmdir, Forward(&[Path])),
         e!(SYS_rename, Forward(&[Path, Path])),
         e!(SYS_renameat, Forward(&[Val, Path, Val, Path])),
@@ -599,6 +623,26 @@ fn by_fcntl(a: &[u64; 6], _: Option<i32>) -> Decision {
     match FCNTLS.iter().find(|(c, _)| *c as u32 == cmd) {
         Some((_, spec)) => Decision::Forward(spec),
         None => Decision::Home(HomeReason::Fcntl(cmd)),
+    }
+}
+
+/// The calling thread's own CPUs (pid 0) are this node's: set here. Another thread's or
+/// process's (a pid of home's) are set at home.
+fn by_setaffinity(a: &[u64; 6], _: Option<i32>) -> Decision {
+    if a[0] as i32 == 0 {
+        Decision::Local
+    } else {
+        Decision::Home(HomeReason::Call("sched_setaffinity of another thread"))
+    }
+}
+
+/// Its own nice value (PRIO_PROCESS, who 0) is where it runs (a move carries it); another
+/// process's, a group's or a user's is home's.
+fn by_priority(a: &[u64; 6], _: Option<i32>) -> Decision {
+    if a[0] as i32 == libc::PRIO_PROCESS as i32 && a[1] as i32 == 0 {
+        Decision::Local
+    } else {
+        Decision::Home(HomeReason::Call("the priority of another process"))
     }
 }
 
