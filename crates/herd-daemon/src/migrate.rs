@@ -46,6 +46,15 @@ fn file_hashes() -> &'static Mutex<herd_checkpoint::filehash::FileHashes> {
     HASHES.get_or_init(|| Mutex::new(herd_checkpoint::filehash::FileHashes::ephemeral()))
 }
 
+/// Sends request `adopt` on `stream` and waits for the node's first answer: the stream's
+/// error if it broke (it may be retried on another), Elapsed after 10 s without one.
+async fn announce(stream: &mut SecureStream<tokio::net::TcpStream>, adopt: &[u8]) -> Result<Result<Vec<u8>, herd_wire::StreamError>, tokio::time::error::Elapsed> {
+    if let Err(e) = stream.send(adopt).await {
+        return Ok(Err(e));
+    }
+    tokio::time::timeout(Duration::from_secs(10), stream.recv()).await
+}
+
 fn err(kind: ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError { kind, message: message.into() }
 }
@@ -1661,18 +1670,13 @@ impl Actor {
             None => fresh().await?,
         };
         let adopt = proto::encode_request(&PeerRequest::Adopt(Adopt { home: self.shared.config.name.clone(), pid: self.pid, uid: self.uid, cmd: self.cmd.clone(), mode, track_writes, fork_of }));
-        let mut sent = stream.send(&adopt).await;
-        let mut first = match sent {
-            Ok(()) => tokio::time::timeout(Duration::from_secs(10), stream.recv()).await.map_err(|_| fail("no answer to the move within 10 s".into()))?,
-            Err(e) => Err(e),
-        };
+        let silent = |_| fail("no answer to the move within 10 s".into());
+        let mut first = announce(&mut stream, &adopt).await.map_err(silent)?;
         if first.is_err() && opened_ahead {
             // Closed at the other end since it was opened (that herdd restarted): a new one.
             tracing::debug!(pid = self.pid, "the stream opened ahead to {name} is gone; a new one");
             stream = fresh().await?;
-            sent = stream.send(&adopt).await;
-            sent.map_err(|e| fail(e.to_string()))?;
-            first = tokio::time::timeout(Duration::from_secs(10), stream.recv()).await.map_err(|_| fail("no answer to the move within 10 s".into()))?;
+            first = announce(&mut stream, &adopt).await.map_err(silent)?;
         }
         let first = first.map_err(|e| fail(e.to_string()))?;
         match proto::decode::<ToHome>(&first) {
