@@ -471,8 +471,8 @@ fn eventfd_timerfd_inotify_while_away(lab: &Lab) {
 /// Extended attributes (set, read, listed and removed by path, descriptor and without
 /// following a symlink), mkfifo, sync, syncfs, its own CPU affinity and nice value, while
 /// away: the file calls at home, the affinity and nice value where it runs, with a direct
-/// run's results; the
-/// process never goes home for them (they were calls only home could make).
+/// run's results; the process never goes home for them (they were calls only home could
+/// make).
 fn xattrs_fifo_sync_affinity_while_away(lab: &Lab) {
     stays_away_for(lab, "mig_fscalls.py", &[
         "getxattr b'first value' b'2'",
