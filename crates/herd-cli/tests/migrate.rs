@@ -73,7 +73,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("remote_node_files_are_invisible", remote_node_files_are_invisible),
     ("socket_messages_while_away", socket_messages_while_away),
     ("eventfd_timerfd_inotify_while_away", eventfd_timerfd_inotify_while_away),
-    ("xattrs_fifo_sync_affinity_while_away", xattrs_fifo_sync_affinity_while_away),
+    ("xattrs_fifo_and_sync_while_away", xattrs_fifo_and_sync_while_away),
     ("signals_reach_it_and_sigkill_leaves_nothing", signals_reach_it_and_sigkill_leaves_nothing),
     ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
     ("signals_here_cut_forwarded_writes_short", signals_here_cut_forwarded_writes_short),
@@ -469,11 +469,9 @@ fn eventfd_timerfd_inotify_while_away(lab: &Lab) {
 }
 
 /// Extended attributes (set, read, listed and removed by path, descriptor and without
-/// following a symlink), mkfifo, sync, syncfs, its own CPU affinity and nice value, while
-/// away: the file calls at home, the affinity and nice value where it runs, with a direct
-/// run's results; the process never goes home for them (they were calls only home could
-/// make).
-fn xattrs_fifo_sync_affinity_while_away(lab: &Lab) {
+/// following a symlink), mkfifo, sync and syncfs while away: at home, with a direct run's
+/// results; the process never goes home for them (they were calls only home could make).
+fn xattrs_fifo_and_sync_while_away(lab: &Lab) {
     stays_away_for(lab, "mig_fscalls.py", &[
         "getxattr b'first value' b'2'",
         "listxattr ['user.herd', 'user.second'] ['user.herd', 'user.second']",
@@ -481,8 +479,6 @@ fn xattrs_fifo_sync_affinity_while_away(lab: &Lab) {
         "removed: ENODATA",
         "mkfifo: a FIFO True mode 0o600",
         "syncfs 0",
-        "affinity kept: True",
-        "nice raised by 3",
     ]);
 }
 

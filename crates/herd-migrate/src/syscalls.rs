@@ -332,9 +332,6 @@ const TABLE: &[Entry] = {
         // ---- local: scheduling, randomness, credentials, limits ----
         e!(SYS_sched_yield, Local),
         e!(SYS_sched_getaffinity, Local),
-        e!(SYS_sched_setaffinity, By(by_setaffinity)),
-        e!(SYS_getpriority, By(by_priority)),
-        e!(SYS_setpriority, By(by_priority)),
         e!(SYS_sched_getparam, Local),
         e!(SYS_sched_getscheduler, Local),
         e!(SYS_sched_get_priority_max, Local),
@@ -623,26 +620,6 @@ fn by_fcntl(a: &[u64; 6], _: Option<i32>) -> Decision {
     match FCNTLS.iter().find(|(c, _)| *c as u32 == cmd) {
         Some((_, spec)) => Decision::Forward(spec),
         None => Decision::Home(HomeReason::Fcntl(cmd)),
-    }
-}
-
-/// The calling thread's own CPUs (pid 0) are this node's: set here. Another thread's or
-/// process's (a pid of home's) are set at home.
-fn by_setaffinity(a: &[u64; 6], _: Option<i32>) -> Decision {
-    if a[0] as i32 == 0 {
-        Decision::Local
-    } else {
-        Decision::Home(HomeReason::Call("sched_setaffinity of another thread"))
-    }
-}
-
-/// Its own nice value (PRIO_PROCESS, who 0) is where it runs (a move carries it); another
-/// process's, a group's or a user's is home's.
-fn by_priority(a: &[u64; 6], _: Option<i32>) -> Decision {
-    if a[0] as i32 == libc::PRIO_PROCESS as i32 && a[1] as i32 == 0 {
-        Decision::Local
-    } else {
-        Decision::Home(HomeReason::Call("the priority of another process"))
     }
 }
 

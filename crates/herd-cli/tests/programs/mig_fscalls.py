@@ -1,12 +1,11 @@
-# Calls that once brought a process home, made while away: extended attributes, mkfifo,
-# sync, its own CPU affinity and nice value; the process stays where it runs.
+# File calls that once brought a process home, made while away: extended attributes,
+# mkfifo, sync; the process stays where it runs.
 #
 #   mig_fscalls.py DIR   says "ready" and waits for a line; then sets, reads, lists and
 #                        removes user extended attributes of a file in DIR (by path, by
 #                        descriptor, without following a symlink), makes a FIFO there
-#                        (mknodat), syncs, syncs the file's file system, sets its CPU
-#                        affinity to what it is and raises its nice value by 3 (at most
-#                        19); says what it got at each step,
+#                        (mknodat), syncs, and syncs the file's file system; says what
+#                        it got at each step,
 #                        "done", waits for a line and ends.
 import ctypes, errno, os, stat, sys
 
@@ -38,12 +37,6 @@ print("mkfifo: a FIFO", stat.S_ISFIFO(os.stat(fifo).st_mode), "mode", oct(os.sta
 os.sync()
 libc = ctypes.CDLL(None, use_errno=True)
 print("syncfs", libc.syncfs(fd))
-cpus = os.sched_getaffinity(0)
-os.sched_setaffinity(0, cpus)
-print("affinity kept:", os.sched_getaffinity(0) == cpus)
-before = os.getpriority(os.PRIO_PROCESS, 0)
-os.setpriority(os.PRIO_PROCESS, 0, min(before + 3, 19))
-print("nice raised by", os.getpriority(os.PRIO_PROCESS, 0) - before)
 os.close(fd)
 for p in (f, link, fifo):
     os.unlink(p)
