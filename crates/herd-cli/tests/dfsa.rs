@@ -99,19 +99,6 @@ fn forwarded_calls(lab: &Lab, pid: i32) -> u64 {
     row["forwarded_calls"].as_u64().unwrap_or_else(|| panic!("no forwarded_calls in {row}"))
 }
 
-/// Runs `prog` under `herd run`, moves it to n2 when it says "ready" and lets it go on
-/// there until it says `until`; returns it, running there, and its pid.
-fn on_n2_until(lab: &Lab, label: &str, prog: &Program, until: &str) -> (Proc, i32) {
-    let mut p = lab.start(label, How::Herd, prog);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    lab.expect_migrate(&p, pid, "n2");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    p.send(lab, "go\n");
-    p.wait_for_line(lab, until);
-    (p, pid)
-}
-
 /// Fails `p` if more than `limit` of its calls went home since it arrived (`what`: while
 /// it did what).
 fn few_forwarded(lab: &Lab, p: &Proc, pid: i32, limit: u64, what: &str) {
@@ -135,7 +122,7 @@ fn io_moved_about(lab: &Lab, dir: &std::path::Path, limit: u64) {
     assert!(direct.stdout.contains("out written: 4194304 bytes"), "{}", direct.describe());
     let _ = std::fs::remove_file(dir.join("out"));
 
-    let (mut p, pid) = on_n2_until(lab, "dfsa_io (herd run, moved to n2, n3 and home)", &prog, "io done");
+    let (mut p, pid) = lab.on_n2_until("dfsa_io (herd run, moved to n2, n3 and home)", &prog, "io done");
     // Still on n2 (its mappings, of a shared file or of a file n2 has the same, do not
     // bring it home); its file calls did not go home one by one: 3 MB read by 32 KiB
     // reads (92), 4 MiB written and read back (256), and more. What went home: its lines
@@ -301,7 +288,7 @@ fn names_changed_directly_while_away(lab: &Lab) {
     for line in ["mkdir, rename, rmdir: 200 of 200", "kept: ok, mode 750", "rmdir kept (not empty): ENOTEMPTY", "unlink victim again: ENOENT"] {
         assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
     }
-    let (mut p, pid) = on_n2_until(lab, "dfsa_io names (herd run, on n2)", &prog, "names done");
+    let (mut p, pid) = lab.on_n2_until("dfsa_io names (herd run, on n2)", &prog, "names done");
     // What went home: its lines on stdout, the reads of its triggers, its umask.
     few_forwarded(lab, &p, pid, 60, "for 600 changes of names in the shared directory");
     p.send(lab, "go\n");
@@ -350,7 +337,7 @@ fn identical_files_mapped_where_it_runs(lab: &Lab) {
         assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
     }
 
-    let (mut p, pid) = on_n2_until(lab, "dfsa_map.py (herd run, on n2)", &prog, "mapped");
+    let (mut p, pid) = lab.on_n2_until("dfsa_map.py (herd run, on n2)", &prog, "mapped");
     // Still on n2, never home: the file and the modules were mapped from n2's copies.
     lab.expect_where(&p, pid, "n2", Some(1));
     p.send(lab, "go\n");

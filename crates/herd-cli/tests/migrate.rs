@@ -496,13 +496,7 @@ fn stays_away_for(lab: &Lab, name: &str, lines: &[&str]) {
     for line in lines {
         assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
     }
-    let mut p = lab.start(&format!("{name} (herd run, moved to n2)"), How::Herd, &prog);
-    let pid = p.home_pid(lab);
-    p.wait_for_line(lab, "ready");
-    lab.expect_migrate(&p, pid, "n2");
-    lab.expect_where(&p, pid, "n2", Some(1));
-    p.send(lab, "go\n");
-    p.wait_for_line(lab, "done");
+    let (mut p, pid) = lab.on_n2_until(&format!("{name} (herd run, moved to n2)"), &prog, "done");
     lab.expect_where(&p, pid, "n2", Some(1));
     p.send(lab, "go\n");
     let moved = p.finish(lab);

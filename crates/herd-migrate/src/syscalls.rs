@@ -1206,7 +1206,7 @@ impl<'a> Walk<'a> {
         let n_kept = kept.len() as u64;
         let array = if array.as_slice() == raw.as_ref() { raw } else { Cow::Owned(array) };
         let parent = self.pieces.len();
-        self.push(i, ptr, kept.len() as u64 * IOVEC, array, OutKind::In, slot)?;
+        self.push(i, ptr, n_kept * IOVEC, array, OutKind::In, slot)?;
         for (k, (base, len)) in kept.into_iter().enumerate() {
             if base == 0 {
                 continue; // stays NULL: the kernel faults on it at home, as here

@@ -540,6 +540,19 @@ impl Lab {
         }
     }
 
+    /// Runs `prog` under `herd run`, moves it to n2 when it says "ready" and lets it go on
+    /// there (a line "go") until it says `until`; returns it, running there, and its pid.
+    pub fn on_n2_until(&self, label: &str, prog: &Program, until: &str) -> (Proc, i32) {
+        let mut p = self.start(label, How::Herd, prog);
+        let pid = p.home_pid(self);
+        p.wait_for_line(self, "ready");
+        self.expect_migrate(&p, pid, "n2");
+        self.expect_where(&p, pid, "n2", Some(1));
+        p.send(self, "go\n");
+        p.wait_for_line(self, until);
+        (p, pid)
+    }
+
     /// Polls `herd ps` until the row of `pid` says it is on `node` (state "home" on n1,
     /// "remote" elsewhere) and, when given, has moved `nmigs` times.
     pub fn expect_where(&self, p: &Proc, pid: i32, node: &str, nmigs: Option<u64>) -> Value {
