@@ -40,11 +40,12 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("write_error_at_home_reaches_a_later_call", write_error_at_home_reaches_a_later_call),
     ("sha256sum_cp_xz_of_a_file_at_home_run_on_n2", sha256sum_cp_xz_of_a_file_at_home_run_on_n2),
     ("identical_files_mapped_where_it_runs", identical_files_mapped_where_it_runs),
+    ("programs_exec_where_it_runs", programs_exec_where_it_runs),
 ];
 
 #[test]
 fn dfsa_scenarios() {
-    let spec = Spec { name: "dfsa", c_programs: C_PROGRAMS, py_programs: &["dfsa_map.py"], scripts: &[], quiet_n1: true, cpus_per_node: None, shared: true };
+    let spec = Spec { name: "dfsa", c_programs: C_PROGRAMS, py_programs: &["dfsa_map.py", "dfsa_exec.py"], scripts: &[], quiet_n1: true, cpus_per_node: None, shared: true };
     let Some(lab) = Lab::new(&spec) else { return };
     let (ran, failed) = scenarios::run(SCENARIOS, "HERD_DFSA_ONLY", &lab, Lab::wait_healthy, |_| {});
     let dir = lab.finish(failed.is_empty());
@@ -344,6 +345,42 @@ fn identical_files_mapped_where_it_runs(lab: &Lab) {
     p.wait_for_line(lab, "done");
     // Home for the look-alike, whose contents on n2 are not home's.
     lab.expect_where(&p, pid, "n1", Some(2));
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// A process on n2 execs sh (found by a PATH search whose first directory has no sh), sh
+/// execs a #! script, the script forks /usr/bin/printf and a script of the look-alike
+/// directory: the same output as a direct run; the process is still on n2, never moved
+/// again (each exec was made there: n2 has the same programs), the descriptor marked
+/// close-on-exec is closed in the new program and the inherited one open; the look-alike
+/// script, whose contents on n2 are not home's, ran at home.
+fn programs_exec_where_it_runs(lab: &Lab) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = lab.dir.join("exec");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let other = format!("{LOOKALIKE}/other.sh");
+    lab.node_sh_ok("n1", &format!("printf '#!/bin/sh\\necho other: at home\\n' > {other} && chmod 755 {other}"));
+    lab.node_sh_ok("n2", &format!("printf '#!/bin/sh\\necho other: on n2!\\n' > {other} && chmod 755 {other}"));
+    let prog = lab.python_program("dfsa_exec.py").with_args(&[dir.to_str().unwrap(), &other]);
+    let direct = lab.run_direct("dfsa_exec.py (direct)", &prog, &[Gate::Line("ready"), Gate::Line("done")]);
+    expect_status(&direct, Some(0), None);
+    for line in [
+        "sh: the close-on-exec descriptor is closed",
+        "sh: the inherited descriptor is open",
+        "job.sh: 2 arguments: one two",
+        "printf: a child of the script",
+        "other: at home",
+        "python, before its exec\nsh, after the exec",
+    ] {
+        assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
+    }
+    let (mut p, pid) = lab.on_n2_until("dfsa_exec.py (herd run, on n2)", &prog, "done");
+    let row = lab.expect_where(&p, pid, "n2", Some(1));
+    // `herd ps` shows what it runs now.
+    assert!(row["cmd"].as_str().is_some_and(|c| c.contains("job.sh one two")), "{row}");
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);

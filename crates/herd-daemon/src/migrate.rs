@@ -1394,6 +1394,7 @@ impl Actor {
                     d.end_thread(tid);
                 }
             }
+            ToHome::Exec { seq, tid, cmd } => self.execed(seq, tid, cmd).await,
             ToHome::Interrupt { seq, tid } => {
                 if let Some(d) = &self.deputy {
                     d.send(Cmd::Interrupt { seq, tid });
@@ -1725,6 +1726,11 @@ impl Actor {
                             let file = tokio::task::block_in_place(|| direct::identify(pid, fd, &mut file_hashes().lock().unwrap_or_else(|p| p.into_inner())));
                             let _ = back.send(ToRemote::Identity { seq, file }).await;
                         }
+                        // And what an exec's path names, for a node that would make it.
+                        Ok(ToHome::ExecIdentify { seq, path, .. }) => {
+                            let answer = tokio::task::block_in_place(|| herd_migrate::exec::identify(pid, &path, &mut file_hashes().lock().unwrap_or_else(|p| p.into_inner())));
+                            let _ = back.send(ToRemote::ExecIdentity { seq, answer }).await;
+                        }
                         // Straight to the deputy thread too, as the call it interrupts.
                         Ok(ToHome::Interrupt { seq, tid }) => match path.deputy(gen) {
                             Some(d) => {
@@ -1815,10 +1821,31 @@ impl Actor {
                         let _ = r.tx.send(ToRemote::Forked { seq, errno: 0 }).await;
                     }
                 }
+                // An exec's closes are made while it moves too (the deputy makes them even
+                // while it holds still; the node refuses the capture until they are made).
+                Input::Remote { gen, msg: ToHome::Exec { seq, tid, cmd } } if self.is_current(gen) => self.execed(seq, tid, cmd).await,
                 // Its figures while it moves are the remote copy's.
                 Input::Look => {}
                 other => return Some(other),
             }
+        }
+    }
+
+    /// It exec'd where it runs ([`ToHome::Exec`]): the deputy closes what the exec closed
+    /// in the process, and answers the node.
+    async fn execed(&mut self, seq: u64, tid: i32, cmd: String) {
+        // A replay could not make the same exec's closes again.
+        self.journal.break_off("a program was exec'd after the checkpoint");
+        tracing::debug!(pid = self.pid, cmd, "exec'd away");
+        if !cmd.is_empty() && cmd != self.cmd {
+            self.set_row(|r| r.cmd = cmd.clone());
+            self.cmd = cmd;
+        }
+        match &self.deputy {
+            Some(d) => {
+                d.send(Cmd::Exec { seq, tid });
+            }
+            None => self.to_remote(ToRemote::Reply { seq, reply: herd_migrate::syscalls::Reply { ret: 0, outs: Vec::new() } }).await,
         }
     }
 

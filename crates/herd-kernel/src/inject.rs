@@ -109,6 +109,34 @@ impl<'a> Injector<'a> {
         Ok((ret, thread))
     }
 
+    /// Runs an `execve`/`execveat` (the tracee must have been seized with
+    /// PTRACE_O_TRACEEXEC). Returns the call's raw result and whether the program was
+    /// replaced: then the tracee is at the call's exit-stop in the new program (its
+    /// registers the new program's first; the injected ones are gone with the old), and
+    /// the caller must not put the old registers back.
+    pub fn call_exec(&mut self, nr: u64, args: &[u64]) -> Result<(i64, bool)> {
+        let r = self.regs_for(nr, args);
+        let pid = self.tracee.pid;
+        self.tracee.set_regs(&r)?;
+        self.tracee.resume_to_syscall()?; // entry
+        let entry = self.tracee.regs()?;
+        if entry.orig_rax != nr {
+            return Err(KernelError::Unexpected { pid, what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64) });
+        }
+        let mut execed = false;
+        loop {
+            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
+            self.tracee.stop = wait_stop(pid)?;
+            match self.tracee.stop {
+                Stop::Syscall => break,
+                Stop::Ptrace { event } if event == abi::PTRACE_EVENT_EXEC => execed = true,
+                Stop::Signal { sig } => self.tracee.deferred.push(sig),
+                Stop::Event { .. } | Stop::Ptrace { .. } => {}
+            }
+        }
+        Ok((self.tracee.regs()?.ret(), execed))
+    }
+
     /// Like [`Injector::call`], but a negative result becomes an error
     /// naming `what`.
     pub fn call_ok(&mut self, what: &'static str, nr: u64, args: &[u64]) -> Result<i64> {

@@ -80,6 +80,10 @@ pub enum Cmd {
     /// here and is reaped by the deputy, its SIGCHLD not handed on: the process never
     /// sees it.
     Unfork { pid: i32 },
+    /// The process exec'd on the remote node (its only thread, `tid`, home id): the
+    /// deputy closes its descriptors marked close-on-exec, as the exec closed them in the
+    /// process, and answers [`Event::Reply`] `seq`.
+    Exec { seq: u64, tid: i32 },
 }
 
 /// The deputy of a child made by [`Cmd::Fork`]: parked asleep, every signal blocked,
@@ -168,7 +172,7 @@ impl Link {
     /// Queues `cmd` and wakes the thread if it waits on the deputy. A call
     /// goes to the deputy of the thread that made it, if it has one.
     pub fn send(&self, cmd: Cmd) -> bool {
-        if let Cmd::Call { tid, .. } | Cmd::GrowThread { tid, .. } | Cmd::Interrupt { tid, .. } | Cmd::Fork { tid, .. } = &cmd {
+        if let Cmd::Call { tid, .. } | Cmd::GrowThread { tid, .. } | Cmd::Interrupt { tid, .. } | Cmd::Fork { tid, .. } | Cmd::Exec { tid, .. } = &cmd {
             let route = self.threads.lock().expect("thread routes").get(tid).cloned();
             if let Some(t) = route {
                 let tid = *tid;
@@ -736,6 +740,13 @@ impl Deputy {
                             }
                             continue;
                         }
+                        // And an exec made before the capture: the image is the new program's.
+                        if let Ok(Cmd::Exec { seq, .. }) = next {
+                            if let Err(KernelError::Died { .. }) = self.close_on_exec(seq, events) {
+                                return events(Event::Gone("ended at home".into()));
+                            }
+                            continue;
+                        }
                         if !matches!(next, Ok(Cmd::Call { .. }) | Ok(Cmd::Quiesce)) {
                             break next;
                         }
@@ -777,6 +788,11 @@ impl Deputy {
                 Cmd::Fork { seq, nproc, .. } => self.fork(seq, nproc, events),
                 Cmd::Unfork { pid } => {
                     if let Err(KernelError::Died { .. }) = self.unfork(pid, events) {
+                        return events(Event::Gone("ended at home".into()));
+                    }
+                }
+                Cmd::Exec { seq, .. } => {
+                    if let Err(KernelError::Died { .. }) = self.close_on_exec(seq, events) {
                         return events(Event::Gone("ended at home".into()));
                     }
                 }
@@ -891,6 +907,24 @@ impl Deputy {
         Ok(())
     }
 
+    /// The process exec'd away ([`Cmd::Exec`]): the descriptors marked close-on-exec
+    /// (/proc/PID/fdinfo's flags) are closed here by injected `close`s, then call `seq` is
+    /// answered (its result: how many were closed).
+    fn close_on_exec(&mut self, seq: u64, events: &dyn Fn(Event)) -> Result<(), KernelError> {
+        let fds = cloexec_fds(self.pid);
+        let mut closed = 0;
+        for fd in fds {
+            let r = self.injector()?.call(abi::SYS_CLOSE, &[fd as u64])?;
+            if r == 0 {
+                closed += 1;
+            }
+        }
+        self.hand_on_deferred(events);
+        tracing::debug!(pid = self.pid, closed, "closed its close-on-exec files (exec'd away)");
+        events(Event::Reply { seq, reply: Reply { ret: closed, outs: Vec::new() } });
+        Ok(())
+    }
+
     /// Signals that came while an injected call ran (kept aside by it), handed on.
     fn hand_on_deferred(&mut self, events: &dyn Fn(Event)) {
         for sig in self.tracee.take_deferred().into_iter().filter(|s| *s != WAKE_SIGNAL) {
@@ -960,6 +994,11 @@ impl Deputy {
                 }
                 Cmd::GrowThread { seq, .. } => self.grow_thread(seq, events),
                 Cmd::Fork { seq, nproc, .. } => self.fork(seq, nproc, events),
+                Cmd::Exec { seq, .. } => {
+                    if let Err(KernelError::Died { .. }) = self.close_on_exec(seq, events) {
+                        return;
+                    }
+                }
                 // Its twin ended on the remote node.
                 Cmd::EndThread => return self.end_own_thread(),
                 Cmd::Quiesce => {
@@ -1316,4 +1355,21 @@ impl Deputy {
         }
         events(Event::Gone(format!("{how:?}")));
     }
+}
+
+/// Process `pid`'s descriptors marked close-on-exec (the flags line of /proc/PID/fdinfo/N
+/// shows FD_CLOEXEC as O_CLOEXEC).
+fn cloexec_fds(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+    let mut fds: Vec<i32> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let info = std::fs::read_to_string(e.path()).ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).and_then(|v| i32::from_str_radix(v.trim(), 8).ok())?;
+            (flags & libc::O_CLOEXEC != 0).then_some(fd)
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
 }

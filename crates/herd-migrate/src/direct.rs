@@ -834,23 +834,7 @@ impl Direct {
     /// for mappings only; the call then runs here. [`NoCopy::Gone`]: the call is no
     /// longer waiting (a signal or a capture ended it; it is made again).
     pub fn map_copy(&mut self, listener: &Listener, id: u64, fd: i32, file: &FileIdentity, hashes: &mut FileHashes) -> Result<(), NoCopy> {
-        use std::os::unix::fs::MetadataExt;
-        if self.creds.is_none() {
-            self.creds = owner_creds(self.pid);
-        }
-        let creds = self.creds.as_ref().ok_or_else(|| NoCopy::Not("its owner is not known here".into()))?;
-        let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(&file.path);
-        let local = herd_kernel::task::as_user(creds, open)
-            .map_err(|e| NoCopy::Not(e.to_string()))?
-            .map_err(|e| NoCopy::Not(format!("{} here: {e}", file.path)))?;
-        let m = local.metadata().map_err(|e| NoCopy::Not(e.to_string()))?;
-        if !m.is_file() || m.size() != file.size {
-            return Err(NoCopy::Not(format!("{} here is not the same file (size {} against {} at home)", file.path, m.size(), file.size)));
-        }
-        let (hash, _) = hashes.hash(Path::new(&format!("/proc/self/fd/{}", local.as_raw_fd()))).map_err(|e| NoCopy::Not(e.to_string()))?;
-        if hash != file.hash {
-            return Err(NoCopy::Not(format!("{} here differs from home's", file.path)));
-        }
+        let local = self.same_here(file, hashes).map_err(NoCopy::Not)?;
         if !listener.id_valid(id) {
             return Err(NoCopy::Gone);
         }
@@ -859,6 +843,33 @@ impl Direct {
         }
         self.local.insert(fd, Local { file: local.into(), installed: true, cloexec: true, dir: false, read_only: true, copy: true });
         Ok(())
+    }
+
+    /// This node's copy of home's `file`, opened for reading as the process's owner, if
+    /// it is the same file (size and hash); else why not.
+    pub fn same_here(&mut self, file: &FileIdentity, hashes: &mut FileHashes) -> Result<std::fs::File, String> {
+        use std::os::unix::fs::MetadataExt;
+        if self.creds.is_none() {
+            self.creds = owner_creds(self.pid);
+        }
+        let creds = self.creds.as_ref().ok_or_else(|| "its owner is not known here".to_string())?;
+        let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(&file.path);
+        let local = herd_kernel::task::as_user(creds, open).map_err(|e| e.to_string())?.map_err(|e| format!("{} here: {e}", file.path))?;
+        let m = local.metadata().map_err(|e| e.to_string())?;
+        if !m.is_file() || m.size() != file.size {
+            return Err(format!("{} here is not the same file (size {} against {} at home)", file.path, m.size(), file.size));
+        }
+        let (hash, _) = hashes.hash(Path::new(&format!("/proc/self/fd/{}", local.as_raw_fd()))).map_err(|e| e.to_string())?;
+        if hash != file.hash {
+            return Err(format!("{} here differs from home's", file.path));
+        }
+        Ok(local)
+    }
+
+    /// The process exec'd here: the kernel closed its descriptors marked close-on-exec
+    /// (and home's deputy closes its own), so this node's copies of them go.
+    pub fn exec(&mut self) {
+        self.local.retain(|_, l| !l.cloexec);
     }
 
     /// A forwarded umask set the process's umask at home to `mask`.
@@ -947,7 +958,7 @@ fn empty_path(mem: &dyn MemRead, addr: u64) -> bool {
 }
 
 /// The process's owner as file systems see it: fsuid, fsgid and groups, from /proc.
-fn owner_creds(pid: i32) -> Option<FsCreds> {
+pub(crate) fn owner_creds(pid: i32) -> Option<FsCreds> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let ids = |key: &str| -> Option<Vec<u32>> {
         status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect())

@@ -201,7 +201,7 @@ impl Forking {
 
 /// Lets the forking thread go with its call to be made again (-ERESTARTNOINTR: even
 /// after a handler, as the kernel restarts a fork a signal interrupted).
-fn restart(mut parent: Tracee, mut regs: Regs) {
+pub(crate) fn restart(mut parent: Tracee, mut regs: Regs) {
     regs.rax = -abi::ERESTARTNOINTR as u64;
     let _ = parent.set_regs(&regs);
     let _ = parent.detach();
@@ -274,8 +274,9 @@ impl Hub {
         Ok((hub, rx))
     }
 
-    /// A clone is about to be injected in thread `tid` (a fork's child, a snapshot): let
-    /// it through ([`Hub::injected`] when it is done). No other `clone(CLONE_PARENT)` is.
+    /// A clone is about to be injected in thread `tid` (a fork's child, a snapshot), or an
+    /// exec ([`crate::exec`]): let it through ([`Hub::injected`] when it is done). No
+    /// other `clone(CLONE_PARENT)` or `execve` is.
     pub fn injecting(&self, tid: i32) {
         self.members.lock().expect("hub members").injecting.insert(tid);
     }
@@ -320,7 +321,7 @@ impl Hub {
             let tid = n.pid as i32;
             let sent = {
                 let mut m = self.members.lock().expect("hub members");
-                if is_injected_clone(&n) && m.injecting.contains(&tid) {
+                if m.injecting.contains(&tid) && (is_injected_clone(&n) || i64::from(n.nr) == libc::SYS_execve) {
                     drop(m);
                     let _ = self.listener.continue_(n.id);
                     continue;

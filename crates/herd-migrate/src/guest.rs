@@ -31,7 +31,8 @@ use crate::wake::{WakeReceiver, WakeSender};
 use crate::ahead::{Ahead, Ask, Filled, Read, Settle, Waiting, Write, WINDOW_BUF};
 use crate::direct::{Direct, NoCopy, Plan};
 use crate::fork::{self, Forking, Hub};
-use crate::proto::{Adopt, Ending, FileIdentity, Files, MoveMode, Refusal, ToHome, ToRemote};
+use crate::exec::{self, Execed};
+use crate::proto::{Adopt, Ending, ExecFiles, FileIdentity, Files, MoveMode, Refusal, ToHome, ToRemote};
 use crate::syscalls::{self, Call, Class, Identity};
 use crate::ProcMemory;
 
@@ -300,6 +301,14 @@ struct Guest {
     /// Private mappings of files home has open, waiting for home to say what the file is
     /// ([`ToHome::Identify`]): by its `seq`, the call's notification, caller and fd.
     identifying: HashMap<u64, (u64, i32, i32)>,
+    /// Execs waiting for home to say what their path names ([`ToHome::ExecIdentify`]):
+    /// by its `seq`, the call's notification.
+    exec_asked: HashMap<u64, Notif>,
+    /// Programs exec'd here, held before their first instruction until home's deputy
+    /// has closed its close-on-exec descriptors (by the `seq` of [`ToHome::Exec`]).
+    execs: HashMap<u64, Execed>,
+    /// An exec failed here once: its execs go home from now on.
+    no_exec_here: bool,
     /// Forwarded calls whose wait here a signal ended while home ran them, by thread,
     /// oldest first (see [`Cut`]).
     cuts: HashMap<i32, Vec<Cut>>,
@@ -549,6 +558,9 @@ impl Guest {
             forks: HashMap::new(),
             no_fork_here: false,
             identifying: HashMap::new(),
+            exec_asked: HashMap::new(),
+            execs: HashMap::new(),
+            no_exec_here: false,
             cuts: HashMap::new(),
             held_returns: HashMap::new(),
             cut_returns: HashMap::new(),
@@ -617,6 +629,8 @@ impl Guest {
                     f.abandon(None);
                 }
             }
+            // (So does a program exec'd here and held.)
+            self.execs.retain(|_, e| !e.ended());
             if exited {
                 if let Ok(Some(exit)) = self.pidfd.try_wait() {
                     let ending = match exit {
@@ -1198,18 +1212,10 @@ impl Guest {
         let caller = n.pid as i32;
         // Its calls and its children's come through a hub from now on (they share the
         // listener); it lets the injected clone through.
-        if self.hub.is_none() {
-            match Hub::start(self.listener.clone(), self.pid) {
-                Ok((h, rx)) => {
-                    self.hub = Some(h);
-                    self.calls = Some(rx);
-                }
-                Err(e) => {
-                    tracing::info!(pid = self.pid, home = self.home, "its forks are made at home: {e}");
-                    self.no_fork_here = true;
-                    return self.notification(n, out);
-                }
-            }
+        if let Err(e) = self.start_hub() {
+            tracing::info!(pid = self.pid, home = self.home, "its forks are made at home: {e}");
+            self.no_fork_here = true;
+            return self.notification(n, out);
         }
         // The child shares the parent's descriptors: none has an offset of its own now.
         send_settle(self.ahead.forget_all(), out);
@@ -1234,6 +1240,117 @@ impl Guest {
                 tracing::info!(pid = self.pid, home = self.home, "its forks are made at home: {e}");
                 self.no_fork_here = true;
             }
+        }
+    }
+
+    /// Its calls come through a [`Hub`] from now on (if not already), which lets calls
+    /// injected in its threads through the listener (a fork's clone, an exec).
+    fn start_hub(&mut self) -> std::io::Result<()> {
+        if self.hub.is_none() {
+            let (h, rx) = Hub::start(self.listener.clone(), self.pid)?;
+            self.hub = Some(h);
+            self.calls = Some(rx);
+        }
+        Ok(())
+    }
+
+    /// Whether an exec can be made here ([`crate::exec`]): as for a fork, and only for
+    /// a process with one thread (an exec ends the others) and no fork on its way.
+    fn may_exec_here(&self) -> bool {
+        !self.no_exec_here && self.tids.len() <= 1 && self.forks.is_empty() && self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && self.ahead.idle()
+    }
+
+    /// The absolute path of exec call `n`, if it is one this node may make; None: the
+    /// call goes home.
+    fn exec_path(&self, n: &Notif) -> Option<String> {
+        if i64::from(n.nr) != libc::SYS_execve || !self.may_exec_here() {
+            return None;
+        }
+        let bytes = syscalls::read_path(&ProcMemory { pid: self.pid }, 0, n.args[0]).ok()?;
+        let path = std::str::from_utf8(bytes.strip_suffix(&[0])?).ok()?;
+        path.starts_with('/').then(|| path.to_string())
+    }
+
+    /// Home said what exec call `n`'s path names: made here if this node has the same
+    /// files ([`Execed::begin`]); failed at once if home has nothing there; else the
+    /// process goes home for it.
+    fn exec_answered(&mut self, n: Notif, answer: ExecFiles, hashes: &mut FileHashes, out: &dyn Fn(ToHome) -> bool) {
+        let caller = n.pid as i32;
+        // Its wait ended meanwhile (a signal): the call is made again.
+        if !self.listener.id_valid(n.id) {
+            return;
+        }
+        let files = match answer {
+            ExecFiles::Missing(errno) => return self.answer(n.id, -(errno as i64)),
+            ExecFiles::Home(why) => return self.exec_at_home(&why, out),
+            ExecFiles::Files(files) => files,
+        };
+        for f in &files {
+            match self.direct.same_here(f, hashes) {
+                Ok(local) if exec::privileged(&local) => return self.exec_at_home(&format!("{} here gives privileges", f.path), out),
+                Ok(_) => {}
+                Err(why) => return self.exec_at_home(&why, out),
+            }
+        }
+        if !self.may_exec_here() {
+            return self.exec_at_home("not now", out);
+        }
+        if let Err(e) = self.start_hub() {
+            return self.exec_at_home(&e.to_string(), out);
+        }
+        // The new program shares the descriptors: none has an offset of its own here now.
+        send_settle(self.ahead.forget_all(), out);
+        let gadget = match self.gadget {
+            Some(g) => Ok(g),
+            None => fork::gadget(self.pid),
+        };
+        let hub = self.hub.clone().expect("a hub reads its calls");
+        hub.injecting(caller);
+        let made = gadget.and_then(|g| Execed::begin(&n, g));
+        hub.injected(caller);
+        match made {
+            Ok(held) => {
+                self.execed();
+                let cmd = procfs::process::Process::new(self.pid).and_then(|p| p.cmdline()).map(|a| a.join(" ")).unwrap_or_default();
+                self.seq += 1;
+                tracing::debug!(pid = self.pid, tid = caller, seq = self.seq, cmd, "execs here");
+                out(ToHome::Exec { seq: self.seq, tid: self.home_tid(caller), cmd });
+                self.execs.insert(self.seq, held);
+            }
+            // Made again (it may be made here then).
+            Err(fork::NotHere::Again) => {}
+            Err(e) => {
+                // Its call is made again, and goes home.
+                tracing::info!(pid = self.pid, home = self.home, "its execs are made at home: {e}");
+                self.no_exec_here = true;
+            }
+        }
+    }
+
+    fn exec_at_home(&self, why: &str, out: &dyn Fn(ToHome) -> bool) {
+        tracing::info!(pid = self.pid, home = self.home, "goes home for execve: {why}");
+        out(ToHome::WantHome { why: format!("execve ({why})") });
+    }
+
+    /// The program was replaced here: what the guest knew of the old one goes (its
+    /// vDSO, its handlers' frames, its close-on-exec files, its write tracking).
+    fn execed(&mut self) {
+        self.gadget = None;
+        self.direct.exec();
+        self.cuts.clear();
+        self.held_returns.clear();
+        self.cut_returns.clear();
+        self.last_answered.clear();
+        if self.dirty.take().is_some() {
+            tracing::debug!(pid = self.pid, "its checkpoints here are whole from now on (its memory is new)");
+        }
+    }
+
+    /// Programs exec'd here and held run (their deputy's files are as the exec left
+    /// them, or will be before anything else of the process is served at home).
+    fn release_execs(&mut self) {
+        for (_, held) in self.execs.drain() {
+            held.finish();
         }
     }
 
@@ -1278,8 +1395,11 @@ impl Guest {
         }
     }
 
-    /// Children still held end (the process ends, or leaves: its forks are made again).
+    /// Children still held end (the process ends, or leaves: its forks are made again);
+    /// programs exec'd here and still held run (home's deputy closes its files first: its
+    /// commands are served in order).
     fn drop_forks(&mut self) {
+        self.release_execs();
         for (seq, f) in self.forks.drain() {
             tracing::debug!(pid = self.pid, seq, child = f.child(), "a fork on its way is given up (its call is made again)");
             f.abandon(None);
@@ -1314,6 +1434,13 @@ impl Guest {
         // (Futex calls trap only for a process with memory kept at home: any other runs here.)
         if syscalls::FUTEX_CALLS.contains(&i64::from(n.nr)) {
             let _ = self.listener.continue_(n.id);
+            return;
+        }
+        if let Some(path) = self.exec_path(&n) {
+            // Made here if this node has the same program (`exec_answered`).
+            self.seq += 1;
+            out(ToHome::ExecIdentify { seq: self.seq, tid: self.home_tid(caller), path });
+            self.exec_asked.insert(self.seq, n);
             return;
         }
         let after = match self.direct.plan(&n, &ProcMemory { pid: self.pid }) {
@@ -1539,6 +1666,17 @@ impl Guest {
             }
         };
         match cmd {
+            // The deputy closed its close-on-exec files: the new program runs.
+            ToRemote::Reply { seq, .. } if self.execs.contains_key(&seq) => {
+                if let Some(held) = self.execs.remove(&seq) {
+                    held.finish();
+                }
+            }
+            ToRemote::ExecIdentity { seq, answer } => {
+                if let Some(n) = self.exec_asked.remove(&seq) {
+                    self.exec_answered(n, answer, hashes, &**out);
+                }
+            }
             ToRemote::Reply { seq, reply } if self.ahead.is_window(seq) => {
                 let data = reply.outs.into_iter().next().map(|(_, d)| d).unwrap_or_default();
                 let (filled, ask) = self.ahead.filled(seq, reply.ret, data);
@@ -1783,6 +1921,13 @@ impl Guest {
     ) -> Flow {
         if !self.shared.pages_done.load(Ordering::SeqCst) {
             out(ToHome::CaptureFailed { reason: "its memory is still arriving (post-copy)".into() });
+            return Flow::Go;
+        }
+        if !self.execs.is_empty() {
+            // Home's deputy has yet to close what the exec closed (it makes those closes
+            // after this capture's restore otherwise): not now. The new program runs.
+            self.release_execs();
+            out(ToHome::CaptureFailed { reason: "it has just exec'd; its files at home are being closed".into() });
             return Flow::Go;
         }
         // A fork on its way is given up: its call is made again wherever the process goes

@@ -18,6 +18,7 @@ pub mod ahead;
 pub mod syscalls;
 pub mod deputy;
 pub mod direct;
+pub mod exec;
 pub mod failpoint;
 pub mod fork;
 pub mod guest;

@@ -32,8 +32,10 @@ use crate::syscalls::{Call, Reply};
 /// it runs ([`ToHome::Fork`], [`ToRemote::Forked`], [`Adopt::fork_of`]). Version 12: a
 /// file home has open is mapped from an identical copy where the process runs
 /// ([`ToHome::Identify`], [`ToRemote::Identity`]); sendmsg, recvmsg, sendmmsg and
-/// recvmmsg are forwarded (`OutKind::MsgHdr`, `OutKind::Mmsg`).
-pub const PROTOCOL_VERSION: u32 = 12;
+/// recvmmsg are forwarded (`OutKind::MsgHdr`, `OutKind::Mmsg`). Version 13: a process
+/// execs where it runs when the program is the same file there ([`ToHome::ExecIdentify`],
+/// [`ToRemote::ExecIdentity`], [`ToHome::Exec`]).
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// How a move is made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -214,6 +216,23 @@ pub enum ToRemote {
     /// descriptor is, or None when it is nothing the node may map from a copy of its own
     /// (not a regular file, deleted, not readable, too large).
     Identity { seq: u64, file: Option<FileIdentity> },
+    /// Tag 23 (version 13): the answer to [`ToHome::ExecIdentify`] `seq`.
+    ExecIdentity { seq: u64, answer: ExecFiles },
+}
+
+/// What an exec's path names at home ([`ToHome::ExecIdentify`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecFiles {
+    /// The program and the interpreters it needs (a script's `#!` line, an ELF program's
+    /// PT_INTERP: ld.so), in the order the kernel opens them: the exec may run where the
+    /// process is if that node has these same files at these paths.
+    Files(Vec<FileIdentity>),
+    /// The path names nothing at home (ENOENT, ENOTDIR): the exec fails with this errno,
+    /// as it would at home, without going there.
+    Missing(i32),
+    /// Only home can make it (a set-user-ID program, one not readable or not executable
+    /// by the owner, not a program herd knows, another root…): why.
+    Home(String),
 }
 
 /// A file home has open, as far as a node needs it to map an identical copy of its own
@@ -342,6 +361,16 @@ pub enum ToHome {
     /// path, it maps its own copy instead of going home. Home answers
     /// [`ToRemote::Identity`] at once (from the stream's reader, not the deputy).
     Identify { seq: u64, fd: i32 },
+    /// Tag 23 (version 13): thread `tid` (home id) of the process, its only one, execs
+    /// `path` (absolute) and waits in the call: what does it name at home? Home answers
+    /// [`ToRemote::ExecIdentity`] at once, from the stream's reader, as for `Identify`.
+    ExecIdentify { seq: u64, tid: i32, path: String },
+    /// Tag 24 (version 13): the process exec'd here (the files were the same; the new
+    /// program is held before its first instruction): the deputy closes its descriptors
+    /// marked close-on-exec, as the exec closed them in the process, and home answers
+    /// [`ToRemote::Reply`] `seq` once it has, before the new program runs. `cmd`: its
+    /// command line now.
+    Exec { seq: u64, tid: i32, cmd: String },
 }
 
 /// Largest image chunk per message.
@@ -518,6 +547,7 @@ mod tests {
             ToRemote::ImageKept { id: 1 },
             ToRemote::Forked { seq: 1, errno: 11 },
             ToRemote::Identity { seq: 1, file: Some(FileIdentity { path: "/l".into(), size: 2, hash: [3; 32] }) },
+            ToRemote::ExecIdentity { seq: 1, answer: ExecFiles::Missing(2) },
         ];
         for (i, m) in to_remote.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -546,6 +576,8 @@ mod tests {
             ToHome::Stopped { micros: 0, snapshot: false },
             ToHome::Fork { seq: 0, tid: 0, nproc: (1, 2) },
             ToHome::Identify { seq: 0, fd: 3 },
+            ToHome::ExecIdentify { seq: 0, tid: 1, path: "/bin/sh".into() },
+            ToHome::Exec { seq: 0, tid: 1, cmd: "sh".into() },
         ];
         for (i, m) in to_home.iter().enumerate() {
             assert_eq!(tag(m) as usize, i, "{m:?}");
@@ -630,6 +662,16 @@ mod tests {
             encode(&ToRemote::Forked { seq: 3, errno: 11 }),
             encode(&ToHome::Identify { seq: 4, fd: 5 }),
             encode(&ToRemote::Identity { seq: 4, file: Some(FileIdentity { path: "/usr/lib/x.so".into(), size: 9000, hash: [7; 32] }) }),
+            encode(&ToHome::ExecIdentify { seq: 5, tid: 9, path: "/usr/bin/cc".into() }),
+            encode(&ToHome::Exec { seq: 6, tid: 9, cmd: "cc -c x.c".into() }),
+            encode(&ToRemote::ExecIdentity {
+                seq: 5,
+                answer: ExecFiles::Files(vec![
+                    FileIdentity { path: "/usr/bin/cc".into(), size: 9, hash: [1; 32] },
+                    FileIdentity { path: "/lib64/ld-linux-x86-64.so.2".into(), size: 8, hash: [2; 32] },
+                ]),
+            }),
+            encode(&ToRemote::ExecIdentity { seq: 5, answer: ExecFiles::Home("set-user-ID".into()) }),
         ];
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
