@@ -41,11 +41,12 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("sha256sum_cp_xz_of_a_file_at_home_run_on_n2", sha256sum_cp_xz_of_a_file_at_home_run_on_n2),
     ("identical_files_mapped_where_it_runs", identical_files_mapped_where_it_runs),
     ("programs_exec_where_it_runs", programs_exec_where_it_runs),
+    ("vfork_and_posix_spawn_where_it_runs", vfork_and_posix_spawn_where_it_runs),
 ];
 
 #[test]
 fn dfsa_scenarios() {
-    let spec = Spec { name: "dfsa", c_programs: C_PROGRAMS, py_programs: &["dfsa_map.py", "dfsa_exec.py"], scripts: &[], quiet_n1: true, cpus_per_node: None, shared: true };
+    let spec = Spec { name: "dfsa", c_programs: C_PROGRAMS, py_programs: &["dfsa_map.py", "dfsa_exec.py", "dfsa_spawn.py"], scripts: &[], quiet_n1: true, cpus_per_node: None, shared: true };
     let Some(lab) = Lab::new(&spec) else { return };
     let (ran, failed) = scenarios::run(SCENARIOS, "HERD_DFSA_ONLY", &lab, Lab::wait_healthy, |_| {});
     let dir = lab.finish(failed.is_empty());
@@ -381,6 +382,35 @@ fn programs_exec_where_it_runs(lab: &Lab) {
     let row = lab.expect_where(&p, pid, "n2", Some(1));
     // `herd ps` shows what it runs now.
     assert!(row["cmd"].as_str().is_some_and(|c| c.contains("job.sh one two")), "{row}");
+    p.send(lab, "go\n");
+    let moved = p.finish(lab);
+    same_result(&direct, &moved, same);
+}
+
+/// A process on n2 makes children by posix_spawn (clone3 with CLONE_VM|CLONE_VFORK) and
+/// vfork (python's subprocess): the same output as a direct run — the parent waits for
+/// each as at home, and a spawn of nothing fails with ENOENT, which the child writes in
+/// the memory it shares — and the process is still on n2, never moved again (the
+/// children were made there, and exec'd there but for the look-alike script's).
+fn vfork_and_posix_spawn_where_it_runs(lab: &Lab) {
+    let other = format!("{LOOKALIKE}/other.sh");
+    lab.node_sh_ok("n1", &format!("printf '#!/bin/sh\\necho other: at home\\n' > {other} && chmod 755 {other}"));
+    lab.node_sh_ok("n2", &format!("printf '#!/bin/sh\\necho other: on n2!\\n' > {other} && chmod 755 {other}"));
+    let prog = lab.python_program("dfsa_spawn.py").with_args(&[&other]);
+    let direct = lab.run_direct("dfsa_spawn.py (direct)", &prog, &[Gate::Line("ready"), Gate::Line("done")]);
+    expect_status(&direct, Some(0), None);
+    for line in [
+        "spawned: posix_spawn\nposix_spawn status 0",
+        "spawned: posix_spawnp\nposix_spawnp status 0",
+        "posix_spawnp of nothing: FileNotFoundError",
+        "subprocess said 'subprocess: vfork\\n' 0",
+        "subprocess of the look-alike said 'other: at home\\n' 0",
+        "sh status 7",
+    ] {
+        assert!(direct.stdout.contains(line), "{line:?} in {}", direct.describe());
+    }
+    let (mut p, pid) = lab.on_n2_until("dfsa_spawn.py (herd run, on n2)", &prog, "done");
+    lab.expect_where(&p, pid, "n2", Some(1));
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);

@@ -24,6 +24,8 @@ pub const PTRACE_O_TRACECLONE: u64 = 1 << 3;
 pub const PTRACE_EVENT_CLONE: i32 = 3;
 pub const PTRACE_O_TRACEFORK: u64 = 1 << 1;
 pub const PTRACE_EVENT_FORK: i32 = 1;
+pub const PTRACE_O_TRACEVFORK: u64 = 1 << 2;
+pub const PTRACE_EVENT_VFORK: i32 = 2;
 pub const PTRACE_O_TRACEEXEC: u64 = 1 << 4;
 pub const PTRACE_EVENT_EXEC: i32 = 4;
 

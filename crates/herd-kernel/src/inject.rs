@@ -109,6 +109,35 @@ impl<'a> Injector<'a> {
         Ok((ret, thread))
     }
 
+    /// Runs a `clone` with CLONE_VFORK (the tracee must have been seized with
+    /// PTRACE_O_TRACEVFORK) as far as its PTRACE_EVENT_VFORK stop, before the tracee
+    /// waits for its child to exec or end: returns the child, attached and stopped before
+    /// its first instruction, and leaves the tracee in the call ([`Tracee::finish_call`]
+    /// once the child runs). Err(result): the call failed, and returned.
+    pub fn call_vfork(&mut self, nr: u64, args: &[u64]) -> Result<std::result::Result<Tracee, i64>> {
+        let r = self.regs_for(nr, args);
+        let pid = self.tracee.pid;
+        self.tracee.set_regs(&r)?;
+        self.tracee.resume_to_syscall()?; // entry
+        let entry = self.tracee.regs()?;
+        if entry.orig_rax != nr {
+            return Err(KernelError::Unexpected { pid, what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64) });
+        }
+        loop {
+            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
+            self.tracee.stop = wait_stop(pid)?;
+            match self.tracee.stop {
+                Stop::Syscall => return Ok(Err(self.tracee.regs()?.ret())),
+                Stop::Ptrace { event } if event == abi::PTRACE_EVENT_VFORK => {
+                    let child = self.tracee.event_msg()? as i32;
+                    return Ok(Ok(Tracee::auto_attached(child)?));
+                }
+                Stop::Signal { sig } => self.tracee.deferred.push(sig),
+                Stop::Event { .. } | Stop::Ptrace { .. } => {}
+            }
+        }
+    }
+
     /// Runs an `execve`/`execveat` (the tracee must have been seized with
     /// PTRACE_O_TRACEEXEC). Returns the call's raw result and whether the program was
     /// replaced: then the tracee is at the call's exit-stop in the new program (its

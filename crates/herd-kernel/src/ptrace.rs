@@ -318,6 +318,13 @@ impl Tracee {
         Ok((c.rseq_abi_pointer != 0).then_some(c))
     }
 
+    /// Lets a tracee held inside a call (at an event stop of it, such as
+    /// PTRACE_EVENT_VFORK's) finish the call: returns its result, at its exit-stop.
+    pub fn finish_call(&mut self) -> Result<i64> {
+        self.resume_to_syscall()?;
+        Ok(self.regs()?.ret())
+    }
+
     /// Lets the tracee run to its next syscall-entry or -exit stop. Signals
     /// that arrive meanwhile are deferred; group-stops are passed over.
     pub(crate) fn resume_to_syscall(&mut self) -> Result<()> {

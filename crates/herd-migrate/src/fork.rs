@@ -40,17 +40,58 @@ use crate::wake::{WakeReceiver, WakeSender};
 /// namespaces) is made at home.
 const ALLOWED: u64 = (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::CLONE_PARENT_SETTID) as u64;
 
-/// Whether call `nr` with `args` is a fork this node can make: `fork`, or a `clone`
-/// whose exit signal is SIGCHLD, whose other flags are among [`ALLOWED`] and that gives
-/// the child no stack of its own (`clone(fn, stack, SIGCHLD, arg)` is made at home).
-pub fn is_plain_fork(nr: i64, args: &[u64; 6]) -> bool {
+/// A vfork's clone flags (and posix_spawn's): the child shares the parent's memory, and
+/// the parent waits until the child execs or ends.
+const VFORK: u64 = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+
+/// What a fork made here shares with its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForkKind {
+    /// Nothing: a copy of the parent (`fork`).
+    Fork,
+    /// Its memory until it execs or ends, the parent waiting until then (`vfork`, glibc's
+    /// `posix_spawn`); `sp`: the child's own stack pointer (None: it runs on the
+    /// parent's stack, as after `vfork`).
+    Vfork { sp: Option<u64> },
+}
+
+/// Whether call `nr` with `args` is a fork this node can make, and which: `fork`, or a
+/// `clone` whose exit signal is SIGCHLD, whose other flags are among [`ALLOWED`] and that
+/// gives the child no stack of its own (`clone(fn, stack, SIGCHLD, arg)` is made at home);
+/// `vfork`, or a `clone`/`clone3` with exactly CLONE_VM|CLONE_VFORK, exit signal SIGCHLD,
+/// and nothing else (clone3's argument structure, read from `mem`, is glibc's
+/// posix_spawn's: a stack, no tid words, pidfd, TLS or cgroup).
+pub fn fork_kind(nr: i64, args: &[u64; 6], mem: &dyn crate::syscalls::MemRead) -> Option<ForkKind> {
     match nr {
-        libc::SYS_fork => true,
+        libc::SYS_fork => Some(ForkKind::Fork),
+        libc::SYS_vfork => Some(ForkKind::Vfork { sp: None }),
         libc::SYS_clone => {
             let flags = args[0];
-            flags & 0xff == libc::SIGCHLD as u64 && flags & !0xff & !ALLOWED == 0 && args[1] == 0
+            if flags & 0xff != libc::SIGCHLD as u64 {
+                return None;
+            }
+            match flags & !0xff {
+                rest if rest & !ALLOWED == 0 && args[1] == 0 => Some(ForkKind::Fork),
+                VFORK => Some(ForkKind::Vfork { sp: (args[1] != 0).then_some(args[1]) }),
+                _ => None,
+            }
         }
-        _ => false,
+        libc::SYS_clone3 => {
+            // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+            // stack_size, tls (64 bytes), set_tid, set_tid_size (80), cgroup (88).
+            let size = args[1] as usize;
+            if !(64..=88).contains(&size) || size % 8 != 0 {
+                return None;
+            }
+            let mut raw = [0u8; 88];
+            mem.read(args[0], &mut raw[..size]).ok()?;
+            let f: Vec<u64> = raw.chunks_exact(8).map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes"))).collect();
+            let (flags, exit_signal, stack, stack_size) = (f[0], f[4], f[5], f[6]);
+            let others_unset = [f[1], f[2], f[3], f[7], f[8], f[9], f[10]].iter().all(|&x| x == 0);
+            (flags == VFORK && exit_signal == libc::SIGCHLD as u64 && others_unset && (stack == 0) == (stack_size == 0))
+                .then(|| ForkKind::Vfork { sp: (stack != 0).then(|| stack.wrapping_add(stack_size)) })
+        }
+        _ => None,
     }
 }
 
@@ -64,6 +105,7 @@ pub struct Forking {
     child: Tracee,
     /// The call's clone flags and tid words (0 for `fork`).
     flags: u64,
+    kind: ForkKind,
     ptid: u64,
     ctid: u64,
 }
@@ -87,11 +129,14 @@ pub enum NotHere {
 impl Forking {
     /// Makes the child of the thread waiting in fork call `n` (its process's calls are
     /// read by a [`Hub`], which lets the injected clone through), through the process's
-    /// `syscall` instruction at `gadget` (see [`gadget`]).
-    pub fn begin(n: &Notif, gadget: u64) -> Result<Forking, NotHere> {
+    /// `syscall` instruction at `gadget` (see [`gadget`]). A vfork's child shares the
+    /// parent's memory; the parent is held inside the injected call until
+    /// [`Forking::finish`] (or [`Forking::abandon`]).
+    pub fn begin(n: &Notif, gadget: u64, kind: ForkKind) -> Result<Forking, NotHere> {
         let tid = n.pid as i32;
         let (nr, args) = (i64::from(n.nr), n.args);
-        let mut parent = Tracee::seize(tid, abi::PTRACE_O_TRACECLONE).map_err(|e| NotHere::Cannot(format!("seizing the thread: {e}")))?;
+        let options = abi::PTRACE_O_TRACECLONE | if kind == ForkKind::Fork { 0 } else { abi::PTRACE_O_TRACEVFORK };
+        let mut parent = Tracee::seize(tid, options).map_err(|e| NotHere::Cannot(format!("seizing the thread: {e}")))?;
         let regs = match parent.regs() {
             Ok(r) => r,
             Err(e) => {
@@ -104,12 +149,12 @@ impl Forking {
             let _ = parent.detach();
             return Err(NotHere::Cannot("the thread was not waiting in its fork".into()));
         }
-        let (flags, ptid, ctid) = match nr {
-            libc::SYS_clone => (args[0], args[2], args[3]),
+        let (flags, ptid, ctid) = match (nr, kind) {
+            (libc::SYS_clone, ForkKind::Fork) => (args[0], args[2], args[3]),
             _ => (libc::SIGCHLD as u64, 0, 0),
         };
-        match make_child(gadget, &mut parent, regs, ctid, flags) {
-            Ok(child) => Ok(Forking { parent, regs, child, flags, ptid, ctid }),
+        match make_child(gadget, &mut parent, regs, ctid, flags, kind) {
+            Ok(child) => Ok(Forking { parent, regs, child, flags, kind, ptid, ctid }),
             Err(NotHere::Failed(errno)) => {
                 let mut failed = regs;
                 failed.rax = -(errno as i64) as u64;
@@ -142,9 +187,11 @@ impl Forking {
     }
 
     /// Home made the deputy: the child (home pid `home_pid`) runs, its call returning 0,
-    /// and the parent's returns `home_pid`.
-    pub fn finish(self, home_pid: i32) -> Result<(), KernelError> {
-        let Forking { mut parent, regs, mut child, flags, ptid, ctid } = self;
+    /// and the parent's returns `home_pid` — at once after a fork; after a vfork once the
+    /// child has exec'd or ended ([`VforkParent::wait`], which the caller makes once the
+    /// child is served: its exec is made by its guest).
+    pub fn finish(self, home_pid: i32) -> Result<Option<VforkParent>, KernelError> {
+        let Forking { mut parent, regs, mut child, flags, kind, ptid, ctid } = self;
         let word = home_pid.to_ne_bytes();
         let r = (|| -> Result<(), KernelError> {
             if flags & libc::CLONE_CHILD_SETTID as u64 != 0 && ctid != 0 {
@@ -157,6 +204,9 @@ impl Forking {
             let mut c = regs;
             c.rax = 0;
             c.orig_rax = u64::MAX;
+            if let ForkKind::Vfork { sp: Some(sp) } = kind {
+                c.rsp = sp;
+            }
             child.set_regs(&c)?;
             Ok(())
         })();
@@ -164,29 +214,35 @@ impl Forking {
             let pid = child.pid();
             child.kill();
             let _ = task::reap(pid);
+            out_of_vfork(&mut parent, kind);
             restart(parent, regs);
             return Err(e);
         }
         if let Err(e) = child.detach() {
             // (It died meanwhile: the parent's call is made again.)
+            out_of_vfork(&mut parent, kind);
             restart(parent, regs);
             return Err(e);
+        }
+        if kind != ForkKind::Fork {
+            return Ok(Some(VforkParent { parent, regs, home_pid }));
         }
         let mut p = regs;
         p.rax = home_pid as u64;
         let _ = parent.set_regs(&p);
         // (If the parent died meanwhile, the child runs on as an orphan would.)
         let _ = parent.detach();
-        Ok(())
+        Ok(None)
     }
 
     /// The child is not made after all: it ends here (herdd's child, reaped), and the
     /// parent's call fails with `errno`, or (None) is made again.
     pub fn abandon(self, errno: Option<i32>) {
-        let Forking { parent, mut regs, child, .. } = self;
+        let Forking { mut parent, mut regs, child, kind, .. } = self;
         let pid = child.pid();
         child.kill();
         let _ = task::reap(pid);
+        out_of_vfork(&mut parent, kind);
         match errno {
             Some(e) => {
                 let mut parent = parent;
@@ -196,6 +252,38 @@ impl Forking {
             }
             None => restart(parent, regs),
         }
+    }
+}
+
+/// The parent of a vfork made here, held in the injected call while its child runs.
+pub struct VforkParent {
+    parent: Tracee,
+    regs: Regs,
+    home_pid: i32,
+}
+
+impl VforkParent {
+    /// Waits (blocking) until the child has exec'd or ended, then lets the parent go,
+    /// its call returning the child's home pid.
+    pub fn wait(mut self) {
+        match self.parent.finish_call() {
+            Ok(_) => {
+                let mut p = self.regs;
+                p.rax = self.home_pid as u64;
+                let _ = self.parent.set_regs(&p);
+                let _ = self.parent.detach();
+            }
+            // (It was killed meanwhile: its end is taken.)
+            Err(e) => tracing::debug!(pid = self.parent.pid(), "the parent of a vfork ended while its child ran: {e}"),
+        }
+    }
+}
+
+/// A vfork's parent held at its PTRACE_EVENT_VFORK stop whose child is gone: it leaves
+/// the injected call (at once: no child holds it), to be restarted or answered.
+fn out_of_vfork(parent: &mut Tracee, kind: ForkKind) {
+    if kind != ForkKind::Fork {
+        let _ = parent.finish_call();
     }
 }
 
@@ -214,8 +302,17 @@ pub fn gadget(pid: i32) -> Result<u64, NotHere> {
 }
 
 /// The child: a clone injected in the forking thread.
-fn make_child(gadget: u64, parent: &mut Tracee, regs: Regs, ctid: u64, flags: u64) -> Result<Tracee, NotHere> {
+fn make_child(gadget: u64, parent: &mut Tracee, regs: Regs, ctid: u64, flags: u64, kind: ForkKind) -> Result<Tracee, NotHere> {
     let err = |what: &str, e: KernelError| NotHere::Cannot(format!("{what}: {e}"));
+    if kind != ForkKind::Fork {
+        // The child shares the parent's memory, and the parent stops before it waits.
+        return match Injector::new(parent, gadget, regs).call_vfork(abi::SYS_CLONE, &[abi::CLONE_PARENT | VFORK, 0, 0, 0, 0]).map_err(|e| err("clone", e))? {
+            Ok(child) => Ok(child),
+            Err(ret) if ret == -(libc::EAGAIN as i64) || ret == -(libc::ENOMEM as i64) => Err(NotHere::Failed(-ret as i32)),
+            Err(ret) if ret == -abi::ERESTARTNOINTR => Err(NotHere::Again),
+            Err(ret) => Err(NotHere::Cannot(format!("clone failed ({ret})"))),
+        };
+    }
     // A child process of the process's parent (herdd); its exit signal is the process's
     // own (CLONE_PARENT), which herdd gets.
     let (ret, child) = Injector::new(parent, gadget, regs).call_clone(abi::SYS_CLONE, &[abi::CLONE_PARENT, 0, 0, 0, 0]).map_err(|e| err("clone", e))?;
@@ -238,9 +335,10 @@ fn make_child(gadget: u64, parent: &mut Tracee, regs: Regs, ctid: u64, flags: u6
 }
 
 /// Whether notification `n` is a clone herd injected (a fork's child made here, a
-/// checkpoint's snapshot): `clone(CLONE_PARENT)`, no exit signal, nothing else.
+/// checkpoint's snapshot): `clone(CLONE_PARENT)`, no exit signal, nothing else but a
+/// vfork's CLONE_VM|CLONE_VFORK.
 pub fn is_injected_clone(n: &Notif) -> bool {
-    i64::from(n.nr) == libc::SYS_clone && n.args[0] == abi::CLONE_PARENT
+    i64::from(n.nr) == libc::SYS_clone && (n.args[0] == abi::CLONE_PARENT || n.args[0] == abi::CLONE_PARENT | VFORK)
 }
 
 /// Reads the seccomp listener shared by a process and the children it forked here, and
@@ -375,6 +473,55 @@ pub fn nproc_limit(pid: i32) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
 
+    /// No memory: a call whose argument structure is read fails.
+    struct NoMem;
+    impl crate::syscalls::MemRead for NoMem {
+        fn read(&self, _: u64, _: &mut [u8]) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EFAULT))
+        }
+    }
+
+    /// One clone_args structure at any address.
+    struct Args([u64; 11]);
+    impl crate::syscalls::MemRead for Args {
+        fn read(&self, _: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            let bytes: Vec<u8> = self.0.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            buf.copy_from_slice(&bytes[..buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn is_plain_fork(nr: i64, args: &[u64; 6]) -> bool {
+        fork_kind(nr, args, &NoMem) == Some(ForkKind::Fork)
+    }
+
+    #[test]
+    fn vforks_and_posix_spawn() {
+        let vfork = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+        let sigchld = libc::SIGCHLD as u64;
+        assert_eq!(fork_kind(libc::SYS_vfork, &[0; 6], &NoMem), Some(ForkKind::Vfork { sp: None }));
+        assert_eq!(fork_kind(libc::SYS_clone, &[vfork | sigchld, 0x7000, 0, 0, 0, 0], &NoMem), Some(ForkKind::Vfork { sp: Some(0x7000) }));
+        assert_eq!(fork_kind(libc::SYS_clone, &[vfork | sigchld, 0, 0, 0, 0, 0], &NoMem), Some(ForkKind::Vfork { sp: None }));
+        assert_eq!(fork_kind(libc::SYS_clone, &[vfork | sigchld | libc::CLONE_SETTLS as u64, 0x7000, 0, 0, 0, 0], &NoMem), None);
+        assert_eq!(fork_kind(libc::SYS_clone, &[vfork, 0x7000, 0, 0, 0, 0], &NoMem), None);
+        // glibc's posix_spawn: clone3 with a stack; the child's stack pointer is its top.
+        let spawn = [vfork, 0, 0, 0, sigchld, 0x7000_0000, 0x9000, 0, 0, 0, 0];
+        assert_eq!(fork_kind(libc::SYS_clone3, &[0x1000, 88, 0, 0, 0, 0], &Args(spawn)), Some(ForkKind::Vfork { sp: Some(0x7000_9000) }));
+        assert_eq!(fork_kind(libc::SYS_clone3, &[0x1000, 64, 0, 0, 0, 0], &Args(spawn)), Some(ForkKind::Vfork { sp: Some(0x7000_9000) }));
+        let mut pidfd = spawn;
+        pidfd[1] = 0x2000;
+        assert_eq!(fork_kind(libc::SYS_clone3, &[0x1000, 88, 0, 0, 0, 0], &Args(pidfd)), None);
+        let mut thread = spawn;
+        thread[0] |= (libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        assert_eq!(fork_kind(libc::SYS_clone3, &[0x1000, 88, 0, 0, 0, 0], &Args(thread)), None);
+        let mut no_signal = spawn;
+        no_signal[4] = 0;
+        assert_eq!(fork_kind(libc::SYS_clone3, &[0x1000, 88, 0, 0, 0, 0], &Args(no_signal)), None);
+        // A size the kernel would take but not these rules, and unreadable memory.
+        assert_eq!(fork_kind(libc::SYS_clone3, &[0x1000, 96, 0, 0, 0, 0], &Args(spawn)), None);
+        assert_eq!(fork_kind(libc::SYS_clone3, &[0x1000, 88, 0, 0, 0, 0], &NoMem), None);
+    }
+
     #[test]
     fn plain_forks_only() {
         let a = |flags: u64| [flags, 0, 0, 0, 0, 0];
@@ -382,7 +529,8 @@ mod tests {
         assert!(is_plain_fork(libc::SYS_clone, &a(glibc)));
         assert!(is_plain_fork(libc::SYS_fork, &a(0)));
         assert!(is_plain_fork(libc::SYS_clone, &a(libc::SIGCHLD as u64)));
-        // vfork, posix_spawn, threads, shared files, no exit signal, new namespaces: at home.
+        // vfork, posix_spawn (not plain forks), threads, shared files, no exit signal,
+        // new namespaces: at home.
         assert!(!is_plain_fork(libc::SYS_vfork, &a(0)));
         assert!(!is_plain_fork(libc::SYS_clone, &a((libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as u64)));
         assert!(!is_plain_fork(libc::SYS_clone, &a((libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64)));

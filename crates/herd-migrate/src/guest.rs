@@ -1208,7 +1208,7 @@ impl Guest {
     /// A fork made here ([`crate::fork`]): the child is made and held, home makes its
     /// deputy ([`ToHome::Fork`]). If it cannot be made here, the call is made again and
     /// goes home.
-    fn fork_here(&mut self, n: Notif, out: &dyn Fn(ToHome) -> bool) {
+    fn fork_here(&mut self, n: Notif, kind: fork::ForkKind, out: &dyn Fn(ToHome) -> bool) {
         let caller = n.pid as i32;
         // Its calls and its children's come through a hub from now on (they share the
         // listener); it lets the injected clone through.
@@ -1225,7 +1225,7 @@ impl Guest {
         };
         let hub = self.hub.clone().expect("a hub reads its calls");
         hub.injecting(caller);
-        let made = gadget.and_then(|g| Forking::begin(&n, g));
+        let made = gadget.and_then(|g| Forking::begin(&n, g, kind));
         hub.injected(caller);
         match made {
             Ok(f) => {
@@ -1382,9 +1382,14 @@ impl Guest {
             }
         };
         match f.finish(c.adopt.pid) {
-            Ok(()) => {
-                tracing::debug!(pid = self.pid, child = pid, home_pid = c.adopt.pid, "a child made here runs");
+            Ok(vforked) => {
+                tracing::debug!(pid = self.pid, child = pid, home_pid = c.adopt.pid, vfork = vforked.is_some(), "a child made here runs");
                 start_child(c, pid, hub, calls, direct, self.gadget);
+                // A vfork's parent waits until its child has exec'd or ended (its guest
+                // makes the exec), as it would at home.
+                if let Some(parent) = vforked {
+                    parent.wait();
+                }
             }
             Err(e) => {
                 hub.leave(pid);
@@ -1412,8 +1417,8 @@ impl Guest {
         self.note_notification(&n);
         self.place(caller);
         self.wait_ended(caller, |c| c.nr == i64::from(n.nr) && c.args == n.args);
-        if fork::is_plain_fork(i64::from(n.nr), &n.args) && self.may_fork_here() {
-            return self.fork_here(n, out);
+        if let Some(kind) = fork::fork_kind(i64::from(n.nr), &n.args, &ProcMemory { pid: self.pid }).filter(|_| self.may_fork_here()) {
+            return self.fork_here(n, kind, out);
         }
         if self.makes_thread(&n) {
             // Made here, once home has made its twin (whose id it is to have).
