@@ -80,7 +80,7 @@ pub fn fork_kind(nr: i64, args: &[u64; 6], mem: &dyn crate::syscalls::MemRead) -
             // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
             // stack_size, tls (64 bytes), set_tid, set_tid_size (80), cgroup (88).
             let size = args[1] as usize;
-            if !(64..=88).contains(&size) || size % 8 != 0 {
+            if !(64..=88).contains(&size) || !size.is_multiple_of(8) {
                 return None;
             }
             let mut raw = [0u8; 88];
