@@ -719,6 +719,19 @@ impl Target {
         }
     }
 
+    /// It runs on `node` (n1's herdd says so).
+    fn expect_on(&self, lab: &Lab, node: &str) -> Result<()> {
+        let rows = Client::connect(&lab.cluster.node_socket("n1")).and_then(|mut c| c.call(&Request::Processes)).map_err(|e| anyhow!("herd ps: {e}"))?;
+        match rows {
+            Response::Processes(rows) => match rows.iter().find(|r| r.pid == self.pid) {
+                Some(r) if r.where_ == node => Ok(()),
+                Some(r) => bail!("process {} runs on {}, not on {node}", self.pid, r.where_),
+                None => bail!("herdd of n1 does not list process {}", self.pid),
+            },
+            other => bail!("herd ps: herdd answered {other:?}"),
+        }
+    }
+
     /// Moves it to `target` ("n2" or "home"); it must then run on `node`.
     pub(crate) fn migrate(&self, lab: &Lab, target: &str, node: &str) -> Result<Migrated> {
         self.migrate_by(lab, target, node, None)
@@ -1441,6 +1454,9 @@ fn threads_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
 struct ForkRep {
     home_us: Option<f64>,
     remote_us: Option<f64>,
+    /// posix_spawn of /bin/true (a vfork and an exec), at home and on n2.
+    spawn_home_us: Option<f64>,
+    spawn_remote_us: Option<f64>,
     calls_before_us: Option<f64>,
     calls_after_us: Option<f64>,
 }
@@ -1452,29 +1468,38 @@ fn forks_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
     let r = (|| -> Result<()> {
         let mut t = Target::start(lab, 0)?;
         let forks = |t: &mut Target| -> Result<f64> { field(&t.p.ask(&format!("forks {n}"), "forks ")?, "us") };
+        let spawns = |t: &mut Target| -> Result<f64> { field(&t.p.ask(&format!("spawns {n}"), "spawns ")?, "us") };
         let getppid = |t: &mut Target| -> Result<f64> { field(&t.p.ask(&format!("calls {calls}"), "calls ")?, "getppid_us") };
         // Warm up both sides once.
         forks(&mut t)?;
+        spawns(&mut t)?;
         for rep in 1..=cfg.reps {
             let mut r = ForkRep::default();
             // Alternate the order, so that a drift of the machine favours neither side.
             let remote_first = rep % 2 == 0;
             if !remote_first {
                 r.home_us = Some(forks(&mut t)?);
+                r.spawn_home_us = Some(spawns(&mut t)?);
             }
             t.migrate(lab, "n2", "n2")?;
             r.calls_before_us = Some(getppid(&mut t)?);
             r.remote_us = Some(forks(&mut t)?);
             r.calls_after_us = Some(getppid(&mut t)?);
+            r.spawn_remote_us = Some(spawns(&mut t)?);
+            // Still there: every spawn and exec was made on n2.
+            t.expect_on(lab, "n2")?;
             t.migrate(lab, "home", "n1")?;
             if remote_first {
                 r.home_us = Some(forks(&mut t)?);
+                r.spawn_home_us = Some(spawns(&mut t)?);
             }
             eprintln!(
-                "forks, rep {rep}/{}: home {} µs, n2 {} µs per fork; getppid on n2 {} µs before its first fork, {} after",
+                "forks, rep {rep}/{}: home {} µs, n2 {} µs per fork, home {} µs, n2 {} µs per spawn; getppid on n2 {} µs before its first fork, {} after",
                 cfg.reps,
                 fmt(r.home_us, 1),
                 fmt(r.remote_us, 1),
+                fmt(r.spawn_home_us, 1),
+                fmt(r.spawn_remote_us, 1),
                 fmt(r.calls_before_us, 1),
                 fmt(r.calls_after_us, 1)
             );
@@ -1487,9 +1512,9 @@ fn forks_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
         failures.push(format!("forks part: {e:#}"));
     }
     println!();
-    println!("6. Forks: {n} forks of a small process (the child _exit(7)s, the parent waits for it), at home and on n2");
+    println!("6. Forks: {n} forks of a small process (the child _exit(7)s, the parent waits for it), and {n} posix_spawns of /bin/true, at home and on n2");
     println!();
-    let mut rows = vec![row(&["rep", "home µs/fork", "n2 µs/fork", "home forks/s", "n2 forks/s", "n2/home", "n2 getppid µs before", "after"])];
+    let mut rows = vec![row(&["rep", "home µs/fork", "n2 µs/fork", "home forks/s", "n2 forks/s", "n2/home", "home µs/spawn", "n2 µs/spawn", "spawns n2/home", "n2 getppid µs before", "after"])];
     let rate = |us: Option<f64>| us.map(|u| 1e6 / u);
     for (i, r) in reps.iter().enumerate() {
         let ratio = r.home_us.zip(r.remote_us).map(|(h, n)| h / n);
@@ -1500,6 +1525,9 @@ fn forks_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
             fmt(rate(r.home_us), 0),
             fmt(rate(r.remote_us), 0),
             fmt(ratio, 3),
+            fmt(r.spawn_home_us, 1),
+            fmt(r.spawn_remote_us, 1),
+            fmt(r.spawn_home_us.zip(r.spawn_remote_us).map(|(h, n)| h / n), 3),
             fmt(r.calls_before_us, 1),
             fmt(r.calls_after_us, 1),
         ]);
@@ -1514,6 +1542,9 @@ fn forks_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
         fmt(rate(home), 0),
         fmt(rate(remote), 0),
         fmt(ratio, 3),
+        fmt(med(reps.iter().filter_map(|r| r.spawn_home_us)), 1),
+        fmt(med(reps.iter().filter_map(|r| r.spawn_remote_us)), 1),
+        fmt(med(reps.iter().filter_map(|r| Some(r.spawn_home_us? / r.spawn_remote_us?))), 3),
         fmt(med(reps.iter().filter_map(|r| r.calls_before_us)), 1),
         fmt(med(reps.iter().filter_map(|r| r.calls_after_us)), 1),
     ]);
@@ -1525,7 +1556,9 @@ fn forks_part(lab: &Lab, cfg: &Config, failures: &mut Vec<String>) {
         None => "not measured",
     });
     println!("On n2 each fork makes the child there and its deputy at home (a fork of the parent's deputy), opens the child's");
-    println!("stream and runs it; the child's end is reproduced by its deputy, whose parent the wait runs in. getppid before/after:");
+    println!("stream and runs it; the child's end is reproduced by its deputy, whose parent the wait runs in. A spawn on n2 is a vfork");
+    println!("made there (the child shares the parent's memory) and an exec made there (home says what /bin/true is; the deputy closes");
+    println!("its close-on-exec descriptors); the process is checked still on n2 after them. getppid before/after:");
     println!("{calls} forwarded calls before its first fork on n2 and after it (a hub thread hands the calls on from then).");
 }
 
@@ -1613,6 +1646,9 @@ const TARGET_C: &str = r##"
  *                     at once: "tcalls threads=T secs=S" (wall-clock seconds)
  *   forks N           N times: fork, the child _exit(7)s, waitpid checks it:
  *                     "forks us=X" (mean microseconds per fork)
+ *   spawns N          N times: posix_spawn of /bin/true (glibc: clone3 with
+ *                     CLONE_VM|CLONE_VFORK, then execve), waitpid checks its exit 0:
+ *                     "spawns us=X" (mean microseconds per spawn)
  *   quit, or EOF      exits 0
  *
  * Errors are answered "error ...", so the bench never waits for nothing.
@@ -1627,6 +1663,7 @@ const TARGET_C: &str = r##"
 #include <string.h>
 #include <poll.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1843,6 +1880,20 @@ int main(int argc, char **argv)
                 }
             }
             say("forks us=%.2f", (now() - t0) * 1e6 / (double)n);
+        } else if (sscanf(line, "spawns %llu", &n) == 1 && n > 0) {
+            extern char **environ;
+            char *argv[] = {"true", NULL};
+            double t0 = now();
+            for (unsigned long long i = 0; i < n; i++) {
+                pid_t p = -1;
+                int err = posix_spawn(&p, "/bin/true", NULL, NULL, argv, environ);
+                int st = 0;
+                if (err != 0 || waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                    say("error spawn %llu: pid %d status %#x: %s", i, (int)p, st, strerror(err ? err : errno));
+                    goto next_command;
+                }
+            }
+            say("spawns us=%.2f", (now() - t0) * 1e6 / (double)n);
         } else if (sscanf(line, "tcalls %d %llu", &active, &n) == 2 && n > 0) {
             if (active < 1 || active > threads) {
                 say("error tcalls wants 1 to %d threads", threads);

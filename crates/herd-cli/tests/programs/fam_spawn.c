@@ -3,7 +3,7 @@
  * fork that the `ulimit -u` limit refuses).
  *
  * Before each step it prints "ready N" and waits for a trigger; the test moves
- * it to n2 meanwhile (a fork or exec away brings it home first). The steps:
+ * it to n2 first (each step is made there). The steps:
  *  1. vfork + exec of `/bin/sh -c 'echo vforked; exit 3'`: the parent resumes
  *     only once the child has exec'd; it prints the child's status;
  *  2. its soft RLIMIT_NPROC set to 1 (its user has at least this process):
