@@ -59,19 +59,38 @@ impl<'a> Injector<'a> {
         r
     }
 
+    /// Points the tracee at the gadget with call `nr` and lets it run to the call's
+    /// entry-stop.
+    fn enter(&mut self, nr: u64, args: &[u64]) -> Result<()> {
+        let r = self.regs_for(nr, args);
+        self.tracee.set_regs(&r)?;
+        self.tracee.resume_to_syscall()?;
+        let entry = self.tracee.regs()?;
+        if entry.orig_rax != nr {
+            return Err(KernelError::Unexpected { pid: self.tracee.pid(), what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64) });
+        }
+        Ok(())
+    }
+
+    /// Lets the tracee on inside an injected call to its next syscall or PTRACE_EVENT
+    /// stop; signals that arrive meanwhile are deferred, group-stops passed over.
+    fn on_in_call(&mut self) -> Result<Stop> {
+        let pid = self.tracee.pid;
+        loop {
+            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
+            self.tracee.stop = wait_stop(pid)?;
+            match self.tracee.stop {
+                Stop::Signal { sig } => self.tracee.deferred.push(sig),
+                Stop::Event { .. } => {}
+                stop => return Ok(stop),
+            }
+        }
+    }
+
     /// Runs syscall `nr` with up to six arguments; returns the raw result
     /// (negative errno on failure).
     pub fn call(&mut self, nr: u64, args: &[u64]) -> Result<i64> {
-        let r = self.regs_for(nr, args);
-        self.tracee.set_regs(&r)?;
-        self.tracee.resume_to_syscall()?; // entry
-        let entry = self.tracee.regs()?;
-        if entry.orig_rax != nr {
-            return Err(KernelError::Unexpected {
-                pid: self.tracee.pid(),
-                what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64),
-            });
-        }
+        self.enter(nr, args)?;
         self.tracee.resume_to_syscall()?; // exit
         Ok(self.tracee.regs()?.ret())
     }
@@ -82,23 +101,13 @@ impl<'a> Injector<'a> {
     /// the new thread or process: attached, stopped before its first instruction,
     /// its registers those of the tracee at the call's return.
     pub fn call_clone(&mut self, nr: u64, args: &[u64]) -> Result<(i64, Option<Tracee>)> {
-        let r = self.regs_for(nr, args);
-        let pid = self.tracee.pid;
-        self.tracee.set_regs(&r)?;
-        self.tracee.resume_to_syscall()?; // entry
-        let entry = self.tracee.regs()?;
-        if entry.orig_rax != nr {
-            return Err(KernelError::Unexpected { pid, what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64) });
-        }
+        self.enter(nr, args)?;
         let mut made = None;
         loop {
-            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
-            self.tracee.stop = wait_stop(pid)?;
-            match self.tracee.stop {
+            match self.on_in_call()? {
                 Stop::Syscall => break,
                 Stop::Ptrace { event } if event == abi::PTRACE_EVENT_CLONE || event == abi::PTRACE_EVENT_FORK => made = Some(self.tracee.event_msg()? as i32),
-                Stop::Signal { sig } => self.tracee.deferred.push(sig),
-                Stop::Event { .. } | Stop::Ptrace { .. } => {}
+                _ => {}
             }
         }
         let ret = self.tracee.regs()?.ret();
@@ -115,25 +124,15 @@ impl<'a> Injector<'a> {
     /// its first instruction, and leaves the tracee in the call ([`Tracee::finish_call`]
     /// once the child runs). Err(result): the call failed, and returned.
     pub fn call_vfork(&mut self, nr: u64, args: &[u64]) -> Result<std::result::Result<Tracee, i64>> {
-        let r = self.regs_for(nr, args);
-        let pid = self.tracee.pid;
-        self.tracee.set_regs(&r)?;
-        self.tracee.resume_to_syscall()?; // entry
-        let entry = self.tracee.regs()?;
-        if entry.orig_rax != nr {
-            return Err(KernelError::Unexpected { pid, what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64) });
-        }
+        self.enter(nr, args)?;
         loop {
-            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
-            self.tracee.stop = wait_stop(pid)?;
-            match self.tracee.stop {
+            match self.on_in_call()? {
                 Stop::Syscall => return Ok(Err(self.tracee.regs()?.ret())),
                 Stop::Ptrace { event } if event == abi::PTRACE_EVENT_VFORK => {
                     let child = self.tracee.event_msg()? as i32;
                     return Ok(Ok(Tracee::auto_attached(child)?));
                 }
-                Stop::Signal { sig } => self.tracee.deferred.push(sig),
-                Stop::Event { .. } | Stop::Ptrace { .. } => {}
+                _ => {}
             }
         }
     }
@@ -144,23 +143,13 @@ impl<'a> Injector<'a> {
     /// registers the new program's first; the injected ones are gone with the old), and
     /// the caller must not put the old registers back.
     pub fn call_exec(&mut self, nr: u64, args: &[u64]) -> Result<(i64, bool)> {
-        let r = self.regs_for(nr, args);
-        let pid = self.tracee.pid;
-        self.tracee.set_regs(&r)?;
-        self.tracee.resume_to_syscall()?; // entry
-        let entry = self.tracee.regs()?;
-        if entry.orig_rax != nr {
-            return Err(KernelError::Unexpected { pid, what: format!("injected syscall {nr} entered as {}", entry.orig_rax as i64) });
-        }
+        self.enter(nr, args)?;
         let mut execed = false;
         loop {
-            ptrace(libc::PTRACE_SYSCALL, pid, 0, 0).map_err(|e| KernelError::from_io("PTRACE_SYSCALL", pid, e))?;
-            self.tracee.stop = wait_stop(pid)?;
-            match self.tracee.stop {
+            match self.on_in_call()? {
                 Stop::Syscall => break,
                 Stop::Ptrace { event } if event == abi::PTRACE_EVENT_EXEC => execed = true,
-                Stop::Signal { sig } => self.tracee.deferred.push(sig),
-                Stop::Event { .. } | Stop::Ptrace { .. } => {}
+                _ => {}
             }
         }
         Ok((self.tracee.regs()?.ret(), execed))

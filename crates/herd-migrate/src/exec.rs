@@ -185,19 +185,7 @@ impl Execed {
     pub fn begin(n: &Notif, gadget: u64) -> Result<Execed, NotHere> {
         let tid = n.pid as i32;
         let nr = i64::from(n.nr);
-        let mut t = Tracee::seize(tid, abi::PTRACE_O_TRACEEXEC).map_err(|e| NotHere::Cannot(format!("seizing the thread: {e}")))?;
-        let regs = match t.regs() {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = t.detach();
-                return Err(NotHere::Cannot(format!("its registers: {e}")));
-            }
-        };
-        if regs.orig_rax as i64 != nr || regs.rax as i64 != -abi::ERESTARTSYS {
-            // Not in the call's wait (a signal ended it first): it goes on as it was.
-            let _ = t.detach();
-            return Err(NotHere::Again);
-        }
+        let (mut t, regs) = crate::fork::seize_in_call(tid, nr, abi::PTRACE_O_TRACEEXEC)?;
         match Injector::new(&mut t, gadget, regs).call_exec(nr as u64, &n.args[..3]) {
             Ok((_, true)) => Ok(Execed { tracee: t }),
             Ok((ret, false)) if ret == -abi::ERESTARTNOINTR || ret == -abi::ERESTARTSYS => {

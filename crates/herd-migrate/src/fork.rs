@@ -136,19 +136,7 @@ impl Forking {
         let tid = n.pid as i32;
         let (nr, args) = (i64::from(n.nr), n.args);
         let options = abi::PTRACE_O_TRACECLONE | if kind == ForkKind::Fork { 0 } else { abi::PTRACE_O_TRACEVFORK };
-        let mut parent = Tracee::seize(tid, options).map_err(|e| NotHere::Cannot(format!("seizing the thread: {e}")))?;
-        let regs = match parent.regs() {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = parent.detach();
-                return Err(NotHere::Cannot(format!("its registers: {e}")));
-            }
-        };
-        if regs.orig_rax as i64 != nr || regs.rax as i64 != -abi::ERESTARTSYS {
-            // Not in the call's wait (a signal ended it first): it goes on as it was.
-            let _ = parent.detach();
-            return Err(NotHere::Cannot("the thread was not waiting in its fork".into()));
-        }
+        let (mut parent, regs) = seize_in_call(tid, nr, options)?;
         let (flags, ptid, ctid) = match (nr, kind) {
             (libc::SYS_clone, ForkKind::Fork) => (args[0], args[2], args[3]),
             _ => (libc::SIGCHLD as u64, 0, 0),
@@ -253,6 +241,26 @@ impl Forking {
             None => restart(parent, regs),
         }
     }
+}
+
+/// Seizes thread `tid`, which waits in call `nr` at its notification, with ptrace
+/// `options`: its wait ends (the call would restart), and it is held with the call's
+/// registers. A thread no longer in that wait (a signal ended it first) goes on as it
+/// was: NotHere::Again (its call is made again).
+pub(crate) fn seize_in_call(tid: i32, nr: i64, options: u64) -> Result<(Tracee, Regs), NotHere> {
+    let t = Tracee::seize(tid, options).map_err(|e| NotHere::Cannot(format!("seizing the thread: {e}")))?;
+    let regs = match t.regs() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = t.detach();
+            return Err(NotHere::Cannot(format!("its registers: {e}")));
+        }
+    };
+    if regs.orig_rax as i64 != nr || regs.rax as i64 != -abi::ERESTARTSYS {
+        let _ = t.detach();
+        return Err(NotHere::Again);
+    }
+    Ok((t, regs))
 }
 
 /// The parent of a vfork made here, held in the injected call while its child runs.
