@@ -415,7 +415,7 @@ fn vfork_limit_and_orphan_from_away(lab: &Lab) {
     expect_status(&direct, Some(0), None);
     assert_eq!(
         direct.stdout,
-        "ready 1\nvforked\nvfork child: exited 3\nready 2\nfork at the limit: EAGAIN\nready 3\nparent: ends first\norphan: parent gone\n",
+        "ready 1\nvforked\nvfork child: exited 3, wrote 42 before its exec\nready 2\nfork at the limit: EAGAIN\nready 3\nparent: ends first\norphan: parent gone\n",
         "{}",
         direct.describe()
     );

@@ -5,7 +5,8 @@
  * Before each step it prints "ready N" and waits for a trigger; the test moves
  * it to n2 first (each step is made there). The steps:
  *  1. vfork + exec of `/bin/sh -c 'echo vforked; exit 3'`: the parent resumes
- *     only once the child has exec'd; it prints the child's status;
+ *     only once the child has exec'd; it prints the child's status and what the
+ *     child wrote in their shared memory before its exec;
  *  2. its soft RLIMIT_NPROC set to 1 (its user has at least this process):
  *     fork fails with EAGAIN, and nothing is left behind; the limit back;
  *  3. a child that prints "orphan: parent gone" once its parent has ended
@@ -22,9 +23,12 @@ int main(void)
     say("ready 1");
     mig_wait_trigger("start the children");
 
-    /* 1: vfork + exec. */
+    /* 1: vfork + exec; the child writes in the memory it shares with the parent before
+     * its exec (what posix_spawn does to report an error), and the parent sees it. */
+    static volatile int written_by_child;
     pid_t p = vfork();
     if (p == 0) {
+        written_by_child = 42;
         execl("/bin/sh", "sh", "-c", "echo vforked; exit 3", (char *)NULL);
         _exit(127);
     }
@@ -37,7 +41,7 @@ int main(void)
     do
         w = waitpid(p, &status, 0);
     while (w < 0 && errno == EINTR);
-    say("vfork child: %s %d", w == p && WIFEXITED(status) ? "exited" : "?", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    say("vfork child: %s %d, wrote %d before its exec", w == p && WIFEXITED(status) ? "exited" : "?", WIFEXITED(status) ? WEXITSTATUS(status) : -1, written_by_child);
 
     say("ready 2");
     mig_wait_trigger("the limit");
