@@ -872,6 +872,11 @@ impl Direct {
         self.local.retain(|_, l| !l.cloexec);
     }
 
+    /// The process's working directory at home, as followed here (None: lost track).
+    pub fn cwd(&self) -> Option<&str> {
+        self.cwd.as_deref()
+    }
+
     /// A forwarded umask set the process's umask at home to `mask`.
     pub fn umask(&mut self, mask: u32) {
         self.umask = Some(mask & 0o777);

@@ -25,9 +25,11 @@
 //! ld.so's opens and reads are forwarded, its private mappings of libraries are made
 //! from the node's identical copies (`Direct::map_copy`).
 //!
-//! Only absolute paths: a relative one would be resolved here against the process's
-//! directory here, not home's (and a script's `$0` is the path as given, so it cannot be
-//! rewritten). `execveat` goes home.
+//! A relative path is asked about made absolute against the process's directory at home
+//! (which the node follows), and the exec here is made of that absolute path, written in
+//! the thread's stack below what it uses (the process's directory here is not home's) —
+//! for a program only: a script's interpreter would see the changed path (its `$0`), so a
+//! script by a relative path goes home. `execveat` goes home.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -121,6 +123,13 @@ fn look(path: &str, hashes: &mut FileHashes) -> Result<(FileIdentity, Option<Str
     Ok((FileIdentity { path: path.to_string(), size, hash }, then))
 }
 
+/// Whether `file` starts with `#!`.
+pub fn is_script(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 2];
+    file.read_exact_at(&mut head, 0).is_ok() && &head == b"#!"
+}
+
 /// Whether running `file` would give the process privileges: set-user-ID or
 /// set-group-ID (with a group that may execute it), or file capabilities.
 pub fn privileged(file: &std::fs::File) -> bool {
@@ -181,12 +190,26 @@ pub struct Execed {
 
 impl Execed {
     /// Makes exec call `n` (its thread waits in it; its process's calls are read by a
-    /// hub that lets the injected call through) through the `syscall` at `gadget`.
-    pub fn begin(n: &Notif, gadget: u64) -> Result<Execed, NotHere> {
+    /// hub that lets the injected call through) through the `syscall` at `gadget`; of
+    /// `path` instead of the call's own when given (written in the thread's stack, below
+    /// what it uses: a relative path made absolute).
+    pub fn begin(n: &Notif, gadget: u64, path: Option<&str>) -> Result<Execed, NotHere> {
         let tid = n.pid as i32;
         let nr = i64::from(n.nr);
         let (mut t, regs) = crate::fork::seize_in_call(tid, nr, abi::PTRACE_O_TRACEEXEC)?;
-        match Injector::new(&mut t, gadget, regs).call_exec(nr as u64, &n.args[..3]) {
+        let mut args = [n.args[0], n.args[1], n.args[2]];
+        if let Some(path) = path {
+            // Below the stack pointer and its red zone (128 bytes): nothing of the thread
+            // is there while it is in the call.
+            let bytes = [path.as_bytes(), &[0]].concat();
+            let at = (regs.rsp.wrapping_sub(512).wrapping_sub(bytes.len() as u64)) & !15;
+            if let Err(e) = herd_kernel::mem::write(tid, at, &bytes) {
+                crate::fork::restart(t, regs);
+                return Err(NotHere::Cannot(format!("writing the path in its stack: {e}")));
+            }
+            args[0] = at;
+        }
+        match Injector::new(&mut t, gadget, regs).call_exec(nr as u64, &args) {
             Ok((_, true)) => Ok(Execed { tracee: t }),
             Ok((ret, false)) if ret == -abi::ERESTARTNOINTR || ret == -abi::ERESTARTSYS => {
                 crate::fork::restart(t, regs);

@@ -302,8 +302,9 @@ struct Guest {
     /// ([`ToHome::Identify`]): by its `seq`, the call's notification, caller and fd.
     identifying: HashMap<u64, (u64, i32, i32)>,
     /// Execs waiting for home to say what their path names ([`ToHome::ExecIdentify`]):
-    /// by its `seq`, the call's notification.
-    exec_asked: HashMap<u64, Notif>,
+    /// by its `seq`, the call's notification and, for a relative path, the absolute one
+    /// home was asked about.
+    exec_asked: HashMap<u64, (Notif, Option<String>)>,
     /// Programs exec'd here, held before their first instruction until home's deputy
     /// has closed its close-on-exec descriptors (by the `seq` of [`ToHome::Exec`]).
     execs: HashMap<u64, Execed>,
@@ -1260,21 +1261,35 @@ impl Guest {
         !self.no_exec_here && self.tids.len() <= 1 && self.forks.is_empty() && self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && self.ahead.idle()
     }
 
-    /// The absolute path of exec call `n`, if it is one this node may make; None: the
-    /// call goes home.
-    fn exec_path(&self, n: &Notif) -> Option<String> {
-        if i64::from(n.nr) != libc::SYS_execve || !self.may_exec_here() {
-            return None;
+    /// The path of exec call `n` (an `execve`) if it is one this node may make, made
+    /// absolute (a relative one against its working directory at home, as followed
+    /// here); and whether it was relative. Err: why the call goes home.
+    fn exec_path(&self, n: &Notif) -> Result<(String, bool), &'static str> {
+        if self.no_exec_here {
+            return Err("an exec failed here before");
         }
-        let bytes = syscalls::read_path(&ProcMemory { pid: self.pid }, 0, n.args[0]).ok()?;
-        let path = std::str::from_utf8(bytes.strip_suffix(&[0])?).ok()?;
-        path.starts_with('/').then(|| path.to_string())
+        if !self.may_exec_here() {
+            return Err("not now (threads, a fork on its way, memory at home, a read ahead)");
+        }
+        let bytes = syscalls::read_path(&ProcMemory { pid: self.pid }, 0, n.args[0]).map_err(|_| "its path cannot be read")?;
+        let path = bytes.strip_suffix(&[0]).and_then(|p| std::str::from_utf8(p).ok()).ok_or("its path is not UTF-8")?;
+        if path.starts_with('/') {
+            return Ok((path.to_string(), false));
+        }
+        let cwd = self.direct.cwd().ok_or("a relative path, and its directory at home is not known here")?;
+        if path.is_empty() {
+            return Err("an empty path");
+        }
+        Ok((format!("{}/{path}", cwd.trim_end_matches('/')), true))
     }
 
     /// Home said what exec call `n`'s path names: made here if this node has the same
     /// files ([`Execed::begin`]); failed at once if home has nothing there; else the
-    /// process goes home for it.
-    fn exec_answered(&mut self, n: Notif, answer: ExecFiles, hashes: &mut FileHashes, out: &dyn Fn(ToHome) -> bool) {
+    /// process goes home for it. `absolute`: the call's path was relative, and this is it
+    /// made absolute (the process's directory here is not home's): the exec here is made
+    /// of this path, for a program (a script's interpreter would see the path as given:
+    /// its `$0`, so a script goes home).
+    fn exec_answered(&mut self, n: Notif, absolute: Option<String>, answer: ExecFiles, hashes: &mut FileHashes, out: &dyn Fn(ToHome) -> bool) {
         let caller = n.pid as i32;
         // Its wait ended meanwhile (a signal): the call is made again.
         if !self.listener.id_valid(n.id) {
@@ -1285,9 +1300,10 @@ impl Guest {
             ExecFiles::Home(why) => return self.exec_at_home(&why, out),
             ExecFiles::Files(files) => files,
         };
-        for f in &files {
+        for (i, f) in files.iter().enumerate() {
             match self.direct.same_here(f, hashes) {
                 Ok(local) if exec::privileged(&local) => return self.exec_at_home(&format!("{} here gives privileges", f.path), out),
+                Ok(local) if i == 0 && absolute.is_some() && exec::is_script(&local) => return self.exec_at_home("a script by a relative path", out),
                 Ok(_) => {}
                 Err(why) => return self.exec_at_home(&why, out),
             }
@@ -1306,7 +1322,7 @@ impl Guest {
         };
         let hub = self.hub.clone().expect("a hub reads its calls");
         hub.injecting(caller);
-        let made = gadget.and_then(|g| Execed::begin(&n, g));
+        let made = gadget.and_then(|g| Execed::begin(&n, g, absolute.as_deref()));
         hub.injected(caller);
         match made {
             Ok(held) => {
@@ -1441,12 +1457,17 @@ impl Guest {
             let _ = self.listener.continue_(n.id);
             return;
         }
-        if let Some(path) = self.exec_path(&n) {
-            // Made here if this node has the same program (`exec_answered`).
-            self.seq += 1;
-            out(ToHome::ExecIdentify { seq: self.seq, tid: self.home_tid(caller), path });
-            self.exec_asked.insert(self.seq, n);
-            return;
+        if i64::from(n.nr) == libc::SYS_execve {
+            match self.exec_path(&n) {
+                Ok((path, relative)) => {
+                    // Made here if this node has the same program (`exec_answered`).
+                    self.seq += 1;
+                    out(ToHome::ExecIdentify { seq: self.seq, tid: self.home_tid(caller), path: path.clone() });
+                    self.exec_asked.insert(self.seq, (n, relative.then_some(path)));
+                    return;
+                }
+                Err(why) => tracing::debug!(pid = self.pid, tid = caller, "its exec is made at home: {why}"),
+            }
         }
         let after = match self.direct.plan(&n, &ProcMemory { pid: self.pid }) {
             Plan::Usual if i64::from(n.nr) == libc::SYS_read && self.read_ahead(&n, out) => return,
@@ -1678,8 +1699,8 @@ impl Guest {
                 }
             }
             ToRemote::ExecIdentity { seq, answer } => {
-                if let Some(n) = self.exec_asked.remove(&seq) {
-                    self.exec_answered(n, answer, hashes, &**out);
+                if let Some((n, absolute)) = self.exec_asked.remove(&seq) {
+                    self.exec_answered(n, absolute, answer, hashes, &**out);
                 }
             }
             ToRemote::Reply { seq, reply } if self.ahead.is_window(seq) => {

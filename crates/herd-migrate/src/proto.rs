@@ -362,7 +362,8 @@ pub enum ToHome {
     /// [`ToRemote::Identity`] at once (from the stream's reader, not the deputy).
     Identify { seq: u64, fd: i32 },
     /// Tag 23 (version 13): thread `tid` (home id) of the process, its only one, execs
-    /// `path` (absolute) and waits in the call: what does it name at home? Home answers
+    /// `path` (absolute; a relative one made so against the process's directory at home,
+    /// as the node follows it) and waits in the call: what does it name at home? Home answers
     /// [`ToRemote::ExecIdentity`] at once, from the stream's reader, as for `Identify`.
     ExecIdentify { seq: u64, tid: i32, path: String },
     /// Tag 24 (version 13): the process exec'd here (the files were the same; the new
