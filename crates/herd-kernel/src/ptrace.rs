@@ -76,12 +76,21 @@ unsafe fn ptrace_ptr(req: u32, pid: i32, addr: u64, data: u64) -> std::result::R
     }
 }
 
-/// Wait statuses of tracees that [`wait_stop`] reaped, newest last: a tracee
+/// Wait statuses of tracees that [`wait_stop`] or [`Tracee::ended`] reaped, newest last: a tracee
 /// that is also a child of ours and ends while traced is reaped by the
 /// tracer's wait, and [`crate::pidfd::PidFd::try_wait`] takes its status from
 /// here. At most [`REAPED_KEPT`].
 static REAPED: std::sync::Mutex<Vec<(i32, i32)>> = std::sync::Mutex::new(Vec::new());
 const REAPED_KEPT: usize = 64;
+
+/// Keeps the wait status of tracee `pid`, just reaped (see [`REAPED`]).
+fn keep_reaped(pid: i32, status: i32) {
+    let mut kept = REAPED.lock().unwrap_or_else(|p| p.into_inner());
+    if kept.len() == REAPED_KEPT {
+        kept.remove(0);
+    }
+    kept.push((pid, status));
+}
 
 /// The wait status of `pid` if [`wait_stop`] reaped it (taken once).
 pub(crate) fn take_reaped(pid: i32) -> Option<i32> {
@@ -107,11 +116,7 @@ pub(crate) fn wait_stop(pid: i32) -> Result<Stop> {
             return Err(KernelError::from_io("waitpid", pid, e));
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            let mut kept = REAPED.lock().unwrap_or_else(|p| p.into_inner());
-            if kept.len() == REAPED_KEPT {
-                kept.remove(0);
-            }
-            kept.push((pid, status));
+            keep_reaped(pid, status);
             return Err(KernelError::Died { pid });
         }
         if !libc::WIFSTOPPED(status) {
@@ -395,7 +400,12 @@ impl Tracee {
         let mut status = 0;
         // SAFETY: waitpid writes one int to `status` on our stack; WNOHANG never blocks.
         let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG | libc::__WALL) };
-        r == self.pid && (libc::WIFEXITED(status) || libc::WIFSIGNALED(status))
+        let ended = r == self.pid && (libc::WIFEXITED(status) || libc::WIFSIGNALED(status));
+        if ended {
+            // (A process's end, which its pidfd's wait then takes from here.)
+            keep_reaped(self.pid, status);
+        }
+        ended
     }
 
     /// Ends the tracee with SIGKILL and reaps the ptrace side of it.
