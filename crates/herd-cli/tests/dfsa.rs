@@ -354,10 +354,11 @@ fn identical_files_mapped_where_it_runs(lab: &Lab) {
 /// A process on n2 execs sh (found by a PATH search whose first directory has no sh), sh
 /// execs a copy of bash by a relative path with a script, the script forks
 /// /usr/bin/printf and a script of the look-alike directory, then execs a #!/bin/sh
-/// script: the same output as a direct run; the process is still on n2, never moved again (each exec was made there: n2 has
-/// the same programs), `herd ps` shows its command line now, the descriptor marked
-/// close-on-exec is closed in the new program and the inherited one open; the look-alike
-/// script, whose contents on n2 are not home's, ran at home.
+/// script: the same output as a direct run; the process is still on n2, never moved
+/// again (each exec was made there: n2 has the same programs), `herd ps` shows its
+/// command line now, the descriptor marked close-on-exec is closed in the new program and
+/// the inherited one open; the look-alike script, whose contents on n2 are not home's, ran
+/// at home. The program exec'd away then moves home and on to n3 before it ends.
 fn programs_exec_where_it_runs(lab: &Lab) {
     use std::os::unix::fs::PermissionsExt;
     let dir = lab.dir.join("exec");
@@ -386,6 +387,9 @@ fn programs_exec_where_it_runs(lab: &Lab) {
     let row = lab.expect_where(&p, pid, "n2", Some(1));
     // `herd ps` shows what it runs now.
     assert!(row["cmd"].as_str().is_some_and(|c| c.starts_with("/bin/sh /") && c.ends_with("/exec/tail.sh")), "{row}");
+    // The program exec'd away moves home and out again like any other.
+    lab.expect_migrate(&p, pid, "n1");
+    lab.expect_migrate(&p, pid, "n3");
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
@@ -415,6 +419,8 @@ fn vfork_and_posix_spawn_where_it_runs(lab: &Lab) {
     }
     let (mut p, pid) = lab.on_n2_until("dfsa_spawn.py (herd run, on n2)", &prog, "done");
     lab.expect_where(&p, pid, "n2", Some(1));
+    // And it moves on after its vforks.
+    lab.expect_migrate(&p, pid, "n3");
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);

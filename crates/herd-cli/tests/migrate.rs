@@ -52,7 +52,7 @@ use serde_json::Value;
 /// The C programs of tests/programs (each `<name>.c`, with mig_common.h).
 const C_PROGRAMS: &[&str] =
     &["mig_ids", "mig_filter", "mig_files", "mig_signals", "mig_exit", "mig_forkexec", "mig_bigmem", "mig_blockread", "mig_churn", "mig_remap", "mig_athome", "mig_forkheap", "thr_work", "thr_omp", "thr_sig", "refuse", "mig_sigcut"];
-const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py", "mig_sockmsg.py", "mig_eventfds.py", "mig_fscalls.py"];
+const PY_PROGRAMS: &[&str] = &["mig_progress.py", "mig_shmap.py", "mig_bigexit.py", "mig_threads.py", "mig_sockmsg.py", "mig_eventfds.py", "mig_fscalls.py", "mig_cdloop.py"];
 
 type Scenario = scenarios::Scenario<Lab>;
 
@@ -74,6 +74,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("socket_messages_while_away", socket_messages_while_away),
     ("eventfd_timerfd_inotify_while_away", eventfd_timerfd_inotify_while_away),
     ("xattrs_fifo_and_sync_while_away", xattrs_fifo_and_sync_while_away),
+    ("cd_after_a_child_while_away", cd_after_a_child_while_away),
     ("signals_reach_it_and_sigkill_leaves_nothing", signals_reach_it_and_sigkill_leaves_nothing),
     ("signals_from_home_reach_the_right_thread", signals_from_home_reach_the_right_thread),
     ("signals_here_cut_forwarded_writes_short", signals_here_cut_forwarded_writes_short),
@@ -480,6 +481,14 @@ fn xattrs_fifo_and_sync_while_away(lab: &Lab) {
         "mkfifo: a FIFO True mode 0o600",
         "syncfs 0",
     ]);
+}
+
+/// A shell away that runs a child and changes directory right after, 300 times (its
+/// SIGCHLD crosses the forwarded chdir; dash's handler has no SA_RESTART): no `cd` fails,
+/// as none would at home — a call that never waits is not cut by a signal — and the
+/// shell, its children and its exec stay on n2.
+fn cd_after_a_child_while_away(lab: &Lab) {
+    stays_away_for(lab, "mig_cdloop.py", &["cd after a child, 300 times: 0 failed"]);
 }
 
 /// Python program `name DIR` (DIR a fresh directory anyone may write): run directly, its

@@ -910,18 +910,32 @@ impl Deputy {
     /// The process exec'd away ([`Cmd::Exec`]): the descriptors marked close-on-exec
     /// (/proc/PID/fdinfo's flags) are closed here by injected `close`s, then call `seq` is
     /// answered (its result: how many were closed).
+    /// The node holds the new program until the answer: it is answered whatever happens
+    /// (-EIO when the closes could not all be made), unless the deputy died.
     fn close_on_exec(&mut self, seq: u64, events: &dyn Fn(Event)) -> Result<(), KernelError> {
-        let fds = cloexec_fds(self.pid);
         let mut closed = 0;
-        for fd in fds {
-            let r = self.injector()?.call(abi::SYS_CLOSE, &[fd as u64])?;
-            if r == 0 {
-                closed += 1;
+        let mut made = Ok(());
+        for fd in cloexec_fds(self.pid) {
+            match self.injector().and_then(|mut inj| inj.call(abi::SYS_CLOSE, &[fd as u64])) {
+                Ok(0) => closed += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    made = Err(e);
+                    break;
+                }
             }
         }
         self.hand_on_deferred(events);
+        let ret = match made {
+            Ok(()) => closed,
+            Err(e @ KernelError::Died { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(pid = self.pid, "closing its close-on-exec files (exec'd away): {e}");
+                -(libc::EIO as i64)
+            }
+        };
         tracing::debug!(pid = self.pid, closed, "closed its close-on-exec files (exec'd away)");
-        events(Event::Reply { seq, reply: Reply { ret: closed, outs: Vec::new() } });
+        events(Event::Reply { seq, reply: Reply { ret, outs: Vec::new() } });
         Ok(())
     }
 
@@ -1054,7 +1068,11 @@ impl Deputy {
                 };
                 let mem = ProcMemory { pid };
                 let masked_epoll = syscalls::is_masked_epoll_wait(call.nr, &call.args);
-                syscalls::execute(call, scratch, len, &mem, &mut |nr, args| match inj.call_interruptible(nr as u64, &args) {
+                // A call that never waits is not cut by a signal (as at home: it completes
+                // and the signal follows; handed on after the answer, below).
+                let whole = syscalls::never_waits(call.nr, &call.args);
+                let run = |inj: &mut Injector, nr: i64, args: &[u64]| if whole { inj.call(nr as u64, args).map(Outcome::Done) } else { inj.call_interruptible(nr as u64, args) };
+                syscalls::execute(call, scratch, len, &mem, &mut |nr, args| match run(&mut inj, nr, &args) {
                     // An epoll wait with a mask of its own ends with EINTR (no restart
                     // code) when a signal its mask lets in comes: that signal, about to be
                     // delivered, is reported as cutting the call rather than after its
@@ -1110,7 +1128,11 @@ impl Deputy {
                 }
             }
             match result {
-                Ok(reply) => events(Event::Reply { seq, reply }),
+                Ok(reply) => {
+                    events(Event::Reply { seq, reply });
+                    // Signals that came while a call that never waits ran: after its answer.
+                    self.hand_on_deferred(events);
+                }
                 Err(MarshalError::TooBig { need }) => {
                     if self.grow(need).is_err() {
                         events(Event::Reply { seq, reply: Reply { ret: -(libc::ENOMEM as i64), outs: Vec::new() } });

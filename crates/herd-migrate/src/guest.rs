@@ -1855,10 +1855,11 @@ impl Guest {
                     // is asked to end the call (`Interrupt`): answered with EINTR if it had
                     // not ended by itself, and then the signal interrupts it here too.
                     (Some(p), false) => {
-                        let (seq, mask) = (p.seq, self.wait_mask(&p.call));
+                        let (seq, mask, whole) = (p.seq, self.wait_mask(&p.call), syscalls::never_waits(p.call.nr, &p.call.args));
                         let lets_in = match mask {
                             Some(mask) => SigMasks::of(thread).is_none_or(|m| m.lets_in(sig, mask)),
-                            None => interrupts(thread, sig),
+                            // (A call that never waits is not cut: the signal follows it.)
+                            None => interrupts(thread, sig) && !whole,
                         };
                         if lets_in {
                             out(ToHome::Interrupt { seq, tid });

@@ -1264,16 +1264,36 @@ pub fn marshal(nr: i64, args: [u64; 6], mem: &dyn MemRead) -> Result<Call, Marsh
     Ok(Call { nr, args: w.args, bufs })
 }
 
-/// The signal mask that wait `nr` (pselect6, ppoll, epoll_pwait, epoll_pwait2)
-/// swaps in for its duration, read from the process; None for other calls, a
-/// wait without one (a null pointer), or a mask that cannot be read (the call
-/// fails at home with EFAULT or EINVAL, as it would here).
 /// Whether call `nr` is an epoll wait with a sigmask of its own (which ends with a plain
 /// EINTR, no restart code, when a signal the mask lets in comes).
 pub fn is_masked_epoll_wait(nr: i64, args: &[u64; 6]) -> bool {
     matches!(nr, libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2) && args[4] != 0
 }
 
+/// Whether forwarded call `nr` with `args` never waits (on a local file system): a signal
+/// does not interrupt it at home — it completes, and the handler runs after it — so a
+/// signal that crosses it is held until its answer, not let cut it (a shell's `cd` right
+/// after a child ended: dash's SIGCHLD handler has no SA_RESTART, and a cut `chdir` would
+/// fail with EINTR, which it never does at home).
+pub fn never_waits(nr: i64, args: &[u64; 6]) -> bool {
+    match nr {
+        libc::SYS_fcntl => [libc::F_GETFD, libc::F_SETFD, libc::F_GETFL, libc::F_SETFL, libc::F_DUPFD, libc::F_DUPFD_CLOEXEC].contains(&(args[1] as i32)),
+        libc::SYS_chdir | libc::SYS_fchdir | libc::SYS_getcwd | libc::SYS_umask | libc::SYS_mkdir | libc::SYS_mkdirat | libc::SYS_rmdir
+        | libc::SYS_unlink | libc::SYS_unlinkat | libc::SYS_rename | libc::SYS_renameat | libc::SYS_renameat2 | libc::SYS_link
+        | libc::SYS_linkat | libc::SYS_symlink | libc::SYS_symlinkat | libc::SYS_chmod | libc::SYS_fchmod | libc::SYS_fchmodat
+        | libc::SYS_chown | libc::SYS_fchown | libc::SYS_lchown | libc::SYS_fchownat | libc::SYS_stat | libc::SYS_lstat
+        | libc::SYS_fstat | libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_statfs | libc::SYS_fstatfs | libc::SYS_access
+        | libc::SYS_faccessat | libc::SYS_faccessat2 | libc::SYS_readlink | libc::SYS_readlinkat | libc::SYS_lseek | libc::SYS_dup
+        | libc::SYS_dup2 | libc::SYS_dup3 | libc::SYS_getppid | libc::SYS_getdents64 | libc::SYS_pipe | libc::SYS_pipe2
+        | libc::SYS_truncate | libc::SYS_ftruncate | libc::SYS_utimensat => true,
+        _ => false,
+    }
+}
+
+/// The signal mask that wait `nr` (pselect6, ppoll, epoll_pwait, epoll_pwait2)
+/// swaps in for its duration, read from the process; None for other calls, a
+/// wait without one (a null pointer), or a mask that cannot be read (the call
+/// fails at home with EFAULT or EINVAL, as it would here).
 pub fn wait_mask(nr: i64, args: &[u64; 6], mem: &dyn MemRead) -> Option<u64> {
     let word = |addr: u64| {
         let mut b = [0u8; 8];
@@ -2161,6 +2181,19 @@ mod tests {
         });
         assert_eq!((call.bufs.len(), ret), (2, 0));
         assert_eq!(p.get(0x9000, 8), 0x9100u64.to_ne_bytes(), "the process's pair is untouched");
+    }
+
+    #[test]
+    fn calls_that_never_wait() {
+        let a = |x: u64| [3, x, 0, 0, 0, 0];
+        assert!(never_waits(libc::SYS_chdir, &a(0)));
+        assert!(never_waits(libc::SYS_newfstatat, &a(0)));
+        assert!(never_waits(libc::SYS_fcntl, &a(libc::F_GETFL as u64)));
+        // A lock that waits, reads and writes (a pipe, a terminal), waits of all kinds.
+        assert!(!never_waits(libc::SYS_fcntl, &a(libc::F_SETLKW as u64)));
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_wait4, libc::SYS_openat, libc::SYS_close, libc::SYS_ioctl, libc::SYS_pselect6, libc::SYS_flock] {
+            assert!(!never_waits(nr, &a(0)), "{nr}");
+        }
     }
 
     #[test]
