@@ -364,9 +364,7 @@ fn programs_exec_where_it_runs(lab: &Lab) {
     let dir = lab.dir.join("exec");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let other = format!("{LOOKALIKE}/other.sh");
-    lab.node_sh_ok("n1", &format!("printf '#!/bin/sh\\necho other: at home\\n' > {other} && chmod 755 {other}"));
-    lab.node_sh_ok("n2", &format!("printf '#!/bin/sh\\necho other: on n2!\\n' > {other} && chmod 755 {other}"));
+    let other = lookalike_script(lab);
     let prog = lab.python_program("dfsa_exec.py").with_args(&[dir.to_str().unwrap(), &other]);
     let direct = lab.run_direct("dfsa_exec.py (direct)", &prog, &[Gate::Line("ready"), Gate::Line("done")]);
     expect_status(&direct, Some(0), None);
@@ -401,9 +399,7 @@ fn programs_exec_where_it_runs(lab: &Lab) {
 /// the memory it shares — and the process is still on n2, never moved again (the
 /// children were made there, and exec'd there but for the look-alike script's).
 fn vfork_and_posix_spawn_where_it_runs(lab: &Lab) {
-    let other = format!("{LOOKALIKE}/other.sh");
-    lab.node_sh_ok("n1", &format!("printf '#!/bin/sh\\necho other: at home\\n' > {other} && chmod 755 {other}"));
-    lab.node_sh_ok("n2", &format!("printf '#!/bin/sh\\necho other: on n2!\\n' > {other} && chmod 755 {other}"));
+    let other = lookalike_script(lab);
     let prog = lab.python_program("dfsa_spawn.py").with_args(&[&other]);
     let direct = lab.run_direct("dfsa_spawn.py (direct)", &prog, &[Gate::Line("ready"), Gate::Line("done")]);
     expect_status(&direct, Some(0), None);
@@ -424,4 +420,13 @@ fn vfork_and_posix_spawn_where_it_runs(lab: &Lab) {
     p.send(lab, "go\n");
     let moved = p.finish(lab);
     same_result(&direct, &moved, same);
+}
+
+/// A script at the same path in the look-alike directory of n1 and n2, whose contents
+/// differ (each says where it is): run on n2 by a process of n1, it must run at home.
+fn lookalike_script(lab: &Lab) -> String {
+    let other = format!("{LOOKALIKE}/other.sh");
+    lab.node_sh_ok("n1", &format!("printf '#!/bin/sh\\necho other: at home\\n' > {other} && chmod 755 {other}"));
+    lab.node_sh_ok("n2", &format!("printf '#!/bin/sh\\necho other: on n2!\\n' > {other} && chmod 755 {other}"));
+    other
 }

@@ -1290,6 +1290,27 @@ pub fn never_waits(nr: i64, args: &[u64; 6]) -> bool {
     }
 }
 
+/// Whether set-id call `nr` with `args` (setuid, setreuid, setresuid and their gid
+/// twins) changes nothing for a thread whose ids — real, effective, saved and file-system:
+/// the `Uid:` or `Gid:` line of its /proc status, `status` — are all one value: each
+/// argument is -1 or that value. The kernel answers such a call 0 (glibc's posix_spawn
+/// child makes one, `seteuid(getuid())`, for POSIX_SPAWN_RESETIDS: GNU make's jobs).
+pub fn setid_changes_nothing(nr: i64, args: &[u64; 6], status: &str) -> bool {
+    let (key, n) = match nr {
+        libc::SYS_setuid => ("Uid:", 1),
+        libc::SYS_setreuid => ("Uid:", 2),
+        libc::SYS_setresuid => ("Uid:", 3),
+        libc::SYS_setgid => ("Gid:", 1),
+        libc::SYS_setregid => ("Gid:", 2),
+        libc::SYS_setresgid => ("Gid:", 3),
+        _ => return false,
+    };
+    let Some(ids) = status.lines().find_map(|l| l.strip_prefix(key)) else { return false };
+    let ids: Vec<u32> = ids.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let [one, ..] = ids[..] else { return false };
+    ids.len() == 4 && ids.iter().all(|&i| i == one) && args[..n].iter().all(|&a| a as u32 == u32::MAX || a as u32 == one)
+}
+
 /// The signal mask that wait `nr` (pselect6, ppoll, epoll_pwait, epoll_pwait2)
 /// swaps in for its duration, read from the process; None for other calls, a
 /// wait without one (a null pointer), or a mask that cannot be read (the call
@@ -2181,6 +2202,29 @@ mod tests {
         });
         assert_eq!((call.bufs.len(), ret), (2, 0));
         assert_eq!(p.get(0x9000, 8), 0x9100u64.to_ne_bytes(), "the process's pair is untouched");
+    }
+
+    #[test]
+    fn set_ids_that_change_nothing() {
+        let status = "Name:\tmake\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n";
+        let a = |x: &[u64]| {
+            let mut r = [0u64; 6];
+            r[..x.len()].copy_from_slice(x);
+            r
+        };
+        let keep = u32::MAX as u64;
+        // posix_spawn's POSIX_SPAWN_RESETIDS: seteuid(getuid()), setegid(getgid()).
+        assert!(setid_changes_nothing(libc::SYS_setresuid, &a(&[keep, 1000, keep]), status));
+        assert!(setid_changes_nothing(libc::SYS_setresgid, &a(&[keep, 100, keep]), status));
+        assert!(setid_changes_nothing(libc::SYS_setuid, &a(&[1000]), status));
+        assert!(setid_changes_nothing(libc::SYS_setreuid, &a(&[u64::MAX, 1000]), status));
+        // A change, ids that differ (a set-id program), another call: home's.
+        assert!(!setid_changes_nothing(libc::SYS_setresuid, &a(&[keep, 0, keep]), status));
+        assert!(!setid_changes_nothing(libc::SYS_setgid, &a(&[1000]), status));
+        let setuid_program = "Uid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
+        assert!(!setid_changes_nothing(libc::SYS_setresuid, &a(&[keep, 1000, keep]), setuid_program));
+        assert!(!setid_changes_nothing(libc::SYS_setgroups, &a(&[0, 0]), status));
+        assert!(!setid_changes_nothing(libc::SYS_setuid, &a(&[1000]), "Name:\tx\n"));
     }
 
     #[test]
