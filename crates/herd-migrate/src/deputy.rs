@@ -1379,16 +1379,13 @@ impl Deputy {
     }
 }
 
-/// Process `pid`'s descriptors marked close-on-exec (the flags line of /proc/PID/fdinfo/N
-/// shows FD_CLOEXEC as O_CLOEXEC).
+/// Process `pid`'s descriptors marked close-on-exec.
 fn cloexec_fds(pid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
     let mut fds: Vec<i32> = dir
         .filter_map(|e| {
-            let e = e.ok()?;
-            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
-            let info = std::fs::read_to_string(e.path()).ok()?;
-            let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).and_then(|v| i32::from_str_radix(v.trim(), 8).ok())?;
+            let fd: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let (_, flags) = crate::direct::fdinfo(pid, fd)?;
             (flags & libc::O_CLOEXEC != 0).then_some(fd)
         })
         .collect();

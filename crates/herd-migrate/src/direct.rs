@@ -85,15 +85,20 @@ fn open_file(pid: i32, fd: i32) -> Option<OpenFile> {
     if !meta.is_file() && !meta.is_dir() {
         return None;
     }
-    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
-    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
-    let pos = field("pos:")?.parse().ok()?;
-    let flags = i32::from_str_radix(field("flags:")?, 8).ok()?;
+    let (pos, flags) = fdinfo(pid, fd)?;
     if flags & O_PATH != 0 {
         return None;
     }
     use std::os::unix::fs::MetadataExt;
     Some(OpenFile { fd, path, pos, flags, ino: meta.ino(), dir: meta.is_dir() })
+}
+
+/// Descriptor `fd` of `pid`'s offset and flags (/proc/PID/fdinfo: open(2) flags in octal,
+/// FD_CLOEXEC shown as O_CLOEXEC).
+pub(crate) fn fdinfo(pid: i32, fd: i32) -> Option<(u64, i32)> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    Some((field("pos:")?.parse().ok()?, i32::from_str_radix(field("flags:")?, 8).ok()?))
 }
 
 /// Which of `files` (descriptors of `pid`) share their open file description with

@@ -53,9 +53,6 @@ const MAX_FILES: usize = 5;
 /// The start of a file read for its `#!` line or its ELF program headers.
 const HEAD: usize = 64 << 10;
 
-/// The largest program an exec away takes from the node's copy (as for mappings).
-const MAX_PROGRAM: u64 = 512 << 20;
-
 /// Home's side: what `path` (absolute) names for process `pid` — see the module's doc.
 pub fn identify(pid: i32, path: &str, hashes: &mut FileHashes) -> ExecFiles {
     if !path.starts_with('/') {
@@ -104,8 +101,9 @@ fn look(path: &str, hashes: &mut FileHashes) -> Result<(FileIdentity, Option<Str
         Err(e) => return Err(Looked::Home(format!("{path}: {e}"))),
     };
     let m = file.metadata().map_err(|e| Looked::Home(format!("{path}: {e}")))?;
-    if !m.is_file() || m.size() > MAX_PROGRAM {
-        return Err(Looked::Home(format!("{path} is not a regular file of at most {} MiB", MAX_PROGRAM >> 20)));
+    // The largest program an exec away takes from the node's copy: as for mappings.
+    if !m.is_file() || m.size() > crate::direct::MAX_COPY {
+        return Err(Looked::Home(format!("{path} is not a regular file of at most {} MiB", crate::direct::MAX_COPY >> 20)));
     }
     if privileged(&file) {
         return Err(Looked::Home(format!("{path} is set-user-ID, set-group-ID or has file capabilities")));

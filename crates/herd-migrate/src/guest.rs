@@ -1199,11 +1199,17 @@ impl Guest {
         }
     }
 
-    /// Whether a fork can be made here: not for a process with memory kept at home (a
-    /// fork would not carry its placeholders' registration), whose memory is still
-    /// arriving, or that waits for a window of a file read ahead.
+    /// Whether a fork can be made here ([`Guest::settled`]).
     fn may_fork_here(&self) -> bool {
-        !self.no_fork_here && self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && self.ahead.idle()
+        !self.no_fork_here && self.settled()
+    }
+
+    /// Whether a fork or an exec may be made here as far as its memory and files go: not
+    /// for a process with memory kept at home (a fork would not carry its placeholders'
+    /// registration), whose memory is still arriving, or that waits for a window of a
+    /// file read ahead.
+    fn settled(&self) -> bool {
+        self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && self.ahead.idle()
     }
 
     /// A fork made here ([`crate::fork`]): the child is made and held, home makes its
@@ -1255,10 +1261,10 @@ impl Guest {
         Ok(())
     }
 
-    /// Whether an exec can be made here ([`crate::exec`]): as for a fork, and only for
-    /// a process with one thread (an exec ends the others) and no fork on its way.
+    /// Whether an exec can be made here now ([`crate::exec`]): as for a fork, and only
+    /// for a process with one thread (an exec ends the others) and no fork on its way.
     fn may_exec_here(&self) -> bool {
-        !self.no_exec_here && self.tids.len() <= 1 && self.forks.is_empty() && self.at_home.is_none() && self.shared.pages_done.load(Ordering::SeqCst) && self.ahead.idle()
+        self.tids.len() <= 1 && self.forks.is_empty() && self.settled()
     }
 
     /// The path of exec call `n` (an `execve`) if it is one this node may make, made
